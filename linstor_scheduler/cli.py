@@ -1,0 +1,55 @@
+"""``linstor-scheduler``: one CLI, a subcommand per job. Every flag can also be set by env var."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import add_option
+from .logs import setup_logging
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("logging")
+    add_option(group, "--log-level", help="log level", default="info",
+               choices=["debug", "info", "warning", "error"])
+    add_option(group, "--log-format", help="log line format", default="text", choices=["text", "json"])
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linstor-scheduler",
+        description="Place pods next to their LINSTOR/DRBD replicas, keep storage pools in step with LVM, "
+        "and move pods off nodes that lost their storage.",
+    )
+    parser.add_argument("--version", action="version", version=f"linstor-scheduler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parent = common_options()
+    from scheduler_extender import cli as extender_cli
+
+    extender_cli.register(sub, parent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for the operator; --log-level debug for more
+        import logging
+
+        logging.getLogger("linstor_scheduler").debug("fatal error", exc_info=True)
+        print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Builders of Kubernetes objects in their JSON form, for the demo cluster, tests and benchmarks.
+
+Complete enough for the official client's strict models (the API stand-in serves them) and for
+our own readers; nothing here is used by production code paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from linstor_scheduler.volumes import CSI_DRIVER, PARAM_PREFIX
+
+ZONE = "topology.kubernetes.io/zone"
+REGION = "topology.kubernetes.io/region"
+
+
+def node(name: str, *, zone: str | None = None, region: str | None = None, ready: bool = True,
+         labels: dict[str, str] | None = None) -> dict[str, Any]:
+    all_labels = {"kubernetes.io/hostname": name, "linbit.com/hostname": name, **(labels or {})}
+    if zone:
+        all_labels[ZONE] = zone
+    if region:
+        all_labels[REGION] = region
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": all_labels},
+        "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                   "reason": "KubeletReady" if ready else "NodeStatusUnknown"}]},
+    }
+
+
+def storage_class(name: str, *, pool: str | None = "thindata", replicas: int | None = 2,
+                  remote: bool | list[dict[str, Any]] = True, wffc: bool = True,
+                  provisioner: str = CSI_DRIVER, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    params: dict[str, str] = {}
+    if pool:
+        params[PARAM_PREFIX + "storagePool"] = pool
+    if replicas:
+        params[PARAM_PREFIX + "placementCount"] = str(replicas)
+    if isinstance(remote, list):
+        params[PARAM_PREFIX + "allowRemoteVolumeAccess"] = yaml.safe_dump(remote, default_flow_style=False)
+    else:
+        params[PARAM_PREFIX + "allowRemoteVolumeAccess"] = "true" if remote else "false"
+    params.update(extra or {})
+    return {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name}, "provisioner": provisioner, "parameters": params,
+        "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
+        "volumeBindingMode": "WaitForFirstConsumer" if wffc else "Immediate",
+    }
+
+
+def pvc(name: str, *, namespace: str = "default", storage_class: str | None = "linstor-thindata-r2",
+        size: str = "10Gi", volume: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    if volume:
+        spec["volumeName"] = volume
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec, "status": {"phase": "Bound" if volume else "Pending"},
+    }
+
+
+def pv(name: str, *, claim: tuple[str, str] | None = None, storage_class: str = "linstor-thindata-r2",
+       size: str = "10Gi", driver: str = CSI_DRIVER, handle: str | None = None,
+       affinity_nodes: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Delete", "storageClassName": storage_class,
+        "csi": {"driver": driver, "volumeHandle": handle or name, "fsType": "ext4"},
+    }
+    if claim:
+        spec["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": claim[0], "name": claim[1]}
+    if affinity_nodes is not None:
+        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "linbit.com/hostname", "operator": "In", "values": affinity_nodes}]}]}}
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec,
+            "status": {"phase": "Bound" if claim else "Available"}}
+
+
+def pod(name: str, *, namespace: str = "default", claims: list[str] = (), ephemeral: dict[str, dict] | None = None,
+        scheduler: str = "linstor", labels: dict[str, str] | None = None, node_name: str | None = None,
+        extra_volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A pod mounting ``claims`` (PVC names) and generic ephemeral volumes ``{volume: template}``."""
+    volumes: list[dict[str, Any]] = [
+        {"name": f"vol{i}", "persistentVolumeClaim": {"claimName": c}} for i, c in enumerate(claims)
+    ]
+    for vol_name, template in (ephemeral or {}).items():
+        volumes.append({"name": vol_name, "ephemeral": {"volumeClaimTemplate": template}})
+    volumes += extra_volumes or []
+    spec: dict[str, Any] = {
+        "schedulerName": scheduler,
+        "containers": [{"name": "app", "image": "busybox",
+                        "volumeMounts": [{"name": v["name"], "mountPath": f"/mnt/{v['name']}"} for v in volumes]}],
+        "volumes": volumes,
+    }
+    if node_name:
+        spec["nodeName"] = node_name
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": spec, "status": {"phase": "Pending"}}
+
+
+def claim_template(storage_class: str, size: str = "1Gi") -> dict[str, Any]:
+    return {"spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+                     "resources": {"requests": {"storage": size}}}}
+
+
+def bound_volume(claim_name: str, resource: str, *, namespace: str = "default",
+                 storage_class: str = "linstor-thindata-r2", size: str = "10Gi",
+                 affinity_nodes: list[str] | None = None) -> list[dict[str, Any]]:
+    """A PVC bound to a LINSTOR PV whose volumeHandle is ``resource``."""
+    return [pvc(claim_name, namespace=namespace, storage_class=storage_class, size=size, volume=resource),
+            pv(resource, claim=(namespace, claim_name), storage_class=storage_class, size=size,
+               affinity_nodes=affinity_nodes)]

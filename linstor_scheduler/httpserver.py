@@ -1,0 +1,72 @@
+"""Run an ASGI app under uvicorn in a background thread, on loopback, on a free port.
+
+Used by the test doubles (LINSTOR emulator, Kubernetes API stand-in), the tests that start the
+extender over real HTTP, ``make demo`` and the benchmarks. Start-up and shutdown wait on uvicorn's
+own ``started``/``should_exit`` state, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import uvicorn
+
+
+class ServerThread:
+    """``with ServerThread(app) as srv: httpx.get(srv.url + "/healthz")``."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_kwargs: Any) -> None:
+        kwargs: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio"}
+        kwargs.update(uvicorn_kwargs)
+        self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
+        self.server = uvicorn.Server(self.config)
+        self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)
+        self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        try:
+            if self.config.loop == "uvloop":
+                import uvloop
+
+                self.loop = uvloop.new_event_loop()
+            else:
+                self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.serve())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+
+    def start(self, timeout: float = 15.0) -> ServerThread:
+        self._thread.start()
+        deadline = threading.Event()
+        waited = 0.0
+        while not self.server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"server failed to start: {self._error!r}")
+            if waited >= timeout:
+                raise TimeoutError("server did not start in time")
+            deadline.wait(0.01)
+            waited += 0.01
+        return self
+
+    @property
+    def port(self) -> int:
+        sockets = self.server.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,313 @@
+"""From a pod to its LINSTOR resources: pod volume -> PVC -> PV -> ``spec.csi.volumeHandle``.
+
+Shared by the scheduler extender and the fencing controller, so both agree on which volumes of a
+pod are LINSTOR volumes. Works on raw Kubernetes dicts (the JSON form), as held by the informer
+caches and snapshot files. Pure functions: lookups are passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+CSI_DRIVER = "linstor.csi.linbit.com"
+PARAM_PREFIX = CSI_DRIVER + "/"
+ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
+REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
+
+Obj = Mapping[str, Any]
+
+_QUANTITY = re.compile(r"^\s*([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_SUFFIX = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 10**-3,
+}
+
+
+def parse_quantity(text: Any) -> int | None:
+    """A Kubernetes resource quantity (``10Gi``, ``500M``, ``1e9``) in bytes; None if unparsable."""
+    if isinstance(text, int | float):
+        return int(text)
+    if not isinstance(text, str):
+        return None
+    match = _QUANTITY.match(text)
+    if not match or match.group(2) not in _SUFFIX:
+        return None
+    try:
+        return int(float(match.group(1)) * _SUFFIX[match.group(2)])
+    except ValueError:
+        return None
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(size) < 1024 or unit == "PiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{n}B"
+
+
+def first_label(labels: Mapping[str, str], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = labels.get(key)
+        if value:
+            return value
+    return None
+
+
+# --- StorageClass -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAccess:
+    """``allowRemoteVolumeAccess``: ``true`` (any node), ``false``, or a list of ``fromSame`` rules.
+
+    A rule ``fromSame: [topology.kubernetes.io/zone]`` allows diskless access from a node that has
+    the same values for all listed labels as some node with a diskful replica.
+    """
+
+    allowed: bool = True
+    from_same: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.allowed and not self.from_same
+
+    def describe(self) -> str:
+        if not self.allowed:
+            return "forbids remote access"
+        if self.from_same:
+            rules = " or ".join("+".join(keys) for keys in self.from_same)
+            return f"allows remote access only from nodes with the same {rules} as a diskful replica"
+        return "allows remote access"
+
+
+def parse_remote_access(raw: Any) -> RemoteAccess:
+    """Parse the StorageClass parameter as linstor-csi does (bool string or YAML list)."""
+    if raw is None:
+        return RemoteAccess(True)  # linstor-csi's default is true
+    text = str(raw).strip()
+    if text.lower() in ("true", "yes", "1", ""):
+        return RemoteAccess(True)
+    if text.lower() in ("false", "no", "0"):
+        return RemoteAccess(False)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return RemoteAccess(False)  # unreadable policy: be strict, never place remote by guess
+    rules: list[tuple[str, ...]] = []
+    if isinstance(doc, list):
+        for rule in doc:
+            if isinstance(rule, dict) and isinstance(rule.get("fromSame"), list):
+                rules.append(tuple(str(k) for k in rule["fromSame"]))
+    if not rules:
+        return RemoteAccess(False)
+    return RemoteAccess(True, tuple(rules))
+
+
+def _param(params: Mapping[str, Any], key: str) -> Any:
+    """linstor-csi accepts prefixed keys and, for old classes, the bare key (case-insensitive)."""
+    lowered = {k.lower(): v for k, v in params.items()}
+    for candidate in (PARAM_PREFIX + key, key):
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageClassInfo:
+    name: str
+    provisioner: str
+    storage_pool: str | None
+    remote_access: RemoteAccess
+    placement_count: int | None
+    wait_for_first_consumer: bool
+
+    @property
+    def is_linstor(self) -> bool:
+        return self.provisioner == CSI_DRIVER
+
+    @classmethod
+    def from_object(cls, sc: Obj) -> StorageClassInfo:
+        params = sc.get("parameters") or {}
+        count = _param(params, "placementCount") or _param(params, "autoPlace")
+        try:
+            placement = int(count) if count is not None else None
+        except (TypeError, ValueError):
+            placement = None
+        return cls(
+            name=(sc.get("metadata") or {}).get("name", ""),
+            provisioner=sc.get("provisioner", ""),
+            storage_pool=_param(params, "storagePool"),
+            remote_access=parse_remote_access(_param(params, "allowRemoteVolumeAccess")),
+            placement_count=placement,
+            wait_for_first_consumer=sc.get("volumeBindingMode") == "WaitForFirstConsumer",
+        )
+
+
+# --- node selectors (PV node affinity) ---------------------------------------------------------
+
+
+def _match_expression(expr: Obj, values_of: Callable[[str], str | None]) -> bool:
+    value = values_of(expr.get("key", ""))
+    op = expr.get("operator")
+    wanted = expr.get("values") or []
+    if op == "In":
+        return value is not None and value in wanted
+    if op == "NotIn":
+        return value is None or value not in wanted
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    if op in ("Gt", "Lt") and value is not None and wanted:
+        try:
+            a, b = int(value), int(wanted[0])
+        except ValueError:
+            return False
+        return a > b if op == "Gt" else a < b
+    return False
+
+
+def node_selector_matches(selector: Obj | None, node_name: str, labels: Mapping[str, str]) -> bool:
+    """``v1.NodeSelector`` semantics: terms are ORed, expressions within a term ANDed."""
+    if not selector:
+        return True
+    terms = selector.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    fields = {"metadata.name": node_name}
+    for term in terms:
+        exprs = term.get("matchExpressions") or []
+        field_exprs = term.get("matchFields") or []
+        if not exprs and not field_exprs:
+            continue  # an empty term matches nothing (as in Kubernetes)
+        if all(_match_expression(e, labels.get) for e in exprs) and all(
+            _match_expression(e, fields.get) for e in field_exprs
+        ):
+            return True
+    return False
+
+
+# --- pod -> claims -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRef:
+    """A pod volume that names a claim: ``persistentVolumeClaim`` or a generic ephemeral volume."""
+
+    namespace: str
+    name: str
+    volume: str
+    template: Obj | None = None  # ephemeral.volumeClaimTemplate, used until the PVC exists
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def pod_claims(pod: Obj) -> list[ClaimRef]:
+    """Claims of a pod; an ephemeral volume's PVC is named ``<pod>-<volume>`` by Kubernetes."""
+    meta = pod.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    pod_name = meta.get("name") or ""
+    refs: list[ClaimRef] = []
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        if not isinstance(vol, Mapping):
+            continue
+        name = str(vol.get("name") or "")
+        pvc = vol.get("persistentVolumeClaim")
+        if isinstance(pvc, Mapping) and pvc.get("claimName"):
+            refs.append(ClaimRef(namespace, str(pvc["claimName"]), name))
+            continue
+        eph = vol.get("ephemeral")
+        if isinstance(eph, Mapping) and isinstance(eph.get("volumeClaimTemplate"), Mapping):
+            refs.append(ClaimRef(namespace, f"{pod_name}-{name}", name, eph["volumeClaimTemplate"]))
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What we know of one claim of a pod, resolved against the Kubernetes objects.
+
+    ``resource`` is the LINSTOR resource definition name once the claim is bound to a LINSTOR PV.
+    ``is_linstor`` is False for claims that are not ours (another driver): they are ignored.
+    ``pending`` says why a LINSTOR-looking claim cannot be judged yet (PVC or PV not seen).
+    """
+
+    ref: ClaimRef
+    is_linstor: bool
+    resource: str | None = None
+    storage_class: StorageClassInfo | None = None
+    size_bytes: int | None = None
+    pv_affinity: Obj | None = None
+    pending: str | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.resource is not None
+
+    @property
+    def label(self) -> str:
+        """How reasons name the volume: the LINSTOR resource when bound, else the claim."""
+        return f"volume {self.resource}" if self.resource else f"claim {self.ref.key}"
+
+
+def resolve_claim(
+    ref: ClaimRef,
+    get_pvc: Callable[[str], Obj | None],
+    get_pv: Callable[[str], Obj | None],
+    get_sc: Callable[[str], StorageClassInfo | None],
+) -> Claim:
+    pvc = get_pvc(ref.key)
+    spec: Obj = (pvc or {}).get("spec") or {}
+    if pvc is None and ref.template is not None:
+        spec = ref.template.get("spec") or {}
+    sc_name = spec.get("storageClassName")
+    sc = get_sc(sc_name) if sc_name else None
+    size = parse_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
+    volume_name = spec.get("volumeName") if pvc is not None else None
+    if volume_name:
+        pv = get_pv(volume_name)
+        if pv is None:
+            linstor = sc.is_linstor if sc else True
+            return Claim(ref, linstor, None, sc, size, pending=f"PersistentVolume {volume_name} not seen yet")
+        pv_spec = pv.get("spec") or {}
+        csi = pv_spec.get("csi") or {}
+        if csi.get("driver") != CSI_DRIVER or not csi.get("volumeHandle"):
+            return Claim(ref, False)
+        pv_sc = get_sc(pv_spec.get("storageClassName") or "") or sc
+        size = parse_quantity((pv_spec.get("capacity") or {}).get("storage")) or size
+        affinity = (pv_spec.get("nodeAffinity") or {}).get("required")
+        return Claim(ref, True, str(csi["volumeHandle"]), pv_sc, size, affinity)
+    if sc is None:
+        if pvc is None and ref.template is None:
+            # Unknown claim: it may well be ours; kube-scheduler reports the missing PVC itself.
+            return Claim(ref, True, pending=f"PersistentVolumeClaim {ref.key} not seen yet")
+        if sc_name:
+            return Claim(ref, True, pending=f"StorageClass {sc_name} not seen yet")
+        return Claim(ref, False)  # no class, not bound: not something we provision
+    if not sc.is_linstor:
+        return Claim(ref, False)
+    if not sc.wait_for_first_consumer:
+        return Claim(ref, True, None, sc, size,
+                     pending="claim is not bound yet and its StorageClass binds immediately")
+    return Claim(ref, True, None, sc, size)
+
+
+def resolve_pod_claims(
+    pod: Obj,
+    get_pvc: Callable[[str], Obj | None],
+    get_pv: Callable[[str], Obj | None],
+    get_sc: Callable[[str], StorageClassInfo | None],
+) -> list[Claim]:
+    """The LINSTOR claims of a pod (claims of other drivers are dropped)."""
+    claims = [resolve_claim(ref, get_pvc, get_pv, get_sc) for ref in pod_claims(pod)]
+    return [c for c in claims if c.is_linstor]

@@ -1,0 +1,205 @@
+"""Subcommands of the extender: ``extender``, ``explain``, ``snapshot``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+import yaml
+
+from linstor_scheduler.config import add_flag, add_option
+
+from .scoring import Weights
+
+log = logging.getLogger("linstor_scheduler.extender")
+
+
+def add_linstor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LINSTOR")
+    add_option(group, "--controllers", env="LS_CONTROLLERS", default="linstor://localhost",
+               help="LINSTOR controller URLs, comma-separated (linstor://, linstor+ssl://, http(s)://)")
+    add_option(group, "--linstor-timeout", type=float, default=10.0, help="timeout of one LINSTOR request, seconds")
+    add_option(group, "--linstor-ca-file", help="CA bundle to verify the controller's certificate")
+    add_option(group, "--linstor-cert-file", help="client certificate (PEM) for HTTPS with client auth")
+    add_option(group, "--linstor-key-file", help="client key (PEM) for HTTPS with client auth")
+
+
+def make_linstor_client(args: argparse.Namespace) -> Any:
+    from linstor_scheduler.linstor.client import LinstorClient, parse_controllers
+
+    return LinstorClient(
+        parse_controllers(args.controllers), timeout=args.linstor_timeout,
+        ca_file=args.linstor_ca_file, cert_file=args.linstor_cert_file, key_file=args.linstor_key_file,
+    )
+
+
+def add_kube(parser: argparse.ArgumentParser) -> None:
+    from linstor_scheduler.kube.client import add_kube_options
+
+    add_kube_options(parser)
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("extender", parents=[parent], help="serve the kube-scheduler extender (filter, prioritize)",
+                       description="Serve kube-scheduler's extender v1 verbs /filter and /prioritize, plus "
+                       "/explain, /healthz, /readyz and /metrics, from an in-memory index of LINSTOR and "
+                       "Kubernetes state (or from a snapshot file).")
+    add_option(p, "--listen-address", default="0.0.0.0", help="address to listen on")
+    add_option(p, "--port", type=int, default=8099, help="port to listen on")
+    add_option(p, "--snapshot", help="serve from this snapshot file instead of live LINSTOR and Kubernetes")
+    add_option(p, "--poll-interval", type=float, default=10.0, help="seconds between LINSTOR reads")
+    add_flag(p, "--node-events", default=True,
+             help="also follow LINSTOR's node event stream (falls back to polling)")
+    add_option(p, "--max-staleness", type=float, default=120.0,
+               help="seconds; older state makes the extender neutral (every node passes, score 0)")
+    add_option(p, "--fallback-timeout", type=float, default=1.0,
+               help="seconds for the one read of a resource missing from the index")
+    add_option(p, "--score-weights", default="",
+               help="override score levels, e.g. 'local_syncing=7,remote=0' (see docs/extender.md)")
+    add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
+    add_linstor_options(p)
+    add_kube(p)
+    p.set_defaults(func=run_extender)
+
+    e = sub.add_parser("explain", parents=[parent], help="why would a pod go where? per-node verdicts",
+                       description="Print each node's verdict, score and reasons for a pod, from a snapshot "
+                       "file or the live cluster.")
+    add_option(e, "--pod", help="the pod, NAMESPACE/NAME")
+    add_option(e, "--nodes", default="", help="comma-separated nodes to judge (default: all)")
+    add_option(e, "--snapshot", help="judge against this snapshot file instead of the live cluster")
+    add_option(e, "--output", default="table", choices=["table", "json"], help="output format")
+    add_option(e, "--score-weights", default="", help="as for the extender")
+    add_linstor_options(e)
+    add_kube(e)
+    e.set_defaults(func=run_explain)
+
+    s = sub.add_parser("snapshot", parents=[parent], help="write a snapshot of the live cluster (for bug reports)",
+                       description="Read LINSTOR nodes, resources and storage pools and the Kubernetes Nodes, "
+                       "PVCs, PVs, StorageClasses and pods with schedulerName linstor; print a snapshot file.")
+    add_option(s, "--format", default="yaml", choices=["yaml", "json"], help="output format")
+    add_option(s, "--scheduler-name", default="linstor", help="include pods with this schedulerName")
+    add_linstor_options(s)
+    add_kube(s)
+    s.set_defaults(func=run_snapshot)
+
+    d = sub.add_parser("demo", parents=[parent], help="the extender on a built-in demo cluster (no Kubernetes)",
+                       description="Start the extender on a built-in demo cluster, print each sample pod's "
+                       "per-node verdicts as served over HTTP, and show the curl line to ask it yourself.")
+    add_option(d, "--port", type=int, default=8099, help="port of the demo extender (0: any free port)")
+    add_flag(d, "--serve", default=None,
+             help="keep serving after printing, until Ctrl-C (default: when run on a terminal)")
+    d.set_defaults(func=run_demo)
+
+
+def run_extender(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .metrics import ExtenderMetrics
+    from .service import Extender, FallbackReader, StateHolder
+    from .snapshot import read_snapshot, state_from_snapshot
+
+    weights = Weights.parse(args.score_weights)
+    metrics = ExtenderMetrics()
+    holder = StateHolder()
+    startup = shutdown = None
+    if args.snapshot:
+        holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=time.monotonic()))
+        holder.static = holder.ready = True
+        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness)
+        log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
+                 len(holder.state.nodes), len(holder.state.resources))
+    else:
+        from linstor_scheduler.kube.client import api_client_from_args
+        from linstor_scheduler.kube.informer import KubeCaches
+
+        from .sync import EXTENDER_KINDS, Syncer
+
+        client = make_linstor_client(args)
+        fallback = FallbackReader(client, timeout=args.fallback_timeout,
+                                  on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
+        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness, fallback=fallback)
+        syncer_box: dict[str, Any] = {}
+
+        async def startup() -> None:
+            api = api_client_from_args(args)
+            syncer = Syncer(holder, client, None, poll_interval=args.poll_interval, use_events=args.node_events,
+                            metrics=metrics, fallback=fallback)
+            caches = KubeCaches(api, kinds=list(EXTENDER_KINDS), on_change=syncer.kube_changed)
+            syncer.caches = caches
+            caches.start()
+            await syncer.start()
+            syncer_box.update(syncer=syncer, caches=caches)
+
+        async def shutdown() -> None:
+            if "syncer" in syncer_box:
+                await syncer_box["syncer"].stop()
+                syncer_box["caches"].stop()
+            await client.aclose()
+
+    app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes, startup=startup, shutdown=shutdown)
+    uvicorn.run(app, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _nodes_arg(text: str) -> list[str] | None:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names or None
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_ref, render_table
+    from .snapshot import read_snapshot
+
+    if not args.pod:
+        raise ValueError("--pod NAMESPACE/NAME is required")
+    doc = read_snapshot(args.snapshot) if args.snapshot else asyncio.run(live_snapshot(args, pod=args.pod))
+    result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), Weights.parse(args.score_weights))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
+    return 0
+
+
+async def live_snapshot(args: argparse.Namespace, *, pod: str | None = None) -> dict[str, Any]:
+    """One read of everything the extender indexes; ``pod`` adds that pod, else the linstor-scheduled pods."""
+    from linstor_scheduler.kube.client import api_client_from_args
+
+    from .snapshot_live import kube_snapshot_items
+
+    client = make_linstor_client(args)
+    try:
+        nodes = await client.get_nodes()
+        pools = await client.get_storage_pools()
+        resources = await client.get_resources()
+    finally:
+        await client.aclose()
+    api = api_client_from_args(args)
+    items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod,
+                                    scheduler_name=getattr(args, "scheduler_name", "linstor"))
+
+    def dump(models: list[Any]) -> list[dict[str, Any]]:
+        return [m.model_dump(mode="json", exclude_none=True) for m in models]
+
+    return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources)},
+            "kubernetes": {"items": items}}
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    doc = asyncio.run(live_snapshot(args))
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    serve = sys.stdout.isatty() if args.serve is None else args.serve
+    return run(port=args.port, serve=serve)

@@ -1,0 +1,48 @@
+"""``explain``: why would a pod go where? The same verdicts the extender serves, as a table or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .scoring import Weights, all_node_names
+from .service import Extender, StateHolder
+from .snapshot import find_pod, state_from_snapshot
+
+
+def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[str] | None,
+                weights: Weights | None = None) -> dict[str, Any]:
+    """Judge ``pod`` against a snapshot document, exactly as the extender would."""
+    from .app import verdict_rows
+
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(state_from_snapshot(doc, now=time.monotonic()))
+    extender = Extender(holder, weights=weights)
+    names = list(nodes) if nodes else all_node_names(holder.state)
+    decision = asyncio.run(extender.decide(dict(pod), names))
+    return {"pod": decision.pod, "neutral": decision.neutral_reason, "nodes": verdict_rows(decision)}
+
+
+def explain_ref(doc: Mapping[str, Any], ref: str, nodes: Sequence[str] | None,
+                weights: Weights | None = None) -> dict[str, Any]:
+    pod = find_pod(doc, ref)
+    if pod is None:
+        raise LookupError(f"pod {ref} not found (give NAMESPACE/NAME)")
+    return explain_doc(doc, pod, nodes, weights)
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    rows = result["nodes"]
+    lines = [f"pod {result['pod']}"]
+    if result.get("neutral"):
+        lines.append(f"  neutral: {result['neutral']}")
+    width = max([len("NODE")] + [len(r["node"]) for r in rows])
+    lines.append(f"  {'NODE':<{width}}  VERDICT  SCORE  REASON")
+    order = sorted(rows, key=lambda r: (r["verdict"] != "pass", -r["score"], r["node"]))
+    for row in order:
+        reasons = row["reasons"] or ["-"]
+        lines.append(f"  {row['node']:<{width}}  {row['verdict']:<7}  {row['score']:>5}  {reasons[0]}")
+        lines += [f"  {'':<{width}}  {'':<7}  {'':>5}  {more}" for more in reasons[1:]]
+    return "\n".join(lines)

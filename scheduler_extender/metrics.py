@@ -1,0 +1,46 @@
+"""Prometheus metrics of the extender, on a registry of its own (several apps per test process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ExtenderMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "linstor_scheduler_extender_requests", "Extender requests by verb and outcome "
+            "(ok, neutral = pod without LINSTOR volumes or state not usable, bad_request, error)",
+            ["verb", "outcome"], registry=r)
+        self.latency = Histogram(
+            "linstor_scheduler_extender_request_seconds", "Time to answer an extender request", ["verb"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
+        self.filtered_nodes = Counter(
+            "linstor_scheduler_extender_filtered_nodes", "Nodes judged by filter, by result", ["result"], registry=r)
+        self.state_age = Gauge(
+            "linstor_scheduler_state_age_seconds", "Age of the extender's state (its stalest source)", registry=r)
+        self.state_stale = Gauge(
+            "linstor_scheduler_state_stale", "1 while the state is older than the limit and the extender is neutral",
+            registry=r)
+        self.ready = Gauge("linstor_scheduler_ready", "1 once the first full sync finished", registry=r)
+        self.syncs = Counter(
+            "linstor_scheduler_sync", "Background syncs by source and outcome", ["source", "outcome"], registry=r)
+        self.sync_seconds = Histogram(
+            "linstor_scheduler_sync_seconds", "Duration of a LINSTOR read + index build", registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.fallback_reads = Counter(
+            "linstor_scheduler_fallback_reads", "Bounded reads of resources missing from the index, by outcome",
+            ["outcome"], registry=r)
+        self.index_size = Gauge(
+            "linstor_scheduler_index_objects", "Objects in the extender's index by kind", ["kind"], registry=r)
+        self.linstor_requests = Counter(
+            "linstor_scheduler_linstor_requests", "HTTP requests to the LINSTOR controller by method and status",
+            ["method", "status"], registry=r)
+
+    def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool]) -> None:
+        """Computed at scrape time, so the gauge is right even when no sync happens."""
+        self.state_age.set_function(lambda: age() or 0.0)
+        self.state_stale.set_function(lambda: 1.0 if stale() else 0.0)

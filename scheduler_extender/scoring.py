@@ -1,0 +1,256 @@
+"""Pure placement logic: a verdict (fits?, score, reason) for every (pod, node). No I/O here.
+
+Per volume, the best thing a node offers (weights configurable, defaults below):
+
+| level | default | when |
+|---|---|---|
+| local_uptodate | 10 | a diskful replica on the node is UpToDate |
+| local_syncing | 8 | a diskful replica on the node is resyncing (Inconsistent, Outdated, ...) |
+| wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's storage pool has room (by free space) |
+| local_diskless | 4 | a diskless replica is already on the node |
+| same_zone | 2 | no replica; a diskful replica is in the node's zone |
+| same_region | 1.5 | no replica; a diskful replica is in the node's region |
+| remote | 1 | reachable only over the network |
+
+Per node, the volume scores are averaged weighted by each volume's size (a big database volume
+matters more than a small config volume), rounded half up, and clamped to 0..10
+(kube-scheduler's MaxExtenderPriority). A node fails the filter when any volume cannot be reached
+from it; every failure is a storage reason, which preemption cannot fix.
+
+Reasons are kept as templates and rendered only when needed (filter failures, ``explain``): the
+prioritize path never formats a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+from linstor_scheduler.volumes import Claim, RemoteAccess, human_bytes, node_selector_matches
+
+from .state import ClusterState, NodeInfo, ResourceInfo, Topology
+
+MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
+NODE = "{node}"  # placeholder in reason templates
+DEFAULT_VOLUME_WEIGHT = 1 << 30  # a claim of unknown size weighs as 1 GiB
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    local_uptodate: float = 10
+    local_syncing: float = 8
+    wffc_max: float = 7
+    wffc_min: float = 3
+    local_diskless: float = 4
+    same_zone: float = 2
+    same_region: float = 1.5
+    remote: float = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Weights:
+        """``"local_syncing=7,remote=0"`` -> Weights; unknown names or bad values raise ValueError."""
+        if not text:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        values: dict[str, float] = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            name, sep, raw = part.partition("=")
+            name = name.strip()
+            if not sep or name not in known:
+                raise ValueError(f"unknown score weight {name!r}; known: {', '.join(sorted(known))}")
+            value = float(raw)
+            if not 0 <= value <= MAX_SCORE:
+                raise ValueError(f"score weight {name}={value} is outside 0..{MAX_SCORE}")
+            values[name] = value
+        return cls(**values)
+
+
+class VolumeVerdict(NamedTuple):
+    fits: bool
+    score: float
+    template: str  # reason with {node} for the node name
+    judged: bool = True  # False: not enough known to judge (counts neither way)
+
+
+class NodeVerdict(NamedTuple):
+    node: str
+    fits: bool
+    score: int
+    volumes: tuple[VolumeVerdict, ...]
+    node_template: str | None = None  # a node-level reason (no satellite, OFFLINE, ...)
+
+    def reasons(self) -> list[str]:
+        out = [self.node_template.replace(NODE, self.node)] if self.node_template else []
+        out += [v.template.replace(NODE, self.node) for v in self.volumes]
+        return out
+
+    def failure(self) -> str:
+        """What FailedNodes says: the node-level reason, or the failing volumes' reasons."""
+        if self.node_template:
+            return self.node_template.replace(NODE, self.node)
+        return "; ".join(v.template.replace(NODE, self.node) for v in self.volumes if not v.fits)
+
+
+def node_problem(node: NodeInfo | None) -> str | None:
+    """Why a node cannot attach any LINSTOR volume, as a template; None if it can."""
+    if node is None or not node.satellite:
+        return "node {node} has no LINSTOR satellite"
+    if not node.online:
+        return f"LINSTOR satellite on node {{node}} is {node.connection_status}, not ONLINE"
+    if node.evacuating:
+        return "LINSTOR node {node} is being evacuated"
+    return None
+
+
+def _access_rule_ok(access: RemoteAccess, topo: Topology | None, replica_topos: Sequence[Topology]) -> bool:
+    if not access.from_same:
+        return access.allowed
+    labels = topo.labels if topo else {}
+    for keys in access.from_same:
+        for other in replica_topos:
+            if all(labels.get(k) is not None and labels.get(k) == other.labels.get(k) for k in keys):
+                return True
+    return False
+
+
+def judge_bound(
+    claim: Claim,
+    resource: ResourceInfo,
+    name: str,
+    topo: Topology | None,
+    state: ClusterState,
+    w: Weights,
+) -> VolumeVerdict:
+    label = claim.label
+    if claim.pv_affinity and not node_selector_matches(claim.pv_affinity, name, topo.labels if topo else {}):
+        return VolumeVerdict(False, 0, f"{label}: node {NODE} does not match the PersistentVolume's node affinity")
+    replica = resource.replicas.get(name)
+    if replica is not None and replica.usable:
+        return VolumeVerdict(True, w.local_uptodate, f"{label}: diskful replica on {NODE} is UpToDate")
+    if replica is not None and replica.syncing:
+        done = f", {replica.done_percentage:.0f}% done" if replica.done_percentage is not None else ""
+        return VolumeVerdict(
+            True, w.local_syncing, f"{label}: diskful replica on {NODE} is {replica.disk_state} (syncing{done})"
+        )
+    prefix = ""
+    if replica is not None and replica.diskful:
+        prefix = f"diskful replica on {NODE} is {replica.disk_state}; "
+    access = claim.storage_class.remote_access if claim.storage_class else RemoteAccess(True)
+    diskful = [n for n, r in resource.replicas.items() if r.diskful and (r.usable or r.syncing)]
+    replica_topos = [t for t in (state.kube.topology.get(n) for n in diskful) if t is not None]
+    if not _access_rule_ok(access, topo, replica_topos):
+        return VolumeVerdict(
+            False, 0, f"{label}: {prefix}no diskful replica on node {NODE} and its StorageClass {access.describe()}"
+        )
+    if replica is not None and not replica.diskful:
+        return VolumeVerdict(True, w.local_diskless, f"{label}: diskless replica already on {NODE}")
+    where = prefix or f"no replica on {NODE}; "
+    if topo is not None:
+        if topo.zone and any(t.zone == topo.zone for t in replica_topos):
+            return VolumeVerdict(True, w.same_zone, f"{label}: {where}a diskful replica is in its zone {topo.zone}")
+        if topo.region and any(t.region == topo.region for t in replica_topos):
+            why = f"{label}: {where}a diskful replica is in its region {topo.region}"
+            return VolumeVerdict(True, w.same_region, why)
+    if not diskful:
+        why = f"{label}: {where}no UpToDate or syncing diskful replica anywhere; remote access only"
+        return VolumeVerdict(True, w.remote, why)
+    return VolumeVerdict(True, w.remote, f"{label}: {where}reachable over the network only")
+
+
+def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights) -> VolumeVerdict:
+    """An unbound WaitForFirstConsumer claim: the volume will be created where the pod lands."""
+    sc = claim.storage_class
+    assert sc is not None
+    label = claim.label
+    wanted_kib = (claim.size_bytes or 0) // 1024
+    if sc.storage_pool:
+        pools = [node.pools[sc.storage_pool]] if sc.storage_pool in node.pools else []
+        pool_desc = f"storage pool {sc.storage_pool}"
+    else:
+        pools = list(node.pools.values())
+        pool_desc = "any storage pool"
+    roomy = [p for p in pools if p.free_kib is None or p.free_kib >= wanted_kib]
+    if roomy:
+        best = max(roomy, key=lambda p: -1 if p.free_kib is None else p.free_kib)
+        top = state.pool_max_free.get(best.name) or 0
+        share = (best.free_kib / top) if (best.free_kib is not None and top > 0) else 0.0
+        score = w.wffc_min + (w.wffc_max - w.wffc_min) * share
+        free = "unknown" if best.free_kib is None else human_bytes(best.free_kib * 1024)
+        return VolumeVerdict(
+            True, score,
+            f"{label}: unbound, storage pool {best.name} on {NODE} has {free} free "
+            f"(claim requests {human_bytes(claim.size_bytes)})",
+        )
+    if pools:
+        p = max(pools, key=lambda p: p.free_kib or 0)
+        problem = (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free, "
+                   f"the claim requests {human_bytes(claim.size_bytes)}")
+    else:
+        problem = f"{pool_desc} is missing on node {NODE}"
+    if not sc.remote_access.allowed:
+        return VolumeVerdict(False, 0, f"{label}: {problem} and its StorageClass forbids remote access")
+    return VolumeVerdict(True, w.remote, f"{label}: unbound; {problem}; the volume would be reached over the network")
+
+
+def judge_node(
+    name: str,
+    claims: Sequence[Claim],
+    resources: Sequence[ResourceInfo | None],
+    state: ClusterState,
+    w: Weights,
+) -> NodeVerdict:
+    """The verdict for one node; ``resources[i]`` is the LINSTOR resource of ``claims[i]`` if bound."""
+    node = state.nodes.get(name)
+    topo = state.kube.topology.get(name)
+    verdicts: list[VolumeVerdict] = []
+    for claim, resource in zip(claims, resources, strict=True):
+        if claim.pending:
+            verdicts.append(VolumeVerdict(True, 0, f"{claim.label}: not judged, {claim.pending}", False))
+        elif claim.bound and resource is None:
+            verdicts.append(
+                VolumeVerdict(True, 0, f"{claim.label}: not judged, resource not known to LINSTOR yet", False)
+            )
+        elif node_problem(node) is not None:
+            continue  # the node-level reason below says it all
+        elif claim.bound:
+            assert resource is not None
+            verdicts.append(judge_bound(claim, resource, name, topo, state, w))
+        else:
+            assert node is not None
+            verdicts.append(judge_unbound(claim, node, state, w))
+    judged = any(not (c.pending or (c.bound and r is None)) for c, r in zip(claims, resources, strict=True))
+    problem = node_problem(node)
+    if judged and problem is not None:
+        return NodeVerdict(name, False, 0, tuple(verdicts), problem)
+    return combine(name, claims, verdicts)
+
+
+def combine(name: str, claims: Sequence[Claim], verdicts: Sequence[VolumeVerdict]) -> NodeVerdict:
+    fits = all(v.fits for v in verdicts)
+    total = weight_sum = 0.0
+    for claim, verdict in zip(claims, verdicts, strict=True):
+        if not verdict.judged:
+            continue  # the same for every node: it would only compress the scale
+        weight = claim.size_bytes or DEFAULT_VOLUME_WEIGHT
+        total += verdict.score * weight
+        weight_sum += weight
+    score = int(total / weight_sum + 0.5) if (fits and weight_sum) else 0
+    return NodeVerdict(name, fits, max(0, min(MAX_SCORE, score)), tuple(verdicts))
+
+
+def verdict_table(
+    names: Iterable[str],
+    claims: Sequence[Claim],
+    resources: Sequence[ResourceInfo | None],
+    state: ClusterState,
+    w: Weights,
+) -> dict[str, NodeVerdict]:
+    return {n: judge_node(n, claims, resources, state, w) for n in names}
+
+
+def all_node_names(state: ClusterState) -> list[str]:
+    names: Mapping[str, object] = {**state.nodes, **state.kube.topology}
+    return sorted(names)

@@ -1,0 +1,191 @@
+"""The extender's decisions: state in, verdicts out. HTTP lives in app.py, data loading in sync.py.
+
+Each request reads ``holder.state`` once, so it judges against one consistent index even while a
+sync swaps in the next. Verdict tables are cached per (state generation, the pod's volumes):
+kube-scheduler asks ``filter`` then ``prioritize`` for the same pod, and the pods of a StatefulSet
+share shapes, so most requests are dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from linstor_scheduler.volumes import Claim, resolve_pod_claims
+
+from .scoring import NodeVerdict, Weights, judge_node
+from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
+
+log = logging.getLogger(__name__)
+
+
+class ResourceReader(Protocol):
+    async def get_resources_of(self, resource_definition: str, *, timeout: float | None = None) -> list[Any]: ...
+
+
+@dataclass
+class StateHolder:
+    """Where the current ``ClusterState`` lives; swapped whole by the sync, read by requests."""
+
+    state: ClusterState = EMPTY_STATE
+    ready: bool = False
+    static: bool = False  # snapshot mode: the state never ages
+    last_error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def swap(self, state: ClusterState) -> None:
+        self.state = state  # one reference assignment: atomic for readers
+
+
+class FallbackReader:
+    """One bounded read of a resource the index does not know yet (a volume created seconds ago).
+
+    Results are cached until the next full sync knows the resource; misses are cached for
+    ``negative_ttl`` so a burst of requests for the same pod makes one LINSTOR call, not many.
+    """
+
+    def __init__(
+        self,
+        client: ResourceReader,
+        *,
+        timeout: float = 1.0,
+        negative_ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_read: Callable[[str], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[ResourceInfo | None, float]] = {}
+        self._inflight: dict[str, asyncio.Future[ResourceInfo | None]] = {}
+        self._on_read = on_read
+        self.generation = 0
+
+    def forget_known(self, state: ClusterState) -> None:
+        for name in [n for n in self._cache if n in state.resources]:
+            del self._cache[name]
+
+    async def get(self, name: str) -> ResourceInfo | None:
+        hit = self._cache.get(name)
+        if hit is not None and (hit[0] is not None or self._clock() - hit[1] < self._negative_ttl):
+            return hit[0]
+        pending = self._inflight.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[ResourceInfo | None] = asyncio.get_running_loop().create_future()
+        self._inflight[name] = fut
+        info: ResourceInfo | None = None
+        outcome = "miss"
+        try:
+            items = await self._client.get_resources_of(name, timeout=self._timeout)
+            info = index_resources(items).get(name)
+            outcome = "found" if info else "miss"
+        except Exception as exc:  # a fallback must never fail the request
+            outcome = "error"
+            log.warning("fallback read of resource %s failed: %s", name, exc)
+        finally:
+            self._cache[name] = (info, self._clock())
+            if info is not None:
+                self.generation += 1
+            del self._inflight[name]
+            fut.set_result(info)
+            if self._on_read:
+                self._on_read(outcome)
+        return info
+
+
+@dataclass(slots=True)
+class Decision:
+    """Verdicts for the requested nodes, or a neutral answer with the reason why."""
+
+    pod: str
+    names: Sequence[str]
+    verdicts: list[NodeVerdict] | None  # None: neutral (every node passes, score 0)
+    neutral_reason: str | None
+    claims: list[Claim]
+
+
+class Extender:
+    def __init__(
+        self,
+        holder: StateHolder,
+        *,
+        weights: Weights | None = None,
+        max_staleness: float = 120.0,
+        fallback: FallbackReader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cache_size: int = 128,
+    ) -> None:
+        self.holder = holder
+        self.weights = weights or Weights()
+        self.max_staleness = max_staleness
+        self.fallback = fallback
+        self.clock = clock
+        self._tables: dict[tuple[Any, ...], dict[str, NodeVerdict]] = {}
+        self._cache_size = cache_size
+        self._tables_generation = -1
+        self._last_stale_log = float("-inf")
+
+    def staleness(self, state: ClusterState | None = None) -> float | None:
+        """Seconds since the stalest source was read; None before the first sync or for snapshots."""
+        state = state or self.holder.state
+        if self.holder.static or state.synced_at == float("-inf"):
+            return None
+        return max(0.0, self.clock() - state.synced_at)
+
+    def neutral_reason(self, state: ClusterState) -> str | None:
+        if not self.holder.ready:
+            return "no LINSTOR/Kubernetes state yet (first sync not finished): not steering"
+        age = self.staleness(state)
+        if age is not None and age > self.max_staleness:
+            reason = (f"state is {age:.0f}s old (limit {self.max_staleness:.0f}s; last error: "
+                      f"{self.holder.last_error or 'none'}): not steering on stale data")
+            now = self.clock()
+            if now - self._last_stale_log > 30:
+                log.warning("extender is neutral: %s", reason)
+                self._last_stale_log = now
+            return reason
+        return None
+
+    async def decide(self, pod: dict[str, Any], names: Sequence[str]) -> Decision:
+        state = self.holder.state
+        meta = pod.get("metadata") or {}
+        ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        claims = resolve_pod_claims(pod, state.get_pvc, state.get_pv, state.get_sc)
+        if not claims:
+            return Decision(ref, names, None, "pod has no LINSTOR volumes", claims)
+        neutral = self.neutral_reason(state)
+        if neutral:
+            return Decision(ref, names, None, neutral, claims)
+        resources: list[ResourceInfo | None] = []
+        for claim in claims:
+            info = state.resources.get(claim.resource) if claim.resource else None
+            if claim.resource and info is None and self.fallback is not None:
+                info = await self.fallback.get(claim.resource)
+            resources.append(info)
+        key = (
+            state.generation,
+            self.fallback.generation if self.fallback else 0,
+            tuple((c.ref.key, c.resource, c.storage_class, c.size_bytes, c.pending, id(r))
+                  for c, r in zip(claims, resources, strict=True)),
+        )
+        if state.generation != self._tables_generation:
+            self._tables.clear()  # tables of an older state can never be hit again
+            self._tables_generation = state.generation
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) >= self._cache_size:
+                self._tables.pop(next(iter(self._tables)))
+            table = self._tables[key] = {}
+        verdicts = []
+        for name in names:
+            verdict = table.get(name)
+            if verdict is None:
+                verdict = table[name] = judge_node(name, claims, resources, state, self.weights)
+            verdicts.append(verdict)
+        return Decision(ref, names, verdicts, None, claims)

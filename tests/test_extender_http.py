@@ -1,0 +1,196 @@
+"""The extender over real HTTP, called the way kube-scheduler calls it (extender v1 JSON)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.httpserver import ServerThread
+from scheduler_extender.app import create_app
+from scheduler_extender.service import Extender, StateHolder
+
+from .cluster import standard
+
+NAMES = ["w1", "w2", "w3", "w4", "w5", "w6", "nosat"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    app = create_app(Extender(holder), max_body=256 * 1024)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        yield http
+
+
+def full_nodes(names):
+    return {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
+            "items": [k.node(n, zone="a") | {"status": {"capacity": {"cpu": "4"}, "allocatable": {"cpu": 3.5}}}
+                      for n in names]}
+
+
+def test_filter_names_mode_exact_result(server):
+    r = server.post("/filter", json={"Pod": k.pod("p", claims=["c-local"]), "NodeNames": NAMES})
+    assert r.status_code == 200
+    body = r.json()
+    assert list(body) == ["Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"]
+    assert body["Nodes"] is None and body["Error"] == "" and body["FailedNodes"] == {}
+    assert body["NodeNames"] == ["w2"]
+    assert body["FailedAndUnresolvableNodes"] == {
+        "w1": "volume pvc-local: no diskful replica on node w1 and its StorageClass forbids remote access",
+        "w3": "volume pvc-local: no diskful replica on node w3 and its StorageClass forbids remote access",
+        "w4": "volume pvc-local: no diskful replica on node w4 and its StorageClass forbids remote access",
+        "w5": "volume pvc-local: no diskful replica on node w5 and its StorageClass forbids remote access",
+        "w6": "LINSTOR satellite on node w6 is OFFLINE, not ONLINE",
+        "nosat": "node nosat has no LINSTOR satellite",
+    }
+
+
+def test_filter_full_node_mode_returns_node_objects_unchanged(server):
+    nodes = full_nodes(["w1", "w2", "w6"])
+    r = server.post("/filter", json={"Pod": k.pod("p", claims=["c-a"]), "Nodes": nodes})
+    body = r.json()
+    assert body["NodeNames"] is None
+    assert body["Nodes"]["kind"] == "NodeList" and body["Nodes"]["metadata"] == {"resourceVersion": "7"}
+    assert body["Nodes"]["items"] == [nodes["items"][0], nodes["items"][1]]  # byte-for-byte the same objects
+    assert list(body["FailedAndUnresolvableNodes"]) == ["w6"]
+
+
+def test_prioritize_scores_per_candidate(server):
+    r = server.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": NAMES})
+    assert r.status_code == 200
+    assert r.json() == [{"Host": "w1", "Score": 10}, {"Host": "w2", "Score": 4}, {"Host": "w3", "Score": 8},
+                        {"Host": "w4", "Score": 2}, {"Host": "w5", "Score": 1}, {"Host": "w6", "Score": 0},
+                        {"Host": "nosat", "Score": 0}]
+
+
+def test_prioritize_full_node_mode(server):
+    r = server.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "Nodes": full_nodes(["w3", "w1"])})
+    assert r.json() == [{"Host": "w3", "Score": 8}, {"Host": "w1", "Score": 10}]
+
+
+def test_keys_are_case_insensitive_on_input(server):
+    r = server.post("/prioritize", json={"pod": k.pod("p", claims=["c-a"]), "nodenames": ["w1"]})
+    assert r.json() == [{"Host": "w1", "Score": 10}]
+    r = server.post("/filter", json={"POD": k.pod("p", claims=["c-a"]), "NODES": {"ITEMS": [k.node("w1")]}})
+    assert [n["metadata"]["name"] for n in r.json()["Nodes"]["items"]] == ["w1"]
+
+
+def test_pod_without_linstor_volumes_passes_everything_with_zero(server):
+    pod = k.pod("web", extra_volumes=[{"name": "c", "emptyDir": {}}])
+    r = server.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
+    assert r.json()["NodeNames"] == NAMES and r.json()["FailedAndUnresolvableNodes"] == {}
+    r = server.post("/prioritize", json={"Pod": pod, "NodeNames": NAMES})
+    assert {h["Score"] for h in r.json()} == {0} and len(r.json()) == len(NAMES)
+
+
+def test_node_names_are_json_escaped(server):
+    odd = 'we"ird\\node'
+    r = server.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": [odd]})
+    assert r.json() == [{"Host": odd, "Score": 0}]
+
+
+def test_empty_candidate_list_is_answered(server):
+    assert server.post("/prioritize", json={"Pod": k.pod("p"), "NodeNames": []}).json() == []
+    assert server.post("/filter", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": []}).json()["NodeNames"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "request body is not valid JSON"),
+        (b"[1, 2]", 400, "ExtenderArgs must be a JSON object, got list"),
+        (b'{"NodeNames": ["w1"]}', 400, "ExtenderArgs.Pod is missing"),
+        (b'{"Pod": "x", "NodeNames": ["w1"]}', 400, "ExtenderArgs.Pod must be an object, got str"),
+        (b'{"Pod": {}, "NodeNames": "w1"}', 400, "ExtenderArgs.NodeNames must be a list of strings"),
+        (b'{"Pod": {}, "NodeNames": [1]}', 400, "ExtenderArgs.NodeNames must be a list of strings"),
+        (b'{"Pod": {}}', 400, "ExtenderArgs has neither NodeNames nor Nodes"),
+        (b'{"Pod": {}, "Nodes": {"items": [{"metadata": {}}]}}', 400,
+         "ExtenderArgs.Nodes.items[0] has no metadata.name"),
+        (b'{"Pod": {"spec": {"volumes": {}}}, "NodeNames": []}', 400, "ExtenderArgs.Pod.spec.volumes must be a list"),
+        (b"", 400, "request body is not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("verb", ["filter", "prioritize"])
+def test_bad_input_gets_a_clear_400(server, verb, body, status, message):
+    r = server.post(f"/{verb}", content=body)
+    assert r.status_code == status
+    assert r.json()["Error"].startswith(message)
+
+
+def test_unknown_fields_are_ignored(server):
+    r = server.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": ["w1"], "Extra": {"x": 1}})
+    assert r.json() == [{"Host": "w1", "Score": 10}]
+
+
+def test_body_over_the_limit_is_413_and_server_keeps_serving(server):
+    big = b'{"Pod": {}, "NodeNames": [' + b",".join([b'"node-xxxxxxxxxx"'] * 20000) + b"]}"
+    r = server.post("/filter", content=big)
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["Error"]
+
+    def chunks():
+        yield big[:1000]
+        yield big[1000:]
+
+    r = server.post("/filter", content=chunks())  # chunked: no Content-Length to check up front
+    assert r.status_code == 413
+    assert server.get("/healthz").text == "ok"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+                        st.sampled_from(["Pod", "NodeNames", "Nodes", "items", "metadata", "name", "spec", "volumes",
+                                         "persistentVolumeClaim", "claimName", "ephemeral", "x"]), kids, max_size=4),
+                    max_leaves=20))
+def test_random_bodies_never_crash(server, doc):
+    for verb in ("filter", "prioritize"):
+        r = server.post(f"/{verb}", content=json.dumps(doc))
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 400:
+            assert r.json()["Error"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_real_requests_never_crash(server, data):
+    """Take a real request and put random values at random places of the pod: 200 or 400, never 500."""
+    doc = {"Pod": k.pod("p", claims=["c-a", "c-new"], ephemeral={"e": k.claim_template("local")}), "NodeNames": NAMES}
+    mutated = copy.deepcopy(doc)
+    target = mutated["Pod"]
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not isinstance(target, dict) or not target:
+            break
+        key = data.draw(st.sampled_from(sorted(target)))
+        if data.draw(st.booleans()) and isinstance(target[key], dict):
+            target = target[key]
+            continue
+        target[key] = data.draw(st.none() | st.integers() | st.text(max_size=5) | st.lists(st.integers(), max_size=2))
+        break
+    for verb in ("filter", "prioritize"):
+        r = server.post(f"/{verb}", content=json.dumps(mutated))
+        assert r.status_code in (200, 400), r.text
+
+
+def test_explain_endpoint(server):
+    r = server.post("/explain", json={"Pod": k.pod("p", claims=["c-a"])})
+    rows = {row["node"]: row for row in r.json()["nodes"]}
+    assert rows["w1"] == {"node": "w1", "verdict": "pass", "score": 10,
+                          "reasons": ["volume pvc-a: diskful replica on w1 is UpToDate"]}
+    assert rows["nosat"]["verdict"] == "fail"
+
+
+def test_health_readiness_metrics(server):
+    assert server.get("/healthz").status_code == 200
+    ready = server.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["mode"] == "snapshot"
+    server.post("/filter", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": NAMES})
+    text = server.get("/metrics").text
+    assert 'linstor_scheduler_extender_requests_total{outcome="ok",verb="filter"}' in text
+    assert "linstor_scheduler_state_age_seconds" in text
