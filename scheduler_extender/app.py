@@ -55,11 +55,8 @@ def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
     if decision.verdicts is None:
         return [{"node": n, "verdict": "pass", "score": 0, "reasons": [f"neutral: {decision.neutral_reason}"]}
                 for n in decision.names]
-    rows = []
-    for v in decision.verdicts:
-        rows.append({"node": v.node, "verdict": "pass" if v.fits else "fail", "score": v.score,
-                     "reasons": v.reasons()})
-    return rows
+    return [{"node": n, "verdict": "pass" if v.fits else "fail", "score": v.score, "reasons": v.reasons(n)}
+            for n, v in zip(decision.names, decision.verdicts, strict=True)]
 
 
 def create_app(
@@ -100,8 +97,9 @@ def create_app(
         if decision.verdicts is None:
             observe("filter", "neutral", started)
             return Response(encode_filter(args, args.node_names, {}, {}), media_type=JSON)
-        passing = [v.node for v in decision.verdicts if v.fits]
-        failed = {v.node: v.failure() for v in decision.verdicts if not v.fits}
+        pairs = list(zip(decision.names, decision.verdicts, strict=True))
+        passing = [n for n, v in pairs if v.fits]
+        failed = {n: v.failure(n) for n, v in pairs if not v.fits}
         metrics.filtered_nodes.labels("pass").inc(len(passing))
         metrics.filtered_nodes.labels("fail").inc(len(failed))
         if log.isEnabledFor(logging.INFO):
@@ -121,9 +119,9 @@ def create_app(
             return bad("prioritize", exc, started)
         if decision.verdicts is None:
             observe("prioritize", "neutral", started)
-            return Response(priorities.encode((n, 0) for n in args.node_names), media_type=JSON)
+            return Response(priorities.encode(args.node_names, [0] * len(args.node_names)), media_type=JSON)
         observe("prioritize", "ok", started)
-        return Response(priorities.encode((v.node, v.score) for v in decision.verdicts), media_type=JSON)
+        return Response(priorities.encode(decision.names, [v.score for v in decision.verdicts]), media_type=JSON)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from linstor_scheduler.volumes import Claim, resolve_pod_claims
 
-from .scoring import NodeVerdict, Weights, judge_node
+from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,12 @@ class Extender:
         self.max_staleness = max_staleness
         self.fallback = fallback
         self.clock = clock
-        self._tables: dict[tuple[Any, ...], dict[str, NodeVerdict]] = {}
+        self._tables: dict[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = {}
         self._cache_size = cache_size
         self._tables_generation = -1
+        self._classes: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._node_sets: dict[tuple[Any, ...], frozenset[str]] = {}
+        self._node_sets_kube: object = None
         self._last_stale_log = float("-inf")
 
     def staleness(self, state: ClusterState | None = None) -> float | None:
@@ -175,17 +178,34 @@ class Extender:
                   for c, r in zip(claims, resources, strict=True)),
         )
         if state.generation != self._tables_generation:
-            self._tables.clear()  # tables of an older state can never be hit again
-            self._tables_generation = state.generation
-        table = self._tables.get(key)
-        if table is None:
+            self._new_generation(state)
+        cached = self._tables.get(key)
+        if cached is None:
             if len(self._tables) >= self._cache_size:
                 self._tables.pop(next(iter(self._tables)))
-            table = self._tables[key] = {}
-        verdicts = []
-        for name in names:
-            verdict = table.get(name)
-            if verdict is None:
-                verdict = table[name] = judge_node(name, claims, resources, state, self.weights)
-            verdicts.append(verdict)
-        return Decision(ref, names, verdicts, None, claims)
+            cached = self._tables[key] = (prepare(claims, resources, state, self._node_set), {})
+        contexts, table = cached
+        missing = [n for n in names if n not in table]
+        if missing:
+            table.update(judge_many(missing, contexts, state, self.weights, self._classes))
+        return Decision(ref, names, [table[n] for n in names], None, claims)
+
+    def _new_generation(self, state: ClusterState) -> None:
+        """Drop what an older state computed; node classes are computed once per state."""
+        self._tables.clear()  # tables of an older state can never be hit again
+        self._tables_generation = state.generation
+        names = set(state.nodes) | set(state.kube.topology)
+        self._classes = {n: node_class(n, state) for n in names}
+        interned: dict[Any, Any] = {}
+        self._classes = {n: interned.setdefault(c, c) for n, c in self._classes.items()}
+        if state.kube is not self._node_sets_kube:
+            self._node_sets.clear()  # node labels may have changed
+            self._node_sets_kube = state.kube
+
+    def _node_set(self, key: tuple[Any, ...], compute: Callable[[], frozenset[str]]) -> frozenset[str]:
+        found = self._node_sets.get(key)
+        if found is None:
+            if len(self._node_sets) >= 4096:
+                self._node_sets.clear()
+            found = self._node_sets[key] = compute()
+        return found

@@ -19,7 +19,23 @@ def decide(pod: dict, names: list[str] | None = None, weights: Weights | None = 
     ext = Extender(holder, weights=weights)
     names = names or all_node_names(holder.state)
     decision = asyncio.run(ext.decide(pod, names))
-    return decision, {v.node: v for v in decision.verdicts or []}
+    if decision.verdicts is None:
+        return decision, {}
+    return decision, {n: Named(n, v) for n, v in zip(names, decision.verdicts, strict=True)}
+
+
+class Named:
+    """A verdict with its node name bound, so assertions read naturally."""
+
+    def __init__(self, node, verdict):
+        self.node, self.v = node, verdict
+        self.fits, self.score, self.volumes = verdict.fits, verdict.score, verdict.volumes
+
+    def reasons(self):
+        return self.v.reasons(self.node)
+
+    def failure(self):
+        return self.v.failure(self.node)
 
 
 def test_bound_volume_levels_and_reasons():
