@@ -1,0 +1,158 @@
+"""The extender's service layer: readiness, staleness, the bounded fallback read, state swaps."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from linstor_scheduler.doubles import kube_objects as k
+from scheduler_extender.service import Extender, FallbackReader, StateHolder
+
+from .cluster import build, lnode, lres, standard
+
+
+class Clock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeLinstor:
+    """Answers get_resources_of like the client; counts calls; can be made to fail or block."""
+
+    def __init__(self, items=None, fail: bool = False) -> None:
+        self.items = items or {}
+        self.fail = fail
+        self.calls: list[tuple[str, float | None]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def get_resources_of(self, name, *, timeout=None):
+        self.calls.append((name, timeout))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise ConnectionError("controller unreachable")
+        return self.items.get(name, [])
+
+
+def live_holder(clock: Clock, state=None) -> StateHolder:
+    holder = StateHolder(ready=True)
+    holder.swap(state or standard())  # standard() is synced at t=0
+    return holder
+
+
+def test_not_ready_is_neutral():
+    ext = Extender(StateHolder(), clock=Clock())
+    d = asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"]))
+    assert d.verdicts is None and d.neutral_reason.startswith("no LINSTOR/Kubernetes state yet")
+
+
+def test_stale_state_turns_neutral_and_recovers(caplog):
+    clock = Clock(100.0)
+    holder = live_holder(clock)
+    ext = Extender(holder, max_staleness=120, clock=clock)
+    pod = k.pod("p", claims=["c-a"])
+    assert asyncio.run(ext.decide(pod, ["w1"])).verdicts is not None
+    clock.now = 121.0
+    holder.last_error = "LINSTOR read failed: connection refused"
+    d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
+    assert d.verdicts is None
+    assert d.neutral_reason == ("state is 121s old (limit 120s; last error: LINSTOR read failed: connection "
+                                "refused): not steering on stale data")
+    assert "extender is neutral" in caplog.text
+    holder.swap(dataclasses.replace(standard(), generation=2, linstor_synced_at=121.0, kube_synced_at=121.0))
+    assert asyncio.run(ext.decide(pod, ["w1"])).verdicts[0].score == 10
+
+
+def test_staleness_is_the_older_source():
+    state = dataclasses.replace(standard(), linstor_synced_at=50.0, kube_synced_at=10.0)
+    ext = Extender(live_holder(Clock(), state), clock=Clock(100.0))
+    assert ext.staleness() == 90.0
+
+
+def test_snapshot_state_never_ages():
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    ext = Extender(holder, max_staleness=1, clock=Clock(1e9))
+    assert ext.staleness() is None
+    assert asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"])).verdicts[0].score == 10
+
+
+def fresh_volume_state():
+    """pvc-new is bound in Kubernetes but missing from the LINSTOR index (created seconds ago)."""
+    state = standard()
+    kube = [k.node("w1"), k.node("w2"), k.storage_class("r2"), *k.bound_volume("c-new", "pvc-new", storage_class="r2")]
+    return build([lnode("w1"), lnode("w2")], [], [], kube, generation=state.generation)
+
+
+def test_fresh_volume_gets_one_bounded_read_then_cached():
+    clock = Clock(1.0)
+    fake = FakeLinstor({"pvc-new": [lres("pvc-new", "w2")]})
+    fallback = FallbackReader(fake, timeout=0.5, clock=clock)
+    ext = Extender(live_holder(clock, fresh_volume_state()), fallback=fallback, clock=clock)
+    pod = k.pod("p", claims=["c-new"])
+    for _ in range(3):
+        d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
+        assert [v.score for v in d.verdicts] == [1, 10]
+    assert fake.calls == [("pvc-new", 0.5)]
+
+
+def test_concurrent_requests_share_one_fallback_read():
+    clock = Clock(1.0)
+    fake = FakeLinstor({"pvc-new": [lres("pvc-new", "w1")]})
+    fake.gate = asyncio.Event()
+    fallback = FallbackReader(fake, clock=clock)
+    ext = Extender(live_holder(clock, fresh_volume_state()), fallback=fallback, clock=clock)
+
+    async def burst():
+        tasks = [asyncio.create_task(ext.decide(k.pod(f"p{i}", claims=["c-new"]), ["w1"])) for i in range(5)]
+        while not fake.calls:  # wait until the first read is in flight
+            await asyncio.sleep(0)
+        fake.gate.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(burst())
+    assert len(fake.calls) == 1
+    assert all(r.verdicts[0].score == 10 for r in results)
+
+
+def test_failed_fallback_read_is_not_judged_and_retried_after_ttl():
+    clock = Clock(1.0)
+    fake = FakeLinstor(fail=True)
+    seen: list[str] = []
+    fallback = FallbackReader(fake, negative_ttl=5.0, clock=clock, on_read=seen.append)
+    ext = Extender(live_holder(clock, fresh_volume_state()), fallback=fallback, clock=clock)
+    pod = k.pod("p", claims=["c-new"])
+    d = asyncio.run(ext.decide(pod, ["w1"]))
+    assert d.verdicts[0].fits and d.verdicts[0].score == 0
+    assert d.verdicts[0].reasons("w1") == ["volume pvc-new: not judged, resource not known to LINSTOR yet"]
+    asyncio.run(ext.decide(pod, ["w1"]))
+    assert len(fake.calls) == 1  # the miss is remembered for negative_ttl
+    clock.now = 7.0
+    asyncio.run(ext.decide(pod, ["w1"]))
+    assert len(fake.calls) == 2 and seen == ["error", "error"]
+
+
+def test_fallback_cache_dropped_once_the_index_knows_the_resource():
+    clock = Clock(1.0)
+    fallback = FallbackReader(FakeLinstor({"pvc-new": [lres("pvc-new", "w1")]}), clock=clock)
+    asyncio.run(fallback.get("pvc-new"))
+    assert "pvc-new" in fallback._cache
+    fallback.forget_known(build([lnode("w1")], [], [lres("pvc-new", "w1")], []))
+    assert "pvc-new" not in fallback._cache
+
+
+def test_new_state_generation_is_used_by_the_next_request():
+    holder = live_holder(Clock())
+    ext = Extender(holder, clock=Clock(1.0))
+    pod = k.pod("p", claims=["c-local"])
+    assert asyncio.run(ext.decide(pod, ["w2"])).verdicts[0].score == 10
+    base = standard()
+    moved = build([lnode("w1"), lnode("w2")], [], [lres("pvc-local", "w1")],
+                  [k.node("w1"), k.node("w2"), k.storage_class("local", remote=False), *k.bound_volume("c-local", "pvc-local", storage_class="local", size="1Gi")],
+                  generation=base.generation + 1)
+    holder.swap(moved)
+    d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
+    assert [v.fits for v in d.verdicts] == [True, False]
