@@ -150,9 +150,9 @@ def test_new_state_generation_is_used_by_the_next_request():
     pod = k.pod("p", claims=["c-local"])
     assert asyncio.run(ext.decide(pod, ["w2"])).verdicts[0].score == 10
     base = standard()
-    moved = build([lnode("w1"), lnode("w2")], [], [lres("pvc-local", "w1")],
-                  [k.node("w1"), k.node("w2"), k.storage_class("local", remote=False), *k.bound_volume("c-local", "pvc-local", storage_class="local", size="1Gi")],
-                  generation=base.generation + 1)
+    kube = [k.node("w1"), k.node("w2"), k.storage_class("local", remote=False),
+            *k.bound_volume("c-local", "pvc-local", storage_class="local", size="1Gi")]
+    moved = build([lnode("w1"), lnode("w2")], [], [lres("pvc-local", "w1")], kube, generation=base.generation + 1)
     holder.swap(moved)
     d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
     assert [v.fits for v in d.verdicts] == [True, False]
