@@ -1,0 +1,506 @@
+"""A LINSTOR controller emulator: the REST v1 paths we use, in their real shapes, over real HTTP.
+
+Responses follow ``shared/linstor/rest_v1_openapi.yaml`` (a test validates them against it) and are
+read by LINBIT's python-linstor in a test, so they prove the wire format, not our reading of it.
+Faults can be injected: latency, error answers with ApiCallRc bodies, dropped connections, garbage.
+State is mutated from test threads while the server runs, under one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from linstor_scheduler.httpserver import ServerThread
+
+MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
+MASK_INFO = 0
+CREATED = 0x4000  # API_CREATED-ish info code with object bits
+POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{2,47}$")
+DISKLESS_POOL = "DfltDisklessStorPool"
+
+
+def api_rc(message: str, *, error: bool = False, cause: str | None = None, correction: str | None = None,
+           code: int = 0) -> dict[str, Any]:
+    rc: dict[str, Any] = {"ret_code": (MASK_ERROR | code) if error else (CREATED | code), "message": message,
+                          "obj_refs": {}, "error_report_ids": []}
+    if cause:
+        rc["cause"] = cause
+    if correction:
+        rc["correction"] = correction
+    return rc
+
+
+@dataclass
+class Faults:
+    latency: float | None = None
+    fail: int = 0
+    status: int = 500
+    drop: int = 0
+    garbage: int = 0
+    path_prefix: str = "/"
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = field(default_factory=asyncio.Queue)
+
+
+class LinstorEmulator:
+    def __init__(self, *, supports_events: bool = True) -> None:
+        self.supports_events = supports_events
+        self._lock = threading.RLock()
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._pools: dict[tuple[str, str], dict[str, Any]] = {}
+        self._resources: dict[tuple[str, str], dict[str, Any]] = {}  # (rd, node)
+        self._rds: dict[str, dict[str, Any]] = {}
+        self._faults = Faults()
+        self._subscribers: list[_Subscriber] = []
+        self._closing = False
+        self._minor = 1000
+        self.requests: list[tuple[str, str]] = []
+        self.app = self._build_app()
+
+    # --- state ---------------------------------------------------------------------------------
+    def add_node(self, name: str, *, type: str = "SATELLITE", connection_status: str = "ONLINE",
+                 providers: tuple[str, ...] = ("DISKLESS", "LVM", "LVM_THIN", "FILE", "FILE_THIN"),
+                 props: dict[str, str] | None = None, flags: list[str] | None = None) -> dict[str, Any]:
+        node = {
+            "name": name, "type": type, "flags": list(flags or []),
+            "props": {"CurStltConnName": "default", "NodeUname": name, **(props or {})},
+            "net_interfaces": [{"name": "default", "address": "10.0.0.1", "satellite_port": 3366,
+                                "satellite_encryption_type": "PLAIN", "is_active": True, "uuid": str(uuid.uuid4())}],
+            "connection_status": connection_status, "uuid": str(uuid.uuid4()),
+            "storage_providers": list(providers), "resource_layers": ["DRBD", "STORAGE"],
+            "unsupported_providers": {}, "unsupported_layers": {},
+        }
+        with self._lock:
+            self._nodes[name] = node
+            if type.upper() in ("SATELLITE", "COMBINED") and "DISKLESS" in providers:
+                self._pools[(name, DISKLESS_POOL)] = self._pool_item(name, DISKLESS_POOL, "DISKLESS", None, None, {})
+        self._emit("node-create", {"node": node})
+        return node
+
+    def set_node_status(self, name: str, connection_status: str) -> None:
+        with self._lock:
+            self._nodes[name]["connection_status"] = connection_status
+            node = dict(self._nodes[name])
+        self._emit("node-online" if connection_status.upper() == "ONLINE" else "node-offline", {"node": node})
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            self._nodes.pop(name, None)
+            for key in [k for k in self._pools if k[0] == name]:
+                del self._pools[key]
+            for key in [k for k in self._resources if k[1] == name]:
+                del self._resources[key]
+            self._refresh_connections()
+        self._emit("node-delete", {"node": {"name": name}})
+
+    @staticmethod
+    def _pool_item(node: str, name: str, kind: str, free: int | None, total: int | None,
+                   props: dict[str, str]) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "storage_pool_name": name, "node_name": node, "provider_kind": kind, "props": props,
+            "static_traits": {"SupportsSnapshots": "true" if kind in ("LVM_THIN", "ZFS_THIN") else "false"},
+            "free_space_mgr_name": f"{node};{name}", "uuid": str(uuid.uuid4()), "reports": [],
+            "supports_snapshots": kind in ("LVM_THIN", "ZFS_THIN"), "external_locking": False,
+        }
+        if kind != "DISKLESS":
+            item["free_capacity"] = free
+            item["total_capacity"] = total
+        else:
+            item["free_capacity"] = 9223372036854775807
+            item["total_capacity"] = 9223372036854775807
+        return item
+
+    def add_storage_pool(self, node: str, name: str, provider_kind: str = "LVM_THIN", *,
+                         free_kib: int = 100 * 1024**2, total_kib: int = 100 * 1024**2,
+                         props: dict[str, str] | None = None) -> dict[str, Any]:
+        all_props = dict(props or {})
+        if provider_kind in ("LVM", "LVM_THIN"):
+            all_props.setdefault("StorDriver/LvmVg", f"linstor_{name}")
+            if provider_kind == "LVM_THIN":
+                all_props.setdefault("StorDriver/ThinPool", name)
+            vg, thin = all_props["StorDriver/LvmVg"], all_props.get("StorDriver/ThinPool")
+            all_props.setdefault("StorDriver/StorPoolName", f"{vg}/{thin}" if thin else vg)
+        item = self._pool_item(node, name, provider_kind, free_kib, total_kib, all_props)
+        with self._lock:
+            self._pools[(node, name)] = item
+        return item
+
+    def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
+                     in_use: bool = False, storage_pool: str | None = None, size_kib: int = 1024**2,
+                     flags: list[str] | None = None, volumes: int = 1,
+                     props: dict[str, str] | None = None) -> dict[str, Any]:
+        all_flags = ([] if diskful else ["DISKLESS", "DRBD_DISKLESS"]) + list(flags or [])
+        pool = storage_pool or ("thindata" if diskful else DISKLESS_POOL)
+        state = disk_state or ("UpToDate" if diskful else "Diskless")
+        with self._lock:
+            self._rds.setdefault(name, {"name": name, "props": {"DrbdOptions/Resource/quorum": "majority"},
+                                        "flags": [], "resource_group_name": "DfltRscGrp",
+                                        "uuid": str(uuid.uuid4()), "volume_definitions": [], "layer_data": []})
+            minor = self._minor
+            self._minor += 1
+            node_id = sum(1 for k in self._resources if k[0] == name)
+            vols = [{
+                "volume_number": v, "storage_pool_name": pool, "provider_kind": "DISKLESS" if not diskful else
+                ((self._pools.get((node, pool)) or {}).get("provider_kind") or "LVM_THIN"),
+                "device_path": f"/dev/drbd{minor + v}", "allocated_size_kib": size_kib if diskful else 0,
+                "usable_size_kib": size_kib, "props": {}, "flags": [], "uuid": str(uuid.uuid4()),
+                "state": {"disk_state": state},
+                "layer_data_list": [
+                    {"type": "DRBD", "data": {"drbd_volume_definition": {"volume_number": v, "minor_number": minor + v},
+                                              "device_path": f"/dev/drbd{minor + v}", "allocated_size_kib": size_kib,
+                                              "usable_size_kib": size_kib}},
+                    {"type": "STORAGE", "data": {"volume_number": v, "allocated_size_kib": size_kib,
+                                                 "usable_size_kib": size_kib}},
+                ],
+                "reports": [],
+            } for v in range(volumes)]
+            item = {
+                "name": name, "node_name": node, "props": dict(props or {}), "flags": all_flags,
+                "layer_object": {"children": [{"children": [], "type": "STORAGE", "storage": {"storage_volumes": []}}],
+                                 "type": "DRBD", "drbd": {"node_id": node_id, "peer_slots": 7, "al_stripes": 1,
+                                                          "al_size": 32, "flags": [], "connections": {},
+                                                          "promotion_score": 10102 if diskful else 1,
+                                                          "may_promote": not in_use and diskful,
+                                                          "drbd_volumes": []}},
+                "state": {"in_use": in_use}, "uuid": str(uuid.uuid4()),
+                "create_timestamp": int(time.time() * 1000), "volumes": vols,
+            }
+            self._resources[(name, node)] = item
+            self._refresh_connections()
+        return item
+
+    def _refresh_connections(self) -> None:
+        by_rd: dict[str, list[str]] = {}
+        for rd, node in self._resources:
+            by_rd.setdefault(rd, []).append(node)
+        for (rd, node), item in self._resources.items():
+            conns = item["layer_object"]["drbd"]["connections"]
+            peers = [p for p in by_rd[rd] if p != node]
+            for peer in list(conns):
+                if peer not in peers:
+                    del conns[peer]
+            for peer in peers:
+                conns.setdefault(peer, {"connected": True, "message": "Connected"})
+
+    def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,
+                       done_percentage: float | None = None) -> None:
+        with self._lock:
+            for vol in self._resources[(name, node)]["volumes"]:
+                vol["state"] = {"disk_state": disk_state}
+                if sync_peer:
+                    vol["state"]["replication_states"] = {sync_peer: {
+                        "replication_state": "SyncTarget", "done_percentage": done_percentage}}
+
+    def set_in_use(self, name: str, node: str, in_use: bool) -> None:
+        with self._lock:
+            self._resources[(name, node)]["state"]["in_use"] = in_use
+        self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": not in_use})
+
+    def set_connection(self, name: str, node: str, peer: str, connected: bool) -> None:
+        with self._lock:
+            self._resources[(name, node)]["layer_object"]["drbd"]["connections"][peer] = {
+                "connected": connected, "message": "Connected" if connected else "Connecting"}
+
+    def remove_resource(self, name: str, node: str | None = None) -> None:
+        with self._lock:
+            for key in [k for k in self._resources if k[0] == name and (node is None or k[1] == node)]:
+                del self._resources[key]
+            if node is None or not any(k[0] == name for k in self._resources):
+                self._rds.pop(name, None)
+            self._refresh_connections()
+
+    def load(self, *, nodes: Iterable[dict[str, Any]] = (), resources: Iterable[dict[str, Any]] = (),
+             storage_pools: Iterable[dict[str, Any]] = ()) -> None:
+        with self._lock:
+            for n in nodes:
+                self._nodes[n["name"]] = n
+            for p in storage_pools:
+                self._pools[(p["node_name"], p["storage_pool_name"])] = p
+            for r in resources:
+                self._resources[(r["name"], r["node_name"])] = r
+                self._rds.setdefault(r["name"], {"name": r["name"], "props": {}, "flags": [],
+                                                 "resource_group_name": "DfltRscGrp"})
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return orjson.loads(orjson.dumps({"nodes": list(self._nodes.values()),
+                                              "resources": list(self._resources.values()),
+                                              "storage_pools": list(self._pools.values())}))
+
+    # --- faults --------------------------------------------------------------------------------
+    def inject(self, *, latency: float | None = None, fail: int = 0, status: int = 500, drop: int = 0,
+               garbage: int = 0, path_prefix: str = "/") -> None:
+        with self._lock:
+            self._faults = Faults(latency, fail, status, drop, garbage, path_prefix)
+
+    def reset_faults(self) -> None:
+        with self._lock:
+            self._faults = Faults()
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def count(self, method: str = "GET", path_prefix: str = "/") -> int:
+        with self._lock:
+            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
+        return ServerThread(self.app, host=host, port=port)
+
+    # --- events --------------------------------------------------------------------------------
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subscribers)
+        for sub in subs:
+            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, (event, data))
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    def _build_app(self) -> Starlette:
+        emu = self
+
+        def json(doc: Any, status: int = 200) -> Response:
+            return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+        def error(message: str, status: int, cause: str | None = None, correction: str | None = None) -> Response:
+            return json([api_rc(message, error=True, cause=cause, correction=correction)], status)
+
+        def wanted(request: Request, key: str) -> set[str] | None:
+            values = [v for raw in request.query_params.getlist(key) for v in raw.split(",") if v]
+            return set(values) or None
+
+        def page(request: Request, items: list[Any]) -> list[Any]:
+            offset = int(request.query_params.get("offset") or 0)
+            limit = int(request.query_params.get("limit") or 0)
+            return items[offset:offset + limit] if limit else items[offset:]
+
+        async def version(_: Request) -> Response:
+            return json({"version": "1.28.0", "git_hash": "emulator", "build_time": "2026-01-01T00:00:00+00:00",
+                         "rest_api_version": "1.28.0"})
+
+        async def nodes(request: Request) -> Response:
+            names = wanted(request, "nodes")
+            with emu._lock:
+                items = [n for n in emu._nodes.values() if names is None or n["name"] in names]
+                return json(page(request, items))
+
+        async def node(request: Request) -> Response:
+            with emu._lock:
+                found = emu._nodes.get(request.path_params["node"])
+                return json(found) if found else error(f"Node '{request.path_params['node']}' not found.", 404)
+
+        async def view_pools(request: Request) -> Response:
+            names, pools = wanted(request, "nodes"), wanted(request, "storage_pools")
+            with emu._lock:
+                items = [p for (n, sp), p in emu._pools.items()
+                         if (names is None or n in names) and (pools is None or sp in pools)]
+                return json(page(request, items))
+
+        async def node_pools(request: Request) -> Response:
+            node_name = request.path_params["node"]
+            if request.method == "POST":
+                return await create_pool(request, node_name)
+            with emu._lock:
+                if node_name not in emu._nodes:
+                    return error(f"Node '{node_name}' not found.", 404)
+                return json([p for (n, _), p in emu._pools.items() if n == node_name])
+
+        async def create_pool(request: Request, node_name: str) -> Response:
+            try:
+                body = orjson.loads(await request.body())
+                name, kind = body["storage_pool_name"], body["provider_kind"]
+                props = dict(body.get("props") or {})
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                return error("Invalid storage pool body", 400, correction="Send storage_pool_name and provider_kind")
+            with emu._lock:
+                node_item = emu._nodes.get(node_name)
+                if node_item is None:
+                    return error(f"Node '{node_name}' not found.", 404, cause="The specified node does not exist.")
+                if not POOL_NAME.match(name):
+                    return error(f"Invalid name: '{name}'", 400,
+                                 cause="Storage pool names are 3..48 characters: a letter or '_', then letters, "
+                                 "digits, '_' or '-'.")
+                if kind not in node_item["storage_providers"]:
+                    return error(f"Storage provider '{kind}' is not supported on node '{node_name}'", 400,
+                                 cause="The satellite reported the provider as unsupported.")
+                if (node_name, name) in emu._pools:
+                    return error(f"Storage pool '{name}' on node '{node_name}' already exists.", 409)
+                generic = props.get("StorDriver/StorPoolName")
+                if generic and "StorDriver/LvmVg" not in props and kind in ("LVM", "LVM_THIN"):
+                    vg, _, thin = generic.partition("/")
+                    props["StorDriver/LvmVg"] = vg
+                    if thin:
+                        props["StorDriver/ThinPool"] = thin
+                free = 100 * 1024**2 if kind != "DISKLESS" else None
+                emu._pools[(node_name, name)] = emu._pool_item(node_name, name, kind, free, free, props)
+            return json([api_rc(f"New storage pool '{name}' on node '{node_name}' registered.")], 201)
+
+        async def delete_pool(request: Request) -> Response:
+            node_name, name = request.path_params["node"], request.path_params["pool"]
+            with emu._lock:
+                if (node_name, name) not in emu._pools:
+                    return error(f"Storage pool '{name}' on node '{node_name}' not found.", 404)
+                users = [rd for (rd, n), r in emu._resources.items()
+                         if n == node_name and any(v.get("storage_pool_name") == name for v in r.get("volumes", []))]
+                if users:
+                    return error(f"Storage pool '{name}' on node '{node_name}' is still in use.", 409,
+                                 cause=f"Resources use it: {', '.join(sorted(users))}",
+                                 correction="Delete the resources first.")
+                del emu._pools[(node_name, name)]
+            return json([api_rc(f"Storage pool '{name}' on node '{node_name}' deleted.")])
+
+        async def view_resources(request: Request) -> Response:
+            names, rds, pools = wanted(request, "nodes"), wanted(request, "resources"), wanted(request, "storage_pools")
+            with emu._lock:
+                items = [r for (rd, n), r in emu._resources.items()
+                         if (names is None or n in names) and (rds is None or rd in rds)
+                         and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
+                return json(page(request, items))
+
+        async def rd_list(request: Request) -> Response:
+            with emu._lock:
+                return json(page(request, list(emu._rds.values())))
+
+        async def rd_one(request: Request) -> Response:
+            with emu._lock:
+                found = emu._rds.get(request.path_params["rd"])
+                return json(found) if found else error(f"Resource definition '{request.path_params['rd']}' not found.",
+                                                       404)
+
+        async def rd_resources(request: Request) -> Response:
+            rd = request.path_params["rd"]
+            with emu._lock:
+                if rd not in emu._rds:
+                    return error(f"Resource definition '{rd}' not found.", 404)
+                return json([r for (name, _), r in emu._resources.items() if name == rd])
+
+        async def events(request: Request) -> Response:
+            if not emu.supports_events:
+                return error("Not found", 404)
+            sub = _Subscriber(asyncio.get_running_loop())
+            with emu._lock:
+                emu._subscribers.append(sub)
+
+            async def stream():
+                try:
+                    yield b": connected\n\n"
+                    while not emu._closing:
+                        try:
+                            item = await asyncio.wait_for(sub.queue.get(), timeout=0.5)
+                        except TimeoutError:
+                            if await request.is_disconnected():
+                                return
+                            continue
+                        if item is None:
+                            return
+                        name, data = item
+                        if request.url.path.endswith("/promotion") != (name == "may-promote-change"):
+                            continue
+                        yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+                finally:
+                    with emu._lock:
+                        if sub in emu._subscribers:
+                            emu._subscribers.remove(sub)
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+
+        async def not_found(request: Request) -> Response:
+            return error(f"No such REST path: {request.method} {request.url.path}", 404)
+
+        routes = [
+            Route("/v1/controller/version", version),
+            Route("/v1/nodes", nodes),
+            Route("/v1/nodes/{node}", node),
+            Route("/v1/nodes/{node}/storage-pools", node_pools, methods=["GET", "POST"]),
+            Route("/v1/nodes/{node}/storage-pools/{pool}", delete_pool, methods=["DELETE"]),
+            Route("/v1/view/storage-pools", view_pools),
+            Route("/v1/view/resources", view_resources),
+            Route("/v1/resource-definitions", rd_list),
+            Route("/v1/resource-definitions/{rd}", rd_one),
+            Route("/v1/resource-definitions/{rd}/resources", rd_resources),
+            Route("/v1/events/nodes", events),
+            Route("/v1/events/drbd/promotion", events),
+            Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            emu._closing = False
+            yield
+            emu._closing = True  # open event streams end, so the server can stop
+
+        app = Starlette(routes=routes, lifespan=lifespan)
+        return _FaultMiddleware(app, self)  # type: ignore[return-value]
+
+
+class _FaultMiddleware:
+    """Records every request and applies the injected faults before the app sees it."""
+
+    def __init__(self, app: Any, emu: LinstorEmulator) -> None:
+        self.app = app
+        self.emu = emu
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        query = scope.get("query_string", b"").decode()
+        emu = self.emu
+        action = None
+        with emu._lock:
+            emu.requests.append((scope["method"], path + (f"?{query}" if query else "")))
+            f = emu._faults
+            latency = f.latency if path.startswith(f.path_prefix) else None
+            if path.startswith(f.path_prefix):
+                if f.fail > 0:
+                    f.fail -= 1
+                    action = "fail"
+                elif f.drop > 0:
+                    f.drop -= 1
+                    action = "drop"
+                elif f.garbage > 0:
+                    f.garbage -= 1
+                    action = "garbage"
+            status = f.status
+        if latency:
+            await asyncio.sleep(latency)  # injected latency, the fault under test
+        if action == "fail":
+            body = orjson.dumps([api_rc("Injected failure", error=True, cause="fault injection",
+                                        correction="retry later")])
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if action == "drop":
+            # Promise a body, send part of it, then fail: the client sees a broken connection.
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
+            await send({"type": "http.response.body", "body": b"[{", "more_body": True})
+            raise ConnectionAbortedError("injected dropped connection")
+        if action == "garbage":
+            body = b"[{this is not json"
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
