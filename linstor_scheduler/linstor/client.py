@@ -1,0 +1,347 @@
+"""The project's one LINSTOR client: async httpx, typed reads, retries, controller failover, TLS.
+
+- Idempotent reads (GET) retry with capped exponential backoff and jitter; writes never retry once
+  the request may have reached the controller (only connection errors, where it did not).
+- Several controllers (``LS_CONTROLLERS``-style list): the last one that worked is tried first.
+- ``/v1/view/resources`` is streamed and parsed item by item (ijson), so 100k resources never
+  sit in memory as one body or one tree of dicts.
+- Every HTTP attempt is counted in ``calls`` (method, path) and reported to ``on_request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import ssl
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import ijson
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
+from .models import ApiCallRc, Node, Resource, ResourceDefinition, StoragePool
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+
+
+def parse_controllers(text: str | Iterable[str]) -> list[str]:
+    """``linstor://a,linstor+ssl://b,http://c:8080,d`` -> base URLs (3370 http, 3371 https by default)."""
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p and p.strip()]
+    urls = []
+    for part in parts:
+        scheme, sep, rest = part.partition("://")
+        if not sep:
+            scheme, rest = "linstor", part
+        scheme = scheme.lower()
+        if scheme in ("linstor", "http"):
+            proto, port = "http", 3370
+        elif scheme in ("linstor+ssl", "https"):
+            proto, port = "https", 3371
+        else:
+            raise ValueError(f"unsupported LINSTOR controller URL scheme {scheme!r} in {part!r}")
+        rest = rest.rstrip("/")
+        host = rest
+        has_port = rest.rsplit(":", 1)[-1].isdigit() and not rest.endswith("]")
+        if not has_port and scheme.startswith("linstor"):
+            host = f"{rest}:{port}"
+        urls.append(f"{proto}://{host}")
+    if not urls:
+        raise ValueError("no LINSTOR controller URL given")
+    return urls
+
+
+def _pem_file(content: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="linstor-", suffix=".pem")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    os.chmod(path, 0o600)
+    return path
+
+
+def _decode_replies(body: bytes) -> list[ApiCallRc]:
+    try:
+        doc = orjson.loads(body) if body else []
+        if isinstance(doc, dict):
+            doc = [doc]
+        return [ApiCallRc.model_validate(x) for x in doc]
+    except (orjson.JSONDecodeError, ValidationError, TypeError):
+        return []
+
+
+class _ChunkReader:
+    """An async file-like view of a streamed body, for ijson."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""  # ijson probes with read(0) to learn bytes vs. str: consume nothing
+        while True:  # an empty chunk would read as end-of-file to ijson
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                return b""
+            if chunk:
+                return chunk
+
+
+class LinstorClient:
+    def __init__(
+        self,
+        controllers: str | Iterable[str],
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        retries: int = 3,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        verify: bool = True,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_request: Callable[[str, str, int | None, float], None] | None = None,
+    ) -> None:
+        self.controllers = parse_controllers(controllers)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = max(1, retries)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._sleep = sleep
+        self.on_request = on_request
+        self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._current = 0
+        verify_arg: Any = verify
+        if any(u.startswith("https") for u in self.controllers):
+            ctx = ssl.create_default_context(cafile=ca_file) if verify else ssl._create_unverified_context()
+            if cert_file:
+                ctx.load_cert_chain(cert_file, key_file)
+            verify_arg = ctx
+        self._http = httpx.AsyncClient(
+            verify=verify_arg, timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            headers={"Accept": "application/json", "User-Agent": "linstor-scheduler"},
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> LinstorClient:
+        """LS_CONTROLLERS plus golinstor's LS_ROOT_CA / LS_USER_CERTIFICATE / LS_USER_KEY (PEM contents)."""
+        env = os.environ
+        ca = _pem_file(env["LS_ROOT_CA"]) if env.get("LS_ROOT_CA") else None
+        cert = _pem_file(env["LS_USER_CERTIFICATE"]) if env.get("LS_USER_CERTIFICATE") else None
+        key = _pem_file(env["LS_USER_KEY"]) if env.get("LS_USER_KEY") else None
+        return cls(env.get("LS_CONTROLLERS", "linstor://localhost"), ca_file=ca, cert_file=cert, key_file=key,
+                   **kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> LinstorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- transport -----------------------------------------------------------------------------
+    def _order(self) -> list[int]:
+        n = len(self.controllers)
+        return [(self._current + i) % n for i in range(n)]
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_cap, self.backoff_base * 2**attempt) * (0.5 + random.random() / 2)
+
+    def _note(self, method: str, path: str, status: int | None, started: float) -> None:
+        self.calls[(method, path)] += 1
+        if self.on_request:
+            self.on_request(method, path, status, time.perf_counter() - started)
+
+    async def _request(self, method: str, path: str, *, params: Any = None, body: Any = None,
+                       timeout: float | None = None, retries: int | None = None) -> httpx.Response:
+        idempotent = method == "GET"
+        attempts = (retries if retries is not None else self.retries) if idempotent else 1
+        last: str = "no attempt made"
+        for attempt in range(attempts):
+            for idx in self._order():
+                base = self.controllers[idx]
+                started = time.perf_counter()
+                try:
+                    resp = await self._http.request(
+                        method, base + path, params=params,
+                        content=orjson.dumps(body) if body is not None else None,
+                        headers={"Content-Type": "application/json"} if body is not None else None,
+                        timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)) if timeout else None,
+                    )
+                except httpx.ConnectError as exc:  # nothing reached the controller: safe to try another
+                    self._note(method, path, None, started)
+                    last = f"{base}: cannot connect ({exc})"
+                    log.warning("LINSTOR %s %s: %s; trying the next controller", method, path, last)
+                    continue
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    self._note(method, path, None, started)
+                    last = f"{base}: {type(exc).__name__} ({exc})"
+                    if not idempotent:
+                        raise LinstorUnavailable(f"{method} {path} failed after it may have been sent: {last}") \
+                            from None
+                    log.warning("LINSTOR %s %s: %s", method, path, last)
+                    continue
+                self._note(method, path, resp.status_code, started)
+                if resp.status_code in RETRYABLE_STATUS and idempotent:
+                    err = LinstorError("server error", status=resp.status_code, replies=_decode_replies(resp.content))
+                    last = f"{base}: {err}"
+                    log.warning("LINSTOR %s %s: %s", method, path, last)
+                    continue
+                if idx != self._current:
+                    log.warning("LINSTOR controller failover: now using %s", base)
+                    self._current = idx
+                return resp
+            if attempt + 1 < attempts:
+                await self._sleep(self._backoff(attempt))
+        raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}")
+
+    @staticmethod
+    def _check(resp: httpx.Response) -> list[ApiCallRc]:
+        replies = _decode_replies(resp.content) if resp.content else []
+        if resp.status_code >= 400 or any(r.is_error for r in replies):
+            cls = LinstorUnavailable if resp.status_code >= 500 else LinstorError
+            raise cls(f"HTTP {resp.status_code}", status=resp.status_code, replies=replies)
+        return replies
+
+    async def _get_list(self, path: str, model: type[M], params: Any = None, **kw: Any) -> list[M]:
+        resp = await self._request("GET", path, params=params, **kw)
+        if resp.status_code >= 400:
+            self._check(resp)
+        try:
+            doc = orjson.loads(resp.content)
+            if not isinstance(doc, list):
+                raise TypeError(f"expected a JSON array, got {type(doc).__name__}")
+            return [model.model_validate(x) for x in doc]
+        except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+            raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
+
+    @staticmethod
+    def _filters(**lists: Iterable[str] | None) -> list[tuple[str, str]]:
+        return [(key, v) for key, values in lists.items() if values for v in values]
+
+    # --- reads ---------------------------------------------------------------------------------
+    async def version(self) -> dict[str, Any]:
+        resp = await self._request("GET", "/v1/controller/version")
+        self._check(resp)
+        return orjson.loads(resp.content)
+
+    async def get_nodes(self, nodes: Iterable[str] | None = None) -> list[Node]:
+        return await self._get_list("/v1/nodes", Node, self._filters(nodes=nodes))
+
+    async def get_storage_pools(self, nodes: Iterable[str] | None = None,
+                                storage_pools: Iterable[str] | None = None) -> list[StoragePool]:
+        return await self._get_list("/v1/view/storage-pools", StoragePool,
+                                    self._filters(nodes=nodes, storage_pools=storage_pools))
+
+    async def get_resource_definitions(self) -> list[ResourceDefinition]:
+        return await self._get_list("/v1/resource-definitions", ResourceDefinition)
+
+    async def get_resources_of(self, resource_definition: str, *, timeout: float | None = None) -> list[Resource]:
+        """One resource's items; ``timeout`` makes it a single bounded attempt (the extender's fallback)."""
+        path = f"/v1/resource-definitions/{quote(resource_definition, safe='')}/resources"
+        try:
+            return await self._get_list(path, Resource, timeout=timeout, retries=1 if timeout else None)
+        except LinstorError as exc:
+            if exc.status == 404:
+                return []
+            raise
+
+    async def iter_resources(self, nodes: Iterable[str] | None = None,
+                             resources: Iterable[str] | None = None) -> AsyncIterator[Resource]:
+        """Stream ``/v1/view/resources``: items are parsed and validated one at a time."""
+        params = self._filters(nodes=nodes, resources=resources)
+        path = "/v1/view/resources"
+        last = "no attempt made"
+        for attempt in range(self.retries):
+            yielded = False
+            for idx in self._order():
+                base = self.controllers[idx]
+                started = time.perf_counter()
+                try:
+                    async with self._http.stream("GET", base + path, params=params) as resp:
+                        self._note("GET", path, resp.status_code, started)
+                        if resp.status_code >= 400:
+                            await resp.aread()
+                            if resp.status_code in RETRYABLE_STATUS:
+                                last = f"{base}: HTTP {resp.status_code}"
+                                continue
+                            self._check(resp)
+                        self._current = idx
+                        reader = _ChunkReader(resp.aiter_bytes())
+                        async for item in ijson.items(reader, "item", use_float=True):
+                            try:
+                                model = Resource.model_validate(item)
+                            except ValidationError as exc:
+                                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
+                            yielded = True
+                            yield model
+                        return
+                except ijson.JSONError as exc:
+                    raise LinstorProtocolError(f"GET {path}: body is not valid JSON: {exc}") from None
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    self._note("GET", path, None, started)
+                    last = f"{base}: {type(exc).__name__} ({exc})"
+                    if yielded:  # the caller has half a list: never hand out a partial view
+                        raise LinstorUnavailable(f"GET {path}: stream broke after some items: {last}") from None
+                    log.warning("LINSTOR GET %s: %s", path, last)
+            if attempt + 1 < self.retries:
+                await self._sleep(self._backoff(attempt))
+        raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}")
+
+    async def get_resources(self, nodes: Iterable[str] | None = None,
+                            resources: Iterable[str] | None = None) -> list[Resource]:
+        return [r async for r in self.iter_resources(nodes=nodes, resources=resources)]
+
+    # --- writes --------------------------------------------------------------------------------
+    async def create_storage_pool(self, node: str, name: str, provider_kind: str,
+                                  props: dict[str, str]) -> list[ApiCallRc]:
+        resp = await self._request("POST", f"/v1/nodes/{quote(node, safe='')}/storage-pools",
+                                   body={"storage_pool_name": name, "provider_kind": provider_kind, "props": props})
+        return self._check(resp)
+
+    async def delete_storage_pool(self, node: str, name: str) -> list[ApiCallRc]:
+        resp = await self._request("DELETE", f"/v1/nodes/{quote(node, safe='')}/storage-pools/{quote(name, safe='')}")
+        return self._check(resp)
+
+    # --- events --------------------------------------------------------------------------------
+    async def events(self, path: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Server-sent events: yields (event name, data). No read timeout; 404 -> EventsNotSupported."""
+        base = self.controllers[self._current]
+        timeout = httpx.Timeout(None, connect=self.connect_timeout)
+        async with self._http.stream("GET", base + path, timeout=timeout,
+                                     headers={"Accept": "text/event-stream"}) as resp:
+            self._note("GET", path, resp.status_code, time.perf_counter())
+            if resp.status_code == 404:
+                raise EventsNotSupported(f"{path}: the controller has no such event stream", status=404)
+            if resp.status_code >= 400:
+                await resp.aread()
+                self._check(resp)
+            event, data = "message", []
+            async for line in resp.aiter_lines():
+                if not line:
+                    if data:
+                        try:
+                            decoded = orjson.loads("\n".join(data))
+                        except orjson.JSONDecodeError:
+                            decoded = {"raw": "\n".join(data)}
+                        yield event, decoded if isinstance(decoded, dict) else {"data": decoded}
+                    event, data = "message", []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())

@@ -1,0 +1,145 @@
+"""The background sync with in-process fakes: LINSTOR failures keep the last good state, changes
+swap in whole, node events trigger a poll. (Over real HTTP: tests/test_extender_live.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.linstor.client import EventsNotSupported
+from scheduler_extender.service import StateHolder
+from scheduler_extender.sync import Syncer
+
+from .cluster import lnode, lpool, lres
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.nodes = [lnode("w1"), lnode("w2")]
+        self.pools = [lpool("w1")]
+        self.resources = [lres("pvc-a", "w1")]
+        self.fail = False
+        self.reads = 0
+        self.events_queue: asyncio.Queue[str] | None = None
+
+    async def get_nodes(self):
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("connection refused")
+        return list(self.nodes)
+
+    async def get_storage_pools(self):
+        return list(self.pools)
+
+    async def iter_resources(self):
+        for r in self.resources:
+            yield r
+
+    async def events(self, path):
+        if self.events_queue is None:
+            raise EventsNotSupported("no events")
+        while True:
+            yield await self.events_queue.get(), {}
+
+
+class FakeInformer:
+    def __init__(self, items):
+        self._items = items
+
+    def items(self):
+        return list(self._items)
+
+
+class FakeCaches:
+    def __init__(self):
+        self.objects = {"Node": [k.node("w1", zone="a"), k.node("w2", zone="b")], "PersistentVolumeClaim": [],
+                        "PersistentVolume": [], "StorageClass": [k.storage_class("r2")]}
+        self.synced = True
+
+    def __getitem__(self, kind):
+        return FakeInformer(self.objects[kind])
+
+    def wait_synced(self, timeout):
+        return self.synced
+
+    def age(self):
+        return 0.0
+
+
+async def until(predicate, timeout=5.0):
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.005)  # yield to the sync tasks; bounded by wait_for below
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_first_sync_makes_ready_and_linstor_failure_keeps_last_state():
+    async def scenario():
+        holder = StateHolder()
+        client = FakeClient()
+        syncer = Syncer(holder, client, FakeCaches(), poll_interval=3600, use_events=False)
+        await syncer.start()
+        await until(lambda: holder.ready)
+        first = holder.state
+        assert set(first.nodes) == {"w1", "w2"} and "pvc-a" in first.resources
+        client.fail = True
+        assert await syncer.sync_linstor_once() is False
+        assert holder.state is first  # nothing half-updated, nothing dropped
+        assert holder.last_error == "LINSTOR read failed: connection refused"
+        client.fail = False
+        client.resources.append(lres("pvc-b", "w2"))
+        assert await syncer.sync_linstor_once() is True
+        assert holder.state.generation > first.generation and "pvc-b" in holder.state.resources
+        assert holder.last_error is None
+        await syncer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_not_ready_until_both_sources_synced():
+    async def scenario():
+        holder = StateHolder()
+        caches = FakeCaches()
+        caches.synced = False
+        syncer = Syncer(holder, FakeClient(), caches, poll_interval=3600, use_events=False)
+        await syncer.start()
+        await until(lambda: syncer._linstor is not None)
+        assert not holder.ready
+        caches.synced = True
+        await until(lambda: holder.ready)
+        await syncer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_kube_change_rebuilds_the_view():
+    async def scenario():
+        holder = StateHolder()
+        caches = FakeCaches()
+        syncer = Syncer(holder, FakeClient(), caches, poll_interval=3600, kube_debounce=0.0, use_events=False)
+        await syncer.start()
+        await until(lambda: holder.ready)
+        caches.objects["PersistentVolumeClaim"] = [k.pvc("c-new")]
+        syncer.kube_changed("ADDED", {})
+        await until(lambda: "default/c-new" in holder.state.kube.pvcs)
+        await syncer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_node_event_triggers_an_immediate_poll():
+    async def scenario():
+        holder = StateHolder()
+        client = FakeClient()
+        client.events_queue = asyncio.Queue()
+        syncer = Syncer(holder, client, FakeCaches(), poll_interval=3600)
+        await syncer.start()
+        await until(lambda: holder.ready)
+        reads = client.reads
+        client.nodes = [lnode("w1"), lnode("w2", "OFFLINE")]
+        client.events_queue.put_nowait("node-offline")
+        await until(lambda: client.reads > reads and not holder.state.nodes["w2"].online)
+        await syncer.stop()
+
+    asyncio.run(scenario())
