@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -17,7 +18,8 @@ import uvicorn
 class ServerThread:
     """``with ServerThread(app) as srv: httpx.get(srv.url + "/healthz")``."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_kwargs: Any) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
         kwargs: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio"}
         kwargs.update(uvicorn_kwargs)
         self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
@@ -25,6 +27,7 @@ class ServerThread:
         self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._on_stop = on_stop  # ends the app's endless streams: uvicorn waits for open connections
 
     def _run(self) -> None:
         try:
@@ -62,6 +65,8 @@ class ServerThread:
         return f"http://{self.config.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._on_stop is not None:
+            self._on_stop()
         self.server.should_exit = True
         self._thread.join(timeout)
 

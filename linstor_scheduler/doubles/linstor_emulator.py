@@ -184,14 +184,18 @@ class LinstorEmulator:
                 "create_timestamp": int(time.time() * 1000), "volumes": vols,
             }
             self._resources[(name, node)] = item
-            self._refresh_connections()
+            self._refresh_connections(name)
         return item
 
-    def _refresh_connections(self) -> None:
+    def _refresh_connections(self, only: str | None = None) -> None:
+        """Keep each replica's DRBD connections to its peers (``only``: one resource, not all)."""
         by_rd: dict[str, list[str]] = {}
         for rd, node in self._resources:
-            by_rd.setdefault(rd, []).append(node)
+            if only is None or rd == only:
+                by_rd.setdefault(rd, []).append(node)
         for (rd, node), item in self._resources.items():
+            if rd not in by_rd:
+                continue
             conns = item["layer_object"]["drbd"]["connections"]
             peers = [p for p in by_rd[rd] if p != node]
             for peer in list(conns):
@@ -264,7 +268,15 @@ class LinstorEmulator:
             return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
-        return ServerThread(self.app, host=host, port=port)
+        return ServerThread(self.app, host=host, port=port, on_stop=self.close_streams)
+
+    def close_streams(self) -> None:
+        """End every open stream now (server shutdown waits for open connections)."""
+        with self._lock:
+            self._closing = True
+            subs = list(self._subscribers)
+        for sub in subs:
+            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, None)
 
     # --- events --------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:

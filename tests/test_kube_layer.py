@@ -1,0 +1,149 @@
+"""Informers and the Event recorder over real HTTP against the API stand-in."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client as k8s
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.kube_standin import KubeStandin
+from linstor_scheduler.kube import EventRecorder, Informer, KubeCaches, make_api_client
+
+from .waiting import wait_for
+
+
+@pytest.fixture
+def ks():
+    ks = KubeStandin()
+    with ks.serve() as srv:
+        ks.url = srv.url
+        ks.api = ks.api_client(srv.url)
+        yield ks
+
+
+def test_informer_syncs_and_follows_changes(ks):
+    ks.add(k.pod("a"))
+    changes: list[tuple[str, str]] = []
+    inf = Informer(ks.api, "Pod", on_change=lambda t, o: changes.append((t, o["metadata"]["name"])),
+                   backoff_base=0.01)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        assert [o["metadata"]["name"] for o in inf.items()] == ["a"]
+        ks.add(k.pod("b"))
+        ks.patch("Pod", "a", {"metadata": {"labels": {"x": "1"}}})
+        ks.delete("Pod", "b")
+        wait_for(lambda: ("DELETED", "b") in changes, what="delete seen")
+        assert changes == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+        assert inf.get("a", "default")["metadata"]["labels"] == {"x": "1"}
+        assert inf.get("b", "default") is None
+    finally:
+        started = time.monotonic()
+        inf.stop()
+        assert time.monotonic() - started < 5, "stop() must be prompt"
+
+
+def test_watch_timeout_resumes_without_relisting(ks):
+    inf = Informer(ks.api, "Node", watch_timeout=1)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        wait_for(lambda: ks.count("GET", "/api/v1/nodes?") >= 3, what="two watch renewals")
+        ks.add(k.node("w1"))
+        wait_for(lambda: inf.get("w1") is not None, what="node seen")
+        assert inf.lists == 1
+        lists = [p for m, p in ks.requests if m == "GET" and p.startswith("/api/v1/nodes") and "watch=true" not in p]
+        assert len(lists) == 1
+    finally:
+        inf.stop()
+
+
+def test_expired_version_relists(ks):
+    inf = Informer(ks.api, "Node", watch_timeout=1)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        inf.stop()
+        inf2 = Informer(ks.api, "Node", watch_timeout=1)
+        inf2.resource_version = None
+        ks.add(k.node("w1"))
+        ks.compact()  # the first informer's version is gone now
+        inf._stop.clear()
+        inf.start()
+        wait_for(lambda: inf.lists >= 2 and inf.get("w1") is not None, what="relist after 410")
+    finally:
+        inf.stop()
+
+
+def test_errors_back_off_and_recover(ks):
+    ks.inject(fail=3, status=500, path_prefix="/api/v1/persistentvolumes")
+    inf = Informer(ks.api, "PersistentVolume", backoff_base=0.01, backoff_cap=0.05)
+    inf.start()
+    try:
+        assert inf.wait_synced(10)
+        assert inf.error is None and inf.healthy
+        assert ks.count("GET", "/api/v1/persistentvolumes") >= 4
+    finally:
+        inf.stop()
+
+
+def test_selectors_reach_the_server(ks):
+    inf = Informer(ks.api, "Pod", label_selector="linstor.csi.linbit.com/on-storage-lost=remove",
+                   field_selector="spec.nodeName=w1")
+    ks.add(k.pod("match", labels={"linstor.csi.linbit.com/on-storage-lost": "remove"}, node_name="w1"))
+    ks.add(k.pod("other", labels={"linstor.csi.linbit.com/on-storage-lost": "remove"}, node_name="w2"))
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        assert [o["metadata"]["name"] for o in inf.items()] == ["match"]
+        assert any("labelSelector=linstor.csi.linbit.com" in p and "fieldSelector=spec.nodeName" in p
+                   for _, p in ks.requests)
+    finally:
+        inf.stop()
+
+
+def test_caches_sync_and_age(ks):
+    caches = KubeCaches(ks.api, ["Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass"])
+    assert caches.age() is None
+    caches.start()
+    try:
+        assert caches.wait_synced(5) and caches.synced
+        assert caches.age() == 0.0  # every informer is watching: quiet is not stale
+    finally:
+        caches.stop()
+
+
+def test_event_recorder_creates_and_aggregates(ks):
+    node = ks.add(k.node("w1"))
+    rec = EventRecorder(ks.api, component="linstor-scheduler-test")
+    rec.record(node, "Warning", "PoolTagClash", "two volume groups carry linstor-data")
+    rec.record(node, "Warning", "PoolTagClash", "two volume groups carry linstor-data")
+    events = k8s.CoreV1Api(ks.api).list_namespaced_event("default").items
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.count == 2 and ev.reason == "PoolTagClash" and ev.type == "Warning"
+    assert ev.involved_object.kind == "Node" and ev.involved_object.uid == node["metadata"]["uid"]
+    assert ev.source.component == "linstor-scheduler-test"
+
+
+def test_event_recorder_never_raises(ks, caplog):
+    ks.inject(fail=5, status=500, path_prefix="/api/v1/namespaces/default/events")
+    EventRecorder(ks.api).record(ks.add(k.node("w2")), "Normal", "Test", "hello")
+    assert "could not record event Test" in caplog.text
+
+
+def test_make_api_client(ks, tmp_path):
+    api = make_api_client(host=ks.url)
+    assert k8s.CoreV1Api(api).list_node().items == []
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{ks.url}"}}}}]
+users: [{{name: u, user: {{token: abc}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    ks.add(k.node("w9"))
+    assert [n.metadata.name for n in k8s.CoreV1Api(make_api_client(str(cfg))).list_node().items] == ["w9"]
