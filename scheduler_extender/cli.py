@@ -101,48 +101,29 @@ def run_extender(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .metrics import ExtenderMetrics
-    from .service import Extender, FallbackReader, StateHolder
+    from .service import Extender, StateHolder
     from .snapshot import read_snapshot, state_from_snapshot
 
     weights = Weights.parse(args.score_weights)
     metrics = ExtenderMetrics()
     holder = StateHolder()
-    startup = shutdown = None
     if args.snapshot:
         holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=time.monotonic()))
         holder.static = holder.ready = True
         extender = Extender(holder, weights=weights, max_staleness=args.max_staleness)
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
                  len(holder.state.nodes), len(holder.state.resources))
+        app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
     else:
         from linstor_scheduler.kube.client import api_client_from_args
-        from linstor_scheduler.kube.informer import KubeCaches
 
-        from .sync import EXTENDER_KINDS, Syncer
+        from .live import build_live_app
 
-        client = make_linstor_client(args)
-        fallback = FallbackReader(client, timeout=args.fallback_timeout,
-                                  on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
-        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness, fallback=fallback)
-        syncer_box: dict[str, Any] = {}
-
-        async def startup() -> None:
-            api = api_client_from_args(args)
-            syncer = Syncer(holder, client, None, poll_interval=args.poll_interval, use_events=args.node_events,
-                            metrics=metrics, fallback=fallback)
-            caches = KubeCaches(api, kinds=list(EXTENDER_KINDS), on_change=syncer.kube_changed)
-            syncer.caches = caches
-            caches.start()
-            await syncer.start()
-            syncer_box.update(syncer=syncer, caches=caches)
-
-        async def shutdown() -> None:
-            if "syncer" in syncer_box:
-                await syncer_box["syncer"].stop()
-                syncer_box["caches"].stop()
-            await client.aclose()
-
-    app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes, startup=startup, shutdown=shutdown)
+        app = build_live_app(
+            make_linstor_client(args), api_client_from_args(args), poll_interval=args.poll_interval,
+            max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
+            use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
+        )
     uvicorn.run(app, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
     return 0

@@ -1,0 +1,130 @@
+"""The live extender end to end over real HTTP: LINSTOR emulator + Kubernetes API stand-in -> sync
+-> index -> /filter and /prioritize, as kube-scheduler calls them."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.kube_standin import KubeStandin
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.linstor import LinstorClient
+from scheduler_extender.live import build_live_app
+
+from .waiting import wait_for
+
+NAMES = ["w1", "w2", "w3"]
+
+
+@contextlib.contextmanager
+def cluster(**app_kwargs):
+    emu = LinstorEmulator()
+    for n in NAMES:
+        emu.add_node(n)
+        emu.add_storage_pool(n, "thindata", "LVM_THIN")
+    emu.add_resource("pvc-db", "w1")
+    emu.add_resource("pvc-db", "w2", diskful=False, flags=["TIE_BREAKER"])
+    ks = KubeStandin()
+    for i, n in enumerate(NAMES):
+        ks.add(k.node(n, zone=f"z{i}"))
+    ks.add(k.storage_class("r2"))
+    ks.add(k.storage_class("local", remote=False))
+    for obj in k.bound_volume("data", "pvc-db", storage_class="local"):
+        ks.add(obj)
+    with emu.serve() as lsrv, ks.serve() as ksrv:
+        client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
+        app = build_live_app(client, ks.api_client(ksrv.url), **app_kwargs)
+        with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+            wait_for(lambda: http.get("/readyz").status_code == 200, what="first full sync")
+            yield emu, ks, http, app
+
+
+def scores(http, pod, names=NAMES):
+    r = http.post("/prioritize", json={"Pod": pod, "NodeNames": names})
+    assert r.status_code == 200, r.text
+    return {h["Host"]: h["Score"] for h in r.json()}
+
+
+def test_live_placement_and_zero_linstor_calls_per_request():
+    with cluster(poll_interval=3600, use_events=False) as (emu, _, http, _app):
+        pod = k.pod("db-0", claims=["data"])
+        before = list(emu.requests)
+        for _ in range(50):
+            # w2 holds only a diskless tie-breaker: with remote access forbidden it cannot serve the pod
+            assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+            r = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
+            assert r.json()["NodeNames"] == ["w1"]
+            assert r.json()["FailedAndUnresolvableNodes"] == {
+                n: f"volume pvc-db: no diskful replica on node {n} and its StorageClass forbids remote access"
+                for n in ("w2", "w3")}
+        assert emu.requests == before, "the request path must not call LINSTOR in steady state"
+
+
+def test_fresh_volume_missing_from_index_gets_one_bounded_read():
+    with cluster(poll_interval=3600, use_events=False) as (emu, ks, http, _app):
+        emu.add_resource("pvc-new", "w3")  # created after the last poll
+        for obj in k.bound_volume("fresh", "pvc-new", storage_class="r2"):
+            ks.add(obj)
+        pod = k.pod("new-0", claims=["fresh"])
+        wait_for(lambda: scores(http, pod)["w3"] == 10, what="PVC seen by the informer and fallback read")
+        for _ in range(5):
+            assert scores(http, pod) == {"w1": 1, "w2": 1, "w3": 10}
+        assert emu.count("GET", "/v1/resource-definitions/pvc-new/resources") == 1
+        assert 'linstor_scheduler_fallback_reads_total{outcome="found"} 1.0' in http.get("/metrics").text
+
+
+def test_linstor_down_keeps_last_state_then_turns_neutral_then_recovers():
+    with cluster(poll_interval=0.2, max_staleness=1.5, use_events=False) as (emu, _, http, _app):
+        pod = k.pod("db-0", claims=["data"])
+        emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+        wait_for(lambda: http.get("/readyz").json()["last_error"], what="a failed LINSTOR read")
+        ready = http.get("/readyz").json()
+        if not ready["stale"]:  # still within the limit: answers from the last good state
+            assert scores(http, pod)["w1"] in (10, 0)
+        wait_for(lambda: http.get("/readyz").json()["stale"], what="staleness past the limit")
+        ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["neutral"] is True
+        assert "LINSTOR read failed" in ready.json()["last_error"]
+        assert "passes every node with score 0" in ready.json()["detail"]
+        assert scores(http, pod) == {"w1": 0, "w2": 0, "w3": 0}
+        r = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
+        assert r.json()["NodeNames"] == NAMES and r.json()["FailedAndUnresolvableNodes"] == {}
+        assert "linstor_scheduler_state_stale 1.0" in http.get("/metrics").text
+        emu.reset_faults()
+        wait_for(lambda: not http.get("/readyz").json()["stale"], what="recovery")
+        assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+
+
+def test_node_event_makes_an_offline_satellite_visible_at_once():
+    with cluster(poll_interval=3600, use_events=True) as (emu, _, http, _app):
+        pod = k.pod("db-0", claims=["data"])
+        wait_for(lambda: emu.count("GET", "/v1/events/nodes") >= 1, what="event stream subscribed")
+        emu.set_node_status("w1", "OFFLINE")
+
+        def w1_failed():
+            r = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES}).json()
+            return r["FailedAndUnresolvableNodes"].get("w1") == "LINSTOR satellite on node w1 is OFFLINE, not ONLINE"
+
+        wait_for(w1_failed, what="w1 filtered after the node event")
+
+
+def test_kubernetes_changes_reach_the_index():
+    with cluster(poll_interval=3600, use_events=False) as (_, ks, http, _app):
+        pod = k.pod("db-0", claims=["data"])
+        assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+        ks.patch("StorageClass", "local", {"parameters": {"linstor.csi.linbit.com/allowRemoteVolumeAccess": "true"}})
+        wait_for(lambda: scores(http, pod) == {"w1": 10, "w2": 4, "w3": 1}, what="StorageClass change applied")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_operational_endpoints_live(path):
+    with cluster(poll_interval=3600, use_events=False) as (_, _, http, _app):
+        r = http.get(path)
+        assert r.status_code == 200
+        if path == "/readyz":
+            body = r.json()
+            assert body["mode"] == "live" and body["nodes"] == 3 and body["resources"] == 1
