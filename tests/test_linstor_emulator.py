@@ -1,0 +1,132 @@
+"""The LINSTOR emulator keeps the real contract: its answers validate against the official OpenAPI
+spec, and LINBIT's own python-linstor client can use it."""
+
+from __future__ import annotations
+
+import httpx
+import linstor
+import pytest
+from jsonschema import ValidationError
+
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+
+from .openapi_check import SPEC_PATH, validate, validate_schema
+
+pytestmark = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"LINSTOR OpenAPI spec not found at {SPEC_PATH}")
+
+
+@pytest.fixture
+def emu():
+    emu = LinstorEmulator()
+    emu.add_node("w1")
+    emu.add_node("w2", connection_status="OFFLINE")
+    emu.add_node("ctl", type="CONTROLLER", providers=())
+    emu.add_storage_pool("w1", "thindata", "LVM_THIN")
+    emu.add_storage_pool("w2", "data", "LVM")
+    emu.add_resource("pvc-1", "w1", in_use=True)
+    emu.add_resource("pvc-1", "w2", storage_pool="data")
+    emu.set_disk_state("pvc-1", "w2", "Inconsistent", sync_peer="w1", done_percentage=12.5)
+    emu.add_resource("pvc-1", "ctl", diskful=False, flags=["TIE_BREAKER"])
+    with emu.serve() as srv:
+        emu.url = srv.url
+        yield emu
+
+
+@pytest.mark.parametrize(
+    ("url", "spec_path"),
+    [
+        ("/v1/nodes", "/v1/nodes"),
+        ("/v1/view/storage-pools", "/v1/view/storage-pools"),
+        ("/v1/nodes/w1/storage-pools", "/v1/nodes/{node}/storage-pools"),
+        ("/v1/view/resources", "/v1/view/resources"),
+        ("/v1/resource-definitions", "/v1/resource-definitions"),
+        ("/v1/resource-definitions/pvc-1/resources", "/v1/resource-definitions/{resource}/resources"),
+        ("/v1/controller/version", "/v1/controller/version"),
+    ],
+)
+def test_get_responses_validate_against_the_spec(emu, url, spec_path):
+    r = httpx.get(emu.url + url)
+    assert r.status_code == 200
+    validate(r.json(), spec_path)
+
+
+def test_validation_can_fail():
+    """The check is real: a node without its required name is refused."""
+    with pytest.raises(ValidationError):
+        validate([{"type": "SATELLITE"}], "/v1/nodes")
+
+
+def test_error_and_write_answers_validate(emu):
+    r = httpx.get(emu.url + "/v1/resource-definitions/nope/resources")
+    assert r.status_code == 404
+    # The spec declares OperationFailed as one ApiCallRc; controllers send a list (NOTES.md).
+    validate_schema(r.json(), "ApiCallRcList")
+    r = httpx.post(emu.url + "/v1/nodes/w1/storage-pools",
+                   json={"storage_pool_name": "fast", "provider_kind": "LVM", "props": {"StorDriver/LvmVg": "vg1"}})
+    assert r.status_code == 201
+    validate_schema(r.json(), "ApiCallRcList")
+    with pytest.raises(ValidationError):
+        validate_schema([{"message": "no ret_code"}], "ApiCallRcList")
+
+
+def test_python_linstor_reads_and_writes(emu):
+    port = emu.url.rsplit(":", 1)[1]
+    with linstor.Linstor(f"linstor://127.0.0.1:{port}") as lin:
+        nodes = {n.name: (n.connection_status, n.type) for n in lin.node_list_raise().nodes}
+        assert nodes == {"w1": ("ONLINE", "SATELLITE"), "w2": ("OFFLINE", "SATELLITE"),
+                         "ctl": ("ONLINE", "CONTROLLER")}
+        pools = {(p.node_name, p.name): p.provider_kind for p in lin.storage_pool_list_raise().storage_pools}
+        assert pools[("w1", "thindata")] == "LVM_THIN" and pools[("w2", "data")] == "LVM"
+        volumes = {(r.name, r.node_name): [v.state.disk_state for v in r.volumes]
+                   for r in lin.volume_list_raise().resources}
+        assert volumes[("pvc-1", "w1")] == ["UpToDate"] and volumes[("pvc-1", "w2")] == ["Inconsistent"]
+        replies = lin.storage_pool_create("w1", "fast", "LVM", "vg_fast")
+        assert replies and all(r.is_success() for r in replies)
+        replies = lin.storage_pool_create("w1", "fastthin", "LVM_THIN", "vg_fast/thin")
+        assert all(r.is_success() for r in replies)
+        replies = lin.storage_pool_create("nope", "fast", "LVM", "vg_fast")
+        assert any(r.is_error() for r in replies)
+    pools = {(p["node_name"], p["storage_pool_name"]): p["props"] for p in emu.snapshot()["storage_pools"]}
+    assert pools[("w1", "fastthin")]["StorDriver/LvmVg"] == "vg_fast"
+    assert pools[("w1", "fastthin")]["StorDriver/ThinPool"] == "thin"
+
+
+def test_storage_pool_rules(emu):
+    def post(node, body):
+        return httpx.post(f"{emu.url}/v1/nodes/{node}/storage-pools", json=body)
+
+    r = post("w1", {"storage_pool_name": "x", "provider_kind": "LVM", "props": {}})
+    assert r.status_code == 400 and "Invalid name" in r.json()[0]["message"]
+    r = post("ctl", {"storage_pool_name": "data", "provider_kind": "LVM", "props": {}})
+    assert r.status_code == 400 and "not supported" in r.json()[0]["message"]
+    r = post("w1", {"storage_pool_name": "thindata", "provider_kind": "LVM_THIN", "props": {}})
+    assert r.status_code == 409
+    r = httpx.delete(f"{emu.url}/v1/nodes/w1/storage-pools/thindata")
+    assert r.status_code == 409 and "pvc-1" in r.json()[0]["cause"]
+    assert (r.json()[0]["ret_code"] & 0xC000000000000000) == 0xC000000000000000
+
+
+def test_faults_and_state_changes(emu):
+    emu.inject(fail=1, status=503, path_prefix="/v1/nodes")
+    r = httpx.get(emu.url + "/v1/nodes")
+    assert r.status_code == 503 and r.json()[0]["message"] == "Injected failure"
+    assert httpx.get(emu.url + "/v1/nodes").status_code == 200
+    emu.inject(garbage=1, path_prefix="/v1/nodes")
+    assert httpx.get(emu.url + "/v1/nodes").content == b"[{this is not json"
+    emu.inject(drop=1, path_prefix="/v1/nodes")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(emu.url + "/v1/nodes")
+    emu.set_node_status("w1", "OFFLINE")
+    emu.set_connection("pvc-1", "w2", "w1", False)
+    items = {(i["name"], i["node_name"]): i for i in httpx.get(emu.url + "/v1/view/resources").json()}
+    assert items[("pvc-1", "w2")]["layer_object"]["drbd"]["connections"]["w1"]["connected"] is False
+    assert {n["name"]: n["connection_status"] for n in httpx.get(emu.url + "/v1/nodes").json()}["w1"] == "OFFLINE"
+    repl = items[("pvc-1", "w2")]["volumes"][0]["state"]["replication_states"]["w1"]
+    assert repl == {"replication_state": "SyncTarget", "done_percentage": 12.5}
+
+
+def test_filters(emu):
+    got = httpx.get(emu.url + "/v1/view/resources", params=[("nodes", "w1"), ("nodes", "w2")]).json()
+    assert sorted(i["node_name"] for i in got) == ["w1", "w2"]
+    got = httpx.get(emu.url + "/v1/view/storage-pools", params={"storage_pools": "data"}).json()
+    assert [(i["node_name"], i["storage_pool_name"]) for i in got] == [("w2", "data")]
