@@ -9,7 +9,7 @@ from typing import Any
 
 from .scoring import Weights, all_node_names
 from .service import Extender, StateHolder
-from .snapshot import find_pod, state_from_snapshot
+from .snapshot import find_pod, parse_linstor, state_from_snapshot
 
 
 def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[str] | None,
@@ -27,6 +27,7 @@ def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[
 
 def explain_ref(doc: Mapping[str, Any], ref: str, nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
+    parse_linstor(doc)  # a malformed snapshot is reported as such, before looking for the pod
     pod = find_pod(doc, ref)
     if pod is None:
         raise LookupError(f"pod {ref} not found (give NAMESPACE/NAME)")
