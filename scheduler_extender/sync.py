@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
-
 from linstor_scheduler.linstor.models import Node, StoragePool
 
 from .metrics import ExtenderMetrics
