@@ -31,7 +31,7 @@ import orjson
 
 from linstor_scheduler.volumes import Claim, RemoteAccess, human_bytes, node_selector_matches
 
-from .state import ClusterState, NodeInfo, ResourceInfo, Topology
+from .state import ClusterState, NodeInfo, PoolInfo, ResourceInfo, Topology
 
 MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 NODE = "{node}"  # placeholder in reason templates
@@ -73,8 +73,12 @@ class Weights:
 class VolumeVerdict(NamedTuple):
     fits: bool
     score: float
-    template: str  # reason with {node} for the node name
+    template: str | Callable[[], str]  # reason with {node}; a callable renders it only when read
     judged: bool = True  # False: not enough known to judge (counts neither way)
+
+    def text(self, node: str) -> str:
+        template = self.template if isinstance(self.template, str) else self.template()
+        return template.replace(NODE, node)
 
 
 class NodeVerdict(NamedTuple):
@@ -88,14 +92,14 @@ class NodeVerdict(NamedTuple):
 
     def reasons(self, node: str) -> list[str]:
         out = [self.node_template.replace(NODE, node)] if self.node_template else []
-        out += [v.template.replace(NODE, node) for v in self.volumes]
+        out += [v.text(node) for v in self.volumes]
         return out
 
     def failure(self, node: str) -> str:
         """What FailedNodes says: the node-level reason, or the failing volumes' reasons."""
         if self.node_template:
             return self.node_template.replace(NODE, node)
-        return "; ".join(v.template.replace(NODE, node) for v in self.volumes if not v.fits)
+        return "; ".join(v.text(node) for v in self.volumes if not v.fits)
 
 
 def node_problem(node: NodeInfo | None) -> str | None:
@@ -240,26 +244,32 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
         pools = list(node.pools.values())
         pool_desc = "any storage pool"
     roomy = [p for p in pools if p.free_kib is None or p.free_kib >= wanted_kib]
+    size = claim.size_bytes
     if roomy:
         best = max(roomy, key=lambda p: -1 if p.free_kib is None else p.free_kib)
         top = state.pool_max_free.get(best.name) or 0
         share = (best.free_kib / top) if (best.free_kib is not None and top > 0) else 0.0
         score = w.wffc_min + (w.wffc_max - w.wffc_min) * share
-        free = "unknown" if best.free_kib is None else human_bytes(best.free_kib * 1024)
-        return VolumeVerdict(
-            True, score,
-            f"{label}: unbound, storage pool {best.name} on {NODE} has {free} free "
-            f"(claim requests {human_bytes(claim.size_bytes)})",
-        )
+
+        def room(best: PoolInfo = best) -> str:  # rendered only when read: one per node is costly
+            free = "unknown" if best.free_kib is None else human_bytes(best.free_kib * 1024)
+            return (f"{label}: unbound, storage pool {best.name} on {NODE} has {free} free "
+                    f"(claim requests {human_bytes(size)})")
+
+        return VolumeVerdict(True, score, room)
     if pools:
         p = max(pools, key=lambda p: p.free_kib or 0)
-        problem = (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free, "
-                   f"the claim requests {human_bytes(claim.size_bytes)}")
+
+        def problem(p: PoolInfo = p) -> str:
+            return (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free, "
+                    f"the claim requests {human_bytes(size)}")
     else:
-        problem = f"{pool_desc} is missing on node {NODE}"
+        def problem(desc: str = pool_desc) -> str:
+            return f"{desc} is missing on node {NODE}"
     if not sc.remote_access.allowed:
-        return VolumeVerdict(False, 0, f"{label}: {problem} and its StorageClass forbids remote access")
-    return VolumeVerdict(True, w.remote, f"{label}: unbound; {problem}; the volume would be reached over the network")
+        return VolumeVerdict(False, 0, lambda: f"{label}: {problem()} and its StorageClass forbids remote access")
+    return VolumeVerdict(
+        True, w.remote, lambda: f"{label}: unbound; {problem()}; the volume would be reached over the network")
 
 
 def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState, w: Weights) -> NodeVerdict:

@@ -9,6 +9,7 @@ share shapes, so most requests are dictionary look-ups.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ class StateHolder:
 
     def swap(self, state: ClusterState) -> None:
         self.state = state  # one reference assignment: atomic for readers
+        # The index is big, long-lived and acyclic (refcounting frees old states): keep the cyclic
+        # GC from rescanning it on every collection, which showed as 80 ms request stalls.
+        gc.freeze()
 
 
 class FallbackReader:
@@ -119,7 +123,7 @@ class Extender:
         max_staleness: float = 120.0,
         fallback: FallbackReader | None = None,
         clock: Callable[[], float] = time.monotonic,
-        cache_size: int = 128,
+        cache_size: int = 512,
     ) -> None:
         self.holder = holder
         self.weights = weights or Weights()

@@ -1,0 +1,426 @@
+"""Extender benchmark: our extender vs. a bare-endpoint floor vs. a per-request-LINSTOR-lookup
+baseline (what the Go extenders do), all measured in one run with wrk on loopback.
+
+    apt-get install wrk                     # the load generator (C; leaves the CPU to the server)
+    .venv/bin/python bench/extender_bench.py [--nodes 1000 --resources 20000 --duration 10]
+    .venv/bin/python bench/extender_bench.py --quick
+
+Each server runs in its own process under uvicorn (uvloop + httptools, one worker, access log off).
+Prints requests/s, p50 and p99 per server and the ratios; docs/performance.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from linstor_scheduler.doubles import kube_objects as k  # noqa: E402
+
+GIB_KIB = 1024 * 1024
+
+
+# --- the generated cluster (REST shapes, the same for the extender and the emulator) -------------
+def node_item(name: str) -> dict[str, Any]:
+    return {"name": name, "type": "SATELLITE", "connection_status": "ONLINE", "flags": [], "props": {},
+            "storage_providers": ["DISKLESS", "LVM", "LVM_THIN"], "uuid": name}
+
+
+def pool_item(node: str, free: int) -> dict[str, Any]:
+    return {"storage_pool_name": "thindata", "node_name": node, "provider_kind": "LVM_THIN",
+            "free_capacity": free, "total_capacity": 500 * GIB_KIB, "props": {"StorDriver/LvmVg": "vg"}}
+
+
+def resource_item(name: str, node: str, diskless: bool = False) -> dict[str, Any]:
+    """A realistic /v1/view/resources item (~1.5 KB as JSON)."""
+    return {
+        "name": name, "node_name": node, "props": {"StorPoolName": "thindata"},
+        "flags": ["DISKLESS", "DRBD_DISKLESS", "TIE_BREAKER"] if diskless else [],
+        "layer_object": {"type": "DRBD", "children": [{"type": "STORAGE", "children": [], "storage": {}}],
+                         "drbd": {"node_id": 0, "peer_slots": 7, "al_stripes": 1, "al_size": 32, "flags": [],
+                                  "connections": {"peer": {"connected": True, "message": "Connected"}},
+                                  "promotion_score": 10102, "may_promote": True, "drbd_volumes": []}},
+        "state": {"in_use": False}, "uuid": f"{name}-{node}", "create_timestamp": 1700000000000,
+        "volumes": [{"volume_number": 0, "storage_pool_name": "DfltDisklessStorPool" if diskless else "thindata",
+                     "provider_kind": "DISKLESS" if diskless else "LVM_THIN", "device_path": "/dev/drbd1000",
+                     "allocated_size_kib": 0 if diskless else GIB_KIB, "usable_size_kib": GIB_KIB, "props": {},
+                     "flags": [], "state": {"disk_state": "Diskless" if diskless else "UpToDate"},
+                     "layer_data_list": [{"type": "DRBD", "data": {}}, {"type": "STORAGE", "data": {}}],
+                     "uuid": f"{name}-{node}-0", "reports": []}],
+    }
+
+
+def full_node(name: str, zone: str) -> dict[str, Any]:
+    """A v1.Node as kube-scheduler sends it with nodeCacheCapable: false (~3 KB)."""
+    obj = k.node(name, zone=zone, region="eu-1", labels={"node-role.kubernetes.io/worker": "",
+                                                          "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"})
+    obj["metadata"].update({"uid": f"uid-{name}", "resourceVersion": "12345",
+                            "creationTimestamp": "2026-01-01T00:00:00Z",
+                            "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                                            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                                            "csi.volume.kubernetes.io/nodeid":
+                                                json.dumps({"linstor.csi.linbit.com": name})}})
+    obj["spec"] = {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}
+    obj["status"].update({
+        "capacity": {"cpu": "32", "memory": "131891432Ki", "pods": "110", "ephemeral-storage": "479151816Ki"},
+        "allocatable": {"cpu": "31800m", "memory": "131276008Ki", "pods": "110", "ephemeral-storage": "441586867213"},
+        "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}, {"type": "Hostname", "address": name}],
+        "nodeInfo": {"machineID": "a" * 32, "systemUUID": "b" * 36, "bootID": "c" * 36,
+                     "kernelVersion": "6.1.0-18-amd64",
+                     "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.13",
+                     "kubeletVersion": "v1.31.2", "kubeProxyVersion": "v1.31.2", "operatingSystem": "linux",
+                     "architecture": "amd64"},
+        "images": [{"names": [f"registry.example/image-{i}@sha256:{'d' * 64}", f"registry.example/image-{i}:v1"],
+                    "sizeBytes": 123456789} for i in range(6)],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+    })
+    obj["status"]["conditions"] += [{"type": t, "status": "False", "reason": f"No{t}",
+                                      "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z", "message": f"kubelet has no {t}"}
+                                     for t in ("MemoryPressure", "DiskPressure", "PIDPressure")]
+    return obj
+
+
+def make_cluster(nodes: int, resources: int, pvcs: int, seed: int = 7) -> dict[str, Any]:
+    rnd = random.Random(seed)
+    names = [f"node-{i:05d}" for i in range(nodes)]
+    res = []
+    for r in range(resources):
+        a, b, c = rnd.sample(names, 3)
+        res += [resource_item(f"pvc-{r}", a), resource_item(f"pvc-{r}", b), resource_item(f"pvc-{r}", c, True)]
+    kube: list[dict[str, Any]] = [k.node(n, zone=f"zone-{i % 3}", region="eu-1") for i, n in enumerate(names)]
+    kube.append(k.storage_class("linstor-thindata-r2"))
+    for r in range(pvcs):
+        kube += k.bound_volume(f"claim-{r}", f"pvc-{r}")
+    for r in range(pvcs // 10):
+        kube.append(k.pvc(f"unbound-{r}", size="20Gi"))
+    return {"linstor": {"nodes": [node_item(n) for n in names],
+                        "storage_pools": [pool_item(n, rnd.randint(10, 400) * GIB_KIB) for n in names],
+                        "resources": res},
+            "kubernetes": {"items": kube}, "names": names}
+
+
+def make_bodies(cluster: dict[str, Any], count: int, pvcs: int, full_nodes: bool, seed: int = 11) -> list[bytes]:
+    rnd = random.Random(seed)
+    names = cluster["names"]
+    node_list = {"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                 "items": [full_node(n, f"zone-{i % 3}") for i, n in enumerate(names)]} if full_nodes else None
+    bodies = []
+    for i in range(count):
+        claims = [f"claim-{rnd.randrange(pvcs)}" for _ in range(rnd.randint(1, 3))]
+        if i % 10 == 0:
+            claims.append(f"unbound-{rnd.randrange(max(1, pvcs // 10))}")
+        pod = k.pod(f"bench-{i}", claims=claims)
+        args = {"Pod": pod, "Nodes": node_list} if full_nodes else {"Pod": pod, "NodeNames": names}
+        bodies.append(orjson.dumps(args))
+    return bodies
+
+
+# --- the servers (each run in its own process) ------------------------------------------------
+def floor_app(echo: bool) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        out = body if echo else b'{"Error":""}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+def extender_app(snapshot: str) -> Any:
+    from scheduler_extender.app import create_app
+    from scheduler_extender.service import Extender, StateHolder
+    from scheduler_extender.snapshot import read_snapshot, state_from_snapshot
+
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(state_from_snapshot(read_snapshot(snapshot), now=time.monotonic()))
+    return create_app(Extender(holder))
+
+
+def baseline_app(snapshot: str, linstor_url: str) -> Any:
+    """Per request: GET /v1/nodes + GET /v1/view/resources?resources=X per volume, then score."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from linstor_scheduler.linstor.models import Node, Resource
+    from linstor_scheduler.volumes import resolve_pod_claims
+    from scheduler_extender.scoring import Weights, judge_many, node_class, prepare
+    from scheduler_extender.snapshot import read_snapshot
+    from scheduler_extender.state import ClusterState, KubeView
+    from scheduler_extender.wire import PriorityEncoder, decode_args
+
+    doc = read_snapshot(snapshot)
+    kube = KubeView.from_objects(doc["kubernetes"]["items"])
+    http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
+    enc = PriorityEncoder()
+
+    async def prioritize(request: Request) -> Response:
+        args = decode_args(await request.body())
+        empty = ClusterState(0, {}, {}, kube, 0, 0, {})
+        claims = resolve_pod_claims(args.pod, empty.get_pvc, empty.get_pv, empty.get_sc)
+        nodes = [Node.model_validate(n) for n in (await http.get("/v1/nodes")).json()]
+        items = []
+        for c in claims:
+            if c.resource:
+                got = await http.get("/v1/view/resources", params={"resources": c.resource})
+                items += [Resource.model_validate(i) for i in got.json()]
+        state = ClusterState.build(generation=1, nodes=nodes, pools=[], resources=items, kube=kube,
+                                   linstor_synced_at=0, kube_synced_at=0)
+        ctx = prepare(claims, [state.resources.get(c.resource) if c.resource else None for c in claims], state)
+        classes = {n: node_class(n, state) for n in args.node_names}
+        table = judge_many(args.node_names, ctx, state, Weights(), classes)
+        return Response(enc.encode(args.node_names, [table[n].score for n in args.node_names]),
+                        media_type="application/json")
+
+    return Starlette(routes=[Route("/prioritize", prioritize, methods=["POST"])])
+
+
+def emulator_app(snapshot: str) -> Any:
+    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+
+    doc = orjson.loads(Path(snapshot).read_bytes())
+    emu = LinstorEmulator(supports_events=False)
+    emu.load(**doc["linstor"])
+    emu.requests = _Discard()  # type: ignore[assignment]  # no request log growth during the run
+    return emu.app
+
+
+class _Discard(list):
+    def append(self, _: object) -> None:
+        pass
+
+
+def serve(kind: str, port: int, snapshot: str, linstor_url: str, loop: str, http: str) -> None:
+    import uvicorn
+
+    app = {"floor": lambda: floor_app(False), "echo": lambda: floor_app(True),
+           "extender": lambda: extender_app(snapshot), "baseline": lambda: baseline_app(snapshot, linstor_url),
+           "emulator": lambda: emulator_app(snapshot)}[kind]()
+    uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, access_log=False, log_level="warning")
+
+
+# --- running ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, kind: str, snapshot: str, linstor_url: str = "", loop: str = "uvloop",
+                 http: str = "httptools") -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--port", str(self.port), "--snapshot", snapshot,
+             "--linstor-url", linstor_url, "--loop", loop, "--http", http])
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} server did not start") from None
+                time.sleep(0.05)  # waiting for a child process to listen: no condition to wait on
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+LUA = """
+local bodies = {}
+local i = 0
+local dir = "%s"
+local n = %d
+for j = 0, n - 1 do
+  local f = io.open(dir .. "/" .. j .. ".json", "rb")
+  bodies[j] = f:read("*all")
+  f:close()
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local body = bodies[i %% n]
+  i = i + 1
+  return wrk.format(nil, "%s", nil, body)
+end
+"""
+
+
+def wrk(url: str, path: str, bodies: list[bytes], duration: int, connections: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        for j, b in enumerate(bodies):
+            Path(tmp, f"{j}.json").write_bytes(b)
+        script = Path(tmp, "bodies.lua")
+        script.write_text(LUA % (tmp, len(bodies), path))
+        subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", "2s", "-s", str(script), url],
+                       capture_output=True, check=True)  # warm-up
+        out = subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s",
+                              str(script), url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {m.group(1): m.group(2) for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": _ms(lat.get("50", "0ms")), "p99": _ms(lat.get("99", "0ms")),
+            "errors": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def memory_probe(nodes: int, resources: int) -> None:
+    """Build the index the way the live sync does (item by item, raw items dropped); print RSS."""
+    from linstor_scheduler.linstor.models import Node, Resource, StoragePool
+    from scheduler_extender.state import ClusterState, KubeView, index_resources
+
+    rnd = random.Random(3)
+    names = [f"node-{i:05d}" for i in range(nodes)]
+    started = time.perf_counter()
+
+    def items():
+        for r in range(resources // 3):
+            a, b, c = rnd.sample(names, 3)
+            for node, diskless in ((a, False), (b, False), (c, True)):
+                yield Resource.model_validate_json(orjson.dumps(resource_item(f"pvc-{r}", node, diskless)))
+
+    index = index_resources(items())
+    state = ClusterState.build(
+        generation=1, nodes=[Node.model_validate(node_item(n)) for n in names],
+        pools=[StoragePool.model_validate(pool_item(n, GIB_KIB)) for n in names], resources=index,
+        kube=KubeView.from_objects([k.node(n, zone="z") for n in names]), linstor_synced_at=0, kube_synced_at=0)
+    built = time.perf_counter() - started
+    gc.collect()
+    status = Path("/proc/self/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    print(json.dumps({"nodes": len(state.nodes), "resource_items": resources, "resources": len(state.resources),
+                      "rss_mb": round(rss, 1), "peak_rss_mb": round(hwm, 1), "build_seconds": round(built, 2)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--resources", type=int, default=20000, help="resource definitions (3 replicas each)")
+    p.add_argument("--pvcs", type=int, default=2000, help="bound claims pods can use")
+    p.add_argument("--pods", type=int, default=200, help="distinct pod bodies cycled through")
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--snapshot", help=argparse.SUPPRESS)
+    p.add_argument("--linstor-url", default="", help=argparse.SUPPRESS)
+    p.add_argument("--loop", default="uvloop", help=argparse.SUPPRESS)
+    p.add_argument("--http", default="httptools", help=argparse.SUPPRESS)
+    p.add_argument("--memory-probe", nargs=2, type=int, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.serve:
+        serve(a.serve, a.port, a.snapshot, a.linstor_url, a.loop, a.http)
+        return
+    if a.memory_probe:
+        memory_probe(*a.memory_probe)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    if a.quick:
+        a.duration = 4
+    cluster = make_cluster(a.nodes, a.resources, a.pvcs)
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp, "cluster.json")
+        snap.write_bytes(orjson.dumps({"linstor": cluster["linstor"], "kubernetes": cluster["kubernetes"]}))
+        names_bodies = make_bodies(cluster, a.pods, a.pvcs, full_nodes=False)
+        hot_body = names_bodies[:1]
+        full_bodies = make_bodies(cluster, 20, a.pvcs, full_nodes=True)
+        rows: list[tuple[str, dict[str, float]]] = []
+
+        def measure(label: str, kind: str, path: str, bodies: list[bytes], **server_kw: str) -> None:
+            srv = Server(kind, str(snap), **server_kw)
+            try:
+                rows.append((label, wrk(srv.url, path, bodies, a.duration, a.connections)))
+                print(f"{label:<44} {rows[-1][1]}", flush=True)
+            finally:
+                srv.stop()
+
+        measure("floor (names bodies)", "floor", "/prioritize", names_bodies)
+        measure("extender prioritize, names, 200 pods", "extender", "/prioritize", names_bodies)
+        measure("extender filter, names, 200 pods", "extender", "/filter", names_bodies)
+        measure("extender prioritize, names, one pod (hot)", "extender", "/prioritize", hot_body)
+        measure("extender prioritize, asyncio + h11", "extender", "/prioritize", names_bodies, loop="asyncio",
+                http="h11")
+        measure("echo floor (full Node bodies)", "echo", "/filter", full_bodies)
+        measure("extender filter, full Node objects", "extender", "/filter", full_bodies)
+        emu = Server("emulator", str(snap))
+        try:
+            measure("baseline: LINSTOR lookups per request", "baseline", "/prioritize", names_bodies,
+                    linstor_url=emu.url)
+        finally:
+            emu.stop()
+        memory = None
+        if not a.skip_memory:
+            out = subprocess.run([sys.executable, __file__, "--memory-probe", "5000", "100000"], capture_output=True,
+                                 text=True, check=True).stdout
+            memory = json.loads(out.strip().splitlines()[-1])
+    by = dict(rows)
+    floor = by["floor (names bodies)"]["rps"]
+    echo = by["echo floor (full Node bodies)"]["rps"]
+    print()
+    print(f"machine: {os.cpu_count()} cores, {_cpu()}, Python {platform.python_version()}; "
+          f"{a.nodes} nodes, {a.resources} resources x 3 replicas, {a.pods} pod bodies, wrk -t1 -c{a.connections} "
+          f"-d{a.duration}s")
+    print(f"{'server':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'errors':>7}")
+    for label, r in rows:
+        base = echo if "full Node" in label else floor
+        print(f"{label:<44} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['rps'] / base:>8.0%} "
+              f"{r['errors']:>7}")
+    if memory:
+        print(f"memory at 5,000 nodes / 100,000 resource items: {memory}")
+    print(f"command: {' '.join(sys.argv)}")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
