@@ -9,6 +9,7 @@ it reads the in-memory index (service.py). Bad input answers 4xx with a message,
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from .wire import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encode
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+SCORE = operator.attrgetter("score")
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # full Node objects of 5,000 nodes fit well below this
 
 
@@ -121,7 +123,7 @@ def create_app(
             observe("prioritize", "neutral", started)
             return Response(priorities.encode(args.node_names, [0] * len(args.node_names)), media_type=JSON)
         observe("prioritize", "ok", started)
-        return Response(priorities.encode(decision.names, [v.score for v in decision.verdicts]), media_type=JSON)
+        return Response(priorities.encode(decision.names, list(map(SCORE, decision.verdicts))), media_type=JSON)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -189,10 +189,12 @@ class Extender:
                 self._tables.pop(next(iter(self._tables)))
             cached = self._tables[key] = (prepare(claims, resources, state, self._node_set), {})
         contexts, table = cached
-        missing = [n for n in names if n not in table]
-        if missing:
-            table.update(judge_many(missing, contexts, state, self.weights, self._classes))
-        return Decision(ref, names, [table[n] for n in names], None, claims)
+        verdicts = list(map(table.get, names))  # C-level loop: the common case is all hits
+        if None in verdicts:
+            table.update(judge_many([n for n in names if n not in table], contexts, state, self.weights,
+                                    self._classes))
+            verdicts = list(map(table.__getitem__, names))
+        return Decision(ref, names, verdicts, None, claims)
 
     def _new_generation(self, state: ClusterState) -> None:
         """Drop what an older state computed; node classes are computed once per state."""

@@ -10,7 +10,8 @@ unchanged. msgspec is the one library that decodes to raw slices at C speed: mea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,10 +172,13 @@ class PriorityEncoder:
             self._frags[name] = frags
         return frags
 
-    def encode(self, names: Iterable[str], scores: Iterable[int]) -> bytes:
-        get = self._frags.get
-        make = self._make
-        return b"[" + b",".join([(get(n) or make(n))[s] for n, s in zip(names, scores, strict=True)]) + b"]"
+    def encode(self, names: list[str], scores: list[int]) -> bytes:
+        if len(names) != len(scores):
+            raise ValueError("one score per node name")
+        frags = list(map(self._frags.get, names))  # C-level loops throughout: ~25 ns per node
+        if None in frags:
+            frags = [f or self._make(n) for f, n in zip(frags, names, strict=True)]
+        return b"[" + b",".join(map(operator.getitem, frags, scores)) + b"]"
 
 
 def encode_error(message: str) -> bytes:
