@@ -13,10 +13,9 @@ import contextlib
 import copy
 import datetime as dt
 import re
-import threading
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.doubles.base import HttpDouble, Subscriber
 
 # plural -> (kind, apiVersion, namespaced); adding a kind is one line
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -157,11 +156,9 @@ def json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, A
 
 
 @dataclass
-class _Watcher:
-    loop: asyncio.AbstractEventLoop
-    plural: str
-    namespace: str | None
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = field(default_factory=asyncio.Queue)
+class _Watcher(Subscriber):
+    plural: str = ""
+    namespace: str | None = None
 
 
 @dataclass
@@ -172,18 +169,15 @@ class _Fault:
     method: str | None
 
 
-class KubeStandin:
+class KubeStandin(HttpDouble):
     def __init__(self, *, history_limit: int = 10_000) -> None:
-        self._lock = threading.RLock()
+        super().__init__()
         self._objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, obj)
         self._history_limit = history_limit
         self._oldest_rv = 0  # watches from below this get 410 Gone
         self._rv = 1
-        self._watchers: list[_Watcher] = []
         self._fault: _Fault | None = None
-        self._closing = False
-        self.requests: list[tuple[str, str]] = []
         self.app = self._build_app()
 
     # --- state ---------------------------------------------------------------------------------
@@ -199,9 +193,9 @@ class KubeStandin:
         if len(self._history) > self._history_limit:
             dropped = self._history.pop(0)
             self._oldest_rv = dropped[0]
-        for w in list(self._watchers):
+        for w in list(self._subscribers):
             if w.plural == plural and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")):
-                w.loop.call_soon_threadsafe(w.queue.put_nowait, (event, copy.deepcopy(obj)))
+                w.put((event, copy.deepcopy(obj)))
 
     def _next_rv(self) -> str:
         self._rv += 1
@@ -293,20 +287,7 @@ class KubeStandin:
         with self._lock:
             self._fault = None
 
-    def count(self, method: str = "GET", path_prefix: str = "/") -> int:
-        with self._lock:
-            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
-        return ServerThread(self.app, host=host, port=port, on_stop=self.close_streams)
-
-    def close_streams(self) -> None:
-        """End every open stream now (server shutdown waits for open connections)."""
-        with self._lock:
-            self._closing = True
-            subs = list(self._watchers)
-        for sub in subs:
-            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, None)
 
     @staticmethod
     def api_client(url: str) -> k8s.ApiClient:
@@ -451,13 +432,13 @@ class KubeStandin:
             since = int(params.get("resourceVersion") or 0)
             timeout = float(params.get("timeoutSeconds") or 1800)
             labels, fields = params.get("labelSelector"), params.get("fieldSelector")
-            watcher = _Watcher(asyncio.get_running_loop(), plural, ns)
+            watcher = _Watcher(asyncio.get_running_loop(), plural=plural, namespace=ns)
             with ks._lock:
                 expired = since and since < ks._oldest_rv
                 backlog = [] if expired else [(e, o) for rv, p, e, o in ks._history
                                               if p == plural and rv > since
                                               and (ns is None or o["metadata"].get("namespace") == ns)]
-                ks._watchers.append(watcher)
+                ks._subscribers.append(watcher)
 
             def line(event: str, obj: dict[str, Any]) -> bytes:
                 return orjson.dumps({"type": event, "object": obj}) + b"\n"
@@ -488,8 +469,8 @@ class KubeStandin:
                                 yield line(*item)
                 finally:
                     with ks._lock:
-                        if watcher in ks._watchers:
-                            ks._watchers.remove(watcher)
+                        if watcher in ks._subscribers:
+                            ks._subscribers.remove(watcher)
 
             return StreamingResponse(stream(), media_type="application/json")
 

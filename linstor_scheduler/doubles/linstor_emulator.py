@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.doubles.base import HttpDouble, Subscriber
 
 MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
 MASK_INFO = 0
@@ -54,25 +53,16 @@ class Faults:
     path_prefix: str = "/"
 
 
-@dataclass
-class _Subscriber:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = field(default_factory=asyncio.Queue)
-
-
-class LinstorEmulator:
+class LinstorEmulator(HttpDouble):
     def __init__(self, *, supports_events: bool = True) -> None:
         self.supports_events = supports_events
-        self._lock = threading.RLock()
+        super().__init__()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._pools: dict[tuple[str, str], dict[str, Any]] = {}
         self._resources: dict[tuple[str, str], dict[str, Any]] = {}  # (rd, node)
         self._rds: dict[str, dict[str, Any]] = {}
         self._faults = Faults()
-        self._subscribers: list[_Subscriber] = []
-        self._closing = False
         self._minor = 1000
-        self.requests: list[tuple[str, str]] = []
         self.app = self._build_app()
 
     # --- state ---------------------------------------------------------------------------------
@@ -259,31 +249,15 @@ class LinstorEmulator:
         with self._lock:
             self._faults = Faults()
 
-    def clear_requests(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
-    def count(self, method: str = "GET", path_prefix: str = "/") -> int:
-        with self._lock:
-            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
-        return ServerThread(self.app, host=host, port=port, on_stop=self.close_streams)
-
-    def close_streams(self) -> None:
-        """End every open stream now (server shutdown waits for open connections)."""
-        with self._lock:
-            self._closing = True
-            subs = list(self._subscribers)
-        for sub in subs:
-            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, None)
 
     # --- events --------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subscribers)
         for sub in subs:
-            sub.loop.call_soon_threadsafe(sub.queue.put_nowait, (event, data))
+            sub.put((event, data))
 
     # --- HTTP ----------------------------------------------------------------------------------
     def _build_app(self) -> Starlette:
@@ -407,7 +381,7 @@ class LinstorEmulator:
         async def events(request: Request) -> Response:
             if not emu.supports_events:
                 return error("Not found", 404)
-            sub = _Subscriber(asyncio.get_running_loop())
+            sub = Subscriber(asyncio.get_running_loop())
             with emu._lock:
                 emu._subscribers.append(sub)
 
