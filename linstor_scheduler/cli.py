@@ -11,6 +11,9 @@ from .config import add_option
 from .logs import setup_logging
 
 
+SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli")
+
+
 def common_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("logging")
@@ -29,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"linstor-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parent = common_options()
-    from scheduler_extender import cli as extender_cli
+    import importlib
 
-    extender_cli.register(sub, parent)
+    for module in SUBCOMMAND_MODULES:  # each component registers its own subcommands
+        importlib.import_module(module).register(sub, parent)
     return parser
 
 
