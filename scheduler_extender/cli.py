@@ -13,29 +13,11 @@ import orjson
 import yaml
 
 from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.linstor.options import add_linstor_options, make_linstor_client
 
 from .scoring import Weights
 
 log = logging.getLogger("linstor_scheduler.extender")
-
-
-def add_linstor_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("LINSTOR")
-    add_option(group, "--controllers", env="LS_CONTROLLERS", default="linstor://localhost",
-               help="LINSTOR controller URLs, comma-separated (linstor://, linstor+ssl://, http(s)://)")
-    add_option(group, "--linstor-timeout", type=float, default=10.0, help="timeout of one LINSTOR request, seconds")
-    add_option(group, "--linstor-ca-file", help="CA bundle to verify the controller's certificate")
-    add_option(group, "--linstor-cert-file", help="client certificate (PEM) for HTTPS with client auth")
-    add_option(group, "--linstor-key-file", help="client key (PEM) for HTTPS with client auth")
-
-
-def make_linstor_client(args: argparse.Namespace) -> Any:
-    from linstor_scheduler.linstor.client import LinstorClient, parse_controllers
-
-    return LinstorClient(
-        parse_controllers(args.controllers), timeout=args.linstor_timeout,
-        ca_file=args.linstor_ca_file, cert_file=args.linstor_cert_file, key_file=args.linstor_key_file,
-    )
 
 
 def add_kube(parser: argparse.ArgumentParser) -> None:

@@ -53,3 +53,19 @@ def add_kube_options(parser: argparse.ArgumentParser) -> None:
 
 def api_client_from_args(args: argparse.Namespace) -> k8s.ApiClient:
     return make_api_client(args.kubeconfig, context=args.kube_context, host=args.kube_api_url)
+
+
+def describe_api_error(exc: BaseException) -> str:
+    """One line for a log or an Event: ``HTTP 409 Conflict: <the API server's message>``."""
+    from kubernetes.client.rest import ApiException
+
+    if isinstance(exc, ApiException):
+        message = ""
+        try:
+            import json
+
+            message = json.loads(exc.body or "{}").get("message") or ""
+        except (ValueError, AttributeError):
+            pass
+        return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+    return f"{type(exc).__name__}: {exc}"

@@ -181,7 +181,8 @@ class LinstorClient:
                         method, base + path, params=params,
                         content=orjson.dumps(body) if body is not None else None,
                         headers={"Content-Type": "application/json"} if body is not None else None,
-                        timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)) if timeout else None,
+                        timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)) if timeout
+                        else httpx.USE_CLIENT_DEFAULT,  # None would mean *no* timeout at all
                     )
                 except httpx.ConnectError as exc:  # nothing reached the controller: safe to try another
                     self._note(method, path, None, started)

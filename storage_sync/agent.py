@@ -1,0 +1,168 @@
+"""The node agent's pass: scan LVM, read LINSTOR, plan, apply, report. All I/O of ``sync-node``.
+
+A pass reads before it writes and writes only what its plan says; any read that fails ends the
+pass without a write (``PassResult.error``). At steady state a pass makes two LINSTOR reads
+(the node, its storage pools) and no writes; the node's resources are read only when a pool we
+created lost its tag. Problems are reported when they appear or change (log line, Warning Event on
+the Node, metric), and again every ``repeat_seconds`` while they last, not on every pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from linstor_scheduler.linstor.client import LinstorClient
+from linstor_scheduler.linstor.errors import LinstorError
+
+from .lvm import LvmError, LvmSource
+from .metrics import SyncMetrics
+from .plan import CREATE, PRUNE, NodePlan, PlanItem, orphan_candidates, plan_node
+from .tags import desired_pools
+
+log = logging.getLogger("linstor_scheduler.sync_node")
+
+
+@dataclass
+class PassResult:
+    plan: NodePlan | None = None
+    applied: list[PlanItem] = field(default_factory=list)
+    failed: list[tuple[PlanItem, str]] = field(default_factory=list)
+    error: str | None = None  # the pass could not read what it needs: nothing was written
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed
+
+    @property
+    def in_sync(self) -> bool:
+        """After the pass: no problem left and every write done (a dry run: nothing to write either)."""
+        if not self.ok or self.plan is None or self.plan.problems:
+            return False
+        return not self.plan.writes if self.dry_run else len(self.applied) == len(self.plan.writes)
+
+
+class NodeAgent:
+    def __init__(self, node_name: str, lvm: LvmSource, linstor: LinstorClient, *, prune: bool = False,
+                 dry_run: bool = False, events: Any = None, metrics: SyncMetrics | None = None,
+                 repeat_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.node_name = node_name
+        self.lvm = lvm
+        self.linstor = linstor
+        self.prune, self.dry_run = prune, dry_run
+        self.events = events  # an EventRecorder, or None (no Kubernetes: --once from a shell)
+        self.metrics = metrics or SyncMetrics()
+        self.repeat_seconds = repeat_seconds
+        self.clock = clock
+        self._reported: dict[tuple[str, str | None, str], float] = {}
+        self.last_result: PassResult | None = None
+        self.last_success: float | None = None
+
+    async def run_pass(self) -> PassResult:
+        started = time.perf_counter()
+        result = await self._pass()
+        self.last_result = result
+        outcome = "error" if result.error else ("failed" if result.failed else "ok")
+        self.metrics.passes.labels(outcome).inc()
+        self.metrics.pass_seconds.observe(time.perf_counter() - started)
+        if result.ok:
+            self.last_success = self.clock()
+        return result
+
+    async def _pass(self) -> PassResult:
+        try:
+            inventory = await asyncio.to_thread(self.lvm.scan)
+        except LvmError as exc:
+            log.warning("LVM scan failed, nothing done this pass: %s", exc)
+            return PassResult(error=f"LVM: {exc}")
+        tags = desired_pools(inventory)
+        try:
+            nodes = await self.linstor.get_nodes([self.node_name])
+            node = next((n for n in nodes if n.name == self.node_name), None)
+            pools = await self.linstor.get_storage_pools([self.node_name])
+            orphans = orphan_candidates(tags, pools)
+            users = await self._pool_users(orphans) if orphans else None
+        except LinstorError as exc:
+            log.warning("LINSTOR read failed, nothing done this pass: %s", exc)
+            return PassResult(error=f"LINSTOR: {exc}")
+        plan = plan_node(self.node_name, tags, node, pools, pool_users=users, prune=self.prune)
+        self._report(plan)
+        result = PassResult(plan=plan, dry_run=self.dry_run)
+        if self.dry_run:
+            return result
+        for item in plan.writes:
+            try:
+                if item.action == CREATE:
+                    await self.linstor.create_storage_pool(self.node_name, item.pool or "", item.provider_kind,
+                                                           dict(item.props))
+                elif item.action == PRUNE:
+                    await self.linstor.delete_storage_pool(self.node_name, item.pool or "")
+            except LinstorError as exc:
+                log.warning("%s of pool %s on %s failed: %s", item.action, item.pool, self.node_name, exc)
+                self.metrics.writes.labels(item.action, "error").inc()
+                result.failed.append((item, str(exc)))
+                self._event("Warning", "PoolSyncFailed", f"{item.message}: failed: {exc}")
+                continue
+            self.metrics.writes.labels(item.action, "ok").inc()
+            result.applied.append(item)
+            log.info("%s", item.message)
+            self._event("Normal", item.reason, f"{item.message} (LINSTOR node {self.node_name})")
+        return result
+
+    async def _pool_users(self, pools: list[str]) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {p: [] for p in pools}
+        async for res in self.linstor.iter_resources(nodes=[self.node_name]):
+            for vol in res.volumes:
+                if vol.storage_pool_name in users and res.name not in users[vol.storage_pool_name]:
+                    users[vol.storage_pool_name].append(res.name)
+        return users
+
+    def _report(self, plan: NodePlan) -> None:
+        counts: dict[str, int] = {}
+        for item in plan.items:
+            counts[item.action] = counts.get(item.action, 0) + 1
+        for action in ("create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked"):
+            self.metrics.pools.labels(action).set(counts.get(action, 0))
+        now = self.clock()
+        current = set()
+        for item in plan.problems:
+            key = (item.reason, item.pool, item.message)
+            current.add(key)
+            last = self._reported.get(key)
+            if last is not None and now - last < self.repeat_seconds:
+                continue
+            self._reported[key] = now
+            self.metrics.problems.labels(item.reason).inc()
+            log.warning("%s: %s", item.reason, item.message)
+            self._event("Warning", item.reason, item.message)
+        for key in [k for k in self._reported if k not in current]:
+            log.info("resolved: %s: %s", key[0], key[2])
+            del self._reported[key]
+
+    def _event(self, event_type: str, reason: str, message: str) -> None:
+        if self.events is None or self.dry_run:
+            return
+        # kubelet's convention for Node events (uid = node name): `kubectl describe node` shows them
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "uid": self.node_name}}
+        self.events.record(node, event_type, reason, message[:1000])
+
+    async def run(self, stop: asyncio.Event, *, interval: float = 30.0, max_backoff: float = 300.0) -> None:
+        """Pass after pass until ``stop``: ``interval`` apart, with capped backoff after failures."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                result = await self.run_pass()
+            except Exception:  # a bug must not kill the agent: log it and try again later
+                log.exception("sync pass crashed")
+                result = PassResult(error="crashed")
+            failures = 0 if result.ok else failures + 1
+            delay = interval if failures == 0 else min(max_backoff, interval * 2 ** min(failures - 1, 10))
+            self.metrics.consecutive_failures.set(failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)

@@ -1,0 +1,188 @@
+"""Which StorageClasses the cluster's storage pools call for, and what to change. Pure, no I/O.
+
+For every non-diskless LINSTOR pool present on ``c`` nodes we want ``linstor-<pool>-r<N>`` for
+N = 1..min(3, c). Only classes with our ``app.kubernetes.io/managed-by`` label are ever changed;
+StorageClass parameters are immutable, so a stale managed class is *recreated* (delete + create),
+keeping the user's labels and annotations (the default-class annotation, say). A class is never
+deleted because its pool went away: that is reported (volumes may still use it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from linstor_scheduler.linstor.models import StoragePool
+from linstor_scheduler.volumes import CSI_DRIVER
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "linstor-scheduler"
+POOL_ANNOTATION = "linstor-scheduler/storage-pool"
+P = "linstor.csi.linbit.com/"
+PROP = "property.linstor.csi.linbit.com/"
+
+# Every class. WaitForFirstConsumer: the volume is placed after the pod's node is chosen (by our
+# extender), so the first replica can be local. Delete: volumes of deleted claims are freed.
+DEFAULT_PARAMETERS: dict[str, str] = {}
+# Classes with 2 or more replicas. quorum=majority + on-no-quorum=suspend-io: a node cut off from
+# its peers freezes I/O instead of writing data that diverges (split brain); fencing relies on it.
+# on-no-data-accessible=suspend-io: when no replica is reachable, I/O waits instead of failing.
+# on-suspended-primary-outdated=force-secondary: a primary frozen by an outdated disk steps down, so
+# the pod can start elsewhere. rr-conflict=retry-connect: a resync conflict retries the connection
+# instead of giving up. (The same set piraeus recommends for its HA controller.)
+DEFAULT_REPLICATED_PARAMETERS: dict[str, str] = {
+    PROP + "DrbdOptions/Resource/quorum": "majority",
+    PROP + "DrbdOptions/Resource/on-no-quorum": "suspend-io",
+    PROP + "DrbdOptions/Resource/on-no-data-accessible": "suspend-io",
+    PROP + "DrbdOptions/Resource/on-suspended-primary-outdated": "force-secondary",
+    PROP + "DrbdOptions/Net/rr-conflict": "retry-connect",
+}
+
+IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE = "in-sync", "create", "recreate", "conflict", "pool-gone"
+
+
+@dataclass(frozen=True)
+class ClassConfig:
+    parameters: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PARAMETERS))
+    replicated_parameters: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REPLICATED_PARAMETERS))
+    reclaim_policy: str = "Delete"
+    volume_binding_mode: str = "WaitForFirstConsumer"
+    allow_volume_expansion: bool = True
+    max_replicas: int = 3
+
+    @classmethod
+    def from_mapping(cls, doc: Mapping[str, Any]) -> ClassConfig:
+        """The config file's keys (camelCase, as in a StorageClass); unknown keys are an error."""
+        known = {"parameters", "replicatedParameters", "reclaimPolicy", "volumeBindingMode",
+                 "allowVolumeExpansion", "maxReplicas"}
+        unknown = set(doc) - known
+        if unknown:
+            raise ValueError(f"unknown keys in the class config: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+        base = cls()
+
+        def strings(key: str, default: Mapping[str, str]) -> dict[str, str]:
+            value = doc.get(key, default)
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{key} must be a mapping of strings")
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+        replicas = int(doc.get("maxReplicas", base.max_replicas))
+        if not 1 <= replicas <= 9:
+            raise ValueError("maxReplicas must be between 1 and 9")
+        if doc.get("reclaimPolicy", "Delete") not in ("Delete", "Retain"):
+            raise ValueError("reclaimPolicy must be Delete or Retain")
+        if doc.get("volumeBindingMode", "WaitForFirstConsumer") not in ("WaitForFirstConsumer", "Immediate"):
+            raise ValueError("volumeBindingMode must be WaitForFirstConsumer or Immediate")
+        return cls(strings("parameters", base.parameters), strings("replicatedParameters", base.replicated_parameters),
+                   doc.get("reclaimPolicy", base.reclaim_policy),
+                   doc.get("volumeBindingMode", base.volume_binding_mode),
+                   bool(doc.get("allowVolumeExpansion", base.allow_volume_expansion)), replicas)
+
+
+def class_name(pool: str, replicas: int) -> str:
+    return f"linstor-{pool}-r{replicas}"
+
+
+def pool_nodes(pools: Iterable[StoragePool]) -> dict[str, set[str]]:
+    """Pool name -> nodes that have it, diskless pools left out."""
+    out: dict[str, set[str]] = {}
+    for pool in pools:
+        if not pool.diskless:
+            out.setdefault(pool.storage_pool_name, set()).add(pool.node_name)
+    return out
+
+
+def desired_class(pool: str, replicas: int, config: ClassConfig) -> dict[str, Any]:
+    params = {**config.parameters, P + "storagePool": pool, P + "placementCount": str(replicas)}
+    if replicas >= 2:
+        params.update(config.replicated_parameters)
+    return {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": class_name(pool, replicas), "labels": {MANAGED_BY: MANAGER},
+                     "annotations": {POOL_ANNOTATION: pool}},
+        "provisioner": CSI_DRIVER, "parameters": params, "reclaimPolicy": config.reclaim_policy,
+        "volumeBindingMode": config.volume_binding_mode, "allowVolumeExpansion": config.allow_volume_expansion,
+    }
+
+
+SPEC_FIELDS = ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode", "allowVolumeExpansion")
+
+
+def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+    diffs = []
+    for key in SPEC_FIELDS:
+        w, h = want.get(key), have.get(key)
+        if key == "parameters":
+            h = h or {}
+            changed = sorted(k for k in set(w) | set(h) if w.get(k) != h.get(k))
+            if changed:
+                diffs.append("parameters " + ", ".join(changed))
+        elif key == "reclaimPolicy" and w == "Delete" and h is None:
+            continue  # the API server's default
+        elif w != h:
+            diffs.append(f"{key} {h!r} -> {w!r}")
+    return diffs
+
+
+@dataclass(frozen=True)
+class ClassAction:
+    action: str
+    name: str
+    pool: str
+    message: str
+    body: dict[str, Any] | None = None  # what to create
+    current: dict[str, Any] | None = None  # the object as read (UID/resourceVersion preconditions)
+
+
+def merged_body(want: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """``want`` with the user's labels and annotations from ``current`` kept (ours win on our keys)."""
+    body = copy.deepcopy(want)
+    meta = current.get("metadata") or {}
+    body["metadata"]["labels"] = {**(meta.get("labels") or {}), **body["metadata"]["labels"]}
+    body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
+    return body
+
+
+def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, Any]],
+                 config: ClassConfig) -> list[ClassAction]:
+    by_name = {(c.get("metadata") or {}).get("name"): c for c in existing}
+    nodes = pool_nodes(pools)
+    actions: list[ClassAction] = []
+    wanted: set[str] = set()
+    for pool, holders in sorted(nodes.items()):
+        for replicas in range(1, min(config.max_replicas, len(holders)) + 1):
+            want = desired_class(pool, replicas, config)
+            name = want["metadata"]["name"]
+            wanted.add(name)
+            current = by_name.get(name)
+            if current is None:
+                actions.append(ClassAction(CREATE, name, pool, f"create StorageClass {name} ({replicas} replica(s) "
+                                           f"in pool {pool}, on {len(holders)} node(s))", want))
+                continue
+            labels = (current.get("metadata") or {}).get("labels") or {}
+            if labels.get(MANAGED_BY) != MANAGER:
+                actions.append(ClassAction(CONFLICT, name, pool, f"StorageClass {name} exists but is not managed by "
+                                           f"{MANAGER} (label {MANAGED_BY}={labels.get(MANAGED_BY)!r}): left alone",
+                                           current=dict(current)))
+                continue
+            diffs = _differences(want, current)
+            if diffs:
+                actions.append(ClassAction(RECREATE, name, pool, f"recreate StorageClass {name}: "
+                                           f"{'; '.join(diffs)} (StorageClass parameters are immutable)",
+                                           merged_body(want, current), dict(current)))
+            else:
+                actions.append(ClassAction(IN_SYNC, name, pool, f"StorageClass {name} is up to date"))
+    for name, current in sorted(by_name.items()):
+        meta = current.get("metadata") or {}
+        if name in wanted or (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER:
+            continue
+        pool = (meta.get("annotations") or {}).get(POOL_ANNOTATION) or ""
+        count = len(nodes.get(pool, ()))
+        why = f"pool {pool} is on {count} node(s) only" if count else f"pool {pool} no longer exists in LINSTOR"
+        actions.append(ClassAction(POOL_GONE, str(name), pool, f"StorageClass {name} is kept although {why}: "
+                                   "volumes may still use it; delete it by hand when it is no longer needed",
+                                   current=dict(current)))
+    return actions

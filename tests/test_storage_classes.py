@@ -1,0 +1,197 @@
+"""StorageClasses r1..r3 from LINSTOR's pools: the pure plan, then the reconciler over real HTTP
+(LINSTOR emulator + Kubernetes API stand-in, read back with the official client)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kubernetes import client as k8s
+
+from linstor_scheduler.doubles.kube_standin import KubeStandin
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.kube.events import EventRecorder
+from linstor_scheduler.linstor.client import LinstorClient
+from linstor_scheduler.linstor.models import StoragePool
+from storage_sync.class_sync import ClassReconciler
+from storage_sync.classes import (
+    CONFLICT,
+    CREATE,
+    IN_SYNC,
+    MANAGED_BY,
+    POOL_GONE,
+    RECREATE,
+    ClassConfig,
+    desired_class,
+    plan_classes,
+)
+from storage_sync.cli import load_class_config
+
+PROP = "property.linstor.csi.linbit.com/DrbdOptions/"
+
+
+def pool(name, node, kind="LVM_THIN"):
+    return StoragePool(storage_pool_name=name, node_name=node, provider_kind=kind)
+
+
+def test_replica_counts_follow_the_nodes_with_the_pool_and_diskless_is_ignored():
+    pools = [pool("data", "n1"), pool("data", "n2"), pool("fast", "n1"), pool("DfltDisklessStorPool", "n1", "DISKLESS")]
+    pools += [pool("big", f"n{i}") for i in range(5)]
+    names = [(a.action, a.name) for a in plan_classes(pools, [], ClassConfig())]
+    assert names == [(CREATE, "linstor-big-r1"), (CREATE, "linstor-big-r2"), (CREATE, "linstor-big-r3"),
+                     (CREATE, "linstor-data-r1"), (CREATE, "linstor-data-r2"), (CREATE, "linstor-fast-r1")]
+
+
+def test_class_parameters():
+    r1, r3 = desired_class("data", 1, ClassConfig()), desired_class("data", 3, ClassConfig())
+    assert r1["provisioner"] == "linstor.csi.linbit.com"
+    assert r1["parameters"] == {"linstor.csi.linbit.com/storagePool": "data",
+                                "linstor.csi.linbit.com/placementCount": "1"}
+    assert (r1["volumeBindingMode"], r1["reclaimPolicy"], r1["allowVolumeExpansion"]) == (
+        "WaitForFirstConsumer", "Delete", True)
+    assert r3["parameters"]["linstor.csi.linbit.com/placementCount"] == "3"
+    assert r3["parameters"][PROP + "Resource/quorum"] == "majority"
+    assert r3["parameters"][PROP + "Resource/on-no-quorum"] == "suspend-io"
+    assert r3["metadata"]["labels"] == {MANAGED_BY: "linstor-scheduler"}
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / "classes.yaml"
+    path.write_text("parameters:\n  csi.storage.k8s.io/fstype: xfs\nreplicatedParameters: {}\nmaxReplicas: 2\n"
+                    "reclaimPolicy: Retain\n")
+    config = load_class_config(str(path))
+    r2 = desired_class("data", 2, config)
+    assert r2["parameters"]["csi.storage.k8s.io/fstype"] == "xfs" and PROP + "Resource/quorum" not in r2["parameters"]
+    assert r2["reclaimPolicy"] == "Retain"
+    assert [a.name for a in plan_classes([pool("d", f"n{i}") for i in range(3)], [], config)] == [
+        "linstor-d-r1", "linstor-d-r2"]
+    path.write_text("paramters: {}\n")
+    with pytest.raises(ValueError, match="unknown keys in the class config: paramters"):
+        load_class_config(str(path))
+
+
+def test_stale_managed_class_is_recreated_keeping_user_metadata_and_unmanaged_is_left_alone():
+    stale = desired_class("data", 1, ClassConfig())
+    stale["parameters"]["linstor.csi.linbit.com/placementCount"] = "9"
+    stale["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] = "true"
+    stale["metadata"]["labels"]["team"] = "db"
+    foreign = desired_class("data", 2, ClassConfig())
+    foreign["metadata"]["labels"] = {}
+    gone = desired_class("old", 1, ClassConfig())
+    acts = {a.name: a for a in plan_classes([pool("data", "n1"), pool("data", "n2")], [stale, foreign, gone],
+                                            ClassConfig())}
+    assert acts["linstor-data-r1"].action == RECREATE
+    assert "parameters linstor.csi.linbit.com/placementCount" in acts["linstor-data-r1"].message
+    body = acts["linstor-data-r1"].body
+    assert body["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert body["metadata"]["labels"] == {"team": "db", MANAGED_BY: "linstor-scheduler"}
+    assert body["parameters"]["linstor.csi.linbit.com/placementCount"] == "1"
+    assert acts["linstor-data-r2"].action == CONFLICT
+    assert acts["linstor-old-r1"].action == POOL_GONE
+    assert acts["linstor-old-r1"].message == (
+        "StorageClass linstor-old-r1 is kept although pool old no longer exists in LINSTOR: volumes may still use "
+        "it; delete it by hand when it is no longer needed")
+
+
+# --- over HTTP ---------------------------------------------------------------------------------
+@pytest.fixture
+def env():
+    emu, ks = LinstorEmulator(), KubeStandin()
+    for n in ("n1", "n2", "n3", "n4"):
+        emu.add_node(n)
+    with emu.serve() as lsrv, ks.serve() as ksrv:
+        api = ks.api_client(ksrv.url)
+        yield emu, ks, lsrv.url, api
+
+
+def reconcile(env, **kw):
+    _emu, _ks, url, api = env
+
+    async def go():
+        async with LinstorClient(url, retries=1) as client:
+            rec = ClassReconciler(client, api, events=EventRecorder(api, "sync-classes"), **kw)
+            return await rec.run_pass()
+    return asyncio.run(go())
+
+
+def class_names(api):
+    return sorted(sc.metadata.name for sc in k8s.StorageV1Api(api).list_storage_class().items)
+
+
+def test_classes_appear_as_the_pool_appears_on_1_2_3_nodes_and_steady_state_writes_nothing(env):
+    emu, ks, _, api = env
+    assert reconcile(env).in_sync and class_names(api) == []
+    for count, node in enumerate(("n1", "n2", "n3", "n4"), start=1):
+        emu.add_storage_pool(node, "data", "LVM")
+        result = reconcile(env)
+        assert result.ok
+        assert class_names(api) == [f"linstor-data-r{n}" for n in range(1, min(count, 3) + 1)]
+    sc = k8s.StorageV1Api(api).read_storage_class("linstor-data-r3")  # the official client's strict models
+    assert sc.provisioner == "linstor.csi.linbit.com" and sc.volume_binding_mode == "WaitForFirstConsumer"
+    assert sc.parameters["linstor.csi.linbit.com/placementCount"] == "3" and sc.allow_volume_expansion is True
+    ks.clear_requests()
+    emu.clear_requests()
+    steady = reconcile(env)
+    assert steady.in_sync and [a.action for a in steady.actions] == [IN_SYNC] * 3
+    assert [m for m, _ in ks.requests if m != "GET"] == [], "steady state: no writes to Kubernetes"
+    assert [p.split("?")[0] for _, p in emu.requests] == ["/v1/view/storage-pools"], "one LINSTOR read per pass"
+    created = [e for e in ks.list("Event") if e["reason"] == "Created"]
+    assert len(created) == 3 and created[0]["involvedObject"]["kind"] == "StorageClass"
+    assert created[0]["involvedObject"]["uid"]
+
+
+def test_stale_managed_class_recreated_keeping_annotations_unmanaged_untouched(env):
+    emu, ks, _, _api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    emu.add_storage_pool("n2", "data", "LVM")
+    stale = desired_class("data", 1, ClassConfig())
+    stale["parameters"]["linstor.csi.linbit.com/storagePool"] = "renamed"
+    stale["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] = "true"
+    old_uid = ks.add(stale)["metadata"]["uid"]
+    foreign = desired_class("data", 2, ClassConfig())
+    foreign["metadata"]["labels"] = {"owner": "me"}
+    foreign["parameters"] = {"linstor.csi.linbit.com/storagePool": "mine"}
+    ks.add(foreign)
+    result = reconcile(env)
+    assert [(a.action, a.name) for a in result.applied] == [(RECREATE, "linstor-data-r1")]
+    assert not result.in_sync, "the unmanaged class is a reported conflict"
+    now = ks.get("StorageClass", "linstor-data-r1")
+    assert now["metadata"]["uid"] != old_uid
+    assert now["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert now["parameters"]["linstor.csi.linbit.com/storagePool"] == "data"
+    assert ks.get("StorageClass", "linstor-data-r2")["parameters"] == {"linstor.csi.linbit.com/storagePool": "mine"}
+    deletes = [p for m, p in ks.requests if m == "DELETE"]
+    assert deletes == ["/apis/storage.k8s.io/v1/storageclasses/linstor-data-r1"]
+    reasons = {e["reason"] for e in ks.list("Event")}
+    assert {"Recreating", "Recreated", "NotManaged"} <= reasons
+
+
+def test_pool_gone_is_reported_and_the_class_kept(env):
+    emu, ks, _, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    reconcile(env)
+    emu.remove_node("n1")
+    result = reconcile(env)
+    assert [a.action for a in result.actions] == [POOL_GONE] and class_names(api) == ["linstor-data-r1"]
+    assert [m for m, _ in ks.requests if m == "DELETE"] == []
+
+
+def test_read_failures_mean_no_write(env):
+    emu, ks, _, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    emu.inject(fail=5, status=500)
+    assert reconcile(env).error.startswith("LINSTOR: ")
+    emu.reset_faults()
+    ks.inject(fail=1, status=500, path_prefix="/apis/storage.k8s.io")
+    result = reconcile(env)
+    assert result.error.startswith("Kubernetes: ") and class_names(api) == []
+    ks.reset_faults()
+    assert reconcile(env).ok and class_names(api) == ["linstor-data-r1"]
+
+
+def test_dry_run_writes_nothing(env):
+    emu, ks, _, _api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    result = reconcile(env, dry_run=True)
+    assert [a.action for a in result.actions] == [CREATE] and not result.in_sync
+    assert [m for m, _ in ks.requests if m != "GET"] == []

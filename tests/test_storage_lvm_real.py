@@ -1,0 +1,171 @@
+"""sync-node against real LVM: volume groups on the test's own loop devices, tagged and re-tagged.
+
+Needs root, the LVM tools and loop devices. Without them these tests skip, saying why; with
+``LINSTOR_SCHEDULER_REQUIRE_LVM=1`` (set by .ci/run) a missing prerequisite is a failure instead,
+so CI cannot pass by skipping them. Only the test's own loop devices are scanned (``--devices``).
+Device-mapper is absent on the CI machines, so thin pools come from recorded reports
+(tests/fixtures/lvm) combined with the real scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from linstor_scheduler.cli import main
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.linstor.client import LinstorClient
+from storage_sync.agent import NodeAgent
+from storage_sync.lvm import CombinedLvm, LvmCommand, RecordedLvm
+
+REQUIRED = os.environ.get("LINSTOR_SCHEDULER_REQUIRE_LVM") == "1"
+FIXTURES = Path(__file__).parent / "fixtures" / "lvm"
+ENV = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "not root (LVM and loop devices need root)"
+    for tool in ("lvm", "losetup", "pvcreate", "vgcreate"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install lvm2)"
+    if not Path("/dev/loop-control").exists():
+        return "no /dev/loop-control (no loop devices in this sandbox)"
+    return None
+
+
+def sh(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+class LoopVGs:
+    """Loop devices with VGs on them; removes everything it made, whatever happens."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.loops, self.vgs = tmp, [], []
+        self.tag = uuid.uuid4().hex[:6]
+
+    def device(self) -> str:
+        image = self.tmp / f"pv{len(self.loops)}.img"
+        with image.open("wb") as fh:
+            fh.truncate(32 * 1024 * 1024)
+        loop = sh("losetup", "--find", "--show", str(image)).strip()
+        self.loops.append(loop)
+        sh("pvcreate", "-q", "--devices", loop, loop)
+        return loop
+
+    def vg(self, stem: str, *tags: str) -> tuple[str, str]:
+        loop = self.device()
+        name = f"lstest_{self.tag}_{stem}"
+        argv = ["vgcreate", "-q", "--devices", loop, name, loop]
+        for tag in tags:
+            argv += ["--addtag", tag]
+        sh(*argv)
+        self.vgs.append((name, loop))
+        return name, loop
+
+    def cleanup(self) -> None:
+        for name, loop in self.vgs:
+            subprocess.run(["vgremove", "-f", "-q", "--devices", loop, name], capture_output=True, env=ENV, check=False)
+        for loop in self.loops:
+            subprocess.run(["pvremove", "-q", "--devices", loop, loop], capture_output=True, env=ENV, check=False)
+            subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+
+
+@pytest.fixture
+def lvm(tmp_path):
+    why = _missing()
+    if why:
+        if REQUIRED:
+            pytest.fail(f"LINSTOR_SCHEDULER_REQUIRE_LVM=1 but {why}")
+        pytest.skip(why)
+    made = LoopVGs(tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def emu():
+    emu = LinstorEmulator()
+    emu.add_node("n1")
+    with emu.serve() as srv:
+        emu.url = srv.url
+        yield emu
+
+
+def one_pass(emu, source, **kw):
+    async def go():
+        async with LinstorClient(emu.url) as client:
+            return await NodeAgent("n1", source, client, **kw).run_pass()
+    return asyncio.run(go())
+
+
+def test_scan_sees_only_the_tests_devices_with_real_tags(lvm):
+    data, loop0 = lvm.vg("a", "linstor-data", "unrelated")
+    plain, loop1 = lvm.vg("b")
+    scan = LvmCommand(devices=[loop0, loop1]).scan()
+    by_name = {v.name: v for v in scan.volume_groups}
+    assert set(by_name) == {data, plain}
+    assert set(by_name[data].tags) == {"linstor-data", "unrelated"}
+    assert len(by_name[data].uuid) == 38 and by_name[data].size > 0
+    assert scan.logical_volumes == ()
+    assert LvmCommand(devices=[loop1]).scan().volume_groups[0].name == plain
+
+
+def test_real_tags_become_pools_and_retagging_is_noticed(lvm, emu):
+    data, loop0 = lvm.vg("a", "linstor-data")
+    other, loop1 = lvm.vg("b")
+    source = LvmCommand(devices=[loop0, loop1])
+    first = one_pass(emu, source)
+    assert [(i.action, i.pool, i.backing) for i in first.applied] == [("create", "data", data)]
+    sh("vgchange", "-q", "--devices", loop1, "--addtag", "linstor-fast", other)
+    second = one_pass(emu, source)
+    assert [(i.pool, i.backing) for i in second.applied] == [("fast", other)]
+    sh("vgchange", "-q", "--devices", loop1, "--deltag", "linstor-fast", other)
+    third = one_pass(emu, source)
+    assert [(i.action, i.pool) for i in third.plan.items] == [("in-sync", "data"), ("orphan", "fast")]
+    assert not [m for m, _ in emu.requests if m == "DELETE"], "an orphan is only reported without --prune"
+
+
+def test_real_duplicate_tag_is_reported_and_neither_registered(lvm, emu):
+    a, loop0 = lvm.vg("a", "linstor-data")
+    b, loop1 = lvm.vg("b", "linstor-data")
+    result = one_pass(emu, LvmCommand(devices=[loop0, loop1]))
+    assert result.applied == []
+    (problem,) = result.plan.problems
+    assert problem.reason == "DuplicatePoolTag"
+    assert f"volume group {a}" in problem.message and f"volume group {b}" in problem.message
+
+
+def test_cli_once_dry_run_with_real_vgs_and_recorded_thin_pools(lvm, emu, capsys):
+    data, loop0 = lvm.vg("a", "linstor-real")
+    argv = ["sync-node", "--node-name", "n1", "--controllers", emu.url, "--once", "--no-events",
+            "--lvm-devices", loop0, "--recorded-vgs", str(FIXTURES / "vgs.json"),
+            "--recorded-lvs", str(FIXTURES / "lvs.json")]
+    assert main([*argv, "--dry-run", "--output", "json"]) == 1, "pools to create: not in sync"
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dry_run"] is True
+    assert {(i["action"], i["pool"], i["backing"]) for i in doc["items"]} == {
+        ("create", "real", data), ("create", "data", "vg0"), ("create", "thindata", "linstor_data/thindata")}
+    assert not [m for m, _ in emu.requests if m != "GET"]
+    assert main(argv) == 0, "one pass creates them all"
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("node n1 (dry run: nothing changed): in sync\nACTION")
+    assert "IN-SYNC  thindata  LVM_THIN  linstor_data/thindata" in out
+    source = CombinedLvm(LvmCommand(devices=[loop0]), RecordedLvm((FIXTURES / "vgs.json").read_text(),
+                                                                 (FIXTURES / "lvs.json").read_text()))
+    assert len(source.scan().volume_groups) == 3
