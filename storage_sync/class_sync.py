@@ -11,6 +11,7 @@ Event written before the delete records them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class ClassReconciler:
         self.clock = clock
         self._pending: dict[str, dict[str, Any]] = {}  # deleted for a recreate, not yet created again
         self._reported: dict[tuple[str, str], float] = {}
+        self.last_result: ClassPassResult | None = None
 
     def _list_classes(self) -> list[dict[str, Any]]:
         resp = self.storage.list_storage_class(_preload_content=False)
@@ -165,3 +167,19 @@ class ClassReconciler:
             return
         self.events.record({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", **obj}, event_type, reason,
                            message[:1000])
+
+
+async def run_as_leader(reconciler: ClassReconciler, elector: Any, stop: asyncio.Event, *, interval: float,
+                        standby_poll: float = 1.0) -> None:
+    """Passes every ``interval`` while ``elector`` says we lead; a standby only watches the Lease.
+
+    The elector renews in its own thread; ``is_leader`` turns false by itself when renewals stop,
+    so a leader cut off from the API server stops writing before another one can start.
+    """
+    while not stop.is_set():
+        leading = elector.is_leader
+        reconciler.metrics.leader.set(1 if leading else 0)
+        if leading:
+            reconciler.last_result = await reconciler.run_pass()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval if leading else standby_poll)

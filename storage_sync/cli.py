@@ -183,7 +183,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.events import EventRecorder
     from linstor_scheduler.kube.lease import elector_from_args
 
-    from .class_sync import ClassReconciler
+    from .class_sync import ClassReconciler, run_as_leader
     from .metrics import ClassMetrics
     from .report import class_pass_doc, dumps, render_class_pass
 
@@ -201,25 +201,21 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                 print(dumps(class_pass_doc(result, dry_run=args.dry_run)) if args.output == "json"
                       else render_class_pass(result, dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            elector = elector_from_args(api, args, on_change=lambda lead: metrics.leader.set(1 if lead else 0))
+            elector = elector_from_args(api, args)
             elector.start()
             stop = asyncio.Event()
             await _until_signalled(stop)
-            state: dict[str, Any] = {"ok": None}
 
             def ready() -> tuple[bool, str]:
                 if not elector.is_leader:
                     return True, f"standby; leader is {elector.holder or 'unknown'}"
-                return bool(state["ok"]), "last pass " + ("worked" if state["ok"] else "failed or none yet")
+                last = reconciler.last_result
+                return bool(last and last.ok), "last pass " + (
+                    "worked" if last and last.ok else f"failed: {last.error}" if last else "not run yet")
 
             try:
                 with _health(args, metrics.registry, ready):
-                    while not stop.is_set():
-                        if elector.is_leader:
-                            result = await reconciler.run_pass()
-                            state["ok"] = result.ok
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), timeout=args.interval if elector.is_leader else 1.0)
+                    await run_as_leader(reconciler, elector, stop, interval=args.interval)
             finally:
                 elector.stop()
             return 0

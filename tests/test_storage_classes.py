@@ -195,3 +195,75 @@ def test_dry_run_writes_nothing(env):
     result = reconcile(env, dry_run=True)
     assert [a.action for a in result.actions] == [CREATE] and not result.in_sync
     assert [m for m, _ in ks.requests if m != "GET"] == []
+
+
+class OneLook:
+    """An elector view that ends ``run_as_leader`` after its first look at the Lease."""
+
+    def __init__(self, elector, stop):
+        self.elector, self.stop = elector, stop
+
+    @property
+    def is_leader(self):
+        self.stop.set()
+        return self.elector.is_leader
+
+
+def test_two_instances_only_the_lease_holder_writes(env):
+    from linstor_scheduler.kube.lease import LeaderElector
+    from storage_sync.class_sync import run_as_leader
+
+    emu, _ks, url, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    a = LeaderElector(api, "sync-classes", "default", identity="a")
+    b = LeaderElector(api, "sync-classes", "default", identity="b")
+    assert a.step() and not b.step()
+
+    async def one_round(elector):
+        async with LinstorClient(url, retries=1) as client:
+            rec = ClassReconciler(client, api)
+            stop = asyncio.Event()
+            await run_as_leader(rec, OneLook(elector, stop), stop, interval=30)
+            return rec
+    standby = asyncio.run(one_round(b))
+    assert standby.last_result is None and class_names(api) == [], "the standby does not even read"
+    leader = asyncio.run(one_round(a))
+    assert leader.last_result.ok and class_names(api) == ["linstor-data-r1"]
+    assert leader.metrics.leader._value.get() == 1 and standby.metrics.leader._value.get() == 0
+
+
+def test_cli_once_against_both_doubles(env, capsys):
+    from linstor_scheduler.cli import main
+
+    emu, _ks, url, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    kube_url = api.configuration.host
+    argv = ["sync-classes", "--once", "--controllers", url, "--kube-api-url", kube_url]
+    assert main([*argv, "--dry-run"]) == 1
+    assert capsys.readouterr().out.splitlines()[:3] == [
+        "StorageClasses (dry run: nothing changed): NOT in sync",
+        "ACTION  CLASS            POOL  DETAIL",
+        "CREATE  linstor-data-r1  data  create StorageClass linstor-data-r1 (1 replica(s) in pool data, on 1 node(s))"]
+    assert main(argv) == 0 and class_names(api) == ["linstor-data-r1"]
+    capsys.readouterr()
+    assert main([*argv, "--output", "json"]) == 0
+    assert '"in_sync": true' in capsys.readouterr().out
+
+
+def test_health_app_answers_with_reasons():
+    import httpx
+    from prometheus_client import CollectorRegistry, Counter
+
+    from linstor_scheduler.health import health_app
+    from linstor_scheduler.httpserver import ServerThread
+
+    registry = CollectorRegistry()
+    Counter("probe_total", "a probe", registry=registry).inc()
+    state = {"ready": (False, "no successful pass yet: LINSTOR: HTTP 500")}
+    with ServerThread(health_app(registry, ready=lambda: state["ready"])) as srv:
+        assert httpx.get(srv.url + "/healthz").text == "ok\n"
+        not_ready = httpx.get(srv.url + "/readyz")
+        assert not_ready.status_code == 503 and "LINSTOR: HTTP 500" in not_ready.text
+        state["ready"] = (True, "last successful pass 3s ago")
+        assert httpx.get(srv.url + "/readyz").status_code == 200
+        assert "probe_total 1.0" in httpx.get(srv.url + "/metrics").text
