@@ -51,8 +51,10 @@ class PassResult:
 class NodeAgent:
     def __init__(self, node_name: str, lvm: LvmSource, linstor: LinstorClient, *, prune: bool = False,
                  dry_run: bool = False, events: Any = None, metrics: SyncMetrics | None = None,
-                 repeat_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.node_name = node_name
+                 repeat_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic,
+                 kube_node_name: str | None = None) -> None:
+        self.node_name = node_name  # in LINSTOR
+        self.kube_node_name = kube_node_name or node_name  # the Node our Events go to
         self.lvm = lvm
         self.linstor = linstor
         self.prune, self.dry_run = prune, dry_run
@@ -149,7 +151,8 @@ class NodeAgent:
         if self.events is None or self.dry_run:
             return
         # kubelet's convention for Node events (uid = node name): `kubectl describe node` shows them
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "uid": self.node_name}}
+        name = self.kube_node_name
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": name}}
         self.events.record(node, event_type, reason, message[:1000])
 
     async def run(self, stop: asyncio.Event, *, interval: float = 30.0, max_backoff: float = 300.0) -> None:

@@ -38,7 +38,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "LINSTOR storage pools of this node in step: create missing ones, report mismatches, "
                        "orphans and invalid tags (log, Warning Event on the Node, metric). Never re-points a "
                        "pool; deletes one only with --prune when it is empty.")
-    add_option(n, "--node-name", env="NODE_NAME", help="this node's LINSTOR node name (required)")
+    add_option(n, "--node-name", env="NODE_NAME", help="this node's Kubernetes node name (required)")
+    add_option(n, "--linstor-node-name", help="this node's name in LINSTOR, where it differs (default: --node-name)")
     add_option(n, "--interval", type=float, default=30.0, help="seconds between passes")
     add_option(n, "--max-backoff", type=float, default=300.0, help="longest wait after repeated failures, seconds")
     add_flag(n, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
@@ -129,18 +130,19 @@ def run_sync_node(args: argparse.Namespace) -> int:
     from .report import dumps, node_pass_doc, render_node_pass
 
     if not args.node_name:
-        raise ValueError("--node-name (env NODE_NAME) is required: the LINSTOR node this agent serves")
+        raise ValueError("--node-name (env NODE_NAME) is required: the node this agent serves")
     metrics = SyncMetrics()
 
     async def main() -> int:
         client = make_linstor_client(args)
-        agent = NodeAgent(args.node_name, lvm_source(args), client, prune=args.prune, dry_run=args.dry_run,
-                          events=_events(args, "linstor-scheduler-sync-node"), metrics=metrics)
+        agent = NodeAgent(args.linstor_node_name or args.node_name, lvm_source(args), client, prune=args.prune,
+                          dry_run=args.dry_run, events=_events(args, "linstor-scheduler-sync-node"), metrics=metrics,
+                          kube_node_name=args.node_name)
         try:
             if args.once:
                 result = await agent.run_pass()
-                doc = node_pass_doc(args.node_name, result, dry_run=args.dry_run)
-                print(dumps(doc) if args.output == "json" else render_node_pass(args.node_name, result,
+                doc = node_pass_doc(agent.node_name, result, dry_run=args.dry_run)
+                print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
             stop = asyncio.Event()

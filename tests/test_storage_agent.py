@@ -202,7 +202,8 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
 
         async def go():
             async with LinstorClient(emu.url) as client:
-                agent = NodeAgent("n1", lvm, client, events=recorder, clock=clock, repeat_seconds=600)
+                agent = NodeAgent("n1", lvm, client, events=recorder, clock=clock, repeat_seconds=600,
+                                  kube_node_name="n1.k8s")
                 await agent.run_pass()
                 await agent.run_pass()
                 clock.now += 601
@@ -212,7 +213,8 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
         events = ks.list("Event")
         warnings = [e for e in events if e["reason"] == "DuplicatePoolTag"]
         assert len(warnings) == 1 and warnings[0]["count"] == 2, "reported at first and after 10 minutes only"
-        assert warnings[0]["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "n1"}
+        assert warnings[0]["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "n1.k8s",
+                                                "uid": "n1.k8s"}
         assert warnings[0]["type"] == "Warning" and "tag linstor-data is on 2 objects" in warnings[0]["message"]
         created = [e for e in events if e["reason"] == "PoolCreated"]
         assert len(created) == 1 and "create LVM_THIN pool thindata on vg1/thin" in created[0]["message"]
