@@ -118,7 +118,8 @@ def make_cluster(nodes: int, resources: int, pvcs: int, seed: int = 7) -> dict[s
             "kubernetes": {"items": kube}, "names": names}
 
 
-def make_bodies(cluster: dict[str, Any], count: int, pvcs: int, full_nodes: bool, seed: int = 11) -> list[bytes]:
+def make_bodies(cluster: dict[str, Any], count: int, pvcs: int, full_nodes: bool, seed: int = 11,
+                prefix: str = "bench") -> list[bytes]:
     rnd = random.Random(seed)
     names = cluster["names"]
     node_list = {"kind": "NodeList", "apiVersion": "v1", "metadata": {},
@@ -128,7 +129,7 @@ def make_bodies(cluster: dict[str, Any], count: int, pvcs: int, full_nodes: bool
         claims = [f"claim-{rnd.randrange(pvcs)}" for _ in range(rnd.randint(1, 3))]
         if i % 10 == 0:
             claims.append(f"unbound-{rnd.randrange(max(1, pvcs // 10))}")
-        pod = k.pod(f"bench-{i}", claims=claims)
+        pod = k.pod(f"{prefix}-{i}", claims=claims)
         args = {"Pod": pod, "Nodes": node_list} if full_nodes else {"Pod": pod, "NodeNames": names}
         bodies.append(orjson.dumps(args))
     return bodies
@@ -273,10 +274,19 @@ for j = 0, n - 1 do
 end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local path = "%s"
 request = function()
-  local body = bodies[i %% n]
+  local body, p
+  if path == "cycle" then
+    -- kube-scheduler's order: filter, then prioritize, for each pod
+    body = bodies[math.floor(i / 2) %% n]
+    if i %% 2 == 0 then p = "/filter" else p = "/prioritize" end
+  else
+    body = bodies[i %% n]
+    p = path
+  end
   i = i + 1
-  return wrk.format(nil, "%s", nil, body)
+  return wrk.format(nil, p, nil, body)
 end
 """
 
@@ -339,6 +349,8 @@ def main() -> None:
     p.add_argument("--resources", type=int, default=20000, help="resource definitions (3 replicas each)")
     p.add_argument("--pvcs", type=int, default=2000, help="bound claims pods can use")
     p.add_argument("--pods", type=int, default=200, help="distinct pod bodies cycled through")
+    p.add_argument("--new-pods", type=int, default=4000,
+                   help="distinct pods of the every-pod-new run (more than the answer and verdict caches hold)")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
@@ -378,11 +390,13 @@ def main() -> None:
             finally:
                 srv.stop()
 
-        measure("floor (names bodies)", "floor", "/prioritize", names_bodies)
-        measure("extender prioritize, names, 200 pods", "extender", "/prioritize", names_bodies)
-        measure("extender filter, names, 200 pods", "extender", "/filter", names_bodies)
-        measure("extender prioritize, names, one pod (hot)", "extender", "/prioritize", hot_body)
-        measure("extender prioritize, asyncio + h11", "extender", "/prioritize", names_bodies, loop="asyncio",
+        new_bodies = make_bodies(cluster, a.new_pods, a.pvcs, full_nodes=False, seed=13, prefix="new")
+        measure("floor (names bodies)", "floor", "cycle", names_bodies)
+        measure(f"extender cycle, {a.pods} pods repeated", "extender", "cycle", names_bodies)
+        measure(f"extender cycle, every pod new ({a.new_pods})", "extender", "cycle", new_bodies)
+        measure(f"extender prioritize, {a.pods} pods repeated", "extender", "/prioritize", names_bodies)
+        measure("extender prioritize, one pod (hot)", "extender", "/prioritize", hot_body)
+        measure("extender cycle repeated, asyncio + h11", "extender", "cycle", names_bodies, loop="asyncio",
                 http="h11")
         measure("echo floor (full Node bodies)", "echo", "/filter", full_bodies)
         measure("extender filter, full Node objects", "extender", "/filter", full_bodies)

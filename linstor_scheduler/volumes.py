@@ -7,6 +7,7 @@ caches and snapshot files. Pure functions: lookups are passed in.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,12 @@ def parse_quantity(text: Any) -> int | None:
         return int(text)
     if not isinstance(text, str):
         return None
+    return _parse_quantity_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity_text(text: str) -> int | None:
+    """Cached: every request re-reads the sizes of its claims, and there are few distinct ones."""
     match = _QUANTITY.match(text)
     if not match or match.group(2) not in _SUFFIX:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,6 +40,15 @@ class ExtenderMetrics:
         self.linstor_requests = Counter(
             "linstor_scheduler_linstor_requests", "HTTP requests to the LINSTOR controller by method and status",
             ["method", "status"], registry=r)
+
+    def bind_answer_cache(self, cache: Any) -> None:
+        """Read at scrape time: counting on the hot path would cost more than a cache hit saves."""
+        gauge = Gauge("linstor_scheduler_extender_answer_cache", "Answer cache of filter/prioritize: hits and "
+                      "misses since start, entries and bytes held", ["stat"], registry=self.registry)
+        gauge.labels("hits").set_function(lambda: cache.hits)
+        gauge.labels("misses").set_function(lambda: cache.misses)
+        gauge.labels("entries").set_function(lambda: len(cache))
+        gauge.labels("bytes").set_function(lambda: cache.bytes)
 
     def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool]) -> None:
         """Computed at scrape time, so the gauge is right even when no sync happens."""

@@ -31,13 +31,23 @@ class BadRequest(Exception):
 @dataclass(slots=True)
 class ExtenderArgs:
     pod: dict[str, Any]
-    node_names: list[str]
+    _names: list[str] | None  # decoded on first use: a cached answer never needs them
     nodes: dict[str, msgspec.Raw] | None  # the NodeList's other keys, raw, when nodeCacheCapable is false
     node_items: list[msgspec.Raw] | None  # each Node object exactly as sent
+    raw_names: bytes | None = None  # the NodeNames array exactly as sent (names mode)
 
     @property
     def cache_capable(self) -> bool:
         return self.nodes is None
+
+    @property
+    def node_names(self) -> list[str]:
+        if self._names is None:
+            try:
+                self._names = _NAMES.decode(self.raw_names or b"[]")
+            except msgspec.ValidationError:
+                raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
+        return self._names
 
     def pod_ref(self) -> str:
         meta = self.pod.get("metadata") or {}
@@ -126,13 +136,12 @@ def decode_args(body: bytes) -> ExtenderArgs:
             node_names.append(name)
         return ExtenderArgs(pod, node_names, rest, items)
     raw_names = top.get("nodenames")
-    if raw_names is None or bytes(raw_names) == b"null":
+    names_bytes = bytes(raw_names) if raw_names is not None else b"null"
+    if names_bytes == b"null":
         raise BadRequest("ExtenderArgs has neither NodeNames nor Nodes: no candidate nodes to judge")
-    try:
-        names = _NAMES.decode(raw_names)
-    except msgspec.ValidationError:
-        raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
-    return ExtenderArgs(pod, names, None, None)
+    if not names_bytes.startswith(b"["):
+        raise BadRequest("ExtenderArgs.NodeNames must be a list of strings")
+    return ExtenderArgs(pod, None, None, None, names_bytes)
 
 
 def encode_filter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import httpx
@@ -194,3 +195,65 @@ def test_health_readiness_metrics(server):
     text = server.get("/metrics").text
     assert 'linstor_scheduler_extender_requests_total{outcome="ok",verb="filter"}' in text
     assert "linstor_scheduler_state_age_seconds" in text
+
+
+# --- the answer cache and the raw entry point ------------------------------------------------------
+@pytest.fixture
+def swappable():
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    app = create_app(Extender(holder))
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        yield holder, app, http
+
+
+def test_a_repeated_request_is_answered_from_the_cache_byte_for_byte(swappable):
+    _holder, app, http = swappable
+    answers = app.state.answers
+    body = {"Pod": k.pod("p", claims=["c-a"]), "NodeNames": NAMES}
+    first = http.post("/prioritize", json=body)
+    hits = answers.hits
+    other_pod_same_volume = {"Pod": k.pod("q", claims=["c-a"]), "NodeNames": NAMES}
+    second = http.post("/prioritize", json=other_pod_same_volume)
+    assert answers.hits == hits + 1 and second.content == first.content
+    shorter = http.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": NAMES[:2]})
+    assert answers.hits == hits + 1, "another candidate list is another answer"
+    assert shorter.json() == [{"Host": "w1", "Score": 10}, {"Host": "w2", "Score": 4}]
+    filtered = http.post("/filter", json=body)
+    assert answers.hits == hits + 1, "filter and prioritize never share an answer"
+    assert filtered.json()["NodeNames"] == ["w1", "w2", "w3", "w4", "w5"]
+
+
+def test_a_new_state_is_never_answered_from_the_old_cache(swappable):
+    holder, _app, http = swappable
+    body = {"Pod": k.pod("p", claims=["c-a"]), "NodeNames": ["w1", "w3"]}
+    assert http.post("/prioritize", json=body).json() == [{"Host": "w1", "Score": 10}, {"Host": "w3", "Score": 8}]
+    old = standard()
+    replicas = dict(old.resources["pvc-a"].replicas)
+    replicas["w3"], replicas["w1"] = replicas["w1"], replicas["w3"]  # the UpToDate replica is now on w3
+    moved = dataclasses.replace(old.resources["pvc-a"], replicas=replicas)
+    holder.swap(dataclasses.replace(old, generation=2, resources={**old.resources, "pvc-a": moved}))
+    assert http.post("/prioritize", json=body).json() == [{"Host": "w1", "Score": 8}, {"Host": "w3", "Score": 10}]
+
+
+def test_raw_entry_point_keeps_the_errors_and_the_other_routes(swappable):
+    _, _, http = swappable
+    assert http.get("/filter").status_code == 405
+    assert http.get("/healthz").text == "ok"
+    bad = http.post("/prioritize", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": [1, 2]})
+    assert bad.status_code == 400 and bad.json() == {"Error": "ExtenderArgs.NodeNames must be a list of strings"}
+    bad = http.post("/filter", json={"Pod": k.pod("p", claims=["c-a"]), "NodeNames": "w1"})
+    assert bad.status_code == 400 and "must be a list of strings" in bad.json()["Error"]
+    chunks = [b'{"Pod": ', json.dumps(k.pod("p", claims=["c-a"])).encode(), b', "NodeNames": ["w1"]}']
+    streamed = http.post("/prioritize", content=iter(chunks))  # chunked transfer: several receive() calls
+    assert streamed.json() == [{"Host": "w1", "Score": 10}]
+
+
+def test_pod_without_linstor_volumes_is_echoed_without_decoding_twice(swappable):
+    _, app, http = swappable
+    pod = k.pod("web", extra_volumes=[{"name": "c", "emptyDir": {}}])
+    first = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
+    hits = app.state.answers.hits
+    again = http.post("/filter", json={"Pod": k.pod("web-2"), "NodeNames": NAMES})
+    assert app.state.answers.hits == hits + 1 and again.content == first.content
+    assert again.json()["NodeNames"] == NAMES
