@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from linstor_scheduler.volumes import Claim, resolve_pod_claims
+from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
@@ -153,6 +153,8 @@ class Extender:
         self._tables_generation = -1
         self._classes: dict[str, int] = {}
         self._node_sets: dict[tuple[Any, ...], frozenset[str]] = {}
+        self._prepared: dict[tuple[Any, ...], Prepared] = {}
+        self._prepared_generation = -1
         self._node_sets_kube: object = None
         self._last_stale_log = float("-inf")
 
@@ -178,13 +180,33 @@ class Extender:
         return None
 
     async def prepare(self, pod: dict[str, Any]) -> Prepared:
-        """Everything about the pod that does not depend on the candidate nodes."""
+        """Everything about the pod that does not depend on the candidate nodes.
+
+        Resolved claims are cached per (state generation, namespace, claim names): kube-scheduler
+        sends filter then prioritize for each pod, and the second needs no PVC/PV/class look-ups.
+        """
         state = self.holder.state
         meta = pod.get("metadata") or {}
         ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
-        claims = resolve_pod_claims(pod, state.get_pvc, state.get_pv, state.get_sc)
+        refs = pod_claims(pod)
+        fallback_generation = self.fallback.generation if self.fallback else 0
+        signature = None
+        if all(r.template is None for r in refs):  # an ephemeral template's content is part of the answer
+            signature = (state.generation, fallback_generation, tuple((r.namespace, r.name, r.volume) for r in refs))
+            hit = self._prepared.get(signature)
+            if hit is not None:
+                if hit.static_neutral:
+                    return Prepared(ref, hit.claims, hit.neutral_reason, None, state, static_neutral=True)
+                neutral = self.neutral_reason(state)  # time passes: the state may have gone stale
+                if neutral:
+                    return Prepared(ref, hit.claims, neutral, None, state)
+                return Prepared(ref, hit.claims, None, hit.key, state, hit.resources)
+        claims = [c for c in (resolve_claim(r, state.get_pvc, state.get_pv, state.get_sc) for r in refs)
+                  if c.is_linstor]
         if not claims:
-            return Prepared(ref, claims, "pod has no LINSTOR volumes", None, state, static_neutral=True)
+            prepared = Prepared(ref, claims, "pod has no LINSTOR volumes", None, state, static_neutral=True)
+            self._remember(signature, prepared)
+            return prepared
         neutral = self.neutral_reason(state)
         if neutral:
             return Prepared(ref, claims, neutral, None, state)
@@ -200,7 +222,20 @@ class Extender:
             tuple((c.ref.key, c.resource, c.storage_class, c.size_bytes, c.pending, id(r))
                   for c, r in zip(claims, resources, strict=True)),
         )
-        return Prepared(ref, claims, None, key, state, resources)
+        prepared = Prepared(ref, claims, None, key, state, resources)
+        if all(r is not None or not c.resource for c, r in zip(claims, resources, strict=True)):
+            self._remember(signature, prepared)  # never cache a miss of the fallback read
+        return prepared
+
+    def _remember(self, signature: tuple[Any, ...] | None, prepared: Prepared) -> None:
+        if signature is None:
+            return
+        if signature[0] != self._prepared_generation:
+            self._prepared.clear()
+            self._prepared_generation = signature[0]
+        if len(self._prepared) >= 4 * self._cache_size:
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[signature] = prepared
 
     def judge(self, prepared: Prepared, names: Sequence[str]) -> Decision:
         """Verdicts for ``names``: from the pod's verdict table, judging only nodes it lacks."""
