@@ -295,3 +295,71 @@ def test_generated_certificate_names_and_lifetime():
 
     assert not bundle.covers(["svc.ns.svc"], now=dt.datetime.now(dt.UTC) + dt.timedelta(days=3650 - 10)), \
         "a certificate within the renewal margin of its end must be replaced"
+
+
+def test_the_webhook_subcommand_end_to_end(tmp_path):
+    """``linstor-scheduler webhook`` as deploy/ runs it: env vars only, self-signed via the Secret,
+    caBundle published, certificate files in $TMPDIR, answering over HTTPS."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    ks = KubeStandin()
+    ks.add(k.storage_class("linstor-r2"))
+    ks.add(k.pvc("data", namespace="apps", storage_class="linstor-r2"))
+    ks.add(webhook_configuration())
+    with socket.socket() as probe:  # a free port for the child (uvicorn.run cannot report port 0)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ks.serve() as kube:
+        env = {**os.environ, "LINSTOR_SCHEDULER_KUBE_API_URL": kube.url, "POD_NAMESPACE": NS,
+               "LINSTOR_SCHEDULER_PORT": str(port), "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
+               "LINSTOR_SCHEDULER_CA_BUNDLE_INTERVAL": "0.2", "TMPDIR": str(tmp_path)}
+        child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "webhook"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: ks.get("Secret", SECRET, NS) is not None or child.poll() is not None, timeout=20,
+                     what="the webhook's Secret")
+            assert child.poll() is None, child.stdout.read().decode()
+            ca = base64.b64decode(ks.get("Secret", SECRET, NS)["data"]["ca.crt"])
+            ca_file = tmp_path / "trusted-ca.crt"
+            ca_file.write_bytes(ca)
+            wait_for(lambda: (ks.get("MutatingWebhookConfiguration", CONFIG)["webhooks"][0]["clientConfig"]
+                              .get("caBundle")) == base64.b64encode(ca).decode(), timeout=20, what="caBundle")
+            with httpx.Client(base_url=f"https://127.0.0.1:{port}", timeout=5,
+                              verify=ssl.create_default_context(cafile=str(ca_file))) as client:
+                # The certificate names the Service, as the API server calls it; we connect to loopback.
+                sni = {"sni_hostname": f"linstor-scheduler-webhook.{NS}.svc"}
+
+                def ready() -> bool:
+                    try:
+                        return client.get("/readyz", extensions=sni).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                wait_for(ready, timeout=20, what="webhook ready over HTTPS")
+                resp = client.post("/mutate", extensions=sni, json=review(
+                    as_created(k.pod("db", namespace="apps", claims=["data"])), namespace="apps"))
+            assert resp.json()["response"]["patchType"] == "JSONPatch"
+            assert any(p.name.startswith("webhook-tls-") for p in tmp_path.iterdir()), "files go to $TMPDIR"
+        finally:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+    output = child.stdout.read().decode()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15 is a clean stop.
+    assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+
+
+def test_every_webhook_metric_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    for family in WebhookMetrics().registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{name}" in doc, f"docs/operations.md does not document {name}"
