@@ -34,7 +34,7 @@ class WebhookMetrics:
         r = self.registry
         self.reviews = Counter(
             "linstor_scheduler_webhook_reviews", "AdmissionReviews answered, by outcome (mutated, "
-            "no_linstor_volume, already_set, other_scheduler, opted_out, ignored, not_ready, bad_request)",
+            "no_linstor_volume, already_set, other_scheduler, opted_out, ignored, not_ready, bad_request, error)",
             ["outcome"], registry=r)
         self.latency = Histogram(
             "linstor_scheduler_webhook_review_seconds", "Time to answer an AdmissionReview",
@@ -72,7 +72,13 @@ def create_app(
             if not is_ready():
                 return answer(req.uid, Verdict("not_ready", "caches not synced yet"), started)
             # Off the event loop: a cache miss may cost one bounded direct read of a PVC.
-            verdict = await asyncio.to_thread(mutator.review, req)
+            try:
+                verdict = await asyncio.to_thread(mutator.review, req)
+            except BadReview:
+                raise
+            except Exception as exc:  # a pod shape we did not foresee: admit it unchanged, never a 500
+                log.exception("could not judge a pod; admitting it unchanged")
+                verdict = Verdict("error", f"{type(exc).__name__}: {exc}")
         except BadReview as exc:
             metrics.reviews.labels("bad_request").inc()
             log.info("bad AdmissionReview: %s", exc)

@@ -363,3 +363,16 @@ def test_every_webhook_metric_is_documented():
     for family in WebhookMetrics().registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{name}" in doc, f"docs/operations.md does not document {name}"
+
+
+@pytest.mark.parametrize("pod", [
+    {"metadata": [], "spec": {"volumes": "nonsense"}},
+    {"metadata": {"labels": ["x"]}, "spec": {"volumes": [None, 3, {"name": "v", "persistentVolumeClaim": {}}]}},
+    {"metadata": {}, "spec": {"volumes": [{"name": "v", "ephemeral": {"volumeClaimTemplate": {"spec": "x"}}}]}},
+    {"metadata": {}, "spec": {"schedulerName": 7, "volumes": []}},
+])
+def test_odd_pods_never_get_a_500(cluster, pod):
+    resp = post(cluster, review(pod))
+    assert resp.status_code in (200, 400), resp.text
+    if resp.status_code == 200:
+        assert resp.json()["response"]["allowed"] is True and "patch" not in resp.json()["response"]
