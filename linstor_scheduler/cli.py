@@ -10,7 +10,7 @@ from . import __version__
 from .config import add_option
 from .logs import setup_logging
 
-SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli")
+SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli", "admission.cli")
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -62,7 +62,9 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        """``https://`` when started with ``ssl_certfile``/``ssl_keyfile`` (uvicorn's own TLS options)."""
+        scheme = "https" if self.config.is_ssl else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._on_stop is not None:

@@ -40,6 +40,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "csinodes": ("CSINode", "storage.k8s.io/v1", False),
     "leases": ("Lease", "coordination.k8s.io/v1", True),
     "poddisruptionbudgets": ("PodDisruptionBudget", "policy/v1", True),
+    "secrets": ("Secret", "v1", True),
+    "mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False),
 }
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
 PATH = re.compile(

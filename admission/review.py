@@ -1,0 +1,171 @@
+"""AdmissionReview v1 in and out, and the one decision: does this pod get ``schedulerName: linstor``?
+
+The API server's body is checked with pydantic at the edge (a malformed review is the caller's
+bug: 400 with a message). Which claims are LINSTOR claims is decided by
+``linstor_scheduler.volumes`` -- the same mapping the extender and the fencing controller use --
+so the three never disagree about which pods are ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from linstor_scheduler.volumes import Claim, Obj, StorageClassInfo, resolve_pod_claims
+
+from . import OPT_OUT_LABEL, OPT_OUT_VALUE
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "admission.k8s.io/v1"
+DEFAULT_SCHEDULERS = ("", "default-scheduler")
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview v1 we can answer: HTTP 400 with this message."""
+
+
+class GroupVersionKind(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    group: str = ""
+    version: str = ""
+    kind: str = ""
+
+
+class AdmissionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    uid: str = Field(min_length=1)
+    kind: GroupVersionKind
+    operation: str = ""
+    namespace: str | None = None
+    name: str | None = None
+    object: dict[str, Any] | None = None
+    dryRun: bool | None = None
+
+
+class AdmissionReview(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    apiVersion: Literal["admission.k8s.io/v1"]
+    kind: Literal["AdmissionReview"]
+    request: AdmissionRequest
+
+
+def parse_review(body: bytes) -> AdmissionReview:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadReview(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadReview("body is not a JSON object (expected an AdmissionReview)")
+    try:
+        return AdmissionReview.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadReview(f"not an AdmissionReview {API_VERSION}: {where}: {first['msg']}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``outcome`` labels the metric; ``patch`` is the JSONPatch (None: allowed unchanged)."""
+
+    outcome: str
+    reason: str
+    patch: list[dict[str, Any]] | None = None
+
+
+def encode_response(uid: str, verdict: Verdict) -> bytes:
+    """Always ``allowed: true``: this webhook only ever adds a scheduler name, it never refuses."""
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if verdict.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(verdict.patch)).decode()
+    return orjson.dumps({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})
+
+
+def is_default_class(sc: Obj) -> bool:
+    annotations = (sc.get("metadata") or {}).get("annotations") or {}
+    return any(str(annotations.get(a, "")).lower() == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
+
+
+@dataclass
+class Lookups:
+    """How the mutator reads PVCs (key ``namespace/name``), PVs and StorageClasses."""
+
+    get_pvc: Callable[[str], Obj | None]
+    get_pv: Callable[[str], Obj | None]
+    get_sc: Callable[[str], StorageClassInfo | None]
+    default_class: Callable[[], str | None] = lambda: None
+
+
+def positively_linstor(claim: Claim) -> bool:
+    """Bound to a LINSTOR PV, or provisioned by a LINSTOR StorageClass. A claim that merely *may*
+    be ours (its PVC not seen) does not count: we only redirect pods we know are ours."""
+    return claim.resource is not None or (claim.storage_class is not None and claim.storage_class.is_linstor)
+
+
+class SchedulerNameMutator:
+    def __init__(self, lookups: Lookups, scheduler_name: str = "linstor") -> None:
+        self.lookups = lookups
+        self.scheduler_name = scheduler_name
+
+    def review(self, request: AdmissionRequest) -> Verdict:
+        if request.kind.kind != "Pod" or request.kind.group != "" or request.operation != "CREATE":
+            return Verdict("ignored", f"not a pod creation ({request.operation} {request.kind.kind})")
+        pod = request.object
+        if not isinstance(pod, dict):
+            raise BadReview("request.object: a pod creation needs the pod")
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            raise BadReview("request.object.spec: missing or not an object")
+        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+        labels = meta.get("labels") or {}
+        if isinstance(labels, Mapping) and labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
+            return Verdict("opted_out", f"pod has label {OPT_OUT_LABEL}={OPT_OUT_VALUE}")
+        current = spec.get("schedulerName") or ""
+        if current == self.scheduler_name:
+            return Verdict("already_set", f"schedulerName is already {current}")
+        if current not in DEFAULT_SCHEDULERS:
+            return Verdict("other_scheduler", f"pod asks for scheduler {current!r}; left alone")
+        claims = resolve_pod_claims(self._normalised(pod, request.namespace), self.lookups.get_pvc,
+                                    self.lookups.get_pv, self.lookups.get_sc)
+        ours = [c for c in claims if positively_linstor(c)]
+        if not ours:
+            return Verdict("no_linstor_volume", "no LINSTOR-backed claim")
+        return Verdict("mutated", f"{ours[0].label} is LINSTOR-backed",
+                       [{"op": "add", "path": "/spec/schedulerName", "value": self.scheduler_name}])
+
+    def _normalised(self, pod: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        """The pod as the claim mapping expects it: its namespace filled in (a pod being created
+        often carries it only in the request) and ephemeral templates without a class given the
+        default StorageClass, which the API server will assign when it creates the PVC."""
+        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        classless = [v for v in volumes if isinstance(v, dict) and isinstance(v.get("ephemeral"), dict)
+                     and isinstance(v["ephemeral"].get("volumeClaimTemplate"), dict)
+                     and not ((v["ephemeral"]["volumeClaimTemplate"].get("spec") or {}).get("storageClassName"))]
+        if meta.get("namespace") and not classless:
+            return pod
+        pod = copy.deepcopy(pod)
+        pod.setdefault("metadata", {})
+        if not isinstance(pod["metadata"], dict):
+            pod["metadata"] = {}
+        pod["metadata"].setdefault("namespace", namespace or "default")
+        default = self.lookups.default_class() if classless else None
+        if default:
+            for vol in pod["spec"].get("volumes") or []:
+                template = (vol.get("ephemeral") or {}).get("volumeClaimTemplate") if isinstance(vol, dict) else None
+                if isinstance(template, dict):
+                    spec = template.setdefault("spec", {})
+                    if isinstance(spec, dict) and not spec.get("storageClassName"):
+                        spec["storageClassName"] = default
+        return pod

@@ -1,0 +1,639 @@
+"""deploy/ is what operators apply: every object valid for every Kubernetes version we claim, and every
+name, port, flag, env var, verb and RBAC rule in it agreeing with the code it runs.
+
+Offline: ``kubernetes-validate`` bundles the Kubernetes JSON schemas (strict: unknown fields are
+errors). ``kubectl kustomize`` (no cluster needed) renders the three entry points when kubectl is
+installed; the file-level checks run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+import linstor_scheduler
+from admission import OPT_OUT_LABEL, OPT_OUT_VALUE
+from admission.live import WEBHOOK_KINDS
+from linstor_scheduler.cli import build_parser
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.kube.informer import KINDS
+from scheduler_extender.sync import EXTENDER_KINDS
+
+from .cluster import standard
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+OUR_IMAGE = "ghcr.io/linstor-scheduler/linstor-scheduler"
+KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
+MIN_VERSION = (1, 25)  # kubescheduler.config.k8s.io/v1 is GA from 1.25
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema bundled: checked below
+NON_FLAG_ENV = {"TMPDIR"}  # read by Python's tempfile, not by a flag
+ENTRY_POINTS = ("", "legacy-policy", "monitoring")
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    return load(directory / "kustomization.yaml")[0]
+
+
+def manifest_files() -> list[Path]:
+    """Files that hold whole objects: the resources of every kustomization (patches are partial)."""
+    files = []
+    for kfile in sorted(DEPLOY.rglob("kustomization.yaml")):
+        for entry in kustomization(kfile.parent).get("resources") or []:
+            path = (kfile.parent / entry).resolve()
+            if path.is_file():
+                files.append(path)
+    return files
+
+
+def objects(files: list[Path] | None = None) -> list[dict[str, Any]]:
+    return [obj for f in files or manifest_files() for obj in load(f)]
+
+
+@cache
+def rendered(entry: str) -> tuple[dict[str, Any], ...]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
+    out = subprocess.run([kubectl, "kustomize", str(DEPLOY / entry)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, f"kubectl kustomize deploy/{entry} failed: {out.stderr}"
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def find(objs: Any, kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(objs: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for o in objs:
+        if o["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
+            yield o, o["spec"]["template"]["spec"]
+
+
+def container(objs: Any, deployment: str, name: str) -> dict[str, Any]:
+    spec = find(objs, "Deployment", deployment)["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == name)
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in c.get("env") or []}
+
+
+# --- the CLI, as the manifests must use it -------------------------------------------------------
+
+
+@cache
+def cli_flags() -> dict[str, dict[str, tuple[str, Any]]]:
+    """subcommand -> flag -> (env var, default), from the real parser's help texts ``[env VAR]``."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    result: dict[str, dict[str, tuple[str, Any]]] = {}
+    for name, p in sub.choices.items():
+        flags = {}
+        for action in p._actions:
+            m = re.search(r"\[env (\w+)\]", action.help or "")
+            for flag in action.option_strings:
+                if m:
+                    flags[flag] = (m.group(1), action.default)
+        result[name] = flags
+    return result
+
+
+def setting(c: dict[str, Any], flag: str) -> str:
+    """What the container sets ``flag`` to: ``--flag=value`` in args, else its env var, else the default."""
+    subcommand = c["args"][0]
+    var, default = cli_flags()[subcommand][flag]
+    for arg in c["args"][1:]:
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    env = env_of(c)
+    return env[var] if var in env else str(default)
+
+
+def our_containers(objs: Any) -> list[dict[str, Any]]:
+    return [c for _, spec in pod_specs(objs) for c in spec["containers"] if c["image"].startswith(OUR_IMAGE)]
+
+
+# --- kustomization: lists every file, and every listed file exists ---------------------------------
+
+
+def test_every_file_is_listed_and_every_listed_file_exists():
+    listed: set[Path] = set()
+    for kfile in DEPLOY.rglob("kustomization.yaml"):
+        doc = kustomization(kfile.parent)
+        assert doc["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and doc["kind"] == "Kustomization"
+        entries = list(doc.get("resources") or []) + [p["path"] for p in doc.get("patches") or []]
+        for entry in entries:
+            path = (kfile.parent / entry).resolve()
+            assert path.exists(), f"{kfile.relative_to(ROOT)} lists {entry}, which does not exist"
+            if path.is_dir():
+                assert (path / "kustomization.yaml").exists(), f"{entry} is not a kustomization"
+            listed.add(path)
+    for path in DEPLOY.rglob("*"):
+        if path.is_dir():
+            assert (path / "kustomization.yaml").exists(), f"{path.relative_to(ROOT)} has no kustomization.yaml"
+        elif path.name not in ("kustomization.yaml", "README.md"):
+            assert path.resolve() in listed, f"{path.relative_to(ROOT)} is in no kustomization"
+    assert (DEPLOY / "base").resolve() in listed
+
+
+def test_places_for_the_other_workloads_are_marked():
+    text = (DEPLOY / "base" / "kustomization.yaml").read_text()
+    assert re.search(r"#.*sync-node, sync-classes and fencing", text)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_each_entry_point_renders(entry):
+    objs = rendered(entry)
+    kinds = {o["kind"] for o in objs}
+    assert {"Namespace", "Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget"} <= kinds
+    assert len(objs) == len({(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs})
+    auth = find(objs, "RoleBinding", "linstor-scheduler-extension-apiserver-authentication-reader")
+    assert auth["metadata"]["namespace"] == "kube-system", "a global namespace: would have moved it"
+    images = {c["image"] for c in our_containers(objs)}
+    assert images == {f"{OUR_IMAGE}:{linstor_scheduler.__version__}"}
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+
+def versions() -> list[str]:
+    found = sorted({kv.major_minor(v) for v in kv.all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
+    return [v for v in found if tuple(map(int, v.split("."))) >= MIN_VERSION]
+
+
+def test_bundled_schemas_cover_the_versions_we_claim():
+    assert versions()[0] == "1.25" and len(versions()) >= 7, versions()
+
+
+def validate(objs: Any, version: str) -> list[str]:
+    errors = []
+    for obj in objs:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            continue
+        try:
+            kv.validate(obj, version, strict=True)
+        except kv.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+        except kv.SchemaNotFoundError as exc:
+            errors.append(exc.message)
+    return errors
+
+
+@pytest.mark.parametrize("version", versions())
+def test_every_manifest_validates_strictly(version):
+    assert validate(objects(), version) == []
+
+
+@pytest.mark.parametrize("version", versions())
+def test_rendered_overlays_validate_strictly(version):
+    """The legacy overlay's patched Deployment exists only after rendering. Objects that kustomize
+    only labelled were validated file by file above; the rest (patched or new) is validated here."""
+    def plain(obj: dict[str, Any]) -> dict[str, Any]:
+        copy = json.loads(json.dumps(obj))
+        copy["metadata"].pop("labels", None)
+        return copy
+
+    from_files = [plain(o) for o in objects()]
+    for entry in ENTRY_POINTS:
+        changed = [o for o in rendered(entry) if plain(o) not in from_files]
+        assert validate(changed, version) == [], entry
+    assert any(o["kind"] == "Deployment" for o in rendered("legacy-policy") if plain(o) not in from_files)
+
+
+def test_strict_validation_catches_a_misspelt_field():
+    deployment = json.loads(json.dumps(find(objects(), "Deployment", "linstor-scheduler")))
+    deployment["spec"]["template"]["spec"]["containers"][1]["readinesProbe"] = {}
+    assert any("readinesProbe" in e for e in validate([deployment], versions()[-1]))
+
+
+def test_service_monitors():
+    monitors = [o for o in objects() if o["kind"] == "ServiceMonitor"]
+    services = [o for o in objects() if o["kind"] == "Service"]
+    assert {m["metadata"]["name"] for m in monitors} == {"linstor-scheduler-extender", "linstor-scheduler-webhook"}
+    for m in monitors:
+        assert m["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(m["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+        svc = [s for s in services if s["metadata"]["namespace"] == m["metadata"]["namespace"]
+               and m["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert len(svc) == 1, f"{m['metadata']['name']} selects {len(svc)} Services"
+        port_names = {p["name"] for p in svc[0]["spec"]["ports"]}
+        for ep in m["spec"]["endpoints"]:
+            assert set(ep) <= {"port", "path", "scheme", "interval", "tlsConfig"}
+            assert ep["port"] in port_names and ep["path"] == "/metrics"
+    tls = find(monitors, "ServiceMonitor", "linstor-scheduler-webhook")["spec"]["endpoints"][0]["tlsConfig"]
+    webhook = container(objects(), "linstor-scheduler-webhook", "webhook")
+    assert tls["ca"]["secret"]["name"] == setting(webhook, "--tls-secret") and tls["ca"]["secret"]["key"] == "ca.crt"
+    assert tls["serverName"] == f"{setting(webhook, '--service-name')}.linstor-scheduler.svc"
+
+
+# --- the scheduler configuration against the real extender ----------------------------------------
+
+
+def scheduler_config() -> dict[str, Any]:
+    cm = find(objects(), "ConfigMap", "linstor-scheduler-config")
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def legacy_policy() -> dict[str, Any]:
+    cm = find(objects(), "ConfigMap", "linstor-scheduler-policy")
+    return json.loads(cm["data"]["policy.cfg"])
+
+
+@pytest.fixture(scope="module")
+def extender_http():
+    from scheduler_extender.app import create_app
+    from scheduler_extender.service import Extender, StateHolder
+
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    app = create_app(Extender(holder))
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        yield app, http
+
+
+def post_routes(app: Any) -> set[str]:
+    return {r.path for r in app.routes if "POST" in (getattr(r, "methods", None) or ())}
+
+
+def get_routes(app: Any) -> set[str]:
+    return {r.path for r in app.routes if "GET" in (getattr(r, "methods", None) or ())}
+
+
+def duration_seconds(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", text)
+    assert m, f"not a duration: {text}"
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
+def test_scheduler_configuration(extender_http):
+    app, http = extender_http
+    cfg = scheduler_config()
+    assert cfg["apiVersion"] == "kubescheduler.config.k8s.io/v1" and cfg["kind"] == "KubeSchedulerConfiguration"
+    assert cfg["profiles"] == [{"schedulerName": "linstor"}]
+    le = cfg["leaderElection"]
+    assert le["leaderElect"] is True and le["resourceLock"] == "leases"
+    assert (le["resourceNamespace"], le["resourceName"]) == ("linstor-scheduler", "linstor-scheduler")
+    [ext] = cfg["extenders"]
+    assert {"/" + ext["filterVerb"], "/" + ext["prioritizeVerb"]} == {"/filter", "/prioritize"}
+    assert {"/filter", "/prioritize"} <= post_routes(app)
+    assert ext["nodeCacheCapable"] is True and ext["ignorable"] is True and ext["enableHTTPS"] is False
+    assert "managedResources" not in ext and "bindVerb" not in ext and "preemptVerb" not in ext
+    assert ext["weight"] > 0 and 0 < duration_seconds(ext["httpTimeout"]) <= 10
+    url = urlparse(ext["urlPrefix"])
+    assert url.scheme == "http" and url.hostname == "127.0.0.1" and url.path in ("", "/")
+    sidecar = container(objects(), "linstor-scheduler", "extender")
+    assert sidecar["args"][0] == "extender"
+    assert url.port == int(setting(sidecar, "--port"))
+    assert url.port in {p["containerPort"] for p in sidecar["ports"]}
+    # nodeCacheCapable: kube-scheduler sends NodeNames only; the extender must answer in kind.
+    r = http.post(f"/{ext['filterVerb']}", json={"Pod": k.pod("p", claims=["c-local"]), "NodeNames": ["w1", "w2"]})
+    assert r.status_code == 200 and r.json()["Nodes"] is None and r.json()["NodeNames"] == ["w2"]
+    r = http.post(f"/{ext['prioritizeVerb']}", json={"Pod": k.pod("p", claims=["c-local"]), "NodeNames": ["w2"]})
+    assert r.status_code == 200 and [h["Host"] for h in r.json()] == ["w2"]
+
+
+def test_scheduler_reads_its_configuration():
+    deployment = find(objects(), "Deployment", "linstor-scheduler")
+    spec = deployment["spec"]["template"]["spec"]
+    ks = next(c for c in spec["containers"] if c["name"] == "kube-scheduler")
+    config_arg = next(a for a in ks["command"] if a.startswith("--config="))
+    path = Path(config_arg.split("=", 1)[1])
+    mount = next(m for m in ks["volumeMounts"] if path.parent == Path(m["mountPath"]))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "linstor-scheduler-config"
+    assert path.name in find(objects(), "ConfigMap", "linstor-scheduler-config")["data"]
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_kube_scheduler_image_is_the_documented_edit():
+    text = (DEPLOY / "base" / "scheduler-deployment.yaml").read_text()
+    lines = text.splitlines()
+    [at] = [i for i, line in enumerate(lines) if KUBE_SCHEDULER_IMAGE in line]
+    assert lines[at].strip() == f"image: {KUBE_SCHEDULER_IMAGE}:v1.31.0"
+    assert "THE ONE EDIT" in lines[at - 2] or "THE ONE EDIT" in lines[at - 1]
+    assert "THE ONE EDIT" in (ROOT / "docs" / "install.md").read_text()
+
+
+def test_legacy_policy_matches_the_configuration():
+    policy, ext = legacy_policy(), scheduler_config()["extenders"][0]
+    assert policy["kind"] == "Policy" and policy["apiVersion"] == "v1"
+    assert "predicates" not in policy and "priorities" not in policy, "present would replace the defaults"
+    [legacy] = policy["extenders"]
+    for key in ("urlPrefix", "filterVerb", "prioritizeVerb", "weight", "nodeCacheCapable", "ignorable"):
+        assert legacy[key] == ext[key], key
+    assert legacy["enableHttps"] is False
+    assert legacy["httpTimeout"] == int(duration_seconds(ext["httpTimeout"]) * 1e9), "time.Duration: nanoseconds"
+
+
+def test_legacy_overlay_runs_the_policy():
+    objs = rendered("legacy-policy")
+    ks = container(objs, "linstor-scheduler", "kube-scheduler")
+    version = re.search(r":v1\.(\d+)\.", ks["image"])
+    assert version and int(version.group(1)) < 23, "--policy-configmap was removed in 1.23"
+    args = dict(a.split("=", 1) for a in ks["command"][1:])
+    cm = find(objs, "ConfigMap", args["--policy-configmap"])
+    assert cm["metadata"]["namespace"] == args["--policy-configmap-namespace"] and "policy.cfg" in cm["data"]
+    assert args["--scheduler-name"] == "linstor" and "--config" not in args
+    assert args["--leader-elect-resource-name"] == scheduler_config()["leaderElection"]["resourceName"]
+    assert args["--leader-elect-resource-namespace"] == "linstor-scheduler"
+    role = find(objs, "Role", "linstor-scheduler-policy-reader")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": [args["--policy-configmap"]], "verbs": ["get"]}]
+    assert container(objs, "linstor-scheduler", "extender") == container(rendered(""), "linstor-scheduler",
+                                                                         "extender")
+
+
+# --- our containers use the CLI as it is ------------------------------------------------------------
+
+
+def test_containers_use_real_subcommands_flags_and_env_vars():
+    containers = our_containers(objects())
+    assert {c["args"][0] for c in containers} == {"extender", "webhook"}
+    for c in containers:
+        subcommand = c["args"][0]
+        flags = cli_flags()[subcommand]
+        for arg in c["args"][1:]:
+            assert arg.split("=", 1)[0] in flags, f"{c['name']}: {arg} is not a flag of {subcommand}"
+        known = {var for var, _ in flags.values()} | NON_FLAG_ENV
+        for var in env_of(c):
+            assert var in known, f"{c['name']}: env {var} is read by no flag of {subcommand}"
+        with pytest.MonkeyPatch.context() as env:  # every value the manifest sets parses as its flag's type
+            for var, value in env_of(c).items():
+                env.setenv(var, value or "from-the-downward-api")
+            args = build_parser().parse_args([subcommand, *c["args"][1:]])
+        assert args.command == subcommand
+        assert int(setting(c, "--port")) in {p["containerPort"] for p in c["ports"]}
+
+
+def test_probes_hit_real_routes():
+    from admission.app import create_app as webhook_app
+    from admission.review import Lookups, SchedulerNameMutator
+    from scheduler_extender.app import create_app as extender_app
+    from scheduler_extender.service import Extender, StateHolder
+
+    routes = {
+        "extender": get_routes(extender_app(Extender(StateHolder()))),
+        "webhook": get_routes(webhook_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)),
+                                          is_ready=bool)),
+    }
+    for c in our_containers(objects()):
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path and path in routes[c["args"][0]]
+            assert ports.get(get["port"], get["port"]) == int(setting(c, "--port"))
+            assert get.get("scheme", "HTTP") == ("HTTPS" if c["args"][0] == "webhook" else "HTTP")
+
+
+def test_pods_are_hardened():
+    for deployment, spec in pod_specs(objects()):
+        name = deployment["metadata"]["name"]
+        assert spec["enableServiceLinks"] is False, f"{name}: LINSTOR_SCHEDULER_*_PORT env from Service links"
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+        assert deployment["spec"]["replicas"] >= 2
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+            assert "livenessProbe" in c and "readinessProbe" in c, c["name"]
+
+
+def test_disruption_budgets_and_services_select_real_pods():
+    objs = objects()
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d, _ in pod_specs(objs)]
+    for o in objs:
+        if o["kind"] == "PodDisruptionBudget":
+            selector = o["spec"]["selector"]["matchLabels"]
+        elif o["kind"] == "Service":
+            selector = o["spec"]["selector"]
+        else:
+            continue
+        matching = [lbl for lbl in pod_labels if selector.items() <= lbl.items()]
+        assert len(matching) == 1, f"{o['kind']} {o['metadata']['name']} selects {len(matching)} workloads"
+    assert find(objs, "PodDisruptionBudget", "linstor-scheduler")["spec"]["minAvailable"] == 1
+
+
+# --- the webhook's configuration ---------------------------------------------------------------------
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """metav1.LabelSelector semantics, enough for matchLabels and In/NotIn/Exists/DoesNotExist."""
+    if any(labels.get(key) != v for key, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        value, op = labels.get(e["key"]), e["operator"]
+        if (op == "In" and value not in e["values"]) or (op == "NotIn" and value in e["values"]) \
+                or (op == "Exists" and value is None) or (op == "DoesNotExist" and value is not None):
+            return False
+    return True
+
+
+def test_webhook_configuration():
+    objs = objects()
+    config = find(objs, "MutatingWebhookConfiguration")
+    webhook = container(objs, "linstor-scheduler-webhook", "webhook")
+    assert config["metadata"]["name"] == setting(webhook, "--webhook-config-name")
+    [hook] = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"] and "caBundle" not in hook["clientConfig"]
+    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    ref = hook["clientConfig"]["service"]
+    service = find(objs, "Service", ref["name"])
+    assert ref["name"] == setting(webhook, "--service-name") and ref["namespace"] == service["metadata"]["namespace"]
+    assert ref["namespace"] == webhook_namespace()
+    [port] = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    assert {p["name"]: p["containerPort"] for p in webhook["ports"]}[port["targetPort"]] == int(
+        setting(webhook, "--port"))
+    from admission.app import create_app
+    from admission.review import Lookups, SchedulerNameMutator
+
+    app = create_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)), is_ready=bool)
+    assert ref["path"] in post_routes(app)
+    assert setting(webhook, "--scheduler-name") == scheduler_config()["profiles"][0]["schedulerName"]
+
+
+def webhook_namespace() -> str:
+    return find(objects(), "Deployment", "linstor-scheduler-webhook")["metadata"]["namespace"]
+
+
+@pytest.mark.parametrize("namespace,pod_labels,called", [
+    ({"kubernetes.io/metadata.name": "default"}, {}, True),
+    ({"kubernetes.io/metadata.name": "apps", "team": "a"}, {"app": "db"}, True),
+    ({"kubernetes.io/metadata.name": "apps"}, {OPT_OUT_LABEL: OPT_OUT_VALUE}, False),
+    ({"kubernetes.io/metadata.name": "apps", OPT_OUT_LABEL: OPT_OUT_VALUE}, {}, False),
+    ({"kubernetes.io/metadata.name": "kube-system"}, {}, False),
+    ({"kubernetes.io/metadata.name": "linstor-scheduler", OPT_OUT_LABEL: OPT_OUT_VALUE}, {}, False),
+])
+def test_opt_out_label_and_kube_system_are_excluded(namespace, pod_labels, called):
+    [hook] = find(objects(), "MutatingWebhookConfiguration")["webhooks"]
+    got = selector_matches(hook["namespaceSelector"], namespace) and selector_matches(hook["objectSelector"],
+                                                                                     pod_labels)
+    assert got is called
+
+
+def test_our_namespace_is_opted_out():
+    ns = find(objects(), "Namespace", webhook_namespace())
+    assert ns["metadata"]["labels"][OPT_OUT_LABEL] == OPT_OUT_VALUE
+
+
+# --- RBAC ------------------------------------------------------------------------------------------------
+
+PLURALS = {"Node": ("", "nodes"), "Pod": ("", "pods"), "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+           "PersistentVolume": ("", "persistentvolumes"), "StorageClass": ("storage.k8s.io", "storageclasses"),
+           "VolumeAttachment": ("storage.k8s.io", "volumeattachments")}
+BUILT_IN_ROLES = {("ClusterRole", "system:kube-scheduler"), ("ClusterRole", "system:volume-scheduler"),
+                  ("Role", "extension-apiserver-authentication-reader")}
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+               and (not r.get("resourceNames") or name in r["resourceNames"]) for r in rules)
+
+
+def role(objs: Any, kind: str, name: str) -> list[dict[str, Any]]:
+    return find(objs, kind, name)["rules"]
+
+
+def test_plurals_cover_every_informer_kind():
+    assert set(PLURALS) == set(KINDS)
+
+
+def test_extender_can_list_and_watch_what_its_informers_read():
+    rules = role(objects(), "ClusterRole", "linstor-scheduler-extender")
+    for kind in EXTENDER_KINDS:
+        for verb in ("list", "watch"):
+            assert allows(rules, *PLURALS[kind], verb), f"extender cannot {verb} {kind}"
+    granted = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {PLURALS[kind] for kind in EXTENDER_KINDS}, "no more than its informers read"
+    assert all(set(rule["verbs"]) <= {"list", "watch"} for rule in rules), "read-only"
+
+
+def test_webhook_rbac():
+    objs = objects()
+    rules = role(objs, "ClusterRole", "linstor-scheduler-webhook")
+    webhook = container(objs, "linstor-scheduler-webhook", "webhook")
+    for kind in WEBHOOK_KINDS:
+        assert allows(rules, *PLURALS[kind], "list") and allows(rules, *PLURALS[kind], "watch"), kind
+    assert allows(rules, "", "persistentvolumeclaims", "get"), "the direct read of an uncached claim"
+    config = setting(webhook, "--webhook-config-name")
+    for verb in ("get", "patch"):
+        assert allows(rules, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, config)
+        assert not allows(rules, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", verb, "other")
+    secret_rules = role(objs, "Role", "linstor-scheduler-webhook-tls")
+    secret = setting(webhook, "--tls-secret")
+    for verb in ("get", "update", "create"):
+        assert allows(secret_rules, "", "secrets", verb, secret)
+    assert not allows(secret_rules, "", "secrets", "get", "some-other-secret")
+    assert find(objs, "Role", "linstor-scheduler-webhook-tls")["metadata"]["namespace"] == webhook_namespace()
+
+
+def test_scheduler_rbac():
+    objs = objects()
+    election = scheduler_config()["leaderElection"]
+    rules = role(objs, "Role", "linstor-scheduler-leader-election")
+    assert find(objs, "Role", "linstor-scheduler-leader-election")["metadata"]["namespace"] == election[
+        "resourceNamespace"]
+    for verb in ("get", "update", "create"):
+        assert allows(rules, "coordination.k8s.io", "leases", verb, election["resourceName"])
+    assert not allows(rules, "coordination.k8s.io", "leases", "update", "kube-scheduler")
+    sa = find(objs, "Deployment", "linstor-scheduler")["spec"]["template"]["spec"]["serviceAccountName"]
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in objs if b["kind"].endswith("Binding")
+             and any(s["name"] == sa for s in b["subjects"])}
+    assert {("ClusterRole", "system:kube-scheduler"), ("ClusterRole", "system:volume-scheduler"),
+            ("Role", "extension-apiserver-authentication-reader"),
+            ("Role", "linstor-scheduler-leader-election"), ("ClusterRole", "linstor-scheduler-extender")} <= bound
+
+
+def test_bindings_name_existing_roles_and_service_accounts_and_nothing_is_a_wildcard():
+    for entry in ENTRY_POINTS:
+        objs = rendered(entry) if shutil.which("kubectl") else objects()
+        accounts = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "ServiceAccount"}
+        for d, spec in pod_specs(objs):
+            assert (d["metadata"]["namespace"], spec["serviceAccountName"]) in accounts
+        for b in (o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+            ref = (b["roleRef"]["kind"], b["roleRef"]["name"])
+            if ref not in BUILT_IN_ROLES:
+                target = find(objs, *ref)
+                if b["kind"] == "RoleBinding" and ref[0] == "Role":
+                    assert target["metadata"]["namespace"] == b["metadata"]["namespace"]
+            for s in b["subjects"]:
+                assert (s["namespace"], s["name"]) in accounts, f"{b['metadata']['name']}: unknown subject"
+        for r in (o for o in objs if o["kind"] in ("Role", "ClusterRole")):
+            for rule in r["rules"]:
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], r["metadata"]["name"]
+            if r["kind"] == "ClusterRole":
+                assert not any("secrets" in rule["resources"] for rule in r["rules"]), "Secrets: namespaced only"
+
+
+# --- Dockerfile --------------------------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = dockerfile()
+    last = max(i for i, (op, _) in enumerate(steps) if op == "FROM")
+    return steps[last:]
+
+
+def test_dockerfile_runs_as_non_root():
+    users = [arg for op, arg in final_stage() if op == "USER"]
+    assert users, "no USER: the image would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0") and user.isdigit(), "numeric, so runAsNonRoot can verify it"
+    for _, spec in pod_specs(objects()):
+        assert str(spec["securityContext"]["runAsUser"]) == user
+
+
+def test_dockerfile_installs_lvm2_our_package_and_entry_point():
+    stage = final_stage()
+    runs = " ".join(arg for op, arg in stage if op == "RUN")
+    assert re.search(r"apt-get install\b.*\blvm2\b", runs)
+    assert "pip install" in runs and "linstor-scheduler --version" in runs
+    assert [json.loads(arg) for op, arg in stage if op == "ENTRYPOINT"] == [["linstor-scheduler"]]
+    assert "slim" in stage[0][1]
+    # Every package pyproject installs is copied into the build (a new top-level package is not forgotten).
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    copied = {src for op, arg in dockerfile() if op == "COPY" and "--from" not in arg for src in arg.split()[:-1]}
+    for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
+    assert project["project"]["readme"] in copied and "pyproject.toml" in copied
+
+
+def test_dockerignore_keeps_the_context_small():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "tests"} <= ignored
+    assert not ignored & {"README.md", "pyproject.toml", "admission", "linstor_scheduler"}
