@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from linstor_scheduler.httpserver import lifespan_of
 
 from .review import BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
 
@@ -101,16 +102,6 @@ def create_app(
         metrics.ready.set(1 if is_ready() else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if startup:
-            await startup()
-        try:
-            yield
-        finally:
-            if shutdown:
-                await shutdown()
-
     return Starlette(
         routes=[
             Route("/mutate", mutate, methods=["POST"]),
@@ -118,5 +109,5 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        lifespan=lifespan,
+        lifespan=lifespan_of(startup, shutdown),
     )

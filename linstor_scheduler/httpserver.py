@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -77,3 +78,22 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+Hook = Callable[[], Awaitable[None]] | None
+
+
+def lifespan_of(startup: Hook = None, shutdown: Hook = None) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """An ASGI lifespan running ``startup`` before serving and ``shutdown`` after, even on errors."""
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        if startup:
+            await startup()
+        try:
+            yield
+        finally:
+            if shutdown:
+                await shutdown()
+
+    return lifespan

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -23,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from linstor_scheduler.httpserver import lifespan_of
 
 from .metrics import ExtenderMetrics
 from .scoring import NODE, NodeVerdict, all_node_names
@@ -36,15 +37,20 @@ FITS = operator.attrgetter("fits")
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # full Node objects of 5,000 nodes fit well below this
 
 
+def check_declared_length(value: str | bytes | None, limit: int) -> None:
+    """A Content-Length over ``limit`` is refused before the body is read (413)."""
+    if value is None:
+        return
+    try:
+        declared = int(value)
+    except ValueError:
+        raise BadRequest("invalid Content-Length header") from None
+    if declared > limit:
+        raise BadRequest(f"request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise BadRequest("invalid Content-Length header") from None
-        if declared > limit:
-            raise BadRequest(f"request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+    check_declared_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -175,20 +181,10 @@ def create_app(
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]})
         await send({"type": "http.response.body", "body": out})
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if startup:
-            await startup()
-        try:
-            yield
-        finally:
-            if shutdown:
-                await shutdown()
-
     app = FastAPI(
         title="linstor-scheduler extender",
         description="kube-scheduler extender v1 (filter, prioritize) placing pods next to their LINSTOR replicas",
-        lifespan=lifespan,
+        lifespan=lifespan_of(startup, shutdown),
         routes=[
             Route("/filter", filter_endpoint, methods=["POST"]),
             Route("/prioritize", prioritize_endpoint, methods=["POST"]),
@@ -348,12 +344,7 @@ class AnswerCache:
 async def read_raw_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
     for name, value in scope.get("headers") or ():
         if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                raise BadRequest("invalid Content-Length header") from None
-            if declared > limit:
-                raise BadRequest(f"request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+            check_declared_length(value, limit)
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body"):
