@@ -10,7 +10,6 @@ from . import __version__
 from .config import add_option
 from .logs import setup_logging
 
-
 SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli")
 
 
