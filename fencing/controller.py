@@ -30,6 +30,7 @@ from .grace import GraceTimers
 from .kubeview import KubeView
 from .metrics import FencingMetrics
 from .observe import (
+    LABEL,
     KubeObjects,
     LinstorReader,
     LinstorView,
@@ -145,7 +146,7 @@ class FencingController:
         self._failovers: dict[str, list[tuple[float, str]]] = {}  # pod key -> [(when, uid)]
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
         self._warned: dict[tuple[str, str, str], float] = {}
-        self._announced: set[tuple[str, str]] = set()  # (pod uid, node) told about a fault being timed
+        self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
         self._wake = asyncio.Event()
 
@@ -209,6 +210,7 @@ class FencingController:
             final.append(decision)
             self._report(decision, raw, now)
         report.decisions = final
+        self._vanished({d.pod.uid for d in final}, now)
         self._detach(observed, kube, final, now, stale, storm, report)
         if self.settings.taint and not stale:
             self._untaint(observed, kube, now, report)
@@ -344,6 +346,26 @@ class FencingController:
             return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail=f"{kind}: {outcome.value}")
         return self._refuse(decision, ACTION_FAILED, f"{kind} failed ({outcome.value}); retried next pass")
 
+    def _vanished(self, seen: set[str], now: float) -> None:
+        """A pod whose fault we were timing left our label-selected view: say why, never skip silently."""
+        for uid, (namespace, name, node) in list(self._announced.items()):
+            if uid in seen:
+                continue
+            del self._announced[uid]
+            try:
+                live = self.actions.get_pod(namespace, name)
+            except Exception as exc:
+                log.info("pod %s/%s left the view during its grace period; cannot read it: %s", namespace, name, exc)
+                continue
+            if live is None or (live.get("metadata") or {}).get("uid") != uid:
+                log.info("pod %s/%s left node %s during its grace period (deleted or replaced): nothing to do",
+                         namespace, name, node)
+                continue
+            state = pod_state(live, KubeObjects())
+            reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
+            self._warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its grace "
+                       "period: the pod is not failed over", now)
+
     # --- the VolumeAttachments -------------------------------------------------------------------
     def _detach(self, observed: Observed, kube: KubeObjects, decisions: list[PodDecision], now: float,
                 stale: str | None, storm: str | None, report: PassReport) -> None:
@@ -446,11 +468,11 @@ class FencingController:
         self.metrics.decisions.labels(decision.verdict, decision.reason or "none").inc()
         pod = decision.pod
         if decision.verdict == HEALTHY:
-            self._announced.discard((pod.uid, decision.node))
+            self._announced.pop(pod.uid, None)
             return
         if decision.verdict == WAITING:
-            if (pod.uid, decision.node) not in self._announced:
-                self._announced.add((pod.uid, decision.node))
+            if pod.uid not in self._announced:
+                self._announced[pod.uid] = (pod.namespace, pod.name, decision.node)
                 self.recorder.record(_as_pod(raw), "Normal", "StorageFaultObserved",
                                      f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s "
                                      "unless the storage recovers")
