@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 QUORUM_KEY = "DrbdOptions/Resource/quorum"
 ON_NO_QUORUM_KEY = "DrbdOptions/Resource/on-no-quorum"
+AUTO_QUORUM_KEY = "DrbdOptions/auto-quorum"  # LINSTOR's own switch: quorum plus this on-no-quorum action
 QUORUM_ACTIONS = frozenset({"suspend-io", "io-error"})
 
 # Verdicts
@@ -65,7 +66,7 @@ class ResourceState:
     def quorum_policy(self) -> str | None:
         """The policy as text, or None when the node could keep writing without quorum."""
         quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
-        action = (self.props.get(ON_NO_QUORUM_KEY) or "").strip().lower()
+        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
         if not quorum or quorum == "off" or action not in QUORUM_ACTIONS:
             return None
         return f"quorum={quorum}, on-no-quorum={action}"

@@ -66,6 +66,7 @@ class Rig:
     def __enter__(self) -> Rig:
         emu_srv = self._stack.enter_context(self.emu.serve())
         ks_srv = self._stack.enter_context(self.ks.serve())
+        self._servers = (emu_srv, ks_srv)
         self.emu_url, self.ks_url = emu_srv.url, ks_srv.url
         self.api = self.ks.api_client(self.ks_url)
         self.emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
@@ -79,7 +80,11 @@ class Rig:
     def __exit__(self, *exc: object) -> None:
         for ctrl in self.controllers:
             self.loop.run_until_complete(ctrl.linstor.aclose())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
+        for srv in self._servers:  # both stop at once: each takes a tick of uvicorn's main loop
+            srv._on_stop()
+            srv.server.should_exit = True
         self._stack.close()
 
     def controller(self, leader: Any = None, settings: Settings | None = None) -> FencingController:

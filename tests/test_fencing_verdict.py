@@ -127,3 +127,15 @@ def test_grace_timers_reset_on_recovery():
     assert timers.observe([], 25) == (set(), {("r1", "n1")})
     timers.observe([("r1", "n1")], 30)
     assert timers.since == {("r1", "n1"): 30}, "a recovery starts the grace period again"
+
+
+def test_quorum_policy_needs_quorum_and_a_blocking_action():
+    def policy(**props):
+        return ResourceState("r1", {}, {f"DrbdOptions/{k}": v for k, v in props.items()}).quorum_policy
+
+    assert policy(**{"Resource/quorum": "majority", "Resource/on-no-quorum": "suspend-io"})
+    assert policy(**{"Resource/quorum": "2", "Resource/on-no-quorum": "io-error"})
+    assert policy(**{"Resource/quorum": "majority", "auto-quorum": "suspend-io"}), "LINSTOR's auto-quorum"
+    assert policy(**{"Resource/quorum": "majority"}) is None, "no action: DRBD's default is not assumed"
+    assert policy(**{"Resource/quorum": "off", "Resource/on-no-quorum": "suspend-io"}) is None
+    assert policy(**{"Resource/on-no-quorum": "suspend-io"}) is None
