@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from typing import Any
 
 from linstor_scheduler.config import add_flag, add_option
@@ -105,7 +106,9 @@ async def _once(args: argparse.Namespace, settings: Any, api: Any, recorder: Any
     return 0
 
 
-async def _serve(args: argparse.Namespace, settings: Any, api: Any, recorder: Any, client: Any, actions: Any) -> int:
+async def _serve(args: argparse.Namespace, settings: Any, api: Any, recorder: Any, client: Any, actions: Any,
+                 stop_flag: threading.Event | None = None) -> int:
+    """The service: informers, the Lease, /metrics, the promotion stream, passes until SIGTERM (or ``stop_flag``)."""
     from linstor_scheduler.httpserver import ServerThread
     from linstor_scheduler.kube.lease import elector_from_args
 
@@ -127,8 +130,11 @@ async def _serve(args: argparse.Namespace, settings: Any, api: Any, recorder: An
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(asyncio.to_thread(stop_flag.wait)) if stop_flag else None
+    if watcher:
+        watcher.add_done_callback(lambda _t: stop.set())
     follower = asyncio.create_task(controller.follow_promotions(client)) if args.promotion_events else None
     log.info("fencing controller started (grace %.0fs, poll %.0fs%s)", settings.grace_period, settings.poll_interval,
              ", DRY RUN" if settings.dry_run else "")
@@ -137,6 +143,8 @@ async def _serve(args: argparse.Namespace, settings: Any, api: Any, recorder: An
     finally:
         if follower:
             follower.cancel()
+        if stop_flag:
+            stop_flag.set()
         elector.stop(release=True)
         kube.stop()
         if server:

@@ -338,3 +338,67 @@ def test_api_errors_are_retried_without_a_crash(rig, status):
     assert rig.ks.get("Pod", "db-0") is None
     assert rig.ks.get("VolumeAttachment", "csi-pvc-r2-n1-linstor") is None
     assert len(rig.writes("DELETE", "/pods/db-0")) >= 2, "the injected failure was met and retried"
+
+
+def test_taint_is_set_on_fail_over_and_removed_once_storage_is_stable():
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings(taint=True, taint_stable_seconds=60)) as rig:
+        c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
+        rig.pod("db-0", "n1", [c2])
+        rig.crash("n1")
+        rig.run(40)
+        assert rig.ks.get("Pod", "db-0") is None
+        taints = rig.ks.get("Node", "n1")["spec"]["taints"]
+        assert taints == [{"key": "drbd.linbit.com/lost-storage", "effect": "NoSchedule"}]
+        rig.run(60)
+        assert rig.ks.get("Node", "n1")["spec"]["taints"], "still lost: the taint stays"
+        rig.recover("n1")
+        rig.run(55)
+        assert rig.ks.get("Node", "n1")["spec"]["taints"], "stable for less than 60 s"
+        rig.run(15)
+        assert rig.ks.get("Node", "n1")["spec"]["taints"] == []
+
+
+def test_dry_run_records_but_deletes_nothing():
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings(dry_run=True)) as rig:
+        two_volume_pod(rig)
+        rig.crash("n1")
+        rig.run(60)
+        assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
+        (event,) = rig.events("DryRun", "db-0")
+        assert event["type"] == "Normal" and "would fail over" in event["message"]
+        assert any(("dry_run_pod_delete", "default/db-0", "skipped") in r.actions for r in rig.reports)
+
+
+def test_fail_over_budget_stops_a_loop():
+    with Rig() as rig:
+        c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
+        rig.pod("db-0", "n1", [c2])
+        for _ in range(5):  # a pod that keeps coming back to a node that keeps losing its storage
+            rig.crash("n1")
+            rig.run(40)
+            if rig.ks.get("Pod", "db-0") is None:
+                rig.recreate("db-0", "n1", [c2])
+            rig.recover("n1")
+            rig.run(10)
+        assert len(rig.pod_deletes()) == 3, "the default budget: 3 per hour"
+        assert rig.events("BudgetSpent", "db-0")
+
+
+def test_eviction_rate_limit_spreads_fail_overs():
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings(evictions_per_minute=1)) as rig:
+        for i in range(3):
+            rig.pod(f"db-{i}", "n1", [rig.volume(f"pvc-{i}", ["n1", "n2"], in_use="n1")])
+        rig.crash("n1")
+        rig.run(35)
+        assert len(rig.pod_deletes()) == 1
+        assert len(rig.events("RateLimited")) == 2
+        rig.run(60)
+        assert len(rig.pod_deletes()) == 2
+        rig.run(60)
+        assert len(rig.pod_deletes()) == 3
