@@ -17,7 +17,7 @@ from linstor_scheduler.doubles.kube_standin import KubeStandin
 from scheduler_extender.demo_cluster import demo_emulator, demo_kube_objects, demo_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["extender", "explain", "snapshot", "demo"]
+SUBCOMMANDS = ["extender", "explain", "snapshot", "demo", "fencing"]
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -27,6 +27,9 @@ def emu():
     emu.add_resource("pvc-1", "w2", storage_pool="data")
     emu.set_disk_state("pvc-1", "w2", "Inconsistent", sync_peer="w1", done_percentage=12.5)
     emu.add_resource("pvc-1", "ctl", diskful=False, flags=["TIE_BREAKER"])
+    emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
+    emu.set_rd_props("pvc-1", {"DrbdOptions/Resource/quorum": "majority"}, resource_group="ha")
+    emu.set_resource_group("ha", {"DrbdOptions/Resource/quorum": "majority"})
     with emu.serve() as srv:
         emu.url = srv.url
         yield emu
@@ -41,6 +44,8 @@ def emu():
         ("/v1/nodes/w1/storage-pools", "/v1/nodes/{node}/storage-pools"),
         ("/v1/view/resources", "/v1/view/resources"),
         ("/v1/resource-definitions", "/v1/resource-definitions"),
+        ("/v1/resource-groups", "/v1/resource-groups"),
+        ("/v1/controller/properties", "/v1/controller/properties"),
         ("/v1/resource-definitions/pvc-1/resources", "/v1/resource-definitions/{resource}/resources"),
         ("/v1/controller/version", "/v1/controller/version"),
     ],

@@ -119,3 +119,14 @@ def bound_volume(claim_name: str, resource: str, *, namespace: str = "default",
     return [pvc(claim_name, namespace=namespace, storage_class=storage_class, size=size, volume=resource),
             pv(resource, claim=(namespace, claim_name), storage_class=storage_class, size=size,
                affinity_nodes=affinity_nodes)]
+
+
+def volume_attachment(pv_name: str, node_name: str, *, attacher: str = CSI_DRIVER, attached: bool = True,
+                      name: str | None = None) -> dict[str, Any]:
+    """A VolumeAttachment as the attach/detach controller creates it (name: ``csi-<hash>`` in real life)."""
+    return {
+        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+        "metadata": {"name": name or f"csi-{pv_name}-{node_name}-{attacher.split('.')[0]}"},
+        "spec": {"attacher": attacher, "nodeName": node_name, "source": {"persistentVolumeName": pv_name}},
+        "status": {"attached": attached},
+    }

@@ -180,6 +180,7 @@ class KubeStandin(HttpDouble):
         self._oldest_rv = 0  # watches from below this get 410 Gone
         self._rv = 1
         self._fault: _Fault | None = None
+        self.writes: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every write, faulted or not
         self.app = self._build_app()
 
     # --- state ---------------------------------------------------------------------------------
@@ -310,9 +311,15 @@ class KubeStandin(HttpDouble):
         async def handle(request: Request) -> Response:
             path = request.url.path
             method = request.method
+            body = await request.body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
             with ks._lock:
                 query = request.url.query
                 ks.requests.append((method, path + (f"?{query}" if query else "")))
+                if method != "GET":
+                    try:
+                        ks.writes.append((method, path, orjson.loads(body) if body else None))
+                    except orjson.JSONDecodeError:
+                        ks.writes.append((method, path, body))
                 f = ks._fault
                 if f and f.fail > 0 and path.startswith(f.path_prefix) and (f.method in (None, method)):
                     f.fail -= 1

@@ -61,6 +61,8 @@ class LinstorEmulator(HttpDouble):
         self._pools: dict[tuple[str, str], dict[str, Any]] = {}
         self._resources: dict[tuple[str, str], dict[str, Any]] = {}  # (rd, node)
         self._rds: dict[str, dict[str, Any]] = {}
+        self._rgs: dict[str, dict[str, Any]] = {"DfltRscGrp": self._rg_item("DfltRscGrp", {})}
+        self._controller_props: dict[str, str] = {}
         self._faults = Faults()
         self._minor = 1000
         self.app = self._build_app()
@@ -249,8 +251,35 @@ class LinstorEmulator(HttpDouble):
         with self._lock:
             self._faults = Faults()
 
+    # --- properties (LINSTOR inherits them: controller < resource group < definition < resource) ---
+    @staticmethod
+    def _rg_item(name: str, props: dict[str, str]) -> dict[str, Any]:
+        return {"name": name, "description": "", "props": dict(props), "select_filter": {"place_count": 2},
+                "uuid": str(uuid.uuid4())}
 
+    def set_controller_props(self, props: dict[str, str | None]) -> None:
+        """Set (or, with None, delete) controller properties."""
+        with self._lock:
+            _apply_props(self._controller_props, props)
 
+    def set_resource_group(self, name: str, props: dict[str, str | None] | None = None) -> None:
+        with self._lock:
+            rg = self._rgs.setdefault(name, self._rg_item(name, {}))
+            _apply_props(rg["props"], props or {})
+
+    def set_rd_props(self, name: str, props: dict[str, str | None], *, resource_group: str | None = None) -> None:
+        """Resource-definition properties (None deletes a key), optionally moving it to another group."""
+        with self._lock:
+            rd = self._rds[name]
+            _apply_props(rd["props"], props)
+            if resource_group:
+                self._rgs.setdefault(resource_group, self._rg_item(resource_group, {}))
+                rd["resource_group_name"] = resource_group
+
+    def set_may_promote(self, name: str, node: str, may_promote: bool) -> None:
+        with self._lock:
+            self._resources[(name, node)]["layer_object"]["drbd"]["may_promote"] = may_promote
+        self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": may_promote})
 
     # --- events --------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:
@@ -378,6 +407,14 @@ class LinstorEmulator(HttpDouble):
                     return error(f"Resource definition '{rd}' not found.", 404)
                 return json([r for (name, _), r in emu._resources.items() if name == rd])
 
+        async def rg_list(request: Request) -> Response:
+            with emu._lock:
+                return json(page(request, list(emu._rgs.values())))
+
+        async def controller_props(_: Request) -> Response:
+            with emu._lock:
+                return json(dict(emu._controller_props))
+
         async def events(request: Request) -> Response:
             if not emu.supports_events:
                 return error("Not found", 404)
@@ -422,6 +459,8 @@ class LinstorEmulator(HttpDouble):
             Route("/v1/resource-definitions", rd_list),
             Route("/v1/resource-definitions/{rd}", rd_one),
             Route("/v1/resource-definitions/{rd}/resources", rd_resources),
+            Route("/v1/resource-groups", rg_list),
+            Route("/v1/controller/properties", controller_props),
             Route("/v1/events/nodes", events),
             Route("/v1/events/drbd/promotion", events),
             Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -434,6 +473,14 @@ class LinstorEmulator(HttpDouble):
 
         app = Starlette(routes=routes, lifespan=lifespan)
         return _FaultMiddleware(app, self)  # type: ignore[return-value]
+
+
+def _apply_props(target: dict[str, str], changes: dict[str, str | None]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
 
 
 class _FaultMiddleware:

@@ -237,8 +237,11 @@ class KubeCaches:
     """The informers a component needs, started and judged together."""
 
     def __init__(self, api_client: k8s.ApiClient, kinds: Iterable[str], *, on_change: OnChange | None = None,
-                 **informer_kwargs: Any) -> None:
-        self.informers = {kind: Informer(api_client, kind, on_change=on_change, **informer_kwargs) for kind in kinds}
+                 label_selectors: dict[str, str] | None = None, **informer_kwargs: Any) -> None:
+        """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing)."""
+        selectors = label_selectors or {}
+        self.informers = {kind: Informer(api_client, kind, on_change=on_change, label_selector=selectors.get(kind),
+                                         **informer_kwargs) for kind in kinds}
 
     def __getitem__(self, kind: str) -> Informer:
         return self.informers[kind]

@@ -28,7 +28,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
-from .models import ApiCallRc, Node, Resource, ResourceDefinition, StoragePool
+from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -251,6 +251,21 @@ class LinstorClient:
 
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
+
+    async def get_resource_groups(self) -> list[ResourceGroup]:
+        return await self._get_list("/v1/resource-groups", ResourceGroup)
+
+    async def get_controller_properties(self) -> dict[str, str]:
+        """Cluster-wide properties: the last level of LINSTOR's property inheritance."""
+        resp = await self._request("GET", "/v1/controller/properties")
+        self._check(resp)
+        try:
+            doc = orjson.loads(resp.content)
+        except orjson.JSONDecodeError as exc:
+            raise LinstorProtocolError(f"GET /v1/controller/properties: body is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+            raise LinstorProtocolError("GET /v1/controller/properties: expected a string-to-string map")
+        return doc
 
     async def get_resources_of(self, resource_definition: str, *, timeout: float | None = None) -> list[Resource]:
         """One resource's items; ``timeout`` makes it a single bounded attempt (the extender's fallback)."""

@@ -142,6 +142,13 @@ class ResourceDefinition(_Model):
     resource_group_name: str | None = None
 
 
+class ResourceGroup(_Model):
+    """Resource groups carry properties (e.g. DRBD quorum options) that their definitions inherit."""
+
+    name: str
+    props: dict[str, str] = Field(default_factory=dict)
+
+
 class ApiCallRc(_Model):
     ret_code: int
     message: str = ""

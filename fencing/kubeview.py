@@ -1,0 +1,94 @@
+"""Where the controller's Kubernetes objects come from: informer caches (the service) or one list per
+pass (``--once`` and the fault-matrix tests, where each pass must see exactly the API's state).
+
+Both answer ``objects()`` (None while not synced) and ``age()`` (seconds the view may lag the API;
+None while unknown), so the staleness guard treats them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import orjson
+from kubernetes import client as k8s
+
+from linstor_scheduler.kube.informer import KubeCaches, object_key
+
+from .observe import LABEL_SELECTOR, KubeObjects
+
+log = logging.getLogger(__name__)
+KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
+
+
+class KubeView(Protocol):
+    def objects(self) -> KubeObjects | None: ...
+    def age(self) -> float | None: ...
+    def refresh(self) -> None: ...
+
+
+def _objects(items: dict[str, list[dict[str, Any]]]) -> KubeObjects:
+    return KubeObjects(
+        pods=items["Pod"],
+        pvcs={object_key(o): o for o in items["PersistentVolumeClaim"]},
+        pvs={object_key(o): o for o in items["PersistentVolume"]},
+        nodes={object_key(o): o for o in items["Node"]},
+        attachments=items["VolumeAttachment"])
+
+
+class CachedKube:
+    """List+watch caches; pods through a server-side label selector (only those that carry our label)."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR})
+
+    def start(self) -> None:
+        self.caches.start()
+
+    def stop(self) -> None:
+        self.caches.stop()
+
+    def refresh(self) -> None:
+        """Informers refresh themselves."""
+
+    def objects(self) -> KubeObjects | None:
+        if not self.caches.synced:
+            return None
+        return _objects({kind: self.caches[kind].items() for kind in KINDS})
+
+    def age(self) -> float | None:
+        return self.caches.age()
+
+
+class ListedKube:
+    """One LIST per kind per ``refresh()``; a failed list leaves no view at all until the next success."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        core, storage = k8s.CoreV1Api(api_client), k8s.StorageV1Api(api_client)
+        self._lists = {
+            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=LABEL_SELECTOR, _preload_content=False),
+            "PersistentVolumeClaim": lambda: core.list_persistent_volume_claim_for_all_namespaces(
+                _preload_content=False),
+            "PersistentVolume": lambda: core.list_persistent_volume(_preload_content=False),
+            "Node": lambda: core.list_node(_preload_content=False),
+            "VolumeAttachment": lambda: storage.list_volume_attachment(_preload_content=False),
+        }
+        self._objects: KubeObjects | None = None
+        self.error: str | None = None
+
+    def refresh(self) -> None:
+        self._objects = None
+        try:
+            items = {kind: list(orjson.loads(fn().data).get("items") or []) for kind, fn in self._lists.items()}
+        except Exception as exc:  # any failure: no view this pass (never half a view)
+            self.error = f"{type(exc).__name__}: {getattr(exc, 'status', '')} {getattr(exc, 'reason', exc)}"
+            log.warning("Kubernetes list failed: %s", self.error)
+            return
+        self.error = None
+        self._objects = _objects(items)
+
+    def objects(self) -> KubeObjects | None:
+        return self._objects
+
+    def age(self) -> float | None:
+        return 0.0 if self._objects is not None else None

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the fencing controller, on a registry of its own (several per test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class FencingMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "linstor_scheduler_fencing_decisions", "Pod decisions per pass, by verdict (healthy, waiting, fence, "
+            "refuse) and reason", ["verdict", "reason"], registry=r)
+        self.actions = Counter(
+            "linstor_scheduler_fencing_actions", "Writes by kind (pod_delete, pod_evict, attachment_delete, taint, "
+            "untaint; dry_run_* in --dry-run) and outcome", ["kind", "outcome"], registry=r)
+        self.fault_to_deletion = Histogram(
+            "linstor_scheduler_fencing_fault_to_deletion_seconds",
+            "From the first observation of a storage fault to the pod's deletion",
+            buckets=(5, 10, 20, 30, 35, 40, 45, 60, 90, 120, 300), registry=r)
+        self.storm_active = Gauge(
+            "linstor_scheduler_fencing_storm_active", "1 while the storm breaker holds every action", registry=r)
+        self.lost_nodes = Gauge(
+            "linstor_scheduler_fencing_lost_storage_nodes", "Storage nodes that look lost right now", registry=r)
+        self.view_age = Gauge(
+            "linstor_scheduler_fencing_linstor_view_age_seconds", "Age of the last complete LINSTOR read", registry=r)
+        self.reads = Counter(
+            "linstor_scheduler_fencing_reads", "LINSTOR and Kubernetes reads by source and outcome",
+            ["source", "outcome"], registry=r)
+        self.leader = Gauge("linstor_scheduler_fencing_leader", "1 while this instance holds the Lease", registry=r)

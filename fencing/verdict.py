@@ -1,0 +1,282 @@
+"""The fencing verdict: a pure function of (observed state, clock), so every rule is unit-testable.
+
+A pod is removed from its node only when, for every LINSTOR volume of the pod that lost its storage
+on that node, all of these hold (docs/fencing.md explains why each one is needed):
+
+1. storage proof: the node's satellite is not ONLINE, or every other replica on an ONLINE node
+   reports its DRBD connection to the node down; and a surviving replica may promote and no replica
+   other than the node's is in use;
+2. the node cannot keep writing: the resource has a quorum policy (``quorum`` plus ``on-no-quorum``
+   suspend-io or io-error, inherited controller < resource group < definition < resource);
+3. somewhere to go: an UpToDate diskful replica on another ONLINE node;
+4. the storage proof held for the whole grace period (timed by ``grace.GraceTimers``).
+
+Nothing here does I/O or reads a clock: the observed state and ``now`` come in, verdicts go out.
+Guards that depend on the whole cluster or on history (storm, staleness, budget, rate) are applied
+by the controller on top of these verdicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+QUORUM_KEY = "DrbdOptions/Resource/quorum"
+ON_NO_QUORUM_KEY = "DrbdOptions/Resource/on-no-quorum"
+AUTO_QUORUM_KEY = "DrbdOptions/auto-quorum"  # LINSTOR's own switch: quorum plus this on-no-quorum action
+QUORUM_ACTIONS = frozenset({"suspend-io", "io-error"})
+
+# Verdicts
+HEALTHY = "healthy"  # no storage fault for this pod
+WAITING = "waiting"  # a fault is being timed through the grace period
+FENCE = "fence"  # remove the pod (or the VolumeAttachment)
+REFUSE = "refuse"  # a fault held, but a rule forbids acting: always reported with a reason
+
+# Reasons of refusals (also the metric label and the Event reason, hence CamelCase)
+NO_QUORUM_POLICY = "NoQuorumPolicy"
+NOWHERE_TO_GO = "NowhereToGo"
+IN_USE_ELSEWHERE = "InUseElsewhere"
+NO_PROMOTABLE_REPLICA = "NoPromotableReplica"
+NOT_OPTED_IN = "NotOptedIn"
+OPTED_OUT = "OptedOut"
+HOST_PATH = "HostPathVolume"
+UNRESOLVED_VOLUME = "UnresolvedVolume"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One replica of a resource on one node, as LINSTOR last reported it."""
+
+    node: str
+    diskful: bool
+    up_to_date: bool  # every volume UpToDate
+    in_use: bool
+    may_promote: bool | None
+    peers: Mapping[str, bool | None] = field(default_factory=dict)  # peer node -> DRBD connection up?
+    ignored: bool = False  # DELETE / INACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceState:
+    name: str
+    replicas: Mapping[str, ReplicaState]
+    props: Mapping[str, str]  # effective properties after inheritance
+
+    @property
+    def quorum_policy(self) -> str | None:
+        """The policy as text, or None when the node could keep writing without quorum."""
+        quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
+        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
+        if not quorum or quorum == "off" or action not in QUORUM_ACTIONS:
+            return None
+        return f"quorum={quorum}, on-no-quorum={action}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    name: str
+    linstor_status: str | None  # LINSTOR connection_status; None: not a LINSTOR node
+    kube_ready: bool | None  # the Node's Ready condition; None: no such Node
+
+    @property
+    def online(self) -> bool:
+        return (self.linstor_status or "").upper() == "ONLINE"
+
+
+@dataclass(frozen=True, slots=True)
+class PodVolume:
+    claim: str  # namespace/name of the PVC
+    pv: str | None
+    resource: str | None  # LINSTOR resource definition (PV volumeHandle); None if unresolved
+    pending: str | None = None  # why it is unresolved
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    namespace: str
+    name: str
+    uid: str
+    node: str | None
+    volumes: tuple[PodVolume, ...]
+    opted_in: bool  # label value is "remove"
+    opted_out: bool  # opt-out annotation present
+    host_paths: tuple[str, ...] = ()  # names of hostPath volumes
+    terminating: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return tuple(v.resource for v in self.volumes if v.resource)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Everything a verdict depends on, taken at one time."""
+
+    nodes: Mapping[str, NodeState]
+    resources: Mapping[str, ResourceState]
+    pods: tuple[PodState, ...]
+    fault_since: Mapping[tuple[str, str], float]  # (resource, node) -> when we first saw the fault
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeVerdict:
+    resource: str
+    node: str
+    verdict: str
+    reason: str  # a named reason (CamelCase) or "" for healthy
+    detail: str  # one human sentence
+    healthy_replica: str | None = None
+    fault_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodDecision:
+    pod: PodState
+    node: str
+    verdict: str
+    reason: str
+    detail: str
+    volumes: tuple[VolumeVerdict, ...] = ()
+    force: bool = False  # node NotReady: delete with grace 0 rather than evict
+
+    @property
+    def lost(self) -> tuple[VolumeVerdict, ...]:
+        return tuple(v for v in self.volumes if v.verdict != HEALTHY)
+
+    @property
+    def fault_since(self) -> float | None:
+        times = [v.fault_since for v in self.volumes if v.fault_since is not None]
+        return min(times) if times else None
+
+
+def storage_proof(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
+    """Why the replica of ``resource`` on ``node`` has lost its storage, or None if it has not."""
+    replica = resource.replicas.get(node)
+    if replica is None or replica.ignored:
+        return None
+    state = nodes.get(node)
+    if state is not None and state.linstor_status is not None and not state.online:
+        return f"satellite of node {node} is {state.linstor_status}"
+    reports: list[tuple[str, bool | None]] = []
+    for other in resource.replicas.values():
+        other_node = nodes.get(other.node)
+        if other.node == node or other.ignored or other_node is None or not other_node.online:
+            continue
+        if node in other.peers:
+            reports.append((other.node, other.peers[node]))
+    if reports and all(connected is False for _, connected in reports):
+        peers = ", ".join(sorted(n for n, _ in reports))
+        return f"replicas on {peers} report their DRBD connection to {node} down"
+    return None
+
+
+def _healthy_replica(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
+    """An UpToDate diskful replica on another ONLINE node whose Kubernetes Node is not NotReady."""
+    candidates = []
+    for other in resource.replicas.values():
+        state = nodes.get(other.node)
+        if other.node == node or other.ignored or not other.diskful or not other.up_to_date:
+            continue
+        if state is None or not state.online or state.kube_ready is False:
+            continue
+        candidates.append(other.node)
+    return min(candidates) if candidates else None
+
+
+def judge_volume(resource: ResourceState | None, resource_name: str, node: str, observed: Observed, now: float,
+                 grace: float) -> VolumeVerdict:
+    """The verdict for one (volume, node): the pod-independent part of the rules."""
+    if resource is None:
+        return VolumeVerdict(resource_name, node, HEALTHY, "", "LINSTOR does not know the resource")
+    proof = storage_proof(resource, node, observed.nodes)
+    if proof is None:
+        return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
+    since = observed.fault_since.get((resource_name, node), now)
+    if now - since < grace:
+        return VolumeVerdict(resource_name, node, WAITING, "GracePeriod",
+                             f"{proof}; waiting for the grace period to pass", fault_since=since)
+    if resource.quorum_policy is None:
+        return VolumeVerdict(
+            resource_name, node, REFUSE, NO_QUORUM_POLICY,
+            f"{proof}, but resource {resource_name} has no quorum policy (set {QUORUM_KEY} and {ON_NO_QUORUM_KEY}="
+            "suspend-io): the node could keep writing", fault_since=since)
+    elsewhere = sorted(r.node for r in resource.replicas.values() if r.node != node and r.in_use and not r.ignored)
+    if elsewhere:
+        return VolumeVerdict(resource_name, node, REFUSE, IN_USE_ELSEWHERE,
+                             f"{proof}, but resource {resource_name} is in use on {', '.join(elsewhere)}",
+                             fault_since=since)
+    promotable = [r.node for r in resource.replicas.values()
+                  if r.node != node and r.may_promote and not r.ignored
+                  and (observed.nodes.get(r.node) is not None and observed.nodes[r.node].online)]
+    if not promotable:
+        return VolumeVerdict(resource_name, node, REFUSE, NO_PROMOTABLE_REPLICA,
+                             f"{proof}, but no surviving replica of {resource_name} may promote",
+                             fault_since=since)
+    healthy = _healthy_replica(resource, node, observed.nodes)
+    if healthy is None:
+        return VolumeVerdict(resource_name, node, REFUSE, NOWHERE_TO_GO,
+                             f"{proof}, but no other ONLINE node has an UpToDate diskful replica of {resource_name}",
+                             fault_since=since)
+    return VolumeVerdict(resource_name, node, FENCE, "StorageLost", f"{proof}; UpToDate replica on {healthy}",
+                         healthy_replica=healthy, fault_since=since)
+
+
+def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> PodDecision | None:
+    """The decision for a pod on its node; None for pods that are not scheduled or have no LINSTOR volume."""
+    node = pod.node
+    if not node or not pod.volumes:
+        return None
+    verdicts = tuple(judge_volume(observed.resources.get(r), r, node, observed, now, grace) for r in pod.resources)
+    lost = [v for v in verdicts if v.verdict != HEALTHY]
+    if not lost:
+        return PodDecision(pod, node, HEALTHY, "", "storage connected", verdicts)
+    if any(v.verdict == WAITING for v in lost):
+        first = next(v for v in lost if v.verdict == WAITING)
+        return PodDecision(pod, node, WAITING, first.reason, first.detail, verdicts)
+    refusals = [v for v in lost if v.verdict == REFUSE]
+    if refusals:
+        detail = "; ".join(v.detail for v in refusals)
+        return PodDecision(pod, node, REFUSE, refusals[0].reason, detail, verdicts)
+    # every lost volume may fail over: now the pod's own rules
+    resources = ", ".join(v.resource for v in lost)
+    if pod.opted_out:
+        return PodDecision(pod, node, REFUSE, OPTED_OUT,
+                           f"node {node} lost storage of {resources}, but the pod opts out of fail-over", verdicts)
+    if not pod.opted_in:
+        return PodDecision(pod, node, REFUSE, NOT_OPTED_IN,
+                           f"node {node} lost storage of {resources}, but the pod's on-storage-lost label "
+                           "is not 'remove'", verdicts)
+    if pod.host_paths:
+        return PodDecision(pod, node, REFUSE, HOST_PATH,
+                           f"node {node} lost storage of {resources}, but the pod has hostPath volume(s) "
+                           f"{', '.join(pod.host_paths)} that would stay behind", verdicts)
+    unresolved = [v for v in pod.volumes if v.resource is None]
+    if unresolved:
+        return PodDecision(pod, node, REFUSE, UNRESOLVED_VOLUME,
+                           f"node {node} lost storage of {resources}, but claim(s) "
+                           f"{', '.join(f'{v.claim} ({v.pending})' for v in unresolved)} cannot be judged",
+                           verdicts)
+    kube_ready = observed.nodes[node].kube_ready if node in observed.nodes else None
+    healthy = ", ".join(sorted({f"{v.resource} on {v.healthy_replica}" for v in lost}))
+    how = "node NotReady: delete with grace 0" if kube_ready is not True else "node Ready: evict"
+    return PodDecision(pod, node, FENCE, "StorageLost",
+                       f"node {node} lost storage ({lost[0].detail.split(';')[0]}); healthy replica(s): {healthy}; "
+                       f"{how}", verdicts, force=kube_ready is not True)
+
+
+def judge(observed: Observed, now: float, grace: float) -> list[PodDecision]:
+    """Decisions for every observed pod, sorted for stable output."""
+    decisions = [d for pod in observed.pods if (d := judge_pod(pod, observed, now, grace)) is not None]
+    return sorted(decisions, key=lambda d: (d.pod.key, d.node))
+
+
+def node_looks_lost(node: str, observed: Observed) -> bool:
+    """For the storm breaker: the satellite is not ONLINE, or some resource's peers all lost it."""
+    state = observed.nodes.get(node)
+    if state is not None and state.linstor_status is not None and not state.online:
+        return True
+    return any(storage_proof(res, node, observed.nodes) for res in observed.resources.values() if node in res.replicas)

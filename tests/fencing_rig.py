@@ -1,0 +1,219 @@
+"""A cluster for the fencing fault matrix: the LINSTOR emulator and the Kubernetes API stand-in over
+real HTTP, a fake clock, and the controller driven one pass at a time (``step``).
+
+Used by tests/test_fencing_matrix.py and bench/fencing_bench.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from kubernetes import client as k8s
+
+from fencing.actions import KubeActions
+from fencing.controller import FencingController, PassReport, Settings
+from fencing.kubeview import ListedKube
+from fencing.metrics import FencingMetrics
+from fencing.observe import LABEL, LABEL_VALUE
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.kube_standin import KubeStandin
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.kube.events import EventRecorder
+from linstor_scheduler.linstor.client import LinstorClient
+
+NODES = ("n1", "n2", "n3", "n4", "n5", "n6")
+START = 1000.0
+
+
+class Clock:
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeLeader:
+    def __init__(self, clock: Clock) -> None:
+        self.is_leader = True
+        self.leader_since: float | None = clock.now
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+class Rig:
+    """``with Rig() as rig: rig.volume(...); rig.pod(...); rig.crash("n1"); rig.run(40)``."""
+
+    def __init__(self, nodes: tuple[str, ...] = NODES, settings: Settings | None = None,
+                 linstor_timeout: float = 2.0) -> None:
+        self.nodes = nodes
+        self.settings = settings or Settings()
+        self.linstor_timeout = linstor_timeout
+        self.clock = Clock()
+        self.emu = LinstorEmulator(supports_events=False)
+        self.ks = KubeStandin()
+        self._stack = contextlib.ExitStack()
+        self.loop = asyncio.new_event_loop()
+        self.reports: list[PassReport] = []
+        self.fault_at: float | None = None
+        self.controllers: list[FencingController] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> Rig:
+        emu_srv = self._stack.enter_context(self.emu.serve())
+        ks_srv = self._stack.enter_context(self.ks.serve())
+        self._servers = (emu_srv, ks_srv)
+        self.emu_url, self.ks_url = emu_srv.url, ks_srv.url
+        self.api = self.ks.api_client(self.ks_url)
+        self.emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
+        for name in self.nodes:
+            self.emu.add_node(name)
+            self.emu.add_storage_pool(name, "thindata", "LVM_THIN")
+            self.ks.add(k.node(name))
+        self.ctrl = self.controller()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ctrl in self.controllers:
+            self.loop.run_until_complete(ctrl.linstor.aclose())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+        for srv in self._servers:  # both stop at once: each takes a tick of uvicorn's main loop
+            srv._on_stop()
+            srv.server.should_exit = True
+        self._stack.close()
+
+    def controller(self, leader: Any = None, settings: Settings | None = None) -> FencingController:
+        """A new controller instance (a restart, or a second replica of the Deployment)."""
+        client = LinstorClient(self.emu_url, timeout=self.linstor_timeout, connect_timeout=1.0, retries=1,
+                               sleep=_no_sleep)
+        api = self.ks.api_client(self.ks_url)
+        ctrl = FencingController(client, ListedKube(api), KubeActions(api), EventRecorder(api, "fencing-test"),
+                                 leader=leader or FakeLeader(self.clock), settings=settings or self.settings,
+                                 metrics=FencingMetrics(), clock=self.clock)
+        self.controllers.append(ctrl)
+        return ctrl
+
+    # --- the cluster -----------------------------------------------------------------------------
+    def volume(self, name: str, diskful: list[str], *, diskless: list[str] = (), in_use: str | None = None,
+               claim: str | None = None, namespace: str = "default") -> str:
+        """A LINSTOR resource with replicas, and its bound PVC/PV (claim name defaults to ``data-<name>``)."""
+        for node in diskful:
+            self.emu.add_resource(name, node, in_use=node == in_use)
+        for node in diskless:
+            self.emu.add_resource(name, node, diskful=False, flags=["TIE_BREAKER"], in_use=node == in_use)
+        for obj in k.bound_volume(claim or f"data-{name}", name, namespace=namespace):
+            self.ks.add(obj)
+        return claim or f"data-{name}"
+
+    def pod(self, name: str, node: str | None, claims: list[str], *, labelled: bool | str = True,
+            attach: bool = True, namespace: str = "default", annotations: dict[str, str] | None = None,
+            extra_volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A running pod (as a StatefulSet makes it) and, when ``attach``, its VolumeAttachments on its node."""
+        labels = {"app": name.rsplit("-", 1)[0]}
+        if labelled:
+            labels[LABEL] = LABEL_VALUE if labelled is True else str(labelled)
+        obj = k.pod(name, namespace=namespace, claims=claims, labels=labels, node_name=node,
+                    extra_volumes=extra_volumes)
+        obj["status"] = {"phase": "Running" if node else "Pending"}
+        if annotations:
+            obj["metadata"]["annotations"] = annotations
+        stored = self.ks.add(obj)
+        if attach and node:
+            for claim in claims:
+                pv = self.ks.get("PersistentVolumeClaim", claim, namespace)["spec"]["volumeName"]
+                self.attach(pv, node)
+        return stored
+
+    def attach(self, pv: str, node: str, attacher: str | None = None) -> dict[str, Any]:
+        kwargs = {"attacher": attacher} if attacher else {}
+        va = k.volume_attachment(pv, node, **kwargs)
+        if self.ks.get("VolumeAttachment", va["metadata"]["name"]) is None:
+            return self.ks.add(va)
+        return self.ks.get("VolumeAttachment", va["metadata"]["name"])
+
+    def recreate(self, name: str, node: str | None, claims: list[str], **kw: Any) -> dict[str, Any]:
+        """The StatefulSet controller's part: the pod of the same name comes back (a new UID)."""
+        self.ks.delete("Pod", name, "default")
+        return self.pod(name, node, claims, attach=False, **kw)
+
+    def set_ready(self, node: str, ready: bool) -> None:
+        obj = self.ks.get("Node", node)
+        obj["status"] = k.node(node, ready=ready)["status"]
+        self.ks.update(obj)
+
+    def crash(self, node: str) -> None:
+        """The node dies: satellite OFFLINE, Node NotReady (after the node-monitor grace, here at once)."""
+        self.fault_at = self.clock.now
+        self.emu.set_node_status(node, "OFFLINE")
+        self.set_ready(node, False)
+
+    def recover(self, node: str) -> None:
+        self.emu.set_node_status(node, "ONLINE")
+        self.set_ready(node, True)
+        self.partition(node, cut=False)
+
+    def partition(self, node: str, cut: bool = True) -> None:
+        """Storage network only: every DRBD connection to and from ``node`` goes down (or back up)."""
+        if cut:
+            self.fault_at = self.clock.now
+        snapshot = self.emu.snapshot()["resources"]
+        for item in snapshot:
+            peers = item["layer_object"]["drbd"]["connections"]
+            if item["node_name"] == node:
+                for peer in peers:
+                    self.emu.set_connection(item["name"], node, peer, not cut)
+            elif node in peers:
+                self.emu.set_connection(item["name"], item["node_name"], node, not cut)
+
+    # --- driving ---------------------------------------------------------------------------------
+    def step(self, seconds: float | None = None, ctrl: FencingController | None = None) -> PassReport:
+        self.clock.now += self.settings.poll_interval if seconds is None else seconds
+        report = self.loop.run_until_complete((ctrl or self.ctrl).run_once())
+        self.reports.append(report)
+        return report
+
+    def run(self, seconds: float, ctrl: FencingController | None = None) -> list[PassReport]:
+        """Passes every poll interval for ``seconds`` of fake time."""
+        reports = []
+        end = self.clock.now + seconds
+        while self.clock.now + self.settings.poll_interval <= end + 1e-9:
+            reports.append(self.step(ctrl=ctrl))
+        return reports
+
+    # --- evidence --------------------------------------------------------------------------------
+    def writes(self, method: str = "DELETE", fragment: str = "") -> list[tuple[str, str, Any]]:
+        return [w for w in self.ks.writes if w[0] == method and fragment in w[1]]
+
+    def pod_deletes(self) -> list[tuple[str, str, Any]]:
+        return [w for w in self.ks.writes if (w[0] == "DELETE" and "/pods/" in w[1])
+                or (w[0] == "POST" and w[1].endswith("/eviction"))]
+
+    def attachment_deletes(self) -> list[tuple[str, str, Any]]:
+        return self.writes("DELETE", "/volumeattachments/")
+
+    def events(self, reason: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.ks.list("Event")
+                if (reason is None or e.get("reason") == reason)
+                and (pod is None or (e.get("involvedObject") or {}).get("name") == pod)]
+
+    def deletion_times(self) -> list[float]:
+        """Fake-clock seconds from the injected fault to each pass that deleted or evicted a pod."""
+        assert self.fault_at is not None
+        return [r.at - self.fault_at for r in self.reports
+                for kind, _, outcome in r.actions if kind in ("pod_delete", "pod_evict") and outcome == "done"]
+
+
+def lease_leader(rig: Rig, identity: str) -> Any:
+    from linstor_scheduler.kube.lease import LeaderElector
+
+    return LeaderElector(rig.ks.api_client(rig.ks_url), "linstor-scheduler-fencing", "kube-system",
+                         identity=identity, lease_seconds=15, renew_seconds=5, retry_seconds=2, clock=rig.clock,
+                         wall_clock=rig.clock)
+
+
+__all__ = ["NODES", "Clock", "FakeLeader", "Rig", "k", "k8s", "lease_leader"]

@@ -1,0 +1,141 @@
+"""The pure verdict: dataclasses in, verdicts out, a clock passed in. No I/O."""
+
+from __future__ import annotations
+
+from fencing.grace import GraceTimers
+from fencing.verdict import (
+    FENCE,
+    HEALTHY,
+    IN_USE_ELSEWHERE,
+    NO_PROMOTABLE_REPLICA,
+    NO_QUORUM_POLICY,
+    NOWHERE_TO_GO,
+    REFUSE,
+    UNRESOLVED_VOLUME,
+    WAITING,
+    NodeState,
+    Observed,
+    PodState,
+    PodVolume,
+    ReplicaState,
+    ResourceState,
+    judge,
+    judge_pod,
+    storage_proof,
+)
+
+POLICY = {"DrbdOptions/Resource/quorum": "majority", "DrbdOptions/Resource/on-no-quorum": "suspend-io"}
+
+
+def replica(node, *, diskful=True, up_to_date=True, in_use=False, may_promote=True, peers=None):
+    return ReplicaState(node, diskful, up_to_date, in_use, may_promote, peers or {})
+
+
+def resource(*replicas, props=POLICY, name="r1"):
+    return ResourceState(name, {r.node: r for r in replicas}, props)
+
+
+def nodes(**status):
+    base = {"n1": "ONLINE", "n2": "ONLINE", "n3": "ONLINE"}
+    base.update(status)
+    return {n: NodeState(n, s, s == "ONLINE") for n, s in base.items()}
+
+
+DATA = (PodVolume("default/data", "r1", "r1"),)
+
+
+def pod(node="n1", *, volumes=DATA, **kw):
+    return PodState("default", "db-0", "uid-1", node, tuple(volumes), kw.pop("opted_in", True),
+                    kw.pop("opted_out", False), **kw)
+
+
+def observed(res, node_states, pods=None, since=None):
+    return Observed(node_states, {res.name: res}, tuple(pods or [pod()]), since or {})
+
+
+def test_offline_satellite_is_proof():
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    assert "OFFLINE" in storage_proof(res, "n1", nodes(n1="OFFLINE"))
+    assert storage_proof(res, "n1", nodes()) is None
+
+
+def test_peers_reporting_the_connection_down_is_proof_only_when_all_do():
+    r1 = replica("n1", in_use=True, may_promote=False)
+    both = resource(r1, replica("n2", peers={"n1": False}), replica("n3", diskful=False, peers={"n1": False}))
+    assert "report their DRBD connection to n1 down" in storage_proof(both, "n1", nodes())
+    one = resource(r1, replica("n2", peers={"n1": False}), replica("n3", diskful=False, peers={"n1": True}))
+    assert storage_proof(one, "n1", nodes()) is None, "n3 still talks to n1: not lost"
+
+
+def test_grace_then_fence_with_the_healthy_replica_named():
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    obs = observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 100.0})
+    assert judge_pod(pod(), obs, 129.9, 30).verdict == WAITING
+    decision = judge_pod(pod(), obs, 130.0, 30)
+    assert decision.verdict == FENCE and decision.force, "Node NotReady: grace-0 delete"
+    assert decision.volumes[0].healthy_replica == "n2"
+
+
+def test_ready_node_is_evicted_not_force_deleted():
+    res = resource(replica("n1", in_use=True, may_promote=False, peers={"n2": False}),
+                   replica("n2", peers={"n1": False}))
+    states = nodes()
+    decision = judge_pod(pod(), observed(res, states, since={("r1", "n1"): 0.0}), 60, 30)
+    assert decision.verdict == FENCE and not decision.force
+
+
+def test_refusals_each_have_their_reason():
+    lost = nodes(n1="OFFLINE")
+    since = {("r1", "n1"): 0.0}
+    cases = [
+        (resource(replica("n1"), replica("n2"), props={"DrbdOptions/Resource/quorum": "majority"}), NO_QUORUM_POLICY),
+        (resource(replica("n1"), replica("n2", up_to_date=False)), NOWHERE_TO_GO),
+        (resource(replica("n1"), replica("n2", in_use=True)), IN_USE_ELSEWHERE),
+        (resource(replica("n1"), replica("n2", may_promote=False)), NO_PROMOTABLE_REPLICA),
+        (resource(replica("n1"), replica("n2", diskful=False)), NOWHERE_TO_GO),
+    ]
+    for res, reason in cases:
+        decision = judge_pod(pod(), observed(res, lost, since=since), 60, 30)
+        assert (decision.verdict, decision.reason) == (REFUSE, reason), reason
+
+
+def test_destination_node_must_be_online_and_not_notready():
+    res = resource(replica("n1"), replica("n2"))
+    states = nodes(n1="OFFLINE")
+    states["n2"] = NodeState("n2", "ONLINE", False)  # LINSTOR fine, kubelet NotReady
+    assert judge_pod(pod(), observed(res, states, since={("r1", "n1"): 0.0}), 60, 30).reason == NOWHERE_TO_GO
+
+
+def test_unresolved_claim_blocks_the_pod():
+    res = resource(replica("n1"), replica("n2"))
+    p = pod(volumes=(PodVolume("default/data", "r1", "r1"), PodVolume("default/x", None, None, "PVC not seen")))
+    decision = judge_pod(p, observed(res, nodes(n1="OFFLINE"), [p], since={("r1", "n1"): 0.0}), 60, 30)
+    assert decision.reason == UNRESOLVED_VOLUME
+
+
+def test_healthy_and_unscheduled_pods():
+    res = resource(replica("n1"), replica("n2"))
+    assert judge_pod(pod(), observed(res, nodes()), 60, 30).verdict == HEALTHY
+    assert judge(observed(res, nodes(), [pod(node=None)]), 60, 30) == []
+
+
+def test_grace_timers_reset_on_recovery():
+    timers = GraceTimers()
+    assert timers.observe([("r1", "n1")], 10) == ({("r1", "n1")}, set())
+    timers.observe([("r1", "n1")], 20)
+    assert timers.since == {("r1", "n1"): 10}
+    assert timers.observe([], 25) == (set(), {("r1", "n1")})
+    timers.observe([("r1", "n1")], 30)
+    assert timers.since == {("r1", "n1"): 30}, "a recovery starts the grace period again"
+
+
+def test_quorum_policy_needs_quorum_and_a_blocking_action():
+    def policy(**props):
+        return ResourceState("r1", {}, {f"DrbdOptions/{k}": v for k, v in props.items()}).quorum_policy
+
+    assert policy(**{"Resource/quorum": "majority", "Resource/on-no-quorum": "suspend-io"})
+    assert policy(**{"Resource/quorum": "2", "Resource/on-no-quorum": "io-error"})
+    assert policy(**{"Resource/quorum": "majority", "auto-quorum": "suspend-io"}), "LINSTOR's auto-quorum"
+    assert policy(**{"Resource/quorum": "majority"}) is None, "no action: DRBD's default is not assumed"
+    assert policy(**{"Resource/quorum": "off", "Resource/on-no-quorum": "suspend-io"}) is None
+    assert policy(**{"Resource/on-no-quorum": "suspend-io"}) is None
