@@ -69,12 +69,16 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_kube(s)
     s.set_defaults(func=run_snapshot)
 
-    d = sub.add_parser("demo", parents=[parent], help="the extender on a built-in demo cluster (no Kubernetes)",
-                       description="Start the extender on a built-in demo cluster, print each sample pod's "
-                       "per-node verdicts as served over HTTP, and show the curl line to ask it yourself.")
+    d = sub.add_parser("demo", parents=[parent], help="the whole system on a built-in cluster (no Kubernetes)",
+                       description="Run the LINSTOR emulator and the Kubernetes API stand-in with three nodes, and "
+                       "every component against them, and tell what happens: tagged LVM becomes pools and "
+                       "StorageClasses, a pod is placed next to its replica, its node loses storage, fencing "
+                       "moves it, it is placed next to the surviving replica. --extender-only: the extender on a "
+                       "static demo cluster, with per-node verdicts for sample pods.")
     add_option(d, "--port", type=int, default=8099, help="port of the demo extender (0: any free port)")
     add_flag(d, "--serve", default=None,
              help="keep serving after printing, until Ctrl-C (default: when run on a terminal)")
+    add_flag(d, "--extender-only", help="only the extender on the static demo cluster (sample pods' verdicts)")
     d.set_defaults(func=run_demo)
 
 
@@ -162,7 +166,12 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run
-
     serve = sys.stdout.isatty() if args.serve is None else args.serve
-    return run(port=args.port, serve=serve)
+    if args.extender_only:
+        from .demo import run
+
+        return run(port=args.port, serve=serve)
+    from linstor_scheduler.story import run as story
+
+    result = story(port=args.port, serve=serve)
+    return 0 if result.second_node and result.second_node != result.first_node else 1

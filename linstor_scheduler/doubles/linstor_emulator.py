@@ -135,6 +135,11 @@ class LinstorEmulator(HttpDouble):
             self._pools[(node, name)] = item
         return item
 
+    def set_pool_free(self, node: str, name: str, free_kib: int) -> None:
+        """What the satellite reports after volumes were created in the pool."""
+        with self._lock:
+            self._pools[(node, name)]["free_capacity"] = free_kib
+
     def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
                      in_use: bool = False, storage_pool: str | None = None, size_kib: int = 1024**2,
                      flags: list[str] | None = None, volumes: int = 1,

@@ -1,0 +1,284 @@
+"""``make demo``: the whole system in one process, no cluster, told as it happens.
+
+The LINSTOR controller emulator and the Kubernetes API stand-in run on loopback, seeded with three
+nodes; every component of ours runs against them over HTTP, exactly as in a cluster:
+
+1. tagged LVM objects become LINSTOR storage pools (``sync-node``, one agent per node) and
+   StorageClasses ``linstor-<pool>-r1..r3`` (``sync-classes``);
+2. a StatefulSet's pod with ``schedulerName: linstor`` is placed: the story plays kube-scheduler by
+   calling the running extender's ``/filter`` and ``/prioritize``, then linstor-csi by creating the
+   volume's replicas where the pod landed;
+3. that node loses its storage; ``fencing`` removes the pod, then its VolumeAttachment, after the
+   grace period (on a fast-forwarded clock: the story does not wait 30 s);
+4. the StatefulSet controller's part: the pod comes back, and the extender places it next to the
+   surviving replica.
+
+``tests/test_story.py`` runs the same story and checks each step's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.kube_standin import KubeStandin
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.linstor.client import LinstorClient
+
+NODES = {"w1": "zone-a", "w2": "zone-b", "w3": "zone-c"}
+FREE_GIB = {"w1": 120, "w2": 400, "w3": 250}
+POOL, CLASS = "thindata", "linstor-thindata-r2"
+FENCING_LABEL = "linstor.csi.linbit.com/on-storage-lost"
+
+
+@dataclass
+class StoryResult:
+    pools: list[tuple[str, str, str]] = field(default_factory=list)  # (node, pool, kind) created
+    classes: list[str] = field(default_factory=list)
+    first_node: str = ""
+    replicas: list[str] = field(default_factory=list)  # diskful replica nodes
+    fenced: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, object, outcome)
+    second_node: str = ""
+    seconds_to_failover: float = 0.0  # fake-clock seconds from the fault to the pod's deletion
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Story:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.step_no = 0
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        print(f"\n== {self.step_no}. {title}", file=self.out, flush=True)
+
+    def say(self, text: str = "") -> None:
+        print(f"   {text}" if text else "", file=self.out, flush=True)
+
+
+def _lvm(node: str) -> Any:
+    from storage_sync.lvm import LogicalVolume, LvmInventory, VolumeGroup
+
+    class NodeLvm:  # what `vgs`/`lvs` report on the node after the operator's commands
+        def scan(self) -> LvmInventory:
+            return LvmInventory(
+                (VolumeGroup("linstor_vg", f"{node}-vg-uuid", (), 500 << 30, 0),),
+                (LogicalVolume(POOL, f"{node}-thin-uuid", "linstor_vg", f"{node}-vg-uuid", (f"linstor-{POOL}",),
+                               "twi-aotz--", 480 << 30),))
+
+    return NodeLvm()
+
+
+def _ask_scheduler(http: httpx.Client, pod: dict[str, Any], names: list[str], story: Story) -> str:
+    """kube-scheduler's part: filter, prioritize, pick the best node (first on a tie)."""
+    from scheduler_extender.explain import render_table
+
+    explained = http.post("/explain", json={"Pod": pod, "NodeNames": names}).json()
+    story.say("the extender's verdicts (`linstor-scheduler explain` shows the same):")
+    for line in render_table(explained).splitlines():
+        story.say("  " + line)
+    passing = http.post("/filter", json={"Pod": pod, "NodeNames": names}).json()["NodeNames"]
+    scores = http.post("/prioritize", json={"Pod": pod, "NodeNames": passing}).json()
+    best = max(scores, key=lambda h: h["Score"])  # max keeps the first of equals
+    story.say(f"kube-scheduler: filter kept {', '.join(passing)}; prioritize scored "
+              + ", ".join(f"{h['Host']}={h['Score']}" for h in scores) + f"; the pod goes to {best['Host']}")
+    return str(best["Host"])
+
+
+def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> StoryResult:
+    out = out or sys.stdout
+    story = Story(out)
+    result = StoryResult()
+    emu, ks = LinstorEmulator(supports_events=False), KubeStandin()
+    for name, zone in NODES.items():
+        emu.add_node(name)
+        ks.add(k.node(name, zone=zone, region="eu-1"))
+    with contextlib.ExitStack() as stack:
+        lsrv = stack.enter_context(emu.serve())
+        ksrv = stack.enter_context(ks.serve())
+        story.say(f"LINSTOR controller emulator on {lsrv.url}, Kubernetes API stand-in on {ksrv.url}")
+        story.say(f"nodes: {', '.join(f'{n} ({z})' for n, z in NODES.items())}; no storage pools, no StorageClasses")
+        loop = asyncio.new_event_loop()
+        stack.callback(loop.close)
+        client = LinstorClient(lsrv.url, retries=2, backoff_base=0.05)
+        stack.callback(lambda: loop.run_until_complete(client.aclose()))
+        api = ks.api_client(ksrv.url)
+        _storage(story, result, loop, client, api, emu)
+        extender = stack.enter_context(_extender(lsrv.url, api, port))
+        http = stack.enter_context(httpx.Client(base_url=extender.url, timeout=10))
+        story.say(f"the extender serves kube-scheduler's profile `linstor` on {extender.url}")
+        pod = _place(story, result, emu, ks, http)
+        _fence(story, result, loop, client, api, emu, ks)
+        _replace(story, result, ks, http, pod)
+        _epilogue(story, extender.url, pod, serve)
+    return result
+
+
+def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, client: LinstorClient,
+             api: Any, emu: LinstorEmulator) -> None:
+    from storage_sync.agent import NodeAgent
+    from storage_sync.class_sync import ClassReconciler
+
+    story.step("The operator tags LVM; sync-node registers the pools, sync-classes makes the StorageClasses")
+    story.say(f"on each node: lvcreate -L 480G -T linstor_vg/{POOL} --add-tag linstor-{POOL}")
+    for node in NODES:
+        agent = NodeAgent(node, _lvm(node), client)
+        outcome = loop.run_until_complete(agent.run_pass())
+        for item in outcome.applied:
+            result.pools.append((node, item.pool or "", item.provider_kind))
+            story.say(f"sync-node on {node}: {item.message}")
+    for node, free_gib in FREE_GIB.items():  # other volumes already use some of it
+        emu.set_pool_free(node, POOL, free_gib * 1024**2)
+    story.say("free space in the pool: " + ", ".join(f"{n} {g} GiB" for n, g in FREE_GIB.items()))
+    classes = loop.run_until_complete(ClassReconciler(client, api).run_pass())
+    for action in classes.applied:
+        result.classes.append(action.name)
+        story.say(f"sync-classes: {action.message}")
+
+
+@contextlib.contextmanager
+def _extender(linstor_url: str, api: Any, port: int):  # type: ignore[no-untyped-def]
+    from scheduler_extender.live import build_live_app
+
+    app = build_live_app(LinstorClient(linstor_url), api, poll_interval=0.2, use_events=False)
+    with ServerThread(app, port=port) as srv:
+        _wait(lambda: httpx.get(srv.url + "/readyz").status_code == 200, "the extender's first sync")
+        yield srv
+
+
+def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
+    done = threading.Event()
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise TimeoutError(f"timed out waiting for {what}")
+        done.wait(0.05)
+        waited += 0.05
+
+
+def _pod() -> dict[str, Any]:
+    pod = k.pod("db-0", claims=["data-db-0"], labels={"app": "db", FENCING_LABEL: "remove"})
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                                           "uid": "statefulset-db", "controller": True}]
+    pod["status"] = {"phase": "Pending"}
+    return pod
+
+
+def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStandin, http: httpx.Client) -> dict:
+    story.step("A StatefulSet's pod with schedulerName: linstor and a new claim is scheduled")
+    ks.add(k.pvc("data-db-0", storage_class=CLASS, size="20Gi"))
+    pod = ks.add(_pod())
+    story.say(f"pod default/db-0 (label {FENCING_LABEL}: remove) claims data-db-0 of {CLASS}, not bound yet "
+              "(WaitForFirstConsumer)")
+    def judged() -> bool:
+        rows = http.post("/explain", json={"Pod": pod, "NodeNames": list(NODES)}).json()["nodes"]
+        return all("not judged" not in " ".join(r["reasons"]) for r in rows)
+
+    _wait(judged, "the extender to see the claim and its StorageClass")
+    node = _ask_scheduler(http, pod, list(NODES), story)
+    result.first_node = node
+    # linstor-csi's part: two diskful replicas (one where the pod landed), a tie-breaker on the third
+    others = sorted((n for n in NODES if n != node), key=lambda n: -FREE_GIB[n])  # LINSTOR's autoplace
+    resource = "pvc-3f1e9c2a"
+    emu.add_resource(resource, node, in_use=True, storage_pool=POOL, size_kib=20 * 1024**2)
+    emu.add_resource(resource, others[0], storage_pool=POOL, size_kib=20 * 1024**2)
+    emu.add_resource(resource, others[1], diskful=False, flags=["TIE_BREAKER"])
+    emu.set_rd_props(resource, {"DrbdOptions/Resource/quorum": "majority",
+                                "DrbdOptions/Resource/on-no-quorum": "suspend-io"})
+    result.replicas = [node, others[0]]
+    ks.add(k.pv(resource, claim=("default", "data-db-0"), storage_class=CLASS, size="20Gi"))
+    ks.patch("PersistentVolumeClaim", "data-db-0", {"spec": {"volumeName": resource},
+                                                    "status": {"phase": "Bound"}}, "default")
+    ks.patch("Pod", "db-0", {"spec": {"nodeName": node}, "status": {"phase": "Running"}}, "default")
+    ks.add(k.volume_attachment(resource, node))
+    story.say(f"linstor-csi: volume {resource} with diskful replicas on {node} (in use) and {others[0]}, "
+              f"a tie-breaker on {others[1]}; quorum majority, on-no-quorum suspend-io (the r2 class's parameters)")
+    story.say(f"kubelet: db-0 runs on {node}; VolumeAttachment of {resource} to {node}")
+    return pod
+
+
+def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, client: LinstorClient, api: Any,
+           emu: LinstorEmulator, ks: KubeStandin) -> None:
+    from fencing.actions import KubeActions
+    from fencing.controller import FencingController, Settings
+    from fencing.kubeview import ListedKube
+    from linstor_scheduler.kube.events import EventRecorder
+    from linstor_scheduler.kube.lease import AlwaysLeader
+
+    node = result.first_node
+    story.step(f"{node} loses power: its satellite goes OFFLINE, the Node NotReady")
+    clock = Clock()
+    settings = Settings()
+    leader = AlwaysLeader(clock)
+    fencer = FencingController(client, ListedKube(api), KubeActions(api), EventRecorder(api, "linstor-scheduler"),
+                               leader=leader, settings=settings, clock=clock)
+    loop.run_until_complete(fencer.run_once())  # a healthy pass first: the controller has seen it all before
+    emu.set_node_status(node, "OFFLINE")
+    for peer in NODES:
+        if peer != node:
+            with contextlib.suppress(KeyError):
+                emu.set_connection("pvc-3f1e9c2a", peer, node, False)
+    ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
+    fault_at = clock.now
+    deleted_at = None
+    while clock.now - fault_at <= settings.grace_period + 3 * settings.poll_interval:
+        clock.now += settings.poll_interval
+        report = loop.run_until_complete(fencer.run_once())
+        for kind, obj, outcome in report.actions:
+            result.fenced.append((kind, obj, outcome))
+            story.say(f"fencing at +{clock.now - fault_at:.0f}s (fast-forwarded): {kind} {obj}: {outcome}")
+            if kind in ("pod_delete", "pod_evict") and outcome == "done" and deleted_at is None:
+                deleted_at = clock.now
+        if deleted_at is not None and any(k_ == "attachment_delete" for k_, _, _ in result.fenced):
+            break
+    result.seconds_to_failover = (deleted_at - fault_at) if deleted_at is not None else float("nan")
+    for event in ks.list("Event"):
+        if (event.get("involvedObject") or {}).get("name") == "db-0":
+            story.say(f"Event on pod db-0: {event['type']} {event['reason']}: {event['message']}")
+
+
+def _replace(story: Story, result: StoryResult, ks: KubeStandin, http: httpx.Client, old: dict[str, Any]) -> None:
+    story.step("The StatefulSet controller recreates db-0; the extender places it next to the surviving replica")
+    if ks.get("Pod", "db-0", "default") is not None:
+        story.say("db-0 was not removed: nothing to reschedule")
+        return
+    pod = ks.add(_pod())
+    story.say(f"pod default/db-0 is back (new UID {pod['metadata']['uid'][:8]}...), Pending")
+    lost = result.first_node
+    _wait(lambda: any(r["node"] == lost and r["verdict"] == "fail" for r in
+                      http.post("/explain", json={"Pod": pod, "NodeNames": list(NODES)}).json()["nodes"]),
+          "the extender to see the lost node")
+    result.second_node = _ask_scheduler(http, pod, list(NODES), story)
+
+
+def _epilogue(story: Story, url: str, pod: dict[str, Any], serve: bool) -> None:
+    story.step("Ask the running extender yourself")
+    body = Path(tempfile.mkdtemp(prefix="linstor-scheduler-demo-")) / "db-0.json"
+    body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
+    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/filter")
+    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/prioritize")
+    story.say(f"curl -s {url}/readyz ; curl -s {url}/metrics | grep linstor_scheduler")
+    if serve:
+        story.say("serving until Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    else:
+        story.say("(`make demo` stops here; `linstor-scheduler demo --serve` keeps it running)")
