@@ -219,7 +219,7 @@ class Extender:
         key = (
             state.generation,
             self.fallback.generation if self.fallback else 0,
-            tuple((c.ref.key, c.resource, c.storage_class, c.size_bytes, c.pending, id(r))
+            tuple((c.ref.key, c.resource, id(c.storage_class), c.size_bytes, c.pending, id(r))
                   for c, r in zip(claims, resources, strict=True)),
         )
         prepared = Prepared(ref, claims, None, key, state, resources)

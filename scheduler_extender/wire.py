@@ -88,15 +88,56 @@ def _type_name(raw: bytes) -> str:
         return "invalid JSON"
 
 
+_NAMES_KEY = b'"NodeNames":['
+
+
+def _split_names(body: bytes) -> tuple[bytes, bytes] | None:
+    """kube-scheduler's own encoding ends with ``,"NodeNames":[...]}`` (Go writes the fields in
+    struct order, no spaces). Cut that array out by byte search, so the JSON scan covers only the
+    small rest (measured: 16.5 µs to scan a body with 1,000 names, most of a cached answer's
+    cost). Safe because the array must be the last top-level value: its first ``]`` must be the
+    byte before the final ``}``, which no nested key and no string holding ``]`` can satisfy.
+    The array itself is validated when it is decoded (on every cache miss); a cache hit means
+    bytes identical to an array that was. Anything else takes the general path."""
+    start = body.rfind(_NAMES_KEY)
+    if start < 1 or body[start - 1:start] != b",":
+        return None
+    end = body.find(b"]", start)
+    if end != len(body) - 2 or body[-1:] != b"}":
+        return None
+    return body[:start - 1] + b"}", body[start + len(_NAMES_KEY) - 1:end + 1]
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
     """One pass over the body: the Pod is decoded (small), node names are read, and full Node
     objects are kept as raw byte slices, never turned into Python objects."""
+    split = _split_names(body)
+    if split is not None:
+        try:
+            top = _fold(_RAW_OBJECT.decode(split[0]))
+        except msgspec.DecodeError:
+            split = None  # let the general path give the error for the whole body
+        else:
+            if "nodenames" in top:  # a second, differently-cased NodeNames: Go's rules, general path
+                split = None
+            else:
+                top["nodenames"] = split[1]
+    if split is None:
+        return _decode_args(body)
+    return _finish(top)
+
+
+def _decode_args(body: bytes) -> ExtenderArgs:
     try:
         top = _fold(_RAW_OBJECT.decode(body))
     except msgspec.ValidationError:
         raise BadRequest(f"ExtenderArgs must be a JSON object, got {_type_name(body)}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    return _finish(top)
+
+
+def _finish(top: dict[str, Any]) -> ExtenderArgs:
     raw_pod = top.get("pod")
     pod = orjson.loads(memoryview(raw_pod)) if raw_pod is not None else None
     if pod is None:

@@ -257,3 +257,31 @@ def test_pod_without_linstor_volumes_is_echoed_without_decoding_twice(swappable)
     again = http.post("/filter", json={"Pod": k.pod("web-2"), "NodeNames": NAMES})
     assert app.state.answers.hits == hits + 1 and again.content == first.content
     assert again.json()["NodeNames"] == NAMES
+
+
+@pytest.mark.parametrize("body", [
+    b'{"Pod":{"metadata":{"name":"p"}},"Nodes":null,"NodeNames":["w1","w2"]}',  # kube-scheduler's own order
+    b'{"NodeNames":["w1","w2"],"Pod":{"metadata":{"name":"p"}}}',  # names first: the general path
+    b'{"Pod":{"metadata":{"name":"p","labels":{"NodeNames":"x"}}},"NodeNames":["w1","w2"]}',
+    b'{"Pod":{"metadata":{"name":"p","annotations":{"a":"\\"NodeNames\\":[\\"w9\\"]"}}},"NodeNames":["w1","w2"]}',
+    b'{"Pod":{"spec":{"x":{"NodeNames":["w9"]}}},"NodeNames":["w1","w2"]}',
+    b'{"Pod":{"metadata":{"name":"p"}}, "NodeNames": ["w1", "w2"]}',  # spaces
+    b'{"Pod":{"metadata":{"name":"p"}},"nodenames":["w9"],"NodeNames":["w1","w2"]}',  # exact case wins, as in Go
+    b'{"Pod":{"metadata":{"name":"p"}},"NodeNames":["w1","w]2"]}',
+])
+def test_the_names_fast_path_decodes_exactly_like_the_general_one(body):
+    from scheduler_extender.wire import _decode_args, decode_args
+
+    fast, general = decode_args(body), _decode_args(body)
+    assert fast.pod == general.pod
+    assert fast.node_names == general.node_names
+    assert fast.raw_names == general.raw_names
+
+
+def test_the_names_fast_path_still_refuses_bad_bodies(server):
+    head = b'{"Pod":' + json.dumps(k.pod("p", claims=["c-a"])).encode()
+    for tail, message in ((b',"NodeNames":["w1",2]}', "ExtenderArgs.NodeNames must be a list of strings"),
+                          (b',"NodeNames":["w1"]]}', "request body is not valid JSON"),
+                          (b'x,"NodeNames":["w1"]}', "request body is not valid JSON")):
+        r = server.post("/prioritize", content=head + tail)
+        assert r.status_code == 400 and r.json()["Error"].startswith(message), (tail, r.text)
