@@ -123,7 +123,10 @@ def create_app(
         started = time.perf_counter()
         try:
             args = decode_args(body)
-            prepared = await extender.prepare(args.pod)
+            prepared = extender.prepared_for(args.raw_pod)
+            if prepared is None:
+                prepared = await extender.prepare(args.pod)
+                extender.remember_bytes(args.raw_pod, prepared)
             key = None
             if args.raw_names is not None and (prepared.key is not None or prepared.static_neutral):
                 key = (verb, prepared.key, args.raw_names)

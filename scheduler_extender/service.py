@@ -155,6 +155,8 @@ class Extender:
         self._node_sets: dict[tuple[Any, ...], frozenset[str]] = {}
         self._prepared: dict[tuple[Any, ...], Prepared] = {}
         self._prepared_generation = -1
+        self._by_bytes: dict[bytes, Prepared] = {}
+        self._by_bytes_generation = -1
         self._node_sets_kube: object = None
         self._last_stale_log = float("-inf")
 
@@ -226,6 +228,33 @@ class Extender:
         if all(r is not None or not c.resource for c, r in zip(claims, resources, strict=True)):
             self._remember(signature, prepared)  # never cache a miss of the fallback read
         return prepared
+
+    def prepared_for(self, raw_pod: bytes) -> Prepared | None:
+        """The pod's side as computed for these exact Pod bytes in this state (kube-scheduler sends
+        filter, then prioritize, with the same Pod), staleness re-checked; None if not known."""
+        state = self.holder.state
+        hit = self._by_bytes.get(raw_pod)
+        if hit is None or hit.state is not state:
+            return None
+        if hit.static_neutral or hit.key is None:
+            return hit
+        neutral = self.neutral_reason(state)
+        if neutral:
+            return Prepared(hit.ref, hit.claims, neutral, None, state)
+        return hit
+
+    def remember_bytes(self, raw_pod: bytes, prepared: Prepared) -> None:
+        """Only complete answers: never a neutral one for staleness, never one missing a resource."""
+        if prepared.key is None and not prepared.static_neutral:
+            return
+        if any(r is None and c.resource for c, r in zip(prepared.claims, prepared.resources, strict=False)):
+            return
+        if prepared.state.generation != self._by_bytes_generation:
+            self._by_bytes.clear()
+            self._by_bytes_generation = prepared.state.generation
+        if len(self._by_bytes) >= 4 * self._cache_size:
+            self._by_bytes.pop(next(iter(self._by_bytes)))
+        self._by_bytes[raw_pod] = prepared
 
     def _remember(self, signature: tuple[Any, ...] | None, prepared: Prepared) -> None:
         if signature is None:

@@ -30,11 +30,18 @@ class BadRequest(Exception):
 
 @dataclass(slots=True)
 class ExtenderArgs:
-    pod: dict[str, Any]
+    _pod: dict[str, Any] | None  # decoded on first use: a pod seen a moment ago (filter, then prioritize) is not
     _names: list[str] | None  # decoded on first use: a cached answer never needs them
     nodes: dict[str, msgspec.Raw] | None  # the NodeList's other keys, raw, when nodeCacheCapable is false
     node_items: list[msgspec.Raw] | None  # each Node object exactly as sent
     raw_names: bytes | None = None  # the NodeNames array exactly as sent (names mode)
+    raw_pod: bytes = b"null"  # the Pod object exactly as sent
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        if self._pod is None:
+            self._pod = decode_pod(self.raw_pod)
+        return self._pod
 
     @property
     def cache_capable(self) -> bool:
@@ -138,10 +145,16 @@ def _decode_args(body: bytes) -> ExtenderArgs:
 
 
 def _finish(top: dict[str, Any]) -> ExtenderArgs:
-    raw_pod = top.get("pod")
-    pod = orjson.loads(memoryview(raw_pod)) if raw_pod is not None else None
-    if pod is None:
+    raw = top.get("pod")
+    raw_pod = bytes(raw) if raw is not None else b"null"
+    if raw_pod == b"null":
         raise BadRequest("ExtenderArgs.Pod is missing")
+    return _nodes_part(top, raw_pod)
+
+
+def decode_pod(raw_pod: bytes) -> dict[str, Any]:
+    """The Pod, checked for the shapes we read (a wrong shape is the sender's error: 400)."""
+    pod = orjson.loads(raw_pod)
     if not isinstance(pod, dict):
         raise BadRequest(f"ExtenderArgs.Pod must be an object, got {type(pod).__name__}")
     meta = pod.get("metadata")
@@ -152,7 +165,10 @@ def _finish(top: dict[str, Any]) -> ExtenderArgs:
         raise BadRequest("ExtenderArgs.Pod.spec must be an object")
     if spec is not None and spec.get("volumes") is not None and not isinstance(spec.get("volumes"), list):
         raise BadRequest("ExtenderArgs.Pod.spec.volumes must be a list")
+    return pod
 
+
+def _nodes_part(top: dict[str, Any], raw_pod: bytes) -> ExtenderArgs:
     raw_nodes = top.get("nodes")
     if raw_nodes is not None and bytes(raw_nodes) != b"null":
         try:
@@ -175,14 +191,14 @@ def _finish(top: dict[str, Any]) -> ExtenderArgs:
             if not isinstance(name, str) or not name:
                 raise BadRequest(f"ExtenderArgs.Nodes.items[{i}] has no metadata.name")
             node_names.append(name)
-        return ExtenderArgs(pod, node_names, rest, items)
+        return ExtenderArgs(None, node_names, rest, items, None, raw_pod)
     raw_names = top.get("nodenames")
     names_bytes = bytes(raw_names) if raw_names is not None else b"null"
     if names_bytes == b"null":
         raise BadRequest("ExtenderArgs has neither NodeNames nor Nodes: no candidate nodes to judge")
     if not names_bytes.startswith(b"["):
         raise BadRequest("ExtenderArgs.NodeNames must be a list of strings")
-    return ExtenderArgs(pod, None, None, None, names_bytes)
+    return ExtenderArgs(None, None, None, None, names_bytes, raw_pod)
 
 
 def encode_filter(

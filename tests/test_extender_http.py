@@ -285,3 +285,26 @@ def test_the_names_fast_path_still_refuses_bad_bodies(server):
                           (b'x,"NodeNames":["w1"]}', "request body is not valid JSON")):
         r = server.post("/prioritize", content=head + tail)
         assert r.status_code == 400 and r.json()["Error"].startswith(message), (tail, r.text)
+
+
+def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
+    from .test_service import Clock, live_holder
+
+    clock = Clock(100.0)
+    holder = live_holder(clock)
+    extender = Extender(holder, max_staleness=120, clock=clock)
+    pod = k.pod("p", claims=["c-a"])
+    raw_pod = json.dumps(pod, separators=(",", ":")).encode()
+    body = b'{"Pod":' + raw_pod + b',"NodeNames":["w1","w3"]}'
+
+    def prioritize(http):
+        return http.post("/prioritize", content=body, headers={"Content-Type": "application/json"}).json()
+
+    with ServerThread(create_app(extender)) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        assert prioritize(http) == [{"Host": "w1", "Score": 10}, {"Host": "w3", "Score": 8}]
+        assert extender.prepared_for(raw_pod) is not None
+        clock.now = 121.0  # the state is now older than the limit: neutral, even for a pod seen before
+        assert prioritize(http) == [{"Host": "w1", "Score": 0}, {"Host": "w3", "Score": 0}]
+        holder.swap(dataclasses.replace(standard(), generation=2, linstor_synced_at=121.0, kube_synced_at=121.0))
+        assert extender.prepared_for(raw_pod) is None
+        assert prioritize(http)[0] == {"Host": "w1", "Score": 10}
