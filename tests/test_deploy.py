@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import types
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -41,7 +42,7 @@ OUR_IMAGE = "ghcr.io/linstor-scheduler/linstor-scheduler"
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
 MIN_VERSION = (1, 25)  # kubescheduler.config.k8s.io/v1 is GA from 1.25
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema bundled: checked below
-NON_FLAG_ENV = {"TMPDIR"}  # read by Python's tempfile, not by a flag
+NON_FLAG_ENV = {"TMPDIR", "POD_NAME"}  # tempfile; the Lease holder identity (kube/lease.py default_identity)
 ENTRY_POINTS = ("", "legacy-policy", "monitoring")
 
 
@@ -162,7 +163,7 @@ def test_every_file_is_listed_and_every_listed_file_exists():
 
 def test_places_for_the_other_workloads_are_marked():
     text = (DEPLOY / "base" / "kustomization.yaml").read_text()
-    assert re.search(r"#.*sync-node, sync-classes and fencing", text)
+    assert re.search(r"#.*sync-node and sync-classes", text)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -372,7 +373,7 @@ def test_legacy_overlay_runs_the_policy():
 
 def test_containers_use_real_subcommands_flags_and_env_vars():
     containers = our_containers(objects())
-    assert {c["args"][0] for c in containers} == {"extender", "webhook"}
+    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing"}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -392,6 +393,8 @@ def test_containers_use_real_subcommands_flags_and_env_vars():
 def test_probes_hit_real_routes():
     from admission.app import create_app as webhook_app
     from admission.review import Lookups, SchedulerNameMutator
+    from fencing.metrics import FencingMetrics
+    from fencing.web import create_app as fencing_app
     from scheduler_extender.app import create_app as extender_app
     from scheduler_extender.service import Extender, StateHolder
 
@@ -399,6 +402,8 @@ def test_probes_hit_real_routes():
         "extender": get_routes(extender_app(Extender(StateHolder()))),
         "webhook": get_routes(webhook_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)),
                                           is_ready=bool)),
+        "fencing": get_routes(fencing_app(types.SimpleNamespace(metrics=FencingMetrics()),
+                                          types.SimpleNamespace(objects=dict))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
