@@ -42,7 +42,7 @@ OUR_IMAGE = "ghcr.io/linstor-scheduler/linstor-scheduler"
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
 MIN_VERSION = (1, 25)  # kubescheduler.config.k8s.io/v1 is GA from 1.25
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema bundled: checked below
-NON_FLAG_ENV = {"TMPDIR", "POD_NAME"}  # tempfile; the Lease holder identity (kube/lease.py default_identity)
+NON_FLAG_ENV = {"TMPDIR", "POD_NAME", "LVM_SYSTEM_DIR"}  # tempfile; Lease identity (kube/lease.py); the LVM tools
 ENTRY_POINTS = ("", "legacy-policy", "monitoring")
 
 
@@ -163,7 +163,8 @@ def test_every_file_is_listed_and_every_listed_file_exists():
 
 def test_places_for_the_other_workloads_are_marked():
     text = (DEPLOY / "base" / "kustomization.yaml").read_text()
-    assert re.search(r"#.*sync-node and sync-classes", text)
+    for entry in ("fencing-deployment.yaml", "sync-node-daemonset.yaml", "sync-classes-deployment.yaml"):
+        assert re.search(rf"^  - {entry}$", text, re.M), f"{entry} is not in deploy/base/kustomization.yaml"
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -234,7 +235,8 @@ def test_strict_validation_catches_a_misspelt_field():
 def test_service_monitors():
     monitors = [o for o in objects() if o["kind"] == "ServiceMonitor"]
     services = [o for o in objects() if o["kind"] == "Service"]
-    assert {m["metadata"]["name"] for m in monitors} == {"linstor-scheduler-extender", "linstor-scheduler-webhook"}
+    assert {m["metadata"]["name"] for m in monitors} == {f"linstor-scheduler-{c}" for c in (
+        "extender", "webhook", "fencing", "sync-node", "sync-classes")}
     for m in monitors:
         assert m["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(m["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
@@ -373,7 +375,7 @@ def test_legacy_overlay_runs_the_policy():
 
 def test_containers_use_real_subcommands_flags_and_env_vars():
     containers = our_containers(objects())
-    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing"}
+    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes"}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -391,10 +393,13 @@ def test_containers_use_real_subcommands_flags_and_env_vars():
 
 
 def test_probes_hit_real_routes():
+    from prometheus_client import CollectorRegistry
+
     from admission.app import create_app as webhook_app
     from admission.review import Lookups, SchedulerNameMutator
     from fencing.metrics import FencingMetrics
     from fencing.web import create_app as fencing_app
+    from linstor_scheduler.health import health_app
     from scheduler_extender.app import create_app as extender_app
     from scheduler_extender.service import Extender, StateHolder
 
@@ -404,6 +409,8 @@ def test_probes_hit_real_routes():
                                           is_ready=bool)),
         "fencing": get_routes(fencing_app(types.SimpleNamespace(metrics=FencingMetrics()),
                                           types.SimpleNamespace(objects=dict))),
+        "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
+        "sync-classes": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -414,10 +421,15 @@ def test_probes_hit_real_routes():
             assert get.get("scheme", "HTTP") == ("HTTPS" if c["args"][0] == "webhook" else "HTTP")
 
 
+PRIVILEGED = {"linstor-scheduler-sync-node"}  # LVM on the host's block devices: the one exception
+
+
 def test_pods_are_hardened():
     for deployment, spec in pod_specs(objects()):
         name = deployment["metadata"]["name"]
         assert spec["enableServiceLinks"] is False, f"{name}: LINSTOR_SCHEDULER_*_PORT env from Service links"
+        if name in PRIVILEGED:
+            continue
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
         assert deployment["spec"]["replicas"] >= 2
         for c in spec["containers"]:
@@ -426,6 +438,38 @@ def test_pods_are_hardened():
             assert sc["capabilities"]["drop"] == ["ALL"]
             assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
             assert "livenessProbe" in c and "readinessProbe" in c, c["name"]
+
+
+def test_the_node_agent_is_privileged_only_where_lvm_needs_it():
+    objs = objects()
+    privileged = {d["metadata"]["name"] for d, spec in pod_specs(objs)
+                  if any((c.get("securityContext") or {}).get("privileged") for c in spec["containers"])}
+    assert privileged == PRIVILEGED
+    ds = find(objs, "DaemonSet", "linstor-scheduler-sync-node")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"linstor.csi.linbit.com/storage-node": "true"}
+    (c,) = spec["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm"}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["udev"]["readOnly"] is True
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    conf = find(objs, "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
+    assert env["LVM_SYSTEM_DIR"]["value"] == mounts["lvm-config"]["mountPath"]
+    for setting in ('global_filter = [ "r|^/dev/drbd|" ]', "udev_sync = 0", "udev_rules = 0",
+                    "obtain_device_list_from_udev = 0", "backup = 0", "archive = 0"):
+        assert setting in conf
+
+
+def test_the_class_config_in_the_manifest_is_the_built_in_default():
+    import yaml
+
+    from storage_sync.classes import ClassConfig
+
+    data = find(objects(), "ConfigMap", "linstor-scheduler-classes")["data"]["classes.yaml"]
+    assert ClassConfig.from_mapping(yaml.safe_load(data)) == ClassConfig()
 
 
 def test_disruption_budgets_and_services_select_real_pods():
@@ -617,8 +661,9 @@ def test_dockerfile_runs_as_non_root():
     assert users, "no USER: the image would run as root"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0") and user.isdigit(), "numeric, so runAsNonRoot can verify it"
-    for _, spec in pod_specs(objects()):
-        assert str(spec["securityContext"]["runAsUser"]) == user
+    for workload, spec in pod_specs(objects()):
+        if workload["metadata"]["name"] not in PRIVILEGED:
+            assert str(spec["securityContext"]["runAsUser"]) == user
 
 
 def test_dockerfile_installs_lvm2_our_package_and_entry_point():
