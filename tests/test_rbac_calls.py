@@ -1,0 +1,261 @@
+"""RBAC derived from the calls each component really makes.
+
+Each component's own code runs against the Kubernetes API stand-in over HTTP in a scenario that
+makes every kind of call it makes in production; the stand-in's request log becomes a set of
+(apiGroup, resource, verb, namespace, name) and is checked against deploy/'s RBAC for that
+component's ServiceAccount, both ways: every call is granted (resourceNames respected), and every
+grant is used, but for the few listed in ``UNUSED_ON_PURPOSE`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.kube_standin import RESOURCES, KubeStandin
+from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from linstor_scheduler.kube.events import EventRecorder
+from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.linstor.client import LinstorClient
+
+from .test_deploy import objects
+from .waiting import wait_for
+
+NS = "linstor-scheduler"
+GROUP_OF = {plural: (api.split("/")[0] if "/" in api else "") for plural, (_, api, _) in RESOURCES.items()}
+PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/?]+)"
+                  r"(?:/(?P<name>[^/?]+))?(?:/(?P<sub>[^/?]+))?$")
+VERB = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+@dataclass(frozen=True)
+class Call:
+    group: str
+    resource: str  # with subresource: pods/eviction
+    verb: str
+    namespace: str | None
+    name: str | None
+
+    def __str__(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {self.group or 'core'}/{self.resource}{' ' + self.name if self.name else ''}{where}"
+
+
+def calls_of(requests: list[tuple[str, str]]) -> set[Call]:
+    out = set()
+    for method, url in requests:
+        parts = urlsplit(url)
+        m = PATH.match(parts.path)
+        if not m or m["plural"] == "version":
+            continue
+        plural, name, sub = m["plural"], m["name"], m["sub"]
+        resource = f"{plural}/{sub}" if sub else plural
+        if method == "GET":
+            verb = "watch" if parse_qs(parts.query).get("watch") == ["true"] else ("get" if name else "list")
+        else:
+            verb = VERB[method]
+        if method == "POST" and sub:  # a subresource create is on the named parent
+            pass
+        elif method == "POST":
+            name = None
+        out.add(Call(m["group"] or GROUP_OF.get(plural, ""), resource, verb, m["ns"], name))
+    return out
+
+
+# --- what deploy/ grants ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Grant:
+    group: str
+    resource: str
+    verb: str
+    namespace: str | None  # None: cluster-wide
+    names: frozenset[str]  # empty: any name
+    role: str
+
+    def allows(self, call: Call) -> bool:
+        return (self.group == call.group and self.resource == call.resource and self.verb == call.verb
+                and (self.namespace is None or self.namespace == call.namespace)
+                and (not self.names or (call.name in self.names)))
+
+    def __str__(self) -> str:
+        names = f" {sorted(self.names)}" if self.names else ""
+        return f"{self.verb} {self.group or 'core'}/{self.resource}{names} ({self.role})"
+
+
+def grants_of(service_account: str, *, own_roles_only: bool = True) -> list[Grant]:
+    objs = objects()
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objs
+             if o["kind"] in ("Role", "ClusterRole")}
+    out = []
+    for b in objs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s.get("kind") == "ServiceAccount" and s["name"] == service_account and s.get("namespace") == NS
+                   for s in b.get("subjects") or []):
+            continue
+        ref = b["roleRef"]
+        scope = b["metadata"].get("namespace") if b["kind"] == "RoleBinding" else None
+        role = roles.get((ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"]))
+        if role is None:
+            assert own_roles_only is False or ref["name"].startswith("system:") or ref["name"].startswith(
+                "extension-apiserver"), f"{b['metadata']['name']} binds a role deploy/ does not define"
+            continue
+        for rule in role.get("rules") or []:
+            for group in rule.get("apiGroups", [""]):
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        out.append(Grant(group, resource, verb, scope, frozenset(rule.get("resourceNames") or ()),
+                                         ref["name"]))
+    return out
+
+
+# --- the components, each running its own code ---------------------------------------------------------
+def run_informers(ks: KubeStandin, kinds: list[str], **kw: Any) -> None:
+    caches = KubeCaches(ks.api, kinds, **kw)
+    caches.start()
+    try:
+        assert caches.wait_synced(10)
+        wait_for(lambda: all(ks.count("GET", "") and any("watch=true" in p for _, p in ks.requests)
+                             for _ in [0]), what="watches open")
+    finally:
+        caches.stop()
+
+
+def extender(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from scheduler_extender.sync import EXTENDER_KINDS
+
+    run_informers(ks, list(EXTENDER_KINDS))
+
+
+def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from admission.live import WEBHOOK_KINDS, kube_lookups
+    from admission.tls import CaBundlePublisher, load_or_create, service_names
+
+    from .test_webhook import webhook_configuration
+
+    ks.add(webhook_configuration())
+    bundle = load_or_create(ks.api, NS, "linstor-scheduler-webhook-tls", service_names("linstor-scheduler-webhook", NS))
+    load_or_create(ks.api, NS, "linstor-scheduler-webhook-tls",  # a name it does not cover yet: replaced
+                   [*service_names("linstor-scheduler-webhook", NS), "webhook.example"])
+    assert CaBundlePublisher(ks.api, "linstor-scheduler", bundle.ca_pem).publish()
+    caches = KubeCaches(ks.api, list(WEBHOOK_KINDS))
+    caches.start()
+    try:
+        assert caches.wait_synced(10)
+        kube_lookups(caches, ks.api).get_pvc("default/created-a-moment-ago")  # the direct read
+    finally:
+        caches.stop()
+
+
+def sync_node(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from storage_sync.agent import NodeAgent
+    from storage_sync.lvm import LvmInventory, VolumeGroup
+
+    class Lvm:
+        def scan(self) -> LvmInventory:  # a duplicate tag: a Warning Event, then its repeat (patch)
+            return LvmInventory((VolumeGroup("a", "ua", ("linstor-data",)), VolumeGroup("b", "ub", ("linstor-data",))))
+
+    async def go() -> None:
+        async with LinstorClient(emu.url) as client:
+            agent = NodeAgent("n1", Lvm(), client, events=EventRecorder(ks.api), repeat_seconds=0)
+            await agent.run_pass()
+            await agent.run_pass()
+    asyncio.run(go())
+
+
+def sync_classes(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from linstor_scheduler.kube.lease import LeaderElector
+    from storage_sync.class_sync import ClassReconciler
+    from storage_sync.classes import ClassConfig, desired_class
+
+    elector = LeaderElector(ks.api, "linstor-scheduler-sync-classes", NS, identity="a")
+    assert elector.step() and elector.step()  # creates the Lease, then renews it
+    emu.add_storage_pool("n1", "data", "LVM")
+    stale = desired_class("data", 1, ClassConfig())
+    stale["parameters"]["linstor.csi.linbit.com/placementCount"] = "7"
+    ks.add(stale)
+    foreign = desired_class("data", 2, ClassConfig())
+    foreign["metadata"]["labels"] = {}
+    ks.add(foreign)
+    emu.add_storage_pool("n2", "data", "LVM")
+
+    async def go() -> None:
+        async with LinstorClient(emu.url) as client:
+            reconciler = ClassReconciler(client, ks.api, events=EventRecorder(ks.api), repeat_seconds=0)
+            await reconciler.run_pass()
+            await reconciler.run_pass()  # the unmanaged class is reported again: the Event's count is patched
+    asyncio.run(go())
+
+
+def fencing(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from fencing.controller import Settings
+    from fencing.kubeview import KINDS
+    from fencing.observe import LABEL_SELECTOR
+    from linstor_scheduler.kube.lease import LeaderElector
+
+    from .fencing_rig import Rig
+
+    run_informers(ks, list(KINDS), label_selectors={"Pod": LABEL_SELECTOR})
+    # The fault matrix's rig talks to its own stand-in: its requests are this component's calls too.
+    with Rig(settings=Settings(taint=True, taint_stable_seconds=10)) as rig:
+        rig.pod("db-0", "n1", [rig.volume("pvc-a", ["n1", "n2"], in_use="n1")])
+        rig.pod("web-0", "n3", [rig.volume("pvc-b", ["n3", "n4"], diskless=["n5"], in_use="n3")])
+        rig.crash("n1")  # NotReady: grace-0 delete, then the VolumeAttachment, and the taint
+        rig.run(45)
+        rig.recover("n1")
+        rig.run(20)  # the taint comes off
+        rig.partition("n3")  # Ready, storage cut: the Eviction API
+        rig.run(45)
+        ks.requests.extend(rig.ks.requests)
+    elector = LeaderElector(ks.api, "linstor-scheduler-fencing", NS, identity="a")  # its Lease, its namespace
+    assert elector.step() and elector.step()
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    service_account: str
+    run: Callable[[KubeStandin, LinstorEmulator], None]
+    unused_on_purpose: dict[str, str]  # grant (as str(Grant) prefix) -> why no scenario uses it
+
+
+COMPONENTS = [
+    Component("extender", "linstor-scheduler", extender, {}),
+    Component("webhook", "linstor-scheduler-webhook", webhook, {}),
+    Component("sync-node", "linstor-scheduler-sync-node", sync_node, {}),
+    Component("sync-classes", "linstor-scheduler-sync-classes", sync_classes, {}),
+    Component("fencing", "linstor-scheduler-fencing", fencing, {
+        "patch core/events": "the shared EventRecorder bumps the count of an Event repeated within 10 minutes; "
+                             "fencing throttles its own repeats (one Warning per fault), so no scenario here "
+                             "repeats one: kept so a repeat never fails to be recorded"}),
+]
+# Grants of the scheduler's ServiceAccount that serve kube-scheduler itself, not the extender sidecar.
+KUBE_SCHEDULER_ROLES = {"linstor-scheduler-leader-election", "linstor-scheduler-policy-reader"}
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_rbac_grants_exactly_the_calls_the_code_makes(component):
+    ks, emu = KubeStandin(), LinstorEmulator()
+    for node in ("n1", "n2"):
+        emu.add_node(node)
+        ks.add(k.node(node))
+    with ks.serve() as ksrv, emu.serve() as lsrv:
+        ks.api, emu.url = ks.api_client(ksrv.url), lsrv.url
+        component.run(ks, emu)
+    calls = calls_of(ks.requests)
+    grants = [g for g in grants_of(component.service_account) if g.role not in KUBE_SCHEDULER_ROLES]
+    table = "\n".join(sorted(str(c) for c in calls))
+    ungranted = [c for c in calls if not any(g.allows(c) for g in grants)]
+    assert not ungranted, (f"{component.name} makes calls its RBAC does not grant: "
+                           f"{sorted(map(str, ungranted))}\nall its calls:\n{table}")
+    unused = [g for g in grants if not any(g.allows(c) for c in calls)
+              and not any(str(g).startswith(p) for p in component.unused_on_purpose)]
+    assert not unused, (f"{component.name}'s RBAC grants what its code never calls: {sorted(map(str, unused))}"
+                        f"\nall its calls:\n{table}")
