@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import httpx
 
 from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.clock import FakeClock
 from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
@@ -51,14 +52,6 @@ class StoryResult:
     fenced: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, object, outcome)
     second_node: str = ""
     seconds_to_failover: float = 0.0  # fake-clock seconds from the fault to the pod's deletion
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Story:
@@ -225,7 +218,7 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
 
     node = result.first_node
     story.step(f"{node} loses power: its satellite goes OFFLINE, the Node NotReady")
-    clock = Clock()
+    clock = FakeClock(1000.0)
     settings = Settings()
     leader = AlwaysLeader(clock)
     fencer = FencingController(client, ListedKube(api), KubeActions(api), EventRecorder(api, "linstor-scheduler"),

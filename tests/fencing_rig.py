@@ -18,6 +18,7 @@ from fencing.kubeview import ListedKube
 from fencing.metrics import FencingMetrics
 from fencing.observe import LABEL, LABEL_VALUE
 from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.clock import FakeClock
 from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
@@ -27,16 +28,8 @@ NODES = ("n1", "n2", "n3", "n4", "n5", "n6")
 START = 1000.0
 
 
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class FakeLeader:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.is_leader = True
         self.leader_since: float | None = clock.now
 
@@ -53,7 +46,7 @@ class Rig:
         self.nodes = nodes
         self.settings = settings or Settings()
         self.linstor_timeout = linstor_timeout
-        self.clock = Clock()
+        self.clock = FakeClock(START)
         self.emu = LinstorEmulator(supports_events=False)
         self.ks = KubeStandin()
         self._stack = contextlib.ExitStack()
@@ -216,4 +209,4 @@ def lease_leader(rig: Rig, identity: str) -> Any:
                          wall_clock=rig.clock)
 
 
-__all__ = ["NODES", "Clock", "FakeLeader", "Rig", "k", "k8s", "lease_leader"]
+__all__ = ["NODES", "FakeClock", "FakeLeader", "Rig", "k", "k8s", "lease_leader"]

@@ -288,9 +288,11 @@ def test_the_names_fast_path_still_refuses_bad_bodies(server):
 
 
 def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
-    from .test_service import Clock, live_holder
+    from linstor_scheduler.doubles.clock import FakeClock
 
-    clock = Clock(100.0)
+    from .test_service import live_holder
+
+    clock = FakeClock(100.0)
     holder = live_holder(clock)
     extender = Extender(holder, max_staleness=120, clock=clock)
     pod = k.pod("p", claims=["c-a"])

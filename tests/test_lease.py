@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from linstor_scheduler.doubles.clock import FakeClock
 from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.kube.lease import AlwaysLeader, LeaderElector
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -30,7 +23,7 @@ def elector(ks, clock, identity, **kw):
 
 
 def test_one_leader_then_takeover_only_after_the_lease_expired(ks):
-    clock = Clock()
+    clock = FakeClock(1000.0)
     changes = []
     a = elector(ks, clock, "a", on_change=lambda lead: changes.append(("a", lead)))
     b = elector(ks, clock, "b", on_change=lambda lead: changes.append(("b", lead)))
@@ -57,7 +50,7 @@ def test_one_leader_then_takeover_only_after_the_lease_expired(ks):
 
 
 def test_release_hands_over_at_once(ks):
-    clock = Clock()
+    clock = FakeClock(1000.0)
     a, b = elector(ks, clock, "a"), elector(ks, clock, "b")
     assert a.step()
     assert not b.step()
@@ -68,7 +61,7 @@ def test_release_hands_over_at_once(ks):
 
 
 def test_conflicting_write_loses_cleanly(ks):
-    clock = Clock()
+    clock = FakeClock(1000.0)
     a, b = elector(ks, clock, "a"), elector(ks, clock, "b")
     assert a.step()
     clock.now += 100  # a is stale for b
@@ -81,7 +74,7 @@ def test_conflicting_write_loses_cleanly(ks):
 
 
 def test_api_down_means_not_leader_and_no_exception(ks):
-    clock = Clock()
+    clock = FakeClock(1000.0)
     a = elector(ks, clock, "a")
     assert a.step()
     ks.inject(fail=100, status=500)

@@ -6,17 +6,10 @@ import asyncio
 import dataclasses
 
 from linstor_scheduler.doubles import kube_objects as k
+from linstor_scheduler.doubles.clock import FakeClock
 from scheduler_extender.service import Extender, FallbackReader, StateHolder
 
 from .cluster import build, lnode, lres, standard
-
-
-class Clock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeLinstor:
@@ -37,20 +30,20 @@ class FakeLinstor:
         return self.items.get(name, [])
 
 
-def live_holder(clock: Clock, state=None) -> StateHolder:
+def live_holder(clock: FakeClock, state=None) -> StateHolder:
     holder = StateHolder(ready=True)
     holder.swap(state or standard())  # standard() is synced at t=0
     return holder
 
 
 def test_not_ready_is_neutral():
-    ext = Extender(StateHolder(), clock=Clock())
+    ext = Extender(StateHolder(), clock=FakeClock())
     d = asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"]))
     assert d.verdicts is None and d.neutral_reason.startswith("no LINSTOR/Kubernetes state yet")
 
 
 def test_stale_state_turns_neutral_and_recovers(caplog):
-    clock = Clock(100.0)
+    clock = FakeClock(100.0)
     holder = live_holder(clock)
     ext = Extender(holder, max_staleness=120, clock=clock)
     pod = k.pod("p", claims=["c-a"])
@@ -68,14 +61,14 @@ def test_stale_state_turns_neutral_and_recovers(caplog):
 
 def test_staleness_is_the_older_source():
     state = dataclasses.replace(standard(), linstor_synced_at=50.0, kube_synced_at=10.0)
-    ext = Extender(live_holder(Clock(), state), clock=Clock(100.0))
+    ext = Extender(live_holder(FakeClock(), state), clock=FakeClock(100.0))
     assert ext.staleness() == 90.0
 
 
 def test_snapshot_state_never_ages():
     holder = StateHolder(static=True, ready=True)
     holder.swap(standard())
-    ext = Extender(holder, max_staleness=1, clock=Clock(1e9))
+    ext = Extender(holder, max_staleness=1, clock=FakeClock(1e9))
     assert ext.staleness() is None
     assert asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"])).verdicts[0].score == 10
 
@@ -88,7 +81,7 @@ def fresh_volume_state():
 
 
 def test_fresh_volume_gets_one_bounded_read_then_cached():
-    clock = Clock(1.0)
+    clock = FakeClock(1.0)
     fake = FakeLinstor({"pvc-new": [lres("pvc-new", "w2")]})
     fallback = FallbackReader(fake, timeout=0.5, clock=clock)
     ext = Extender(live_holder(clock, fresh_volume_state()), fallback=fallback, clock=clock)
@@ -100,7 +93,7 @@ def test_fresh_volume_gets_one_bounded_read_then_cached():
 
 
 def test_concurrent_requests_share_one_fallback_read():
-    clock = Clock(1.0)
+    clock = FakeClock(1.0)
     fake = FakeLinstor({"pvc-new": [lres("pvc-new", "w1")]})
     fake.gate = asyncio.Event()
     fallback = FallbackReader(fake, clock=clock)
@@ -119,7 +112,7 @@ def test_concurrent_requests_share_one_fallback_read():
 
 
 def test_failed_fallback_read_is_not_judged_and_retried_after_ttl():
-    clock = Clock(1.0)
+    clock = FakeClock(1.0)
     fake = FakeLinstor(fail=True)
     seen: list[str] = []
     fallback = FallbackReader(fake, negative_ttl=5.0, clock=clock, on_read=seen.append)
@@ -136,7 +129,7 @@ def test_failed_fallback_read_is_not_judged_and_retried_after_ttl():
 
 
 def test_fallback_cache_dropped_once_the_index_knows_the_resource():
-    clock = Clock(1.0)
+    clock = FakeClock(1.0)
     fallback = FallbackReader(FakeLinstor({"pvc-new": [lres("pvc-new", "w1")]}), clock=clock)
     asyncio.run(fallback.get("pvc-new"))
     assert "pvc-new" in fallback._cache
@@ -145,8 +138,8 @@ def test_fallback_cache_dropped_once_the_index_knows_the_resource():
 
 
 def test_new_state_generation_is_used_by_the_next_request():
-    holder = live_holder(Clock())
-    ext = Extender(holder, clock=Clock(1.0))
+    holder = live_holder(FakeClock())
+    ext = Extender(holder, clock=FakeClock(1.0))
     pod = k.pod("p", claims=["c-local"])
     assert asyncio.run(ext.decide(pod, ["w2"])).verdicts[0].score == 10
     base = standard()

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from linstor_scheduler.doubles.clock import FakeClock
 from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
@@ -29,14 +30,6 @@ class FakeLvm:
         return LvmInventory(
             tuple(VolumeGroup(n, u, t, 1 << 40, 1 << 39) for n, (u, t) in self.vgs.items()),
             tuple(LogicalVolume(n, u, "vg1", "uuid-vg1", t, "twi-aotz--", 1 << 39) for n, (u, t) in self.thin.items()))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -196,7 +189,7 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
     ks = KubeStandin()
     with ks.serve() as srv:
         recorder = EventRecorder(ks.api_client(srv.url), "linstor-scheduler-sync-node")
-        clock = Clock()
+        clock = FakeClock()
         lvm = FakeLvm()
         lvm.vgs["vg9"] = ("uuid-vg9", ("linstor-data",))  # duplicate tag
 
