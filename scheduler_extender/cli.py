@@ -13,17 +13,12 @@ import orjson
 import yaml
 
 from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options, make_linstor_client
 
 from .scoring import Weights
 
 log = logging.getLogger("linstor_scheduler.extender")
-
-
-def add_kube(parser: argparse.ArgumentParser) -> None:
-    from linstor_scheduler.kube.client import add_kube_options
-
-    add_kube_options(parser)
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -45,7 +40,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                help="override score levels, e.g. 'local_syncing=7,remote=0' (see docs/extender.md)")
     add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
     add_linstor_options(p)
-    add_kube(p)
+    add_kube_options(p)
     p.set_defaults(func=run_extender)
 
     e = sub.add_parser("explain", parents=[parent], help="why would a pod go where? per-node verdicts",
@@ -57,7 +52,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(e, "--output", default="table", choices=["table", "json"], help="output format")
     add_option(e, "--score-weights", default="", help="as for the extender")
     add_linstor_options(e)
-    add_kube(e)
+    add_kube_options(e)
     e.set_defaults(func=run_explain)
 
     s = sub.add_parser("snapshot", parents=[parent], help="write a snapshot of the live cluster (for bug reports)",
@@ -66,7 +61,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(s, "--format", default="yaml", choices=["yaml", "json"], help="output format")
     add_option(s, "--scheduler-name", default="linstor", help="include pods with this schedulerName")
     add_linstor_options(s)
-    add_kube(s)
+    add_kube_options(s)
     s.set_defaults(func=run_snapshot)
 
     d = sub.add_parser("demo", parents=[parent], help="the whole system on a built-in cluster (no Kubernetes)",

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options, make_linstor_client
 
 log = logging.getLogger("linstor_scheduler.storage_sync")
@@ -24,12 +25,6 @@ def _serve_options(parser: argparse.ArgumentParser, port: int) -> None:
     group = parser.add_argument_group("serving /healthz, /readyz, /metrics")
     add_option(group, "--listen-address", default="0.0.0.0", help="address to listen on")
     add_option(group, "--port", type=int, default=port, help="port for health and metrics (0: do not serve)")
-
-
-def _kube_options(parser: argparse.ArgumentParser) -> None:
-    from linstor_scheduler.kube.client import add_kube_options
-
-    add_kube_options(parser)
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -54,7 +49,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_flag(n, "--events", default=True, help="write Kubernetes Events on the Node")
     _serve_options(n, 9101)
     add_linstor_options(n)
-    _kube_options(n)
+    add_kube_options(n)
     n.set_defaults(func=run_sync_node)
 
     c = sub.add_parser("sync-classes", parents=[parent], help="keep StorageClasses linstor-<pool>-r1..r3",
@@ -69,7 +64,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(c, "--output", default="table", choices=["table", "json"], help="output of --once")
     _serve_options(c, 9102)
     add_linstor_options(c)
-    _kube_options(c)
+    add_kube_options(c)
     from linstor_scheduler.kube.lease import add_leader_options
 
     add_leader_options(c, "linstor-scheduler-sync-classes")
