@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
+from typing import TYPE_CHECKING
 
 from linstor_scheduler.config import add_option
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 
 class KubeConfigError(RuntimeError):
@@ -24,6 +25,9 @@ def make_api_client(kubeconfig: str | None = None, *, context: str | None = None
                     host: str | None = None) -> k8s.ApiClient:
     """``host``: plain HTTP(S) to that URL (tests, ``kubectl proxy``); else ``kubeconfig``; else
     in-cluster when running in a pod; else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    from kubernetes import client as k8s  # imported here: building the CLI must not pay for it
+    from kubernetes import config as k8s_config
+
     configuration = k8s.Configuration()
     if host:
         configuration.host = host.rstrip("/")

@@ -23,12 +23,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from typing import TYPE_CHECKING, Any
 
 from linstor_scheduler.config import add_flag, add_option
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class LeaderElector:
                  lease_seconds: float = 15.0, renew_seconds: float = 5.0, retry_seconds: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                  on_change: Callable[[bool], None] | None = None) -> None:
+        from kubernetes import client as k8s  # here, not at import: the CLI's --help must stay fast
+
         if not renew_seconds < lease_seconds:
             raise ValueError("the renew interval must be shorter than the lease duration")
         self.api = k8s.CoordinationV1Api(api_client)
@@ -72,6 +74,8 @@ class LeaderElector:
 
     def step(self) -> bool:
         """Try to acquire or renew once; returns whether we lead afterwards. Never raises."""
+        from kubernetes.client.rest import ApiException
+
         was = self.leader_since is not None  # what we last reported, even if it lapsed since
         try:
             self._step()
@@ -97,6 +101,9 @@ class LeaderElector:
                 "acquireTime": acquired or now, "renewTime": now, "leaseTransitions": transitions}
 
     def _step(self) -> None:
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
         started = self.clock()
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
