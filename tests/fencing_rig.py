@@ -42,12 +42,12 @@ class Rig:
     """``with Rig() as rig: rig.volume(...); rig.pod(...); rig.crash("n1"); rig.run(40)``."""
 
     def __init__(self, nodes: tuple[str, ...] = NODES, settings: Settings | None = None,
-                 linstor_timeout: float = 2.0) -> None:
+                 linstor_timeout: float = 2.0, linstor_events: bool = False) -> None:
         self.nodes = nodes
         self.settings = settings or Settings()
         self.linstor_timeout = linstor_timeout
         self.clock = FakeClock(START)
-        self.emu = LinstorEmulator(supports_events=False)
+        self.emu = LinstorEmulator(supports_events=linstor_events)
         self.ks = KubeStandin()
         self._stack = contextlib.ExitStack()
         self.loop = asyncio.new_event_loop()

@@ -69,3 +69,27 @@ def _get(url: str) -> int:
         return httpx.get(url, timeout=1).status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_promotion_events_wake_the_loop_and_their_absence_changes_nothing():
+    for offered in (True, False):
+        with Rig(linstor_events=offered) as rig:
+            rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
+            ctrl = rig.ctrl
+
+            async def scenario(rig=rig, ctrl=ctrl, offered=offered):
+                task = asyncio.create_task(ctrl.follow_promotions(ctrl.linstor))
+                if not offered:
+                    await asyncio.wait_for(task, 5)  # EventsNotSupported: it ends; polling goes on
+                    return
+                async def subscribed():
+                    while not rig.emu._subscribers:
+                        await asyncio.sleep(0.01)
+                await asyncio.wait_for(subscribed(), 5)
+                assert not ctrl._wake.is_set()
+                rig.emu.set_may_promote("pvc-r2", "n2", True)
+                await asyncio.wait_for(ctrl._wake.wait(), 5)
+                task.cancel()
+
+            rig.loop.run_until_complete(scenario())
+            assert rig.step().guard is None, "passes work either way"

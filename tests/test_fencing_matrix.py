@@ -318,6 +318,8 @@ def test_two_instances_only_the_lease_holder_acts_and_a_new_leader_finishes(rig)
         b_lease.step()
         rig.step(ctrl=b)
     assert b_lease.is_leader and not a_lease.is_leader
+    late = rig.step(ctrl=a, seconds=0)  # a comes back: its lease lapsed, it does nothing at all
+    assert late.guard == "NotLeader" and late.actions == []
     assert rig.ks.get("VolumeAttachment", "csi-pvc-r2-n1-linstor") is None
     assert len(rig.pod_deletes()) == 1
 
