@@ -130,7 +130,9 @@ def make_bodies(cluster: dict[str, Any], count: int, pvcs: int, full_nodes: bool
         if i % 10 == 0:
             claims.append(f"unbound-{rnd.randrange(max(1, pvcs // 10))}")
         pod = k.pod(f"{prefix}-{i}", claims=claims)
-        args = {"Pod": pod, "Nodes": node_list} if full_nodes else {"Pod": pod, "NodeNames": names}
+        # As kube-scheduler writes ExtenderArgs (Go field order, no omitempty: the unused field is null)
+        args = ({"Pod": pod, "Nodes": node_list, "NodeNames": None} if full_nodes
+                else {"Pod": pod, "Nodes": None, "NodeNames": names})
         bodies.append(orjson.dumps(args))
     return bodies
 

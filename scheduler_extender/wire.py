@@ -88,6 +88,11 @@ def _fold(doc: Mapping[str, Any]) -> dict[str, Any]:
     return folded
 
 
+def _is_null(raw: Any) -> bool:
+    """Without copying the value: a NodeList is megabytes."""
+    return len(raw) == 4 and bytes(raw) == b"null"
+
+
 def _type_name(raw: bytes) -> str:
     try:
         return type(orjson.loads(memoryview(raw))).__name__
@@ -106,6 +111,8 @@ def _split_names(body: bytes) -> tuple[bytes, bytes] | None:
     byte before the final ``}``, which no nested key and no string holding ``]`` can satisfy.
     The array itself is validated when it is decoded (on every cache miss); a cache hit means
     bytes identical to an array that was. Anything else takes the general path."""
+    if not body.endswith(b"]}"):
+        return None  # e.g. full Node objects ("NodeNames":null): no 3 MB search for a key that is not there
     start = body.rfind(_NAMES_KEY)
     if start < 1 or body[start - 1:start] != b",":
         return None
@@ -115,10 +122,64 @@ def _split_names(body: bytes) -> tuple[bytes, bytes] | None:
     return body[:start - 1] + b"}", body[start + len(_NAMES_KEY) - 1:end + 1]
 
 
+_NULL = msgspec.Raw(b"null")
+
+
+class _FastNodeList(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[msgspec.Raw] | None = None
+    kind: msgspec.Raw = _NULL  # Raw takes any JSON value, null included: "Raw | None" would not
+    apiVersion: msgspec.Raw = _NULL
+    metadata: msgspec.Raw = _NULL
+
+
+class _FastArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """ExtenderArgs spelled exactly as kube-scheduler writes it: one scan of a multi-megabyte body
+    gives the raw Pod, the NodeList's parts and each raw Node (the general path scans it three
+    times). Any other spelling fails here (unknown field) and takes the general path."""
+
+    Pod: msgspec.Raw = _NULL
+    Nodes: _FastNodeList | None = None
+    NodeNames: msgspec.Raw = _NULL
+
+
+_FAST_ARGS = msgspec.json.Decoder(_FastArgs)
+
+
+def _decode_full_nodes(body: bytes) -> ExtenderArgs | None:
+    try:
+        fast = _FAST_ARGS.decode(body)
+    except msgspec.DecodeError:  # also ValidationError: another spelling or shape, the general path decides
+        return None
+    if fast.Nodes is None or _is_null(fast.Pod):
+        return None
+    rest = {key: raw for key, raw in (("kind", fast.Nodes.kind), ("apiVersion", fast.Nodes.apiVersion),
+                                      ("metadata", fast.Nodes.metadata)) if raw is not _NULL}
+    items = fast.Nodes.items or []
+    return ExtenderArgs(None, _node_names(items), rest, items, None, bytes(fast.Pod))
+
+
+def _node_names(items: list[msgspec.Raw]) -> list[str]:
+    names: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            head = _NODE_HEAD.decode(item)
+        except msgspec.ValidationError:
+            head = None
+        name = head.metadata.name if head is not None and head.metadata is not None else None
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"ExtenderArgs.Nodes.items[{i}] has no metadata.name")
+        names.append(name)
+    return names
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
     """One pass over the body: the Pod is decoded (small), node names are read, and full Node
     objects are kept as raw byte slices, never turned into Python objects."""
     split = _split_names(body)
+    if split is None:  # not the names form: the full-Node form as kube-scheduler writes it?
+        full = _decode_full_nodes(body)
+        if full is not None:
+            return full
     if split is not None:
         try:
             top = _fold(_RAW_OBJECT.decode(split[0]))
@@ -170,7 +231,7 @@ def decode_pod(raw_pod: bytes) -> dict[str, Any]:
 
 def _nodes_part(top: dict[str, Any], raw_pod: bytes) -> ExtenderArgs:
     raw_nodes = top.get("nodes")
-    if raw_nodes is not None and bytes(raw_nodes) != b"null":
+    if raw_nodes is not None and not _is_null(raw_nodes):
         try:
             nodes = _RAW_OBJECT.decode(raw_nodes)
         except msgspec.ValidationError:
@@ -178,20 +239,10 @@ def _nodes_part(top: dict[str, Any], raw_pod: bytes) -> ExtenderArgs:
         rest = {k: v for k, v in nodes.items() if k.lower() != "items"}
         raw_items = _fold(nodes).get("items")
         try:
-            items = _RAW_LIST.decode(raw_items) if raw_items is not None and bytes(raw_items) != b"null" else []
+            items = _RAW_LIST.decode(raw_items) if raw_items is not None and not _is_null(raw_items) else []
         except msgspec.ValidationError:
             raise BadRequest("ExtenderArgs.Nodes.items must be a list") from None
-        node_names: list[str] = []
-        for i, item in enumerate(items):
-            try:
-                head = _NODE_HEAD.decode(item)
-            except msgspec.ValidationError:
-                head = None
-            name = head.metadata.name if head is not None and head.metadata is not None else None
-            if not isinstance(name, str) or not name:
-                raise BadRequest(f"ExtenderArgs.Nodes.items[{i}] has no metadata.name")
-            node_names.append(name)
-        return ExtenderArgs(None, node_names, rest, items, None, raw_pod)
+        return ExtenderArgs(None, _node_names(items), rest, items, None, raw_pod)
     raw_names = top.get("nodenames")
     names_bytes = bytes(raw_names) if raw_names is not None else b"null"
     if names_bytes == b"null":
@@ -216,8 +267,11 @@ def encode_filter(
     keep = set(passing)
     items = args.node_items or []
     kept = [item for item, name in zip(items, args.node_names, strict=True) if name in keep]
-    head = b"".join(orjson.dumps(k) + b":" + bytes(v) + b"," for k, v in args.nodes.items())
-    return b'{"Nodes":{' + head + b'"items":[' + b",".join(kept) + b']},"NodeNames":null,' + tail
+    parts: list[Any] = [b'{"Nodes":{']
+    for k, v in args.nodes.items():
+        parts += [orjson.dumps(k), b":", v, b","]
+    parts += [b'"items":[', b",".join(kept), b']},"NodeNames":null,', tail]
+    return b"".join(parts)  # one copy of the megabytes, not one per concatenation
 
 
 class PriorityEncoder:

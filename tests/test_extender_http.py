@@ -310,3 +310,27 @@ def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
         holder.swap(dataclasses.replace(standard(), generation=2, linstor_synced_at=121.0, kube_synced_at=121.0))
         assert extender.prepared_for(raw_pod) is None
         assert prioritize(http)[0] == {"Host": "w1", "Score": 10}
+
+
+@pytest.mark.parametrize("body", [
+    b'{"Pod":{"metadata":{"name":"p"}},"Nodes":{"kind":"NodeList","apiVersion":"v1","metadata":{},"items":['
+    b'{"metadata":{"name":"w1"},"status":{"x":[1,2]}},{"metadata":{"name":"w2"}}]},"NodeNames":null}',
+    b'{"Pod":{"metadata":{"name":"p"}},"Nodes":{"items":[{"metadata":{"name":"w1"}}]},"NodeNames":null}',
+    b'{"Pod":{"metadata":{"name":"p"}},"Nodes":{"items":null},"NodeNames":null}',
+    b'{"pod":{"metadata":{"name":"p"}},"nodes":{"ITEMS":[{"metadata":{"name":"w1"}}]}}',  # other spelling
+    b'{"Pod":{"metadata":{"name":"p"}},"Nodes":{"items":[{"metadata":{"name":"w1"}}],"extra":1},"NodeNames":null}',
+])
+def test_the_full_node_fast_path_decodes_exactly_like_the_general_one(body):
+    from scheduler_extender.wire import _decode_args, decode_args
+
+    fast, general = decode_args(body), _decode_args(body)
+    assert fast.pod == general.pod and fast.node_names == general.node_names
+    assert [bytes(i) for i in fast.node_items] == [bytes(i) for i in general.node_items]
+    assert {k: bytes(v) for k, v in fast.nodes.items()} == {k: bytes(v) for k, v in general.nodes.items()}
+
+
+def test_the_full_node_fast_path_still_refuses_a_node_without_a_name():
+    from scheduler_extender.wire import BadRequest, decode_args
+
+    with pytest.raises(BadRequest, match=r"ExtenderArgs.Nodes.items\[1\] has no metadata.name"):
+        decode_args(b'{"Pod":{},"Nodes":{"items":[{"metadata":{"name":"w1"}},{"spec":{}}]},"NodeNames":null}')
