@@ -168,5 +168,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return run(port=args.port, serve=serve)
     from linstor_scheduler.story import run as story
 
+    if args.log_level == "info":  # the story narrates what the components do: their INFO lines would repeat it
+        logging.getLogger().setLevel(logging.WARNING)
     result = story(port=args.port, serve=serve)
     return 0 if result.second_node and result.second_node != result.first_node else 1
