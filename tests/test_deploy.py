@@ -687,3 +687,26 @@ def test_dockerignore_keeps_the_context_small():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "tests"} <= ignored
     assert not ignored & {"README.md", "pyproject.toml", "admission", "linstor_scheduler"}
+
+
+def test_the_deployed_lvm_conf_is_valid_for_lvm(tmp_path):
+    """lvmconfig itself reads the ConfigMap's lvm.conf: a misspelt key would be ignored by LVM, not us."""
+    lvmconfig = shutil.which("lvmconfig")
+    if lvmconfig is None:
+        pytest.skip("lvmconfig (lvm2) is not installed: the lvm.conf cannot be validated here")
+    conf = find(objects(), "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
+    (tmp_path / "lvm.conf").write_text(conf)
+    env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LVM_SYSTEM_DIR": str(tmp_path), "LVM_SUPPRESS_FD_WARNINGS": "1"}
+    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0 and "LVM configuration valid" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run([lvmconfig, "devices/obtain_device_list_from_udev", "activation/udev_sync", "backup/archive"],
+                         capture_output=True, text=True, env=env, check=False)
+    assert out.stdout.split() == ["obtain_device_list_from_udev=0", "udev_sync=0", "archive=0"], out.stderr
+    (tmp_path / "lvm.conf").write_text(conf.replace("udev_sync", "udev_synk"))  # the check can fail
+    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode != 0
+
+
+def test_the_namespace_admits_the_privileged_agent():
+    ns = find(objects(), "Namespace", "linstor-scheduler")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
