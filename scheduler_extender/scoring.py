@@ -314,10 +314,7 @@ def judge_many(
     nodes that turns 1,000 judgements into a handful, and the per-node work into C-level loops
     (``map``/``zip`` over the names: measured 5x faster than a Python loop at 1,000 nodes)."""
     names = list(names)
-    special: set[str] = set()
-    for ctx in contexts:
-        if ctx.resource is not None:
-            special.update(ctx.resource.replicas)
+    special = _replica_nodes(contexts)
     if any(not c.claim.bound and c.unjudged is None for c in contexts):  # free space differs per node
         return _judge_per_node(names, contexts, state, w, classes)
     sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
@@ -344,6 +341,15 @@ def judge_many(
     return out
 
 
+def _replica_nodes(contexts: Sequence[ClaimContext]) -> set[str]:
+    """Nodes holding any replica of the pod's volumes: judged one by one, never by class."""
+    nodes: set[str] = set()
+    for ctx in contexts:
+        if ctx.resource is not None:
+            nodes.update(ctx.resource.replicas)
+    return nodes
+
+
 def _judge_per_node(
     names: list[str],
     contexts: Sequence[ClaimContext],
@@ -357,10 +363,7 @@ def _judge_per_node(
     nodes, the common case of a new StatefulSet pod)."""
     claims = [c.claim for c in contexts]
     unbound_at = [i for i, c in enumerate(contexts) if not c.claim.bound and c.unjudged is None]
-    special: set[str] = set()
-    for ctx in contexts:
-        if ctx.resource is not None:
-            special.update(ctx.resource.replicas)
+    special = _replica_nodes(contexts)
     sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
     memo: dict[Any, NodeVerdict] = {}  # class -> the verdict with placeholders for the unbound claims
     judges = [(i, _unbound_judge(claims[i], state, w)) for i in unbound_at]

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from kubernetes import client as k8s
 
 from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.kube import EventRecorder, Informer, KubeCaches, make_api_client
 
 from .waiting import wait_for
-
-
-@pytest.fixture
-def ks():
-    ks = KubeStandin()
-    with ks.serve() as srv:
-        ks.url = srv.url
-        ks.api = ks.api_client(srv.url)
-        yield ks
 
 
 def test_informer_syncs_and_follows_changes(ks):

@@ -11,15 +11,6 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-
-
-@pytest.fixture
-def ks():
-    ks = KubeStandin()
-    with ks.serve() as srv:
-        ks.api = ks.api_client(srv.url)
-        yield ks
 
 
 def test_create_and_read_back_typed(ks):

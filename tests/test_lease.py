@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from linstor_scheduler.doubles.clock import FakeClock
-from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.kube.lease import AlwaysLeader, LeaderElector
-
-
-@pytest.fixture
-def ks():
-    ks = KubeStandin()
-    with ks.serve() as srv:
-        ks.api = ks.api_client(srv.url)
-        yield ks
 
 
 def elector(ks, clock, identity, **kw):
