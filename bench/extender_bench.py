@@ -33,7 +33,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from linstor_scheduler.doubles import kube_objects as k  # noqa: E402
+from devkit import kube_objects as k  # noqa: E402
 
 GIB_KIB = 1024 * 1024
 
@@ -211,7 +211,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
 
 
 def emulator_app(snapshot: str) -> Any:
-    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+    from devkit.linstor_emulator import LinstorEmulator
 
     doc = orjson.loads(Path(snapshot).read_bytes())
     emu = LinstorEmulator(supports_events=False)

@@ -1,4 +1,4 @@
-"""Subcommands of the extender: ``extender``, ``explain``, ``snapshot``, ``demo``."""
+"""Subcommands of the extender: ``extender``, ``explain``, ``snapshot`` (``demo`` is devkit's)."""
 
 from __future__ import annotations
 
@@ -63,18 +63,6 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_linstor_options(s)
     add_kube_options(s)
     s.set_defaults(func=run_snapshot)
-
-    d = sub.add_parser("demo", parents=[parent], help="the whole system on a built-in cluster (no Kubernetes)",
-                       description="Run the LINSTOR emulator and the Kubernetes API stand-in with three nodes, and "
-                       "every component against them, and tell what happens: tagged LVM becomes pools and "
-                       "StorageClasses, a pod is placed next to its replica, its node loses storage, fencing "
-                       "moves it, it is placed next to the surviving replica. --extender-only: the extender on a "
-                       "static demo cluster, with per-node verdicts for sample pods.")
-    add_option(d, "--port", type=int, default=8099, help="port of the demo extender (0: any free port)")
-    add_flag(d, "--serve", default=None,
-             help="keep serving after printing, until Ctrl-C (default: when run on a terminal)")
-    add_flag(d, "--extender-only", help="only the extender on the static demo cluster (sample pods' verdicts)")
-    d.set_defaults(func=run_demo)
 
 
 def run_extender(args: argparse.Namespace) -> int:
@@ -158,17 +146,3 @@ def run_snapshot(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
     return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    serve = sys.stdout.isatty() if args.serve is None else args.serve
-    if args.extender_only:
-        from .demo import run
-
-        return run(port=args.port, serve=serve)
-    from linstor_scheduler.story import run as story
-
-    if args.log_level == "info":  # the story narrates what the components do: their INFO lines would repeat it
-        logging.getLogger().setLevel(logging.WARNING)
-    result = story(port=args.port, serve=serve)
-    return 0 if result.second_node and result.second_node != result.first_node else 1

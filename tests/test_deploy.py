@@ -28,8 +28,8 @@ from kubernetes_validate import utils as kv
 import linstor_scheduler
 from admission import OPT_OUT_LABEL, OPT_OUT_VALUE
 from admission.live import WEBHOOK_KINDS
+from devkit import kube_objects as k
 from linstor_scheduler.cli import build_parser
-from linstor_scheduler.doubles import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube.informer import KINDS
 from scheduler_extender.sync import EXTENDER_KINDS
@@ -673,13 +673,16 @@ def test_dockerfile_installs_lvm2_our_package_and_entry_point():
     assert "pip install" in runs and "linstor-scheduler --version" in runs
     assert [json.loads(arg) for op, arg in stage if op == "ENTRYPOINT"] == [["linstor-scheduler"]]
     assert "slim" in stage[0][1]
-    # Every package pyproject installs is copied into the build (a new top-level package is not forgotten).
+    # Every package pyproject installs is copied into the build (a new top-level package is not forgotten),
+    # except devkit (doubles, demo): development only, never in the image.
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     copied = {src for op, arg in dockerfile() if op == "COPY" and "--from" not in arg for src in arg.split()[:-1]}
     for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
+        if pattern.rstrip("*") != "devkit":
+            assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
+    assert "devkit" not in copied and "devkit" in (ROOT / ".dockerignore").read_text().split()
     assert project["project"]["readme"] in copied and "pyproject.toml" in copied
 
 

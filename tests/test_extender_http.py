@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
 from scheduler_extender.app import create_app
 from scheduler_extender.service import Extender, StateHolder
@@ -288,7 +288,7 @@ def test_the_names_fast_path_still_refuses_bad_bodies(server):
 
 
 def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
-    from linstor_scheduler.doubles.clock import FakeClock
+    from devkit.clock import FakeClock
 
     from .test_service import live_holder
 

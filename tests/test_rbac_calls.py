@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import RESOURCES, KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.kube_standin import RESOURCES, KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient

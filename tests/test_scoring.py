@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from scheduler_extender.scoring import Weights, all_node_names
 from scheduler_extender.service import Extender, StateHolder
 

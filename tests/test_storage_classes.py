@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from kubernetes import client as k8s
 
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.models import StoragePool

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.linstor.client import EventsNotSupported
 from scheduler_extender.service import StateHolder
 from scheduler_extender.sync import Syncer

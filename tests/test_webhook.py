@@ -21,8 +21,8 @@ from admission.app import WebhookMetrics, create_app
 from admission.live import build_webhook_app
 from admission.review import Lookups, SchedulerNameMutator
 from admission.tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin, json_patch
+from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin, json_patch
 from linstor_scheduler.httpserver import ServerThread
 
 from .waiting import wait_for

@@ -30,10 +30,10 @@ from typing import Any, TextIO
 
 import httpx
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.clock import FakeClock
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.clock import FakeClock
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor.client import LinstorClient
 
