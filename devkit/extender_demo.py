@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 
 from linstor_scheduler.httpserver import ServerThread
-from scheduler_extender.app import create_app
 from scheduler_extender.explain import render_table
+from scheduler_extender.http import create_app
+from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import all_node_names
-from scheduler_extender.service import Extender, StateHolder
 from scheduler_extender.snapshot import find_pod, state_from_snapshot
 
 from .demo_cluster import SAMPLE_PODS, demo_snapshot

@@ -149,7 +149,7 @@ def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop,
 
 @contextlib.contextmanager
 def _extender(linstor_url: str, api: Any, port: int):  # type: ignore[no-untyped-def]
-    from scheduler_extender.live import build_live_app
+    from scheduler_extender.wiring import build_live_app
 
     app = build_live_app(LinstorClient(linstor_url), api, poll_interval=0.2, use_events=False)
     with ServerThread(app, port=port) as srv:

@@ -35,6 +35,20 @@ def registrations() -> list[Callable[..., None]]:
     return found
 
 
+def deferred(target: str) -> Callable[[argparse.Namespace], int]:
+    """``"package.wiring:run"`` as a subcommand's func, imported when the subcommand runs: ``--help``
+    does not pay for FastAPI, uvicorn and the kubernetes client."""
+    module, _, name = target.partition(":")
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    run.__qualname__ = run.__name__ = name
+    return run
+
+
 def common_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("logging")

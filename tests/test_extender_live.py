@@ -13,7 +13,7 @@ from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient
-from scheduler_extender.live import build_live_app
+from scheduler_extender.wiring import build_live_app
 
 from .waiting import wait_for
 

@@ -129,13 +129,13 @@ def run_informers(ks: KubeStandin, kinds: list[str], **kw: Any) -> None:
 
 
 def extender(ks: KubeStandin, emu: LinstorEmulator) -> None:
-    from scheduler_extender.sync import EXTENDER_KINDS
+    from scheduler_extender.refresh import EXTENDER_KINDS
 
     run_informers(ks, list(EXTENDER_KINDS))
 
 
 def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
-    from admission.live import WEBHOOK_KINDS, kube_lookups
+    from admission.lookups import WEBHOOK_KINDS, kube_lookups
     from admission.tls import CaBundlePublisher, load_or_create, service_names
 
     from .test_webhook import webhook_configuration

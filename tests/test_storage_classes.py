@@ -25,7 +25,7 @@ from storage_sync.classes import (
     desired_class,
     plan_classes,
 )
-from storage_sync.cli import load_class_config
+from storage_sync.wiring import load_class_config
 
 PROP = "property.linstor.csi.linbit.com/DrbdOptions/"
 

@@ -7,7 +7,7 @@ import dataclasses
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
-from scheduler_extender.service import Extender, FallbackReader, StateHolder
+from scheduler_extender.judge import Extender, FallbackReader, StateHolder
 
 from .cluster import build, lnode, lres, standard
 
