@@ -19,8 +19,9 @@ from kubernetes import client as k8s
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 
-from .http import WebhookMetrics, create_app
+from .http import create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
+from .metrics import WebhookMetrics
 from .review import SchedulerNameMutator
 from .tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
 

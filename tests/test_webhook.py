@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from admission import OPT_OUT_LABEL, OPT_OUT_VALUE
-from admission.http import WebhookMetrics, create_app
+from admission.http import create_app
+from admission.metrics import WebhookMetrics
 from admission.review import Lookups, SchedulerNameMutator
 from admission.tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
 from admission.wiring import build_webhook_app
