@@ -180,6 +180,9 @@ class ClusterState:
     linstor_synced_at: float  # clock() of the LINSTOR read this state came from
     kube_synced_at: float
     pool_max_free: Mapping[str, int]  # pool name -> largest free KiB over nodes (WFFC scaling)
+    # The generation that first had this Kubernetes view: caches of what depends on Kubernetes alone
+    # (node sets of affinity rules) live across LINSTOR-only changes.
+    kube_since: int = 0
 
     @classmethod
     def build(
@@ -192,6 +195,7 @@ class ClusterState:
         kube: KubeView,
         linstor_synced_at: float,
         kube_synced_at: float,
+        kube_since: int | None = None,
     ) -> ClusterState:
         node_index = index_nodes(nodes, pools)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
@@ -200,7 +204,14 @@ class ClusterState:
             for pool in info.pools.values():
                 if pool.free_kib is not None and pool.free_kib > max_free.get(pool.name, -1):
                     max_free[pool.name] = pool.free_kib
-        return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free)
+        return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free,
+                   generation if kube_since is None else kube_since)
+
+    def same_content(self, other: ClusterState) -> bool:
+        """Would every verdict be the same? (Everything but the read times.) Identical objects are
+        compared by identity first: an unchanged Kubernetes view is the very same object."""
+        return (self.kube is other.kube or self.kube == other.kube) and self.nodes == other.nodes \
+            and (self.resources is other.resources or self.resources == other.resources)
 
     @property
     def synced_at(self) -> float:
