@@ -126,15 +126,37 @@ def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str
 
 
 @dataclass(frozen=True, slots=True)
+class Level:
+    """A topology level the extender scores: a node without a replica that shares this level's
+    value with a diskful replica scores the level's weight (docs/extender.md, "Scores")."""
+
+    name: str  # the word in reasons: "a diskful replica is in its zone a"
+    weight: str  # its --score-weights name
+    default: float  # its default score
+    labels: tuple[str, ...]  # the node labels that carry it; the first one set wins
+
+
+# Every topology level, nearest first (a node scores the nearest level it shares with a replica).
+# Weights, reasons, node classes and the docs table follow this list: adding a level (say, rack)
+# is one line here, one row in docs/extender.md (tests/test_scoring.py checks it) and its tests.
+LEVELS: tuple[Level, ...] = (
+    Level("zone", "same_zone", 2.0, ZONE_LABELS),
+    Level("region", "same_region", 1.5, REGION_LABELS),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
-    zone: str | None
-    region: str | None
+    values: tuple[str | None, ...]  # the node's value at each of LEVELS, in that order
     labels: Mapping[str, str]
+
+    def value(self, level: str) -> str | None:
+        return self.values[[lv.name for lv in LEVELS].index(level)]
 
 
 def topology_of(node_obj: Mapping[str, Any]) -> Topology:
     labels = (node_obj.get("metadata") or {}).get("labels") or {}
-    return Topology(first_label(labels, ZONE_LABELS), first_label(labels, REGION_LABELS), labels)
+    return Topology(tuple(first_label(labels, level.labels) for level in LEVELS), labels)
 
 
 @dataclass(frozen=True, slots=True)
