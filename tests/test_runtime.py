@@ -90,7 +90,7 @@ def test_sync_node_as_deployed_serves_health_and_stops_on_sigterm(tmp_path):
 
     from devkit.linstor_emulator import LinstorEmulator
 
-    from .waiting import wait_for
+    from .waiting import stop_child, wait_for
 
     fixtures = Path(__file__).parent / "fixtures" / "lvm"
     emu = LinstorEmulator()
@@ -112,11 +112,6 @@ def test_sync_node_as_deployed_serves_health_and_stops_on_sigterm(tmp_path):
             wait_for(ready, timeout=20, what="sync-node's first pass")
             assert child.poll() is None, child.stdout.read().decode()
         finally:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
+            stop_child(child)
     output = child.stdout.read().decode()
     assert child.returncode == 0 and "sync-node stopped" in output, output
