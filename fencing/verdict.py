@@ -254,8 +254,8 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
     proof = said.proof
     if proof is None and said.linstor:
         return VolumeVerdict(resource_name, node, HEALTHY, CONTROLLER_PARTITION,
-                             f"{said.linstor}, but its DRBD peers still reach it: LINSTOR's controller is cut "
-                             "off, the storage is not lost")
+                             f"{said.linstor}, but no DRBD peer reports its connection to {node} down: LINSTOR's "
+                             "controller is cut off from the node, its storage is not shown lost")
     if proof is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)

@@ -397,8 +397,8 @@ def test_probes_hit_real_routes():
 
     from admission.app import create_app as webhook_app
     from admission.review import Lookups, SchedulerNameMutator
-    from fencing.metrics import FencingMetrics
     from fencing.http import create_app as fencing_app
+    from fencing.metrics import FencingMetrics
     from linstor_scheduler.health import health_app
     from scheduler_extender.app import create_app as extender_app
     from scheduler_extender.service import Extender, StateHolder

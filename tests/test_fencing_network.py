@@ -216,7 +216,7 @@ def test_every_satellite_cut_from_the_controller_is_a_storm_and_no_eviction(rig)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
     assert rig.ctrl.metrics.storm_active._value.get() == 1
     (event,) = rig.events("ControllerPartition", "db-0")
-    assert event["type"] == "Normal" and "DRBD peers still reach it" in event["message"]
+    assert event["type"] == "Normal" and "no DRBD peer reports its connection to n1 down" in event["message"]
 
 
 # --- two witnesses ---------------------------------------------------------------------------------
