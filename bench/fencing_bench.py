@@ -139,16 +139,15 @@ def blip(rig: Rig) -> None:
 def flap(rig: Rig) -> None:
     """20 s down, 2 s up between two polls, 20 s down (seen through the promotion stream)."""
     rig.follow_promotions()
-    seen = rig.ctrl.promotion_events
     rig.power_off("n1")
-    rig.wait_promotions(seen + 1)
+    rig.wait_promotions()
     rig.run(20)
     rig.clock.now += 1
     rig.recover("n1")
-    rig.wait_promotions(seen + 2)
+    rig.wait_promotions()
     rig.clock.now += 2
     rig.power_off("n1")
-    rig.wait_promotions(seen + 3)
+    rig.wait_promotions()
     rig.run(20)
     rig.recover("n1")
 

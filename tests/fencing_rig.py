@@ -195,12 +195,13 @@ class Rig:
 
         self.loop.run_until_complete(asyncio.wait_for(subscribed(), 5))
 
-    def wait_promotions(self, count: int, ctrl: FencingController | None = None) -> None:
-        """Let the event loop run until the controller has received ``count`` promotion events."""
+    def wait_promotions(self, ctrl: FencingController | None = None) -> None:
+        """Let the event loop run until the controller has received every promotion event emitted so far."""
         ctrl = ctrl or self.ctrl
+        emitted = self.emu.emitted.get("may-promote-change", 0)
 
         async def received() -> None:
-            while ctrl.promotion_events < count:
+            while ctrl.promotion_events < emitted:
                 await asyncio.sleep(0.01)
 
         self.loop.run_until_complete(asyncio.wait_for(received(), 5))

@@ -78,6 +78,7 @@ class LinstorEmulator(HttpDouble):
         self._net = Reachability()
         self._conn_override: dict[tuple[str, str, str], bool] = {}
         self._promote_override: dict[tuple[str, str], bool] = {}
+        self.emitted: dict[str, int] = {}  # events sent to subscribers, by name (tests wait for their delivery)
         self.app = self._build_app()
 
     # --- state ---------------------------------------------------------------------------------
@@ -392,6 +393,7 @@ class LinstorEmulator(HttpDouble):
     # --- events --------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:
         with self._lock:
+            self.emitted[event] = self.emitted.get(event, 0) + 1
             subs = list(self._subscribers)
         for sub in subs:
             sub.put((event, data))
