@@ -58,10 +58,10 @@ from .observe import (
     storage_nodes,
 )
 from .verdict import (
-    CONTROLLER_PARTITION,
     FENCE,
     HEALTHY,
     NOT_OPTED_IN,
+    NOTICES,
     OPTED_OUT,
     REFUSE,
     WAITING,
@@ -553,8 +553,8 @@ class FencingController:
         pod = decision.pod
         if decision.verdict == HEALTHY:
             self._announced.pop(pod.uid, None)
-            if decision.reason == CONTROLLER_PARTITION:
-                await self._warn(raw, pod, CONTROLLER_PARTITION, decision.detail, now, event="Normal")
+            if decision.reason in NOTICES:  # one witness only: said, never acted on
+                await self._warn(raw, pod, decision.reason, decision.detail, now, event="Normal")
             return
         if decision.verdict == WAITING:
             if pod.uid not in self._announced:

@@ -40,7 +40,9 @@ NO_QUORUM_POLICY = "NoQuorumPolicy"
 NOWHERE_TO_GO = "NowhereToGo"
 IN_USE_ELSEWHERE = "InUseElsewhere"
 NO_PROMOTABLE_REPLICA = "NoPromotableReplica"
-CONTROLLER_PARTITION = "ControllerPartition"  # one witness only: a Normal notice, never a fault
+CONTROLLER_PARTITION = "ControllerPartition"  # LINSTOR says lost, a peer still reaches it: Normal notice
+NO_PEER_WITNESS = "NoPeerWitness"  # LINSTOR says lost, no surviving peer can be heard at all: Normal notice
+NOTICES = frozenset({CONTROLLER_PARTITION, NO_PEER_WITNESS})
 NOT_OPTED_IN = "NotOptedIn"
 OPTED_OUT = "OptedOut"
 HOST_PATH = "HostPathVolume"
@@ -197,6 +199,7 @@ class Witnesses:
 
     linstor: str | None
     peers: str | None
+    reachable_from: tuple[str, ...] = ()  # surviving peers that report their connection to the node up
 
     @property
     def proof(self) -> str | None:
@@ -224,7 +227,7 @@ def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]
     peers = None
     if reports and all(connected is False for _, connected in reports):
         peers = f"replicas on {', '.join(sorted(n for n, _ in reports))} report their DRBD connection to {node} down"
-    return Witnesses(linstor, peers)
+    return Witnesses(linstor, peers, tuple(sorted(n for n, connected in reports if connected)))
 
 
 def storage_proof(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
@@ -252,10 +255,14 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
         return VolumeVerdict(resource_name, node, HEALTHY, "", "LINSTOR does not know the resource")
     said = witnesses(resource, node, observed.nodes)
     proof = said.proof
-    if proof is None and said.linstor:
+    if proof is None and said.linstor and said.reachable_from:
         return VolumeVerdict(resource_name, node, HEALTHY, CONTROLLER_PARTITION,
-                             f"{said.linstor}, but no DRBD peer reports its connection to {node} down: LINSTOR's "
-                             "controller is cut off from the node, its storage is not shown lost")
+                             f"{said.linstor}, but its DRBD peers on {', '.join(said.reachable_from)} still reach it: "
+                             "LINSTOR's controller is cut off from the node, its storage is not lost")
+    if proof is None and said.linstor:
+        return VolumeVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
+                             f"{said.linstor}, but no surviving DRBD peer of {resource_name} can be heard (their "
+                             "satellites are unreachable too): nothing proves the storage lost")
     if proof is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)
@@ -298,9 +305,9 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
     verdicts = tuple(judge_volume(observed.resources.get(r), r, node, observed, now, grace) for r in pod.resources)
     lost = [v for v in verdicts if v.verdict != HEALTHY]
     if not lost:
-        notice = next((v for v in verdicts if v.reason == CONTROLLER_PARTITION), None)
+        notice = next((v for v in verdicts if v.reason in NOTICES), None)
         if notice is not None:
-            return PodDecision(pod, node, HEALTHY, CONTROLLER_PARTITION, notice.detail, verdicts)
+            return PodDecision(pod, node, HEALTHY, notice.reason, notice.detail, verdicts)
         return PodDecision(pod, node, HEALTHY, "", "storage connected", verdicts)
     if any(v.verdict == WAITING for v in lost):
         first = next(v for v in lost if v.verdict == WAITING)

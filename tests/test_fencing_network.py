@@ -215,8 +215,8 @@ def test_every_satellite_cut_from_the_controller_is_a_storm_and_no_eviction(rig)
     rig.run(90)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
     assert rig.ctrl.metrics.storm_active._value.get() == 1
-    (event,) = rig.events("ControllerPartition", "db-0")
-    assert event["type"] == "Normal" and "no DRBD peer reports its connection to n1 down" in event["message"]
+    (event,) = rig.events("NoPeerWitness", "db-0")
+    assert event["type"] == "Normal" and "no surviving DRBD peer of pvc-r2 can be heard" in event["message"]
 
 
 # --- two witnesses ---------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_controller_cut_from_one_node_is_no_storage_loss(rig):
     rig.run(120)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == [] and rig.writes("PATCH", "/nodes/") == []
     (event,) = rig.events("ControllerPartition", "db-0")
-    assert event["type"] == "Normal"
+    assert event["type"] == "Normal" and "DRBD peers on n1, n2 still reach it" in event["message"]
     assert rig.events("StorageFaultObserved", "db-0") == []
 
 

@@ -177,3 +177,35 @@ def test_a_numeric_quorum_must_be_more_than_half_of_the_voters():
     assert "not majority, all or a number" in problem("most", *two_and_tb)
     client = replica("n4", diskful=False)  # a diskless client is no voter
     assert problem("2", *two_and_tb, client) is None
+
+
+def test_guards_refuse_in_the_documented_order():
+    from fencing.guards import (
+        BudgetGuard,
+        DryRunGuard,
+        GuardContext,
+        RateLimitGuard,
+        StaleDataGuard,
+        StormGuard,
+        apply,
+    )
+
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    decision = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 0.0}), 60, 30)
+    assert decision.verdict == FENCE
+    budget, rate = BudgetGuard(1, 3600), RateLimitGuard(1, 0)
+    guards = (StaleDataGuard(), StormGuard(), budget, rate, DryRunGuard(True))
+    every = GuardContext(60, stale="LINSTOR read failed", storm="storm breaker: 3 of 6")
+    assert apply(guards, decision, every).reason == "StaleData"
+    assert apply(guards, decision, GuardContext(60, None, "storm breaker: 3 of 6")).reason == "StormBreaker"
+    budget.record("default/db-0", "an-earlier-uid", 10)
+    assert apply(guards, decision, GuardContext(60, None, None)).reason == "BudgetSpent"
+    assert rate.take(60) and apply((rate,), decision, GuardContext(60, None, None)).reason == "RateLimited"
+    assert apply((rate,), decision, GuardContext(60, None, None, frozenset({"uid-1"}))) is None, \
+        "a fail-over already under way is not counted again"
+    dry = apply(guards[4:], decision, GuardContext(60, None, None))
+    assert (dry.reason, dry.event_type, dry.holds_verdict) == ("DryRun", "Normal", True)
+    waiting = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 50.0}), 60, 30)
+    assert apply(guards, waiting, GuardContext(60, None, "storm")).reason == "StormBreaker", \
+        "a storm also holds the grace period"
+    assert apply(guards[2:], waiting, GuardContext(60, None, None)) is None
