@@ -8,7 +8,7 @@ State is mutated from test threads while the server runs, under one lock.
 DRBD and the satellites' reachability are modelled, not edited by hand (docs/fencing.md, "The
 emulator's DRBD model", gives the sources): a reachability matrix (node power, controller <->
 satellite, satellite <-> satellite per resource) drives everything a client reads, derived at read
-time by ``DrbdModel``: a satellite's ``connection_status``, each replica's
+time by ``drbd_model``: a satellite's ``connection_status``, each replica's
 ``layer_object.drbd.connections`` as its own node sees them, quorum (voters it reaches, tie-breakers
 counted), ``may_promote``, ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``,
 and, for a satellite the controller cannot reach, unknown states (no ``state``, no DRBD status)
