@@ -54,9 +54,9 @@ def serve_doubles(args: argparse.Namespace) -> int:
     """Child: populate and serve both doubles; print their URLs; serve until stdin closes."""
     from scale_cluster import STORAGE_CLASS, populate_kube, populate_linstor
 
-    from linstor_scheduler.doubles import kube_objects as k
-    from linstor_scheduler.doubles.kube_standin import KubeStandin
-    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+    from devkit import kube_objects as k
+    from devkit.kube_standin import KubeStandin
+    from devkit.linstor_emulator import LinstorEmulator
 
     started = time.perf_counter()
     emu = LinstorEmulator()
@@ -157,7 +157,7 @@ class Prober(threading.Thread):
 def probe_pods(args: argparse.Namespace) -> list[tuple[dict[str, Any], list[str]]]:
     from scale_cluster import placements
 
-    from linstor_scheduler.doubles import kube_objects as k
+    from devkit import kube_objects as k
 
     where = placements(args.nodes, args.resources)
     count = min(args.claims, args.resources, 50)
@@ -182,6 +182,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
     cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "extender", "--port", str(port), "--listen-address",
            "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
            "--poll-interval", str(args.poll_interval), "--linstor-timeout", "120", "--log-level", "warning",
+           *([] if args.poll_min_factor is None else ["--poll-min-factor", str(args.poll_min_factor)]),
            *args.extender_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not args.verbose else None)
     url = f"http://127.0.0.1:{port}"
@@ -239,7 +240,7 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
     after LINSTOR shows it (the fallback's cached 'not found', or the next poll, whichever first)."""
     from scale_cluster import node_names
 
-    from linstor_scheduler.doubles import kube_objects as k
+    from devkit import kube_objects as k
 
     where = node_names(args.nodes)[:3]
     names = rnd_candidates(args)
@@ -277,18 +278,21 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any
     cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "fencing", "--port", str(port), "--listen-address",
            "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
            "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", "--dry-run"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    log = open("/tmp/scale_bench_fencing.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     out: dict[str, Any] = {}
+    rss: list[float] = []
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "fencing ready", 0.1)
         out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
         text = http.get("/metrics").text
         passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
-        cpu0, started, rss = cpu_seconds(proc.pid), time.monotonic(), []
+        cpu0, started = cpu_seconds(proc.pid), time.monotonic()
         passes = passes0
         while passes - passes0 < args.polls:
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
+            out["rss_peak_mb"] = proc_status(proc.pid)["VmHWM"] / 1024
             time.sleep(0.2)  # sampling an outside process
             passes = metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total",
                             'outcome="ok",source="linstor"')
@@ -298,8 +302,12 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any
                     (passes - passes0), "rss_steady_max_mb": max(rss),
                     "rss_peak_mb": max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))})
         http.close()
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        out["failed"] = f"{type(exc).__name__}: {exc}; exit status {proc.poll()}; see /tmp/scale_bench_fencing.log"
+        out.setdefault("rss_peak_mb", max(rss or [0.0]))
     finally:
         out["sigterm_s"] = stop(proc)
+        log.close()
     return out
 
 
@@ -322,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
     p.add_argument("--poll-interval", type=float, default=0.5,
                    help="the extender's --poll-interval (short: polls back to back)")
+    p.add_argument("--poll-min-factor", type=float, default=0.0,
+                   help="the extender's --poll-min-factor (0: polls back to back, the worst case for stalls; "
+                   "-1: leave the service's default)")
     p.add_argument("--probe-every", type=float, default=0.02, help="seconds between prioritize probes")
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
@@ -330,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--serve-doubles", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.poll_min_factor is not None and args.poll_min_factor < 0:
+        args.poll_min_factor = None
     if args.serve_doubles:
         return serve_doubles(args)
     print(f"# scale bench: {args.nodes} nodes, {args.resources} resource definitions x 3 = "

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 
 POOL = "thindata"
 STORAGE_CLASS = "linstor-thindata-r3"

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
-from linstor_scheduler.linstor.models import Node, StoragePool
 
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
-from .state import ClusterState, KubeView, ResourceInfo, index_resources
+from .state import ClusterState, KubeView, NodeInfo, ResourceIndexer, ResourceInfo, index_nodes
 
 log = logging.getLogger(__name__)
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
@@ -33,6 +32,7 @@ class Syncer:
         caches: Any,  # linstor_scheduler.kube.KubeCaches (or anything with the same surface)
         *,
         poll_interval: float = 10.0,
+        poll_min_factor: float = 4.0,
         kube_debounce: float = 0.2,
         use_events: bool = True,
         metrics: ExtenderMetrics | None = None,
@@ -43,13 +43,15 @@ class Syncer:
         self.client = client
         self.caches = caches
         self.poll_interval = poll_interval
+        self.poll_min_factor = poll_min_factor
+        self.sync_duration = 0.0  # wall seconds of the last LINSTOR read + index build
         self.kube_debounce = kube_debounce
         self.use_events = use_events
         self.metrics = metrics
         self.fallback = fallback
         self.clock = clock
         self._generation = 0
-        self._linstor: tuple[list[Node], list[StoragePool], dict[str, ResourceInfo], float] | None = None
+        self._linstor: tuple[dict[str, NodeInfo], dict[str, ResourceInfo], float] | None = None
         self._kube: tuple[KubeView, float] | None = None
         self._poll_now = asyncio.Event()
         self._kube_changed = asyncio.Event()
@@ -79,11 +81,19 @@ class Syncer:
 
     # --- LINSTOR ------------------------------------------------------------------------------
     async def sync_linstor_once(self) -> bool:
+        """One LINSTOR read, indexed as it streams in.
+
+        Nodes and pools arrive as compact records; resources in batches of compact records, each
+        batch indexed and dropped before the next is read, so neither the body nor a list of items
+        is ever whole, and requests are answered between batches (each is ~1 ms of work).
+        """
         started = time.perf_counter()
         try:
-            nodes = await self.client.get_nodes()
-            pools = await self.client.get_storage_pools()
-            resources = index_resources([r async for r in self.client.iter_resources()])
+            nodes = index_nodes(await self.client.get_nodes_compact(), await self.client.get_storage_pools_compact())
+            indexer = ResourceIndexer()
+            async for batch in self.client.iter_resource_batches():
+                indexer.add(batch)
+                await asyncio.sleep(0)  # let waiting requests in between batches
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()
@@ -91,23 +101,34 @@ class Syncer:
                         f", {age:.0f}s old" if age is not None else " (none yet)")
             self._count("linstor", "error")
             return False
-        self._linstor = (nodes, pools, resources, self.clock())
+        self._linstor = (nodes, indexer.index, self.clock())
         self._count("linstor", "ok")
-        if self.metrics:
-            self.metrics.sync_seconds.observe(time.perf_counter() - started)
         self.holder.last_error = None
         self._publish()
+        self.sync_duration = time.perf_counter() - started
+        if self.metrics:
+            self.metrics.sync_seconds.observe(self.sync_duration)
         return True
+
+    def next_poll_in(self) -> float:
+        """``--poll-interval``, but never below ``poll_min_factor`` x the last sync's duration, so
+        the sync takes at most 1/factor of a core however big the cluster (a 5,000-node read is
+        seconds of work, which a fixed short interval would repeat back to back)."""
+        return max(self.poll_interval, self.poll_min_factor * self.sync_duration)
 
     async def _linstor_loop(self) -> None:
         backoff = 1.0
         while True:
             ok = await self.sync_linstor_once()
-            wait = self.poll_interval if ok else min(backoff, self.poll_interval)
+            wait = self.next_poll_in() if ok else min(backoff, self.next_poll_in())
+            if self.metrics:
+                self.metrics.poll_interval.set(wait)
             backoff = 1.0 if ok else min(backoff * 2, 60.0)
             self._poll_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_now.wait(), timeout=wait)
+            if self._poll_now.is_set():  # a node event: poll now, but rest as long as the last sync took
+                await asyncio.sleep(self.sync_duration)
 
     async def _events_loop(self) -> None:
         """Node events make the next poll happen now: an OFFLINE satellite is seen in ~1 s."""
@@ -146,7 +167,7 @@ class Syncer:
         self.sync_kube_once()
         while True:
             try:
-                await asyncio.wait_for(self._kube_changed.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._kube_changed.wait(), timeout=self.next_poll_in())
             except TimeoutError:
                 # No change: the view is still current as long as the informers are healthy.
                 if self._kube is not None and (self.caches.age() or 0) < self.poll_interval * 3:
@@ -161,11 +182,11 @@ class Syncer:
     def _publish(self) -> None:
         if self._linstor is None or self._kube is None:
             return
-        nodes, pools, resources, linstor_at = self._linstor
+        nodes, resources, linstor_at = self._linstor
         kube, kube_at = self._kube
         self._generation += 1
         state = ClusterState.build(
-            generation=self._generation, nodes=nodes, pools=pools, resources=resources, kube=kube,
+            generation=self._generation, nodes=nodes, pools=(), resources=resources, kube=kube,
             linstor_synced_at=linstor_at, kube_synced_at=kube_at,
         )
         self.holder.swap(state)

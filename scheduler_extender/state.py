@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from linstor_scheduler.volumes import (
     REGION_LABELS,
@@ -75,7 +76,8 @@ def _worst_disk_state(states: list[str]) -> str:
     return states[0] if states else "Unknown"
 
 
-def replica_from(resource: Resource) -> Replica:
+def replica_from(resource: Resource | ResourceItem) -> Replica:
+    """One item (a full model or a compact record: the same attribute names) -> its replica."""
     states: list[str] = []
     done: float | None = None
     for vol in resource.volumes:
@@ -94,17 +96,43 @@ def replica_from(resource: Resource) -> Replica:
                    resource.in_use)
 
 
-def index_resources(items: Iterable[Resource]) -> dict[str, ResourceInfo]:
+class ResourceIndexer:
+    """Builds the resource index batch by batch, as the LINSTOR body streams in.
+
+    Equal replicas are one object: at 100,000 items most replicas are "diskful, UpToDate, not in
+    use" on one of a few thousand nodes, so the index holds a few thousand ``Replica`` objects and
+    one small dict per resource definition, and each node name once.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, ResourceInfo] = {}
+        self._replicas: dict[Replica, Replica] = {}
+        self._names: dict[str, str] = {}
+        self.items = 0
+
+    def add(self, items: Iterable[Resource | ResourceItem]) -> None:
+        index, shared, names = self.index, self._replicas, self._names
+        for item in items:
+            self.items += 1
+            if item.ignored:
+                continue
+            replica = replica_from(item)
+            replica = shared.setdefault(replica, replica)
+            info = index.get(item.name)
+            if info is None:
+                info = index[item.name] = ResourceInfo(item.name, {})
+            info.replicas[names.setdefault(replica.node, replica.node)] = replica  # type: ignore[index]
+
+
+def index_resources(items: Iterable[Resource | ResourceItem]) -> dict[str, ResourceInfo]:
     """Group ``/v1/view/resources`` items by resource definition, dropping DELETE/INACTIVE ones."""
-    grouped: dict[str, dict[str, Replica]] = {}
-    for item in items:
-        if item.ignored:
-            continue
-        grouped.setdefault(item.name, {})[item.node_name] = replica_from(item)
-    return {name: ResourceInfo(name, replicas) for name, replicas in grouped.items()}
+    indexer = ResourceIndexer()
+    indexer.add(items)
+    return indexer.index
 
 
-def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str, NodeInfo]:
+def index_nodes(nodes: Iterable[Node | NodeItem],
+                pools: Iterable[StoragePool | StoragePoolItem]) -> dict[str, NodeInfo]:
     by_node: dict[str, dict[str, PoolInfo]] = {}
     for pool in pools:
         if pool.diskless:
@@ -186,14 +214,14 @@ class ClusterState:
         cls,
         *,
         generation: int,
-        nodes: Iterable[Node],
-        pools: Iterable[StoragePool],
+        nodes: Iterable[Node | NodeItem] | Mapping[str, NodeInfo],
+        pools: Iterable[StoragePool | StoragePoolItem],
         resources: Iterable[Resource] | Mapping[str, ResourceInfo],
         kube: KubeView,
         linstor_synced_at: float,
         kube_synced_at: float,
     ) -> ClusterState:
-        node_index = index_nodes(nodes, pools)
+        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(nodes, pools)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
         max_free: dict[str, int] = {}
         for info in node_index.values():
