@@ -12,13 +12,13 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
-from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class, prepare
+from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class Extender:
         self._tables: dict[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = {}
         self._cache_size = cache_size
         self._tables_generation = -1
-        self._classes: dict[str, int] = {}
+        self._classes: Mapping[str, int] = {}
         self._node_sets: dict[tuple[Any, ...], frozenset[str]] = {}
         self._prepared: dict[tuple[Any, ...], Prepared] = {}
         self._prepared_generation = -1
@@ -294,10 +294,10 @@ class Extender:
         """Drop what an older state computed; node classes are computed once per state."""
         self._tables.clear()  # tables of an older state can never be hit again
         self._tables_generation = state.generation
-        names = set(state.nodes) | set(state.kube.topology)
-        # Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
-        ids: dict[Any, int] = {}
-        self._classes = {n: ids.setdefault(node_class(n, state), len(ids)) for n in names}
+        if state.node_classes is not None:  # computed by the live sync, off the request path
+            self._classes = state.node_classes
+        else:
+            self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
         if state.kube is not self._node_sets_kube:
             self._node_sets.clear()  # node labels may have changed
             self._node_sets_kube = state.kube

@@ -18,7 +18,8 @@ from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
-from .state import ClusterState, KubeView, NodeInfo, ResourceIndexer, ResourceInfo, index_nodes
+from .scoring import node_class_ids
+from .state import ClusterState, KubeView, NodeInfo, ResourceIndexer, ResourceInfo, index_nodes, max_free_by_pool
 
 log = logging.getLogger(__name__)
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
@@ -51,7 +52,10 @@ class Syncer:
         self.fallback = fallback
         self.clock = clock
         self._generation = 0
-        self._linstor: tuple[dict[str, NodeInfo], dict[str, ResourceInfo], float] | None = None
+        self._linstor: tuple[dict[str, NodeInfo], dict[str, ResourceInfo], dict[str, int], float] | None = None
+        self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
+        self._publishing = asyncio.Lock()
+        self._indexer: ResourceIndexer | None = None  # the last read's, whose objects the next one reuses
         self._kube: tuple[KubeView, float] | None = None
         self._poll_now = asyncio.Event()
         self._kube_changed = asyncio.Event()
@@ -90,10 +94,16 @@ class Syncer:
         started = time.perf_counter()
         try:
             nodes = index_nodes(await self.client.get_nodes_compact(), await self.client.get_storage_pools_compact())
-            indexer = ResourceIndexer()
+            indexer = ResourceIndexer(previous=self._indexer)
             async for batch in self.client.iter_resource_batches():
                 indexer.add(batch)
                 await asyncio.sleep(0)  # let waiting requests in between batches
+            names = list(indexer.index)
+            for start in range(0, len(names), 2000):
+                indexer.keep_unchanged(names[start:start + 2000])
+                await asyncio.sleep(0)
+            indexer.forget_previous()
+            self._indexer = indexer
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()
@@ -101,10 +111,10 @@ class Syncer:
                         f", {age:.0f}s old" if age is not None else " (none yet)")
             self._count("linstor", "error")
             return False
-        self._linstor = (nodes, indexer.index, self.clock())
+        self._linstor = (nodes, indexer.index, max_free_by_pool(nodes), self.clock())
         self._count("linstor", "ok")
         self.holder.last_error = None
-        self._publish()
+        await self._publish()
         self.sync_duration = time.perf_counter() - started
         if self.metrics:
             self.metrics.sync_seconds.observe(self.sync_duration)
@@ -150,7 +160,7 @@ class Syncer:
             backoff = min(backoff * 2, 60.0)
 
     # --- Kubernetes ---------------------------------------------------------------------------
-    def sync_kube_once(self) -> bool:
+    async def sync_kube_once(self) -> bool:
         if not self.caches.synced:
             return False
         items: list[dict[str, Any]] = []
@@ -158,13 +168,13 @@ class Syncer:
             items.extend(self.caches[kind].items())
         self._kube = (KubeView.from_objects(items), self.clock())
         self._count("kubernetes", "ok")
-        self._publish()
+        await self._publish()
         return True
 
     async def _kube_loop(self) -> None:
         while not self.caches.synced:
             await asyncio.to_thread(self.caches.wait_synced, 1.0)
-        self.sync_kube_once()
+        await self.sync_kube_once()
         while True:
             try:
                 await asyncio.wait_for(self._kube_changed.wait(), timeout=self.next_poll_in())
@@ -172,30 +182,49 @@ class Syncer:
                 # No change: the view is still current as long as the informers are healthy.
                 if self._kube is not None and (self.caches.age() or 0) < self.poll_interval * 3:
                     self._kube = (self._kube[0], self.clock())
-                    self._publish()
+                    await self._publish()
                 continue
             await asyncio.sleep(self.kube_debounce)  # coalesce bursts of changes into one rebuild
             self._kube_changed.clear()
-            self.sync_kube_once()
+            await self.sync_kube_once()
 
     # --- publishing ---------------------------------------------------------------------------
-    def _publish(self) -> None:
-        if self._linstor is None or self._kube is None:
-            return
-        nodes, resources, linstor_at = self._linstor
-        kube, kube_at = self._kube
-        self._generation += 1
-        state = ClusterState.build(
-            generation=self._generation, nodes=nodes, pools=(), resources=resources, kube=kube,
-            linstor_synced_at=linstor_at, kube_synced_at=kube_at,
-        )
-        self.holder.swap(state)
-        if self.fallback:
-            self.fallback.forget_known(state)
-        if not self.holder.ready:
-            log.info("first full sync done: %d LINSTOR nodes, %d resources, %d PVCs; ready",
-                     len(state.nodes), len(state.resources), len(kube.pvcs))
-        self.holder.ready = True
+    async def _publish(self) -> None:
+        async with self._publishing:  # one at a time: a state built from older data never lands last
+            if self._linstor is None or self._kube is None:
+                return
+            nodes, resources, max_free, linstor_at = self._linstor
+            kube, kube_at = self._kube
+            classes = await self._node_classes(nodes, kube)
+            self._generation += 1
+            state = ClusterState.build(
+                generation=self._generation, nodes=nodes, pools=(), resources=resources, kube=kube,
+                linstor_synced_at=linstor_at, kube_synced_at=kube_at, pool_max_free=max_free,
+                node_classes=classes,
+            )
+            self.holder.swap(state)
+            if self.fallback:
+                self.fallback.forget_known(state)
+            if not self.holder.ready:
+                log.info("first full sync done: %d LINSTOR nodes, %d resources, %d PVCs; ready",
+                         len(state.nodes), len(state.resources), len(kube.pvcs))
+            self.holder.ready = True
+
+    async def _node_classes(self, nodes: dict[str, NodeInfo], kube: KubeView, step: int = 500) -> dict[str, int]:
+        """Node classes for the next state, computed here in slices between requests (at 5,000 nodes
+        they cost ~12 ms, which the first request after each poll used to pay), and kept while
+        neither the LINSTOR nodes nor the Kubernetes topology changed."""
+        if self._classes is not None and self._classes[0] is nodes and self._classes[1] is kube.topology:
+            return self._classes[2]
+        names = list(set(nodes) | set(kube.topology))
+        probe = ClusterState(0, nodes, {}, kube, 0.0, 0.0, {})
+        ids: dict[object, int] = {}
+        classes: dict[str, int] = {}
+        for start in range(0, len(names), step):
+            classes.update(node_class_ids(names[start:start + step], probe, ids))
+            await asyncio.sleep(0)
+        self._classes = (nodes, kube.topology, classes)
+        return classes
 
     def _age(self) -> float | None:
         state: ClusterState = self.holder.state

@@ -298,8 +298,18 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
 
 def node_class(name: str, state: ClusterState) -> tuple[str | None, str | None, str | None]:
     """What a node without replicas is judged by: its node-level problem, zone and region."""
-    topo = state.kube.topology.get(name)
-    return (node_problem(state.nodes.get(name)), topo.zone if topo else None, topo.region if topo else None)
+    return node_class_of(state.nodes.get(name), state.kube.topology.get(name))
+
+
+def node_class_of(node: NodeInfo | None, topo: Topology | None) -> tuple[str | None, str | None, str | None]:
+    return (node_problem(node), topo.zone if topo else None, topo.region if topo else None)
+
+
+def node_class_ids(names: Iterable[str], state: ClusterState, ids: dict[Any, int]) -> dict[str, int]:
+    """Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
+    ``ids`` (class -> id) is shared by the calls that make one state's table."""
+    nodes, topology = state.nodes, state.kube.topology
+    return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n)), len(ids)) for n in names}
 
 
 def judge_many(
