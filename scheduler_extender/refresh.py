@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -85,13 +86,31 @@ class Syncer:
 
     # --- LINSTOR ------------------------------------------------------------------------------
     async def sync_linstor_once(self) -> bool:
-        """One LINSTOR read, indexed as it streams in.
+        """One LINSTOR read, indexed as it streams in, then published.
 
         Nodes and pools arrive as compact records; resources in batches of compact records, each
         batch indexed and dropped before the next is read, so neither the body nor a list of items
-        is ever whole, and requests are answered between batches (each is ~1 ms of work).
+        is ever whole, and requests are answered between batches (each is well under 1 ms of work).
+        No cyclic GC meanwhile: a collection scans every object made since the last swap (measured
+        up to 35 ms of CPU in one piece at 100,000 items, a stall for the requests waiting on the
+        loop); the published index is acyclic and frozen by ``StateHolder.swap``.
         """
         started = time.perf_counter()
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            if not await self._read_linstor():
+                return False
+            await self._publish()
+        finally:
+            if collecting:
+                gc.enable()
+        self.sync_duration = time.perf_counter() - started
+        if self.metrics:
+            self.metrics.sync_seconds.observe(self.sync_duration)
+        return True
+
+    async def _read_linstor(self) -> bool:
         try:
             nodes = index_nodes(await self.client.get_nodes_compact(), await self.client.get_storage_pools_compact())
             indexer = ResourceIndexer(previous=self._indexer)
@@ -103,7 +122,6 @@ class Syncer:
                 indexer.keep_unchanged(names[start:start + 2000])
                 await asyncio.sleep(0)
             indexer.forget_previous()
-            self._indexer = indexer
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()
@@ -111,13 +129,10 @@ class Syncer:
                         f", {age:.0f}s old" if age is not None else " (none yet)")
             self._count("linstor", "error")
             return False
+        self._indexer = indexer
         self._linstor = (nodes, indexer.index, max_free_by_pool(nodes), self.clock())
         self._count("linstor", "ok")
         self.holder.last_error = None
-        await self._publish()
-        self.sync_duration = time.perf_counter() - started
-        if self.metrics:
-            self.metrics.sync_seconds.observe(self.sync_duration)
         return True
 
     def next_poll_in(self) -> float:

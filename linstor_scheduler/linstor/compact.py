@@ -115,14 +115,14 @@ class ArraySplitter:
     made ``]`` for the decode and put back), so no batch is copied.
     """
 
-    def __init__(self, item_type: Any, *, batch_bytes: int = 256 * 1024, max_tries: int = 8,
-                 window: int = 64 * 1024) -> None:
+    def __init__(self, item_type: Any, *, batch_bytes: int = 64 * 1024, max_tries: int = 8,
+                 window: int = 16 * 1024) -> None:
         self._decoder = msgspec.json.Decoder(list[item_type])
         self._buf = bytearray()
         self._started = False
         self._batch = batch_bytes
         self._tries = max_tries
-        self._window = window
+        self._window = max(window, 4096)
         self.bytes = 0
 
     def feed(self, chunk: bytes) -> list[Any]:
