@@ -154,6 +154,30 @@ class Prober(threading.Thread):
         self.http.close()
 
 
+class FloorProber(threading.Thread):
+    """GET /healthz at the same pace: what any request waits for on this machine at this moment
+    (the CPU is shared), to read the prioritize figures against."""
+
+    def __init__(self, url: str, every: float) -> None:
+        super().__init__(daemon=True)
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.every = every
+        self.latencies: list[float] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t = time.perf_counter()
+            self.http.get("/healthz")
+            self.latencies.append(time.perf_counter() - t)
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.http.close()
+
+
 def probe_pods(args: argparse.Namespace) -> list[tuple[dict[str, Any], list[str]]]:
     from scale_cluster import placements
 
@@ -198,6 +222,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         cpu0 = cpu_seconds(proc.pid)
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
+        floor = FloorProber(url, args.probe_every)
+        floor.start()
         rss: list[float] = []
         polls = polls0
         started = time.monotonic()
@@ -210,6 +236,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         cpu1 = cpu_seconds(proc.pid)
         elapsed = time.monotonic() - started
         prober.stop()
+        floor.stop()
         text = http.get("/metrics").text
         n = polls - polls0
         sync_n = metric(text, "linstor_scheduler_sync_seconds_count") - sync_n0
@@ -221,6 +248,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
             "sync_duration_s": sync_s / sync_n if sync_n else float("nan"),
             "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
             "probes": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat),
+            "healthz_p50_ms": percentile([x * 1000 for x in floor.latencies], 50),
+            "healthz_p99_ms": percentile([x * 1000 for x in floor.latencies], 99),
             "wrong_answers": prober.wrong, "neutral_answers": prober.neutral,
             "fallback_reads": metric(text, "linstor_scheduler_fallback_reads_total"),
             "poll_interval_s": metric(text, "linstor_scheduler_poll_interval_seconds"),
@@ -328,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
     p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
-    p.add_argument("--poll-interval", type=float, default=0.5,
+    p.add_argument("--poll-interval", type=float, default=2.0,
                    help="the extender's --poll-interval (short: polls back to back)")
     p.add_argument("--poll-min-factor", type=float, default=0.0,
                    help="the extender's --poll-min-factor (0: polls back to back, the worst case for stalls; "

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +25,46 @@ from .scoring import node_class_ids
 from .state import ClusterState, KubeView, NodeInfo, ResourceIndexer, ResourceInfo, index_nodes, max_free_by_pool
 
 log = logging.getLogger(__name__)
+SWITCH_INTERVAL = 0.001
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
+
+
+async def read_index(client: LinstorClient, previous: ResourceIndexer | None) -> tuple[dict[str, NodeInfo],
+                                                                                   ResourceIndexer]:
+    """Nodes, pools and resources of one LINSTOR read, indexed as the resources stream in."""
+    nodes = index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact())
+    indexer = ResourceIndexer(previous=previous)
+    async for batch in client.iter_resource_batches():
+        indexer.add(batch)
+        await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
+    names = list(indexer.index)
+    for start in range(0, len(names), 2000):
+        indexer.keep_unchanged(names[start:start + 2000])
+        await asyncio.sleep(0)
+    indexer.forget_previous()
+    return nodes, indexer
+
+
+class _ReadThread:
+    """A thread with its own event loop (and its own LINSTOR client) where reads are decoded and
+    indexed, so the serving loop only waits for the GIL, never for a batch's turn in its queue."""
+
+    def __init__(self, client: LinstorClient) -> None:
+        self.client = client.sibling()
+        # The serving thread waits at most this long for the GIL when it has a request (default 5 ms).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="linstor-read", daemon=True)
+        self.thread.start()
+
+    async def run(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.client.aclose(), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
 
 
 class Syncer:
@@ -40,6 +81,7 @@ class Syncer:
         metrics: ExtenderMetrics | None = None,
         fallback: FallbackReader | None = None,
         clock: Callable[[], float] = time.monotonic,
+        read_in_thread: bool = False,
     ) -> None:
         self.holder = holder
         self.client = client
@@ -56,6 +98,7 @@ class Syncer:
         self._linstor: tuple[dict[str, NodeInfo], dict[str, ResourceInfo], dict[str, int], float] | None = None
         self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
         self._publishing = asyncio.Lock()
+        self._reader: _ReadThread | None = _ReadThread(client) if read_in_thread else None
         self._indexer: ResourceIndexer | None = None  # the last read's, whose objects the next one reuses
         self._kube: tuple[KubeView, float] | None = None
         self._poll_now = asyncio.Event()
@@ -78,6 +121,8 @@ class Syncer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.stop)
 
     def kube_changed(self, *_: Any) -> None:
         """Informer callback (runs in informer threads): wake the Kubernetes rebuild."""
@@ -112,16 +157,10 @@ class Syncer:
 
     async def _read_linstor(self) -> bool:
         try:
-            nodes = index_nodes(await self.client.get_nodes_compact(), await self.client.get_storage_pools_compact())
-            indexer = ResourceIndexer(previous=self._indexer)
-            async for batch in self.client.iter_resource_batches():
-                indexer.add(batch)
-                await asyncio.sleep(0)  # let waiting requests in between batches
-            names = list(indexer.index)
-            for start in range(0, len(names), 2000):
-                indexer.keep_unchanged(names[start:start + 2000])
-                await asyncio.sleep(0)
-            indexer.forget_previous()
+            if self._reader is not None:
+                nodes, indexer = await self._reader.run(read_index(self._reader.client, self._indexer))
+            else:
+                nodes, indexer = await read_index(self.client, self._indexer)
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()

@@ -54,7 +54,7 @@ def build_live_app(
                               on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback)
     syncer = Syncer(holder, client, None, poll_interval=poll_interval, poll_min_factor=poll_min_factor,
-                    use_events=use_events, metrics=metrics, fallback=fallback)
+                    use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True)
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed)
     syncer.caches = caches
 

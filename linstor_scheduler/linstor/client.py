@@ -117,6 +117,9 @@ class LinstorClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_request: Callable[[str, str, int | None, float], None] | None = None,
     ) -> None:
+        self._settings = {"timeout": timeout, "connect_timeout": connect_timeout, "retries": retries,
+                          "backoff_base": backoff_base, "backoff_cap": backoff_cap, "ca_file": ca_file,
+                          "cert_file": cert_file, "key_file": key_file, "verify": verify, "on_request": on_request}
         self.controllers = parse_controllers(controllers)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -147,6 +150,12 @@ class LinstorClient:
         key = _pem_file(env["LS_USER_KEY"]) if env.get("LS_USER_KEY") else None
         return cls(env.get("LS_CONTROLLERS", "linstor://localhost"), ca_file=ca, cert_file=cert, key_file=key,
                    **kwargs)
+
+    def sibling(self) -> LinstorClient:
+        """A client with the same controllers and settings, for another event loop (an httpx client
+        belongs to the loop it was used on): the extender reads LINSTOR in a thread of its own."""
+        settings = dict(self._settings, on_request=self.on_request)
+        return LinstorClient(self.controllers, **settings)
 
     async def aclose(self) -> None:
         await self._http.aclose()
