@@ -11,8 +11,9 @@ starts as a subprocess and this process measures:
 
 - time to ready (/readyz 200), RSS after ready (/proc VmRSS), RSS over ``--polls`` polls (max and
   last), peak (VmHWM);
-- CPU per poll: utime+stime of the service (/proc/<pid>/stat) over the polls, divided by the polls
-  counted by its own ``linstor_scheduler_sync_total`` metric; and the service's own sync duration;
+- CPU per poll: the read thread's own CPU (``linstor_scheduler_sync_cpu_seconds``: read, decode,
+  index), and utime+stime of the whole service (/proc/<pid>/stat, which includes answering the
+  probes) over the polls counted by its ``linstor_scheduler_sync_total``; the sync's wall duration;
 - prioritize latency (client side, keep-alive connection) of a probe sent every ``--probe-every``
   seconds while polls run back to back (``--poll-interval 0``), p50/p99/max, and every answer checked:
   the probed pod's replica nodes must score highest;
@@ -219,6 +220,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         polls0 = metric(text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
         sync_n0 = metric(text, "linstor_scheduler_sync_seconds_count")
         sync_s0 = metric(text, "linstor_scheduler_sync_seconds_sum")
+        read_cpu0 = metric(text, "linstor_scheduler_sync_cpu_seconds_total")
         cpu0 = cpu_seconds(proc.pid)
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
@@ -244,7 +246,9 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         lat = [x * 1000 for x in prober.latencies]
         out.update({
             "polls": int(n), "window_s": elapsed,
-            "cpu_per_poll_s": (cpu1 - cpu0) / n, "cpu_share": (cpu1 - cpu0) / elapsed,
+            "read_cpu_per_poll_s": (metric(text, "linstor_scheduler_sync_cpu_seconds_total") - read_cpu0) / sync_n
+            if sync_n else float("nan"),
+            "process_cpu_per_poll_s": (cpu1 - cpu0) / n, "process_cpu_share": (cpu1 - cpu0) / elapsed,
             "sync_duration_s": sync_s / sync_n if sync_n else float("nan"),
             "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
             "probes": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat),
