@@ -107,6 +107,15 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return total
 
 
+def get(http: httpx.Client, path: str) -> httpx.Response:
+    """A GET that survives the keep-alive race: a service whose loop was busy for longer than its
+    keep-alive timeout closes the idle connection just as the next request goes out on it."""
+    try:
+        return http.get(path)
+    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
+        return http.get(path)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -214,9 +223,9 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
     out: dict[str, Any] = {"command": " ".join([*cmd[1:3], "...", *cmd[9:]])}
     try:
         http = httpx.Client(base_url=url, timeout=30)
-        out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "extender ready", 0.1)
+        out["time_to_ready_s"] = wait(lambda: get(http, "/readyz").status_code == 200, 600, "extender ready", 0.1)
         out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
-        text = http.get("/metrics").text
+        text = get(http, "/metrics").text
         polls0 = metric(text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
         sync_n0 = metric(text, "linstor_scheduler_sync_seconds_count")
         sync_s0 = metric(text, "linstor_scheduler_sync_seconds_sum")
@@ -232,14 +241,14 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         while polls - polls0 < args.polls:
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
             time.sleep(0.2)  # sampling an outside process
-            polls = metric(http.get("/metrics").text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
+            polls = metric(get(http, "/metrics").text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
             if time.monotonic() - started > 120 * args.polls or proc.poll() is not None:
                 raise TimeoutError(f"polls did not happen (exit status {proc.poll()})")
         cpu1 = cpu_seconds(proc.pid)
         elapsed = time.monotonic() - started
         prober.stop()
         floor.stop()
-        text = http.get("/metrics").text
+        text = get(http, "/metrics").text
         n = polls - polls0
         sync_n = metric(text, "linstor_scheduler_sync_seconds_count") - sync_n0
         sync_s = metric(text, "linstor_scheduler_sync_seconds_sum") - sync_s0
@@ -284,7 +293,7 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
         return max(scores.values()) > 0
 
     command(doubles, {"op": "bind", "claim": "fresh", "resource": "pvc-fresh"})
-    wait(lambda: metric(http.get("/metrics").text, "linstor_scheduler_fallback_reads_total",
+    wait(lambda: metric(get(http, "/metrics").text, "linstor_scheduler_fallback_reads_total",
                         'outcome="miss"') >= 1 or steering(), 60, "the fallback read's miss", 0.01)
     command(doubles, {"op": "create", "resource": "pvc-fresh", "nodes": where})
     return {"fresh_volume_neutral_after_linstor_s": wait(steering, 120, "steering on the fresh volume", 0.01)}
@@ -317,9 +326,9 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any
     rss: list[float] = []
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "fencing ready", 0.1)
+        out["time_to_ready_s"] = wait(lambda: get(http, "/readyz").status_code == 200, 600, "fencing ready", 0.1)
         out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
-        text = http.get("/metrics").text
+        text = get(http, "/metrics").text
         passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
         cpu0, started = cpu_seconds(proc.pid), time.monotonic()
         passes = passes0
@@ -327,7 +336,7 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
             out["rss_peak_mb"] = proc_status(proc.pid)["VmHWM"] / 1024
             time.sleep(0.2)  # sampling an outside process
-            passes = metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total",
+            passes = metric(get(http, "/metrics").text, "linstor_scheduler_fencing_reads_total",
                             'outcome="ok",source="linstor"')
             if time.monotonic() - started > 120 * args.fencing_passes or proc.poll() is not None:
                 raise TimeoutError(f"fencing passes did not happen (exit status {proc.poll()})")
