@@ -60,6 +60,7 @@ def own_namespace(explicit: str | None) -> str:
 def run_webhook(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from linstor_scheduler.httpserver import uvicorn_options
     from linstor_scheduler.kube.client import api_client_from_args
 
     from .live import build_webhook_app
@@ -86,6 +87,7 @@ def run_webhook(args: argparse.Namespace) -> int:
                                           interval=args.ca_bundle_interval)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout)
-    uvicorn.run(app, host=args.listen_address, port=args.port, ssl_certfile=cert_file, ssl_keyfile=key_file,
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(app, **uvicorn_options(host=args.listen_address, port=args.port, ssl_certfile=cert_file,
+                                       ssl_keyfile=key_file, access_log=False, log_level=args.log_level,
+                                       timeout_graceful_shutdown=10))
     return 0

@@ -7,14 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import add_option
+from .config import ConfigError, Parser, add_option
 from .logs import setup_logging
 
 SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli", "admission.cli")
 
 
 def common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     group = parent.add_argument_group("logging")
     add_option(group, "--log-level", help="log level", default="info",
                choices=["debug", "info", "warning", "error"])
@@ -23,7 +23,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="linstor-scheduler",
         description="Place pods next to their LINSTOR/DRBD replicas, keep storage pools in step with LVM, "
         "and move pods off nodes that lost their storage.",
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a setting to fix: the same exit code as a bad flag
+        print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a clear one-line error for the operator; --log-level debug for more
         import logging
 

@@ -80,6 +80,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
 def run_extender(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from linstor_scheduler.httpserver import uvicorn_options
+
     from .app import create_app
     from .metrics import ExtenderMetrics
     from .service import Extender, StateHolder
@@ -105,8 +107,8 @@ def run_extender(args: argparse.Namespace) -> int:
             max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
             use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
         )
-    uvicorn.run(app, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(app, **uvicorn_options(host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
+                                       access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10))
     return 0
 
 

@@ -63,9 +63,12 @@ def test_env_var_sets_a_flag(monkeypatch):
 
 def test_bad_env_value_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("LINSTOR_SCHEDULER_PORT", "eighty")
-    with pytest.raises(SystemExit):
-        build_parser()
-    assert "LINSTOR_SCHEDULER_PORT='eighty' is invalid for --port" in capsys.readouterr().err
+    parser = build_parser()  # a variable is read when its subcommand runs, not when the parser is built
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["extender"])
+    assert exit_.value.code == 2
+    assert ("environment variable LINSTOR_SCHEDULER_PORT='eighty' (for --port): expected a whole number"
+            in capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")
