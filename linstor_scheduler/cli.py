@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, httpserver
 from .config import ConfigError, Parser, add_option
+from .httpserver import KEEP_ALIVE_SECONDS
 from .logs import setup_logging
 
 SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli", "admission.cli")
@@ -19,6 +20,9 @@ def common_options() -> argparse.ArgumentParser:
     add_option(group, "--log-level", help="log level", default="info",
                choices=["debug", "info", "warning", "error"])
     add_option(group, "--log-format", help="log line format", default="text", choices=["text", "json"])
+    http = parent.add_argument_group("HTTP servers")
+    add_option(http, "--keep-alive-timeout", type=float, default=KEEP_ALIVE_SECONDS,
+               help="seconds an idle client connection stays open (above kube-scheduler's 90 s)")
     return parent
 
 
@@ -42,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    httpserver.configure(keep_alive=args.keep_alive_timeout)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -19,8 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import uvicorn
-
 KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
 _settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
 
@@ -75,6 +73,8 @@ class ServerThread:
                  on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
         kwargs = uvicorn_options(**{"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio",
                                     **uvicorn_kwargs})
+        import uvicorn  # here: the CLI imports this module for its settings before it knows it will serve
+
         self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)

@@ -138,3 +138,19 @@ def test_fencing_once_exits_non_zero_when_everything_was_held_for_stale_data(cap
         assert "StaleData" in capsys.readouterr().out
         assert code != 0
 
+
+
+@pytest.mark.parametrize("command", ["extender", "webhook", "sync-node", "sync-classes", "fencing"])
+def test_keep_alive_is_above_90_s_by_default_and_configurable(command, monkeypatch):
+    from linstor_scheduler import httpserver
+    from linstor_scheduler.cli import build_parser
+
+    assert build_parser().parse_args([command]).keep_alive_timeout == 120
+    monkeypatch.setenv("LINSTOR_SCHEDULER_KEEP_ALIVE_TIMEOUT", "300")
+    args = build_parser().parse_args([command])
+    try:
+        httpserver.configure(keep_alive=args.keep_alive_timeout)  # as main() does
+        assert httpserver.ServerThread(None).config.timeout_keep_alive == 300  # fencing's and sync's health ports
+        assert httpserver.uvicorn_options()["timeout_keep_alive"] == 300  # the extender's and webhook's uvicorn.run
+    finally:
+        httpserver.configure(keep_alive=httpserver.KEEP_ALIVE_SECONDS)
