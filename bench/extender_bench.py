@@ -184,8 +184,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from scheduler_extender.state import ClusterState, KubeView
     from scheduler_extender.wire import PriorityEncoder, decode_args
 
-    doc = read_snapshot(snapshot)
-    kube = KubeView.from_objects(doc["kubernetes"]["items"])
+    kube = KubeView.from_objects(read_snapshot(snapshot).kube_items)
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 

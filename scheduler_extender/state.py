@@ -94,14 +94,26 @@ def replica_from(resource: Resource) -> Replica:
                    resource.in_use)
 
 
+class ResourceIndexer:
+    """Groups ``/v1/view/resources`` items by resource definition as they arrive (a stream of
+    100,000 items is never held as a list), dropping DELETE/INACTIVE ones."""
+
+    def __init__(self) -> None:
+        self._grouped: dict[str, dict[str, Replica]] = {}
+
+    def add(self, item: Resource) -> None:
+        if not item.ignored:
+            self._grouped.setdefault(item.name, {})[item.node_name] = replica_from(item)
+
+    def index(self) -> dict[str, ResourceInfo]:
+        return {name: ResourceInfo(name, replicas) for name, replicas in self._grouped.items()}
+
+
 def index_resources(items: Iterable[Resource]) -> dict[str, ResourceInfo]:
-    """Group ``/v1/view/resources`` items by resource definition, dropping DELETE/INACTIVE ones."""
-    grouped: dict[str, dict[str, Replica]] = {}
+    indexer = ResourceIndexer()
     for item in items:
-        if item.ignored:
-            continue
-        grouped.setdefault(item.name, {})[item.node_name] = replica_from(item)
-    return {name: ResourceInfo(name, replicas) for name, replicas in grouped.items()}
+        indexer.add(item)
+    return indexer.index()
 
 
 def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str, NodeInfo]:

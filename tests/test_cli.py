@@ -122,4 +122,4 @@ def test_bad_snapshot_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("linstor: {nodes: [{type: SATELLITE}]}\n")
     assert main(["explain", "--snapshot", str(path), "--pod", "default/x"]) == 1
-    assert "LINSTOR items do not match the REST shapes" in capsys.readouterr().err
+    assert f"{path}: linstor.nodes[0] ?: name: Field required" in capsys.readouterr().err
