@@ -33,7 +33,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from linstor_scheduler.doubles import kube_objects as k  # noqa: E402
+from devkit import kube_objects as k  # noqa: E402
 
 GIB_KIB = 1024 * 1024
 
@@ -160,8 +160,8 @@ def floor_app(echo: bool) -> Any:
 
 
 def extender_app(snapshot: str) -> Any:
-    from scheduler_extender.app import create_app
-    from scheduler_extender.service import Extender, StateHolder
+    from scheduler_extender.http import create_app
+    from scheduler_extender.judge import Extender, StateHolder
     from scheduler_extender.snapshot import read_snapshot, state_from_snapshot
 
     holder = StateHolder(static=True, ready=True)
@@ -179,10 +179,10 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
 
     from linstor_scheduler.linstor.models import Node, Resource
     from linstor_scheduler.volumes import resolve_pod_claims
+    from scheduler_extender.codec import PriorityEncoder, decode_args
     from scheduler_extender.scoring import Weights, judge_many, node_class, prepare
     from scheduler_extender.snapshot import read_snapshot
     from scheduler_extender.state import ClusterState, KubeView
-    from scheduler_extender.wire import PriorityEncoder, decode_args
 
     kube = KubeView.from_objects(read_snapshot(snapshot).kube_items)
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
@@ -210,7 +210,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
 
 
 def emulator_app(snapshot: str) -> Any:
-    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+    from devkit.linstor_emulator import LinstorEmulator
 
     doc = orjson.loads(Path(snapshot).read_bytes())
     emu = LinstorEmulator(supports_events=False)

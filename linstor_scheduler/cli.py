@@ -1,17 +1,53 @@
-"""``linstor-scheduler``: one CLI, a subcommand per job. Every flag can also be set by env var."""
+"""``linstor-scheduler``: one CLI, a subcommand per job. Every flag can also be set by env var.
+
+The core names no component: each one declares a ``register(sub, parent)`` under the entry-point
+group ``linstor_scheduler.commands`` (pyproject.toml) and adds its own subcommands. A registration
+whose package is not installed is skipped: the container image carries no ``devkit``, so no
+``demo``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from . import __version__, httpserver
 from .config import ConfigError, Parser, add_option
 from .httpserver import KEEP_ALIVE_SECONDS
 from .logs import setup_logging
 
-SUBCOMMAND_MODULES = ("scheduler_extender.cli", "storage_sync.cli", "fencing.cli", "admission.cli")
+COMMANDS_GROUP = "linstor_scheduler.commands"
+log = logging.getLogger("linstor_scheduler")
+
+
+def registrations() -> list[Callable[..., None]]:
+    """Every installed component's ``register``, by entry-point name (the order of --help)."""
+    found = []
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            found.append(ep.load())
+        except ModuleNotFoundError as exc:  # only a package left out of this install (devkit in the image)
+            if exc.name is None or not ep.value.startswith(exc.name.split(".")[0]):
+                raise
+            log.debug("subcommands of %s not installed: %s", ep.value, exc)
+    return found
+
+
+def deferred(target: str) -> Callable[[argparse.Namespace], int]:
+    """``"package.wiring:run"`` as a subcommand's func, imported when the subcommand runs: ``--help``
+    does not pay for FastAPI, uvicorn and the kubernetes client."""
+    module, _, name = target.partition(":")
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    run.__qualname__ = run.__name__ = name
+    return run
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -35,10 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"linstor-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parent = common_options()
-    import importlib
-
-    for module in SUBCOMMAND_MODULES:  # each component registers its own subcommands
-        importlib.import_module(module).register(sub, parent)
+    for register in registrations():  # each component adds its own subcommands
+        register(sub, parent)
     return parser
 
 
@@ -55,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a clear one-line error for the operator; --log-level debug for more
-        import logging
-
-        logging.getLogger("linstor_scheduler").debug("fatal error", exc_info=True)
+        log.debug("fatal error", exc_info=True)
         print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from scheduler_extender.state import ClusterState, KubeView
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from linstor_scheduler.doubles.kube_standin import KubeStandin
+from devkit.kube_standin import KubeStandin
 
 
 @pytest.fixture

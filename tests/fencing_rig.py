@@ -12,15 +12,15 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from devkit import kube_objects as k
+from devkit.clock import FakeClock
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from fencing.actions import KubeActions
 from fencing.controller import FencingController, PassReport, Settings
 from fencing.kubeview import ListedKube
 from fencing.metrics import FencingMetrics
 from fencing.observe import LABEL, LABEL_VALUE
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.clock import FakeClock
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.client import LinstorClient
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devkit.demo_cluster import demo_emulator, demo_kube_objects, demo_snapshot
+from devkit.kube_standin import KubeStandin
 from linstor_scheduler.cli import build_parser, main
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from scheduler_extender.demo_cluster import demo_emulator, demo_kube_objects, demo_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["extender", "explain", "snapshot", "demo", "fencing"]

@@ -67,7 +67,7 @@ def test_a_variable_meant_for_another_subcommand_changes_nothing(argv):
 
 
 def test_a_bad_variable_of_sync_node_does_not_break_explain(tmp_path):
-    from scheduler_extender.demo_cluster import demo_snapshot
+    from devkit.demo_cluster import demo_snapshot
 
     snap = tmp_path / "snap.yaml"
     snap.write_text(yaml.safe_dump(demo_snapshot()))
@@ -102,7 +102,7 @@ def test_linstor_unreachable_says_which_setting_and_does_not_promise_another_con
 
 
 def test_log_format_json_makes_every_line_json_uvicorn_included(tmp_path):
-    from scheduler_extender.demo_cluster import demo_snapshot
+    from devkit.demo_cluster import demo_snapshot
 
     snap = tmp_path / "snap.yaml"
     snap.write_text(yaml.safe_dump(demo_snapshot()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from scheduler_extender.demo import run
+from devkit.extender_demo import run
 
 
 def test_demo_prints_verdicts_and_curl_lines():

@@ -27,12 +27,12 @@ from kubernetes_validate import utils as kv
 
 import linstor_scheduler
 from admission import OPT_OUT_LABEL, OPT_OUT_VALUE
-from admission.live import WEBHOOK_KINDS
+from admission.lookups import WEBHOOK_KINDS
+from devkit import kube_objects as k
 from linstor_scheduler.cli import build_parser
-from linstor_scheduler.doubles import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube.informer import KINDS
-from scheduler_extender.sync import EXTENDER_KINDS
+from scheduler_extender.refresh import EXTENDER_KINDS
 
 from .cluster import standard
 
@@ -268,8 +268,8 @@ def legacy_policy() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def extender_http():
-    from scheduler_extender.app import create_app
-    from scheduler_extender.service import Extender, StateHolder
+    from scheduler_extender.http import create_app
+    from scheduler_extender.judge import Extender, StateHolder
 
     holder = StateHolder(static=True, ready=True)
     holder.swap(standard())
@@ -395,13 +395,13 @@ def test_containers_use_real_subcommands_flags_and_env_vars():
 def test_probes_hit_real_routes():
     from prometheus_client import CollectorRegistry
 
-    from admission.app import create_app as webhook_app
+    from admission.http import create_app as webhook_app
     from admission.review import Lookups, SchedulerNameMutator
     from fencing.metrics import FencingMetrics
     from fencing.web import create_app as fencing_app
     from linstor_scheduler.health import health_app
-    from scheduler_extender.app import create_app as extender_app
-    from scheduler_extender.service import Extender, StateHolder
+    from scheduler_extender.http import create_app as extender_app
+    from scheduler_extender.judge import Extender, StateHolder
 
     routes = {
         "extender": get_routes(extender_app(Extender(StateHolder()))),
@@ -519,7 +519,7 @@ def test_webhook_configuration():
     [port] = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
     assert {p["name"]: p["containerPort"] for p in webhook["ports"]}[port["targetPort"]] == int(
         setting(webhook, "--port"))
-    from admission.app import create_app
+    from admission.http import create_app
     from admission.review import Lookups, SchedulerNameMutator
 
     app = create_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)), is_ready=bool)
@@ -673,13 +673,16 @@ def test_dockerfile_installs_lvm2_our_package_and_entry_point():
     assert "pip install" in runs and "linstor-scheduler --version" in runs
     assert [json.loads(arg) for op, arg in stage if op == "ENTRYPOINT"] == [["linstor-scheduler"]]
     assert "slim" in stage[0][1]
-    # Every package pyproject installs is copied into the build (a new top-level package is not forgotten).
+    # Every package pyproject installs is copied into the build (a new top-level package is not forgotten),
+    # except devkit (doubles, demo): development only, never in the image.
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     copied = {src for op, arg in dockerfile() if op == "COPY" and "--from" not in arg for src in arg.split()[:-1]}
     for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
-        assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
+        if pattern.rstrip("*") != "devkit":
+            assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
+    assert "devkit" not in copied and "devkit" in (ROOT / ".dockerignore").read_text().split()
     assert project["project"]["readme"] in copied and "pyproject.toml" in copied
 
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
-from scheduler_extender.app import create_app
-from scheduler_extender.service import Extender, StateHolder
+from scheduler_extender.http import create_app
+from scheduler_extender.judge import Extender, StateHolder
 
 from .cluster import standard
 
@@ -270,7 +270,7 @@ def test_pod_without_linstor_volumes_is_echoed_without_decoding_twice(swappable)
     b'{"Pod":{"metadata":{"name":"p"}},"NodeNames":["w1","w]2"]}',
 ])
 def test_the_names_fast_path_decodes_exactly_like_the_general_one(body):
-    from scheduler_extender.wire import _decode_args, decode_args
+    from scheduler_extender.codec import _decode_args, decode_args
 
     fast, general = decode_args(body), _decode_args(body)
     assert fast.pod == general.pod
@@ -288,9 +288,9 @@ def test_the_names_fast_path_still_refuses_bad_bodies(server):
 
 
 def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
-    from linstor_scheduler.doubles.clock import FakeClock
+    from devkit.clock import FakeClock
 
-    from .test_service import live_holder
+    from .test_judge import live_holder
 
     clock = FakeClock(100.0)
     holder = live_holder(clock)
@@ -321,7 +321,7 @@ def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
     b'{"Pod":{"metadata":{"name":"p"}},"Nodes":{"items":[{"metadata":{"name":"w1"}}],"extra":1},"NodeNames":null}',
 ])
 def test_the_full_node_fast_path_decodes_exactly_like_the_general_one(body):
-    from scheduler_extender.wire import _decode_args, decode_args
+    from scheduler_extender.codec import _decode_args, decode_args
 
     fast, general = decode_args(body), _decode_args(body)
     assert fast.pod == general.pod and fast.node_names == general.node_names
@@ -330,7 +330,7 @@ def test_the_full_node_fast_path_decodes_exactly_like_the_general_one(body):
 
 
 def test_the_full_node_fast_path_still_refuses_a_node_without_a_name():
-    from scheduler_extender.wire import BadRequest, decode_args
+    from scheduler_extender.codec import BadRequest, decode_args
 
     with pytest.raises(BadRequest, match=r"ExtenderArgs.Nodes.items\[1\] has no metadata.name"):
         decode_args(b'{"Pod":{},"Nodes":{"items":[{"metadata":{"name":"w1"}},{"spec":{}}]},"NodeNames":null}')

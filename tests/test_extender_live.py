@@ -8,12 +8,12 @@ import contextlib
 import httpx
 import pytest
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient
-from scheduler_extender.live import build_live_app
+from scheduler_extender.wiring import build_live_app
 
 from .waiting import wait_for
 

@@ -13,7 +13,7 @@ from fencing.actions import KubeActions
 from fencing.cli import _serve, settings_from_args
 from linstor_scheduler.cli import build_parser
 from linstor_scheduler.kube.events import EventRecorder
-from scheduler_extender.cli import make_linstor_client
+from linstor_scheduler.linstor.options import make_linstor_client
 
 from .fencing_rig import Rig
 from .waiting import wait_for

@@ -6,7 +6,7 @@ import time
 
 from kubernetes import client as k8s
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.kube import EventRecorder, Informer, KubeCaches, make_api_client
 
 from .waiting import wait_for

@@ -10,7 +10,7 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 
 
 def test_create_and_read_back_typed(ks):

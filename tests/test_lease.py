@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linstor_scheduler.doubles.clock import FakeClock
+from devkit.clock import FakeClock
 from linstor_scheduler.kube.lease import AlwaysLeader, LeaderElector
 
 

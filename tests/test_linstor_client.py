@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.linstor import (
     LinstorClient,
     LinstorError,

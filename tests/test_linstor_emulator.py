@@ -8,7 +8,7 @@ import linstor
 import pytest
 from jsonschema import ValidationError
 
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.linstor_emulator import LinstorEmulator
 
 from .openapi_check import SPEC_PATH, validate, validate_schema
 

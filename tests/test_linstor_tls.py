@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient, LinstorUnavailable
 

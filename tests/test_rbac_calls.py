@@ -18,9 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import RESOURCES, KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.kube_standin import RESOURCES, KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
@@ -129,13 +129,13 @@ def run_informers(ks: KubeStandin, kinds: list[str], **kw: Any) -> None:
 
 
 def extender(ks: KubeStandin, emu: LinstorEmulator) -> None:
-    from scheduler_extender.sync import EXTENDER_KINDS
+    from scheduler_extender.refresh import EXTENDER_KINDS
 
     run_informers(ks, list(EXTENDER_KINDS))
 
 
 def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
-    from admission.live import WEBHOOK_KINDS, kube_lookups
+    from admission.lookups import WEBHOOK_KINDS, kube_lookups
     from admission.tls import CaBundlePublisher, load_or_create, service_names
 
     from .test_webhook import webhook_configuration

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
-from scheduler_extender.app import create_app
-from scheduler_extender.service import Extender, StateHolder
+from scheduler_extender.http import create_app
+from scheduler_extender.judge import Extender, StateHolder
 
 from .cluster import standard
 from .test_extender_http import server  # noqa: F401  (the extender fixture)

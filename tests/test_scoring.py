@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
+from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.service import Extender, StateHolder
 
 from .cluster import standard
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler_extender.demo_cluster import demo_snapshot
+from devkit.demo_cluster import demo_snapshot
 from scheduler_extender.snapshot import SnapshotError, read_snapshot, snapshot_of, state_from_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]

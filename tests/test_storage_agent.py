@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from linstor_scheduler.doubles.clock import FakeClock
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.clock import FakeClock
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.client import LinstorClient
 from storage_sync.agent import NodeAgent

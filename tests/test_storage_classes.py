@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from kubernetes import client as k8s
 
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.models import StoragePool
@@ -25,7 +25,7 @@ from storage_sync.classes import (
     desired_class,
     plan_classes,
 )
-from storage_sync.cli import load_class_config
+from storage_sync.wiring import load_class_config
 
 PROP = "property.linstor.csi.linbit.com/DrbdOptions/"
 

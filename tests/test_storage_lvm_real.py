@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.cli import main
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
 from linstor_scheduler.linstor.client import LinstorClient
 from storage_sync.agent import NodeAgent
 from storage_sync.lvm import CombinedLvm, LvmCommand, RecordedLvm

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
+from devkit.story import FREE_GIB, NODES, run
 from linstor_scheduler.cli import main
-from linstor_scheduler.story import FREE_GIB, NODES, run
 
 
 def test_the_whole_story():

@@ -17,12 +17,13 @@ import orjson
 import pytest
 
 from admission import OPT_OUT_LABEL, OPT_OUT_VALUE
-from admission.app import WebhookMetrics, create_app
-from admission.live import build_webhook_app
+from admission.http import create_app
+from admission.metrics import WebhookMetrics
 from admission.review import Lookups, SchedulerNameMutator
 from admission.tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin, json_patch
+from admission.wiring import build_webhook_app
+from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin, json_patch
 from linstor_scheduler.httpserver import ServerThread
 
 from .waiting import wait_for

@@ -30,10 +30,10 @@ from typing import Any, TextIO
 
 import httpx
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.clock import FakeClock
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.clock import FakeClock
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor.client import LinstorClient
 
@@ -149,7 +149,7 @@ def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop,
 
 @contextlib.contextmanager
 def _extender(linstor_url: str, api: Any, port: int):  # type: ignore[no-untyped-def]
-    from scheduler_extender.live import build_live_app
+    from scheduler_extender.wiring import build_live_app
 
     app = build_live_app(LinstorClient(linstor_url), api, poll_interval=0.2, use_events=False)
     with ServerThread(app, port=port) as srv:

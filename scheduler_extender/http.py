@@ -3,7 +3,7 @@
 The two verbs kube-scheduler calls are plain async Starlette endpoints on the raw body (no
 FastAPI parameter machinery on the hot path); everything a person calls goes through FastAPI so it
 is documented at ``/docs``. A request never makes a LINSTOR or API-server call in steady state:
-it reads the in-memory index (service.py). Bad input answers 4xx with a message, never a 500.
+it reads the in-memory index (judge.py). Bad input answers 4xx with a message, never a 500.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from starlette.routing import Route
 
 from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
+from .codec import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encode_error, encode_filter
+from .judge import Decision, Extender
 from .metrics import ExtenderMetrics
 from .scoring import NODE, NodeVerdict, all_node_names
-from .service import Decision, Extender
-from .wire import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encode_error, encode_filter
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

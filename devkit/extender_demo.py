@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 
 from linstor_scheduler.httpserver import ServerThread
+from scheduler_extender.explain import render_table
+from scheduler_extender.http import create_app
+from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.scoring import all_node_names
+from scheduler_extender.snapshot import find_pod, state_from_snapshot
 
-from .app import create_app
 from .demo_cluster import SAMPLE_PODS, demo_snapshot
-from .explain import render_table
-from .scoring import all_node_names
-from .service import Extender, StateHolder
-from .snapshot import find_pod, state_from_snapshot
 
 
 def build_demo_app() -> tuple[Any, dict[str, Any]]:

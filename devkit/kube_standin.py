@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from linstor_scheduler.doubles.base import HttpDouble, Subscriber
+from devkit.base import HttpDouble, Subscriber
 
 # plural -> (kind, apiVersion, namespaced); adding a kind is one line
 RESOURCES: dict[str, tuple[str, str, bool]] = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.clock import FakeClock
-from scheduler_extender.service import Extender, FallbackReader, StateHolder
+from devkit import kube_objects as k
+from devkit.clock import FakeClock
+from scheduler_extender.judge import Extender, FallbackReader, StateHolder
 
 from .cluster import build, lnode, lres, standard
 

@@ -1,11 +1,15 @@
-"""Kubernetes half of ``linstor-scheduler snapshot``: one list of each kind the extender indexes."""
+"""``linstor-scheduler snapshot`` (and ``explain`` on the live cluster): one read of LINSTOR and one list
+of each Kubernetes kind the extender indexes, as a snapshot document (see snapshot.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from kubernetes import client as k8s
+
+from linstor_scheduler.linstor.client import LinstorClient
 
 
 def _raw(resp: Any) -> dict[str, Any]:
@@ -42,3 +46,22 @@ def kube_snapshot_items(api: k8s.ApiClient, *, pod: str | None = None,
                                                 _preload_content=False)
         items += [_slim(i, "Pod", "v1") for i in _raw(pods)["items"]]
     return items
+
+
+async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None = None,
+                  scheduler_name: str = "linstor") -> dict[str, Any]:
+    """One read of everything the extender indexes, as a snapshot document; ``pod`` adds that pod,
+    else the pods with ``scheduler_name``. Closes ``client``."""
+    try:
+        nodes = await client.get_nodes()
+        pools = await client.get_storage_pools()
+        resources = await client.get_resources()
+    finally:
+        await client.aclose()
+    items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod, scheduler_name=scheduler_name)
+
+    def dump(models: list[Any]) -> list[dict[str, Any]]:
+        return [m.model_dump(mode="json", exclude_none=True) for m in models]
+
+    return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources)},
+            "kubernetes": {"items": items}}

@@ -1,4 +1,4 @@
-"""The extender's decisions: state in, verdicts out. HTTP lives in app.py, data loading in sync.py.
+"""The extender's decisions: state in, verdicts out. HTTP lives in http.py, data loading in refresh.py.
 
 Each request reads ``holder.state`` once, so it judges against one consistent index even while a
 sync swaps in the next. Verdict tables are cached per (state generation, the pod's volumes):

@@ -17,8 +17,8 @@ from typing import Any
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 from linstor_scheduler.linstor.models import Node, StoragePool
 
+from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
-from .service import FallbackReader, StateHolder
 from .state import ClusterState, KubeView, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)

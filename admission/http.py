@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -23,28 +23,12 @@ from starlette.routing import Route
 
 from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
+from .metrics import WebhookMetrics
 from .review import BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
 MAX_BODY = 8 * 1024 * 1024  # the API server's own request limit is 3 MiB per object
-
-
-class WebhookMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.reviews = Counter(
-            "linstor_scheduler_webhook_reviews", "AdmissionReviews answered, by outcome (mutated, "
-            "no_linstor_volume, already_set, other_scheduler, opted_out, ignored, not_ready, bad_request, error)",
-            ["outcome"], registry=r)
-        self.latency = Histogram(
-            "linstor_scheduler_webhook_review_seconds", "Time to answer an AdmissionReview",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
-        self.direct_reads = Counter(
-            "linstor_scheduler_webhook_direct_reads", "PVCs read from the API because the cache lacked them, "
-            "by outcome (found, not_found, error)", ["outcome"], registry=r)
-        self.ready = Gauge("linstor_scheduler_webhook_ready", "1 once the caches are synced", registry=r)
 
 
 def create_app(

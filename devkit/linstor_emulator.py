@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from linstor_scheduler.doubles.base import HttpDouble, Subscriber
+from devkit.base import HttpDouble, Subscriber
 
 MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
 MASK_INFO = 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.linstor_emulator import LinstorEmulator
 
 GiB_KIB = 1024 * 1024
 

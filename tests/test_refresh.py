@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from linstor_scheduler.doubles import kube_objects as k
+from devkit import kube_objects as k
 from linstor_scheduler.linstor.client import EventsNotSupported
-from scheduler_extender.service import StateHolder
-from scheduler_extender.sync import Syncer
+from scheduler_extender.judge import StateHolder
+from scheduler_extender.refresh import Syncer
 
 from .cluster import lnode, lpool, lres
 

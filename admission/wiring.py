@@ -1,0 +1,110 @@
+"""The running webhook, built from its options: informer caches -> lookups -> mutator -> HTTP app.
+
+Used by the CLI and the end-to-end tests, so both run the same assembly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from kubernetes import client as k8s
+
+from linstor_scheduler.httpserver import uvicorn_options
+from linstor_scheduler.kube.client import api_client_from_args
+from linstor_scheduler.kube.informer import KubeCaches
+
+from .http import create_app
+from .lookups import WEBHOOK_KINDS, kube_lookups
+from .metrics import WebhookMetrics
+from .review import SchedulerNameMutator
+from .tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
+
+log = logging.getLogger("linstor_scheduler.webhook")
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linstor",
+                      publisher: Any | None = None, metrics: Any | None = None,
+                      read_timeout: float = 1.0) -> Any:
+    """The live webhook: informer caches -> lookups -> mutator -> app. Used by the CLI and the
+    end-to-end tests, so both run the same assembly. ``publisher`` (a ``CaBundlePublisher``) is
+    started with the app; the app is ready once the caches are synced and the CA is published."""
+    metrics = metrics or WebhookMetrics()
+    caches = KubeCaches(api_client, list(WEBHOOK_KINDS))
+    lookups = kube_lookups(caches, api_client, read_timeout=read_timeout,
+                           on_direct_read=lambda outcome: metrics.direct_reads.labels(outcome).inc())
+    mutator = SchedulerNameMutator(lookups, scheduler_name)
+
+    def is_ready() -> bool:
+        return caches.synced and (publisher is None or publisher.published.is_set())
+
+    def details() -> dict[str, Any]:
+        return {"caches_synced": caches.synced, "cache_errors": caches.errors(),
+                "ca_bundle_published": None if publisher is None else publisher.published.is_set(),
+                "ca_bundle_error": None if publisher is None else publisher.last_error,
+                "scheduler_name": scheduler_name}
+
+    async def startup() -> None:
+        caches.start()
+        if publisher is not None:
+            publisher.start()
+
+    async def shutdown() -> None:
+        if publisher is not None:
+            await asyncio.to_thread(publisher.stop)
+        await asyncio.to_thread(caches.stop)
+
+    app = create_app(mutator, is_ready=is_ready, details=details, metrics=metrics, startup=startup,
+                     shutdown=shutdown)
+    app.state.caches = caches
+    app.state.mutator = mutator
+    app.state.metrics = metrics
+    return app
+
+
+def own_namespace(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    path = Path(SA_NAMESPACE_FILE)
+    if path.exists():
+        return path.read_text().strip()
+    raise ValueError("--namespace (POD_NAMESPACE) is needed outside a pod for the self-signed certificate")
+
+
+def run_webhook(args: argparse.Namespace) -> int:
+
+
+    from .wiring import build_webhook_app
+
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        raise ValueError("--tls-cert-file and --tls-key-file go together")
+    api = api_client_from_args(args)
+    publisher = None
+    if args.tls_cert_file:
+        cert_file, key_file = args.tls_cert_file, args.tls_key_file
+        log.info("serving certificate from %s (caBundle managed elsewhere)", cert_file)
+    else:
+        namespace = own_namespace(args.namespace)
+        names = service_names(args.service_name, namespace)
+        bundle = load_or_create(api, namespace, args.tls_secret, names) if args.tls_secret \
+            else generate_bundle(names)
+        # A read-only root filesystem: the files go to $TMPDIR (an emptyDir in deploy/).
+        directory = Path(tempfile.mkdtemp(prefix="webhook-tls-", dir=os.environ.get("TMPDIR")))
+        _, cert_path, key_path = bundle.write(directory)
+        cert_file, key_file = str(cert_path), str(key_path)
+        if args.webhook_config_name:
+            publisher = CaBundlePublisher(api, args.webhook_config_name, bundle.ca_pem,
+                                          interval=args.ca_bundle_interval)
+    app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
+                            read_timeout=args.pvc_read_timeout)
+    uvicorn.run(app, **uvicorn_options(host=args.listen_address, port=args.port, ssl_certfile=cert_file,
+                                       ssl_keyfile=key_file, access_log=False, log_level=args.log_level,
+                                       timeout_graceful_shutdown=10))
+    return 0

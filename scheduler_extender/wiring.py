@@ -1,0 +1,124 @@
+"""The extender's subcommands built from their options: ``build_live_app`` (LINSTOR client +
+Kubernetes caches -> Syncer -> app; used by the CLI and by the end-to-end tests, so both run the same
+assembly), serving from a snapshot, ``explain`` and ``snapshot``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+import uvicorn
+import yaml
+from fastapi import FastAPI
+
+from linstor_scheduler.httpserver import uvicorn_options
+from linstor_scheduler.kube.client import api_client_from_args
+from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.linstor.client import LinstorClient
+from linstor_scheduler.linstor.options import make_linstor_client
+
+from .capture import capture
+from .explain import explain_ref, render_table
+from .http import DEFAULT_MAX_BODY, create_app
+from .judge import Extender, FallbackReader, StateHolder
+from .metrics import ExtenderMetrics
+from .refresh import EXTENDER_KINDS, Syncer
+from .scoring import Weights
+from .snapshot import read_snapshot, state_from_snapshot
+
+log = logging.getLogger("linstor_scheduler.extender")
+
+
+def build_live_app(
+    client: LinstorClient,
+    api_client: Any,
+    *,
+    poll_interval: float = 10.0,
+    max_staleness: float = 120.0,
+    fallback_timeout: float = 1.0,
+    weights: Weights | None = None,
+    use_events: bool = True,
+    max_body: int = DEFAULT_MAX_BODY,
+    metrics: ExtenderMetrics | None = None,
+) -> FastAPI:
+    metrics = metrics or ExtenderMetrics()
+    holder = StateHolder()
+    client.on_request = lambda method, _path, status, _secs: metrics.linstor_requests.labels(
+        method, str(status) if status is not None else "error").inc()
+    fallback = FallbackReader(client, timeout=fallback_timeout,
+                              on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
+    extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback)
+    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=use_events, metrics=metrics,
+                    fallback=fallback)
+    caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed)
+    syncer.caches = caches
+
+    async def startup() -> None:
+        caches.start()
+        await syncer.start()
+
+    async def shutdown() -> None:
+        await syncer.stop()
+        caches.stop()
+        await client.aclose()
+
+    app = create_app(extender, metrics=metrics, max_body=max_body, startup=startup, shutdown=shutdown)
+    app.state.syncer = syncer
+    app.state.caches = caches
+    app.state.client = client
+    return app
+
+
+def run_extender(args: argparse.Namespace) -> int:
+    weights = Weights.parse(args.score_weights)
+    metrics = ExtenderMetrics()
+    holder = StateHolder()
+    if args.snapshot:
+        holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=time.monotonic()))
+        holder.static = holder.ready = True
+        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness)
+        log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
+                 len(holder.state.nodes), len(holder.state.resources))
+        app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
+    else:
+        app = build_live_app(
+            make_linstor_client(args), api_client_from_args(args), poll_interval=args.poll_interval,
+            max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
+            use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
+        )
+    uvicorn.run(app, **uvicorn_options(host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
+                                       access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10))
+    return 0
+
+
+def _nodes_arg(text: str) -> list[str] | None:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names or None
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    if not args.pod:
+        raise ValueError("--pod NAMESPACE/NAME is required")
+    doc = read_snapshot(args.snapshot) if args.snapshot else asyncio.run(live_snapshot(args, pod=args.pod))
+    result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), Weights.parse(args.score_weights))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
+    return 0
+
+
+def live_snapshot(args: argparse.Namespace, *, pod: str | None = None) -> Any:
+    return capture(make_linstor_client(args), api_client_from_args(args), pod=pod,
+                   scheduler_name=getattr(args, "scheduler_name", "linstor"))
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    doc = asyncio.run(live_snapshot(args))
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
+    return 0

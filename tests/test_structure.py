@@ -1,0 +1,84 @@
+"""The house's shape, read from the imports (every ``import`` statement, deferred ones included):
+the core imports no component, the product imports no devkit, components import one another only
+through the core, and no modules import each other in a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = "linstor_scheduler"
+COMPONENTS = ("scheduler_extender", "storage_sync", "fencing", "admission")
+DEVKIT = "devkit"
+# fencing/cli.py takes the LINSTOR options through scheduler_extender.cli's re-export until the fencing
+# rewrite imports them from linstor_scheduler.linstor.options; then this entry and the re-export go.
+KNOWN_STRAYS = {("fencing.cli", "scheduler_extender.cli")}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (``from . import x`` resolved to the module x)."""
+    ours = {module_name(p) for pkg in (CORE, *COMPONENTS, DEVKIT) for p in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name in sorted(ours):
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / name.replace(".", "/") / "__init__.py"
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in ours else base for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in ours and t != name}
+        graph[name] = found
+    return graph
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_the_core_imports_no_component_and_the_product_no_devkit():
+    for module, targets in imports().items():
+        for target in targets:
+            if top(module) == CORE:
+                assert top(target) == CORE, f"the core's {module} imports {target}"
+            if top(module) != DEVKIT:
+                assert top(target) != DEVKIT, f"{module} (product) imports {target} (devkit)"
+
+
+def test_components_meet_only_in_the_core():
+    for module, targets in imports().items():
+        for target in targets:
+            if top(module) in COMPONENTS and top(target) in COMPONENTS and top(target) != top(module):
+                assert (module, target) in KNOWN_STRAYS, f"{module} imports another component's {target}"
+
+
+def test_no_import_circle():
+    graph = imports()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
