@@ -14,10 +14,13 @@ logger (``log_config=None``), so ``--log-format json`` covers uvicorn's lines to
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
+
+from .config import ConfigError
 
 KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
 _settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
@@ -32,6 +35,15 @@ def configure(*, keep_alive: float | None = None) -> None:
 def uvicorn_options(**overrides: Any) -> dict[str, Any]:
     """uvicorn options every server of ours shares; ``overrides`` win."""
     return {"timeout_keep_alive": _settings["keep_alive"], "log_config": None, **overrides}
+
+
+def _in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 class BodyTooLarge(Exception):
@@ -101,6 +113,9 @@ class ServerThread:
         waited = 0.0
         while not self.server.started:
             if self._error is not None or not self._thread.is_alive():
+                if self.config.port and _in_use(self.config.host, self.config.port):
+                    raise ConfigError(f"port {self.config.port} on {self.config.host} is in use: choose another "
+                                      "with --port, or --port 0 for any free port")
                 raise RuntimeError(f"server failed to start: {self._error!r}")
             if waited >= timeout:
                 raise TimeoutError("server did not start in time")

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -154,3 +155,23 @@ def test_keep_alive_is_above_90_s_by_default_and_configurable(command, monkeypat
         assert httpserver.uvicorn_options()["timeout_keep_alive"] == 300  # the extender's and webhook's uvicorn.run
     finally:
         httpserver.configure(keep_alive=httpserver.KEEP_ALIVE_SECONDS)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--extender-only"], ["demo"]])
+def test_the_demo_removes_its_temporary_folders(tmp_path, argv):
+    result = run(*argv, "--port", "0", "--no-serve", env={"TMPDIR": str(tmp_path)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--data @" + str(tmp_path) in result.stdout  # the folder was there while the demo ran
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_busy_port_says_to_use_port_0():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("demo", "--extender-only", "--no-serve", "--port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"linstor-scheduler demo: error: port {port} on 127.0.0.1 is in use: choose another with --port, "
+        "or --port 0 for any free port")
