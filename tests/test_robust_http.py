@@ -84,8 +84,8 @@ def test_bad_bytes_among_the_nodes_are_a_clear_400(server, verb, body):  # noqa:
 
 
 @st.composite
-def mutated(draw) -> bytes:
-    body = bytearray(draw(st.sampled_from([NAMES_BODY, FULL_BODY])))
+def mutated(draw, bases: tuple[bytes, ...] = (NAMES_BODY, FULL_BODY)) -> bytes:
+    body = bytearray(draw(st.sampled_from(bases)))
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["truncate", "flip", "utf8", "deep", "number", "duplicate", "delete"]))
         at = draw(st.integers(0, len(body)))
@@ -140,6 +140,18 @@ def test_webhook_answers_bad_bytes_with_400(cluster):  # noqa: F811
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"]
     assert post(cluster, good).status_code == 200
+
+
+REVIEW = orjson.dumps(review(as_created(k.pod("db-0", claims=["data-db-0"], ephemeral={"e": k.claim_template("x")}))))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=mutated((REVIEW,)))
+def test_mutated_admission_reviews_get_only_200_400_413(cluster, body):  # noqa: F811
+    resp = post(cluster, body)
+    assert resp.status_code in (200, 400, 413), (resp.status_code, resp.text[:300])
+    if resp.status_code != 200:
+        assert resp.json()["error"]
 
 
 def test_webhook_refuses_an_oversized_body_with_413(cluster):  # noqa: F811
