@@ -111,12 +111,15 @@ def mutated(draw, bases: tuple[bytes, ...] = (NAMES_BODY, FULL_BODY)) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=mutated(), verb=st.sampled_from(VERBS))
-def test_mutated_kube_scheduler_bodies_get_only_200_400_405_413(server, body, verb):  # noqa: F811
-    r = server.post(verb, content=body, headers={"Content-Type": "application/json"})
+@given(body=mutated(), verb=st.sampled_from(VERBS), method=st.sampled_from(["POST"] * 6 + ["PUT", "GET"]))
+def test_mutated_kube_scheduler_bodies_get_only_200_400_405_413(server, body, verb, method):  # noqa: F811
+    r = server.request(method, verb, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code in ANSWERS, (r.status_code, r.text[:300])
-    if r.status_code != 200:
+    if method != "POST":
+        assert r.status_code == 405
+    elif r.status_code != 200:
         assert r.json()["Error"]
+    assert server.get("/healthz").text == "ok"  # and it keeps serving
 
 
 def test_the_server_keeps_serving_and_logs_no_traceback(server, caplog):  # noqa: F811
