@@ -128,8 +128,8 @@ def test_log_format_json_makes_every_line_json_uvicorn_included(tmp_path):
     assert any(d["msg"] == "Application shutdown complete." for d in docs)
 
 
-@pytest.mark.xfail(strict=True, reason="fencing/cli.py (fencing's owner): --once returns 0 whatever guard held "
-                   "the pass; sync-node --once returns 1 when it could not read (issue 11)")
+@pytest.mark.xfail(strict=True, reason="fencing/wiring.py _once (fencing's owner): --once returns 0 whatever guard "
+                   "held the pass; sync-node --once returns 1 when it could not read (issue 11)")
 def test_fencing_once_exits_non_zero_when_everything_was_held_for_stale_data(capsys):
     with Rig() as rig:
         volume = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")

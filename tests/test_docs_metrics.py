@@ -11,6 +11,7 @@ import pytest
 from admission.metrics import WebhookMetrics
 from fencing import actions as fencing_actions
 from fencing import controller as fencing_controller
+from fencing import guards as fencing_guards
 from fencing import verdict as fencing_verdict
 from fencing.metrics import FencingMetrics
 from scheduler_extender.http import create_app
@@ -59,7 +60,7 @@ def test_every_extender_outcome_is_documented_error_included():
 @pytest.mark.parametrize("metric,values", [
     ("linstor_scheduler_fencing_decisions_total",
      {fencing_verdict.HEALTHY, fencing_verdict.WAITING, fencing_verdict.FENCE, fencing_verdict.REFUSE, "none"}
-     | camel_constants(fencing_verdict, fencing_controller)),
+     | camel_constants(fencing_verdict, fencing_controller, fencing_guards) - {fencing_controller.NOT_LEADER}),
     ("linstor_scheduler_fencing_actions_total", {o.value for o in fencing_actions.Outcome}
      | {"pod_delete", "pod_evict", "attachment_delete", "taint", "untaint", "skipped"}),
     ("linstor_scheduler_pool_sync_pools", {pool_plan.CREATE, pool_plan.PRUNE} | set(pool_plan.PROBLEMS) | {"in-sync"}),
