@@ -86,12 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:  # a setting to fix: the same exit code as a bad flag
-        print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fatal(args, exc, 2)
     except Exception as exc:  # a clear one-line error for the operator; --log-level debug for more
         log.debug("fatal error", exc_info=True)
-        print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return fatal(args, exc, 1)
+
+
+def fatal(args: argparse.Namespace, exc: Exception, code: int) -> int:
+    """The one line saying why the process ends: plain text, or a JSON object like every other line
+    under ``--log-format json`` (a log collector parses it with the rest)."""
+    line = f"linstor-scheduler {args.command}: error: {exc}"
+    if args.log_format == "json":
+        log.error("%s", line)
+    else:
+        print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -128,6 +128,15 @@ def test_log_format_json_makes_every_line_json_uvicorn_included(tmp_path):
     assert any(d["msg"] == "Application shutdown complete." for d in docs)
 
 
+def test_log_format_json_makes_the_final_error_json_too(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    result = run("extender", "--kubeconfig", str(missing), "--log-format", "json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    docs = [json.loads(line) for line in result.stderr.splitlines()]
+    assert docs[-1]["level"] == "error" and docs[-1]["msg"] == (
+        f"linstor-scheduler extender: error: kubeconfig file {missing} (--kubeconfig or KUBECONFIG) does not exist")
+
+
 @pytest.mark.xfail(strict=True, reason="fencing/wiring.py _once (fencing's owner): --once returns 0 whatever guard "
                    "held the pass; sync-node --once returns 1 when it could not read (issue 11)")
 def test_fencing_once_exits_non_zero_when_everything_was_held_for_stale_data(capsys):
