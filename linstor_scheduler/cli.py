@@ -25,12 +25,16 @@ log = logging.getLogger("linstor_scheduler")
 
 def registrations() -> list[Callable[..., None]]:
     """Every installed component's ``register``, by entry-point name (the order of --help)."""
+    declared = entry_points(group=COMMANDS_GROUP)
+    if not declared:  # metadata of an install older than the entry points: say so, not "invalid choice"
+        raise RuntimeError(f"no subcommands registered (entry points {COMMANDS_GROUP!r}): reinstall the "
+                           "package, e.g. `make .venv/.installed` or `pip install -e .`")
     found = []
-    for ep in entry_points(group=COMMANDS_GROUP):
+    for ep in declared:
         try:
             found.append(ep.load())
         except ModuleNotFoundError as exc:  # only a package left out of this install (devkit in the image)
-            if exc.name is None or not ep.value.startswith(exc.name.split(".")[0]):
+            if exc.name != ep.value.split(".")[0]:
                 raise
             log.debug("subcommands of %s not installed: %s", ep.value, exc)
     return found
