@@ -2,19 +2,21 @@
 
 Reads happen here, never on the request path. A failed LINSTOR read keeps the last good state
 (its age grows, visible in /readyz and metrics, and past the limit the extender turns neutral);
-Kubernetes changes rebuild only the Kubernetes part. Each new state is swapped in whole.
+Kubernetes changes rebuild only the Kubernetes part. Each new state is swapped in whole; one whose
+content is unchanged keeps its generation, so the request path's caches stay warm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
@@ -97,7 +99,7 @@ class Syncer:
         self.fallback = fallback
         self.clock = clock
         self._generation = 0
-        self._linstor: tuple[dict[str, NodeInfo], dict[str, ResourceInfo], dict[str, int], float] | None = None
+        self._linstor: tuple[Mapping[str, NodeInfo], Mapping[str, ResourceInfo], dict[str, int], float] | None = None
         self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
         self._publishing = asyncio.Lock()
         self.read_in_thread = read_in_thread
@@ -257,18 +259,34 @@ class Syncer:
 
     # --- publishing ---------------------------------------------------------------------------
     async def _publish(self) -> None:
-        async with self._publishing:  # one at a time: a state built from older data never lands last
+        """Swap in the state of the latest reads. When LINSTOR and Kubernetes say what they said
+        before, the state keeps its generation (and so every cache of the request path) and only
+        its read times move: the caches live until the content changes, not until the next poll.
+        One publish at a time: a state built from older data never lands last."""
+        async with self._publishing:
             if self._linstor is None or self._kube is None:
                 return
             nodes, resources, max_free, linstor_at = self._linstor
             kube, kube_at = self._kube
-            classes = await self._node_classes(nodes, kube)
-            self._generation += 1
+            old: ClusterState = self.holder.state
+            ours = self.holder.ready and old.generation == self._generation
+            same_kube = ours and (old.kube is kube or old.kube == kube)
+            if same_kube and old.kube is not kube:
+                kube = old.kube  # the same view: the old object, so the next comparison is by identity
+                self._kube = (kube, kube_at)
             state = ClusterState.build(
-                generation=self._generation, nodes=nodes, pools=(), resources=resources, kube=kube,
+                generation=self._generation + 1, nodes=nodes, pools=(), resources=resources, kube=kube,
                 linstor_synced_at=linstor_at, kube_synced_at=kube_at, pool_max_free=max_free,
-                node_classes=classes,
+                kube_since=old.kube_since if same_kube else None,
             )
+            if ours and state.same_content(old):
+                state = dataclasses.replace(old, linstor_synced_at=linstor_at, kube_synced_at=kube_at)
+                self._linstor = (old.nodes, old.resources, max_free, linstor_at)  # identity next time, too
+                self._count_publish("kept")
+            else:
+                state = dataclasses.replace(state, node_classes=await self._node_classes(nodes, kube))
+                self._generation += 1
+                self._count_publish("new")
             self.holder.swap(state)
             if self.fallback:
                 self.fallback.forget_known(state)
@@ -277,7 +295,7 @@ class Syncer:
                          len(state.nodes), len(state.resources), len(kube.pvcs))
             self.holder.ready = True
 
-    async def _node_classes(self, nodes: dict[str, NodeInfo], kube: KubeView, step: int = 500) -> dict[str, int]:
+    async def _node_classes(self, nodes: Mapping[str, NodeInfo], kube: KubeView, step: int = 500) -> dict[str, int]:
         """Node classes for the next state, computed here in slices between requests (at 5,000 nodes
         they cost ~12 ms, which the first request after each poll used to pay), and kept while
         neither the LINSTOR nodes nor the Kubernetes topology changed."""
@@ -292,6 +310,10 @@ class Syncer:
             await asyncio.sleep(0)
         self._classes = (nodes, kube.topology, classes)
         return classes
+
+    def _count_publish(self, result: str) -> None:
+        if self.metrics:
+            self.metrics.publishes.labels(result).inc()
 
     def _age(self) -> float | None:
         state: ClusterState = self.holder.state
