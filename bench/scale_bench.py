@@ -230,6 +230,10 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         sync_n0 = metric(text, "linstor_scheduler_sync_seconds_count")
         sync_s0 = metric(text, "linstor_scheduler_sync_seconds_sum")
         read_cpu0 = metric(text, "linstor_scheduler_sync_cpu_seconds_total")
+        kept0, new0 = (metric(text, "linstor_scheduler_state_publishes_total", f'result="{r}"')
+                       for r in ("kept", "new"))
+        hits0, misses0 = (metric(text, "linstor_scheduler_extender_cache", f'cache="answers",stat="{s}"')
+                          for s in ("hits", "misses"))
         cpu0 = cpu_seconds(proc.pid)
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
@@ -266,7 +270,13 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
             "wrong_answers": prober.wrong, "neutral_answers": prober.neutral,
             "fallback_reads": metric(text, "linstor_scheduler_fallback_reads_total"),
             "poll_interval_s": metric(text, "linstor_scheduler_poll_interval_seconds"),
+            # The doubles do not change during the window: every publish should keep the generation.
+            "publishes_kept": metric(text, "linstor_scheduler_state_publishes_total", 'result="kept"') - kept0,
+            "publishes_new": metric(text, "linstor_scheduler_state_publishes_total", 'result="new"') - new0,
         })
+        hits = metric(text, "linstor_scheduler_extender_cache", 'cache="answers",stat="hits"') - hits0
+        misses = metric(text, "linstor_scheduler_extender_cache", 'cache="answers",stat="misses"') - misses0
+        out["answer_cache_hit_rate"] = hits / (hits + misses) if hits + misses else float("nan")
         out["linstor_calls_per_request"] = out["fallback_reads"] / max(1, len(lat))
         if args.fresh_volume:
             out.update(fresh_volume(args, http, doubles))

@@ -293,8 +293,8 @@ class Extender:
         return self.judge(await self.prepare(pod), names)
 
     def _new_classes(self, state: ClusterState) -> None:
-        """Node classes are computed once per state generation (by the live sync, off the request
-        path, when it could: ``state.node_classes``)."""
+        """Node classes are computed once per state generation: by the live sync, off the request
+        path (``state.node_classes``), or here on first use (snapshots, tests)."""
         self._classes_generation = state.generation
         if state.node_classes is not None:
             self._classes = state.node_classes

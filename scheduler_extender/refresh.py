@@ -24,19 +24,32 @@ from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
 from .scoring import node_class_ids
-from .state import ClusterState, KubeView, NodeInfo, ResourceIndexer, ResourceInfo, index_nodes, max_free_by_pool
+from .state import (
+    ClusterState,
+    KubeView,
+    NodeInfo,
+    ResourceIndexer,
+    ResourceInfo,
+    index_nodes,
+    keep_unchanged_nodes,
+    max_free_by_pool,
+)
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.001
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
 
 
-async def read_index(client: LinstorClient, previous: ResourceIndexer | None
-                     ) -> tuple[dict[str, NodeInfo], ResourceIndexer, float]:
+async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
+                     previous_nodes: Mapping[str, NodeInfo] | None = None,
+                     ) -> tuple[Mapping[str, NodeInfo], ResourceIndexer, float]:
     """Nodes, pools and resources of one LINSTOR read, indexed as the resources stream in; with
-    the CPU seconds this thread spent on it (in the read thread: the read's own cost, nothing else)."""
+    the CPU seconds this thread spent on it (in the read thread: the read's own cost, nothing else).
+    Unchanged nodes and resources come back as the previous read's objects (the previous mapping
+    itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
-    nodes = index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact())
+    nodes = keep_unchanged_nodes(
+        index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact()), previous_nodes)
     indexer = ResourceIndexer(previous=previous)
     async for batch in client.iter_resource_batches():
         indexer.add(batch)
@@ -99,7 +112,7 @@ class Syncer:
         self.fallback = fallback
         self.clock = clock
         self._generation = 0
-        self._linstor: tuple[Mapping[str, NodeInfo], Mapping[str, ResourceInfo], dict[str, int], float] | None = None
+        self._linstor: tuple[Mapping[str, NodeInfo], Mapping[str, ResourceInfo], Mapping[str, int], float] | None = None
         self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
         self._publishing = asyncio.Lock()
         self.read_in_thread = read_in_thread
@@ -165,12 +178,14 @@ class Syncer:
 
     async def _read_linstor(self) -> bool:
         try:
+            previous_nodes = self._linstor[0] if self._linstor is not None else None
             if self._reader is not None:
-                nodes, indexer, cpu = await self._reader.run(read_index(self._reader.client, self._indexer))
+                nodes, indexer, cpu = await self._reader.run(
+                    read_index(self._reader.client, self._indexer, previous_nodes))
                 if self.metrics:
                     self.metrics.sync_cpu.inc(cpu)
             else:
-                nodes, indexer, _ = await read_index(self.client, self._indexer)
+                nodes, indexer, _ = await read_index(self.client, self._indexer, previous_nodes)
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()
@@ -179,7 +194,9 @@ class Syncer:
             self._count("linstor", "error")
             return False
         self._indexer = indexer
-        self._linstor = (nodes, indexer.index, max_free_by_pool(nodes), self.clock())
+        same_nodes = self._linstor is not None and nodes is self._linstor[0]
+        max_free = self._linstor[2] if same_nodes else max_free_by_pool(nodes)  # type: ignore[index]
+        self._linstor = (nodes, indexer.index, max_free, self.clock())
         self._count("linstor", "ok")
         self.holder.last_error = None
         return True
@@ -262,8 +279,14 @@ class Syncer:
         """Swap in the state of the latest reads. When LINSTOR and Kubernetes say what they said
         before, the state keeps its generation (and so every cache of the request path) and only
         its read times move: the caches live until the content changes, not until the next poll.
-        One publish at a time: a state built from older data never lands last."""
-        async with self._publishing:
+
+        The comparison is cheap on the serving loop at scale: the read (``read_index``, in the read
+        thread) hands back the previous read's objects wherever nothing changed (the nodes mapping
+        itself, each ``NodeInfo``, each ``ResourceInfo`` via ``ResourceIndexer.keep_unchanged``), so
+        comparing equal reads is identity checks; an equal Kubernetes view or node mapping is
+        replaced by the old object (identity next time; the node classes are kept). Node classes
+        are computed only for a new generation."""
+        async with self._publishing:  # one at a time: a state built from older data never lands last
             if self._linstor is None or self._kube is None:
                 return
             nodes, resources, max_free, linstor_at = self._linstor
@@ -274,6 +297,9 @@ class Syncer:
             if same_kube and old.kube is not kube:
                 kube = old.kube  # the same view: the old object, so the next comparison is by identity
                 self._kube = (kube, kube_at)
+            if ours and old.nodes is not nodes and old.nodes == nodes:
+                nodes, max_free = old.nodes, old.pool_max_free  # the same nodes: keep their classes too
+                self._linstor = (nodes, resources, max_free, linstor_at)
             state = ClusterState.build(
                 generation=self._generation + 1, nodes=nodes, pools=(), resources=resources, kube=kube,
                 linstor_synced_at=linstor_at, kube_synced_at=kube_at, pool_max_free=max_free,
@@ -281,9 +307,10 @@ class Syncer:
             )
             if ours and state.same_content(old):
                 state = dataclasses.replace(old, linstor_synced_at=linstor_at, kube_synced_at=kube_at)
-                self._linstor = (old.nodes, old.resources, max_free, linstor_at)  # identity next time, too
+                self._linstor = (old.nodes, old.resources, old.pool_max_free, linstor_at)  # identity next time
                 self._count_publish("kept")
             else:
+                # In slices between requests; the lock keeps self.holder.state and the generation ours.
                 state = dataclasses.replace(state, node_classes=await self._node_classes(nodes, kube))
                 self._generation += 1
                 self._count_publish("new")

@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import yaml
-from fastapi import FastAPI
 
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
@@ -23,7 +22,7 @@ from linstor_scheduler.runtime import serve_asgi
 
 from .capture import capture
 from .explain import explain_ref, render_table
-from .http import DEFAULT_MAX_BODY, create_app
+from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
 from .judge import Extender, FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
 from .refresh import EXTENDER_KINDS, Syncer
@@ -45,7 +44,7 @@ def build_live_app(
     use_events: bool = True,
     max_body: int = DEFAULT_MAX_BODY,
     metrics: ExtenderMetrics | None = None,
-) -> FastAPI:
+) -> ExtenderApp:
     metrics = metrics or ExtenderMetrics()
     holder = StateHolder()
     client.on_request = lambda method, _path, status, _secs: metrics.linstor_requests.labels(

@@ -126,3 +126,40 @@ def test_a_second_read_keeps_the_objects_of_unchanged_resources():
     assert second.index["pvc-a"] is not first.index["pvc-a"]
     assert second.index["pvc-a"].replicas["w1"].in_use and not first.index["pvc-a"].replicas["w1"].in_use
     assert second.index == index_resources(msgspec.convert(changed, list[ResourceItem]))
+    second.forget_previous()
+    assert second.index is not first.index  # pvc-a changed
+    third = ResourceIndexer(previous=second)  # nothing changed since: the very same index
+    third.add(msgspec.convert(changed, list[ResourceItem]))
+    third.keep_unchanged(list(third.index))
+    third.forget_previous()
+    assert third.index is second.index
+    fourth = ResourceIndexer(previous=third)  # a resource went away: a new index, the rest shared
+    fourth.add(msgspec.convert([x for x in changed if x["name"] != "pvc-b"], list[ResourceItem]))
+    fourth.keep_unchanged(list(fourth.index))
+    fourth.forget_previous()
+    assert fourth.index is not third.index and set(fourth.index) == {"pvc-a"}
+    assert fourth.index["pvc-a"] is third.index["pvc-a"]
+
+
+def test_a_second_read_keeps_the_node_objects_and_the_mapping_when_nothing_changed():
+    """What makes the publish's unchanged-poll check an identity check (refresh.read_index)."""
+    from linstor_scheduler.linstor.compact import NodeItem, StoragePoolItem
+    from scheduler_extender.state import index_nodes, keep_unchanged_nodes
+
+    def read(free_w2: int, extra: bool = False):
+        nodes = [NodeItem("w1", "SATELLITE", [], "ONLINE"), NodeItem("w2", "SATELLITE", [], "ONLINE")]
+        nodes += [NodeItem("w3", "SATELLITE", [], "ONLINE")] if extra else []
+        pools = [StoragePoolItem("thindata", "w1", "LVM_THIN", 100),
+                 StoragePoolItem("thindata", "w2", "LVM_THIN", free_w2)]
+        return index_nodes(nodes, pools)
+
+    first = read(50)
+    assert keep_unchanged_nodes(read(50), None) == first
+    assert keep_unchanged_nodes(read(50), first) is first
+    changed = keep_unchanged_nodes(read(40), first)  # w2's pool filled up: a new mapping
+    assert changed is not first and changed["w1"] is first["w1"] and changed["w2"] != first["w2"]
+    assert changed["w2"].pools["thindata"].free_kib == 40
+    grown = keep_unchanged_nodes(read(50, extra=True), first)  # a node joined
+    assert grown is not first and set(grown) == {"w1", "w2", "w3"} and grown["w2"] is first["w2"]
+    shrunk = keep_unchanged_nodes(read(50), grown)  # and left again
+    assert shrunk is not grown and set(shrunk) == {"w1", "w2"}

@@ -36,6 +36,8 @@ from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# Said with every "no controller answered": an operator reading it knows which setting to check.
+WHERE_TO_SET = " (is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS)"
 
 
 def parse_controllers(text: str | Iterable[str]) -> list[str]:
@@ -199,7 +201,8 @@ class LinstorClient:
                 except httpx.ConnectError as exc:  # nothing reached the controller: safe to try another
                     self._note(method, path, None, started)
                     last = f"{base}: cannot connect ({exc})"
-                    log.warning("LINSTOR %s %s: %s; trying the next controller", method, path, last)
+                    log.warning("LINSTOR %s %s: %s%s", method, path, last,
+                                "; trying the next controller" if len(self.controllers) > 1 else "")
                     continue
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     self._note(method, path, None, started)
@@ -221,7 +224,8 @@ class LinstorClient:
                 return resp
             if attempt + 1 < attempts:
                 await self._sleep(self._backoff(attempt))
-        raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}")
+        raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}"
+                                 f"{WHERE_TO_SET}")
 
     @staticmethod
     def _check(resp: httpx.Response) -> list[ApiCallRc]:
@@ -377,7 +381,8 @@ class LinstorClient:
                     log.warning("LINSTOR GET %s: %s", path, last)
             if attempt + 1 < self.retries:
                 await self._sleep(self._backoff(attempt))
-        raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}")
+        raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}"
+                                 f"{WHERE_TO_SET}")
 
     async def get_resources(self, nodes: Iterable[str] | None = None,
                             resources: Iterable[str] | None = None) -> list[Resource]:
