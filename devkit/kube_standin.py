@@ -355,7 +355,7 @@ class KubeStandin(HttpDouble):
                 if method == "PUT":
                     return await replace(request, plural, kind, current)
                 if method == "PATCH":
-                    return await patch(request, kind, current)
+                    return await patch(request, plural, kind, current)
                 if method == "DELETE":
                     return await delete(request, kind, ns, name, current)
             return status(405, "MethodNotAllowed", method)
@@ -394,8 +394,16 @@ class KubeStandin(HttpDouble):
             obj.setdefault("metadata", {})["namespace"] = current["metadata"].get("namespace")
             return ok(ks.update(obj))
 
-        async def patch(request: Request, kind: str, current: dict[str, Any]) -> Response:
+        async def patch(request: Request, plural: str, kind: str, current: dict[str, Any]) -> Response:
             body = await body_of(request)
+            # A merge or strategic merge patch that carries metadata.resourceVersion is conditional:
+            # the API server answers 409 when the object changed since (optimistic concurrency, as for
+            # an update; Kubernetes API concepts, "Patch operations" / "Resource versions").
+            rv = ((body.get("metadata") or {}) if isinstance(body, dict) else {}).get("resourceVersion")
+            if rv and rv != current["metadata"]["resourceVersion"]:
+                name = current["metadata"]["name"]
+                return status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object '
+                              "has been modified; please apply your changes to the latest version")
             try:
                 merged = json_patch(current, body) if isinstance(body, list) else merge_patch(current, body)
             except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -270,16 +270,18 @@ class FencingController:
         s = self.settings
         linstor_fresh = self.read_error is None and self.view is not None and now - self.view.read_at <= s.max_staleness
         age = self.kube.age() if kube is not None else None
-        if linstor_fresh:
-            self._seen_linstor = now
-        if age is not None and age <= s.max_staleness:
-            self._seen_kube = now
+        # Blindness is judged on the sightings *before* this pass: a pass that comes late (a frozen
+        # process, a clock jump) saw nothing in between, even when its own reads are fresh.
         seen = [t for t in (self._seen_linstor, self._seen_kube) if t is not None]
         if self.timers.since and (len(seen) < 2 or now - min(seen) > s.max_staleness):
             log.warning("blind for more than %.0fs (%s): grace timers restart", s.max_staleness,
                         "LINSTOR" if self._seen_linstor is None or now - self._seen_linstor > s.max_staleness
                         else "Kubernetes")
             self.timers.reset()
+        if linstor_fresh:
+            self._seen_linstor = now
+        if age is not None and age <= s.max_staleness:
+            self._seen_kube = now
         if not linstor_fresh or self.view is None:
             return None
         nodes = linstor_nodes(self.view)
@@ -524,6 +526,18 @@ class FencingController:
         if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
         answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
+        if answer.outcome is Outcome.CONFLICT and not answer.held:
+            # The Node changed since it was listed (the node lifecycle controller taints a NotReady node
+            # at about this moment): read it live and patch once more, keeping whatever was added. No
+            # later pass would taint it: only a pod removal does.
+            try:
+                obj = await self._call(self.actions.get_node, node)
+            except Exception as exc:
+                log.warning("taint %s: cannot read the node again after a conflict: %r", node, exc)
+                return
+            if obj is None or has_taint(obj):
+                return
+            answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
         if answer.outcome is Outcome.DONE and not answer.held:
             self._stable_since.pop(node, None)
 
