@@ -21,6 +21,7 @@ by the controller on top of these verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -313,6 +314,15 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
         first = next(v for v in lost if v.verdict == WAITING)
         return PodDecision(pod, node, WAITING, first.reason, first.detail, verdicts)
     refusals = [v for v in lost if v.verdict == REFUSE]
+    # A volume that only LINSTOR says is lost (no peer exists to testify, e.g. a single replica on this
+    # node) proves nothing on its own, but it must not be left behind either: moving the pod for its
+    # other volumes would recreate it where this one can never be attached (rule 3, for every volume).
+    stranded = [v for v in verdicts if v.reason == NO_PEER_WITNESS
+                and _healthy_replica(observed.resources[v.resource], node, observed.nodes) is None]
+    refusals += [dataclasses.replace(v, verdict=REFUSE, reason=NOWHERE_TO_GO,
+                                     detail=f"{v.detail}; no other ONLINE node has an UpToDate diskful replica of "
+                                     f"{v.resource}: the pod would be moved away from it")
+                 for v in stranded]
     if refusals:
         detail = "; ".join(v.detail for v in refusals)
         return PodDecision(pod, node, REFUSE, refusals[0].reason, detail, verdicts)

@@ -83,3 +83,23 @@ def test_the_taint_is_set_even_when_the_node_changed_since_it_was_listed(rig):
     assert evictions(rig) == ["db-0"]
     assert taint_keys(rig, "n1") == sorted([TAINT_KEY, "node.kubernetes.io/unreachable"]), \
         "ours is set, and the lifecycle controller's taint is not lost"
+
+
+# --- every volume of the pod needs somewhere to go ------------------------------------------------
+def test_a_pod_with_a_single_replica_volume_on_the_lost_node_is_not_evicted(rig):
+    """db-0 on n1 has its data on an r2 volume and a cache on an r1 volume (storage_sync makes
+    linstor-<pool>-r1 classes) whose only replica is on n1. n1 loses power. The r1 volume has no
+    peer to testify (NoPeerWitness, judged healthy), so the pod was failed over on the r2 volume
+    alone: recreated where its r1 volume can never be attached, and kept off n1 by our taint; the
+    evict/recreate trap the docs' rule 3 exists for ("for every volume that lost its storage ...
+    somewhere to go"). Now: NowhereToGo, nothing deleted, no taint."""
+    data = rig.volume("pvc-data", ["n1", "n2"], in_use="n1")
+    cache = rig.volume("pvc-cache", ["n1"], in_use="n1")
+    rig.pod("db-0", "n1", [data, cache])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(90)
+    assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
+    assert TAINT_KEY not in taint_keys(rig, "n1")
+    (event,) = rig.events("NowhereToGo", "db-0")
+    assert event["type"] == "Warning" and "pvc-cache" in event["message"]
