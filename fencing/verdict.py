@@ -213,9 +213,11 @@ def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]
     if replica is None or replica.ignored:
         return Witnesses(None, None)
     linstor = None
+    offline = False
     state = nodes.get(node)
     if state is not None and state.linstor_status is not None and not state.online:
         linstor = f"satellite of node {node} is {state.linstor_status}"
+        offline = True
     elif replica.reported and replica.peers and all(up is False for up in replica.peers.values()):
         linstor = f"the replica on {node} reports every DRBD peer connection down"
     reports: list[tuple[str, bool | None]] = []
@@ -223,8 +225,16 @@ def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]
         other_node = nodes.get(other.node)
         if other.node == node or other.ignored or not other.reported or other_node is None or not other_node.online:
             continue
-        if node in other.peers:
-            reports.append((other.node, other.peers[node]))
+        if node not in other.peers:
+            continue
+        isolated = all(up is False for peer, up in other.peers.items() if peer != node) and not other.may_promote
+        if other.peers[node] is False and not offline and isolated:
+            # The node is ONLINE and only its own replica says "every peer down"; a peer that reaches
+            # no other replica either and has no quorum (may not promote) cannot tell its own isolation
+            # from the node's (two faults would otherwise make their healthy common peer look lost):
+            # its "down" is no testimony.
+            continue
+        reports.append((other.node, other.peers[node]))
     peers = None
     if reports and all(connected is False for _, connected in reports):
         peers = f"replicas on {', '.join(sorted(n for n, _ in reports))} report their DRBD connection to {node} down"

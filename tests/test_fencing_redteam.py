@@ -103,3 +103,26 @@ def test_a_pod_with_a_single_replica_volume_on_the_lost_node_is_not_evicted(rig)
     assert TAINT_KEY not in taint_keys(rig, "n1")
     (event,) = rig.events("NowhereToGo", "db-0")
     assert event["type"] == "Warning" and "pvc-cache" in event["message"]
+
+
+# --- a witness that is itself cut off proves nothing about its peers ------------------------------
+def test_two_faults_are_not_counted_as_four_lost_nodes(rig):
+    """n1 loses power and n3 is cut from its peers: two faults in six storage nodes, not a storm.
+    But n2 (pvc-a: n1, n2, tie-breaker n3) and n4 (pvc-b: n3, n4, tie-breaker n1) then report every
+    DRBD peer down (their peers are the lost ones), and n3, ONLINE in LINSTOR, reports them down
+    too: both witnesses seemed to agree, the breaker counted 4 of 6 and held everything, so c-0 on
+    n3 (pvc-c: n3, n6, tie-breaker n5, with quorum on n6) was never failed over. A peer that reaches
+    no other replica itself (n3) cannot tell its own isolation from the other node's; when LINSTOR
+    still reaches the node, its testimony is not counted."""
+    rig.pod("a-0", "n1", [rig.volume("pvc-a", ["n1", "n2"], diskless=["n3"], in_use="n1")])
+    rig.volume("pvc-b", ["n3", "n4"], diskless=["n1"])
+    rig.pod("c-0", "n3", [rig.volume("pvc-c", ["n3", "n6"], diskless=["n5"], in_use="n3")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.partition("n3")
+    rig.run(45)
+    assert rig.ctrl.metrics.lost_nodes._value.get() == 2
+    assert rig.ctrl.metrics.storm_active._value.get() == 0
+    assert rig.events("StormBreaker") == []
+    assert evictions(rig) == ["c-0"], "c-0 moves to n6; a-0 stays (pvc-a has no quorum left anywhere)"
+    assert rig.events("NoPromotableReplica", "a-0")
