@@ -549,7 +549,9 @@ class FencingController:
                 self._stable_since.pop(name, None)
                 continue
             state = observed.nodes.get(name)
-            lost = any(witnesses(res, name, observed.nodes).linstor or witnesses(res, name, observed.nodes).peers
+            # Lost as every other decision judges it (both witnesses): a replica that reports every peer
+            # down because its peers are the ones gone does not keep a healthy node tainted.
+            lost = any(witnesses(res, name, observed.nodes).proof
                        for res in observed.resources.values() if name in res.replicas)
             if lost or state is None or not state.online:
                 self._stable_since.pop(name, None)

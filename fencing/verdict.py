@@ -273,7 +273,8 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
     if proof is None and said.linstor:
         return VolumeVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
                              f"{said.linstor}, but no surviving DRBD peer of {resource_name} can be heard (their "
-                             "satellites are unreachable too): nothing proves the storage lost")
+                             "satellites are unreachable too, or each is cut off itself): nothing proves the "
+                             "storage lost")
     if proof is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)

@@ -126,3 +126,25 @@ def test_two_faults_are_not_counted_as_four_lost_nodes(rig):
     assert rig.events("StormBreaker") == []
     assert evictions(rig) == ["c-0"], "c-0 moves to n6; a-0 stays (pvc-a has no quorum left anywhere)"
     assert rig.events("NoPromotableReplica", "a-0")
+
+
+# --- our taint comes off a node whose storage is back, whatever its peers do ---------------------
+def test_the_taint_comes_off_when_only_the_nodes_peers_are_lost(rig):
+    """n1 loses power, db-0 fails over to n2, n1 is tainted. n1 comes back just as n2 and n3 (the
+    other replica and the tie-breaker of pvc-a) lose power: n1's replica of pvc-a now reports every
+    peer down, because its peers are gone. No witness says n1 is lost (LINSTOR reaches it, no peer
+    can testify), yet the taint stayed on n1 for as long as n2 and n3 were down: _untaint counted
+    either witness alone. It now needs what every other decision needs: both."""
+    data = rig.volume("pvc-a", ["n1", "n2"], diskless=["n3"], in_use="n1")
+    rig.pod("db-0", "n1", [data])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(40)
+    assert evictions(rig) == ["db-0"] and TAINT_KEY in taint_keys(rig, "n1")
+    rig.recreate("db-0", "n4", [data])
+    rig.power_off("n2")
+    rig.power_off("n3")
+    rig.recover("n1")
+    rig.run(90)
+    assert TAINT_KEY not in taint_keys(rig, "n1"), "n1's storage is back; its peers are what is lost"
+    assert evictions(rig) == ["db-0"]
