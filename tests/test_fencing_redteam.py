@@ -148,3 +148,20 @@ def test_the_taint_comes_off_when_only_the_nodes_peers_are_lost(rig):
     rig.run(90)
     assert TAINT_KEY not in taint_keys(rig, "n1"), "n1's storage is back; its peers are what is lost"
     assert evictions(rig) == ["db-0"]
+
+
+# --- nodes LINSTOR evicted long ago are not part of a storm --------------------------------------
+def test_nodes_linstor_evicted_long_ago_do_not_make_one_failure_a_storm(rig):
+    """n5 and n6 died hours ago; LINSTOR auto-evicted them (EVICTED, their replicas re-placed) and
+    nobody has removed them yet. Then n1 loses power: one node lost "at once". The breaker counted
+    the two evicted nodes too, 3 of 6 > 1/3, and held every fail-over for as long as they stayed in
+    the list. An EVICTED satellite is out of service: not part of the population."""
+    for node in ("n5", "n6"):
+        rig.power_off(node)
+        rig.emu.auto_evict(node)
+    rig.pod("db-0", "n1", [rig.volume("pvc-a", ["n1", "n2"], diskless=["n3"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(40)
+    assert rig.events("StormBreaker") == []
+    assert evictions(rig) == ["db-0"]
