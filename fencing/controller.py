@@ -212,6 +212,11 @@ class FencingController:
         final: list[PodDecision] = []
         for decision in judge(observed, now, self.settings.grace_period):
             raw = pods_by_uid.get(decision.pod.uid) or {}
+            if decision.verdict in (HEALTHY, WAITING):
+                # The storage is back, or a fault is timed afresh: an eviction tried in an earlier fault
+                # is over. A new fault starts again with the Eviction API (and its PDB), not grace 0.
+                self._evicting.pop(decision.pod.uid, None)
+                self._not_before.pop(decision.pod.uid, None)
             refusal = apply(self.guards, decision, ctx)
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)

@@ -165,3 +165,29 @@ def test_nodes_linstor_evicted_long_ago_do_not_make_one_failure_a_storm(rig):
     rig.run(40)
     assert rig.events("StormBreaker") == []
     assert evictions(rig) == ["db-0"]
+
+
+# --- a new fault starts with the Eviction API, whatever an old one did -----------------------------
+def test_an_eviction_blocked_in_an_earlier_fault_does_not_skip_the_pdb_in_a_new_one(rig):
+    """n1 (Ready) is cut from its peers; db-0's eviction is refused by its PodDisruptionBudget (429).
+    The network heals before --eviction-timeout: nothing is deleted. Ten minutes later n1 is cut
+    again. The first eviction attempt of the old fault was still remembered, so the new fault's
+    first action, right after its grace period, was a grace-0 delete on a Ready node: the PDB
+    skipped without ever being asked. Each fault starts with the Eviction API."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-a", ["n1", "n2"], diskless=["n3"], in_use="n1")])
+    rig.ks.inject(fail=100_000, status=429, path_prefix="/api/v1/namespaces/default/pods/db-0/eviction")
+    rig.run(10)
+    rig.partition("n1")
+    rig.run(50)
+    assert rig.events("EvictionBlocked", "db-0") and rig.writes("DELETE", "/pods/") == []
+    rig.partition("n1", cut=False)
+    rig.run(600)
+    rig.partition("n1")
+    again = rig.clock.now
+    rig.run(55)
+    assert rig.writes("DELETE", "/pods/") == [], "a new fault: the PDB is asked again first"
+    rig.run(40)
+    (delete,) = rig.writes("DELETE", "/pods/db-0")
+    assert delete[2]["gracePeriodSeconds"] == 0
+    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/db-0", "done") in r.actions]
+    assert deleted_at - again >= 30 + 60, "grace period, then the eviction timeout of this fault"
