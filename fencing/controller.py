@@ -151,7 +151,7 @@ class FencingController:
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
-        self._not_before: dict[str, float] = {}  # pod uid -> no new attempt before (429 Retry-After)
+        self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._warned: dict[tuple[str, str, str], float] = {}
         self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
@@ -216,7 +216,8 @@ class FencingController:
                 # The storage is back, or a fault is timed afresh: an eviction tried in an earlier fault
                 # is over. A new fault starts again with the Eviction API (and its PDB), not grace 0.
                 self._evicting.pop(decision.pod.uid, None)
-                self._not_before.pop(decision.pod.uid, None)
+                for kind in ("pod_evict", "pod_delete"):
+                    self._not_before.pop((decision.pod.uid, kind), None)
             refusal = apply(self.guards, decision, ctx)
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
@@ -370,9 +371,6 @@ class FencingController:
         if decision.verdict != FENCE:
             return decision
         pod = decision.pod
-        now = self.clock()
-        if now < self._not_before.get(pod.uid, 0.0):
-            return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
         try:  # the caches may lag: act only on what the API server says now
             live = await self._call(self.actions.get_pod, pod.namespace, pod.name)
         except Exception as exc:
@@ -399,9 +397,13 @@ class FencingController:
             elif current.terminating:
                 report.actions.append(("pod_terminating", pod.key, "waiting"))
                 return decision
+        kind = "pod_delete" if force else "pod_evict"
+        if now < self._not_before.get((pod.uid, kind), 0.0):
+            # Retry-After paces *this* request: an eviction's does not hold the grace-0 delete that
+            # replaces it (node NotReady, or --eviction-timeout over).
+            return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
         if self.settings.taint:
             await self._taint(decision.node, kube, report)
-        kind = "pod_delete" if force else "pod_evict"
         write = self.actions.delete_pod if force else self.actions.evict_pod
         answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid)
         if answer.held:
@@ -420,7 +422,7 @@ class FencingController:
             return decision
         if answer.outcome is Outcome.THROTTLED:
             if answer.retry_after:
-                self._not_before[pod.uid] = now + answer.retry_after
+                self._not_before[(pod.uid, kind)] = now + answer.retry_after
             if not force:
                 self._evicting.setdefault(pod.uid, now)
             return self._refuse(decision, EVICTION_BLOCKED,
