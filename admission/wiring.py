@@ -16,10 +16,11 @@ from typing import Any
 import uvicorn
 from kubernetes import client as k8s
 
+from linstor_scheduler.httpserver import ServerThread, loaded_config
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 
-from .http import create_app
+from .http import WebhookApp, create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
 from .metrics import WebhookMetrics
 from .review import SchedulerNameMutator
@@ -31,7 +32,7 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linstor",
                       publisher: Any | None = None, metrics: Any | None = None,
-                      read_timeout: float = 1.0) -> Any:
+                      read_timeout: float = 1.0) -> WebhookApp:
     """The live webhook: informer caches -> lookups -> mutator -> app. Used by the CLI and the
     end-to-end tests, so both run the same assembly. ``publisher`` (a ``CaBundlePublisher``) is
     started with the app; the app is ready once the caches are synced and the CA is published."""
@@ -78,10 +79,6 @@ def own_namespace(explicit: str | None) -> str:
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-
-
-    from .wiring import build_webhook_app
-
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise ValueError("--tls-cert-file and --tls-key-file go together")
     api = api_client_from_args(args)
@@ -103,6 +100,21 @@ def run_webhook(args: argparse.Namespace) -> int:
                                           interval=args.ca_bundle_interval)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout)
-    uvicorn.run(app, host=args.listen_address, port=args.port, ssl_certfile=cert_file, ssl_keyfile=key_file,
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    serve_webhook(app, args, cert_file, key_file)
     return 0
+
+
+def serve_webhook(app: WebhookApp, args: argparse.Namespace, cert_file: str, key_file: str) -> None:
+    """``POST /mutate`` over HTTPS (TLS >= 1.2) on ``--listen-address:--port`` in this thread until
+    SIGTERM; health and metrics over HTTP on ``--metrics-address:--metrics-port`` in a thread."""
+    if args.port == args.metrics_port:
+        raise ValueError(f"--port and --metrics-port must differ (both {args.port})")
+    ops = ServerThread(app.ops, host=args.metrics_address, port=args.metrics_port).start()
+    log.info("health and metrics on http://%s:%d; /mutate on https://%s:%d", args.metrics_address, ops.port,
+             args.listen_address, args.port)
+    try:
+        uvicorn.Server(loaded_config(
+            app.mutate, host=args.listen_address, port=args.port, ssl_certfile=cert_file, ssl_keyfile=key_file,
+            access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)).run()
+    finally:
+        ops.stop()

@@ -1,4 +1,4 @@
-"""Run an ASGI app under uvicorn in a background thread, on loopback, on a free port.
+"""Run an ASGI app under uvicorn in a background thread, on loopback, on a free port; the TLS floor.
 
 Used by the test doubles (LINSTOR emulator, Kubernetes API stand-in), the tests that start the
 extender over real HTTP, ``make demo`` and the benchmarks. Start-up and shutdown wait on uvicorn's
@@ -8,6 +8,7 @@ own ``started``/``should_exit`` state, never on sleeps.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,7 +24,7 @@ class ServerThread:
                  on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
         kwargs: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio"}
         kwargs.update(uvicorn_kwargs)
-        self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
+        self.config = loaded_config(app, host=host, port=port, **kwargs)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)
         self._error: BaseException | None = None
@@ -78,6 +79,23 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def loaded_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's Config, loaded, with TLS before 1.2 refused when it serves TLS at all.
+
+    uvicorn has no option for the lowest protocol version and leaves it to the local OpenSSL
+    configuration (which may allow TLS 1.0/1.1): the context it built is raised to TLS 1.2 here,
+    before the server starts. Every server of ours (the webhook, the doubles) is made this way.
+    """
+    config = uvicorn.Config(app, **kwargs)
+    config.load()
+    if config.ssl is not None and config.ssl.minimum_version < MIN_TLS_VERSION:
+        config.ssl.minimum_version = MIN_TLS_VERSION
+    return config
 
 
 Hook = Callable[[], Awaitable[None]] | None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import sys
 import time
@@ -14,8 +15,8 @@ from typing import Any
 import orjson
 import uvicorn
 import yaml
-from fastapi import FastAPI
 
+from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
@@ -23,7 +24,7 @@ from linstor_scheduler.linstor.options import make_linstor_client
 
 from .capture import capture
 from .explain import explain_ref, render_table
-from .http import DEFAULT_MAX_BODY, create_app
+from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
 from .judge import Extender, FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
 from .refresh import EXTENDER_KINDS, Syncer
@@ -44,7 +45,7 @@ def build_live_app(
     use_events: bool = True,
     max_body: int = DEFAULT_MAX_BODY,
     metrics: ExtenderMetrics | None = None,
-) -> FastAPI:
+) -> ExtenderApp:
     metrics = metrics or ExtenderMetrics()
     holder = StateHolder()
     client.on_request = lambda method, _path, status, _secs: metrics.linstor_requests.labels(
@@ -90,9 +91,39 @@ def run_extender(args: argparse.Namespace) -> int:
             max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
             use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
         )
-    uvicorn.run(app, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    serve_extender(app, args)
     return 0
+
+
+def serve_extender(app: ExtenderApp, args: argparse.Namespace) -> None:
+    """The verbs on ``--listen-address:--port`` (uvicorn in this thread, until SIGTERM), health and
+    metrics on ``--metrics-address:--metrics-port`` (a second server in a thread, stopped after)."""
+    if args.port == args.metrics_port:
+        raise ValueError(f"--port and --metrics-port must differ (both {args.port}): the verbs and "
+                         "/metrics are served apart so that only the metrics port needs to be reachable")
+    if not is_loopback(args.listen_address):
+        log.warning("the verbs /filter, /prioritize and /explain listen on %s: every client that reaches "
+                    "it can ask (and learn where each claim's replicas are); kube-scheduler in the same pod "
+                    "needs only 127.0.0.1", args.listen_address)
+    ops = ServerThread(app.ops, host=args.metrics_address, port=args.metrics_port).start()
+    log.info("health and metrics on http://%s:%d; verbs on http://%s:%d", args.metrics_address, ops.port,
+             args.listen_address, args.port)
+    try:
+        uvicorn.run(app.verbs, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
+                    interface="asgi3",  # a bound method: uvicorn would guess ASGI2
+                    access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
+    finally:
+        ops.stop()
+
+
+def is_loopback(address: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: reachable from this network namespace only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _nodes_arg(text: str) -> list[str] | None:
