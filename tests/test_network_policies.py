@@ -277,3 +277,20 @@ def test_tls_component_changes_nothing_but_linstor_access():
         return sorted(out)
 
     assert strip(rendered_tls("")) == strip(rendered(""))
+
+
+def test_services_expose_only_ports_served_on_the_pod_network():
+    """Each Service's targets are ports the selected containers serve on the pod network; the
+    extender's Service has its metrics port and nothing else (the verbs are on loopback)."""
+    objs = rendered("")
+    for svc in (o for o in objs if o["kind"] == "Service"):
+        [(workload, spec)] = [(w, s) for w, s in pod_specs(objs)
+                              if svc["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        ours = [c for c in spec["containers"] if c["image"].startswith(OUR_IMAGE)]
+        named = {p["name"]: p["containerPort"] for c in ours for p in c["ports"]}
+        targets = {named.get(p["targetPort"], p["targetPort"]) for p in svc["spec"]["ports"]}
+        assert targets <= set().union(*map(network_ports, ours)), svc["metadata"]["name"]
+        if workload["metadata"]["name"] == "linstor-scheduler":
+            [extender] = ours
+            assert targets == {int(flag(objs, extender, "--metrics-port"))}
+            assert [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
