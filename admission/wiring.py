@@ -13,12 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from kubernetes import client as k8s
 
-from linstor_scheduler.httpserver import ServerThread, loaded_config
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.runtime import serve_asgi
 
 from .http import WebhookApp, create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
@@ -100,21 +99,6 @@ def run_webhook(args: argparse.Namespace) -> int:
                                           interval=args.ca_bundle_interval)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout)
-    serve_webhook(app, args, cert_file, key_file)
-    return 0
-
-
-def serve_webhook(app: WebhookApp, args: argparse.Namespace, cert_file: str, key_file: str) -> None:
-    """``POST /mutate`` over HTTPS (TLS >= 1.2) on ``--listen-address:--port`` in this thread until
-    SIGTERM; health and metrics over HTTP on ``--metrics-address:--metrics-port`` in a thread."""
-    if args.port == args.metrics_port:
-        raise ValueError(f"--port and --metrics-port must differ (both {args.port})")
-    ops = ServerThread(app.ops, host=args.metrics_address, port=args.metrics_port).start()
-    log.info("health and metrics on http://%s:%d; /mutate on https://%s:%d", args.metrics_address, ops.port,
-             args.listen_address, args.port)
-    try:
-        uvicorn.Server(loaded_config(
-            app.mutate, host=args.listen_address, port=args.port, ssl_certfile=cert_file, ssl_keyfile=key_file,
-            access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)).run()
-    finally:
-        ops.stop()
+    return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      ssl_certfile=cert_file, ssl_keyfile=key_file,
+                      ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)

@@ -13,14 +13,13 @@ import time
 from typing import Any
 
 import orjson
-import uvicorn
 import yaml
 
-from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
+from linstor_scheduler.runtime import serve_asgi
 
 from .capture import capture
 from .explain import explain_ref, render_table
@@ -91,29 +90,18 @@ def run_extender(args: argparse.Namespace) -> int:
             max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
             use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
         )
-    serve_extender(app, args)
-    return 0
+    return serve_extender(app, args)
 
 
-def serve_extender(app: ExtenderApp, args: argparse.Namespace) -> None:
-    """The verbs on ``--listen-address:--port`` (uvicorn in this thread, until SIGTERM), health and
-    metrics on ``--metrics-address:--metrics-port`` (a second server in a thread, stopped after)."""
-    if args.port == args.metrics_port:
-        raise ValueError(f"--port and --metrics-port must differ (both {args.port}): the verbs and "
-                         "/metrics are served apart so that only the metrics port needs to be reachable")
+def serve_extender(app: ExtenderApp, args: argparse.Namespace) -> int:
+    """The verbs on ``--listen-address:--port`` (loopback by default), health and metrics on
+    ``--metrics-address:--metrics-port``, until SIGTERM."""
     if not is_loopback(args.listen_address):
         log.warning("the verbs /filter, /prioritize and /explain listen on %s: every client that reaches "
                     "it can ask (and learn where each claim's replicas are); kube-scheduler in the same pod "
                     "needs only 127.0.0.1", args.listen_address)
-    ops = ServerThread(app.ops, host=args.metrics_address, port=args.metrics_port).start()
-    log.info("health and metrics on http://%s:%d; verbs on http://%s:%d", args.metrics_address, ops.port,
-             args.listen_address, args.port)
-    try:
-        uvicorn.run(app.verbs, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
-                    interface="asgi3",  # a bound method: uvicorn would guess ASGI2
-                    access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
-    finally:
-        ops.stop()
+    return serve_asgi(app.verbs, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)
 
 
 def is_loopback(address: str) -> bool:

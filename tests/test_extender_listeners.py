@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from devkit.demo_cluster import demo_snapshot
 from scheduler_extender.scoring import all_node_names
 from scheduler_extender.snapshot import state_from_snapshot
 
-from .waiting import free_ports, stop_gracefully, wait_for
+from .waiting import free_ports, stop_child, wait_for
 
 
 def non_loopback_address() -> str | None:
@@ -84,7 +85,9 @@ def extender(tmp_path_factory) -> Iterator[dict[str, object]]:
         nodes = all_node_names(state_from_snapshot(doc, now=0.0))
         yield {"verbs": verbs_port, "metrics": metrics_port, "nodes": nodes, "child": child}
     finally:
-        stop_gracefully(child)
+        stop_child(child)
+    output = child.stdout.read().decode()
+    assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
 
 
 def verb_body(nodes: list[str]) -> dict[str, object]:

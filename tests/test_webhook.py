@@ -28,7 +28,7 @@ from devkit import kube_objects as k
 from devkit.kube_standin import KubeStandin, json_patch
 from linstor_scheduler.httpserver import ServerThread
 
-from .waiting import free_ports, stop_gracefully, wait_for
+from .waiting import free_ports, stop_child, wait_for
 
 NS = "linstor-scheduler"
 CONFIG = "linstor-scheduler"
@@ -304,6 +304,7 @@ def test_the_webhook_subcommand_end_to_end(tmp_path, tls11_possible):
     """``linstor-scheduler webhook`` as deploy/ runs it: env vars only, self-signed via the Secret,
     caBundle published, certificate files in $TMPDIR, answering over HTTPS."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -357,7 +358,10 @@ def test_the_webhook_subcommand_end_to_end(tmp_path, tls11_possible):
             assert 'linstor_scheduler_webhook_reviews_total{outcome="mutated"} 1.0' in text
             assert any(p.name.startswith("webhook-tls-") for p in tmp_path.iterdir()), "files go to $TMPDIR"
         finally:
-            stop_gracefully(child)
+            stop_child(child)
+    output = child.stdout.read().decode()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15 is a clean stop.
+    assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
 
 
 def tls11_client_context() -> ssl.SSLContext:
@@ -458,6 +462,7 @@ def test_tls_before_1_2_is_refused(cluster, tls11_possible):
     assert_tls_below_1_2_refused(host, int(port), tls11_possible)
     if not tls11_possible:
         pytest.skip("this OpenSSL cannot speak TLS 1.1 at all: only TLS 1.2+ handshakes were checked")
+
 
 
 def test_every_webhook_metric_is_documented():
