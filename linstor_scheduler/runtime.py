@@ -11,7 +11,8 @@
   elector runs beside the work and is stopped, and the Lease released, on the way out.
 - **What ends the process.** Only a signal (exit 0) or an error before the service runs: bad flags
   or configuration, no Kubernetes credentials, a port in use. These propagate to
-  ``linstor_scheduler.cli.main``, which prints one line and exits 1. Once running, a failed pass
+  ``linstor_scheduler.cli.main``, which prints one line and exits 2 for a setting to fix
+  (``ConfigError``: a bad value, a missing kubeconfig, a side port in use), 1 otherwise. Once running, a failed pass
   (LINSTOR or the API server unreachable, an error answer) is logged, counted and retried with
   backoff by the component's loop: it never ends the process, since a restart would only lose the
   in-memory state and hammer the API servers.
@@ -34,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import add_option
+from .config import ConfigError, add_option
 
 if TYPE_CHECKING:  # the health app (Starlette) is imported only when a side port is served
     from .health import Check
@@ -125,20 +126,22 @@ def serve_asgi(app: Any, *, host: str, port: int, log_level: str, ops: Any = Non
     that one, and only that one has to be reachable from the pod network."""
     import uvicorn
 
-    from .httpserver import ServerThread, loaded_config
+    from .httpserver import ServerThread, loaded_config, uvicorn_options
 
     def config() -> uvicorn.Config:  # made last: uvicorn's Config sets its loggers' level globally
-        return loaded_config(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                             log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SECONDS,
-                             interface="asgi3",  # ``app`` may be a bound method: uvicorn would guess ASGI2
-                             **uvicorn_kwargs)
+        # keep-alive above kube-scheduler's 90 s, logs through ours (uvicorn_options); TLS >= 1.2 (loaded_config)
+        return loaded_config(app, **uvicorn_options(host=host, port=port, loop="uvloop", http="httptools",
+                                                    access_log=False, log_level=log_level,
+                                                    timeout_graceful_shutdown=GRACEFUL_SECONDS,
+                                                    interface="asgi3",  # ``app`` may be a bound method
+                                                    **uvicorn_kwargs))
 
     if ops is None:
         uvicorn.Server(config()).run()
         return 0
     if port == ops_port:
-        raise ValueError(f"--port and --metrics-port must differ (both {port}): the service and its "
-                         "health and metrics are served apart, so that only the latter need be reachable")
+        raise ConfigError(f"--port and --metrics-port must differ (both {port}): the service and its "
+                          "health and metrics are served apart, so that only the latter need be reachable")
     with ServerThread(ops, host=ops_host, port=ops_port) as side:
         main = config()
         log.info("serving /healthz, /readyz, /metrics on http://%s:%d; the service on %s://%s:%d", ops_host,

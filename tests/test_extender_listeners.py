@@ -141,7 +141,7 @@ def test_one_port_for_both_is_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "extender", "--snapshot", str(snapshot),
                           "--port", "8099", "--metrics-port", "8099"], capture_output=True, text=True, timeout=60,
                          check=False)
-    assert out.returncode == 1 and "--port and --metrics-port must differ" in out.stderr
+    assert out.returncode == 2 and "--port and --metrics-port must differ" in out.stderr
 
 
 def test_defaults_keep_the_verbs_on_loopback():

@@ -70,7 +70,14 @@ def test_the_tls_component_end_to_end(pki, tmp_path):
     certificate the emulator refuses the same CLI."""
     from devkit.kube_standin import KubeStandin
 
-    from .test_network_policies import CLIENT_SECRET, SECRET_KEYS, env_of, linstor_containers, rendered_tls
+    from .test_network_policies import (
+        CLIENT_SECRET,
+        SECRET_KEYS,
+        env_of,
+        linstor_containers,
+        rendered_tls,
+        secret_mount,
+    )
 
     secret = tmp_path / CLIENT_SECRET  # the Secret as kubelet mounts it: one file per key
     secret.mkdir()
@@ -79,8 +86,8 @@ def test_the_tls_component_end_to_end(pki, tmp_path):
     assert {p.name for p in secret.iterdir()} == SECRET_KEYS
     objs = rendered_tls("")
     envs = []
-    for _, c in linstor_containers(objs):
-        [mount] = [m for m in c["volumeMounts"] if m["name"] == CLIENT_SECRET]
+    for spec, c in linstor_containers(objs):
+        _, mount = secret_mount(spec, c)
         env = {k: v.replace(mount["mountPath"], str(secret)) for k, v in env_of(objs, c).items()
                if k == "LS_CONTROLLERS" or k.startswith("LINSTOR_SCHEDULER_LINSTOR_")}
         envs.append(env)

@@ -190,8 +190,11 @@ def test_every_pod_of_the_namespace_is_denied_by_default():
 
 # --- LINSTOR over HTTPS: deploy/components/linstor-tls ---------------------------------------------------
 
-CLIENT_SECRET = "linstor-client-tls"  # piraeus-operator: LinstorCluster .spec.apiTLS.clientSecretName default
+# The Secret base/ mounts in every LINSTOR client (optional); with Piraeus, a copy of its
+# `linstor-client-tls` (LinstorCluster .spec.apiTLS.clientSecretName default).
+CLIENT_SECRET = "linstor-scheduler-linstor-tls"
 SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key"}  # kubernetes.io/tls plus the CA, as Piraeus writes it
+LINSTOR_CONFIG = "linstor-scheduler-linstor"  # the one ConfigMap every LINSTOR client reads (envFrom)
 
 
 @cache
@@ -219,6 +222,13 @@ def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]
             if c["image"].startswith(OUR_IMAGE) and uses_linstor(c)]
 
 
+def secret_mount(spec: dict[str, Any], c: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of the LINSTOR client certificate Secret in container ``c`` of pod ``spec``."""
+    [volume] = [v for v in spec["volumes"] if (v.get("secret") or {}).get("secretName") == CLIENT_SECRET]
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+    return volume, mount
+
+
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_tls_component_switches_every_linstor_client(entry):
     objs = rendered_tls(entry)
@@ -228,8 +238,8 @@ def test_tls_component_switches_every_linstor_client(entry):
         urls = parse_controllers(flag(objs, c, "--controllers"))
         assert urls and all(u.startswith("https://") for u in urls), (c["name"], urls)
         assert flag(objs, c, "--controllers").startswith("linstor+ssl://")
-        [volume] = [v for v in spec["volumes"] if (v.get("secret") or {}).get("secretName") == CLIENT_SECRET]
-        [mount] = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        assert {"configMapRef": {"name": LINSTOR_CONFIG}} in c["envFrom"]
+        volume, mount = secret_mount(spec, c)
         assert mount["readOnly"] is True
         files = {f: flag(objs, c, f) for f in ("--linstor-ca-file", "--linstor-cert-file", "--linstor-key-file")}
         assert {os.path.dirname(p) for p in files.values()} == {mount["mountPath"]}
@@ -251,32 +261,22 @@ def test_tls_variant_validates_strictly(version):
 
 
 def test_tls_component_changes_nothing_but_linstor_access():
-    """The same objects as without it, but for the LINSTOR env, the Secret's volume, fsGroup and the policy."""
-    def by_name(item: dict[str, Any]) -> str:
-        return item["name"]
-
-    def linstor_access(var: str) -> bool:
-        return var == "LS_CONTROLLERS" or var.startswith("LINSTOR_SCHEDULER_LINSTOR_")
-
+    """The same objects as without it, but for the LINSTOR settings of the one shared ConfigMap and
+    the policy's port: every workload is byte for byte the same (no per-container settings)."""
     def strip(objs: Any) -> list[str]:
         out = []
         for o in copy.deepcopy(list(objs)):
             if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "linstor-scheduler-linstor":
                 o["spec"]["egress"][0].pop("ports")
-            if o["kind"] in ("Deployment", "DaemonSet"):
-                spec = o["spec"]["template"]["spec"]
-                spec.get("securityContext", {}).pop("fsGroup", None)
-                spec["volumes"] = [v for v in spec.get("volumes") or [] if v["name"] != CLIENT_SECRET]
-                for c in spec["containers"]:
-                    c["env"] = sorted((e for e in c.get("env") or [] if not linstor_access(e["name"])), key=by_name)
-                    c["volumeMounts"] = [m for m in c.get("volumeMounts") or [] if m["name"] != CLIENT_SECRET]
-                # A strategic merge patch moves the patched container and its env to the front: order only.
-                spec["containers"].sort(key=by_name)
-                spec["volumes"].sort(key=by_name)
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"] == LINSTOR_CONFIG:
+                o["data"] = {k: v for k, v in o["data"].items()
+                             if k != "LS_CONTROLLERS" and not k.startswith("LINSTOR_SCHEDULER_LINSTOR_")}
             out.append(json.dumps(o, sort_keys=True))
         return sorted(out)
 
     assert strip(rendered_tls("")) == strip(rendered(""))
+    workloads = {json.dumps(w, sort_keys=True) for w, _ in pod_specs(rendered(""))}
+    assert workloads == {json.dumps(w, sort_keys=True) for w, _ in pod_specs(rendered_tls(""))}
 
 
 def test_services_expose_only_ports_served_on_the_pod_network():
