@@ -63,7 +63,7 @@ def serve_doubles(args: argparse.Namespace) -> int:
     emu = LinstorEmulator()
     populate_linstor(emu, args.nodes, args.resources)
     ks = KubeStandin(history_limit=100)
-    populate_kube(ks, args.nodes, args.claims, args.resources)
+    populate_kube(ks, args.nodes, args.claims, args.resources, pods=args.pods)
     populated = time.perf_counter() - started
     with emu.serve() as lsrv, ks.serve() as ksrv:
         body = len(httpx.get(lsrv.url + "/v1/view/resources", timeout=120).content)
@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
     p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
+    p.add_argument("--pods", type=int, default=2000,
+                   help="running pods labelled for fencing, one per claim, each with its VolumeAttachment")
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
     p.add_argument("--poll-interval", type=float, default=2.0,
                    help="the extender's --poll-interval (short: polls back to back)")
@@ -399,11 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_doubles:
         return serve_doubles(args)
     print(f"# scale bench: {args.nodes} nodes, {args.resources} resource definitions x 3 = "
-          f"{args.resources * 3} replicas, {args.claims} bound claims; python {platform.python_version()}, "
-          f"{os.cpu_count()} cpus", flush=True)
+          f"{args.resources * 3} replicas, {args.claims} bound claims, {args.pods} labelled pods; "
+          f"python {platform.python_version()}, {os.cpu_count()} cpus", flush=True)
     doubles = subprocess.Popen(
         [sys.executable, __file__, "--serve-doubles", "--nodes", str(args.nodes), "--resources",
-         str(args.resources), "--claims", str(args.claims)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         str(args.resources), "--claims", str(args.claims), "--pods", str(args.pods)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         urls = json.loads(doubles.stdout.readline())
         print(f"# doubles up: /v1/view/resources body {urls['resources_body_bytes'] / 1e6:.1f} MB "
