@@ -3,8 +3,9 @@
 - Idempotent reads (GET) retry with capped exponential backoff and jitter; writes never retry once
   the request may have reached the controller (only connection errors, where it did not).
 - Several controllers (``LS_CONTROLLERS``-style list): the last one that worked is tried first.
-- ``/v1/view/resources`` is streamed and parsed item by item (ijson), so 100k resources never
-  sit in memory as one body or one tree of dicts.
+- ``/v1/view/resources`` is streamed: as full models item by item (ijson, ``iter_resources``), or
+  as batches of compact msgspec records (``iter_resource_batches``, the polls of big clusters), so
+  100k resources never sit in memory as one body or one tree of dicts.
 - Every HTTP attempt is counted in ``calls`` (method, path) and reported to ``on_request``.
 """
 
@@ -24,9 +25,11 @@ from urllib.parse import quote
 
 import httpx
 import ijson
+import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from .compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
 from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 
@@ -249,6 +252,23 @@ class LinstorClient:
         return await self._get_list("/v1/view/storage-pools", StoragePool,
                                     self._filters(nodes=nodes, storage_pools=storage_pools))
 
+    async def get_nodes_compact(self) -> list[NodeItem]:
+        """``/v1/nodes`` as compact records (name, type, connection, flags): the extender's poll."""
+        return await self._get_compact("/v1/nodes", NodeItem)
+
+    async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
+        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
+        return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
+
+    async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
+        resp = await self._request("GET", path)
+        if resp.status_code >= 400:
+            self._check(resp)
+        try:
+            return msgspec.json.decode(resp.content, type=list[item_type])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
+
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
 
@@ -279,9 +299,45 @@ class LinstorClient:
 
     async def iter_resources(self, nodes: Iterable[str] | None = None,
                              resources: Iterable[str] | None = None) -> AsyncIterator[Resource]:
-        """Stream ``/v1/view/resources``: items are parsed and validated one at a time."""
-        params = self._filters(nodes=nodes, resources=resources)
+        """Stream ``/v1/view/resources``: items are parsed and validated one at a time (full models)."""
+        async def models(resp: httpx.Response) -> AsyncIterator[Resource]:
+            async for item in ijson.items(_ChunkReader(resp.aiter_bytes()), "item", use_float=True):
+                try:
+                    yield Resource.model_validate(item)
+                except ValidationError as exc:
+                    raise LinstorProtocolError(f"GET /v1/view/resources: unexpected item: {exc}") from None
+
+        async for model in self._stream("/v1/view/resources", self._filters(nodes=nodes, resources=resources),
+                                        models):
+            yield model
+
+    async def iter_resource_batches(self, item_type: Any = ResourceItem, *, nodes: Iterable[str] | None = None,
+                                    resources: Iterable[str] | None = None) -> AsyncIterator[list[Any]]:
+        """Stream ``/v1/view/resources`` as batches of compact records (``compact.ResourceItem`` or
+        another msgspec Struct with the fields a caller needs): the body is cut into whole items as it
+        arrives and each batch decoded without a dict or model per item (see compact.py)."""
         path = "/v1/view/resources"
+
+        async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
+            splitter = ArraySplitter(item_type)
+            try:
+                async for chunk in resp.aiter_bytes():
+                    batch = splitter.feed(chunk)
+                    if batch:
+                        yield batch
+                yield splitter.close()
+            except msgspec.ValidationError as exc:
+                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise LinstorProtocolError(f"GET {path}: body is not a valid JSON array: {exc}") from None
+
+        async for batch in self._stream(path, self._filters(nodes=nodes, resources=resources), batches):
+            yield batch
+
+    async def _stream(self, path: str, params: Any,
+                      parse: Callable[[httpx.Response], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        """GET ``path`` streamed, with retries and controller failover until the first thing is parsed;
+        a stream that breaks after that raises (the caller must never act on half a list)."""
         last = "no attempt made"
         for attempt in range(self.retries):
             yielded = False
@@ -298,14 +354,9 @@ class LinstorClient:
                                 continue
                             self._check(resp)
                         self._current = idx
-                        reader = _ChunkReader(resp.aiter_bytes())
-                        async for item in ijson.items(reader, "item", use_float=True):
-                            try:
-                                model = Resource.model_validate(item)
-                            except ValidationError as exc:
-                                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
+                        async for thing in parse(resp):
                             yielded = True
-                            yield model
+                            yield thing
                         return
                 except ijson.JSONError as exc:
                     raise LinstorProtocolError(f"GET {path}: body is not valid JSON: {exc}") from None
