@@ -1,0 +1,378 @@
+"""Scale benchmark: the REAL extender service (live mode) at 5,000 nodes / 100,000 replicas,
+measured from outside the process.
+
+    .venv/bin/python bench/scale_bench.py                        # 5,000 nodes, 33,334 x 3 replicas
+    .venv/bin/python bench/scale_bench.py --nodes 500 --resources 3334 --polls 3   # quick
+
+One child process serves the LINSTOR emulator (items in the emulator's shape, which a test validates
+against LINSTOR's OpenAPI document: nodes, 2 storage pools a node, resource definitions x 3 diskful
+replicas) and the Kubernetes API stand-in (Nodes, bound claims). Then ``linstor-scheduler extender``
+starts as a subprocess and this process measures:
+
+- time to ready (/readyz 200), RSS after ready (/proc VmRSS), RSS over ``--polls`` polls (max and
+  last), peak (VmHWM);
+- CPU per poll: utime+stime of the service (/proc/<pid>/stat) over the polls, divided by the polls
+  counted by its own ``linstor_scheduler_sync_total`` metric; and the service's own sync duration;
+- prioritize latency (client side, keep-alive connection) of a probe sent every ``--probe-every``
+  seconds while polls run back to back (``--poll-interval 0``), p50/p99/max, and every answer checked:
+  the probed pod's replica nodes must score highest;
+- LINSTOR calls per request: the service's fallback-read and LINSTOR request counters.
+
+``--fencing`` also starts ``linstor-scheduler fencing`` against the same doubles and reports its RSS
+and CPU per pass. Prints the load average next to the figures: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# --- the doubles, in a child process -----------------------------------------------------------
+def serve_doubles(args: argparse.Namespace) -> int:
+    """Child: populate and serve both doubles; print their URLs; serve until stdin closes."""
+    from scale_cluster import STORAGE_CLASS, populate_kube, populate_linstor
+
+    from linstor_scheduler.doubles import kube_objects as k
+    from linstor_scheduler.doubles.kube_standin import KubeStandin
+    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+
+    started = time.perf_counter()
+    emu = LinstorEmulator()
+    populate_linstor(emu, args.nodes, args.resources)
+    ks = KubeStandin(history_limit=100)
+    populate_kube(ks, args.nodes, args.claims, args.resources)
+    populated = time.perf_counter() - started
+    with emu.serve() as lsrv, ks.serve() as ksrv:
+        body = len(httpx.get(lsrv.url + "/v1/view/resources", timeout=120).content)
+        print(json.dumps({"linstor": lsrv.url, "kube": ksrv.url, "resources_body_bytes": body,
+                          "populate_s": round(populated, 1)}), flush=True)
+        for line in sys.stdin:  # commands from the parent: real-world events
+            cmd = json.loads(line)
+            if cmd["op"] == "bind":  # a claim bound to a volume LINSTOR does not show yet
+                for obj in k.bound_volume(cmd["claim"], cmd["resource"], storage_class=STORAGE_CLASS):
+                    ks.add(obj)
+            elif cmd["op"] == "create":  # LINSTOR now shows the volume's replicas
+                for node in cmd["nodes"]:
+                    emu.add_resource(cmd["resource"], node, storage_pool="thindata")
+            print(json.dumps({"done": cmd["op"], "at": time.monotonic()}), flush=True)
+    return 0
+
+
+# --- measuring from outside --------------------------------------------------------------------
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of ``name`` whose label set contains ``labels``."""
+    total = 0.0
+    for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.M):
+        if labels in (m.group(1) or ""):
+            total += float(m.group(2))
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+class Prober(threading.Thread):
+    """POST /prioritize every ``every`` s on one keep-alive connection; checks every answer."""
+
+    def __init__(self, url: str, pods: list[tuple[dict[str, Any], list[str]]], names: list[str],
+                 every: float) -> None:
+        super().__init__(daemon=True)
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.bodies = [(orjson.dumps({"Pod": pod, "NodeNames": names + [n for n in where if n not in names]}),
+                        set(where)) for pod, where in pods]
+        self.every = every
+        self.latencies: list[float] = []
+        self.wrong = 0
+        self.neutral = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self._halt.is_set():
+            body, where = self.bodies[i % len(self.bodies)]
+            i += 1
+            t = time.perf_counter()
+            r = self.http.post("/prioritize", content=body, headers={"Content-Type": "application/json"})
+            self.latencies.append(time.perf_counter() - t)
+            scores = {h["Host"]: h["Score"] for h in r.json()}
+            top = max(scores.values())
+            if top == 0:
+                self.neutral += 1
+            elif any(scores[n] != top for n in where) or any(s == top for n, s in scores.items() if n not in where):
+                self.wrong += 1
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.http.close()
+
+
+def probe_pods(args: argparse.Namespace) -> list[tuple[dict[str, Any], list[str]]]:
+    from scale_cluster import placements
+
+    from linstor_scheduler.doubles import kube_objects as k
+
+    where = placements(args.nodes, args.resources)
+    count = min(args.claims, args.resources, 50)
+    return [(k.pod(f"probe-{c}", claims=[f"claim-{c}"]), where[c][1]) for c in range(count)]
+
+
+def wait(cond, timeout: float, what: str, every: float = 0.05) -> float:
+    started = time.monotonic()
+    while True:
+        try:
+            if cond():
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(what)
+        time.sleep(every)  # polling an outside process: there is nothing to wait on
+
+
+def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subprocess.Popen) -> dict[str, Any]:
+    port = free_port()
+    cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "extender", "--port", str(port), "--listen-address",
+           "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
+           "--poll-interval", str(args.poll_interval), "--linstor-timeout", "120", "--log-level", "warning",
+           *args.extender_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not args.verbose else None)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {"command": " ".join([*cmd[1:3], "...", *cmd[9:]])}
+    try:
+        http = httpx.Client(base_url=url, timeout=30)
+        out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "extender ready", 0.1)
+        out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
+        text = http.get("/metrics").text
+        polls0 = metric(text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
+        sync_n0 = metric(text, "linstor_scheduler_sync_seconds_count")
+        sync_s0 = metric(text, "linstor_scheduler_sync_seconds_sum")
+        cpu0 = cpu_seconds(proc.pid)
+        prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
+        prober.start()
+        rss: list[float] = []
+        polls = polls0
+        started = time.monotonic()
+        while polls - polls0 < args.polls:
+            rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
+            time.sleep(0.2)  # sampling an outside process
+            polls = metric(http.get("/metrics").text, "linstor_scheduler_sync_total", 'outcome="ok",source="linstor"')
+            if time.monotonic() - started > 120 * args.polls or proc.poll() is not None:
+                raise TimeoutError(f"polls did not happen (exit status {proc.poll()})")
+        cpu1 = cpu_seconds(proc.pid)
+        elapsed = time.monotonic() - started
+        prober.stop()
+        text = http.get("/metrics").text
+        n = polls - polls0
+        sync_n = metric(text, "linstor_scheduler_sync_seconds_count") - sync_n0
+        sync_s = metric(text, "linstor_scheduler_sync_seconds_sum") - sync_s0
+        lat = [x * 1000 for x in prober.latencies]
+        out.update({
+            "polls": int(n), "window_s": elapsed,
+            "cpu_per_poll_s": (cpu1 - cpu0) / n, "cpu_share": (cpu1 - cpu0) / elapsed,
+            "sync_duration_s": sync_s / sync_n if sync_n else float("nan"),
+            "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
+            "probes": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat),
+            "wrong_answers": prober.wrong, "neutral_answers": prober.neutral,
+            "fallback_reads": metric(text, "linstor_scheduler_fallback_reads_total"),
+            "poll_interval_s": metric(text, "linstor_scheduler_poll_interval_seconds"),
+        })
+        out["linstor_calls_per_request"] = out["fallback_reads"] / max(1, len(lat))
+        if args.fresh_volume:
+            out.update(fresh_volume(args, http, doubles))
+        out["rss_peak_mb"] = max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))
+        http.close()
+    finally:
+        stop(proc)
+    return out
+
+
+def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subprocess.Popen) -> dict[str, Any]:
+    """A claim bound to a volume LINSTOR shows only later: how long the pod is answered neutral
+    after LINSTOR shows it (the fallback's cached 'not found', or the next poll, whichever first)."""
+    from scale_cluster import node_names
+
+    from linstor_scheduler.doubles import kube_objects as k
+
+    where = node_names(args.nodes)[:3]
+    names = rnd_candidates(args)
+    body = orjson.dumps({"Pod": k.pod("fresh-0", claims=["fresh"]), "NodeNames": names + where})
+
+    def steering() -> bool:
+        scores = {h["Host"]: h["Score"] for h in http.post("/prioritize", content=body).json()}
+        return max(scores.values()) > 0
+
+    command(doubles, {"op": "bind", "claim": "fresh", "resource": "pvc-fresh"})
+    wait(lambda: metric(http.get("/metrics").text, "linstor_scheduler_fallback_reads_total",
+                        'outcome="miss"') >= 1 or steering(), 60, "the fallback read's miss", 0.01)
+    command(doubles, {"op": "create", "resource": "pvc-fresh", "nodes": where})
+    return {"fresh_volume_neutral_after_linstor_s": wait(steering, 120, "steering on the fresh volume", 0.01)}
+
+
+def command(doubles: subprocess.Popen, cmd: dict[str, Any]) -> None:
+    doubles.stdin.write(json.dumps(cmd) + "\n")
+    doubles.stdin.flush()
+    json.loads(doubles.stdout.readline())
+
+
+def rnd_candidates(args: argparse.Namespace) -> list[str]:
+    """What kube-scheduler sends at this size: percentageOfNodesToScore's adaptive default is
+    max(5, 50 - nodes/125) percent of the nodes (10% = 500 at 5,000 nodes)."""
+    from scale_cluster import node_names
+
+    names = node_names(args.nodes)
+    share = max(5.0, 50 - args.nodes / 125) / 100
+    return names[:: max(1, round(1 / share))][: max(1, int(args.nodes * share))]
+
+
+def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any]:
+    port = free_port()
+    cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "fencing", "--port", str(port), "--listen-address",
+           "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
+           "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", "--dry-run"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    out: dict[str, Any] = {}
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "fencing ready", 0.1)
+        out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
+        text = http.get("/metrics").text
+        passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
+        cpu0, started, rss = cpu_seconds(proc.pid), time.monotonic(), []
+        passes = passes0
+        while passes - passes0 < args.polls:
+            rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
+            time.sleep(0.2)  # sampling an outside process
+            passes = metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total",
+                            'outcome="ok",source="linstor"')
+            if time.monotonic() - started > 120 * args.polls:
+                raise TimeoutError("fencing passes did not happen")
+        out.update({"passes": int(passes - passes0), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) /
+                    (passes - passes0), "rss_steady_max_mb": max(rss),
+                    "rss_peak_mb": max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))})
+        http.close()
+    finally:
+        out["sigterm_s"] = stop(proc)
+    return out
+
+
+def stop(proc: subprocess.Popen) -> float:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=5000)
+    p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
+    p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
+    p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
+    p.add_argument("--poll-interval", type=float, default=0.5,
+                   help="the extender's --poll-interval (short: polls back to back)")
+    p.add_argument("--probe-every", type=float, default=0.02, help="seconds between prioritize probes")
+    p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
+    p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
+    p.add_argument("--no-extender", action="store_true")
+    p.add_argument("--extender-args", nargs=argparse.REMAINDER, default=[], help="more flags for the extender")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--serve-doubles", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_doubles:
+        return serve_doubles(args)
+    print(f"# scale bench: {args.nodes} nodes, {args.resources} resource definitions x 3 = "
+          f"{args.resources * 3} replicas, {args.claims} bound claims; python {platform.python_version()}, "
+          f"{os.cpu_count()} cpus", flush=True)
+    doubles = subprocess.Popen(
+        [sys.executable, __file__, "--serve-doubles", "--nodes", str(args.nodes), "--resources",
+         str(args.resources), "--claims", str(args.claims)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        urls = json.loads(doubles.stdout.readline())
+        print(f"# doubles up: /v1/view/resources body {urls['resources_body_bytes'] / 1e6:.1f} MB "
+              f"(populated in {urls['populate_s']} s)", flush=True)
+        results: dict[str, Any] = {}
+        if not args.no_extender:
+            load0 = os.getloadavg()[0]
+            results["extender"] = run_extender(args, urls, doubles)
+            results["extender"]["load_before"] = load0
+            results["extender"]["load_after"] = os.getloadavg()[0]
+            report("extender", results["extender"])
+        if args.fencing:
+            load0 = os.getloadavg()[0]
+            results["fencing"] = run_fencing(args, urls)
+            results["fencing"]["load_before"] = load0
+            results["fencing"]["load_after"] = os.getloadavg()[0]
+            report("fencing", results["fencing"])
+        print("# json " + json.dumps(results), flush=True)
+    finally:
+        doubles.stdin.close()
+        try:
+            doubles.wait(30)
+        except subprocess.TimeoutExpired:
+            doubles.kill()
+    return 0
+
+
+def report(what: str, r: dict[str, Any]) -> None:
+    print(f"\n## {what} (load average {r['load_before']:.2f} before, {r['load_after']:.2f} after)")
+    for key, value in r.items():
+        if key.startswith("load_"):
+            continue
+        print(f"  {key:38s} {value:.3f}" if isinstance(value, float) else f"  {key:38s} {value}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
