@@ -287,13 +287,13 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any
         passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
         cpu0, started, rss = cpu_seconds(proc.pid), time.monotonic(), []
         passes = passes0
-        while passes - passes0 < args.polls:
+        while passes - passes0 < args.fencing_passes:
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
             time.sleep(0.2)  # sampling an outside process
             passes = metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total",
                             'outcome="ok",source="linstor"')
-            if time.monotonic() - started > 120 * args.polls:
-                raise TimeoutError("fencing passes did not happen")
+            if time.monotonic() - started > 120 * args.fencing_passes or proc.poll() is not None:
+                raise TimeoutError(f"fencing passes did not happen (exit status {proc.poll()})")
         out.update({"passes": int(passes - passes0), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) /
                     (passes - passes0), "rss_steady_max_mb": max(rss),
                     "rss_peak_mb": max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))})
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-every", type=float, default=0.02, help="seconds between prioritize probes")
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
+    p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
     p.add_argument("--no-extender", action="store_true")
     p.add_argument("--extender-args", nargs=argparse.REMAINDER, default=[], help="more flags for the extender")
     p.add_argument("--verbose", action="store_true")
