@@ -18,8 +18,14 @@ starts as a subprocess and this process measures:
   the probed pod's replica nodes must score highest;
 - LINSTOR calls per request: the service's fallback-read and LINSTOR request counters.
 
-``--fencing`` also starts ``linstor-scheduler fencing`` against the same doubles and reports its RSS
-and CPU per pass. Prints the load average next to the figures: the machine is shared.
+``--fencing`` also starts ``linstor-scheduler fencing`` (for real, no --dry-run) against the same
+doubles, with ``--fenced-pods`` labelled pods each holding a VolumeAttachment, and reports its RSS
+(after the first pass, steady, peak), CPU per pass, LINSTOR read duration, fault -> deletion after a
+power failure, and the time from SIGTERM (sent mid-pass) to exit.
+
+    .venv/bin/python bench/scale_bench.py --no-extender --fencing      # fencing at 5,000 / 100,000
+
+Prints the load average next to the figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -54,16 +60,26 @@ def serve_doubles(args: argparse.Namespace) -> int:
     """Child: populate and serve both doubles; print their URLs; serve until stdin closes."""
     from scale_cluster import STORAGE_CLASS, populate_kube, populate_linstor
 
-    from linstor_scheduler.doubles import kube_objects as k
-    from linstor_scheduler.doubles.kube_standin import KubeStandin
-    from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+    from devkit import kube_objects as k
+    from devkit.kube_standin import KubeStandin
+    from devkit.linstor_emulator import LinstorEmulator
 
     started = time.perf_counter()
     emu = LinstorEmulator()
     populate_linstor(emu, args.nodes, args.resources)
     ks = KubeStandin(history_limit=100)
-    populate_kube(ks, args.nodes, args.claims, args.resources)
+    populate_kube(ks, args.nodes, args.claims, args.resources, fenced_pods=args.fenced_pods)
     populated = time.perf_counter() - started
+    deleted: dict[str, float] = {}  # "Pod ns/name" or "VolumeAttachment name" -> when the API server deleted it
+    delete = ks.delete
+
+    def recording_delete(kind: str, name: str, namespace: str | None = None) -> Any:
+        gone = delete(kind, name, namespace)
+        if gone is not None:
+            deleted.setdefault(f"{kind} {namespace + '/' if namespace else ''}{name}", time.monotonic())
+        return gone
+
+    ks.delete = recording_delete  # the eviction and delete routes both end here
     with emu.serve() as lsrv, ks.serve() as ksrv:
         body = len(httpx.get(lsrv.url + "/v1/view/resources", timeout=120).content)
         print(json.dumps({"linstor": lsrv.url, "kube": ksrv.url, "resources_body_bytes": body,
@@ -76,6 +92,15 @@ def serve_doubles(args: argparse.Namespace) -> int:
             elif cmd["op"] == "create":  # LINSTOR now shows the volume's replicas
                 for node in cmd["nodes"]:
                     emu.add_resource(cmd["resource"], node, storage_pool="thindata")
+            elif cmd["op"] == "power_off":  # the nodes lose power at once
+                fault = time.monotonic()
+                emu.power_off(*cmd["nodes"])
+                print(json.dumps({"done": "power_off", "at": fault, "applied_s": time.monotonic() - fault}),
+                      flush=True)
+                continue
+            elif cmd["op"] == "deleted":
+                print(json.dumps({"done": "deleted", "deleted": deleted}), flush=True)
+                continue
             print(json.dumps({"done": cmd["op"], "at": time.monotonic()}), flush=True)
     return 0
 
@@ -157,7 +182,7 @@ class Prober(threading.Thread):
 def probe_pods(args: argparse.Namespace) -> list[tuple[dict[str, Any], list[str]]]:
     from scale_cluster import placements
 
-    from linstor_scheduler.doubles import kube_objects as k
+    from devkit import kube_objects as k
 
     where = placements(args.nodes, args.resources)
     count = min(args.claims, args.resources, 50)
@@ -239,7 +264,7 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
     after LINSTOR shows it (the fallback's cached 'not found', or the next poll, whichever first)."""
     from scale_cluster import node_names
 
-    from linstor_scheduler.doubles import kube_objects as k
+    from devkit import kube_objects as k
 
     where = node_names(args.nodes)[:3]
     names = rnd_candidates(args)
@@ -256,10 +281,10 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
     return {"fresh_volume_neutral_after_linstor_s": wait(steering, 120, "steering on the fresh volume", 0.01)}
 
 
-def command(doubles: subprocess.Popen, cmd: dict[str, Any]) -> None:
+def command(doubles: subprocess.Popen, cmd: dict[str, Any]) -> dict[str, Any]:
     doubles.stdin.write(json.dumps(cmd) + "\n")
     doubles.stdin.flush()
-    json.loads(doubles.stdout.readline())
+    return json.loads(doubles.stdout.readline())
 
 
 def rnd_candidates(args: argparse.Namespace) -> list[str]:
@@ -272,35 +297,105 @@ def rnd_candidates(args: argparse.Namespace) -> list[str]:
     return names[:: max(1, round(1 / share))][: max(1, int(args.nodes * share))]
 
 
-def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any]:
+def run_fencing(args: argparse.Namespace, urls: dict[str, Any], doubles: subprocess.Popen) -> dict[str, Any]:
+    """The fencing service, for real (no --dry-run): RSS after its first pass, over the steady passes
+    and peak; CPU per pass; its LINSTOR read duration against --max-staleness; then a power failure
+    of the nodes running ``--fault-pods`` labelled pods, timed from the fault to each deletion (and
+    every deletion checked: only those pods and their VolumeAttachments); then SIGTERM sent while a
+    pass runs, timed to the exit."""
     port = free_port()
     cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "fencing", "--port", str(port), "--listen-address",
            "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
-           "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", "--dry-run"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    out: dict[str, Any] = {}
+           "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", *args.fencing_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not args.verbose else None)
+    out: dict[str, Any] = {"command": " ".join([*cmd[1:2], "...", *cmd[10:]])}
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    reads_ok = 'outcome="ok",source="linstor"'
+
+    def passes() -> float:
+        return metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total", reads_ok)
+
     try:
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         out["time_to_ready_s"] = wait(lambda: http.get("/readyz").status_code == 200, 600, "fencing ready", 0.1)
-        out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
-        text = http.get("/metrics").text
-        passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
-        cpu0, started, rss = cpu_seconds(proc.pid), time.monotonic(), []
-        passes = passes0
-        while passes - passes0 < args.fencing_passes:
+        wait(lambda: passes() >= 1 and metric(http.get("/metrics").text,
+                                              "linstor_scheduler_fencing_decisions_total") > 0, 600, "first pass", 0.1)
+        out["rss_after_first_pass_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
+        passes0 = passes()
+        cpu0, started, rss, read_s = cpu_seconds(proc.pid), time.monotonic(), [], []
+        done = passes0
+        while done - passes0 < args.fencing_passes:
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
             time.sleep(0.2)  # sampling an outside process
-            passes = metric(http.get("/metrics").text, "linstor_scheduler_fencing_reads_total",
-                            'outcome="ok",source="linstor"')
+            text = http.get("/metrics").text
+            done = metric(text, "linstor_scheduler_fencing_reads_total", reads_ok)
+            read_s.append(metric(text, "linstor_scheduler_fencing_linstor_read_seconds"))
             if time.monotonic() - started > 120 * args.fencing_passes or proc.poll() is not None:
                 raise TimeoutError(f"fencing passes did not happen (exit status {proc.poll()})")
-        out.update({"passes": int(passes - passes0), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) /
-                    (passes - passes0), "rss_steady_max_mb": max(rss),
-                    "rss_peak_mb": max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))})
-        http.close()
+        n = done - passes0
+        out.update({"passes": int(n), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) / n,
+                    "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
+                    "linstor_read_max_s": max(read_s)})
+        if args.fault_pods:
+            out.update(fault(args, doubles, proc, rss, read_s, http))
+        out["linstor_read_max_s"] = max(read_s)
+        out["rss_peak_mb"] = max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))
+        out["sigterm_mid_pass_s"] = sigterm_mid_pass(proc)
     finally:
-        out["sigterm_s"] = stop(proc)
+        http.close()
+        if proc.poll() is None:
+            stop(proc)
     return out
+
+
+def fault(args: argparse.Namespace, doubles: subprocess.Popen, proc: subprocess.Popen, rss: list[float],
+          read_s: list[float], http: httpx.Client) -> dict[str, Any]:
+    """Power off the nodes running the most labelled pods (until ``--fault-pods`` are hit); time each
+    deletion from the fault; any other deletion is a wrong one."""
+    from scale_cluster import fenced_pod_nodes
+
+    pods = fenced_pod_nodes(args.nodes, args.resources, min(args.fenced_pods, args.claims, args.resources))
+    by_node: dict[str, list[int]] = {}
+    for c, node in pods.items():
+        by_node.setdefault(node, []).append(c)
+    victims: list[str] = []  # the nodes with most pods first, as long as the total stays <= --fault-pods
+    for node in sorted(by_node, key=lambda n: (-len(by_node[n]), n)):
+        if sum(len(by_node[v]) for v in victims) + len(by_node[node]) <= args.fault_pods:
+            victims.append(node)
+    expected = {f"Pod default/app-{c}" for v in victims for c in by_node[v]}
+    expected_vas = {f"VolumeAttachment csi-pvc-{c:06d}-{v}-linstor" for v in victims for c in by_node[v]}
+    answer = command(doubles, {"op": "power_off", "nodes": victims})
+    at = answer["at"]
+    deadline = time.monotonic() + 300
+    deleted: dict[str, float] = {}
+    while not expected <= deleted.keys() or not expected_vas <= deleted.keys():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            break
+        rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
+        read_s.append(metric(http.get("/metrics").text, "linstor_scheduler_fencing_linstor_read_seconds"))
+        time.sleep(0.2)  # sampling outside processes
+        deleted = command(doubles, {"op": "deleted"})["deleted"]
+    pod_times = sorted(deleted[k] - at for k in expected if k in deleted)
+    va_times = sorted(deleted[k] - at for k in expected_vas if k in deleted)
+    return {"fault_nodes": len(victims), "fault_pods": len(expected),
+            "fault_applied_in_emulator_s": answer["applied_s"],
+            "fault_to_deletion_p50_s": percentile(pod_times, 50),
+            "fault_to_deletion_max_s": max(pod_times) if pod_times else float("nan"),
+            "fault_to_detach_max_s": max(va_times) if va_times else float("nan"),
+            "missed_deletions": len(expected - deleted.keys()) + len(expected_vas - deleted.keys()),
+            "wrong_deletions": len(deleted.keys() - expected - expected_vas)}
+
+
+def sigterm_mid_pass(proc: subprocess.Popen) -> float:
+    """Wait until the service burns CPU (a pass is running: it idles between passes), then SIGTERM."""
+    before = cpu_seconds(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)  # sampling an outside process
+        now = cpu_seconds(proc.pid)
+        if now - before >= 0.03:
+            break
+        before = now
+    return stop(proc)
 
 
 def stop(proc: subprocess.Popen) -> float:
@@ -326,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
     p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
+    p.add_argument("--fenced-pods", type=int, default=2000,
+                   help="with --fencing: running pods labelled on-storage-lost=remove, each with a VolumeAttachment")
+    p.add_argument("--fault-pods", type=int, default=10,
+                   help="with --fencing: power off the nodes running the most labelled pods until this many are hit")
+    p.add_argument("--fencing-args", nargs="*", default=[], help="more flags for fencing (e.g. =--grace-period=30)")
     p.add_argument("--no-extender", action="store_true")
     p.add_argument("--extender-args", nargs=argparse.REMAINDER, default=[], help="more flags for the extender")
     p.add_argument("--verbose", action="store_true")
@@ -338,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cpus", flush=True)
     doubles = subprocess.Popen(
         [sys.executable, __file__, "--serve-doubles", "--nodes", str(args.nodes), "--resources",
-         str(args.resources), "--claims", str(args.claims)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         str(args.resources), "--claims", str(args.claims),
+         "--fenced-pods", str(args.fenced_pods if args.fencing else 0)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         urls = json.loads(doubles.stdout.readline())
         print(f"# doubles up: /v1/view/resources body {urls['resources_body_bytes'] / 1e6:.1f} MB "
@@ -352,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             report("extender", results["extender"])
         if args.fencing:
             load0 = os.getloadavg()[0]
-            results["fencing"] = run_fencing(args, urls)
+            results["fencing"] = run_fencing(args, urls, doubles)
             results["fencing"]["load_before"] = load0
             results["fencing"]["load_after"] = os.getloadavg()[0]
             report("fencing", results["fencing"])

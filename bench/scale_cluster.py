@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from linstor_scheduler.doubles import kube_objects as k
-from linstor_scheduler.doubles.kube_standin import KubeStandin
-from linstor_scheduler.doubles.linstor_emulator import LinstorEmulator
+from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
 
 POOL = "thindata"
 STORAGE_CLASS = "linstor-thindata-r3"
@@ -78,11 +78,26 @@ def populate_linstor(emu: LinstorEmulator, nodes: int, resources: int, *, replic
         emu.set_rd_props(rd, dict(QUORUM))
 
 
-def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int) -> None:
-    """``nodes`` Nodes in 3 zones, and ``claims`` PVCs bound to PVs of the first resources."""
+FENCING_LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
+
+
+def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, fenced_pods: int = 0) -> None:
+    """``nodes`` Nodes in 3 zones, and ``claims`` PVCs bound to PVs of the first resources; with
+    ``fenced_pods``, that many running pods labelled on-storage-lost=remove, each on the first node of
+    its claim's replicas and with its VolumeAttachment there (what fencing watches)."""
     for i, name in enumerate(node_names(nodes)):
         ks.add(k.node(name, zone=f"zone-{i % 3}", region="eu-1"))
     ks.add(k.storage_class(STORAGE_CLASS, replicas=3))
     for c in range(min(claims, resources)):
         for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS):
             ks.add(obj)
+    for c, node in fenced_pod_nodes(nodes, resources, min(fenced_pods, claims, resources)).items():
+        pod = k.pod(f"app-{c}", claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)
+        pod["status"] = {"phase": "Running"}
+        ks.add(pod)
+        ks.add(k.volume_attachment(f"pvc-{c:06d}", node))
+
+
+def fenced_pod_nodes(nodes: int, resources: int, pods: int) -> dict[int, str]:
+    """Claim number -> the node its labelled pod runs on (the first of its replicas)."""
+    return {c: where[0] for c, (_rd, where) in enumerate(placements(nodes, resources)[:pods])}

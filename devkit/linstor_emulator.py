@@ -109,9 +109,9 @@ class LinstorEmulator(HttpDouble):
         self._emit("node-online" if connection_status.upper() == "ONLINE" else "node-offline", {"node": node})
 
     # --- network events: the reachability matrix ------------------------------------------------
-    def power_off(self, node: str) -> None:
-        """The node loses power: its satellite and every DRBD connection to it are gone."""
-        self._network(lambda net: net.powered_off.add(node))
+    def power_off(self, *nodes: str) -> None:
+        """The node(s) lose power at once (a rack): the satellite and every DRBD connection are gone."""
+        self._network(lambda net: net.powered_off.update(nodes))
 
     def power_on(self, node: str) -> None:
         self._network(lambda net: net.powered_off.discard(node))

@@ -29,7 +29,7 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
+from .compact import ArraySplitter, NodeItem, ResourceDefinitionItem, ResourceItem, StoragePoolItem
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
 from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 
@@ -259,6 +259,10 @@ class LinstorClient:
     async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
         """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
         return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
+
+    async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]:
+        """``/v1/resource-definitions`` as compact records (name, group, props): fencing's poll."""
+        return await self._get_compact("/v1/resource-definitions", ResourceDefinitionItem)
 
     async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
         resp = await self._request("GET", path)
