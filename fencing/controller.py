@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -158,6 +159,7 @@ class FencingController:
         self._storm = False
         self._wake = asyncio.Event()
         self._promoted: set[str] = set()  # resources with a DRBD promotion change since the last read
+        self._passes = 0
         self.promotion_events = 0
 
     # --- every Kubernetes call: in a thread, with a timeout --------------------------------------
@@ -630,12 +632,29 @@ class FencingController:
                 return
             if current.exception() is not None:  # one bad pass must not end the controller
                 log.error("fencing pass failed", exc_info=current.exception())
+            self._passes += 1
+            _settle_gc(self._passes)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
                 await asyncio.wait(waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()
+
+
+GC_FULL_EVERY = 100  # passes between full cyclic collections (~8 min at the default poll interval)
+
+
+def _settle_gc(passes: int) -> None:
+    """After a pass, what is alive (the LINSTOR view: 100,000 replica records; the informer caches)
+    moves out of the cyclic collector's way (``gc.freeze``): its full collections otherwise rescanned
+    every object on each pass, a large share of a pass's CPU at 5,000 nodes. Nothing here forms cycles
+    (replaced views are freed by reference counting); every ``GC_FULL_EVERY`` passes a full collection
+    runs anyway, so cyclic garbage caught in a freeze is reclaimed."""
+    if passes % GC_FULL_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _finished(pod: dict[str, Any]) -> bool:
