@@ -622,6 +622,9 @@ class FencingController:
             stopping = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait([current, stopping], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the loop itself is cancelled: so is its pass
+                current.cancel()
+                raise
             finally:
                 stopping.cancel()
             if not current.done():
@@ -630,7 +633,9 @@ class FencingController:
                     await current
                 log.info("stopped in the middle of a pass: the pass was cancelled")
                 return
-            if current.exception() is not None:  # one bad pass must not end the controller
+            if current.cancelled():
+                log.warning("a fencing pass was cancelled; the next pass starts from scratch")
+            elif current.exception() is not None:  # one bad pass must not end the controller
                 log.error("fencing pass failed", exc_info=current.exception())
             self._passes += 1
             _settle_gc(self._passes)
