@@ -19,8 +19,15 @@ starts as a subprocess and this process measures:
   the probed pod's replica nodes must score highest;
 - LINSTOR calls per request: the service's fallback-read and LINSTOR request counters.
 
-``--fencing`` also starts ``linstor-scheduler fencing`` against the same doubles and reports its RSS
-and CPU per pass. Prints the load average next to the figures: the machine is shared.
+``--fencing`` also starts ``linstor-scheduler fencing`` (for real, no --dry-run) against the same
+doubles, with ``--pods`` labelled pods each holding a VolumeAttachment, and reports its RSS (after
+the first pass, steady, peak), CPU per pass, LINSTOR read duration, fault -> deletion after a power
+failure of the nodes running ``--fault-pods`` of them (every deletion checked: wrong and missed
+ones counted), and the time from SIGTERM (sent mid-pass) to exit.
+
+    .venv/bin/python bench/scale_bench.py --no-extender --fencing      # fencing at 5,000 / 100,000
+
+Prints the load average next to the figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+FENCING_LOG = "/tmp/scale_bench_fencing.log"
 
 
 # --- the doubles, in a child process -----------------------------------------------------------
@@ -65,6 +73,16 @@ def serve_doubles(args: argparse.Namespace) -> int:
     ks = KubeStandin(history_limit=100)
     populate_kube(ks, args.nodes, args.claims, args.resources, pods=args.pods)
     populated = time.perf_counter() - started
+    deleted: dict[str, float] = {}  # "Pod ns/name" or "VolumeAttachment name" -> when the API server deleted it
+    delete = ks.delete
+
+    def recording_delete(kind: str, name: str, namespace: str | None = None) -> Any:
+        gone = delete(kind, name, namespace)
+        if gone is not None:
+            deleted.setdefault(f"{kind} {namespace + '/' if namespace else ''}{name}", time.monotonic())
+        return gone
+
+    ks.delete = recording_delete  # the eviction and delete routes both end here
     with emu.serve() as lsrv, ks.serve() as ksrv:
         body = len(httpx.get(lsrv.url + "/v1/view/resources", timeout=120).content)
         print(json.dumps({"linstor": lsrv.url, "kube": ksrv.url, "resources_body_bytes": body,
@@ -77,6 +95,15 @@ def serve_doubles(args: argparse.Namespace) -> int:
             elif cmd["op"] == "create":  # LINSTOR now shows the volume's replicas
                 for node in cmd["nodes"]:
                     emu.add_resource(cmd["resource"], node, storage_pool="thindata")
+            elif cmd["op"] == "power_off":  # the nodes lose power at once
+                fault = time.monotonic()
+                emu.power_off(*cmd["nodes"])
+                print(json.dumps({"done": "power_off", "at": fault, "applied_s": time.monotonic() - fault}),
+                      flush=True)
+                continue
+            elif cmd["op"] == "deleted":
+                print(json.dumps({"done": "deleted", "deleted": deleted}), flush=True)
+                continue
             print(json.dumps({"done": cmd["op"], "at": time.monotonic()}), flush=True)
     return 0
 
@@ -284,7 +311,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         out["answer_cache_hit_rate"] = hits / (hits + misses) if hits + misses else float("nan")
         out["linstor_calls_per_request"] = out["fallback_reads"] / max(1, len(lat))
         if args.fresh_volume:
-            out.update(fresh_volume(args, http, doubles))
+            with httpx.Client(base_url=url, timeout=30) as verbs:
+                out.update(fresh_volume(args, http, verbs, doubles))
         out["rss_peak_mb"] = max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))
         http.close()
     finally:
@@ -292,9 +320,11 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
     return out
 
 
-def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subprocess.Popen) -> dict[str, Any]:
+def fresh_volume(args: argparse.Namespace, http: httpx.Client, verbs: httpx.Client,
+                 doubles: subprocess.Popen) -> dict[str, Any]:
     """A claim bound to a volume LINSTOR shows only later: how long the pod is answered neutral
-    after LINSTOR shows it (the fallback's cached 'not found', or the next poll, whichever first)."""
+    after LINSTOR shows it (the fallback's cached 'not found', or the next poll, whichever first).
+    ``http`` reaches the metrics port, ``verbs`` the extender's verbs (/prioritize)."""
     from scale_cluster import node_names
 
     from devkit import kube_objects as k
@@ -304,7 +334,8 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
     body = orjson.dumps({"Pod": k.pod("fresh-0", claims=["fresh"]), "NodeNames": names + where})
 
     def steering() -> bool:
-        scores = {h["Host"]: h["Score"] for h in http.post("/prioritize", content=body).json()}
+        resp = verbs.post("/prioritize", content=body, headers={"Content-Type": "application/json"})
+        scores = {h["Host"]: h["Score"] for h in resp.json()}
         return max(scores.values()) > 0
 
     command(doubles, {"op": "bind", "claim": "fresh", "resource": "pvc-fresh"})
@@ -314,10 +345,10 @@ def fresh_volume(args: argparse.Namespace, http: httpx.Client, doubles: subproce
     return {"fresh_volume_neutral_after_linstor_s": wait(steering, 120, "steering on the fresh volume", 0.01)}
 
 
-def command(doubles: subprocess.Popen, cmd: dict[str, Any]) -> None:
+def command(doubles: subprocess.Popen, cmd: dict[str, Any]) -> dict[str, Any]:
     doubles.stdin.write(json.dumps(cmd) + "\n")
     doubles.stdin.flush()
-    json.loads(doubles.stdout.readline())
+    return json.loads(doubles.stdout.readline())
 
 
 def rnd_candidates(args: argparse.Namespace) -> list[str]:
@@ -330,42 +361,114 @@ def rnd_candidates(args: argparse.Namespace) -> list[str]:
     return names[:: max(1, round(1 / share))][: max(1, int(args.nodes * share))]
 
 
-def run_fencing(args: argparse.Namespace, urls: dict[str, Any]) -> dict[str, Any]:
+def run_fencing(args: argparse.Namespace, urls: dict[str, Any], doubles: subprocess.Popen) -> dict[str, Any]:
+    """The fencing service, for real (no --dry-run): RSS after its first pass, over the steady passes
+    and peak; CPU per pass; its LINSTOR read duration against --max-staleness; then a power failure
+    of the nodes running ``--fault-pods`` labelled pods, timed from the fault to each deletion (and
+    every deletion checked: only those pods and their VolumeAttachments); then SIGTERM sent while a
+    pass runs, timed to the exit."""
     port = free_port()
     cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "fencing", "--port", str(port), "--listen-address",
            "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
-           "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", "--dry-run"]
-    log = open("/tmp/scale_bench_fencing.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    out: dict[str, Any] = {}
+           "--linstor-timeout", "120", "--log-level", "warning", "--no-leader-elect", *args.fencing_args]
+    log = open(FENCING_LOG, "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=None if args.verbose else log,
+                            stderr=None if args.verbose else subprocess.STDOUT)
+    out: dict[str, Any] = {"command": " ".join([*cmd[1:2], "...", *cmd[10:]])}
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)  # fencing serves /readyz, /metrics on --port
+    reads_ok = 'outcome="ok",source="linstor"'
     rss: list[float] = []
+
+    def passes() -> float:
+        return metric(get(http, "/metrics").text, "linstor_scheduler_fencing_reads_total", reads_ok)
+
     try:
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         out["time_to_ready_s"] = wait(lambda: get(http, "/readyz").status_code == 200, 600, "fencing ready", 0.1)
-        out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
-        text = get(http, "/metrics").text
-        passes0 = metric(text, "linstor_scheduler_fencing_reads_total", 'outcome="ok",source="linstor"')
-        cpu0, started = cpu_seconds(proc.pid), time.monotonic()
-        passes = passes0
-        while passes - passes0 < args.fencing_passes:
+        wait(lambda: passes() >= 1 and metric(get(http, "/metrics").text,
+                                              "linstor_scheduler_fencing_decisions_total") > 0, 600, "first pass", 0.1)
+        out["rss_after_first_pass_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
+        passes0 = passes()
+        cpu0, started, read_s = cpu_seconds(proc.pid), time.monotonic(), []
+        done = passes0
+        while done - passes0 < args.fencing_passes:
             rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
-            out["rss_peak_mb"] = proc_status(proc.pid)["VmHWM"] / 1024
             time.sleep(0.2)  # sampling an outside process
-            passes = metric(get(http, "/metrics").text, "linstor_scheduler_fencing_reads_total",
-                            'outcome="ok",source="linstor"')
+            text = get(http, "/metrics").text
+            done = metric(text, "linstor_scheduler_fencing_reads_total", reads_ok)
+            read_s.append(metric(text, "linstor_scheduler_fencing_linstor_read_seconds"))
             if time.monotonic() - started > 120 * args.fencing_passes or proc.poll() is not None:
                 raise TimeoutError(f"fencing passes did not happen (exit status {proc.poll()})")
-        out.update({"passes": int(passes - passes0), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) /
-                    (passes - passes0), "rss_steady_max_mb": max(rss),
-                    "rss_peak_mb": max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))})
-        http.close()
+        n = done - passes0
+        out.update({"passes": int(n), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) / n,
+                    "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
+                    "linstor_read_max_s": max(read_s)})
+        if args.fault_pods:
+            fault_reads: list[float] = []
+            out.update(fault(args, doubles, proc, rss, fault_reads, http))
+            # includes the wait for the emulator, which holds its lock while it applies the power failure
+            out["linstor_read_max_after_fault_s"] = max(fault_reads, default=float("nan"))
+        out["rss_peak_mb"] = max(proc_status(proc.pid)["VmHWM"] / 1024, max(rss))
+        out["sigterm_mid_pass_s"] = sigterm_mid_pass(proc)
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        out["failed"] = f"{type(exc).__name__}: {exc}; exit status {proc.poll()}; see /tmp/scale_bench_fencing.log"
+        out["failed"] = f"{type(exc).__name__}: {exc}; exit status {proc.poll()}; see {FENCING_LOG}"
         out.setdefault("rss_peak_mb", max(rss or [0.0]))
     finally:
-        out["sigterm_s"] = stop(proc)
+        http.close()
+        if proc.poll() is None:
+            out["sigterm_s"] = stop(proc)
         log.close()
     return out
+
+
+def fault(args: argparse.Namespace, doubles: subprocess.Popen, proc: subprocess.Popen, rss: list[float],
+          read_s: list[float], http: httpx.Client) -> dict[str, Any]:
+    """Power off the nodes running the most labelled pods (until ``--fault-pods`` are hit); time each
+    deletion from the fault; any other deletion is a wrong one."""
+    from scale_cluster import fenced_pod_name, fenced_pod_nodes
+
+    pods = fenced_pod_nodes(args.nodes, args.resources, min(args.pods, args.claims, args.resources))
+    by_node: dict[str, list[int]] = {}
+    for c, node in pods.items():
+        by_node.setdefault(node, []).append(c)
+    victims: list[str] = []  # the nodes with most pods first, as long as the total stays <= --fault-pods
+    for node in sorted(by_node, key=lambda n: (-len(by_node[n]), n)):
+        if sum(len(by_node[v]) for v in victims) + len(by_node[node]) <= args.fault_pods:
+            victims.append(node)
+    expected = {f"Pod default/{fenced_pod_name(c)}" for v in victims for c in by_node[v]}
+    expected_vas = {f"VolumeAttachment csi-pvc-{c:06d}-{v}-linstor" for v in victims for c in by_node[v]}
+    answer = command(doubles, {"op": "power_off", "nodes": victims})
+    at = answer["at"]
+    deadline = time.monotonic() + 300
+    deleted: dict[str, float] = {}
+    while not expected <= deleted.keys() or not expected_vas <= deleted.keys():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            break
+        rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
+        read_s.append(metric(get(http, "/metrics").text, "linstor_scheduler_fencing_linstor_read_seconds"))
+        time.sleep(0.2)  # sampling outside processes
+        deleted = command(doubles, {"op": "deleted"})["deleted"]
+    pod_times = sorted(deleted[k] - at for k in expected if k in deleted)
+    va_times = sorted(deleted[k] - at for k in expected_vas if k in deleted)
+    return {"fault_nodes": len(victims), "fault_pods": len(expected),
+            "fault_applied_in_emulator_s": answer["applied_s"],
+            "fault_to_deletion_p50_s": percentile(pod_times, 50),
+            "fault_to_deletion_max_s": max(pod_times) if pod_times else float("nan"),
+            "fault_to_detach_max_s": max(va_times) if va_times else float("nan"),
+            "missed_deletions": len(expected - deleted.keys()) + len(expected_vas - deleted.keys()),
+            "wrong_deletions": len(deleted.keys() - expected - expected_vas)}
+
+
+def sigterm_mid_pass(proc: subprocess.Popen) -> float:
+    """Wait until the service burns CPU (a pass is running: it idles between passes), then SIGTERM."""
+    before = cpu_seconds(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)  # sampling an outside process
+        now = cpu_seconds(proc.pid)
+        if now - before >= 0.03:
+            break
+        before = now
+    return stop(proc)
 
 
 def stop(proc: subprocess.Popen) -> float:
@@ -384,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
     p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
-    p.add_argument("--pods", type=int, default=2000,
+    p.add_argument("--pods", "--fenced-pods", type=int, default=2000,
                    help="running pods labelled for fencing, one per claim, each with its VolumeAttachment")
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
     p.add_argument("--poll-interval", type=float, default=2.0,
@@ -396,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
     p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
+    p.add_argument("--fault-pods", type=int, default=10,
+                   help="with --fencing: power off the nodes running the most labelled pods until this many "
+                   "are hit (0: no fault)")
+    p.add_argument("--fencing-args", nargs="*", default=[], help="more flags for fencing (e.g. =--grace-period=30)")
     p.add_argument("--no-extender", action="store_true")
     p.add_argument("--extender-args", nargs=argparse.REMAINDER, default=[], help="more flags for the extender")
     p.add_argument("--verbose", action="store_true")
@@ -425,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             report("extender", results["extender"])
         if args.fencing:
             load0 = os.getloadavg()[0]
-            results["fencing"] = run_fencing(args, urls)
+            results["fencing"] = run_fencing(args, urls, doubles)
             results["fencing"]["load_before"] = load0
             results["fencing"]["load_after"] = os.getloadavg()[0]
             report("fencing", results["fencing"])

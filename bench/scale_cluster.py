@@ -84,7 +84,7 @@ FENCING_LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
 def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, pods: int = 0,
                   replicas: int = 3, seed: int = 7) -> None:
     """``nodes`` Nodes in 3 zones, ``claims`` PVCs bound to PVs of the first resources, and ``pods``
-    running pods labelled for fencing, each on its first claim's first replica node and attached
+    running pods labelled on-storage-lost=remove, each on its claim's first replica node and attached
     there (a VolumeAttachment), as the fencing controller sees a hyper-converged cluster."""
     for i, name in enumerate(node_names(nodes)):
         ks.add(k.node(name, zone=f"zone-{i % 3}", region="eu-1"))
@@ -92,10 +92,18 @@ def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, p
     for c in range(min(claims, resources)):
         for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS):
             ks.add(obj)
-    where = placements(nodes, resources, replicas, seed)
-    for c in range(min(pods, claims, resources)):
-        node = where[c][1][0]
-        pod = k.pod(f"db-{c}", claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)
+    for c, node in fenced_pod_nodes(nodes, resources, min(pods, claims, resources), replicas, seed).items():
+        pod = k.pod(fenced_pod_name(c), claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)
         pod["status"]["phase"] = "Running"
         ks.add(pod)
         ks.add(k.volume_attachment(f"pvc-{c:06d}", node))
+
+
+def fenced_pod_name(claim: int) -> str:
+    """The labelled pod of claim number ``claim`` (namespace ``default``)."""
+    return f"app-{claim}"
+
+
+def fenced_pod_nodes(nodes: int, resources: int, pods: int, replicas: int = 3, seed: int = 7) -> dict[int, str]:
+    """Claim number -> the node its labelled pod runs on (the first of its replicas)."""
+    return {c: where[0] for c, (_rd, where) in enumerate(placements(nodes, resources, replicas, seed)[:pods])}

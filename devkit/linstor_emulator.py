@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import re
 import time
 import uuid
@@ -78,6 +79,11 @@ class LinstorEmulator(HttpDouble):
         self._net = Reachability()
         self._conn_override: dict[tuple[str, str, str], bool] = {}
         self._promote_override: dict[tuple[str, str], bool] = {}
+        # The resource view is cached (a 100,000-item body polled every few seconds): the whole body per
+        # change generation, and each item's bytes until a change touches its resource definition.
+        self._gen = 0
+        self._resources_body: tuple[int, bytes] | None = None
+        self._item_bytes: dict[tuple[str, str], bytes] = {}
         self.emitted: dict[str, int] = {}  # events sent to subscribers, by name (tests wait for their delivery)
         self.app = self._build_app()
 
@@ -95,6 +101,7 @@ class LinstorEmulator(HttpDouble):
             "unsupported_providers": {}, "unsupported_layers": {},
         }
         with self._lock:
+            self._changed()
             self._nodes[name] = node
             if type.upper() in ("SATELLITE", "COMBINED") and "DISKLESS" in providers:
                 self._pools[(name, DISKLESS_POOL)] = self._pool_item(name, DISKLESS_POOL, "DISKLESS", None, None, {})
@@ -104,6 +111,7 @@ class LinstorEmulator(HttpDouble):
     def set_node_status(self, name: str, connection_status: str) -> None:
         """A status the satellite itself causes (e.g. VERSION_MISMATCH). Network faults: the events below."""
         with self._lock:
+            self._changed()
             self._nodes[name]["connection_status"] = connection_status
             node = dict(self._nodes[name])
         self._emit("node-online" if connection_status.upper() == "ONLINE" else "node-offline", {"node": node})
@@ -119,9 +127,9 @@ class LinstorEmulator(HttpDouble):
                 flags.append("EVICTED")
 
     # --- network events: the reachability matrix ------------------------------------------------
-    def power_off(self, node: str) -> None:
-        """The node loses power: its satellite and every DRBD connection to it are gone."""
-        self._network(lambda net: net.powered_off.add(node))
+    def power_off(self, *nodes: str) -> None:
+        """The node(s) lose power at once (a rack): the satellite and every DRBD connection are gone."""
+        self._network(lambda net: net.powered_off.update(nodes))
 
     def power_on(self, node: str) -> None:
         self._network(lambda net: net.powered_off.discard(node))
@@ -156,14 +164,38 @@ class LinstorEmulator(HttpDouble):
 
         self._network(change)
 
-    def _network(self, change: Any) -> None:
-        """Apply a change to the matrix; emit node-online/-offline and may-promote-change as they follow."""
+    def _changed(self, rds: Iterable[str] | None = None) -> None:
+        """Something a client reads may have changed (in ``rds`` only, or anywhere): void the caches."""
+        self._gen += 1
+        if rds is None:
+            self._item_bytes.clear()
+            return
+        wanted = set(rds)
+        for key in [k for k in self._item_bytes if k[0] in wanted]:
+            del self._item_bytes[key]
+
+    def _network(self, change: Any, *, resources: Iterable[str] | None = None) -> None:
+        """Apply a change to the matrix; emit node-online/-offline and may-promote-change as they follow.
+
+        Only the resource definitions the change can touch are recomputed: those with a replica on a
+        node whose links change (tried first on a copy of the matrix), or ``resources`` for a change
+        that is not a link (an application opening a device)."""
         with self._lock:
+            grouped = self._by_rd()
+            if resources is None:
+                trial = copy.deepcopy(self._net)
+                change(trial)
+                touched = _touched(self._net, trial)
+                rds = [] if touched is None else [rd for rd, replicas in grouped.items()
+                                                  if touched[0] & replicas.keys() or rd in touched[1]]
+            else:
+                rds = [rd for rd in resources if rd in grouped]
             before_nodes = {n: self._status(n) for n in self._nodes}
-            before = self._promotion()
+            before = self._promotion(rds, grouped)
             change(self._net)
+            self._changed(rds)
             after_nodes = {n: self._status(n) for n in self._nodes}
-            after = self._promotion()
+            after = self._promotion(rds, grouped)
         for name, status in after_nodes.items():
             if status != before_nodes.get(name):
                 self._emit("node-online" if status == "ONLINE" else "node-offline", {"node": self._node_view(name)})
@@ -207,17 +239,33 @@ class LinstorEmulator(HttpDouble):
             replicas = {n: r for (name, n), r in self._resources.items() if name == rd}
         return drbd_model(rd, replicas, self._net, self._effective_props(rd), self._conn_override)
 
-    def _promotion(self) -> dict[tuple[str, str], bool]:
+    def _promotion(self, rds: Iterable[str] | None = None,
+                   grouped: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[tuple[str, str], bool]:
+        grouped = grouped if grouped is not None else self._by_rd()
         out = {}
-        for rd, replicas in self._by_rd().items():
-            for node, drbd in self._drbd(rd, replicas).items():
+        for rd in grouped if rds is None else rds:
+            for node, drbd in self._drbd(rd, grouped[rd]).items():
                 out[(rd, node)] = drbd.may_promote
         return out
 
-    def _render_resources(self, keys: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _resources_json(self) -> bytes:
+        """The whole ``/v1/view/resources`` body, from the caches where nothing changed."""
+        if self._resources_body is not None and self._resources_body[0] == self._gen:
+            return self._resources_body[1]
+        missing = [key for key in self._resources if key not in self._item_bytes]
+        if missing:
+            grouped = self._by_rd()
+            for key, item in zip(missing, self._render_resources(missing, grouped), strict=True):
+                self._item_bytes[key] = orjson.dumps(item)
+        body = b"[" + b",".join(self._item_bytes[key] for key in self._resources) + b"]"
+        self._resources_body = (self._gen, body)
+        return body
+
+    def _render_resources(self, keys: Iterable[tuple[str, str]],
+                          grouped: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
         """Resource items as the controller answers them now (see the module docstring)."""
         models: dict[str, dict[str, ReplicaDrbd]] = {}
-        grouped = self._by_rd()
+        grouped = grouped if grouped is not None else self._by_rd()
         out = []
         for rd, node in keys:
             item = self._resources[(rd, node)]
@@ -243,6 +291,7 @@ class LinstorEmulator(HttpDouble):
 
     def remove_node(self, name: str) -> None:
         with self._lock:
+            self._changed()
             self._nodes.pop(name, None)
             for key in [k for k in self._pools if k[0] == name]:
                 del self._pools[key]
@@ -279,12 +328,14 @@ class LinstorEmulator(HttpDouble):
             all_props.setdefault("StorDriver/StorPoolName", f"{vg}/{thin}" if thin else vg)
         item = self._pool_item(node, name, provider_kind, free_kib, total_kib, all_props)
         with self._lock:
+            self._changed()
             self._pools[(node, name)] = item
         return item
 
     def set_pool_free(self, node: str, name: str, free_kib: int) -> None:
         """What the satellite reports after volumes were created in the pool."""
         with self._lock:
+            self._changed()
             self._pools[(node, name)]["free_capacity"] = free_kib
 
     def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
@@ -295,6 +346,7 @@ class LinstorEmulator(HttpDouble):
         pool = storage_pool or ("thindata" if diskful else DISKLESS_POOL)
         state = disk_state or ("UpToDate" if diskful else "Diskless")
         with self._lock:
+            self._changed()
             self._rds.setdefault(name, {"name": name, "props": {"DrbdOptions/Resource/quorum": "majority"},
                                         "flags": [], "resource_group_name": "DfltRscGrp",
                                         "uuid": str(uuid.uuid4()), "volume_definitions": [], "layer_data": []})
@@ -330,6 +382,7 @@ class LinstorEmulator(HttpDouble):
     def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,
                        done_percentage: float | None = None) -> None:
         with self._lock:
+            self._changed()
             for vol in self._resources[(name, node)]["volumes"]:
                 vol["state"] = {"disk_state": disk_state}
                 if sync_peer:
@@ -338,15 +391,18 @@ class LinstorEmulator(HttpDouble):
 
     def set_in_use(self, name: str, node: str, in_use: bool) -> None:
         """The application on ``node`` opens (Primary) or closes the device."""
-        self._network(lambda _net: self._resources[(name, node)]["state"].__setitem__("in_use", in_use))
+        self._network(lambda _net: self._resources[(name, node)]["state"].__setitem__("in_use", in_use),
+                      resources=[name])
 
     def set_connection(self, name: str, node: str, peer: str, connected: bool) -> None:
         """Override one direction of one connection (older scenarios; new ones use the network events)."""
         with self._lock:
+            self._changed()
             self._conn_override[(name, node, peer)] = connected
 
     def remove_resource(self, name: str, node: str | None = None) -> None:
         with self._lock:
+            self._changed()
             for key in [k for k in self._resources if k[0] == name and (node is None or k[1] == node)]:
                 del self._resources[key]
             if node is None or not any(k[0] == name for k in self._resources):
@@ -355,6 +411,7 @@ class LinstorEmulator(HttpDouble):
     def load(self, *, nodes: Iterable[dict[str, Any]] = (), resources: Iterable[dict[str, Any]] = (),
              storage_pools: Iterable[dict[str, Any]] = ()) -> None:
         with self._lock:
+            self._changed()
             for n in nodes:
                 self._nodes[n["name"]] = n
             for p in storage_pools:
@@ -389,16 +446,19 @@ class LinstorEmulator(HttpDouble):
     def set_controller_props(self, props: dict[str, str | None]) -> None:
         """Set (or, with None, delete) controller properties."""
         with self._lock:
+            self._changed()
             _apply_props(self._controller_props, props)
 
     def set_resource_group(self, name: str, props: dict[str, str | None] | None = None) -> None:
         with self._lock:
+            self._changed()
             rg = self._rgs.setdefault(name, self._rg_item(name, {}))
             _apply_props(rg["props"], props or {})
 
     def set_rd_props(self, name: str, props: dict[str, str | None], *, resource_group: str | None = None) -> None:
         """Resource-definition properties (None deletes a key), optionally moving it to another group."""
         with self._lock:
+            self._changed()
             rd = self._rds[name]
             _apply_props(rd["props"], props)
             if resource_group:
@@ -408,6 +468,7 @@ class LinstorEmulator(HttpDouble):
     def set_may_promote(self, name: str, node: str, may_promote: bool) -> None:
         """Override the derived value (older scenarios; new ones use the network events)."""
         with self._lock:
+            self._changed()
             self._promote_override[(name, node)] = may_promote
         self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": may_promote})
 
@@ -516,6 +577,9 @@ class LinstorEmulator(HttpDouble):
         async def view_resources(request: Request) -> Response:
             names, rds, pools = wanted(request, "nodes"), wanted(request, "resources"), wanted(request, "storage_pools")
             with emu._lock:
+                if names is None and rds is None and pools is None and not request.query_params.get(
+                        "offset") and not request.query_params.get("limit"):
+                    return Response(emu._resources_json(), media_type="application/json")
                 keys = [(rd, n) for (rd, n), r in emu._resources.items()
                         if (names is None or n in names) and (rds is None or rd in rds)
                         and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
@@ -641,6 +705,15 @@ class ReplicaDrbd:
     suspended: bool  # I/O frozen: Primary without quorum under on-no-quorum suspend-io
 
 
+def _touched(before: Reachability, after: Reachability) -> tuple[set[str], set[str]] | None:
+    """(nodes whose links changed, resources with a per-resource link change), or None if no link did."""
+    nodes = (before.powered_off ^ after.powered_off) | (before.controller_cut ^ after.controller_cut)
+    for link in before.peer_cut ^ after.peer_cut:
+        nodes |= link
+    rds = {rd for rd, _link in before.peer_cut_rsc ^ after.peer_cut_rsc}
+    return (nodes, rds) if nodes or rds else None
+
+
 def _flag(item: dict[str, Any], flag: str) -> bool:
     return flag in (item.get("flags") or [])
 
@@ -675,24 +748,27 @@ def drbd_model(resource: str, replicas: dict[str, dict[str, Any]], net: Reachabi
     or, when diskless, a connected UpToDate peer's) and no connected Primary.
     """
     live = {n: r for n, r in replicas.items() if not (_flag(r, "DELETE") or _flag(r, "INACTIVE"))}
-    voters = {n for n, r in live.items() if not _flag(r, "DISKLESS") or _flag(r, "TIE_BREAKER")}
+    diskless = {n for n, r in live.items() if _flag(r, "DISKLESS")}
+    voters = {n for n, r in live.items() if n not in diskless or _flag(r, "TIE_BREAKER")}
+    up_to_date = {n for n, r in live.items() if _up_to_date(r)}
+    primaries = {n for n, r in live.items() if (r.get("state") or {}).get("in_use")}
     setting = props.get(QUORUM_PROP) or ""
     action = (props.get(ON_NO_QUORUM_PROP) or props.get(AUTO_QUORUM_PROP) or "").lower()
+    overrides = overrides or {}
     out: dict[str, ReplicaDrbd] = {}
-    for node, item in live.items():
+    for node in live:
         if node in net.powered_off:
             continue
-        conns = {p: (overrides or {}).get((resource, node, p), net.peers_talk(node, p, resource))
-                 for p in live if p != node}
+        conns = {p: overrides.get((resource, node, p), net.peers_talk(node, p, resource)) for p in live if p != node}
         reached = (node in voters) + sum(1 for p, up in conns.items() if up and p in voters)
         quorum = _has_quorum(reached, len(voters), setting)
-        primary = bool((item.get("state") or {}).get("in_use"))
-        diskful = not _flag(item, "DISKLESS")
-        up_peers = [p for p, up in conns.items() if up and not _flag(live[p], "DISKLESS") and _up_to_date(live[p])]
-        data = _up_to_date(item) if diskful else bool(up_peers)
-        peer_primary = any(up and (live[p].get("state") or {}).get("in_use") for p, up in conns.items())
+        primary = node in primaries
+        diskful = node not in diskless
+        data = node in up_to_date if diskful else any(
+            up and p not in diskless and p in up_to_date for p, up in conns.items())
+        peer_primary = any(up and p in primaries for p, up in conns.items())
         may_promote = not primary and quorum and data and not peer_primary
-        score = ((10000 if diskful and _up_to_date(item) else 0) + 100 * sum(conns.values()) + (2 if quorum else 0)
+        score = ((10000 if diskful and node in up_to_date else 0) + 100 * sum(conns.values()) + (2 if quorum else 0)
                  if diskful or data else 1)
         out[node] = ReplicaDrbd(conns, quorum, may_promote, score,
                                 suspended=primary and not quorum and action == "suspend-io")

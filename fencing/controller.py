@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -158,6 +159,7 @@ class FencingController:
         self._storm = False
         self._wake = asyncio.Event()
         self._promoted: set[str] = set()  # resources with a DRBD promotion change since the last read
+        self._passes = 0
         self.promotion_events = 0
 
     # --- every Kubernetes call: in a thread, with a timeout --------------------------------------
@@ -240,6 +242,7 @@ class FencingController:
     async def _read_linstor(self, started: float) -> None:
         try:
             self.view = await read_linstor(self.linstor, started)
+            self.metrics.read_seconds.set(max(0.0, self.clock() - started))
             self.read_error = None
             self.metrics.reads.labels("linstor", "ok").inc()
         except Exception as exc:  # LinstorError, garbage, anything: no new view, no action on a guess
@@ -292,7 +295,8 @@ class FencingController:
             return None
         nodes = linstor_nodes(self.view)
         resources = resource_states(self.view)
-        storm = self._storm_sentence(nodes, resources)
+        found = faults(resources, nodes)  # once per read: the storm breaker and the timers share it
+        storm = self._storm_sentence(nodes, found)
         if storm:
             if not self._storm:
                 log.warning("%s: every action held, grace timers stopped", storm)
@@ -308,7 +312,7 @@ class FencingController:
         for res, node in sorted(self.timers.restart(changed)):
             log.info("resource %s changed in DRBD between two reads (promotion event): the grace timer of node %s "
                      "starts again", res, node)
-        new, recovered = self.timers.observe(faults(resources, nodes), self.view.read_at)
+        new, recovered = self.timers.observe(found, self.view.read_at)
         for res, node in sorted(new):
             log.info("storage fault observed: resource %s on node %s; grace period %.0fs starts", res, node,
                      s.grace_period)
@@ -316,12 +320,12 @@ class FencingController:
             log.info("storage fault cleared: resource %s on node %s; its grace timer is reset", res, node)
         return None
 
-    def _storm_sentence(self, nodes: dict[str, Any], resources: dict[str, Any]) -> str | None:
+    def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""
         assert self.view is not None
         population, diskless = storage_nodes(self.view)
         lost = {n for n in population if n in nodes and nodes[n].linstor_status is not None and not nodes[n].online}
-        lost |= {node for _, node in faults(resources, nodes)} & population
+        lost |= {node for _, node in found} & population
         self.metrics.lost_nodes.set(len(lost))
         storm = len(lost) >= 2 and len(lost) > self.settings.storm_share * len(population)
         self.metrics.storm_active.set(1 if storm else 0)
@@ -633,17 +637,52 @@ class FencingController:
             delay = min(delay * 2, 60.0)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        """Passes until ``stop``; a stop in the middle of a pass cancels it at its next await (a LINSTOR
+        batch, a Kubernetes call): SIGTERM never waits for a pass to finish. A write already sent is
+        not undone, and the next leader re-derives what is left."""
         while not stop.is_set():
+            current = asyncio.ensure_future(self.run_once())
+            stopping = asyncio.ensure_future(stop.wait())
             try:
-                await self.run_once()
-            except Exception:  # one bad pass must not end the controller
-                log.exception("fencing pass failed")
+                await asyncio.wait([current, stopping], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the loop itself is cancelled: so is its pass
+                current.cancel()
+                raise
+            finally:
+                stopping.cancel()
+            if not current.done():
+                current.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await current
+                log.info("stopped in the middle of a pass: the pass was cancelled")
+                return
+            if current.cancelled():
+                log.warning("a fencing pass was cancelled; the next pass starts from scratch")
+            elif current.exception() is not None:  # one bad pass must not end the controller
+                log.error("fencing pass failed", exc_info=current.exception())
+            self._passes += 1
+            _settle_gc(self._passes)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
                 await asyncio.wait(waits, timeout=self.settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()
+
+
+GC_FULL_EVERY = 100  # passes between full cyclic collections (~8 min at the default poll interval)
+
+
+def _settle_gc(passes: int) -> None:
+    """After a pass, what is alive (the LINSTOR view: 100,000 replica records; the informer caches)
+    moves out of the cyclic collector's way (``gc.freeze``): its full collections otherwise rescanned
+    every object on each pass, a large share of a pass's CPU at 5,000 nodes. Nothing here forms cycles
+    (replaced views are freed by reference counting); every ``GC_FULL_EVERY`` passes a full collection
+    runs anyway, so cyclic garbage caught in a freeze is reclaimed."""
+    if passes % GC_FULL_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _finished(pod: dict[str, Any]) -> bool:

@@ -25,6 +25,10 @@ class FencingMetrics:
             "linstor_scheduler_fencing_lost_storage_nodes", "Storage nodes that look lost right now", registry=r)
         self.view_age = Gauge(
             "linstor_scheduler_fencing_linstor_view_age_seconds", "Age of the last complete LINSTOR read", registry=r)
+        self.read_seconds = Gauge(
+            "linstor_scheduler_fencing_linstor_read_seconds",
+            "Duration of the last complete LINSTOR read (all six reads; must stay well under --max-staleness)",
+            registry=r)
         self.reads = Counter(
             "linstor_scheduler_fencing_reads", "LINSTOR and Kubernetes reads by source and outcome",
             ["source", "outcome"], registry=r)

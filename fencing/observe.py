@@ -9,14 +9,21 @@ extender uses (``linstor_scheduler.volumes``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from linstor_scheduler.linstor.models import Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
+from linstor_scheduler.linstor.compact import (
+    FencingResourceItem,
+    NodeItem,
+    ResourceDefinitionItem,
+    StoragePoolItem,
+)
+from linstor_scheduler.linstor.models import Node, ResourceGroup, StoragePool
 from linstor_scheduler.volumes import resolve_pod_claims
 
-from .verdict import NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
+from .verdict import POLICY_KEYS, NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
 
 LABEL = "linstor.csi.linbit.com/on-storage-lost"
 LABEL_VALUE = "remove"
@@ -25,35 +32,120 @@ OPT_OUT_ANNOTATION = "drbd.linbit.com/ignore-fail-over"
 
 Obj = Mapping[str, Any]
 
+# Fencing reads the whole of /v1/view/resources once per pass: throughput, not latency. Its figures
+# (docs/performance.md, "Fencing at scale") were measured with these batch sizes; the client's
+# defaults are smaller, chosen for the extender's request latency.
+FENCING_BATCH_BYTES = 256 * 1024
+FENCING_WINDOW = 64 * 1024
+
 
 class LinstorReader(Protocol):
-    async def get_nodes(self) -> list[Node]: ...
-    async def get_resources(self) -> list[Resource]: ...
-    async def get_resource_definitions(self) -> list[ResourceDefinition]: ...
+    async def get_nodes_compact(self) -> list[NodeItem]: ...
+    def iter_resource_batches(self, item_type: Any = ..., *, batch_bytes: int | None = ...,
+                              window: int | None = ...) -> AsyncIterator[list[Any]]: ...
+    async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]: ...
     async def get_resource_groups(self) -> list[ResourceGroup]: ...
     async def get_controller_properties(self) -> dict[str, str]: ...
-    async def get_storage_pools(self) -> list[StoragePool]: ...
+    async def get_storage_pools_compact(self) -> list[StoragePoolItem]: ...
 
 
 @dataclass(frozen=True)
 class LinstorView:
-    """One complete read of LINSTOR, stamped with the (controller clock) time the read started."""
+    """One complete read of LINSTOR, stamped with the (controller clock) time the read started.
 
-    nodes: list[Node]
-    resources: list[Resource]
-    definitions: list[ResourceDefinition]
-    groups: list[ResourceGroup]
+    ``resources`` is already the verdict's index (resource -> replicas), built batch by batch while
+    ``/v1/view/resources`` streams in: no list of 100,000 items is ever held, only one small record
+    per replica (see docs/performance.md)."""
+
+    nodes: list[NodeItem] | list[Node]
+    resources: dict[str, ResourceState]
     controller_props: dict[str, str]
     read_at: float
-    pools: list[StoragePool] = field(default_factory=list)
+    pools: list[StoragePoolItem] | list[StoragePool] = field(default_factory=list)
 
 
 async def read_linstor(client: LinstorReader, read_at: float) -> LinstorView:
-    """All six reads concurrently; any failure raises (LinstorError): no partial view."""
-    nodes, resources, definitions, groups, props, pools = await asyncio.gather(
-        client.get_nodes(), client.get_resources(), client.get_resource_definitions(), client.get_resource_groups(),
-        client.get_controller_properties(), client.get_storage_pools())
-    return LinstorView(nodes, resources, definitions, groups, props, read_at, pools)
+    """All six reads concurrently; any failure raises (LinstorError): no partial view.
+
+    The resource items are decoded as compact records (``compact.FencingResourceItem``) and folded
+    into ``ReplicaState`` per batch; the loop yields to the event loop between batches, so a stop
+    request (SIGTERM) is seen within a batch's decode."""
+    replicas: dict[str, dict[str, ReplicaState]] = {}
+
+    async def stream() -> None:
+        async for batch in client.iter_resource_batches(FencingResourceItem, batch_bytes=FENCING_BATCH_BYTES,
+                                                        window=FENCING_WINDOW):
+            add_replicas(replicas, batch)
+            await asyncio.sleep(0)
+
+    nodes, _, definitions, groups, props, pools = await asyncio.gather(
+        client.get_nodes_compact(), stream(), client.get_resource_definitions_compact(),
+        client.get_resource_groups(), client.get_controller_properties(), client.get_storage_pools_compact())
+    return LinstorView(nodes, with_policies(replicas, definitions, groups, props), props, read_at, pools)
+
+
+def replica_state(item: Any) -> ReplicaState:
+    """One replica as the verdict sees it, from a compact record or a ``models.Resource`` alike.
+    Node names are interned: each appears in thousands of replicas and peer maps. (The hot path of
+    a 100,000-item read: flags are looked at only when there are any.)"""
+    layer = item.layer_object
+    drbd = layer.find_drbd() if layer is not None else None
+    volumes = item.volumes
+    up_to_date = bool(volumes) and all(
+        v.state is not None and (v.state.disk_state or "").lower() == "uptodate" for v in volumes)
+    flags = item.flags
+    if drbd is not None:
+        connections = drbd.connections
+        peers = {sys.intern(peer): conn.connected for peer, conn in connections.items()}
+        may_promote = drbd.may_promote
+        reported = may_promote is not None or bool(connections)
+    else:
+        peers, may_promote, reported = {}, None, False
+    state = item.state
+    return ReplicaState(
+        node=sys.intern(item.node_name),
+        diskful=not flags or item.diskful, up_to_date=up_to_date,
+        in_use=bool(state is not None and state.in_use), may_promote=may_promote, peers=peers,
+        ignored=bool(flags) and item.ignored,
+        tie_breaker=bool(flags) and any(f.upper() == "TIE_BREAKER" for f in flags),
+        reported=reported)
+
+
+def add_replicas(replicas: dict[str, dict[str, ReplicaState]], items: Iterable[Any]) -> None:
+    for item in items:
+        replicas.setdefault(sys.intern(item.name), {})[sys.intern(item.node_name)] = replica_state(item)
+
+
+def with_policies(replicas: Mapping[str, Mapping[str, ReplicaState]], definitions: Iterable[Any],
+                  groups: Iterable[Any], controller_props: Mapping[str, str]) -> dict[str, ResourceState]:
+    """Resource states with their effective quorum policy (controller < resource group < definition).
+
+    Only the properties the verdict reads are kept (three look-ups per level, whatever else a
+    definition carries), and equal policies share one dict: 33,000 definitions with the same two
+    options cost one dict, not 33,000."""
+    keys = sorted(POLICY_KEYS)
+
+    def pick(props: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple((k, props[k]) for k in keys if k in props)
+
+    shared: dict[tuple[Any, ...], dict[str, str]] = {}
+
+    def policy(*levels: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        found = shared.get(levels)
+        if found is None:
+            found = shared[levels] = {k: v for level in levels for k, v in level}
+        return found
+
+    base = pick(controller_props)
+    group_policy = {g.name: pick(g.props) for g in groups}
+    props_of = {rd.name: policy(base, group_policy.get(rd.resource_group_name or "", ()), pick(rd.props))
+                for rd in definitions}
+    default = policy(base, (), ())
+    return {name: ResourceState(name, reps, props_of.get(name, default)) for name, reps in replicas.items()}
+
+
+def resource_states(view: LinstorView) -> dict[str, ResourceState]:
+    return view.resources
 
 
 @dataclass(frozen=True)
@@ -63,26 +155,6 @@ class KubeObjects:
     pvs: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resource_states(view: LinstorView) -> dict[str, ResourceState]:
-    groups = {g.name: g.props for g in view.groups}
-    props_of: dict[str, dict[str, str]] = {}
-    for rd in view.definitions:
-        props_of[rd.name] = {**view.controller_props, **groups.get(rd.resource_group_name or "", {}), **rd.props}
-    replicas: dict[str, dict[str, ReplicaState]] = {}
-    for item in view.resources:
-        drbd = item.layer_object.find_drbd() if item.layer_object else None
-        states = [(v.state.disk_state or "") if v.state else "" for v in item.volumes]
-        replicas.setdefault(item.name, {})[item.node_name] = ReplicaState(
-            node=item.node_name, diskful=item.diskful,
-            up_to_date=bool(states) and all(s.lower() == "uptodate" for s in states),
-            in_use=item.in_use, may_promote=drbd.may_promote if drbd else None,
-            peers={peer: conn.connected for peer, conn in (drbd.connections.items() if drbd else ())},
-            ignored=item.ignored, tie_breaker=any(f.upper() == "TIE_BREAKER" for f in item.flags),
-            reported=drbd is not None and (drbd.may_promote is not None or bool(drbd.connections)))
-    return {name: ResourceState(name, reps, props_of.get(name, dict(view.controller_props)))
-            for name, reps in replicas.items()}
 
 
 def kube_ready(node: Obj | None) -> bool | None:
@@ -134,7 +206,11 @@ def faults(resources: Mapping[str, ResourceState], nodes: Mapping[str, NodeState
     """Every (resource, node) whose replica has lost its storage right now."""
     found = set()
     for res in resources.values():
-        for node in res.replicas:
+        for node, replica in res.replicas.items():
+            state = nodes.get(node)
+            if (state is None or state.linstor_status is None or state.online) and not (
+                    replica.reported and replica.peers and all(up is False for up in replica.peers.values())):
+                continue  # neither witness can speak against a replica LINSTOR reaches with a peer up
             if storage_proof(res, node, nodes):
                 found.add((res.name, node))
     return found

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 QUORUM_KEY = "DrbdOptions/Resource/quorum"
 ON_NO_QUORUM_KEY = "DrbdOptions/Resource/on-no-quorum"
 AUTO_QUORUM_KEY = "DrbdOptions/auto-quorum"  # LINSTOR's own switch: quorum plus this on-no-quorum action
+POLICY_KEYS = frozenset({QUORUM_KEY, ON_NO_QUORUM_KEY, AUTO_QUORUM_KEY})  # all the verdict reads of props
 QUORUM_ACTIONS = frozenset({"suspend-io", "io-error"})
 
 # Verdicts

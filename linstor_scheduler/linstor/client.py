@@ -29,7 +29,7 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
+from .compact import ArraySplitter, NodeItem, ResourceDefinitionItem, ResourceItem, StoragePoolItem
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
 from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 
@@ -273,6 +273,10 @@ class LinstorClient:
         """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
         return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
 
+    async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]:
+        """``/v1/resource-definitions`` as compact records (name, group, props): fencing's poll."""
+        return await self._get_compact("/v1/resource-definitions", ResourceDefinitionItem)
+
     async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
         resp = await self._request("GET", path)
         if resp.status_code >= 400:
@@ -325,14 +329,19 @@ class LinstorClient:
             yield model
 
     async def iter_resource_batches(self, item_type: Any = ResourceItem, *, nodes: Iterable[str] | None = None,
-                                    resources: Iterable[str] | None = None) -> AsyncIterator[list[Any]]:
+                                    resources: Iterable[str] | None = None, batch_bytes: int | None = None,
+                                    window: int | None = None) -> AsyncIterator[list[Any]]:
         """Stream ``/v1/view/resources`` as batches of compact records (``compact.ResourceItem`` or
         another msgspec Struct with the fields a caller needs): the body is cut into whole items as it
-        arrives and each batch decoded without a dict or model per item (see compact.py)."""
+        arrives and each batch decoded without a dict or model per item (see compact.py).
+
+        ``batch_bytes`` / ``window`` override ArraySplitter's defaults (small batches, chosen for the
+        extender's request latency); a throughput reader such as fencing passes bigger ones."""
         path = "/v1/view/resources"
+        sizes = {k: v for k, v in (("batch_bytes", batch_bytes), ("window", window)) if v is not None}
 
         async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
-            splitter = ArraySplitter(item_type)
+            splitter = ArraySplitter(item_type, **sizes)
             try:
                 async for chunk in resp.aiter_bytes():
                     batch = splitter.feed(chunk)

@@ -180,3 +180,73 @@ def split_array(body: bytes, item_type: Any, **kwargs: Any) -> Iterator[list[Any
         if batch:
             yield batch
     yield splitter.close()
+
+
+# --- fencing's records: what ``fencing/observe.py`` reads, nothing more --------------------------
+# The shape mirrors models.Resource (``layer_object.find_drbd()``, ``volumes[].state.disk_state``,
+# ``state.in_use``), so the fencing code reads a compact item and a model alike. Kept apart from
+# the extender's records above: neither decodes what the other needs.
+class FencingDrbdConnection(msgspec.Struct, frozen=True, gc=False):
+    connected: bool | None = None
+
+
+class FencingDrbd(msgspec.Struct, frozen=True, gc=False):
+    """The DRBD layer as its own node sees it: peers, whether it may promote, its score."""
+
+    may_promote: bool | None = None
+    promotion_score: int | None = None
+    connections: dict[str, FencingDrbdConnection] = {}
+
+
+class FencingLayer(msgspec.Struct, frozen=True):
+    drbd: FencingDrbd | None = None
+    children: list[FencingLayer] = []
+
+    def find_drbd(self) -> FencingDrbd | None:
+        """The DRBD layer wherever it sits in the layer stack (usually on top), as models.ResourceLayer."""
+        if self.drbd is not None:
+            return self.drbd
+        for child in self.children:
+            found = child.find_drbd()
+            if found is not None:
+                return found
+        return None
+
+
+class FencingVolumeState(msgspec.Struct, frozen=True, gc=False):
+    disk_state: str | None = None
+
+
+class FencingVolume(msgspec.Struct, frozen=True, gc=False):
+    state: FencingVolumeState | None = None
+
+
+class FencingResourceItem(msgspec.Struct, frozen=True, gc=False):
+    """One ``/v1/view/resources`` item as fencing judges it: flags, in use, disk states, DRBD peers."""
+
+    name: str
+    node_name: str
+    flags: list[str] = []
+    state: ResourceStateItem | None = None
+    volumes: list[FencingVolume] = []
+    layer_object: FencingLayer | None = None
+
+    @property
+    def diskful(self) -> bool:
+        return not any(f.upper() in DISKLESS_FLAGS for f in self.flags)
+
+    @property
+    def ignored(self) -> bool:
+        return any(f.upper() in IGNORED_RESOURCE_FLAGS for f in self.flags)
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.state and self.state.in_use)
+
+
+class ResourceDefinitionItem(msgspec.Struct, frozen=True, gc=False):
+    """One ``/v1/resource-definitions`` item: its name, group and properties (DRBD quorum options)."""
+
+    name: str
+    props: dict[str, str] = {}
+    resource_group_name: str | None = None

@@ -1,0 +1,101 @@
+"""SIGTERM ends the fencing controller within 2 s, also in the middle of a pass: a pass waiting on a
+slow LINSTOR answer is cancelled, never waited for (the kubelet kills after its grace period, and a
+new leader must not wait on us). Every wait here is on a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fencing.controller import FencingController, Settings
+from linstor_scheduler.kube.lease import AlwaysLeader
+
+from .fencing_rig import Rig
+from .waiting import wait_for
+
+BOUND = 2.0  # seconds from SIGTERM (or the stop flag) to the end
+
+
+class _HungLinstor:
+    """A LINSTOR controller that accepts the resource read and never answers it."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def get_nodes_compact(self) -> list[Any]:
+        return []
+
+    async def iter_resource_batches(self, item_type: Any = None, **_sizes: Any) -> AsyncIterator[list[Any]]:
+        self.reading.set()
+        await asyncio.Event().wait()
+        yield []
+
+    async def get_resource_definitions_compact(self) -> list[Any]:
+        return []
+
+    async def get_resource_groups(self) -> list[Any]:
+        return []
+
+    async def get_controller_properties(self) -> dict[str, str]:
+        return {}
+
+    async def get_storage_pools_compact(self) -> list[Any]:
+        return []
+
+
+class _NoKube:
+    def objects(self) -> None:
+        return None
+
+    def age(self) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+
+def test_stop_cancels_a_pass_that_waits_on_linstor():
+    async def main() -> float:
+        linstor = _HungLinstor()
+        ctrl = FencingController(linstor, _NoKube(), None, None, leader=AlwaysLeader(),  # type: ignore[arg-type]
+                                 settings=Settings(poll_interval=3600.0))
+        stop = asyncio.Event()
+        task = asyncio.create_task(ctrl.run_forever(stop))
+        await asyncio.wait_for(linstor.reading.wait(), 10)
+        started = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, BOUND)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < BOUND
+
+
+def test_sigterm_mid_pass_ends_the_service_within_two_seconds():
+    with Rig() as rig:
+        rig.pod("db-0", "n1", [rig.volume("pvc-a", ["n1", "n2", "n3"], in_use="n1")])
+        rig.emu.inject(latency=120.0, path_prefix="/v1/view/resources")  # a pass stuck in the big read
+        child = subprocess.Popen(
+            [sys.executable, "-m", "linstor_scheduler.cli", "fencing", "--controllers", rig.emu_url,
+             "--kube-api-url", rig.ks_url, "--no-leader-elect", "--port", "0", "--linstor-timeout", "300",
+             "--no-promotion-events", "--log-level", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: any(path.startswith("/v1/view/resources") for _, path in list(rig.emu.requests))
+                     or child.poll() is not None, timeout=60, what="the pass's resource read")
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            started = time.monotonic()
+            child.terminate()  # SIGTERM, as the kubelet sends it
+            try:
+                code = child.wait(BOUND * 5)
+            finally:
+                took = time.monotonic() - started
+            assert code == 0, child.stderr.read().decode() if child.stderr else ""
+            assert took < BOUND, f"SIGTERM took {took:.2f}s to end the service: {child.stderr.read().decode()}"
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
+            rig.emu.reset_faults()
