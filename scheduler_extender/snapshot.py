@@ -8,6 +8,8 @@ write one by hand or from ``curl``/``kubectl`` output::
       nodes: [...]          # items exactly as GET /v1/nodes returns them
       resources: [...]      # items exactly as GET /v1/view/resources returns them
       storage_pools: [...]  # items exactly as GET /v1/view/storage-pools returns them
+      resource_definitions: [...]  # optional: items exactly as GET /v1/resource-definitions returns them
+                                   # (their props carry the quorum policy the drill judges)
     kubernetes:
       items: [...]          # Node, PersistentVolumeClaim, PersistentVolume, StorageClass, Pod objects
 """

@@ -57,7 +57,10 @@ class Informer:
         watch_timeout: int = 300,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
+        """``transform`` turns each object into what the store keeps (None: skip it): a component that
+        needs a few fields of 100,000 pods keeps those, not the objects. ``on_change`` still sees the object."""
         if kind not in KINDS:
             raise ValueError(f"no informer for kind {kind!r}; known: {', '.join(KINDS)}")
         api_cls, cluster_fn, ns_fn = KINDS[kind]
@@ -76,7 +79,8 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._store: dict[str, dict[str, Any]] = {}
+        self.transform = transform
+        self._store: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch: k8s_watch.Watch | None = None
@@ -90,11 +94,11 @@ class Informer:
         self.lists = 0
 
     # --- reading -------------------------------------------------------------------------------
-    def items(self) -> list[dict[str, Any]]:
+    def items(self) -> list[Any]:
         with self._lock:
             return list(self._store.values())
 
-    def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(self, name: str, namespace: str | None = None) -> Any:
         with self._lock:
             return self._store.get(f"{namespace}/{name}" if namespace else name)
 
@@ -160,11 +164,27 @@ class Informer:
         resp = self._list_fn(_preload_content=False, **self.selectors)
         doc = orjson.loads(resp.data)
         items = {object_key(i): i for i in doc.get("items") or []}
+        resource_version = (doc.get("metadata") or {}).get("resourceVersion")
+        del doc  # the list is held once (as ``items``), not twice
+        for obj in items.values():  # the API server leaves kind out of list items; watch events carry it
+            obj.setdefault("kind", self.kind)
+        if self.transform is not None:
+            if self.on_change:  # compare what is kept, and tell the callback about the objects
+                kept = {k: self.transform(o) for k, o in items.items()}
+                kept = {k: v for k, v in kept.items() if v is not None}
+            else:  # one object at a time: the list is never held twice
+                kept = {}
+                for key in list(items):
+                    value = self.transform(items.pop(key))
+                    if value is not None:
+                        kept[key] = value
+        else:
+            kept = items
         with self._lock:
             old = self._store
-            self._store = items
+            self._store = kept
             self.generation += 1
-        self.resource_version = (doc.get("metadata") or {}).get("resourceVersion")
+        self.resource_version = resource_version
         self.lists += 1
         self._ok()
         self.synced.set()
@@ -172,7 +192,7 @@ class Informer:
             for key, obj in items.items():
                 if key not in old:
                     self.on_change("ADDED", obj)
-                elif old[key] != obj:
+                elif old[key] != kept.get(key):
                     self.on_change("MODIFIED", obj)
             for key, obj in old.items():
                 if key not in items:
@@ -208,11 +228,12 @@ class Informer:
         if kind == "BOOKMARK":
             return
         key = object_key(obj)
+        kept = obj if self.transform is None or kind == "DELETED" else self.transform(obj)
         with self._lock:
-            if kind == "DELETED":
+            if kind == "DELETED" or kept is None:
                 self._store.pop(key, None)
             else:
-                self._store[key] = obj
+                self._store[key] = kept
             self.generation += 1
         if self.on_change and kind in ("ADDED", "MODIFIED", "DELETED"):
             self.on_change(kind, obj)
@@ -237,11 +258,14 @@ class KubeCaches:
     """The informers a component needs, started and judged together."""
 
     def __init__(self, api_client: k8s.ApiClient, kinds: Iterable[str], *, on_change: OnChange | None = None,
-                 label_selectors: dict[str, str] | None = None, **informer_kwargs: Any) -> None:
-        """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing)."""
+                 label_selectors: dict[str, str] | None = None,
+                 transforms: dict[str, Callable[[dict[str, Any]], Any]] | None = None, **informer_kwargs: Any) -> None:
+        """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing);
+        ``transforms``: kind -> what to keep of each object (see ``Informer``)."""
         selectors = label_selectors or {}
+        shapes = transforms or {}
         self.informers = {kind: Informer(api_client, kind, on_change=on_change, label_selector=selectors.get(kind),
-                                         **informer_kwargs) for kind in kinds}
+                                         transform=shapes.get(kind), **informer_kwargs) for kind in kinds}
 
     def __getitem__(self, kind: str) -> Informer:
         return self.informers[kind]

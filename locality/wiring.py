@@ -1,0 +1,123 @@
+"""The locality subcommands built from their options: the exporter service, the report, the drill."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from linstor_scheduler.linstor.client import LinstorClient
+
+from .metrics import LocalityMetrics
+
+log = logging.getLogger("linstor_scheduler.locality")
+
+
+@dataclass
+class ExporterService:
+    """Everything the exporter runs, so tests start exactly what the CLI starts."""
+
+    exporter: Any
+    syncer: Any
+    caches: Any
+    pods: Any
+    metrics: LocalityMetrics
+    client: LinstorClient
+
+    async def start(self) -> None:
+        self.caches.start()
+        self.pods.start()
+        await self.syncer.start()
+
+    async def stop(self) -> None:
+        await self.syncer.stop()
+        self.pods.stop()
+        self.caches.stop()
+        await self.client.aclose()
+
+
+def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interval: float = 30.0,
+                   interval: float = 30.0, metrics: LocalityMetrics | None = None) -> ExporterService:
+    from linstor_scheduler.kube.informer import Informer, KubeCaches
+    from scheduler_extender.judge import StateHolder
+    from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
+
+    from .exporter import LocalityExporter
+    from .pods import TRANSFORMS, pod_record
+
+    metrics = metrics or LocalityMetrics()
+    holder = StateHolder()
+    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=False)
+    caches = KubeCaches(api, list(EXTENDER_KINDS), on_change=syncer.kube_changed, transforms=TRANSFORMS)
+    syncer.caches = caches
+    pods = Informer(api, "Pod", transform=pod_record)  # no callback: pods are read at each computation
+    exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval)
+    return ExporterService(exporter, syncer, caches, pods, metrics, client)
+
+
+def run_exporter(args: argparse.Namespace) -> int:
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.linstor.options import make_linstor_client
+
+    api = api_client_from_args(args)
+    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args).start()))
+
+
+async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,
+                         stop_flag: threading.Event | None = None) -> int:
+    """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics."""
+    from linstor_scheduler.health import health_app
+    from linstor_scheduler.httpserver import ServerThread
+    from linstor_scheduler.shutdown import stop_event
+
+    service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval)
+    server = None
+    if args.port:
+        app = health_app(service.metrics.registry, ready=service.exporter.ready)
+        server = ServerThread(app, host=args.listen_address, port=args.port).start()
+        log.info("locality metrics on http://%s:%d/metrics", args.listen_address, server.port)
+    stop = stop_event(stop_flag)
+    await service.start()
+    try:
+        await service.exporter.run_forever(stop)
+    finally:
+        if stop_flag is not None:
+            stop_flag.set()
+        leader.stop(release=True)
+        await service.stop()
+        if server:
+            server.stop()
+    return 0
+
+
+def _document(args: argparse.Namespace) -> dict[str, Any]:
+    from scheduler_extender.snapshot import read_snapshot
+
+    if args.snapshot:
+        return read_snapshot(args.snapshot)
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.linstor.options import make_linstor_client
+    from scheduler_extender.capture import capture
+
+    # every pod: a pod placed by another scheduler is exactly what the report must find
+    return asyncio.run(capture(make_linstor_client(args), api_client_from_args(args), scheduler_name=None))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from scheduler_extender.scoring import Weights
+
+    from .report import render_table, report_from_doc
+
+    report = report_from_doc(_document(args), namespace=args.namespace or None,
+                             weights=Weights.parse(args.score_weights))
+    if args.output == "json":
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_table(report, show_all=args.all))
+    return 0
