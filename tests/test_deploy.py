@@ -236,7 +236,7 @@ def test_service_monitors():
     monitors = [o for o in objects() if o["kind"] == "ServiceMonitor"]
     services = [o for o in objects() if o["kind"] == "Service"]
     assert {m["metadata"]["name"] for m in monitors} == {f"linstor-scheduler-{c}" for c in (
-        "extender", "webhook", "fencing", "sync-node", "sync-classes")}
+        "extender", "webhook", "fencing", "sync-node", "sync-classes", "locality")}
     for m in monitors:
         assert m["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(m["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
@@ -375,7 +375,8 @@ def test_legacy_overlay_runs_the_policy():
 
 def test_containers_use_real_subcommands_flags_and_env_vars():
     containers = our_containers(objects())
-    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes"}
+    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
+                                                 "locality-exporter"}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -411,6 +412,7 @@ def test_probes_hit_real_routes():
                                           types.SimpleNamespace(objects=dict))),
         "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "sync-classes": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
+        "locality-exporter": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
