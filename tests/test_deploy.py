@@ -41,7 +41,9 @@ DEPLOY = ROOT / "deploy"
 OUR_IMAGE = "ghcr.io/linstor-scheduler/linstor-scheduler"
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
 MIN_VERSION = (1, 25)  # kubescheduler.config.k8s.io/v1 is GA from 1.25
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema bundled: checked below
+# No schema bundled with kubernetes-validate: ServiceMonitors are checked below, the PrometheusRule
+# against its CRD's schema in test_monitoring.py.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 NON_FLAG_ENV = {"TMPDIR", "POD_NAME", "LVM_SYSTEM_DIR"}  # tempfile; Lease identity (kube/lease.py); the LVM tools
 ENTRY_POINTS = ("", "legacy-policy", "monitoring")
 
@@ -147,6 +149,7 @@ def test_every_file_is_listed_and_every_listed_file_exists():
         doc = kustomization(kfile.parent)
         assert doc["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and doc["kind"] == "Kustomization"
         entries = list(doc.get("resources") or []) + [p["path"] for p in doc.get("patches") or []]
+        entries += [f for g in doc.get("configMapGenerator") or [] for f in g.get("files") or []]
         for entry in entries:
             path = (kfile.parent / entry).resolve()
             assert path.exists(), f"{kfile.relative_to(ROOT)} lists {entry}, which does not exist"
