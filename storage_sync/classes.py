@@ -45,8 +45,8 @@ IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE = "in-sync", "create", "recreate"
 # LINSTOR's own locality keeper (REST API property list, rest_v1_openapi.yaml): a resource that has
 # been a diskless Primary for ``auto-diskful`` minutes gets a disk on that node (toggle-disk), and
 # with ``auto-diskful-allow-cleanup`` (LINSTOR's controller default: True) the surplus diskful
-# replica is removed once the resync finished. linstor-csi copies ``property.linstor.csi.linbit.com/``
-# parameters onto the volume's resource definition, where LINSTOR reads them.
+# replica is removed once the resync finished. linstor-csi turns ``property.linstor.csi.linbit.com/<key>``
+# parameters into LINSTOR properties of the volume's objects (its README: "override LINSTOR properties").
 AUTO_DISKFUL = PROP + "DrbdOptions/auto-diskful"
 AUTO_DISKFUL_CLEANUP = PROP + "DrbdOptions/auto-diskful-allow-cleanup"
 
