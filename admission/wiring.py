@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from kubernetes import client as k8s
 
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.runtime import serve_asgi
 
 from .http import create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
@@ -103,6 +103,5 @@ def run_webhook(args: argparse.Namespace) -> int:
                                           interval=args.ca_bundle_interval)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout)
-    uvicorn.run(app, host=args.listen_address, port=args.port, ssl_certfile=cert_file, ssl_keyfile=key_file,
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
-    return 0
+    return serve_asgi(app, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      ssl_certfile=cert_file, ssl_keyfile=key_file)

@@ -21,6 +21,7 @@ import random
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -345,6 +346,93 @@ def memory_probe(nodes: int, resources: int) -> None:
                       "rss_mb": round(rss, 1), "peak_rss_mb": round(hwm, 1), "build_seconds": round(built, 2)}))
 
 
+def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) -> dict[str, Any]:
+    """The live sync (refresh.Syncer) and the answer path in one process: after a warm-up pass over
+    the pods (filter then prioritize each), ``polls`` LINSTOR polls each followed by one more pass.
+    Unchanged polls keep the state generation, so the caches answer; for contrast, polls where one
+    pool's free space moved (a new generation: every cache starts empty)."""
+    from linstor_scheduler.linstor.models import Node, Resource, StoragePool
+    from scheduler_extender.answers import Answerer
+    from scheduler_extender.judge import Extender, StateHolder
+    from scheduler_extender.metrics import ExtenderMetrics
+    from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
+
+    linstor = cluster["linstor"]
+    by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in EXTENDER_KINDS}
+    for item in cluster["kubernetes"]["items"]:
+        by_kind.setdefault(item["kind"], []).append(item)
+
+    class Linstor:  # a new read each poll: new model objects, as from the wire
+        def __init__(self) -> None:
+            self.pools = linstor["storage_pools"]
+
+        async def get_nodes(self) -> list[Node]:
+            return [Node.model_validate(n) for n in linstor["nodes"]]
+
+        async def get_storage_pools(self) -> list[StoragePool]:
+            return [StoragePool.model_validate(p) for p in self.pools]
+
+        async def iter_resources(self) -> Any:
+            for item in linstor["resources"]:
+                yield Resource.model_validate(item)
+
+    class Informer:
+        def __init__(self, items: list[dict[str, Any]]) -> None:
+            self._items = items
+
+        def items(self) -> list[dict[str, Any]]:
+            return list(self._items)
+
+    class Caches:
+        synced = True
+
+        def __getitem__(self, kind: str) -> Informer:
+            return Informer(by_kind[kind])
+
+        def wait_synced(self, _: float) -> bool:
+            return True
+
+        def age(self) -> float:
+            return 0.0
+
+    async def run() -> dict[str, Any]:
+        holder, client, metrics = StateHolder(), Linstor(), ExtenderMetrics()
+        syncer = Syncer(holder, client, Caches(), poll_interval=3600, use_events=False, metrics=metrics)
+        extender = Extender(holder)
+        answerer = Answerer(extender, metrics)
+        await syncer.start()
+        while not holder.ready:
+            await asyncio.sleep(0.01)  # the first sync runs in the syncer's tasks
+
+        async def one_pass() -> float:
+            started = time.perf_counter()
+            for body in bodies:
+                await answerer.answer("filter", body)
+                await answerer.answer("prioritize", body)
+            return (time.perf_counter() - started) / (2 * len(bodies)) * 1e6
+
+        await one_pass()
+        result: dict[str, Any] = {}
+        for label, change in (("unchanged", False), ("changed", True)):
+            hits, misses, poll_ms, request_us = answerer.answers.hits, answerer.answers.misses, [], []
+            for i in range(polls):
+                if change:
+                    client.pools = [dict(p, free_capacity=p["free_capacity"] + i + 1) if n == 0 else p
+                                    for n, p in enumerate(client.pools)]
+                started = time.perf_counter()
+                await syncer.sync_linstor_once()
+                poll_ms.append((time.perf_counter() - started) * 1000)
+                request_us.append(await one_pass())
+            looked = answerer.answers.hits - hits + answerer.answers.misses - misses
+            result[label] = {"answer_hit_rate": round((answerer.answers.hits - hits) / looked, 3),
+                             "poll_ms": round(statistics.median(poll_ms)), "us_per_request": round(
+                                 statistics.median(request_us), 1), "generation": holder.state.generation}
+        await syncer.stop()
+        return result
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=1000)
@@ -357,6 +445,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="short runs (about a minute in all)")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-polls", action="store_true", help="skip the cache-across-polls probe")
+    p.add_argument("--skip-wrk", action="store_true", help="only the cache-across-polls probe (no servers)")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--snapshot", help=argparse.SUPPRESS)
@@ -370,6 +460,10 @@ def main() -> None:
         return
     if a.memory_probe:
         memory_probe(*a.memory_probe)
+        return
+    if a.skip_wrk:
+        cluster = make_cluster(a.nodes, a.resources, a.pvcs)
+        print(f"cache across polls: {polls_probe(cluster, make_bodies(cluster, a.pods, a.pvcs, full_nodes=False))}")
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -413,6 +507,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--memory-probe", "5000", "100000"], capture_output=True,
                                  text=True, check=True).stdout
             memory = json.loads(out.strip().splitlines()[-1])
+        polls = None if a.skip_polls else polls_probe(cluster, names_bodies)
     by = dict(rows)
     floor = by["floor (names bodies)"]["rps"]
     echo = by["echo floor (full Node bodies)"]["rps"]
@@ -427,6 +522,9 @@ def main() -> None:
               f"{r['errors']:>7}")
     if memory:
         print(f"memory at 5,000 nodes / 100,000 resource items: {memory}")
+    if polls:
+        print(f"cache across LINSTOR polls (in-process, {a.pods} pods, filter+prioritize each, after every poll): "
+              f"{polls}")
     print(f"command: {' '.join(sys.argv)}")
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .answers import verdict_rows
 from .judge import Extender, StateHolder
 from .scoring import Weights, all_node_names
 from .snapshot import find_pod, parse_linstor, state_from_snapshot
@@ -15,8 +16,6 @@ from .snapshot import find_pod, parse_linstor, state_from_snapshot
 def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
     """Judge ``pod`` against a snapshot document, exactly as the extender would."""
-    from .http import verdict_rows
-
     holder = StateHolder(static=True, ready=True)
     holder.swap(state_from_snapshot(doc, now=time.monotonic()))
     extender = Extender(holder, weights=weights)

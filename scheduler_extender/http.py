@@ -1,19 +1,16 @@
 """The extender's HTTP surface: ``/filter``, ``/prioritize`` (extender v1), ``/explain``, health, metrics.
 
-The two verbs kube-scheduler calls are plain async Starlette endpoints on the raw body (no
-FastAPI parameter machinery on the hot path); everything a person calls goes through FastAPI so it
-is documented at ``/docs``. A request never makes a LINSTOR or API-server call in steady state:
-it reads the in-memory index (judge.py). Bad input answers 4xx with a message, never a 500.
+The two verbs kube-scheduler calls are served as plain ASGI on the raw body (``ExtenderApp``: no
+router, no Request object on the hot path) and answered by answers.py; everything a person calls
+goes through FastAPI so it is documented at ``/docs``. A request never makes a LINSTOR or
+API-server call in steady state: it reads the in-memory index (judge.py). Bad input answers 4xx
+with a message, never a 500.
 """
 
 from __future__ import annotations
 
 import logging
-import operator
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from itertools import compress
 from typing import Any
 
 import orjson
@@ -25,15 +22,14 @@ from starlette.routing import Route
 
 from linstor_scheduler.httpserver import lifespan_of
 
-from .codec import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encode_error, encode_filter
-from .judge import Decision, Extender
+from .answers import Answerer, verdict_rows
+from .codec import BadRequest, decode_args, encode_error
+from .judge import Extender
 from .metrics import ExtenderMetrics
-from .scoring import NODE, NodeVerdict, all_node_names
+from .scoring import all_node_names
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
-SCORE = operator.attrgetter("score")
-FITS = operator.attrgetter("fits")
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # full Node objects of 5,000 nodes fit well below this
 
 
@@ -61,15 +57,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
-    """The per-node table for ``explain``: verdict, score, and one reason per volume."""
-    if decision.verdicts is None:
-        return [{"node": n, "verdict": "pass", "score": 0, "reasons": [f"neutral: {decision.neutral_reason}"]}
-                for n in decision.names]
-    return [{"node": n, "verdict": "pass" if v.fits else "fail", "score": v.score, "reasons": v.reasons(n)}
-            for n, v in zip(decision.names, decision.verdicts, strict=True)]
-
-
 def create_app(
     extender: Extender,
     *,
@@ -84,72 +71,9 @@ def create_app(
         extender.staleness,
         lambda: (a := extender.staleness()) is not None and a > extender.max_staleness,
     )
-    priorities = PriorityEncoder()
-
-    answers = AnswerCache()
-    metrics.bind_answer_cache(answers)
-    counters = {(verb, outcome): metrics.requests.labels(verb, outcome)
-                for verb in ("filter", "prioritize") for outcome in ("ok", "neutral", "bad_request", "error")}
-    latency = {verb: metrics.latency.labels(verb) for verb in ("filter", "prioritize")}
-    passed_nodes, failed_nodes = metrics.filtered_nodes.labels("pass"), metrics.filtered_nodes.labels("fail")
-
-    def compute(verb: str, args: ExtenderArgs, decision: Decision) -> Answer:
-        names = decision.names
-        if decision.verdicts is None:
-            if verb == "filter":
-                return Answer(encode_filter(args, list(names), {}, {}), "neutral", len(names))
-            return Answer(priorities.encode(list(names), [0] * len(names)), "neutral")
-        if verb == "prioritize":
-            return Answer(priorities.encode(list(names), list(map(SCORE, decision.verdicts))), "ok")
-        fits = list(map(FITS, decision.verdicts))
-        passing = list(compress(names, fits))
-        failed: dict[str, str] = {}
-        if len(passing) < len(names):
-            templates: dict[int, str] = {}  # nodes of a class share one verdict: render its reason once
-            for name, verdict in zip(names, decision.verdicts, strict=True):
-                if not verdict.fits:
-                    template = templates.get(id(verdict))
-                    if template is None:
-                        template = templates[id(verdict)] = verdict.failure(NODE)
-                    failed[name] = template.replace(NODE, name)
-        sample = "; ".join(list(failed.values())[:3])
-        message = (f"filter {decision.pod}: {len(passing)} of {len(names)} nodes pass"
-                   + (f" (e.g. {sample})" if sample else ""))
-        # Every reason we give is about storage: preempting other pods cannot fix it.
-        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message)
-
-    async def answer(verb: str, body: bytes) -> tuple[int, bytes]:
-        """The whole verb on a raw body: decode once, look up or compute the answer, count it."""
-        started = time.perf_counter()
-        try:
-            args = decode_args(body)
-            prepared = extender.prepared_for(args.raw_pod)
-            if prepared is None:
-                prepared = await extender.prepare(args.pod)
-                extender.remember_bytes(args.raw_pod, prepared)
-            key = None
-            if args.raw_names is not None and (prepared.key is not None or prepared.static_neutral):
-                key = (verb, prepared.key, args.raw_names)
-                result = answers.get(key, prepared.state.generation)
-            else:
-                result = None
-            if result is None:
-                result = compute(verb, args, extender.judge(prepared, args.node_names))
-                if key is not None:
-                    answers.put(key, prepared.state.generation, result)
-        except BadRequest as exc:
-            counters[verb, "bad_request"].inc()
-            latency[verb].observe(time.perf_counter() - started)
-            log.info("%s: bad request: %s", verb, exc.message)
-            return exc.status, encode_error(exc.message)
-        if verb == "filter" and result.outcome == "ok":
-            passed_nodes.inc(result.passing)
-            failed_nodes.inc(result.failed)
-            if result.message:
-                log.info("%s", result.message)
-        counters[verb, result.outcome].inc()
-        latency[verb].observe(time.perf_counter() - started)
-        return 200, result.body
+    answerer = Answerer(extender, metrics)
+    metrics.bind_caches([answerer.answers, *extender.caches])
+    answer, counters = answerer.answer, answerer.counters
 
     async def filter_endpoint(request: Request) -> Response:
         return await starlette_verb("filter", request)
@@ -260,7 +184,7 @@ def create_app(
 
     app.state.extender = extender
     app.state.metrics = metrics
-    app.state.answers = answers
+    app.state.answers = answerer.answers
 
     async def fast_filter(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await raw_verb("filter", scope, receive, send)
@@ -292,58 +216,6 @@ class ExtenderApp:
         return getattr(self.api, name)
 
 
-@dataclass(slots=True)
-class Answer:
-    body: bytes
-    outcome: str  # ok | neutral
-    passing: int = 0
-    failed: int = 0
-    message: str | None = None  # the filter's log line
-
-
-class AnswerCache:
-    """Finished answers by (verb, the pod's verdict-table key, the raw NodeNames array).
-
-    kube-scheduler sends the same candidate list for pod after pod of a wave, and filter then
-    prioritize for each: a repeat is one hash of the names' bytes and one look-up, with no
-    per-node work in Python. Bounded by the bytes it holds (answers at 1,000 nodes are 15-40 KB),
-    oldest out first; emptied when the state changes generation (a new index).
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: dict[tuple[Any, ...], Answer] = {}
-        self._generation: int | None = None
-        self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: tuple[Any, ...], generation: int) -> Answer | None:
-        if generation != self._generation:
-            self._items.clear()
-            self.bytes = 0
-            self._generation = generation
-        found = self._items.get(key)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-    def put(self, key: tuple[Any, ...], generation: int, answer: Answer) -> None:
-        size = len(answer.body) + len(key[-1]) if isinstance(key[-1], bytes) else len(answer.body)
-        if generation != self._generation or size > self.max_bytes // 4:
-            return
-        while self._items and self.bytes + size > self.max_bytes:
-            old_key, old = next(iter(self._items.items()))
-            del self._items[old_key]
-            self.bytes -= len(old.body) + (len(old_key[-1]) if isinstance(old_key[-1], bytes) else 0)
-        self._items[key] = answer
-        self.bytes += size
-
-
 async def read_raw_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
     for name, value in scope.get("headers") or ():
         if name == b"content-length":
@@ -366,4 +238,4 @@ async def read_raw_body(scope: dict[str, Any], receive: Any, limit: int) -> byte
     return b"".join(chunks)
 
 
-__all__ = ["NodeVerdict", "create_app", "verdict_rows"]
+__all__ = ["DEFAULT_MAX_BODY", "ExtenderApp", "create_app"]

@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
+from .cache import GenerationCache
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
+POD_BYTES_LIMIT = 32 * 1024 * 1024  # pods as kube-scheduler sends them, a few KB each
 
 
 class ResourceReader(Protocol):
@@ -148,17 +150,25 @@ class Extender:
         self.max_staleness = max_staleness
         self.fallback = fallback
         self.clock = clock
-        self._tables: dict[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = {}
-        self._cache_size = cache_size
-        self._tables_generation = -1
+        # Every cache is a GenerationCache (cache.py): emptied when the state's content changes.
+        # Verdict tables per (the pod's volumes as resolved); filled node by node as names arrive.
+        self.tables: GenerationCache[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = \
+            GenerationCache("tables", max_entries=cache_size)
+        # The pod's side by its claims (resolved PVC/PV/StorageClass), and by its exact bytes.
+        self.prepared: GenerationCache[tuple[Any, ...], Prepared] = GenerationCache(
+            "prepared", max_entries=4 * cache_size)
+        self.pod_bytes: GenerationCache[bytes, Prepared] = GenerationCache(
+            "pod_bytes", max_entries=4 * cache_size, max_bytes=POD_BYTES_LIMIT, sizeof=_pod_bytes_size)
+        # Node sets of affinity and access rules: they depend on Kubernetes only (state.kube_since).
+        self.node_sets: GenerationCache[tuple[Any, ...], frozenset[str]] = GenerationCache(
+            "node_sets", max_entries=4096)
         self._classes: dict[str, int] = {}
-        self._node_sets: dict[tuple[Any, ...], frozenset[str]] = {}
-        self._prepared: dict[tuple[Any, ...], Prepared] = {}
-        self._prepared_generation = -1
-        self._by_bytes: dict[bytes, Prepared] = {}
-        self._by_bytes_generation = -1
-        self._node_sets_kube: object = None
+        self._classes_generation = -1
         self._last_stale_log = float("-inf")
+
+    @property
+    def caches(self) -> list[GenerationCache[Any, Any]]:
+        return [self.tables, self.prepared, self.pod_bytes, self.node_sets]
 
     def staleness(self, state: ClusterState | None = None) -> float | None:
         """Seconds since the stalest source was read; None before the first sync or for snapshots."""
@@ -194,8 +204,8 @@ class Extender:
         fallback_generation = self.fallback.generation if self.fallback else 0
         signature = None
         if all(r.template is None for r in refs):  # an ephemeral template's content is part of the answer
-            signature = (state.generation, fallback_generation, tuple((r.namespace, r.name, r.volume) for r in refs))
-            hit = self._prepared.get(signature)
+            signature = (fallback_generation, tuple((r.namespace, r.name, r.volume) for r in refs))
+            hit = self.prepared.get(signature, state.generation)
             if hit is not None:
                 if hit.static_neutral:
                     return Prepared(ref, hit.claims, hit.neutral_reason, None, state, static_neutral=True)
@@ -233,8 +243,8 @@ class Extender:
         """The pod's side as computed for these exact Pod bytes in this state (kube-scheduler sends
         filter, then prioritize, with the same Pod), staleness re-checked; None if not known."""
         state = self.holder.state
-        hit = self._by_bytes.get(raw_pod)
-        if hit is None or hit.state is not state:
+        hit = self.pod_bytes.get(raw_pod, state.generation)
+        if hit is None:
             return None
         if hit.static_neutral or hit.key is None:
             return hit
@@ -249,36 +259,28 @@ class Extender:
             return
         if any(r is None and c.resource for c, r in zip(prepared.claims, prepared.resources, strict=False)):
             return
-        if prepared.state.generation != self._by_bytes_generation:
-            self._by_bytes.clear()
-            self._by_bytes_generation = prepared.state.generation
-        if len(self._by_bytes) >= 4 * self._cache_size:
-            self._by_bytes.pop(next(iter(self._by_bytes)))
-        self._by_bytes[raw_pod] = prepared
+        self.pod_bytes.put(raw_pod, prepared.state.generation, prepared)
 
     def _remember(self, signature: tuple[Any, ...] | None, prepared: Prepared) -> None:
-        if signature is None:
-            return
-        if signature[0] != self._prepared_generation:
-            self._prepared.clear()
-            self._prepared_generation = signature[0]
-        if len(self._prepared) >= 4 * self._cache_size:
-            self._prepared.pop(next(iter(self._prepared)))
-        self._prepared[signature] = prepared
+        if signature is not None:
+            self.prepared.put(signature, prepared.state.generation, prepared)
 
     def judge(self, prepared: Prepared, names: Sequence[str]) -> Decision:
         """Verdicts for ``names``: from the pod's verdict table, judging only nodes it lacks."""
         if prepared.key is None:
             return Decision(prepared.ref, names, None, prepared.neutral_reason, prepared.claims)
         state = prepared.state
-        if state.generation != self._tables_generation:
-            self._new_generation(state)
-        cached = self._tables.get(prepared.key)
+        if state.generation != self._classes_generation:
+            self._new_classes(state)
+        cached = self.tables.get(prepared.key, state.generation)
         if cached is None:
-            if len(self._tables) >= self._cache_size:
-                self._tables.pop(next(iter(self._tables)))
-            cached = self._tables[prepared.key] = (
-                prepare(prepared.claims, prepared.resources, state, self._node_set), {})
+            kube_since, node_sets = state.kube_since, self.node_sets
+
+            def node_set(key: tuple[Any, ...], compute: Callable[[], frozenset[str]]) -> frozenset[str]:
+                return node_sets.get_or_compute(key, kube_since, compute)
+
+            cached = (prepare(prepared.claims, prepared.resources, state, node_set), {})
+            self.tables.put(prepared.key, state.generation, cached)
         contexts, table = cached
         verdicts = list(map(table.get, names))  # C-level loop: the common case is all hits
         if None in verdicts:
@@ -290,22 +292,14 @@ class Extender:
     async def decide(self, pod: dict[str, Any], names: Sequence[str]) -> Decision:
         return self.judge(await self.prepare(pod), names)
 
-    def _new_generation(self, state: ClusterState) -> None:
-        """Drop what an older state computed; node classes are computed once per state."""
-        self._tables.clear()  # tables of an older state can never be hit again
-        self._tables_generation = state.generation
+    def _new_classes(self, state: ClusterState) -> None:
+        """Node classes are computed once per state generation."""
+        self._classes_generation = state.generation
         names = set(state.nodes) | set(state.kube.topology)
         # Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
         ids: dict[Any, int] = {}
         self._classes = {n: ids.setdefault(node_class(n, state), len(ids)) for n in names}
-        if state.kube is not self._node_sets_kube:
-            self._node_sets.clear()  # node labels may have changed
-            self._node_sets_kube = state.kube
 
-    def _node_set(self, key: tuple[Any, ...], compute: Callable[[], frozenset[str]]) -> frozenset[str]:
-        found = self._node_sets.get(key)
-        if found is None:
-            if len(self._node_sets) >= 4096:
-                self._node_sets.clear()
-            found = self._node_sets[key] = compute()
-        return found
+
+def _pod_bytes_size(raw_pod: bytes, _: Prepared) -> int:
+    return len(raw_pod) + 200  # the key's bytes and the entry's own few objects

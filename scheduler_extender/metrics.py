@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,6 +29,10 @@ class ExtenderMetrics:
         self.ready = Gauge("linstor_scheduler_ready", "1 once the first full sync finished", registry=r)
         self.syncs = Counter(
             "linstor_scheduler_sync", "Background syncs by source and outcome", ["source", "outcome"], registry=r)
+        self.publishes = Counter(
+            "linstor_scheduler_state_publishes", "States published by the sync: new (the content changed: a new "
+            "generation, the caches start empty) or kept (LINSTOR and Kubernetes unchanged: only the state's age "
+            "moves, the caches live on)", ["result"], registry=r)
         self.sync_seconds = Histogram(
             "linstor_scheduler_sync_seconds", "Duration of a LINSTOR read + index build", registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -41,14 +45,15 @@ class ExtenderMetrics:
             "linstor_scheduler_linstor_requests", "HTTP requests to the LINSTOR controller by method and status",
             ["method", "status"], registry=r)
 
-    def bind_answer_cache(self, cache: Any) -> None:
+    def bind_caches(self, caches: Iterable[Any]) -> None:
         """Read at scrape time: counting on the hot path would cost more than a cache hit saves."""
-        gauge = Gauge("linstor_scheduler_extender_answer_cache", "Answer cache of filter/prioritize: hits and "
-                      "misses since start, entries and bytes held", ["stat"], registry=self.registry)
-        gauge.labels("hits").set_function(lambda: cache.hits)
-        gauge.labels("misses").set_function(lambda: cache.misses)
-        gauge.labels("entries").set_function(lambda: len(cache))
-        gauge.labels("bytes").set_function(lambda: cache.bytes)
+        gauge = Gauge("linstor_scheduler_extender_cache", "The request path's caches (answers, tables, prepared, "
+                      "pod_bytes, node_sets): hits, misses and clears (emptied by a new state generation) since "
+                      "start, entries and bytes held", ["cache", "stat"], registry=self.registry)
+        for cache in caches:
+            for stat in ("hits", "misses", "clears", "bytes"):
+                gauge.labels(cache.name, stat).set_function(lambda c=cache, s=stat: getattr(c, s))
+            gauge.labels(cache.name, "entries").set_function(lambda c=cache: len(c))
 
     def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool]) -> None:
         """Computed at scrape time, so the gauge is right even when no sync happens."""

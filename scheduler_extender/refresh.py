@@ -2,13 +2,15 @@
 
 Reads happen here, never on the request path. A failed LINSTOR read keeps the last good state
 (its age grows, visible in /readyz and metrics, and past the limit the extender turns neutral);
-Kubernetes changes rebuild only the Kubernetes part. Each new state is swapped in whole.
+Kubernetes changes rebuild only the Kubernetes part. Each new state is swapped in whole; one whose
+content is unchanged keeps its generation, so the request path's caches stay warm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -159,15 +161,30 @@ class Syncer:
 
     # --- publishing ---------------------------------------------------------------------------
     def _publish(self) -> None:
+        """Swap in the state of the latest reads. When LINSTOR and Kubernetes say what they said
+        before, the state keeps its generation (and so every cache of the request path) and only
+        its read times move: the caches live until the content changes, not until the next poll."""
         if self._linstor is None or self._kube is None:
             return
         nodes, pools, resources, linstor_at = self._linstor
         kube, kube_at = self._kube
-        self._generation += 1
+        old: ClusterState = self.holder.state
+        ours = self.holder.ready and old.generation == self._generation
+        same_kube = ours and (old.kube is kube or old.kube == kube)
+        if same_kube and old.kube is not kube:
+            kube = old.kube  # the same view: the old object, so the next comparison is by identity
+            self._kube = (kube, kube_at)
         state = ClusterState.build(
-            generation=self._generation, nodes=nodes, pools=pools, resources=resources, kube=kube,
-            linstor_synced_at=linstor_at, kube_synced_at=kube_at,
+            generation=self._generation + 1, nodes=nodes, pools=pools, resources=resources, kube=kube,
+            linstor_synced_at=linstor_at, kube_synced_at=kube_at, kube_since=old.kube_since if same_kube else None,
         )
+        if ours and state.same_content(old):
+            state = dataclasses.replace(old, linstor_synced_at=linstor_at, kube_synced_at=kube_at)
+            self._linstor = (nodes, pools, old.resources, linstor_at)  # identity next time, too
+            self._count_publish("kept")
+        else:
+            self._generation += 1
+            self._count_publish("new")
         self.holder.swap(state)
         if self.fallback:
             self.fallback.forget_known(state)
@@ -175,6 +192,10 @@ class Syncer:
             log.info("first full sync done: %d LINSTOR nodes, %d resources, %d PVCs; ready",
                      len(state.nodes), len(state.resources), len(kube.pvcs))
         self.holder.ready = True
+
+    def _count_publish(self, result: str) -> None:
+        if self.metrics:
+            self.metrics.publishes.labels(result).inc()
 
     def _age(self) -> float | None:
         state: ClusterState = self.holder.state

@@ -8,8 +8,7 @@ Per volume, the best thing a node offers (weights configurable, defaults below):
 | local_syncing | 8 | a diskful replica on the node is resyncing (Inconsistent, Outdated, ...) |
 | wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's storage pool has room (by free space) |
 | local_diskless | 4 | a diskless replica is already on the node |
-| same_zone | 2 | no replica; a diskful replica is in the node's zone |
-| same_region | 1.5 | no replica; a diskful replica is in the node's region |
+| same_<level> | 2, 1.5 | no replica; a diskful replica shares the node's zone, else region (``state.LEVELS``) |
 | remote | 1 | reachable only over the network |
 
 Per node, the volume scores are averaged weighted by each volume's size (a big database volume
@@ -31,7 +30,7 @@ import orjson
 
 from linstor_scheduler.volumes import Claim, RemoteAccess, human_bytes, node_selector_matches
 
-from .state import ClusterState, NodeInfo, PoolInfo, ResourceInfo, Topology
+from .state import LEVELS, ClusterState, NodeInfo, PoolInfo, ResourceInfo, Topology
 
 MAX_SCORE = 10  # k8s.io/kube-scheduler/extender/v1 MaxExtenderPriority
 NODE = "{node}"  # placeholder in reason templates
@@ -45,16 +44,21 @@ class Weights:
     wffc_max: float = 7
     wffc_min: float = 3
     local_diskless: float = 4
-    same_zone: float = 2
-    same_region: float = 1.5
     remote: float = 1
+    levels: tuple[float, ...] = tuple(level.default for level in LEVELS)  # same_<level>, in LEVELS' order
+
+    @classmethod
+    def defaults(cls) -> dict[str, float]:
+        """Every weight by its --score-weights name, with its default."""
+        plain = {f.name: f.default for f in fields(cls) if f.name != "levels"}
+        return {**plain, **{level.weight: level.default for level in LEVELS}}  # type: ignore[dict-item]
 
     @classmethod
     def parse(cls, text: str | None) -> Weights:
         """``"local_syncing=7,remote=0"`` -> Weights; unknown names or bad values raise ValueError."""
         if not text:
             return cls()
-        known = {f.name for f in fields(cls)}
+        known = cls.defaults()
         values: dict[str, float] = {}
         for part in text.split(","):
             if not part.strip():
@@ -67,7 +71,8 @@ class Weights:
             if not 0 <= value <= MAX_SCORE:
                 raise ValueError(f"score weight {name}={value} is outside 0..{MAX_SCORE}")
             values[name] = value
-        return cls(**values)
+        levels = tuple(values.pop(level.weight, level.default) for level in LEVELS)
+        return cls(**values, levels=levels)
 
 
 class VolumeVerdict(NamedTuple):
@@ -121,8 +126,7 @@ class ClaimContext:
     resource: ResourceInfo | None
     access: RemoteAccess
     replica_topos: tuple[Topology, ...]  # topology of the nodes with a usable or syncing diskful replica
-    zones: frozenset[str]
-    regions: frozenset[str]
+    shared: tuple[frozenset[str], ...]  # per LEVELS: the values those replicas are at
     has_diskful: bool
     unjudged: str | None  # why this claim cannot be judged (the same for every node), else None
     affinity_ok: frozenset[str] | None = None  # nodes the PV's node affinity admits (None: no affinity)
@@ -171,8 +175,9 @@ def prepare(
                         n for n in names if _access_rule_ok(acc, state.kube.topology.get(n), tps)),
                 )
         contexts.append(ClaimContext(
-            claim, resource, access, topos, frozenset(t.zone for t in topos if t.zone),
-            frozenset(t.region for t in topos if t.region), bool(diskful), unjudged, affinity_ok, access_ok,
+            claim, resource, access, topos,
+            tuple(frozenset(t.values[i] for t in topos if t.values[i]) for i in range(len(LEVELS))),
+            bool(diskful), unjudged, affinity_ok, access_ok,
         ))
     return contexts
 
@@ -220,11 +225,9 @@ def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights)
         return VolumeVerdict(True, w.local_diskless, f"{label}: diskless replica already on {NODE}")
     where = prefix or f"no replica on {NODE}; "
     if topo is not None:
-        if topo.zone and topo.zone in ctx.zones:
-            return VolumeVerdict(True, w.same_zone, f"{label}: {where}a diskful replica is in its zone {topo.zone}")
-        if topo.region and topo.region in ctx.regions:
-            why = f"{label}: {where}a diskful replica is in its region {topo.region}"
-            return VolumeVerdict(True, w.same_region, why)
+        for level, value, shared, score in zip(LEVELS, topo.values, ctx.shared, w.levels, strict=True):
+            if value and value in shared:
+                return VolumeVerdict(True, score, f"{label}: {where}a diskful replica is in its {level.name} {value}")
     if not ctx.has_diskful:
         why = f"{label}: {where}no UpToDate or syncing diskful replica anywhere; remote access only"
         return VolumeVerdict(True, w.remote, why)
@@ -296,10 +299,11 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     return combine([c.claim for c in contexts], verdicts)
 
 
-def node_class(name: str, state: ClusterState) -> tuple[str | None, str | None, str | None]:
-    """What a node without replicas is judged by: its node-level problem, zone and region."""
+def node_class(name: str, state: ClusterState) -> tuple[str | None, tuple[str | None, ...] | None]:
+    """What a node without replicas is judged by: its node-level problem and its value at every
+    topology level (affinity and fromSame membership are added by ``judge_many``)."""
     topo = state.kube.topology.get(name)
-    return (node_problem(state.nodes.get(name)), topo.zone if topo else None, topo.region if topo else None)
+    return (node_problem(state.nodes.get(name)), topo.values if topo else None)
 
 
 def judge_many(
@@ -310,9 +314,11 @@ def judge_many(
     classes: Mapping[str, Any],
 ) -> dict[str, NodeVerdict]:
     """Verdicts for many nodes. Nodes without a replica of the pod's volumes are judged once per
-    class (problem, zone, region, affinity/fromSame membership) and share the verdict: at 1,000
-    nodes that turns 1,000 judgements into a handful, and the per-node work into C-level loops
-    (``map``/``zip`` over the names: measured 5x faster than a Python loop at 1,000 nodes)."""
+    class (``node_class``: problem and the value at each topology level; plus affinity/fromSame
+    membership) and share the verdict: at 1,000 nodes that turns 1,000 judgements into a handful,
+    and the per-node work into C-level loops (``map``/``zip`` over the names: measured 5x faster
+    than a Python loop at 1,000 nodes). tests/test_scoring_property.py proves it equal to
+    ``judge_node`` on every node."""
     names = list(names)
     special = _replica_nodes(contexts)
     if any(not c.claim.bound and c.unjudged is None for c in contexts):  # free space differs per node

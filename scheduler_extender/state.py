@@ -126,15 +126,37 @@ def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str
 
 
 @dataclass(frozen=True, slots=True)
+class Level:
+    """A topology level the extender scores: a node without a replica that shares this level's
+    value with a diskful replica scores the level's weight (docs/extender.md, "Scores")."""
+
+    name: str  # the word in reasons: "a diskful replica is in its zone a"
+    weight: str  # its --score-weights name
+    default: float  # its default score
+    labels: tuple[str, ...]  # the node labels that carry it; the first one set wins
+
+
+# Every topology level, nearest first (a node scores the nearest level it shares with a replica).
+# Weights, reasons, node classes and the docs table follow this list: adding a level (say, rack)
+# is one line here, one row in docs/extender.md (tests/test_scoring.py checks it) and its tests.
+LEVELS: tuple[Level, ...] = (
+    Level("zone", "same_zone", 2.0, ZONE_LABELS),
+    Level("region", "same_region", 1.5, REGION_LABELS),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
-    zone: str | None
-    region: str | None
+    values: tuple[str | None, ...]  # the node's value at each of LEVELS, in that order
     labels: Mapping[str, str]
+
+    def value(self, level: str) -> str | None:
+        return self.values[[lv.name for lv in LEVELS].index(level)]
 
 
 def topology_of(node_obj: Mapping[str, Any]) -> Topology:
     labels = (node_obj.get("metadata") or {}).get("labels") or {}
-    return Topology(first_label(labels, ZONE_LABELS), first_label(labels, REGION_LABELS), labels)
+    return Topology(tuple(first_label(labels, level.labels) for level in LEVELS), labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +202,9 @@ class ClusterState:
     linstor_synced_at: float  # clock() of the LINSTOR read this state came from
     kube_synced_at: float
     pool_max_free: Mapping[str, int]  # pool name -> largest free KiB over nodes (WFFC scaling)
+    # The generation that first had this Kubernetes view: caches of what depends on Kubernetes alone
+    # (node sets of affinity rules) live across LINSTOR-only changes.
+    kube_since: int = 0
 
     @classmethod
     def build(
@@ -192,6 +217,7 @@ class ClusterState:
         kube: KubeView,
         linstor_synced_at: float,
         kube_synced_at: float,
+        kube_since: int | None = None,
     ) -> ClusterState:
         node_index = index_nodes(nodes, pools)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
@@ -200,7 +226,14 @@ class ClusterState:
             for pool in info.pools.values():
                 if pool.free_kib is not None and pool.free_kib > max_free.get(pool.name, -1):
                     max_free[pool.name] = pool.free_kib
-        return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free)
+        return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free,
+                   generation if kube_since is None else kube_since)
+
+    def same_content(self, other: ClusterState) -> bool:
+        """Would every verdict be the same? (Everything but the read times.) Identical objects are
+        compared by identity first: an unchanged Kubernetes view is the very same object."""
+        return (self.kube is other.kube or self.kube == other.kube) and self.nodes == other.nodes \
+            and (self.resources is other.resources or self.resources == other.resources)
 
     @property
     def synced_at(self) -> float:

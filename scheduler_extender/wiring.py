@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import orjson
-import uvicorn
 import yaml
 from fastapi import FastAPI
 
@@ -20,6 +19,7 @@ from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
+from linstor_scheduler.runtime import serve_asgi
 
 from .capture import capture
 from .explain import explain_ref, render_table
@@ -90,9 +90,7 @@ def run_extender(args: argparse.Namespace) -> int:
             max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
             use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
         )
-    uvicorn.run(app, host=args.listen_address, port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10)
-    return 0
+    return serve_asgi(app, host=args.listen_address, port=args.port, log_level=args.log_level)
 
 
 def _nodes_arg(text: str) -> list[str] | None:

@@ -10,12 +10,7 @@ from linstor_scheduler.cli import deferred
 from linstor_scheduler.config import add_flag, add_option
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options
-
-
-def _serve_options(parser: argparse.ArgumentParser, port: int) -> None:
-    group = parser.add_argument_group("serving /healthz, /readyz, /metrics")
-    add_option(group, "--listen-address", default="0.0.0.0", help="address to listen on")
-    add_option(group, "--port", type=int, default=port, help="port for health and metrics (0: do not serve)")
+from linstor_scheduler.runtime import add_health_options
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -38,7 +33,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(n, "--recorded-vgs", help="read this recorded 'vgs --reportformat json' output (testing)")
     add_option(n, "--recorded-lvs", help="read this recorded 'lvs --reportformat json' output (testing)")
     add_flag(n, "--events", default=True, help="write Kubernetes Events on the Node")
-    _serve_options(n, 9101)
+    add_health_options(n, 9101)
     add_linstor_options(n)
     add_kube_options(n)
     n.set_defaults(func=deferred("storage_sync.wiring:run_sync_node"))
@@ -53,7 +48,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_flag(c, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(c, "--dry-run", help="print what would change and change nothing")
     add_option(c, "--output", default="table", choices=["table", "json"], help="output of --once")
-    _serve_options(c, 9102)
+    add_health_options(c, 9102)
     add_linstor_options(c)
     add_kube_options(c)
     from linstor_scheduler.kube.lease import add_leader_options

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import yaml
 
 from linstor_scheduler.linstor.options import make_linstor_client
+from linstor_scheduler.runtime import Health, run_service
 
 log = logging.getLogger("linstor_scheduler.storage_sync")
 
@@ -47,24 +46,8 @@ def _events(args: argparse.Namespace, component: str) -> Any:
         raise
 
 
-@contextlib.contextmanager
-def _health(args: argparse.Namespace, registry: Any, ready: Any):  # type: ignore[no-untyped-def]
-    if args.once or not args.port:
-        yield None
-        return
-    from linstor_scheduler.health import health_app
-    from linstor_scheduler.httpserver import ServerThread
-
-    with ServerThread(health_app(registry, ready=ready), args.listen_address, args.port) as srv:
-        log.info("serving /healthz, /readyz, /metrics on %s:%d", args.listen_address, srv.port)
-        yield srv
-
-
-async def _until_signalled(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+def _health(args: argparse.Namespace, registry: Any, ready: Any) -> Health:
+    return Health(registry, ready, args.listen_address, args.port)
 
 
 def run_sync_node(args: argparse.Namespace) -> int:
@@ -88,9 +71,6 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            stop = asyncio.Event()
-            await _until_signalled(stop)
-
             def ready() -> tuple[bool, str]:
                 last = agent.last_success
                 if last is None:
@@ -100,12 +80,11 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 limit = max(3 * args.interval, args.max_backoff + args.interval)
                 return age < limit, f"last successful pass {age:.0f}s ago"
 
-            with _health(args, metrics.registry, ready):
-                log.info("sync-node for %s: every %.0fs%s%s", args.node_name, args.interval,
-                         ", prune" if args.prune else "", ", dry run" if args.dry_run else "")
-                await agent.run(stop, interval=args.interval, max_backoff=args.max_backoff)
-            log.info("sync-node stopped")
-            return 0
+            log.info("sync-node for %s: every %.0fs%s%s", args.node_name, args.interval,
+                     ", prune" if args.prune else "", ", dry run" if args.dry_run else "")
+            return await run_service(
+                "sync-node", lambda stop: agent.run(stop, interval=args.interval, max_backoff=args.max_backoff),
+                health=_health(args, metrics.registry, ready))
         finally:
             await client.aclose()
 
@@ -147,9 +126,6 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                       else render_class_pass(result, dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
             elector = elector_from_args(api, args)
-            elector.start()
-            stop = asyncio.Event()
-            await _until_signalled(stop)
 
             def ready() -> tuple[bool, str]:
                 if not elector.is_leader:
@@ -158,12 +134,9 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                 return bool(last and last.ok), "last pass " + (
                     "worked" if last and last.ok else f"failed: {last.error}" if last else "not run yet")
 
-            try:
-                with _health(args, metrics.registry, ready):
-                    await run_as_leader(reconciler, elector, stop, interval=args.interval)
-            finally:
-                elector.stop()
-            return 0
+            return await run_service(
+                "sync-classes", lambda stop: run_as_leader(reconciler, elector, stop, interval=args.interval),
+                health=_health(args, metrics.registry, ready), elector=elector)
         finally:
             await client.aclose()
 

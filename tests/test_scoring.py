@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from devkit import kube_objects as k
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
+from scheduler_extender.state import LEVELS
 
 from .cluster import standard
 
@@ -152,6 +154,18 @@ def test_unjudged_claims_pass_every_node_with_zero(claim, reason):
 def test_pod_without_linstor_volumes_is_neutral():
     decision, _ = decide(k.pod("p", claims=["c-other"], extra_volumes=[{"name": "tmp", "emptyDir": {}}]))
     assert decision.verdicts is None and decision.neutral_reason == "pod has no LINSTOR volumes"
+
+
+def test_every_weight_is_in_the_docs_table_with_its_default():
+    """Weights and the topology levels are listed once in code (state.LEVELS); the docs follow."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "extender.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([\d.]+) \|", doc, re.MULTILINE))
+    documented = {name: float(value) for name, value in rows.items()}
+    expected = {n: v for n, v in Weights.defaults().items() if not n.startswith("wffc_")}  # one row: 7..3
+    assert documented == expected
+    assert Weights.parse("same_region=0.5").levels[[lv.name for lv in LEVELS].index("region")] == 0.5
 
 
 def test_weights_configurable_and_validated():

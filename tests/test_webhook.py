@@ -26,7 +26,7 @@ from devkit import kube_objects as k
 from devkit.kube_standin import KubeStandin, json_patch
 from linstor_scheduler.httpserver import ServerThread
 
-from .waiting import wait_for
+from .waiting import stop_child, wait_for
 
 NS = "linstor-scheduler"
 CONFIG = "linstor-scheduler"
@@ -346,12 +346,7 @@ def test_the_webhook_subcommand_end_to_end(tmp_path):
             assert resp.json()["response"]["patchType"] == "JSONPatch"
             assert any(p.name.startswith("webhook-tls-") for p in tmp_path.iterdir()), "files go to $TMPDIR"
         finally:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
+            stop_child(child)
     output = child.stdout.read().decode()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15 is a clean stop.
     assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output

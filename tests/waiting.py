@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -14,3 +16,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         tick.wait(0.01)
+
+
+def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, as the kubelet sends it; killed only if it does not end within ``timeout``."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(5)

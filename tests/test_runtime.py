@@ -1,0 +1,117 @@
+"""The runtime every worker shares: signals stop it gracefully, the health port serves while the work
+runs and closes after, the Lease is started first and released last, errors of the work propagate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from linstor_scheduler.runtime import Health, run_service
+
+
+class Elector:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def start(self) -> Elector:
+        self.log.append("lease start")
+        return self
+
+    def stop(self, release: bool = True) -> None:
+        self.log.append(f"lease stop release={release}")
+
+
+def test_health_port_serves_while_the_work_runs_and_closes_after():
+    registry = CollectorRegistry()
+    Counter("linstor_scheduler_test_passes", "passes", registry=registry).inc()
+    flag = threading.Event()
+    seen: dict[str, httpx.Response] = {}
+    port = _free_port()
+
+    async def work(stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            seen["healthz"] = await http.get("/healthz")
+            seen["readyz"] = await http.get("/readyz")
+            seen["metrics"] = await http.get("/metrics")
+        flag.set()
+        await stop.wait()
+
+    log: list[str] = []
+    assert asyncio.run(run_service("test", work, elector=Elector(log), stop_flag=flag,
+                                   health=Health(registry, lambda: (False, "no pass yet"), "127.0.0.1", port))) == 0
+    assert seen["healthz"].status_code == 200
+    assert (seen["readyz"].status_code, seen["readyz"].text) == (503, "no pass yet\n")
+    assert "linstor_scheduler_test_passes_total 1.0" in seen["metrics"].text
+    assert log == ["lease start", "lease stop release=True"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_sigterm_stops_the_work_gracefully():
+    async def work(stop: asyncio.Event) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)  # the kubelet stopping the pod
+        await stop.wait()
+        return "stopped"
+
+    assert asyncio.run(run_service("test", work)) == 0
+
+
+def test_an_error_of_the_work_propagates_and_the_lease_is_still_released():
+    log: list[str] = []
+
+    async def work(stop: asyncio.Event) -> None:
+        raise RuntimeError("bad configuration")
+
+    with pytest.raises(RuntimeError, match="bad configuration"):
+        asyncio.run(run_service("test", work, elector=Elector(log)))
+    assert log == ["lease start", "lease stop release=True"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_sync_node_as_deployed_serves_health_and_stops_on_sigterm(tmp_path):
+    """``linstor-scheduler sync-node`` in its own process: passes against the LINSTOR emulator, the
+    side port answers /readyz 200 after the first pass, and SIGTERM ends it with exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from devkit.linstor_emulator import LinstorEmulator
+
+    from .waiting import stop_child, wait_for
+
+    fixtures = Path(__file__).parent / "fixtures" / "lvm"
+    emu = LinstorEmulator()
+    emu.add_node("n1")
+    port = _free_port()
+    with emu.serve() as linstor:
+        env = {**os.environ, "LS_CONTROLLERS": linstor.url, "NODE_NAME": "n1", "LINSTOR_SCHEDULER_PORT": str(port),
+               "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1", "LINSTOR_SCHEDULER_EVENTS": "false"}
+        child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "sync-node", "--recorded-vgs",
+                                  str(fixtures / "vgs.json"), "--recorded-lvs", str(fixtures / "lvs.json")],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            def ready() -> bool:
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+                except httpx.TransportError:
+                    return child.poll() is not None  # ended early: the assertion below shows why
+
+            wait_for(ready, timeout=20, what="sync-node's first pass")
+            assert child.poll() is None, child.stdout.read().decode()
+        finally:
+            stop_child(child)
+    output = child.stdout.read().decode()
+    assert child.returncode == 0 and "sync-node stopped" in output, output

@@ -1,0 +1,89 @@
+"""judge_many's shortcut (nodes without a replica judged once per class) gives exactly what judging
+every node alone gives, on generated clusters: a topology level, label or node state the class key
+forgets would show here as two nodes with one verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devkit import kube_objects as k
+from linstor_scheduler.volumes import resolve_pod_claims
+from scheduler_extender.scoring import NodeVerdict, Weights, all_node_names, judge_many, judge_node, node_class, prepare
+from scheduler_extender.state import ClusterState
+
+from .cluster import build, lnode, lpool, lres
+
+NAMES = [f"n{i}" for i in range(7)]
+RACK = "example.com/rack"
+CLASSES = {
+    "r2": dict(remote=True),
+    "local": dict(remote=False),
+    "zonal": dict(remote=[{"fromSame": ["topology.kubernetes.io/zone"]}]),
+    "racked": dict(remote=[{"fromSame": [RACK]}]),
+    "anypool": dict(pool=None, remote=True),
+    "strictpool": dict(remote=False, pool="fastdata"),
+}
+REPLICA_STATES = ["UpToDate", "UpToDate", "Inconsistent", "Outdated", "Failed", "Diskless"]
+
+
+@st.composite
+def clusters(draw: Any) -> tuple[ClusterState, dict[str, Any]]:
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=3, max_size=len(NAMES), unique=True))
+    nodes, pools, kube = [], [], [k.storage_class(n, **kw) for n, kw in CLASSES.items()]
+    for name in names:
+        kind = draw(st.sampled_from(["ONLINE", "ONLINE", "ONLINE", "OFFLINE", "EVACUATE", "CONTROLLER", "none"]))
+        if kind != "none":
+            nodes.append(lnode(name, "OFFLINE" if kind == "OFFLINE" else "ONLINE",
+                               type="CONTROLLER" if kind == "CONTROLLER" else "SATELLITE",
+                               flags=["EVACUATE"] if kind == "EVACUATE" else None))
+        for pool in draw(st.lists(st.sampled_from(["thindata", "fastdata"]), unique=True, max_size=2)):
+            pools.append(lpool(name, pool, free_gib=draw(st.sampled_from([None, 0, 5, 50, 400]))))
+        if draw(st.integers(0, 5)):  # most nodes are Kubernetes nodes too
+            labels = {RACK: draw(st.sampled_from(["r1", "r2"]))} if draw(st.booleans()) else {}
+            kube.append(k.node(name, zone=draw(st.sampled_from(["a", "b", "a", "b", None])),
+                               region=draw(st.sampled_from(["eu", "us", "eu", "us", None])), labels=labels))
+    resources, claims = [], []
+    for r in range(draw(st.integers(1, 3))):
+        holders = draw(st.lists(st.sampled_from(names), unique=True, min_size=1, max_size=3))
+        for node in holders:
+            state = draw(st.sampled_from(REPLICA_STATES))
+            resources.append(lres(f"pvc-{r}", node, diskless=state == "Diskless",
+                                  disk_state=None if state == "Diskless" else state,
+                                  done=draw(st.sampled_from([None, 30.0])) if state == "Inconsistent" else None))
+        affinity = draw(st.one_of(st.none(), st.lists(st.sampled_from(names), unique=True, max_size=3)))
+        kube += k.bound_volume(f"c-{r}", f"pvc-{r}", storage_class=draw(st.sampled_from(["r2", "r2", *CLASSES])),
+                               size=draw(st.sampled_from(["1Gi", "10Gi", "100Gi"])), affinity_nodes=affinity)
+        claims.append(f"c-{r}")
+    for u in range(draw(st.integers(0, 2))):  # unbound WaitForFirstConsumer claims: judged by free space
+        kube.append(k.pvc(f"u-{u}", storage_class=draw(st.sampled_from(sorted(CLASSES))),
+                          size=draw(st.sampled_from(["1Gi", "20Gi", "1000Gi"]))))
+        claims.append(f"u-{u}")
+    kube.append(k.pvc("c-missing", storage_class="r2", volume="pvc-not-in-linstor"))
+    kube.append(k.pv("pvc-not-in-linstor", claim=("default", "c-missing"), storage_class="r2"))
+    claims.append("c-missing")
+    picked = draw(st.lists(st.sampled_from(claims), unique=True, min_size=1, max_size=3))
+    return build(nodes, pools, resources, kube), k.pod("p", claims=picked)
+
+
+def seen(name: str, verdict: NodeVerdict) -> tuple[Any, ...]:
+    """Everything a verdict tells kube-scheduler and a person (reasons rendered for the node)."""
+    return (verdict.fits, verdict.score, verdict.reasons(name),
+            [(v.fits, v.score, v.judged) for v in verdict.volumes])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(), st.sampled_from([Weights(), Weights.parse("same_zone=9,same_region=0,remote=0")]))
+def test_judge_many_equals_judging_each_node(cluster, weights):
+    state, pod = cluster
+    claims = [c for c in resolve_pod_claims(pod, state.get_pvc, state.get_pv, state.get_sc) if c.is_linstor]
+    contexts = prepare(claims, [state.resources.get(c.resource) if c.resource else None for c in claims], state)
+    names = [*all_node_names(state), "not-a-node"]
+    ids: dict[Any, int] = {}
+    classes = {n: ids.setdefault(node_class(n, state), len(ids)) for n in all_node_names(state)}
+    many = judge_many(names, contexts, state, weights, classes)
+    assert list(many) == names
+    assert {n: seen(n, v) for n, v in many.items()} == {n: seen(n, judge_node(n, contexts, state, weights))
+                                                        for n in names}
