@@ -10,6 +10,7 @@ from linstor_scheduler.config import add_flag, add_option
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.kube.lease import add_leader_options
 from linstor_scheduler.linstor.options import add_linstor_options
+from linstor_scheduler.runtime import add_health_options
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -32,8 +33,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "on /metrics. Every replica serves /metrics; only the Lease holder exports the figures.")
     add_option(e, "--interval", type=float, default=30.0, help="seconds between computations")
     add_option(e, "--poll-interval", type=float, default=30.0, help="seconds between LINSTOR reads")
-    add_option(e, "--listen-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
-    add_option(e, "--port", type=int, default=8096, help="port of /metrics, /healthz, /readyz (0: none)")
+    add_health_options(e, 8096)
     add_linstor_options(e)
     add_kube_options(e)
     add_leader_options(e, "linstor-scheduler-locality")

@@ -66,34 +66,25 @@ def run_exporter(args: argparse.Namespace) -> int:
     from linstor_scheduler.linstor.options import make_linstor_client
 
     api = api_client_from_args(args)
-    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args).start()))
+    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args)))
 
 
 async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,
                          stop_flag: threading.Event | None = None) -> int:
     """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics."""
-    from linstor_scheduler.health import health_app
-    from linstor_scheduler.httpserver import ServerThread
-    from linstor_scheduler.shutdown import stop_event
+    from linstor_scheduler.runtime import Health, run_service
 
     service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval)
-    server = None
-    if args.port:
-        app = health_app(service.metrics.registry, ready=service.exporter.ready)
-        server = ServerThread(app, host=args.listen_address, port=args.port).start()
-        log.info("locality metrics on http://%s:%d/metrics", args.listen_address, server.port)
-    stop = stop_event(stop_flag)
-    await service.start()
-    try:
-        await service.exporter.run_forever(stop)
-    finally:
-        if stop_flag is not None:
-            stop_flag.set()
-        leader.stop(release=True)
-        await service.stop()
-        if server:
-            server.stop()
-    return 0
+
+    async def work(stop: asyncio.Event) -> None:
+        await service.start()
+        try:
+            await service.exporter.run_forever(stop)
+        finally:
+            await service.stop()
+
+    health = Health(service.metrics.registry, service.exporter.ready, args.listen_address, args.port)
+    return await run_service("locality-exporter", work, health=health, elector=leader, stop_flag=stop_flag)
 
 
 def _document(args: argparse.Namespace) -> dict[str, Any]:

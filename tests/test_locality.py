@@ -215,50 +215,44 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def test_exporter_over_http_only_the_lease_holder_exports(ks):
-    from linstor_scheduler.health import health_app
-    from linstor_scheduler.httpserver import ServerThread
-    from locality.wiring import build_exporter
+def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
+    """Two ``locality-exporter`` services as the CLI runs them (informers, LINSTOR polls, Lease, side
+    port), each in its own thread, against the emulator and the API stand-in."""
+    import argparse
+
+    from locality.wiring import serve_exporter
+
+    from .test_runtime import _free_port
 
     emu, kube = two_pods_cluster()
     for obj in kube:
         ks.add(obj)
     with emu.serve() as lsrv:
         electors = [LeaderElector(ks.api, "linstor-scheduler-locality", "linstor-scheduler", identity=i,
-                                  lease_seconds=60, renew_seconds=20) for i in ("a", "b")]
-        assert electors[0].step() and not electors[1].step()
-        services = [build_exporter(LinstorClient(lsrv.url), ks.api, e, poll_interval=0.2, interval=0.1)
-                    for e in electors]
-        done = threading.Event()
-
-        async def run_all() -> None:
-            stop = asyncio.Event()
-            watcher = asyncio.create_task(asyncio.to_thread(done.wait))
-            watcher.add_done_callback(lambda _t: stop.set())
-            for service in services:
-                await service.start()
-            try:
-                await asyncio.gather(*[s.exporter.run_forever(stop) for s in services])
-            finally:
-                for service in services:
-                    await service.stop()
-
-        thread = threading.Thread(target=asyncio.run, args=(run_all(),))
-        servers = [ServerThread(health_app(s.metrics.registry, ready=s.exporter.ready)).start() for s in services]
-        thread.start()
+                                  lease_seconds=60, renew_seconds=20, retry_seconds=0.2) for i in ("a", "b")]
+        assert electors[0].step()  # "a" holds the Lease before either service starts
+        ports = [_free_port(), _free_port()]
+        flags = [threading.Event(), threading.Event()]
+        threads = []
+        for elector, port, flag in zip(electors, ports, flags, strict=True):
+            args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+            coro = serve_exporter(args, LinstorClient(lsrv.url), ks.api, elector, stop_flag=flag)
+            threads.append(threading.Thread(target=asyncio.run, args=(coro,)))
+        for thread in threads:
+            thread.start()
+        leader_url, standby_url = (f"http://127.0.0.1:{p}" for p in ports)
         try:
-            leader_url, standby_url = servers[0].url, servers[1].url
             key = 'linstor_scheduler_volume_locality{locality="diskless",storage_class="linstor-thindata-r2"}'
             wait_for(lambda: scrape(leader_url).get(key) == 1, what="the holder's figures")
             figures = scrape(leader_url)
             assert figures["linstor_scheduler_pods_local_ratio"] == 0.5
             assert figures['linstor_scheduler_locality_pods{local="true"}'] == 1
             assert figures["linstor_scheduler_locality_leader"] == 1
+            wait_for(lambda: httpx.get(standby_url + "/readyz").status_code == 200, what="the standby ready")
             standby = scrape(standby_url)
             assert standby["linstor_scheduler_locality_leader"] == 0
             assert not any(n.startswith("linstor_scheduler_volume_locality") for n in standby)
-            assert httpx.get(standby_url + "/readyz").status_code == 200
-            # db-1's volume gets a diskful replica on n3 (auto-diskful): locality rises without a move
+            # db-1's volume gets a diskful replica on n3 (LINSTOR's auto-diskful): locality rises, no move
             emu.remove_resource("pvc-2", "n3")
             emu.add_resource("pvc-2", "n3", in_use=True)
             wait_for(lambda: scrape(leader_url).get("linstor_scheduler_pods_local_ratio") == 1.0,
@@ -268,11 +262,13 @@ def test_exporter_over_http_only_the_lease_holder_exports(ks):
                 check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
                 assert check.returncode == 0, check.stdout + check.stderr
         finally:
-            done.set()
-            thread.join(10)
-            assert not thread.is_alive()
-            for server in servers:
-                server.stop()
+            for flag in flags:
+                flag.set()
+            for thread in threads:
+                thread.join(15)
+        assert not any(t.is_alive() for t in threads)
+        lease = ks.get("Lease", "linstor-scheduler-locality", "linstor-scheduler")
+        assert not lease["spec"].get("holderIdentity"), "released on the way out: the standby takes over at once"
 
 
 def test_exporter_withdraws_its_figures_when_it_loses_the_lease():

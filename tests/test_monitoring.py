@@ -55,14 +55,8 @@ def exported_series() -> set[str]:
     from scheduler_extender.metrics import ExtenderMetrics
     from storage_sync.metrics import ClassMetrics, SyncMetrics
 
-    class Cache:
-        hits = misses = bytes = 0
-
-        def __len__(self) -> int:
-            return 0
-
     extender = ExtenderMetrics()
-    extender.bind_answer_cache(Cache())
+    extender.bind_caches([])
     extender.bind_state_age(lambda: 0.0, lambda: False)
     registries: list[CollectorRegistry] = [m.registry for m in (
         extender, FencingMetrics(), SyncMetrics(), ClassMetrics(), WebhookMetrics(), LocalityMetrics())]
@@ -92,7 +86,7 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
     used = {n for e in dashboard_exprs() for n in METRIC.findall(e)}
     for name in ("linstor_scheduler_pods_local_ratio", "linstor_scheduler_volume_locality",
                  "linstor_scheduler_extender_requests_total", "linstor_scheduler_extender_request_seconds_bucket",
-                 "linstor_scheduler_extender_answer_cache", "linstor_scheduler_fencing_decisions_total",
+                 "linstor_scheduler_extender_cache", "linstor_scheduler_fencing_decisions_total",
                  "linstor_scheduler_fencing_actions_total",
                  "linstor_scheduler_fencing_fault_to_deletion_seconds_bucket",
                  "linstor_scheduler_pool_sync_problems_total"):
