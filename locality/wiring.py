@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -111,4 +112,22 @@ def run_report(args: argparse.Namespace) -> int:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
         print(render_table(report, show_all=args.all))
+    return 0
+
+
+def run_drill(args: argparse.Namespace) -> int:
+    from scheduler_extender.scoring import Weights
+
+    from .cli import FAIL_NODE_ENV
+    from .drill import DrillSettings, drill, render_table
+
+    given = args.fail_node or [os.environ.get(FAIL_NODE_ENV, "")]
+    failed = [n.strip() for text in given for n in text.split(",") if n.strip()]
+    if not failed:
+        raise ValueError("give at least one --fail-node NODE")
+    if not 0 < args.storm_share <= 1:
+        raise ValueError("--storm-share must be in (0, 1]")
+    settings = DrillSettings(args.grace_period, args.storm_share, Weights.parse(args.score_weights))
+    result = drill(_document(args), failed, settings)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
     return 0

@@ -51,13 +51,16 @@ def kube_snapshot_items(api: k8s.ApiClient, *, pod: str | None = None,
 async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None = None,
                   scheduler_name: str | None = "linstor") -> dict[str, Any]:
     """One read of everything the extender indexes, as a snapshot document; ``pod`` adds that pod,
-    else the pods with ``scheduler_name`` (None: every pod). The resource definitions carry the
-    quorum policies the drill needs. Closes ``client``."""
+    else the pods with ``scheduler_name`` (None: every pod). The resource definitions, groups and
+    controller properties carry the quorum policies (inherited in that order) the drill needs.
+    Closes ``client``."""
     try:
         nodes = await client.get_nodes()
         pools = await client.get_storage_pools()
         resources = await client.get_resources()
         definitions = await client.get_resource_definitions()
+        groups = await client.get_resource_groups()
+        controller_props = await client.get_controller_properties()
     finally:
         await client.aclose()
     items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod, scheduler_name=scheduler_name)
@@ -66,5 +69,6 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
         return [m.model_dump(mode="json", exclude_none=True) for m in models]
 
     return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources),
-                        "resource_definitions": dump(definitions)},
+                        "resource_definitions": dump(definitions), "resource_groups": dump(groups),
+                        "controller_properties": controller_props},
             "kubernetes": {"items": items}}

@@ -9,7 +9,10 @@ write one by hand or from ``curl``/``kubectl`` output::
       resources: [...]      # items exactly as GET /v1/view/resources returns them
       storage_pools: [...]  # items exactly as GET /v1/view/storage-pools returns them
       resource_definitions: [...]  # optional: items exactly as GET /v1/resource-definitions returns them
-                                   # (their props carry the quorum policy the drill judges)
+      resource_groups: [...]       # optional: GET /v1/resource-groups
+      controller_properties: {}    # optional: GET /v1/controller/properties
+                                   # (props inherited controller < group < definition: the quorum policy
+                                   # the drill judges; without definitions the drill says it is unknown)
     kubernetes:
       items: [...]          # Node, PersistentVolumeClaim, PersistentVolume, StorageClass, Pod objects
 """

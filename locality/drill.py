@@ -1,0 +1,242 @@
+"""``linstor-scheduler drill``: what would happen if these nodes died now? Pure: a snapshot document
+and the failed nodes in, a prediction out. No I/O, no clock.
+
+It runs the code that acts in production on a copy of the cluster in which the failed nodes' satellites
+are OFFLINE and their Kubernetes Nodes NotReady, as after a power loss, with the grace period over:
+
+- fencing's own verdict (``fencing.verdict.judge`` over ``fencing.observe``'s view of the same LINSTOR
+  and Kubernetes objects) says, per labelled pod, whether it would be removed or refused and why;
+- fencing's storm rule (the share of storage nodes lost at once) says whether the breaker would hold;
+- the extender's ranking (``scheduler_extender`` over the same snapshot, failed nodes OFFLINE) says where
+  a removed pod would go;
+- per resource with a replica on a failed node: how many UpToDate diskful replicas are left, and whether
+  the survivors keep quorum (a majority of the resource's replicas, diskless tie-breakers included).
+
+What DRBD does on the survivors is modelled: after the primary's node dies, a surviving UpToDate
+diskful replica may promote if the survivors keep quorum (while the primary lived, LINSTOR reported
+``may_promote: false`` for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fencing import verdict as fv
+from fencing.observe import (
+    LABEL,
+    KubeObjects,
+    LinstorView,
+    build_observed,
+    faults,
+    resource_states,
+    storage_nodes,
+)
+from linstor_scheduler.linstor.models import ResourceDefinition, ResourceGroup
+from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.scoring import Weights, all_node_names
+from scheduler_extender.snapshot import SnapshotError, kube_items, parse_linstor, state_from_snapshot
+
+NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
+REMOVE, REFUSE, NONE = "remove", "refuse", "none"
+STORM_BREAKER = "StormBreaker"
+RANKED = 3
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    """Fencing's defaults (fencing/cli.py); the drill takes the deployed values as flags."""
+
+    grace_period: float = 30.0
+    storm_share: float = 1 / 3
+    weights: Weights = field(default_factory=Weights)
+
+
+def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, Any]:
+    """The snapshot as it would read after a power loss of ``failed``: satellites OFFLINE, Nodes NotReady,
+    surviving peers' DRBD connections to them down."""
+    lost = set(failed)
+    out = copy.deepcopy(dict(doc))
+    linstor = out.setdefault("linstor", {})
+    for node in linstor.get("nodes") or []:
+        if node.get("name") in lost:
+            node["connection_status"] = "OFFLINE"
+    for item in linstor.get("resources") or []:
+        drbd = (item.get("layer_object") or {}).get("drbd") or {}
+        for peer, conn in (drbd.get("connections") or {}).items():
+            if peer in lost and isinstance(conn, dict):
+                conn["connected"] = False
+    for obj in (out.setdefault("kubernetes", {}).get("items") or []):
+        if obj.get("kind") == "Node" and (obj.get("metadata") or {}).get("name") in lost:
+            status = obj.setdefault("status", {})
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
+            status["conditions"].append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"})
+    return out
+
+
+def _view(doc: Mapping[str, Any]) -> tuple[LinstorView, bool]:
+    """fencing's LINSTOR view from a snapshot; False when the snapshot carries no resource definitions."""
+    nodes, _pools, resources = parse_linstor(doc)
+    section = doc.get("linstor") or {}
+    raw_rds = section.get("resource_definitions")
+    try:
+        definitions = [ResourceDefinition.model_validate(x) for x in raw_rds or []]
+        groups = [ResourceGroup.model_validate(x) for x in section.get("resource_groups") or []]
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot: resource definitions or groups do not match the REST shapes: {exc}") from None
+    props = section.get("controller_properties") or {}
+    if not isinstance(props, Mapping):
+        raise SnapshotError("snapshot: linstor.controller_properties must be a mapping")
+    return LinstorView(nodes, resources, definitions, groups, {str(k): str(v) for k, v in props.items()}, NOW), \
+        raw_rds is not None
+
+
+def _kube(doc: Mapping[str, Any]) -> KubeObjects:
+    items = kube_items(doc)
+
+    def key(o: Mapping[str, Any]) -> str:
+        meta = o.get("metadata") or {}
+        return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+    return KubeObjects(
+        pods=[o for o in items if o.get("kind") == "Pod" and LABEL in ((o.get("metadata") or {}).get("labels") or {})],
+        pvcs={key(o): o for o in items if o.get("kind") == "PersistentVolumeClaim"},
+        pvs={(o.get("metadata") or {}).get("name"): o for o in items if o.get("kind") == "PersistentVolume"},
+        nodes={(o.get("metadata") or {}).get("name"): o for o in items if o.get("kind") == "Node"})
+
+
+def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) -> dict[str, fv.ResourceState]:
+    """DRBD on the survivors: an UpToDate diskful replica may promote once the primary is gone, if the
+    survivors keep quorum."""
+    out = {}
+    for name, res in resources.items():
+        if not lost.intersection(res.replicas):
+            out[name] = res
+            continue
+        keeps = quorum_kept(res, lost)
+        replicas = {n: (r if n in lost else fv.ReplicaState(
+            r.node, r.diskful, r.up_to_date, r.in_use, bool(r.diskful and r.up_to_date and keeps and not r.ignored),
+            r.peers, r.ignored)) for n, r in res.replicas.items()}
+        out[name] = fv.ResourceState(name, replicas, res.props)
+    return out
+
+
+def quorum_kept(res: fv.ResourceState, lost: set[str]) -> bool:
+    voters = [r for r in res.replicas.values() if not r.ignored]
+    left = [r for r in voters if r.node not in lost]
+    return len(left) * 2 > len(voters)
+
+
+def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[bool, str]:
+    """The fencing controller's storm rule, over the failed view."""
+    population = storage_nodes(view)
+    lost = {node for _, node in faults(observed.resources, observed.nodes)} & population
+    lost |= {n for n in population if n in observed.nodes and not observed.nodes[n].online}
+    held = len(lost) >= 2 and len(lost) >= share * max(1, len(population))
+    detail = (f"{len(lost)} of {len(population)} storage nodes would look lost at once ({', '.join(sorted(lost))}); "
+              f"the limit is {share:.0%}")
+    return held, detail
+
+
+async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    decision = await extender.decide(dict(pod), names)
+    if decision.verdicts is None:
+        return []
+    rows = sorted(((v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits),
+                  key=lambda r: (-r[0], r[1]))
+    return [n for _, n in rows[:RANKED]]
+
+
+def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings | None = None) -> dict[str, Any]:
+    settings = settings or DrillSettings()
+    lost = set(failed)
+    parse_linstor(doc)  # a malformed snapshot is reported as such
+    known = {n.name for n in parse_linstor(doc)[0]} | {
+        (o.get("metadata") or {}).get("name") for o in kube_items(doc) if o.get("kind") == "Node"}
+    unknown = sorted(lost - known)
+    if unknown:
+        raise ValueError(f"--fail-node {', '.join(unknown)}: no such node in the cluster")
+    after = failed_document(doc, lost)
+    view, has_policies = _view(after)
+    kube = _kube(after)
+    observed = build_observed(view, kube, {})
+    observed = fv.Observed(observed.nodes, _after_failure(resource_states(view), lost), observed.pods,
+                           {(r, n): NOW - settings.grace_period - 1 for r, n in
+                            faults(_after_failure(resource_states(view), lost), observed.nodes)})
+    if not has_policies:  # fencing reads the policy from the definitions: without them it is unknown
+        observed = fv.Observed(observed.nodes, {k: fv.ResourceState(v.name, v.replicas, {})
+                                                for k, v in observed.resources.items()},
+                               observed.pods, observed.fault_since)
+    held, storm_detail = storm(observed, view, settings.storm_share)
+    decisions = {d.pod.key: d for d in fv.judge(observed, NOW, settings.grace_period)}
+
+    holder = StateHolder(ready=True, static=True)
+    holder.swap(state_from_snapshot(after, now=NOW))
+    extender = Extender(holder, weights=settings.weights)
+    survivors = [n for n in all_node_names(holder.state) if n not in lost]
+    raw_pods = {f"{(p.get('metadata') or {}).get('namespace') or 'default'}/{(p.get('metadata') or {}).get('name')}": p
+                for p in kube.pods}
+
+    async def rows() -> list[dict[str, Any]]:
+        out = []
+        for key in sorted(decisions):
+            d = decisions[key]
+            if d.verdict == fv.FENCE:
+                action, reason, detail = REMOVE, d.reason, d.detail
+                if held:
+                    action, reason, detail = REFUSE, STORM_BREAKER, f"{d.detail}; held by the storm breaker"
+            elif d.verdict in (fv.REFUSE, fv.WAITING):
+                action, reason, detail = REFUSE, d.reason, d.detail
+            else:
+                action, reason, detail = NONE, "", d.detail
+            to = await _rank(extender, raw_pods[key], survivors) if action == REMOVE else []
+            out.append({"pod": key, "node": d.node, "action": action, "reason": reason, "detail": detail, "to": to})
+        return out
+
+    at_risk = []
+    for name, res in sorted(observed.resources.items()):
+        if not lost.intersection(res.replicas):
+            continue
+        left = sum(1 for r in res.replicas.values() if r.node not in lost and r.diskful and r.up_to_date
+                   and not r.ignored)
+        keeps = quorum_kept(res, lost)
+        if left == 0 or not keeps:
+            at_risk.append({"resource": name, "up_to_date_left": left, "quorum": keeps,
+                            "lost_replicas": sorted(lost.intersection(res.replicas))})
+    notes = [] if has_policies else [
+        "the snapshot has no linstor.resource_definitions: quorum policies are unknown, so fencing would refuse "
+        f"({fv.NO_QUORUM_POLICY}); write the snapshot with `linstor-scheduler snapshot` to include them"]
+    return {"failed_nodes": sorted(lost), "storm": held, "storm_detail": storm_detail, "pods": asyncio.run(rows()),
+            "resources_at_risk": at_risk, "notes": notes,
+            "settings": {"grace_period": settings.grace_period, "storm_share": round(settings.storm_share, 4)}}
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    lines = [f"drill: {', '.join(result['failed_nodes'])} fail(s) (power loss; grace period "
+             f"{result['settings']['grace_period']:.0f}s over)"]
+    lines.append(f"storm breaker: {'WOULD HOLD every action' if result['storm'] else 'would not hold'} "
+                 f"({result['storm_detail']})")
+    pods = result["pods"]
+    if pods:
+        pw = max(len("POD"), *(len(p["pod"]) for p in pods))
+        lines.append(f"{'POD':<{pw}}  {'ON':<8}  {'ACTION':<7}  {'TO':<16}  REASON")
+        for p in pods:
+            to = ", ".join(p["to"]) or "-"
+            reason = p["reason"] or "-"
+            lines.append(f"{p['pod']:<{pw}}  {p['node']:<8}  {p['action']:<7}  {to:<16}  {reason}")
+            if p["action"] != NONE:
+                lines.append(f"{'':<{pw}}  {p['detail']}")
+    else:
+        lines.append("no pod carries the label linstor.csi.linbit.com/on-storage-lost")
+    if result["resources_at_risk"]:
+        lines.append("resources at risk:")
+        for r in result["resources_at_risk"]:
+            lines.append(f"  {r['resource']}: {r['up_to_date_left']} UpToDate replica(s) left, "
+                         f"quorum {'kept' if r['quorum'] else 'LOST'}")
+    else:
+        lines.append("no resource would be left without an UpToDate replica or without quorum")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)

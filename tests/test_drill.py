@@ -1,0 +1,133 @@
+"""The failure drill: fencing's verdict and storm rule and the extender's ranking on a failed copy of the
+cluster. The do-nothing answers (refusals, the storm breaker, unknown policies) as hard as the removals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from devkit import kube_objects as k
+from devkit.linstor_emulator import LinstorEmulator
+from linstor_scheduler.cli import main
+from locality.drill import DrillSettings, drill, render_table
+
+LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
+QUORUM = {"DrbdOptions/Resource/quorum": "majority", "DrbdOptions/Resource/on-no-quorum": "suspend-io"}
+
+
+def cluster(nodes: int = 4, *, labelled: bool = True, quorum: bool = True):  # type: ignore[no-untyped-def]
+    """db-0 on n1 (replicas n1, n2; tie-breaker n3), web-0 on n3 (replicas n3, n4), n1..``nodes``."""
+    emu = LinstorEmulator()
+    kube: list[dict] = [k.storage_class("linstor-thindata-r2")]
+    for i in range(1, nodes + 1):
+        emu.add_node(f"n{i}")
+        emu.add_storage_pool(f"n{i}", "thindata")
+        kube.append(k.node(f"n{i}"))
+    emu.add_resource("pvc-db", "n1", in_use=True)
+    emu.add_resource("pvc-db", "n2")
+    emu.add_resource("pvc-db", "n3", diskful=False, flags=["TIE_BREAKER"])
+    emu.add_resource("pvc-web", "n3", in_use=True)
+    emu.add_resource("pvc-web", "n4")
+    for rd in ("pvc-db", "pvc-web"):
+        emu.set_rd_props(rd, QUORUM if quorum else {"DrbdOptions/Resource/quorum": "off"})
+    kube += k.bound_volume("data-db-0", "pvc-db") + k.bound_volume("data-web-0", "pvc-web")
+    for name, node, claim in (("db-0", "n1", "data-db-0"), ("web-0", "n3", "data-web-0")):
+        pod = k.pod(name, claims=[claim], node_name=node, labels=LABEL if labelled else {})
+        pod["status"] = {"phase": "Running"}
+        kube.append(pod)
+    return emu, kube
+
+
+def doc_of(emu: LinstorEmulator, kube: list[dict], *, definitions: bool = True) -> dict:
+    linstor = emu.snapshot()
+    if definitions:
+        linstor["resource_definitions"] = [dict(rd) for rd in emu._rds.values()]
+    return {"linstor": linstor, "kubernetes": {"items": kube}}
+
+
+def test_a_node_failure_removes_its_pod_and_names_where_it_goes():
+    result = drill(doc_of(*cluster()), ["n1"])
+    assert result["failed_nodes"] == ["n1"] and result["storm"] is False
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert db["action"] == "remove" and db["reason"] == "StorageLost"
+    assert db["to"][0] == "n2"  # the surviving UpToDate replica, as the extender would rank it
+    assert "n1" not in db["to"]
+    web = next(p for p in result["pods"] if p["pod"] == "default/web-0")
+    assert web["action"] == "none" and web["to"] == []  # its node is fine: nothing happens to it
+    assert result["resources_at_risk"] == []  # pvc-db keeps n2 (UpToDate) and quorum (n2 + tie-breaker n3)
+
+
+def test_losing_every_uptodate_replica_refuses_and_reports_the_resource():
+    result = drill(doc_of(*cluster(6)), ["n3", "n4"], DrillSettings(storm_share=0.9))
+    web = next(p for p in result["pods"] if p["pod"] == "default/web-0")
+    assert web["action"] == "refuse" and web["to"] == []
+    assert web["reason"] in ("NowhereToGo", "NoPromotableReplica")
+    risk = {r["resource"]: r for r in result["resources_at_risk"]}
+    assert risk["pvc-web"] == {"resource": "pvc-web", "up_to_date_left": 0, "quorum": False,
+                               "lost_replicas": ["n3", "n4"]}
+    assert "pvc-db" not in risk  # only its tie-breaker was on n3: n1 + n2 keep quorum
+
+
+def test_the_storm_breaker_holds_when_many_storage_nodes_fail_at_once():
+    result = drill(doc_of(*cluster()), ["n1", "n4"])  # 2 of the 4 storage nodes
+    assert result["storm"] is True and "2 of 4" in result["storm_detail"]
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"], db["to"]) == ("refuse", "StormBreaker", [])
+    assert "WOULD HOLD" in render_table(result)
+    calm = drill(doc_of(*cluster()), ["n1", "n4"], DrillSettings(storm_share=0.9))
+    assert calm["storm"] is False
+
+
+def test_without_resource_definitions_the_policy_is_unknown_and_fencing_would_refuse():
+    result = drill(doc_of(*cluster(), definitions=False), ["n1"])
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"]) == ("refuse", "NoQuorumPolicy")
+    assert result["notes"] and "resource_definitions" in result["notes"][0]
+
+
+def test_no_quorum_policy_and_not_opted_in_are_refusals():
+    assert next(p for p in drill(doc_of(*cluster(quorum=False)), ["n1"])["pods"]
+                if p["pod"] == "default/db-0")["reason"] == "NoQuorumPolicy"
+    unlabelled = drill(doc_of(*cluster(labelled=False)), ["n1"])
+    assert unlabelled["pods"] == []  # fencing watches labelled pods only
+    assert "no pod carries the label" in render_table(unlabelled)
+
+
+def test_an_unknown_node_is_a_clear_error():
+    with pytest.raises(ValueError, match="--fail-node n9: no such node"):
+        drill(doc_of(*cluster()), ["n9"])
+
+
+def test_cli_drill_from_a_snapshot(tmp_path, capsys):
+    path = tmp_path / "snap.yaml"
+    path.write_text(yaml.safe_dump(doc_of(*cluster())))
+    assert main(["drill", "--fail-node", "n1", "--snapshot", str(path), "--output", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"failed_nodes", "storm", "pods", "resources_at_risk"}
+    assert next(p for p in out["pods"] if p["pod"] == "default/db-0")["action"] == "remove"
+    assert main(["drill", "--fail-node", "n1,n4", "--snapshot", str(path)]) == 0
+    assert "WOULD HOLD" in capsys.readouterr().out
+    assert main(["drill", "--snapshot", str(path)]) == 1
+    assert "at least one --fail-node" in capsys.readouterr().err
+
+
+def test_cli_drill_on_the_live_cluster_reads_the_quorum_policies(ks, capsys):
+    emu, kube = cluster()
+    for obj in kube:
+        ks.add(obj)
+    with emu.serve() as lsrv:
+        assert main(["drill", "--fail-node", "n1", "--output", "json", "--controllers", lsrv.url,
+                     "--kube-api-url", ks.url]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["notes"] == []  # the live read carries the resource definitions
+    db = next(p for p in out["pods"] if p["pod"] == "default/db-0")
+    assert db["action"] == "remove" and db["to"][0] == "n2"
+
+
+def test_the_drill_changes_nothing_in_the_snapshot():
+    doc = doc_of(*cluster())
+    before = json.dumps(doc, sort_keys=True)
+    drill(doc, ["n1", "n2"])
+    assert json.dumps(doc, sort_keys=True) == before
