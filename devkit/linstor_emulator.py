@@ -4,6 +4,16 @@ Responses follow ``shared/linstor/rest_v1_openapi.yaml`` (a test validates them 
 read by LINBIT's python-linstor in a test, so they prove the wire format, not our reading of it.
 Faults can be injected: latency, error answers with ApiCallRc bodies, dropped connections, garbage.
 State is mutated from test threads while the server runs, under one lock.
+
+DRBD and the satellites' reachability are modelled, not edited by hand (docs/fencing.md, "The
+emulator's DRBD model", gives the sources): a reachability matrix (node power, controller <->
+satellite, satellite <-> satellite per resource) drives everything a client reads, derived at read
+time by ``drbd_model``: a satellite's ``connection_status``, each replica's
+``layer_object.drbd.connections`` as its own node sees them, quorum (voters it reaches, tie-breakers
+counted), ``may_promote``, ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``,
+and, for a satellite the controller cannot reach, unknown states (no ``state``, no DRBD status)
+rather than the last good ones. Scenarios are network events: ``power_off``, ``cut_controller``,
+``cut_peers``.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,6 +75,10 @@ class LinstorEmulator(HttpDouble):
         self._controller_props: dict[str, str] = {}
         self._faults = Faults()
         self._minor = 1000
+        self._net = Reachability()
+        self._conn_override: dict[tuple[str, str, str], bool] = {}
+        self._promote_override: dict[tuple[str, str], bool] = {}
+        self.emitted: dict[str, int] = {}  # events sent to subscribers, by name (tests wait for their delivery)
         self.app = self._build_app()
 
     # --- state ---------------------------------------------------------------------------------
@@ -88,10 +102,134 @@ class LinstorEmulator(HttpDouble):
         return node
 
     def set_node_status(self, name: str, connection_status: str) -> None:
+        """A status the satellite itself causes (e.g. VERSION_MISMATCH). Network faults: the events below."""
         with self._lock:
             self._nodes[name]["connection_status"] = connection_status
             node = dict(self._nodes[name])
         self._emit("node-online" if connection_status.upper() == "ONLINE" else "node-offline", {"node": node})
+
+    # --- network events: the reachability matrix ------------------------------------------------
+    def power_off(self, node: str) -> None:
+        """The node loses power: its satellite and every DRBD connection to it are gone."""
+        self._network(lambda net: net.powered_off.add(node))
+
+    def power_on(self, node: str) -> None:
+        self._network(lambda net: net.powered_off.discard(node))
+
+    def cut_controller(self, node: str, cut: bool = True) -> None:
+        """The controller cannot reach the satellite (DRBD's own network is untouched)."""
+        self._network(lambda net: (net.controller_cut.add if cut else net.controller_cut.discard)(node))
+
+    def cut_peers(self, node: str, peers: Iterable[str] | None = None, *, resource: str | None = None,
+                  cut: bool = True) -> None:
+        """The replication network between ``node`` and ``peers`` (default: every other node) goes down
+        (or, with ``cut=False``, comes back), for every resource or only ``resource``."""
+        with self._lock:
+            others = list(peers) if peers is not None else [n for n in self._nodes if n != node]
+
+        def change(net: Reachability) -> None:
+            for peer in others:
+                link = frozenset((node, peer))
+                target: set[Any] = net.peer_cut if resource is None else net.peer_cut_rsc
+                key: Any = link if resource is None else (resource, link)
+                (target.add if cut else target.discard)(key)
+
+        self._network(change)
+
+    def heal(self, node: str) -> None:
+        """Every link of ``node`` back and the node powered: the fault is over."""
+        def change(net: Reachability) -> None:
+            net.powered_off.discard(node)
+            net.controller_cut.discard(node)
+            net.peer_cut = {link for link in net.peer_cut if node not in link}
+            net.peer_cut_rsc = {(r, link) for r, link in net.peer_cut_rsc if node not in link}
+
+        self._network(change)
+
+    def _network(self, change: Any) -> None:
+        """Apply a change to the matrix; emit node-online/-offline and may-promote-change as they follow."""
+        with self._lock:
+            before_nodes = {n: self._status(n) for n in self._nodes}
+            before = self._promotion()
+            change(self._net)
+            after_nodes = {n: self._status(n) for n in self._nodes}
+            after = self._promotion()
+        for name, status in after_nodes.items():
+            if status != before_nodes.get(name):
+                self._emit("node-online" if status == "ONLINE" else "node-offline", {"node": self._node_view(name)})
+        for (rd, node), may in sorted(after.items()):
+            if before.get((rd, node)) != may:
+                self._emit("may-promote-change", {"resource_name": rd, "node_name": node, "may_promote": may})
+
+    def io_suspended(self, resource: str, node: str) -> bool:
+        """What DRBD does to the application on ``node``: I/O frozen (on-no-quorum suspend-io)."""
+        with self._lock:
+            drbd = self._drbd(resource).get(node)
+            return bool(drbd and drbd.suspended)
+
+    def has_quorum(self, resource: str, node: str) -> bool:
+        with self._lock:
+            drbd = self._drbd(resource).get(node)
+            return bool(drbd and drbd.quorum)
+
+    # --- derived views (under the lock) ----------------------------------------------------------
+    def _status(self, node: str) -> str:
+        return self._nodes[node]["connection_status"] if self._net.controller_reaches(node) else "OFFLINE"
+
+    def _node_view(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return {**self._nodes[name], "connection_status": self._status(name)}
+
+    def _effective_props(self, rd: str) -> dict[str, str]:
+        definition = self._rds.get(rd) or {}
+        group = self._rgs.get(definition.get("resource_group_name") or "") or {}
+        return {**self._controller_props, **(group.get("props") or {}), **(definition.get("props") or {})}
+
+    def _by_rd(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Replicas grouped by resource definition, in one pass (thousands of resources in some tests)."""
+        grouped: dict[str, dict[str, dict[str, Any]]] = {}
+        for (rd, node), item in self._resources.items():
+            grouped.setdefault(rd, {})[node] = item
+        return grouped
+
+    def _drbd(self, rd: str, replicas: dict[str, dict[str, Any]] | None = None) -> dict[str, ReplicaDrbd]:
+        if replicas is None:
+            replicas = {n: r for (name, n), r in self._resources.items() if name == rd}
+        return drbd_model(rd, replicas, self._net, self._effective_props(rd), self._conn_override)
+
+    def _promotion(self) -> dict[tuple[str, str], bool]:
+        out = {}
+        for rd, replicas in self._by_rd().items():
+            for node, drbd in self._drbd(rd, replicas).items():
+                out[(rd, node)] = drbd.may_promote
+        return out
+
+    def _render_resources(self, keys: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Resource items as the controller answers them now (see the module docstring)."""
+        models: dict[str, dict[str, ReplicaDrbd]] = {}
+        grouped = self._by_rd()
+        out = []
+        for rd, node in keys:
+            item = self._resources[(rd, node)]
+            drbd_layer = {k: v for k, v in item["layer_object"]["drbd"].items()
+                          if k not in ("connections", "may_promote", "promotion_score")}
+            layer = {**item["layer_object"], "drbd": drbd_layer}
+            if not self._net.controller_reaches(node):
+                # The controller has no satellite state for it: in use, disk state, DRBD status unknown.
+                out.append({**item, "state": {}, "layer_object": layer,
+                            "volumes": [{k: v for k, v in vol.items() if k != "state"} for vol in item["volumes"]]})
+                continue
+            if rd not in models:
+                models[rd] = self._drbd(rd, grouped[rd])
+            drbd = models[rd].get(node)
+            if drbd is not None:
+                conns = {p: {"connected": up, "message": "Connected" if up else "Connecting"}
+                         for p, up in drbd.connections.items()}
+                drbd_layer.update(connections=conns, may_promote=self._promote_override.get((rd, node),
+                                                                                            drbd.may_promote),
+                                  promotion_score=drbd.promotion_score)
+            out.append({**item, "layer_object": layer})
+        return out
 
     def remove_node(self, name: str) -> None:
         with self._lock:
@@ -100,7 +238,6 @@ class LinstorEmulator(HttpDouble):
                 del self._pools[key]
             for key in [k for k in self._resources if k[1] == name]:
                 del self._resources[key]
-            self._refresh_connections()
         self._emit("node-delete", {"node": {"name": name}})
 
     @staticmethod
@@ -173,33 +310,12 @@ class LinstorEmulator(HttpDouble):
                 "name": name, "node_name": node, "props": dict(props or {}), "flags": all_flags,
                 "layer_object": {"children": [{"children": [], "type": "STORAGE", "storage": {"storage_volumes": []}}],
                                  "type": "DRBD", "drbd": {"node_id": node_id, "peer_slots": 7, "al_stripes": 1,
-                                                          "al_size": 32, "flags": [], "connections": {},
-                                                          "promotion_score": 10102 if diskful else 1,
-                                                          "may_promote": not in_use and diskful,
-                                                          "drbd_volumes": []}},
+                                                          "al_size": 32, "flags": [], "drbd_volumes": []}},
                 "state": {"in_use": in_use}, "uuid": str(uuid.uuid4()),
                 "create_timestamp": int(time.time() * 1000), "volumes": vols,
             }
             self._resources[(name, node)] = item
-            self._refresh_connections(name)
         return item
-
-    def _refresh_connections(self, only: str | None = None) -> None:
-        """Keep each replica's DRBD connections to its peers (``only``: one resource, not all)."""
-        by_rd: dict[str, list[str]] = {}
-        for rd, node in self._resources:
-            if only is None or rd == only:
-                by_rd.setdefault(rd, []).append(node)
-        for (rd, node), item in self._resources.items():
-            if rd not in by_rd:
-                continue
-            conns = item["layer_object"]["drbd"]["connections"]
-            peers = [p for p in by_rd[rd] if p != node]
-            for peer in list(conns):
-                if peer not in peers:
-                    del conns[peer]
-            for peer in peers:
-                conns.setdefault(peer, {"connected": True, "message": "Connected"})
 
     def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,
                        done_percentage: float | None = None) -> None:
@@ -211,14 +327,13 @@ class LinstorEmulator(HttpDouble):
                         "replication_state": "SyncTarget", "done_percentage": done_percentage}}
 
     def set_in_use(self, name: str, node: str, in_use: bool) -> None:
-        with self._lock:
-            self._resources[(name, node)]["state"]["in_use"] = in_use
-        self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": not in_use})
+        """The application on ``node`` opens (Primary) or closes the device."""
+        self._network(lambda _net: self._resources[(name, node)]["state"].__setitem__("in_use", in_use))
 
     def set_connection(self, name: str, node: str, peer: str, connected: bool) -> None:
+        """Override one direction of one connection (older scenarios; new ones use the network events)."""
         with self._lock:
-            self._resources[(name, node)]["layer_object"]["drbd"]["connections"][peer] = {
-                "connected": connected, "message": "Connected" if connected else "Connecting"}
+            self._conn_override[(name, node, peer)] = connected
 
     def remove_resource(self, name: str, node: str | None = None) -> None:
         with self._lock:
@@ -226,7 +341,6 @@ class LinstorEmulator(HttpDouble):
                 del self._resources[key]
             if node is None or not any(k[0] == name for k in self._resources):
                 self._rds.pop(name, None)
-            self._refresh_connections()
 
     def load(self, *, nodes: Iterable[dict[str, Any]] = (), resources: Iterable[dict[str, Any]] = (),
              storage_pools: Iterable[dict[str, Any]] = ()) -> None:
@@ -242,8 +356,8 @@ class LinstorEmulator(HttpDouble):
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
-            return orjson.loads(orjson.dumps({"nodes": list(self._nodes.values()),
-                                              "resources": list(self._resources.values()),
+            return orjson.loads(orjson.dumps({"nodes": [self._node_view(n) for n in self._nodes],
+                                              "resources": self._render_resources(list(self._resources)),
                                               "storage_pools": list(self._pools.values())}))
 
     # --- faults --------------------------------------------------------------------------------
@@ -282,13 +396,15 @@ class LinstorEmulator(HttpDouble):
                 rd["resource_group_name"] = resource_group
 
     def set_may_promote(self, name: str, node: str, may_promote: bool) -> None:
+        """Override the derived value (older scenarios; new ones use the network events)."""
         with self._lock:
-            self._resources[(name, node)]["layer_object"]["drbd"]["may_promote"] = may_promote
+            self._promote_override[(name, node)] = may_promote
         self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": may_promote})
 
     # --- events --------------------------------------------------------------------------------
     def _emit(self, event: str, data: dict[str, Any]) -> None:
         with self._lock:
+            self.emitted[event] = self.emitted.get(event, 0) + 1
             subs = list(self._subscribers)
         for sub in subs:
             sub.put((event, data))
@@ -319,13 +435,13 @@ class LinstorEmulator(HttpDouble):
         async def nodes(request: Request) -> Response:
             names = wanted(request, "nodes")
             with emu._lock:
-                items = [n for n in emu._nodes.values() if names is None or n["name"] in names]
+                items = [emu._node_view(n) for n in emu._nodes if names is None or n in names]
                 return json(page(request, items))
 
         async def node(request: Request) -> Response:
             with emu._lock:
-                found = emu._nodes.get(request.path_params["node"])
-                return json(found) if found else error(f"Node '{request.path_params['node']}' not found.", 404)
+                name = request.path_params["node"]
+                return json(emu._node_view(name)) if name in emu._nodes else error(f"Node '{name}' not found.", 404)
 
         async def view_pools(request: Request) -> Response:
             names, pools = wanted(request, "nodes"), wanted(request, "storage_pools")
@@ -390,10 +506,10 @@ class LinstorEmulator(HttpDouble):
         async def view_resources(request: Request) -> Response:
             names, rds, pools = wanted(request, "nodes"), wanted(request, "resources"), wanted(request, "storage_pools")
             with emu._lock:
-                items = [r for (rd, n), r in emu._resources.items()
-                         if (names is None or n in names) and (rds is None or rd in rds)
-                         and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
-                return json(page(request, items))
+                keys = [(rd, n) for (rd, n), r in emu._resources.items()
+                        if (names is None or n in names) and (rds is None or rd in rds)
+                        and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
+                return json(page(request, emu._render_resources(keys)))
 
         async def rd_list(request: Request) -> Response:
             with emu._lock:
@@ -410,7 +526,7 @@ class LinstorEmulator(HttpDouble):
             with emu._lock:
                 if rd not in emu._rds:
                     return error(f"Resource definition '{rd}' not found.", 404)
-                return json([r for (name, _), r in emu._resources.items() if name == rd])
+                return json(emu._render_resources([k for k in emu._resources if k[0] == rd]))
 
         async def rg_list(request: Request) -> Response:
             with emu._lock:
@@ -478,6 +594,99 @@ class LinstorEmulator(HttpDouble):
 
         app = Starlette(routes=routes, lifespan=lifespan)
         return _FaultMiddleware(app, self)  # type: ignore[return-value]
+
+
+# --- the DRBD model ------------------------------------------------------------------------------
+QUORUM_PROP = "DrbdOptions/Resource/quorum"
+ON_NO_QUORUM_PROP = "DrbdOptions/Resource/on-no-quorum"
+AUTO_QUORUM_PROP = "DrbdOptions/auto-quorum"
+
+
+@dataclass
+class Reachability:
+    """Who can talk to whom. Everything a client reads about connections is derived from this."""
+
+    powered_off: set[str] = field(default_factory=set)
+    controller_cut: set[str] = field(default_factory=set)  # satellites the controller cannot reach
+    peer_cut: set[frozenset[str]] = field(default_factory=set)  # replication links down, every resource
+    peer_cut_rsc: set[tuple[str, frozenset[str]]] = field(default_factory=set)  # one resource's link down
+
+    def controller_reaches(self, node: str) -> bool:
+        return node not in self.powered_off and node not in self.controller_cut
+
+    def peers_talk(self, a: str, b: str, resource: str) -> bool:
+        link = frozenset((a, b))
+        return (a not in self.powered_off and b not in self.powered_off and link not in self.peer_cut
+                and (resource, link) not in self.peer_cut_rsc)
+
+
+@dataclass(frozen=True)
+class ReplicaDrbd:
+    """One replica's DRBD status as its own node reports it (``drbdsetup events2``)."""
+
+    connections: dict[str, bool]
+    quorum: bool
+    may_promote: bool
+    promotion_score: int
+    suspended: bool  # I/O frozen: Primary without quorum under on-no-quorum suspend-io
+
+
+def _flag(item: dict[str, Any], flag: str) -> bool:
+    return flag in (item.get("flags") or [])
+
+
+def _up_to_date(item: dict[str, Any]) -> bool:
+    states = [((v.get("state") or {}).get("disk_state") or "") for v in item.get("volumes") or []]
+    return bool(states) and all(s == "UpToDate" for s in states)
+
+
+def _has_quorum(reached: int, voters: int, setting: str) -> bool:
+    """DRBD 9 quorum: ``majority`` = more than half the voters, ``all``, or a number of voters."""
+    setting = setting.strip().lower()
+    if setting in ("", "off"):
+        return True  # no quorum configured: DRBD never blocks on it
+    if setting == "majority":
+        return 2 * reached > voters
+    if setting == "all":
+        return reached >= voters
+    try:
+        return reached >= int(setting)
+    except ValueError:
+        return True
+
+
+def drbd_model(resource: str, replicas: dict[str, dict[str, Any]], net: Reachability,
+               props: dict[str, str], overrides: dict[tuple[str, str, str], bool] | None = None
+               ) -> dict[str, ReplicaDrbd]:
+    """Every powered replica's DRBD view of ``resource``, from the reachability matrix.
+
+    Voters are the diskful replicas and the diskless tie-breakers (LINSTOR's TIE_BREAKER flag);
+    a replica counts itself when it votes. ``may_promote`` needs quorum, UpToDate data (its own,
+    or, when diskless, a connected UpToDate peer's) and no connected Primary.
+    """
+    live = {n: r for n, r in replicas.items() if not (_flag(r, "DELETE") or _flag(r, "INACTIVE"))}
+    voters = {n for n, r in live.items() if not _flag(r, "DISKLESS") or _flag(r, "TIE_BREAKER")}
+    setting = props.get(QUORUM_PROP) or ""
+    action = (props.get(ON_NO_QUORUM_PROP) or props.get(AUTO_QUORUM_PROP) or "").lower()
+    out: dict[str, ReplicaDrbd] = {}
+    for node, item in live.items():
+        if node in net.powered_off:
+            continue
+        conns = {p: (overrides or {}).get((resource, node, p), net.peers_talk(node, p, resource))
+                 for p in live if p != node}
+        reached = (node in voters) + sum(1 for p, up in conns.items() if up and p in voters)
+        quorum = _has_quorum(reached, len(voters), setting)
+        primary = bool((item.get("state") or {}).get("in_use"))
+        diskful = not _flag(item, "DISKLESS")
+        up_peers = [p for p, up in conns.items() if up and not _flag(live[p], "DISKLESS") and _up_to_date(live[p])]
+        data = _up_to_date(item) if diskful else bool(up_peers)
+        peer_primary = any(up and (live[p].get("state") or {}).get("in_use") for p, up in conns.items())
+        may_promote = not primary and quorum and data and not peer_primary
+        score = ((10000 if diskful and _up_to_date(item) else 0) + 100 * sum(conns.values()) + (2 if quorum else 0)
+                 if diskful or data else 1)
+        out[node] = ReplicaDrbd(conns, quorum, may_promote, score,
+                                suspended=primary and not quorum and action == "suspend-io")
+    return out
 
 
 def _apply_props(target: dict[str, str], changes: dict[str, str | None]) -> None:

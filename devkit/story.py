@@ -224,11 +224,7 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
     fencer = FencingController(client, ListedKube(api), KubeActions(api), EventRecorder(api, "linstor-scheduler"),
                                leader=leader, settings=settings, clock=clock)
     loop.run_until_complete(fencer.run_once())  # a healthy pass first: the controller has seen it all before
-    emu.set_node_status(node, "OFFLINE")
-    for peer in NODES:
-        if peer != node:
-            with contextlib.suppress(KeyError):
-                emu.set_connection("pvc-3f1e9c2a", peer, node, False)
+    emu.power_off(node)  # the reachability matrix: satellite OFFLINE, every DRBD peer loses it
     ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
     fault_at = clock.now
     deleted_at = None

@@ -5,15 +5,19 @@ what is left to do, so a crash or a new leader between the pod delete and the Vo
 delete finishes the job. A UID precondition makes sure we never delete a *new* object of the same
 name (a StatefulSet pod recreated meanwhile, a VolumeAttachment re-created for the new pod).
 
-Answers are mapped, never raised: 404 = already gone (the goal is reached), 409 = the object changed
-(re-judge next pass), 429 = refused for now (PDB or API throttling: retry next pass), others
-(410, 5xx, network) = error (retry next pass).
+Answers are mapped, never raised, and judged by their HTTP status alone: an answer body we do not
+use is never deserialized (``_preload_content=False``), so a delete that worked is never recorded as
+failed because the client could not parse what came back. 404 = already gone (the goal is
+reached), 409 = the object changed (re-judge next pass), 429 = refused for now (PDB or API
+throttling: retried after ``Retry-After``), others (410, 5xx, network, timeout) = error (retry next
+pass). Every call carries ``_request_timeout``: no call waits for ever.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +27,8 @@ from kubernetes.client.exceptions import ApiException
 from linstor_scheduler.volumes import CSI_DRIVER
 
 log = logging.getLogger(__name__)
-TAINT_KEY = "drbd.linbit.com/lost-storage"
+TAINT_KEY = "linstor.csi.linbit.com/storage-lost"
+OLD_TAINT_KEYS = ("drbd.linbit.com/lost-storage",)  # set by earlier versions: removed like ours
 
 
 class Outcome(enum.Enum):
@@ -39,35 +44,65 @@ class Outcome(enum.Enum):
         return self in (Outcome.DONE, Outcome.GONE)
 
 
-def _outcome(exc: Exception, what: str) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A write's result: its outcome and, for 429, how long the server asked us to wait."""
+
+    outcome: Outcome
+    retry_after: float | None = None
+    status: int | None = None
+    held: str | None = None  # not sent: why (checked at the moment of the write)
+
+    @property
+    def value(self) -> str:
+        return "held" if self.held else self.outcome.value
+
+    @property
+    def reached(self) -> bool:
+        return self.outcome.reached
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    raw = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _answer(exc: Exception, what: str) -> Answer:
     if isinstance(exc, ApiException):
         if exc.status == 404:
-            return Outcome.GONE
+            return Answer(Outcome.GONE, status=404)
         if exc.status == 409:
             log.info("%s: precondition failed (the object changed): %s", what, exc.reason)
-            return Outcome.CONFLICT
+            return Answer(Outcome.CONFLICT, status=409)
         if exc.status == 429:
             log.warning("%s: refused for now (429 %s)", what, exc.reason)
-            return Outcome.THROTTLED
+            return Answer(Outcome.THROTTLED, _retry_after(exc), status=429)
         log.warning("%s: API error %s %s", what, exc.status, exc.reason)
-        return Outcome.ERROR
+        return Answer(Outcome.ERROR, status=exc.status)
     log.warning("%s: %s: %s", what, type(exc).__name__, exc)
-    return Outcome.ERROR
+    return Answer(Outcome.ERROR)
 
 
 class KubeActions:
     """Kubernetes writes and the few live reads done right before a write."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, timeout: float = 10.0) -> None:
         self.core = k8s.CoreV1Api(api_client)
-        self.policy = k8s.PolicyV1Api(api_client)
         self.storage = k8s.StorageV1Api(api_client)
+        self.timeout = timeout  # seconds, for connect and for read (the client's _request_timeout)
+
+    @property
+    def _opts(self) -> dict[str, Any]:
+        return {"_preload_content": False, "_request_timeout": (min(self.timeout, 3.0), self.timeout)}
 
     # --- live reads (the caches may lag; a write is only done on what the API says now) --------
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The pod as the API server has it now; None if gone. Raises on other errors."""
         try:
-            resp = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            resp = self.core.read_namespaced_pod(name, namespace, **self._opts)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -75,61 +110,82 @@ class KubeActions:
         return orjson.loads(resp.data)
 
     def pods_on_node(self, node: str) -> list[dict[str, Any]]:
-        resp = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", _preload_content=False)
+        resp = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **self._opts)
         return list(orjson.loads(resp.data).get("items") or [])
 
     # --- writes ---------------------------------------------------------------------------------
-    def delete_pod(self, namespace: str, name: str, uid: str) -> Outcome:
+    def delete_pod(self, namespace: str, name: str, uid: str) -> Answer:
         """Delete with grace 0: for a node that cannot run kubelet's part of the deletion."""
         body = k8s.V1DeleteOptions(grace_period_seconds=0, preconditions=k8s.V1Preconditions(uid=uid))
         try:
-            self.core.delete_namespaced_pod(name, namespace, body=body)
+            _release(self.core.delete_namespaced_pod(name, namespace, body=body, **self._opts))
         except Exception as exc:  # mapped, see the module docstring
-            return _outcome(exc, f"delete pod {namespace}/{name}")
-        return Outcome.DONE
+            return _answer(exc, f"delete pod {namespace}/{name}")
+        return Answer(Outcome.DONE)
 
-    def evict_pod(self, namespace: str, name: str, uid: str) -> Outcome:
+    def evict_pod(self, namespace: str, name: str, uid: str) -> Answer:
         """The Eviction API: PodDisruptionBudgets are respected (429 while they forbid it)."""
         body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace),
                               delete_options=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid)))
         try:
-            self.core.create_namespaced_pod_eviction(name, namespace, body)
+            _release(self.core.create_namespaced_pod_eviction(name, namespace, body, **self._opts))
         except Exception as exc:
-            return _outcome(exc, f"evict pod {namespace}/{name}")
-        return Outcome.DONE
+            return _answer(exc, f"evict pod {namespace}/{name}")
+        return Answer(Outcome.DONE)
 
-    def delete_attachment(self, attachment: dict[str, Any]) -> Outcome:
+    def delete_attachment(self, attachment: dict[str, Any]) -> Answer:
         meta = attachment.get("metadata") or {}
         spec = attachment.get("spec") or {}
         if spec.get("attacher") != CSI_DRIVER:  # belt and braces: never another driver's attachment
             raise ValueError(f"refusing to delete VolumeAttachment {meta.get('name')} of {spec.get('attacher')}")
         body = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=meta.get("uid")))
         try:
-            self.storage.delete_volume_attachment(meta.get("name"), body=body)
+            _release(self.storage.delete_volume_attachment(meta.get("name"), body=body, **self._opts))
         except Exception as exc:
-            return _outcome(exc, f"delete VolumeAttachment {meta.get('name')}")
-        return Outcome.DONE
+            return _answer(exc, f"delete VolumeAttachment {meta.get('name')}")
+        return Answer(Outcome.DONE)
 
-    def set_taint(self, node: dict[str, Any], present: bool) -> Outcome:
+    def set_taint(self, node: dict[str, Any], present: bool) -> Answer:
         """Add or remove our NoSchedule taint; the resourceVersion guards against lost updates."""
         meta = node.get("metadata") or {}
-        taints = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != TAINT_KEY]
+        taints = [t for t in (node.get("spec") or {}).get("taints") or [] if not _ours(t)]
         if present:
             taints.append({"key": TAINT_KEY, "effect": "NoSchedule"})
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "spec": {"taints": taints}}
         try:
-            self.core.patch_node(meta.get("name"), patch)
+            _release(self.core.patch_node(meta.get("name"), patch, **self._opts))
         except Exception as exc:
-            return _outcome(exc, f"{'taint' if present else 'untaint'} node {meta.get('name')}")
-        return Outcome.DONE
+            return _answer(exc, f"{'taint' if present else 'untaint'} node {meta.get('name')}")
+        return Answer(Outcome.DONE)
+
+
+def _release(resp: Any) -> None:
+    """The answer's body is not used (the status said it all): read it off so the connection is reused."""
+    for name in ("drain_conn", "release_conn"):
+        method = getattr(resp, name, None)
+        if callable(method):
+            method()
+
+
+def _ours(taint: dict[str, Any]) -> bool:
+    return taint.get("key") == TAINT_KEY or taint.get("key") in OLD_TAINT_KEYS
 
 
 def has_taint(node: dict[str, Any] | None) -> bool:
-    return any(t.get("key") == TAINT_KEY for t in ((node or {}).get("spec") or {}).get("taints") or [])
+    """The node carries our taint (or the one earlier versions set)."""
+    return any(_ours(t) for t in ((node or {}).get("spec") or {}).get("taints") or [])
 
 
-def attachment_matches(attachment: dict[str, Any], pv: str, node: str) -> bool:
-    """Ours (attacher linstor.csi.linbit.com), for exactly this PV, on exactly this node."""
-    spec = attachment.get("spec") or {}
-    return (spec.get("attacher") == CSI_DRIVER and spec.get("nodeName") == node
-            and (spec.get("source") or {}).get("persistentVolumeName") == pv)
+AttachmentIndex = dict[str, dict[str, list[dict[str, Any]]]]  # PV -> node -> our VolumeAttachments
+
+
+def index_attachments(attachments: list[dict[str, Any]]) -> AttachmentIndex:
+    """Ours only (attacher linstor.csi.linbit.com), by PV and node: one pass over the list per pass."""
+    index: AttachmentIndex = {}
+    for va in attachments:
+        spec = va.get("spec") or {}
+        pv = (spec.get("source") or {}).get("persistentVolumeName")
+        if spec.get("attacher") != CSI_DRIVER or not pv or not spec.get("nodeName"):
+            continue
+        index.setdefault(pv, {}).setdefault(spec["nodeName"], []).append(va)
+    return index

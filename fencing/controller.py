@@ -1,15 +1,16 @@
 """The fencing loop: read, judge, guard, act, report. One pass at a time (``run_once``).
 
 Each pass starts from scratch: a complete LINSTOR read and a complete view of the Kubernetes
-objects, the pure verdicts (``verdict.judge``), then the guards that need the whole picture or
-history, then the writes. Nothing is remembered that a restart would need: what is left to do
-(delete the pod, then its VolumeAttachments) is re-derived each pass, and memory only ever makes
-the controller *more* careful (grace timers, the fail-over budget, the eviction rate limit).
+objects, the pure verdicts (``verdict.judge``), then the guards (``guards.py``, in their order:
+stale data, storm, budget, rate limit, dry run), then the writes. Nothing is remembered that a
+restart would need: what is left to do (taint the node, delete the pod, then its VolumeAttachments)
+is re-derived each pass, and memory only ever makes the controller *more* careful (grace timers,
+the fail-over budget, the eviction rate limit).
 
-Guards, in order: not the Lease holder -> nothing at all; stale or unsynced data -> every pending
-fail-over refused as StaleData; storm (too many storage nodes lost at once) -> StormBreaker; the
-pod's fail-over budget spent -> BudgetSpent; eviction rate limit -> RateLimited; ``--dry-run`` ->
-Events and logs only. Every refusal is a Warning Event on the pod, a log line and a metric.
+What the pass checked once is checked again before *each* write, at the moment it is made: the
+Lease is still ours (monotonic clock, with margin), the evidence is younger than the bound, and
+the pod (its UID) is still on the lost node. Every Kubernetes call runs in a worker thread with a
+timeout (the kubernetes client is synchronous): a hung call ends the call, never the loop.
 """
 
 from __future__ import annotations
@@ -21,12 +22,26 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.linstor.errors import EventsNotSupported
+from linstor_scheduler.volumes import pod_claims
 
-from .actions import KubeActions, Outcome, attachment_matches, has_taint
+from .actions import Answer, KubeActions, Outcome, has_taint, index_attachments
 from .grace import GraceTimers
+from .guards import (
+    BUDGET_SPENT,
+    RATE_LIMITED,
+    STALE_DATA,
+    STORM,
+    BudgetGuard,
+    DryRunGuard,
+    GuardContext,
+    RateLimitGuard,
+    StaleDataGuard,
+    StormGuard,
+    apply,
+)
 from .kubeview import KubeView
 from .metrics import FencingMetrics
 from .observe import (
@@ -36,35 +51,39 @@ from .observe import (
     LinstorView,
     build_observed,
     faults,
+    linstor_nodes,
     pod_state,
     read_linstor,
+    resource_states,
     storage_nodes,
 )
 from .verdict import (
     FENCE,
     HEALTHY,
     NOT_OPTED_IN,
+    NOTICES,
     OPTED_OUT,
     REFUSE,
     WAITING,
-    NodeState,
     Observed,
     PodDecision,
     PodState,
     judge,
     judge_volume,
+    witnesses,
 )
 
 log = logging.getLogger("linstor_scheduler.fencing")
 
-STALE_DATA = "StaleData"
-STORM = "StormBreaker"
-BUDGET_SPENT = "BudgetSpent"
-RATE_LIMITED = "RateLimited"
+__all__ = ["BUDGET_SPENT", "RATE_LIMITED", "STALE_DATA", "STORM", "FencingController", "PassReport", "Settings"]
+
+NOT_LEADER = "NotLeader"
 EVICTION_BLOCKED = "EvictionBlocked"
+EVICTION_CONFLICT = "EvictionConflict"
 ACTION_FAILED = "FencingActionFailed"
 VOLUME_STILL_IN_USE = "VolumeStillInUse"
 WARN_REPEAT_SECONDS = 300.0  # the same warning on the same pod at most this often (the metric counts every pass)
+T = TypeVar("T")
 
 
 class Leader(Protocol):
@@ -88,8 +107,9 @@ class Settings:
     budget_window: float = 3600.0
     eviction_timeout: float = 60.0
     dry_run: bool = False
-    taint: bool = False
-    taint_stable_seconds: float = 300.0
+    taint: bool = True
+    taint_stable_seconds: float = 60.0
+    api_timeout: float = 10.0  # one Kubernetes call (connect + read), seconds
 
 
 @dataclass
@@ -101,24 +121,6 @@ class PassReport:
     actions: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, object, outcome)
     guard: str | None = None  # a guard that held every action (NotLeader, StaleData, StormBreaker)
     note: str = ""
-
-
-class TokenBucket:
-    """The eviction rate limit: ``per_minute`` tokens, refilled continuously, burst of the same size."""
-
-    def __init__(self, per_minute: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute)
-        self.tokens = self.capacity
-        self.at = now
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 def _as_pod(obj: dict[str, Any]) -> dict[str, Any]:
@@ -142,13 +144,32 @@ class FencingController:
         self.view: LinstorView | None = None
         self.read_error: str | None = None
         self._term: float | None = None  # leader_since of the term we act in
-        self._bucket = TokenBucket(self.settings.evictions_per_minute, clock())
-        self._failovers: dict[str, list[tuple[float, str]]] = {}  # pod key -> [(when, uid)]
+        s = self.settings
+        self.budget = BudgetGuard(s.failover_budget, s.budget_window)
+        self.rate = RateLimitGuard(s.evictions_per_minute, clock())
+        self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
+        self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
+        self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
+        self._not_before: dict[str, float] = {}  # pod uid -> no new attempt before (429 Retry-After)
         self._warned: dict[tuple[str, str, str], float] = {}
         self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
+        self._storm = False
         self._wake = asyncio.Event()
+        self._promoted: set[str] = set()  # resources with a DRBD promotion change since the last read
+        self.promotion_events = 0
+
+    # --- every Kubernetes call: in a thread, with a timeout --------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """The kubernetes client blocks: run it in a worker thread, bounded (it has its own timeout too)."""
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.settings.api_timeout + 1.0)
+
+    async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        try:
+            await self._call(self.recorder.record, obj, event_type, reason, message)
+        except Exception as exc:  # an Event never fails the pass
+            log.warning("event %s not recorded: %s", reason, exc)
 
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:
@@ -160,60 +181,54 @@ class FencingController:
                 log.warning("lost the Lease: no more actions; grace timers forgotten")
             self._term = None
             self.timers.reset()
-            return PassReport(started, guard="NotLeader", note="not the Lease holder: observing nothing, acting never")
+            return PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
         if self._term != self.leader.leader_since:
             log.info("leading since %.1f: grace timers start fresh, nothing is done before a complete new read",
                      self.leader.leader_since or 0.0)
             self._term = self.leader.leader_since
             self.timers.reset()
             self.view = None
+            self._seen_linstor = self._seen_kube = started
 
         await self._read_linstor(started)
         try:
-            await asyncio.to_thread(self.kube.refresh)
+            await self._call(self.kube.refresh)
         except Exception as exc:  # a view that cannot refresh is simply not there this pass
             log.warning("Kubernetes view refresh failed: %s", exc)
         kube = self.kube.objects()
         now = self.clock()
         stale = self._staleness(now, kube)
         self.metrics.view_age.set(now - self.view.read_at if self.view else 0.0)
+        storm = self._observe(now, kube)
         if self.view is None or kube is None:
             log.warning("no action: %s", stale)
             self.metrics.decisions.labels(REFUSE, STALE_DATA).inc()
             return PassReport(now, guard=STALE_DATA, note=stale or "")
 
         observed = build_observed(self.view, kube, self.timers.since)
-        if stale is None:
-            current = faults(observed.resources, observed.nodes)
-            new, recovered = self.timers.observe(current, self.view.read_at)
-            for res, node in sorted(new):
-                log.info("storage fault observed: resource %s on node %s; grace period %.0fs starts", res, node,
-                         self.settings.grace_period)
-            for res, node in sorted(recovered):
-                log.info("storage fault cleared: resource %s on node %s; its grace timer is reset", res, node)
-            observed = dataclasses.replace(observed, fault_since=dict(self.timers.since))
-        elif self.view is not None and now - self.view.read_at > self.settings.max_staleness and self.timers.since:
-            log.warning("blind for more than %.0fs: grace timers reset", self.settings.max_staleness)
-            self.timers.reset()
-
-        report = PassReport(now)
-        decisions = judge(observed, now, self.settings.grace_period)
-        storm = self._storm(observed)
-        report.guard = STALE_DATA if stale else (STORM if storm else None)
-        report.note = stale or storm or ""
+        report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
         pods_by_uid = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
+        ctx = GuardContext(now, stale, storm, frozenset(self._evicting))
         final: list[PodDecision] = []
-        for decision in decisions:
-            decision = self._guard(decision, now, stale, storm)
+        for decision in judge(observed, now, self.settings.grace_period):
             raw = pods_by_uid.get(decision.pod.uid) or {}
-            decision = self._act_on_pod(decision, raw, kube, now, report)
+            refusal = apply(self.guards, decision, ctx)
+            if refusal is not None and not refusal.holds_verdict:
+                decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
+            elif refusal is not None:  # dry run: what would happen, said as a Normal Event, nothing written
+                await self._warn(raw, decision.pod, refusal.reason, refusal.detail, now, event=refusal.event_type)
+                kind = "pod_delete" if decision.force else "pod_evict"
+                report.actions.append((f"dry_run_{kind}", decision.pod.key, "skipped"))
+                self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
+            else:
+                decision = await self._act_on_pod(decision, raw, kube, report)
             final.append(decision)
-            self._report(decision, raw, now)
+            await self._report(decision, raw, now)
         report.decisions = final
-        self._vanished({d.pod.uid for d in final}, now)
-        self._detach(observed, kube, final, now, stale, storm, report)
-        if self.settings.taint and not stale:
-            self._untaint(observed, kube, now, report)
+        await self._vanished({d.pod.uid for d in final}, now)
+        if not stale and not storm:
+            await self._detach(observed, kube, final, now, report)
+            await self._untaint(observed, kube, now, report)
         return report
 
     async def _read_linstor(self, started: float) -> None:
@@ -238,58 +253,124 @@ class FencingController:
         if self._term is not None and self.view.read_at < self._term:
             return "LINSTOR view predates this leadership term"
         if kube is None:
-            return "Kubernetes caches not synced"
+            return "Kubernetes caches not synced or the last list failed"
         age = self.kube.age()
         if age is None or age > s.max_staleness:
             return f"Kubernetes caches are stale ({'unknown age' if age is None else f'{age:.0f}s'})"
         return None
 
-    def _storm(self, observed: Observed) -> str | None:
+    def _observe(self, now: float, kube: KubeObjects | None) -> str | None:
+        """The grace timers and the storm breaker; returns the storm sentence while it holds.
+
+        Timers are observed on every fresh LINSTOR read, whatever Kubernetes says (a recovery seen is a
+        recovery). Blind past the bound on either side (LINSTOR or Kubernetes): every timer restarts,
+        since nobody can say the fault held meanwhile. While the storm breaker holds, timers do not run:
+        after it, every fault starts a fresh full grace period.
+        """
+        s = self.settings
+        linstor_fresh = self.read_error is None and self.view is not None and now - self.view.read_at <= s.max_staleness
+        age = self.kube.age() if kube is not None else None
+        if linstor_fresh:
+            self._seen_linstor = now
+        if age is not None and age <= s.max_staleness:
+            self._seen_kube = now
+        seen = [t for t in (self._seen_linstor, self._seen_kube) if t is not None]
+        if self.timers.since and (len(seen) < 2 or now - min(seen) > s.max_staleness):
+            log.warning("blind for more than %.0fs (%s): grace timers restart", s.max_staleness,
+                        "LINSTOR" if self._seen_linstor is None or now - self._seen_linstor > s.max_staleness
+                        else "Kubernetes")
+            self.timers.reset()
+        if not linstor_fresh or self.view is None:
+            return None
+        nodes = linstor_nodes(self.view)
+        resources = resource_states(self.view)
+        storm = self._storm_sentence(nodes, resources)
+        if storm:
+            if not self._storm:
+                log.warning("%s: every action held, grace timers stopped", storm)
+            self._storm = True
+            self.timers.reset()
+            return storm
+        if self._storm:
+            log.info("storm over: every fault starts a fresh grace period")
+        self._storm = False
+        if self._seen_kube is None or now - self._seen_kube > s.max_staleness:
+            return None  # blind on the Kubernetes side: timers stay reset
+        changed, self._promoted = self._promoted, set()
+        for res, node in sorted(self.timers.restart(changed)):
+            log.info("resource %s changed in DRBD between two reads (promotion event): the grace timer of node %s "
+                     "starts again", res, node)
+        new, recovered = self.timers.observe(faults(resources, nodes), self.view.read_at)
+        for res, node in sorted(new):
+            log.info("storage fault observed: resource %s on node %s; grace period %.0fs starts", res, node,
+                     s.grace_period)
+        for res, node in sorted(recovered):
+            log.info("storage fault cleared: resource %s on node %s; its grace timer is reset", res, node)
+        return None
+
+    def _storm_sentence(self, nodes: dict[str, Any], resources: dict[str, Any]) -> str | None:
+        """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""
         assert self.view is not None
-        population = storage_nodes(self.view)
-        lost = {node for _, node in faults(observed.resources, observed.nodes)} & population
-        lost |= {n for n in population if n in observed.nodes and not observed.nodes[n].online}
+        population, diskless = storage_nodes(self.view)
+        lost = {n for n in population if n in nodes and nodes[n].linstor_status is not None and not nodes[n].online}
+        lost |= {node for _, node in faults(resources, nodes)} & population
         self.metrics.lost_nodes.set(len(lost))
-        storm = len(lost) >= 2 and len(lost) >= self.settings.storm_share * max(1, len(population))
+        storm = len(lost) >= 2 and len(lost) > self.settings.storm_share * len(population)
         self.metrics.storm_active.set(1 if storm else 0)
         if not storm:
             return None
         return (f"storm breaker: {len(lost)} of {len(population)} storage nodes look lost at once "
-                f"({', '.join(sorted(lost))}); the limit is {self.settings.storm_share:.0%}")
+                f"({', '.join(sorted(lost))}; {len(diskless)} diskless-only satellites not counted); "
+                f"the limit is more than {self.settings.storm_share:.0%}")
 
-    # --- guards --------------------------------------------------------------------------------
+    # --- right before each write -----------------------------------------------------------------
+    def _write_refused(self) -> str | None:
+        """Checked at the moment of each write: the Lease still ours, the evidence younger than the bound."""
+        if not self.leader.is_leader or self.leader.leader_since != self._term:
+            return "the Lease is no longer held"
+        now, bound = self.clock(), self.settings.max_staleness
+        if self.view is None or now - self.view.read_at > bound:
+            age = now - self.view.read_at if self.view else float("inf")
+            return f"the LINSTOR evidence is {age:.0f}s old (limit {bound:.0f}s)"
+        age = self.kube.age()
+        if age is None or age > bound:
+            return f"the Kubernetes evidence is {'of unknown age' if age is None else f'{age:.0f}s old'}"
+        return None
+
+    async def _write(self, kind: str, what: str, report: PassReport, fn: Callable[..., Answer], *args: Any) -> Answer:
+        """One write, checked at the moment it is made, in a thread with a timeout, reported and counted."""
+        held = self._write_refused()
+        if held:
+            log.warning("%s %s not sent: %s", kind, what, held)
+            answer = Answer(Outcome.ERROR, held=held)
+        else:
+            try:
+                answer = await self._call(fn, *args)
+            except Exception as exc:  # timeout: the write may or may not have happened; re-judged next pass
+                log.warning("%s %s: %r", kind, what, exc)
+                answer = Answer(Outcome.ERROR)
+        report.actions.append((kind, what, answer.value))
+        if not answer.held:
+            self.metrics.actions.labels(kind, answer.value).inc()
+        return answer
+
     def _refuse(self, decision: PodDecision, reason: str, detail: str) -> PodDecision:
         return dataclasses.replace(decision, verdict=REFUSE, reason=reason, detail=detail)
 
-    def _guard(self, decision: PodDecision, now: float, stale: str | None, storm: str | None) -> PodDecision:
-        if decision.verdict == HEALTHY:
-            return decision
-        if stale:
-            return self._refuse(decision, STALE_DATA, f"no action on stale data: {stale}")
-        if decision.verdict != FENCE:
-            return decision
-        if storm:
-            return self._refuse(decision, STORM, f"{decision.detail}; held: {storm}")
-        s = self.settings
-        history = [(t, uid) for t, uid in self._failovers.get(decision.pod.key, []) if now - t < s.budget_window]
-        self._failovers[decision.pod.key] = history
-        if len(history) >= s.failover_budget and all(uid != decision.pod.uid for _, uid in history):
-            return self._refuse(decision, BUDGET_SPENT,
-                                f"{decision.detail}; held: pod {decision.pod.key} already failed over {len(history)} "
-                                f"times in {s.budget_window / 60:.0f} min (budget {s.failover_budget})")
-        return decision
-
     # --- the pod ---------------------------------------------------------------------------------
-    def _act_on_pod(self, decision: PodDecision, raw: dict[str, Any], kube: KubeObjects, now: float,
-                    report: PassReport) -> PodDecision:
+    async def _act_on_pod(self, decision: PodDecision, raw: dict[str, Any], kube: KubeObjects,
+                          report: PassReport) -> PodDecision:
         if decision.verdict != FENCE:
             return decision
         pod = decision.pod
+        now = self.clock()
+        if now < self._not_before.get(pod.uid, 0.0):
+            return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
         try:  # the caches may lag: act only on what the API server says now
-            live = self.actions.get_pod(pod.namespace, pod.name)
+            live = await self._call(self.actions.get_pod, pod.namespace, pod.name)
         except Exception as exc:
             report.actions.append(("pod_read", pod.key, "error"))
-            return self._refuse(decision, STALE_DATA, f"no action: cannot read pod {pod.key} now: {exc}")
+            return self._refuse(decision, STALE_DATA, f"no action: cannot read pod {pod.key} now: {exc!r}")
         if live is None or (live.get("metadata") or {}).get("uid") != pod.uid:
             log.info("pod %s (uid %s) is gone or replaced: nothing to do for it", pod.key, pod.uid)
             return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail="gone or replaced")
@@ -300,6 +381,7 @@ class FencingController:
             reason = OPTED_OUT if current.opted_out else NOT_OPTED_IN
             return self._refuse(decision, reason, f"node {decision.node} lost storage, but the pod's label or "
                                 "annotation now says not to fail it over")
+        now = self.clock()
         force = decision.force
         first = self._evicting.get(pod.uid)
         if not force and current.terminating:
@@ -310,52 +392,53 @@ class FencingController:
             elif current.terminating:
                 report.actions.append(("pod_terminating", pod.key, "waiting"))
                 return decision
-        if first is None and not self._bucket.take(now):
-            return self._refuse(decision, RATE_LIMITED,
-                                f"{decision.detail}; held: more than {self.settings.evictions_per_minute:g} "
-                                "fail-overs per minute")
+        if self.settings.taint:
+            await self._taint(decision.node, kube, report)
         kind = "pod_delete" if force else "pod_evict"
-        if self.settings.dry_run:
-            report.actions.append((f"dry_run_{kind}", pod.key, "skipped"))
-            self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
-            return decision
-        outcome = (self.actions.delete_pod if force else self.actions.evict_pod)(pod.namespace, pod.name, pod.uid)
-        report.actions.append((kind, pod.key, outcome.value))
-        self.metrics.actions.labels(kind, outcome.value).inc()
-        if outcome is Outcome.DONE:
-            if not any(uid == pod.uid for _, uid in self._failovers.get(pod.key, [])):
-                self._failovers.setdefault(pod.key, []).append((now, pod.uid))
-                if decision.fault_since is not None:
-                    self.metrics.fault_to_deletion.observe(max(0.0, now - decision.fault_since))
+        write = self.actions.delete_pod if force else self.actions.evict_pod
+        answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid)
+        if answer.held:
+            return self._refuse(decision, STALE_DATA, f"{kind} not sent: {answer.held}")
+        now = self.clock()
+        if answer.outcome is Outcome.DONE:
+            if self.budget.record(pod.key, pod.uid, now) and decision.fault_since is not None:
+                self.metrics.fault_to_deletion.observe(max(0.0, now - decision.fault_since))
             if not force:
                 self._evicting.setdefault(pod.uid, now)
             else:
                 self._evicting.pop(pod.uid, None)
-            self.recorder.record(_as_pod(raw or live), "Normal", "FencedPod" if force else "EvictedPod",
-                                 f"{'deleted (grace 0)' if force else 'evicted'} from node {decision.node}: "
-                                 f"{decision.detail}")
-            if self.settings.taint:
-                self._taint(decision.node, kube, report)
+            await self._record(_as_pod(raw or live), "Normal", "FencedPod" if force else "EvictedPod",
+                               f"{'deleted (grace 0)' if force else 'evicted'} from node {decision.node}: "
+                               f"{decision.detail}")
             return decision
-        if outcome is Outcome.THROTTLED and not force:
-            self._evicting.setdefault(pod.uid, now)
+        if answer.outcome is Outcome.THROTTLED:
+            if answer.retry_after:
+                self._not_before[pod.uid] = now + answer.retry_after
+            if not force:
+                self._evicting.setdefault(pod.uid, now)
             return self._refuse(decision, EVICTION_BLOCKED,
-                                f"eviction refused (PodDisruptionBudget or API throttling); the pod is deleted with "
-                                f"grace 0 after {self.settings.eviction_timeout:.0f}s")
-        if outcome in (Outcome.GONE, Outcome.CONFLICT):
-            return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail=f"{kind}: {outcome.value}")
-        return self._refuse(decision, ACTION_FAILED, f"{kind} failed ({outcome.value}); retried next pass")
+                                f"{kind} refused for now (429: PodDisruptionBudget or API throttling"
+                                f"{f', retry after {answer.retry_after:g}s' if answer.retry_after else ''}); "
+                                "a Ready node's pod is deleted with grace 0 after "
+                                f"{self.settings.eviction_timeout:.0f}s")
+        if answer.outcome is Outcome.CONFLICT:
+            return self._refuse(decision, EVICTION_CONFLICT,
+                                f"{kind} answered 409: the pod changed since it was judged (UID precondition); "
+                                "re-judged next pass")
+        if answer.outcome is Outcome.GONE:
+            return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail=f"{kind}: gone")
+        return self._refuse(decision, ACTION_FAILED, f"{kind} failed ({answer.value}); retried next pass")
 
-    def _vanished(self, seen: set[str], now: float) -> None:
+    async def _vanished(self, seen: set[str], now: float) -> None:
         """A pod whose fault we were timing left our label-selected view: say why, never skip silently."""
         for uid, (namespace, name, node) in list(self._announced.items()):
             if uid in seen:
                 continue
             del self._announced[uid]
             try:
-                live = self.actions.get_pod(namespace, name)
+                live = await self._call(self.actions.get_pod, namespace, name)
             except Exception as exc:
-                log.info("pod %s/%s left the view during its grace period; cannot read it: %s", namespace, name, exc)
+                log.info("pod %s/%s left the view during its grace period; cannot read it: %r", namespace, name, exc)
                 continue
             if live is None or (live.get("metadata") or {}).get("uid") != uid:
                 log.info("pod %s/%s left node %s during its grace period (deleted or replaced): nothing to do",
@@ -363,19 +446,21 @@ class FencingController:
                 continue
             state = pod_state(live, KubeObjects())
             reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
-            self._warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its grace "
-                       "period: the pod is not failed over", now)
+            await self._warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
+                             "grace period: the pod is not failed over", now)
 
     # --- the VolumeAttachments -------------------------------------------------------------------
-    def _detach(self, observed: Observed, kube: KubeObjects, decisions: list[PodDecision], now: float,
-                stale: str | None, storm: str | None, report: PassReport) -> None:
+    async def _detach(self, observed: Observed, kube: KubeObjects, decisions: list[PodDecision], now: float,
+                      report: PassReport) -> None:
         """Delete our VolumeAttachments on a lost node once no pod there uses the volume any more.
 
         Only for volumes of pods that ask for fencing (in whatever state: the StatefulSet's new pod
         is pending, the old one was just removed), only attacher linstor.csi.linbit.com, only that
-        node, only that PV, and with the attachment's UID as precondition.
+        node, only that PV, and with the attachment's UID as precondition. Attachments are indexed
+        by PV and node once per pass.
         """
-        if stale or storm or not kube.attachments:
+        index = index_attachments(kube.attachments)
+        if not index:
             return
         removed = {d.pod.uid: d.node for d in decisions if d.verdict == FENCE}
         raw_by_uid = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
@@ -386,36 +471,36 @@ class FencingController:
             for vol in pod.volumes:
                 if not vol.resource or not vol.pv:
                     continue
-                for va in kube.attachments:
-                    name = (va.get("metadata") or {}).get("name") or ""
-                    node = (va.get("spec") or {}).get("nodeName") or ""
-                    if name in done or not attachment_matches(va, vol.pv, node):
-                        continue
+                for node, vas in sorted(index.get(vol.pv, {}).items()):
                     if node == pod.node and removed.get(pod.uid) != node:
                         continue  # the pod itself still runs there: the pod goes first
                     verdict = judge_volume(observed.resources.get(vol.resource), vol.resource, node, observed, now,
                                            self.settings.grace_period)
                     if verdict.verdict == REFUSE:
-                        self._warn(raw_by_uid.get(pod.uid) or {}, pod, verdict.reason,
-                                   f"VolumeAttachment {name} of {vol.pv} on node {node} kept: {verdict.detail}", now)
+                        names = ", ".join(sorted((va.get("metadata") or {}).get("name") or "" for va in vas))
+                        await self._warn(raw_by_uid.get(pod.uid) or {}, pod, verdict.reason,
+                                         f"VolumeAttachment {names} of {vol.pv} on node {node} kept: {verdict.detail}",
+                                         now)
                     if verdict.verdict != FENCE:
                         continue
-                    done.add(name)
-                    self._delete_attachment(va, pod, vol.claim, vol.pv, node, verdict.detail, raw_by_uid, report)
+                    for va in vas:
+                        name = (va.get("metadata") or {}).get("name") or ""
+                        if name in done:
+                            continue
+                        done.add(name)
+                        await self._delete_attachment(va, pod, vol.claim, vol.pv, node, verdict.detail, raw_by_uid,
+                                                      report)
 
-    def _delete_attachment(self, va: dict[str, Any], pod: PodState, claim: str, pv: str, node: str, why: str,
-                           raw_by_uid: dict[Any, dict[str, Any]], report: PassReport) -> None:
+    async def _delete_attachment(self, va: dict[str, Any], pod: PodState, claim: str, pv: str, node: str, why: str,
+                                 raw_by_uid: dict[Any, dict[str, Any]], report: PassReport) -> None:
         name = (va.get("metadata") or {}).get("name") or ""
-        namespace, _, claim_name = claim.partition("/")
-        try:
-            users = [p for p in self.actions.pods_on_node(node)
-                     if (p.get("metadata") or {}).get("namespace") == namespace and not _finished(p)
-                     and any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim_name
-                             for v in (p.get("spec") or {}).get("volumes") or [])]
+        try:  # a pod still terminating there keeps its attachment, whatever kind of claim it uses
+            on_node = await self._call(self.actions.pods_on_node, node)
         except Exception as exc:
-            log.warning("VolumeAttachment %s kept: cannot list the pods on node %s: %s", name, node, exc)
+            log.warning("VolumeAttachment %s kept: cannot list the pods on node %s: %r", name, node, exc)
             report.actions.append(("attachment_delete", name, "error"))
             return
+        users = [p for p in on_node if not _finished(p) and any(ref.key == claim for ref in pod_claims(p))]
         if users:
             names = ", ".join(sorted(f"{(p.get('metadata') or {}).get('name')}" for p in users))
             log.info("VolumeAttachment %s kept: pod(s) %s on node %s still use claim %s", name, names, node, claim)
@@ -425,65 +510,64 @@ class FencingController:
             report.actions.append(("dry_run_attachment_delete", name, "skipped"))
             self.metrics.actions.labels("dry_run_attachment_delete", "skipped").inc()
             return
-        outcome = self.actions.delete_attachment(va)
-        report.actions.append(("attachment_delete", name, outcome.value))
-        self.metrics.actions.labels("attachment_delete", outcome.value).inc()
-        if outcome is Outcome.DONE:
+        answer = await self._write("attachment_delete", name, report, self.actions.delete_attachment, va)
+        if answer.outcome is Outcome.DONE and not answer.held:
             raw = raw_by_uid.get(pod.uid)
             if raw:
-                self.recorder.record(_as_pod(raw), "Normal", "DetachedVolume",
-                                     f"VolumeAttachment {name} of {pv} on lost node {node} deleted: {why}")
+                await self._record(_as_pod(raw), "Normal", "DetachedVolume",
+                                   f"VolumeAttachment {name} of {pv} on lost node {node} deleted: {why}")
 
     # --- taints ----------------------------------------------------------------------------------
-    def _taint(self, node: str, kube: KubeObjects, report: PassReport) -> None:
+    async def _taint(self, node: str, kube: KubeObjects, report: PassReport) -> None:
+        """Keep the scheduler off the node while we act on it (never in a storm: no write gets here then)."""
         obj = kube.nodes.get(node)
-        if obj is None or has_taint(obj):
-            return
-        outcome = self.actions.set_taint(obj, True)
-        report.actions.append(("taint", node, outcome.value))
-        self.metrics.actions.labels("taint", outcome.value).inc()
-        self._stable_since.pop(node, None)
+        if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
+            return  # once per node per pass, whatever the answer
+        answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
+        if answer.outcome is Outcome.DONE and not answer.held:
+            self._stable_since.pop(node, None)
 
-    def _untaint(self, observed: Observed, kube: KubeObjects, now: float, report: PassReport) -> None:
-        lost = {node for _, node in observed.fault_since}
+    async def _untaint(self, observed: Observed, kube: KubeObjects, now: float, report: PassReport) -> None:
+        """Every taint of ours comes off once the node's storage is back and stable, whoever set it
+        (an earlier leader, an instance before a restart), also with ``--no-taint``."""
         for name, obj in kube.nodes.items():
             if not has_taint(obj):
                 self._stable_since.pop(name, None)
                 continue
-            state: NodeState | None = observed.nodes.get(name)
-            if name in lost or state is None or not state.online:
+            state = observed.nodes.get(name)
+            lost = any(witnesses(res, name, observed.nodes).linstor or witnesses(res, name, observed.nodes).peers
+                       for res in observed.resources.values() if name in res.replicas)
+            if lost or state is None or not state.online:
                 self._stable_since.pop(name, None)
                 continue
             since = self._stable_since.setdefault(name, now)
             if now - since < self.settings.taint_stable_seconds or self.settings.dry_run:
                 continue
-            outcome = self.actions.set_taint(obj, False)
-            report.actions.append(("untaint", name, outcome.value))
-            self.metrics.actions.labels("untaint", outcome.value).inc()
-            if outcome.reached:
+            answer = await self._write("untaint", name, report, self.actions.set_taint, obj, False)
+            if answer.reached and not answer.held:
                 self._stable_since.pop(name, None)
 
     # --- reporting -------------------------------------------------------------------------------
-    def _report(self, decision: PodDecision, raw: dict[str, Any], now: float) -> None:
+    async def _report(self, decision: PodDecision, raw: dict[str, Any], now: float) -> None:
         self.metrics.decisions.labels(decision.verdict, decision.reason or "none").inc()
         pod = decision.pod
         if decision.verdict == HEALTHY:
             self._announced.pop(pod.uid, None)
+            if decision.reason in NOTICES:  # one witness only: said, never acted on
+                await self._warn(raw, pod, decision.reason, decision.detail, now, event="Normal")
             return
         if decision.verdict == WAITING:
             if pod.uid not in self._announced:
                 self._announced[pod.uid] = (pod.namespace, pod.name, decision.node)
-                self.recorder.record(_as_pod(raw), "Normal", "StorageFaultObserved",
-                                     f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s "
-                                     "unless the storage recovers")
+                await self._record(_as_pod(raw), "Normal", "StorageFaultObserved",
+                                   f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s "
+                                   "unless the storage recovers")
             return
         if decision.verdict == REFUSE:
-            self._warn(raw, pod, decision.reason, decision.detail, now)
-        elif decision.verdict == FENCE and self.settings.dry_run:
-            self._warn(raw, pod, "DryRun", f"would fail over (--dry-run): {decision.detail}", now, event="Normal")
+            await self._warn(raw, pod, decision.reason, decision.detail, now)
 
-    def _warn(self, raw: dict[str, Any], pod: PodState, reason: str, detail: str, now: float,
-              event: str = "Warning") -> None:
+    async def _warn(self, raw: dict[str, Any], pod: PodState, reason: str, detail: str, now: float,
+                    event: str = "Warning") -> None:
         key = (pod.uid, reason, detail)
         last = self._warned.get(key)
         if last is not None and now - last < WARN_REPEAT_SECONDS:
@@ -493,7 +577,7 @@ class FencingController:
             for old in sorted(self._warned, key=self._warned.__getitem__)[:1024]:
                 del self._warned[old]
         if raw:
-            self.recorder.record(_as_pod(raw), event, reason, detail)
+            await self._record(_as_pod(raw), event, reason, detail)
         else:
             log.warning("%s %s: %s", reason, pod.key, detail)
 
@@ -502,12 +586,18 @@ class FencingController:
         self._wake.set()
 
     async def follow_promotions(self, client: Any) -> None:
-        """Poll early when DRBD promotion changes (a replica lost its peer); polling never stops."""
+        """Poll early when DRBD promotion changes (a replica lost its peer); polling never stops.
+
+        A change also tells that the resource's connections moved between two reads: a flap shorter
+        than a poll interval restarts its grace timers instead of going unseen."""
         delay = 1.0
         while True:
             try:
-                async for _event, _data in client.events("/v1/events/drbd/promotion"):
+                async for _event, data in client.events("/v1/events/drbd/promotion"):
                     delay = 1.0
+                    self.promotion_events += 1
+                    if isinstance(data, dict) and data.get("resource_name"):
+                        self._promoted.add(str(data["resource_name"]))
                     self.wake()
             except EventsNotSupported:
                 log.info("LINSTOR offers no promotion event stream: polling only")
@@ -534,6 +624,7 @@ class FencingController:
 
 
 def _finished(pod: dict[str, Any]) -> bool:
+    """A pod that ended holds no volume (its containers are gone)."""
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 

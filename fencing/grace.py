@@ -30,3 +30,11 @@ class GraceTimers:
 
     def reset(self) -> None:
         self.since.clear()
+
+    def restart(self, resources: set[str]) -> set[Key]:
+        """DRBD reported a change for these resources between two reads (the promotion stream): the
+        fault did not provably hold without a break, so their timers start again. Returns those reset."""
+        gone = {key for key in self.since if key[0] in resources}
+        for key in gone:
+            del self.since[key]
+        return gone

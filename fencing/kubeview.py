@@ -8,6 +8,8 @@ None while unknown), so the staleness guard treats them alike.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -63,21 +65,25 @@ class CachedKube:
 class ListedKube:
     """One LIST per kind per ``refresh()``; a failed list leaves no view at all until the next success."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, *, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         core, storage = k8s.CoreV1Api(api_client), k8s.StorageV1Api(api_client)
+        opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": (min(timeout, 3.0), timeout)}
         self._lists = {
-            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=LABEL_SELECTOR, _preload_content=False),
-            "PersistentVolumeClaim": lambda: core.list_persistent_volume_claim_for_all_namespaces(
-                _preload_content=False),
-            "PersistentVolume": lambda: core.list_persistent_volume(_preload_content=False),
-            "Node": lambda: core.list_node(_preload_content=False),
-            "VolumeAttachment": lambda: storage.list_volume_attachment(_preload_content=False),
+            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=LABEL_SELECTOR, **opts),
+            "PersistentVolumeClaim": lambda: core.list_persistent_volume_claim_for_all_namespaces(**opts),
+            "PersistentVolume": lambda: core.list_persistent_volume(**opts),
+            "Node": lambda: core.list_node(**opts),
+            "VolumeAttachment": lambda: storage.list_volume_attachment(**opts),
         }
+        self.clock = clock
         self._objects: KubeObjects | None = None
+        self._listed_at: float | None = None
         self.error: str | None = None
 
     def refresh(self) -> None:
         self._objects = None
+        started = self.clock()
         try:
             items = {kind: list(orjson.loads(fn().data).get("items") or []) for kind, fn in self._lists.items()}
         except Exception as exc:  # any failure: no view this pass (never half a view)
@@ -86,9 +92,11 @@ class ListedKube:
             return
         self.error = None
         self._objects = _objects(items)
+        self._listed_at = started
 
     def objects(self) -> KubeObjects | None:
         return self._objects
 
     def age(self) -> float | None:
-        return 0.0 if self._objects is not None else None
+        """Since the start of the last complete list (the evidence is as old as its first read)."""
+        return self.clock() - self._listed_at if self._objects is not None and self._listed_at is not None else None

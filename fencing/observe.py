@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from linstor_scheduler.linstor.models import Node, Resource, ResourceDefinition, ResourceGroup
+from linstor_scheduler.linstor.models import Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 from linstor_scheduler.volumes import resolve_pod_claims
 
 from .verdict import NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
@@ -32,6 +32,7 @@ class LinstorReader(Protocol):
     async def get_resource_definitions(self) -> list[ResourceDefinition]: ...
     async def get_resource_groups(self) -> list[ResourceGroup]: ...
     async def get_controller_properties(self) -> dict[str, str]: ...
+    async def get_storage_pools(self) -> list[StoragePool]: ...
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,15 @@ class LinstorView:
     groups: list[ResourceGroup]
     controller_props: dict[str, str]
     read_at: float
+    pools: list[StoragePool] = field(default_factory=list)
 
 
 async def read_linstor(client: LinstorReader, read_at: float) -> LinstorView:
-    """All five reads concurrently; any failure raises (LinstorError): no partial view."""
-    nodes, resources, definitions, groups, props = await asyncio.gather(
+    """All six reads concurrently; any failure raises (LinstorError): no partial view."""
+    nodes, resources, definitions, groups, props, pools = await asyncio.gather(
         client.get_nodes(), client.get_resources(), client.get_resource_definitions(), client.get_resource_groups(),
-        client.get_controller_properties())
-    return LinstorView(nodes, resources, definitions, groups, props, read_at)
+        client.get_controller_properties(), client.get_storage_pools())
+    return LinstorView(nodes, resources, definitions, groups, props, read_at, pools)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def resource_states(view: LinstorView) -> dict[str, ResourceState]:
             up_to_date=bool(states) and all(s.lower() == "uptodate" for s in states),
             in_use=item.in_use, may_promote=drbd.may_promote if drbd else None,
             peers={peer: conn.connected for peer, conn in (drbd.connections.items() if drbd else ())},
-            ignored=item.ignored)
+            ignored=item.ignored, tie_breaker=any(f.upper() == "TIE_BREAKER" for f in item.flags),
+            reported=drbd is not None and (drbd.may_promote is not None or bool(drbd.connections)))
     return {name: ResourceState(name, reps, props_of.get(name, dict(view.controller_props)))
             for name, reps in replicas.items()}
 
@@ -137,7 +140,14 @@ def faults(resources: Mapping[str, ResourceState], nodes: Mapping[str, NodeState
     return found
 
 
-def storage_nodes(view: LinstorView) -> set[str]:
-    """Satellites that hold at least one diskful replica: the population the storm breaker counts."""
+def storage_nodes(view: LinstorView) -> tuple[set[str], set[str]]:
+    """The storm breaker's population: satellites with a diskful storage pool (any provider but
+    DISKLESS), whether or not they hold a replica now; and, apart, the diskless-only satellites."""
     satellites = {n.name for n in view.nodes if n.is_satellite}
-    return {r.node_name for r in view.resources if r.diskful and r.node_name in satellites}
+    diskful = {p.node_name for p in view.pools if not p.diskless and p.node_name in satellites}
+    return diskful, satellites - diskful
+
+
+def linstor_nodes(view: LinstorView) -> dict[str, NodeState]:
+    """Node states from LINSTOR alone (the grace timers need no Kubernetes object)."""
+    return node_states(view, KubeObjects())

@@ -3,11 +3,14 @@
 A pod is removed from its node only when, for every LINSTOR volume of the pod that lost its storage
 on that node, all of these hold (docs/fencing.md explains why each one is needed):
 
-1. storage proof: the node's satellite is not ONLINE, or every other replica on an ONLINE node
-   reports its DRBD connection to the node down; and a surviving replica may promote and no replica
-   other than the node's is in use;
-2. the node cannot keep writing: the resource has a quorum policy (``quorum`` plus ``on-no-quorum``
-   suspend-io or io-error, inherited controller < resource group < definition < resource);
+1. storage proof from two witnesses: LINSTOR (the node's satellite is not ONLINE, or the node's
+   own replica reports every DRBD peer connection down) *and* the surviving peers (every replica on
+   an ONLINE node that has a connection to the node reports it down); and a surviving replica may
+   promote and no replica other than the node's is in use. One witness alone is no proof: a
+   satellite LINSTOR cannot reach while its peers still talk to it is a controller partition;
+2. the node cannot keep writing: the resource has a quorum policy (``quorum`` = majority, all or a
+   number above half the voters, plus ``on-no-quorum`` suspend-io or io-error, inherited
+   controller < resource group < definition);
 3. somewhere to go: an UpToDate diskful replica on another ONLINE node;
 4. the storage proof held for the whole grace period (timed by ``grace.GraceTimers``).
 
@@ -37,6 +40,9 @@ NO_QUORUM_POLICY = "NoQuorumPolicy"
 NOWHERE_TO_GO = "NowhereToGo"
 IN_USE_ELSEWHERE = "InUseElsewhere"
 NO_PROMOTABLE_REPLICA = "NoPromotableReplica"
+CONTROLLER_PARTITION = "ControllerPartition"  # LINSTOR says lost, a peer still reaches it: Normal notice
+NO_PEER_WITNESS = "NoPeerWitness"  # LINSTOR says lost, no surviving peer can be heard at all: Normal notice
+NOTICES = frozenset({CONTROLLER_PARTITION, NO_PEER_WITNESS})
 NOT_OPTED_IN = "NotOptedIn"
 OPTED_OUT = "OptedOut"
 HOST_PATH = "HostPathVolume"
@@ -54,6 +60,12 @@ class ReplicaState:
     may_promote: bool | None
     peers: Mapping[str, bool | None] = field(default_factory=dict)  # peer node -> DRBD connection up?
     ignored: bool = False  # DELETE / INACTIVE
+    tie_breaker: bool = False  # a diskless replica that votes for quorum (LINSTOR's TIE_BREAKER)
+    reported: bool = True  # LINSTOR has the satellite's state for it (False: unknown, satellite unreachable)
+
+    @property
+    def voter(self) -> bool:
+        return not self.ignored and (self.diskful or self.tie_breaker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +75,41 @@ class ResourceState:
     props: Mapping[str, str]  # effective properties after inheritance
 
     @property
+    def voters(self) -> int:
+        """DRBD's quorum voters: diskful replicas and diskless tie-breakers."""
+        return sum(1 for r in self.replicas.values() if r.voter)
+
+    @property
     def quorum_policy(self) -> str | None:
         """The policy as text, or None when the node could keep writing without quorum."""
+        return None if self.quorum_problem() else self._policy_text()
+
+    def _policy_text(self) -> str:
         quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
         action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
-        if not quorum or quorum == "off" or action not in QUORUM_ACTIONS:
-            return None
         return f"quorum={quorum}, on-no-quorum={action}"
+
+    def quorum_problem(self) -> str | None:
+        """Why a cut-off node could keep writing, or None when the policy stops it.
+
+        ``quorum`` must be ``majority``, ``all`` or a number strictly greater than half the voters
+        (``quorum=1`` makes a lone node quorate); ``on-no-quorum`` must suspend or fail I/O.
+        """
+        quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
+        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
+        if not quorum or quorum == "off":
+            return f"{QUORUM_KEY} is {quorum or 'not set'}"
+        if quorum not in ("majority", "all"):
+            try:
+                number = int(quorum)
+            except ValueError:
+                return f"{QUORUM_KEY}={quorum} is not majority, all or a number"
+            if 2 * number <= self.voters:
+                return (f"{QUORUM_KEY}={number} is not more than half of the {self.voters} voters "
+                        "(diskful replicas and tie-breakers): a node cut off with that many could go on writing")
+        if action not in QUORUM_ACTIONS:
+            return f"{ON_NO_QUORUM_KEY} is {action or 'not set'} (suspend-io or io-error needed)"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,25 +193,46 @@ class PodDecision:
         return min(times) if times else None
 
 
-def storage_proof(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
-    """Why the replica of ``resource`` on ``node`` has lost its storage, or None if it has not."""
+@dataclass(frozen=True, slots=True)
+class Witnesses:
+    """What each side says about a replica: a sentence when it says "lost", None when it does not."""
+
+    linstor: str | None
+    peers: str | None
+    reachable_from: tuple[str, ...] = ()  # surviving peers that report their connection to the node up
+
+    @property
+    def proof(self) -> str | None:
+        return f"{self.linstor}; {self.peers}" if self.linstor and self.peers else None
+
+
+def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> Witnesses:
+    """LINSTOR's and the surviving peers' testimony on the replica of ``resource`` on ``node``."""
     replica = resource.replicas.get(node)
     if replica is None or replica.ignored:
-        return None
+        return Witnesses(None, None)
+    linstor = None
     state = nodes.get(node)
     if state is not None and state.linstor_status is not None and not state.online:
-        return f"satellite of node {node} is {state.linstor_status}"
+        linstor = f"satellite of node {node} is {state.linstor_status}"
+    elif replica.reported and replica.peers and all(up is False for up in replica.peers.values()):
+        linstor = f"the replica on {node} reports every DRBD peer connection down"
     reports: list[tuple[str, bool | None]] = []
     for other in resource.replicas.values():
         other_node = nodes.get(other.node)
-        if other.node == node or other.ignored or other_node is None or not other_node.online:
+        if other.node == node or other.ignored or not other.reported or other_node is None or not other_node.online:
             continue
         if node in other.peers:
             reports.append((other.node, other.peers[node]))
+    peers = None
     if reports and all(connected is False for _, connected in reports):
-        peers = ", ".join(sorted(n for n, _ in reports))
-        return f"replicas on {peers} report their DRBD connection to {node} down"
-    return None
+        peers = f"replicas on {', '.join(sorted(n for n, _ in reports))} report their DRBD connection to {node} down"
+    return Witnesses(linstor, peers, tuple(sorted(n for n, connected in reports if connected)))
+
+
+def storage_proof(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
+    """Why the replica of ``resource`` on ``node`` has lost its storage (both witnesses), or None."""
+    return witnesses(resource, node, nodes).proof
 
 
 def _healthy_replica(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]) -> str | None:
@@ -192,22 +253,38 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
     """The verdict for one (volume, node): the pod-independent part of the rules."""
     if resource is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "LINSTOR does not know the resource")
-    proof = storage_proof(resource, node, observed.nodes)
+    said = witnesses(resource, node, observed.nodes)
+    proof = said.proof
+    if proof is None and said.linstor and said.reachable_from:
+        return VolumeVerdict(resource_name, node, HEALTHY, CONTROLLER_PARTITION,
+                             f"{said.linstor}, but its DRBD peers on {', '.join(said.reachable_from)} still reach it: "
+                             "LINSTOR's controller is cut off from the node, its storage is not lost")
+    if proof is None and said.linstor:
+        return VolumeVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
+                             f"{said.linstor}, but no surviving DRBD peer of {resource_name} can be heard (their "
+                             "satellites are unreachable too): nothing proves the storage lost")
     if proof is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)
     if now - since < grace:
         return VolumeVerdict(resource_name, node, WAITING, "GracePeriod",
                              f"{proof}; waiting for the grace period to pass", fault_since=since)
-    if resource.quorum_policy is None:
+    problem = resource.quorum_problem()
+    if problem:
         return VolumeVerdict(
             resource_name, node, REFUSE, NO_QUORUM_POLICY,
-            f"{proof}, but resource {resource_name} has no quorum policy (set {QUORUM_KEY} and {ON_NO_QUORUM_KEY}="
-            "suspend-io): the node could keep writing", fault_since=since)
+            f"{proof}, but resource {resource_name} has no quorum policy that stops the node ({problem}; set "
+            f"{QUORUM_KEY}=majority and {ON_NO_QUORUM_KEY}=suspend-io): the node could keep writing",
+            fault_since=since)
     elsewhere = sorted(r.node for r in resource.replicas.values() if r.node != node and r.in_use and not r.ignored)
     if elsewhere:
         return VolumeVerdict(resource_name, node, REFUSE, IN_USE_ELSEWHERE,
                              f"{proof}, but resource {resource_name} is in use on {', '.join(elsewhere)}",
+                             fault_since=since)
+    healthy = _healthy_replica(resource, node, observed.nodes)
+    if healthy is None:
+        return VolumeVerdict(resource_name, node, REFUSE, NOWHERE_TO_GO,
+                             f"{proof}, but no other ONLINE node has an UpToDate diskful replica of {resource_name}",
                              fault_since=since)
     promotable = [r.node for r in resource.replicas.values()
                   if r.node != node and r.may_promote and not r.ignored
@@ -215,11 +292,6 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
     if not promotable:
         return VolumeVerdict(resource_name, node, REFUSE, NO_PROMOTABLE_REPLICA,
                              f"{proof}, but no surviving replica of {resource_name} may promote",
-                             fault_since=since)
-    healthy = _healthy_replica(resource, node, observed.nodes)
-    if healthy is None:
-        return VolumeVerdict(resource_name, node, REFUSE, NOWHERE_TO_GO,
-                             f"{proof}, but no other ONLINE node has an UpToDate diskful replica of {resource_name}",
                              fault_since=since)
     return VolumeVerdict(resource_name, node, FENCE, "StorageLost", f"{proof}; UpToDate replica on {healthy}",
                          healthy_replica=healthy, fault_since=since)
@@ -233,6 +305,9 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
     verdicts = tuple(judge_volume(observed.resources.get(r), r, node, observed, now, grace) for r in pod.resources)
     lost = [v for v in verdicts if v.verdict != HEALTHY]
     if not lost:
+        notice = next((v for v in verdicts if v.reason in NOTICES), None)
+        if notice is not None:
+            return PodDecision(pod, node, HEALTHY, notice.reason, notice.detail, verdicts)
         return PodDecision(pod, node, HEALTHY, "", "storage connected", verdicts)
     if any(v.verdict == WAITING for v in lost):
         first = next(v for v in lost if v.verdict == WAITING)
@@ -275,7 +350,7 @@ def judge(observed: Observed, now: float, grace: float) -> list[PodDecision]:
 
 
 def node_looks_lost(node: str, observed: Observed) -> bool:
-    """For the storm breaker: the satellite is not ONLINE, or some resource's peers all lost it."""
+    """For the storm breaker: either witness says the node is lost (the breaker errs on holding)."""
     state = observed.nodes.get(node)
     if state is not None and state.linstor_status is not None and not state.online:
         return True

@@ -71,6 +71,11 @@ class Rig:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        follower = getattr(self, "_follower", None)
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(BaseException):
+                self.loop.run_until_complete(follower)
         for ctrl in self.controllers:
             self.loop.run_until_complete(ctrl.linstor.aclose())
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
@@ -85,7 +90,8 @@ class Rig:
         client = LinstorClient(self.emu_url, timeout=self.linstor_timeout, connect_timeout=1.0, retries=1,
                                sleep=_no_sleep)
         api = self.ks.api_client(self.ks_url)
-        ctrl = FencingController(client, ListedKube(api), KubeActions(api), EventRecorder(api, "fencing-test"),
+        ctrl = FencingController(client, ListedKube(api, timeout=5.0, clock=self.clock), KubeActions(api, timeout=5.0),
+                                 EventRecorder(api, "fencing-test"),
                                  leader=leader or FakeLeader(self.clock), settings=settings or self.settings,
                                  metrics=FencingMetrics(), clock=self.clock)
         self.controllers.append(ctrl)
@@ -93,8 +99,14 @@ class Rig:
 
     # --- the cluster -----------------------------------------------------------------------------
     def volume(self, name: str, diskful: list[str], *, diskless: list[str] = (), in_use: str | None = None,
-               claim: str | None = None, namespace: str = "default") -> str:
-        """A LINSTOR resource with replicas, and its bound PVC/PV (claim name defaults to ``data-<name>``)."""
+               claim: str | None = None, namespace: str = "default", tie_breaker: bool = True) -> str:
+        """A LINSTOR resource with replicas, and its bound PVC/PV (claim name defaults to ``data-<name>``).
+
+        Two diskful replicas get a diskless tie-breaker on another node, as LINSTOR adds one by default
+        (``DrbdOptions/auto-add-quorum-tiebreaker``) when quorum is on; ``tie_breaker=False``: none.
+        """
+        if len(diskful) == 2 and not diskless and tie_breaker:
+            diskless = [next(n for n in self.nodes if n not in diskful)]
         for node in diskful:
             self.emu.add_resource(name, node, in_use=node == in_use)
         for node in diskless:
@@ -105,19 +117,24 @@ class Rig:
 
     def pod(self, name: str, node: str | None, claims: list[str], *, labelled: bool | str = True,
             attach: bool = True, namespace: str = "default", annotations: dict[str, str] | None = None,
-            extra_volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """A running pod (as a StatefulSet makes it) and, when ``attach``, its VolumeAttachments on its node."""
+            extra_volumes: list[dict[str, Any]] | None = None,
+            ephemeral: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A running pod (as a StatefulSet makes it) and, when ``attach``, its VolumeAttachments on its node.
+
+        ``ephemeral``: names of generic ephemeral volumes; Kubernetes names their PVC ``<pod>-<volume>``
+        (make it first: ``rig.volume(resource, ..., claim=f"{pod}-{volume}")``)."""
         labels = {"app": name.rsplit("-", 1)[0]}
         if labelled:
             labels[LABEL] = LABEL_VALUE if labelled is True else str(labelled)
+        templates = {vol_name: k.claim_template("linstor-thindata-r2") for vol_name in ephemeral}
         obj = k.pod(name, namespace=namespace, claims=claims, labels=labels, node_name=node,
-                    extra_volumes=extra_volumes)
+                    extra_volumes=extra_volumes, ephemeral=templates)
         obj["status"] = {"phase": "Running" if node else "Pending"}
         if annotations:
             obj["metadata"]["annotations"] = annotations
         stored = self.ks.add(obj)
         if attach and node:
-            for claim in claims:
+            for claim in [*claims, *(f"{name}-{v}" for v in templates)]:
                 pv = self.ks.get("PersistentVolumeClaim", claim, namespace)["spec"]["volumeName"]
                 self.attach(pv, node)
         return stored
@@ -139,29 +156,55 @@ class Rig:
         obj["status"] = k.node(node, ready=ready)["status"]
         self.ks.update(obj)
 
-    def crash(self, node: str) -> None:
-        """The node dies: satellite OFFLINE, Node NotReady (after the node-monitor grace, here at once)."""
+    # --- real-world events on the reachability matrix -------------------------------------------
+    def power_off(self, node: str) -> None:
+        """``node`` loses power: its satellite and DRBD are gone; the Node turns NotReady (here at once,
+        in a cluster after the node-monitor grace period)."""
         self.fault_at = self.clock.now
-        self.emu.set_node_status(node, "OFFLINE")
+        self.emu.power_off(node)
         self.set_ready(node, False)
 
+    crash = power_off
+
     def recover(self, node: str) -> None:
-        self.emu.set_node_status(node, "ONLINE")
+        """Power and every link of ``node`` back; kubelet reports Ready."""
+        self.emu.heal(node)
         self.set_ready(node, True)
-        self.partition(node, cut=False)
 
     def partition(self, node: str, cut: bool = True) -> None:
-        """Storage network only: every DRBD connection to and from ``node`` goes down (or back up)."""
+        """``node`` cut from its peers: the replication network is down, LINSTOR and kubelet reach it."""
         if cut:
             self.fault_at = self.clock.now
-        snapshot = self.emu.snapshot()["resources"]
-        for item in snapshot:
-            peers = item["layer_object"]["drbd"]["connections"]
-            if item["node_name"] == node:
-                for peer in peers:
-                    self.emu.set_connection(item["name"], node, peer, not cut)
-            elif node in peers:
-                self.emu.set_connection(item["name"], item["node_name"], node, not cut)
+        self.emu.cut_peers(node, cut=cut)
+
+    def cut_controller(self, node: str, cut: bool = True) -> None:
+        """The LINSTOR controller cut from ``node``'s satellite; DRBD and kubelet are fine."""
+        if cut:
+            self.fault_at = self.clock.now
+        self.emu.cut_controller(node, cut=cut)
+
+    # --- the promotion event stream ----------------------------------------------------------------
+    def follow_promotions(self, ctrl: FencingController | None = None) -> None:
+        """The controller follows LINSTOR's DRBD promotion stream (``Rig(linstor_events=True)``)."""
+        ctrl = ctrl or self.ctrl
+        self._follower = self.loop.create_task(ctrl.follow_promotions(ctrl.linstor))
+
+        async def subscribed() -> None:
+            while not self.emu._subscribers:
+                await asyncio.sleep(0.01)  # yields to the follower's connection; bounded by wait_for
+
+        self.loop.run_until_complete(asyncio.wait_for(subscribed(), 5))
+
+    def wait_promotions(self, ctrl: FencingController | None = None) -> None:
+        """Let the event loop run until the controller has received every promotion event emitted so far."""
+        ctrl = ctrl or self.ctrl
+        emitted = self.emu.emitted.get("may-promote-change", 0)
+
+        async def received() -> None:
+            while ctrl.promotion_events < emitted:
+                await asyncio.sleep(0.01)
+
+        self.loop.run_until_complete(asyncio.wait_for(received(), 5))
 
     # --- driving ---------------------------------------------------------------------------------
     def step(self, seconds: float | None = None, ctrl: FencingController | None = None) -> PassReport:

@@ -10,7 +10,10 @@ from typing import Any
 import yaml
 from openapi_schema_validator import OAS30Validator
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "linstor" / "rest_v1_openapi.yaml"
+# /work/shared/linstor, found from a checkout at /work/main as from a worktree at /work/wt/<branch>
+SPEC_PATH = next((p / "shared" / "linstor" / "rest_v1_openapi.yaml" for p in Path(__file__).resolve().parents
+                  if (p / "shared" / "linstor" / "rest_v1_openapi.yaml").exists()),
+                 Path(__file__).resolve().parents[2] / "shared" / "linstor" / "rest_v1_openapi.yaml")
 
 
 @functools.lru_cache(maxsize=1)

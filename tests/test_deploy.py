@@ -401,8 +401,8 @@ def test_probes_hit_real_routes():
 
     from admission.http import create_app as webhook_app
     from admission.review import Lookups, SchedulerNameMutator
+    from fencing.http import create_app as fencing_app
     from fencing.metrics import FencingMetrics
-    from fencing.web import create_app as fencing_app
     from linstor_scheduler.health import health_app
     from scheduler_extender.http import create_app as extender_app
     from scheduler_extender.judge import Extender, StateHolder

@@ -10,7 +10,7 @@ import threading
 import httpx
 
 from fencing.actions import KubeActions
-from fencing.cli import _serve, settings_from_args
+from fencing.wiring import serve, settings_from_args
 from linstor_scheduler.cli import build_parser
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.options import make_linstor_client
@@ -37,7 +37,7 @@ def test_service_fails_over_a_crashed_node_and_reports_metrics():
             "kube-system", "--listen-address", "127.0.0.1", "--port", str(port)])
         api = rig.ks.api_client(rig.ks_url)
         stop = threading.Event()
-        thread = threading.Thread(target=lambda: asyncio.run(_serve(
+        thread = threading.Thread(target=lambda: asyncio.run(serve(
             args, settings_from_args(args), api, EventRecorder(api), make_linstor_client(args), KubeActions(api),
             stop)), daemon=True)
         thread.start()

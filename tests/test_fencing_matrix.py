@@ -197,25 +197,6 @@ def test_garbage_linstor_json_does_nothing(rig):
     assert any(r.guard == "StaleData" for r in rig.reports)
 
 
-def test_a_third_of_the_nodes_lost_at_once_trips_the_storm_breaker(rig):
-    c_a = rig.volume("pvc-a", ["n1", "n3"], in_use="n1")
-    c_b = rig.volume("pvc-b", ["n2", "n4"], in_use="n2")
-    rig.volume("pvc-c", ["n5", "n6"])
-    rig.pod("a-0", "n1", [c_a])
-    rig.pod("b-0", "n2", [c_b])
-    rig.run(10)
-    rig.crash("n1")
-    rig.crash("n2")  # 2 of 6 storage nodes
-    rig.run(120)
-    assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
-    assert rig.events("StormBreaker", "a-0") and rig.events("StormBreaker", "b-0")
-    assert rig.ctrl.metrics.storm_active._value.get() == 1
-    rig.recover("n2")  # one node lost is a normal fail-over again
-    rig.run(40)
-    assert [p for _, p, _ in rig.pod_deletes()] == ["/api/v1/namespaces/default/pods/a-0"]
-    assert rig.ctrl.metrics.storm_active._value.get() == 0
-
-
 def test_restart_between_the_two_deletes_finishes_without_touching_the_new_pod(rig):
     c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
     rig.pod("db-0", "n1", [c2])
@@ -352,7 +333,7 @@ def test_taint_is_set_on_fail_over_and_removed_once_storage_is_stable():
         rig.run(40)
         assert rig.ks.get("Pod", "db-0") is None
         taints = rig.ks.get("Node", "n1")["spec"]["taints"]
-        assert taints == [{"key": "drbd.linbit.com/lost-storage", "effect": "NoSchedule"}]
+        assert taints == [{"key": "linstor.csi.linbit.com/storage-lost", "effect": "NoSchedule"}]
         rig.run(60)
         assert rig.ks.get("Node", "n1")["spec"]["taints"], "still lost: the taint stays"
         rig.recover("n1")

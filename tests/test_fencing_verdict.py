@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fencing.grace import GraceTimers
 from fencing.verdict import (
+    CONTROLLER_PARTITION,
     FENCE,
     HEALTHY,
     IN_USE_ELSEWHERE,
@@ -22,16 +23,22 @@ from fencing.verdict import (
     judge,
     judge_pod,
     storage_proof,
+    witnesses,
 )
 
 POLICY = {"DrbdOptions/Resource/quorum": "majority", "DrbdOptions/Resource/on-no-quorum": "suspend-io"}
 
 
-def replica(node, *, diskful=True, up_to_date=True, in_use=False, may_promote=True, peers=None):
-    return ReplicaState(node, diskful, up_to_date, in_use, may_promote, peers or {})
+def replica(node, *, diskful=True, up_to_date=True, in_use=False, may_promote=True, peers=None, **kw):
+    return ReplicaState(node, diskful, up_to_date, in_use, may_promote, peers or {}, **kw)
 
 
-def resource(*replicas, props=POLICY, name="r1"):
+def resource(*replicas, props=POLICY, name="r1", lost="n1"):
+    """Replicas as DRBD reports them once ``lost`` is gone: every other one sees its connection down."""
+    if lost:
+        replicas = tuple(r if r.node == lost or lost in r.peers else ReplicaState(
+            r.node, r.diskful, r.up_to_date, r.in_use, r.may_promote, {**r.peers, lost: False}, r.ignored,
+            r.tie_breaker, r.reported) for r in replicas)
     return ResourceState(name, {r.node: r for r in replicas}, props)
 
 
@@ -53,18 +60,32 @@ def observed(res, node_states, pods=None, since=None):
     return Observed(node_states, {res.name: res}, tuple(pods or [pod()]), since or {})
 
 
-def test_offline_satellite_is_proof():
+def test_both_witnesses_are_needed():
     res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
-    assert "OFFLINE" in storage_proof(res, "n1", nodes(n1="OFFLINE"))
-    assert storage_proof(res, "n1", nodes()) is None
+    proof = storage_proof(res, "n1", nodes(n1="OFFLINE"))
+    assert "OFFLINE" in proof and "replicas on n2 report their DRBD connection to n1 down" in proof
+    assert storage_proof(res, "n1", nodes()) is None, "LINSTOR reaches n1 and its replica reports no peer down"
+    connected = resource(replica("n1", in_use=True, may_promote=False), replica("n2", peers={"n1": True}), lost=None)
+    said = witnesses(connected, "n1", nodes(n1="OFFLINE"))
+    assert said.linstor and said.peers is None and said.proof is None, "a controller partition"
+    decision = judge_pod(pod(), observed(connected, nodes(n1="OFFLINE")), 60, 30)
+    assert (decision.verdict, decision.reason) == (HEALTHY, CONTROLLER_PARTITION)
+
+
+def test_a_node_cut_from_its_peers_is_lost_while_linstor_reaches_it():
+    cut = resource(replica("n1", in_use=True, may_promote=False, peers={"n2": False, "n3": False}),
+                   replica("n2"), replica("n3", diskful=False, tie_breaker=True))
+    assert "the replica on n1 reports every DRBD peer connection down" in storage_proof(cut, "n1", nodes())
+    unknown = resource(replica("n1", peers={"n2": False}), replica("n2", reported=False), lost=None)
+    assert storage_proof(unknown, "n1", nodes()) is None, "an unknown report is no testimony"
 
 
 def test_peers_reporting_the_connection_down_is_proof_only_when_all_do():
     r1 = replica("n1", in_use=True, may_promote=False)
     both = resource(r1, replica("n2", peers={"n1": False}), replica("n3", diskful=False, peers={"n1": False}))
-    assert "report their DRBD connection to n1 down" in storage_proof(both, "n1", nodes())
+    assert "report their DRBD connection to n1 down" in storage_proof(both, "n1", nodes(n1="OFFLINE"))
     one = resource(r1, replica("n2", peers={"n1": False}), replica("n3", diskful=False, peers={"n1": True}))
-    assert storage_proof(one, "n1", nodes()) is None, "n3 still talks to n1: not lost"
+    assert storage_proof(one, "n1", nodes(n1="OFFLINE")) is None, "n3 still talks to n1: not lost"
 
 
 def test_grace_then_fence_with_the_healthy_replica_named():
@@ -78,7 +99,7 @@ def test_grace_then_fence_with_the_healthy_replica_named():
 
 def test_ready_node_is_evicted_not_force_deleted():
     res = resource(replica("n1", in_use=True, may_promote=False, peers={"n2": False}),
-                   replica("n2", peers={"n1": False}))
+                   replica("n2", peers={"n1": False}), lost=None)
     states = nodes()
     decision = judge_pod(pod(), observed(res, states, since={("r1", "n1"): 0.0}), 60, 30)
     assert decision.verdict == FENCE and not decision.force
@@ -93,6 +114,8 @@ def test_refusals_each_have_their_reason():
         (resource(replica("n1"), replica("n2", in_use=True)), IN_USE_ELSEWHERE),
         (resource(replica("n1"), replica("n2", may_promote=False)), NO_PROMOTABLE_REPLICA),
         (resource(replica("n1"), replica("n2", diskful=False)), NOWHERE_TO_GO),
+        (resource(replica("n1"), replica("n2"), props={**POLICY, "DrbdOptions/Resource/quorum": "1"}),
+         NO_QUORUM_POLICY),
     ]
     for res, reason in cases:
         decision = judge_pod(pod(), observed(res, lost, since=since), 60, 30)
@@ -114,7 +137,7 @@ def test_unresolved_claim_blocks_the_pod():
 
 
 def test_healthy_and_unscheduled_pods():
-    res = resource(replica("n1"), replica("n2"))
+    res = resource(replica("n1"), replica("n2"), lost=None)
     assert judge_pod(pod(), observed(res, nodes()), 60, 30).verdict == HEALTHY
     assert judge(observed(res, nodes(), [pod(node=None)]), 60, 30) == []
 
@@ -139,3 +162,50 @@ def test_quorum_policy_needs_quorum_and_a_blocking_action():
     assert policy(**{"Resource/quorum": "majority"}) is None, "no action: DRBD's default is not assumed"
     assert policy(**{"Resource/quorum": "off", "Resource/on-no-quorum": "suspend-io"}) is None
     assert policy(**{"Resource/on-no-quorum": "suspend-io"}) is None
+
+
+def test_a_numeric_quorum_must_be_more_than_half_of_the_voters():
+    def problem(quorum, *replicas):
+        return ResourceState("r1", {r.node: r for r in replicas}, {**POLICY, "DrbdOptions/Resource/quorum": quorum}
+                             ).quorum_problem()
+
+    two_and_tb = (replica("n1"), replica("n2"), replica("n3", diskful=False, tie_breaker=True))
+    assert "not more than half of the 3 voters" in problem("1", *two_and_tb), "a node alone is quorate: refused"
+    assert problem("2", *two_and_tb) is None
+    assert problem("2", replica("n1"), replica("n2"), replica("n3"), replica("n4")) is not None, "2 of 4 is half"
+    assert problem("all", *two_and_tb) is None and problem("majority", *two_and_tb) is None
+    assert "not majority, all or a number" in problem("most", *two_and_tb)
+    client = replica("n4", diskful=False)  # a diskless client is no voter
+    assert problem("2", *two_and_tb, client) is None
+
+
+def test_guards_refuse_in_the_documented_order():
+    from fencing.guards import (
+        BudgetGuard,
+        DryRunGuard,
+        GuardContext,
+        RateLimitGuard,
+        StaleDataGuard,
+        StormGuard,
+        apply,
+    )
+
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    decision = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 0.0}), 60, 30)
+    assert decision.verdict == FENCE
+    budget, rate = BudgetGuard(1, 3600), RateLimitGuard(1, 0)
+    guards = (StaleDataGuard(), StormGuard(), budget, rate, DryRunGuard(True))
+    every = GuardContext(60, stale="LINSTOR read failed", storm="storm breaker: 3 of 6")
+    assert apply(guards, decision, every).reason == "StaleData"
+    assert apply(guards, decision, GuardContext(60, None, "storm breaker: 3 of 6")).reason == "StormBreaker"
+    budget.record("default/db-0", "an-earlier-uid", 10)
+    assert apply(guards, decision, GuardContext(60, None, None)).reason == "BudgetSpent"
+    assert rate.take(60) and apply((rate,), decision, GuardContext(60, None, None)).reason == "RateLimited"
+    assert apply((rate,), decision, GuardContext(60, None, None, frozenset({"uid-1"}))) is None, \
+        "a fail-over already under way is not counted again"
+    dry = apply(guards[4:], decision, GuardContext(60, None, None))
+    assert (dry.reason, dry.event_type, dry.holds_verdict) == ("DryRun", "Normal", True)
+    waiting = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 50.0}), 60, 30)
+    assert apply(guards, waiting, GuardContext(60, None, "storm")).reason == "StormBreaker", \
+        "a storm also holds the grace period"
+    assert apply(guards[2:], waiting, GuardContext(60, None, None)) is None

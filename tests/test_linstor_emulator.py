@@ -138,3 +138,126 @@ def test_filters(emu):
     assert sorted(i["node_name"] for i in got) == ["w1", "w2"]
     got = httpx.get(emu.url + "/v1/view/storage-pools", params={"storage_pools": "data"}).json()
     assert [(i["node_name"], i["storage_pool_name"]) for i in got] == [("w2", "data")]
+
+
+# --- the DRBD model: network events on the reachability matrix -----------------------------------
+@pytest.fixture
+def drbd():
+    """Three nodes; r2 = two diskful replicas and a diskless tie-breaker, in use (Primary) on a1."""
+    emu = LinstorEmulator()
+    for name in ("a1", "a2", "a3"):
+        emu.add_node(name)
+        emu.add_storage_pool(name, "thindata", "LVM_THIN")
+    emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
+    emu.add_resource("r2", "a1", in_use=True)
+    emu.add_resource("r2", "a2")
+    emu.add_resource("r2", "a3", diskful=False, flags=["TIE_BREAKER"])
+    with emu.serve() as srv:
+        emu.url = srv.url
+        yield emu
+
+
+def view(emu) -> dict[tuple[str, str], dict]:
+    return {(i["name"], i["node_name"]): i for i in httpx.get(emu.url + "/v1/view/resources").json()}
+
+
+def drbd_of(emu, node: str) -> dict:
+    return view(emu)[("r2", node)]["layer_object"]["drbd"]
+
+
+def test_healthy_replicas_report_connected_peers_and_the_primary_blocks_promotion(drbd):
+    assert drbd_of(drbd, "a2")["connections"] == {"a1": {"connected": True, "message": "Connected"},
+                                                  "a3": {"connected": True, "message": "Connected"}}
+    assert drbd_of(drbd, "a2")["may_promote"] is False, "a connected Primary (a1): no second one"
+    assert drbd_of(drbd, "a1")["may_promote"] is False, "already Primary"
+    assert drbd_of(drbd, "a2")["promotion_score"] > drbd_of(drbd, "a3")["promotion_score"]
+
+
+def test_power_loss_the_satellite_is_offline_and_its_state_unknown_peers_may_promote(drbd):
+    drbd.power_off("a1")
+    assert {n["name"]: n["connection_status"] for n in httpx.get(drbd.url + "/v1/nodes").json()}["a1"] == "OFFLINE"
+    lost = view(drbd)[("r2", "a1")]
+    assert lost["state"] == {} and all("state" not in v for v in lost["volumes"]), "unknown, not the last good"
+    assert "may_promote" not in lost["layer_object"]["drbd"] and "connections" not in lost["layer_object"]["drbd"]
+    a2 = drbd_of(drbd, "a2")
+    assert a2["connections"]["a1"] == {"connected": False, "message": "Connecting"}
+    assert a2["may_promote"] is True, "quorum with the tie-breaker (2 of 3 voters), UpToDate, no Primary left"
+    drbd.power_off("a3")
+    assert drbd_of(drbd, "a2")["may_promote"] is False, "1 of 3 voters: no quorum"
+    drbd.heal("a1")
+    drbd.heal("a3")
+    assert drbd_of(drbd, "a2")["may_promote"] is False and drbd_of(drbd, "a2")["connections"]["a1"]["connected"]
+
+
+def test_controller_partition_changes_what_linstor_knows_not_drbd(drbd):
+    drbd.cut_controller("a1")
+    assert view(drbd)[("r2", "a1")]["state"] == {}
+    assert drbd_of(drbd, "a2")["connections"]["a1"]["connected"] is True, "DRBD still replicates"
+    assert not drbd.io_suspended("r2", "a1")
+
+
+def test_cut_from_its_peers_the_primary_loses_quorum_and_suspends_io(drbd):
+    drbd.cut_peers("a1")
+    assert drbd_of(drbd, "a1")["connections"] == {"a2": {"connected": False, "message": "Connecting"},
+                                                  "a3": {"connected": False, "message": "Connecting"}}
+    assert drbd.io_suspended("r2", "a1") and not drbd.has_quorum("r2", "a1")
+    assert drbd_of(drbd, "a2")["may_promote"] is True
+    drbd.set_rd_props("r2", {"DrbdOptions/Resource/quorum": "1"})
+    assert drbd.has_quorum("r2", "a1") and not drbd.io_suspended("r2", "a1"), "quorum=1: a lone node writes on"
+    drbd.set_rd_props("r2", {"DrbdOptions/Resource/quorum": "majority"})
+    drbd.cut_peers("a1", cut=False)
+    assert not drbd.io_suspended("r2", "a1")
+
+
+def test_one_resource_link_only(drbd):
+    drbd.add_resource("other", "a1")
+    drbd.add_resource("other", "a2")
+    drbd.cut_peers("a1", ["a2"], resource="r2")
+    items = view(drbd)
+    assert items[("r2", "a2")]["layer_object"]["drbd"]["connections"]["a1"]["connected"] is False
+    assert items[("other", "a2")]["layer_object"]["drbd"]["connections"]["a1"]["connected"] is True
+
+
+def test_network_events_reach_the_promotion_stream(drbd):
+    import asyncio
+
+    from linstor_scheduler.linstor.client import LinstorClient
+
+    async def first_event():
+        async with LinstorClient(drbd.url) as client:
+            async for event, data in client.events("/v1/events/drbd/promotion"):
+                return event, data
+
+    async def scenario():
+        task = asyncio.create_task(first_event())
+        while not drbd._subscribers:
+            await asyncio.sleep(0.01)
+        drbd.power_off("a1")
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) == ("may-promote-change", {"resource_name": "r2", "node_name": "a2",
+                                                              "may_promote": True})
+
+
+@needs_spec
+def test_unknown_and_disconnected_states_validate_against_the_spec(drbd):
+    drbd.power_off("a1")
+    drbd.cut_peers("a2", ["a3"])
+    validate(httpx.get(drbd.url + "/v1/view/resources").json(), "/v1/view/resources")
+    validate(httpx.get(drbd.url + "/v1/nodes").json(), "/v1/nodes")
+    validate(httpx.get(drbd.url + "/v1/resource-definitions/r2/resources").json(),
+             "/v1/resource-definitions/{resource}/resources")
+
+
+def test_python_linstor_reads_a_powered_off_satellite(drbd):
+    drbd.power_off("a1")
+    port = drbd.url.rsplit(":", 1)[1]
+    with linstor.Linstor(f"linstor://127.0.0.1:{port}") as lin:
+        nodes = {n.name: n.connection_status for n in lin.node_list_raise().nodes}
+        assert nodes == {"a1": "OFFLINE", "a2": "ONLINE", "a3": "ONLINE"}
+        resources = {(r.name, r.node_name): r for r in lin.resource_list_raise().resources}
+        assert set(resources) == {("r2", "a1"), ("r2", "a2"), ("r2", "a3")}
+        volumes = {(r.name, r.node_name): [v.state.disk_state if v.state else None for v in r.volumes]
+                   for r in lin.volume_list_raise().resources}
+        assert volumes[("r2", "a2")] == ["UpToDate"]
+        assert volumes[("r2", "a1")] != ["UpToDate"], "not the last good state"

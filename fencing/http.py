@@ -1,4 +1,4 @@
-"""/metrics, /healthz and /readyz of the fencing controller (the shared health app)."""
+"""Routes of the fencing controller: /metrics, /healthz and /readyz (the shared health app)."""
 
 from __future__ import annotations
 

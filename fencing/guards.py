@@ -1,0 +1,147 @@
+"""The guards: an ordered list of small checks applied to every verdict after the pure rules.
+
+Each guard is a class with its own state and ``check(decision, context) -> Refusal | None``; the
+first guard that refuses decides, so the order is the one docs/fencing.md gives (and ``GUARDS``
+spells): stale data, storm, budget, rate limit, dry run. The Lease is not a guard on a decision:
+a follower does not even judge, and the Lease is re-checked before each write (controller.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .verdict import FENCE, HEALTHY, WAITING, PodDecision
+
+STALE_DATA = "StaleData"
+STORM = "StormBreaker"
+BUDGET_SPENT = "BudgetSpent"
+RATE_LIMITED = "RateLimited"
+DRY_RUN = "DryRun"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A guard's no: the reason (Event reason and metric label), one sentence, and the Event type."""
+
+    reason: str
+    detail: str
+    event_type: str = "Warning"
+    holds_verdict: bool = False  # DryRun: the decision stays "fence" (it is what would happen), nothing is written
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    now: float
+    stale: str | None  # why this pass's data must not be acted on, or None
+    storm: str | None  # the storm breaker's sentence while it holds, or None
+    retrying: frozenset[str] = frozenset()  # pod UIDs whose fail-over already started (not a new one)
+
+
+class Guard(Protocol):
+    name: str
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None: ...
+
+
+class StaleDataGuard:
+    """No action on data older than the bound, half a view or a view from before this term."""
+
+    name = STALE_DATA
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        if ctx.stale and decision.verdict != HEALTHY:
+            return Refusal(STALE_DATA, f"no action on stale data: {ctx.stale}")
+        return None
+
+
+class StormGuard:
+    """Too many storage nodes look lost at once: a network or controller problem, not a node's."""
+
+    name = STORM
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        if ctx.storm and decision.verdict in (FENCE, WAITING):
+            return Refusal(STORM, f"{decision.detail}; held: {ctx.storm}")
+        return None
+
+
+class BudgetGuard:
+    """At most ``budget`` fail-overs of one pod name per ``window`` seconds, against loops."""
+
+    name = BUDGET_SPENT
+
+    def __init__(self, budget: int, window: float) -> None:
+        self.budget, self.window = budget, window
+        self._history: dict[str, list[tuple[float, str]]] = {}  # pod key -> [(when, uid)]
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        if decision.verdict != FENCE:
+            return None
+        key = decision.pod.key
+        history = [(t, uid) for t, uid in self._history.get(key, []) if ctx.now - t < self.window]
+        self._history[key] = history
+        if len(history) >= self.budget and all(uid != decision.pod.uid for _, uid in history):
+            return Refusal(BUDGET_SPENT, f"{decision.detail}; held: pod {key} already failed over {len(history)} "
+                           f"times in {self.window / 60:.0f} min (budget {self.budget})")
+        return None
+
+    def record(self, key: str, uid: str, now: float) -> bool:
+        """One fail-over of this pod (UID) done; False if it was already counted."""
+        history = self._history.setdefault(key, [])
+        if any(u == uid for _, u in history):
+            return False
+        history.append((now, uid))
+        return True
+
+
+class RateLimitGuard:
+    """A cluster-wide token bucket: ``per_minute`` new fail-overs, refilled continuously."""
+
+    name = RATE_LIMITED
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute)
+        self.tokens = self.capacity
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        if decision.verdict != FENCE or decision.pod.uid in ctx.retrying:
+            return None
+        if self.take(ctx.now):
+            return None
+        return Refusal(RATE_LIMITED, f"{decision.detail}; held: more than {self.per_minute:g} fail-overs per minute")
+
+
+class DryRunGuard:
+    """``--dry-run``: every decision, Event, log and metric, and no write."""
+
+    name = DRY_RUN
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        if self.enabled and decision.verdict == FENCE:
+            return Refusal(DRY_RUN, f"would fail over (--dry-run): {decision.detail}", "Normal", holds_verdict=True)
+        return None
+
+
+def apply(guards: Sequence[Guard], decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+    """The first refusal in order, or None: the decision stands."""
+    for guard in guards:
+        refusal = guard.check(decision, ctx)
+        if refusal is not None:
+            return refusal
+    return None

@@ -1,0 +1,113 @@
+"""Builds the running fencing service from its options: clients, informers, Lease, routes, the loop.
+
+``cli.py`` defines the flags; this module turns parsed flags into the service (``run``), the
+one-shot inspection (``--once``) or, for tests, the service with a stop flag (``serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from typing import Any
+
+from .controller import FencingController, Settings, render_table
+
+log = logging.getLogger("linstor_scheduler.fencing")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if not 0 < args.storm_share <= 1:
+        raise ValueError("--storm-share must be in (0, 1]")
+    if args.grace_period < 0 or args.poll_interval <= 0:
+        raise ValueError("--grace-period must be >= 0 and --poll-interval > 0")
+    return Settings(
+        grace_period=args.grace_period, poll_interval=args.poll_interval, max_staleness=args.max_staleness,
+        storm_share=args.storm_share, evictions_per_minute=args.evictions_per_minute,
+        failover_budget=args.failover_budget, budget_window=args.budget_window,
+        eviction_timeout=args.eviction_timeout, dry_run=args.dry_run or args.once, taint=args.taint,
+        taint_stable_seconds=args.taint_stable_seconds, api_timeout=args.api_timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.kube.events import EventRecorder
+    from linstor_scheduler.linstor.options import make_linstor_client
+
+    from .actions import KubeActions
+
+    settings = settings_from_args(args)
+    api = api_client_from_args(args)
+    recorder = EventRecorder(api, component="linstor-scheduler-fencing")
+    actions = KubeActions(api, timeout=settings.api_timeout)
+    if args.once:
+        return asyncio.run(_once(settings, api, make_linstor_client(args), actions))
+    return asyncio.run(serve(args, settings, api, recorder, make_linstor_client(args), actions))
+
+
+async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
+    from linstor_scheduler.kube.lease import AlwaysLeader
+
+    from .kubeview import ListedKube
+
+    class _Quiet:  # --once inspects: no Events either
+        def record(self, *_a: Any) -> None:
+            pass
+
+    controller = FencingController(client, ListedKube(api, timeout=settings.api_timeout), actions, _Quiet(),
+                                   leader=AlwaysLeader(), settings=settings)
+    try:
+        report = await controller.run_once()
+    finally:
+        await client.aclose()
+    print(render_table(report))
+    return 0
+
+
+async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder: Any, client: Any, actions: Any,
+                stop_flag: threading.Event | None = None) -> int:
+    """The service: informers, the Lease, /metrics, the promotion stream, passes until SIGTERM (or ``stop_flag``)."""
+    from linstor_scheduler.httpserver import ServerThread
+    from linstor_scheduler.kube.lease import elector_from_args
+
+    from .http import create_app
+    from .kubeview import CachedKube
+    from .metrics import FencingMetrics
+
+    metrics = FencingMetrics()
+    kube = CachedKube(api)
+    kube.start()
+    elector = elector_from_args(api, args).start()
+    controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
+                                   metrics=metrics)
+    server = None
+    if args.port:
+        server = ServerThread(create_app(controller, kube), host=args.listen_address, port=args.port).start()
+        log.info("metrics on http://%s:%d/metrics", args.listen_address, server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(asyncio.to_thread(stop_flag.wait)) if stop_flag else None
+    if watcher:
+        watcher.add_done_callback(lambda _t: stop.set())
+    follower = asyncio.create_task(controller.follow_promotions(client)) if args.promotion_events else None
+    log.info("fencing controller started (grace %.0fs, poll %.0fs%s)", settings.grace_period, settings.poll_interval,
+             ", DRY RUN" if settings.dry_run else "")
+    try:
+        await controller.run_forever(stop)
+    finally:
+        if follower:
+            follower.cancel()
+        if stop_flag:
+            stop_flag.set()
+        elector.stop(release=True)
+        kube.stop()
+        if server:
+            server.stop()
+        await client.aclose()
+    return 0
