@@ -6,35 +6,31 @@ are OFFLINE and their Kubernetes Nodes NotReady, as after a power loss, with the
 
 - fencing's own verdict (``fencing.verdict.judge`` over ``fencing.observe``'s view of the same LINSTOR
   and Kubernetes objects) says, per labelled pod, whether it would be removed or refused and why;
-- fencing's storm rule (the share of storage nodes lost at once) says whether the breaker would hold;
+- fencing's storm rule (``fencing.guards.storm_sentence``, the share of storage nodes lost at once) says
+  whether the breaker would hold, and its ``StormGuard`` turns a removal into a refusal;
 - the extender's ranking (``scheduler_extender`` over the same snapshot, failed nodes OFFLINE) says where
   a removed pod would go;
 - per resource with a replica on a failed node: how many UpToDate diskful replicas are left, and whether
-  the survivors keep quorum (a majority of the resource's replicas, diskless tie-breakers included).
+  the survivors keep quorum (more than half of DRBD's voters: diskful replicas and tie-breakers).
 
-What DRBD does on the survivors is modelled: after the primary's node dies, a surviving UpToDate
-diskful replica may promote if the survivors keep quorum (while the primary lived, LINSTOR reported
-``may_promote: false`` for them).
+The failed copy reads as LINSTOR would answer after the power loss: the satellites OFFLINE with no
+state for their replicas, the survivors' DRBD connections to them down, and a surviving UpToDate
+diskful replica allowed to promote when the survivors keep quorum (while the primary lived, DRBD
+reported ``may_promote: false`` for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fencing import verdict as fv
-from fencing.observe import (
-    LABEL,
-    KubeObjects,
-    LinstorView,
-    build_observed,
-    faults,
-    resource_states,
-    storage_nodes,
-)
+from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
+from fencing.observe import LABEL, KubeObjects, LinstorView, build_observed, faults, resource_states, storage_nodes
 from linstor_scheduler.linstor.models import ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
@@ -42,7 +38,6 @@ from scheduler_extender.snapshot import SnapshotError, kube_items, parse_linstor
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
 REMOVE, REFUSE, NONE = "remove", "refuse", "none"
-STORM_BREAKER = "StormBreaker"
 RANKED = 3
 
 
@@ -66,6 +61,13 @@ def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, 
             node["connection_status"] = "OFFLINE"
     for item in linstor.get("resources") or []:
         drbd = (item.get("layer_object") or {}).get("drbd") or {}
+        if item.get("node_name") in lost:  # the controller has no satellite state for it any more
+            item["state"] = {}
+            for vol in item.get("volumes") or []:
+                vol.pop("state", None)
+            for key in ("connections", "may_promote", "promotion_score"):
+                drbd.pop(key, None)
+            continue
         for peer, conn in (drbd.get("connections") or {}).items():
             if peer in lost and isinstance(conn, dict):
                 conn["connected"] = False
@@ -79,7 +81,7 @@ def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, 
 
 def _view(doc: Mapping[str, Any]) -> tuple[LinstorView, bool]:
     """fencing's LINSTOR view from a snapshot; False when the snapshot carries no resource definitions."""
-    nodes, _pools, resources = parse_linstor(doc)
+    nodes, pools, resources = parse_linstor(doc)
     section = doc.get("linstor") or {}
     raw_rds = section.get("resource_definitions")
     try:
@@ -90,8 +92,8 @@ def _view(doc: Mapping[str, Any]) -> tuple[LinstorView, bool]:
     props = section.get("controller_properties") or {}
     if not isinstance(props, Mapping):
         raise SnapshotError("snapshot: linstor.controller_properties must be a mapping")
-    return LinstorView(nodes, resources, definitions, groups, {str(k): str(v) for k, v in props.items()}, NOW), \
-        raw_rds is not None
+    props_text = {str(k): str(v) for k, v in props.items()}
+    return LinstorView(nodes, resources, definitions, groups, props_text, NOW, pools), raw_rds is not None
 
 
 def _kube(doc: Mapping[str, Any]) -> KubeObjects:
@@ -117,28 +119,27 @@ def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) ->
             out[name] = res
             continue
         keeps = quorum_kept(res, lost)
-        replicas = {n: (r if n in lost else fv.ReplicaState(
-            r.node, r.diskful, r.up_to_date, r.in_use, bool(r.diskful and r.up_to_date and keeps and not r.ignored),
-            r.peers, r.ignored)) for n, r in res.replicas.items()}
+        primary_alive = any(r.in_use for n, r in res.replicas.items() if n not in lost)
+        replicas = {n: (r if n in lost else dataclasses.replace(
+            r, may_promote=bool(r.diskful and r.up_to_date and keeps and not r.ignored and not primary_alive)))
+            for n, r in res.replicas.items()}
         out[name] = fv.ResourceState(name, replicas, res.props)
     return out
 
 
 def quorum_kept(res: fv.ResourceState, lost: set[str]) -> bool:
-    voters = [r for r in res.replicas.values() if not r.ignored]
-    left = [r for r in voters if r.node not in lost]
-    return len(left) * 2 > len(voters)
+    """DRBD quorum=majority on the survivors: more than half of the voters (diskful and tie-breakers)."""
+    left = sum(1 for r in res.replicas.values() if r.voter and r.node not in lost)
+    return left * 2 > res.voters
 
 
-def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[bool, str]:
-    """The fencing controller's storm rule, over the failed view."""
-    population = storage_nodes(view)
-    lost = {node for _, node in faults(observed.resources, observed.nodes)} & population
-    lost |= {n for n in population if n in observed.nodes and not observed.nodes[n].online}
-    held = len(lost) >= 2 and len(lost) >= share * max(1, len(population))
-    detail = (f"{len(lost)} of {len(population)} storage nodes would look lost at once ({', '.join(sorted(lost))}); "
-              f"the limit is {share:.0%}")
-    return held, detail
+def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[str | None, str]:
+    """fencing's storm rule over the failed view: its sentence while it would hold, and a summary."""
+    population, diskless = storage_nodes(view)
+    lost = lost_storage_nodes(population, observed.nodes, observed.resources)
+    summary = (f"{len(lost)} of {len(population)} storage nodes would look lost at once"
+               f"{' (' + ', '.join(sorted(lost)) + ')' if lost else ''}; the limit is more than {share:.0%}")
+    return storm_sentence(population, diskless, lost, share), summary
 
 
 async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]) -> list[str]:
@@ -170,8 +171,10 @@ def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings
         observed = fv.Observed(observed.nodes, {k: fv.ResourceState(v.name, v.replicas, {})
                                                 for k, v in observed.resources.items()},
                                observed.pods, observed.fault_since)
-    held, storm_detail = storm(observed, view, settings.storm_share)
+    sentence, storm_detail = storm(observed, view, settings.storm_share)
+    held = sentence is not None
     decisions = {d.pod.key: d for d in fv.judge(observed, NOW, settings.grace_period)}
+    guard = GuardContext(NOW, None, sentence)
 
     holder = StateHolder(ready=True, static=True)
     holder.swap(state_from_snapshot(after, now=NOW))
@@ -184,11 +187,12 @@ def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings
         out = []
         for key in sorted(decisions):
             d = decisions[key]
-            if d.verdict == fv.FENCE:
+            refusal = apply([StormGuard()], d, guard)  # the guard fencing applies; the others need history
+            if refusal is not None:
+                action, reason, detail = REFUSE, refusal.reason, refusal.detail
+            elif d.verdict == fv.FENCE:
                 action, reason, detail = REMOVE, d.reason, d.detail
-                if held:
-                    action, reason, detail = REFUSE, STORM_BREAKER, f"{d.detail}; held by the storm breaker"
-            elif d.verdict in (fv.REFUSE, fv.WAITING):
+            elif d.verdict in (fv.REFUSE, fv.WAITING) or d.reason in fv.NOTICES:  # a notice: nothing is done
                 action, reason, detail = REFUSE, d.reason, d.detail
             else:
                 action, reason, detail = NONE, "", d.detail

@@ -3,6 +3,7 @@ cluster. The do-nothing answers (refusals, the storm breaker, unknown policies) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -63,7 +64,7 @@ def test_losing_every_uptodate_replica_refuses_and_reports_the_resource():
     result = drill(doc_of(*cluster(6)), ["n3", "n4"], DrillSettings(storm_share=0.9))
     web = next(p for p in result["pods"] if p["pod"] == "default/web-0")
     assert web["action"] == "refuse" and web["to"] == []
-    assert web["reason"] in ("NowhereToGo", "NoPromotableReplica")
+    assert web["reason"] == "NoPeerWitness"  # both replicas died: no surviving peer can witness the loss
     risk = {r["resource"]: r for r in result["resources_at_risk"]}
     assert risk["pvc-web"] == {"resource": "pvc-web", "up_to_date_left": 0, "quorum": False,
                                "lost_replicas": ["n3", "n4"]}
@@ -131,3 +132,44 @@ def test_the_drill_changes_nothing_in_the_snapshot():
     before = json.dumps(doc, sort_keys=True)
     drill(doc, ["n1", "n2"])
     assert json.dumps(doc, sort_keys=True) == before
+
+
+@pytest.mark.parametrize(("fail", "nodes"), [(["n1"], 4), (["n3"], 4), (["n1", "n4"], 4), (["n3", "n4"], 6)])
+def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, fail, nodes):
+    """The drill on the healthy cluster vs. fencing's own verdict and storm rule on what the LINSTOR
+    emulator (its DRBD model) answers after those nodes really lose power: the same action and reason."""
+    from fencing import verdict as fv
+    from locality.drill import _kube, _view, storm
+    from scheduler_extender.capture import capture
+
+    emu, kube = cluster(nodes)
+    for obj in kube:
+        ks.add(obj)
+    with emu.serve() as lsrv:
+        from linstor_scheduler.linstor.client import LinstorClient
+
+        before = asyncio.run(capture(LinstorClient(lsrv.url), ks.api, scheduler_name=None))
+        predicted = drill(before, fail)
+        for node in fail:
+            emu.power_off(node)
+            ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
+        after = asyncio.run(capture(LinstorClient(lsrv.url), ks.api, scheduler_name=None))
+    view, _ = _view(after)
+    from fencing.observe import build_observed, faults
+
+    observed = build_observed(view, _kube(after), {})
+    observed = fv.Observed(observed.nodes, observed.resources, observed.pods,
+                           {f: 0.0 for f in faults(observed.resources, observed.nodes)})
+    sentence, _ = storm(observed, view, 1 / 3)
+    assert predicted["storm"] == (sentence is not None)
+    actual = {d.pod.key: d for d in fv.judge(observed, 1000.0, 30.0)}
+    for row in predicted["pods"]:
+        decision = actual[row["pod"]]
+        if sentence is not None and decision.verdict == fv.FENCE:
+            assert (row["action"], row["reason"]) == ("refuse", "StormBreaker")
+        elif decision.verdict == fv.FENCE:
+            assert row["action"] == "remove", (row, decision)
+        elif decision.verdict == fv.REFUSE or decision.reason in fv.NOTICES:
+            assert (row["action"], row["reason"]) == ("refuse", decision.reason), (row, decision)
+        else:
+            assert row["action"] == "none", (row, decision)
