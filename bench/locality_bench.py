@@ -91,7 +91,7 @@ def measure(pods: int, nodes: int) -> tuple[int, int, float]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = [str(ROOT / ".venv" / "bin" / "linstor-scheduler"), "locality-exporter", "--controllers", lsrv.url,
                "--kube-api-url", ksrv.url, "--no-leader-elect", "--port", str(port), "--interval", "2",
-               "--poll-interval", "600", "--log-level", "warning"]
+               "--poll-interval", "600", "--linstor-timeout", "600", "--log-level", "warning"]
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env)
         try:

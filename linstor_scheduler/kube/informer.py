@@ -58,6 +58,7 @@ class Informer:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         transform: Callable[[dict[str, Any]], Any] | None = None,
+        page_size: int = 500,
     ) -> None:
         """``transform`` turns each object into what the store keeps (None: skip it): a component that
         needs a few fields of 100,000 pods keeps those, not the objects. ``on_change`` still sees the object."""
@@ -80,6 +81,7 @@ class Informer:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.transform = transform
+        self.page_size = page_size  # items per list page (0: one page); client-go's reflector uses 500
         self._store: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -161,27 +163,37 @@ class Informer:
         self._stop.wait(delay)
 
     def _relist(self) -> None:
-        resp = self._list_fn(_preload_content=False, **self.selectors)
-        doc = orjson.loads(resp.data)
-        items = {object_key(i): i for i in doc.get("items") or []}
-        resource_version = (doc.get("metadata") or {}).get("resourceVersion")
-        del doc  # the list is held once (as ``items``), not twice
-        for obj in items.values():  # the API server leaves kind out of list items; watch events carry it
-            obj.setdefault("kind", self.kind)
-        if self.transform is not None:
-            if self.on_change:  # compare what is kept, and tell the callback about the objects
-                kept = {k: self.transform(o) for k, o in items.items()}
-                kept = {k: v for k, v in kept.items() if v is not None}
-            else:  # one object at a time: the list is never held twice
-                kept = {}
-                for key in list(items):
-                    value = self.transform(items.pop(key))
-                    if value is not None:
-                        kept[key] = value
-        else:
-            kept = items
+        """List in pages of ``page_size`` (as client-go's reflector does), so the whole list is never one
+        JSON document in memory; with a ``transform`` only what is kept accumulates. The callback hears
+        of each change after the swap, with the stored value (the object, or what ``transform`` kept)."""
         with self._lock:
             old = self._store
+        kept: dict[str, Any] = {}
+        changed: list[tuple[str, str]] = []
+        token: str | None = None
+        resource_version = None
+        while True:
+            paging: dict[str, Any] = {"limit": self.page_size} if self.page_size else {}
+            if token:
+                paging["_continue"] = token
+            resp = self._list_fn(_preload_content=False, **self.selectors, **paging)
+            doc = orjson.loads(resp.data)
+            meta = doc.get("metadata") or {}
+            for obj in doc.get("items") or []:
+                obj.setdefault("kind", self.kind)  # the API server leaves kind out of list items
+                key = object_key(obj)
+                value = obj if self.transform is None else self.transform(obj)
+                if value is None:
+                    continue
+                kept[key] = value
+                if self.on_change and (key not in old or old[key] != value):
+                    changed.append(("ADDED" if key not in old else "MODIFIED", key))
+            resource_version = meta.get("resourceVersion")
+            token = meta.get("continue")
+            del doc, resp  # one page at a time
+            if not token:
+                break
+        with self._lock:
             self._store = kept
             self.generation += 1
         self.resource_version = resource_version
@@ -189,14 +201,11 @@ class Informer:
         self._ok()
         self.synced.set()
         if self.on_change:
-            for key, obj in items.items():
-                if key not in old:
-                    self.on_change("ADDED", obj)
-                elif old[key] != kept.get(key):
-                    self.on_change("MODIFIED", obj)
-            for key, obj in old.items():
-                if key not in items:
-                    self.on_change("DELETED", obj)
+            for kind, key in changed:
+                self.on_change(kind, kept[key])
+            for key, value in old.items():
+                if key not in kept:
+                    self.on_change("DELETED", value)
 
     def _watch_once(self) -> None:
         self._watch = k8s_watch.Watch()
