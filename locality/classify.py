@@ -8,7 +8,7 @@ Per volume, one of:
 | ``local-syncing`` | a diskful replica on the pod's node is there but not UpToDate yet |
 | ``diskless`` | only a diskless replica on the pod's node: every read and write crosses the network |
 | ``none`` | no replica on the pod's node (DRBD attaches a diskless one when the pod starts) |
-| ``unknown`` | the claim or the resource is not known (yet) |
+| ``unknown`` | the claim or the resource is not known (yet), or the node's satellite is not ONLINE |
 
 A pod is local when all its volumes are ``local``. The replica facts are the extender's own
 ``ResourceInfo`` (scheduler_extender/state.py), so the report, the metrics and the scores agree.
@@ -28,6 +28,7 @@ DISKLESS = "diskless"
 NONE = "none"
 UNKNOWN = "unknown"
 LOCALITIES = (LOCAL, LOCAL_SYNCING, DISKLESS, NONE, UNKNOWN)
+UNKNOWN_DISK_STATES = frozenset({"unknown", "dunknown"})  # no state reported (satellite unreachable)
 LINSTOR_PROFILE = "linstor"  # the kube-scheduler profile that asks our extender
 
 
@@ -54,18 +55,24 @@ class PodLocality:
         return all(v.locality == LOCAL for v in self.volumes)
 
 
-def classify_volume(resource: ResourceInfo | None, node: str) -> tuple[str, str]:
-    """(locality, detail) of one volume for a pod on ``node``."""
+def classify_volume(resource: ResourceInfo | None, node: str, node_info: NodeInfo | None = None) -> tuple[str, str]:
+    """(locality, detail) of one volume for a pod on ``node``; ``node_info`` is LINSTOR's view of the node."""
     if resource is None:
         return UNKNOWN, "resource not known to LINSTOR"
     replica = resource.replicas.get(node)
     if replica is None:
         return NONE, f"no replica on {node}"
+    if node_info is not None and not node_info.online:
+        return UNKNOWN, f"satellite of {node} is {node_info.connection_status}: the replica's state is not known"
     if replica.usable:
         return LOCAL, f"diskful replica on {node} is UpToDate"
-    if replica.diskful:
+    if replica.syncing:
         done = f", {replica.done_percentage:.0f}% done" if replica.done_percentage is not None else ""
         return LOCAL_SYNCING, f"diskful replica on {node} is {replica.disk_state}{done}"
+    if replica.diskful and replica.disk_state.lower() in UNKNOWN_DISK_STATES:
+        return UNKNOWN, f"diskful replica on {node} reports {replica.disk_state}"
+    if replica.diskful:  # Failed, detached: DRBD serves the pod from a peer
+        return DISKLESS, f"diskful replica on {node} is {replica.disk_state}: I/O goes over the network"
     return DISKLESS, f"only a diskless replica on {node}"
 
 

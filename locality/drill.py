@@ -112,7 +112,7 @@ def _kube(doc: Mapping[str, Any]) -> KubeObjects:
 
 def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) -> dict[str, fv.ResourceState]:
     """DRBD on the survivors: an UpToDate diskful replica may promote once the primary is gone, if the
-    survivors keep quorum."""
+    survivors keep quorum. ``lost``: every node that is down (the failed ones and any already OFFLINE)."""
     out = {}
     for name, res in resources.items():
         if not lost.intersection(res.replicas):
@@ -164,9 +164,10 @@ def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings
     view, has_policies = _view(after)
     kube = _kube(after)
     observed = build_observed(view, kube, {})
-    observed = fv.Observed(observed.nodes, _after_failure(resource_states(view), lost), observed.pods,
-                           {(r, n): NOW - settings.grace_period - 1 for r, n in
-                            faults(_after_failure(resource_states(view), lost), observed.nodes)})
+    down = {n for n, st in observed.nodes.items() if st.linstor_status is not None and not st.online}  # incl. lost
+    resources = _after_failure(resource_states(view), down)
+    observed = fv.Observed(observed.nodes, resources, observed.pods,
+                           {f: NOW - settings.grace_period - 1 for f in faults(resources, observed.nodes)})
     if not has_policies:  # fencing reads the policy from the definitions: without them it is unknown
         observed = fv.Observed(observed.nodes, {k: fv.ResourceState(v.name, v.replicas, {})
                                                 for k, v in observed.resources.items()},
@@ -204,9 +205,9 @@ def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings
     for name, res in sorted(observed.resources.items()):
         if not lost.intersection(res.replicas):
             continue
-        left = sum(1 for r in res.replicas.values() if r.node not in lost and r.diskful and r.up_to_date
+        left = sum(1 for r in res.replicas.values() if r.node not in down and r.diskful and r.up_to_date
                    and not r.ignored)
-        keeps = quorum_kept(res, lost)
+        keeps = quorum_kept(res, down)
         if left == 0 or not keeps:
             at_risk.append({"resource": name, "up_to_date_left": left, "quorum": keeps,
                             "lost_replicas": sorted(lost.intersection(res.replicas))})

@@ -80,7 +80,7 @@ def locate(record: PodRecord, state: ClusterState) -> PodLocality | None:
                                           claim.pending or "claim not bound yet"))
             continue
         resource = state.resources.get(claim.resource or "")
-        locality, detail = classify_volume(resource, record.node)
+        locality, detail = classify_volume(resource, record.node, state.nodes.get(record.node))
         volumes.append(VolumeLocality(name, claim.resource, sc_name, locality, up_to_date_nodes(resource), detail))
     if not volumes:
         return None

@@ -46,6 +46,17 @@ def test_each_locality_of_a_volume(node, expected):
     assert classify_volume(None, node)[0] == UNKNOWN
 
 
+def test_a_replica_whose_state_is_not_known_is_not_local():
+    state = cluster(offline=("n1",))
+    assert classify_volume(state.resources["pvc-a"], "n1", state.nodes["n1"])[0] == UNKNOWN
+    failed = build([lnode("n1")], [], [lres("pvc-f", "n1", disk_state="Failed"), lres("pvc-u", "n1",
+                                                                                    disk_state="DUnknown")], [])
+    assert classify_volume(failed.resources["pvc-f"], "n1", failed.nodes["n1"])[0] == DISKLESS
+    assert classify_volume(failed.resources["pvc-u"], "n1", failed.nodes["n1"])[0] == UNKNOWN
+    located = locate(PodRecord("default", "p", "n1", "linstor", ("data-a",)), state)
+    assert located is not None and not located.local and "OFFLINE" in located.volumes[0].detail
+
+
 def test_a_pod_is_local_only_when_every_volume_is():
     state = cluster()
     both = PodRecord("default", "p", "n2", "linstor", ("data-a", "data-b"))
