@@ -21,7 +21,7 @@ from linstor_scheduler.linstor.models import Node, StoragePool
 
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
-from .state import ClusterState, KubeView, ResourceInfo, index_resources
+from .state import ClusterState, KubeView, ResourceInfo, index_replicas, replica_from
 
 log = logging.getLogger(__name__)
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
@@ -85,7 +85,9 @@ class Syncer:
         try:
             nodes = await self.client.get_nodes()
             pools = await self.client.get_storage_pools()
-            resources = index_resources([r async for r in self.client.iter_resources()])
+            # each item reduced to its replica as it streams in: the REST items are never all held
+            resources = index_replicas([(r.name, replica_from(r)) async for r in self.client.iter_resources()
+                                        if not r.ignored])
         except Exception as exc:
             self.holder.last_error = f"LINSTOR read failed: {exc}"
             age = self._age()
