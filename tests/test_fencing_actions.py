@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from devkit.kube_standin import KubeStandin
 from fencing.actions import KubeActions, Outcome
 from fencing.controller import Settings
-from linstor_scheduler.doubles.kube_standin import KubeStandin
 from linstor_scheduler.httpserver import ServerThread
 
 from .fencing_rig import Rig
