@@ -1,8 +1,9 @@
 """HTTP surface of the webhook: ``POST /mutate`` (AdmissionReview v1), ``/healthz``, ``/readyz``, ``/metrics``.
 
-A bad body answers 400 with a message (the API server logs it; with ``failurePolicy: Ignore`` the
-pod is admitted unchanged), never a 500. Before the caches are synced every review is answered
-"allowed, unchanged" (outcome ``not_ready``): a guess would send pods to the wrong scheduler.
+A bad body answers 400 with a message, one over the limit 413 (the API server logs it; with
+``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500. Before the caches are
+synced every review is answered "allowed, unchanged" (outcome ``not_ready``): a guess would send
+pods to the wrong scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from linstor_scheduler.httpserver import lifespan_of
+from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
 from .metrics import WebhookMetrics
 from .review import BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
@@ -49,9 +50,14 @@ def create_app(
     async def mutate(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await request.body()
-            if len(body) > MAX_BODY:
-                raise BadReview(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY}")
+            try:
+                check_declared_length(request.headers.get("content-length"), MAX_BODY)
+                body = await read_limited(request.stream(), MAX_BODY)
+            except BodyTooLarge as exc:
+                metrics.reviews.labels("bad_request").inc()
+                return Response(orjson.dumps({"error": str(exc)}), status_code=exc.status, media_type=JSON)
+            except ValueError as exc:  # a Content-Length that is not a number
+                raise BadReview(str(exc)) from None
             review = parse_review(body)
             req = review.request
             if not is_ready():

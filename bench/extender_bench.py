@@ -185,8 +185,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from scheduler_extender.snapshot import read_snapshot
     from scheduler_extender.state import ClusterState, KubeView
 
-    doc = read_snapshot(snapshot)
-    kube = KubeView.from_objects(doc["kubernetes"]["items"])
+    kube = KubeView.from_objects(read_snapshot(snapshot).kube_items)
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 

@@ -44,18 +44,19 @@ def run(port: int = 8099, serve: bool = False, out: Any = None) -> int:
                 answer.raise_for_status()
                 print(f"# {what}", file=out)
                 print(render_table(answer.json()) + "\n", file=out)
-        body_dir = Path(tempfile.mkdtemp(prefix="linstor-scheduler-demo-"))
-        body = body_dir / "db-0.json"
-        body.write_text(json.dumps({"Pod": find_pod(doc, "default/db-0"), "NodeNames": nodes}, indent=1))
-        print("Ask the running extender what kube-scheduler would ask it:", file=out)
-        print(f"  curl -s -X POST -H 'Content-Type: application/json' --data @{body} {srv.url}/filter", file=out)
-        print(f"  curl -s -X POST -H 'Content-Type: application/json' --data @{body} {srv.url}/prioritize", file=out)
-        print(f"  curl -s {srv.url}/readyz ; curl -s {srv.url}/metrics | grep linstor_scheduler", file=out)
-        if serve:
-            print("\nServing until Ctrl-C.", file=out, flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-        else:
+        with tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-") as folder:  # removed when the demo ends
+            body = Path(folder) / "db-0.json"
+            body.write_text(json.dumps({"Pod": find_pod(doc, "default/db-0"), "NodeNames": nodes}, indent=1))
+            print("Ask the running extender what kube-scheduler would ask it:", file=out)
+            print(f"  curl -s -X POST -H 'Content-Type: application/json' --data @{body} {srv.url}/filter", file=out)
+            print(f"  curl -s -X POST -H 'Content-Type: application/json' --data @{body} {srv.url}/prioritize",
+                  file=out)
+            print(f"  curl -s {srv.url}/readyz ; curl -s {srv.url}/metrics | grep linstor_scheduler", file=out)
+            if serve:
+                print("\nServing until Ctrl-C.", file=out, flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+        if not serve:
             print("\n(run with --serve to keep it running; `linstor-scheduler extender --snapshot FILE` "
                   "serves your own snapshot)", file=out)
     return 0

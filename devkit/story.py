@@ -55,6 +55,7 @@ class StoryResult:
     fenced: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, object, outcome)
     second_node: str = ""
     seconds_to_failover: float = 0.0  # fake-clock seconds from the fault to the pod's deletion
+    bound_generation: int = 0  # the extender's first state generation that knew the claim's binding
     locality: list[tuple[str, int, int]] = field(default_factory=list)  # (moment, local pods, pods)
     drill: dict[str, Any] = field(default_factory=dict)  # the drill of the first node's failure, run before it
     next_drill: dict[str, Any] = field(default_factory=dict)  # the drill of the next failure, at the end
@@ -130,7 +131,9 @@ def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> Sto
         look.rehearse(result.first_node, "the next failure", into="drill")
         _fence(story, result, loop, client, api, emu, ks, during=lambda: look.report("during the failure"))
         _replace(story, result, emu, ks, http, pod)
-        _epilogue(story, extender.url, pod)
+        # the request body lives while the demo does (removed when it ends)
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-"))
+        _epilogue(story, extender.url, pod, folder)
         story.step("Locality after the fail-over, and a rehearsal of the next failure")
         look.report("after the fail-over", table=True)
         predicted = (result.drill.get("pods") or [{}])[0].get("to") or ["?"]
@@ -184,6 +187,24 @@ def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
         waited += 0.05
 
 
+def _wait_for_state(http: httpx.Client, pod: dict[str, Any], accept: Any, what: str, since: int = 0) -> int:
+    """Wait for a state of the extender (generation ``since`` or later) whose verdicts for ``pod``
+    ``accept`` takes; returns that generation. The generation is read before and after the verdicts:
+    equal, they came from that state."""
+    found: list[int] = []
+
+    def judged_in_one_state() -> bool:
+        before = http.get("/readyz").json()["generation"]
+        rows = http.post("/explain", json={"Pod": pod, "NodeNames": list(NODES)}).json()["nodes"]
+        after = http.get("/readyz").json()["generation"]
+        if before == after >= since and accept(rows):
+            found.append(after)
+        return bool(found)
+
+    _wait(judged_in_one_state, what)
+    return found[0]
+
+
 def _pod() -> dict[str, Any]:
     pod = k.pod("db-0", claims=["data-db-0"], labels={"app": "db", FENCING_LABEL: "remove"})
     pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
@@ -222,6 +243,12 @@ def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStan
     story.say(f"linstor-csi: volume {resource} with diskful replicas on {node} (in use) and {others[0]}, "
               f"a tie-breaker on {others[1]}; quorum majority, on-no-quorum suspend-io (the r2 class's parameters)")
     story.say(f"kubelet: db-0 runs on {node}; VolumeAttachment of {resource} to {node}")
+    # The extender learns the binding from its informers, a moment later: the story goes on with the
+    # state generation that knows it (every later state does too), never after a guessed delay.
+    result.bound_generation = _wait_for_state(
+        http, pod, lambda rows: all(f"volume {resource}:" in " ".join(r["reasons"])
+                                   and "not judged" not in " ".join(r["reasons"]) for r in rows),
+        f"the extender's state that knows data-db-0 is bound to {resource}")
     return pod
 
 
@@ -307,9 +334,8 @@ def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeSt
     pod = ks.add(_pod())
     story.say(f"pod default/db-0 is back (new UID {pod['metadata']['uid'][:8]}...), Pending")
     lost = result.first_node
-    _wait(lambda: any(r["node"] == lost and r["verdict"] == "fail" for r in
-                      http.post("/explain", json={"Pod": pod, "NodeNames": list(NODES)}).json()["nodes"]),
-          "the extender to see the lost node")
+    _wait_for_state(http, pod, lambda rows: any(r["node"] == lost and r["verdict"] == "fail" for r in rows),
+                    "the extender to see the lost node", since=result.bound_generation)
     result.second_node = _ask_scheduler(http, pod, list(NODES), story)
     # kubelet's and DRBD's part: the pod runs there and its replica there becomes Primary
     ks.patch("Pod", "db-0", {"spec": {"nodeName": result.second_node}, "status": {"phase": "Running"}}, "default")
@@ -317,9 +343,9 @@ def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeSt
     story.say(f"kubelet: db-0 runs on {result.second_node}; its replica there is Primary")
 
 
-def _epilogue(story: Story, url: str, pod: dict[str, Any]) -> None:
+def _epilogue(story: Story, url: str, pod: dict[str, Any], folder: str) -> None:
     story.step("Ask the running extender yourself")
-    body = Path(tempfile.mkdtemp(prefix="linstor-scheduler-demo-")) / "db-0.json"
+    body = Path(folder) / "db-0.json"
     body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
     story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/filter")
     story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/prioritize")

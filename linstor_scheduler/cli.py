@@ -14,8 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from . import __version__
-from .config import add_option
+from . import __version__, httpserver
+from .config import ConfigError, Parser, add_option
+from .httpserver import KEEP_ALIVE_SECONDS
 from .logs import setup_logging
 
 COMMANDS_GROUP = "linstor_scheduler.commands"
@@ -24,12 +25,16 @@ log = logging.getLogger("linstor_scheduler")
 
 def registrations() -> list[Callable[..., None]]:
     """Every installed component's ``register``, by entry-point name (the order of --help)."""
+    declared = entry_points(group=COMMANDS_GROUP)
+    if not declared:  # metadata of an install older than the entry points: say so, not "invalid choice"
+        raise RuntimeError(f"no subcommands registered (entry points {COMMANDS_GROUP!r}): reinstall the "
+                           "package, e.g. `make .venv/.installed` or `pip install -e .`")
     found = []
-    for ep in entry_points(group=COMMANDS_GROUP):
+    for ep in declared:
         try:
             found.append(ep.load())
         except ModuleNotFoundError as exc:  # only a package left out of this install (devkit in the image)
-            if exc.name is None or not ep.value.startswith(exc.name.split(".")[0]):
+            if exc.name != ep.value.split(".")[0]:
                 raise
             log.debug("subcommands of %s not installed: %s", ep.value, exc)
     return found
@@ -50,16 +55,19 @@ def deferred(target: str) -> Callable[[argparse.Namespace], int]:
 
 
 def common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     group = parent.add_argument_group("logging")
     add_option(group, "--log-level", help="log level", default="info",
                choices=["debug", "info", "warning", "error"])
     add_option(group, "--log-format", help="log line format", default="text", choices=["text", "json"])
+    http = parent.add_argument_group("HTTP servers")
+    add_option(http, "--keep-alive-timeout", type=float, default=KEEP_ALIVE_SECONDS,
+               help="seconds an idle client connection stays open (above kube-scheduler's 90 s)")
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="linstor-scheduler",
         description="Place pods next to their LINSTOR/DRBD replicas, keep storage pools in step with LVM, "
         "and move pods off nodes that lost their storage.",
@@ -76,14 +84,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    httpserver.configure(keep_alive=args.keep_alive_timeout)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # a setting to fix: the same exit code as a bad flag
+        return fatal(args, exc, 2)
     except Exception as exc:  # a clear one-line error for the operator; --log-level debug for more
         log.debug("fatal error", exc_info=True)
-        print(f"linstor-scheduler {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return fatal(args, exc, 1)
+
+
+def fatal(args: argparse.Namespace, exc: Exception, code: int) -> int:
+    """The one line saying why the process ends: plain text, or a JSON object like every other line
+    under ``--log-format json`` (a log collector parses it with the rest)."""
+    line = f"linstor-scheduler {args.command}: error: {exc}"
+    if args.log_format == "json":
+        log.error("%s", line)
+    else:
+        print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

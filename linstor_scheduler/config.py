@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 ENV_PREFIX = "LINSTOR_SCHEDULER_"
+
+
+class ConfigError(Exception):
+    """A setting that cannot work (a missing file, a bad combination): one line, exit code 2."""
 
 
 def env_name(flag: str) -> str:
@@ -26,11 +31,75 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"not a boolean: {text!r} (use true/false)")
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+_EXPECTS = {float: "a number", int: "a whole number", _parse_bool: "true or false"}
+
+
+def expects(type: Callable[[str], Any], choices: Sequence[str] | None = None) -> str:
+    """What a value must look like, in words for the error line."""
+    if choices:
+        return "one of " + ", ".join(choices)
+    return _EXPECTS.get(type, getattr(type, "expects", "a valid value"))
+
+
+@dataclass(frozen=True)
+class EnvDefault:
+    """A default read from an environment variable, converted only once its subcommand is chosen:
+    a bad variable meant for ``sync-node`` must not break ``extender`` or ``--version``."""
+
+    var: str
+    flag: str
+    raw: str
+    type: Callable[[str], Any]
+    choices: Sequence[str] | None = None
+
+    def convert(self) -> Any:
+        try:
+            value = self.type(self.raw)
+        except (TypeError, ValueError):
+            value = _INVALID
+        if value is _INVALID or (self.choices and value not in self.choices):
+            raise ValueError(f"environment variable {self.var}={self.raw!r} (for {self.flag}): "
+                             f"expected {expects(self.type, self.choices)}")
+        return value
+
+
+_INVALID = object()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with environment-variable defaults resolved after parsing, and errors on one line
+    (``linstor-scheduler extender: error: ...``, exit code 2): a configuration mistake in a pod's
+    log is one line that names the flag or variable, not a usage screen or a traceback."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, rest = super().parse_known_args(args, namespace)
+        for key, value in vars(ns).items():
+            if isinstance(value, EnvDefault):
+                try:
+                    setattr(ns, key, value.convert())
+                except ValueError as exc:
+                    self.error(str(exc))
+        return ns, rest
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _shown(default: Any, help: str) -> str:
+    """`` (default: 10)`` for --help; nothing for an empty default or one the help text words itself."""
+    if default is None or default == "" or "default" in help:
+        return ""
+    if isinstance(default, float):
+        return f" (default: {round(default, 3):g})"
+    return f" (default: {default})"
 
 
 def add_option(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     flag: str,
     *,
     help: str,
@@ -39,29 +108,21 @@ def add_option(
     env: str | None = None,
     choices: list[str] | None = None,
 ) -> None:
-    """Add ``flag`` whose default comes from its environment variable when that is set."""
+    """Add ``flag`` whose default comes from its environment variable when that is set (checked
+    when its subcommand runs, not when the parser is built)."""
     var = env or env_name(flag)
     raw = os.environ.get(var)
-    value = default
-    if raw is not None:
-        try:
-            value = type(raw)
-        except (TypeError, ValueError) as exc:
-            parser.error(f"environment variable {var}={raw!r} is invalid for {flag}: {exc}")
-    shown = "" if default is None else f" (default: {default})"
-    parser.add_argument(
-        flag, default=value, type=type, choices=choices, help=f"{help}{shown} [env {var}]"
-    )
+    value = default if raw is None else EnvDefault(var, flag, raw, type, choices)
+    parser.add_argument(flag, default=value, type=type, choices=choices,
+                        help=f"{help}{_shown(default, help)} [env {var}]")
 
 
 def add_flag(
-    parser: argparse.ArgumentParser, flag: str, *, help: str, env: str | None = None, default: bool | None = False
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *, help: str, env: str | None = None,
+    default: bool | None = False,
 ) -> None:
     """A ``--x/--no-x`` switch; its environment variable (true/false) overrides ``default``."""
     var = env or env_name(flag)
     raw = os.environ.get(var)
-    try:
-        value = _parse_bool(raw) if raw is not None else default
-    except ValueError as exc:
-        parser.error(f"environment variable {var}: {exc}")
+    value = default if raw is None else EnvDefault(var, flag, raw, _parse_bool)
     parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=f"{help} [env {var}]")

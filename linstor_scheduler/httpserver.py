@@ -3,17 +3,79 @@
 Used by the test doubles (LINSTOR emulator, Kubernetes API stand-in), the tests that start the
 extender over real HTTP, ``make demo`` and the benchmarks. Start-up and shutdown wait on uvicorn's
 own ``started``/``should_exit`` state, never on sleeps.
+
+Every server of ours (these threads and the ``uvicorn.run`` of the extender and the webhook) keeps
+idle connections open for ``keep_alive`` seconds, 120 by default: kube-scheduler's HTTP client
+(Go's default transport) keeps idle connections for 90 s, and a server that closes first (uvicorn's
+default is 5 s) races the client's next request on that connection. The log goes to the root
+logger (``log_config=None``), so ``--log-format json`` covers uvicorn's lines too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import uvicorn
+from .config import ConfigError
+
+KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
+_settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
+
+
+def configure(*, keep_alive: float | None = None) -> None:
+    """Process-wide server settings from the CLI's common options (as logging is set up once)."""
+    if keep_alive is not None:
+        _settings["keep_alive"] = keep_alive
+
+
+def uvicorn_options(**overrides: Any) -> dict[str, Any]:
+    """uvicorn options every server of ours shares; ``overrides`` win."""
+    return {"timeout_keep_alive": _settings["keep_alive"], "log_config": None, **overrides}
+
+
+def _in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class BodyTooLarge(Exception):
+    """A request body over the server's limit: answered 413, read no further."""
+
+    status = 413
+
+
+def check_declared_length(value: str | bytes | None, limit: int) -> None:
+    """A Content-Length over ``limit`` is refused before the body is read (``BodyTooLarge``);
+    one that is not a number is a ``ValueError``."""
+    if value is None:
+        return
+    try:
+        declared = int(value)
+    except ValueError:
+        raise ValueError("invalid Content-Length header") from None
+    if declared > limit:
+        raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, refused (``BodyTooLarge``) as soon as it passes ``limit``: a chunked body
+    declares no length, and an 8 MB limit that reads 8 GB first protects nothing."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class ServerThread:
@@ -21,8 +83,10 @@ class ServerThread:
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
                  on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
-        kwargs: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio"}
-        kwargs.update(uvicorn_kwargs)
+        kwargs = uvicorn_options(**{"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio",
+                                    **uvicorn_kwargs})
+        import uvicorn  # here: the CLI imports this module for its settings before it knows it will serve
+
         self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)
@@ -49,6 +113,9 @@ class ServerThread:
         waited = 0.0
         while not self.server.started:
             if self._error is not None or not self._thread.is_alive():
+                if self.config.port and _in_use(self.config.host, self.config.port):
+                    raise ConfigError(f"port {self.config.port} on {self.config.host} is in use: choose another "
+                                      "with --port, or --port 0 for any free port")
                 raise RuntimeError(f"server failed to start: {self._error!r}")
             if waited >= timeout:
                 raise TimeoutError("server did not start in time")

@@ -22,7 +22,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    """Configure the root logger once; uvicorn's access log is left to its own flag."""
+    """Configure the root logger once. Every line goes through it, in the one format: uvicorn's
+    (our servers run it with ``log_config=None``, see httpserver.py) and Python warnings too."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -31,5 +32,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
     for noisy in ("kubernetes", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -10,7 +10,8 @@
   elector runs beside the work and is stopped, and the Lease released, on the way out.
 - **What ends the process.** Only a signal (exit 0) or an error before the service runs: bad flags
   or configuration, no Kubernetes credentials, a port in use. These propagate to
-  ``linstor_scheduler.cli.main``, which prints one line and exits 1. Once running, a failed pass
+  ``linstor_scheduler.cli.main``, which prints one line and exits 2 for a setting to fix
+  (``ConfigError``: a bad value, a missing kubeconfig, a side port in use), 1 otherwise. Once running, a failed pass
   (LINSTOR or the API server unreachable, an error answer) is logged, counted and retried with
   backoff by the component's loop: it never ends the process, since a restart would only lose the
   in-memory state and hammer the API servers.
@@ -119,6 +120,9 @@ def serve_asgi(app: Any, *, host: str, port: int, log_level: str, **uvicorn_kwar
     drained for ``GRACEFUL_SECONDS`` on SIGTERM."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SECONDS, **uvicorn_kwargs)
+    from .httpserver import uvicorn_options  # keep-alive above kube-scheduler's 90 s; logs through ours
+
+    uvicorn.run(app, **uvicorn_options(host=host, port=port, loop="uvloop", http="httptools", access_log=False,
+                                       log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SECONDS,
+                                       **uvicorn_kwargs))
     return 0

@@ -24,6 +24,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--port", type=int, default=8099, help="port to listen on")
     add_option(p, "--snapshot", help="serve from this snapshot file instead of live LINSTOR and Kubernetes")
     add_option(p, "--poll-interval", type=float, default=10.0, help="seconds between LINSTOR reads")
+    add_option(p, "--poll-min-factor", type=float, default=4.0,
+               help="the wait between LINSTOR reads is at least this many times the last read's duration "
+               "(a big cluster's read takes seconds: the sync then uses at most 1/factor of a core; 0: off)")
     add_flag(p, "--node-events", default=True,
              help="also follow LINSTOR's node event stream (falls back to polling)")
     add_option(p, "--max-staleness", type=float, default=120.0,

@@ -54,6 +54,8 @@ class ExtenderArgs:
                 self._names = _NAMES.decode(self.raw_names or b"[]")
             except msgspec.ValidationError:
                 raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
+            except (msgspec.DecodeError, RecursionError) as exc:  # e.g. invalid UTF-8 in a name
+                raise BadRequest(f"ExtenderArgs.NodeNames is not valid JSON: {_why(exc)}") from None
         return self._names
 
     def pod_ref(self) -> str:
@@ -172,9 +174,25 @@ def _node_names(items: list[msgspec.Raw]) -> list[str]:
     return names
 
 
+def _why(exc: BaseException) -> str:
+    """What a decoder said, in words for kube-scheduler's log (a RecursionError says nothing useful)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
     """One pass over the body: the Pod is decoded (small), node names are read, and full Node
-    objects are kept as raw byte slices, never turned into Python objects."""
+    objects are kept as raw byte slices, never turned into Python objects. Whatever the bytes,
+    the answer is ExtenderArgs or BadRequest (400): invalid UTF-8, nesting deeper than the
+    decoders allow and numbers beyond a double are the sender's errors, not ours."""
+    try:
+        return _decode_any(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {_why(exc)}") from None
+
+
+def _decode_any(body: bytes) -> ExtenderArgs:
     split = _split_names(body)
     if split is None:  # not the names form: the full-Node form as kube-scheduler writes it?
         full = _decode_full_nodes(body)
@@ -215,7 +233,10 @@ def _finish(top: dict[str, Any]) -> ExtenderArgs:
 
 def decode_pod(raw_pod: bytes) -> dict[str, Any]:
     """The Pod, checked for the shapes we read (a wrong shape is the sender's error: 400)."""
-    pod = orjson.loads(raw_pod)
+    try:
+        pod = orjson.loads(raw_pod)
+    except (orjson.JSONDecodeError, RecursionError) as exc:  # invalid UTF-8, 1e999999, > 1,024 levels deep
+        raise BadRequest(f"ExtenderArgs.Pod is not valid JSON: {_why(exc)}") from None
     if not isinstance(pod, dict):
         raise BadRequest(f"ExtenderArgs.Pod must be an object, got {type(pod).__name__}")
     meta = pod.get("metadata")

@@ -10,10 +10,10 @@ from typing import Any
 from .answers import verdict_rows
 from .judge import Extender, StateHolder
 from .scoring import Weights, all_node_names
-from .snapshot import find_pod, parse_linstor, state_from_snapshot
+from .snapshot import Snapshot, find_pod, snapshot_of, state_from_snapshot
 
 
-def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[str] | None,
+def explain_doc(doc: Mapping[str, Any] | Snapshot, pod: Mapping[str, Any], nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
     """Judge ``pod`` against a snapshot document, exactly as the extender would."""
     holder = StateHolder(static=True, ready=True)
@@ -24,13 +24,13 @@ def explain_doc(doc: Mapping[str, Any], pod: Mapping[str, Any], nodes: Sequence[
     return {"pod": decision.pod, "neutral": decision.neutral_reason, "nodes": verdict_rows(decision)}
 
 
-def explain_ref(doc: Mapping[str, Any], ref: str, nodes: Sequence[str] | None,
+def explain_ref(doc: Mapping[str, Any] | Snapshot, ref: str, nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
-    parse_linstor(doc)  # a malformed snapshot is reported as such, before looking for the pod
-    pod = find_pod(doc, ref)
+    snap = snapshot_of(doc)  # a malformed snapshot is reported as such, before looking for the pod
+    pod = find_pod(snap, ref)
     if pod is None:
         raise LookupError(f"pod {ref} not found (give NAMESPACE/NAME)")
-    return explain_doc(doc, pod, nodes, weights)
+    return explain_doc(snap, pod, nodes, weights)
 
 
 def render_table(result: Mapping[str, Any]) -> str:

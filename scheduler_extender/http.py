@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from linstor_scheduler.httpserver import lifespan_of
+from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
 from .answers import Answerer, verdict_rows
 from .codec import BadRequest, decode_args, encode_error
@@ -33,28 +33,22 @@ JSON = "application/json"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # full Node objects of 5,000 nodes fit well below this
 
 
-def check_declared_length(value: str | bytes | None, limit: int) -> None:
+def check_length_header(value: str | bytes | None, limit: int) -> None:
     """A Content-Length over ``limit`` is refused before the body is read (413)."""
-    if value is None:
-        return
     try:
-        declared = int(value)
-    except ValueError:
-        raise BadRequest("invalid Content-Length header") from None
-    if declared > limit:
-        raise BadRequest(f"request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
+        check_declared_length(value, limit)
+    except BodyTooLarge as exc:
+        raise BadRequest(str(exc), exc.status) from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    check_declared_length(request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"request body exceeds the limit of {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    check_length_header(request.headers.get("content-length"), limit)
+    try:
+        return await read_limited(request.stream(), limit)
+    except BodyTooLarge as exc:
+        raise BadRequest(str(exc), exc.status) from None
 
 
 def create_app(
@@ -165,10 +159,14 @@ def create_app(
             except BadRequest as exc:
                 if "neither NodeNames nor Nodes" not in exc.message:
                     raise
-                args = decode_args(orjson.dumps({**orjson.loads(body), "NodeNames": known_nodes()}))
+                args = decode_args(orjson.dumps({**_whole(body), "NodeNames": known_nodes()}))
             decision = await extender.decide(args.pod, args.node_names)
         except BadRequest as exc:
             return Response(encode_error(exc.message), status_code=exc.status, media_type=JSON)
+        except Exception as exc:  # answered here: Starlette's error middleware would re-raise into uvicorn
+            log.exception("internal error answering POST /explain")
+            return Response(encode_error(f"internal error: {type(exc).__name__}: {exc}"), status_code=500,
+                            media_type=JSON)
         return Response(orjson.dumps({"pod": decision.pod, "neutral": decision.neutral_reason,
                                       "nodes": verdict_rows(decision)}), media_type=JSON)
 
@@ -195,6 +193,14 @@ def create_app(
     return ExtenderApp(app, {"/filter": fast_filter, "/prioritize": fast_prioritize})
 
 
+def _whole(body: bytes) -> dict[str, Any]:
+    """The body as a dict, for explain's "Pod alone" form (decode_args has checked it is an object)."""
+    try:
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
 class ExtenderApp:
     """The ASGI entry point: ``POST /filter`` and ``POST /prioritize`` go straight to their raw
     handlers (measured: Starlette's router, Request and middleware cost more than a cached
@@ -219,7 +225,7 @@ class ExtenderApp:
 async def read_raw_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
     for name, value in scope.get("headers") or ():
         if name == b"content-length":
-            check_declared_length(value, limit)
+            check_length_header(value, limit)
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body"):

@@ -12,14 +12,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
-from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class, prepare
+from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Extender:
         # Node sets of affinity and access rules: they depend on Kubernetes only (state.kube_since).
         self.node_sets: GenerationCache[tuple[Any, ...], frozenset[str]] = GenerationCache(
             "node_sets", max_entries=4096)
-        self._classes: dict[str, int] = {}
+        self._classes: Mapping[str, int] = {}
         self._classes_generation = -1
         self._last_stale_log = float("-inf")
 
@@ -293,12 +293,13 @@ class Extender:
         return self.judge(await self.prepare(pod), names)
 
     def _new_classes(self, state: ClusterState) -> None:
-        """Node classes are computed once per state generation."""
+        """Node classes are computed once per state generation: by the live sync, off the request
+        path (``state.node_classes``), or here on first use (snapshots, tests)."""
         self._classes_generation = state.generation
-        names = set(state.nodes) | set(state.kube.topology)
-        # Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
-        ids: dict[Any, int] = {}
-        self._classes = {n: ids.setdefault(node_class(n, state), len(ids)) for n in names}
+        if state.node_classes is not None:
+            self._classes = state.node_classes
+        else:
+            self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
 
 
 def _pod_bytes_size(raw_pod: bytes, _: Prepared) -> int:

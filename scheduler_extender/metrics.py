@@ -36,6 +36,12 @@ class ExtenderMetrics:
         self.sync_seconds = Histogram(
             "linstor_scheduler_sync_seconds", "Duration of a LINSTOR read + index build", registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.sync_cpu = Counter(
+            "linstor_scheduler_sync_cpu_seconds", "CPU seconds spent reading, decoding and indexing LINSTOR "
+            "(the read thread's own time)", registry=r)
+        self.poll_interval = Gauge(
+            "linstor_scheduler_poll_interval_seconds", "Seconds until the next LINSTOR read: --poll-interval, "
+            "or --poll-min-factor x the last sync's duration if that is longer", registry=r)
         self.fallback_reads = Counter(
             "linstor_scheduler_fallback_reads", "Bounded reads of resources missing from the index, by outcome",
             ["outcome"], registry=r)

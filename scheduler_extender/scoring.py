@@ -299,11 +299,26 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     return combine([c.claim for c in contexts], verdicts)
 
 
-def node_class(name: str, state: ClusterState) -> tuple[str | None, tuple[str | None, ...] | None]:
+NodeClass = tuple[str | None, tuple[str | None, ...] | None]  # (node problem, the value at every level)
+
+
+def node_class(name: str, state: ClusterState) -> NodeClass:
     """What a node without replicas is judged by: its node-level problem and its value at every
     topology level (affinity and fromSame membership are added by ``judge_many``)."""
-    topo = state.kube.topology.get(name)
-    return (node_problem(state.nodes.get(name)), topo.values if topo else None)
+    return node_class_of(state.nodes.get(name), state.kube.topology.get(name))
+
+
+def node_class_of(node: NodeInfo | None, topo: Topology | None) -> NodeClass:
+    """``node_class`` from the node's parts: the level values come whole from ``Topology.values``
+    (one entry per ``state.LEVELS``), so a new level joins the class without a change here."""
+    return (node_problem(node), topo.values if topo else None)
+
+
+def node_class_ids(names: Iterable[str], state: ClusterState, ids: dict[Any, int]) -> dict[str, int]:
+    """Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
+    ``ids`` (class -> id) is shared by the calls that make one state's table."""
+    nodes, topology = state.nodes, state.kube.topology
+    return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n)), len(ids)) for n in names}
 
 
 def judge_many(

@@ -15,80 +15,325 @@ write one by hand or from ``curl``/``kubectl`` output::
                                    # the drill judges; without definitions the drill says it is unknown)
     kubernetes:
       items: [...]          # Node, PersistentVolumeClaim, PersistentVolume, StorageClass, Pod objects
+
+A snapshot is how users file bug reports, so every error points at the problem: the item, the
+object it names and the field (``kubernetes.items[3] StorageClass/linstor-r2: parameters: expected
+a mapping, got 5``); a key we do not know (``linstr:``) and a snapshot with nothing in it are
+errors, not an empty, ready extender. Files are read as a stream of events (ijson for JSON,
+libyaml's parser for YAML) and each item becomes a model and joins the index as it is read: a
+cluster of 5,000 nodes and 100,000 resources is never one decoded document in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import orjson
+import ijson
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 
-from .state import ClusterState, KubeView
+from .state import ClusterState, KubeView, ResourceIndexer
 
 
 class SnapshotError(ValueError):
     pass
 
 
-def read_snapshot(path: str | Path) -> dict[str, Any]:
-    text = Path(path).read_bytes()
+SECTIONS: dict[str, tuple[str, ...]] = {"linstor": ("nodes", "storage_pools", "resources"),
+                                         "kubernetes": ("items",)}
+
+
+@dataclass
+class Snapshot:
+    """A snapshot read and checked: LINSTOR models (resources already indexed) and Kubernetes objects."""
+
+    nodes: list[Node] = field(default_factory=list)
+    pools: list[StoragePool] = field(default_factory=list)
+    resources: ResourceIndexer = field(default_factory=ResourceIndexer)
+    resource_items: int = 0
+    kube_items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, section: str, key: str, i: int, item: Any) -> None:
+        where = f"{section}.{key}[{i}]"
+        if section == "kubernetes":
+            self.kube_items.append(check_kube_item(where, item))
+        elif key == "nodes":
+            self.nodes.append(_model(Node, where, item, lambda d: d.get("name") or "?"))
+        elif key == "storage_pools":
+            self.pools.append(_model(StoragePool, where, item,
+                                     lambda d: f"{d.get('node_name') or '?'}/{d.get('storage_pool_name') or '?'}"))
+        else:
+            self.resources.add((_model(Resource, where, item,
+                                       lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}"),))
+            self.resource_items += 1
+
+    def check_not_empty(self, source: str) -> None:
+        if not self.nodes and not self.resource_items and not self.kube_items:
+            raise SnapshotError(f"{source}: the snapshot is empty (no LINSTOR nodes, resources or Kubernetes "
+                                "objects); write one with `linstor-scheduler snapshot`")
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    """Stream a YAML or JSON snapshot file into a checked ``Snapshot``."""
+    snap = Snapshot()
     try:
-        doc = orjson.loads(text) if text.lstrip()[:1] in (b"{", b"[") else yaml.safe_load(text)
-    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SnapshotError(f"{path}: not valid YAML/JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise SnapshotError(f"{path}: a snapshot is a mapping with 'linstor' and 'kubernetes' keys")
-    return doc
+        with open(path, "rb") as f:
+            is_json = _first_byte(f) in (b"{", b"[")
+            events = _json_events(f) if is_json else _yaml_events(f)
+            for section, key, i, item in _walk(events):
+                snap.add(section, key, i, item)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{path}: {exc}") from None
+    except (ijson.JSONError, yaml.YAMLError) as exc:
+        raise SnapshotError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {exc}") from None
+    except OSError as exc:
+        raise SnapshotError(f"snapshot {path}: {exc.strerror or exc}") from None
+    snap.check_not_empty(str(path))
+    return snap
 
 
-def _section(doc: Mapping[str, Any], *keys: str) -> list[Any]:
-    cur: Any = doc
-    for key in keys:
-        cur = (cur or {}).get(key) if isinstance(cur, Mapping) else None
-    if cur is None:
-        return []
-    if not isinstance(cur, list):
-        raise SnapshotError(f"snapshot: {'.'.join(keys)} must be a list")
-    return cur
+def snapshot_of(doc: Mapping[str, Any] | Snapshot) -> Snapshot:
+    """The same checks for a snapshot already in memory (the demo, tests, ``explain`` on a live read)."""
+    if isinstance(doc, Snapshot):
+        return doc
+    snap = Snapshot()
+    if not isinstance(doc, Mapping):
+        raise SnapshotError(f"snapshot: {_MAPPING_NEEDED}")
+    for section, value in doc.items():
+        keys = _known(section, SECTIONS, "")
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise SnapshotError(f"{section}: expected a mapping, got {_show(value)}")
+        for key, items in value.items():
+            _known(key, dict.fromkeys(keys), f"{section}.")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise SnapshotError(f"{section}.{key}: expected a list, got {_show(items)}")
+            for i, item in enumerate(items):
+                snap.add(section, key, i, item)
+    snap.check_not_empty("snapshot")
+    return snap
 
 
-def parse_linstor(doc: Mapping[str, Any]) -> tuple[list[Node], list[StoragePool], list[Resource]]:
-    try:
-        nodes = [Node.model_validate(x) for x in _section(doc, "linstor", "nodes")]
-        pools = [StoragePool.model_validate(x) for x in _section(doc, "linstor", "storage_pools")]
-        resources = [Resource.model_validate(x) for x in _section(doc, "linstor", "resources")]
-    except ValidationError as exc:
-        raise SnapshotError(f"snapshot: LINSTOR items do not match the REST shapes: {exc}") from None
-    return nodes, pools, resources
-
-
-def kube_items(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    items = _section(doc, "kubernetes", "items")
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or "kind" not in item:
-            raise SnapshotError(f"snapshot: kubernetes.items[{i}] is not a Kubernetes object with a kind")
-    return items
-
-
-def state_from_snapshot(doc: Mapping[str, Any], *, now: float, generation: int = 1) -> ClusterState:
-    nodes, pools, resources = parse_linstor(doc)
+def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, generation: int = 1) -> ClusterState:
+    snap = snapshot_of(doc)
     return ClusterState.build(
-        generation=generation, nodes=nodes, pools=pools, resources=resources,
-        kube=KubeView.from_objects(kube_items(doc)), linstor_synced_at=now, kube_synced_at=now,
+        generation=generation, nodes=snap.nodes, pools=snap.pools, resources=snap.resources.index,
+        kube=KubeView.from_objects(snap.kube_items), linstor_synced_at=now, kube_synced_at=now,
     )
 
 
-def find_pod(doc: Mapping[str, Any], ref: str) -> dict[str, Any] | None:
+def find_pod(doc: Mapping[str, Any] | Snapshot, ref: str) -> dict[str, Any] | None:
     namespace, _, name = ref.rpartition("/")
     namespace = namespace or "default"
-    for item in kube_items(doc):
+    for item in snapshot_of(doc).kube_items:
         meta = item.get("metadata") or {}
         if item.get("kind") == "Pod" and meta.get("name") == name and (meta.get("namespace") or "default") == namespace:
             return item
     return None
+
+
+# --- checking items --------------------------------------------------------------------------
+
+_MAPPING_NEEDED = "a snapshot is a mapping with the keys 'linstor' and 'kubernetes'"
+
+
+def _known(key: Any, allowed: Mapping[str, Any], prefix: str) -> tuple[str, ...]:
+    if key not in allowed:
+        close = difflib.get_close_matches(str(key), list(allowed), n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        raise SnapshotError(f"unknown key {prefix}{key}{hint}; expected {', '.join(prefix + k for k in allowed)}")
+    return allowed[key] if isinstance(allowed[key], tuple) else ()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model(model: type[BaseModel], where: str, item: Any, name: Callable[[dict[str, Any]], Any]) -> Any:
+    if not isinstance(item, dict):
+        raise SnapshotError(f"{where}: expected a mapping, got {_show(item)}")
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"]) or "(item)"
+        got = "" if err["type"] == "missing" else f", got {_show(err.get('input'))}"
+        raise SnapshotError(f"{where} {name(item)}: {path}: {err['msg']}{got}") from None
+
+
+MAP, LIST, STR = dict, list, str
+# The fields of each kind the extender reads, and the shape each must have (absent or null is fine).
+KUBE_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
+    "*": (("metadata", MAP), ("metadata.name", STR), ("metadata.namespace", STR), ("metadata.labels", MAP),
+          ("metadata.annotations", MAP), ("spec", MAP), ("status", MAP)),
+    "Node": (),
+    "PersistentVolumeClaim": (("spec.volumeName", STR), ("spec.storageClassName", STR), ("spec.resources", MAP),
+                              ("spec.resources.requests", MAP), ("status.phase", STR)),
+    "PersistentVolume": (("spec.csi", MAP), ("spec.csi.driver", STR), ("spec.csi.volumeHandle", STR),
+                         ("spec.claimRef", MAP), ("spec.storageClassName", STR)),
+    "StorageClass": (("provisioner", STR), ("parameters", MAP), ("volumeBindingMode", STR),
+                     ("allowedTopologies", LIST)),
+    "Pod": (("spec.volumes", LIST), ("spec.nodeName", STR), ("spec.schedulerName", STR)),
+}
+_WORDS = {MAP: "a mapping", LIST: "a list", STR: "a string"}
+
+
+def check_kube_item(where: str, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
+        raise SnapshotError(f"{where}: expected a Kubernetes object with a kind, got {_show(item)}")
+    kind = item["kind"]
+    meta = item.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    for path, shape in KUBE_FIELDS["*"] + KUBE_FIELDS.get(kind, ()):
+        value: Any = item
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, shape):
+            raise SnapshotError(f"{where} {kind}/{name or '?'}: {path}: expected {_WORDS[shape]}, got {_show(value)}")
+    if kind == "StorageClass" and any(not isinstance(v, str) for v in (item.get("parameters") or {}).values()):
+        raise SnapshotError(f"{where} {kind}/{name or '?'}: parameters: expected strings as values "
+                            f"(Kubernetes has no other), got {_show(item['parameters'])}")
+    return item
+
+
+# --- streaming ---------------------------------------------------------------------------------
+# Both formats become ijson's events (start_map, map_key, end_map, start_array, end_array, and
+# scalars), which ijson's ObjectBuilder turns into one item at a time.
+
+Event = tuple[str, Any]
+_STR = "tag:yaml.org,2002:str"
+
+
+def _first_byte(f: BinaryIO) -> bytes:
+    while (b := f.read(1)) in (b" ", b"\t", b"\r", b"\n"):
+        pass
+    f.seek(0)
+    return b
+
+
+def _json_events(f: BinaryIO) -> Iterator[Event]:
+    return ijson.basic_parse(f, use_float=True)  # yajl's C parser; its events are already ours
+
+
+def _yaml_events(f: BinaryIO) -> Iterator[Event]:
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(f)
+    stack: list[list[Any]] = []  # per open collection: [is_mapping, next_scalar_is_a_key]
+    try:
+        while loader.check_event():
+            ev = loader.get_event()
+            in_map = bool(stack) and stack[-1][0]
+            as_key = in_map and stack[-1][1]
+            if in_map and not isinstance(ev, yaml.MappingEndEvent):
+                stack[-1][1] = not as_key
+            if isinstance(ev, yaml.AliasEvent | yaml.NodeEvent) and getattr(ev, "anchor", None):
+                raise SnapshotError(f"line {ev.start_mark.line + 1}: YAML anchors and aliases are not supported "
+                                    "in snapshots")
+            if isinstance(ev, yaml.MappingStartEvent):
+                if as_key:
+                    raise SnapshotError(f"line {ev.start_mark.line + 1}: a mapping as a key")
+                stack.append([True, True])
+                yield "start_map", None
+            elif isinstance(ev, yaml.MappingEndEvent):
+                stack.pop()
+                yield "end_map", None
+            elif isinstance(ev, yaml.SequenceStartEvent):
+                if as_key:
+                    raise SnapshotError(f"line {ev.start_mark.line + 1}: a list as a key")
+                stack.append([False, False])
+                yield "start_array", None
+            elif isinstance(ev, yaml.SequenceEndEvent):
+                stack.pop()
+                yield "end_array", None
+            elif isinstance(ev, yaml.ScalarEvent):
+                tag = ev.tag if ev.tag not in (None, "!") else loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+                if tag == _STR:
+                    value = ev.value
+                else:  # the constructor itself, not construct_object: that one remembers every node it built
+                    node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, style=ev.style)
+                    constructors = loader.yaml_constructors
+                    value = constructors.get(tag, constructors[None])(loader, node)
+                yield ("map_key", str(value)) if as_key else ("string", value)
+    finally:
+        loader.dispose()
+
+
+def _walk(events: Iterator[Event]) -> Iterator[tuple[str, str, int, Any]]:
+    """(section, key, index, item) for every item, checking the keys on the way."""
+    first = next(events, None)
+    if first is None:
+        return  # an empty file: the emptiness check says so
+    if first[0] != "start_map":
+        if first[1] is None and first[0] not in _OPEN:
+            return  # a YAML document of just "---"
+        raise SnapshotError(_MAPPING_NEEDED)
+    for event, section in events:
+        if event == "end_map":
+            return
+        keys = _known(section, SECTIONS, "")
+        event, value = next(events)
+        if value is None and event not in _OPEN:
+            continue
+        if event != "start_map":
+            got = "a list" if event == "start_array" else _show(value)
+            raise SnapshotError(f"{section}: expected a mapping, got {got}")
+        for event2, key in events:
+            if event2 == "end_map":
+                break
+            _known(key, dict.fromkeys(keys), f"{section}.")
+            start, value = next(events)
+            if value is None and start not in _OPEN:
+                continue
+            if start != "start_array":
+                raise SnapshotError(f"{section}.{key}: expected a list, got {_show(_build((start, value), events))}")
+            for i, item_start in enumerate(events):
+                if item_start[0] == "end_array":
+                    break
+                yield section, key, i, _build(item_start, events)
+
+
+_OPEN = ("start_map", "start_array")
+
+
+def _build(first: Event, events: Iterator[Event]) -> Any:
+    """One whole value from its first event on. Written out rather than ijson's ObjectBuilder:
+    this loop runs once per event of the file (12.7 million at 5,000 nodes and 100,000 resources)."""
+    event, value = first
+    if event == "start_map":
+        root: Any = {}
+    elif event == "start_array":
+        root = []
+    else:
+        return value
+    stack: list[Any] = [root]
+    keys: list[Any] = [None]
+    for event, value in events:
+        if event == "map_key":
+            keys[-1] = value
+            continue
+        if event == "end_map" or event == "end_array":
+            stack.pop()
+            keys.pop()
+            if not stack:
+                return root
+            continue
+        new = {} if event == "start_map" else [] if event == "start_array" else value
+        top = stack[-1]
+        if type(top) is dict:
+            top[keys[-1]] = new
+        else:
+            top.append(new)
+        if event == "start_map" or event == "start_array":
+            stack.append(new)
+            keys.append(None)
+    raise SnapshotError("the file ends inside an item")

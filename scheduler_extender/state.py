@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from linstor_scheduler.volumes import (
     REGION_LABELS,
@@ -75,7 +76,8 @@ def _worst_disk_state(states: list[str]) -> str:
     return states[0] if states else "Unknown"
 
 
-def replica_from(resource: Resource) -> Replica:
+def replica_from(resource: Resource | ResourceItem) -> Replica:
+    """One item (a full model or a compact record: the same attribute names) -> its replica."""
     states: list[str] = []
     done: float | None = None
     for vol in resource.volumes:
@@ -94,21 +96,82 @@ def replica_from(resource: Resource) -> Replica:
                    resource.in_use)
 
 
-def index_resources(items: Iterable[Resource]) -> dict[str, ResourceInfo]:
+class ResourceIndexer:
+    """Builds the resource index batch by batch, as the LINSTOR body streams in.
+
+    Equal replicas are one object: at 100,000 items most replicas are "diskful, UpToDate, not in
+    use" on one of a few thousand nodes, so the index holds a few thousand ``Replica`` objects and
+    one small dict per resource definition, and each node name once (a replica's node string is
+    the key of its resource's dict).
+    """
+
+    MAX_SHARED = 100_000  # distinct replicas remembered across reads (resync percentages add new ones)
+
+    def __init__(self, previous: ResourceIndexer | None = None) -> None:
+        self.index: dict[str, ResourceInfo] = {}
+        keep = previous is not None and len(previous._replicas) < self.MAX_SHARED
+        self._replicas: dict[Replica, Replica] = previous._replicas if keep else {}  # type: ignore[union-attr]
+        # (node, in use) -> its UpToDate diskful replica
+        self._plain: dict[tuple[str, bool], Replica] = previous._plain if keep else {}  # type: ignore[union-attr]
+        self._previous: dict[str, ResourceInfo] = previous.index if previous is not None else {}
+        self._kept = 0  # resources that kept the previous read's object
+        self.items = 0
+
+    def add(self, items: Iterable[Resource | ResourceItem]) -> None:
+        index, shared, plain = self.index, self._replicas, self._plain
+        for item in items:
+            self.items += 1
+            # Fast path, most items at scale: no flags, one volume UpToDate, not resyncing.
+            vols = item.volumes
+            st = vols[0].state if len(vols) == 1 and not item.flags else None
+            if st is not None and st.disk_state == "UpToDate" and not st.replication_states:
+                key = (item.node_name, item.in_use)
+                replica = plain.get(key)
+                if replica is None:
+                    replica = plain[key] = shared.setdefault(fresh := replica_from(item), fresh)
+            else:
+                if item.ignored:
+                    continue
+                replica = replica_from(item)
+                replica = shared.setdefault(replica, replica)
+            info = index.get(item.name)
+            if info is None:
+                info = index[item.name] = ResourceInfo(item.name, {})
+            info.replicas[replica.node] = replica  # type: ignore[index]
+
+
+    def keep_unchanged(self, names: Iterable[str]) -> None:
+        """Where a resource's replicas are what the previous read found, keep the previous object:
+        the two indexes then share nearly everything, so the old one is freed in a moment (it took
+        ~30 ms at 100,000 items, during which no request was answered) and the memory of two full
+        indexes is never held at once for long. The comparison is cheap: equal replicas are one object."""
+        index, previous = self.index, self._previous
+        kept = 0
+        for name in names:
+            old = previous.get(name)
+            if old is not None and index[name] is not old and old.replicas == index[name].replicas:
+                index[name] = old
+                kept += 1
+        self._kept += kept
+
+    def forget_previous(self) -> None:
+        """After ``keep_unchanged`` saw every name: when every resource kept its object and none
+        went away, the index *is* the previous one (the same dict), so the publish tells an
+        unchanged read by identity instead of comparing 30,000 entries on the serving loop."""
+        if self._previous and self._kept == len(self.index) == len(self._previous):
+            self.index = self._previous
+        self._previous = {}
+
+
+def index_resources(items: Iterable[Resource | ResourceItem]) -> dict[str, ResourceInfo]:
     """Group ``/v1/view/resources`` items by resource definition, dropping DELETE/INACTIVE ones."""
-    return index_replicas((item.name, replica_from(item)) for item in items if not item.ignored)
+    indexer = ResourceIndexer()
+    indexer.add(items)
+    return indexer.index
 
 
-def index_replicas(replicas: Iterable[tuple[str, Replica]]) -> dict[str, ResourceInfo]:
-    """(resource definition, replica) pairs grouped: a stream of items can be reduced to replicas as
-    it is read, so a whole list of REST items (~6 KB each) is never held (100,000 resources: ~1 GB)."""
-    grouped: dict[str, dict[str, Replica]] = {}
-    for name, replica in replicas:
-        grouped.setdefault(name, {})[replica.node] = replica
-    return {name: ResourceInfo(name, by_node) for name, by_node in grouped.items()}
-
-
-def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str, NodeInfo]:
+def index_nodes(nodes: Iterable[Node | NodeItem],
+                pools: Iterable[StoragePool | StoragePoolItem]) -> dict[str, NodeInfo]:
     by_node: dict[str, dict[str, PoolInfo]] = {}
     for pool in pools:
         if pool.diskless:
@@ -127,6 +190,34 @@ def index_nodes(nodes: Iterable[Node], pools: Iterable[StoragePool]) -> dict[str
         )
         for n in nodes
     }
+
+
+def keep_unchanged_nodes(nodes: dict[str, NodeInfo],
+                         previous: Mapping[str, NodeInfo] | None) -> Mapping[str, NodeInfo]:
+    """The previous read's ``NodeInfo`` wherever a node is unchanged, and the previous mapping
+    itself when every node is. The publish's unchanged-poll check (``ClusterState.same_content``)
+    is then an identity check on the serving loop; the comparisons (~5,000 at scale) are made here,
+    in the read thread."""
+    if not previous:
+        return nodes
+    same = len(nodes) == len(previous)
+    for name, info in nodes.items():
+        old = previous.get(name)
+        if old is not None and old == info:
+            nodes[name] = old  # an existing key: the dict is not resized while iterated
+        else:
+            same = False
+    return previous if same else nodes
+
+
+def max_free_by_pool(nodes: Mapping[str, NodeInfo]) -> dict[str, int]:
+    """Pool name -> the largest free KiB any node has in it (scales WFFC scores)."""
+    max_free: dict[str, int] = {}
+    for info in nodes.values():
+        for pool in info.pools.values():
+            if pool.free_kib is not None and pool.free_kib > max_free.get(pool.name, -1):
+                max_free[pool.name] = pool.free_kib
+    return max_free
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,34 +300,39 @@ class ClusterState:
     # The generation that first had this Kubernetes view: caches of what depends on Kubernetes alone
     # (node sets of affinity rules) live across LINSTOR-only changes.
     kube_since: int = 0
+    node_classes: Mapping[str, int] | None = None  # node -> class id (scoring.node_class); None: not yet
 
     @classmethod
     def build(
         cls,
         *,
         generation: int,
-        nodes: Iterable[Node],
-        pools: Iterable[StoragePool],
+        nodes: Iterable[Node | NodeItem] | Mapping[str, NodeInfo],
+        pools: Iterable[StoragePool | StoragePoolItem],
         resources: Iterable[Resource] | Mapping[str, ResourceInfo],
         kube: KubeView,
         linstor_synced_at: float,
         kube_synced_at: float,
         kube_since: int | None = None,
+        pool_max_free: Mapping[str, int] | None = None,
+        node_classes: Mapping[str, int] | None = None,
     ) -> ClusterState:
-        node_index = index_nodes(nodes, pools)
+        """``pool_max_free`` and ``node_classes`` may come computed (the live sync does it once per
+        read, in slices between requests); otherwise they are computed here / on first use."""
+        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(nodes, pools)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
-        max_free: dict[str, int] = {}
-        for info in node_index.values():
-            for pool in info.pools.values():
-                if pool.free_kib is not None and pool.free_kib > max_free.get(pool.name, -1):
-                    max_free[pool.name] = pool.free_kib
+        max_free = pool_max_free if pool_max_free is not None else max_free_by_pool(node_index)
         return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free,
-                   generation if kube_since is None else kube_since)
+                   generation if kube_since is None else kube_since, node_classes)
 
     def same_content(self, other: ClusterState) -> bool:
-        """Would every verdict be the same? (Everything but the read times.) Identical objects are
-        compared by identity first: an unchanged Kubernetes view is the very same object."""
-        return (self.kube is other.kube or self.kube == other.kube) and self.nodes == other.nodes \
+        """Would every verdict be the same? (Everything but the read times; pool maxima and node
+        classes follow from the nodes and the Kubernetes view.) Identical objects are compared by
+        identity first: an unchanged Kubernetes view is the very same object, and the live sync's
+        resource index keeps the previous read's objects where nothing changed
+        (``ResourceIndexer.keep_unchanged``), so equal indexes compare entry by identity."""
+        return (self.kube is other.kube or self.kube == other.kube) \
+            and (self.nodes is other.nodes or self.nodes == other.nodes) \
             and (self.resources is other.resources or self.resources == other.resources)
 
     @property

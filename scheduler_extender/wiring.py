@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import yaml
-from fastapi import FastAPI
 
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
@@ -23,7 +22,7 @@ from linstor_scheduler.runtime import serve_asgi
 
 from .capture import capture
 from .explain import explain_ref, render_table
-from .http import DEFAULT_MAX_BODY, create_app
+from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
 from .judge import Extender, FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
 from .refresh import EXTENDER_KINDS, Syncer
@@ -38,13 +37,14 @@ def build_live_app(
     api_client: Any,
     *,
     poll_interval: float = 10.0,
+    poll_min_factor: float = 4.0,
     max_staleness: float = 120.0,
     fallback_timeout: float = 1.0,
     weights: Weights | None = None,
     use_events: bool = True,
     max_body: int = DEFAULT_MAX_BODY,
     metrics: ExtenderMetrics | None = None,
-) -> FastAPI:
+) -> ExtenderApp:
     metrics = metrics or ExtenderMetrics()
     holder = StateHolder()
     client.on_request = lambda method, _path, status, _secs: metrics.linstor_requests.labels(
@@ -52,8 +52,8 @@ def build_live_app(
     fallback = FallbackReader(client, timeout=fallback_timeout,
                               on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback)
-    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=use_events, metrics=metrics,
-                    fallback=fallback)
+    syncer = Syncer(holder, client, None, poll_interval=poll_interval, poll_min_factor=poll_min_factor,
+                    use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True)
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed)
     syncer.caches = caches
 
@@ -87,8 +87,9 @@ def run_extender(args: argparse.Namespace) -> int:
     else:
         app = build_live_app(
             make_linstor_client(args), api_client_from_args(args), poll_interval=args.poll_interval,
-            max_staleness=args.max_staleness, fallback_timeout=args.fallback_timeout, weights=weights,
-            use_events=args.node_events, max_body=args.max_body_bytes, metrics=metrics,
+            poll_min_factor=args.poll_min_factor, max_staleness=args.max_staleness,
+            fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
+            max_body=args.max_body_bytes, metrics=metrics,
         )
     return serve_asgi(app, host=args.listen_address, port=args.port, log_level=args.log_level)
 

@@ -102,7 +102,12 @@ def container(objs: Any, deployment: str, name: str) -> dict[str, Any]:
 
 
 def env_of(c: dict[str, Any]) -> dict[str, str | None]:
-    return {e["name"]: e.get("value") for e in c.get("env") or []}
+    """The container's environment: its ConfigMaps (envFrom) first, then its own env, which wins."""
+    env: dict[str, str | None] = {}
+    for source in c.get("envFrom") or []:
+        env.update(find(objects(), "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({e["name"]: e.get("value") for e in c.get("env") or []})
+    return env
 
 
 # --- the CLI, as the manifests must use it -------------------------------------------------------
@@ -718,3 +723,57 @@ def test_the_deployed_lvm_conf_is_valid_for_lvm(tmp_path):
 def test_the_namespace_admits_the_privileged_agent():
     ns = find(objects(), "Namespace", "linstor-scheduler")
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+# --- the LINSTOR connection: one ConfigMap (and one optional Secret) for every component ----------
+
+LINSTOR_CONNECTION = DEPLOY / "base" / "linstor-connection.yaml"
+TLS_MOUNT = "/etc/linstor-scheduler/linstor-tls"
+
+
+def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(pod spec, container) of every container whose subcommand talks to LINSTOR (has --controllers)."""
+    return [(spec, c) for _, spec in pod_specs(objs) for c in spec["containers"]
+            if c["image"].startswith(OUR_IMAGE) and "--controllers" in cli_flags()[c["args"][0]]]
+
+
+def test_the_linstor_connection_is_set_in_one_place():
+    objs = objects()
+    found = linstor_containers(objs)
+    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "sync-classes", "sync-node"]
+    config = find(objs, "ConfigMap", "linstor-scheduler-linstor")
+    assert config["data"]["LS_CONTROLLERS"] == "http://linstor-controller.piraeus-datastore.svc:3370"
+    for spec, c in found:
+        assert c["envFrom"] == [{"configMapRef": {"name": "linstor-scheduler-linstor"}}], c["name"]
+        own = {e["name"] for e in c.get("env") or []}
+        assert not own & {"LS_CONTROLLERS", "LINSTOR_SCHEDULER_LINSTOR_CA_FILE", "LINSTOR_SCHEDULER_LINSTOR_CERT_FILE",
+                          "LINSTOR_SCHEDULER_LINSTOR_KEY_FILE", "LINSTOR_SCHEDULER_LINSTOR_TIMEOUT"}, c["name"]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "linstor-tls")
+        assert mount == {"name": "linstor-tls", "mountPath": TLS_MOUNT, "readOnly": True}
+        volume = next(v for v in spec["volumes"] if v["name"] == "linstor-tls")
+        assert volume["secret"] == {"secretName": "linstor-scheduler-linstor-tls", "optional": True}
+        assert setting(c, "--controllers") == config["data"]["LS_CONTROLLERS"]
+    webhook = next(c for c in our_containers(objs) if c["args"][0] == "webhook")
+    assert "envFrom" not in webhook  # it never talks to LINSTOR
+
+
+def test_the_tls_settings_once_uncommented_reach_every_component():
+    """The commented lines of linstor-connection.yaml are what an operator uncomments: each names a
+    real flag's variable of every component and a file in the mounted Secret."""
+    commented = dict(re.findall(r"^  # (LINSTOR_SCHEDULER_\w+): (\S+)$", LINSTOR_CONNECTION.read_text(), re.M))
+    assert commented == {f"LINSTOR_SCHEDULER_LINSTOR_{part}_FILE": f"{TLS_MOUNT}/{file}"
+                         for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"), ("KEY", "tls.key"))}
+    for _, c in linstor_containers(objects()):
+        with pytest.MonkeyPatch.context() as env:
+            for var, value in {**env_of(c), **commented}.items():
+                env.setenv(var, value or "from-the-downward-api")
+            args = build_parser().parse_args(c["args"])
+        assert (args.linstor_ca_file, args.linstor_cert_file, args.linstor_key_file) == (
+            f"{TLS_MOUNT}/ca.crt", f"{TLS_MOUNT}/tls.crt", f"{TLS_MOUNT}/tls.key"), c["name"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_rendered_entry_point_carries_the_connection(entry):
+    objs = rendered(entry)
+    find(objs, "ConfigMap", "linstor-scheduler-linstor")
+    assert len(linstor_containers(objs)) == 4

@@ -128,3 +128,38 @@ def test_operational_endpoints_live(path):
         if path == "/readyz":
             body = r.json()
             assert body["mode"] == "live" and body["nodes"] == 3 and body["resources"] == 1
+
+
+def test_unchanged_polls_through_the_read_thread_keep_the_generation_and_the_caches():
+    """The live path as deployed: compact records, decoded and indexed in the read thread, and the
+    unchanged-poll check of the publish (issue 10 item 3 with issue 14's read path)."""
+    with cluster(poll_interval=0.05, poll_min_factor=0, use_events=False) as (emu, _, http, app):
+        syncer = app.state.syncer
+        holder, registry = syncer.holder, syncer.metrics.registry
+        assert syncer._reader is not None, "the live extender reads LINSTOR in its own thread"
+
+        def sample(name, **labels):
+            return registry.get_sample_value(name, labels) or 0.0
+
+        def kept():
+            return sample("linstor_scheduler_state_publishes_total", result="kept")
+
+        pod = k.pod("db-0", claims=["data"])
+        assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+        generation, reads, kept_before = holder.state.generation, emu.count("GET", "/v1/view/resources"), kept()
+        wait_for(lambda: emu.count("GET", "/v1/view/resources") >= reads + 5 and kept() >= kept_before + 5,
+                 what="five more LINSTOR reads, each published as unchanged")
+        assert holder.state.generation == generation
+        clears = sample("linstor_scheduler_extender_cache", cache="answers", stat="clears")
+        hits = sample("linstor_scheduler_extender_cache", cache="answers", stat="hits")
+        assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+        assert sample("linstor_scheduler_extender_cache", cache="answers", stat="hits") == hits + 1
+        assert sample("linstor_scheduler_extender_cache", cache="answers", stat="clears") == clears
+
+        emu.set_disk_state("pvc-db", "w1", "Outdated")  # what LINSTOR says changed: a new generation
+        wait_for(lambda: holder.state.generation > generation, what="the change published as new")
+        assert scores(http, pod) == {"w1": 8, "w2": 0, "w3": 0}
+        assert sample("linstor_scheduler_extender_cache", cache="answers", stat="clears") == clears + 1
+        changed, kept_before = holder.state.generation, kept()
+        wait_for(lambda: kept() >= kept_before + 3, what="unchanged again after the change")
+        assert holder.state.generation == changed

@@ -31,7 +31,8 @@ def test_informer_syncs_and_follows_changes(ks):
     finally:
         started = time.monotonic()
         inf.stop()
-        assert time.monotonic() - started < 5, "stop() must be prompt"
+        # Watch.stop() shuts the quiet stream's socket down (kubernetes >= 36): no waiting for a timeout.
+        assert time.monotonic() - started < 1 and not inf._thread.is_alive(), "stop() must be prompt"
 
 
 def test_watch_timeout_resumes_without_relisting(ks):

@@ -31,9 +31,14 @@ class FakeClient:
     async def get_storage_pools(self):
         return list(self.pools)
 
-    async def iter_resources(self):
-        for r in self.resources:
-            yield r
+    async def get_nodes_compact(self):
+        return await self.get_nodes()
+
+    async def get_storage_pools_compact(self):
+        return await self.get_storage_pools()
+
+    async def iter_resource_batches(self):
+        yield list(self.resources)
 
     async def events(self, path):
         if self.events_queue is None:

@@ -82,3 +82,43 @@ def test_no_import_circle():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def _commands(monkeypatch, entry_points) -> set[str]:
+    import argparse
+
+    import linstor_scheduler.cli as cli
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: entry_points if group == cli.COMMANDS_GROUP else [])
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(action.choices)
+
+
+def test_a_package_left_out_of_the_install_has_no_subcommands_and_nothing_else_breaks(monkeypatch):
+    """As in the image, which does not carry devkit: its registration is skipped, the rest stands."""
+    from importlib.metadata import EntryPoint
+
+    group = "linstor_scheduler.commands"
+    found = _commands(monkeypatch, [EntryPoint("extender", "scheduler_extender.cli:register", group),
+                                    EntryPoint("demo", "devkit_not_installed.cli:register", group)])
+    assert found == {"extender", "explain", "snapshot"}
+
+
+def test_a_broken_component_is_an_error_not_a_missing_subcommand(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import pytest
+
+    group = "linstor_scheduler.commands"
+    with pytest.raises(ModuleNotFoundError):  # the package is there, one of its imports is not
+        _commands(monkeypatch, [EntryPoint("x", "scheduler_extender.no_such_module:register", group)])
+    with pytest.raises(RuntimeError, match="reinstall"):
+        _commands(monkeypatch, [])
+
+
+def test_the_installed_entry_points_give_every_subcommand(monkeypatch):
+    import linstor_scheduler.cli as cli
+
+    found = _commands(monkeypatch, list(cli.entry_points(group=cli.COMMANDS_GROUP)))
+    assert found == {"extender", "explain", "snapshot", "webhook", "sync-node", "sync-classes", "fencing", "demo"}

@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from linstor_scheduler.config import add_option
+from linstor_scheduler.config import ConfigError, add_option
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
 
-class KubeConfigError(RuntimeError):
+class KubeConfigError(ConfigError, RuntimeError):
     pass
 
 
@@ -33,6 +33,8 @@ def make_api_client(kubeconfig: str | None = None, *, context: str | None = None
         configuration.host = host.rstrip("/")
         return k8s.ApiClient(configuration)
     if kubeconfig:
+        if not Path(kubeconfig).is_file():  # the library would say "Invalid kube-config file" for a typo
+            raise KubeConfigError(f"kubeconfig file {kubeconfig} (--kubeconfig or KUBECONFIG) does not exist")
         k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
         return k8s.ApiClient(configuration)
     if os.environ.get("KUBERNETES_SERVICE_HOST"):

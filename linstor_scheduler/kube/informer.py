@@ -8,10 +8,8 @@ is slow and we read only a few fields. One daemon thread per informer; ``stop()`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -119,10 +117,9 @@ class Informer:
         while True:
             watch = self._watch
             if watch is not None:
+                # Since kubernetes 36.0.0 (pyproject's minimum) Watch.stop() shuts the stream's socket
+                # down, so a read blocked on a quiet watch returns at once instead of at its timeout.
                 watch.stop()
-                resp = getattr(watch, "_resp", None)
-                if resp is not None:
-                    _interrupt(resp)
             if self._thread is None or not self._thread.is_alive() or time.monotonic() > deadline:
                 return
             self._thread.join(0.05)
@@ -251,16 +248,6 @@ class Informer:
         self.last_success = time.monotonic()
         self.healthy = True
         self.error = None
-
-
-def _interrupt(resp: Any) -> None:
-    """Wake a thread blocked reading a watch stream: shut the socket down, then close."""
-    with contextlib.suppress(Exception):  # a dying socket may fail in many ways; we only want it gone
-        sock = getattr(getattr(resp, "connection", None), "sock", None)
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        resp.close()
 
 
 class KubeCaches:

@@ -3,8 +3,9 @@
 - Idempotent reads (GET) retry with capped exponential backoff and jitter; writes never retry once
   the request may have reached the controller (only connection errors, where it did not).
 - Several controllers (``LS_CONTROLLERS``-style list): the last one that worked is tried first.
-- ``/v1/view/resources`` is streamed and parsed item by item (ijson), so 100k resources never
-  sit in memory as one body or one tree of dicts.
+- ``/v1/view/resources`` is streamed: as full models item by item (ijson, ``iter_resources``), or
+  as batches of compact msgspec records (``iter_resource_batches``, the polls of big clusters), so
+  100k resources never sit in memory as one body or one tree of dicts.
 - Every HTTP attempt is counted in ``calls`` (method, path) and reported to ``on_request``.
 """
 
@@ -24,15 +25,19 @@ from urllib.parse import quote
 
 import httpx
 import ijson
+import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from .compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
 from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+# Said with every "no controller answered": an operator reading it knows which setting to check.
+WHERE_TO_SET = " (is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS)"
 
 
 def parse_controllers(text: str | Iterable[str]) -> list[str]:
@@ -114,6 +119,9 @@ class LinstorClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_request: Callable[[str, str, int | None, float], None] | None = None,
     ) -> None:
+        self._settings = {"timeout": timeout, "connect_timeout": connect_timeout, "retries": retries,
+                          "backoff_base": backoff_base, "backoff_cap": backoff_cap, "ca_file": ca_file,
+                          "cert_file": cert_file, "key_file": key_file, "verify": verify, "on_request": on_request}
         self.controllers = parse_controllers(controllers)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -144,6 +152,12 @@ class LinstorClient:
         key = _pem_file(env["LS_USER_KEY"]) if env.get("LS_USER_KEY") else None
         return cls(env.get("LS_CONTROLLERS", "linstor://localhost"), ca_file=ca, cert_file=cert, key_file=key,
                    **kwargs)
+
+    def sibling(self) -> LinstorClient:
+        """A client with the same controllers and settings, for another event loop (an httpx client
+        belongs to the loop it was used on): the extender reads LINSTOR in a thread of its own."""
+        settings = dict(self._settings, on_request=self.on_request)
+        return LinstorClient(self.controllers, **settings)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -187,7 +201,8 @@ class LinstorClient:
                 except httpx.ConnectError as exc:  # nothing reached the controller: safe to try another
                     self._note(method, path, None, started)
                     last = f"{base}: cannot connect ({exc})"
-                    log.warning("LINSTOR %s %s: %s; trying the next controller", method, path, last)
+                    log.warning("LINSTOR %s %s: %s%s", method, path, last,
+                                "; trying the next controller" if len(self.controllers) > 1 else "")
                     continue
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     self._note(method, path, None, started)
@@ -209,7 +224,8 @@ class LinstorClient:
                 return resp
             if attempt + 1 < attempts:
                 await self._sleep(self._backoff(attempt))
-        raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}")
+        raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}"
+                                 f"{WHERE_TO_SET}")
 
     @staticmethod
     def _check(resp: httpx.Response) -> list[ApiCallRc]:
@@ -249,6 +265,23 @@ class LinstorClient:
         return await self._get_list("/v1/view/storage-pools", StoragePool,
                                     self._filters(nodes=nodes, storage_pools=storage_pools))
 
+    async def get_nodes_compact(self) -> list[NodeItem]:
+        """``/v1/nodes`` as compact records (name, type, connection, flags): the extender's poll."""
+        return await self._get_compact("/v1/nodes", NodeItem)
+
+    async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
+        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
+        return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
+
+    async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
+        resp = await self._request("GET", path)
+        if resp.status_code >= 400:
+            self._check(resp)
+        try:
+            return msgspec.json.decode(resp.content, type=list[item_type])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
+
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
 
@@ -279,9 +312,45 @@ class LinstorClient:
 
     async def iter_resources(self, nodes: Iterable[str] | None = None,
                              resources: Iterable[str] | None = None) -> AsyncIterator[Resource]:
-        """Stream ``/v1/view/resources``: items are parsed and validated one at a time."""
-        params = self._filters(nodes=nodes, resources=resources)
+        """Stream ``/v1/view/resources``: items are parsed and validated one at a time (full models)."""
+        async def models(resp: httpx.Response) -> AsyncIterator[Resource]:
+            async for item in ijson.items(_ChunkReader(resp.aiter_bytes()), "item", use_float=True):
+                try:
+                    yield Resource.model_validate(item)
+                except ValidationError as exc:
+                    raise LinstorProtocolError(f"GET /v1/view/resources: unexpected item: {exc}") from None
+
+        async for model in self._stream("/v1/view/resources", self._filters(nodes=nodes, resources=resources),
+                                        models):
+            yield model
+
+    async def iter_resource_batches(self, item_type: Any = ResourceItem, *, nodes: Iterable[str] | None = None,
+                                    resources: Iterable[str] | None = None) -> AsyncIterator[list[Any]]:
+        """Stream ``/v1/view/resources`` as batches of compact records (``compact.ResourceItem`` or
+        another msgspec Struct with the fields a caller needs): the body is cut into whole items as it
+        arrives and each batch decoded without a dict or model per item (see compact.py)."""
         path = "/v1/view/resources"
+
+        async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
+            splitter = ArraySplitter(item_type)
+            try:
+                async for chunk in resp.aiter_bytes():
+                    batch = splitter.feed(chunk)
+                    if batch:
+                        yield batch
+                yield splitter.close()
+            except msgspec.ValidationError as exc:
+                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise LinstorProtocolError(f"GET {path}: body is not a valid JSON array: {exc}") from None
+
+        async for batch in self._stream(path, self._filters(nodes=nodes, resources=resources), batches):
+            yield batch
+
+    async def _stream(self, path: str, params: Any,
+                      parse: Callable[[httpx.Response], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        """GET ``path`` streamed, with retries and controller failover until the first thing is parsed;
+        a stream that breaks after that raises (the caller must never act on half a list)."""
         last = "no attempt made"
         for attempt in range(self.retries):
             yielded = False
@@ -298,14 +367,9 @@ class LinstorClient:
                                 continue
                             self._check(resp)
                         self._current = idx
-                        reader = _ChunkReader(resp.aiter_bytes())
-                        async for item in ijson.items(reader, "item", use_float=True):
-                            try:
-                                model = Resource.model_validate(item)
-                            except ValidationError as exc:
-                                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
+                        async for thing in parse(resp):
                             yielded = True
-                            yield model
+                            yield thing
                         return
                 except ijson.JSONError as exc:
                     raise LinstorProtocolError(f"GET {path}: body is not valid JSON: {exc}") from None
@@ -317,7 +381,8 @@ class LinstorClient:
                     log.warning("LINSTOR GET %s: %s", path, last)
             if attempt + 1 < self.retries:
                 await self._sleep(self._backoff(attempt))
-        raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}")
+        raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}"
+                                 f"{WHERE_TO_SET}")
 
     async def get_resources(self, nodes: Iterable[str] | None = None,
                             resources: Iterable[str] | None = None) -> list[Resource]:
