@@ -31,10 +31,10 @@ from typing import Any
 from fencing import verdict as fv
 from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
 from fencing.observe import LABEL, KubeObjects, LinstorView, build_observed, faults, resource_states, storage_nodes
-from linstor_scheduler.linstor.models import ResourceDefinition, ResourceGroup
+from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import SnapshotError, kube_items, parse_linstor, state_from_snapshot
+from scheduler_extender.snapshot import Snapshot, SnapshotError, snapshot_of, state_from_snapshot
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
 REMOVE, REFUSE, NONE = "remove", "refuse", "none"
@@ -79,35 +79,45 @@ def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, 
     return out
 
 
-def _view(doc: Mapping[str, Any]) -> tuple[LinstorView, bool]:
+def as_document(doc: Mapping[str, Any] | Snapshot) -> dict[str, Any]:
+    """A plain snapshot document; a ``Snapshot`` must have been read with ``keep_raw`` (the drill needs
+    the resource items as the REST API returned them, DRBD connections and all)."""
+    if not isinstance(doc, Snapshot):
+        return dict(doc)
+    if doc.resource_items and not doc.raw_resources:
+        raise ValueError("the drill needs the snapshot's resource items: read it with keep_raw=True")
+    linstor: dict[str, Any] = {
+        "nodes": [n.model_dump(mode="json", exclude_none=True) for n in doc.nodes],
+        "storage_pools": [p.model_dump(mode="json", exclude_none=True) for p in doc.pools],
+        "resources": doc.raw_resources, "resource_groups": doc.groups, "controller_properties": doc.controller_props}
+    if doc.definitions is not None:
+        linstor["resource_definitions"] = doc.definitions
+    return {"linstor": linstor, "kubernetes": {"items": doc.kube_items}}
+
+
+def _view(snap: Snapshot) -> tuple[LinstorView, bool]:
     """fencing's LINSTOR view from a snapshot; False when the snapshot carries no resource definitions."""
-    nodes, pools, resources = parse_linstor(doc)
-    section = doc.get("linstor") or {}
-    raw_rds = section.get("resource_definitions")
     try:
-        definitions = [ResourceDefinition.model_validate(x) for x in raw_rds or []]
-        groups = [ResourceGroup.model_validate(x) for x in section.get("resource_groups") or []]
+        resources = [Resource.model_validate(x) for x in snap.raw_resources]
+        definitions = [ResourceDefinition.model_validate(x) for x in snap.definitions or []]
+        groups = [ResourceGroup.model_validate(x) for x in snap.groups]
     except ValueError as exc:
-        raise SnapshotError(f"snapshot: resource definitions or groups do not match the REST shapes: {exc}") from None
-    props = section.get("controller_properties") or {}
-    if not isinstance(props, Mapping):
-        raise SnapshotError("snapshot: linstor.controller_properties must be a mapping")
-    props_text = {str(k): str(v) for k, v in props.items()}
-    return LinstorView(nodes, resources, definitions, groups, props_text, NOW, pools), raw_rds is not None
+        raise SnapshotError(f"snapshot: LINSTOR items do not match the REST shapes: {exc}") from None
+    view = LinstorView(snap.nodes, resources, definitions, groups, dict(snap.controller_props), NOW, snap.pools)
+    return view, snap.definitions is not None
 
 
-def _kube(doc: Mapping[str, Any]) -> KubeObjects:
-    items = kube_items(doc)
-
+def _kube(items: Sequence[Mapping[str, Any]]) -> KubeObjects:
     def key(o: Mapping[str, Any]) -> str:
         meta = o.get("metadata") or {}
         return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
     return KubeObjects(
-        pods=[o for o in items if o.get("kind") == "Pod" and LABEL in ((o.get("metadata") or {}).get("labels") or {})],
-        pvcs={key(o): o for o in items if o.get("kind") == "PersistentVolumeClaim"},
-        pvs={(o.get("metadata") or {}).get("name"): o for o in items if o.get("kind") == "PersistentVolume"},
-        nodes={(o.get("metadata") or {}).get("name"): o for o in items if o.get("kind") == "Node"})
+        pods=[dict(o) for o in items
+              if o.get("kind") == "Pod" and LABEL in ((o.get("metadata") or {}).get("labels") or {})],
+        pvcs={key(o): dict(o) for o in items if o.get("kind") == "PersistentVolumeClaim"},
+        pvs={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "PersistentVolume"},
+        nodes={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "Node"})
 
 
 def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) -> dict[str, fv.ResourceState]:
@@ -151,18 +161,20 @@ async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]
     return [n for _, n in rows[:RANKED]]
 
 
-def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings | None = None) -> dict[str, Any]:
+def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
+          settings: DrillSettings | None = None) -> dict[str, Any]:
     settings = settings or DrillSettings()
     lost = set(failed)
-    parse_linstor(doc)  # a malformed snapshot is reported as such
-    known = {n.name for n in parse_linstor(doc)[0]} | {
-        (o.get("metadata") or {}).get("name") for o in kube_items(doc) if o.get("kind") == "Node"}
+    base = as_document(doc)
+    checked = snapshot_of(base, keep_raw=True)  # a malformed snapshot is reported as such
+    known = {n.name for n in checked.nodes} | {
+        (o.get("metadata") or {}).get("name") for o in checked.kube_items if o.get("kind") == "Node"}
     unknown = sorted(lost - known)
     if unknown:
         raise ValueError(f"--fail-node {', '.join(unknown)}: no such node in the cluster")
-    after = failed_document(doc, lost)
-    view, has_policies = _view(after)
-    kube = _kube(after)
+    snap = snapshot_of(failed_document(base, lost), keep_raw=True)
+    view, has_policies = _view(snap)
+    kube = _kube(snap.kube_items)
     observed = build_observed(view, kube, {})
     down = {n for n, st in observed.nodes.items() if st.linstor_status is not None and not st.online}  # incl. lost
     resources = _after_failure(resource_states(view), down)
@@ -178,7 +190,7 @@ def drill(doc: Mapping[str, Any], failed: Sequence[str], settings: DrillSettings
     guard = GuardContext(NOW, None, sentence)
 
     holder = StateHolder(ready=True, static=True)
-    holder.swap(state_from_snapshot(after, now=NOW))
+    holder.swap(state_from_snapshot(snap, now=NOW))
     extender = Extender(holder, weights=settings.weights)
     survivors = [n for n in all_node_names(holder.state) if n not in lost]
     raw_pods = {f"{(p.get('metadata') or {}).get('namespace') or 'default'}/{(p.get('metadata') or {}).get('name')}": p

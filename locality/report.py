@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import kube_items, state_from_snapshot
+from scheduler_extender.snapshot import Snapshot, snapshot_of, state_from_snapshot
 from scheduler_extender.state import ClusterState
 
 from .classify import PodLocality, summarize
@@ -65,10 +65,11 @@ def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace
                                       "share": round(summary.share, 4), "volumes": volumes}}
 
 
-def report_from_doc(doc: Mapping[str, Any], *, namespace: str | None = None,
+def report_from_doc(doc: Mapping[str, Any] | Snapshot, *, namespace: str | None = None,
                     weights: Weights | None = None) -> dict[str, Any]:
-    state = state_from_snapshot(doc, now=time.monotonic())
-    pods = [i for i in kube_items(doc) if i.get("kind") == "Pod"]
+    snap = snapshot_of(doc)
+    state = state_from_snapshot(snap, now=time.monotonic())
+    pods = [i for i in snap.kube_items if i.get("kind") == "Pod"]
     return build_report(state, records_of(pods), namespace=namespace, weights=weights)
 
 

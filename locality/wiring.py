@@ -88,11 +88,11 @@ async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: A
     return await run_service("locality-exporter", work, health=health, elector=leader, stop_flag=stop_flag)
 
 
-def _document(args: argparse.Namespace) -> dict[str, Any]:
+def _document(args: argparse.Namespace) -> Any:
     from scheduler_extender.snapshot import read_snapshot
 
     if args.snapshot:
-        return read_snapshot(args.snapshot)
+        return read_snapshot(args.snapshot, keep_raw=True)
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.linstor.options import make_linstor_client
     from scheduler_extender.capture import capture

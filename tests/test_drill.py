@@ -45,7 +45,7 @@ def doc_of(emu: LinstorEmulator, kube: list[dict], *, definitions: bool = True) 
     linstor = emu.snapshot()
     if definitions:
         linstor["resource_definitions"] = [dict(rd) for rd in emu._rds.values()]
-    return {"linstor": linstor, "kubernetes": {"items": kube}}
+    return json.loads(json.dumps({"linstor": linstor, "kubernetes": {"items": kube}}))  # no shared objects
 
 
 def test_a_node_failure_removes_its_pod_and_names_where_it_goes():
@@ -154,10 +154,13 @@ def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, 
             emu.power_off(node)
             ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
         after = asyncio.run(capture(LinstorClient(lsrv.url), ks.api, scheduler_name=None))
-    view, _ = _view(after)
+    from scheduler_extender.snapshot import snapshot_of
+
+    snap = snapshot_of(after, keep_raw=True)
+    view, _ = _view(snap)
     from fencing.observe import build_observed, faults
 
-    observed = build_observed(view, _kube(after), {})
+    observed = build_observed(view, _kube(snap.kube_items), {})
     observed = fv.Observed(observed.nodes, observed.resources, observed.pods,
                            {f: 0.0 for f in faults(observed.resources, observed.nodes)})
     sentence, _ = storm(observed, view, 1 / 3)
@@ -173,3 +176,26 @@ def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, 
             assert (row["action"], row["reason"]) == ("refuse", decision.reason), (row, decision)
         else:
             assert row["action"] == "none", (row, decision)
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_snapshots_carry_the_policies_and_the_extender_still_reads_them(tmp_path, fmt):
+    """The policy inherited from the controller reaches the drill through a file; the extender's
+    reader accepts the new keys (a snapshot written by `snapshot` serves `extender --snapshot`)."""
+    from scheduler_extender.snapshot import read_snapshot
+
+    doc = doc_of(*cluster())
+    for rd in doc["linstor"]["resource_definitions"]:
+        rd["props"] = {}  # the policy only at the controller: inherited
+    doc["linstor"]["controller_properties"] = {"DrbdOptions/Resource/quorum": "majority",
+                                               "DrbdOptions/Resource/on-no-quorum": "suspend-io"}
+    doc["linstor"]["resource_groups"] = [{"name": "DfltRscGrp", "props": {}}]
+    path = tmp_path / f"snap.{fmt}"
+    path.write_text(yaml.safe_dump(doc) if fmt == "yaml" else json.dumps(doc))
+    assert read_snapshot(path).resource_items == 5
+    result = drill(read_snapshot(path, keep_raw=True), ["n1"])
+    assert next(p for p in result["pods"] if p["pod"] == "default/db-0")["action"] == "remove"
+    doc["linstor"]["controller_properties"] = {}
+    path.write_text(yaml.safe_dump(doc) if fmt == "yaml" else json.dumps(doc))
+    refused = drill(read_snapshot(path, keep_raw=True), ["n1"])
+    assert next(p for p in refused["pods"] if p["pod"] == "default/db-0")["reason"] == "NoQuorumPolicy"

@@ -198,7 +198,7 @@ def test_cli_report_on_a_malformed_snapshot_says_so(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("linstor: {nodes: 3}\n")
     assert main(["locality", "--snapshot", str(path)]) == 1
-    assert "must be a list" in capsys.readouterr().err
+    assert "linstor.nodes: expected a list, got 3" in capsys.readouterr().err
 
 
 def test_cli_report_from_the_live_cluster(ks, capsys):
