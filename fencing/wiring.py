@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from .controller import FencingController, Settings, render_table
+from .guards import STALE_DATA
 
 log = logging.getLogger("linstor_scheduler.fencing")
 
@@ -64,7 +65,9 @@ async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
     finally:
         await client.aclose()
     print(render_table(report))
-    return 0
+    # As ``sync-node --once``: an inspection that could not read (stale or failed reads held
+    # every action) is not a clean answer, so scripts and CI see it in the exit code.
+    return 1 if report.guard == STALE_DATA else 0
 
 
 async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder: Any, client: Any, actions: Any,

@@ -8,11 +8,7 @@ from typing import Any
 from linstor_scheduler.cli import deferred
 from linstor_scheduler.config import add_flag, add_option
 from linstor_scheduler.kube.client import add_kube_options
-
-# Re-exported for fencing/cli.py only, until the fencing rewrite imports them from
-# linstor_scheduler.linstor.options (where they live); then this line goes.
-from linstor_scheduler.linstor.options import add_linstor_options as add_linstor_options
-from linstor_scheduler.linstor.options import make_linstor_client as make_linstor_client
+from linstor_scheduler.linstor.options import add_linstor_options
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:

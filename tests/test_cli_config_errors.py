@@ -137,8 +137,6 @@ def test_log_format_json_makes_the_final_error_json_too(tmp_path):
         f"linstor-scheduler extender: error: kubeconfig file {missing} (--kubeconfig or KUBECONFIG) does not exist")
 
 
-@pytest.mark.xfail(strict=True, reason="fencing/wiring.py _once (fencing's owner): --once returns 0 whatever guard "
-                   "held the pass; sync-node --once returns 1 when it could not read (issue 11)")
 def test_fencing_once_exits_non_zero_when_everything_was_held_for_stale_data(capsys):
     with Rig() as rig:
         volume = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
