@@ -83,7 +83,7 @@ def rss(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
 
-def measure(pods: int, nodes: int) -> tuple[int, int, float]:
+def measure(pods: int, nodes: int, wait: float = 1500) -> tuple[int, int, float]:
     """The exporter's settled RSS, peak RSS and seconds until its first figures, for ``pods`` pods."""
     ks, emu = build(pods, nodes)
     with ks.serve() as ksrv, emu.serve() as lsrv:
@@ -95,7 +95,7 @@ def measure(pods: int, nodes: int) -> tuple[int, int, float]:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env)
         try:
-            deadline = started + 900
+            deadline = started + wait
             done = threading.Event()
             while time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
