@@ -740,7 +740,8 @@ def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]
 def test_the_linstor_connection_is_set_in_one_place():
     objs = objects()
     found = linstor_containers(objs)
-    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "sync-classes", "sync-node"]
+    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "locality-exporter", "sync-classes",
+                                                      "sync-node"]
     config = find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert config["data"]["LS_CONTROLLERS"] == "http://linstor-controller.piraeus-datastore.svc:3370"
     for spec, c in found:
@@ -776,4 +777,4 @@ def test_the_tls_settings_once_uncommented_reach_every_component():
 def test_every_rendered_entry_point_carries_the_connection(entry):
     objs = rendered(entry)
     find(objs, "ConfigMap", "linstor-scheduler-linstor")
-    assert len(linstor_containers(objs)) == 4
+    assert len(linstor_containers(objs)) == 5
