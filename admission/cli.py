@@ -15,9 +15,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         description="A mutating admission webhook (AdmissionReview v1, POST /mutate): a pod that mounts a "
         "LINSTOR-backed claim and kept the default scheduler gets schedulerName set to the linstor profile. "
         "Pods or namespaces labelled linstor.csi.linbit.com/scheduler=disabled are left alone. Serves "
-        "/healthz, /readyz and /metrics on the same HTTPS port.")
-    add_option(p, "--listen-address", default="0.0.0.0", help="address to listen on")
-    add_option(p, "--port", type=int, default=8443, help="HTTPS port to listen on")
+        "/healthz, /readyz and /metrics over plain HTTP on a separate port (--metrics-port).")
+    add_option(p, "--listen-address", default="0.0.0.0", help="address of POST /mutate (HTTPS, TLS 1.2 or newer)")
+    add_option(p, "--port", type=int, default=8443, help="HTTPS port of POST /mutate; every other path there is a 404")
+    add_option(p, "--metrics-address", default="0.0.0.0", help="address of /healthz, /readyz, /metrics (plain HTTP)")
+    add_option(p, "--metrics-port", type=int, default=8096, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--scheduler-name", default="linstor", help="schedulerName given to LINSTOR pods")
     add_option(p, "--pvc-read-timeout", type=float, default=1.0,
                help="seconds for the one direct read of a PVC missing from the cache")

@@ -1,4 +1,5 @@
-"""HTTP surface of the webhook: ``POST /mutate`` (AdmissionReview v1), ``/healthz``, ``/readyz``, ``/metrics``.
+"""HTTP surface of the webhook: ``POST /mutate`` (AdmissionReview v1) on its HTTPS port; ``/healthz``,
+``/readyz``, ``/metrics`` on a separate plain-HTTP port (see ``WebhookApp``).
 
 A bad body answers 400 with a message, one over the limit 413 (the API server logs it; with
 ``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500. Before the caches are
@@ -39,7 +40,7 @@ def create_app(
     metrics: WebhookMetrics | None = None,
     startup: Callable[[], Awaitable[None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
-) -> Starlette:
+) -> WebhookApp:
     metrics = metrics or WebhookMetrics()
 
     def answer(uid: str, verdict: Verdict, started: float) -> Response:
@@ -92,12 +93,34 @@ def create_app(
         metrics.ready.set(1 if is_ready() else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/mutate", mutate, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
-        lifespan=lifespan_of(startup, shutdown),
+    return WebhookApp(
+        Starlette(routes=[Route("/mutate", mutate, methods=["POST"])], lifespan=lifespan_of(startup, shutdown)),
+        Starlette(routes=[Route(path, endpoint, methods=["GET"]) for path, endpoint in (
+            ("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics_endpoint))]),
     )
+
+
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class WebhookApp:
+    """Two ASGI apps, served on two listeners by the CLI (wiring.serve_webhook), as the extender's:
+
+    - ``mutate``: ``POST /mutate`` over HTTPS (TLS 1.2 or newer) for the API server, and nothing
+      else: every other path is a 404;
+    - ``ops``: ``/healthz``, ``/readyz``, ``/metrics`` over plain HTTP for kubelet and Prometheus
+      (the API server has no business there, Prometheus none on ``/mutate``).
+
+    Calling the object itself serves both on one listener: for the tests only.
+    """
+
+    def __init__(self, mutate: Starlette, ops: Starlette) -> None:
+        self.mutate = mutate
+        self.ops = ops
+        self.state = mutate.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in OPS_PATHS:
+            await self.ops(scope, receive, send)
+            return
+        await self.mutate(scope, receive, send)

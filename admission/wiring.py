@@ -19,7 +19,7 @@ from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.runtime import serve_asgi
 
-from .http import create_app
+from .http import WebhookApp, create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
 from .metrics import WebhookMetrics
 from .review import SchedulerNameMutator
@@ -31,7 +31,7 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linstor",
                       publisher: Any | None = None, metrics: Any | None = None,
-                      read_timeout: float = 1.0) -> Any:
+                      read_timeout: float = 1.0) -> WebhookApp:
     """The live webhook: informer caches -> lookups -> mutator -> app. Used by the CLI and the
     end-to-end tests, so both run the same assembly. ``publisher`` (a ``CaBundlePublisher``) is
     started with the app; the app is ready once the caches are synced and the CA is published."""
@@ -78,10 +78,6 @@ def own_namespace(explicit: str | None) -> str:
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-
-
-    from .wiring import build_webhook_app
-
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise ValueError("--tls-cert-file and --tls-key-file go together")
     api = api_client_from_args(args)
@@ -103,5 +99,6 @@ def run_webhook(args: argparse.Namespace) -> int:
                                           interval=args.ca_bundle_interval)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout)
-    return serve_asgi(app, host=args.listen_address, port=args.port, log_level=args.log_level,
-                      ssl_certfile=cert_file, ssl_keyfile=key_file)
+    return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      ssl_certfile=cert_file, ssl_keyfile=key_file,
+                      ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)

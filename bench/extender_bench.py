@@ -167,7 +167,7 @@ def extender_app(snapshot: str) -> Any:
 
     holder = StateHolder(static=True, ready=True)
     holder.swap(state_from_snapshot(read_snapshot(snapshot), now=time.monotonic()))
-    return create_app(Extender(holder))
+    return create_app(Extender(holder)).verbs  # what the CLI serves on the verbs' listener
 
 
 def baseline_app(snapshot: str, linstor_url: str) -> Any:
@@ -231,7 +231,8 @@ def serve(kind: str, port: int, snapshot: str, linstor_url: str, loop: str, http
     app = {"floor": lambda: floor_app(False), "echo": lambda: floor_app(True),
            "extender": lambda: extender_app(snapshot), "baseline": lambda: baseline_app(snapshot, linstor_url),
            "emulator": lambda: emulator_app(snapshot)}[kind]()
-    uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, access_log=False, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, loop=loop, http=http, access_log=False, log_level="warning",
+                interface="asgi3")
 
 
 # --- running ----------------------------------------------------------------------------------

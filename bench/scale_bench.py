@@ -63,7 +63,7 @@ def serve_doubles(args: argparse.Namespace) -> int:
     emu = LinstorEmulator()
     populate_linstor(emu, args.nodes, args.resources)
     ks = KubeStandin(history_limit=100)
-    populate_kube(ks, args.nodes, args.claims, args.resources)
+    populate_kube(ks, args.nodes, args.claims, args.resources, pods=args.pods)
     populated = time.perf_counter() - started
     with emu.serve() as lsrv, ks.serve() as ksrv:
         body = len(httpx.get(lsrv.url + "/v1/view/resources", timeout=120).content)
@@ -165,8 +165,9 @@ class Prober(threading.Thread):
 
 
 class FloorProber(threading.Thread):
-    """GET /healthz at the same pace: what any request waits for on this machine at this moment
-    (the CPU is shared), to read the prioritize figures against."""
+    """GET /healthz (the metrics port, its own thread in the same process) at the same pace: what any
+    request waits for on this machine at this moment (the CPU and the GIL are shared), to read the
+    prioritize figures against."""
 
     def __init__(self, url: str, every: float) -> None:
         super().__init__(daemon=True)
@@ -212,17 +213,21 @@ def wait(cond, timeout: float, what: str, every: float = 0.05) -> float:
 
 
 def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subprocess.Popen) -> dict[str, Any]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    while metrics_port == port:  # released and picked again: the two listeners need two ports
+        metrics_port = free_port()
     cmd = [str(ROOT / ".venv/bin/linstor-scheduler"), "extender", "--port", str(port), "--listen-address",
            "127.0.0.1", "--controllers", urls["linstor"], "--kube-api-url", urls["kube"],
            "--poll-interval", str(args.poll_interval), "--linstor-timeout", "120", "--log-level", "warning",
            *([] if args.poll_min_factor is None else ["--poll-min-factor", str(args.poll_min_factor)]),
-           *args.extender_args]
+           *args.extender_args,
+           # health and metrics on their own port (issue 13), kept on loopback here as well
+           "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if not args.verbose else None)
-    url = f"http://127.0.0.1:{port}"
-    out: dict[str, Any] = {"command": " ".join([*cmd[1:3], "...", *cmd[9:]])}
+    url = f"http://127.0.0.1:{port}"  # the verbs
+    out: dict[str, Any] = {"command": " ".join([*cmd[1:3], "...", *cmd[9:-4]])}
     try:
-        http = httpx.Client(base_url=url, timeout=30)
+        http = httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=30)  # /readyz, /metrics
         out["time_to_ready_s"] = wait(lambda: get(http, "/readyz").status_code == 200, 600, "extender ready", 0.1)
         out["rss_ready_mb"] = proc_status(proc.pid)["VmRSS"] / 1024
         text = get(http, "/metrics").text
@@ -237,7 +242,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         cpu0 = cpu_seconds(proc.pid)
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
-        floor = FloorProber(url, args.probe_every)
+        floor = FloorProber(f"http://127.0.0.1:{metrics_port}", args.probe_every)
         floor.start()
         rss: list[float] = []
         polls = polls0
@@ -379,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
     p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
+    p.add_argument("--pods", type=int, default=2000,
+                   help="running pods labelled for fencing, one per claim, each with its VolumeAttachment")
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
     p.add_argument("--poll-interval", type=float, default=2.0,
                    help="the extender's --poll-interval (short: polls back to back)")
@@ -399,11 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_doubles:
         return serve_doubles(args)
     print(f"# scale bench: {args.nodes} nodes, {args.resources} resource definitions x 3 = "
-          f"{args.resources * 3} replicas, {args.claims} bound claims; python {platform.python_version()}, "
-          f"{os.cpu_count()} cpus", flush=True)
+          f"{args.resources * 3} replicas, {args.claims} bound claims, {args.pods} labelled pods; "
+          f"python {platform.python_version()}, {os.cpu_count()} cpus", flush=True)
     doubles = subprocess.Popen(
         [sys.executable, __file__, "--serve-doubles", "--nodes", str(args.nodes), "--resources",
-         str(args.resources), "--claims", str(args.claims)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+         str(args.resources), "--claims", str(args.claims), "--pods", str(args.pods)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         urls = json.loads(doubles.stdout.readline())
         print(f"# doubles up: /v1/view/resources body {urls['resources_body_bytes'] / 1e6:.1f} MB "

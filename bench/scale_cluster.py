@@ -78,11 +78,24 @@ def populate_linstor(emu: LinstorEmulator, nodes: int, resources: int, *, replic
         emu.set_rd_props(rd, dict(QUORUM))
 
 
-def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int) -> None:
-    """``nodes`` Nodes in 3 zones, and ``claims`` PVCs bound to PVs of the first resources."""
+FENCING_LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
+
+
+def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, pods: int = 0,
+                  replicas: int = 3, seed: int = 7) -> None:
+    """``nodes`` Nodes in 3 zones, ``claims`` PVCs bound to PVs of the first resources, and ``pods``
+    running pods labelled for fencing, each on its first claim's first replica node and attached
+    there (a VolumeAttachment), as the fencing controller sees a hyper-converged cluster."""
     for i, name in enumerate(node_names(nodes)):
         ks.add(k.node(name, zone=f"zone-{i % 3}", region="eu-1"))
     ks.add(k.storage_class(STORAGE_CLASS, replicas=3))
     for c in range(min(claims, resources)):
         for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS):
             ks.add(obj)
+    where = placements(nodes, resources, replicas, seed)
+    for c in range(min(pods, claims, resources)):
+        node = where[c][1][0]
+        pod = k.pod(f"db-{c}", claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)
+        pod["status"]["phase"] = "Running"
+        ks.add(pod)
+        ks.add(k.volume_attachment(f"pvc-{c:06d}", node))

@@ -48,19 +48,23 @@ def write_snapshot(path: Path, nodes: int, resources: int, seed: int = 5) -> Non
 
 
 def measure(path: Path) -> dict[str, float]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    while metrics_port == port:  # released and picked again: the two listeners need two ports
+        metrics_port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "extender", "--snapshot", str(path),
-                             "--listen-address", "127.0.0.1", "--port", str(port)], stderr=subprocess.PIPE, text=True)
+                             "--listen-address", "127.0.0.1", "--port", str(port),
+                             "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)],
+                            stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # the snapshot is loaded before uvicorn starts serving: wait for its line
-            if "Uvicorn running on" in line:
+            if f"Uvicorn running on http://127.0.0.1:{port}" in line:  # the verbs' server: started last
                 break
         else:
             raise RuntimeError(f"the extender exited with {proc.wait()}")
         ready = time.monotonic() - started
-        if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code != 200:
+        if httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=10).status_code != 200:
             raise RuntimeError("the extender is not ready")
         status = Path(f"/proc/{proc.pid}/status").read_text()
     finally:

@@ -55,10 +55,10 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status(code: int, reason: str, message: str) -> Response:
+def status(code: int, reason: str, message: str, retry_after: int = 1) -> Response:
     body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
-    headers = {"Retry-After": "1"} if code == 429 else None
+    headers = {"Retry-After": str(retry_after)} if code == 429 else None
     return Response(orjson.dumps(body), status_code=code, media_type="application/json", headers=headers)
 
 
@@ -170,6 +170,7 @@ class _Fault:
     status: int
     path_prefix: str
     method: str | None
+    retry_after: int = 1  # the Retry-After header of an injected 429
 
 
 class KubeStandin(HttpDouble):
@@ -283,9 +284,10 @@ class KubeStandin(HttpDouble):
             self._oldest_rv = self._rv
 
     # --- faults and accounting -----------------------------------------------------------------
-    def inject(self, *, fail: int = 0, status: int = 500, path_prefix: str = "/", method: str | None = None) -> None:
+    def inject(self, *, fail: int = 0, status: int = 500, path_prefix: str = "/", method: str | None = None,
+               retry_after: int = 1) -> None:
         with self._lock:
-            self._fault = _Fault(fail, status, path_prefix, method)
+            self._fault = _Fault(fail, status, path_prefix, method, retry_after)
 
     def reset_faults(self) -> None:
         with self._lock:
@@ -325,7 +327,8 @@ class KubeStandin(HttpDouble):
                 if f and f.fail > 0 and path.startswith(f.path_prefix) and (f.method in (None, method)):
                     f.fail -= 1
                     return status(f.status, {429: "TooManyRequests", 404: "NotFound", 409: "Conflict",
-                                             410: "Expired"}.get(f.status, "InternalError"), "injected fault")
+                                             410: "Expired"}.get(f.status, "InternalError"), "injected fault",
+                                  f.retry_after)
             m = PATH.match(path)
             if not m or m.group("plural") not in RESOURCES:
                 return status(404, "NotFound", f"the server could not find the requested resource ({path})")
@@ -356,7 +359,7 @@ class KubeStandin(HttpDouble):
                 if method == "PUT":
                     return await replace(request, plural, kind, current)
                 if method == "PATCH":
-                    return await patch(request, kind, current)
+                    return await patch(request, plural, kind, current)
                 if method == "DELETE":
                     return await delete(request, kind, ns, name, current)
             return status(405, "MethodNotAllowed", method)
@@ -411,8 +414,16 @@ class KubeStandin(HttpDouble):
             obj.setdefault("metadata", {})["namespace"] = current["metadata"].get("namespace")
             return ok(ks.update(obj))
 
-        async def patch(request: Request, kind: str, current: dict[str, Any]) -> Response:
+        async def patch(request: Request, plural: str, kind: str, current: dict[str, Any]) -> Response:
             body = await body_of(request)
+            # A merge or strategic merge patch that carries metadata.resourceVersion is conditional:
+            # the API server answers 409 when the object changed since (optimistic concurrency, as for
+            # an update; Kubernetes API concepts, "Patch operations" / "Resource versions").
+            rv = ((body.get("metadata") or {}) if isinstance(body, dict) else {}).get("resourceVersion")
+            if rv and rv != current["metadata"]["resourceVersion"]:
+                name = current["metadata"]["name"]
+                return status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object '
+                              "has been modified; please apply your changes to the latest version")
             try:
                 merged = json_patch(current, body) if isinstance(body, list) else merge_patch(current, body)
             except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -108,6 +108,16 @@ class LinstorEmulator(HttpDouble):
             node = dict(self._nodes[name])
         self._emit("node-online" if connection_status.upper() == "ONLINE" else "node-offline", {"node": node})
 
+    def auto_evict(self, name: str) -> None:
+        """LINSTOR's auto-evict: a satellite OFFLINE for longer than ``DrbdOptions/AutoEvictAfterTime``
+        (60 min by default) is flagged EVICTED and its replicas are placed elsewhere; the node stays in
+        the list, OFFLINE, until it is restored or removed (LINSTOR User's Guide, "Auto-evict";
+        ``/v1/nodes/{node}/restore`` in the spec)."""
+        with self._lock:
+            flags = self._nodes[name]["flags"]
+            if "EVICTED" not in flags:
+                flags.append("EVICTED")
+
     # --- network events: the reachability matrix ------------------------------------------------
     def power_off(self, node: str) -> None:
         """The node loses power: its satellite and every DRBD connection to it are gone."""

@@ -109,6 +109,16 @@ class KubeActions:
             raise
         return orjson.loads(resp.data)
 
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        """The Node as the API server has it now (its current resourceVersion); None if gone."""
+        try:
+            resp = self.core.read_node(name, **self._opts)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return orjson.loads(resp.data)
+
     def pods_on_node(self, node: str) -> list[dict[str, Any]]:
         resp = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **self._opts)
         return list(orjson.loads(resp.data).get("items") or [])

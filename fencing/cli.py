@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     add_option(g, "--max-staleness", type=float, default=20.0,
                help="seconds; LINSTOR or Kubernetes data older than this holds every action")
     add_option(g, "--storm-share", type=float, default=1 / 3,
-               help="hold every action while at least this share of the storage nodes (and two or more) look lost")
+               help="hold every action while more than this share of the storage nodes (and two or more) look "
+               "lost at once")
     add_option(g, "--evictions-per-minute", type=float, default=10.0,
                help="at most this many pods failed over per minute (burst of the same size)")
     add_option(g, "--failover-budget", type=int, default=3,
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
              help="while fencing acts on a node, taint it linstor.csi.linbit.com/storage-lost:NoSchedule, until its "
              "storage is back (--no-taint: never set it; ours are still removed)")
     add_option(g, "--taint-stable-seconds", type=float, default=60.0,
-               help="seconds of storage back (satellite ONLINE, every peer connected) after which our taint comes off")
+               help="seconds of storage back (satellite ONLINE, no storage proof for any of its replicas) after "
+               "which our taint comes off")
     add_option(g, "--api-timeout", type=float, default=10.0,
                help="seconds one Kubernetes call may take (connect and read); a pass never waits longer")
     add_flag(g, "--promotion-events", default=True,

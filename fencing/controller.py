@@ -153,7 +153,7 @@ class FencingController:
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
-        self._not_before: dict[str, float] = {}  # pod uid -> no new attempt before (429 Retry-After)
+        self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._warned: dict[tuple[str, str, str], float] = {}
         self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
@@ -214,6 +214,12 @@ class FencingController:
         final: list[PodDecision] = []
         for decision in judge(observed, now, self.settings.grace_period):
             raw = pods_by_uid.get(decision.pod.uid) or {}
+            if decision.verdict in (HEALTHY, WAITING):
+                # The storage is back, or a fault is timed afresh: an eviction tried in an earlier fault
+                # is over. A new fault starts again with the Eviction API (and its PDB), not grace 0.
+                self._evicting.pop(decision.pod.uid, None)
+                for kind in ("pod_evict", "pod_delete"):
+                    self._not_before.pop((decision.pod.uid, kind), None)
             refusal = apply(self.guards, decision, ctx)
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
@@ -272,16 +278,18 @@ class FencingController:
         s = self.settings
         linstor_fresh = self.read_error is None and self.view is not None and now - self.view.read_at <= s.max_staleness
         age = self.kube.age() if kube is not None else None
-        if linstor_fresh:
-            self._seen_linstor = now
-        if age is not None and age <= s.max_staleness:
-            self._seen_kube = now
+        # Blindness is judged on the sightings *before* this pass: a pass that comes late (a frozen
+        # process, a clock jump) saw nothing in between, even when its own reads are fresh.
         seen = [t for t in (self._seen_linstor, self._seen_kube) if t is not None]
         if self.timers.since and (len(seen) < 2 or now - min(seen) > s.max_staleness):
             log.warning("blind for more than %.0fs (%s): grace timers restart", s.max_staleness,
                         "LINSTOR" if self._seen_linstor is None or now - self._seen_linstor > s.max_staleness
                         else "Kubernetes")
             self.timers.reset()
+        if linstor_fresh:
+            self._seen_linstor = now
+        if age is not None and age <= s.max_staleness:
+            self._seen_kube = now
         if not linstor_fresh or self.view is None:
             return None
         nodes = linstor_nodes(self.view)
@@ -360,9 +368,6 @@ class FencingController:
         if decision.verdict != FENCE:
             return decision
         pod = decision.pod
-        now = self.clock()
-        if now < self._not_before.get(pod.uid, 0.0):
-            return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
         try:  # the caches may lag: act only on what the API server says now
             live = await self._call(self.actions.get_pod, pod.namespace, pod.name)
         except Exception as exc:
@@ -389,9 +394,13 @@ class FencingController:
             elif current.terminating:
                 report.actions.append(("pod_terminating", pod.key, "waiting"))
                 return decision
+        kind = "pod_delete" if force else "pod_evict"
+        if now < self._not_before.get((pod.uid, kind), 0.0):
+            # Retry-After paces *this* request: an eviction's does not hold the grace-0 delete that
+            # replaces it (node NotReady, or --eviction-timeout over).
+            return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
         if self.settings.taint:
             await self._taint(decision.node, kube, report)
-        kind = "pod_delete" if force else "pod_evict"
         write = self.actions.delete_pod if force else self.actions.evict_pod
         answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid)
         if answer.held:
@@ -410,7 +419,7 @@ class FencingController:
             return decision
         if answer.outcome is Outcome.THROTTLED:
             if answer.retry_after:
-                self._not_before[pod.uid] = now + answer.retry_after
+                self._not_before[(pod.uid, kind)] = now + answer.retry_after
             if not force:
                 self._evicting.setdefault(pod.uid, now)
             return self._refuse(decision, EVICTION_BLOCKED,
@@ -521,6 +530,18 @@ class FencingController:
         if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
         answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
+        if answer.outcome is Outcome.CONFLICT and not answer.held:
+            # The Node changed since it was listed (the node lifecycle controller taints a NotReady node
+            # at about this moment): read it live and patch once more, keeping whatever was added. No
+            # later pass would taint it: only a pod removal does.
+            try:
+                obj = await self._call(self.actions.get_node, node)
+            except Exception as exc:
+                log.warning("taint %s: cannot read the node again after a conflict: %r", node, exc)
+                return
+            if obj is None or has_taint(obj):
+                return
+            answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
         if answer.outcome is Outcome.DONE and not answer.held:
             self._stable_since.pop(node, None)
 
@@ -532,7 +553,9 @@ class FencingController:
                 self._stable_since.pop(name, None)
                 continue
             state = observed.nodes.get(name)
-            lost = any(witnesses(res, name, observed.nodes).linstor or witnesses(res, name, observed.nodes).peers
+            # Lost as every other decision judges it (both witnesses): a replica that reports every peer
+            # down because its peers are the ones gone does not keep a healthy node tainted.
+            lost = any(witnesses(res, name, observed.nodes).proof
                        for res in observed.resources.values() if name in res.replicas)
             if lost or state is None or not state.online:
                 self._stable_since.pop(name, None)

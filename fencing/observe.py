@@ -142,8 +142,11 @@ def faults(resources: Mapping[str, ResourceState], nodes: Mapping[str, NodeState
 
 def storage_nodes(view: LinstorView) -> tuple[set[str], set[str]]:
     """The storm breaker's population: satellites with a diskful storage pool (any provider but
-    DISKLESS), whether or not they hold a replica now; and, apart, the diskless-only satellites."""
-    satellites = {n.name for n in view.nodes if n.is_satellite}
+    DISKLESS), whether or not they hold a replica now, except those LINSTOR has EVICTED; and, apart,
+    the diskless-only satellites."""
+    # A satellite LINSTOR has EVICTED (offline past DrbdOptions/AutoEvictAfterTime, its replicas placed
+    # elsewhere) is out of service, not lost "at once": counting it would make one failure a storm.
+    satellites = {n.name for n in view.nodes if n.is_satellite and "EVICTED" not in {f.upper() for f in n.flags}}
     diskful = {p.node_name for p in view.pools if not p.diskless and p.node_name in satellites}
     return diskful, satellites - diskful
 

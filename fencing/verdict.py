@@ -21,6 +21,7 @@ by the controller on top of these verdicts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -212,9 +213,11 @@ def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]
     if replica is None or replica.ignored:
         return Witnesses(None, None)
     linstor = None
+    offline = False
     state = nodes.get(node)
     if state is not None and state.linstor_status is not None and not state.online:
         linstor = f"satellite of node {node} is {state.linstor_status}"
+        offline = True
     elif replica.reported and replica.peers and all(up is False for up in replica.peers.values()):
         linstor = f"the replica on {node} reports every DRBD peer connection down"
     reports: list[tuple[str, bool | None]] = []
@@ -222,8 +225,16 @@ def witnesses(resource: ResourceState, node: str, nodes: Mapping[str, NodeState]
         other_node = nodes.get(other.node)
         if other.node == node or other.ignored or not other.reported or other_node is None or not other_node.online:
             continue
-        if node in other.peers:
-            reports.append((other.node, other.peers[node]))
+        if node not in other.peers:
+            continue
+        isolated = all(up is False for peer, up in other.peers.items() if peer != node) and not other.may_promote
+        if other.peers[node] is False and not offline and isolated:
+            # The node is ONLINE and only its own replica says "every peer down"; a peer that reaches
+            # no other replica either and has no quorum (may not promote) cannot tell its own isolation
+            # from the node's (two faults would otherwise make their healthy common peer look lost):
+            # its "down" is no testimony.
+            continue
+        reports.append((other.node, other.peers[node]))
     peers = None
     if reports and all(connected is False for _, connected in reports):
         peers = f"replicas on {', '.join(sorted(n for n, _ in reports))} report their DRBD connection to {node} down"
@@ -262,7 +273,8 @@ def judge_volume(resource: ResourceState | None, resource_name: str, node: str, 
     if proof is None and said.linstor:
         return VolumeVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
                              f"{said.linstor}, but no surviving DRBD peer of {resource_name} can be heard (their "
-                             "satellites are unreachable too): nothing proves the storage lost")
+                             "satellites are unreachable too, or each is cut off itself): nothing proves the "
+                             "storage lost")
     if proof is None:
         return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)
@@ -313,6 +325,15 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
         first = next(v for v in lost if v.verdict == WAITING)
         return PodDecision(pod, node, WAITING, first.reason, first.detail, verdicts)
     refusals = [v for v in lost if v.verdict == REFUSE]
+    # A volume that only LINSTOR says is lost (no peer exists to testify, e.g. a single replica on this
+    # node) proves nothing on its own, but it must not be left behind either: moving the pod for its
+    # other volumes would recreate it where this one can never be attached (rule 3, for every volume).
+    stranded = [v for v in verdicts if v.reason == NO_PEER_WITNESS
+                and _healthy_replica(observed.resources[v.resource], node, observed.nodes) is None]
+    refusals += [dataclasses.replace(v, verdict=REFUSE, reason=NOWHERE_TO_GO,
+                                     detail=f"{v.detail}; no other ONLINE node has an UpToDate diskful replica of "
+                                     f"{v.resource}: the pod would be moved away from it")
+                 for v in stranded]
     if refusals:
         detail = "; ".join(v.detail for v in refusals)
         return PodDecision(pod, node, REFUSE, refusals[0].reason, detail, verdicts)

@@ -1,26 +1,31 @@
-"""Run an ASGI app under uvicorn in a background thread, on loopback, on a free port.
+"""Run an ASGI app under uvicorn in a background thread, on loopback, on a free port; the TLS floor.
 
 Used by the test doubles (LINSTOR emulator, Kubernetes API stand-in), the tests that start the
 extender over real HTTP, ``make demo`` and the benchmarks. Start-up and shutdown wait on uvicorn's
 own ``started``/``should_exit`` state, never on sleeps.
 
-Every server of ours (these threads and the ``uvicorn.run`` of the extender and the webhook) keeps
+Every server of ours (these threads and the main servers of the extender and the webhook) keeps
 idle connections open for ``keep_alive`` seconds, 120 by default: kube-scheduler's HTTP client
 (Go's default transport) keeps idle connections for 90 s, and a server that closes first (uvicorn's
 default is 5 s) races the client's next request on that connection. The log goes to the root
-logger (``log_config=None``), so ``--log-format json`` covers uvicorn's lines too.
+logger (``log_config=None``), so ``--log-format json`` covers uvicorn's lines too. Every one that
+serves TLS refuses protocol versions before 1.2 (``loaded_config``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
+
+if TYPE_CHECKING:  # uvicorn is imported only when a server starts (the CLI stays fast)
+    import uvicorn
 
 KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
 _settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
@@ -87,7 +92,7 @@ class ServerThread:
                                     **uvicorn_kwargs})
         import uvicorn  # here: the CLI imports this module for its settings before it knows it will serve
 
-        self.config = uvicorn.Config(app, host=host, port=port, **kwargs)
+        self.config = loaded_config(app, host=host, port=port, **kwargs)
         self.server = uvicorn.Server(self.config)
         self._thread = threading.Thread(target=self._run, name="uvicorn-thread", daemon=True)
         self._error: BaseException | None = None
@@ -145,6 +150,25 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def loaded_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's Config, loaded, with TLS before 1.2 refused when it serves TLS at all.
+
+    uvicorn has no option for the lowest protocol version and leaves it to the local OpenSSL
+    configuration (which may allow TLS 1.0/1.1): the context it built is raised to TLS 1.2 here,
+    before the server starts. Every server of ours (the webhook, the doubles) is made this way.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(app, **kwargs)
+    config.load()
+    if config.ssl is not None and config.ssl.minimum_version < MIN_TLS_VERSION:
+        config.ssl.minimum_version = MIN_TLS_VERSION
+    return config
 
 
 Hook = Callable[[], Awaitable[None]] | None

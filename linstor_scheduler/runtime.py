@@ -5,7 +5,8 @@
   of after the lease duration), the health port and the clients are closed, and the process exits 0.
 - **Health port.** Workers serve ``/healthz``, ``/readyz`` and ``/metrics`` on a side port
   (``--listen-address``/``--port``, 0: none) while they run; the HTTP services (extender,
-  webhook) serve the same paths on their own port.
+  webhook) serve them on a side port too (``--metrics-address``/``--metrics-port``), apart from
+  their verbs (the extender's on loopback) and ``/mutate``.
 - **Lease.** A singleton (sync-classes, fencing) works only while it holds its Lease; the
   elector runs beside the work and is stopped, and the Lease released, on the way out.
 - **What ends the process.** Only a signal (exit 0) or an error before the service runs: bad flags
@@ -34,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import add_option
+from .config import ConfigError, add_option
 
 if TYPE_CHECKING:  # the health app (Starlette) is imported only when a side port is served
     from .health import Check
@@ -114,15 +115,36 @@ async def run_service(name: str, work: Callable[[asyncio.Event], Awaitable[Any]]
     return 0
 
 
-def serve_asgi(app: Any, *, host: str, port: int, log_level: str, **uvicorn_kwargs: Any) -> int:
+def serve_asgi(app: Any, *, host: str, port: int, log_level: str, ops: Any = None, ops_host: str = "0.0.0.0",
+               ops_port: int = 0, **uvicorn_kwargs: Any) -> int:
     """An HTTP service (extender, webhook) under uvicorn: uvloop + httptools (measured 2x faster,
     docs/performance.md), no access log (requests are counted in metrics instead), open requests
-    drained for ``GRACEFUL_SECONDS`` on SIGTERM."""
+    drained for ``GRACEFUL_SECONDS`` on SIGTERM, TLS (if any) 1.2 or newer (``loaded_config``).
+
+    ``ops``, an ASGI app with ``/healthz``, ``/readyz``, ``/metrics``, is served on its own listener
+    ``ops_host:ops_port`` (in a thread) for as long as the service runs: kubelet and Prometheus reach
+    that one, and only that one has to be reachable from the pod network."""
     import uvicorn
 
-    from .httpserver import uvicorn_options  # keep-alive above kube-scheduler's 90 s; logs through ours
+    from .httpserver import ServerThread, loaded_config, uvicorn_options
 
-    uvicorn.run(app, **uvicorn_options(host=host, port=port, loop="uvloop", http="httptools", access_log=False,
-                                       log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SECONDS,
-                                       **uvicorn_kwargs))
+    def config() -> uvicorn.Config:  # made last: uvicorn's Config sets its loggers' level globally
+        # keep-alive above kube-scheduler's 90 s, logs through ours (uvicorn_options); TLS >= 1.2 (loaded_config)
+        return loaded_config(app, **uvicorn_options(host=host, port=port, loop="uvloop", http="httptools",
+                                                    access_log=False, log_level=log_level,
+                                                    timeout_graceful_shutdown=GRACEFUL_SECONDS,
+                                                    interface="asgi3",  # ``app`` may be a bound method
+                                                    **uvicorn_kwargs))
+
+    if ops is None:
+        uvicorn.Server(config()).run()
+        return 0
+    if port == ops_port:
+        raise ConfigError(f"--port and --metrics-port must differ (both {port}): the service and its "
+                          "health and metrics are served apart, so that only the latter need be reachable")
+    with ServerThread(ops, host=ops_host, port=ops_port) as side:
+        main = config()
+        log.info("serving /healthz, /readyz, /metrics on http://%s:%d; the service on %s://%s:%d", ops_host,
+                 side.port, "https" if main.is_ssl else "http", host, port)
+        uvicorn.Server(main).run()
     return 0

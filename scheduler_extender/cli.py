@@ -14,10 +14,16 @@ from linstor_scheduler.linstor.options import add_linstor_options
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("extender", parents=[parent], help="serve the kube-scheduler extender (filter, prioritize)",
                        description="Serve kube-scheduler's extender v1 verbs /filter and /prioritize, plus "
-                       "/explain, /healthz, /readyz and /metrics, from an in-memory index of LINSTOR and "
-                       "Kubernetes state (or from a snapshot file).")
-    add_option(p, "--listen-address", default="0.0.0.0", help="address to listen on")
-    add_option(p, "--port", type=int, default=8099, help="port to listen on")
+                       "/explain, on loopback (--listen-address), and /healthz, /readyz, /metrics on a separate "
+                       "port (--metrics-address), from an in-memory index of LINSTOR and Kubernetes state (or "
+                       "from a snapshot file).")
+    add_option(p, "--listen-address", default="127.0.0.1",
+               help="address of the verbs /filter, /prioritize, /explain: loopback, for kube-scheduler in the "
+               "same pod (any other address lets every pod that reaches it ask)")
+    add_option(p, "--port", type=int, default=8099, help="port of the verbs")
+    add_option(p, "--metrics-address", default="0.0.0.0",
+               help="address of /healthz, /readyz, /metrics (kubelet, Prometheus); nothing else is served there")
+    add_option(p, "--metrics-port", type=int, default=8098, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--snapshot", help="serve from this snapshot file instead of live LINSTOR and Kubernetes")
     add_option(p, "--poll-interval", type=float, default=10.0, help="seconds between LINSTOR reads")
     add_option(p, "--poll-min-factor", type=float, default=4.0,

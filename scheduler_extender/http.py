@@ -1,4 +1,5 @@
-"""The extender's HTTP surface: ``/filter``, ``/prioritize`` (extender v1), ``/explain``, health, metrics.
+"""The extender's HTTP surface: ``/filter``, ``/prioritize`` (extender v1), ``/explain`` on one
+listener (loopback), ``/healthz``, ``/readyz``, ``/metrics`` on another (see ``ExtenderApp``).
 
 The two verbs kube-scheduler calls are served as plain ASGI on the raw body (``ExtenderApp``: no
 router, no Request object on the hot path) and answered by answers.py; everything a person calls
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -112,42 +114,6 @@ def create_app(
         ],
     )
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        """Liveness: the process serves HTTP."""
-        return "ok"
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """Ready after the first full sync of LINSTOR and Kubernetes state; detail says how fresh it is."""
-        state = holder.state
-        age = extender.staleness(state)
-        stale = age is not None and age > extender.max_staleness
-        body = {
-            "ready": holder.ready,
-            "state_age_seconds": None if age is None else round(age, 3),
-            "max_staleness_seconds": extender.max_staleness,
-            "stale": stale,
-            "neutral": (not holder.ready) or stale,
-            "generation": state.generation,
-            "nodes": len(state.nodes),
-            "resources": len(state.resources),
-            "last_error": holder.last_error,
-            "mode": "snapshot" if holder.static else "live",
-            **holder.details,
-        }
-        if stale:
-            body["detail"] = f"state is {age:.0f}s old: the extender passes every node with score 0 until it recovers"
-        # Stale still serves (neutrally): only "never synced" is not ready.
-        return JSONResponse(body, status_code=200 if holder.ready else 503)
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        metrics.ready.set(1 if holder.ready else 0)
-        metrics.index_size.labels("nodes").set(len(holder.state.nodes))
-        metrics.index_size.labels("resources").set(len(holder.state.resources))
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     @app.post("/explain")
     async def explain(request: Request) -> Response:
         """Why would this pod go where? Body: ExtenderArgs (as kube-scheduler sends), or
@@ -180,6 +146,42 @@ def create_app(
         return Response(encode_error(f"internal error: {type(exc).__name__}: {exc}"), status_code=500,
                         media_type=JSON)
 
+    async def healthz(_: Request) -> Response:
+        """Liveness: the process serves HTTP."""
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        """Ready after the first full sync of LINSTOR and Kubernetes state; detail says how fresh it is."""
+        state = holder.state
+        age = extender.staleness(state)
+        stale = age is not None and age > extender.max_staleness
+        body = {
+            "ready": holder.ready,
+            "state_age_seconds": None if age is None else round(age, 3),
+            "max_staleness_seconds": extender.max_staleness,
+            "stale": stale,
+            "neutral": (not holder.ready) or stale,
+            "generation": state.generation,
+            "nodes": len(state.nodes),
+            "resources": len(state.resources),
+            "last_error": holder.last_error,
+            "mode": "snapshot" if holder.static else "live",
+            **holder.details,
+        }
+        if stale:
+            body["detail"] = f"state is {age:.0f}s old: the extender passes every node with score 0 until it recovers"
+        # Stale still serves (neutrally): only "never synced" is not ready.
+        return JSONResponse(body, status_code=200 if holder.ready else 503)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        metrics.ready.set(1 if holder.ready else 0)
+        metrics.index_size.labels("nodes").set(len(holder.state.nodes))
+        metrics.index_size.labels("resources").set(len(holder.state.resources))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    ops = Starlette(routes=[Route(path, endpoint, methods=["GET"]) for path, endpoint in (
+        ("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics_endpoint))])
+
     app.state.extender = extender
     app.state.metrics = metrics
     app.state.answers = answerer.answers
@@ -190,7 +192,10 @@ def create_app(
     async def fast_prioritize(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await raw_verb("prioritize", scope, receive, send)
 
-    return ExtenderApp(app, {"/filter": fast_filter, "/prioritize": fast_prioritize})
+    return ExtenderApp(app, {"/filter": fast_filter, "/prioritize": fast_prioritize}, ops)
+
+
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _whole(body: bytes) -> dict[str, Any]:
@@ -202,21 +207,36 @@ def _whole(body: bytes) -> dict[str, Any]:
 
 
 class ExtenderApp:
-    """The ASGI entry point: ``POST /filter`` and ``POST /prioritize`` go straight to their raw
-    handlers (measured: Starlette's router, Request and middleware cost more than a cached
-    answer); everything else goes to the FastAPI app, whose attributes this object passes through."""
+    """Two ASGI apps, served on two listeners by the CLI (wiring.serve_extender):
 
-    def __init__(self, api: FastAPI, fast: dict[str, Callable[..., Awaitable[None]]]) -> None:
+    - ``verbs``: ``POST /filter`` and ``POST /prioritize`` straight to their raw handlers (measured:
+      Starlette's router, Request and middleware cost more than a cached answer), then the FastAPI
+      app (``/explain``, ``/docs``). Only kube-scheduler, in the same pod, needs them: loopback.
+    - ``ops``: ``/healthz``, ``/readyz``, ``/metrics`` for kubelet and Prometheus; nothing else
+      (a verb there is a 404).
+
+    Calling the object itself serves both on one listener: for the tests and ``make demo`` only.
+    Attributes pass through to the FastAPI app (``app.state``).
+    """
+
+    def __init__(self, api: FastAPI, fast: dict[str, Callable[..., Awaitable[None]]], ops: Starlette) -> None:
         self.api = api
         self.fast = fast
+        self.ops = ops
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def verbs(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self.fast.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)
                 return
         await self.api(scope, receive, send)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in OPS_PATHS:
+            await self.ops(scope, receive, send)
+            return
+        await self.verbs(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.api, name)

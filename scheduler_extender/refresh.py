@@ -115,7 +115,8 @@ class Syncer:
         self._linstor: tuple[Mapping[str, NodeInfo], Mapping[str, ResourceInfo], Mapping[str, int], float] | None = None
         self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
         self._publishing = asyncio.Lock()
-        self._reader: _ReadThread | None = _ReadThread(client) if read_in_thread else None
+        self.read_in_thread = read_in_thread
+        self._reader: _ReadThread | None = None
         self._indexer: ResourceIndexer | None = None  # the last read's, whose objects the next one reuses
         self._kube: tuple[KubeView, float] | None = None
         self._poll_now = asyncio.Event()
@@ -126,6 +127,8 @@ class Syncer:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.read_in_thread and self._reader is None:
+            self._reader = _ReadThread(self.client)
         self._tasks = [asyncio.create_task(self._linstor_loop(), name="linstor-poll"),
                        asyncio.create_task(self._kube_loop(), name="kube-view")]
         if self.use_events:
@@ -140,6 +143,7 @@ class Syncer:
         self._tasks = []
         if self._reader is not None:
             await asyncio.to_thread(self._reader.stop)
+            self._reader = None
 
     def kube_changed(self, *_: Any) -> None:
         """Informer callback (runs in informer threads): wake the Kubernetes rebuild."""
@@ -212,10 +216,15 @@ class Syncer:
                 self.metrics.poll_interval.set(wait)
             backoff = 1.0 if ok else min(backoff * 2, 60.0)
             self._poll_now.clear()
+            ended = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_now.wait(), timeout=wait)
-            if self._poll_now.is_set():  # a node event: poll now, but rest as long as the last sync took
-                await asyncio.sleep(self.sync_duration)
+            if self._poll_now.is_set():
+                # A node event: poll now, unless the last poll ended less than its own duration ago
+                # (a burst of events then keeps the sync to half a core, not a whole one).
+                rest = self.sync_duration - (time.monotonic() - ended)
+                if rest > 0:
+                    await asyncio.sleep(rest)
 
     async def _events_loop(self) -> None:
         """Node events make the next poll happen now: an OFFLINE satellite is seen in ~1 s."""

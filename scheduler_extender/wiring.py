@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import sys
 import time
@@ -91,7 +92,28 @@ def run_extender(args: argparse.Namespace) -> int:
             fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
             max_body=args.max_body_bytes, metrics=metrics,
         )
-    return serve_asgi(app, host=args.listen_address, port=args.port, log_level=args.log_level)
+    return serve_extender(app, args)
+
+
+def serve_extender(app: ExtenderApp, args: argparse.Namespace) -> int:
+    """The verbs on ``--listen-address:--port`` (loopback by default), health and metrics on
+    ``--metrics-address:--metrics-port``, until SIGTERM."""
+    if not is_loopback(args.listen_address):
+        log.warning("the verbs /filter, /prioritize and /explain listen on %s: every client that reaches "
+                    "it can ask (and learn where each claim's replicas are); kube-scheduler in the same pod "
+                    "needs only 127.0.0.1", args.listen_address)
+    return serve_asgi(app.verbs, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)
+
+
+def is_loopback(address: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: reachable from this network namespace only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _nodes_arg(text: str) -> list[str] | None:

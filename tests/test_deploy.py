@@ -141,6 +141,23 @@ def setting(c: dict[str, Any], flag: str) -> str:
     return env[var] if var in env else str(default)
 
 
+def network_ports(c: dict[str, Any]) -> set[int]:
+    """The ports our container serves on the pod network, from its flags: the extender's verbs are on
+    loopback (only its metrics port is out there), the webhook has /mutate and a metrics port."""
+    subcommand = c["args"][0]
+    if subcommand == "extender":
+        assert setting(c, "--listen-address") == "127.0.0.1"
+        return {int(setting(c, "--metrics-port"))}
+    if subcommand == "webhook":
+        return {int(setting(c, "--port")), int(setting(c, "--metrics-port"))}
+    return {int(setting(c, "--port"))}
+
+
+def probe_port(c: dict[str, Any]) -> int:
+    """Where kubelet finds /healthz and /readyz of our container."""
+    return int(setting(c, "--metrics-port" if c["args"][0] in ("extender", "webhook") else "--port"))
+
+
 def our_containers(objs: Any) -> list[dict[str, Any]]:
     return [c for _, spec in pod_specs(objs) for c in spec["containers"] if c["image"].startswith(OUR_IMAGE)]
 
@@ -152,8 +169,10 @@ def test_every_file_is_listed_and_every_listed_file_exists():
     listed: set[Path] = set()
     for kfile in DEPLOY.rglob("kustomization.yaml"):
         doc = kustomization(kfile.parent)
-        assert doc["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and doc["kind"] == "Kustomization"
-        entries = list(doc.get("resources") or []) + [p["path"] for p in doc.get("patches") or []]
+        assert (doc["apiVersion"], doc["kind"]) in {("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+                                                    ("kustomize.config.k8s.io/v1alpha1", "Component")}
+        entries = list(doc.get("resources") or []) + list(doc.get("components") or []) + [
+            p["path"] for p in doc.get("patches") or [] if "path" in p]
         entries += [f for g in doc.get("configMapGenerator") or [] for f in g.get("files") or []]
         for entry in entries:
             path = (kfile.parent / entry).resolve()
@@ -162,6 +181,8 @@ def test_every_file_is_listed_and_every_listed_file_exists():
                 assert (path / "kustomization.yaml").exists(), f"{entry} is not a kustomization"
             listed.add(path)
     for path in DEPLOY.rglob("*"):
+        if path == DEPLOY / "components":  # a folder of kustomize Components, each checked as a directory
+            continue
         if path.is_dir():
             assert (path / "kustomization.yaml").exists(), f"{path.relative_to(ROOT)} has no kustomization.yaml"
         elif path.name not in ("kustomization.yaml", "README.md"):
@@ -255,10 +276,8 @@ def test_service_monitors():
         for ep in m["spec"]["endpoints"]:
             assert set(ep) <= {"port", "path", "scheme", "interval", "tlsConfig"}
             assert ep["port"] in port_names and ep["path"] == "/metrics"
-    tls = find(monitors, "ServiceMonitor", "linstor-scheduler-webhook")["spec"]["endpoints"][0]["tlsConfig"]
-    webhook = container(objects(), "linstor-scheduler-webhook", "webhook")
-    assert tls["ca"]["secret"]["name"] == setting(webhook, "--tls-secret") and tls["ca"]["secret"]["key"] == "ca.crt"
-    assert tls["serverName"] == f"{setting(webhook, '--service-name')}.linstor-scheduler.svc"
+    for m in monitors:  # every /metrics is plain HTTP on a port named "metrics" (the NetworkPolicy opens that one)
+        assert [(ep["port"], ep.get("scheme", "http")) for ep in m["spec"]["endpoints"]] == [("metrics", "http")]
 
 
 # --- the scheduler configuration against the real extender ----------------------------------------
@@ -318,8 +337,8 @@ def test_scheduler_configuration(extender_http):
     assert url.scheme == "http" and url.hostname == "127.0.0.1" and url.path in ("", "/")
     sidecar = container(objects(), "linstor-scheduler", "extender")
     assert sidecar["args"][0] == "extender"
-    assert url.port == int(setting(sidecar, "--port"))
-    assert url.port in {p["containerPort"] for p in sidecar["ports"]}
+    assert url.port == int(setting(sidecar, "--port")) and url.hostname == setting(sidecar, "--listen-address")
+    assert url.port not in {p["containerPort"] for p in sidecar["ports"]}, "the verbs are not on the pod network"
     # nodeCacheCapable: kube-scheduler sends NodeNames only; the extender must answer in kind.
     r = http.post(f"/{ext['filterVerb']}", json={"Pod": k.pod("p", claims=["c-local"]), "NodeNames": ["w1", "w2"]})
     assert r.status_code == 200 and r.json()["Nodes"] is None and r.json()["NodeNames"] == ["w2"]
@@ -398,7 +417,7 @@ def test_containers_use_real_subcommands_flags_and_env_vars():
                 env.setenv(var, value or "from-the-downward-api")
             args = build_parser().parse_args([subcommand, *c["args"][1:]])
         assert args.command == subcommand
-        assert int(setting(c, "--port")) in {p["containerPort"] for p in c["ports"]}
+        assert network_ports(c) == {p["containerPort"] for p in c["ports"]}
 
 
 def test_probes_hit_real_routes():
@@ -413,9 +432,9 @@ def test_probes_hit_real_routes():
     from scheduler_extender.judge import Extender, StateHolder
 
     routes = {
-        "extender": get_routes(extender_app(Extender(StateHolder()))),
+        "extender": get_routes(extender_app(Extender(StateHolder())).ops),
         "webhook": get_routes(webhook_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)),
-                                          is_ready=bool)),
+                                          is_ready=bool).ops),
         "fencing": get_routes(fencing_app(types.SimpleNamespace(metrics=FencingMetrics()),
                                           types.SimpleNamespace(objects=dict))),
         "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
@@ -427,8 +446,8 @@ def test_probes_hit_real_routes():
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = c[probe]["httpGet"]
             assert get["path"] == path and path in routes[c["args"][0]]
-            assert ports.get(get["port"], get["port"]) == int(setting(c, "--port"))
-            assert get.get("scheme", "HTTP") == ("HTTPS" if c["args"][0] == "webhook" else "HTTP")
+            assert ports.get(get["port"], get["port"]) == probe_port(c)
+            assert get.get("scheme", "HTTP") == "HTTP"
 
 
 PRIVILEGED = {"linstor-scheduler-sync-node"}  # LVM on the host's block devices: the one exception
@@ -533,7 +552,7 @@ def test_webhook_configuration():
     from admission.review import Lookups, SchedulerNameMutator
 
     app = create_app(SchedulerNameMutator(Lookups(dict.get, dict.get, dict.get)), is_ready=bool)
-    assert ref["path"] in post_routes(app)
+    assert post_routes(app.mutate) == {ref["path"]} and not get_routes(app.mutate), "/mutate only there"
     assert setting(webhook, "--scheduler-name") == scheduler_config()["profiles"][0]["schedulerName"]
 
 
@@ -752,25 +771,35 @@ def test_the_linstor_connection_is_set_in_one_place():
         mount = next(m for m in c["volumeMounts"] if m["name"] == "linstor-tls")
         assert mount == {"name": "linstor-tls", "mountPath": TLS_MOUNT, "readOnly": True}
         volume = next(v for v in spec["volumes"] if v["name"] == "linstor-tls")
-        assert volume["secret"] == {"secretName": "linstor-scheduler-linstor-tls", "optional": True}
+        assert volume["secret"] == {"secretName": "linstor-scheduler-linstor-tls", "optional": True,
+                                    "defaultMode": 0o440}  # the key: the pod's group only
         assert setting(c, "--controllers") == config["data"]["LS_CONTROLLERS"]
     webhook = next(c for c in our_containers(objs) if c["args"][0] == "webhook")
     assert "envFrom" not in webhook  # it never talks to LINSTOR
 
 
-def test_the_tls_settings_once_uncommented_reach_every_component():
-    """The commented lines of linstor-connection.yaml are what an operator uncomments: each names a
-    real flag's variable of every component and a file in the mounted Secret."""
-    commented = dict(re.findall(r"^  # (LINSTOR_SCHEDULER_\w+): (\S+)$", LINSTOR_CONNECTION.read_text(), re.M))
-    assert commented == {f"LINSTOR_SCHEDULER_LINSTOR_{part}_FILE": f"{TLS_MOUNT}/{file}"
-                         for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"), ("KEY", "tls.key"))}
+def test_the_tls_components_settings_reach_every_component():
+    """HTTPS is switched on by components/linstor-tls alone, in the shared ConfigMap: each setting it
+    adds names a real flag's variable of every component and a file in the mounted Secret, and its
+    URL names the same controller as base/'s plain one (HTTPS port). base/ itself carries no TLS setting."""
+    base = yaml.safe_load(LINSTOR_CONNECTION.read_text())["data"]
+    assert set(base) == {"LS_CONTROLLERS"}
+    patch = yaml.safe_load((DEPLOY / "components" / "linstor-tls" / "linstor-connection.yaml").read_text())
+    assert patch["metadata"]["name"] == "linstor-scheduler-linstor"
+    tls = patch["data"]
+    assert {k: v for k, v in tls.items() if k != "LS_CONTROLLERS"} == {
+        f"LINSTOR_SCHEDULER_LINSTOR_{part}_FILE": f"{TLS_MOUNT}/{file}"
+        for part, file in (("CA", "ca.crt"), ("CERT", "tls.crt"), ("KEY", "tls.key"))}
+    plain, secure = urlparse(base["LS_CONTROLLERS"]), urlparse(tls["LS_CONTROLLERS"])
+    assert (secure.scheme, secure.hostname, secure.port) == ("linstor+ssl", plain.hostname, 3371)
     for _, c in linstor_containers(objects()):
         with pytest.MonkeyPatch.context() as env:
-            for var, value in {**env_of(c), **commented}.items():
+            for var, value in {**env_of(c), **tls}.items():
                 env.setenv(var, value or "from-the-downward-api")
             args = build_parser().parse_args(c["args"])
         assert (args.linstor_ca_file, args.linstor_cert_file, args.linstor_key_file) == (
             f"{TLS_MOUNT}/ca.crt", f"{TLS_MOUNT}/tls.crt", f"{TLS_MOUNT}/tls.key"), c["name"]
+        assert args.controllers == tls["LS_CONTROLLERS"]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)

@@ -148,3 +148,31 @@ def test_node_event_triggers_an_immediate_poll():
         await syncer.stop()
 
     asyncio.run(scenario())
+
+
+def test_poll_interval_is_never_below_a_few_times_the_sync_duration():
+    """A 5,000-node read takes seconds: a fixed short interval would repeat it back to back."""
+    syncer = Syncer(StateHolder(), FakeClient(), FakeCaches(), poll_interval=10, poll_min_factor=4,
+                    use_events=False)
+    assert syncer.next_poll_in() == 10
+    syncer.sync_duration = 6.0
+    assert syncer.next_poll_in() == 24
+    syncer.poll_min_factor = 0
+    assert syncer.next_poll_in() == 10
+
+
+def test_sync_duration_is_measured_and_the_wait_published():
+    from scheduler_extender.metrics import ExtenderMetrics
+
+    async def scenario():
+        metrics = ExtenderMetrics()
+        syncer = Syncer(StateHolder(), FakeClient(), FakeCaches(), poll_interval=3600, use_events=False,
+                        metrics=metrics)
+        await syncer.start()
+        try:
+            await until(lambda: metrics.registry.get_sample_value("linstor_scheduler_poll_interval_seconds") == 3600)
+            assert syncer.sync_duration > 0
+        finally:
+            await syncer.stop()
+
+    asyncio.run(scenario())

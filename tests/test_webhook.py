@@ -7,9 +7,11 @@ client trusts only the CA the webhook made and published into the MutatingWebhoo
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import ssl
 import uuid
+import warnings
 from typing import Any
 
 import httpx
@@ -26,7 +28,7 @@ from devkit import kube_objects as k
 from devkit.kube_standin import KubeStandin, json_patch
 from linstor_scheduler.httpserver import ServerThread
 
-from .waiting import stop_child, wait_for
+from .waiting import free_ports, stop_child, wait_for
 
 NS = "linstor-scheduler"
 CONFIG = "linstor-scheduler"
@@ -298,12 +300,11 @@ def test_generated_certificate_names_and_lifetime():
         "a certificate within the renewal margin of its end must be replaced"
 
 
-def test_the_webhook_subcommand_end_to_end(tmp_path):
+def test_the_webhook_subcommand_end_to_end(tmp_path, tls11_possible):
     """``linstor-scheduler webhook`` as deploy/ runs it: env vars only, self-signed via the Secret,
     caBundle published, certificate files in $TMPDIR, answering over HTTPS."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
 
@@ -311,12 +312,12 @@ def test_the_webhook_subcommand_end_to_end(tmp_path):
     ks.add(k.storage_class("linstor-r2"))
     ks.add(k.pvc("data", namespace="apps", storage_class="linstor-r2"))
     ks.add(webhook_configuration())
-    with socket.socket() as probe:  # a free port for the child (uvicorn.run cannot report port 0)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port, metrics_port = free_ports(2)
     with ks.serve() as kube:
         env = {**os.environ, "LINSTOR_SCHEDULER_KUBE_API_URL": kube.url, "POD_NAMESPACE": NS,
                "LINSTOR_SCHEDULER_PORT": str(port), "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
+               "LINSTOR_SCHEDULER_METRICS_PORT": str(metrics_port),
+               "LINSTOR_SCHEDULER_METRICS_ADDRESS": "127.0.0.1",
                "LINSTOR_SCHEDULER_CA_BUNDLE_INTERVAL": "0.2", "TMPDIR": str(tmp_path)}
         child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "webhook"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -334,22 +335,134 @@ def test_the_webhook_subcommand_end_to_end(tmp_path):
                 # The certificate names the Service, as the API server calls it; we connect to loopback.
                 sni = {"sni_hostname": f"linstor-scheduler-webhook.{NS}.svc"}
 
-                def ready() -> bool:
+                def ready() -> bool:  # kubelet's probe: plain HTTP on the metrics port
                     try:
-                        return client.get("/readyz", extensions=sni).status_code == 200
+                        return httpx.get(f"http://127.0.0.1:{metrics_port}/readyz").status_code == 200
                     except httpx.TransportError:
                         return False
 
-                wait_for(ready, timeout=20, what="webhook ready over HTTPS")
+                wait_for(ready, timeout=20, what="webhook ready")
                 resp = client.post("/mutate", extensions=sni, json=review(
                     as_created(k.pod("db", namespace="apps", claims=["data"])), namespace="apps"))
+                # The API server's port answers /mutate and nothing else.
+                others = [client.request(m, path, extensions=sni).status_code for m, path in (
+                    ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/docs"),
+                    ("POST", "/filter"), ("GET", "/"), ("POST", "/mutate/x"))]
+                assert others == [404] * len(others)
+                assert client.get("/mutate", extensions=sni).status_code == 405
+                assert_tls_below_1_2_refused("127.0.0.1", port, tls11_possible)
             assert resp.json()["response"]["patchType"] == "JSONPatch"
+            # ... and the metrics port has no /mutate: Prometheus cannot post reviews.
+            assert httpx.post(f"http://127.0.0.1:{metrics_port}/mutate", json={}).status_code == 404
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert 'linstor_scheduler_webhook_reviews_total{outcome="mutated"} 1.0' in text
             assert any(p.name.startswith("webhook-tls-") for p in tmp_path.iterdir()), "files go to $TMPDIR"
         finally:
             stop_child(child)
     output = child.stdout.read().decode()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15 is a clean stop.
     assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+
+
+def tls11_client_context() -> ssl.SSLContext:
+    """A client that offers TLS 1.1 only (security level 0: OpenSSL 3 refuses TLS 1.1 above it)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # deprecated: which is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    return ctx
+
+
+def handshake(host: str, port: int, ctx: ssl.SSLContext) -> str | None:
+    """The protocol version negotiated with ``host:port``, or None when the handshake is refused."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                return tls.version()
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+@pytest.fixture(scope="module")
+def tls11_possible(tmp_path_factory):
+    """Whether this machine's OpenSSL can speak TLS 1.1 at all: a server that allows it, asked by the
+    TLS 1.1 client. Without it, a refused handshake would prove nothing about our floor."""
+    import socket
+    import threading
+
+    bundle = generate_bundle(["127.0.0.1"])
+    _, cert, key = bundle.write(tmp_path_factory.mktemp("tls11"))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    try:
+        server_ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            server_ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+    except (ssl.SSLError, ValueError):
+        return False
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with contextlib.suppress(ssl.SSLError, OSError), server_ctx.wrap_socket(conn, server_side=True):
+                pass
+            conn.close()
+
+        worker = threading.Thread(target=accept, daemon=True)
+        worker.start()
+        try:
+            version = handshake("127.0.0.1", listener.getsockname()[1], tls11_client_context())
+        except (ssl.SSLError, OSError):
+            version = None
+        worker.join(5)
+    return version == "TLSv1.1"
+
+
+def assert_tls_below_1_2_refused(host: str, port: int, tls11_possible: bool) -> None:
+    if tls11_possible:
+        assert handshake(host, port, tls11_client_context()) is None, "a TLS 1.1 handshake was accepted"
+    modern = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    modern.check_hostname, modern.verify_mode = False, ssl.CERT_NONE
+    modern.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert handshake(host, port, modern) in ("TLSv1.2", "TLSv1.3")
+
+
+def test_our_tls_floor_holds_whatever_context_uvicorn_makes(tmp_path, monkeypatch):
+    """Python 3.10+ starts server contexts at TLS 1.2 itself; ``loaded_config`` (what the webhook's
+    CLI serves with) does not rely on that: a context that uvicorn made allowing TLS 1.0 (an older
+    Python, a changed default, an ``ssl_version`` option) is raised to TLS 1.2."""
+    import uvicorn.config
+
+    from linstor_scheduler.httpserver import loaded_config
+
+    made = uvicorn.config.create_ssl_context
+
+    def permissive(*args, **kwargs):
+        ctx = made(*args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+        return ctx
+
+    monkeypatch.setattr(uvicorn.config, "create_ssl_context", permissive)
+    _, cert, key = generate_bundle(["127.0.0.1"]).write(tmp_path)
+    config = loaded_config(None, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert loaded_config(None).ssl is None  # plain HTTP stays plain
+
+
+def test_tls_before_1_2_is_refused(cluster, tls11_possible):
+    """A TLS 1.1 handshake with the webhook's server, tried for real where this OpenSSL can speak TLS 1.1."""
+    host, port = cluster["url"].removeprefix("https://").rsplit(":", 1)
+    assert_tls_below_1_2_refused(host, int(port), tls11_possible)
+    if not tls11_possible:
+        pytest.skip("this OpenSSL cannot speak TLS 1.1 at all: only TLS 1.2+ handshakes were checked")
+
 
 
 def test_every_webhook_metric_is_documented():

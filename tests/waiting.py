@@ -1,8 +1,10 @@
-"""Waiting on conditions, never on sleeps: poll a predicate until it holds or a bound passes."""
+"""Waiting on conditions, never on sleeps: poll a predicate until it holds or a bound passes; the
+child processes of tests that run a subcommand as deploy/ does."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -26,3 +28,16 @@ def stop_child(child: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait(5)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on every address, for a child process (uvicorn.run cannot report a
+    port 0 back). Another process could take one in between: unlikely enough on a test machine."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("0.0.0.0", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
