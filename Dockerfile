@@ -8,6 +8,7 @@ COPY scheduler_extender ./scheduler_extender
 COPY storage_sync ./storage_sync
 COPY fencing ./fencing
 COPY admission ./admission
+COPY locality ./locality
 # devkit (test doubles, demo) stays out of the image (.dockerignore too): no `demo` subcommand there.
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -9,6 +9,7 @@ Objects are plain dicts; mutations from test threads wake watchers on the server
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import datetime as dt
@@ -364,13 +365,29 @@ class KubeStandin(HttpDouble):
             return status(405, "MethodNotAllowed", method)
 
         def list_(plural: str, kind: str, api_version: str, ns: str | None, params: Any) -> Response:
+            """A list, paginated as the API server does with ``limit``/``continue``: items in key order
+            (namespace, name), ``metadata.continue`` while more remain. The token carries the last key;
+            unlike etcd's snapshot, later pages see changes made meanwhile (enough for our clients)."""
             with ks._lock:
-                items = [o for (p, o_ns, _), o in ks._objects.items()
-                         if p == plural and (ns is None or o_ns == ns)
-                         and label_matches(params.get("labelSelector"), (o["metadata"].get("labels") or {}))
-                         and field_matches(params.get("fieldSelector"), o)]
-                return ok({"kind": f"{kind}List", "apiVersion": api_version,
-                           "metadata": {"resourceVersion": str(ks._rv)}, "items": items})
+                keyed = sorted(((o_ns or "", name), o) for (p, o_ns, name), o in ks._objects.items()
+                               if p == plural and (ns is None or o_ns == ns)
+                               and label_matches(params.get("labelSelector"), (o["metadata"].get("labels") or {}))
+                               and field_matches(params.get("fieldSelector"), o))
+                meta: dict[str, Any] = {"resourceVersion": str(ks._rv)}
+            token = params.get("continue")
+            if token:
+                try:
+                    after = tuple(orjson.loads(base64.urlsafe_b64decode(token)))
+                except (ValueError, TypeError):
+                    return status(400, "BadRequest", f"continue token {token!r} is not valid")
+                keyed = [(key, o) for key, o in keyed if key > after]
+            limit = int(params.get("limit") or 0)
+            if 0 < limit < len(keyed):
+                meta["continue"] = base64.urlsafe_b64encode(orjson.dumps(list(keyed[limit - 1][0]))).decode()
+                meta["remainingItemCount"] = len(keyed) - limit
+                keyed = keyed[:limit]
+            return ok({"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta,
+                       "items": [o for _, o in keyed]})
 
         async def body_of(request: Request) -> Any:
             raw = await request.body()

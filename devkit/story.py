@@ -11,7 +11,10 @@ nodes; every component of ours runs against them over HTTP, exactly as in a clus
 3. that node loses its storage; ``fencing`` removes the pod, then its VolumeAttachment, after the
    grace period (on a fast-forwarded clock: the story does not wait 30 s);
 4. the StatefulSet controller's part: the pod comes back, and the extender places it next to the
-   surviving replica.
+   surviving replica;
+5. locality all along: ``linstor-scheduler locality`` before the failure (local), during it (the
+   pod's node is gone: not local), after the fail-over (local again), and ``linstor-scheduler drill``
+   run before the failure, whose prediction (remove the pod, where it goes) the story checks.
 
 ``tests/test_story.py`` runs the same story and checks each step's outcome.
 """
@@ -53,6 +56,9 @@ class StoryResult:
     second_node: str = ""
     seconds_to_failover: float = 0.0  # fake-clock seconds from the fault to the pod's deletion
     bound_generation: int = 0  # the extender's first state generation that knew the claim's binding
+    locality: list[tuple[str, int, int]] = field(default_factory=list)  # (moment, local pods, pods)
+    drill: dict[str, Any] = field(default_factory=dict)  # the drill of the first node's failure, run before it
+    next_drill: dict[str, Any] = field(default_factory=dict)  # the drill of the next failure, at the end
 
 
 class Story:
@@ -120,9 +126,22 @@ def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> Sto
         http = stack.enter_context(httpx.Client(base_url=extender.url, timeout=10))
         story.say(f"the extender serves kube-scheduler's profile `linstor` on {extender.url}")
         pod = _place(story, result, emu, ks, http)
-        _fence(story, result, loop, client, api, emu, ks)
-        _replace(story, result, ks, http, pod)
-        _epilogue(story, extender.url, pod, serve)
+        look = _Locality(story, result, loop, lsrv.url, api)
+        look.report("before any failure")
+        look.rehearse(result.first_node, "the next failure", into="drill")
+        _fence(story, result, loop, client, api, emu, ks, during=lambda: look.report("during the failure"))
+        _replace(story, result, emu, ks, http, pod)
+        # the request body lives while the demo does (removed when it ends)
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-"))
+        _epilogue(story, extender.url, pod, folder)
+        story.step("Locality after the fail-over, and a rehearsal of the next failure")
+        look.report("after the fail-over", table=True)
+        predicted = (result.drill.get("pods") or [{}])[0].get("to") or ["?"]
+        story.say(f"the drill run before the failure said db-0 would go to {predicted[0]}; it went to "
+                  f"{result.second_node or '(not rescheduled)'}")
+        if result.second_node:
+            look.rehearse(result.second_node, "the next failure", into="next_drill")
+        _serve_or_stop(story, serve)
     return result
 
 
@@ -233,8 +252,43 @@ def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStan
     return pod
 
 
+class _Locality:
+    """``linstor-scheduler locality`` and ``drill`` as an operator runs them: one live read of LINSTOR
+    and Kubernetes (the snapshot path), the same report and drill code as the CLI."""
+
+    def __init__(self, story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, url: str, api: Any):
+        self.story, self.result, self.loop, self.url, self.api = story, result, loop, url, api
+
+    def _document(self) -> dict[str, Any]:
+        from scheduler_extender.capture import capture
+
+        return self.loop.run_until_complete(capture(LinstorClient(self.url), self.api, scheduler_name=None))
+
+    def report(self, moment: str, *, table: bool = False) -> None:
+        from locality.report import render_summary, render_table, report_from_doc
+
+        report = report_from_doc(self._document())
+        summary = report["summary"]
+        self.result.locality.append((moment, summary["local"], summary["pods"]))
+        self.story.say(f"`linstor-scheduler locality` {moment}: {render_summary(report)}")
+        lines = render_table(report, show_all=True).splitlines()[1:] if table else [
+            f"{p['pod']} on {p['node']}: {p['volumes'][0]['locality']} ({p['volumes'][0]['detail']})"
+            for p in report["pods"] if not p["local"]]
+        for line in lines:
+            self.story.say("  " + line)
+
+    def rehearse(self, node: str, what: str, *, into: str) -> None:
+        from locality.drill import drill, render_table
+
+        result = drill(self._document(), [node])
+        setattr(self.result, into, result)
+        self.story.say(f"`linstor-scheduler drill --fail-node {node}` rehearses {what}:")
+        for line in render_table(result).splitlines():
+            self.story.say("  " + line)
+
+
 def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, client: LinstorClient, api: Any,
-           emu: LinstorEmulator, ks: KubeStandin) -> None:
+           emu: LinstorEmulator, ks: KubeStandin, during: Any = None) -> None:
     from fencing.actions import KubeActions
     from fencing.controller import FencingController, Settings
     from fencing.kubeview import ListedKube
@@ -251,6 +305,8 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
     loop.run_until_complete(fencer.run_once())  # a healthy pass first: the controller has seen it all before
     emu.power_off(node)  # the reachability matrix: satellite OFFLINE, every DRBD peer loses it
     ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
+    if during is not None:
+        during()
     fault_at = clock.now
     deleted_at = None
     while clock.now - fault_at <= settings.grace_period + 3 * settings.poll_interval:
@@ -269,7 +325,8 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
             story.say(f"Event on pod db-0: {event['type']} {event['reason']}: {event['message']}")
 
 
-def _replace(story: Story, result: StoryResult, ks: KubeStandin, http: httpx.Client, old: dict[str, Any]) -> None:
+def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStandin, http: httpx.Client,
+             old: dict[str, Any]) -> None:
     story.step("The StatefulSet controller recreates db-0; the extender places it next to the surviving replica")
     if ks.get("Pod", "db-0", "default") is not None:
         story.say("db-0 was not removed: nothing to reschedule")
@@ -280,19 +337,25 @@ def _replace(story: Story, result: StoryResult, ks: KubeStandin, http: httpx.Cli
     _wait_for_state(http, pod, lambda rows: any(r["node"] == lost and r["verdict"] == "fail" for r in rows),
                     "the extender to see the lost node", since=result.bound_generation)
     result.second_node = _ask_scheduler(http, pod, list(NODES), story)
+    # kubelet's and DRBD's part: the pod runs there and its replica there becomes Primary
+    ks.patch("Pod", "db-0", {"spec": {"nodeName": result.second_node}, "status": {"phase": "Running"}}, "default")
+    emu.set_in_use("pvc-3f1e9c2a", result.second_node, True)
+    story.say(f"kubelet: db-0 runs on {result.second_node}; its replica there is Primary")
 
 
-def _epilogue(story: Story, url: str, pod: dict[str, Any], serve: bool) -> None:
+def _epilogue(story: Story, url: str, pod: dict[str, Any], folder: str) -> None:
     story.step("Ask the running extender yourself")
-    with tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-") as folder:  # removed when the demo ends
-        body = Path(folder) / "db-0.json"
-        body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
-        story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/filter")
-        story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/prioritize")
-        story.say(f"curl -s {url}/readyz ; curl -s {url}/metrics | grep linstor_scheduler")
-        if serve:
-            story.say("serving until Ctrl-C")
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-    if not serve:
+    body = Path(folder) / "db-0.json"
+    body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
+    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/filter")
+    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/prioritize")
+    story.say(f"curl -s {url}/readyz ; curl -s {url}/metrics | grep linstor_scheduler")
+
+
+def _serve_or_stop(story: Story, serve: bool) -> None:
+    if serve:
+        story.say("serving until Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    else:
         story.say("(`make demo` stops here; `linstor-scheduler demo --serve` keeps it running)")

@@ -42,6 +42,8 @@ from .guards import (
     StaleDataGuard,
     StormGuard,
     apply,
+    lost_storage_nodes,
+    storm_sentence,
 )
 from .kubeview import KubeView
 from .metrics import FencingMetrics
@@ -324,16 +326,11 @@ class FencingController:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""
         assert self.view is not None
         population, diskless = storage_nodes(self.view)
-        lost = {n for n in population if n in nodes and nodes[n].linstor_status is not None and not nodes[n].online}
-        lost |= {node for _, node in found} & population
+        lost = lost_storage_nodes(population, nodes, found=found)
         self.metrics.lost_nodes.set(len(lost))
-        storm = len(lost) >= 2 and len(lost) > self.settings.storm_share * len(population)
+        storm = storm_sentence(population, diskless, lost, self.settings.storm_share)
         self.metrics.storm_active.set(1 if storm else 0)
-        if not storm:
-            return None
-        return (f"storm breaker: {len(lost)} of {len(population)} storage nodes look lost at once "
-                f"({', '.join(sorted(lost))}; {len(diskless)} diskless-only satellites not counted); "
-                f"the limit is more than {self.settings.storm_share:.0%}")
+        return storm
 
     # --- right before each write -----------------------------------------------------------------
     def _write_refused(self) -> str | None:

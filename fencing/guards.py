@@ -8,11 +8,11 @@ a follower does not even judge, and the Lease is re-checked before each write (c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .verdict import FENCE, HEALTHY, WAITING, PodDecision
+from .verdict import FENCE, HEALTHY, WAITING, NodeState, PodDecision, ResourceState, storage_proof
 
 STALE_DATA = "StaleData"
 STORM = "StormBreaker"
@@ -54,6 +54,31 @@ class StaleDataGuard:
         if ctx.stale and decision.verdict != HEALTHY:
             return Refusal(STALE_DATA, f"no action on stale data: {ctx.stale}")
         return None
+
+
+def lost_storage_nodes(population: set[str], nodes: Mapping[str, NodeState],
+                       resources: Mapping[str, ResourceState] | None = None, *,
+                       found: Iterable[tuple[str, str]] | None = None) -> set[str]:
+    """The storage nodes lost by either witness: satellite not ONLINE, or a replica's storage proof.
+    ``found`` is the pass's (resource, node) faults when already computed (``observe.faults``, once
+    per read at scale); without it the proofs are taken from ``resources`` here (the drill)."""
+    lost = {n for n in population if n in nodes and nodes[n].linstor_status is not None and not nodes[n].online}
+    if found is not None:
+        return lost | ({node for _, node in found} & population)
+    for res in (resources or {}).values():
+        lost |= {node for node in res.replicas if node in population and storage_proof(res, node, nodes)}
+    return lost
+
+
+def storm_sentence(population: set[str], diskless: set[str], lost: set[str], share: float) -> str | None:
+    """The storm breaker's rule: more than ``share`` of the storage nodes (and at least two) lost at
+    once; its sentence while it holds, else None. Pure: the controller and ``linstor-scheduler drill``
+    both call it."""
+    if not (len(lost) >= 2 and len(lost) > share * len(population)):
+        return None
+    return (f"storm breaker: {len(lost)} of {len(population)} storage nodes look lost at once "
+            f"({', '.join(sorted(lost))}; {len(diskless)} diskless-only satellites not counted); "
+            f"the limit is more than {share:.0%}")
 
 
 class StormGuard:

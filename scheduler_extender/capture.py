@@ -26,7 +26,7 @@ def _slim(item: dict[str, Any], kind: str, api_version: str) -> dict[str, Any]:
 
 
 def kube_snapshot_items(api: k8s.ApiClient, *, pod: str | None = None,
-                        scheduler_name: str = "linstor") -> list[dict[str, Any]]:
+                        scheduler_name: str | None = "linstor") -> list[dict[str, Any]]:
     core = k8s.CoreV1Api(api)
     storage = k8s.StorageV1Api(api)
     items: list[dict[str, Any]] = []
@@ -42,20 +42,25 @@ def kube_snapshot_items(api: k8s.ApiClient, *, pod: str | None = None,
         raw = _raw(core.read_namespaced_pod(name, namespace or "default", _preload_content=False))
         items.append(_slim(raw, "Pod", "v1"))
     else:
-        pods = core.list_pod_for_all_namespaces(field_selector=f"spec.schedulerName={scheduler_name}",
-                                                _preload_content=False)
+        selector = {"field_selector": f"spec.schedulerName={scheduler_name}"} if scheduler_name else {}
+        pods = core.list_pod_for_all_namespaces(_preload_content=False, **selector)
         items += [_slim(i, "Pod", "v1") for i in _raw(pods)["items"]]
     return items
 
 
 async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None = None,
-                  scheduler_name: str = "linstor") -> dict[str, Any]:
+                  scheduler_name: str | None = "linstor") -> dict[str, Any]:
     """One read of everything the extender indexes, as a snapshot document; ``pod`` adds that pod,
-    else the pods with ``scheduler_name``. Closes ``client``."""
+    else the pods with ``scheduler_name`` (None: every pod). The resource definitions, groups and
+    controller properties carry the quorum policies (inherited in that order) the drill needs.
+    Closes ``client``."""
     try:
         nodes = await client.get_nodes()
         pools = await client.get_storage_pools()
         resources = await client.get_resources()
+        definitions = await client.get_resource_definitions()
+        groups = await client.get_resource_groups()
+        controller_props = await client.get_controller_properties()
     finally:
         await client.aclose()
     items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod, scheduler_name=scheduler_name)
@@ -63,5 +68,7 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
     def dump(models: list[Any]) -> list[dict[str, Any]]:
         return [m.model_dump(mode="json", exclude_none=True) for m in models]
 
-    return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources)},
+    return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources),
+                        "resource_definitions": dump(definitions), "resource_groups": dump(groups),
+                        "controller_properties": controller_props},
             "kubernetes": {"items": items}}

@@ -8,6 +8,11 @@ write one by hand or from ``curl``/``kubectl`` output::
       nodes: [...]          # items exactly as GET /v1/nodes returns them
       resources: [...]      # items exactly as GET /v1/view/resources returns them
       storage_pools: [...]  # items exactly as GET /v1/view/storage-pools returns them
+      resource_definitions: [...]  # optional: items exactly as GET /v1/resource-definitions returns them
+      resource_groups: [...]       # optional: GET /v1/resource-groups
+      controller_properties: {}    # optional: GET /v1/controller/properties
+                                   # (props inherited controller < group < definition: the quorum policy
+                                   # the drill judges; without definitions the drill says it is unknown)
     kubernetes:
       items: [...]          # Node, PersistentVolumeClaim, PersistentVolume, StorageClass, Pod objects
 
@@ -40,8 +45,10 @@ class SnapshotError(ValueError):
     pass
 
 
-SECTIONS: dict[str, tuple[str, ...]] = {"linstor": ("nodes", "storage_pools", "resources"),
+SECTIONS: dict[str, tuple[str, ...]] = {"linstor": ("nodes", "storage_pools", "resources", "resource_definitions",
+                                                     "resource_groups", "controller_properties"),
                                          "kubernetes": ("items",)}
+MAPPINGS = frozenset({"controller_properties"})  # a key whose value is a mapping (as the REST API answers it)
 
 
 @dataclass
@@ -53,9 +60,29 @@ class Snapshot:
     resources: ResourceIndexer = field(default_factory=ResourceIndexer)
     resource_items: int = 0
     kube_items: list[dict[str, Any]] = field(default_factory=list)
+    # Read by the drill (locality/drill.py) only: the quorum policies and, with keep_raw, the resource
+    # items as the REST API returned them (the index above keeps only what scoring needs).
+    definitions: list[dict[str, Any]] | None = None  # None: the snapshot has no resource_definitions
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    controller_props: dict[str, str] = field(default_factory=dict)
+    keep_raw: bool = False
+    raw_resources: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, section: str, key: str, i: int, item: Any) -> None:
         where = f"{section}.{key}[{i}]"
+        if key in ("resource_definitions", "resource_groups"):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise SnapshotError(f"{where}: expected a {key[:-1].replace('_', ' ')} with a name, got {_show(item)}")
+            if key == "resource_groups":
+                self.groups.append(item)
+            else:
+                self.definitions = [*(self.definitions or []), item]
+            return
+        if key == "controller_properties":
+            if not isinstance(item, Mapping) or not all(isinstance(v, str) for v in item.values()):
+                raise SnapshotError(f"{section}.{key}: expected a mapping of strings, got {_show(item)}")
+            self.controller_props = {str(k): v for k, v in item.items()}
+            return
         if section == "kubernetes":
             self.kube_items.append(check_kube_item(where, item))
         elif key == "nodes":
@@ -67,6 +94,8 @@ class Snapshot:
             self.resources.add((_model(Resource, where, item,
                                        lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}"),))
             self.resource_items += 1
+            if self.keep_raw:
+                self.raw_resources.append(item)
 
     def check_not_empty(self, source: str) -> None:
         if not self.nodes and not self.resource_items and not self.kube_items:
@@ -74,9 +103,9 @@ class Snapshot:
                                 "objects); write one with `linstor-scheduler snapshot`")
 
 
-def read_snapshot(path: str | Path) -> Snapshot:
+def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
     """Stream a YAML or JSON snapshot file into a checked ``Snapshot``."""
-    snap = Snapshot()
+    snap = Snapshot(keep_raw=keep_raw)
     try:
         with open(path, "rb") as f:
             is_json = _first_byte(f) in (b"{", b"[")
@@ -93,11 +122,11 @@ def read_snapshot(path: str | Path) -> Snapshot:
     return snap
 
 
-def snapshot_of(doc: Mapping[str, Any] | Snapshot) -> Snapshot:
+def snapshot_of(doc: Mapping[str, Any] | Snapshot, *, keep_raw: bool = False) -> Snapshot:
     """The same checks for a snapshot already in memory (the demo, tests, ``explain`` on a live read)."""
     if isinstance(doc, Snapshot):
         return doc
-    snap = Snapshot()
+    snap = Snapshot(keep_raw=keep_raw)
     if not isinstance(doc, Mapping):
         raise SnapshotError(f"snapshot: {_MAPPING_NEEDED}")
     for section, value in doc.items():
@@ -109,6 +138,9 @@ def snapshot_of(doc: Mapping[str, Any] | Snapshot) -> Snapshot:
         for key, items in value.items():
             _known(key, dict.fromkeys(keys), f"{section}.")
             if items is None:
+                continue
+            if key in MAPPINGS:
+                snap.add(section, key, 0, items)
                 continue
             if not isinstance(items, list):
                 raise SnapshotError(f"{section}.{key}: expected a list, got {_show(items)}")
@@ -288,6 +320,9 @@ def _walk(events: Iterator[Event]) -> Iterator[tuple[str, str, int, Any]]:
             _known(key, dict.fromkeys(keys), f"{section}.")
             start, value = next(events)
             if value is None and start not in _OPEN:
+                continue
+            if key in MAPPINGS and start == "start_map":
+                yield section, key, 0, _build((start, value), events)
                 continue
             if start != "start_array":
                 raise SnapshotError(f"{section}.{key}: expected a list, got {_show(_build((start, value), events))}")

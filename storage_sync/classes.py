@@ -42,6 +42,45 @@ DEFAULT_REPLICATED_PARAMETERS: dict[str, str] = {
 
 IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE = "in-sync", "create", "recreate", "conflict", "pool-gone"
 
+# LINSTOR's own locality keeper (REST API property list, rest_v1_openapi.yaml): a resource that has
+# been a diskless Primary for ``auto-diskful`` minutes gets a disk on that node (toggle-disk), and
+# with ``auto-diskful-allow-cleanup`` (LINSTOR's controller default: True) the surplus diskful
+# replica is removed once the resync finished. linstor-csi turns ``property.linstor.csi.linbit.com/<key>``
+# parameters into LINSTOR properties of the volume's objects (its README: "override LINSTOR properties").
+AUTO_DISKFUL = PROP + "DrbdOptions/auto-diskful"
+AUTO_DISKFUL_CLEANUP = PROP + "DrbdOptions/auto-diskful-allow-cleanup"
+
+
+@dataclass(frozen=True)
+class AutoDiskful:
+    """``autoDiskful`` of the class config: off unless ``after_minutes`` is set."""
+
+    after_minutes: int | None = None
+    allow_cleanup: bool = True
+
+    @classmethod
+    def from_mapping(cls, doc: Any) -> AutoDiskful:
+        if doc is None:
+            return cls()
+        if not isinstance(doc, Mapping):
+            raise ValueError("autoDiskful must be a mapping with afterMinutes and allowCleanup")
+        unknown = set(doc) - {"afterMinutes", "allowCleanup"}
+        if unknown:
+            raise ValueError(f"unknown keys in autoDiskful: {', '.join(sorted(unknown))} "
+                             "(known: afterMinutes, allowCleanup)")
+        minutes = doc.get("afterMinutes")
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1):
+            raise ValueError("autoDiskful.afterMinutes must be a whole number of minutes, 1 or more")
+        cleanup = doc.get("allowCleanup", True)
+        if not isinstance(cleanup, bool):
+            raise ValueError("autoDiskful.allowCleanup must be true or false")
+        return cls(minutes, cleanup)
+
+    def parameters(self) -> dict[str, str]:
+        if self.after_minutes is None:
+            return {}
+        return {AUTO_DISKFUL: str(self.after_minutes), AUTO_DISKFUL_CLEANUP: "True" if self.allow_cleanup else "False"}
+
 
 @dataclass(frozen=True)
 class ClassConfig:
@@ -51,12 +90,13 @@ class ClassConfig:
     volume_binding_mode: str = "WaitForFirstConsumer"
     allow_volume_expansion: bool = True
     max_replicas: int = 3
+    auto_diskful: AutoDiskful = field(default_factory=AutoDiskful)
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> ClassConfig:
         """The config file's keys (camelCase, as in a StorageClass); unknown keys are an error."""
         known = {"parameters", "replicatedParameters", "reclaimPolicy", "volumeBindingMode",
-                 "allowVolumeExpansion", "maxReplicas"}
+                 "allowVolumeExpansion", "maxReplicas", "autoDiskful"}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown keys in the class config: {', '.join(sorted(unknown))} "
@@ -79,7 +119,8 @@ class ClassConfig:
         return cls(strings("parameters", base.parameters), strings("replicatedParameters", base.replicated_parameters),
                    doc.get("reclaimPolicy", base.reclaim_policy),
                    doc.get("volumeBindingMode", base.volume_binding_mode),
-                   bool(doc.get("allowVolumeExpansion", base.allow_volume_expansion)), replicas)
+                   bool(doc.get("allowVolumeExpansion", base.allow_volume_expansion)), replicas,
+                   AutoDiskful.from_mapping(doc.get("autoDiskful")))
 
 
 def class_name(pool: str, replicas: int) -> str:
@@ -99,6 +140,7 @@ def desired_class(pool: str, replicas: int, config: ClassConfig) -> dict[str, An
     params = {**config.parameters, P + "storagePool": pool, P + "placementCount": str(replicas)}
     if replicas >= 2:
         params.update(config.replicated_parameters)
+    params.update(config.auto_diskful.parameters())  # every class: a pod on a diskless node gets its data
     return {
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": class_name(pool, replicas), "labels": {MANAGED_BY: MANAGER},

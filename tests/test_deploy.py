@@ -41,7 +41,9 @@ DEPLOY = ROOT / "deploy"
 OUR_IMAGE = "ghcr.io/linstor-scheduler/linstor-scheduler"
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
 MIN_VERSION = (1, 25)  # kubescheduler.config.k8s.io/v1 is GA from 1.25
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no schema bundled: checked below
+# No schema bundled with kubernetes-validate: ServiceMonitors are checked below, the PrometheusRule
+# against its CRD's schema in test_monitoring.py.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 NON_FLAG_ENV = {"TMPDIR", "POD_NAME", "LVM_SYSTEM_DIR"}  # tempfile; Lease identity (kube/lease.py); the LVM tools
 ENTRY_POINTS = ("", "legacy-policy", "monitoring")
 
@@ -171,6 +173,7 @@ def test_every_file_is_listed_and_every_listed_file_exists():
                                                     ("kustomize.config.k8s.io/v1alpha1", "Component")}
         entries = list(doc.get("resources") or []) + list(doc.get("components") or []) + [
             p["path"] for p in doc.get("patches") or [] if "path" in p]
+        entries += [f for g in doc.get("configMapGenerator") or [] for f in g.get("files") or []]
         for entry in entries:
             path = (kfile.parent / entry).resolve()
             assert path.exists(), f"{kfile.relative_to(ROOT)} lists {entry}, which does not exist"
@@ -262,7 +265,7 @@ def test_service_monitors():
     monitors = [o for o in objects() if o["kind"] == "ServiceMonitor"]
     services = [o for o in objects() if o["kind"] == "Service"]
     assert {m["metadata"]["name"] for m in monitors} == {f"linstor-scheduler-{c}" for c in (
-        "extender", "webhook", "fencing", "sync-node", "sync-classes")}
+        "extender", "webhook", "fencing", "sync-node", "sync-classes", "locality")}
     for m in monitors:
         assert m["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(m["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
@@ -399,7 +402,8 @@ def test_legacy_overlay_runs_the_policy():
 
 def test_containers_use_real_subcommands_flags_and_env_vars():
     containers = our_containers(objects())
-    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes"}
+    assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
+                                                 "locality-exporter"}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -435,6 +439,7 @@ def test_probes_hit_real_routes():
                                           types.SimpleNamespace(objects=dict))),
         "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "sync-classes": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
+        "locality-exporter": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -754,7 +759,8 @@ def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]
 def test_the_linstor_connection_is_set_in_one_place():
     objs = objects()
     found = linstor_containers(objs)
-    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "sync-classes", "sync-node"]
+    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "locality-exporter", "sync-classes",
+                                                      "sync-node"]
     config = find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert config["data"]["LS_CONTROLLERS"] == "http://linstor-controller.piraeus-datastore.svc:3370"
     for spec, c in found:
@@ -800,4 +806,4 @@ def test_the_tls_components_settings_reach_every_component():
 def test_every_rendered_entry_point_carries_the_connection(entry):
     objs = rendered(entry)
     find(objs, "ConfigMap", "linstor-scheduler-linstor")
-    assert len(linstor_containers(objs)) == 4
+    assert len(linstor_containers(objs)) == 5

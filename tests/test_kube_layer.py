@@ -137,3 +137,24 @@ current-context: x
 """)
     ks.add(k.node("w9"))
     assert [n.metadata.name for n in k8s.CoreV1Api(make_api_client(str(cfg))).list_node().items] == ["w9"]
+
+
+def test_lists_are_paged_and_transform_keeps_only_what_it_returns(ks):
+    """A relist asks for pages (limit/continue, as client-go's reflector does): 100,000 pods are never
+    one JSON document in memory; ``transform`` decides what the store keeps (None: nothing)."""
+    for i in range(5):
+        ks.add(k.pod(f"p{i}", node_name="n1" if i % 2 else None))
+    seen: list[tuple[str, object]] = []
+    informer = Informer(ks.api, "Pod", page_size=2, on_change=lambda kind, obj: seen.append((kind, obj)),
+                        transform=lambda o: o["spec"].get("nodeName") and o["metadata"]["name"])
+    informer.start()
+    try:
+        assert informer.wait_synced(5)
+        assert sorted(informer.items()) == ["p1", "p3"]  # the kept values; the unbound pods are skipped
+        assert sorted(seen) == [("ADDED", "p1"), ("ADDED", "p3")]
+        lists = [p for m, p in ks.requests if m == "GET" and "watch=true" not in p and "/pods" in p]
+        assert len(lists) == 3 and all("limit=2" in p for p in lists) and sum("continue=" in p for p in lists) == 2
+        ks.add(k.pod("p9", node_name="n2"))  # a watch event goes through the same transform
+        wait_for(lambda: "p9" in informer.items(), what="the watched pod")
+    finally:
+        informer.stop()

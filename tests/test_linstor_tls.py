@@ -91,7 +91,7 @@ def test_the_tls_component_end_to_end(pki, tmp_path):
         env = {k: v.replace(mount["mountPath"], str(secret)) for k, v in env_of(objs, c).items()
                if k == "LS_CONTROLLERS" or k.startswith("LINSTOR_SCHEDULER_LINSTOR_")}
         envs.append(env)
-    assert len(envs) == 4 and all(env == envs[0] for env in envs), "one configuration for every component"
+    assert len(envs) == 5 and all(env == envs[0] for env in envs), "one configuration for every component"
     env = envs[0]
     with https_controller(pki) as server, KubeStandin().serve() as kube:
         url = urlparse(env["LS_CONTROLLERS"])

@@ -142,7 +142,7 @@ def served(spec: dict[str, Any]) -> set[int]:
 def check_policies(objs: Any) -> None:
     workloads = list(pod_specs(objs))
     assert {w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for w, _ in workloads} == {
-        "scheduler", "webhook", "fencing", "sync-node", "sync-classes"}
+        "scheduler", "webhook", "fencing", "sync-node", "sync-classes", "locality"}
     for workload, spec in workloads:
         name = workload["metadata"]["name"]
         want_in, want_out = expected(objs, spec)
@@ -233,7 +233,8 @@ def secret_mount(spec: dict[str, Any], c: dict[str, Any]) -> tuple[dict[str, Any
 def test_tls_component_switches_every_linstor_client(entry):
     objs = rendered_tls(entry)
     clients = linstor_containers(objs)
-    assert {c["args"][0] for _, c in clients} == {"extender", "fencing", "sync-node", "sync-classes"}
+    assert {c["args"][0] for _, c in clients} == {"extender", "fencing", "sync-node", "sync-classes",
+                                                  "locality-exporter"}
     for spec, c in clients:
         urls = parse_controllers(flag(objs, c, "--controllers"))
         assert urls and all(u.startswith("https://") for u in urls), (c["name"], urls)

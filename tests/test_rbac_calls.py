@@ -218,6 +218,24 @@ def fencing(ks: KubeStandin, emu: LinstorEmulator) -> None:
     assert elector.step() and elector.step()
 
 
+def locality(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    from linstor_scheduler.kube.lease import LeaderElector
+    from locality.wiring import build_exporter
+
+    elector = LeaderElector(ks.api, "linstor-scheduler-locality", NS, identity="a")
+    assert elector.step() and elector.step()  # creates the Lease, then renews it
+    service = build_exporter(LinstorClient(emu.url), ks.api, elector, poll_interval=0.2)
+
+    async def go() -> None:
+        await service.start()
+        try:
+            await asyncio.to_thread(lambda: wait_for(lambda: service.exporter.run_once() is not None,
+                                                     what="a computation"))
+        finally:
+            await service.stop()
+    asyncio.run(go())
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -231,6 +249,7 @@ COMPONENTS = [
     Component("webhook", "linstor-scheduler-webhook", webhook, {}),
     Component("sync-node", "linstor-scheduler-sync-node", sync_node, {}),
     Component("sync-classes", "linstor-scheduler-sync-classes", sync_classes, {}),
+    Component("locality", "linstor-scheduler-locality", locality, {}),
     Component("fencing", "linstor-scheduler-fencing", fencing, {
         "patch core/events": "the shared EventRecorder bumps the count of an Event repeated within 10 minutes; "
                              "fencing throttles its own repeats (one Warning per fault), so no scenario here "

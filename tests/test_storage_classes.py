@@ -267,3 +267,41 @@ def test_health_app_answers_with_reasons():
         state["ready"] = (True, "last successful pass 3s ago")
         assert httpx.get(srv.url + "/readyz").status_code == 200
         assert "probe_total 1.0" in httpx.get(srv.url + "/metrics").text
+
+
+def test_auto_diskful_is_off_by_default_and_written_when_configured(tmp_path):
+    for replicas in (1, 2, 3):
+        assert not any("auto-diskful" in k for k in desired_class("data", replicas, ClassConfig())["parameters"])
+    path = tmp_path / "classes.yaml"
+    path.write_text("autoDiskful:\n  afterMinutes: 10\n")
+    config = load_class_config(str(path))
+    for replicas in (1, 2):
+        params = desired_class("data", replicas, config)["parameters"]
+        assert params[PROP + "auto-diskful"] == "10"
+        assert params[PROP + "auto-diskful-allow-cleanup"] == "True"
+    path.write_text("autoDiskful:\n  afterMinutes: 5\n  allowCleanup: false\n")
+    params = desired_class("data", 2, load_class_config(str(path)))["parameters"]
+    assert (params[PROP + "auto-diskful"], params[PROP + "auto-diskful-allow-cleanup"]) == ("5", "False")
+    assert params[PROP + "Resource/quorum"] == "majority"  # the replicated defaults stay
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("autoDiskful:\n  afterMinutes: 0\n", "afterMinutes must be a whole number"),
+    ("autoDiskful:\n  afterMinutes: ten\n", "afterMinutes must be a whole number"),
+    ("autoDiskful:\n  afterMinutes: 3\n  allowCleanup: maybe\n", "allowCleanup must be true or false"),
+    ("autoDiskful:\n  aftrMinutes: 3\n", "unknown keys in autoDiskful: aftrMinutes"),
+    ("autoDiskful: 10\n", "autoDiskful must be a mapping"),
+])
+def test_auto_diskful_config_errors_are_clear(tmp_path, text, error):
+    path = tmp_path / "classes.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=error):
+        load_class_config(str(path))
+
+
+def test_turning_auto_diskful_on_recreates_the_managed_classes():
+    current = [desired_class("data", n, ClassConfig()) for n in (1, 2)]
+    config = ClassConfig.from_mapping({"autoDiskful": {"afterMinutes": 10}})
+    actions = plan_classes([pool("data", "n1"), pool("data", "n2")], current, config)
+    assert [a.action for a in actions] == [RECREATE, RECREATE]
+    assert all("auto-diskful" in a.message for a in actions)

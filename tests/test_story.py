@@ -30,6 +30,23 @@ def test_the_whole_story():
     assert "w2    fail         0  LINSTOR satellite on node w2 is OFFLINE, not ONLINE" in text
     assert "w3    pass        10  volume pvc-3f1e9c2a: diskful replica on w3 is UpToDate" in text
     assert text.count("curl -s -X POST") == 2
+    # 5. locality: local, then not while the node is gone, then local again on the survivor
+    assert result.locality == [("before any failure", 1, 1), ("during the failure", 0, 1),
+                               ("after the fail-over", 1, 1)]
+    assert "default/db-0 on w2: unknown (satellite of w2 is OFFLINE" in text
+    # the drill, run before the failure, predicted what fencing and the extender then did
+    predicted = result.drill["pods"]
+    assert [(p["pod"], p["action"], p["reason"]) for p in predicted] == [("default/db-0", "remove", "StorageLost")]
+    assert predicted[0]["to"][0] == result.second_node == "w3" and result.drill["storm"] is False
+    assert "the drill run before the failure said db-0 would go to w3; it went to w3" in text
+    # and the next failure (w3, with w2 still down) would leave the volume without an UpToDate replica
+    nxt = result.next_drill
+    assert [(p["action"], p["reason"]) for p in nxt["pods"]] == [("refuse", "NowhereToGo")] and nxt["storm"]
+    assert nxt["resources_at_risk"] == [{"resource": "pvc-3f1e9c2a", "up_to_date_left": 0, "quorum": False,
+                                         "lost_replicas": ["w3"]}]
+    # make demo ends with the locality summary and the drill of the next failure
+    tail = text[text.index("Locality after the fail-over"):]
+    assert "1 of 1 pods local (100%)" in tail and "drill --fail-node w3" in tail
 
 
 def test_make_demo_command_exits_zero(capsys):

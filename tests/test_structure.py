@@ -121,4 +121,5 @@ def test_the_installed_entry_points_give_every_subcommand(monkeypatch):
     import linstor_scheduler.cli as cli
 
     found = _commands(monkeypatch, list(cli.entry_points(group=cli.COMMANDS_GROUP)))
-    assert found == {"extender", "explain", "snapshot", "webhook", "sync-node", "sync-classes", "fencing", "demo"}
+    assert found == {"extender", "explain", "snapshot", "webhook", "sync-node", "sync-classes", "fencing", "demo",
+                     "locality", "locality-exporter", "drill"}

@@ -55,7 +55,11 @@ class Informer:
         watch_timeout: int = 300,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        page_size: int = 500,
     ) -> None:
+        """``transform`` turns each object into what the store keeps (None: skip it): a component that
+        needs a few fields of 100,000 pods keeps those, not the objects. ``on_change`` still sees the object."""
         if kind not in KINDS:
             raise ValueError(f"no informer for kind {kind!r}; known: {', '.join(KINDS)}")
         api_cls, cluster_fn, ns_fn = KINDS[kind]
@@ -74,7 +78,9 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._store: dict[str, dict[str, Any]] = {}
+        self.transform = transform
+        self.page_size = page_size  # items per list page (0: one page); client-go's reflector uses 500
+        self._store: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watch: k8s_watch.Watch | None = None
@@ -88,11 +94,11 @@ class Informer:
         self.lists = 0
 
     # --- reading -------------------------------------------------------------------------------
-    def items(self) -> list[dict[str, Any]]:
+    def items(self) -> list[Any]:
         with self._lock:
             return list(self._store.values())
 
-    def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(self, name: str, namespace: str | None = None) -> Any:
         with self._lock:
             return self._store.get(f"{namespace}/{name}" if namespace else name)
 
@@ -154,26 +160,49 @@ class Informer:
         self._stop.wait(delay)
 
     def _relist(self) -> None:
-        resp = self._list_fn(_preload_content=False, **self.selectors)
-        doc = orjson.loads(resp.data)
-        items = {object_key(i): i for i in doc.get("items") or []}
+        """List in pages of ``page_size`` (as client-go's reflector does), so the whole list is never one
+        JSON document in memory; with a ``transform`` only what is kept accumulates. The callback hears
+        of each change after the swap, with the stored value (the object, or what ``transform`` kept)."""
         with self._lock:
             old = self._store
-            self._store = items
+        kept: dict[str, Any] = {}
+        changed: list[tuple[str, str]] = []
+        token: str | None = None
+        resource_version = None
+        while True:
+            paging: dict[str, Any] = {"limit": self.page_size} if self.page_size else {}
+            if token:
+                paging["_continue"] = token
+            resp = self._list_fn(_preload_content=False, **self.selectors, **paging)
+            doc = orjson.loads(resp.data)
+            meta = doc.get("metadata") or {}
+            for obj in doc.get("items") or []:
+                obj.setdefault("kind", self.kind)  # the API server leaves kind out of list items
+                key = object_key(obj)
+                value = obj if self.transform is None else self.transform(obj)
+                if value is None:
+                    continue
+                kept[key] = value
+                if self.on_change and (key not in old or old[key] != value):
+                    changed.append(("ADDED" if key not in old else "MODIFIED", key))
+            resource_version = meta.get("resourceVersion")
+            token = meta.get("continue")
+            del doc, resp  # one page at a time
+            if not token:
+                break
+        with self._lock:
+            self._store = kept
             self.generation += 1
-        self.resource_version = (doc.get("metadata") or {}).get("resourceVersion")
+        self.resource_version = resource_version
         self.lists += 1
         self._ok()
         self.synced.set()
         if self.on_change:
-            for key, obj in items.items():
-                if key not in old:
-                    self.on_change("ADDED", obj)
-                elif old[key] != obj:
-                    self.on_change("MODIFIED", obj)
-            for key, obj in old.items():
-                if key not in items:
-                    self.on_change("DELETED", obj)
+            for kind, key in changed:
+                self.on_change(kind, kept[key])
+            for key, value in old.items():
+                if key not in kept:
+                    self.on_change("DELETED", value)
 
     def _watch_once(self) -> None:
         self._watch = k8s_watch.Watch()
@@ -205,11 +234,12 @@ class Informer:
         if kind == "BOOKMARK":
             return
         key = object_key(obj)
+        kept = obj if self.transform is None or kind == "DELETED" else self.transform(obj)
         with self._lock:
-            if kind == "DELETED":
+            if kind == "DELETED" or kept is None:
                 self._store.pop(key, None)
             else:
-                self._store[key] = obj
+                self._store[key] = kept
             self.generation += 1
         if self.on_change and kind in ("ADDED", "MODIFIED", "DELETED"):
             self.on_change(kind, obj)
@@ -224,11 +254,14 @@ class KubeCaches:
     """The informers a component needs, started and judged together."""
 
     def __init__(self, api_client: k8s.ApiClient, kinds: Iterable[str], *, on_change: OnChange | None = None,
-                 label_selectors: dict[str, str] | None = None, **informer_kwargs: Any) -> None:
-        """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing)."""
+                 label_selectors: dict[str, str] | None = None,
+                 transforms: dict[str, Callable[[dict[str, Any]], Any]] | None = None, **informer_kwargs: Any) -> None:
+        """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing);
+        ``transforms``: kind -> what to keep of each object (see ``Informer``)."""
         selectors = label_selectors or {}
+        shapes = transforms or {}
         self.informers = {kind: Informer(api_client, kind, on_change=on_change, label_selector=selectors.get(kind),
-                                         **informer_kwargs) for kind in kinds}
+                                         transform=shapes.get(kind), **informer_kwargs) for kind in kinds}
 
     def __getitem__(self, kind: str) -> Informer:
         return self.informers[kind]

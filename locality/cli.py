@@ -1,0 +1,59 @@
+"""Subcommands of locality: ``locality`` (the report), ``locality-exporter`` (the metrics service), ``drill``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from linstor_scheduler.cli import deferred
+from linstor_scheduler.config import add_flag, add_option, env_name
+from linstor_scheduler.kube.client import add_kube_options
+from linstor_scheduler.kube.lease import add_leader_options
+from linstor_scheduler.linstor.options import add_linstor_options
+from linstor_scheduler.runtime import add_health_options
+
+FAIL_NODE_ENV = env_name("--fail-node")
+
+
+def register(sub: Any, parent: argparse.ArgumentParser) -> None:
+    r = sub.add_parser("locality", parents=[parent], help="which pods are not next to their data, and why",
+                       description="List the pods whose LINSTOR volumes have no UpToDate diskful replica on the "
+                       "pod's node, why, and where the extender would place each now (its best nodes with scores). "
+                       "From the live cluster or a snapshot file. See docs/locality.md.")
+    add_option(r, "--namespace", default="", help="only pods of this namespace")
+    add_option(r, "--snapshot", help="read this snapshot file instead of the live cluster")
+    add_option(r, "--output", default="table", choices=["table", "json"],
+               help="table (the non-local pods) or json (every pod with LINSTOR volumes)")
+    add_flag(r, "--all", help="the table lists the local pods too")
+    add_option(r, "--score-weights", default="", help="as for the extender")
+    add_linstor_options(r)
+    add_kube_options(r)
+    r.set_defaults(func=deferred("locality.wiring:run_report"))
+
+    e = sub.add_parser("locality-exporter", parents=[parent], help="export locality metrics (one Lease holder)",
+                       description="Export linstor_scheduler_volume_locality and linstor_scheduler_pods_local_ratio "
+                       "on /metrics. Every replica serves /metrics; only the Lease holder exports the figures.")
+    add_option(e, "--interval", type=float, default=30.0, help="seconds between computations")
+    add_option(e, "--poll-interval", type=float, default=30.0, help="seconds between LINSTOR reads")
+    add_health_options(e, 8096)
+    add_linstor_options(e)
+    add_kube_options(e)
+    add_leader_options(e, "linstor-scheduler-locality")
+    e.set_defaults(func=deferred("locality.wiring:run_exporter"))
+
+    d = sub.add_parser("drill", parents=[parent], help="what would happen if these nodes failed now?",
+                       description="Rehearse a failure: for each pod labelled linstor.csi.linbit.com/on-storage-lost, "
+                       "would fencing remove it after the grace period or refuse (and why), and where would the "
+                       "extender place it; which resources would be left without an UpToDate replica or quorum; "
+                       "would the storm breaker hold. Runs fencing's and the extender's own code on the live "
+                       "cluster's state or a snapshot; changes nothing. See docs/locality.md.")
+    d.add_argument("--fail-node", action="append", default=None, metavar="NODE",
+                   help=f"a node that fails: repeat, or give a comma-separated list [env {FAIL_NODE_ENV}]")
+    add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster")
+    add_option(d, "--output", default="table", choices=["table", "json"], help="output format")
+    add_option(d, "--grace-period", type=float, default=30.0, help="fencing's --grace-period (as deployed)")
+    add_option(d, "--storm-share", type=float, default=1 / 3, help="fencing's --storm-share (as deployed)")
+    add_option(d, "--score-weights", default="", help="as for the extender")
+    add_linstor_options(d)
+    add_kube_options(d)
+    d.set_defaults(func=deferred("locality.wiring:run_drill"))

@@ -1,0 +1,259 @@
+"""``linstor-scheduler drill``: what would happen if these nodes died now? Pure: a snapshot document
+and the failed nodes in, a prediction out. No I/O, no clock.
+
+It runs the code that acts in production on a copy of the cluster in which the failed nodes' satellites
+are OFFLINE and their Kubernetes Nodes NotReady, as after a power loss, with the grace period over:
+
+- fencing's own verdict (``fencing.verdict.judge`` over ``fencing.observe``'s view of the same LINSTOR
+  and Kubernetes objects) says, per labelled pod, whether it would be removed or refused and why;
+- fencing's storm rule (``fencing.guards.storm_sentence``, the share of storage nodes lost at once) says
+  whether the breaker would hold, and its ``StormGuard`` turns a removal into a refusal;
+- the extender's ranking (``scheduler_extender`` over the same snapshot, failed nodes OFFLINE) says where
+  a removed pod would go;
+- per resource with a replica on a failed node: how many UpToDate diskful replicas are left, and whether
+  the survivors keep quorum (more than half of DRBD's voters: diskful replicas and tie-breakers).
+
+The failed copy reads as LINSTOR would answer after the power loss: the satellites OFFLINE with no
+state for their replicas, the survivors' DRBD connections to them down, and a surviving UpToDate
+diskful replica allowed to promote when the survivors keep quorum (while the primary lived, DRBD
+reported ``may_promote: false`` for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fencing import verdict as fv
+from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
+from fencing.observe import LABEL, KubeObjects, LinstorView, build_observed, faults, resource_states, storage_nodes
+from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
+from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.scoring import Weights, all_node_names
+from scheduler_extender.snapshot import Snapshot, SnapshotError, snapshot_of, state_from_snapshot
+
+NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
+REMOVE, REFUSE, NONE = "remove", "refuse", "none"
+RANKED = 3
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    """Fencing's defaults (fencing/cli.py); the drill takes the deployed values as flags."""
+
+    grace_period: float = 30.0
+    storm_share: float = 1 / 3
+    weights: Weights = field(default_factory=Weights)
+
+
+def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, Any]:
+    """The snapshot as it would read after a power loss of ``failed``: satellites OFFLINE, Nodes NotReady,
+    surviving peers' DRBD connections to them down."""
+    lost = set(failed)
+    out = copy.deepcopy(dict(doc))
+    linstor = out.setdefault("linstor", {})
+    for node in linstor.get("nodes") or []:
+        if node.get("name") in lost:
+            node["connection_status"] = "OFFLINE"
+    for item in linstor.get("resources") or []:
+        drbd = (item.get("layer_object") or {}).get("drbd") or {}
+        if item.get("node_name") in lost:  # the controller has no satellite state for it any more
+            item["state"] = {}
+            for vol in item.get("volumes") or []:
+                vol.pop("state", None)
+            for key in ("connections", "may_promote", "promotion_score"):
+                drbd.pop(key, None)
+            continue
+        for peer, conn in (drbd.get("connections") or {}).items():
+            if peer in lost and isinstance(conn, dict):
+                conn["connected"] = False
+    for obj in (out.setdefault("kubernetes", {}).get("items") or []):
+        if obj.get("kind") == "Node" and (obj.get("metadata") or {}).get("name") in lost:
+            status = obj.setdefault("status", {})
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
+            status["conditions"].append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"})
+    return out
+
+
+def as_document(doc: Mapping[str, Any] | Snapshot) -> dict[str, Any]:
+    """A plain snapshot document; a ``Snapshot`` must have been read with ``keep_raw`` (the drill needs
+    the resource items as the REST API returned them, DRBD connections and all)."""
+    if not isinstance(doc, Snapshot):
+        return dict(doc)
+    if doc.resource_items and not doc.raw_resources:
+        raise ValueError("the drill needs the snapshot's resource items: read it with keep_raw=True")
+    linstor: dict[str, Any] = {
+        "nodes": [n.model_dump(mode="json", exclude_none=True) for n in doc.nodes],
+        "storage_pools": [p.model_dump(mode="json", exclude_none=True) for p in doc.pools],
+        "resources": doc.raw_resources, "resource_groups": doc.groups, "controller_properties": doc.controller_props}
+    if doc.definitions is not None:
+        linstor["resource_definitions"] = doc.definitions
+    return {"linstor": linstor, "kubernetes": {"items": doc.kube_items}}
+
+
+def _view(snap: Snapshot) -> tuple[LinstorView, bool]:
+    """fencing's LINSTOR view from a snapshot; False when the snapshot carries no resource definitions."""
+    try:
+        resources = [Resource.model_validate(x) for x in snap.raw_resources]
+        definitions = [ResourceDefinition.model_validate(x) for x in snap.definitions or []]
+        groups = [ResourceGroup.model_validate(x) for x in snap.groups]
+    except ValueError as exc:
+        raise SnapshotError(f"snapshot: LINSTOR items do not match the REST shapes: {exc}") from None
+    view = LinstorView(snap.nodes, resources, definitions, groups, dict(snap.controller_props), NOW, snap.pools)
+    return view, snap.definitions is not None
+
+
+def _kube(items: Sequence[Mapping[str, Any]]) -> KubeObjects:
+    def key(o: Mapping[str, Any]) -> str:
+        meta = o.get("metadata") or {}
+        return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+    return KubeObjects(
+        pods=[dict(o) for o in items
+              if o.get("kind") == "Pod" and LABEL in ((o.get("metadata") or {}).get("labels") or {})],
+        pvcs={key(o): dict(o) for o in items if o.get("kind") == "PersistentVolumeClaim"},
+        pvs={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "PersistentVolume"},
+        nodes={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "Node"})
+
+
+def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) -> dict[str, fv.ResourceState]:
+    """DRBD on the survivors: an UpToDate diskful replica may promote once the primary is gone, if the
+    survivors keep quorum. ``lost``: every node that is down (the failed ones and any already OFFLINE)."""
+    out = {}
+    for name, res in resources.items():
+        if not lost.intersection(res.replicas):
+            out[name] = res
+            continue
+        keeps = quorum_kept(res, lost)
+        primary_alive = any(r.in_use for n, r in res.replicas.items() if n not in lost)
+        replicas = {n: (r if n in lost else dataclasses.replace(
+            r, may_promote=bool(r.diskful and r.up_to_date and keeps and not r.ignored and not primary_alive)))
+            for n, r in res.replicas.items()}
+        out[name] = fv.ResourceState(name, replicas, res.props)
+    return out
+
+
+def quorum_kept(res: fv.ResourceState, lost: set[str]) -> bool:
+    """DRBD quorum=majority on the survivors: more than half of the voters (diskful and tie-breakers)."""
+    left = sum(1 for r in res.replicas.values() if r.voter and r.node not in lost)
+    return left * 2 > res.voters
+
+
+def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[str | None, str]:
+    """fencing's storm rule over the failed view: its sentence while it would hold, and a summary."""
+    population, diskless = storage_nodes(view)
+    lost = lost_storage_nodes(population, observed.nodes, observed.resources)
+    summary = (f"{len(lost)} of {len(population)} storage nodes would look lost at once"
+               f"{' (' + ', '.join(sorted(lost)) + ')' if lost else ''}; the limit is more than {share:.0%}")
+    return storm_sentence(population, diskless, lost, share), summary
+
+
+async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    decision = await extender.decide(dict(pod), names)
+    if decision.verdicts is None:
+        return []
+    rows = sorted(((v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits),
+                  key=lambda r: (-r[0], r[1]))
+    return [n for _, n in rows[:RANKED]]
+
+
+def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
+          settings: DrillSettings | None = None) -> dict[str, Any]:
+    settings = settings or DrillSettings()
+    lost = set(failed)
+    base = as_document(doc)
+    checked = snapshot_of(base, keep_raw=True)  # a malformed snapshot is reported as such
+    known = {n.name for n in checked.nodes} | {
+        (o.get("metadata") or {}).get("name") for o in checked.kube_items if o.get("kind") == "Node"}
+    unknown = sorted(lost - known)
+    if unknown:
+        raise ValueError(f"--fail-node {', '.join(unknown)}: no such node in the cluster")
+    snap = snapshot_of(failed_document(base, lost), keep_raw=True)
+    view, has_policies = _view(snap)
+    kube = _kube(snap.kube_items)
+    observed = build_observed(view, kube, {})
+    down = {n for n, st in observed.nodes.items() if st.linstor_status is not None and not st.online}  # incl. lost
+    resources = _after_failure(resource_states(view), down)
+    observed = fv.Observed(observed.nodes, resources, observed.pods,
+                           {f: NOW - settings.grace_period - 1 for f in faults(resources, observed.nodes)})
+    if not has_policies:  # fencing reads the policy from the definitions: without them it is unknown
+        observed = fv.Observed(observed.nodes, {k: fv.ResourceState(v.name, v.replicas, {})
+                                                for k, v in observed.resources.items()},
+                               observed.pods, observed.fault_since)
+    sentence, storm_detail = storm(observed, view, settings.storm_share)
+    held = sentence is not None
+    decisions = {d.pod.key: d for d in fv.judge(observed, NOW, settings.grace_period)}
+    guard = GuardContext(NOW, None, sentence)
+
+    holder = StateHolder(ready=True, static=True)
+    holder.swap(state_from_snapshot(snap, now=NOW))
+    extender = Extender(holder, weights=settings.weights)
+    survivors = [n for n in all_node_names(holder.state) if n not in lost]
+    raw_pods = {f"{(p.get('metadata') or {}).get('namespace') or 'default'}/{(p.get('metadata') or {}).get('name')}": p
+                for p in kube.pods}
+
+    async def rows() -> list[dict[str, Any]]:
+        out = []
+        for key in sorted(decisions):
+            d = decisions[key]
+            refusal = apply([StormGuard()], d, guard)  # the guard fencing applies; the others need history
+            if refusal is not None:
+                action, reason, detail = REFUSE, refusal.reason, refusal.detail
+            elif d.verdict == fv.FENCE:
+                action, reason, detail = REMOVE, d.reason, d.detail
+            elif d.verdict in (fv.REFUSE, fv.WAITING) or d.reason in fv.NOTICES:  # a notice: nothing is done
+                action, reason, detail = REFUSE, d.reason, d.detail
+            else:
+                action, reason, detail = NONE, "", d.detail
+            to = await _rank(extender, raw_pods[key], survivors) if action == REMOVE else []
+            out.append({"pod": key, "node": d.node, "action": action, "reason": reason, "detail": detail, "to": to})
+        return out
+
+    at_risk = []
+    for name, res in sorted(observed.resources.items()):
+        if not lost.intersection(res.replicas):
+            continue
+        left = sum(1 for r in res.replicas.values() if r.node not in down and r.diskful and r.up_to_date
+                   and not r.ignored)
+        keeps = quorum_kept(res, down)
+        if left == 0 or not keeps:
+            at_risk.append({"resource": name, "up_to_date_left": left, "quorum": keeps,
+                            "lost_replicas": sorted(lost.intersection(res.replicas))})
+    notes = [] if has_policies else [
+        "the snapshot has no linstor.resource_definitions: quorum policies are unknown, so fencing would refuse "
+        f"({fv.NO_QUORUM_POLICY}); write the snapshot with `linstor-scheduler snapshot` to include them"]
+    return {"failed_nodes": sorted(lost), "storm": held, "storm_detail": storm_detail, "pods": asyncio.run(rows()),
+            "resources_at_risk": at_risk, "notes": notes,
+            "settings": {"grace_period": settings.grace_period, "storm_share": round(settings.storm_share, 4)}}
+
+
+def render_table(result: Mapping[str, Any]) -> str:
+    lines = [f"drill: {', '.join(result['failed_nodes'])} fail(s) (power loss; grace period "
+             f"{result['settings']['grace_period']:.0f}s over)"]
+    lines.append(f"storm breaker: {'WOULD HOLD every action' if result['storm'] else 'would not hold'} "
+                 f"({result['storm_detail']})")
+    pods = result["pods"]
+    if pods:
+        pw = max(len("POD"), *(len(p["pod"]) for p in pods))
+        lines.append(f"{'POD':<{pw}}  {'ON':<8}  {'ACTION':<7}  {'TO':<16}  REASON")
+        for p in pods:
+            to = ", ".join(p["to"]) or "-"
+            reason = p["reason"] or "-"
+            lines.append(f"{p['pod']:<{pw}}  {p['node']:<8}  {p['action']:<7}  {to:<16}  {reason}")
+            if p["action"] != NONE:
+                lines.append(f"{'':<{pw}}  {p['detail']}")
+    else:
+        lines.append("no pod carries the label linstor.csi.linbit.com/on-storage-lost")
+    if result["resources_at_risk"]:
+        lines.append("resources at risk:")
+        for r in result["resources_at_risk"]:
+            lines.append(f"  {r['resource']}: {r['up_to_date_left']} UpToDate replica(s) left, "
+                         f"quorum {'kept' if r['quorum'] else 'LOST'}")
+    else:
+        lines.append("no resource would be left without an UpToDate replica or without quorum")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)

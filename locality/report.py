@@ -1,0 +1,102 @@
+"""``linstor-scheduler locality``: which pods are not next to their data, why, and where the extender
+would place each now. From a snapshot document (a file, or one read of the live cluster).
+
+The ranking is the extender's own: an ``Extender`` over the same ``ClusterState`` judges the pod as
+``/prioritize`` would, so the report never disagrees with the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.scoring import Weights, all_node_names
+from scheduler_extender.snapshot import Snapshot, snapshot_of, state_from_snapshot
+from scheduler_extender.state import ClusterState
+
+from .classify import PodLocality, summarize
+from .pods import PodRecord, locate, records_of
+
+RANKED = 3  # nodes shown per pod: the extender's best
+
+
+async def ranking(extender: Extender, record: PodRecord, names: Sequence[str], top: int = RANKED) -> list[dict]:
+    """The extender's passing nodes for the pod, best first (ties by name): what it would pick now."""
+    decision = await extender.decide(record.as_pod(), names)
+    if decision.verdicts is None:
+        return []
+    rows = [(v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits]
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    return [{"node": n, "score": s} for s, n in rows[:top]]
+
+
+def pod_row(pod: PodLocality, ranked: list[dict] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"pod": pod.pod, "node": pod.node, "local": pod.local, "scheduler": pod.scheduler,
+                           "volumes": [{"claim": v.claim, "resource": v.resource, "storage_class": v.storage_class,
+                                        "locality": v.locality, "local_nodes": list(v.local_nodes),
+                                        "detail": v.detail} for v in pod.volumes]}
+    if not pod.local:
+        row["why"] = pod.why
+        row["would_place"] = ranked or []
+    return row
+
+
+def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace: str | None = None,
+                 weights: Weights | None = None) -> dict[str, Any]:
+    """Every pod with LINSTOR volumes (local or not) and a summary; non-local pods carry why/would_place."""
+    holder = StateHolder(state=state, ready=True, static=True)
+    extender = Extender(holder, weights=weights)
+    names = all_node_names(state)
+    located = [p for r in records if (namespace is None or r.namespace == namespace)
+               if (p := locate(r, state)) is not None]
+    by_key = {r.key: r for r in records}
+
+    async def rank_all() -> list[dict[str, Any]]:
+        return [pod_row(p, None if p.local else await ranking(extender, by_key[p.pod], names)) for p in located]
+
+    rows = asyncio.run(rank_all())
+    rows.sort(key=lambda r: (r["local"], r["pod"]))
+    summary = summarize(located)
+    volumes = [{"storage_class": sc, "locality": loc, "volumes": n} for (sc, loc), n in sorted(summary.volumes.items())]
+    return {"pods": rows, "summary": {"pods": summary.pods, "local": summary.local,
+                                      "share": round(summary.share, 4), "volumes": volumes}}
+
+
+def report_from_doc(doc: Mapping[str, Any] | Snapshot, *, namespace: str | None = None,
+                    weights: Weights | None = None) -> dict[str, Any]:
+    snap = snapshot_of(doc)
+    state = state_from_snapshot(snap, now=time.monotonic())
+    pods = [i for i in snap.kube_items if i.get("kind") == "Pod"]
+    return build_report(state, records_of(pods), namespace=namespace, weights=weights)
+
+
+def render_summary(report: Mapping[str, Any]) -> str:
+    s = report["summary"]
+    by = {}
+    for row in s["volumes"]:
+        by[row["locality"]] = by.get(row["locality"], 0) + row["volumes"]
+    vols = ", ".join(f"{n} {loc}" for loc, n in sorted(by.items())) or "no volumes"
+    return f"{s['local']} of {s['pods']} pods local ({s['share'] * 100:.0f}%); volumes: {vols}"
+
+
+def render_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
+    rows = [r for r in report["pods"] if show_all or not r["local"]]
+    lines = [render_summary(report)]
+    if not rows:
+        lines.append("every pod with LINSTOR volumes is local" if not show_all else "no pods with LINSTOR volumes")
+        return "\n".join(lines)
+    pw = max(len("POD"), *(len(r["pod"]) for r in rows))
+    nw = max(len("NODE"), *(len(r["node"]) for r in rows))
+    lines.append(f"{'POD':<{pw}}  {'NODE':<{nw}}  {'VOLUME':<14}  {'LOCALITY':<13}  UPTODATE ON  WOULD PLACE / WHY")
+    for r in rows:
+        place = ", ".join(f"{p['node']}={p['score']}" for p in r.get("would_place") or []) or "-"
+        for i, v in enumerate(r["volumes"]):
+            head = (r["pod"], r["node"]) if i == 0 else ("", "")
+            lines.append(f"{head[0]:<{pw}}  {head[1]:<{nw}}  {v['claim']:<14}  {v['locality']:<13}  "
+                         f"{','.join(v['local_nodes']) or '-':<11}  {place if i == 0 else ''}")
+        if not r["local"]:
+            lines.append(f"{'':<{pw}}  {'':<{nw}}  why: {r['why']}")
+    return "\n".join(lines)

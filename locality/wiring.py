@@ -1,0 +1,133 @@
+"""The locality subcommands built from their options: the exporter service, the report, the drill."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from linstor_scheduler.linstor.client import LinstorClient
+
+from .metrics import LocalityMetrics
+
+log = logging.getLogger("linstor_scheduler.locality")
+
+
+@dataclass
+class ExporterService:
+    """Everything the exporter runs, so tests start exactly what the CLI starts."""
+
+    exporter: Any
+    syncer: Any
+    caches: Any
+    pods: Any
+    metrics: LocalityMetrics
+    client: LinstorClient
+
+    async def start(self) -> None:
+        self.caches.start()
+        self.pods.start()
+        await self.syncer.start()
+
+    async def stop(self) -> None:
+        await self.syncer.stop()
+        self.pods.stop()
+        self.caches.stop()
+        await self.client.aclose()
+
+
+def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interval: float = 30.0,
+                   interval: float = 30.0, metrics: LocalityMetrics | None = None) -> ExporterService:
+    from linstor_scheduler.kube.informer import Informer, KubeCaches
+    from scheduler_extender.judge import StateHolder
+    from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
+
+    from .exporter import LocalityExporter
+    from .pods import TRANSFORMS, pod_record
+
+    metrics = metrics or LocalityMetrics()
+    holder = StateHolder()
+    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=False)
+    caches = KubeCaches(api, list(EXTENDER_KINDS), on_change=syncer.kube_changed, transforms=TRANSFORMS)
+    syncer.caches = caches
+    pods = Informer(api, "Pod", transform=pod_record)  # no callback: pods are read at each computation
+    exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval)
+    return ExporterService(exporter, syncer, caches, pods, metrics, client)
+
+
+def run_exporter(args: argparse.Namespace) -> int:
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.linstor.options import make_linstor_client
+
+    api = api_client_from_args(args)
+    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args)))
+
+
+async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,
+                         stop_flag: threading.Event | None = None) -> int:
+    """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics."""
+    from linstor_scheduler.runtime import Health, run_service
+
+    service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval)
+
+    async def work(stop: asyncio.Event) -> None:
+        await service.start()
+        try:
+            await service.exporter.run_forever(stop)
+        finally:
+            await service.stop()
+
+    health = Health(service.metrics.registry, service.exporter.ready, args.listen_address, args.port)
+    return await run_service("locality-exporter", work, health=health, elector=leader, stop_flag=stop_flag)
+
+
+def _document(args: argparse.Namespace) -> Any:
+    from scheduler_extender.snapshot import read_snapshot
+
+    if args.snapshot:
+        return read_snapshot(args.snapshot, keep_raw=True)
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.linstor.options import make_linstor_client
+    from scheduler_extender.capture import capture
+
+    # every pod: a pod placed by another scheduler is exactly what the report must find
+    return asyncio.run(capture(make_linstor_client(args), api_client_from_args(args), scheduler_name=None))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from scheduler_extender.scoring import Weights
+
+    from .report import render_table, report_from_doc
+
+    report = report_from_doc(_document(args), namespace=args.namespace or None,
+                             weights=Weights.parse(args.score_weights))
+    if args.output == "json":
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_table(report, show_all=args.all))
+    return 0
+
+
+def run_drill(args: argparse.Namespace) -> int:
+    from scheduler_extender.scoring import Weights
+
+    from .cli import FAIL_NODE_ENV
+    from .drill import DrillSettings, drill, render_table
+
+    given = args.fail_node or [os.environ.get(FAIL_NODE_ENV, "")]
+    failed = [n.strip() for text in given for n in text.split(",") if n.strip()]
+    if not failed:
+        raise ValueError("give at least one --fail-node NODE")
+    if not 0 < args.storm_share <= 1:
+        raise ValueError("--storm-share must be in (0, 1]")
+    settings = DrillSettings(args.grace_period, args.storm_share, Weights.parse(args.score_weights))
+    result = drill(_document(args), failed, settings)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
+    return 0
