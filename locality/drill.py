@@ -30,7 +30,17 @@ from typing import Any
 
 from fencing import verdict as fv
 from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
-from fencing.observe import LABEL, KubeObjects, LinstorView, build_observed, faults, resource_states, storage_nodes
+from fencing.observe import (
+    LABEL,
+    KubeObjects,
+    LinstorView,
+    add_replicas,
+    build_observed,
+    faults,
+    resource_states,
+    storage_nodes,
+    with_policies,
+)
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
@@ -103,7 +113,10 @@ def _view(snap: Snapshot) -> tuple[LinstorView, bool]:
         groups = [ResourceGroup.model_validate(x) for x in snap.groups]
     except ValueError as exc:
         raise SnapshotError(f"snapshot: LINSTOR items do not match the REST shapes: {exc}") from None
-    view = LinstorView(snap.nodes, resources, definitions, groups, dict(snap.controller_props), NOW, snap.pools)
+    replicas: dict[str, dict[str, Any]] = {}
+    add_replicas(replicas, resources)  # fencing's own fold, from models as from its compact records
+    props = dict(snap.controller_props)
+    view = LinstorView(snap.nodes, with_policies(replicas, definitions, groups, props), props, NOW, snap.pools)
     return view, snap.definitions is not None
 
 
