@@ -40,14 +40,14 @@ class ResourceStateItem(msgspec.Struct, frozen=True, gc=False):
     in_use: bool | None = None
 
 
-class ResourceItem(msgspec.Struct, frozen=True, gc=False):
-    """One ``/v1/view/resources`` item as the extender needs it: who, where, flags, disk states."""
+class ReplicaItem(msgspec.Struct, frozen=True, gc=False):
+    """What every compact ``/v1/view/resources`` record has: who, where, flags, in use. The
+    extender's and fencing's records add the rest they read, each decoding nothing more."""
 
     name: str
     node_name: str
     flags: list[str] = []
     state: ResourceStateItem | None = None
-    volumes: list[VolumeItem] = []
 
     @property
     def diskful(self) -> bool:
@@ -60,6 +60,12 @@ class ResourceItem(msgspec.Struct, frozen=True, gc=False):
     @property
     def in_use(self) -> bool:
         return bool(self.state and self.state.in_use)
+
+
+class ResourceItem(ReplicaItem, frozen=True, gc=False):
+    """One ``/v1/view/resources`` item as the extender needs it: who, where, flags, disk states."""
+
+    volumes: list[VolumeItem] = []
 
 
 class NodeItem(msgspec.Struct, frozen=True, gc=False):
@@ -221,27 +227,11 @@ class FencingVolume(msgspec.Struct, frozen=True, gc=False):
     state: FencingVolumeState | None = None
 
 
-class FencingResourceItem(msgspec.Struct, frozen=True, gc=False):
+class FencingResourceItem(ReplicaItem, frozen=True, gc=False):
     """One ``/v1/view/resources`` item as fencing judges it: flags, in use, disk states, DRBD peers."""
 
-    name: str
-    node_name: str
-    flags: list[str] = []
-    state: ResourceStateItem | None = None
     volumes: list[FencingVolume] = []
     layer_object: FencingLayer | None = None
-
-    @property
-    def diskful(self) -> bool:
-        return not any(f.upper() in DISKLESS_FLAGS for f in self.flags)
-
-    @property
-    def ignored(self) -> bool:
-        return any(f.upper() in IGNORED_RESOURCE_FLAGS for f in self.flags)
-
-    @property
-    def in_use(self) -> bool:
-        return bool(self.state and self.state.in_use)
 
 
 class ResourceDefinitionItem(msgspec.Struct, frozen=True, gc=False):
