@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from .controller import FencingController, Settings, render_table
@@ -82,48 +79,34 @@ async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
 
 async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder: Any, client: Any, actions: Any,
                 stop_flag: threading.Event | None = None) -> int:
-    """The service: informers, the Lease, /metrics, the promotion stream, passes until SIGTERM (or ``stop_flag``)."""
-    from linstor_scheduler.httpserver import ServerThread
+    """The service: informers, the Lease, /metrics, the promotion stream, passes until SIGTERM (or
+    ``stop_flag``). Signals, the health port, the Lease and the shutdown (its slow parts at once,
+    within 2 s) are the shared ``run_service``'s."""
     from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.runtime import Health, run_service
 
-    from .http import create_app
+    from .http import ready_check
     from .kubeview import CachedKube
     from .metrics import FencingMetrics
 
     metrics = FencingMetrics()
     kube = CachedKube(api)
-    kube.start()
-    elector = elector_from_args(api, args).start()
+    elector = elector_from_args(api, args)
     controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
                                    metrics=metrics)
-    server = None
-    if args.port:
-        server = ServerThread(create_app(controller, kube), host=args.listen_address, port=args.port).start()
-        log.info("metrics on http://%s:%d/metrics", args.listen_address, server.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not in the main thread (tests)
-            loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(asyncio.to_thread(stop_flag.wait)) if stop_flag else None
-    if watcher:
-        watcher.add_done_callback(lambda _t: stop.set())
-    follower = asyncio.create_task(controller.follow_promotions(client)) if args.promotion_events else None
-    log.info("fencing controller started (grace %.0fs, poll %.0fs%s)", settings.grace_period, settings.poll_interval,
-             ", DRY RUN" if settings.dry_run else "")
-    try:
-        await controller.run_forever(stop)
-    finally:
-        began = time.monotonic()
-        if follower:
-            follower.cancel()
-        if stop_flag:
-            stop_flag.set()
-        # the slow parts at once, in threads: the Lease released, the informers and /metrics stopped
-        parts = [asyncio.to_thread(elector.stop, True), asyncio.to_thread(kube.stop)]
-        if server:
-            parts.append(asyncio.to_thread(server.stop))
-        await asyncio.gather(*parts, return_exceptions=True)
-        await client.aclose()
-        log.info("fencing controller stopped (shutdown took %.2fs)", time.monotonic() - began)
-    return 0
+
+    async def work(stop: asyncio.Event) -> None:
+        follower = asyncio.create_task(controller.follow_promotions(client)) if args.promotion_events else None
+        log.info("fencing controller started (grace %.0fs, poll %.0fs%s)", settings.grace_period,
+                 settings.poll_interval, ", DRY RUN" if settings.dry_run else "")
+        try:
+            await controller.run_forever(stop)
+        finally:
+            if follower:
+                follower.cancel()
+
+    kube.start()  # informer threads: the caches fill while the Lease is sought
+    health = Health(metrics.registry, ready_check(kube), args.listen_address, args.port)
+    # the informers stopped and the LINSTOR client closed at the same time as the Lease release
+    return await run_service("fencing controller", work, health=health, elector=elector, stop_flag=stop_flag,
+                             closers=(kube.stop, client.aclose))

@@ -7,8 +7,14 @@
   (``--listen-address``/``--port``, 0: none) while they run; the HTTP services (extender,
   webhook) serve them on a side port too (``--metrics-address``/``--metrics-port``), apart from
   their verbs (the extender's on loopback) and ``/mutate``.
-- **Lease.** A singleton (sync-classes, fencing) works only while it holds its Lease; the
-  elector runs beside the work and is stopped, and the Lease released, on the way out.
+- **Lease.** A singleton (sync-classes, fencing, locality-exporter) works only while it holds its
+  Lease; the elector runs beside the work and is stopped, and the Lease released, on the way out:
+  never before the work has ended (no second leader acts while we still do), and concurrently with
+  the rest of the shutdown (the standby takes over at once, not after the slow parts).
+- **Graceful shutdown, within 2 s.** Once the work has returned, the slow parts run at the same
+  time, each in a thread: the Lease released, the health port stopped, and the closers a service
+  passes (informers stopped, clients closed). Sequentially they took over 2 s; the kubelet kills
+  after its grace period, and a new leader should not wait on us. One line says how long it took.
 - **What ends the process.** Only a signal (exit 0) or an error before the service runs: bad flags
   or configuration, no Kubernetes credentials, a port in use. These propagate to
   ``linstor_scheduler.cli.main``, which prints one line and exits 2 for a setting to fix
@@ -17,8 +23,9 @@
   backoff by the component's loop: it never ends the process, since a restart would only lose the
   in-memory state and hammer the API servers.
 
-``run_service`` is the entry for workers (sync-node, sync-classes; fencing can move onto it with
-``run_service(name, work, health=..., elector=..., stop_flag=...)``); ``serve_asgi`` runs the HTTP
+``run_service`` is the entry for workers (sync-node, sync-classes, locality-exporter, fencing);
+nothing it does blocks the event loop (the elector's start and stop, the health port's start and
+stop and the sync closers run in threads). ``serve_asgi`` runs the HTTP
 services under uvicorn with one set of settings (uvicorn handles SIGTERM itself and drains open
 requests for ``GRACEFUL_SECONDS``).
 """
@@ -28,10 +35,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,44 +83,70 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-@contextlib.contextmanager
-def health_port(health: Health | None) -> Iterator[Any]:
-    """``/healthz``, ``/readyz``, ``/metrics`` on the side port for as long as the block runs."""
+def start_health_port(health: Health | None) -> Any:
+    """``/healthz``, ``/readyz``, ``/metrics`` on the side port (a started ``ServerThread``), or None
+    when there is none. Blocks until uvicorn listens: call it in a thread, never on the loop."""
     if health is None or not health.port:
-        yield None
-        return
+        return None
     from .health import health_app
     from .httpserver import ServerThread
 
-    with ServerThread(health_app(health.registry, ready=health.ready), health.host, health.port) as srv:
-        log.info("serving /healthz, /readyz, /metrics on %s:%d", health.host, srv.port)
-        yield srv
+    srv = ServerThread(health_app(health.registry, ready=health.ready), health.host, health.port).start()
+    log.info("serving /healthz, /readyz, /metrics on %s:%d", health.host, srv.port)
+    return srv
+
+
+Closer = Callable[[], Any]
+
+
+async def _close(part: Closer) -> Any:
+    """An async closer is awaited on the loop; a plain one (it may block: a thread join, an HTTP
+    call) runs in a thread."""
+    if inspect.iscoroutinefunction(part):
+        return await part()
+    return await asyncio.to_thread(part)
 
 
 async def run_service(name: str, work: Callable[[asyncio.Event], Awaitable[Any]], *, health: Health | None = None,
-                      elector: Elector | None = None, stop_flag: threading.Event | None = None) -> int:
+                      elector: Elector | None = None, stop_flag: threading.Event | None = None,
+                      closers: Sequence[Closer] = ()) -> int:
     """Run ``work(stop)`` until it returns; ``stop`` is set by SIGTERM/SIGINT (or ``stop_flag``).
-    The health port serves meanwhile; ``elector`` is started first and stopped (Lease released)
-    last. Errors of ``work`` propagate: a component's loop handles what it can retry."""
+
+    ``elector`` is started first, then the health port; both in threads. When the work has ended
+    (returned or raised), the shutdown runs its slow parts concurrently: the elector stopped with
+    the Lease released, the health port stopped, and ``closers`` (a service's informers, clients:
+    async functions awaited, plain ones in threads). A failing part is logged and does not hold up
+    the others. Errors of ``work`` (and of the start-up: a port in use) propagate after the
+    shutdown: a component's loop handles what it can retry."""
     stop = asyncio.Event()
     stop_on_signals(stop)
     watcher = None
     if stop_flag is not None:
         watcher = asyncio.create_task(asyncio.to_thread(stop_flag.wait))
         watcher.add_done_callback(lambda _: stop.set())
-    if elector is not None:
-        elector.start()
+    server = None
     try:
-        with health_port(health):
-            await work(stop)
-    finally:
         if elector is not None:
-            elector.stop(release=True)
+            await asyncio.to_thread(elector.start)
+        server = await asyncio.to_thread(start_health_port, health)
+        await work(stop)
+    finally:
+        began = time.monotonic()
         if stop_flag is not None:
             stop_flag.set()  # ends the watcher thread
+        parts: list[tuple[str, Closer]] = []
+        if elector is not None:
+            parts.append(("the Lease release", lambda: elector.stop(release=True)))
+        if server is not None:
+            parts.append(("the health port", server.stop))
+        parts += [(getattr(part, "__qualname__", repr(part)), part) for part in closers]
+        results = await asyncio.gather(*(_close(part) for _, part in parts), return_exceptions=True)
+        for (what, _), result in zip(parts, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("%s: stopping %s failed: %s", name, what, result)
         if watcher is not None:
             await watcher
-    log.info("%s stopped", name)
+        log.info("%s stopped (shutdown took %.2fs)", name, time.monotonic() - began)
     return 0
 
 

@@ -73,6 +73,45 @@ def test_an_error_of_the_work_propagates_and_the_lease_is_still_released():
     assert log == ["lease start", "lease stop release=True"]
 
 
+def test_the_slow_parts_of_the_shutdown_run_at_once_off_the_loop(caplog):
+    """The Lease release, the health port and a service's closers stop concurrently, each in a
+    thread (the loop stays free): the Lease release and a closer meet at a barrier that only two
+    parts running at the same time can pass. One failing closer is logged and holds up nothing."""
+    meet = threading.Barrier(2, timeout=5)
+    done: list[str] = []
+
+    class MeetingElector(Elector):
+        def start(self) -> MeetingElector:
+            assert threading.current_thread() is not threading.main_thread(), "elector.start() ran on the loop"
+            return super().start()
+
+        def stop(self, release: bool = True) -> None:
+            meet.wait()  # BrokenBarrierError after 5 s if the closer is not running meanwhile
+            super().stop(release)
+
+    def informers_stop() -> None:
+        meet.wait()
+        done.append("informers")
+
+    def broken() -> None:
+        raise OSError("socket already closed")
+
+    async def client_close() -> None:
+        done.append("client")
+
+    async def work(stop: asyncio.Event) -> None:
+        assert threading.current_thread() is threading.main_thread()  # asyncio.run's loop, where start must not run
+
+    log: list[str] = []
+    with caplog.at_level("INFO", logger="linstor_scheduler.runtime"):
+        assert asyncio.run(run_service("test", work, elector=MeetingElector(log),
+                                       closers=(broken, informers_stop, client_close))) == 0
+    assert log == ["lease start", "lease stop release=True"]
+    assert sorted(done) == ["client", "informers"]
+    assert "stopping" in caplog.text and "socket already closed" in caplog.text
+    assert "test stopped (shutdown took" in caplog.text
+
+
 def _free_port() -> int:
     import socket
 
