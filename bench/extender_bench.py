@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from devkit import kube_objects as k  # noqa: E402
 
 GIB_KIB = 1024 * 1024
+GLIBC_DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
 
 
 # --- the generated cluster (REST shapes, the same for the extender and the emulator) -------------
@@ -228,6 +229,10 @@ class _Discard(list):
 def serve(kind: str, port: int, snapshot: str, linstor_url: str, loop: str, http: str) -> None:
     import uvicorn
 
+    from linstor_scheduler.allocator import keep_large_buffers
+
+    keep_large_buffers()  # as serve_asgi does for the extender and the webhook: every server here alike
+
     app = {"floor": lambda: floor_app(False), "echo": lambda: floor_app(True),
            "extender": lambda: extender_app(snapshot), "baseline": lambda: baseline_app(snapshot, linstor_url),
            "emulator": lambda: emulator_app(snapshot)}[kind]()
@@ -244,11 +249,11 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, kind: str, snapshot: str, linstor_url: str = "", loop: str = "uvloop",
-                 http: str = "httptools") -> None:
+                 http: str = "httptools", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", kind, "--port", str(self.port), "--snapshot", snapshot,
-             "--linstor-url", linstor_url, "--loop", loop, "--http", http])
+             "--linstor-url", linstor_url, "--loop", loop, "--http", http], env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -294,7 +299,14 @@ end
 """
 
 
-def wrk(url: str, path: str, bodies: list[bytes], duration: int, connections: int) -> dict[str, float]:
+def minor_faults(pid: int) -> int:
+    """The process's minor page faults so far (/proc/PID/stat field 10): pages the kernel had to
+    hand it again, e.g. after malloc trimmed the heap."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def wrk(url: str, path: str, bodies: list[bytes], duration: int, connections: int,
+        pid: int | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for j, b in enumerate(bodies):
             Path(tmp, f"{j}.json").write_bytes(b)
@@ -302,14 +314,18 @@ def wrk(url: str, path: str, bodies: list[bytes], duration: int, connections: in
         script.write_text(LUA % (tmp, len(bodies), path))
         subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", "2s", "-s", str(script), url],
                        capture_output=True, check=True)  # warm-up
+        faults = minor_faults(pid) if pid else 0
         out = subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s",
                               str(script), url], capture_output=True, text=True, check=True).stdout
+        faults = minor_faults(pid) - faults if pid else 0
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {m.group(1): m.group(2) for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock_err = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": _ms(lat.get("50", "0ms")), "p99": _ms(lat.get("99", "0ms")),
-            "errors": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
+            "errors": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else "",
+            "faults": round(faults / max(total, 1), 1)}
 
 
 def _ms(text: str) -> float:
@@ -351,7 +367,9 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
     the pods (filter then prioritize each), ``polls`` LINSTOR polls each followed by one more pass.
     Unchanged polls keep the state generation, so the caches answer; for contrast, polls where one
     pool's free space moved (a new generation: every cache starts empty)."""
-    from linstor_scheduler.linstor.models import Node, Resource, StoragePool
+    import msgspec
+
+    from linstor_scheduler.linstor.compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
     from scheduler_extender.answers import Answerer
     from scheduler_extender.judge import Extender, StateHolder
     from scheduler_extender.metrics import ExtenderMetrics
@@ -361,20 +379,28 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in EXTENDER_KINDS}
     for item in cluster["kubernetes"]["items"]:
         by_kind.setdefault(item["kind"], []).append(item)
+    nodes_body, resources_body = orjson.dumps(linstor["nodes"]), orjson.dumps(linstor["resources"])
 
-    class Linstor:  # a new read each poll: new model objects, as from the wire
+    class Linstor:
+        """LinstorClient's read methods without the HTTP: each poll decodes the bytes afresh, as the
+        client does the wire's (new records every poll; the resources cut into batches as they stream)."""
+
         def __init__(self) -> None:
             self.pools = linstor["storage_pools"]
 
-        async def get_nodes(self) -> list[Node]:
-            return [Node.model_validate(n) for n in linstor["nodes"]]
+        async def get_nodes_compact(self) -> list[NodeItem]:
+            return msgspec.json.decode(nodes_body, type=list[NodeItem])
 
-        async def get_storage_pools(self) -> list[StoragePool]:
-            return [StoragePool.model_validate(p) for p in self.pools]
+        async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
+            return msgspec.json.decode(orjson.dumps(self.pools), type=list[StoragePoolItem])
 
-        async def iter_resources(self) -> Any:
-            for item in linstor["resources"]:
-                yield Resource.model_validate(item)
+        async def iter_resource_batches(self) -> Any:
+            splitter = ArraySplitter(ResourceItem)
+            for start in range(0, len(resources_body), 65536):  # as the body arrives: 64 KiB chunks
+                batch = splitter.feed(resources_body[start:start + 65536])
+                if batch:
+                    yield batch
+            yield splitter.close()
 
     class Informer:
         def __init__(self, items: list[dict[str, Any]]) -> None:
@@ -478,10 +504,10 @@ def main() -> None:
         full_bodies = make_bodies(cluster, 20, a.pvcs, full_nodes=True)
         rows: list[tuple[str, dict[str, float]]] = []
 
-        def measure(label: str, kind: str, path: str, bodies: list[bytes], **server_kw: str) -> None:
+        def measure(label: str, kind: str, path: str, bodies: list[bytes], **server_kw: Any) -> None:
             srv = Server(kind, str(snap), **server_kw)
             try:
-                rows.append((label, wrk(srv.url, path, bodies, a.duration, a.connections)))
+                rows.append((label, wrk(srv.url, path, bodies, a.duration, a.connections, srv.proc.pid)))
                 print(f"{label:<44} {rows[-1][1]}", flush=True)
             finally:
                 srv.stop()
@@ -496,6 +522,11 @@ def main() -> None:
                 http="h11")
         measure("echo floor (full Node bodies)", "echo", "/filter", full_bodies)
         measure("extender filter, full Node objects", "extender", "/filter", full_bodies)
+        # The same with glibc's malloc defaults: an operator's glibc.malloc tunable (here tcache_count=7,
+        # glibc's own default) makes linstor_scheduler.allocator stand aside.
+        measure("echo floor, glibc malloc defaults (full Node)", "echo", "/filter", full_bodies, env=GLIBC_DEFAULTS)
+        measure("extender filter, glibc malloc defaults (full Node)", "extender", "/filter", full_bodies,
+                env=GLIBC_DEFAULTS)
         emu = Server("emulator", str(snap))
         try:
             measure("baseline: LINSTOR lookups per request", "baseline", "/prioritize", names_bodies,
@@ -510,16 +541,18 @@ def main() -> None:
         polls = None if a.skip_polls else polls_probe(cluster, names_bodies)
     by = dict(rows)
     floor = by["floor (names bodies)"]["rps"]
-    echo = by["echo floor (full Node bodies)"]["rps"]
     print()
     print(f"machine: {os.cpu_count()} cores, {_cpu()}, Python {platform.python_version()}; "
           f"{a.nodes} nodes, {a.resources} resources x 3 replicas, {a.pods} pod bodies, wrk -t1 -c{a.connections} "
           f"-d{a.duration}s")
-    print(f"{'server':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'errors':>7}")
+    print(f"{'server':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs floor':>9} {'errors':>7} {'faults/req':>11}")
     for label, r in rows:
-        base = echo if "full Node" in label else floor
+        base = floor
+        if "full Node" in label:
+            base = by["echo floor, glibc malloc defaults (full Node)" if "glibc" in label else
+                      "echo floor (full Node bodies)"]["rps"]
         print(f"{label:<44} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['rps'] / base:>8.0%} "
-              f"{r['errors']:>7}")
+              f"{r['errors']:>7} {r['faults']:>11.1f}")
     if memory:
         print(f"memory at 5,000 nodes / 100,000 resource items: {memory}")
     if polls:

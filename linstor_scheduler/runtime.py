@@ -154,14 +154,18 @@ def serve_asgi(app: Any, *, host: str, port: int, log_level: str, ops: Any = Non
                ops_port: int = 0, **uvicorn_kwargs: Any) -> int:
     """An HTTP service (extender, webhook) under uvicorn: uvloop + httptools (measured 2x faster,
     docs/performance.md), no access log (requests are counted in metrics instead), open requests
-    drained for ``GRACEFUL_SECONDS`` on SIGTERM, TLS (if any) 1.2 or newer (``loaded_config``).
+    drained for ``GRACEFUL_SECONDS`` on SIGTERM, TLS (if any) 1.2 or newer (``loaded_config``), large
+    request buffers kept in the heap between requests (``allocator.keep_large_buffers``).
 
     ``ops``, an ASGI app with ``/healthz``, ``/readyz``, ``/metrics``, is served on its own listener
     ``ops_host:ops_port`` (in a thread) for as long as the service runs: kubelet and Prometheus reach
     that one, and only that one has to be reachable from the pod network."""
     import uvicorn
 
+    from .allocator import keep_large_buffers
     from .httpserver import ServerThread, loaded_config, uvicorn_options
+
+    keep_large_buffers()  # multi-MB request bodies: no page faults per request (allocator.py)
 
     def config() -> uvicorn.Config:  # made last: uvicorn's Config sets its loggers' level globally
         # keep-alive above kube-scheduler's 90 s, logs through ours (uvicorn_options); TLS >= 1.2 (loaded_config)
