@@ -5,9 +5,10 @@ objects, about 3 MB at 1,000 nodes, and answering it takes a few buffers of that
 its chunks, the answer). With glibc's defaults each such buffer is freed at the top of the heap,
 the heap is trimmed back to the kernel when a request ends, and the next request faults the same
 pages in again: measured from outside (``bench/extender_bench.py``, minor faults of the server
-process), about 2,100 page faults per request and a third of the throughput lost (105 against
-150 requests/s). The same code had hidden this before only because the old snapshot reader left a
-gigabyte of freed heap below the top, which later buffers reused.
+process), about 2,200 page faults per request and a third of the throughput lost (105 against
+153 requests/s). Before, the bench had hidden this only because the old snapshot reader left a
+gigabyte of freed heap below the top, which later buffers reused; a live extender has no such
+luck (docs/performance.md).
 
 The fix is the one glibc documents for it (mallopt(3)): serve allocations up to
 ``MMAP_THRESHOLD`` from the heap rather than from a fresh ``mmap`` each time, and give memory back
@@ -23,7 +24,6 @@ we change nothing then. Elsewhere than glibc (musl, macOS) there is nothing to t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 
@@ -72,8 +72,10 @@ def _mallopt() -> ctypes._CFuncPtr | None:
             return None
     except (ValueError, OSError):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = getattr(libc, "mallopt", None)
+    try:  # the interpreter's own symbols include libc's (find_library would run ldconfig)
+        fn = getattr(ctypes.CDLL(None), "mallopt", None)
+    except OSError:
+        return None
     if fn is None:
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int)
