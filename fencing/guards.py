@@ -1,9 +1,10 @@
 """The guards: an ordered list of small checks applied to every verdict after the pure rules.
 
 Each guard is a class with its own state and ``check(decision, context) -> Refusal | None``; the
-first guard that refuses decides, so the order is the one docs/fencing.md gives (and ``GUARDS``
-spells): stale data, storm, budget, rate limit, dry run. The Lease is not a guard on a decision:
-a follower does not even judge, and the Lease is re-checked before each write (controller.py).
+first guard that refuses decides, so the order is the one docs/fencing.md gives (and
+``FencingController.guards`` in controller.py lists): stale data, storm, budget, rate limit, dry
+run. The Lease is not a guard on a decision: a follower does not even judge, and the Lease is
+re-checked before each write (controller.py).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ Per volume, the best thing a node offers (weights configurable, defaults below):
 | local_syncing | 8 | a diskful replica on the node is resyncing (Inconsistent, Outdated, ...) |
 | wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's storage pool has room (by free space) |
 | local_diskless | 4 | a diskless replica is already on the node |
-| same_<level> | 2, 1.5 | no replica; a diskful replica shares the node's zone, else region (``state.LEVELS``) |
+| same_<level> | 2, 1.5 | no replica; a diskful replica shares the node's level (``state.LEVELS``) |
 | remote | 1 | reachable only over the network |
+
+One same_<level> row per entry of ``state.LEVELS``, nearest first: today zone (2), then region (1.5).
 
 Per node, the volume scores are averaged weighted by each volume's size (a big database volume
 matters more than a small config volume), rounded half up, and clamped to 0..10

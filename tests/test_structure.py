@@ -1,6 +1,11 @@
-"""The house's shape, read from the imports (every ``import`` statement, deferred ones included):
-the core imports no component, the product imports no devkit, components import one another only
-through the core, and no modules import each other in a circle."""
+"""The house's shape, read from the imports (every ``import`` statement, deferred ones included).
+
+Layers, bottom to top: the core; the components (extender, webhook, storage sync, fencing); the
+tools that explain what the components would do (``locality``: it runs the extender's judge and
+fencing's guards on a cluster, so it sits on them by design); devkit. A layer imports only layers
+below it and itself: the core imports no component, components import one another only through
+the core, nothing below locality imports it, the product imports no devkit, and no modules import
+each other in a circle."""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = "linstor_scheduler"
 COMPONENTS = ("scheduler_extender", "storage_sync", "fencing", "admission")
+TOOLS = ("locality",)  # above the components: they combine what the components decide
 DEVKIT = "devkit"
-# fencing/cli.py takes the LINSTOR options through scheduler_extender.cli's re-export until the fencing
-# rewrite imports them from linstor_scheduler.linstor.options; then this entry and the re-export go.
+PACKAGES = (CORE, *COMPONENTS, *TOOLS, DEVKIT)
 KNOWN_STRAYS: set[tuple[str, str]] = set()  # none: components meet only in the core
+
+
+def layer(package: str) -> int:
+    return 0 if package == CORE else 1 if package in COMPONENTS else 2 if package in TOOLS else 3
 
 
 def module_name(path: Path) -> str:
@@ -23,7 +32,7 @@ def module_name(path: Path) -> str:
 
 def imports() -> dict[str, set[str]]:
     """Module -> the modules of ours it imports (``from . import x`` resolved to the module x)."""
-    ours = {module_name(p) for pkg in (CORE, *COMPONENTS, DEVKIT) for p in (ROOT / pkg).rglob("*.py")}
+    ours = {module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name in sorted(ours):
         path = ROOT / (name.replace(".", "/") + ".py")
@@ -58,6 +67,18 @@ def test_the_core_imports_no_component_and_the_product_no_devkit():
                 assert top(target) == CORE, f"the core's {module} imports {target}"
             if top(module) != DEVKIT:
                 assert top(target) != DEVKIT, f"{module} (product) imports {target} (devkit)"
+
+
+def test_every_package_of_ours_has_a_layer():
+    found = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name not in ("tests", "bench")}
+    assert found == set(PACKAGES)
+
+
+def test_every_import_points_down_or_within_its_package():
+    for module, targets in imports().items():
+        for target in targets:
+            if top(target) != top(module):
+                assert layer(top(target)) < layer(top(module)), f"{module} imports {target}: not a lower layer"
 
 
 def test_components_meet_only_in_the_core():
