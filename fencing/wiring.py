@@ -14,6 +14,9 @@ import sys
 import threading
 from typing import Any
 
+from linstor_scheduler.config import invalid
+from linstor_scheduler.runtime import Health, run_service
+
 from .controller import FencingController, Settings, render_table
 from .guards import STALE_DATA
 
@@ -22,9 +25,11 @@ log = logging.getLogger("linstor_scheduler.fencing")
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if not 0 < args.storm_share <= 1:
-        raise ValueError("--storm-share must be in (0, 1]")
-    if args.grace_period < 0 or args.poll_interval <= 0:
-        raise ValueError("--grace-period must be >= 0 and --poll-interval > 0")
+        raise invalid("--storm-share", args.storm_share, "a share of the storage nodes above 0 and at most 1")
+    if args.grace_period < 0:
+        raise invalid("--grace-period", args.grace_period, "seconds, 0 or more")
+    if args.poll_interval <= 0:
+        raise invalid("--poll-interval", args.poll_interval, "seconds, more than 0")
     return Settings(
         grace_period=args.grace_period, poll_interval=args.poll_interval, max_staleness=args.max_staleness,
         storm_share=args.storm_share, evictions_per_minute=args.evictions_per_minute,
@@ -83,7 +88,6 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
     ``stop_flag``). Signals, the health port, the Lease and the shutdown (its slow parts at once,
     within 2 s) are the shared ``run_service``'s."""
     from linstor_scheduler.kube.lease import elector_from_args
-    from linstor_scheduler.runtime import Health, run_service
 
     from .http import ready_check
     from .kubeview import CachedKube

@@ -18,10 +18,11 @@
 - **What ends the process.** Only a signal (exit 0) or an error before the service runs: bad flags
   or configuration, no Kubernetes credentials, a port in use. These propagate to
   ``linstor_scheduler.cli.main``, which prints one line and exits 2 for a setting to fix
-  (``ConfigError``: a bad value, a missing kubeconfig, a side port in use), 1 otherwise. Once running, a failed pass
-  (LINSTOR or the API server unreachable, an error answer) is logged, counted and retried with
-  backoff by the component's loop: it never ends the process, since a restart would only lose the
-  in-memory state and hammer the API servers.
+  (``ConfigError``: a value out of range such as ``--storm-share 2``, a missing kubeconfig, a side
+  port in use; ``config.invalid`` and ``config.parsed`` word it, naming the flag and its variable),
+  1 otherwise. Once running, a failed pass (LINSTOR or the API server unreachable, an error answer)
+  is logged, counted and retried with backoff by the component's loop: it never ends the process,
+  since a restart would only lose the in-memory state and hammer the API servers.
 
 ``run_service`` is the entry for workers (sync-node, sync-classes, locality-exporter, fencing);
 nothing it does blocks the event loop (the elector's start and stop, the health port's start and
