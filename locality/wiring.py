@@ -66,9 +66,11 @@ def run_exporter(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.lease import elector_from_args
     from linstor_scheduler.linstor.options import make_linstor_client
+    from linstor_scheduler.runtime import exit_now
 
     api = api_client_from_args(args)
-    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args)))
+    # the process ends once the service has stopped, without Python's teardown of the cluster state
+    exit_now(asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args))))
 
 
 async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,

@@ -14,7 +14,7 @@ import yaml
 
 from linstor_scheduler.config import ConfigError, env_name, setting
 from linstor_scheduler.linstor.options import make_linstor_client
-from linstor_scheduler.runtime import Health, run_service
+from linstor_scheduler.runtime import Health, exit_now, run_service
 
 log = logging.getLogger("linstor_scheduler.storage_sync")
 
@@ -53,6 +53,13 @@ def _events(args: argparse.Namespace, component: str) -> Any:
             log.info("no Kubernetes Events: %s", exc)
             return None
         raise
+
+
+def _ended(args: argparse.Namespace, code: int) -> int:
+    """``--once``'s exit code; after the service, the end of the process (``runtime.exit_now``)."""
+    if args.once:
+        return code
+    exit_now(code)
 
 
 def _health(args: argparse.Namespace, registry: Any, ready: Any) -> Health:
@@ -98,7 +105,7 @@ def run_sync_node(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return asyncio.run(main())
+    return _ended(args, asyncio.run(main()))
 
 
 def load_class_config(path: str | None) -> Any:
@@ -158,4 +165,4 @@ def run_sync_classes(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return asyncio.run(main())
+    return _ended(args, asyncio.run(main()))
