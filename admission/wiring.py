@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.runtime import serve_asgi
@@ -74,12 +75,14 @@ def own_namespace(explicit: str | None) -> str:
     path = Path(SA_NAMESPACE_FILE)
     if path.exists():
         return path.read_text().strip()
-    raise ValueError("--namespace (POD_NAMESPACE) is needed outside a pod for the self-signed certificate")
+    raise ConfigError(f"{setting('--namespace', 'POD_NAMESPACE')} is required outside a pod: the namespace of the "
+                      "self-signed certificate's Service (or give --tls-cert-file and --tls-key-file)")
 
 
 def run_webhook(args: argparse.Namespace) -> int:
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
-        raise ValueError("--tls-cert-file and --tls-key-file go together")
+        raise ConfigError(f"{setting('--tls-cert-file')} and {setting('--tls-key-file')} go together: give both "
+                          "or neither")
     api = api_client_from_args(args)
     publisher = None
     if args.tls_cert_file:

@@ -11,6 +11,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     from linstor_scheduler.kube.client import add_kube_options
     from linstor_scheduler.kube.lease import add_leader_options
     from linstor_scheduler.linstor.options import add_linstor_options
+    from linstor_scheduler.runtime import add_health_options
 
     p = sub.add_parser(
         "fencing", parents=[parent], help="move pods labelled on-storage-lost=remove off nodes that lost storage",
@@ -46,8 +47,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     add_flag(g, "--promotion-events", default=True,
              help="also follow LINSTOR's DRBD promotion event stream to poll early (polling never stops)")
     add_flag(g, "--once", help="one pass over freshly listed objects, print the verdict table, act never")
-    add_option(g, "--listen-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
-    add_option(g, "--port", type=int, default=8097, help="port of /metrics, /healthz, /readyz (0: none)")
+    add_health_options(p, 8097)  # --listen-address, --port: the side port every worker has
     add_linstor_options(p)
     add_kube_options(p)
     add_leader_options(p, "linstor-scheduler-fencing")

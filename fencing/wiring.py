@@ -1,7 +1,8 @@
 """Builds the running fencing service from its options: clients, informers, Lease, routes, the loop.
 
-``cli.py`` defines the flags; this module turns parsed flags into the service (``run``), the
-one-shot inspection (``--once``) or, for tests, the service with a stop flag (``serve``).
+``cli.py`` defines the flags; this module turns parsed flags into the service (``run``, which ends
+the process once the service has stopped: ``runtime.exit_now``), the one-shot inspection
+(``--once``) or, for tests, the service with a stop flag (``serve``, which returns).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import sys
 import threading
 from typing import Any
+
+from linstor_scheduler.config import invalid
+from linstor_scheduler.runtime import Health, exit_now, run_service
 
 from .controller import FencingController, Settings, render_table
 from .guards import STALE_DATA
@@ -22,9 +24,11 @@ log = logging.getLogger("linstor_scheduler.fencing")
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if not 0 < args.storm_share <= 1:
-        raise ValueError("--storm-share must be in (0, 1]")
-    if args.grace_period < 0 or args.poll_interval <= 0:
-        raise ValueError("--grace-period must be >= 0 and --poll-interval > 0")
+        raise invalid("--storm-share", args.storm_share, "a share of the storage nodes above 0 and at most 1")
+    if args.grace_period < 0:
+        raise invalid("--grace-period", args.grace_period, "seconds, 0 or more")
+    if args.poll_interval <= 0:
+        raise invalid("--poll-interval", args.poll_interval, "seconds, more than 0")
     return Settings(
         grace_period=args.grace_period, poll_interval=args.poll_interval, max_staleness=args.max_staleness,
         storm_share=args.storm_share, evictions_per_minute=args.evictions_per_minute,
@@ -46,14 +50,9 @@ def run(args: argparse.Namespace) -> int:
     actions = KubeActions(api, timeout=settings.api_timeout)
     if args.once:
         return asyncio.run(_once(settings, api, make_linstor_client(args), actions))
-    code = asyncio.run(serve(args, settings, api, recorder, make_linstor_client(args), actions))
-    # Everything is released by now (Lease, informers, /metrics, the LINSTOR client). Python's own
-    # teardown (a last garbage collection, then every module and object freed one by one) took over
-    # a second, more at 100,000 replicas: SIGTERM must end us within 2 s, so exit here.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # Everything is released once serve returns; the process ends there, without Python's slow
+    # teardown (runtime.exit_now): SIGTERM must end fencing within 2 s at 100,000 replicas.
+    exit_now(asyncio.run(serve(args, settings, api, recorder, make_linstor_client(args), actions)))
 
 
 async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
@@ -83,7 +82,6 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
     ``stop_flag``). Signals, the health port, the Lease and the shutdown (its slow parts at once,
     within 2 s) are the shared ``run_service``'s."""
     from linstor_scheduler.kube.lease import elector_from_args
-    from linstor_scheduler.runtime import Health, run_service
 
     from .http import ready_check
     from .kubeview import CachedKube

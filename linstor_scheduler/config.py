@@ -20,6 +20,28 @@ class ConfigError(Exception):
     """A setting that cannot work (a missing file, a bad combination): one line, exit code 2."""
 
 
+def setting(flag: str, env: str | None = None) -> str:
+    """How an error line names a setting: ``--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE)``.
+    ``env`` where the flag's variable is not the derived one (``NODE_NAME``, ``LS_CONTROLLERS``)."""
+    return f"{flag} (or {env or env_name(flag)})"
+
+
+def invalid(flag: str, value: Any, expected: str, env: str | None = None) -> ConfigError:
+    """A value that parsed but cannot work, checked where the service is built: ``--storm-share (or
+    LINSTOR_SCHEDULER_STORM_SHARE) is 2: expected ...``. Raise it: exit code 2, one line."""
+    shown = f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+    return ConfigError(f"{setting(flag, env)} is {shown}: expected {expected}")
+
+
+def parsed(flag: str, parse: Callable[[str], Any], text: str, env: str | None = None) -> Any:
+    """``parse(text)`` for a flag whose value has a syntax of its own (``--score-weights``,
+    ``--controllers``): the parser's ``ValueError`` becomes a ``ConfigError`` naming the setting."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{setting(flag, env)} is {text!r}: {exc}") from None
+
+
 def env_name(flag: str) -> str:
     """``--poll-interval`` -> ``LINSTOR_SCHEDULER_POLL_INTERVAL``."""
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()

@@ -41,6 +41,7 @@ from fencing.observe import (
     storage_nodes,
     with_policies,
 )
+from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
@@ -184,7 +185,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
         (o.get("metadata") or {}).get("name") for o in checked.kube_items if o.get("kind") == "Node"}
     unknown = sorted(lost - known)
     if unknown:
-        raise ValueError(f"--fail-node {', '.join(unknown)}: no such node in the cluster")
+        raise ConfigError(f"{setting('--fail-node')} names {', '.join(unknown)}: no such node in the cluster")
     snap = snapshot_of(failed_document(base, lost), keep_raw=True)
     view, has_policies = _view(snap)
     kube = _kube(snap.kube_items)

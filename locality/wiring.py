@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from linstor_scheduler.config import ConfigError, invalid, parsed, setting
 from linstor_scheduler.linstor.client import LinstorClient
 
 from .metrics import LocalityMetrics
@@ -65,9 +66,11 @@ def run_exporter(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.lease import elector_from_args
     from linstor_scheduler.linstor.options import make_linstor_client
+    from linstor_scheduler.runtime import exit_now
 
     api = api_client_from_args(args)
-    return asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args)))
+    # the process ends once the service has stopped, without Python's teardown of the cluster state
+    exit_now(asyncio.run(serve_exporter(args, make_linstor_client(args), api, elector_from_args(api, args))))
 
 
 async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,
@@ -101,13 +104,18 @@ def _document(args: argparse.Namespace) -> Any:
     return asyncio.run(capture(make_linstor_client(args), api_client_from_args(args), scheduler_name=None))
 
 
-def run_report(args: argparse.Namespace) -> int:
+def score_weights(args: argparse.Namespace) -> Any:
+    """``--score-weights`` as the extender reads it; a bad one is a ``ConfigError`` naming it."""
     from scheduler_extender.scoring import Weights
 
+    return parsed("--score-weights", Weights.parse, args.score_weights)
+
+
+def run_report(args: argparse.Namespace) -> int:
     from .report import render_table, report_from_doc
 
-    report = report_from_doc(_document(args), namespace=args.namespace or None,
-                             weights=Weights.parse(args.score_weights))
+    weights = score_weights(args)  # a bad setting before the cluster is read
+    report = report_from_doc(_document(args), namespace=args.namespace or None, weights=weights)
     if args.output == "json":
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -116,18 +124,18 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_drill(args: argparse.Namespace) -> int:
-    from scheduler_extender.scoring import Weights
-
     from .cli import FAIL_NODE_ENV
     from .drill import DrillSettings, drill, render_table
 
     given = args.fail_node or [os.environ.get(FAIL_NODE_ENV, "")]
     failed = [n.strip() for text in given for n in text.split(",") if n.strip()]
     if not failed:
-        raise ValueError("give at least one --fail-node NODE")
+        raise ConfigError(f"{setting('--fail-node', FAIL_NODE_ENV)} is required: the node (or nodes) that fail")
     if not 0 < args.storm_share <= 1:
-        raise ValueError("--storm-share must be in (0, 1]")
-    settings = DrillSettings(args.grace_period, args.storm_share, Weights.parse(args.score_weights))
+        raise invalid("--storm-share", args.storm_share, "a share of the storage nodes above 0 and at most 1")
+    if args.grace_period < 0:
+        raise invalid("--grace-period", args.grace_period, "seconds, 0 or more")
+    settings = DrillSettings(args.grace_period, args.storm_share, score_weights(args))
     result = drill(_document(args), failed, settings)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
     return 0

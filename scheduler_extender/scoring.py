@@ -69,9 +69,12 @@ class Weights:
             name = name.strip()
             if not sep or name not in known:
                 raise ValueError(f"unknown score weight {name!r}; known: {', '.join(sorted(known))}")
-            value = float(raw)
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"score weight {name}={raw.strip()!r} is not a number") from None
             if not 0 <= value <= MAX_SCORE:
-                raise ValueError(f"score weight {name}={value} is outside 0..{MAX_SCORE}")
+                raise ValueError(f"score weight {name}={value:g} is outside 0..{MAX_SCORE}")
             values[name] = value
         levels = tuple(values.pop(level.weight, level.default) for level in LEVELS)
         return cls(**values, levels=levels)

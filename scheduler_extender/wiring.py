@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import yaml
 
+from linstor_scheduler.config import ConfigError, parsed, setting
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
@@ -74,8 +75,13 @@ def build_live_app(
     return app
 
 
+def score_weights(args: argparse.Namespace) -> Weights:
+    """``--score-weights``; a bad one is a ``ConfigError`` naming it (exit 2)."""
+    return parsed("--score-weights", Weights.parse, args.score_weights)
+
+
 def run_extender(args: argparse.Namespace) -> int:
-    weights = Weights.parse(args.score_weights)
+    weights = score_weights(args)
     metrics = ExtenderMetrics()
     holder = StateHolder()
     if args.snapshot:
@@ -123,9 +129,10 @@ def _nodes_arg(text: str) -> list[str] | None:
 
 def run_explain(args: argparse.Namespace) -> int:
     if not args.pod:
-        raise ValueError("--pod NAMESPACE/NAME is required")
+        raise ConfigError(f"{setting('--pod')} is required: the pod to explain, NAMESPACE/NAME")
+    weights = score_weights(args)  # a bad setting before the cluster is read
     doc = read_snapshot(args.snapshot) if args.snapshot else asyncio.run(live_snapshot(args, pod=args.pod))
-    result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), Weights.parse(args.score_weights))
+    result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), weights)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
     return 0
 

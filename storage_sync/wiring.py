@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from linstor_scheduler.config import ConfigError, env_name, setting
 from linstor_scheduler.linstor.options import make_linstor_client
-from linstor_scheduler.runtime import Health, run_service
+from linstor_scheduler.runtime import Health, exit_now, run_service
 
 log = logging.getLogger("linstor_scheduler.storage_sync")
 
@@ -24,11 +25,19 @@ def lvm_source(args: argparse.Namespace) -> Any:
     devices = [d.strip() for d in args.lvm_devices.split(",") if d.strip()]
     command = LvmCommand(devices=devices, lvm=args.lvm_binary)
     if bool(args.recorded_vgs) != bool(args.recorded_lvs):
-        raise ValueError("--recorded-vgs and --recorded-lvs go together")
+        raise ConfigError(f"{setting('--recorded-vgs')} and {setting('--recorded-lvs')} go together: "
+                          "give both or neither")
     if args.recorded_vgs:
-        recorded = RecordedLvm(Path(args.recorded_vgs).read_text(), Path(args.recorded_lvs).read_text())
+        recorded = RecordedLvm(_read("--recorded-vgs", args.recorded_vgs), _read("--recorded-lvs", args.recorded_lvs))
         return CombinedLvm(command, recorded) if devices else recorded
     return command
+
+
+def _read(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{setting(flag)}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _events(args: argparse.Namespace, component: str) -> Any:
@@ -46,6 +55,13 @@ def _events(args: argparse.Namespace, component: str) -> Any:
         raise
 
 
+def _ended(args: argparse.Namespace, code: int) -> int:
+    """``--once``'s exit code; after the service, the end of the process (``runtime.exit_now``)."""
+    if args.once:
+        return code
+    exit_now(code)
+
+
 def _health(args: argparse.Namespace, registry: Any, ready: Any) -> Health:
     return Health(registry, ready, args.listen_address, args.port)
 
@@ -56,7 +72,8 @@ def run_sync_node(args: argparse.Namespace) -> int:
     from .report import dumps, node_pass_doc, render_node_pass
 
     if not args.node_name:
-        raise ValueError("--node-name (env NODE_NAME) is required: the node this agent serves")
+        raise ConfigError(f"{setting('--node-name', 'NODE_NAME')} is required: the Kubernetes node this agent "
+                          "serves")
     metrics = SyncMetrics()
 
     async def main() -> int:
@@ -88,7 +105,7 @@ def run_sync_node(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return asyncio.run(main())
+    return _ended(args, asyncio.run(main()))
 
 
 def load_class_config(path: str | None) -> Any:
@@ -96,10 +113,18 @@ def load_class_config(path: str | None) -> Any:
 
     if not path:
         return ClassConfig()
-    doc = yaml.safe_load(Path(path).read_text()) or {}
+    where = f"class config {path} (--config or {env_name('--config')})"
+    try:
+        doc = yaml.safe_load(_read("--config", path)) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path}: the class config must be a mapping")
-    return ClassConfig.from_mapping(doc)
+        raise ConfigError(f"{where}: expected a mapping of settings (see docs/storage-sync.md), "
+                          f"not a {type(doc).__name__}")
+    try:
+        return ClassConfig.from_mapping(doc)
+    except (TypeError, ValueError) as exc:  # a key or a value of the file: the setting to fix
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def run_sync_classes(args: argparse.Namespace) -> int:
@@ -140,4 +165,4 @@ def run_sync_classes(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return asyncio.run(main())
+    return _ended(args, asyncio.run(main()))

@@ -58,6 +58,62 @@ def test_a_bad_flag_value_is_one_line_exit_2():
     assert "--poll-interval" in line and "soon" in line
 
 
+NO_KUBE = ["--kube-api-url", "http://127.0.0.1:9"]  # never reached: the settings are checked first
+
+
+class ClassConfig(str):
+    """The text of a ``--config`` file, written to the test's tmp_path when the test runs."""
+
+
+# A flag value that parses but cannot work, checked where the service is built: the same one line and
+# exit 2 as a value argparse refuses, naming the flag, its variable and what it expects.
+@pytest.mark.parametrize("argv,says", [
+    (["fencing", "--storm-share", "2"],
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 2", "above 0 and at most 1"]),
+    (["fencing", "--grace-period", "-1"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD) is -1", "0 or more"]),
+    (["fencing", "--poll-interval", "0"],
+     ["--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is 0", "more than 0"]),
+    (["fencing", "--no-promotion-events", "--lease-duration", "0.1", *NO_KUBE],
+     ["--lease-duration (or LINSTOR_SCHEDULER_LEASE_DURATION) is 0.1", "more than 0.2"]),
+    (["drill", "--snapshot", "unread.yaml"], ["--fail-node (or LINSTOR_SCHEDULER_FAIL_NODE) is required"]),
+    (["drill", "--fail-node", "n1", "--storm-share", "0"],
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 0", "above 0 and at most 1"]),
+    (["drill", "--fail-node", "n1", "--grace-period", "-3"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD)"]),
+    (["locality", "--score-weights", "bogus=1"],
+     ["--score-weights (or LINSTOR_SCHEDULER_SCORE_WEIGHTS) is 'bogus=1'", "unknown score weight 'bogus'"]),
+    (["explain", "--pod", "a/b", "--score-weights", "remote=x"], ["--score-weights", "remote='x' is not a number"]),
+    (["extender", "--score-weights", "remote=11"], ["--score-weights", "outside 0..10"]),
+    (["explain"], ["--pod (or LINSTOR_SCHEDULER_POD) is required"]),
+    (["snapshot", "--controllers", "ftp://ctl", *NO_KUBE],
+     ["--controllers (or LS_CONTROLLERS) is 'ftp://ctl'", "unsupported LINSTOR controller URL scheme 'ftp'"]),
+    (["sync-node"], ["--node-name (or NODE_NAME) is required"]),
+    (["sync-node", "--node-name", "n1", "--recorded-vgs", "vgs.json"],
+     ["--recorded-vgs (or LINSTOR_SCHEDULER_RECORDED_VGS) and --recorded-lvs", "go together"]),
+    (["sync-classes", "--config", "/nonexistent/classes.yaml"],
+     ["--config (or LINSTOR_SCHEDULER_CONFIG): cannot read /nonexistent/classes.yaml"]),
+    (["sync-classes", "--config", ClassConfig("- a list\n")],
+     ["(--config or LINSTOR_SCHEDULER_CONFIG): expected a mapping", "not a list"]),
+    (["sync-classes", "--config", ClassConfig("maxReplicas: [\n")], ["(--config or ", "is not YAML"]),
+    (["sync-classes", "--config", ClassConfig("paramters: {}\n")],
+     ["(--config or ", "unknown keys in the class config: paramters"]),
+    (["webhook", "--tls-cert-file", "cert.pem"],
+     ["--tls-cert-file (or LINSTOR_SCHEDULER_TLS_CERT_FILE) and --tls-key-file", "go together"]),
+    pytest.param(["webhook", *NO_KUBE], ["--namespace (or POD_NAMESPACE) is required outside a pod"],
+                 marks=pytest.mark.skipif(os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+                                          reason="in a pod: the namespace is known")),
+])
+def test_a_flag_value_that_cannot_work_is_one_line_naming_it_exit_2(argv, says, tmp_path):
+    for i, arg in enumerate(argv):
+        if isinstance(arg, ClassConfig):
+            path = tmp_path / "classes.yaml"
+            path.write_text(arg)
+            argv = [*argv[:i], str(path), *argv[i + 1:]]
+    line = one_error_line(run(*argv))
+    assert line.startswith(f"linstor-scheduler {argv[0]}: error: ")
+    for words in says:
+        assert words in line
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["extender", "--help"], ["explain", "--help"]])
 def test_a_variable_meant_for_another_subcommand_changes_nothing(argv):
     env = {"LINSTOR_SCHEDULER_LINSTOR_TIMEOUT": "abc", "LINSTOR_SCHEDULER_OUTPUT": "xml",

@@ -12,6 +12,7 @@ import yaml
 from devkit import kube_objects as k
 from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.cli import main
+from linstor_scheduler.config import ConfigError
 from locality.drill import DrillSettings, drill, render_table
 
 LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
@@ -97,7 +98,7 @@ def test_no_quorum_policy_and_not_opted_in_are_refusals():
 
 
 def test_an_unknown_node_is_a_clear_error():
-    with pytest.raises(ValueError, match="--fail-node n9: no such node"):
+    with pytest.raises(ConfigError, match=r"--fail-node \(or LINSTOR_SCHEDULER_FAIL_NODE\) names n9: no such node"):
         drill(doc_of(*cluster()), ["n9"])
 
 
@@ -110,8 +111,8 @@ def test_cli_drill_from_a_snapshot(tmp_path, capsys):
     assert next(p for p in out["pods"] if p["pod"] == "default/db-0")["action"] == "remove"
     assert main(["drill", "--fail-node", "n1,n4", "--snapshot", str(path)]) == 0
     assert "WOULD HOLD" in capsys.readouterr().out
-    assert main(["drill", "--snapshot", str(path)]) == 1
-    assert "at least one --fail-node" in capsys.readouterr().err
+    assert main(["drill", "--snapshot", str(path)]) == 2  # a setting to fix
+    assert "--fail-node (or LINSTOR_SCHEDULER_FAIL_NODE) is required" in capsys.readouterr().err
 
 
 def test_cli_drill_on_the_live_cluster_reads_the_quorum_policies(ks, capsys):

@@ -154,3 +154,43 @@ def test_sync_node_as_deployed_serves_health_and_stops_on_sigterm(tmp_path):
             stop_child(child)
     output = child.stdout.read().decode()
     assert child.returncode == 0 and "sync-node stopped" in output, output
+
+
+def test_exit_now_flushes_the_logs_and_output_and_skips_the_teardown():
+    """A worker's end (``runtime.exit_now``): its exit code, the last log line and any unflushed
+    output kept, and none of Python's teardown (no atexit, no finalizers) run."""
+    import subprocess
+    import sys
+
+    program = "\n".join([
+        "import atexit, logging, sys",
+        "from linstor_scheduler.logs import setup_logging",
+        "from linstor_scheduler.runtime import exit_now",
+        "setup_logging('info', 'json')",
+        "atexit.register(lambda: print('teardown ran', file=sys.stderr))",
+        "logging.getLogger('linstor_scheduler.test').info('stopped')",
+        "sys.stdout.write('no newline, not flushed')",
+        "exit_now(3)",
+        "print('after exit_now')",
+    ])
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "no newline, not flushed"
+    assert '"msg":"stopped"' in done.stderr.replace(" ", "") and "teardown ran" not in done.stderr
+
+
+@pytest.mark.parametrize("command,port", [("sync-node", 9101), ("sync-classes", 9102), ("locality-exporter", 8096),
+                                          ("fencing", 8097)])
+def test_every_worker_takes_the_shared_health_options(command, port, monkeypatch):
+    """``--listen-address``/``--port`` of each worker are ``runtime.add_health_options``'s: one group,
+    one wording, each worker's own default port."""
+    import argparse
+
+    from linstor_scheduler.cli import build_parser
+
+    for var in ("LINSTOR_SCHEDULER_LISTEN_ADDRESS", "LINSTOR_SCHEDULER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    groups = {g.title: g for g in action.choices[command]._action_groups}
+    shared = groups["serving /healthz, /readyz, /metrics"]._group_actions
+    assert {a.dest: a.default for a in shared} == {"listen_address": "0.0.0.0", "port": port}

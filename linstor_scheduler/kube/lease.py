@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.config import add_flag, add_option, invalid
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -223,6 +223,9 @@ def elector_from_args(api_client: k8s.ApiClient, args: argparse.Namespace,
     if not args.leader_elect:
         return AlwaysLeader()
     duration = float(args.lease_duration)
+    renew = max(duration / 3, 0.2)
+    if not renew < duration:  # renewed a third of the way through, never more often than every 0.2 s
+        raise invalid("--lease-duration", duration, "seconds, more than 0.2")
     return LeaderElector(api_client, args.lease_name, args.lease_namespace, lease_seconds=duration,
-                         renew_seconds=max(duration / 3, 0.2), retry_seconds=max(duration / 7, 0.1),
+                         renew_seconds=renew, retry_seconds=max(duration / 7, 0.1),
                          on_change=on_change)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from linstor_scheduler.config import add_option
+from linstor_scheduler.config import add_option, parsed
 
 from .client import LinstorClient, parse_controllers
 
@@ -20,7 +20,9 @@ def add_linstor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def make_linstor_client(args: argparse.Namespace) -> LinstorClient:
+    """A bad ``--controllers`` is a ``ConfigError`` naming it (exit 2)."""
     return LinstorClient(
-        parse_controllers(args.controllers), timeout=args.linstor_timeout,
+        parsed("--controllers", parse_controllers, args.controllers, env="LS_CONTROLLERS"),
+        timeout=args.linstor_timeout,
         ca_file=args.linstor_ca_file, cert_file=args.linstor_cert_file, key_file=args.linstor_key_file,
     )
