@@ -15,7 +15,7 @@ nor stores into it. Single-threaded (the event loop): no locks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -86,6 +86,26 @@ class GenerationCache(Generic[K, V]):
             found = compute()
             self.put(key, generation, found)
         return found
+
+    def discard(self, key: K) -> None:
+        if key in self._items:
+            self._drop(key)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def evict_while(self, stale: Callable[[K, V], bool]) -> None:
+        """Drops entries, oldest first, while the oldest is ``stale``: for entries stored in time
+        order with one lifetime (the fallback's remembered misses), the expired ones are the oldest."""
+        items = self._items
+        while items:
+            key = next(iter(items))
+            if not stale(key, items[key]):
+                return
+            self._drop(key)
 
     def _drop(self, key: K) -> None:
         del self._items[key]

@@ -25,6 +25,7 @@ from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
 POD_BYTES_LIMIT = 32 * 1024 * 1024  # pods as kube-scheduler sends them, a few KB each
+FALLBACK_GENERATION = 0  # the fallback's memories are not tied to a state generation (FallbackReader)
 
 
 class ResourceReader(Protocol):
@@ -59,8 +60,16 @@ class StateHolder:
 class FallbackReader:
     """One bounded read of a resource the index does not know yet (a volume created seconds ago).
 
-    Results are cached until the next full sync knows the resource; misses are cached for
-    ``negative_ttl`` so a burst of requests for the same pod makes one LINSTOR call, not many.
+    Both memories are bounded ``GenerationCache``s (``max_entries`` each), oldest out first:
+    - ``found``: resources read here, kept until the index knows them (``forget_known``, on each
+      published state). They outlive state generations on purpose: a volume bound before LINSTOR's
+      next poll shows it must not cost a LINSTOR call per request whenever a Kubernetes change
+      makes a new generation. One pushed out is read again (one call), never answered wrong.
+    - ``missing``: "not found" (or a failed read) for ``negative_ttl`` seconds, so a burst of
+      requests for the same pod makes one LINSTOR call, not many; then the next request reads again
+      and finds a resource that appeared meanwhile (the next poll's index finds it anyway). Expired
+      ones are dropped oldest first, so a stream of pods naming resources that never appear holds
+      at most the misses of the last ``negative_ttl`` seconds, and never more than ``max_entries``.
     """
 
     def __init__(
@@ -71,24 +80,39 @@ class FallbackReader:
         negative_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_read: Callable[[str], None] | None = None,
+        max_entries: int = 4096,
     ) -> None:
         self._client = client
         self._timeout = timeout
         self._negative_ttl = negative_ttl
         self._clock = clock
-        self._cache: dict[str, tuple[ResourceInfo | None, float]] = {}
+        # One generation for good (FALLBACK_GENERATION): these entries are not tied to a state.
+        self.found: GenerationCache[str, ResourceInfo] = GenerationCache("fallback_found", max_entries=max_entries)
+        self.missing: GenerationCache[str, float] = GenerationCache("fallback_missing", max_entries=max_entries)
         self._inflight: dict[str, asyncio.Future[ResourceInfo | None]] = {}
         self._on_read = on_read
         self.generation = 0
 
+    @property
+    def caches(self) -> list[GenerationCache[Any, Any]]:
+        return [self.found, self.missing]
+
     def forget_known(self, state: ClusterState) -> None:
-        for name in [n for n in self._cache if n in state.resources]:
-            del self._cache[name]
+        for name in [n for n in self.found if n in state.resources]:
+            self.found.discard(name)
+        self._expire()
+
+    def _expire(self) -> None:
+        now, ttl = self._clock(), self._negative_ttl
+        self.missing.evict_while(lambda _, at: now - at >= ttl)
 
     async def get(self, name: str) -> ResourceInfo | None:
-        hit = self._cache.get(name)
-        if hit is not None and (hit[0] is not None or self._clock() - hit[1] < self._negative_ttl):
-            return hit[0]
+        found = self.found.get(name, FALLBACK_GENERATION)
+        if found is not None:
+            return found
+        self._expire()
+        if self.missing.get(name, FALLBACK_GENERATION) is not None:
+            return None
         pending = self._inflight.get(name)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -104,9 +128,12 @@ class FallbackReader:
             outcome = "error"
             log.warning("fallback read of resource %s failed: %s", name, exc)
         finally:
-            self._cache[name] = (info, self._clock())
             if info is not None:
+                self.found.put(name, FALLBACK_GENERATION, info)
+                self.missing.discard(name)
                 self.generation += 1
+            else:
+                self.missing.put(name, FALLBACK_GENERATION, self._clock())
             del self._inflight[name]
             fut.set_result(info)
             if self._on_read:
@@ -172,7 +199,8 @@ class Extender:
 
     @property
     def caches(self) -> list[GenerationCache[Any, Any]]:
-        return [self.tables, self.prepared, self.pod_bytes, self.node_sets]
+        fallback = self.fallback.caches if self.fallback else []
+        return [self.tables, self.prepared, self.pod_bytes, self.node_sets, *fallback]
 
     def staleness(self, state: ClusterState | None = None) -> float | None:
         """Seconds since the stalest source was read; None before the first sync or for snapshots."""

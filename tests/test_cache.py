@@ -132,3 +132,15 @@ def test_a_changed_label_is_a_new_generation():
         await syncer.stop()
 
     asyncio.run(scenario())
+
+
+def test_evict_while_drops_the_oldest_until_one_is_not_stale_and_discard():
+    cache: GenerationCache[str, float] = GenerationCache("t", max_entries=10)
+    for key, at in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        cache.put(key, 0, at)
+    cache.evict_while(lambda _, at: at < 2.5)
+    assert list(cache) == ["c"]
+    cache.discard("c")
+    cache.discard("never there")
+    assert len(cache) == 0
+    cache.evict_while(lambda *_: True)  # empty: nothing to do
