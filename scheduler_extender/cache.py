@@ -9,6 +9,8 @@ until the next poll.
 
 Bounded by entries and, where sizes are given, by bytes; the oldest entry goes first (insertion
 order: a hit costs one dict look-up and no bookkeeping, which is what the hot path can afford).
+An entry that grows in place (a verdict table filled node by node) is stored again with ``put``:
+its size is charged anew, it becomes the newest, and older entries make room.
 Generations only move forward: a request still holding an older state neither empties the cache
 nor stores into it. Single-threaded (the event loop): no locks.
 """
@@ -66,12 +68,12 @@ class GenerationCache(Generic[K, V]):
         if not self._advance(generation):
             return
         size = 0
+        if key in self._items:
+            self._drop(key)  # replaced, or the same object grown: charged anew below
         if self._sizeof is not None:
             size = self._sizeof(key, value)
             if self.max_bytes is not None and size > self.max_bytes // 4:
                 return  # one huge entry would push out everything else
-        if key in self._items:
-            self._drop(key)
         while self._items and (len(self._items) >= self.max_entries
                                or (self.max_bytes is not None and self.bytes + size > self.max_bytes)):
             self._drop(next(iter(self._items)))

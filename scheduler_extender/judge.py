@@ -19,12 +19,20 @@ from typing import Any, Protocol
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
-from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class_ids, prepare
+from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
 POD_BYTES_LIMIT = 32 * 1024 * 1024  # pods as kube-scheduler sends them, a few KB each
+# Verdict tables: 64 MiB is ~130 tables at 5,000 nodes (~30 where every node has its own verdict).
+TABLES_LIMIT = 64 * 1024 * 1024
+TABLE_BYTES = 2048  # a table's contexts and the dict itself
+# Per node entry (measured at 1,000 nodes: a dict slot ~35 B and the node name's string, which the
+# table keeps); nodes of a class share one verdict, but with an unbound claim judged by free space
+# each node has its own (~350 B more).
+NODE_ENTRY_BYTES = 100
+OWN_VERDICT_BYTES = 350
 FALLBACK_GENERATION = 0  # the fallback's memories are not tied to a state generation (FallbackReader)
 
 
@@ -175,6 +183,7 @@ class Extender:
         fallback: FallbackReader | None = None,
         clock: Callable[[], float] = time.monotonic,
         cache_size: int = 512,
+        tables_bytes: int = TABLES_LIMIT,
     ) -> None:
         self.holder = holder
         self.weights = weights or Weights()
@@ -182,9 +191,10 @@ class Extender:
         self.fallback = fallback
         self.clock = clock
         # Every cache is a GenerationCache (cache.py): emptied when the state's content changes.
-        # Verdict tables per (the pod's volumes as resolved); filled node by node as names arrive.
+        # Verdict tables per (the pod's volumes as resolved); filled node by node as names arrive,
+        # stored again after each growth so their bytes are charged as they grow (_table_size).
         self.tables: GenerationCache[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = \
-            GenerationCache("tables", max_entries=cache_size)
+            GenerationCache("tables", max_entries=cache_size, max_bytes=tables_bytes, sizeof=_table_size)
         # The pod's side by its claims (resolved PVC/PV/StorageClass), and by its exact bytes.
         self.prepared: GenerationCache[tuple[Any, ...], Prepared] = GenerationCache(
             "prepared", max_entries=4 * cache_size)
@@ -312,13 +322,13 @@ class Extender:
                 return node_sets.get_or_compute(key, kube_since, compute)
 
             cached = (prepare(prepared.claims, prepared.resources, state, node_set), {})
-            self.tables.put(prepared.key, state.generation, cached)
         contexts, table = cached
         verdicts = list(map(table.get, names))  # C-level loop: the common case is all hits
         if None in verdicts:
             table.update(judge_many([n for n in names if n not in table], contexts, state, self.weights,
                                     self._classes))
             verdicts = list(map(table.__getitem__, names))
+            self.tables.put(prepared.key, state.generation, cached)  # new, or grown: charged anew
         return Decision(prepared.ref, names, verdicts, None, prepared.claims)
 
     async def decide(self, pod: dict[str, Any], names: Sequence[str]) -> Decision:
@@ -332,6 +342,11 @@ class Extender:
             self._classes = state.node_classes
         else:
             self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
+
+
+def _table_size(_: tuple[Any, ...], cached: tuple[list[ClaimContext], dict[str, NodeVerdict]]) -> int:
+    contexts, table = cached
+    return TABLE_BYTES + len(table) * (NODE_ENTRY_BYTES + (OWN_VERDICT_BYTES if judged_per_node(contexts) else 0))
 
 
 def _pod_bytes_size(raw_pod: bytes, _: Prepared) -> int:

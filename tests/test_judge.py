@@ -7,9 +7,17 @@ import dataclasses
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
-from scheduler_extender.judge import Extender, FallbackReader, StateHolder
+from scheduler_extender.judge import (
+    NODE_ENTRY_BYTES,
+    OWN_VERDICT_BYTES,
+    TABLE_BYTES,
+    Extender,
+    FallbackReader,
+    StateHolder,
+    _table_size,
+)
 
-from .cluster import build, lnode, lres, standard
+from .cluster import build, lnode, lpool, lres, standard
 
 
 class FakeLinstor:
@@ -189,6 +197,48 @@ def test_a_remembered_miss_does_not_hide_a_resource_that_appears_later():
     other.forget_known(polled)
     assert [v.score for v in asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts] == [10, 1]
     assert "pvc-new" in other.missing  # still remembered (within the TTL), and not in the way
+
+
+def many_nodes_state(nodes: int, volumes: int):
+    """``nodes`` nodes in 4 zones with pools of different free space; ``volumes`` bound volumes
+    (2 replicas each) and as many unbound claims (judged per node by free space)."""
+    names = [f"n{i:04d}" for i in range(nodes)]
+    kube = [k.node(n, zone=f"z{i % 4}") for i, n in enumerate(names)] + [k.storage_class("r2")]
+    resources = []
+    for v in range(volumes):
+        kube += k.bound_volume(f"c-{v}", f"pvc-{v}", storage_class="r2")
+        kube.append(k.pvc(f"u-{v}", storage_class="r2", size=f"{v + 1}Gi"))
+        resources += [lres(f"pvc-{v}", names[v % nodes]), lres(f"pvc-{v}", names[(7 * v + 1) % nodes])]
+    pools = [lpool(n, free_gib=(i * 37) % 90) for i, n in enumerate(names)]
+    return names, build([lnode(n) for n in names], pools, resources, kube)
+
+
+def test_verdict_tables_stay_under_their_byte_bound_and_eviction_keeps_verdicts():
+    names, state = many_nodes_state(300, 40)
+    limit = 600_000  # about 18 tables of 300 nodes with shared verdicts, 4 with per-node ones
+    small = Extender(live_holder(FakeClock(), state), clock=FakeClock(), tables_bytes=limit)
+    roomy = Extender(live_holder(FakeClock(), state), clock=FakeClock())
+    pods = [k.pod(f"b{v}", claims=[f"c-{v}"]) for v in range(40)] + \
+           [k.pod(f"u{v}", claims=[f"u-{v}"]) for v in range(40)]
+
+    def verdicts(ext: Extender, pod, nodes):
+        d = asyncio.run(ext.decide(pod, nodes))
+        return [(v.fits, v.score, v.reasons(n)) for n, v in zip(nodes, d.verdicts, strict=True)]
+
+    for _ in range(2):  # the second round finds most tables evicted: recomputed, the same verdicts
+        for pod in pods:
+            for nodes in (names[:50], names[:200], names):  # each table grows as names arrive
+                assert verdicts(small, pod, nodes) == verdicts(roomy, pod, nodes)
+                assert small.tables.bytes <= limit
+    tables = small.tables
+    assert tables.bytes == sum(_table_size(key, tables._items[key]) for key in tables)  # charged as they grew
+    # Each round computes each table once: a table is not pushed out while it grows.
+    assert tables.misses == 2 * len(pods) and tables.hits == 4 * len(pods) and len(tables) < len(pods) // 4
+    assert len(roomy.tables) == len(pods) and roomy.tables.bytes > 10 * limit and roomy.tables.misses == len(pods)
+    own = max(_table_size(key, roomy.tables._items[key]) for key in roomy.tables)
+    shared = min(_table_size(key, roomy.tables._items[key]) for key in roomy.tables)
+    assert own == TABLE_BYTES + 300 * (NODE_ENTRY_BYTES + OWN_VERDICT_BYTES)
+    assert shared == TABLE_BYTES + 300 * NODE_ENTRY_BYTES
 
 
 def test_new_state_generation_is_used_by_the_next_request():
