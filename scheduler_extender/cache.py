@@ -9,13 +9,15 @@ until the next poll.
 
 Bounded by entries and, where sizes are given, by bytes; the oldest entry goes first (insertion
 order: a hit costs one dict look-up and no bookkeeping, which is what the hot path can afford).
+An entry that grows in place (a verdict table filled node by node) is stored again with ``put``:
+its size is charged anew, it becomes the newest, and older entries make room.
 Generations only move forward: a request still holding an older state neither empties the cache
 nor stores into it. Single-threaded (the event loop): no locks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -66,12 +68,12 @@ class GenerationCache(Generic[K, V]):
         if not self._advance(generation):
             return
         size = 0
+        if key in self._items:
+            self._drop(key)  # replaced, or the same object grown: charged anew below
         if self._sizeof is not None:
             size = self._sizeof(key, value)
             if self.max_bytes is not None and size > self.max_bytes // 4:
                 return  # one huge entry would push out everything else
-        if key in self._items:
-            self._drop(key)
         while self._items and (len(self._items) >= self.max_entries
                                or (self.max_bytes is not None and self.bytes + size > self.max_bytes)):
             self._drop(next(iter(self._items)))
@@ -86,6 +88,26 @@ class GenerationCache(Generic[K, V]):
             found = compute()
             self.put(key, generation, found)
         return found
+
+    def discard(self, key: K) -> None:
+        if key in self._items:
+            self._drop(key)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def evict_while(self, stale: Callable[[K, V], bool]) -> None:
+        """Drops entries, oldest first, while the oldest is ``stale``: for entries stored in time
+        order with one lifetime (the fallback's remembered misses), the expired ones are the oldest."""
+        items = self._items
+        while items:
+            key = next(iter(items))
+            if not stale(key, items[key]):
+                return
+            self._drop(key)
 
     def _drop(self, key: K) -> None:
         del self._items[key]

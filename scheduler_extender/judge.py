@@ -19,12 +19,21 @@ from typing import Any, Protocol
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
-from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, node_class_ids, prepare
+from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
 log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
 POD_BYTES_LIMIT = 32 * 1024 * 1024  # pods as kube-scheduler sends them, a few KB each
+# Verdict tables: 64 MiB is ~130 tables at 5,000 nodes (~30 where every node has its own verdict).
+TABLES_LIMIT = 64 * 1024 * 1024
+TABLE_BYTES = 2048  # a table's contexts and the dict itself
+# Per node entry (measured at 1,000 nodes: a dict slot ~35 B and the node name's string, which the
+# table keeps); nodes of a class share one verdict, but with an unbound claim judged by free space
+# each node has its own (~350 B more).
+NODE_ENTRY_BYTES = 100
+OWN_VERDICT_BYTES = 350
+FALLBACK_GENERATION = 0  # the fallback's memories are not tied to a state generation (FallbackReader)
 
 
 class ResourceReader(Protocol):
@@ -59,8 +68,16 @@ class StateHolder:
 class FallbackReader:
     """One bounded read of a resource the index does not know yet (a volume created seconds ago).
 
-    Results are cached until the next full sync knows the resource; misses are cached for
-    ``negative_ttl`` so a burst of requests for the same pod makes one LINSTOR call, not many.
+    Both memories are bounded ``GenerationCache``s (``max_entries`` each), oldest out first:
+    - ``found``: resources read here, kept until the index knows them (``forget_known``, on each
+      published state). They outlive state generations on purpose: a volume bound before LINSTOR's
+      next poll shows it must not cost a LINSTOR call per request whenever a Kubernetes change
+      makes a new generation. One pushed out is read again (one call), never answered wrong.
+    - ``missing``: "not found" (or a failed read) for ``negative_ttl`` seconds, so a burst of
+      requests for the same pod makes one LINSTOR call, not many; then the next request reads again
+      and finds a resource that appeared meanwhile (the next poll's index finds it anyway). Expired
+      ones are dropped oldest first, so a stream of pods naming resources that never appear holds
+      at most the misses of the last ``negative_ttl`` seconds, and never more than ``max_entries``.
     """
 
     def __init__(
@@ -71,24 +88,39 @@ class FallbackReader:
         negative_ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_read: Callable[[str], None] | None = None,
+        max_entries: int = 4096,
     ) -> None:
         self._client = client
         self._timeout = timeout
         self._negative_ttl = negative_ttl
         self._clock = clock
-        self._cache: dict[str, tuple[ResourceInfo | None, float]] = {}
+        # One generation for good (FALLBACK_GENERATION): these entries are not tied to a state.
+        self.found: GenerationCache[str, ResourceInfo] = GenerationCache("fallback_found", max_entries=max_entries)
+        self.missing: GenerationCache[str, float] = GenerationCache("fallback_missing", max_entries=max_entries)
         self._inflight: dict[str, asyncio.Future[ResourceInfo | None]] = {}
         self._on_read = on_read
         self.generation = 0
 
+    @property
+    def caches(self) -> list[GenerationCache[Any, Any]]:
+        return [self.found, self.missing]
+
     def forget_known(self, state: ClusterState) -> None:
-        for name in [n for n in self._cache if n in state.resources]:
-            del self._cache[name]
+        for name in [n for n in self.found if n in state.resources]:
+            self.found.discard(name)
+        self._expire()
+
+    def _expire(self) -> None:
+        now, ttl = self._clock(), self._negative_ttl
+        self.missing.evict_while(lambda _, at: now - at >= ttl)
 
     async def get(self, name: str) -> ResourceInfo | None:
-        hit = self._cache.get(name)
-        if hit is not None and (hit[0] is not None or self._clock() - hit[1] < self._negative_ttl):
-            return hit[0]
+        found = self.found.get(name, FALLBACK_GENERATION)
+        if found is not None:
+            return found
+        self._expire()
+        if self.missing.get(name, FALLBACK_GENERATION) is not None:
+            return None
         pending = self._inflight.get(name)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -104,9 +136,12 @@ class FallbackReader:
             outcome = "error"
             log.warning("fallback read of resource %s failed: %s", name, exc)
         finally:
-            self._cache[name] = (info, self._clock())
             if info is not None:
+                self.found.put(name, FALLBACK_GENERATION, info)
+                self.missing.discard(name)
                 self.generation += 1
+            else:
+                self.missing.put(name, FALLBACK_GENERATION, self._clock())
             del self._inflight[name]
             fut.set_result(info)
             if self._on_read:
@@ -148,6 +183,7 @@ class Extender:
         fallback: FallbackReader | None = None,
         clock: Callable[[], float] = time.monotonic,
         cache_size: int = 512,
+        tables_bytes: int = TABLES_LIMIT,
     ) -> None:
         self.holder = holder
         self.weights = weights or Weights()
@@ -155,9 +191,10 @@ class Extender:
         self.fallback = fallback
         self.clock = clock
         # Every cache is a GenerationCache (cache.py): emptied when the state's content changes.
-        # Verdict tables per (the pod's volumes as resolved); filled node by node as names arrive.
+        # Verdict tables per (the pod's volumes as resolved); filled node by node as names arrive,
+        # stored again after each growth so their bytes are charged as they grow (_table_size).
         self.tables: GenerationCache[tuple[Any, ...], tuple[list[ClaimContext], dict[str, NodeVerdict]]] = \
-            GenerationCache("tables", max_entries=cache_size)
+            GenerationCache("tables", max_entries=cache_size, max_bytes=tables_bytes, sizeof=_table_size)
         # The pod's side by its claims (resolved PVC/PV/StorageClass), and by its exact bytes.
         self.prepared: GenerationCache[tuple[Any, ...], Prepared] = GenerationCache(
             "prepared", max_entries=4 * cache_size)
@@ -172,7 +209,8 @@ class Extender:
 
     @property
     def caches(self) -> list[GenerationCache[Any, Any]]:
-        return [self.tables, self.prepared, self.pod_bytes, self.node_sets]
+        fallback = self.fallback.caches if self.fallback else []
+        return [self.tables, self.prepared, self.pod_bytes, self.node_sets, *fallback]
 
     def staleness(self, state: ClusterState | None = None) -> float | None:
         """Seconds since the stalest source was read; None before the first sync or for snapshots."""
@@ -284,13 +322,13 @@ class Extender:
                 return node_sets.get_or_compute(key, kube_since, compute)
 
             cached = (prepare(prepared.claims, prepared.resources, state, node_set), {})
-            self.tables.put(prepared.key, state.generation, cached)
         contexts, table = cached
         verdicts = list(map(table.get, names))  # C-level loop: the common case is all hits
         if None in verdicts:
             table.update(judge_many([n for n in names if n not in table], contexts, state, self.weights,
                                     self._classes))
             verdicts = list(map(table.__getitem__, names))
+            self.tables.put(prepared.key, state.generation, cached)  # new, or grown: charged anew
         return Decision(prepared.ref, names, verdicts, None, prepared.claims)
 
     async def decide(self, pod: dict[str, Any], names: Sequence[str]) -> Decision:
@@ -304,6 +342,11 @@ class Extender:
             self._classes = state.node_classes
         else:
             self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
+
+
+def _table_size(_: tuple[Any, ...], cached: tuple[list[ClaimContext], dict[str, NodeVerdict]]) -> int:
+    contexts, table = cached
+    return TABLE_BYTES + len(table) * (NODE_ENTRY_BYTES + (OWN_VERDICT_BYTES if judged_per_node(contexts) else 0))
 
 
 def _pod_bytes_size(raw_pod: bytes, _: Prepared) -> int:

@@ -54,8 +54,9 @@ class ExtenderMetrics:
     def bind_caches(self, caches: Iterable[Any]) -> None:
         """Read at scrape time: counting on the hot path would cost more than a cache hit saves."""
         gauge = Gauge("linstor_scheduler_extender_cache", "The request path's caches (answers, tables, prepared, "
-                      "pod_bytes, node_sets): hits, misses and clears (emptied by a new state generation) since "
-                      "start, entries and bytes held", ["cache", "stat"], registry=self.registry)
+                      "pod_bytes, node_sets, fallback_found, fallback_missing): hits, misses and clears (emptied "
+                      "by a new state generation) since start, entries and bytes held", ["cache", "stat"],
+                      registry=self.registry)
         for cache in caches:
             for stat in ("hits", "misses", "clears", "bytes"):
                 gauge.labels(cache.name, stat).set_function(lambda c=cache, s=stat: getattr(c, s))

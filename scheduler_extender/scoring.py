@@ -326,6 +326,11 @@ def node_class_ids(names: Iterable[str], state: ClusterState, ids: dict[Any, int
     return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n)), len(ids)) for n in names}
 
 
+def judged_per_node(contexts: Sequence[ClaimContext]) -> bool:
+    """An unbound claim we judge (free space differs per node): every node gets a verdict of its own."""
+    return any(not c.claim.bound and c.unjudged is None for c in contexts)
+
+
 def judge_many(
     names: Iterable[str],
     contexts: Sequence[ClaimContext],
@@ -341,7 +346,7 @@ def judge_many(
     ``judge_node`` on every node."""
     names = list(names)
     special = _replica_nodes(contexts)
-    if any(not c.claim.bound and c.unjudged is None for c in contexts):  # free space differs per node
+    if judged_per_node(contexts):
         return _judge_per_node(names, contexts, state, w, classes)
     sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
     keys: list[Any] = list(map(classes.get, names))

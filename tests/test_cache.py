@@ -132,3 +132,36 @@ def test_a_changed_label_is_a_new_generation():
         await syncer.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_entry_grown_in_place_is_charged_anew_and_becomes_the_newest():
+    cache: GenerationCache[str, list[int]] = GenerationCache("t", max_entries=10, max_bytes=200,
+                                                             sizeof=lambda _, v: 10 * len(v))
+    grows = [1]
+    cache.put("other", 1, [0] * 5)
+    cache.put("third", 1, [0] * 5)
+    cache.put("grows", 1, grows)
+    grows.extend([1, 1])  # the same object, now 3 long: stored again, charged anew
+    cache.put("grows", 1, grows)
+    assert cache.bytes == 130 and list(cache) == ["other", "third", "grows"]
+    cache.put("fourth", 1, [0] * 5)
+    cache.put("fifth", 1, [0] * 2)
+    assert cache.bytes == 200
+    grows.extend([1, 1])  # 220 with the others: the oldest goes, not the entry that grew
+    cache.put("grows", 1, grows)
+    assert list(cache) == ["third", "fourth", "fifth", "grows"] and cache.bytes == 170
+    grows.append(1)  # now over a quarter of the limit: refused, and its old charge goes with it
+    cache.put("grows", 1, grows)
+    assert "grows" not in cache and cache.bytes == 120 and len(cache) == 3
+
+
+def test_evict_while_drops_the_oldest_until_one_is_not_stale_and_discard():
+    cache: GenerationCache[str, float] = GenerationCache("t", max_entries=10)
+    for key, at in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        cache.put(key, 0, at)
+    cache.evict_while(lambda _, at: at < 2.5)
+    assert list(cache) == ["c"]
+    cache.discard("c")
+    cache.discard("never there")
+    assert len(cache) == 0
+    cache.evict_while(lambda *_: True)  # empty: nothing to do

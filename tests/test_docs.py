@@ -17,7 +17,7 @@ from fencing import guards as fencing_guards
 from fencing import verdict as fencing_verdict
 from fencing.metrics import FencingMetrics
 from scheduler_extender.http import create_app
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.judge import Extender, FallbackReader, StateHolder
 from scheduler_extender.metrics import ExtenderMetrics
 from storage_sync import plan as pool_plan
 from storage_sync import tags as pool_tags
@@ -92,3 +92,15 @@ def test_label_values_from_the_code_are_on_the_row(metric, values):
     text = row(metric)
     for value in values:
         assert f"`{value}`" in text, f"{metric}: `{value}` is not documented"
+
+
+def test_every_cache_of_the_live_extender_is_on_the_row():
+    """The cache gauge's ``cache`` label: every cache a live extender binds (the fallback's included)."""
+    metrics = ExtenderMetrics()
+    create_app(Extender(StateHolder(), fallback=FallbackReader(client=None)), metrics=metrics)
+    names = {s.labels["cache"] for f in metrics.registry.collect() if f.name == "linstor_scheduler_extender_cache"
+             for s in f.samples}
+    assert {"answers", "tables", "fallback_found", "fallback_missing"} <= names
+    text = row("linstor_scheduler_extender_cache")
+    for name in names:
+        assert f"`{name}`" in text, f"cache `{name}` is not documented"

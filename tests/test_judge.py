@@ -7,9 +7,17 @@ import dataclasses
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
-from scheduler_extender.judge import Extender, FallbackReader, StateHolder
+from scheduler_extender.judge import (
+    NODE_ENTRY_BYTES,
+    OWN_VERDICT_BYTES,
+    TABLE_BYTES,
+    Extender,
+    FallbackReader,
+    StateHolder,
+    _table_size,
+)
 
-from .cluster import build, lnode, lres, standard
+from .cluster import build, lnode, lpool, lres, standard
 
 
 class FakeLinstor:
@@ -132,9 +140,105 @@ def test_fallback_cache_dropped_once_the_index_knows_the_resource():
     clock = FakeClock(1.0)
     fallback = FallbackReader(FakeLinstor({"pvc-new": [lres("pvc-new", "w1")]}), clock=clock)
     asyncio.run(fallback.get("pvc-new"))
-    assert "pvc-new" in fallback._cache
+    assert "pvc-new" in fallback.found
     fallback.forget_known(build([lnode("w1")], [], [lres("pvc-new", "w1")], []))
-    assert "pvc-new" not in fallback._cache
+    assert "pvc-new" not in fallback.found
+
+
+def test_fallback_memory_is_bounded_under_a_flood_of_missing_names():
+    """Pods naming resources that never appear: the misses held are those of the last
+    negative_ttl seconds, never more than max_entries, and none once they all expired."""
+    clock = FakeClock(0.0)
+    fake = FakeLinstor()
+    fallback = FallbackReader(fake, negative_ttl=5.0, clock=clock, max_entries=300)
+
+    async def flood(count: int, step: float) -> int:
+        most = 0
+        for i in range(count):
+            assert await fallback.get(f"pvc-never-{i}") is None
+            most = max(most, len(fallback.missing))
+            clock.now += step
+        return most
+
+    assert asyncio.run(flood(2_000, 0.0)) == 300  # all within the TTL: the entry bound holds
+    assert len(fake.calls) == 2_000 and len(fallback.found) == 0
+    clock.now += 5.0
+    assert asyncio.run(flood(2_000, 0.01)) <= 501  # 100 a second for 20 s: ~5 s of them held
+    assert len(fallback.missing) <= 501
+    clock.now += 5.0
+    fallback.forget_known(standard())  # each published state also drops the expired ones
+    assert len(fallback.missing) == 0
+
+
+def test_a_remembered_miss_does_not_hide_a_resource_that_appears_later():
+    clock = FakeClock(1.0)
+    fake = FakeLinstor()
+    fallback = FallbackReader(fake, negative_ttl=5.0, clock=clock)
+    holder = live_holder(clock, fresh_volume_state())
+    ext = Extender(holder, fallback=fallback, clock=clock)
+    pod = k.pod("p", claims=["c-new"])
+    assert asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts[1].score == 0  # not known anywhere yet
+    fake.items["pvc-new"] = [lres("pvc-new", "w2")]  # LINSTOR has it now
+    assert asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts[1].score == 0  # the miss is remembered...
+    assert len(fake.calls) == 1
+    clock.now += 5.0  # ...for negative_ttl: then read again, and found
+    assert [v.score for v in asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts] == [1, 10]
+    assert len(fake.calls) == 2 and "pvc-new" in fallback.found and "pvc-new" not in fallback.missing
+
+    # The next poll's index finds a resource at once, whatever the fallback remembers.
+    other = FallbackReader(FakeLinstor(), negative_ttl=5.0, clock=clock)
+    holder = live_holder(clock, fresh_volume_state())
+    ext = Extender(holder, fallback=other, clock=clock)
+    assert asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts[1].score == 0
+    base = fresh_volume_state()
+    kube = [k.node("w1"), k.node("w2"), k.storage_class("r2"), *k.bound_volume("c-new", "pvc-new", storage_class="r2")]
+    polled = build([lnode("w1"), lnode("w2")], [], [lres("pvc-new", "w1")], kube, generation=base.generation + 1)
+    holder.swap(dataclasses.replace(polled, linstor_synced_at=clock.now, kube_synced_at=clock.now))
+    other.forget_known(polled)
+    assert [v.score for v in asyncio.run(ext.decide(pod, ["w1", "w2"])).verdicts] == [10, 1]
+    assert "pvc-new" in other.missing  # still remembered (within the TTL), and not in the way
+
+
+def many_nodes_state(nodes: int, volumes: int):
+    """``nodes`` nodes in 4 zones with pools of different free space; ``volumes`` bound volumes
+    (2 replicas each) and as many unbound claims (judged per node by free space)."""
+    names = [f"n{i:04d}" for i in range(nodes)]
+    kube = [k.node(n, zone=f"z{i % 4}") for i, n in enumerate(names)] + [k.storage_class("r2")]
+    resources = []
+    for v in range(volumes):
+        kube += k.bound_volume(f"c-{v}", f"pvc-{v}", storage_class="r2")
+        kube.append(k.pvc(f"u-{v}", storage_class="r2", size=f"{v + 1}Gi"))
+        resources += [lres(f"pvc-{v}", names[v % nodes]), lres(f"pvc-{v}", names[(7 * v + 1) % nodes])]
+    pools = [lpool(n, free_gib=(i * 37) % 90) for i, n in enumerate(names)]
+    return names, build([lnode(n) for n in names], pools, resources, kube)
+
+
+def test_verdict_tables_stay_under_their_byte_bound_and_eviction_keeps_verdicts():
+    names, state = many_nodes_state(300, 40)
+    limit = 600_000  # about 18 tables of 300 nodes with shared verdicts, 4 with per-node ones
+    small = Extender(live_holder(FakeClock(), state), clock=FakeClock(), tables_bytes=limit)
+    roomy = Extender(live_holder(FakeClock(), state), clock=FakeClock())
+    pods = [k.pod(f"b{v}", claims=[f"c-{v}"]) for v in range(40)] + \
+           [k.pod(f"u{v}", claims=[f"u-{v}"]) for v in range(40)]
+
+    def verdicts(ext: Extender, pod, nodes):
+        d = asyncio.run(ext.decide(pod, nodes))
+        return [(v.fits, v.score, v.reasons(n)) for n, v in zip(nodes, d.verdicts, strict=True)]
+
+    for _ in range(2):  # the second round finds most tables evicted: recomputed, the same verdicts
+        for pod in pods:
+            for nodes in (names[:50], names[:200], names):  # each table grows as names arrive
+                assert verdicts(small, pod, nodes) == verdicts(roomy, pod, nodes)
+                assert small.tables.bytes <= limit
+    tables = small.tables
+    assert tables.bytes == sum(_table_size(key, tables._items[key]) for key in tables)  # charged as they grew
+    # Each round computes each table once: a table is not pushed out while it grows.
+    assert tables.misses == 2 * len(pods) and tables.hits == 4 * len(pods) and len(tables) < len(pods) // 4
+    assert len(roomy.tables) == len(pods) and roomy.tables.bytes > 10 * limit and roomy.tables.misses == len(pods)
+    own = max(_table_size(key, roomy.tables._items[key]) for key in roomy.tables)
+    shared = min(_table_size(key, roomy.tables._items[key]) for key in roomy.tables)
+    assert own == TABLE_BYTES + 300 * (NODE_ENTRY_BYTES + OWN_VERDICT_BYTES)
+    assert shared == TABLE_BYTES + 300 * NODE_ENTRY_BYTES
 
 
 def test_new_state_generation_is_used_by_the_next_request():
