@@ -229,6 +229,15 @@ class Rig:
         return [w for w in self.ks.writes if (w[0] == "DELETE" and "/pods/" in w[1])
                 or (w[0] == "POST" and w[1].endswith("/eviction"))]
 
+    def evicted(self) -> list[str]:
+        """Names of the pods deleted or evicted, in the order the API server saw the writes."""
+        return [path.split("/")[6] for _, path, _ in self.pod_deletes()]
+
+    def deleted_at(self, pod: str) -> float:
+        """Fake-clock time of the one pass whose pod delete of ``pod`` (namespace/name) was done."""
+        (at,) = [r.at for r in self.reports if ("pod_delete", pod, "done") in r.actions]
+        return at
+
     def attachment_deletes(self) -> list[tuple[str, str, Any]]:
         return self.writes("DELETE", "/volumeattachments/")
 

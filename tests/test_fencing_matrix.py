@@ -183,7 +183,7 @@ def test_linstor_unreachable_or_slow_acts_on_nothing_past_the_staleness_bound(ri
     assert rig.pod_deletes() == [], "blind for longer than the bound: the grace period starts again"
     rig.run(10)
     assert len(rig.pod_deletes()) == 1
-    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/db-0", "done") in r.actions]
+    deleted_at = rig.deleted_at("default/db-0")
     assert deleted_at - recovered_at >= 30
 
 

@@ -21,10 +21,6 @@ def rig():
         yield rig
 
 
-def evictions(rig: Rig) -> list[str]:
-    return [path.split("/")[6] for _, path, _ in rig.pod_deletes()]
-
-
 # --- 1. a rack failure is not a storm; a storm's end starts every grace period afresh ------------
 def test_rack_of_two_of_seven_storage_nodes_lost_evicts():
     """7 storage nodes, 4 hold diskful replicas: losing 2 is 2 of 7 (not 2 of 4): both pods move."""
@@ -36,7 +32,7 @@ def test_rack_of_two_of_seven_storage_nodes_lost_evicts():
         rig.power_off("n1")
         rig.power_off("n2")
         rig.run(40)
-        assert sorted(evictions(rig)) == ["a-0", "b-0"]
+        assert sorted(rig.evicted()) == ["a-0", "b-0"]
         assert rig.ctrl.metrics.storm_active._value.get() == 0
         assert rig.ctrl.metrics.lost_nodes._value.get() == 2
 
@@ -58,8 +54,8 @@ def test_two_of_six_is_not_more_than_a_third_three_of_six_is_a_storm(rig):
     rig.run(25)
     assert rig.pod_deletes() == [], "timers did not run through the storm: a fresh grace period"
     rig.run(15)
-    assert evictions(rig) == ["a-0"]
-    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/a-0", "done") in r.actions]
+    assert rig.evicted() == ["a-0"]
+    deleted_at = rig.deleted_at("default/a-0")
     assert deleted_at - calm >= 30
 
 
@@ -80,8 +76,8 @@ def test_kubernetes_blind_across_a_recovery_and_a_new_fault_restarts_the_timer(r
     rig.run(25)
     assert rig.pod_deletes() == [], "the old timer is gone: blind past the bound restarts every timer"
     rig.run(15)
-    assert evictions(rig) == ["db-0"]
-    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/db-0", "done") in r.actions]
+    assert rig.evicted() == ["db-0"]
+    deleted_at = rig.deleted_at("default/db-0")
     assert deleted_at - back >= 30
 
 

@@ -21,10 +21,6 @@ def rig():
         yield rig
 
 
-def evictions(rig: Rig) -> list[str]:
-    return [path.split("/")[6] for _, path, _ in rig.pod_deletes()]
-
-
 def taint_keys(rig: Rig, node: str) -> list[str]:
     return sorted(t["key"] for t in (rig.ks.get("Node", node).get("spec") or {}).get("taints") or [])
 
@@ -51,8 +47,8 @@ def test_a_gap_between_passes_longer_than_the_bound_restarts_the_grace_timers(ri
     rig.run(20)
     assert rig.pod_deletes() == [], "the old timer must not carry over a gap nobody observed"
     rig.run(15)
-    assert evictions(rig) == ["db-0"]
-    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/db-0", "done") in r.actions]
+    assert rig.evicted() == ["db-0"]
+    deleted_at = rig.deleted_at("default/db-0")
     assert deleted_at - new_fault >= 30
 
 
@@ -80,7 +76,7 @@ def test_the_taint_is_set_even_when_the_node_changed_since_it_was_listed(rig):
 
     rig.ctrl.actions.get_pod = lifecycle_controller_meanwhile
     rig.run(40)
-    assert evictions(rig) == ["db-0"]
+    assert rig.evicted() == ["db-0"]
     assert taint_keys(rig, "n1") == sorted([TAINT_KEY, "node.kubernetes.io/unreachable"]), \
         "ours is set, and the lifecycle controller's taint is not lost"
 
@@ -124,7 +120,7 @@ def test_two_faults_are_not_counted_as_four_lost_nodes(rig):
     assert rig.ctrl.metrics.lost_nodes._value.get() == 2
     assert rig.ctrl.metrics.storm_active._value.get() == 0
     assert rig.events("StormBreaker") == []
-    assert evictions(rig) == ["c-0"], "c-0 moves to n6; a-0 stays (pvc-a has no quorum left anywhere)"
+    assert rig.evicted() == ["c-0"], "c-0 moves to n6; a-0 stays (pvc-a has no quorum left anywhere)"
     assert rig.events("NoPromotableReplica", "a-0")
 
 
@@ -140,14 +136,14 @@ def test_the_taint_comes_off_when_only_the_nodes_peers_are_lost(rig):
     rig.run(10)
     rig.power_off("n1")
     rig.run(40)
-    assert evictions(rig) == ["db-0"] and TAINT_KEY in taint_keys(rig, "n1")
+    assert rig.evicted() == ["db-0"] and TAINT_KEY in taint_keys(rig, "n1")
     rig.recreate("db-0", "n4", [data])
     rig.power_off("n2")
     rig.power_off("n3")
     rig.recover("n1")
     rig.run(90)
     assert TAINT_KEY not in taint_keys(rig, "n1"), "n1's storage is back; its peers are what is lost"
-    assert evictions(rig) == ["db-0"]
+    assert rig.evicted() == ["db-0"]
 
 
 # --- nodes LINSTOR evicted long ago are not part of a storm --------------------------------------
@@ -164,7 +160,7 @@ def test_nodes_linstor_evicted_long_ago_do_not_make_one_failure_a_storm(rig):
     rig.power_off("n1")
     rig.run(40)
     assert rig.events("StormBreaker") == []
-    assert evictions(rig) == ["db-0"]
+    assert rig.evicted() == ["db-0"]
 
 
 # --- a new fault starts with the Eviction API, whatever an old one did -----------------------------
@@ -189,7 +185,7 @@ def test_an_eviction_blocked_in_an_earlier_fault_does_not_skip_the_pdb_in_a_new_
     rig.run(40)
     (delete,) = rig.writes("DELETE", "/pods/db-0")
     assert delete[2]["gracePeriodSeconds"] == 0
-    (deleted_at,) = [r.at for r in rig.reports if ("pod_delete", "default/db-0", "done") in r.actions]
+    deleted_at = rig.deleted_at("default/db-0")
     assert deleted_at - again >= 30 + 60, "grace period, then the eviction timeout of this fault"
 
 
