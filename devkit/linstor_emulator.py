@@ -590,7 +590,7 @@ class LinstorEmulator(HttpDouble):
                 candidates = (emu._resources.items() if rds is None else
                               [((rd, n), r) for rd in sorted(rds) for n, r in grouped.get(rd, {}).items()])
                 keys = [(rd, n) for (rd, n), r in candidates
-                        if (names is None or n in names) and (rds is None or rd in rds)
+                        if (names is None or n in names)
                         and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
                 return json(page(request, emu._render_resources(keys)))
 

@@ -64,13 +64,16 @@ def keep_large_buffers() -> str:
     return outcome
 
 
-def _mallopt() -> ctypes._CFuncPtr | None:
-    if not hasattr(os, "confstr"):
-        return None
+def is_glibc() -> bool:
+    """This process runs on glibc (the only C library whose malloc we tune)."""
     try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return None
-    except (ValueError, OSError):
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr (not POSIX), or the name unknown
+        return False
+
+
+def _mallopt() -> ctypes._CFuncPtr | None:
+    if not is_glibc():
         return None
     try:  # the interpreter's own symbols include libc's (find_library would run ldconfig)
         fn = getattr(ctypes.CDLL(None), "mallopt", None)

@@ -46,14 +46,7 @@ def faults_per_round(**env: str) -> tuple[str, float]:
     return out[0], float(out[1])
 
 
-def glibc() -> bool:
-    try:
-        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-needs_glibc = pytest.mark.skipif(not (glibc() and os.path.exists("/proc/self/stat")),
+needs_glibc = pytest.mark.skipif(not (allocator.is_glibc() and os.path.exists("/proc/self/stat")),
                                  reason="the tuning is for glibc malloc, measured through Linux /proc")
 
 
