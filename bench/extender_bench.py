@@ -162,12 +162,13 @@ def floor_app(echo: bool) -> Any:
 
 
 def extender_app(snapshot: str) -> Any:
+    from linstor_scheduler.clock import now as boottime
     from scheduler_extender.http import create_app
     from scheduler_extender.judge import Extender, StateHolder
     from scheduler_extender.snapshot import read_snapshot, state_from_snapshot
 
     holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(read_snapshot(snapshot), now=time.monotonic()))
+    holder.swap(state_from_snapshot(read_snapshot(snapshot), now=boottime()))
     return create_app(Extender(holder)).verbs  # what the CLI serves on the verbs' listener
 
 

@@ -7,12 +7,12 @@ import json
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.httpserver import ServerThread
 from scheduler_extender.explain import render_table
 from scheduler_extender.http import create_app
@@ -26,7 +26,7 @@ from .demo_cluster import SAMPLE_PODS, demo_snapshot
 def build_demo_app() -> tuple[Any, dict[str, Any]]:
     doc = demo_snapshot()
     holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(doc, now=time.monotonic()))
+    holder.swap(state_from_snapshot(doc, now=boottime()))
     return create_app(Extender(holder)), doc
 
 

@@ -42,8 +42,6 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     add_option(g, "--taint-stable-seconds", type=float, default=60.0,
                help="seconds of storage back (satellite ONLINE, no storage proof for any of its replicas) after "
                "which our taint comes off")
-    add_option(g, "--api-timeout", type=float, default=10.0,
-               help="seconds one Kubernetes call may take (connect and read); a pass never waits longer")
     add_flag(g, "--promotion-events", default=True,
              help="also follow LINSTOR's DRBD promotion event stream to poll early (polling never stops)")
     add_flag(g, "--once", help="one pass over freshly listed objects, print the verdict table, act never")

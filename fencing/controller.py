@@ -20,11 +20,11 @@ import contextlib
 import dataclasses
 import gc
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.volumes import pod_claims
 
@@ -134,7 +134,7 @@ def _as_pod(obj: dict[str, Any]) -> dict[str, Any]:
 class FencingController:
     def __init__(self, linstor: LinstorReader, kube: KubeView, actions: KubeActions, recorder: Recorder, *,
                  leader: Leader, settings: Settings | None = None, metrics: FencingMetrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = boottime) -> None:
         self.linstor = linstor
         self.kube = kube
         self.actions = actions
@@ -170,8 +170,9 @@ class FencingController:
         return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.settings.api_timeout + 1.0)
 
     async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Queued for the recorder's own thread (kube/events.py): never waits for the API server."""
         try:
-            await self._call(self.recorder.record, obj, event_type, reason, message)
+            self.recorder.record(obj, event_type, reason, message)
         except Exception as exc:  # an Event never fails the pass
             log.warning("event %s not recorded: %s", reason, exc)
 

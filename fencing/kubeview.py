@@ -8,13 +8,13 @@ None while unknown), so the staleness guard treats them alike.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 from kubernetes import client as k8s
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.informer import KubeCaches, object_key
 
 from .observe import LABEL_SELECTOR, KubeObjects
@@ -66,7 +66,7 @@ class ListedKube:
     """One LIST per kind per ``refresh()``; a failed list leaves no view at all until the next success."""
 
     def __init__(self, api_client: k8s.ApiClient, *, timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = boottime) -> None:
         core, storage = k8s.CoreV1Api(api_client), k8s.StorageV1Api(api_client)
         opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": (min(timeout, 3.0), timeout)}
         self._lists = {

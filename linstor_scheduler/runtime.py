@@ -76,6 +76,7 @@ class Health:
     ready: Check
     host: str = "0.0.0.0"
     port: int = 0  # 0: no side port
+    alive: Check | None = None  # /healthz: None answers ok while the process serves
 
 
 def add_health_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -101,7 +102,8 @@ def start_health_port(health: Health | None) -> Any:
     from .health import health_app
     from .httpserver import ServerThread
 
-    srv = ServerThread(health_app(health.registry, ready=health.ready), health.host, health.port).start()
+    app = health_app(health.registry, ready=health.ready, alive=health.alive)
+    srv = ServerThread(app, health.host, health.port).start()
     log.info("serving /healthz, /readyz, /metrics on %s:%d", health.host, srv.port)
     return srv
 

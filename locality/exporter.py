@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
+from linstor_scheduler.clock import now as boottime
 from scheduler_extender.judge import StateHolder
 
 from .classify import Summary, summarize
@@ -25,7 +25,7 @@ log = logging.getLogger("linstor_scheduler.locality")
 
 class LocalityExporter:
     def __init__(self, holder: StateHolder, pods: Any, metrics: LocalityMetrics, leader: Any, *,
-                 interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = 30.0, clock: Callable[[], float] = boottime) -> None:
         self.holder, self.pods, self.metrics, self.leader = holder, pods, metrics, leader
         self.interval, self.clock = interval, clock
         self.last: Summary | None = None

@@ -8,10 +8,10 @@ The ranking is the extender's own: an ``Extender`` over the same ``ClusterState`
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from linstor_scheduler.clock import now as boottime
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
 from scheduler_extender.snapshot import Snapshot, snapshot_of, state_from_snapshot
@@ -68,7 +68,7 @@ def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace
 def report_from_doc(doc: Mapping[str, Any] | Snapshot, *, namespace: str | None = None,
                     weights: Weights | None = None) -> dict[str, Any]:
     snap = snapshot_of(doc)
-    state = state_from_snapshot(snap, now=time.monotonic())
+    state = state_from_snapshot(snap, now=boottime())
     pods = [i for i in snap.kube_items if i.get("kind") == "Pod"]
     return build_report(state, records_of(pods), namespace=namespace, weights=weights)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from linstor_scheduler.clock import now as boottime
 
 from .answers import verdict_rows
 from .judge import Extender, StateHolder
@@ -17,7 +18,7 @@ def explain_doc(doc: Mapping[str, Any] | Snapshot, pod: Mapping[str, Any], nodes
                 weights: Weights | None = None) -> dict[str, Any]:
     """Judge ``pod`` against a snapshot document, exactly as the extender would."""
     holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(doc, now=time.monotonic()))
+    holder.swap(state_from_snapshot(doc, now=boottime()))
     extender = Extender(holder, weights=weights)
     names = list(nodes) if nodes else all_node_names(holder.state)
     decision = asyncio.run(extender.decide(dict(pod), names))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
@@ -86,7 +86,7 @@ class FallbackReader:
         *,
         timeout: float = 1.0,
         negative_ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         on_read: Callable[[str], None] | None = None,
         max_entries: int = 4096,
     ) -> None:
@@ -181,7 +181,7 @@ class Extender:
         weights: Weights | None = None,
         max_staleness: float = 120.0,
         fallback: FallbackReader | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         cache_size: int = 512,
         tables_bytes: int = TABLES_LIMIT,
     ) -> None:

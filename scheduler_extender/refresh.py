@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 
 from .judge import FallbackReader, StateHolder
@@ -97,7 +98,7 @@ class Syncer:
         use_events: bool = True,
         metrics: ExtenderMetrics | None = None,
         fallback: FallbackReader | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
         read_in_thread: bool = False,
     ) -> None:
         self.holder = holder
@@ -216,13 +217,13 @@ class Syncer:
                 self.metrics.poll_interval.set(wait)
             backoff = 1.0 if ok else min(backoff * 2, 60.0)
             self._poll_now.clear()
-            ended = time.monotonic()
+            ended = boottime()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_now.wait(), timeout=wait)
             if self._poll_now.is_set():
                 # A node event: poll now, unless the last poll ended less than its own duration ago
                 # (a burst of events then keeps the sync to half a core, not a whole one).
-                rest = self.sync_duration - (time.monotonic() - ended)
+                rest = self.sync_duration - (boottime() - ended)
                 if rest > 0:
                     await asyncio.sleep(rest)
 

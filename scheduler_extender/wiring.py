@@ -9,12 +9,12 @@ import asyncio
 import ipaddress
 import logging
 import sys
-import time
 from typing import Any
 
 import orjson
 import yaml
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, parsed, setting
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
@@ -85,7 +85,7 @@ def run_extender(args: argparse.Namespace) -> int:
     metrics = ExtenderMetrics()
     holder = StateHolder()
     if args.snapshot:
-        holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=time.monotonic()))
+        holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=boottime()))
         holder.static = holder.ready = True
         extender = Extender(holder, weights=weights, max_staleness=args.max_staleness)
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
 
@@ -51,7 +52,7 @@ class PassResult:
 class NodeAgent:
     def __init__(self, node_name: str, lvm: LvmSource, linstor: LinstorClient, *, prune: bool = False,
                  dry_run: bool = False, events: Any = None, metrics: SyncMetrics | None = None,
-                 repeat_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic,
+                 repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime,
                  kube_node_name: str | None = None) -> None:
         self.node_name = node_name  # in LINSTOR
         self.kube_node_name = kube_node_name or node_name  # the Node our Events go to

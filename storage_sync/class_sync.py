@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import orjson
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
@@ -56,7 +56,7 @@ class ClassPassResult:
 class ClassReconciler:
     def __init__(self, linstor: LinstorClient, api_client: k8s.ApiClient, *, config: ClassConfig | None = None,
                  dry_run: bool = False, events: Any = None, metrics: ClassMetrics | None = None,
-                 repeat_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime) -> None:
         self.linstor = linstor
         self.api_client = api_client
         self.storage = k8s.StorageV1Api(api_client)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, env_name, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
@@ -93,7 +93,7 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 if last is None:
                     return False, "no successful pass yet" + (f": {agent.last_result.error}"
                                                               if agent.last_result and agent.last_result.error else "")
-                age = time.monotonic() - last
+                age = boottime() - last
                 limit = max(3 * args.interval, args.max_backoff + args.interval)
                 return age < limit, f"last successful pass {age:.0f}s ago"
 

@@ -242,6 +242,10 @@ class Rig:
         return self.writes("DELETE", "/volumeattachments/")
 
     def events(self, reason: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+        """The Events in the API server, once every controller's queue of them was sent (Events are
+        sent by the recorder's own thread: kube/events.py)."""
+        for ctrl in self.controllers:
+            assert ctrl.recorder.flush(10), "Events still queued after 10 s"
         return [e for e in self.ks.list("Event")
                 if (reason is None or e.get("reason") == reason)
                 and (pod is None or (e.get("involvedObject") or {}).get("name") == pod)]

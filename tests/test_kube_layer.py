@@ -95,14 +95,60 @@ def test_selectors_reach_the_server(ks):
 
 
 def test_caches_sync_and_age(ks):
-    caches = KubeCaches(ks.api, ["Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass"])
+    """A quiet view's age is the time since the server last confirmed it: each watch the server ends
+    at its timeout confirms it, so with ``max_age`` 3 s (watches of 1 s) the age stays under 3 s."""
+    caches = KubeCaches(ks.api, ["Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass"], max_age=3)
     assert caches.age() is None
     caches.start()
     try:
         assert caches.wait_synced(5) and caches.synced
-        assert caches.age() == 0.0  # every informer is watching: quiet is not stale
+        assert caches["Node"].watch_timeout == 1.0
+        wait_for(lambda: all(i.restarts["timeout"] >= 2 for i in caches.informers.values()),
+                 what="two watches of every kind ended by the server")
+        age = caches.age()
+        assert age is not None and age < 3
+        assert caches.stuck() == [] and caches.errors() == {}
     finally:
         caches.stop()
+
+
+def test_a_quiet_kind_compacted_away_relists_by_itself(ks):
+    """Nodes stay quiet while pods change; etcd compacts; the Node watch, resumed from its old
+    version at the server's timeout, gets an ERROR event with code 410 and must relist (with the
+    official client's Watch it raised KeyError and retried the expired version for ever)."""
+    ks.add(k.node("w1"))
+    inf = Informer(ks.api, "Node", watch_timeout=1, backoff_base=0.01)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        for i in range(3):
+            ks.add(k.pod(f"p{i}"))  # another kind moves the global resourceVersion on
+        ks.compact()
+        ks.patch("Node", "w1", {"metadata": {"labels": {"seen": "after"}}})
+        wait_for(lambda: inf.relists["expired"] >= 1, what="a relist after 410")
+        wait_for(lambda: (inf.get("w1")["metadata"].get("labels") or {}).get("seen") == "after",
+                 what="the change made after the compaction")
+        assert inf.healthy and inf.error is None and inf.restarts["error"] == 0
+    finally:
+        inf.stop()
+
+
+def test_a_view_not_confirmed_grows_old(ks):
+    """The age is measured from the last confirmation: once the server stops answering (every
+    request fails), it grows, and the informer says why."""
+    inf = Informer(ks.api, "Node", watch_timeout=1, backoff_base=0.01, backoff_cap=0.05)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        ks.inject(fail=10_000, status=503, path_prefix="/api/v1/nodes")
+        wait_for(lambda: inf.error is not None and "503" in inf.error, what="the failure seen")
+        confirmed = inf.confirmed_at
+        wait_for(lambda: (inf.age() or 0) > 1.5, what="the age growing")
+        assert inf.confirmed_at == confirmed and not inf.healthy
+        ks.reset_faults()
+        wait_for(lambda: inf.healthy and (inf.age() or 99) < 1.5, what="recovered")
+    finally:
+        inf.stop()
 
 
 def test_event_recorder_creates_and_aggregates(ks):
@@ -110,6 +156,7 @@ def test_event_recorder_creates_and_aggregates(ks):
     rec = EventRecorder(ks.api, component="linstor-scheduler-test")
     rec.record(node, "Warning", "PoolTagClash", "two volume groups carry linstor-data")
     rec.record(node, "Warning", "PoolTagClash", "two volume groups carry linstor-data")
+    assert rec.flush(10) and rec.sent == 2
     events = k8s.CoreV1Api(ks.api).list_namespaced_event("default").items
     assert len(events) == 1
     ev = events[0]
@@ -120,8 +167,50 @@ def test_event_recorder_creates_and_aggregates(ks):
 
 def test_event_recorder_never_raises(ks, caplog):
     ks.inject(fail=5, status=500, path_prefix="/api/v1/namespaces/default/events")
-    EventRecorder(ks.api).record(ks.add(k.node("w2")), "Normal", "Test", "hello")
+    rec = EventRecorder(ks.api)
+    rec.record(ks.add(k.node("w2")), "Normal", "Test", "hello")
+    assert rec.flush(10) and rec.failed == 1
     assert "could not record event Test" in caplog.text
+
+
+def test_events_to_a_hung_api_server_are_dropped_not_waited_for(ks):
+    """The API server takes the Event requests and never answers: ``record`` returns at once all the
+    same, the queue fills, and what does not fit is dropped and counted."""
+    from linstor_scheduler.kube.client import timed_client
+
+    ks.inject(fail=10_000, status=500, path_prefix="/api/v1/namespaces/default/events")  # stands for a hang
+    slow = timed_client(k8s.Configuration(host=ks.url), timeout=0.5)
+    rec = EventRecorder(slow, queue_size=4)
+    node = ks.add(k.node("w3"))
+    started = time.monotonic()
+    for i in range(20):
+        rec.record(node, "Warning", "Test", f"event {i}")
+    assert time.monotonic() - started < 0.5, "record() must never wait for the API server"
+    assert rec.dropped >= 20 - 4 - 1  # the queue's 4, and one the sending thread may have taken
+    assert rec.flush(30)
+
+
+def test_calls_have_a_deadline_and_writes_are_sent_once(ks):
+    """No hidden retries: a DELETE whose answer fails is sent once; every call without its own
+    ``_request_timeout`` gets the client's."""
+    import asyncio
+
+    from linstor_scheduler.kube.calls import KubeCalls
+
+    api = make_api_client(host=ks.url, timeout=2.0)
+    ks.add(k.node("w4"))
+    ks.inject(fail=1, status=503, path_prefix="/api/v1/nodes/w4", method="DELETE")
+    calls = KubeCalls(timeout=2.0)
+    core = k8s.CoreV1Api(api)
+    try:
+        asyncio.run(calls.write(core.delete_node, "w4"))
+        raise AssertionError("a 503 must reach the caller")
+    except k8s.exceptions.ApiException as exc:
+        assert exc.status == 503
+    assert ks.count("DELETE", "/api/v1/nodes/w4") == 1
+    assert calls.writes.outcomes["api_error"] == 1
+    assert type(api).default_timeout == (2.0, 2.0)
+    calls.shutdown()
 
 
 def test_make_api_client(ks, tmp_path):

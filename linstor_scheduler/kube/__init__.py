@@ -10,7 +10,9 @@ import importlib
 from typing import Any
 
 _WHERE = {"add_kube_options": "client", "api_client_from_args": "client", "make_api_client": "client",
-          "EventRecorder": "events", "KINDS": "informer", "Informer": "informer", "KubeCaches": "informer"}
+          "EventRecorder": "events",
+          "KubeCalls": "calls", "KubeCollector": "metrics", "KINDS": "informer", "Informer": "informer",
+          "KubeCaches": "informer"}
 __all__ = sorted(_WHERE)
 
 

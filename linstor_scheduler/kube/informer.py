@@ -1,9 +1,25 @@
 """Informer-style list+watch caches of raw Kubernetes objects (the JSON form, as dicts).
 
-Like client-go's informers: list once, then watch from the list's resourceVersion; a watch that
-times out resumes from the last resourceVersion (no relist); 410 Gone relists; other errors back
-off (capped, jittered) and resume. Objects stay dicts: the official client's model deserialisation
-is slow and we read only a few fields. One daemon thread per informer; ``stop()`` is prompt.
+Like client-go's reflector (k8s.io/client-go/tools/cache/reflector.go, ``ListAndWatch``,
+``watchHandler``): list in pages, then watch from the list's resourceVersion; a watch the server
+ends at its ``timeoutSeconds`` resumes from the last resourceVersion (no relist); an ERROR event
+with code 410 (the version was compacted away: after an API server restart, an etcd compaction,
+a quiet kind whose version fell behind) or a 410 on a list's continue token relists; other errors
+back off (capped, jittered) and resume.
+
+We read the watch stream ourselves instead of through ``kubernetes.watch.Watch``: with
+``deserialize=False`` (we keep dicts, the models are slow) its ERROR branch reads
+``event['raw_object']``, which it only sets when it deserializes (kubernetes/watch/watch.py,
+``Watch.stream``, kubernetes 36-37), so every 410 became a ``KeyError`` and the informer resumed
+from the same expired version for ever, blind, while it looked merely "retrying".
+
+Freshness is what the server confirmed, not what we last heard: ``confirmed_at`` moves when a list
+completes, an event or a bookmark arrives, or the server ends a watch at its timeout (it had
+nothing more to say up to then). An open but silent stream confirms nothing, so the age grows;
+the read deadline (``watch_timeout`` + ``read_slack``) ends a watch whose server went quiet past
+its own timeout (a half-open connection, a hung backend) and starts another. ``beat`` moves
+whenever the loop does anything at all: liveness (``/healthz``) is "the loop still turns",
+readiness (``/readyz``) is "the view is fresh". Both on ``CLOCK_BOOTTIME`` (linstor_scheduler.clock).
 """
 
 from __future__ import annotations
@@ -11,14 +27,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
+
+from linstor_scheduler.clock import now as boottime
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +51,31 @@ KINDS: dict[str, tuple[type, str, str | None]] = {
 }
 
 OnChange = Callable[[str, dict[str, Any]], None]
+CONNECT_TIMEOUT = 10.0
 
 
 def object_key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+class Expired(Exception):
+    """The server no longer has the version we resume from (HTTP 410 / an ERROR event with code 410)."""
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """The stream's lines as they arrive (one JSON watch event each). A read that waits past the
+    response's read timeout raises (urllib3 ``ReadTimeoutError``): the caller restarts the watch."""
+    buffer = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
 
 
 class Informer:
@@ -52,14 +88,21 @@ class Informer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         on_change: OnChange | None = None,
-        watch_timeout: int = 300,
+        watch_timeout: float = 60.0,
+        read_slack: float = 10.0,
+        list_timeout: float = 60.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         page_size: int = 500,
     ) -> None:
         """``transform`` turns each object into what the store keeps (None: skip it): a component that
-        needs a few fields of 100,000 pods keeps those, not the objects. ``on_change`` still sees the object."""
+        needs a few fields of 100,000 pods keeps those, not the objects. ``on_change`` still sees the object.
+
+        ``watch_timeout``: the server ends each watch after this long (``timeoutSeconds``), which
+        confirms a quiet view; a component sets it to a fraction of the staleness it tolerates.
+        ``read_slack``: how long past that the stream may stay silent before we call it dead.
+        ``list_timeout``: the read deadline of one list page."""
         if kind not in KINDS:
             raise ValueError(f"no informer for kind {kind!r}; known: {', '.join(KINDS)}")
         api_cls, cluster_fn, ns_fn = KINDS[kind]
@@ -67,15 +110,15 @@ class Informer:
         if namespace and ns_fn:
             fn = getattr(api, ns_fn)
             self._list_fn: Callable[..., Any] = lambda **kw: fn(namespace, **kw)
-            self._list_fn.__doc__ = fn.__doc__
         else:
             self._list_fn = getattr(api, cluster_fn)
-        self._api_client = api_client
         self.kind = kind
         self.selectors = {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector))
                           if v}
         self.on_change = on_change
-        self.watch_timeout = watch_timeout
+        self.watch_timeout = max(1.0, float(watch_timeout))
+        self.read_slack = read_slack
+        self.list_timeout = list_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.transform = transform
@@ -83,15 +126,19 @@ class Informer:
         self._store: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._watch: k8s_watch.Watch | None = None
+        self._resp: Any = None  # the open watch or list response, shut down by stop()
         self._thread: threading.Thread | None = None
         self.synced = threading.Event()
         self.generation = 0
-        self.last_success: float | None = None
-        self.healthy = False  # listed and watching without error: a quiet watch is not a stale one
-        self.error: str | None = None
+        self.confirmed_at: float | None = None  # boottime() when the server last confirmed the view
+        self.beat = boottime()  # boottime() when the loop last did anything (liveness)
+        self.healthy = False  # listed and watching without error
+        self.error: str | None = None  # why the view is not being kept up to date, while it is not
+        self.failing_since: float | None = None  # boottime() of the first failure in a row
         self.resource_version: str | None = None
         self.lists = 0
+        self.relists: Counter[str] = Counter()  # reason -> count: start, expired, error
+        self.restarts: Counter[str] = Counter()  # watch restarts by reason: timeout, silent, error
 
     # --- reading -------------------------------------------------------------------------------
     def items(self) -> list[Any]:
@@ -105,48 +152,60 @@ class Informer:
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)
 
+    def age(self, now: float | None = None) -> float | None:
+        """Seconds since the server last confirmed this view; None before the first list."""
+        if self.confirmed_at is None:
+            return None
+        return max(0.0, (boottime() if now is None else now) - self.confirmed_at)
+
+    @property
+    def liveness_bound(self) -> float:
+        """The longest the loop can go without a beat while it works: a watch's read deadline, a
+        list page's, the longest back-off, with a margin. Past it, the loop is stuck."""
+        return max(self.watch_timeout + self.read_slack, self.list_timeout, self.backoff_cap) + 30.0
+
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.kind}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop promptly: interrupt the watch, again if a new one started meanwhile, until the thread ends."""
+        """Stop promptly: shut the open stream's socket, again if a new one opened meanwhile, until the
+        thread ends."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
+        deadline = boottime() + timeout
         while True:
-            watch = self._watch
-            if watch is not None:
-                # Since kubernetes 36.0.0 (pyproject's minimum) Watch.stop() shuts the stream's socket
-                # down, so a read blocked on a quiet watch returns at once instead of at its timeout.
-                watch.stop()
-            if self._thread is None or not self._thread.is_alive() or time.monotonic() > deadline:
+            _shutdown(self._resp)
+            if self._thread is None or not self._thread.is_alive() or boottime() > deadline:
                 return
             self._thread.join(0.05)
 
     # --- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
         failures = 0
-        need_list = True
+        need_list = "start"
         while not self._stop.is_set():
+            self.beat = boottime()
             try:
                 if need_list:
+                    self.relists[need_list] += 1
                     self._relist()
-                    need_list = False
+                    need_list = ""
                 self._watch_once()
                 failures = 0
+            except Expired as exc:
+                if self._stop.is_set():
+                    return
+                log.info("%s informer: %s; relisting", self.kind, exc)
+                need_list = "expired"
             except ApiException as exc:
                 if self._stop.is_set():
                     return
-                if exc.status == 410:
-                    log.info("%s watch: resourceVersion %s expired (410 Gone); relisting", self.kind,
-                             self.resource_version)
-                    need_list = True
-                    continue
                 failures += 1
                 self._failed(f"API error {exc.status}: {exc.reason}", failures)
-                need_list = need_list or exc.status in (401, 403, 404)
-            except Exception as exc:  # connection refused, reset, timeouts, bad JSON
+                if exc.status in (401, 403, 404):
+                    need_list = need_list or "error"
+            except Exception as exc:  # connection refused, reset, read deadline, bad JSON
                 if self._stop.is_set():
                     return
                 failures += 1
@@ -155,47 +214,64 @@ class Informer:
     def _failed(self, reason: str, failures: int) -> None:
         self.error = reason
         self.healthy = False
+        now = boottime()
+        if self.failing_since is None:
+            self.failing_since = now
+        self.restarts["error"] += 1
         delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)) * (0.5 + random.random() / 2)
-        log.warning("%s informer: %s; retrying in %.1fs", self.kind, reason, delay)
+        age = self.age(now)
+        log.warning("%s informer: %s; retrying in %.1fs (view confirmed %s)", self.kind, reason, delay,
+                    "never" if age is None else f"{age:.0f}s ago")
         self._stop.wait(delay)
 
     def _relist(self) -> None:
         """List in pages of ``page_size`` (as client-go's reflector does), so the whole list is never one
         JSON document in memory; with a ``transform`` only what is kept accumulates. The callback hears
-        of each change after the swap, with the stored value (the object, or what ``transform`` kept)."""
+        of each change after the swap, with the stored value (the object, or what ``transform`` kept).
+        A continue token that expired (410, after a compaction) restarts the list from the top: a list
+        whose pages come from two snapshots is not one state."""
+        started = boottime()
         with self._lock:
             old = self._store
         kept: dict[str, Any] = {}
-        changed: list[tuple[str, str]] = []
         token: str | None = None
         resource_version = None
         while True:
             paging: dict[str, Any] = {"limit": self.page_size} if self.page_size else {}
             if token:
                 paging["_continue"] = token
-            resp = self._list_fn(_preload_content=False, **self.selectors, **paging)
+            try:
+                resp = self._list_fn(_preload_content=False, _request_timeout=(CONNECT_TIMEOUT, self.list_timeout),
+                                     **self.selectors, **paging)
+            except ApiException as exc:
+                if exc.status == 410 and token:
+                    log.info("%s informer: the list's continue token expired (410); listing again from the top",
+                             self.kind)
+                    self.relists["expired"] += 1
+                    kept, token, started = {}, None, boottime()
+                    continue
+                raise
             doc = orjson.loads(resp.data)
+            self.beat = boottime()
             meta = doc.get("metadata") or {}
             for obj in doc.get("items") or []:
                 obj.setdefault("kind", self.kind)  # the API server leaves kind out of list items
-                key = object_key(obj)
                 value = obj if self.transform is None else self.transform(obj)
-                if value is None:
-                    continue
-                kept[key] = value
-                if self.on_change and (key not in old or old[key] != value):
-                    changed.append(("ADDED" if key not in old else "MODIFIED", key))
+                if value is not None:
+                    kept[object_key(obj)] = value
             resource_version = meta.get("resourceVersion")
             token = meta.get("continue")
             del doc, resp  # one page at a time
             if not token:
                 break
+        changed = [("ADDED" if key not in old else "MODIFIED", key) for key, value in kept.items()
+                   if key not in old or old[key] != value] if self.on_change else []
         with self._lock:
             self._store = kept
             self.generation += 1
         self.resource_version = resource_version
         self.lists += 1
-        self._ok()
+        self._confirmed(started)
         self.synced.set()
         if self.on_change:
             for kind, key in changed:
@@ -205,32 +281,52 @@ class Informer:
                     self.on_change("DELETED", value)
 
     def _watch_once(self) -> None:
-        self._watch = k8s_watch.Watch()
-        stream = self._watch.stream(
-            self._list_fn, resource_version=self.resource_version, timeout_seconds=self.watch_timeout,
-            allow_watch_bookmarks=True, deserialize=False, **self.selectors,
-            # a dead connection (no RST) is noticed when the read times out past the server's own end
-            _request_timeout=(10, self.watch_timeout + 30),
-        )
-        for event in stream:
+        """One watch, from ``resource_version`` until the server ends it at ``watch_timeout``. The
+        read deadline is the server's own end plus ``read_slack``: a stream silent past it is dead."""
+        resp = self._list_fn(
+            watch=True, resource_version=self.resource_version, timeout_seconds=int(self.watch_timeout),
+            allow_watch_bookmarks=True, _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT, self.watch_timeout + self.read_slack), **self.selectors)
+        self._resp = resp
+        if self._stop.is_set():  # stop() ran between the request and now: it could not shut this one
+            _shutdown(resp)
+        opened = boottime()
+        try:
+            for line in _lines(resp):
+                if self._stop.is_set():
+                    return
+                self._apply(orjson.loads(line))
+        except Exception as exc:
             if self._stop.is_set():
                 return
-            self._apply(event)
-        self._ok()  # the server ended the watch at its timeout: resume from the last version
+            if "Read timed out" in str(exc) or type(exc).__name__ in ("ReadTimeoutError", "TimeoutError"):
+                self.restarts["silent"] += 1
+                raise TimeoutError(f"watch silent for {boottime() - opened:.0f}s, past its "
+                                   f"{self.watch_timeout:.0f}s timeout (a half-open connection or a hung "
+                                   "API server)") from None
+            raise
+        finally:
+            self._resp = None
+            _close(resp)
+        if not self._stop.is_set():
+            self.restarts["timeout"] += 1
+            self._confirmed(boottime())  # the server ended the watch at its timeout: nothing missed
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        obj = event.get("raw_object") or event.get("object")
-        if isinstance(obj, str | bytes):
-            obj = orjson.loads(obj)
+        obj = event.get("object")
         if not isinstance(obj, dict):
             return
         if kind == "ERROR":
-            raise ApiException(status=obj.get("code") or 500, reason=obj.get("reason") or obj.get("message"))
+            code = obj.get("code") or 500
+            message = obj.get("message") or obj.get("reason") or "watch error"
+            if code == 410:
+                raise Expired(f"watch from resourceVersion {self.resource_version} expired (410 Gone: {message})")
+            raise ApiException(status=code, reason=f"{obj.get('reason')}: {message}")
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if rv:
             self.resource_version = rv
-        self._ok()
+        self._confirmed(boottime())
         if kind == "BOOKMARK":
             return
         key = object_key(obj)
@@ -244,10 +340,37 @@ class Informer:
         if self.on_change and kind in ("ADDED", "MODIFIED", "DELETED"):
             self.on_change(kind, obj)
 
-    def _ok(self) -> None:
-        self.last_success = time.monotonic()
+    def _confirmed(self, at: float) -> None:
+        if self.error is not None:
+            log.info("%s informer: recovered after %s", self.kind, self.error)
+        self.confirmed_at = at
+        self.beat = boottime()
         self.healthy = True
         self.error = None
+        self.failing_since = None
+
+
+def _shutdown(resp: Any) -> None:
+    """Shut a blocked read down at once: since urllib3 holds the socket, closing the response alone
+    would wait for the read to return."""
+    if resp is None:
+        return
+    try:
+        import socket
+
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:
+        pass
+
+
+def _close(resp: Any) -> None:
+    try:
+        resp.close()
+        resp.release_conn()
+    except Exception:
+        pass
 
 
 class KubeCaches:
@@ -255,11 +378,17 @@ class KubeCaches:
 
     def __init__(self, api_client: k8s.ApiClient, kinds: Iterable[str], *, on_change: OnChange | None = None,
                  label_selectors: dict[str, str] | None = None,
-                 transforms: dict[str, Callable[[dict[str, Any]], Any]] | None = None, **informer_kwargs: Any) -> None:
+                 transforms: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
+                 max_age: float | None = None, **informer_kwargs: Any) -> None:
         """``label_selectors``: kind -> server-side label selector (e.g. only the pods that ask for fencing);
-        ``transforms``: kind -> what to keep of each object (see ``Informer``)."""
+        ``transforms``: kind -> what to keep of each object (see ``Informer``). ``max_age``: the
+        staleness the component tolerates; each watch is ended by the server every third of it, so a
+        quiet kind is confirmed often enough to stay under it."""
         selectors = label_selectors or {}
         shapes = transforms or {}
+        if max_age is not None and "watch_timeout" not in informer_kwargs:
+            informer_kwargs["watch_timeout"] = min(300.0, max(1.0, max_age / 3))
+        self.max_age = max_age
         self.informers = {kind: Informer(api_client, kind, on_change=on_change, label_selector=selectors.get(kind),
                                          transform=shapes.get(kind), **informer_kwargs) for kind in kinds}
 
@@ -282,19 +411,54 @@ class KubeCaches:
         return all(i.synced.is_set() for i in self.informers.values())
 
     def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return all(i.wait_synced(max(0.0, deadline - time.monotonic())) for i in self.informers.values())
+        deadline = boottime() + timeout
+        return all(i.wait_synced(max(0.0, deadline - boottime())) for i in self.informers.values())
 
     def age(self) -> float | None:
-        """0 while every informer is listed and watching; else seconds since the failing one last
-        succeeded (None before every informer has listed once)."""
-        now = time.monotonic()
-        ages = []
-        for informer in self.informers.values():
-            if informer.last_success is None:
-                return None
-            ages.append(0.0 if informer.healthy else now - informer.last_success)
-        return max(ages, default=None)
+        """Seconds since the server last confirmed the stalest informer's view (None before every
+        informer has listed once)."""
+        now = boottime()
+        ages = [i.age(now) for i in self.informers.values()]
+        if not ages or any(a is None for a in ages):
+            return None
+        return max(a for a in ages if a is not None)
 
     def errors(self) -> dict[str, str]:
         return {k: i.error for k, i in self.informers.items() if i.error}
+
+    def stalest(self) -> str:
+        """Which informer is oldest and why, for a probe's text and a log line."""
+        now = boottime()
+        parts = []
+        for kind, informer in self.informers.items():
+            age = informer.age(now)
+            seen = "never listed" if age is None else f"confirmed {age:.0f}s ago"
+            parts.append(f"{kind} {seen}" + (f" ({informer.error})" if informer.error else ""))
+        return "; ".join(parts)
+
+    def readiness(self, bound: float) -> tuple[bool, str]:
+        """For ``/readyz``: ready while the stalest informer's view is younger than ``bound``."""
+        age = self.age()
+        if age is None:
+            return False, f"Kubernetes view not listed yet: {self.stalest()}"
+        if age > bound:
+            return False, f"Kubernetes view {age:.0f}s old (bound {bound:.0f}s): {self.stalest()}"
+        return True, f"Kubernetes view {age:.0f}s old"
+
+    def liveness(self) -> tuple[bool, str]:
+        """For ``/healthz``: every informer loop still turns (it may be failing: that is readiness)."""
+        stuck = self.stuck()
+        return (False, "; ".join(stuck)) if stuck else (True, "informers running")
+
+    def stuck(self) -> list[str]:
+        """Informers whose loop made no progress past its bound (a hung call, a dead thread)."""
+        now = boottime()
+        out = []
+        for kind, informer in self.informers.items():
+            thread = informer._thread
+            if thread is not None and not thread.is_alive() and not informer._stop.is_set():
+                out.append(f"{kind} informer thread ended")
+            elif now - informer.beat > informer.liveness_bound:
+                out.append(f"{kind} informer loop idle for {now - informer.beat:.0f}s "
+                           f"(bound {informer.liveness_bound:.0f}s)")
+        return out

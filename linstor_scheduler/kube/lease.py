@@ -10,6 +10,13 @@ candidates cannot both win a race: the loser gets 409 and stays a follower.
 ``lease_seconds`` minus a safety margin, before anyone else may take over, so a leader cut off from
 the API server stops acting by itself. ``leader_since`` lets callers wait for fresh caches after
 winning (a new leader must not act on what its predecessor's caches said).
+
+``eligible`` says whether this instance can do the leader's work at all: a leader whose view of
+Kubernetes stayed blind past its bound still renews its Lease (the Lease is one small write, the
+watches are another story), so no standby would ever take over. While ``eligible()`` is false the
+elector releases the Lease it holds and does not campaign; a standby that sees can then lead.
+Deadlines use ``CLOCK_BOOTTIME`` (linstor_scheduler.clock): a suspended leader wakes up knowing its
+Lease ran out meanwhile. Every call has the client's deadline (``client.timed_client``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import add_flag, add_option, invalid
 
 if TYPE_CHECKING:
@@ -45,8 +53,10 @@ def default_identity() -> str:
 class LeaderElector:
     def __init__(self, api_client: k8s.ApiClient, name: str, namespace: str, *, identity: str | None = None,
                  lease_seconds: float = 15.0, renew_seconds: float = 5.0, retry_seconds: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 on_change: Callable[[bool], None] | None = None) -> None:
+                 clock: Callable[[], float] = boottime, wall_clock: Callable[[], float] = time.time,
+                 on_change: Callable[[bool], None] | None = None,
+                 eligible: Callable[[], tuple[bool, str]] | None = None) -> None:
+        """``eligible()``: (can this instance lead, why not); see the module's docstring."""
         from kubernetes import client as k8s  # here, not at import: the CLI's --help must stay fast
 
         if not renew_seconds < lease_seconds:
@@ -64,6 +74,10 @@ class LeaderElector:
         self._observed_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.eligible = eligible
+        self.ineligible: str | None = None  # why we stepped aside, while we do
+        self.released_for_blindness = 0
+        self.beat = clock()  # the loop's last step (liveness)
 
     # --- the decision, one step at a time (tests drive this with a fake clock) -----------------
     @property
@@ -77,6 +91,25 @@ class LeaderElector:
         from kubernetes.client.rest import ApiException
 
         was = self.leader_since is not None  # what we last reported, even if it lapsed since
+        self.beat = self.clock()
+        ok, why = self.eligible() if self.eligible else (True, "")
+        if not ok:
+            if self.ineligible is None:
+                log.warning("lease %s/%s: %s steps aside: %s", self.namespace, self.name, self.identity, why)
+            self.ineligible = why
+            if self.is_leader:
+                self.released_for_blindness += 1
+                self.release()
+            self._renewed_at = None
+            if self.leader_since is not None:  # our lead had lapsed on its own: say so once
+                self.leader_since = None
+                if self.on_change:
+                    self.on_change(False)
+            return False
+        if self.ineligible is not None:
+            log.info("lease %s/%s: %s may lead again (%s is over)", self.namespace, self.name, self.identity,
+                     self.ineligible)
+            self.ineligible = None
         try:
             self._step()
         except ApiException as exc:
@@ -194,7 +227,7 @@ class AlwaysLeader:
     holder = identity
     is_leader = True
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = boottime) -> None:
         self.leader_since = clock()
 
     def start(self) -> AlwaysLeader:
@@ -219,7 +252,8 @@ def add_leader_options(parser: argparse.ArgumentParser, default_name: str) -> No
 
 
 def elector_from_args(api_client: k8s.ApiClient, args: argparse.Namespace,
-                      on_change: Callable[[bool], None] | None = None) -> LeaderElector | AlwaysLeader:
+                      on_change: Callable[[bool], None] | None = None,
+                      eligible: Callable[[], tuple[bool, str]] | None = None) -> LeaderElector | AlwaysLeader:
     if not args.leader_elect:
         return AlwaysLeader()
     duration = float(args.lease_duration)
@@ -228,4 +262,4 @@ def elector_from_args(api_client: k8s.ApiClient, args: argparse.Namespace,
         raise invalid("--lease-duration", duration, "seconds, more than 0.2")
     return LeaderElector(api_client, args.lease_name, args.lease_namespace, lease_seconds=duration,
                          renew_seconds=renew, retry_seconds=max(duration / 7, 0.1),
-                         on_change=on_change)
+                         on_change=on_change, eligible=eligible)
