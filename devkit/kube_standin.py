@@ -853,9 +853,10 @@ class KubeStandin(HttpDouble):
                         elif not watcher.silent and now >= next_bookmark:
                             mark("BOOKMARK")
                             next_bookmark = now + ks.bookmark_interval
-                        wake = min(deadline, next_bookmark) - now
+                        # a silent watch keeps no clock; 0.5 s bounds the wait so a stop is seen
+                        wake = 0.5 if watcher.silent else min(deadline, next_bookmark, now + 0.5) - now
                         try:
-                            item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.0, min(wake, 0.5)))
+                            item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.01, wake))
                         except TimeoutError:
                             continue
                         if item is None or item[0] == "END":
