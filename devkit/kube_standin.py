@@ -586,7 +586,7 @@ class KubeStandin(HttpDouble):
             if f.status == 429:
                 return throttled(f.retry_after)
             if f.status == 503:
-                return shutting_down()
+                return status(503, "ServiceUnavailable", "apiserver is shutting down", f.retry_after)
             reason = {404: "NotFound", 409: "Conflict", 410: "Expired", 504: "Timeout"}.get(f.status, "InternalError")
             return status(f.status, reason, "injected fault", f.retry_after)
 
