@@ -4,6 +4,43 @@ list/get/create (201)/replace/patch/delete (with uid/resourceVersion preconditio
 resourceVersions (410 Gone once history is compacted), ``labelSelector`` and ``fieldSelector``,
 the pod eviction subresource, and fault injection. One global resourceVersion counter, as etcd's.
 Objects are plain dicts; mutations from test threads wake watchers on the server's loop.
+
+The API server's bad days, each as the real one behaves (sources: the Kubernetes "API Concepts"
+page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver, cited as
+``apiserver:<path>``):
+
+- ``restart()`` / ``down()`` + ``up()``: open watches end at once (watch.go ``serveWatch`` returns
+  on ``ServerShuttingDownCh``); while down every request is answered 503 ServiceUnavailable
+  "apiserver is shutting down" with ``Retry-After: 1`` (apiserver:pkg/server/filters/waitgroup.go
+  ``waitGroupWriteRetryAfterToResponse``, the default without ``--shutdown-send-retry-after``).
+  The new process's watch caches start from a fresh list at the current resourceVersion, so a
+  watch resumed from an older one gets the cacher's 410: HTTP 200, then one ERROR event, Status
+  reason ``Expired``, "too old resource version: X (Y)" (apiserver:pkg/storage/cacher/
+  watch_cache_history.go ``GetIntervalLocked``; "Efficient detection of changes").
+- ``compact(kinds=None, at=None)``: etcd compaction (``--etcd-compaction-interval``, default 5m,
+  apiserver:pkg/storage/storagebackend/config.go ``DefaultCompactInterval``), of every kind or of
+  some: a quiet kind's informer holds a resourceVersion older than the compaction point and gets
+  410 on its next watch although other kinds moved on ("Resource versions": 410 Gone).
+- continue tokens carry the list's resourceVersion (apiserver:pkg/storage/continue.go
+  ``EncodeContinue``, ``{"v","rv","start"}``); one older than the compaction point (or every one
+  issued before ``expire_continue_tokens()``) answers 410 ``Expired`` with the inconsistent-continue
+  message and a fresh token (rv -1) in ``metadata.continue`` (apiserver:pkg/storage/etcd3/
+  errors.go ``handleCompactedErrorForPaging``; "Retrieving large results sets in chunks").
+- ``hang()`` / ``silent_watches()`` / ``release_hangs()``: requests accepted and never answered; a
+  watch that stays open and sends nothing, no bookmark, not even its end at ``timeoutSeconds`` (a
+  half-open connection as the client sees it; nothing the real server does on purpose).
+- ``slow(seconds)``: answers delayed (an overloaded server or a slow etcd).
+- ``inject(status=429)`` answers as API Priority and Fairness and max-inflight do: plain text "Too
+  many requests, please try again later." with ``Retry-After`` (apiserver:pkg/server/filters/
+  priority-and-fairness.go ``tooManyRequests``), except on the eviction subresource, whose 429 is
+  a Status (the PodDisruptionBudget refusal); ``inject(status=503)`` answers the shutdown 503 above.
+- ``lose_answers()``: the write is carried out, then its answer is lost (the connection is cut
+  after the status line, or the answer never comes): the client sees an error, the object changed.
+- bookmarks: a watch with ``allowWatchBookmarks=true`` gets a BOOKMARK every ``bookmark_interval``
+  seconds (60 as the cacher's ``defaultBookmarkFrequency``) and one just before ``timeoutSeconds``
+  ends it cleanly (apiserver:pkg/storage/cacher/cache_watcher.go ``nextBookmarkTime``: "roughly
+  every minute" and "right before the watcher timeout"; "Watch bookmarks").
+- counters: ``open_watches()``, ``hung_requests()``.
 """
 
 from __future__ import annotations
@@ -16,8 +53,8 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import orjson
 from kubernetes import client as k8s
@@ -55,11 +92,58 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def status(code: int, reason: str, message: str, retry_after: int = 1) -> Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+def status(code: int, reason: str, message: str, retry_after: int = 1,
+           meta: dict[str, Any] | None = None) -> Response:
+    """A ``Status`` answer; 429 and 503 carry ``Retry-After`` as the API server sets it."""
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": meta or {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
-    headers = {"Retry-After": str(retry_after)} if code == 429 else None
+    headers = {"Retry-After": str(retry_after)} if code in (429, 503) else None
     return Response(orjson.dumps(body), status_code=code, media_type="application/json", headers=headers)
+
+
+def throttled(retry_after: int = 1) -> Response:
+    """429 as API Priority and Fairness (and max-inflight) answer it: Go's ``http.Error``, so plain
+    text and no Status (apiserver:pkg/server/filters/priority-and-fairness.go ``tooManyRequests``)."""
+    return Response("Too many requests, please try again later.\n", status_code=429, media_type="text/plain",
+                    headers={"Retry-After": str(retry_after), "X-Content-Type-Options": "nosniff"})
+
+
+def shutting_down() -> Response:
+    """503 of a server going down: apiserver:pkg/server/filters/waitgroup.go
+    ``waitGroupWriteRetryAfterToResponse`` (``Retry-After: 1``, "apiserver is shutting down")."""
+    return status(503, "ServiceUnavailable", "apiserver is shutting down", 1)
+
+
+def too_old(since: int, oldest: int) -> dict[str, Any]:
+    """The cacher's 410 as a watch ERROR event's object (watch_cache_history.go ``GetIntervalLocked``)."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
+            "code": 410, "message": f"too old resource version: {since} ({oldest})"}
+
+
+# apiserver:pkg/storage/etcd3/errors.go ``inconsistentContinue``, answered with a token at rv -1
+CONTINUE_EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+    "without the continue parameter, or use the continue token in this response to retrieve the remainder of the "
+    "results. Continuing with the provided token results in an inconsistent list - objects that were created, "
+    "modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+
+
+def encode_continue(start_key: str, rv: int) -> str:
+    """A continue token as apiserver:pkg/storage/continue.go ``EncodeContinue`` writes it."""
+    raw = orjson.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start_key})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[str, int]:
+    """(start key, resourceVersion) of a token; ``ValueError`` when it is not one of ours."""
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        start, rv = doc["start"], int(doc["rv"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"continue key is not valid: {exc}") from None
+    if doc.get("v") != "meta.k8s.io/v1" or not isinstance(start, str) or not start or rv == 0:
+        raise ValueError("continue key is not valid")
+    return start, rv
 
 
 def _get_path(obj: Any, dotted: str) -> Any:
@@ -160,8 +244,46 @@ def json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, A
 
 @dataclass
 class _Watcher(Subscriber):
+    """An open watch: fed events (``(type, obj)``), bookmark markers and ``None`` (end now)."""
+
     plural: str = ""
     namespace: str | None = None
+    path: str = ""
+    silent: bool = False  # a half-open connection: sends nothing, ends only when released
+
+
+@dataclass
+class _Gate(Subscriber):
+    """A request held by a fault; ``release_hangs()`` puts "release", server stop puts "stop"."""
+
+    async def wait(self, timeout: float | None = None) -> str | None:
+        """What released it, or ``None`` when ``timeout`` passed first."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class _Match:
+    """Which requests a fault takes: a path prefix, a method (``None``: any), the next ``count``
+    of them (``None``: every one until ``reset_faults()``)."""
+
+    path_prefix: str = "/"
+    method: str | None = None
+    count: int | None = None
+    writes_only: bool = False
+
+    def take(self, method: str, path: str) -> bool:
+        if not path.startswith(self.path_prefix) or self.method not in (None, method):
+            return False
+        if self.writes_only and method == "GET":
+            return False
+        if self.count is not None:
+            if self.count <= 0:
+                return False
+            self.count -= 1
+        return True
 
 
 @dataclass
@@ -173,15 +295,45 @@ class _Fault:
     retry_after: int = 1  # the Retry-After header of an injected 429
 
 
+@dataclass
+class _Faults:
+    """The bad-day rules besides ``inject``: one of each kind at a time, a new call replaces it."""
+
+    hang: _Match | None = None
+    slow: tuple[float, _Match] | None = None
+    lose: tuple[Literal["drop", "hang"], _Match] | None = None
+    silent: _Match | None = None
+    down: bool = False
+    gates: list[_Gate] = field(default_factory=list)  # requests held now (hang, lost answers)
+    pauses: list[_Gate] = field(default_factory=list)  # requests answered late now (slow)
+
+
+class _CutAnswer(Response):
+    """An answer lost on the way: the status line and headers go out, promising the body, then the
+    connection is cut. The client's read fails although the server carried the write out."""
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(answer.body, status_code=answer.status_code, media_type=answer.media_type)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        raise ConnectionAbortedError("injected lost answer: the connection is cut before the body")
+
+
 class KubeStandin(HttpDouble):
-    def __init__(self, *, history_limit: int = 10_000) -> None:
+    def __init__(self, *, history_limit: int = 10_000, bookmark_interval: float = 60.0) -> None:
         super().__init__()
         self._objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self._history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, plural, type, obj)
         self._history_limit = history_limit
-        self._oldest_rv = 0  # watches from below this get 410 Gone
+        # Per plural, as the cacher keeps one watch cache per resource: a watch from below this
+        # resourceVersion gets 410; a continue token from below ``_compacted`` (etcd's) gets 410.
+        self._oldest: dict[str, int] = {}
+        self._compacted: dict[str, int] = {}
         self._rv = 1
         self._fault: _Fault | None = None
+        self._faults = _Faults()
+        self.bookmark_interval = bookmark_interval
         self.writes: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of every write, faulted or not
         self.app = self._build_app()
 
@@ -196,8 +348,8 @@ class KubeStandin(HttpDouble):
         rv = int(obj["metadata"]["resourceVersion"])
         self._history.append((rv, plural, event, copy.deepcopy(obj)))
         if len(self._history) > self._history_limit:
-            dropped = self._history.pop(0)
-            self._oldest_rv = dropped[0]
+            dropped_rv, dropped_plural, _, _ = self._history.pop(0)
+            self._oldest[dropped_plural] = max(self._oldest.get(dropped_plural, 0), dropped_rv)
         for w in list(self._subscribers):
             if w.plural == plural and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")):
                 w.put((event, copy.deepcopy(obj)))
@@ -278,22 +430,136 @@ class KubeStandin(HttpDouble):
             return [copy.deepcopy(o) for (p, ns, _), o in self._objects.items()
                     if p == plural and (namespace is None or ns == namespace)]
 
-    def compact(self) -> None:
+    def compact(self, kinds: list[str] | None = None, at: int | None = None) -> None:
+        """etcd compaction at resourceVersion ``at`` (default: the current one), of every kind or of
+        ``kinds`` only: a watch from below it gets 410 Expired, and so does a continue token.
+
+        etcd forgets every revision below the compaction point (``--etcd-compaction-interval``, 5m);
+        the watch cache per resource covers a bounded window. An informer of a quiet kind keeps the
+        resourceVersion of its last list or event, older than that point even while other kinds move
+        on, so its next watch gets 410 and it must list again ("Resource versions", 410 Gone).
+        """
         with self._lock:
-            self._history.clear()
-            self._oldest_rv = self._rv
+            point = self._rv if at is None else at
+            plurals = set(RESOURCES) if kinds is None else {self._plural(kind) for kind in kinds}
+            self._history = [h for h in self._history if h[1] not in plurals or h[0] > point]
+            for plural in plurals:
+                self._oldest[plural] = max(self._oldest.get(plural, 0), point)
+                self._compacted[plural] = max(self._compacted.get(plural, 0), point)
+
+    def expire_continue_tokens(self) -> None:
+        """Every continue token issued so far answers 410 Expired from now on, as after an etcd
+        compaction past their resourceVersion. The compactor's own write moves the revision on
+        (apiserver:pkg/storage/etcd3/compact.go: an ``OpPut`` of its key), so lists made after this
+        call carry a newer resourceVersion and their tokens stay good. Watches are not touched."""
+        with self._lock:
+            self._rv += 1
+            for plural in RESOURCES:
+                self._compacted[plural] = max(self._compacted.get(plural, 0), self._rv)
+
+    def _watch_oldest(self, plural: str) -> int:
+        return self._oldest.get(plural, 0)
 
     # --- faults and accounting -----------------------------------------------------------------
     def inject(self, *, fail: int = 0, status: int = 500, path_prefix: str = "/", method: str | None = None,
                retry_after: int = 1) -> None:
+        """The next ``fail`` requests matching answer ``status``: 429 as APF does (plain text with
+        ``Retry-After``; a Status on the eviction subresource), 503 as a server shutting down,
+        others as a Status with the reason the API server gives that code."""
         with self._lock:
             self._fault = _Fault(fail, status, path_prefix, method, retry_after)
 
     def reset_faults(self) -> None:
+        """No more faults for new requests; requests held now stay held (``release_hangs()``)."""
         with self._lock:
             self._fault = None
+            self._faults = _Faults(gates=self._faults.gates, pauses=self._faults.pauses)
 
+    def restart(self) -> None:
+        """The API server restarts: every open watch ends at once, without a final event, and the new
+        process's watch caches start from a list at the current resourceVersion, so a watch resumed
+        from an older one gets an ERROR event 410 "too old resource version: X (Y)" (watch.go
+        ``serveWatch`` returns on ``ServerShuttingDownCh``; watch_cache_history.go
+        ``GetIntervalLocked``). Continue tokens survive (they are served from etcd)."""
+        self.down()
+        self.up()
 
+    def down(self) -> None:
+        """The API server goes down as in a rolling restart: open watches end now, and until ``up()``
+        every request is answered 503 "apiserver is shutting down" with ``Retry-After: 1``
+        (apiserver:pkg/server/filters/waitgroup.go, the default: no ``--shutdown-send-retry-after``)."""
+        with self._lock:
+            self._faults.down = True
+            watchers = [w for w in self._subscribers if isinstance(w, _Watcher)]
+        for w in watchers:
+            w.put(None)
+
+    def up(self) -> None:
+        """The new process serves: its watch caches start at the current resourceVersion."""
+        with self._lock:
+            self._faults.down = False
+            for plural in RESOURCES:
+                self._oldest[plural] = max(self._oldest.get(plural, 0), self._rv)
+
+    def hang(self, path_prefix: str = "/", method: str | None = None, count: int | None = None) -> None:
+        """Requests matching are accepted and never answered (a stuck backend) until
+        ``release_hangs()``, when they are carried out and answered late, or the server stops (503)."""
+        with self._lock:
+            self._faults.hang = _Match(path_prefix, method, count)
+
+    def silent_watches(self, path_prefix: str = "/") -> None:
+        """Watches matching, open now or opened later, stay open and send nothing: no event, no
+        bookmark, no end at ``timeoutSeconds`` (a half-open connection as the client sees it). They
+        end, cleanly and without a final event, at ``release_hangs()``, ``restart()`` or server stop."""
+        with self._lock:
+            self._faults.silent = _Match(path_prefix)
+            for w in self._subscribers:
+                if isinstance(w, _Watcher) and w.path.startswith(path_prefix):
+                    w.silent = True
+
+    def release_hangs(self) -> None:
+        """Held requests go on (carried out, answered late); silent watches end; no new ones."""
+        with self._lock:
+            self._faults.hang = self._faults.silent = None
+            gates, self._faults.gates = self._faults.gates, []
+            silent = [w for w in self._subscribers if isinstance(w, _Watcher) and w.silent]
+        for gate in gates:
+            gate.put("release")
+        for w in silent:
+            w.put(None)
+
+    def slow(self, seconds: float, path_prefix: str = "/", method: str | None = None,
+             count: int | None = None) -> None:
+        """Requests matching are answered ``seconds`` late (server stop cuts the wait short)."""
+        with self._lock:
+            self._faults.slow = (seconds, _Match(path_prefix, method, count))
+
+    def lose_answers(self, path_prefix: str = "/", method: str | None = None, count: int | None = 1,
+                     how: Literal["drop", "hang"] = "drop") -> None:
+        """Writes matching are carried out, then their answer is lost: ``drop`` cuts the connection
+        after the status line (the client's read fails), ``hang`` never answers (until
+        ``release_hangs()``: the client's read times out). GETs are not touched."""
+        with self._lock:
+            self._faults.lose = (how, _Match(path_prefix, method, count, writes_only=True))
+
+    def open_watches(self, path_prefix: str = "/") -> int:
+        """Watch streams open now (silent ones included) whose path starts with ``path_prefix``."""
+        with self._lock:
+            return sum(1 for w in self._subscribers if isinstance(w, _Watcher) and w.path.startswith(path_prefix))
+
+    def hung_requests(self) -> int:
+        """Requests held now by ``hang()`` or ``lose_answers(how="hang")``, not yet answered."""
+        with self._lock:
+            return len(self._faults.gates)
+
+    def close_streams(self) -> None:
+        """Server stop: open watches end and held requests are let go, so uvicorn stops promptly."""
+        super().close_streams()
+        with self._lock:
+            gates, self._faults.gates = self._faults.gates, []
+            gates += self._faults.pauses
+        for gate in gates:
+            gate.put("stop")
 
     @staticmethod
     def api_client(url: str) -> k8s.ApiClient:
@@ -309,9 +575,36 @@ class KubeStandin(HttpDouble):
             return Response(orjson.dumps(doc), status_code=code, media_type="application/json")
 
         async def version(_: Request) -> Response:
+            if ks._faults.down:
+                return shutting_down()
             return ok({"major": "1", "minor": "31", "gitVersion": "v1.31.0-standin", "platform": "linux/amd64"})
 
+        def injected(f: _Fault, path: str) -> Response:
+            if f.status == 429 and path.endswith("/eviction"):
+                return status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption "
+                              "budget.", f.retry_after)
+            if f.status == 429:
+                return throttled(f.retry_after)
+            if f.status == 503:
+                return status(503, "ServiceUnavailable", "apiserver is shutting down", f.retry_after)
+            reason = {404: "NotFound", 409: "Conflict", 410: "Expired", 504: "Timeout"}.get(f.status, "InternalError")
+            return status(f.status, reason, "injected fault", f.retry_after)
+
+        def hold() -> _Gate | None:
+            """A gate for a request to wait on, or ``None`` when the server is stopping."""
+            if ks._closing:
+                return None
+            gate = _Gate(asyncio.get_running_loop())
+            ks._faults.gates.append(gate)
+            return gate
+
+        def let_go(gate: _Gate) -> None:
+            with ks._lock:
+                if gate in ks._faults.gates:
+                    ks._faults.gates.remove(gate)
+
         async def handle(request: Request) -> Response:
+            """Records the request, then applies the bad days before and after ``serve``."""
             path = request.url.path
             method = request.method
             body = await request.body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
@@ -323,12 +616,44 @@ class KubeStandin(HttpDouble):
                         ks.writes.append((method, path, orjson.loads(body) if body else None))
                     except orjson.JSONDecodeError:
                         ks.writes.append((method, path, body))
+                faults = ks._faults
+                if faults.down:
+                    return shutting_down()
+                gate = hold() if faults.hang and faults.hang.take(method, path) else None
+                delay = faults.slow[0] if faults.slow and faults.slow[1].take(method, path) else 0.0
+            if gate is not None:
+                released = await gate.wait()
+                let_go(gate)
+                if released == "stop":
+                    return shutting_down()
+            if delay:
+                pause = _Gate(asyncio.get_running_loop())
+                with ks._lock:
+                    ks._faults.pauses.append(pause)
+                    closing = ks._closing
+                if not closing:
+                    await pause.wait(delay)  # the fault under test; server stop cuts it short
+                with ks._lock:
+                    ks._faults.pauses.remove(pause)
+            with ks._lock:
                 f = ks._fault
                 if f and f.fail > 0 and path.startswith(f.path_prefix) and (f.method in (None, method)):
                     f.fail -= 1
-                    return status(f.status, {429: "TooManyRequests", 404: "NotFound", 409: "Conflict",
-                                             410: "Expired"}.get(f.status, "InternalError"), "injected fault",
-                                  f.retry_after)
+                    return injected(f, path)
+                lose = ks._faults.lose
+                how = lose[0] if lose and lose[1].take(method, path) else None
+            response = await serve(request, path, method)
+            if how == "drop":
+                return _CutAnswer(response)
+            if how == "hang":
+                with ks._lock:
+                    gate = hold()
+                if gate is not None:
+                    await gate.wait()
+                    let_go(gate)
+            return response
+
+        async def serve(request: Request, path: str, method: str) -> Response:
             m = PATH.match(path)
             if not m or m.group("plural") not in RESOURCES:
                 return status(404, "NotFound", f"the server could not find the requested resource ({path})")
@@ -365,25 +690,33 @@ class KubeStandin(HttpDouble):
             return status(405, "MethodNotAllowed", method)
 
         def list_(plural: str, kind: str, api_version: str, ns: str | None, params: Any) -> Response:
-            """A list, paginated as the API server does with ``limit``/``continue``: items in key order
-            (namespace, name), ``metadata.continue`` while more remain. The token carries the last key;
-            unlike etcd's snapshot, later pages see changes made meanwhile (enough for our clients)."""
+            """A list, paginated as the API server does with ``limit``/``continue``: items in etcd key
+            order (``namespace/name``), ``metadata.continue`` while more remain. The token is etcd3's:
+            the list's resourceVersion and the next key (continue.go ``EncodeContinue``); once that
+            resourceVersion is compacted it answers 410 Expired with a token at rv -1 to go on
+            inconsistently (etcd3/errors.go ``handleCompactedErrorForPaging``). Unlike etcd's snapshot,
+            later pages see changes made meanwhile (enough for our clients)."""
             with ks._lock:
-                keyed = sorted(((o_ns or "", name), o) for (p, o_ns, name), o in ks._objects.items()
+                keyed = sorted((f"{o_ns}/{name}" if o_ns else name, o) for (p, o_ns, name), o in ks._objects.items()
                                if p == plural and (ns is None or o_ns == ns)
                                and label_matches(params.get("labelSelector"), (o["metadata"].get("labels") or {}))
                                and field_matches(params.get("fieldSelector"), o))
-                meta: dict[str, Any] = {"resourceVersion": str(ks._rv)}
+                list_rv = ks._rv
+                compacted = ks._compacted.get(plural, 0)
             token = params.get("continue")
             if token:
                 try:
-                    after = tuple(orjson.loads(base64.urlsafe_b64decode(token)))
-                except (ValueError, TypeError):
-                    return status(400, "BadRequest", f"continue token {token!r} is not valid")
-                keyed = [(key, o) for key, o in keyed if key > after]
+                    start, token_rv = decode_continue(token)
+                except ValueError as exc:
+                    return status(400, "BadRequest", str(exc))
+                if 0 < token_rv < compacted:
+                    return status(410, "Expired", CONTINUE_EXPIRED, meta={"continue": encode_continue(start, -1)})
+                list_rv = token_rv if token_rv > 0 else list_rv
+                keyed = [(key, o) for key, o in keyed if key >= start]
+            meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
             limit = int(params.get("limit") or 0)
             if 0 < limit < len(keyed):
-                meta["continue"] = base64.urlsafe_b64encode(orjson.dumps(list(keyed[limit - 1][0]))).decode()
+                meta["continue"] = encode_continue(keyed[limit - 1][0] + "\x00", list_rv)
                 meta["remainingItemCount"] = len(keyed) - limit
                 keyed = keyed[:limit]
             return ok({"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta,
@@ -465,17 +798,26 @@ class KubeStandin(HttpDouble):
             return ok({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
         async def watch(request: Request, plural: str, ns: str | None) -> Response:
+            """A watch: the history after ``resourceVersion``, then live events; bookmarks when asked;
+            a clean end at ``timeoutSeconds`` (watch.go ``serveWatch``: ``timeoutCh``). From below the
+            watch cache's oldest resourceVersion: HTTP 200 and one ERROR event 410."""
             params = request.query_params
             since = int(params.get("resourceVersion") or 0)
             timeout = float(params.get("timeoutSeconds") or 1800)
+            bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
             labels, fields = params.get("labelSelector"), params.get("fieldSelector")
-            watcher = _Watcher(asyncio.get_running_loop(), plural=plural, namespace=ns)
+            kind, api_version, _ = RESOURCES[plural]
+            watcher = _Watcher(asyncio.get_running_loop(), plural=plural, namespace=ns, path=request.url.path)
             with ks._lock:
-                expired = since and since < ks._oldest_rv
+                oldest = ks._watch_oldest(plural)
+                expired = bool(since) and since < oldest
                 backlog = [] if expired else [(e, o) for rv, p, e, o in ks._history
                                               if p == plural and rv > since
                                               and (ns is None or o["metadata"].get("namespace") == ns)]
-                ks._subscribers.append(watcher)
+                silent = ks._faults.silent
+                watcher.silent = bool(silent and silent.take("GET", watcher.path))
+                if not expired:
+                    ks._subscribers.append(watcher)
 
             def line(event: str, obj: dict[str, Any]) -> bytes:
                 return orjson.dumps({"type": event, "object": obj}) + b"\n"
@@ -483,27 +825,47 @@ class KubeStandin(HttpDouble):
             def wanted(obj: dict[str, Any]) -> bool:
                 return label_matches(labels, obj["metadata"].get("labels") or {}) and field_matches(fields, obj)
 
+            def mark(marker: str) -> None:
+                """Queue a bookmark (or the timeout's end) behind every event already queued, so its
+                resourceVersion never runs ahead of an event the client has not seen yet."""
+                with ks._lock:
+                    watcher.put((marker, {"kind": kind, "apiVersion": api_version,
+                                          "metadata": {"resourceVersion": str(ks._rv)}}))
+
             async def stream() -> AsyncIterator[bytes]:
-                deadline = watcher.loop.time() + timeout
+                loop = watcher.loop
+                deadline = loop.time() + timeout
+                next_bookmark = loop.time() + ks.bookmark_interval if bookmarks else float("inf")
                 try:
                     if expired:
-                        yield line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                             "status": "Failure", "reason": "Expired", "code": 410,
-                                             "message": f"too old resource version: {since} ({ks._oldest_rv})"})
+                        yield line("ERROR", too_old(since, oldest))
                         return
                     for event, obj in backlog:
-                        if wanted(obj):
+                        if wanted(obj) and not watcher.silent:
                             yield line(event, obj)
                     while not ks._closing:
-                        remaining = deadline - watcher.loop.time()
-                        if remaining <= 0:
+                        now = loop.time()
+                        if not watcher.silent and now >= deadline:
+                            mark("BOOKMARK" if bookmarks else "END")  # the cacher's bookmark before the timeout
+                            if bookmarks:
+                                mark("END")
+                            deadline = float("inf")
+                        elif not watcher.silent and now >= next_bookmark:
+                            mark("BOOKMARK")
+                            next_bookmark = now + ks.bookmark_interval
+                        # a silent watch keeps no clock; 0.5 s bounds the wait so a stop is seen
+                        wake = 0.5 if watcher.silent else min(deadline, next_bookmark, now + 0.5) - now
+                        try:
+                            item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.01, wake))
+                        except TimeoutError:
+                            continue
+                        if item is None or item[0] == "END":
                             return
-                        with contextlib.suppress(TimeoutError):
-                            item = await asyncio.wait_for(watcher.queue.get(), timeout=min(remaining, 0.5))
-                            if item is None:
-                                return
-                            if wanted(item[1]):
-                                yield line(*item)
+                        if watcher.silent:
+                            continue  # a half-open connection carries nothing
+                        event, obj = item
+                        if event == "BOOKMARK" or wanted(obj):
+                            yield line(event, obj)
                 finally:
                     with ks._lock:
                         if watcher in ks._subscribers:

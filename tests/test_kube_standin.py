@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import threading
+import time
 
 import orjson
 import pytest
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from devkit import kube_objects as k
+from devkit.kube_standin import KubeStandin
+from tests.waiting import wait_for
 
 
 def test_create_and_read_back_typed(ks):
@@ -134,3 +139,282 @@ def test_lease_replace_conflict(ks):
         coord.replace_namespaced_lease("l", "default", lease)
     assert err.value.status == 409
     assert coord.read_namespaced_lease("l", "default").spec.holder_identity == "b"
+
+
+# --- the API server's bad days, checked through the official client --------------------------------
+
+
+def bare_api(ks) -> k8s.ApiClient:
+    """A client that does not retry by itself (urllib3's default retries a GET that timed out),
+    so each test sees the server's answer, or its absence, as it is."""
+    configuration = k8s.Configuration()
+    configuration.host = ks.url
+    configuration.retries = False
+    return k8s.ApiClient(configuration)
+
+
+class RawWatch:
+    """A watch read line by line in a thread (``Watch.stream(deserialize=False)`` fails on ERROR
+    events): ``events`` fill as lines arrive, ``ended`` is set when the server ends the stream."""
+
+    def __init__(self, list_call, **params) -> None:
+        self.response = list_call(watch=True, _preload_content=False, _request_timeout=(2, 30), **params)
+        self.status = self.response.status
+        self.events: list[dict] = []
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self.response:
+                for part in raw.splitlines():
+                    if part.strip():
+                        self.events.append(orjson.loads(part))
+        except Exception as exc:  # the test reads it
+            self.error = exc
+        finally:
+            self.ended.set()
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def close(self) -> None:
+        self.response.release_conn()
+
+
+def one_error_line(list_call, rv: str) -> tuple[int, list[dict]]:
+    """A watch from ``rv`` read to its end: (HTTP status, events)."""
+    response = list_call(watch=True, resource_version=rv, _preload_content=False, _request_timeout=(2, 5))
+    return response.status, [orjson.loads(line) for line in response.data.splitlines() if line.strip()]
+
+
+def test_restart_ends_open_watches_and_a_resumed_older_watch_gets_410(ks):
+    core = k8s.CoreV1Api(ks.api)
+    rv = core.list_pod_for_all_namespaces().metadata.resource_version
+    w = RawWatch(core.list_pod_for_all_namespaces, resource_version=rv, timeout_seconds=60)
+    wait_for(lambda: ks.open_watches("/api/v1/pods") == 1, what="the watch open")
+    pod_rv = ks.add(k.pod("p1"))["metadata"]["resourceVersion"]
+    wait_for(lambda: w.types() == ["ADDED"], what="the pod's event")
+    now = ks.add(k.node("w1"))["metadata"]["resourceVersion"]  # another kind moves on
+    ks.restart()
+    assert w.ended.wait(5) and w.error is None
+    assert w.types() == ["ADDED"]  # ended without a final event
+    assert ks.open_watches() == 0
+    status, events = one_error_line(core.list_pod_for_all_namespaces, pod_rv)
+    assert status == 200 and len(events) == 1
+    assert events[0] == {"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410,
+        "message": f"too old resource version: {pod_rv} ({now})"}}
+    resumed = RawWatch(core.list_pod_for_all_namespaces, resource_version=now, timeout_seconds=60)
+    ks.add(k.pod("p2"))
+    wait_for(lambda: resumed.types() == ["ADDED"], what="a watch from the current version goes on")
+    resumed.close()
+
+
+def test_down_answers_503_shutting_down_until_up(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.add(k.node("w1"))
+    w = RawWatch(core.list_node, timeout_seconds=60)
+    wait_for(lambda: ks.open_watches() == 1, what="the watch open")
+    ks.down()
+    assert w.ended.wait(5)
+    with pytest.raises(ApiException) as err:
+        core.list_node()
+    body = orjson.loads(err.value.body)
+    assert err.value.status == 503 and err.value.headers["Retry-After"] == "1"
+    assert body["reason"] == "ServiceUnavailable" and body["message"] == "apiserver is shutting down"
+    ks.up()
+    assert [n.metadata.name for n in core.list_node().items] == ["w1"]
+
+
+def test_compacting_a_quiet_kind_expires_its_watch_while_a_busy_kind_goes_on(ks):
+    core = k8s.CoreV1Api(ks.api)
+    ks.add(k.node("w1"))
+    node_rv = core.list_node().metadata.resource_version  # the quiet kind's informer stays here
+    pod_rv = ks.add(k.pod("p1"))["metadata"]["resourceVersion"]
+    ks.add(k.pod("p2"))
+    ks.compact(kinds=["Node"])
+    status, events = one_error_line(core.list_node, node_rv)
+    assert status == 200 and [e["object"]["code"] for e in events] == [410]
+    assert events[0]["object"]["reason"] == "Expired"
+    w = RawWatch(core.list_pod_for_all_namespaces, resource_version=pod_rv, timeout_seconds=60)
+    wait_for(lambda: w.types() == ["ADDED"], what="the pods' history kept")
+    assert w.events[0]["object"]["metadata"]["name"] == "p2"
+    w.close()
+
+
+def test_compaction_at_a_past_version_keeps_later_watches(ks):
+    core = k8s.CoreV1Api(ks.api)
+    before = ks.add(k.pod("p1"))["metadata"]["resourceVersion"]
+    point = ks.add(k.pod("p2"))["metadata"]["resourceVersion"]
+    ks.add(k.pod("p3"))
+    ks.compact(at=int(point))
+    _, events = one_error_line(core.list_pod_for_all_namespaces, before)
+    assert events[0]["object"]["message"] == f"too old resource version: {before} ({point})"
+    w = RawWatch(core.list_pod_for_all_namespaces, resource_version=point, timeout_seconds=60)
+    wait_for(lambda: len(w.events) == 1, what="the event after the compaction point")
+    assert w.events[0]["object"]["metadata"]["name"] == "p3"
+    w.close()
+
+
+def decode_token(token: str) -> dict:
+    return orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def test_continue_token_carries_the_list_version_and_expires_with_compaction(ks):
+    core = k8s.CoreV1Api(ks.api)
+    for name in ("a", "b", "c"):
+        ks.add(k.node(name))
+    first = core.list_node(limit=1)
+    token = decode_token(first.metadata._continue)
+    assert token["v"] == "meta.k8s.io/v1" and str(token["rv"]) == first.metadata.resource_version
+    second = core.list_node(limit=1, _continue=first.metadata._continue)
+    assert [n.metadata.name for n in second.items] == ["b"]
+    assert second.metadata.resource_version == first.metadata.resource_version  # the list's version
+    ks.add(k.node("d"))
+    ks.compact()
+    with pytest.raises(ApiException) as err:
+        core.list_node(limit=1, _continue=second.metadata._continue)
+    body = orjson.loads(err.value.body)
+    assert err.value.status == 410 and body["reason"] == "Expired"
+    assert body["message"].startswith("The provided continue parameter is too old to display a consistent list "
+                                      "result. You can start a new list without the continue parameter, or use")
+    assert decode_token(body["metadata"]["continue"])["rv"] == -1
+    rest = core.list_node(_continue=body["metadata"]["continue"])  # the inconsistent remainder
+    assert [n.metadata.name for n in rest.items] == ["c", "d"]
+
+
+def test_expire_continue_tokens_expires_those_issued_before_only(ks):
+    core = k8s.CoreV1Api(ks.api)
+    for name in ("a", "b"):
+        ks.add(k.node(name))
+    old = core.list_node(limit=1).metadata._continue
+    ks.expire_continue_tokens()
+    with pytest.raises(ApiException) as err:
+        core.list_node(limit=1, _continue=old)
+    assert err.value.status == 410
+    fresh = core.list_node(limit=1).metadata._continue
+    assert [n.metadata.name for n in core.list_node(_continue=fresh).items] == ["b"]
+
+
+def test_hang_holds_requests_until_released(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.add(k.node("w1"))
+    ks.hang(path_prefix="/api/v1/nodes", count=1)
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core.list_node(_request_timeout=(2, 0.3))
+    assert ks.hung_requests() == 1
+    assert core.list_namespace().items == []  # other paths answer meanwhile
+    assert core.list_node().items[0].metadata.name == "w1"  # count=1: the next one is answered
+    ks.release_hangs()
+    wait_for(lambda: ks.hung_requests() == 0, what="the held request let go")
+
+
+def test_a_hung_request_does_not_hold_the_server_stop():
+    ks = KubeStandin()
+    srv = ks.serve().start()
+    ks.url = srv.url
+    ks.hang()
+    core = k8s.CoreV1Api(bare_api(ks))
+    caught: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            core.list_node(_request_timeout=(2, 30))
+        except Exception as exc:
+            caught.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: ks.hung_requests() == 1, what="the request held")
+    started = time.monotonic()
+    srv.stop()
+    t.join(10)
+    assert time.monotonic() - started < 5 and not t.is_alive()
+    assert caught and getattr(caught[0], "status", None) == 503  # answered "shutting down" at stop
+
+
+def test_silent_watch_sends_nothing_not_even_its_timeout_until_released(ks):
+    ks.bookmark_interval = 0.1
+    core = k8s.CoreV1Api(ks.api)
+    rv = core.list_node().metadata.resource_version
+    ks.silent_watches("/api/v1/nodes")
+    w = RawWatch(core.list_node, resource_version=rv, timeout_seconds=1, allow_watch_bookmarks=True)
+    wait_for(lambda: ks.open_watches("/api/v1/nodes") == 1, what="the watch open")
+    ks.add(k.node("w1"))
+    deadline = threading.Event()
+    deadline.wait(1.5)  # past timeoutSeconds and many bookmark intervals: the fault is the silence
+    assert w.events == [] and not w.ended.is_set() and ks.open_watches("/api/v1/nodes") == 1
+    ks.release_hangs()
+    assert w.ended.wait(5) and w.events == []
+    assert ks.open_watches() == 0
+
+
+def test_slow_answers_come_late(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.add(k.node("w1"))
+    ks.slow(0.5, path_prefix="/api/v1/nodes", method="GET", count=1)
+    started = time.monotonic()
+    assert core.list_node().items[0].metadata.name == "w1"
+    assert time.monotonic() - started >= 0.5
+    ks.slow(0.5, path_prefix="/api/v1/nodes")
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core.list_node(_request_timeout=(2, 0.2))  # slower than the client waits
+
+
+def test_429_answers_as_priority_and_fairness_does(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.inject(fail=1, status=429, path_prefix="/api/v1/nodes", retry_after=7)
+    with pytest.raises(ApiException) as err:
+        core.list_node()
+    assert err.value.status == 429 and err.value.headers["Retry-After"] == "7"
+    assert err.value.body == "Too many requests, please try again later.\n"  # plain text, no Status
+    assert err.value.headers["Content-Type"].startswith("text/plain")
+    ks.inject(fail=2, status=503, path_prefix="/api/v1/nodes")
+    for _ in range(2):
+        with pytest.raises(ApiException) as err:
+            core.list_node()
+        assert err.value.status == 503 and orjson.loads(err.value.body)["reason"] == "ServiceUnavailable"
+    assert core.list_node().items == []
+
+
+def test_lost_answer_the_write_is_done_the_client_sees_a_broken_connection(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.lose_answers(path_prefix="/api/v1/nodes", method="POST", count=1)
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        core.create_node(k.node("w1"))
+    assert ks.get("Node", "w1") is not None  # carried out
+    with pytest.raises(ApiException) as err:
+        core.create_node(k.node("w1"))  # the retry of a create that did happen
+    assert err.value.status == 409
+
+
+def test_lost_answer_that_never_comes(ks):
+    core = k8s.CoreV1Api(bare_api(ks))
+    ks.add(k.node("w1"))
+    ks.lose_answers(path_prefix="/api/v1/nodes/w1", method="PATCH", how="hang")
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+        core.patch_node("w1", {"metadata": {"labels": {"x": "1"}}}, _request_timeout=(2, 0.3))
+    assert ks.get("Node", "w1")["metadata"]["labels"]["x"] == "1"
+    assert ks.hung_requests() == 1
+    ks.release_hangs()
+    wait_for(lambda: ks.hung_requests() == 0, what="the held answer let go")
+
+
+def test_bookmarks_every_interval_and_before_the_timeout(ks):
+    ks.bookmark_interval = 0.2
+    core = k8s.CoreV1Api(ks.api)
+    rv = core.list_node().metadata.resource_version
+    w = RawWatch(core.list_node, resource_version=rv, timeout_seconds=1, allow_watch_bookmarks=True)
+    wait_for(lambda: "BOOKMARK" in w.types(), what="a periodic bookmark")
+    added = ks.add(k.node("w1"))["metadata"]["resourceVersion"]
+    assert w.ended.wait(5) and w.error is None
+    types = w.types()
+    assert types.count("BOOKMARK") >= 3 and "ADDED" in types and types[-1] == "BOOKMARK"
+    last = w.events[-1]["object"]
+    assert last == {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": added}}
+    for e in w.events[types.index("ADDED"):]:
+        assert int(e["object"]["metadata"]["resourceVersion"]) >= int(added)  # never behind an event sent
+    plain = RawWatch(core.list_node, resource_version=added, timeout_seconds=1)
+    assert plain.ended.wait(5) and plain.events == []  # no bookmarks unless asked for
