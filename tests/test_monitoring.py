@@ -172,7 +172,8 @@ def test_promtool_accepts_every_components_exposition():
 
     tool = promtool()
     metrics = LocalityMetrics()
-    metrics.publish(Summary(3, 2, {("linstor-thindata-r2", "local"): 2, ("linstor-thindata-r2", "diskless"): 1}), 4.0)
+    metrics.publish(Summary(3, 2, {("linstor-thindata-r2", "local"): 2, ("linstor-thindata-r2", "diskless"): 1}))
+    metrics.bind_age(lambda: 4.0)
     text = generate_latest(metrics.registry).decode()
     check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
