@@ -96,7 +96,8 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
                       "LinstorSchedulerFencingStormActive", "LinstorSchedulerFencingRefusalsRecurring",
                       "LinstorSchedulerPoolSyncFailing", "LinstorSchedulerPoolSyncProblems",
                       "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors", "LinstorSchedulerLocalityLow",
-                      "LinstorSchedulerLocalityNotExported"}
+                      "LinstorSchedulerLocalityNotExported", "LinstorSchedulerFencingBlind",
+                      "LinstorSchedulerLocalityStale"}
     tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text()))
     assert tested == alerts, "every alert has a promtool unit test"
 
