@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.errors import EventsNotSupported
+from linstor_scheduler.measured import age_since
 from linstor_scheduler.volumes import pod_claims
 
 from .actions import Answer, KubeActions, Outcome, has_taint, index_attachments
@@ -143,6 +144,7 @@ class FencingController:
         self.settings = settings or Settings()
         self.metrics = metrics or FencingMetrics()
         self.clock = clock
+        self.metrics.bind_view_age(self.view_age)
         self.timers = GraceTimers()
         self.view: LinstorView | None = None
         self.read_error: str | None = None
@@ -186,6 +188,7 @@ class FencingController:
                 log.warning("lost the Lease: no more actions; grace timers forgotten")
             self._term = None
             self.timers.reset()
+            self.metrics.withdraw()
             return PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
         if self._term != self.leader.leader_since:
             log.info("leading since %.1f: grace timers start fresh, nothing is done before a complete new read",
@@ -193,6 +196,7 @@ class FencingController:
             self._term = self.leader.leader_since
             self.timers.reset()
             self.view = None
+            self.metrics.withdraw()
             self._seen_linstor = self._seen_kube = started
 
         await self._read_linstor(started)
@@ -203,7 +207,6 @@ class FencingController:
         kube = self.kube.objects()
         now = self.clock()
         stale = self._staleness(now, kube)
-        self.metrics.view_age.set(now - self.view.read_at if self.view else 0.0)
         storm = self._observe(now, kube)
         if self.view is None or kube is None:
             log.warning("no action: %s", stale)
@@ -241,6 +244,12 @@ class FencingController:
             await self._detach(observed, kube, final, now, report)
             await self._untaint(observed, kube, now, report)
         return report
+
+    def view_age(self) -> float | None:
+        """Seconds since this term's last complete LINSTOR read; None on a standby or before that read."""
+        if self._term is None or self.view is None:
+            return None
+        return age_since(self.clock, self.view.read_at)
 
     async def _read_linstor(self, started: float) -> None:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.measured import age_since
 from scheduler_extender.judge import StateHolder
 
 from .classify import Summary, summarize
@@ -30,20 +31,27 @@ class LocalityExporter:
         self.interval, self.clock = interval, clock
         self.last: Summary | None = None
         self.last_at: float | None = None
+        self.figures_from: float | None = None  # synced_at of the state the exported figures come from
+        metrics.bind_age(self.figures_age)
+
+    def figures_age(self) -> float | None:
+        """Seconds since the read the exported figures come from; None while none are exported."""
+        return age_since(self.clock, self.figures_from)
 
     def run_once(self) -> Summary | None:
         """One computation if we lead and have state; withdraws the figures if we do not lead."""
         leading = bool(self.leader.is_leader)
         self.metrics.leader.set(1 if leading else 0)
         if not leading:
+            self.figures_from = None
             self.metrics.withdraw()
             return None
         if not self.holder.ready or not self.pods.synced.is_set():
             return None
         state = self.holder.state
         summary = summarize(locate_all(self.pods.items(), state))
-        age = None if state.synced_at == float("-inf") else max(0.0, self.clock() - state.synced_at)
-        self.metrics.publish(summary, age)
+        self.metrics.publish(summary)
+        self.figures_from = state.synced_at
         if self.last is None or (summary.pods, summary.local) != (self.last.pods, self.last.local):
             log.info("locality: %d of %d pods local (%.0f%%)", summary.local, summary.pods, summary.share * 100)
         self.last, self.last_at = summary, self.clock()

@@ -53,6 +53,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BadRequest(str(exc), exc.status) from None
 
 
+def stale_now(extender: Extender) -> bool | None:
+    """Whether the extender is neutral for age right now; None before the first full sync (nothing
+    read, so neither stale nor fresh: ``linstor_scheduler_ready`` 0 says that)."""
+    if not extender.holder.ready:
+        return None
+    age = extender.staleness()
+    return age is not None and age > extender.max_staleness
+
+
 def create_app(
     extender: Extender,
     *,
@@ -63,10 +72,7 @@ def create_app(
 ) -> ExtenderApp:
     metrics = metrics or ExtenderMetrics()
     holder = extender.holder
-    metrics.bind_state_age(
-        extender.staleness,
-        lambda: (a := extender.staleness()) is not None and a > extender.max_staleness,
-    )
+    metrics.bind_state_age(extender.staleness, lambda: stale_now(extender))
     answerer = Answerer(extender, metrics)
     metrics.bind_caches([answerer.answers, *extender.caches])
     answer, counters = answerer.answer, answerer.counters
@@ -175,8 +181,9 @@ def create_app(
 
     async def metrics_endpoint(_: Request) -> Response:
         metrics.ready.set(1 if holder.ready else 0)
-        metrics.index_size.labels("nodes").set(len(holder.state.nodes))
-        metrics.index_size.labels("resources").set(len(holder.state.resources))
+        if holder.ready:  # before the first sync the state is the empty placeholder, not a measured 0
+            state = holder.state
+            metrics.index_size.publish({("nodes",): len(state.nodes), ("resources",): len(state.resources)})
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     ops = Starlette(routes=[Route(path, endpoint, methods=["GET"]) for path, endpoint in (

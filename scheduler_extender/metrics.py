@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from linstor_scheduler.measured import MeasuredGauge
+
 
 class ExtenderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -21,11 +23,13 @@ class ExtenderMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
         self.filtered_nodes = Counter(
             "linstor_scheduler_extender_filtered_nodes", "Nodes judged by filter, by result", ["result"], registry=r)
-        self.state_age = Gauge(
-            "linstor_scheduler_state_age_seconds", "Age of the extender's state (its stalest source)", registry=r)
-        self.state_stale = Gauge(
-            "linstor_scheduler_state_stale", "1 while the state is older than the limit and the extender is neutral",
-            registry=r)
+        # Read from the state, so absent until the first full sync (linstor_scheduler_ready says so).
+        self.state_age = MeasuredGauge(
+            "linstor_scheduler_state_age_seconds", "Age of the extender's state (its stalest source); absent "
+            "until the first full sync", registry=r)
+        self.state_stale = MeasuredGauge(
+            "linstor_scheduler_state_stale", "1 while the state is older than the limit and the extender is neutral; "
+            "absent until the first full sync", registry=r)
         self.ready = Gauge("linstor_scheduler_ready", "1 once the first full sync finished", registry=r)
         self.syncs = Counter(
             "linstor_scheduler_sync", "Background syncs by source and outcome", ["source", "outcome"], registry=r)
@@ -39,14 +43,16 @@ class ExtenderMetrics:
         self.sync_cpu = Counter(
             "linstor_scheduler_sync_cpu_seconds", "CPU seconds spent reading, decoding and indexing LINSTOR "
             "(the read thread's own time)", registry=r)
-        self.poll_interval = Gauge(
+        self.poll_interval = MeasuredGauge(
             "linstor_scheduler_poll_interval_seconds", "Seconds until the next LINSTOR read: --poll-interval, "
-            "or --poll-min-factor x the last sync's duration if that is longer", registry=r)
+            "or --poll-min-factor x the last sync's duration if that is longer; absent before the first read",
+            registry=r)
         self.fallback_reads = Counter(
             "linstor_scheduler_fallback_reads", "Bounded reads of resources missing from the index, by outcome",
             ["outcome"], registry=r)
-        self.index_size = Gauge(
-            "linstor_scheduler_index_objects", "Objects in the extender's index by kind", ["kind"], registry=r)
+        self.index_size = MeasuredGauge(
+            "linstor_scheduler_index_objects", "Objects in the extender's index by kind; absent until the first "
+            "full sync", ["kind"], registry=r)
         self.linstor_requests = Counter(
             "linstor_scheduler_linstor_requests", "HTTP requests to the LINSTOR controller by method and status",
             ["method", "status"], registry=r)
@@ -62,7 +68,8 @@ class ExtenderMetrics:
                 gauge.labels(cache.name, stat).set_function(lambda c=cache, s=stat: getattr(c, s))
             gauge.labels(cache.name, "entries").set_function(lambda c=cache: len(c))
 
-    def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool]) -> None:
-        """Computed at scrape time, so the gauge is right even when no sync happens."""
-        self.state_age.set_function(lambda: age() or 0.0)
-        self.state_stale.set_function(lambda: 1.0 if stale() else 0.0)
+    def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool | None]) -> None:
+        """Computed at scrape time, so the age grows even when no sync happens (a failing LINSTOR):
+        it is measured from the last good read, and absent (None) before the first one."""
+        self.state_age.set_function(age)
+        self.state_stale.set_function(lambda: None if (s := stale()) is None else float(s))

@@ -20,6 +20,7 @@ from typing import Any
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
+from linstor_scheduler.measured import age_since
 
 from .lvm import LvmError, LvmSource
 from .metrics import SyncMetrics
@@ -66,6 +67,8 @@ class NodeAgent:
         self._reported: dict[tuple[str, str | None, str], float] = {}
         self.last_result: PassResult | None = None
         self.last_success: float | None = None
+        self.read_at: float | None = None  # clock() at the start of the last pass whose reads all worked
+        self.metrics.bind_age(lambda: age_since(self.clock, self.read_at))
 
     async def run_pass(self) -> PassResult:
         started = time.perf_counter()
@@ -79,6 +82,7 @@ class NodeAgent:
         return result
 
     async def _pass(self) -> PassResult:
+        started = self.clock()
         try:
             inventory = await asyncio.to_thread(self.lvm.scan)
         except LvmError as exc:
@@ -95,6 +99,7 @@ class NodeAgent:
             log.warning("LINSTOR read failed, nothing done this pass: %s", exc)
             return PassResult(error=f"LINSTOR: {exc}")
         plan = plan_node(self.node_name, tags, node, pools, pool_users=users, prune=self.prune)
+        self.read_at = started
         self._report(plan)
         result = PassResult(plan=plan, dry_run=self.dry_run)
         if self.dry_run:
@@ -130,8 +135,8 @@ class NodeAgent:
         counts: dict[str, int] = {}
         for item in plan.items:
             counts[item.action] = counts.get(item.action, 0) + 1
-        for action in ("create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked"):
-            self.metrics.pools.labels(action).set(counts.get(action, 0))
+        self.metrics.pools.publish({(action,): counts.get(action, 0) for action in (
+            "create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked")})
         now = self.clock()
         current = set()
         for item in plan.problems:

@@ -25,6 +25,7 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
+from linstor_scheduler.measured import age_since
 
 from .classes import CONFLICT, CREATE, IN_SYNC, POOL_GONE, RECREATE, ClassAction, ClassConfig, plan_classes, pool_nodes
 from .metrics import ClassMetrics
@@ -69,6 +70,13 @@ class ClassReconciler:
         self._pending: dict[str, dict[str, Any]] = {}  # deleted for a recreate, not yet created again
         self._reported: dict[tuple[str, str], float] = {}
         self.last_result: ClassPassResult | None = None
+        self.read_at: float | None = None  # clock() at the start of the last pass whose reads worked
+        self.metrics.bind_age(lambda: age_since(self.clock, self.read_at))
+
+    def withdraw(self) -> None:
+        """Not leading: no figures, no age (the Lease holder's are the cluster's)."""
+        self.read_at = None
+        self.metrics.withdraw()
 
     def _list_classes(self) -> list[dict[str, Any]]:
         resp = self.storage.list_storage_class(_preload_content=False)
@@ -80,6 +88,7 @@ class ClassReconciler:
         return result
 
     async def _pass(self, act: bool) -> ClassPassResult:
+        started = self.clock()
         try:
             pools = await self.linstor.get_storage_pools()
         except LinstorError as exc:
@@ -90,8 +99,8 @@ class ClassReconciler:
         except Exception as exc:  # ApiException, connection errors
             log.warning("listing StorageClasses failed, nothing done this pass: %s", describe_api_error(exc))
             return ClassPassResult(error=f"Kubernetes: {describe_api_error(exc)}")
-        for pool, nodes in pool_nodes(pools).items():
-            self.metrics.pools.labels(pool).set(len(nodes))
+        self.read_at = started
+        self.metrics.pools.publish({(pool,): len(nodes) for pool, nodes in pool_nodes(pools).items()})
         actions = plan_classes(pools, existing, self.config)
         for name in list(self._pending):
             for i, action in enumerate(actions):
@@ -101,8 +110,8 @@ class ClassReconciler:
         counts: dict[str, int] = {}
         for a in actions:
             counts[a.action] = counts.get(a.action, 0) + 1
-        for state in (IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE):
-            self.metrics.classes.labels(state).set(counts.get(state, 0))
+        self.metrics.classes.publish({(state,): counts.get(state, 0)
+                                      for state in (IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE)})
         result = ClassPassResult(actions=actions, acted=act)
         self._report(actions)
         if not act:
@@ -181,5 +190,7 @@ async def run_as_leader(reconciler: ClassReconciler, elector: Any, stop: asyncio
         reconciler.metrics.leader.set(1 if leading else 0)
         if leading:
             reconciler.last_result = await reconciler.run_pass()
+        else:
+            reconciler.withdraw()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval if leading else standby_poll)

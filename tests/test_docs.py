@@ -16,6 +16,7 @@ from fencing import controller as fencing_controller
 from fencing import guards as fencing_guards
 from fencing import verdict as fencing_verdict
 from fencing.metrics import FencingMetrics
+from locality.metrics import LocalityMetrics
 from scheduler_extender.http import create_app
 from scheduler_extender.judge import Extender, FallbackReader, StateHolder
 from scheduler_extender.metrics import ExtenderMetrics
@@ -55,13 +56,26 @@ def camel_constants(*modules) -> set[str]:
 
 
 @pytest.mark.parametrize("make", [extender_registry, lambda: WebhookMetrics().registry, lambda: SyncMetrics().registry,
-                                  lambda: ClassMetrics().registry, lambda: FencingMetrics().registry],
-                         ids=["extender", "webhook", "sync-node", "sync-classes", "fencing"])
+                                  lambda: ClassMetrics().registry, lambda: FencingMetrics().registry,
+                                  lambda: LocalityMetrics().registry],
+                         ids=["extender", "webhook", "sync-node", "sync-classes", "fencing", "locality"])
 def test_every_metric_has_a_row(make):
     families = list(make().collect())
     assert families
     for family in families:
         row(family.name + ("_total" if family.type == "counter" else ""))
+
+
+def test_every_gauge_without_a_sample_at_start_says_so_on_its_row():
+    """Issue 18: a gauge absent until the first good read is documented as such (``MeasuredGauge``)."""
+    from linstor_scheduler.measured import MeasuredGauge
+
+    for make in (extender_registry, lambda: SyncMetrics().registry, lambda: ClassMetrics().registry,
+                 lambda: FencingMetrics().registry, lambda: LocalityMetrics().registry):
+        registry = make()
+        for collector in list(registry._collector_to_names):
+            if isinstance(collector, MeasuredGauge):
+                assert "absent until the first" in row(collector.name), collector.name
 
 
 def test_every_extender_outcome_is_documented_error_included():

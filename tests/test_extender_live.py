@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import httpx
 import pytest
@@ -20,8 +21,7 @@ from .waiting import wait_for
 NAMES = ["w1", "w2", "w3"]
 
 
-@contextlib.contextmanager
-def cluster(**app_kwargs):
+def populated() -> tuple[LinstorEmulator, KubeStandin]:
     emu = LinstorEmulator()
     for n in NAMES:
         emu.add_node(n)
@@ -35,6 +35,12 @@ def cluster(**app_kwargs):
     ks.add(k.storage_class("local", remote=False))
     for obj in k.bound_volume("data", "pvc-db", storage_class="local"):
         ks.add(obj)
+    return emu, ks
+
+
+@contextlib.contextmanager
+def cluster(**app_kwargs):
+    emu, ks = populated()
     with emu.serve() as lsrv, ks.serve() as ksrv:
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         app = build_live_app(client, ks.api_client(ksrv.url), **app_kwargs)
@@ -97,6 +103,51 @@ def test_linstor_down_keeps_last_state_then_turns_neutral_then_recovers():
         emu.reset_faults()
         wait_for(lambda: not http.get("/readyz").json()["stale"], what="recovery")
         assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
+
+
+def scrape(http: httpx.Client) -> dict[str, float]:
+    """/metrics as series -> value (a series without a sample is simply not there)."""
+    out = {}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("linstor_scheduler_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+AGE, STALE = "linstor_scheduler_state_age_seconds", "linstor_scheduler_state_stale"
+
+
+def test_no_state_metric_before_the_first_read_and_the_age_grows_while_linstor_fails():
+    """Issue 18: nothing measured, nothing claimed. LINSTOR down from the start: the age, the stale
+    flag and the index sizes are absent (``ready`` 0 says why); after a good read they appear; when
+    LINSTOR fails again the age keeps growing from that read, failed reads never reset it."""
+    emu, ks = populated()
+    emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+    with emu.serve() as lsrv, ks.serve() as ksrv:
+        client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
+        app = build_live_app(client, ks.api_client(ksrv.url), poll_interval=0.2, max_staleness=60, use_events=False)
+        with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+            wait_for(lambda: http.get("/readyz").json()["last_error"], what="a failed LINSTOR read")
+            before = scrape(http)
+            assert before["linstor_scheduler_ready"] == 0
+            assert not [n for n in before if n.startswith((AGE, STALE, "linstor_scheduler_index_objects"))], before
+            emu.reset_faults()
+            wait_for(lambda: AGE in scrape(http), what="the first good read")
+            after = scrape(http)
+            assert after[STALE] == 0 and after["linstor_scheduler_ready"] == 1
+            assert after['linstor_scheduler_index_objects{kind="nodes"}'] == 3
+            emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+            failing_since = time.monotonic()
+            wait_for(lambda: http.get("/readyz").json()["last_error"], what="LINSTOR failing again")
+            wait_for(lambda: scrape(http)[AGE] > 1.0, what="the age to pass 1 s")
+            ages = []
+            for _ in range(5):
+                elapsed = time.monotonic() - failing_since
+                ages.append(scrape(http)[AGE])
+                assert ages[-1] >= elapsed, "measured from the last good read, before the failures began"
+            assert ages == sorted(ages), "failed reads never reset the age"
+            assert scrape(http)['linstor_scheduler_index_objects{kind="nodes"}'] == 3  # kept, with its age
 
 
 def test_node_event_makes_an_offline_satellite_visible_at_once():

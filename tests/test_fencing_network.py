@@ -33,8 +33,8 @@ def test_rack_of_two_of_seven_storage_nodes_lost_evicts():
         rig.power_off("n2")
         rig.run(40)
         assert sorted(rig.evicted()) == ["a-0", "b-0"]
-        assert rig.ctrl.metrics.storm_active._value.get() == 0
-        assert rig.ctrl.metrics.lost_nodes._value.get() == 2
+        assert rig.ctrl.metrics.storm_active.value() == 0
+        assert rig.ctrl.metrics.lost_nodes.value() == 2
 
 
 def test_two_of_six_is_not_more_than_a_third_three_of_six_is_a_storm(rig):
@@ -47,7 +47,7 @@ def test_two_of_six_is_not_more_than_a_third_three_of_six_is_a_storm(rig):
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
     (event,) = rig.events("StormBreaker", "a-0")
     assert "3 of 6 storage nodes" in event["message"]
-    assert rig.ctrl.metrics.storm_active._value.get() == 1
+    assert rig.ctrl.metrics.storm_active.value() == 1
     rig.recover("n2")
     rig.recover("n3")  # 1 of 6 lost: calm again; n1's fault has been there for 90 s
     calm = rig.clock.now
@@ -210,7 +210,7 @@ def test_every_satellite_cut_from_the_controller_is_a_storm_and_no_eviction(rig)
         rig.cut_controller(node)
     rig.run(90)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
-    assert rig.ctrl.metrics.storm_active._value.get() == 1
+    assert rig.ctrl.metrics.storm_active.value() == 1
     (event,) = rig.events("NoPeerWitness", "db-0")
     assert event["type"] == "Normal" and "no surviving DRBD peer of pvc-r2 can be heard" in event["message"]
 
@@ -309,3 +309,51 @@ def test_twenty_pods_on_one_lost_node_are_rate_limited_one_warning_each(rig):
         pod_at = order.index(f"/api/v1/namespaces/default/pods/db-{i}")
         va_at = order.index(f"/apis/storage.k8s.io/v1/volumeattachments/csi-pvc-{i}-n1-linstor")
         assert pod_at < va_at, "the VolumeAttachment after its pod"
+
+
+# --- issue 18: no figure before a read, none on a standby, the view's age from the last good read ---
+LOST, STORM = "linstor_scheduler_fencing_lost_storage_nodes", "linstor_scheduler_fencing_storm_active"
+VIEW_AGE, LEADER = "linstor_scheduler_fencing_linstor_view_age_seconds", "linstor_scheduler_fencing_leader"
+
+
+def scrape(url: str) -> dict[str, float]:
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("linstor_scheduler_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_lost_nodes_and_storm_are_absent_until_a_read_and_the_view_ages_while_linstor_fails(rig):
+    """The controller's /metrics over HTTP (its registry on the side-port app): leading but LINSTOR
+    down, nothing of LINSTOR is claimed (0 lost nodes would be a guess); a good read brings the
+    figures; failed reads keep them and the view's age grows; a standby withdraws them."""
+    from linstor_scheduler.health import health_app
+    from linstor_scheduler.httpserver import ServerThread
+
+    rig.pod("a-0", "n1", [rig.volume("pvc-a", ["n1", "n4"], diskless=["n5"], in_use="n1")])
+    with ServerThread(health_app(rig.ctrl.metrics.registry, ready=lambda: (True, ""))) as srv:
+        rig.emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+        rig.step()
+        blind = scrape(srv.url)
+        assert blind[LEADER] == 1
+        assert not {LOST, STORM, VIEW_AGE, "linstor_scheduler_fencing_linstor_read_seconds"} & set(blind), blind
+        rig.emu.reset_faults()
+        rig.step()
+        seen = scrape(srv.url)
+        assert seen[LOST] == 0 and seen[STORM] == 0 and seen[VIEW_AGE] == 0
+        rig.emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+        ages = []
+        for _ in range(3):
+            rig.step()
+            ages.append(scrape(srv.url)[VIEW_AGE])
+        step = rig.settings.poll_interval
+        assert ages == [step, 2 * step, 3 * step], "from the last good read: failed reads never reset it"
+        assert scrape(srv.url)[LOST] == 0  # kept, with its age beside it
+        rig.ctrl.leader.is_leader = False
+        rig.step()
+        standby = scrape(srv.url)
+        assert standby[LEADER] == 0 and not {LOST, STORM, VIEW_AGE} & set(standby), standby

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 
 import httpx
 import pytest
@@ -298,9 +299,64 @@ def test_exporter_withdraws_its_figures_when_it_loses_the_lease():
     metrics = LocalityMetrics()
     exporter = LocalityExporter(StateHolder(state=cluster(), ready=True), Pods(), metrics, leader)
     assert exporter.run_once().pods == 1
-    assert metrics.registry.get_sample_value("linstor_scheduler_pods_local_ratio") == 0.0
+    assert metrics.registry.get_sample_value("linstor_scheduler_pods_local_ratio") == 0.0  # measured: none local
+    assert metrics.registry.get_sample_value("linstor_scheduler_locality_state_age_seconds") is not None
     leader.is_leader = False
     assert exporter.run_once() is None
+    for name in ("linstor_scheduler_pods_local_ratio", "linstor_scheduler_locality_state_age_seconds"):
+        assert metrics.registry.get_sample_value(name) is None, f"a standby exports no {name}"
     assert metrics.registry.get_sample_value("linstor_scheduler_volume_locality",
                                              {"storage_class": "linstor-thindata-r2", "locality": "diskless"}) is None
     assert metrics.registry.get_sample_value("linstor_scheduler_locality_leader") == 0
+
+
+RATIO, AGE = "linstor_scheduler_pods_local_ratio", "linstor_scheduler_locality_state_age_seconds"
+
+
+def test_exporter_leading_without_linstor_claims_no_figures_and_a_failing_linstor_ages_them(ks):
+    """Issue 18: the holder that cannot read LINSTOR exported a ratio of 0 and an age of 0 (LocalityLow
+    fired). Over HTTP against the emulator: no ratio and no age before the first good read; then
+    the figures; when LINSTOR fails again the figures stay and their age grows from that read."""
+    import argparse
+
+    from locality.wiring import serve_exporter
+
+    from .test_runtime import _free_port
+
+    emu, kube = two_pods_cluster()
+    for obj in kube:
+        ks.add(obj)
+    emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+    with emu.serve() as lsrv:
+        port, flag = _free_port(), threading.Event()
+        args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+        client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
+        thread = threading.Thread(target=asyncio.run, args=(serve_exporter(args, client, ks.api, AlwaysLeader(),
+                                                                           stop_flag=flag),))
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: emu.count("GET", "/v1/nodes") >= 2, what="failed LINSTOR reads")
+            wait_for(lambda: scrape(url).get("linstor_scheduler_locality_leader") == 1, what="leading")
+            blind = scrape(url)
+            assert RATIO not in blind and AGE not in blind, blind
+            assert not any(n.startswith(("linstor_scheduler_volume_locality", "linstor_scheduler_locality_pods"))
+                           for n in blind), blind
+            emu.reset_faults()
+            wait_for(lambda: scrape(url).get(RATIO) == 0.5, what="the first figures")
+            assert AGE in scrape(url)
+            emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+            failing_since = time.monotonic()
+            wait_for(lambda: scrape(url)[AGE] > 1.0, what="the figures' age past 1 s")
+            ages = []
+            for _ in range(5):
+                elapsed = time.monotonic() - failing_since
+                figures = scrape(url)
+                ages.append(figures[AGE])
+                assert ages[-1] >= elapsed, "measured from the last good read, before the failures began"
+                assert figures[RATIO] == 0.5  # kept: the age says how old it is
+            assert ages == sorted(ages), "failed reads never reset the age"
+        finally:
+            flag.set()
+            thread.join(15)
+        assert not thread.is_alive()

@@ -96,7 +96,8 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
                       "LinstorSchedulerFencingStormActive", "LinstorSchedulerFencingRefusalsRecurring",
                       "LinstorSchedulerPoolSyncFailing", "LinstorSchedulerPoolSyncProblems",
                       "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors", "LinstorSchedulerLocalityLow",
-                      "LinstorSchedulerLocalityNotExported"}
+                      "LinstorSchedulerLocalityNotExported", "LinstorSchedulerFencingBlind",
+                      "LinstorSchedulerLocalityStale"}
     tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text()))
     assert tested == alerts, "every alert has a promtool unit test"
 
@@ -172,7 +173,8 @@ def test_promtool_accepts_every_components_exposition():
 
     tool = promtool()
     metrics = LocalityMetrics()
-    metrics.publish(Summary(3, 2, {("linstor-thindata-r2", "local"): 2, ("linstor-thindata-r2", "diskless"): 1}), 4.0)
+    metrics.publish(Summary(3, 2, {("linstor-thindata-r2", "local"): 2, ("linstor-thindata-r2", "diskless"): 1}))
+    metrics.bind_age(lambda: 4.0)
     text = generate_latest(metrics.registry).decode()
     check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -142,6 +142,32 @@ def test_linstor_500_or_timeout_means_no_write_and_an_error(emu):
     assert agent_pass(emu, FakeLvm()).ok, "recovers on the next pass"
 
 
+def test_pool_figures_absent_until_a_good_read_then_kept_with_their_age(emu):
+    """Issue 18: no pool counts and no age before a good read; after a failed one the counts stay and
+    the age (from the last good read) says how old they are."""
+    pools, age = "linstor_scheduler_pool_sync_pools", "linstor_scheduler_pool_sync_state_age_seconds"
+    now = [100.0]
+
+    async def go():
+        async with LinstorClient(emu.url, retries=1, timeout=2.0, backoff_base=0.01) as client:
+            agent = NodeAgent("n1", FakeLvm(), client, clock=lambda: now[0], dry_run=True)
+            registry = agent.metrics.registry
+            emu.inject(fail=10, status=500)
+            assert (await agent.run_pass()).error
+            assert registry.get_sample_value(age) is None
+            assert registry.get_sample_value(pools, {"state": "create"}) is None
+            emu.reset_faults()
+            assert (await agent.run_pass()).ok
+            assert registry.get_sample_value(pools, {"state": "create"}) == 2
+            assert registry.get_sample_value(age) == 0
+            now[0] += 30
+            emu.inject(fail=10, status=500)
+            assert (await agent.run_pass()).error
+            assert registry.get_sample_value(age) == 30, "failed reads never reset the age"
+            assert registry.get_sample_value(pools, {"state": "create"}) == 2
+    run(go())
+
+
 def test_a_failing_write_is_reported_and_the_rest_goes_on(emu):
     lvm = FakeLvm()
     emu.inject(fail=1, status=500, path_prefix="/v1/nodes/n1/storage-pools")

@@ -231,6 +231,12 @@ def test_two_instances_only_the_lease_holder_writes(env):
     leader = asyncio.run(one_round(a))
     assert leader.last_result.ok and class_names(api) == ["linstor-data-r1"]
     assert leader.metrics.leader._value.get() == 1 and standby.metrics.leader._value.get() == 0
+    # issue 18: the standby claims no figures and no age; the holder's are measured
+    for name, labels in (("linstor_scheduler_class_sync_classes", {"state": "create"}),
+                         ("linstor_scheduler_class_sync_pools", {"pool": "data"}),
+                         ("linstor_scheduler_class_sync_state_age_seconds", {})):
+        assert standby.metrics.registry.get_sample_value(name, labels) is None, name
+        assert leader.metrics.registry.get_sample_value(name, labels) is not None, name
 
 
 def test_cli_once_against_both_doubles(env, capsys):
