@@ -31,6 +31,13 @@ def run(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
                           timeout=timeout)
 
 
+def free_port() -> int:
+    """A port free now (the extender's ports are 1..65535: kube-scheduler must know them in advance)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
@@ -69,15 +76,15 @@ class ClassConfig(str):
 # exit 2 as a value argparse refuses, naming the flag, its variable and what it expects.
 @pytest.mark.parametrize("argv,says", [
     (["fencing", "--storm-share", "2"],
-     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 2", "above 0 and at most 1"]),
-    (["fencing", "--grace-period", "-1"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD) is -1", "0 or more"]),
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 2", "expected a number greater than 0 and at most 1"]),
+    (["fencing", "--grace-period", "-1"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD) is -1", "of 0 or more"]),
     (["fencing", "--poll-interval", "0"],
-     ["--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is 0", "more than 0"]),
+     ["--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is 0", "expected a number greater than 0"]),
     (["fencing", "--no-promotion-events", "--lease-duration", "0.1", *NO_KUBE],
-     ["--lease-duration (or LINSTOR_SCHEDULER_LEASE_DURATION) is 0.1", "more than 0.2"]),
+     ["--lease-duration (or LINSTOR_SCHEDULER_LEASE_DURATION) is 0.1", "greater than 0.2"]),
     (["drill", "--snapshot", "unread.yaml"], ["--fail-node (or LINSTOR_SCHEDULER_FAIL_NODE) is required"]),
     (["drill", "--fail-node", "n1", "--storm-share", "0"],
-     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 0", "above 0 and at most 1"]),
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 0", "greater than 0 and at most 1"]),
     (["drill", "--fail-node", "n1", "--grace-period", "-3"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD)"]),
     (["locality", "--score-weights", "bogus=1"],
      ["--score-weights (or LINSTOR_SCHEDULER_SCORE_WEIGHTS) is 'bogus=1'", "unknown score weight 'bogus'"]),
@@ -164,8 +171,9 @@ def test_log_format_json_makes_every_line_json_uvicorn_included(tmp_path):
     snap = tmp_path / "snap.yaml"
     snap.write_text(yaml.safe_dump(demo_snapshot()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINSTOR_SCHEDULER_")}
-    proc = subprocess.Popen([*CLI, "extender", "--snapshot", str(snap), "--port", "0", "--listen-address",
-                             "127.0.0.1", "--log-format", "json"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, "extender", "--snapshot", str(snap), "--port", str(free_port()), "--listen-address",
+                             "127.0.0.1", "--metrics-port", str(free_port()), "--metrics-address", "127.0.0.1",
+                             "--log-format", "json"], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
         assert proc.stderr is not None
