@@ -121,6 +121,33 @@ def test_a_flag_value_that_cannot_work_is_one_line_naming_it_exit_2(argv, says, 
         assert words in line
 
 
+# Values outside a flag's declared range (every numeric flag has one: test_flag_ranges.py walks them
+# in-process) and relations between flags, as an operator meets them: before any socket or client.
+@pytest.mark.parametrize("argv,env,says", [
+    (["extender", "--port", "70000"], {}, "--port (or LINSTOR_SCHEDULER_PORT) is 70000: expected a whole number "
+     "from 1 to 65535"),
+    (["extender", "--port", "-1"], {}, "--port (or LINSTOR_SCHEDULER_PORT) is -1: expected a whole number from 1"),
+    (["webhook"], {"LINSTOR_SCHEDULER_METRICS_PORT": "0"}, "--metrics-port (or LINSTOR_SCHEDULER_METRICS_PORT) is 0"),
+    (["extender", "--max-staleness", "0"], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 0: expected a number greater than 0"),
+    (["extender", "--max-body-bytes", "0"], {},
+     "--max-body-bytes (or LINSTOR_SCHEDULER_MAX_BODY_BYTES) is 0: expected a whole number of 65536 or more"),
+    (["extender"], {"LINSTOR_SCHEDULER_POLL_INTERVAL": "-5"},
+     "--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is -5: expected a number greater than 0"),
+    (["fencing", "--failover-budget", "0"], {}, "--failover-budget (or LINSTOR_SCHEDULER_FAILOVER_BUDGET) is 0"),
+    (["fencing", "--poll-interval", "10", "--max-staleness", "5", *NO_KUBE], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 5: expected more than --poll-interval (or "
+     "LINSTOR_SCHEDULER_POLL_INTERVAL), which is 10"),
+    (["extender", "--poll-interval", "120", *NO_KUBE], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 120: expected more than --poll-interval"),
+    (["sync-node", "--node-name", "n1", "--interval", "600", *NO_KUBE], {},
+     "--max-backoff (or LINSTOR_SCHEDULER_MAX_BACKOFF) is 300: expected at least --interval"),
+])
+def test_a_value_out_of_range_or_against_another_flag_is_one_line_exit_2(argv, env, says):
+    line = one_error_line(run(*argv, env=env))
+    assert line.startswith(f"linstor-scheduler {argv[0]}: error: {says}"), line
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["extender", "--help"], ["explain", "--help"]])
 def test_a_variable_meant_for_another_subcommand_changes_nothing(argv):
     env = {"LINSTOR_SCHEDULER_LINSTOR_TIMEOUT": "abc", "LINSTOR_SCHEDULER_OUTPUT": "xml",
