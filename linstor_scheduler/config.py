@@ -133,20 +133,22 @@ class Range:
                 and (self.maximum is None or value <= self.maximum) and (self.above is None or value > self.above))
 
     def words(self) -> str:
-        """``from 1 to 65535``, ``greater than 0 and at most 1``, ``of 0 or more``: for ``--help`` and the error."""
+        """``from 1 to 65535``, ``greater than 0 and at most 1``, ``at least 0``: for ``--help``, the docs
+        (docs/configuration.md's "accepted" column) and the error line."""
         if self.minimum is not None and self.maximum is not None:
             return f"from {_number(self.minimum)} to {_number(self.maximum)}"
         parts = []
         if self.above is not None:
             parts.append(f"greater than {_number(self.above)}")
         if self.minimum is not None:
-            parts.append(f"of {_number(self.minimum)} or more")
+            parts.append(f"at least {_number(self.minimum)}")
         if self.maximum is not None:
-            parts.append(f"{'' if parts else 'of '}at most {_number(self.maximum)}")
+            parts.append(f"at most {_number(self.maximum)}")
         return " and ".join(parts)
 
     def expected(self, type: Callable[[str], Any]) -> str:
-        return f"{expects(type)} {self.words()}"
+        words = self.words()
+        return f"{expects(type)} {'of ' if words.startswith('at ') else ''}{words}"  # "a number of at least 0"
 
 
 PORT = Range(1, 65535)  # a port a client is told in advance (kube-scheduler's urlPrefix, a Service)

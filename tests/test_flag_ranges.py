@@ -10,12 +10,16 @@ cases an operator meets are in test_cli_config_errors.py.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from linstor_scheduler.cli import build_parser
 from linstor_scheduler.config import Range
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
 
 # (subcommand, flag) -> why any number is meaningful. Keep it short: an entry here is a flag whose
 # every value works. Empty today: every numeric flag has values that cannot work.
@@ -105,7 +109,7 @@ def test_a_value_outside_the_range_is_refused_naming_the_flag(command, flag, cap
     for value in outside(allowed, action.type):  # type: ignore[arg-type]
         line = refusal([command, f"{flag}={value}"], capsys)
         assert line.startswith(f"linstor-scheduler {command}: error: {flag} (or {var}) is "), line
-        assert f"expected {'a whole number' if action.type is int else 'a number'} {allowed.words()}" in line
+        assert f"expected {allowed.expected(action.type)}" in line and allowed.words() in line
     for value in inside(allowed, action.type):  # type: ignore[arg-type]
         assert getattr(build_parser().parse_args([command, f"{flag}={value}"]), action.dest) == action.type(value)
 
@@ -134,3 +138,30 @@ def test_0_stays_valid_where_it_means_something():
                                                  "--taint-stable-seconds", "0"],
                  ["demo", "--port", "0"], ["extender", "--poll-min-factor", "0"]):
         build_parser().parse_args(argv)
+
+
+def documented_ranges() -> dict[tuple[str, str], str]:
+    """docs/configuration.md's "accepted" cells, by (subcommand, flag). A section is one subcommand's
+    (``## `fencing```), several listed in parentheses (``## LINSTOR (extender, explain, ...)``), or
+    every subcommand's (``## Common``)."""
+    commands = set(subparsers())
+    found: dict[tuple[str, str], str] = {}
+    applies: set[str] = set()
+    for line in DOC.splitlines():
+        if line.startswith("## "):
+            own = re.match(r"## `([a-z-]+)`", line)
+            listed = re.search(r"\(([^)]*)\)", line)
+            applies = ({own.group(1)} if own else commands if line.startswith("## Common")
+                       else {c.strip() for c in listed.group(1).split(",")} if listed else set())
+        elif line.startswith("| `--"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            for flag in re.findall(r"`(--[a-z-]+)`", cells[0]):
+                found.update({(command, flag): cells[3] for command in applies})
+    return found
+
+
+@pytest.mark.parametrize("command,flag", OPTIONS)
+def test_the_docs_state_each_range(command, flag):
+    _, allowed = declared(command, flag)
+    assert documented_ranges().get((command, flag)) == allowed.words(), (
+        f"docs/configuration.md: the 'accepted' cell of {command} {flag} should read {allowed.words()!r}")
