@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from linstor_scheduler.cli import deferred
-from linstor_scheduler.config import add_option
+from linstor_scheduler.config import PORT, add_option
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -17,11 +17,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
         "Pods or namespaces labelled linstor.csi.linbit.com/scheduler=disabled are left alone. Serves "
         "/healthz, /readyz and /metrics over plain HTTP on a separate port (--metrics-port).")
     add_option(p, "--listen-address", default="0.0.0.0", help="address of POST /mutate (HTTPS, TLS 1.2 or newer)")
-    add_option(p, "--port", type=int, default=8443, help="HTTPS port of POST /mutate; every other path there is a 404")
+    add_option(p, "--port", type=int, default=8443, range=PORT,
+               help="HTTPS port of POST /mutate; every other path there is a 404")
     add_option(p, "--metrics-address", default="0.0.0.0", help="address of /healthz, /readyz, /metrics (plain HTTP)")
-    add_option(p, "--metrics-port", type=int, default=8096, help="port of /healthz, /readyz, /metrics")
+    add_option(p, "--metrics-port", type=int, default=8096, range=PORT, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--scheduler-name", default="linstor", help="schedulerName given to LINSTOR pods")
-    add_option(p, "--pvc-read-timeout", type=float, default=1.0,
+    add_option(p, "--pvc-read-timeout", type=float, default=1.0, above=0,
                help="seconds for the one direct read of a PVC missing from the cache")
     tls = p.add_argument_group("TLS")
     add_option(tls, "--tls-cert-file", help="serving certificate (PEM), e.g. from cert-manager; with "
@@ -36,7 +37,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                help="Service the API server calls; its DNS names go into the certificate")
     add_option(tls, "--webhook-config-name", default="linstor-scheduler",
                help="MutatingWebhookConfiguration whose caBundle gets our CA (empty: do not publish)")
-    add_option(tls, "--ca-bundle-interval", type=float, default=60.0,
+    add_option(tls, "--ca-bundle-interval", type=float, default=60.0, above=0,
                help="seconds between checks that the caBundle is still ours")
     from linstor_scheduler.kube.client import add_kube_options
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.config import PORT_OR_0, add_flag, add_option
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -18,7 +18,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "StorageClasses, a pod is placed next to its replica, its node loses storage, fencing "
                        "moves it, it is placed next to the surviving replica. --extender-only: the extender on a "
                        "static demo cluster, with per-node verdicts for sample pods.")
-    add_option(d, "--port", type=int, default=8099, help="port of the demo extender (0: any free port)")
+    add_option(d, "--port", type=int, default=8099, range=PORT_OR_0,
+               help="port of the demo extender (0: any free port)")
     add_flag(d, "--serve", default=None,
              help="keep serving after printing, until Ctrl-C (default: when run on a terminal)")
     add_flag(d, "--extender-only", help="only the extender on the static demo cluster (sample pods' verdicts)")

@@ -20,26 +20,27 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         "(grace 0 on a NotReady node, the Eviction API on a Ready one), then its VolumeAttachment. "
         "See docs/fencing.md.")
     g = p.add_argument_group("fencing")
-    add_option(g, "--grace-period", type=float, default=30.0,
+    add_option(g, "--grace-period", type=float, default=30.0, minimum=0,
                help="seconds a storage fault must hold, observed without a break, before a pod is moved")
-    add_option(g, "--poll-interval", type=float, default=5.0, help="seconds between LINSTOR reads")
-    add_option(g, "--max-staleness", type=float, default=20.0,
+    add_option(g, "--poll-interval", type=float, default=5.0, above=0, help="seconds between LINSTOR reads")
+    add_option(g, "--max-staleness", type=float, default=20.0, above=0,
                help="seconds; LINSTOR or Kubernetes data older than this holds every action")
-    add_option(g, "--storm-share", type=float, default=1 / 3,
+    add_option(g, "--storm-share", type=float, default=1 / 3, above=0, maximum=1,
                help="hold every action while more than this share of the storage nodes (and two or more) look "
                "lost at once")
-    add_option(g, "--evictions-per-minute", type=float, default=10.0,
+    add_option(g, "--evictions-per-minute", type=float, default=10.0, above=0,
                help="at most this many pods failed over per minute (burst of the same size)")
-    add_option(g, "--failover-budget", type=int, default=3,
+    add_option(g, "--failover-budget", type=int, default=3, minimum=1,
                help="at most this many fail-overs of one pod (namespace/name) per --budget-window")
-    add_option(g, "--budget-window", type=float, default=3600.0, help="seconds of the per-pod fail-over budget")
-    add_option(g, "--eviction-timeout", type=float, default=60.0,
+    add_option(g, "--budget-window", type=float, default=3600.0, above=0,
+               help="seconds of the per-pod fail-over budget")
+    add_option(g, "--eviction-timeout", type=float, default=60.0, above=0,
                help="seconds after which an eviction (Ready node) that does not finish becomes a grace-0 delete")
     add_flag(g, "--dry-run", help="decide, log and record Events and metrics, but delete nothing")
     add_flag(g, "--taint", default=True,
              help="while fencing acts on a node, taint it linstor.csi.linbit.com/storage-lost:NoSchedule, until its "
              "storage is back (--no-taint: never set it; ours are still removed)")
-    add_option(g, "--taint-stable-seconds", type=float, default=60.0,
+    add_option(g, "--taint-stable-seconds", type=float, default=60.0, minimum=0,
                help="seconds of storage back (satellite ONLINE, no storage proof for any of its replicas) after "
                "which our taint comes off")
     add_flag(g, "--promotion-events", default=True,

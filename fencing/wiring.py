@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from linstor_scheduler.config import invalid
+from linstor_scheduler.config import exceeds
 from linstor_scheduler.runtime import Health, exit_now, run_service
 
 from .controller import FencingController, Settings, render_table
@@ -23,12 +23,9 @@ log = logging.getLogger("linstor_scheduler.fencing")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    if not 0 < args.storm_share <= 1:
-        raise invalid("--storm-share", args.storm_share, "a share of the storage nodes above 0 and at most 1")
-    if args.grace_period < 0:
-        raise invalid("--grace-period", args.grace_period, "seconds, 0 or more")
-    if args.poll_interval <= 0:
-        raise invalid("--poll-interval", args.poll_interval, "seconds, more than 0")
+    """Each flag's own range is the parser's (``cli.py``); here what holds between flags."""
+    exceeds(args, "--max-staleness", "--poll-interval",
+            "data a poll old would be stale at every pass, and nothing would ever act")
     return Settings(
         grace_period=args.grace_period, poll_interval=args.poll_interval, max_staleness=args.max_staleness,
         storm_share=args.storm_share, evictions_per_minute=args.evictions_per_minute,

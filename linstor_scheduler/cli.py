@@ -61,7 +61,7 @@ def common_options() -> argparse.ArgumentParser:
                choices=["debug", "info", "warning", "error"])
     add_option(group, "--log-format", help="log line format", default="text", choices=["text", "json"])
     http = parent.add_argument_group("HTTP servers")
-    add_option(http, "--keep-alive-timeout", type=float, default=KEEP_ALIVE_SECONDS,
+    add_option(http, "--keep-alive-timeout", type=float, default=KEEP_ALIVE_SECONDS, above=0,
                help="seconds an idle client connection stays open (above kube-scheduler's 90 s)")
     return parent
 

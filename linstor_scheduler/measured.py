@@ -12,8 +12,8 @@ exported, a sample only while it holds a measurement.
 - ``set_function``: computed at scrape time (ages); absent while the function returns None.
 
 After a failed read the values stay as they were, and the component's age gauge (``age_since``,
-from the last good read on the component's clock (CLOCK_BOOTTIME, clock.py)) says how old they are: a failed read never resets
-an age to 0. docs/operations.md, "Metrics", states the rule per component.
+from the last good read on the component's clock, CLOCK_BOOTTIME) says how old they are: a failed
+read never resets an age to 0. docs/operations.md, "Metrics", states the rule per component.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from .config import ConfigError, add_option
+from .config import PORT_OR_0, ConfigError, add_option
 
 if TYPE_CHECKING:  # the health app (Starlette) is imported only when a side port is served
     from .health import Check
@@ -82,7 +82,8 @@ class Health:
 def add_health_options(parser: argparse.ArgumentParser, port: int) -> None:
     group = parser.add_argument_group("serving /healthz, /readyz, /metrics")
     add_option(group, "--listen-address", default="0.0.0.0", help="address to listen on")
-    add_option(group, "--port", type=int, default=port, help="port for health and metrics (0: do not serve)")
+    add_option(group, "--port", type=int, default=port, range=PORT_OR_0,
+               help="port for health and metrics (0: do not serve)")
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

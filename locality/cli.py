@@ -33,8 +33,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     e = sub.add_parser("locality-exporter", parents=[parent], help="export locality metrics (one Lease holder)",
                        description="Export linstor_scheduler_volume_locality and linstor_scheduler_pods_local_ratio "
                        "on /metrics. Every replica serves /metrics; only the Lease holder exports the figures.")
-    add_option(e, "--interval", type=float, default=30.0, help="seconds between computations")
-    add_option(e, "--poll-interval", type=float, default=30.0, help="seconds between LINSTOR reads")
+    add_option(e, "--interval", type=float, default=30.0, above=0, help="seconds between computations")
+    add_option(e, "--poll-interval", type=float, default=30.0, above=0, help="seconds between LINSTOR reads")
     add_health_options(e, 8096)
     add_linstor_options(e)
     add_kube_options(e)
@@ -51,8 +51,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                    help=f"a node that fails: repeat, or give a comma-separated list [env {FAIL_NODE_ENV}]")
     add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster")
     add_option(d, "--output", default="table", choices=["table", "json"], help="output format")
-    add_option(d, "--grace-period", type=float, default=30.0, help="fencing's --grace-period (as deployed)")
-    add_option(d, "--storm-share", type=float, default=1 / 3, help="fencing's --storm-share (as deployed)")
+    add_option(d, "--grace-period", type=float, default=30.0, minimum=0, help="fencing's --grace-period (as deployed)")
+    add_option(d, "--storm-share", type=float, default=1 / 3, above=0, maximum=1,
+               help="fencing's --storm-share (as deployed)")
     add_option(d, "--score-weights", default="", help="as for the extender")
     add_linstor_options(d)
     add_kube_options(d)

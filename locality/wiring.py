@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from linstor_scheduler.config import ConfigError, invalid, parsed, setting
+from linstor_scheduler.config import ConfigError, parsed, setting
 from linstor_scheduler.linstor.client import LinstorClient
 
 from .metrics import LocalityMetrics
@@ -131,10 +131,6 @@ def run_drill(args: argparse.Namespace) -> int:
     failed = [n.strip() for text in given for n in text.split(",") if n.strip()]
     if not failed:
         raise ConfigError(f"{setting('--fail-node', FAIL_NODE_ENV)} is required: the node (or nodes) that fail")
-    if not 0 < args.storm_share <= 1:
-        raise invalid("--storm-share", args.storm_share, "a share of the storage nodes above 0 and at most 1")
-    if args.grace_period < 0:
-        raise invalid("--grace-period", args.grace_period, "seconds, 0 or more")
     settings = DrillSettings(args.grace_period, args.storm_share, score_weights(args))
     result = drill(_document(args), failed, settings)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))

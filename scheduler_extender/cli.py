@@ -6,9 +6,11 @@ import argparse
 from typing import Any
 
 from linstor_scheduler.cli import deferred
-from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.config import PORT, add_flag, add_option
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options
+
+MIN_BODY_BYTES = 64 * 1024  # one pod with its node names; below this even a small cluster's verbs get 413
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -20,24 +22,25 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--listen-address", default="127.0.0.1",
                help="address of the verbs /filter, /prioritize, /explain: loopback, for kube-scheduler in the "
                "same pod (any other address lets every pod that reaches it ask)")
-    add_option(p, "--port", type=int, default=8099, help="port of the verbs")
+    add_option(p, "--port", type=int, default=8099, range=PORT, help="port of the verbs")
     add_option(p, "--metrics-address", default="0.0.0.0",
                help="address of /healthz, /readyz, /metrics (kubelet, Prometheus); nothing else is served there")
-    add_option(p, "--metrics-port", type=int, default=8098, help="port of /healthz, /readyz, /metrics")
+    add_option(p, "--metrics-port", type=int, default=8098, range=PORT, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--snapshot", help="serve from this snapshot file instead of live LINSTOR and Kubernetes")
-    add_option(p, "--poll-interval", type=float, default=10.0, help="seconds between LINSTOR reads")
-    add_option(p, "--poll-min-factor", type=float, default=4.0,
+    add_option(p, "--poll-interval", type=float, default=10.0, above=0, help="seconds between LINSTOR reads")
+    add_option(p, "--poll-min-factor", type=float, default=4.0, minimum=0,
                help="the wait between LINSTOR reads is at least this many times the last read's duration "
                "(a big cluster's read takes seconds: the sync then uses at most 1/factor of a core; 0: off)")
     add_flag(p, "--node-events", default=True,
              help="also follow LINSTOR's node event stream (falls back to polling)")
-    add_option(p, "--max-staleness", type=float, default=120.0,
+    add_option(p, "--max-staleness", type=float, default=120.0, above=0,
                help="seconds; older state makes the extender neutral (every node passes, score 0)")
-    add_option(p, "--fallback-timeout", type=float, default=1.0,
+    add_option(p, "--fallback-timeout", type=float, default=1.0, above=0,
                help="seconds for the one read of a resource missing from the index")
     add_option(p, "--score-weights", default="",
                help="override score levels, e.g. 'local_syncing=7,remote=0' (see docs/extender.md)")
-    add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
+    add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, minimum=MIN_BODY_BYTES,
+               help="largest request body accepted (a pod and its node names need far less than the minimum)")
     add_linstor_options(p)
     add_kube_options(p)
     p.set_defaults(func=deferred("scheduler_extender.wiring:run_extender"))

@@ -15,7 +15,7 @@ import orjson
 import yaml
 
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.config import ConfigError, parsed, setting
+from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.linstor.client import LinstorClient
@@ -91,7 +91,9 @@ def run_extender(args: argparse.Namespace) -> int:
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
                  len(holder.state.nodes), len(holder.state.resources))
         app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
-    else:
+    else:  # a snapshot never ages: only a live extender polls
+        exceeds(args, "--max-staleness", "--poll-interval",
+                "state a poll old would be stale, and the extender neutral, between every two reads")
         app = build_live_app(
             make_linstor_client(args), api_client_from_args(args), poll_interval=args.poll_interval,
             poll_min_factor=args.poll_min_factor, max_staleness=args.max_staleness,

@@ -21,8 +21,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "pool; deletes one only with --prune when it is empty.")
     add_option(n, "--node-name", env="NODE_NAME", help="this node's Kubernetes node name (required)")
     add_option(n, "--linstor-node-name", help="this node's name in LINSTOR, where it differs (default: --node-name)")
-    add_option(n, "--interval", type=float, default=30.0, help="seconds between passes")
-    add_option(n, "--max-backoff", type=float, default=300.0, help="longest wait after repeated failures, seconds")
+    add_option(n, "--interval", type=float, default=30.0, above=0, help="seconds between passes")
+    add_option(n, "--max-backoff", type=float, default=300.0, above=0,
+               help="longest wait after repeated failures, seconds")
     add_flag(n, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(n, "--dry-run", help="print the plan (create / mismatch / orphan / invalid) and change nothing")
     add_flag(n, "--prune", help="delete pools we created whose tag is gone, when they hold no resources")
@@ -43,7 +44,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "N = 1..min(3, nodes with the pool). Only classes labelled app.kubernetes.io/managed-by="
                        "linstor-scheduler are changed; stale ones are recreated keeping the user's labels and "
                        "annotations; none is deleted. One active instance, elected through a Lease.")
-    add_option(c, "--interval", type=float, default=30.0, help="seconds between passes")
+    add_option(c, "--interval", type=float, default=30.0, above=0, help="seconds between passes")
     add_option(c, "--config", help="YAML file with the class parameters (see docs/storage-sync.md)")
     add_flag(c, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(c, "--dry-run", help="print what would change and change nothing")

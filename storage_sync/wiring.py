@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.config import ConfigError, env_name, setting
+from linstor_scheduler.config import ConfigError, env_name, exceeds, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
 
@@ -74,6 +74,9 @@ def run_sync_node(args: argparse.Namespace) -> int:
     if not args.node_name:
         raise ConfigError(f"{setting('--node-name', 'NODE_NAME')} is required: the Kubernetes node this agent "
                           "serves")
+    if not args.once:  # one pass never waits
+        exceeds(args, "--max-backoff", "--interval", "the wait doubles from --interval after a failure, and a "
+                "cap below it would retry a failing pass sooner than a good one", or_equal=True)
     metrics = SyncMetrics()
 
     async def main() -> int:

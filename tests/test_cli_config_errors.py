@@ -31,6 +31,13 @@ def run(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
                           timeout=timeout)
 
 
+def free_port() -> int:
+    """A port free now (the extender's ports are 1..65535: kube-scheduler must know them in advance)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
@@ -69,15 +76,16 @@ class ClassConfig(str):
 # exit 2 as a value argparse refuses, naming the flag, its variable and what it expects.
 @pytest.mark.parametrize("argv,says", [
     (["fencing", "--storm-share", "2"],
-     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 2", "above 0 and at most 1"]),
-    (["fencing", "--grace-period", "-1"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD) is -1", "0 or more"]),
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 2", "expected a number greater than 0 and at most 1"]),
+    (["fencing", "--grace-period", "-1"],
+     ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD) is -1", "a number of at least 0"]),
     (["fencing", "--poll-interval", "0"],
-     ["--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is 0", "more than 0"]),
+     ["--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is 0", "expected a number greater than 0"]),
     (["fencing", "--no-promotion-events", "--lease-duration", "0.1", *NO_KUBE],
-     ["--lease-duration (or LINSTOR_SCHEDULER_LEASE_DURATION) is 0.1", "more than 0.2"]),
+     ["--lease-duration (or LINSTOR_SCHEDULER_LEASE_DURATION) is 0.1", "greater than 0.2"]),
     (["drill", "--snapshot", "unread.yaml"], ["--fail-node (or LINSTOR_SCHEDULER_FAIL_NODE) is required"]),
     (["drill", "--fail-node", "n1", "--storm-share", "0"],
-     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 0", "above 0 and at most 1"]),
+     ["--storm-share (or LINSTOR_SCHEDULER_STORM_SHARE) is 0", "greater than 0 and at most 1"]),
     (["drill", "--fail-node", "n1", "--grace-period", "-3"], ["--grace-period (or LINSTOR_SCHEDULER_GRACE_PERIOD)"]),
     (["locality", "--score-weights", "bogus=1"],
      ["--score-weights (or LINSTOR_SCHEDULER_SCORE_WEIGHTS) is 'bogus=1'", "unknown score weight 'bogus'"]),
@@ -112,6 +120,33 @@ def test_a_flag_value_that_cannot_work_is_one_line_naming_it_exit_2(argv, says, 
     assert line.startswith(f"linstor-scheduler {argv[0]}: error: ")
     for words in says:
         assert words in line
+
+
+# Values outside a flag's declared range (every numeric flag has one: test_flag_ranges.py walks them
+# in-process) and relations between flags, as an operator meets them: before any socket or client.
+@pytest.mark.parametrize("argv,env,says", [
+    (["extender", "--port", "70000"], {}, "--port (or LINSTOR_SCHEDULER_PORT) is 70000: expected a whole number "
+     "from 1 to 65535"),
+    (["extender", "--port", "-1"], {}, "--port (or LINSTOR_SCHEDULER_PORT) is -1: expected a whole number from 1"),
+    (["webhook"], {"LINSTOR_SCHEDULER_METRICS_PORT": "0"}, "--metrics-port (or LINSTOR_SCHEDULER_METRICS_PORT) is 0"),
+    (["extender", "--max-staleness", "0"], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 0: expected a number greater than 0"),
+    (["extender", "--max-body-bytes", "0"], {},
+     "--max-body-bytes (or LINSTOR_SCHEDULER_MAX_BODY_BYTES) is 0: expected a whole number of at least 65536"),
+    (["extender"], {"LINSTOR_SCHEDULER_POLL_INTERVAL": "-5"},
+     "--poll-interval (or LINSTOR_SCHEDULER_POLL_INTERVAL) is -5: expected a number greater than 0"),
+    (["fencing", "--failover-budget", "0"], {}, "--failover-budget (or LINSTOR_SCHEDULER_FAILOVER_BUDGET) is 0"),
+    (["fencing", "--poll-interval", "10", "--max-staleness", "5", *NO_KUBE], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 5: expected more than --poll-interval (or "
+     "LINSTOR_SCHEDULER_POLL_INTERVAL), which is 10"),
+    (["extender", "--poll-interval", "120", *NO_KUBE], {},
+     "--max-staleness (or LINSTOR_SCHEDULER_MAX_STALENESS) is 120: expected more than --poll-interval"),
+    (["sync-node", "--node-name", "n1", "--interval", "600", *NO_KUBE], {},
+     "--max-backoff (or LINSTOR_SCHEDULER_MAX_BACKOFF) is 300: expected at least --interval"),
+])
+def test_a_value_out_of_range_or_against_another_flag_is_one_line_exit_2(argv, env, says):
+    line = one_error_line(run(*argv, env=env))
+    assert line.startswith(f"linstor-scheduler {argv[0]}: error: {says}"), line
 
 
 @pytest.mark.parametrize("argv", [["--version"], ["extender", "--help"], ["explain", "--help"]])
@@ -164,8 +199,9 @@ def test_log_format_json_makes_every_line_json_uvicorn_included(tmp_path):
     snap = tmp_path / "snap.yaml"
     snap.write_text(yaml.safe_dump(demo_snapshot()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINSTOR_SCHEDULER_")}
-    proc = subprocess.Popen([*CLI, "extender", "--snapshot", str(snap), "--port", "0", "--listen-address",
-                             "127.0.0.1", "--log-format", "json"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, "extender", "--snapshot", str(snap), "--port", str(free_port()), "--listen-address",
+                             "127.0.0.1", "--metrics-port", str(free_port()), "--metrics-address", "127.0.0.1",
+                             "--log-format", "json"], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
         assert proc.stderr is not None

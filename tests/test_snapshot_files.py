@@ -98,8 +98,8 @@ def test_not_yaml_or_json_says_so(tmp_path):
 def test_the_extender_refuses_a_misspelt_snapshot_instead_of_serving_empty(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("linstr:\n  nodes: []\nkubernetes:\n  items: []\n")
-    result = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "extender", "--snapshot", str(path),
-                             "--port", "0"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "extender", "--snapshot", str(path)],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (f"linstor-scheduler extender: error: {path}: unknown key linstr "
                                      "(did you mean linstor?); expected linstor, kubernetes")

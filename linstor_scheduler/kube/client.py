@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from linstor_scheduler.config import ConfigError, add_option, invalid
+from linstor_scheduler.config import ConfigError, add_option
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -87,15 +87,13 @@ def add_kube_options(parser: argparse.ArgumentParser) -> None:
                help="kubeconfig file (default: in-cluster config, else ~/.kube/config)")
     add_option(group, "--kube-context", help="context of the kubeconfig to use")
     add_option(group, "--kube-api-url", help="API server URL to use without credentials (e.g. kubectl proxy)")
-    add_option(group, "--api-timeout", type=float, default=DEFAULT_TIMEOUT,
+    add_option(group, "--api-timeout", type=float, default=DEFAULT_TIMEOUT, above=0,
                help="seconds one Kubernetes call may take (connect and each read); watches end on their own "
                "shorter bound")
 
 
 def api_client_from_args(args: argparse.Namespace) -> k8s.ApiClient:
-    timeout = float(getattr(args, "api_timeout", DEFAULT_TIMEOUT))
-    if not timeout > 0:
-        raise invalid("--api-timeout", timeout, "seconds, more than 0")
+    timeout = float(getattr(args, "api_timeout", DEFAULT_TIMEOUT))  # its range is the parser's (config.py)
     return make_api_client(args.kubeconfig, context=args.kube_context, host=args.kube_api_url, timeout=timeout)
 
 

@@ -247,7 +247,7 @@ def add_leader_options(parser: argparse.ArgumentParser, default_name: str) -> No
     add_option(group, "--lease-name", default=default_name, help="name of the Lease")
     add_option(group, "--lease-namespace", env="POD_NAMESPACE", default="default",
                help="namespace of the Lease (the pod's own namespace in the deployment)")
-    add_option(group, "--lease-duration", type=float, default=15.0,
+    add_option(group, "--lease-duration", type=float, default=15.0, above=0.2,
                help="seconds without renewal after which another instance takes over")
 
 

@@ -13,7 +13,8 @@ def add_linstor_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LINSTOR")
     add_option(group, "--controllers", env="LS_CONTROLLERS", default="linstor://localhost",
                help="LINSTOR controller URLs, comma-separated (linstor://, linstor+ssl://, http(s)://)")
-    add_option(group, "--linstor-timeout", type=float, default=10.0, help="timeout of one LINSTOR request, seconds")
+    add_option(group, "--linstor-timeout", type=float, default=10.0, above=0,
+               help="timeout of one LINSTOR request, seconds")
     add_option(group, "--linstor-ca-file", help="CA bundle to verify the controller's certificate")
     add_option(group, "--linstor-cert-file", help="client certificate (PEM) for HTTPS with client auth")
     add_option(group, "--linstor-key-file", help="client key (PEM) for HTTPS with client auth")
