@@ -8,6 +8,8 @@ from typing import Any
 from linstor_scheduler.cli import deferred
 from linstor_scheduler.config import PORT, add_option
 
+DEFAULT_MAX_STALENESS = 60.0  # seconds: older PVC/PV/StorageClass caches are read around, /readyz fails
+
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -23,7 +25,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--metrics-port", type=int, default=8096, range=PORT, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--scheduler-name", default="linstor", help="schedulerName given to LINSTOR pods")
     add_option(p, "--pvc-read-timeout", type=float, default=1.0, above=0,
-               help="seconds for the one direct read of a PVC missing from the cache")
+               help="seconds for the direct reads of one review (a PVC not in the cache yet; every look-up while "
+               "the cache is older than --max-staleness); keep it under the webhook configuration's timeoutSeconds")
+    add_option(p, "--max-staleness", type=float, default=DEFAULT_MAX_STALENESS, above=0,
+               help="seconds; a PVC/PV/StorageClass cache the API server has not confirmed for longer is not "
+               "answered from (each look-up is read directly) and /readyz fails")
     tls = p.add_argument_group("TLS")
     add_option(tls, "--tls-cert-file", help="serving certificate (PEM), e.g. from cert-manager; with "
                "--tls-key-file, disables the self-signed certificate and caBundle publishing")

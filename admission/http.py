@@ -2,9 +2,13 @@
 ``/readyz``, ``/metrics`` on a separate plain-HTTP port (see ``WebhookApp``).
 
 A bad body answers 400 with a message, one over the limit 413 (the API server logs it; with
-``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500. Before the caches are
-synced every review is answered "allowed, unchanged" (outcome ``not_ready``): a guess would send
-pods to the wrong scheduler.
+``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500. A pod whose claims could
+not be looked at (verdict ``unknown``: the view was stale or lacked them and the direct reads
+failed) is answered 503 with a ``Status`` saying why: the API server then applies the webhook's
+failurePolicy (``Ignore``: created unchanged, logged as "Failed calling webhook, failing open" and
+counted in ``apiserver_admission_webhook_fail_open_count``; ``Fail``: refused, and the controller
+retries). It never answers "not ours" for a pod it could not judge, and never refuses one itself.
+``/readyz`` says whether the view is fresh; reviews are judged either way (lookups.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from starlette.routing import Route
 from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
 from .metrics import WebhookMetrics
-from .review import BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
+from .review import UNKNOWN, BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -40,12 +44,17 @@ def create_app(
     metrics: WebhookMetrics | None = None,
     startup: Callable[[], Awaitable[None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
+    alive: Callable[[], tuple[bool, str]] | None = None,
 ) -> WebhookApp:
+    """``is_ready`` and ``details``: ``/readyz`` (the view fresh, the CA published; ``details``
+    says why not); ``alive``: ``/healthz`` (the informers' and the CA publisher's loops turn)."""
     metrics = metrics or WebhookMetrics()
 
     def answer(uid: str, verdict: Verdict, started: float) -> Response:
         metrics.reviews.labels(verdict.outcome).inc()
         metrics.latency.observe(time.perf_counter() - started)
+        if verdict.outcome == UNKNOWN:
+            return Response(cannot_judge(verdict.reason), status_code=503, media_type=JSON)
         return Response(encode_response(uid, verdict), media_type=JSON)
 
     async def mutate(request: Request) -> Response:
@@ -61,9 +70,7 @@ def create_app(
                 raise BadReview(str(exc)) from None
             review = parse_review(body)
             req = review.request
-            if not is_ready():
-                return answer(req.uid, Verdict("not_ready", "caches not synced yet"), started)
-            # Off the event loop: a cache miss may cost one bounded direct read of a PVC.
+            # Off the event loop: a cache miss or a stale cache costs direct reads (one deadline).
             try:
                 verdict = await asyncio.to_thread(mutator.review, req)
             except BadReview:
@@ -77,13 +84,15 @@ def create_app(
             return Response(orjson.dumps({"error": str(exc)}), status_code=400, media_type=JSON)
         pod = req.object or {}
         meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        log.log(logging.INFO if verdict.patch else logging.DEBUG, "pod %s/%s: %s (%s)", req.namespace,
+        level = logging.WARNING if verdict.outcome == UNKNOWN else logging.INFO if verdict.patch else logging.DEBUG
+        log.log(level, "pod %s/%s: %s (%s)", req.namespace,
                 meta.get("name") or meta.get("generateName") or "?", verdict.outcome, verdict.reason)
         return answer(req.uid, verdict, started)
 
     async def healthz(_: Request) -> Response:
-        """Liveness: the process serves HTTPS."""
-        return PlainTextResponse("ok")
+        """Liveness: the process serves, and (live) its loops turn; 503 with the reason if not."""
+        ok, text = alive() if alive is not None else (True, "ok")
+        return PlainTextResponse(text, status_code=200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
         ready = is_ready()
@@ -101,6 +110,15 @@ def create_app(
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def cannot_judge(reason: str) -> bytes:
+    """A ``Status`` (as the API server's own errors): its client reads the message into the error it
+    logs ("failed calling webhook ...: <message>") or, with ``failurePolicy: Fail``, returns. No
+    ``Retry-After``: the API server's client would retry within the same admission deadline."""
+    return orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 503,
+                         "reason": "ServiceUnavailable",
+                         "message": f"linstor-scheduler webhook cannot judge this pod: {reason}"})
 
 
 class WebhookApp:

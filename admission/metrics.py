@@ -11,12 +11,15 @@ class WebhookMetrics:
         r = self.registry
         self.reviews = Counter(
             "linstor_scheduler_webhook_reviews", "AdmissionReviews answered, by outcome (mutated, "
-            "no_linstor_volume, already_set, other_scheduler, opted_out, ignored, not_ready, bad_request, error)",
+            "no_linstor_volume, already_set, other_scheduler, opted_out, ignored, unknown: a claim could not be looked "
+            "up and the answer was 503, bad_request, error)",
             ["outcome"], registry=r)
         self.latency = Histogram(
             "linstor_scheduler_webhook_review_seconds", "Time to answer an AdmissionReview",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
         self.direct_reads = Counter(
-            "linstor_scheduler_webhook_direct_reads", "PVCs read from the API because the cache lacked them, "
-            "by outcome (found, not_found, error)", ["outcome"], registry=r)
-        self.ready = Gauge("linstor_scheduler_webhook_ready", "1 once the caches are synced", registry=r)
+            "linstor_scheduler_webhook_direct_reads", "PVCs, PVs and StorageClasses read from the API server, by "
+            "reason (miss: a PVC not in the cache yet; stale: the cache is older than --max-staleness) and outcome "
+            "(found, not_found, error)", ["reason", "outcome"], registry=r)
+        self.ready = Gauge("linstor_scheduler_webhook_ready", "1 while /readyz answers 200 (the view fresh, the "
+                           "CA published)", registry=r)

@@ -4,6 +4,12 @@ The API server's body is checked with pydantic at the edge (a malformed review i
 bug: 400 with a message). Which claims are LINSTOR claims is decided by
 ``linstor_scheduler.volumes`` -- the same mapping the extender and the fencing controller use --
 so the three never disagree about which pods are ours.
+
+A claim that could not be looked at (``LookupFailed``: the cache was stale or lacked it, and the
+direct read failed) is never taken for "not LINSTOR": unless another claim of the pod is known to
+be LINSTOR-backed, the verdict is ``unknown`` and http.py answers 503, so the API server applies
+the webhook's failurePolicy (deploy/: ``Ignore``, the pod is created unchanged and the API server
+logs and counts the failure) instead of hearing a confident "not ours".
 """
 
 from __future__ import annotations
@@ -13,12 +19,12 @@ import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from linstor_scheduler.volumes import Claim, Obj, StorageClassInfo, resolve_pod_claims
+from linstor_scheduler.volumes import Claim, Obj, StorageClassInfo, pod_claims, resolve_claim
 
 from . import OPT_OUT_LABEL, OPT_OUT_VALUE
 
@@ -30,8 +36,15 @@ DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
                              "storageclass.beta.kubernetes.io/is-default-class")
 
 
+UNKNOWN = "unknown"  # the verdict's outcome when a look-up failed and nothing else decided
+
+
 class BadReview(ValueError):
     """The body is not an AdmissionReview v1 we can answer: HTTP 400 with this message."""
+
+
+class LookupFailed(Exception):
+    """A PVC, PV or StorageClass could not be looked at: neither a fresh cache nor a direct read had it."""
 
 
 class GroupVersionKind(BaseModel):
@@ -113,10 +126,19 @@ def positively_linstor(claim: Claim) -> bool:
     return claim.resource is not None or (claim.storage_class is not None and claim.storage_class.is_linstor)
 
 
+class LookupSource(Protocol):
+    def for_review(self) -> Lookups: ...
+
+
 class SchedulerNameMutator:
-    def __init__(self, lookups: Lookups, scheduler_name: str = "linstor") -> None:
+    def __init__(self, lookups: Lookups | LookupSource, scheduler_name: str = "linstor") -> None:
+        """``lookups``: fixed ones, or a source that gives each review its own (``KubeLookups``: one
+        deadline for a review's direct reads)."""
         self.lookups = lookups
         self.scheduler_name = scheduler_name
+
+    def _lookups(self) -> Lookups:
+        return self.lookups if isinstance(self.lookups, Lookups) else self.lookups.for_review()
 
     def review(self, request: AdmissionRequest) -> Verdict:
         if request.kind.kind != "Pod" or request.kind.group != "" or request.operation != "CREATE":
@@ -136,15 +158,23 @@ class SchedulerNameMutator:
             return Verdict("already_set", f"schedulerName is already {current}")
         if current not in DEFAULT_SCHEDULERS:
             return Verdict("other_scheduler", f"pod asks for scheduler {current!r}; left alone")
-        claims = resolve_pod_claims(self._normalised(pod, request.namespace), self.lookups.get_pvc,
-                                    self.lookups.get_pv, self.lookups.get_sc)
-        ours = [c for c in claims if positively_linstor(c)]
-        if not ours:
-            return Verdict("no_linstor_volume", "no LINSTOR-backed claim")
-        return Verdict("mutated", f"{ours[0].label} is LINSTOR-backed",
-                       [{"op": "add", "path": "/spec/schedulerName", "value": self.scheduler_name}])
+        lookups = self._lookups()
+        unknown: list[str] = []
+        for ref in pod_claims(self._normalised(pod, request.namespace, lookups, unknown)):
+            try:
+                claim = resolve_claim(ref, lookups.get_pvc, lookups.get_pv, lookups.get_sc)
+            except LookupFailed as exc:
+                unknown.append(str(exc))
+                continue
+            if positively_linstor(claim):  # one is enough: the claims after it need no look-up
+                return Verdict("mutated", f"{claim.label} is LINSTOR-backed",
+                               [{"op": "add", "path": "/spec/schedulerName", "value": self.scheduler_name}])
+        if unknown:
+            return Verdict(UNKNOWN, "could not look up " + "; ".join(unknown))
+        return Verdict("no_linstor_volume", "no LINSTOR-backed claim")
 
-    def _normalised(self, pod: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    def _normalised(self, pod: dict[str, Any], namespace: str | None, lookups: Lookups,
+                    unknown: list[str]) -> dict[str, Any]:
         """The pod as the claim mapping expects it: its namespace filled in (a pod being created
         often carries it only in the request) and ephemeral templates without a class given the
         default StorageClass, which the API server will assign when it creates the PVC."""
@@ -160,7 +190,12 @@ class SchedulerNameMutator:
         if not isinstance(pod["metadata"], dict):
             pod["metadata"] = {}
         pod["metadata"].setdefault("namespace", namespace or "default")
-        default = self.lookups.default_class() if classless else None
+        default = None
+        if classless:
+            try:
+                default = lookups.default_class()
+            except LookupFailed as exc:  # the templates without a class stay unknown
+                unknown.append(f"the default StorageClass: {exc}")
         if default:
             for vol in pod["spec"].get("volumes") or []:
                 template = (vol.get("ephemeral") or {}).get("volumeClaimTemplate") if isinstance(vol, dict) else None

@@ -26,6 +26,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from linstor_scheduler.clock import now as boottime
+
 log = logging.getLogger(__name__)
 
 CA_KEY = "ca.crt"
@@ -189,8 +191,12 @@ def load_or_create(api_client: k8s.ApiClient, namespace: str, name: str, names: 
 class CaBundlePublisher:
     """Keeps ``caBundle`` of every webhook in MutatingWebhookConfiguration ``config_name`` equal to our CA."""
 
-    def __init__(self, api_client: k8s.ApiClient, config_name: str, ca_pem: bytes, *, interval: float = 60.0) -> None:
+    def __init__(self, api_client: k8s.ApiClient, config_name: str, ca_pem: bytes, *, interval: float = 60.0,
+                 call_timeout: float = 10.0) -> None:
+        """``call_timeout``: the client's deadline per call (``--api-timeout``), for ``liveness``."""
         self.interval = interval
+        self.call_timeout = call_timeout
+        self.beat = boottime()  # when the loop last finished a pass (liveness)
         self.api = k8s.AdmissionregistrationV1Api(api_client)
         self.config_name = config_name
         self.ca_b64 = base64.b64encode(ca_pem).decode()
@@ -224,8 +230,21 @@ class CaBundlePublisher:
         self._thread = threading.Thread(target=self._run, args=(self.interval,), name="ca-bundle", daemon=True)
         self._thread.start()
 
+    def liveness(self) -> tuple[bool, str]:
+        """For ``/healthz``: the loop still turns. A pass is a read and a patch, each within
+        ``call_timeout``; then it waits at most ``interval``; 30 s of margin, as the informers'."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            return False, "caBundle publisher thread ended"
+        bound = self.interval + 2 * self.call_timeout + 30.0
+        idle = boottime() - self.beat
+        if idle > bound:
+            return False, f"caBundle publisher made no progress for {idle:.0f}s (bound {bound:.0f}s)"
+        return True, "caBundle publisher turning"
+
     def _run(self, interval: float) -> None:
         while not self._stop.is_set():
+            self.beat = boottime()
             try:
                 self.publish()
                 wait = interval
@@ -233,6 +252,7 @@ class CaBundlePublisher:
                 self.last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
                 log.warning("publishing caBundle to %s: %s", self.config_name, self.last_error)
                 wait = min(interval, 5.0)
+            self.beat = boottime()
             self._stop.wait(wait)
 
     def stop(self) -> None:

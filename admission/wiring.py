@@ -16,10 +16,13 @@ from typing import Any
 from kubernetes import client as k8s
 
 from linstor_scheduler.config import ConfigError, setting
+from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
-from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.kube.informer import KubeCaches, bounded_by
+from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.runtime import serve_asgi
 
+from .cli import DEFAULT_MAX_STALENESS
 from .http import WebhookApp, create_app
 from .lookups import WEBHOOK_KINDS, kube_lookups
 from .metrics import WebhookMetrics
@@ -32,24 +35,41 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linstor",
                       publisher: Any | None = None, metrics: Any | None = None,
-                      read_timeout: float = 1.0) -> WebhookApp:
+                      read_timeout: float = 1.0, max_staleness: float = DEFAULT_MAX_STALENESS,
+                      api_timeout: float = DEFAULT_API_TIMEOUT) -> WebhookApp:
     """The live webhook: informer caches -> lookups -> mutator -> app. Used by the CLI and the
     end-to-end tests, so both run the same assembly. ``publisher`` (a ``CaBundlePublisher``) is
-    started with the app; the app is ready once the caches are synced and the CA is published."""
+    started with the app. ``max_staleness`` bounds the view it answers from: the informers are kept
+    to it (``bounded_by``), an older kind is read directly instead (lookups.py), and ``/readyz``
+    fails saying why while the view is older or the CA is not published yet."""
     metrics = metrics or WebhookMetrics()
-    caches = KubeCaches(api_client, list(WEBHOOK_KINDS))
-    lookups = kube_lookups(caches, api_client, read_timeout=read_timeout,
-                           on_direct_read=lambda outcome: metrics.direct_reads.labels(outcome).inc())
+    caches = KubeCaches(api_client, list(WEBHOOK_KINDS), max_age=max_staleness,
+                        **bounded_by(max_staleness, api_timeout))
+    lookups = kube_lookups(caches, api_client, read_timeout=read_timeout, max_staleness=max_staleness,
+                           on_direct_read=lambda reason, outcome: metrics.direct_reads.labels(reason, outcome).inc())
     mutator = SchedulerNameMutator(lookups, scheduler_name)
+    metrics.registry.register(KubeCollector(caches))
 
-    def is_ready() -> bool:
-        return caches.synced and (publisher is None or publisher.published.is_set())
+    def readiness() -> tuple[bool, str]:
+        ok, text = caches.readiness(max_staleness)
+        if ok and publisher is not None and not publisher.published.is_set():
+            return False, "our CA is not in the caBundle yet" + (f": {publisher.last_error}" if publisher.last_error
+                                                                 else "")
+        return ok, text
 
     def details() -> dict[str, Any]:
+        age = caches.age()
         return {"caches_synced": caches.synced, "cache_errors": caches.errors(),
+                "kubernetes_age_seconds": None if age is None else round(age, 3),
+                "max_staleness_seconds": max_staleness,
                 "ca_bundle_published": None if publisher is None else publisher.published.is_set(),
                 "ca_bundle_error": None if publisher is None else publisher.last_error,
-                "scheduler_name": scheduler_name}
+                "scheduler_name": scheduler_name, "detail": readiness()[1]}
+
+    def alive() -> tuple[bool, str]:
+        """``/healthz``: the informers' loops turn, and the CA publisher's."""
+        checks = [caches.liveness()] + ([publisher.liveness()] if publisher is not None else [])
+        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
 
     async def startup() -> None:
         caches.start()
@@ -61,8 +81,8 @@ def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linst
             await asyncio.to_thread(publisher.stop)
         await asyncio.to_thread(caches.stop)
 
-    app = create_app(mutator, is_ready=is_ready, details=details, metrics=metrics, startup=startup,
-                     shutdown=shutdown)
+    app = create_app(mutator, is_ready=lambda: readiness()[0], details=details, metrics=metrics, startup=startup,
+                     shutdown=shutdown, alive=alive)
     app.state.caches = caches
     app.state.mutator = mutator
     app.state.metrics = metrics
@@ -99,9 +119,10 @@ def run_webhook(args: argparse.Namespace) -> int:
         cert_file, key_file = str(cert_path), str(key_path)
         if args.webhook_config_name:
             publisher = CaBundlePublisher(api, args.webhook_config_name, bundle.ca_pem,
-                                          interval=args.ca_bundle_interval)
+                                          interval=args.ca_bundle_interval, call_timeout=args.api_timeout)
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
-                            read_timeout=args.pvc_read_timeout)
+                            read_timeout=args.pvc_read_timeout, max_staleness=args.max_staleness,
+                            api_timeout=args.api_timeout)
     return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
                       ssl_certfile=cert_file, ssl_keyfile=key_file,
                       ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)

@@ -69,7 +69,11 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     startup: Callable[[], Awaitable[None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
+    alive: Callable[[], tuple[bool, str]] | None = None,
+    kube_details: Callable[[], dict[str, Any]] | None = None,
 ) -> ExtenderApp:
+    """``alive``: the live extender's loops (``/healthz`` fails with its text when they stopped
+    turning); ``kube_details``: more fields for ``/readyz`` (the informers' errors)."""
     metrics = metrics or ExtenderMetrics()
     holder = extender.holder
     metrics.bind_state_age(extender.staleness, lambda: stale_now(extender))
@@ -153,31 +157,39 @@ def create_app(
                         media_type=JSON)
 
     async def healthz(_: Request) -> Response:
-        """Liveness: the process serves HTTP."""
-        return PlainTextResponse("ok")
+        """Liveness: the process serves HTTP and (live) its loops turn; 503 with the reason if not."""
+        ok, text = alive() if alive is not None else (True, "ok")
+        return PlainTextResponse(text, status_code=200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
-        """Ready after the first full sync of LINSTOR and Kubernetes state; detail says how fresh it is."""
+        """200 while the extender judges: after the first full sync of LINSTOR and Kubernetes state,
+        and while neither is older than ``max_staleness``; otherwise 503 with ``detail`` saying why
+        (stale, it still answers, neutrally). The body's fields are the same either way."""
         state = holder.state
-        age = extender.staleness(state)
-        stale = age is not None and age > extender.max_staleness
+        ages = extender.ages(state)
+        reason = extender.stale_reason(state) if holder.ready else None
         body = {
             "ready": holder.ready,
-            "state_age_seconds": None if age is None else round(age, 3),
+            "state_age_seconds": None if ages is None else round(max(ages), 3),
+            "linstor_age_seconds": None if ages is None else round(ages[0], 3),
+            "kubernetes_age_seconds": None if ages is None else round(ages[1], 3),
             "max_staleness_seconds": extender.max_staleness,
-            "stale": stale,
-            "neutral": (not holder.ready) or stale,
+            "stale": reason is not None,
+            "neutral": (not holder.ready) or reason is not None,
             "generation": state.generation,
             "nodes": len(state.nodes),
             "resources": len(state.resources),
             "last_error": holder.last_error,
             "mode": "snapshot" if holder.static else "live",
             **holder.details,
+            **(kube_details() if kube_details is not None else {}),
         }
-        if stale:
-            body["detail"] = f"state is {age:.0f}s old: the extender passes every node with score 0 until it recovers"
-        # Stale still serves (neutrally): only "never synced" is not ready.
-        return JSONResponse(body, status_code=200 if holder.ready else 503)
+        if not holder.ready:
+            body["detail"] = ("first full sync of LINSTOR and Kubernetes not finished"
+                              + (f" ({holder.last_error})" if holder.last_error else ""))
+        elif reason is not None:
+            body["detail"] = f"{reason}: the extender passes every node with score 0 until it recovers"
+        return JSONResponse(body, status_code=200 if holder.ready and reason is None else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
         metrics.ready.set(1 if holder.ready else 0)

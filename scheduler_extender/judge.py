@@ -40,6 +40,26 @@ class ResourceReader(Protocol):
     async def get_resources_of(self, resource_definition: str, *, timeout: float | None = None) -> list[Any]: ...
 
 
+class KubeFreshness(Protocol):
+    """How old the Kubernetes part of the state is, measured live (the live sync: ``refresh.Syncer``)."""
+
+    def kube_age(self) -> float | None: ...
+
+    def kube_detail(self) -> str: ...
+
+
+def stale_reason(linstor_age: float, kube_age: float, bound: float, *, last_error: str | None,
+                 kube_detail: str = "") -> str | None:
+    """Why the state is too old to judge from, naming each source older than ``bound``; None while
+    both are within it. Pure: the probe, the log and the neutral answer all say the same."""
+    parts = []
+    if linstor_age > bound:
+        parts.append(f"LINSTOR state {linstor_age:.0f}s old (last error: {last_error or 'none'})")
+    if kube_age > bound:
+        parts.append(f"Kubernetes view {kube_age:.0f}s old" + (f" ({kube_detail})" if kube_detail else ""))
+    return f"{'; '.join(parts)}; limit {bound:.0f}s" if parts else None
+
+
 @dataclass
 class StateHolder:
     """Where the current ``ClusterState`` lives; swapped whole by the sync, read by requests."""
@@ -184,8 +204,12 @@ class Extender:
         clock: Callable[[], float] = boottime,
         cache_size: int = 512,
         tables_bytes: int = TABLES_LIMIT,
+        kube: KubeFreshness | None = None,
     ) -> None:
+        """``kube``: the live age of the Kubernetes view (the informers' confirmation, read at each
+        request); without it the state's own Kubernetes read time stands in (tests, snapshots)."""
         self.holder = holder
+        self.kube = kube
         self.weights = weights or Weights()
         self.max_staleness = max_staleness
         self.fallback = fallback
@@ -212,20 +236,39 @@ class Extender:
         fallback = self.fallback.caches if self.fallback else []
         return [self.tables, self.prepared, self.pod_bytes, self.node_sets, *fallback]
 
-    def staleness(self, state: ClusterState | None = None) -> float | None:
-        """Seconds since the stalest source was read; None before the first sync or for snapshots."""
+    def ages(self, state: ClusterState | None = None) -> tuple[float, float] | None:
+        """(LINSTOR, Kubernetes) ages in seconds: since the last good LINSTOR read, and since the API
+        server last confirmed the Kubernetes view the state holds; None before the first sync or for
+        snapshots."""
         state = state or self.holder.state
         if self.holder.static or state.synced_at == float("-inf"):
             return None
-        return max(0.0, self.clock() - state.synced_at)
+        now = self.clock()
+        kube = self.kube.kube_age() if self.kube is not None else None
+        if kube is None:
+            kube = now - state.kube_synced_at
+        return max(0.0, now - state.linstor_synced_at), max(0.0, kube)
+
+    def staleness(self, state: ClusterState | None = None) -> float | None:
+        """Seconds since the stalest source was read; None before the first sync or for snapshots."""
+        ages = self.ages(state)
+        return None if ages is None else max(ages)
+
+    def stale_reason(self, state: ClusterState | None = None) -> str | None:
+        """Which source is older than ``max_staleness`` and why; None while the state is fresh enough."""
+        ages = self.ages(state)
+        if ages is None:
+            return None
+        return stale_reason(*ages, self.max_staleness, last_error=self.holder.last_error,
+                            kube_detail=self.kube.kube_detail() if self.kube is not None and
+                            ages[1] > self.max_staleness else "")
 
     def neutral_reason(self, state: ClusterState) -> str | None:
         if not self.holder.ready:
             return "no LINSTOR/Kubernetes state yet (first sync not finished): not steering"
-        age = self.staleness(state)
-        if age is not None and age > self.max_staleness:
-            reason = (f"state is {age:.0f}s old (limit {self.max_staleness:.0f}s; last error: "
-                      f"{self.holder.last_error or 'none'}): not steering on stale data")
+        stale = self.stale_reason(state)
+        if stale is not None:
+            reason = f"{stale}: not steering on stale data"
             now = self.clock()
             if now - self._last_stale_log > 30:
                 log.warning("extender is neutral: %s", reason)

@@ -2,8 +2,15 @@
 
 Reads happen here, never on the request path. A failed LINSTOR read keeps the last good state
 (its age grows, visible in /readyz and metrics, and past the limit the extender turns neutral);
-Kubernetes changes rebuild only the Kubernetes part. Each new state is swapped in whole; one whose
-content is unchanged keeps its generation, so the request path's caches stay warm.
+a read that does not end within ``read_deadline`` is abandoned and counts as failed (a controller
+that answers a byte at a time must not hold the poll for ever). Kubernetes changes rebuild only
+the Kubernetes part. Each new state is swapped in whole; one whose content is unchanged keeps its
+generation, so the request path's caches stay warm.
+
+The Kubernetes part's age is what the API server confirmed (``kube_age``: the informers' age, or
+the time since a change the state does not hold yet), read live by every request, so a silent
+watch or a hung API server ages the view although nothing is read. Both loops beat; ``liveness``
+says when one ended or stopped turning (``/healthz``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,20 @@ from .state import (
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.001
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
+LOOP_MARGIN = 30.0  # seconds a loop may overrun its own bound before /healthz calls it stuck (as the informers')
+
+
+def loop_liveness(name: str, beat: float, now: float, bound: float) -> tuple[bool, str]:
+    """A loop that did nothing for longer than ``bound`` (seconds on the component's clock) is stuck."""
+    idle = now - beat
+    if idle > bound:
+        return False, f"{name} made no progress for {idle:.0f}s (bound {bound:.0f}s)"
+    return True, f"{name} turning"
+
+
+def _describe(exc: BaseException) -> str:
+    """An error for a log line or ``last_error``: a bare ``TimeoutError`` has no text of its own."""
+    return str(exc) or type(exc).__name__
 
 
 async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
@@ -100,7 +121,10 @@ class Syncer:
         fallback: FallbackReader | None = None,
         clock: Callable[[], float] = boottime,
         read_in_thread: bool = False,
+        read_deadline: float | None = None,
     ) -> None:
+        """``read_deadline``: seconds one whole LINSTOR read may take before it is abandoned (None:
+        only the client's own per-request timeouts)."""
         self.holder = holder
         self.client = client
         self.caches = caches
@@ -124,6 +148,9 @@ class Syncer:
         self._kube_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.read_deadline = read_deadline
+        self.poll_beat = self.kube_beat = clock()  # when each loop last did something (liveness)
+        self._changed_at: float | None = None  # first change the informers heard that the state lacks
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,9 +174,48 @@ class Syncer:
             self._reader = None
 
     def kube_changed(self, *_: Any) -> None:
-        """Informer callback (runs in informer threads): wake the Kubernetes rebuild."""
+        """Informer callback (runs in informer threads): wake the Kubernetes rebuild. Until it lands,
+        the state's Kubernetes part is as old as this change (``kube_age``)."""
+        if self._changed_at is None:
+            self._changed_at = self.clock()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._kube_changed.set)
+
+    # --- freshness and liveness ------------------------------------------------------------------
+    def kube_age(self) -> float | None:
+        """Seconds since the API server confirmed the Kubernetes view the state holds: the stalest
+        informer's age, or, while a change it heard is not in the state yet, the time since that
+        change (whichever is older); None before the first list."""
+        age = self.caches.age()
+        pending = self._changed_at
+        if pending is not None:
+            behind = self.clock() - pending
+            age = behind if age is None else max(age, behind)
+        return age
+
+    def kube_detail(self) -> str:
+        """Which informer is stalest and why (for the probe and the neutral answer)."""
+        return self.caches.stalest()
+
+    def poll_bound(self) -> float:
+        """The longest the LINSTOR loop may go without a beat: a read (its deadline), a wait, a margin."""
+        return (self.read_deadline or 0.0) + self.next_poll_in() + LOOP_MARGIN
+
+    def kube_bound(self) -> float:
+        return self.next_poll_in() + self.kube_debounce + LOOP_MARGIN
+
+    def liveness(self) -> tuple[bool, str]:
+        """For ``/healthz``: both loops still run and turn (failing reads are readiness, not this)."""
+        if not self._tasks:
+            return True, "sync not started"
+        problems = [f"{task.get_name()} loop ended: {_ended(task)}" for task in self._tasks[:2] if task.done()]
+        now = self.clock()
+        for name, beat, bound in (("LINSTOR poll", self.poll_beat, self.poll_bound()),
+                                  ("Kubernetes view rebuild", self.kube_beat, self.kube_bound())):
+            ok, text = loop_liveness(name, beat, now, bound)
+            if not ok:
+                problems.append(text)
+        return (False, "; ".join(problems)) if problems else (True, "sync loops turning")
 
     # --- LINSTOR ------------------------------------------------------------------------------
     async def sync_linstor_once(self) -> bool:
@@ -181,16 +247,22 @@ class Syncer:
         try:
             previous_nodes = self._linstor[0] if self._linstor is not None else None
             if self._reader is not None:
-                nodes, indexer, cpu = await self._reader.run(
-                    read_index(self._reader.client, self._indexer, previous_nodes))
-                if self.metrics:
-                    self.metrics.sync_cpu.inc(cpu)
+                read = self._reader.run(read_index(self._reader.client, self._indexer, previous_nodes))
             else:
-                nodes, indexer, _ = await read_index(self.client, self._indexer, previous_nodes)
+                read = read_index(self.client, self._indexer, previous_nodes)
+            started = time.monotonic()
+            try:
+                nodes, indexer, cpu = await asyncio.wait_for(read, self.read_deadline)
+            except TimeoutError:
+                if self.read_deadline is None or time.monotonic() - started < self.read_deadline:
+                    raise  # the client's own timeout, not our deadline
+                raise TimeoutError(f"no complete answer within {self.read_deadline:g}s") from None
+            if self._reader is not None and self.metrics:
+                self.metrics.sync_cpu.inc(cpu)
         except Exception as exc:
-            self.holder.last_error = f"LINSTOR read failed: {exc}"
+            self.holder.last_error = f"LINSTOR read failed: {_describe(exc)}"
             age = self._age()
-            log.warning("LINSTOR read failed (%s); serving the last good state%s", exc,
+            log.warning("LINSTOR read failed (%s); serving the last good state%s", _describe(exc),
                         f", {age:.0f}s old" if age is not None else " (none yet)")
             self._count("linstor", "error")
             return False
@@ -211,7 +283,14 @@ class Syncer:
     async def _linstor_loop(self) -> None:
         backoff = 1.0
         while True:
-            ok = await self.sync_linstor_once()
+            self.poll_beat = self.clock()
+            try:
+                ok = await self.sync_linstor_once()
+            except Exception:  # a bug of ours must not end the loop: logged, counted, retried
+                log.exception("LINSTOR sync failed")
+                self._count("linstor", "error")
+                ok = False
+            self.poll_beat = self.clock()
             wait = self.next_poll_in() if ok else min(backoff, self.next_poll_in())
             if self.metrics:
                 self.metrics.poll_interval.set(wait)
@@ -247,33 +326,56 @@ class Syncer:
             backoff = min(backoff * 2, 60.0)
 
     # --- Kubernetes ---------------------------------------------------------------------------
+    def _kube_confirmed_at(self) -> float:
+        """When the API server last confirmed the caches' view, on our clock."""
+        return self.clock() - (self.caches.age() or 0.0)
+
     async def sync_kube_once(self) -> bool:
+        """The Kubernetes part rebuilt from the caches, stamped with the time the server confirmed them."""
         if not self.caches.synced:
             return False
+        self._changed_at = None  # a change heard from here on is read below or rebuilt next time
+        confirmed = self._kube_confirmed_at()
         items: list[dict[str, Any]] = []
         for kind in EXTENDER_KINDS:
             items.extend(self.caches[kind].items())
-        self._kube = (KubeView.from_objects(items), self.clock())
+        self._kube = (KubeView.from_objects(items), confirmed)
         self._count("kubernetes", "ok")
         await self._publish()
         return True
 
     async def _kube_loop(self) -> None:
         while not self.caches.synced:
+            self.kube_beat = self.clock()
             await asyncio.to_thread(self.caches.wait_synced, 1.0)
-        await self.sync_kube_once()
+        await self._rebuild()
         while True:
+            self.kube_beat = self.clock()
             try:
                 await asyncio.wait_for(self._kube_changed.wait(), timeout=self.next_poll_in())
             except TimeoutError:
-                # No change: the view is still current as long as the informers are healthy.
-                if self._kube is not None and (self.caches.age() or 0) < self.poll_interval * 3:
-                    self._kube = (self._kube[0], self.clock())
-                    await self._publish()
+                await self._restamp()
                 continue
             await asyncio.sleep(self.kube_debounce)  # coalesce bursts of changes into one rebuild
             self._kube_changed.clear()
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        try:
             await self.sync_kube_once()
+        except Exception:  # a bug of ours must not end the loop (the view ages meanwhile: kube_age)
+            log.exception("rebuilding the Kubernetes view failed")
+            self._count("kubernetes", "error")
+
+    async def _restamp(self) -> None:
+        """No change: the same view, as recently as the server confirmed it (never moved back, and
+        not while a change is pending)."""
+        if self._kube is None or self._changed_at is not None:
+            return
+        confirmed = self._kube_confirmed_at()
+        if confirmed > self._kube[1]:
+            self._kube = (self._kube[0], confirmed)
+            await self._publish()
 
     # --- publishing ---------------------------------------------------------------------------
     async def _publish(self) -> None:
@@ -350,3 +452,10 @@ class Syncer:
     def _count(self, source: str, outcome: str) -> None:
         if self.metrics:
             self.metrics.syncs.labels(source, outcome).inc()
+
+
+def _ended(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return _describe(exc) if exc is not None else "returned"

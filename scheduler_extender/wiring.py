@@ -16,8 +16,10 @@ import yaml
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
+from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
-from linstor_scheduler.kube.informer import KubeCaches
+from linstor_scheduler.kube.informer import KubeCaches, bounded_by
+from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import serve_asgi
@@ -46,18 +48,26 @@ def build_live_app(
     use_events: bool = True,
     max_body: int = DEFAULT_MAX_BODY,
     metrics: ExtenderMetrics | None = None,
+    api_timeout: float = DEFAULT_API_TIMEOUT,
 ) -> ExtenderApp:
+    """The live extender. ``max_staleness`` bounds everything it answers from: the informers are
+    kept to it (``bounded_by``: a watch ended by the server every third of it, a silent one ended
+    within two thirds, retries at least every third), one LINSTOR read may take at most that long,
+    and past it (either source) the extender answers neutrally and ``/readyz`` fails saying why."""
     metrics = metrics or ExtenderMetrics()
     holder = StateHolder()
     client.on_request = lambda method, _path, status, _secs: metrics.linstor_requests.labels(
         method, str(status) if status is not None else "error").inc()
     fallback = FallbackReader(client, timeout=fallback_timeout,
                               on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
-    extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback)
     syncer = Syncer(holder, client, None, poll_interval=poll_interval, poll_min_factor=poll_min_factor,
-                    use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True)
-    caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed)
+                    use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True,
+                    read_deadline=max_staleness)
+    caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed, max_age=max_staleness,
+                        **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
+    extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer)
+    metrics.registry.register(KubeCollector(caches))
 
     async def startup() -> None:
         caches.start()
@@ -68,7 +78,13 @@ def build_live_app(
         caches.stop()
         await client.aclose()
 
-    app = create_app(extender, metrics=metrics, max_body=max_body, startup=startup, shutdown=shutdown)
+    def alive() -> tuple[bool, str]:
+        """``/healthz``: the informers' loops and the sync's loops all still turn."""
+        checks = [caches.liveness(), syncer.liveness()]
+        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
+
+    app = create_app(extender, metrics=metrics, max_body=max_body, startup=startup, shutdown=shutdown,
+                     alive=alive, kube_details=lambda: {"kube_errors": caches.errors()})
     app.state.syncer = syncer
     app.state.caches = caches
     app.state.client = client
@@ -98,7 +114,7 @@ def run_extender(args: argparse.Namespace) -> int:
             make_linstor_client(args), api_client_from_args(args), poll_interval=args.poll_interval,
             poll_min_factor=args.poll_min_factor, max_staleness=args.max_staleness,
             fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
-            max_body=args.max_body_bytes, metrics=metrics,
+            max_body=args.max_body_bytes, metrics=metrics, api_timeout=args.api_timeout,
         )
     return serve_extender(app, args)
 

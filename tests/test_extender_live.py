@@ -93,15 +93,17 @@ def test_linstor_down_keeps_last_state_then_turns_neutral_then_recovers():
             assert scores(http, pod)["w1"] in (10, 0)
         wait_for(lambda: http.get("/readyz").json()["stale"], what="staleness past the limit")
         ready = http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["neutral"] is True
+        assert ready.status_code == 503 and ready.json()["neutral"] is True
         assert "LINSTOR read failed" in ready.json()["last_error"]
+        assert "LINSTOR state" in ready.json()["detail"] and "Kubernetes view" not in ready.json()["detail"]
         assert "passes every node with score 0" in ready.json()["detail"]
         assert scores(http, pod) == {"w1": 0, "w2": 0, "w3": 0}
         r = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
         assert r.json()["NodeNames"] == NAMES and r.json()["FailedAndUnresolvableNodes"] == {}
         assert "linstor_scheduler_state_stale 1.0" in http.get("/metrics").text
         emu.reset_faults()
-        wait_for(lambda: not http.get("/readyz").json()["stale"], what="recovery")
+        wait_for(lambda: http.get("/readyz").status_code == 200, what="recovery")
+        assert not http.get("/readyz").json()["stale"]
         assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
 
 

@@ -60,8 +60,8 @@ def test_stale_state_turns_neutral_and_recovers(caplog):
     holder.last_error = "LINSTOR read failed: connection refused"
     d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
     assert d.verdicts is None
-    assert d.neutral_reason == ("state is 121s old (limit 120s; last error: LINSTOR read failed: connection "
-                                "refused): not steering on stale data")
+    assert d.neutral_reason == ("LINSTOR state 121s old (last error: LINSTOR read failed: connection refused); "
+                                "Kubernetes view 121s old; limit 120s: not steering on stale data")
     assert "extender is neutral" in caplog.text
     holder.swap(dataclasses.replace(standard(), generation=2, linstor_synced_at=121.0, kube_synced_at=121.0))
     assert asyncio.run(ext.decide(pod, ["w1"])).verdicts[0].score == 10

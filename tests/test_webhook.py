@@ -195,7 +195,7 @@ def test_served_only_to_clients_that_trust_our_ca(cluster):
     with httpx.Client(verify=ctx) as client:
         resp = client.get(cluster["url"] + "/healthz",
                           extensions={"sni_hostname": f"linstor-scheduler-webhook.{NS}.svc"})
-    assert resp.text == "ok"
+    assert resp.status_code == 200 and resp.text == "informers running; caBundle publisher turning"
 
 
 def test_ca_bundle_is_published_and_kept(cluster):
@@ -261,20 +261,53 @@ def test_claim_missing_from_the_cache_is_read_once(tmp_path):
             resp = httpx.post(srv.url + "/mutate", json=review(as_created(k.pod("web-0", claims=["data-web-0"]))))
         assert resp.status_code == 200
         assert resp.json()["response"]["patchType"] == "JSONPatch"
-        assert metrics.direct_reads.labels("found")._value.get() == 1
+        assert metrics.direct_reads.labels("miss", "found")._value.get() == 1
         assert ks.count("GET", "/api/v1/namespaces/default/persistentvolumeclaims/data-web-0") == 1
 
 
-def test_not_ready_answers_unchanged_and_readyz_says_503():
-    lookups = Lookups(lambda _: k.pvc("x"), lambda _: None, lambda _: None)
+def test_an_unready_webhook_still_judges_from_its_lookups_and_readyz_says_503():
+    """Readiness is about the view's age and the CA; a review is judged from what the look-ups say
+    (lookups.py reads around a stale cache), never answered "not ours" because of readiness."""
+    from linstor_scheduler.volumes import StorageClassInfo
+
+    sc = StorageClassInfo.from_object(k.storage_class("linstor-r2"))
+    lookups = Lookups(lambda _: k.pvc("x", storage_class="linstor-r2"), lambda _: None, lambda _: sc)
     app = create_app(SchedulerNameMutator(lookups), is_ready=lambda: False)
     with ServerThread(app) as srv:
         body = review(as_created(k.pod("early", claims=["x"])))
         resp = httpx.post(srv.url + "/mutate", json=body)
         ready = httpx.get(srv.url + "/readyz")
-    assert resp.status_code == 200 and "patch" not in resp.json()["response"]
+    assert resp.status_code == 200 and resp.json()["response"]["patchType"] == "JSONPatch"
     assert resp.json()["response"]["uid"] == body["request"]["uid"]
     assert ready.status_code == 503 and ready.json()["ready"] is False
+
+
+def test_a_claim_that_cannot_be_looked_up_is_a_503_never_not_ours():
+    """A failed look-up is not "no LINSTOR volume": the answer is a 503 Status with the reason, and
+    the API server applies the webhook's failurePolicy. Another claim known to be LINSTOR decides."""
+    from admission.review import LookupFailed
+    from linstor_scheduler.volumes import StorageClassInfo
+
+    def failing(key):
+        if key == "default/unreadable":
+            raise LookupFailed("PersistentVolumeClaim default/unreadable: API error 429 Too Many Requests")
+        return k.pvc("ok", storage_class="linstor-r2")
+
+    sc = StorageClassInfo.from_object(k.storage_class("linstor-r2"))
+    metrics = WebhookMetrics()
+    app = create_app(SchedulerNameMutator(Lookups(failing, lambda _: None, lambda _: sc)), is_ready=lambda: True,
+                     metrics=metrics)
+    with ServerThread(app) as srv:
+        alone = httpx.post(srv.url + "/mutate", json=review(as_created(k.pod("a", claims=["unreadable"]))))
+        beside = httpx.post(srv.url + "/mutate",
+                            json=review(as_created(k.pod("b", claims=["unreadable", "ok"]))))
+    assert alone.status_code == 503
+    status = alone.json()
+    assert status["kind"] == "Status" and status["code"] == 503 and status["reason"] == "ServiceUnavailable"
+    assert "cannot judge this pod" in status["message"] and "429 Too Many Requests" in status["message"]
+    assert "Retry-After" not in alone.headers
+    assert beside.status_code == 200 and beside.json()["response"]["patchType"] == "JSONPatch"
+    assert metrics.reviews.labels("unknown")._value.get() == 1
 
 
 def test_scheduler_name_is_configurable():
