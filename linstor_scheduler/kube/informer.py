@@ -375,16 +375,17 @@ def _close(resp: Any) -> None:
 
 def bounded_by(max_age: float, call_timeout: float) -> dict[str, float]:
     """Informer settings for a component that must not answer from a view older than ``max_age``,
-    given to ``KubeCaches`` beside ``max_age`` (which sets the watch timeout to a third of it).
+    given to ``KubeCaches`` beside ``max_age`` (which sets the watch timeout W to a third of it).
 
     With the defaults alone a silent watch is ended only ``read_slack`` (10 s) past its timeout, a
     hung list page after 60 s, and a retry after a long outage waits up to 30 s: a small bound
-    would pass in any of them. Here each is held to a third of the bound (and ``call_timeout``,
-    ``--api-timeout``, for a list page), so a silent watch is ended within two thirds of the bound
-    and, once the API server answers again, the view is listed and confirmed within a third of the
-    bound plus one list."""
-    third = max(0.1, max_age / 3)
-    return {"read_slack": min(10.0, third), "backoff_cap": min(30.0, third),
+    would pass in any of them. Here the slack is a sixth of the bound (at most 10 s), the longest
+    back-off a third (at most 30 s), a list page's read deadline ``call_timeout``
+    (``--api-timeout``). So a half-open watch is ended half the bound after it opened (W + slack)
+    and the next watch confirms the view W later: 5/6 of the bound since the last confirmation,
+    still inside it; and once the API server answers again after an outage, the view is listed and
+    confirmed within a third of the bound plus one list."""
+    return {"read_slack": min(10.0, max(0.1, max_age / 6)), "backoff_cap": min(30.0, max(0.1, max_age / 3)),
             "list_timeout": max(0.1, min(60.0, call_timeout))}
 
 
