@@ -334,3 +334,18 @@ def test_the_full_node_fast_path_still_refuses_a_node_without_a_name():
 
     with pytest.raises(BadRequest, match=r"ExtenderArgs.Nodes.items\[1\] has no metadata.name"):
         decode_args(b'{"Pod":{},"Nodes":{"items":[{"metadata":{"name":"w1"}},{"spec":{}}]},"NodeNames":null}')
+
+
+def test_healthz_says_what_stopped_turning():
+    """/healthz is the live extender's loops (informers, LINSTOR poll, Kubernetes rebuild): 503 with
+    their text when one stopped, so the kubelet restarts it and ``kubectl describe`` says why."""
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    verdict = [(True, "informers running; sync loops turning")]
+    app = create_app(Extender(holder), alive=lambda: verdict[0])
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        assert http.get("/healthz").status_code == 200
+        verdict[0] = (False, "informers running; LINSTOR poll made no progress for 41s (bound 40s)")
+        r = http.get("/healthz")
+        assert r.status_code == 503 and r.text == verdict[0][1]
+        assert http.get("/readyz").status_code == 200, "liveness is not readiness"

@@ -253,3 +253,24 @@ def test_new_state_generation_is_used_by_the_next_request():
     holder.swap(moved)
     d = asyncio.run(ext.decide(pod, ["w1", "w2"]))
     assert [v.fits for v in d.verdicts] == [True, False]
+
+
+class StaleKubernetes:
+    """The live Kubernetes age as the sync reports it: the informers' view unconfirmed for 200 s."""
+
+    def kube_age(self):
+        return 200.0
+
+    def kube_detail(self):
+        return "PersistentVolumeClaim confirmed 200s ago (TimeoutError: watch silent for 50s)"
+
+
+def test_a_stale_kubernetes_view_alone_turns_neutral_and_is_named():
+    """LINSTOR read 10 s ago, but the API server has not confirmed the Kubernetes view for 200 s: the
+    extender does not judge from it, and says which source and why."""
+    ext = Extender(live_holder(FakeClock()), max_staleness=120, clock=FakeClock(10.0), kube=StaleKubernetes())
+    assert ext.ages() == (10.0, 200.0) and ext.staleness() == 200.0
+    d = asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"]))
+    assert d.verdicts is None
+    assert d.neutral_reason == ("Kubernetes view 200s old (PersistentVolumeClaim confirmed 200s ago (TimeoutError: "
+                                "watch silent for 50s)); limit 120s: not steering on stale data")

@@ -149,7 +149,12 @@ def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
     caches.start()
     try:
         assert caches.wait_synced(10)
-        kube_lookups(caches, ks.api).get_pvc("default/created-a-moment-ago")  # the direct read
+        kube_lookups(caches, ks.api).for_review().get_pvc("default/created-a-moment-ago")  # not cached yet
+        stale = kube_lookups(caches, ks.api, max_staleness=-1).for_review()  # every cache past its bound
+        stale.get_pvc("default/data")
+        stale.get_pv("pv-data")
+        stale.get_sc("linstor-r2")
+        stale.default_class()
     finally:
         caches.stop()
 

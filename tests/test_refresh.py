@@ -176,3 +176,65 @@ def test_sync_duration_is_measured_and_the_wait_published():
             await syncer.stop()
 
     asyncio.run(scenario())
+
+
+class SilentClient(FakeClient):
+    """A LINSTOR controller that accepts the connection and never answers."""
+
+    async def get_nodes_compact(self):
+        self.reads += 1
+        await asyncio.Event().wait()
+
+
+def test_a_read_that_never_ends_is_abandoned_at_its_deadline():
+    """The live extender gives one LINSTOR read ``read_deadline`` (its --max-staleness): past it the
+    read is abandoned, counted as failed, and the loop polls again: it keeps turning (/healthz)."""
+    async def scenario():
+        holder = StateHolder()
+        client = SilentClient()
+        syncer = Syncer(holder, client, FakeCaches(), poll_interval=0.05, use_events=False, read_deadline=0.2)
+        await syncer.start()
+        try:
+            await until(lambda: client.reads >= 2)
+            assert holder.last_error == "LINSTOR read failed: no complete answer within 0.2s"
+            assert syncer.liveness() == (True, "sync loops turning")
+        finally:
+            await syncer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_liveness_fails_when_a_loop_stops_turning():
+    """Without a deadline a read that never ends holds the poll loop: once it made no progress for its
+    bound (read deadline + poll wait + 30 s), /healthz says so and the kubelet restarts the container."""
+    from devkit.clock import FakeClock
+
+    async def scenario():
+        clock = FakeClock(0.0)
+        client = SilentClient()
+        syncer = Syncer(StateHolder(), client, FakeCaches(), poll_interval=10, use_events=False, clock=clock)
+        await syncer.start()
+        try:
+            await until(lambda: client.reads == 1)
+            assert syncer.liveness()[0]
+            clock.now = 41.0
+            ok, text = syncer.liveness()
+            assert not ok and "LINSTOR poll made no progress for 41s (bound 40s)" in text
+        finally:
+            await syncer.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_kubernetes_age_counts_a_change_not_yet_in_the_state():
+    """The state's Kubernetes part is as old as the first change the informers heard that it lacks."""
+    from devkit.clock import FakeClock
+
+    clock = FakeClock(100.0)
+    syncer = Syncer(StateHolder(), FakeClient(), FakeCaches(), use_events=False, clock=clock)
+    assert syncer.kube_age() == 0.0  # the caches' own age
+    syncer.kube_changed("MODIFIED", {})
+    clock.now = 103.0
+    assert syncer.kube_age() == 3.0
+    asyncio.run(syncer.sync_kube_once())
+    assert syncer.kube_age() == 0.0
