@@ -377,6 +377,23 @@ def test_linstor_answers_slower_than_its_timeout():
         measured("LINSTOR slower than its timeout: /readyz 503 after", time.monotonic() - began)
         body = stale_for(rig, "LINSTOR state")
         assert "LINSTOR read failed" in body["last_error"]
+        assert rig.counted("linstor_scheduler_linstor_requests_total", status="error") > 0
         quick = time.monotonic()
         rig.emu.reset_faults()
         recovered(rig, quick, "LINSTOR quick again: judging again")
+
+
+def test_the_informers_and_the_read_are_kept_to_the_bound():
+    """The assembly the CLI runs: at --max-staleness 120 s and --api-timeout 10 s the server ends each
+    watch every 40 s, a silent one is ended 10 s later (half the bound after it opened), a retry waits
+    at most 40 s, a list page at most 10 s, and one LINSTOR read at most 120 s."""
+    app = build_live_app(LinstorClient("http://127.0.0.1:1"), make_api_client(host="http://127.0.0.1:1"),
+                         max_staleness=120, api_timeout=10)
+    for informer in app.state.caches.informers.values():
+        assert (informer.watch_timeout, informer.read_slack, informer.backoff_cap, informer.list_timeout) == \
+            (40.0, 10.0, 30.0, 10.0)
+    assert app.state.syncer.read_deadline == 120
+    small = build_live_app(LinstorClient("http://127.0.0.1:1"), make_api_client(host="http://127.0.0.1:1"),
+                           max_staleness=BOUND, api_timeout=API_TIMEOUT)
+    node = small.state.caches["Node"]
+    assert (node.watch_timeout, node.read_slack, node.backoff_cap, node.list_timeout) == (1.0, 0.5, 1.0, 1.0)

@@ -257,3 +257,26 @@ def test_a_lost_answer_to_the_ca_bundle_patch(tmp_path, caplog):
         patches = [w for w in rig.ks.writes[mark:] if w[0] == "PATCH"]
         assert len(patches) == 1, "the lost write was carried out once and not sent again"
         assert rig.ready().status_code == 200
+
+
+def test_the_informers_are_kept_to_the_bound():
+    """The assembly the CLI runs: at --max-staleness 60 s and --api-timeout 10 s the server ends each
+    watch every 20 s, a silent one is ended 10 s later, a retry waits at most 20 s, a list page 10 s."""
+    app = build_webhook_app(make_api_client(host="http://127.0.0.1:1"), max_staleness=60, api_timeout=10)
+    for informer in app.state.caches.informers.values():
+        assert (informer.watch_timeout, informer.read_slack, informer.backoff_cap, informer.list_timeout) == \
+            (20.0, 10.0, 20.0, 10.0)
+
+
+def test_healthz_fails_naming_a_stuck_loop(tmp_path):
+    """/healthz is the informers' liveness and the CA publisher's: when one made no progress past its
+    bound, 503 with its words (the kubelet restarts the container); /readyz is not touched by it."""
+    with webhook(tmp_path) as rig:
+        caches = rig.http.get("/healthz")
+        assert caches.status_code == 200 and caches.text == "informers running; caBundle publisher turning"
+        rig.publisher._stop.set()  # its loop no longer turns ...
+        rig.publisher._thread.join(5)
+        rig.publisher.beat -= 1000  # ... and has not for 1000 s
+        stuck = rig.http.get("/healthz")
+        assert stuck.status_code == 503 and "caBundle publisher made no progress for 100" in stuck.text
+        assert rig.ready().status_code == 200

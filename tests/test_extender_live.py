@@ -216,3 +216,17 @@ def test_unchanged_polls_through_the_read_thread_keep_the_generation_and_the_cac
         changed, kept_before = holder.state.generation, kept()
         wait_for(lambda: kept() >= kept_before + 3, what="unchanged again after the change")
         assert holder.state.generation == changed
+
+
+def test_healthz_fails_naming_an_informer_that_stopped_turning():
+    """/healthz is the informers' liveness and the sync loops': an informer whose loop made no progress
+    past its bound makes it 503 with its name (the kubelet restarts the container); /readyz is not it."""
+    with cluster(poll_interval=3600, use_events=False) as (_, _, http, app):
+        r = http.get("/healthz")
+        assert r.status_code == 200 and r.text == "informers running; sync loops turning"
+        node = app.state.caches["Node"]
+        node.stop()  # its loop no longer turns ...
+        node.beat -= 1000  # ... and has not for 1000 s
+        r = http.get("/healthz")
+        assert r.status_code == 503 and "Node informer loop idle for 100" in r.text, r.text
+        assert http.get("/readyz").status_code == 200
