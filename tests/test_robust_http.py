@@ -169,7 +169,7 @@ def test_webhook_refuses_an_oversized_body_with_413(cluster):  # noqa: F811
 
     resp = cluster["client"].post("/mutate", content=chunks())
     assert resp.status_code == 413
-    assert cluster["client"].get("/healthz").text == "ok"
+    assert cluster["client"].get("/healthz").status_code == 200  # still serving, its loops turning
 
 
 # Connections as kube-scheduler holds them: idle for up to 90 s, then reused.
