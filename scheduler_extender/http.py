@@ -185,8 +185,11 @@ def create_app(
             **(kube_details() if kube_details is not None else {}),
         }
         if not holder.ready:
+            waiting = [f"LINSTOR: {holder.last_error}"] if holder.last_error else []
+            if extender.kube is not None:
+                waiting.append(f"Kubernetes: {extender.kube.kube_detail()}")
             body["detail"] = ("first full sync of LINSTOR and Kubernetes not finished"
-                              + (f" ({holder.last_error})" if holder.last_error else ""))
+                              + (f" ({'; '.join(waiting)})" if waiting else ""))
         elif reason is not None:
             body["detail"] = f"{reason}: the extender passes every node with score 0 until it recovers"
         return JSONResponse(body, status_code=200 if holder.ready and reason is None else 503)

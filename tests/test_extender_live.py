@@ -230,3 +230,23 @@ def test_healthz_fails_naming_an_informer_that_stopped_turning():
         r = http.get("/healthz")
         assert r.status_code == 503 and "Node informer loop idle for 100" in r.text, r.text
         assert http.get("/readyz").status_code == 200
+
+
+def test_an_api_server_down_at_start_is_named_by_readyz():
+    """Started while the API server answers only 503 (it is restarting): not ready, and /readyz says
+    which informer has never listed and why; ready once it answers."""
+    from linstor_scheduler.kube import make_api_client
+
+    emu, ks = populated()
+    ks.down()
+    with emu.serve() as lsrv, ks.serve() as ksrv:
+        client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
+        app = build_live_app(client, make_api_client(host=ksrv.url, timeout=1.0), poll_interval=0.2,
+                             max_staleness=6, use_events=False, api_timeout=1.0)
+        with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+            wait_for(lambda: "503" in http.get("/readyz").json().get("detail", ""), what="a failed list")
+            r = http.get("/readyz")
+            assert r.status_code == 503 and r.json()["ready"] is False
+            assert "Kubernetes: Node never listed (API error 503" in r.json()["detail"], r.json()["detail"]
+            ks.up()
+            wait_for(lambda: http.get("/readyz").status_code == 200, what="ready once the API server answers")
