@@ -562,10 +562,12 @@ class KubeStandin(HttpDouble):
             gate.put("stop")
 
     @staticmethod
-    def api_client(url: str) -> k8s.ApiClient:
-        configuration = k8s.Configuration()
-        configuration.host = url
-        return k8s.ApiClient(configuration)
+    def api_client(url: str, timeout: float = 10.0) -> k8s.ApiClient:
+        """A client as the components build theirs (``make_api_client``: a deadline on every call,
+        no urllib3 retries), so what a test sees is what production sees."""
+        from linstor_scheduler.kube.client import make_api_client
+
+        return make_api_client(host=url, timeout=timeout)
 
     # --- HTTP ----------------------------------------------------------------------------------
     def _build_app(self) -> Starlette:
