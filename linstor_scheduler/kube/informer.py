@@ -430,12 +430,14 @@ class KubeCaches:
         for informer in self.informers.values():
             informer.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Every informer told to stop first, then each waited for within one shared ``timeout``: one
         shutdown, not one per kind. An informer whose list request hangs before its answer's headers
-        cannot be interrupted (urllib3 does not hand the socket out until then); waiting ``timeout``
-        for each in turn made a shutdown against a hung API server last kinds x 5 s, past the
-        kubelet's 30 s grace. Such a thread ends by itself at its list's read deadline."""
+        cannot be interrupted (urllib3 does not hand the socket out until then); waiting 5 s for each
+        in turn made a shutdown against a hung API server last kinds x 5 s (fencing: 25 s, against
+        its 2 s promise and past the kubelet's 30 s grace). Such a thread ends by itself at its list's
+        read deadline, or with the process (daemon threads, ``runtime.exit_now``); every other
+        informer ends within milliseconds (its stream's socket is shut), so 1 s is ample."""
         deadline = boottime() + timeout
         for informer in self.informers.values():
             informer._stop.set()
