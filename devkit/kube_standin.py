@@ -29,6 +29,13 @@ page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver
 - ``hang()`` / ``silent_watches()`` / ``release_hangs()``: requests accepted and never answered; a
   watch that stays open and sends nothing, no bookmark, not even its end at ``timeoutSeconds`` (a
   half-open connection as the client sees it; nothing the real server does on purpose).
+- ``short_watches()``: every watch is answered HTTP 200 and ends at once, no event, no bookmark: a
+  server shutting down ends every watch it serves, new ones included, for as long as it still takes
+  requests (apiserver:pkg/endpoints/handlers/watch.go ``WatchServer.HandleHTTP``: ``case
+  <-s.ServerShuttingDownCh: return``, "all active watch request(s) should return immediately"),
+  as does a proxy or load balancer in between that cuts long requests. client-go's reflector calls
+  such a watch an error and backs off (reflector.go ``handleWatch``: "very short watch: Unexpected
+  watch close - watch lasted less than a second and no items received"). Until ``reset_faults()``.
 - ``slow(seconds)``: answers delayed (an overloaded server or a slow etcd).
 - ``inject(status=429)`` answers as API Priority and Fairness and max-inflight do: plain text "Too
   many requests, please try again later." with ``Retry-After`` (apiserver:pkg/server/filters/
@@ -303,6 +310,7 @@ class _Faults:
     slow: tuple[float, _Match] | None = None
     lose: tuple[Literal["drop", "hang"], _Match] | None = None
     silent: _Match | None = None
+    short: _Match | None = None
     down: bool = False
     gates: list[_Gate] = field(default_factory=list)  # requests held now (hang, lost answers)
     pauses: list[_Gate] = field(default_factory=list)  # requests answered late now (slow)
@@ -516,6 +524,12 @@ class KubeStandin(HttpDouble):
             for w in self._subscribers:
                 if isinstance(w, _Watcher) and w.path.startswith(path_prefix):
                     w.silent = True
+
+    def short_watches(self, path_prefix: str = "/") -> None:
+        """Watches matching, opened from now on, are answered 200 and end at once without an event (a
+        server shutting down, a proxy cutting long requests); see the module's docstring."""
+        with self._lock:
+            self._faults.short = _Match(path_prefix)
 
     def release_hangs(self) -> None:
         """Held requests go on (carried out, answered late); silent watches end; no new ones."""
@@ -818,6 +832,9 @@ class KubeStandin(HttpDouble):
                                               and (ns is None or o["metadata"].get("namespace") == ns)]
                 silent = ks._faults.silent
                 watcher.silent = bool(silent and silent.take("GET", watcher.path))
+                short = bool(ks._faults.short and ks._faults.short.take("GET", watcher.path))
+                if short:
+                    return StreamingResponse(iter(()), media_type="application/json")
                 if not expired:
                     ks._subscribers.append(watcher)
 
