@@ -483,6 +483,24 @@ class KubeStandin(HttpDouble):
             self._fault = None
             self._faults = _Faults(gates=self._faults.gates, pauses=self._faults.pauses)
 
+    def backup(self) -> tuple[dict[Any, dict[str, Any]], int]:
+        """An etcd snapshot: every object and the resourceVersion, as they are now."""
+        with self._lock:
+            return copy.deepcopy(self._objects), self._rv
+
+    def restore(self, snapshot: tuple[dict[Any, dict[str, Any]], int]) -> None:
+        """etcd restored from ``snapshot`` and the API server restarted on it: objects and the
+        resourceVersion go back to the snapshot's, every watch ends, history starts afresh. A client
+        that resumes from a version it saw after the snapshot gets the cacher's 504 "Too large
+        resource version" until it lists again (Kubernetes docs, "Operating etcd clusters for
+        Kubernetes", restoring: "... watches ... may see an unexpected resource version")."""
+        objects, rv = snapshot
+        with self._lock:
+            self._objects = copy.deepcopy(objects)
+            self._rv = rv
+            self._history.clear()
+        self.restart()
+
     def restart(self) -> None:
         """The API server restarts: every open watch ends at once, without a final event, and the new
         process's watch caches start from a list at the current resourceVersion, so a watch resumed
@@ -825,6 +843,12 @@ class KubeStandin(HttpDouble):
             kind, api_version, _ = RESOURCES[plural]
             watcher = _Watcher(asyncio.get_running_loop(), plural=plural, namespace=ns, path=request.url.path)
             with ks._lock:
+                if since > ks._rv:
+                    # The cacher waits (3 s) for a version it has not reached, then answers 504 (apiserver
+                    # pkg/storage/cacher/watch_cache.go ``waitUntilFreshAndBlock``, storage/errors.go
+                    # ``NewTooLargeResourceVersionError``): after an etcd restore, or from a lagging HA
+                    # API server. Answered at once here.
+                    return status(504, "Timeout", f"Too large resource version: {since}, current: {ks._rv}")
                 oldest = ks._watch_oldest(plural)
                 expired = bool(since) and since < oldest
                 backlog = [] if expired else [(e, o) for rv, p, e, o in ks._history

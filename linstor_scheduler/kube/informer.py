@@ -161,9 +161,11 @@ class Informer:
 
     @property
     def liveness_bound(self) -> float:
-        """The longest the loop can go without a beat while it works: a watch's read deadline, a
-        list page's, the longest back-off, with a margin. Past it, the loop is stuck."""
-        return max(self.watch_timeout + self.read_slack, self.list_timeout, self.backoff_cap) + 30.0
+        """The longest the loop can go without a beat while it works: the longest back-off, then a
+        connection, then the longer of a watch's read deadline and a list page's, with a margin.
+        Past it, the loop is stuck."""
+        return (self.backoff_cap + CONNECT_TIMEOUT + max(self.watch_timeout + self.read_slack, self.list_timeout)
+                + 30.0)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -210,6 +212,11 @@ class Informer:
                     # Backed off all the same: a server that answers every watch so must not get a list
                     # per loop.
                     need_list = "expired"
+                elif exc.status == 504 and "too large resource version" in str(exc).lower():
+                    # The cacher's answer to a version it has not reached: after an etcd restore, or
+                    # from an HA API server that lags (apiserver cacher ``NewTooLargeResourceVersionError``,
+                    # "Too large resource version"). Resuming would miss every change up to it: relist.
+                    need_list = need_list or "expired"
                 failures += 1
                 self._failed(f"API error {exc.status}: {exc.reason}", failures)
                 if exc.status in (401, 403, 404):
@@ -290,10 +297,10 @@ class Informer:
         self.synced.set()
         if self.on_change:
             for kind, key in changed:
-                self.on_change(kind, kept[key])
+                self._notify(kind, kept[key])
             for key, value in old.items():
                 if key not in kept:
-                    self.on_change("DELETED", value)
+                    self._notify("DELETED", value)
 
     def _watch_once(self) -> None:
         """One watch, from ``resource_version`` until the server ends it at ``watch_timeout``. The
@@ -368,8 +375,18 @@ class Informer:
             else:
                 self._store[key] = kept
             self.generation += 1
-        if self.on_change and kind in ("ADDED", "MODIFIED", "DELETED"):
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self._notify(kind, obj)
+
+    def _notify(self, kind: str, obj: dict[str, Any]) -> None:
+        """The component's callback; one that raises is logged and loses nothing else (the store is
+        already up to date, and the next change or list is delivered as usual)."""
+        if self.on_change is None:
+            return
+        try:
             self.on_change(kind, obj)
+        except Exception:
+            log.exception("%s informer: the change callback failed on %s %s", self.kind, kind, object_key(obj))
 
     def _confirmed(self, at: float) -> None:
         if self.error is not None:
