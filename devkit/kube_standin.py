@@ -29,6 +29,13 @@ page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver
 - ``hang()`` / ``silent_watches()`` / ``release_hangs()``: requests accepted and never answered; a
   watch that stays open and sends nothing, no bookmark, not even its end at ``timeoutSeconds`` (a
   half-open connection as the client sees it; nothing the real server does on purpose).
+- ``short_watches()``: every watch is answered HTTP 200 and ends at once, no event, no bookmark: a
+  server shutting down ends every watch it serves, new ones included, for as long as it still takes
+  requests (apiserver:pkg/endpoints/handlers/watch.go ``WatchServer.HandleHTTP``: ``case
+  <-s.ServerShuttingDownCh: return``, "all active watch request(s) should return immediately"),
+  as does a proxy or load balancer in between that cuts long requests. client-go's reflector calls
+  such a watch an error and backs off (reflector.go ``handleWatch``: "very short watch: Unexpected
+  watch close - watch lasted less than a second and no items received"). Until ``reset_faults()``.
 - ``slow(seconds)``: answers delayed (an overloaded server or a slow etcd).
 - ``inject(status=429)`` answers as API Priority and Fairness and max-inflight do: plain text "Too
   many requests, please try again later." with ``Retry-After`` (apiserver:pkg/server/filters/
@@ -303,6 +310,7 @@ class _Faults:
     slow: tuple[float, _Match] | None = None
     lose: tuple[Literal["drop", "hang"], _Match] | None = None
     silent: _Match | None = None
+    short: _Match | None = None
     down: bool = False
     gates: list[_Gate] = field(default_factory=list)  # requests held now (hang, lost answers)
     pauses: list[_Gate] = field(default_factory=list)  # requests answered late now (slow)
@@ -475,6 +483,24 @@ class KubeStandin(HttpDouble):
             self._fault = None
             self._faults = _Faults(gates=self._faults.gates, pauses=self._faults.pauses)
 
+    def backup(self) -> tuple[dict[Any, dict[str, Any]], int]:
+        """An etcd snapshot: every object and the resourceVersion, as they are now."""
+        with self._lock:
+            return copy.deepcopy(self._objects), self._rv
+
+    def restore(self, snapshot: tuple[dict[Any, dict[str, Any]], int]) -> None:
+        """etcd restored from ``snapshot`` and the API server restarted on it: objects and the
+        resourceVersion go back to the snapshot's, every watch ends, history starts afresh. A client
+        that resumes from a version it saw after the snapshot gets the cacher's 504 "Too large
+        resource version" until it lists again (Kubernetes docs, "Operating etcd clusters for
+        Kubernetes", restoring: "... watches ... may see an unexpected resource version")."""
+        objects, rv = snapshot
+        with self._lock:
+            self._objects = copy.deepcopy(objects)
+            self._rv = rv
+            self._history.clear()
+        self.restart()
+
     def restart(self) -> None:
         """The API server restarts: every open watch ends at once, without a final event, and the new
         process's watch caches start from a list at the current resourceVersion, so a watch resumed
@@ -516,6 +542,12 @@ class KubeStandin(HttpDouble):
             for w in self._subscribers:
                 if isinstance(w, _Watcher) and w.path.startswith(path_prefix):
                     w.silent = True
+
+    def short_watches(self, path_prefix: str = "/") -> None:
+        """Watches matching, opened from now on, are answered 200 and end at once without an event (a
+        server shutting down, a proxy cutting long requests); see the module's docstring."""
+        with self._lock:
+            self._faults.short = _Match(path_prefix)
 
     def release_hangs(self) -> None:
         """Held requests go on (carried out, answered late); silent watches end; no new ones."""
@@ -562,10 +594,12 @@ class KubeStandin(HttpDouble):
             gate.put("stop")
 
     @staticmethod
-    def api_client(url: str) -> k8s.ApiClient:
-        configuration = k8s.Configuration()
-        configuration.host = url
-        return k8s.ApiClient(configuration)
+    def api_client(url: str, timeout: float = 10.0) -> k8s.ApiClient:
+        """A client as the components build theirs (``make_api_client``: a deadline on every call,
+        no urllib3 retries), so what a test sees is what production sees."""
+        from linstor_scheduler.kube.client import make_api_client
+
+        return make_api_client(host=url, timeout=timeout)
 
     # --- HTTP ----------------------------------------------------------------------------------
     def _build_app(self) -> Starlette:
@@ -809,6 +843,12 @@ class KubeStandin(HttpDouble):
             kind, api_version, _ = RESOURCES[plural]
             watcher = _Watcher(asyncio.get_running_loop(), plural=plural, namespace=ns, path=request.url.path)
             with ks._lock:
+                if since > ks._rv:
+                    # The cacher waits (3 s) for a version it has not reached, then answers 504 (apiserver
+                    # pkg/storage/cacher/watch_cache.go ``waitUntilFreshAndBlock``, storage/errors.go
+                    # ``NewTooLargeResourceVersionError``): after an etcd restore, or from a lagging HA
+                    # API server. Answered at once here.
+                    return status(504, "Timeout", f"Too large resource version: {since}, current: {ks._rv}")
                 oldest = ks._watch_oldest(plural)
                 expired = bool(since) and since < oldest
                 backlog = [] if expired else [(e, o) for rv, p, e, o in ks._history
@@ -816,6 +856,9 @@ class KubeStandin(HttpDouble):
                                               and (ns is None or o["metadata"].get("namespace") == ns)]
                 silent = ks._faults.silent
                 watcher.silent = bool(silent and silent.take("GET", watcher.path))
+                short = bool(ks._faults.short and ks._faults.short.take("GET", watcher.path))
+                if short:
+                    return StreamingResponse(iter(()), media_type="application/json")
                 if not expired:
                     ks._subscribers.append(watcher)
 

@@ -113,9 +113,10 @@ def test_caches_sync_and_age(ks):
 
 
 def test_a_quiet_kind_compacted_away_relists_by_itself(ks):
-    """Nodes stay quiet while pods change; etcd compacts; the Node watch, resumed from its old
-    version at the server's timeout, gets an ERROR event with code 410 and must relist (with the
-    official client's Watch it raised KeyError and retried the expired version for ever)."""
+    """Nodes stay quiet while pods change; the API server restarts (its watch caches start at the
+    current version, no bookmark reached the Node watch first); the Node watch, resumed from its old
+    version, gets an ERROR event with code 410 and must relist (with the official client's Watch it
+    raised KeyError and retried the expired version for ever)."""
     ks.add(k.node("w1"))
     inf = Informer(ks.api, "Node", watch_timeout=1, backoff_base=0.01)
     inf.start()
@@ -123,12 +124,12 @@ def test_a_quiet_kind_compacted_away_relists_by_itself(ks):
         assert inf.wait_synced(5)
         for i in range(3):
             ks.add(k.pod(f"p{i}"))  # another kind moves the global resourceVersion on
-        ks.compact()
-        ks.patch("Node", "w1", {"metadata": {"labels": {"seen": "after"}}})
+        ks.restart()
         wait_for(lambda: inf.relists["expired"] >= 1, what="a relist after 410")
+        ks.patch("Node", "w1", {"metadata": {"labels": {"seen": "after"}}})
         wait_for(lambda: (inf.get("w1")["metadata"].get("labels") or {}).get("seen") == "after",
-                 what="the change made after the compaction")
-        assert inf.healthy and inf.error is None and inf.restarts["error"] == 0
+                 what="the change made after the restart")
+        wait_for(lambda: inf.healthy and inf.error is None, what="watching again")
     finally:
         inf.stop()
 
@@ -175,19 +176,23 @@ def test_event_recorder_never_raises(ks, caplog):
 
 def test_events_to_a_hung_api_server_are_dropped_not_waited_for(ks):
     """The API server takes the Event requests and never answers: ``record`` returns at once all the
-    same, the queue fills, and what does not fit is dropped and counted."""
+    same, the queue fills, and what does not fit is dropped and counted; once the server answers
+    again, what was queued is sent."""
     from linstor_scheduler.kube.client import timed_client
 
-    ks.inject(fail=10_000, status=500, path_prefix="/api/v1/namespaces/default/events")  # stands for a hang
-    slow = timed_client(k8s.Configuration(host=ks.url), timeout=0.5)
+    ks.hang(path_prefix="/api/v1/namespaces/default/events")
+    slow = timed_client(k8s.Configuration(host=ks.url), timeout=30)
     rec = EventRecorder(slow, queue_size=4)
     node = ks.add(k.node("w3"))
+    rec.record(node, "Warning", "Test", "event 0")
+    wait_for(lambda: ks.hung_requests() == 1, what="the first Event hanging in the API server")
     started = time.monotonic()
-    for i in range(20):
+    for i in range(1, 20):
         rec.record(node, "Warning", "Test", f"event {i}")
     assert time.monotonic() - started < 0.5, "record() must never wait for the API server"
-    assert rec.dropped >= 20 - 4 - 1  # the queue's 4, and one the sending thread may have taken
-    assert rec.flush(30)
+    assert rec.dropped == 19 - 4 and rec.pending == 5  # the hung one and the queue's 4
+    ks.release_hangs()
+    assert rec.flush(20) and rec.sent + rec.failed == 5
 
 
 def test_calls_have_a_deadline_and_writes_are_sent_once(ks):
@@ -247,3 +252,45 @@ def test_lists_are_paged_and_transform_keeps_only_what_it_returns(ks):
         wait_for(lambda: "p9" in informer.items(), what="the watched pod")
     finally:
         informer.stop()
+
+
+def test_after_an_etcd_restore_the_informer_lists_again(ks):
+    """etcd is restored from a backup taken before node w2 was added: the API server's version goes
+    back, a resume from a later version gets 504 "Too large resource version", and the informer
+    must list again (resuming would miss everything up to its old version) and drop w2."""
+    ks.add(k.node("w1"))
+    snapshot = ks.backup()
+    inf = Informer(ks.api, "Node", watch_timeout=1, backoff_base=0.01, backoff_cap=0.05)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        ks.add(k.node("w2"))
+        wait_for(lambda: inf.get("w2") is not None, what="w2 seen")
+        ks.restore(snapshot)
+        wait_for(lambda: inf.get("w2") is None, what="the restored state listed")
+        assert inf.relists["expired"] >= 1 and inf.get("w1") is not None
+        wait_for(lambda: inf.healthy, what="watching again")
+    finally:
+        inf.stop()
+
+
+def test_a_failing_change_callback_loses_nothing_else(ks, caplog):
+    """The component's callback raises on one object: the store and the next changes go on."""
+    seen: list[str] = []
+
+    def callback(kind: str, obj: dict) -> None:
+        if obj["metadata"]["name"] == "bad":
+            raise RuntimeError("a bug in the component")
+        seen.append(obj["metadata"]["name"])
+
+    inf = Informer(ks.api, "Node", on_change=callback, watch_timeout=1)
+    inf.start()
+    try:
+        assert inf.wait_synced(5)
+        ks.add(k.node("bad"))
+        ks.add(k.node("good"))
+        wait_for(lambda: "good" in seen, what="the change after the failing one")
+        assert inf.get("bad") is not None and inf.healthy and inf.restarts["error"] == 0
+        assert "the change callback failed on ADDED bad" in caplog.text
+    finally:
+        inf.stop()

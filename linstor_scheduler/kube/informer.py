@@ -138,7 +138,8 @@ class Informer:
         self.resource_version: str | None = None
         self.lists = 0
         self.relists: Counter[str] = Counter()  # reason -> count: start, expired, error
-        self.restarts: Counter[str] = Counter()  # watch restarts by reason: timeout, silent, error
+        # watch restarts by reason: timeout, silent, error, early (ended cleanly before its timeout)
+        self.restarts: Counter[str] = Counter()
 
     # --- reading -------------------------------------------------------------------------------
     def items(self) -> list[Any]:
@@ -160,9 +161,11 @@ class Informer:
 
     @property
     def liveness_bound(self) -> float:
-        """The longest the loop can go without a beat while it works: a watch's read deadline, a
-        list page's, the longest back-off, with a margin. Past it, the loop is stuck."""
-        return max(self.watch_timeout + self.read_slack, self.list_timeout, self.backoff_cap) + 30.0
+        """The longest the loop can go without a beat while it works: the longest back-off, then a
+        connection, then the longer of a watch's read deadline and a list page's, with a margin.
+        Past it, the loop is stuck."""
+        return (self.backoff_cap + CONNECT_TIMEOUT + max(self.watch_timeout + self.read_slack, self.list_timeout)
+                + 30.0)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -201,6 +204,19 @@ class Informer:
             except ApiException as exc:
                 if self._stop.is_set():
                     return
+                if exc.status == 410 and not need_list:
+                    # A watch refused with HTTP 410 (not an ERROR event) is as expired as the event:
+                    # resuming from the same version would get the same answer for ever. client-go's
+                    # reflector relists on every watch error but 429 and connection refused
+                    # (reflector.go ``isWatchErrorRetriable``), a 410 above all (``isExpiredError``).
+                    # Backed off all the same: a server that answers every watch so must not get a list
+                    # per loop.
+                    need_list = "expired"
+                elif exc.status == 504 and "too large resource version" in str(exc).lower():
+                    # The cacher's answer to a version it has not reached: after an etcd restore, or
+                    # from an HA API server that lags (apiserver cacher ``NewTooLargeResourceVersionError``,
+                    # "Too large resource version"). Resuming would miss every change up to it: relist.
+                    need_list = need_list or "expired"
                 failures += 1
                 self._failed(f"API error {exc.status}: {exc.reason}", failures)
                 if exc.status in (401, 403, 404):
@@ -251,7 +267,13 @@ class Informer:
                     kept, token, started = {}, None, boottime()
                     continue
                 raise
-            doc = orjson.loads(resp.data)
+            self._resp = resp  # stop() can shut a body that is slow to come
+            try:
+                if self._stop.is_set():
+                    _shutdown(resp)
+                doc = orjson.loads(resp.data)
+            finally:
+                self._resp = None
             self.beat = boottime()
             meta = doc.get("metadata") or {}
             for obj in doc.get("items") or []:
@@ -275,10 +297,10 @@ class Informer:
         self.synced.set()
         if self.on_change:
             for kind, key in changed:
-                self.on_change(kind, kept[key])
+                self._notify(kind, kept[key])
             for key, value in old.items():
                 if key not in kept:
-                    self.on_change("DELETED", value)
+                    self._notify("DELETED", value)
 
     def _watch_once(self) -> None:
         """One watch, from ``resource_version`` until the server ends it at ``watch_timeout``. The
@@ -291,11 +313,13 @@ class Informer:
         if self._stop.is_set():  # stop() ran between the request and now: it could not shut this one
             _shutdown(resp)
         opened = boottime()
+        events = 0
         try:
             for line in _lines(resp):
                 if self._stop.is_set():
                     return
                 self._apply(orjson.loads(line))
+                events += 1
         except Exception as exc:
             if self._stop.is_set():
                 return
@@ -308,9 +332,23 @@ class Informer:
         finally:
             self._resp = None
             _close(resp)
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        lasted = boottime() - opened
+        if lasted >= 0.9 * int(self.watch_timeout):
             self.restarts["timeout"] += 1
             self._confirmed(boottime())  # the server ended the watch at its timeout: nothing missed
+            return
+        # Ended early and cleanly: a server shutting down ends every watch at once, new ones included
+        # (apiserver watch.go ``HandleHTTP``: ``<-s.ServerShuttingDownCh``), and so does a proxy that
+        # cuts long requests. That end confirms nothing: the events since our version may be unsent.
+        # Without an event at all it is an error that backs off, as client-go's "very short watch"
+        # (reflector.go ``handleWatch``); otherwise we resume at once, unconfirmed.
+        self.restarts["early"] += 1
+        if events == 0:
+            raise ConnectionError(f"watch ended after {lasted:.1f}s without any event, before its "
+                                  f"{int(self.watch_timeout)}s timeout (an API server shutting down, or a "
+                                  "proxy cutting the stream)")
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -337,8 +375,18 @@ class Informer:
             else:
                 self._store[key] = kept
             self.generation += 1
-        if self.on_change and kind in ("ADDED", "MODIFIED", "DELETED"):
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self._notify(kind, obj)
+
+    def _notify(self, kind: str, obj: dict[str, Any]) -> None:
+        """The component's callback; one that raises is logged and loses nothing else (the store is
+        already up to date, and the next change or list is delivered as usual)."""
+        if self.on_change is None:
+            return
+        try:
             self.on_change(kind, obj)
+        except Exception:
+            log.exception("%s informer: the change callback failed on %s %s", self.kind, kind, object_key(obj))
 
     def _confirmed(self, at: float) -> None:
         if self.error is not None:
@@ -415,12 +463,19 @@ class KubeCaches:
         for informer in self.informers.values():
             informer.start()
 
-    def stop(self) -> None:
-        """Every informer told to stop first, then each waited for: one shutdown, not one per kind."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Every informer told to stop first, then each waited for within one shared ``timeout``: one
+        shutdown, not one per kind. An informer whose list request hangs before its answer's headers
+        cannot be interrupted (urllib3 does not hand the socket out until then); waiting 5 s for each
+        in turn made a shutdown against a hung API server last kinds x 5 s (fencing: 25 s, against
+        its 2 s promise and past the kubelet's 30 s grace). Such a thread ends by itself at its list's
+        read deadline, or with the process (daemon threads, ``runtime.exit_now``); every other
+        informer ends within milliseconds (its stream's socket is shut), so 1 s is ample."""
+        deadline = boottime() + timeout
         for informer in self.informers.values():
             informer._stop.set()
         for informer in self.informers.values():
-            informer.stop()
+            informer.stop(max(0.0, deadline - boottime()))
 
     @property
     def synced(self) -> bool:

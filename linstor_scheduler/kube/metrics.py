@@ -61,7 +61,8 @@ class KubeCollector(Collector):
         relists = CounterMetricFamily(f"{PREFIX}_informer_relists", "full lists by reason (start, expired: "
                                       "410 Gone, error)", labels=["kind", "reason"])
         restarts = CounterMetricFamily(f"{PREFIX}_watch_restarts", "watches ended by reason (timeout: the "
-                                       "server's normal end, silent: no word past the read deadline, error)",
+                                       "server's normal end, silent: no word past the read deadline, error, "
+                                       "early: ended cleanly before its timeout)",
                                        labels=["kind", "reason"])
         stuck_kinds = {s.split(" ", 1)[0] for s in self.caches.stuck()}
         for kind, informer in self.caches.informers.items():
