@@ -356,6 +356,9 @@ def test_the_linstor_controller_goes_away_and_comes_back():
         port = rig.linstor.port
         began = time.monotonic()
         rig.linstor.stop()
+        wait_for(lambda: rig.ready().json()["last_error"], what="a failed LINSTOR read")
+        within = rig.ready()
+        assert within.status_code == 200 and rig.scores() == JUDGED, "the last good state, within the bound"
         wait_for(lambda: rig.ready().status_code == 503, timeout=BOUND + 3, what="LINSTOR state past its bound")
         measured("the LINSTOR controller goes away: /readyz 503 after", time.monotonic() - began)
         body = stale_for(rig, "LINSTOR state")
