@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, env_name, exceeds, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
@@ -66,6 +66,12 @@ def _health(args: argparse.Namespace, registry: Any, ready: Any) -> Health:
     return Health(registry, ready, args.listen_address, args.port)
 
 
+def pass_bound(lvm_timeout: float, linstor_timeout: float) -> float:
+    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: both LVM commands
+    at their timeout, and twenty LINSTOR calls (four reads of three tries, the writes) at theirs."""
+    return 2 * lvm_timeout + 20 * linstor_timeout
+
+
 def run_sync_node(args: argparse.Namespace) -> int:
     from .agent import NodeAgent
     from .metrics import SyncMetrics
@@ -81,9 +87,11 @@ def run_sync_node(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         client = make_linstor_client(args)
-        agent = NodeAgent(args.linstor_node_name or args.node_name, lvm_source(args), client, prune=args.prune,
+        lvm = lvm_source(args)
+        agent = NodeAgent(args.linstor_node_name or args.node_name, lvm, client, prune=args.prune,
                           dry_run=args.dry_run, events=_events(args, "linstor-scheduler-sync-node"), metrics=metrics,
-                          kube_node_name=args.node_name)
+                          kube_node_name=args.node_name,
+                          pass_bound=pass_bound(getattr(lvm, "timeout", 60.0), args.linstor_timeout))
         try:
             if args.once:
                 result = await agent.run_pass()
@@ -91,24 +99,31 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            def ready() -> tuple[bool, str]:
-                last = agent.last_success
-                if last is None:
-                    return False, "no successful pass yet" + (f": {agent.last_result.error}"
-                                                              if agent.last_result and agent.last_result.error else "")
-                age = boottime() - last
-                limit = max(3 * args.interval, args.max_backoff + args.interval)
-                return age < limit, f"last successful pass {age:.0f}s ago"
-
-            log.info("sync-node for %s: every %.0fs%s%s", args.node_name, args.interval,
-                     ", prune" if args.prune else "", ", dry run" if args.dry_run else "")
-            return await run_service(
-                "sync-node", lambda stop: agent.run(stop, interval=args.interval, max_backoff=args.max_backoff),
-                health=_health(args, metrics.registry, ready))
+            return await serve_sync_node(args, agent)
         finally:
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
+
+
+async def serve_sync_node(args: argparse.Namespace, agent: Any, stop_flag: threading.Event | None = None) -> int:
+    """The agent's loop until SIGTERM (or ``stop_flag``), with its side port: ``/readyz`` from the last
+    good pass (``agent.readiness``), ``/healthz`` from the loop's own turning (``agent.liveness``), and
+    the Kubernetes layer's metrics of its Events. Tests run exactly this."""
+    from linstor_scheduler.kube.metrics import KubeCollector
+
+    from .agent import readiness_bound
+
+    bound = readiness_bound(args.interval, args.max_backoff)
+    if agent.events is not None:
+        agent.metrics.registry.register(KubeCollector(recorder=agent.events))
+    log.info("sync-node for %s: every %.0fs%s%s", agent.kube_node_name, args.interval,
+             ", prune" if agent.prune else "", ", dry run" if agent.dry_run else "")
+    health = Health(agent.metrics.registry, lambda: agent.readiness(bound), args.listen_address, args.port,
+                    alive=agent.liveness)
+    return await run_service(
+        "sync-node", lambda stop: agent.run(stop, interval=args.interval, max_backoff=args.max_backoff),
+        health=health, stop_flag=stop_flag)
 
 
 def load_class_config(path: str | None) -> Any:
