@@ -247,7 +247,8 @@ def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
         flags = [threading.Event(), threading.Event()]
         threads = []
         for elector, port, flag in zip(electors, ports, flags, strict=True):
-            args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+            args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port,
+                                      max_staleness=3.0, api_timeout=1.0)
             coro = serve_exporter(args, LinstorClient(lsrv.url), ks.api, elector, stop_flag=flag)
             threads.append(threading.Thread(target=asyncio.run, args=(coro,)))
         for thread in threads:
@@ -329,7 +330,8 @@ def test_exporter_leading_without_linstor_claims_no_figures_and_a_failing_linsto
     emu.inject(fail=10**9, status=500, path_prefix="/v1/")
     with emu.serve() as lsrv:
         port, flag = _free_port(), threading.Event()
-        args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+        args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port,
+                                      max_staleness=3.0, api_timeout=1.0)
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         thread = threading.Thread(target=asyncio.run, args=(serve_exporter(args, client, ks.api, AlwaysLeader(),
                                                                            stop_flag=flag),))
