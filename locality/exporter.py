@@ -58,7 +58,7 @@ class LocalityExporter:
         self.caches, self.max_staleness = caches, max_staleness
         self.last: Summary | None = None
         self.last_at: float | None = None
-        self.figures_from: float | None = None  # clock() of the oldest read the exported figures come from
+        self.figures_from: float | None = None  # clock() of the LINSTOR read the exported figures come from
         self.beat = clock()  # the computation loop's last turn (liveness)
         self._stale_said: str | None = None
         metrics.bind_age(self.figures_age)
@@ -87,7 +87,7 @@ class LocalityExporter:
             return None
         if not self.holder.ready or not self.pods.synced.is_set():
             return None
-        fresh, why, age = self.view()
+        fresh, why, _ = self.view()
         if not fresh:
             if why != self._stale_said:
                 log.warning("locality: no new figures: %s", why)
@@ -99,7 +99,9 @@ class LocalityExporter:
         state = self.holder.state
         summary = summarize(locate_all(self.pods.items(), state))
         self.metrics.publish(summary)
-        self.figures_from = self.clock() - (age or 0.0) if self.caches is not None else state.synced_at
+        # The LINSTOR read's time: the Kubernetes view was within the bound too (checked above), and its
+        # confirmations come and go with each watch, which would make the age jump back and forth.
+        self.figures_from = state.linstor_synced_at
         if self.last is None or (summary.pods, summary.local) != (self.last.pods, self.last.local):
             log.info("locality: %d of %d pods local (%.0f%%)", summary.local, summary.pods, summary.share * 100)
         self.last, self.last_at = summary, self.clock()
