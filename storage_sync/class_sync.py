@@ -321,6 +321,12 @@ def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, 
     return True, f"leading; last good read {age:.0f}s ago{failing}"
 
 
+def next_wait(leading: bool, interval: float, standby_poll: float, retry_after: float) -> float:
+    """Until the next look: a leader's next pass after ``interval``, and never before a 429's
+    ``Retry-After`` has passed; a standby looks at the Lease every ``standby_poll``."""
+    return max(interval, retry_after) if leading else standby_poll
+
+
 def turning(now: float, beat: float, bound: float, what: str) -> tuple[bool, str]:
     """``/healthz`` of one loop: it turned within ``bound`` seconds."""
     idle = now - beat
@@ -342,12 +348,11 @@ async def run_as_leader(reconciler: ClassReconciler, elector: Any, stop: asyncio
             beat()
         leading = elector.is_leader
         reconciler.metrics.leader.set(1 if leading else 0)
-        wait = interval if leading else standby_poll
         if leading:
             reconciler.retry_after = 0.0
             reconciler.last_result = await reconciler.run_pass()
-            wait = max(wait, reconciler.retry_after)
         else:
             reconciler.withdraw()
+        wait = next_wait(leading, interval, standby_poll, reconciler.retry_after)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -232,6 +232,41 @@ def test_linstor_fails_no_new_figures_then_fresh_ones(exporter: Exporter) -> Non
     assert recovered("LINSTOR 500s", back) < 3
 
 
+def test_a_standby_with_a_stale_view_is_not_ready_and_computes_nothing() -> None:
+    """A standby may take over at any time: its /readyz fails, with the reason, when its own view
+    is past the bound, as the leader's does; and a leader with that view computes nothing."""
+    from locality.exporter import LocalityExporter
+    from locality.metrics import LocalityMetrics
+    from scheduler_extender.judge import StateHolder
+
+    from .test_locality import cluster
+
+    class StaleCaches:
+        def age(self) -> float:
+            return 10.0
+
+        def stalest(self) -> str:
+            return "Pod confirmed 10s ago (TimeoutError: watch silent)"
+
+    class Pods:
+        synced = threading.Event()
+
+        def items(self) -> list:
+            return []
+
+    Pods.synced.set()
+    state = cluster()
+    holder = StateHolder(state=state, ready=True)
+    standby = AlwaysLeader()
+    standby.is_leader = False
+    exporter = LocalityExporter(holder, Pods(), LocalityMetrics(), standby, caches=StaleCaches(),
+                                max_staleness=3, clock=lambda: state.linstor_synced_at + 1)
+    assert exporter.ready() == (False, "Kubernetes view 10s old (bound 3s): Pod confirmed 10s ago "
+                                       "(TimeoutError: watch silent)")
+    exporter.leader = AlwaysLeader()
+    assert exporter.run_once() is None and exporter.metrics.registry.get_sample_value(RATIO) is None
+
+
 def test_the_view_verdict() -> None:
     assert view_verdict(None, 1, 3, "LINSTOR read failed: x", "") == (False, "no LINSTOR read yet: LINSTOR read "
                                                                           "failed: x")

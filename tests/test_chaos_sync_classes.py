@@ -26,7 +26,7 @@ from linstor_scheduler.kube.client import make_api_client
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.kube.lease import LeaderElector
 from linstor_scheduler.linstor.client import LinstorClient
-from storage_sync.class_sync import Blindness, ClassReconciler, leader_readiness
+from storage_sync.class_sync import Blindness, ClassReconciler, leader_readiness, next_wait
 from storage_sync.classes import CREATE, IN_SYNC, RECREATE, ClassConfig, as_wanted, desired_class
 from storage_sync.wiring import serve_sync_classes
 
@@ -126,6 +126,8 @@ def test_a_429_is_tried_again_after_its_retry_after(doubles) -> None:
     ks.inject(fail=2, status=429, path_prefix=SC_PATH, retry_after=5)
     rec, refused = one_pass(ks, url)
     assert refused.error and "429" in refused.error and rec.retry_after == 5
+    assert next_wait(True, 0.2, 1.0, rec.retry_after) == 5, "the next pass waits for Retry-After"
+    assert next_wait(True, 30, 1.0, 5) == 30 and next_wait(False, 30, 1.0, 5) == 1.0
 
 
 # --- the service -------------------------------------------------------------------------------
