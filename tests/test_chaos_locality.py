@@ -145,6 +145,32 @@ def test_etcd_compacts_past_a_quiet_kind_while_its_watch_is_refused(exporter: Ex
     wait_for(lambda: exporter.ratio() == 1.0, timeout=5, what="new figures")
 
 
+def test_a_continue_token_expires_during_a_list(exporter: Exporter) -> None:
+    """600 pods (two pages of 500) and a slow API server: the API server restarts while db-1 is
+    deleted, so the Pod informer lists again; etcd compacts while it reads the first page, so the
+    second page's continue token answers 410. The informer lists again from the top (a list made of
+    two snapshots is not one state) and the view is whole and fresh again."""
+    ks = exporter.ks
+    for i in range(600):
+        ks.add({"kind": "Pod", "metadata": {"name": f"batch-{i:03}", "namespace": "jobs"}, "spec": {}})
+    ks.slow(0.5, path_prefix="/api/v1/pods")
+    expired = exporter.kube("informer_relists_total", "Pod", reason="expired")
+    ks.down()
+    ks.delete("Pod", "db-1", "default")
+    ks.up()
+    began = time.monotonic()
+    wait_for(lambda: any(p.startswith("/api/v1/pods?") and "continue=" in p for _, p in ks.requests), timeout=10,
+             what="the second page asked for")
+    ks.expire_continue_tokens()
+    wait_for(lambda: exporter.kube("informer_relists_total", "Pod", reason="expired") >= expired + 2, timeout=10,
+             what="the 410 on resume and the 410 on the continue token")
+    wait_for(lambda: exporter.ratio() == 1.0 and exporter.fresh(), timeout=15, what="a whole, fresh view")
+    ks.reset_faults()
+    recovered("continue token expired during a list", began)
+    lists = [p for _, p in ks.requests if p.startswith("/api/v1/pods?") and "watch=true" not in p]
+    assert sum("continue=" not in p for p in lists) >= 3, "the start, the relist, and the list from the top"
+
+
 def test_a_hung_backend_means_no_new_figures_and_readyz_says_why(exporter: Exporter) -> None:
     """The API server accepts and never answers: watches end and the next ones hang, the view ages
     past --max-staleness; /readyz fails naming the stale informers, the metrics say which informer
