@@ -35,6 +35,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "on /metrics. Every replica serves /metrics; only the Lease holder exports the figures.")
     add_option(e, "--interval", type=float, default=30.0, above=0, help="seconds between computations")
     add_option(e, "--poll-interval", type=float, default=30.0, above=0, help="seconds between LINSTOR reads")
+    add_option(e, "--max-staleness", type=float, default=90.0, above=0,
+               help="seconds; no figures from a LINSTOR or Kubernetes view older than this (/readyz fails, the "
+               "state age grows); more than --poll-interval")
     add_health_options(e, 8096)
     add_linstor_options(e)
     add_kube_options(e)

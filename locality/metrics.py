@@ -30,7 +30,8 @@ class LocalityMetrics:
         self.local_ratio = MeasuredGauge("linstor_scheduler_pods_local_ratio", "Share of running pods with LINSTOR "
                                          "volumes that are local (1 with none)", registry=r)
         self.state_age = MeasuredGauge("linstor_scheduler_locality_state_age_seconds",
-                                       "Age of the LINSTOR and Kubernetes state the figures come from", registry=r)
+                                       "Age of the LINSTOR read the figures come from (computed only from a "
+                                       "view within --max-staleness)", registry=r)
         self.leader = Gauge("linstor_scheduler_locality_leader", "1 while this instance holds the Lease and exports",
                             registry=r)
 

@@ -33,32 +33,51 @@ class ExporterService:
 
     async def start(self) -> None:
         self.caches.start()
-        self.pods.start()
         await self.syncer.start()
 
     async def stop(self) -> None:
         await self.syncer.stop()
-        self.pods.stop()
         self.caches.stop()
         await self.client.aclose()
 
+    def alive(self) -> tuple[bool, str]:
+        """``/healthz``: every informer loop, the LINSTOR poll and the computation loop still turn."""
+        checks = [self.caches.liveness(), self.exporter.turning(self.exporter.interval + 60.0)]
+        ended = [task.get_name() for task in getattr(self.syncer, "_tasks", ()) if task.done()]
+        if ended:
+            checks.append((False, f"the state loop {', '.join(ended)} ended"))
+        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
+
 
 def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interval: float = 30.0,
-                   interval: float = 30.0, metrics: LocalityMetrics | None = None) -> ExporterService:
-    from linstor_scheduler.kube.informer import Informer, KubeCaches
+                   interval: float = 30.0, metrics: LocalityMetrics | None = None, max_staleness: float = 90.0,
+                   read_slack: float = 10.0) -> ExporterService:
+    """One ``KubeCaches`` for the extender's kinds and the pods (so one age, one set of metrics), each
+    watch ended by the server every third of ``max_staleness``; a watch silent ``read_slack`` past
+    that is dead. Pod changes do not rebuild the state: pods are read at each computation."""
+    from linstor_scheduler.kube.informer import KubeCaches
+    from linstor_scheduler.kube.metrics import KubeCollector
     from scheduler_extender.judge import StateHolder
     from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
 
     from .exporter import LocalityExporter
-    from .pods import TRANSFORMS, pod_record
+    from .pods import TRANSFORMS, PodRecord, pod_record
 
     metrics = metrics or LocalityMetrics()
     holder = StateHolder()
     syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=False)
-    caches = KubeCaches(api, list(EXTENDER_KINDS), on_change=syncer.kube_changed, transforms=TRANSFORMS)
+
+    def changed(event: str, obj: Any) -> None:
+        if not isinstance(obj, PodRecord) and not (isinstance(obj, dict) and obj.get("kind") == "Pod"):
+            syncer.kube_changed(event, obj)
+
+    caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms={**TRANSFORMS, "Pod": pod_record},
+                        max_age=max_staleness, read_slack=read_slack)
     syncer.caches = caches
-    pods = Informer(api, "Pod", transform=pod_record)  # no callback: pods are read at each computation
-    exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval)
+    pods = caches["Pod"]
+    exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval, caches=caches,
+                                max_staleness=max_staleness)
+    metrics.registry.register(KubeCollector(caches, elector=leader))
     return ExporterService(exporter, syncer, caches, pods, metrics, client)
 
 
@@ -75,10 +94,15 @@ def run_exporter(args: argparse.Namespace) -> int:
 
 async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: Any, leader: Any,
                          stop_flag: threading.Event | None = None) -> int:
-    """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics."""
+    """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics.
+    A silent watch is dead ``--api-timeout`` past its own end (the read slack of the informers)."""
+    from linstor_scheduler.config import exceeds
     from linstor_scheduler.runtime import Health, run_service
 
-    service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval)
+    exceeds(args, "--max-staleness", "--poll-interval",
+            "the LINSTOR view would be stale, and no figures computed, between every two reads")
+    service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval,
+                             max_staleness=args.max_staleness, read_slack=args.api_timeout)
 
     async def work(stop: asyncio.Event) -> None:
         await service.start()
@@ -87,7 +111,8 @@ async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: A
         finally:
             await service.stop()
 
-    health = Health(service.metrics.registry, service.exporter.ready, args.listen_address, args.port)
+    health = Health(service.metrics.registry, service.exporter.ready, args.listen_address, args.port,
+                    alive=service.alive)
     return await run_service("locality-exporter", work, health=health, elector=leader, stop_flag=stop_flag)
 
 

@@ -5,6 +5,13 @@ pass without a write (``PassResult.error``). At steady state a pass makes two LI
 (the node, its storage pools) and no writes; the node's resources are read only when a pool we
 created lost its tag. Problems are reported when they appear or change (log line, Warning Event on
 the Node, metric), and again every ``repeat_seconds`` while they last, not on every pass.
+
+Kubernetes is only where the Events go: ``EventRecorder.record`` queues and returns, so an API server
+that hangs or refuses costs Events (queued, then dropped and counted), never a pass. LINSTOR or LVM
+failing ends the pass without a write; the loop retries with a doubling wait (capped at
+``max_backoff``). The probes are two different questions (``readiness``, ``liveness``): is the last
+good read recent enough (and if not, why and since when), and does the loop still turn (a pass that
+never returns, a hung ``vgs`` in uninterruptible sleep, is what a restart can cure).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ class NodeAgent:
     def __init__(self, node_name: str, lvm: LvmSource, linstor: LinstorClient, *, prune: bool = False,
                  dry_run: bool = False, events: Any = None, metrics: SyncMetrics | None = None,
                  repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime,
-                 kube_node_name: str | None = None) -> None:
+                 kube_node_name: str | None = None, pass_bound: float = 300.0) -> None:
         self.node_name = node_name  # in LINSTOR
         self.kube_node_name = kube_node_name or node_name  # the Node our Events go to
         self.lvm = lvm
@@ -68,18 +75,40 @@ class NodeAgent:
         self.last_result: PassResult | None = None
         self.last_success: float | None = None
         self.read_at: float | None = None  # clock() at the start of the last pass whose reads all worked
+        self.failing_since: float | None = None  # clock() at the start of the first failed pass in a row
+        self.pass_bound = pass_bound  # the longest a pass may run (its reads' and writes' own deadlines)
+        self.pass_started: float | None = None  # clock() when the running pass began; None between passes
+        self.next_pass_at: float | None = None  # clock() when the loop's next pass is due
         self.metrics.bind_age(lambda: age_since(self.clock, self.read_at))
 
     async def run_pass(self) -> PassResult:
         started = time.perf_counter()
-        result = await self._pass()
+        self.pass_started = self.clock()
+        try:
+            result = await self._pass()
+        finally:
+            began, self.pass_started = self.pass_started, None
         self.last_result = result
         outcome = "error" if result.error else ("failed" if result.failed else "ok")
         self.metrics.passes.labels(outcome).inc()
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         if result.ok:
             self.last_success = self.clock()
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = began
         return result
+
+    def readiness(self, bound: float) -> tuple[bool, str]:
+        """For ``/readyz``: see ``pass_readiness``."""
+        last = self.last_result
+        error = None if last is None or last.ok else (last.error or "; ".join(
+            f"{item.action} {item.pool}: {why}" for item, why in last.failed))
+        return pass_readiness(self.clock(), self.last_success, self.failing_since, error, bound)
+
+    def liveness(self) -> tuple[bool, str]:
+        """For ``/healthz``: see ``loop_liveness``."""
+        return loop_liveness(self.clock(), self.pass_started, self.next_pass_at, self.pass_bound)
 
     async def _pass(self) -> PassResult:
         started = self.clock()
@@ -170,8 +199,49 @@ class NodeAgent:
             except Exception:  # a bug must not kill the agent: log it and try again later
                 log.exception("sync pass crashed")
                 result = PassResult(error="crashed")
+                self.last_result = result
             failures = 0 if result.ok else failures + 1
-            delay = interval if failures == 0 else min(max_backoff, interval * 2 ** min(failures - 1, 10))
+            delay = retry_delay(failures, interval, max_backoff)
+            self.next_pass_at = self.clock() + delay
             self.metrics.consecutive_failures.set(failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+# --- the decisions behind the loop and its probes (pure: tests call them with any clock) -----------
+def retry_delay(failures: int, interval: float, max_backoff: float) -> float:
+    """``interval`` after a good pass; after ``failures`` in a row, doubled per failure, capped."""
+    return interval if failures == 0 else min(max_backoff, interval * 2 ** min(failures - 1, 10))
+
+
+def readiness_bound(interval: float, max_backoff: float) -> float:
+    """How old the last good pass may be while ``/readyz`` still answers 200: three passes, and never
+    less than the longest back-off plus one pass (a failing LINSTOR waits that long between tries)."""
+    return max(3 * interval, max_backoff + interval)
+
+
+def pass_readiness(now: float, last_success: float | None, failing_since: float | None, error: str | None,
+                   bound: float) -> tuple[bool, str]:
+    """Ready while the last good pass is younger than ``bound``; the text always says why passes fail
+    and since when, so ``kubectl describe pod`` explains itself before the probe fails."""
+    failing = f"; failing for {now - failing_since:.0f}s: {error}" if failing_since is not None and error else ""
+    if last_success is None:
+        return False, "no successful pass yet" + failing
+    age = now - last_success
+    if age > bound:
+        return False, f"last successful pass {age:.0f}s ago (bound {bound:.0f}s){failing}"
+    return True, f"last successful pass {age:.0f}s ago{failing}"
+
+
+def loop_liveness(now: float, pass_started: float | None, next_pass_at: float | None,
+                  pass_bound: float) -> tuple[bool, str]:
+    """The loop turns while a running pass is younger than ``pass_bound`` and, between passes, the
+    next one is no later than ``pass_bound`` past its due time. Failing passes are readiness."""
+    if pass_started is not None:
+        running = now - pass_started
+        if running > pass_bound:
+            return False, f"a pass has been running for {running:.0f}s (bound {pass_bound:.0f}s): stuck"
+        return True, f"pass running for {running:.0f}s"
+    if next_pass_at is not None and now > next_pass_at + pass_bound:
+        return False, f"the next pass is {now - next_pass_at:.0f}s overdue (bound {pass_bound:.0f}s): the loop stopped"
+    return True, "passes turning"

@@ -6,6 +6,16 @@ deletes with UID + resourceVersion preconditions (never a class someone changed 
 creates at once; if the create fails, the merged body is kept in memory and retried first on the
 next pass, so the user's labels and annotations survive (only a crash in between loses them; the
 Event written before the delete records them).
+
+Kubernetes calls go through ``KubeCalls`` (each with ``--api-timeout``): reads in the read pool,
+retried once after a transport error; writes in the write pool, sent once. A write whose answer
+never came (a cut connection, a deadline) or that met 409 AlreadyExists is settled by reading the
+class back: the class we meant is there -> done (no error, no retry, no 409 next time); the old one
+is still there -> the delete was not done. A 429 (API Priority and Fairness: nothing was done) is
+tried once more after its ``Retry-After`` when that fits in the deadline; otherwise the pass fails
+and the next one waits at least that long. As Lease holder, an instance blind past its bound (no
+good LINSTOR and StorageClass read for ``max_staleness``) steps aside (``Blindness``, the elector's
+``eligible``) so that a standby that sees can lead.
 """
 
 from __future__ import annotations
@@ -22,12 +32,24 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
 from linstor_scheduler.measured import age_since
 
-from .classes import CONFLICT, CREATE, IN_SYNC, POOL_GONE, RECREATE, ClassAction, ClassConfig, plan_classes, pool_nodes
+from .classes import (
+    CONFLICT,
+    CREATE,
+    IN_SYNC,
+    POOL_GONE,
+    RECREATE,
+    ClassAction,
+    ClassConfig,
+    as_wanted,
+    plan_classes,
+    pool_nodes,
+)
 from .metrics import ClassMetrics
 
 log = logging.getLogger("linstor_scheduler.sync_classes")
@@ -57,8 +79,10 @@ class ClassPassResult:
 class ClassReconciler:
     def __init__(self, linstor: LinstorClient, api_client: k8s.ApiClient, *, config: ClassConfig | None = None,
                  dry_run: bool = False, events: Any = None, metrics: ClassMetrics | None = None,
-                 repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime) -> None:
+                 repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime,
+                 calls: KubeCalls | None = None) -> None:
         self.linstor = linstor
+        self.calls = calls or KubeCalls()
         self.api_client = api_client
         self.storage = k8s.StorageV1Api(api_client)
         self.config = config or ClassConfig()
@@ -71,16 +95,48 @@ class ClassReconciler:
         self._reported: dict[tuple[str, str], float] = {}
         self.last_result: ClassPassResult | None = None
         self.read_at: float | None = None  # clock() at the start of the last pass whose reads worked
+        self.retry_after = 0.0  # seconds the API server asked us to wait (429) before the next pass
         self.metrics.bind_age(lambda: age_since(self.clock, self.read_at))
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last pass failed (a read, or the writes), None when it worked or none ran."""
+        last = self.last_result
+        if last is None or last.ok:
+            return None
+        return last.error or "; ".join(f"{action.action} {action.name}: {why}" for action, why in last.failed)
 
     def withdraw(self) -> None:
         """Not leading: no figures, no age (the Lease holder's are the cluster's)."""
         self.read_at = None
         self.metrics.withdraw()
 
-    def _list_classes(self) -> list[dict[str, Any]]:
-        resp = self.storage.list_storage_class(_preload_content=False)
+    def _list_classes(self, field_selector: str | None = None) -> list[dict[str, Any]]:
+        extra = {"field_selector": field_selector} if field_selector else {}
+        resp = self.storage.list_storage_class(_preload_content=False, **extra)
         return list(orjson.loads(resp.data).get("items") or [])
+
+    async def _read_class(self, name: str) -> dict[str, Any] | None:
+        """The class as the API server has it now (a list by name: the Role grants list, not get)."""
+        found = await self._call(self.calls.read, self._list_classes, f"metadata.name={name}")
+        return found[0] if found else None
+
+    async def _call(self, send: Callable[..., Any], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``send(fn, ...)`` (a read or a write of ``self.calls``); on 429, once more after ``Retry-After``
+        when that fits in the deadline (APF refused before doing anything, so a write too may be sent
+        again), else the 429 stands and the next pass waits for it."""
+        try:
+            return await send(fn, *args, **kwargs)
+        except ApiException as exc:
+            wait = retry_after(exc)
+            if wait is None:
+                raise
+            self.retry_after = max(self.retry_after, wait)
+            if wait > self.calls.timeout:
+                raise
+            log.info("Kubernetes asks us to wait %.0fs (429); trying once more then", wait)
+            await asyncio.sleep(wait)  # the server's own Retry-After, not a synchronisation
+            return await send(fn, *args, **kwargs)
 
     async def run_pass(self, *, act: bool = True) -> ClassPassResult:
         result = await self._pass(act and not self.dry_run)
@@ -95,8 +151,8 @@ class ClassReconciler:
             log.warning("LINSTOR read failed, nothing done this pass: %s", exc)
             return ClassPassResult(error=f"LINSTOR: {exc}")
         try:
-            existing = await asyncio.to_thread(self._list_classes)
-        except Exception as exc:  # ApiException, connection errors
+            existing = await self._call(self.calls.read, self._list_classes)
+        except Exception as exc:  # ApiException, connection errors, deadlines
             log.warning("listing StorageClasses failed, nothing done this pass: %s", describe_api_error(exc))
             return ClassPassResult(error=f"Kubernetes: {describe_api_error(exc)}")
         self.read_at = started
@@ -120,7 +176,7 @@ class ClassReconciler:
             if action.action not in (CREATE, RECREATE):
                 continue
             try:
-                created = await asyncio.to_thread(self._apply, action)
+                created = await self._apply(action)
             except Exception as exc:
                 reason = describe_api_error(exc)
                 log.warning("%s failed: %s", action.message, reason)
@@ -133,7 +189,7 @@ class ClassReconciler:
             self._event(created, "Normal", "Recreated" if action.action == RECREATE else "Created", action.message)
         return result
 
-    def _apply(self, action: ClassAction) -> dict[str, Any]:
+    async def _apply(self, action: ClassAction) -> dict[str, Any]:
         assert action.body is not None
         if action.action == RECREATE:
             meta = (action.current or {}).get("metadata") or {}
@@ -142,15 +198,49 @@ class ClassReconciler:
                         f"{action.message}; keeping labels and annotations {orjson.dumps(kept).decode()}")
             self._pending[action.name] = action.body
             try:
-                self.storage.delete_storage_class(action.name, body=k8s.V1DeleteOptions(
-                    preconditions=k8s.V1Preconditions(uid=meta.get("uid"),
-                                                      resource_version=meta.get("resourceVersion"))))
-            except ApiException as exc:
-                if exc.status != 404:
-                    self._pending.pop(action.name, None)
-                    raise
-        created = self.storage.create_storage_class(action.body)
+                await self._delete(action.name, meta)
+            except Exception:
+                self._pending.pop(action.name, None)
+                raise
+        created = await self._create(action)
         self._pending.pop(action.name, None)
+        return created
+
+    async def _delete(self, name: str, meta: dict[str, Any]) -> None:
+        """Delete the class we read (UID and resourceVersion preconditions); gone already is done. No
+        answer: read it back, and only the same object still there means the delete was not done."""
+        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(
+            uid=meta.get("uid"), resource_version=meta.get("resourceVersion")))
+        try:
+            await self._call(self.calls.write, self.storage.delete_storage_class, name, body=options)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            now = await self._read_class(name)
+            if now is not None and (now.get("metadata") or {}).get("uid") == meta.get("uid"):
+                raise
+            log.info("deleting StorageClass %s: no answer (%s), but it is gone: going on", name,
+                     describe_api_error(exc))
+
+    async def _create(self, action: ClassAction) -> dict[str, Any]:
+        """Create the class; no answer, or 409 AlreadyExists: read it back, and the class we meant
+        being there is success (the answer was lost, or another instance made it first)."""
+        assert action.body is not None
+        try:
+            created = await self._call(self.calls.write, self.storage.create_storage_class, action.body)
+        except Exception as exc:
+            if not (is_transport_error(exc) or (isinstance(exc, ApiException) and exc.status == 409)):
+                raise
+            now = await self._read_class(action.name)
+            if not as_wanted(action.body, now):
+                raise
+            assert now is not None
+            log.info("creating StorageClass %s: %s, but it is there as wanted: done", action.name,
+                     describe_api_error(exc))
+            return now
         return self.api_client.sanitize_for_serialization(created)
 
     def _report(self, actions: list[ClassAction]) -> None:
@@ -178,19 +268,91 @@ class ClassReconciler:
                            message[:1000])
 
 
+def retry_after(exc: ApiException) -> float | None:
+    """The seconds of a 429's ``Retry-After`` (1 when it names none); None for any other answer."""
+    if exc.status != 429:
+        return None
+    try:
+        return max(0.0, float((exc.headers or {}).get("Retry-After") or 1))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+class Blindness:
+    """Whether this instance may hold the Lease (the elector's ``eligible``): as holder, not past
+    ``bound`` without a good read (counted from the later of the last good read and becoming leader,
+    so a new leader gets its chance); after stepping aside, not for another ``bound`` (so a standby
+    that sees can take the Lease instead of us taking it straight back)."""
+
+    def __init__(self, bound: float, clock: Callable[[], float] = boottime) -> None:
+        self.bound, self.clock = bound, clock
+        self.aside_until: float | None = None
+        self.why = ""  # why we stepped aside last
+
+    def eligible(self, leader_since: float | None, read_at: float | None, error: str | None) -> tuple[bool, str]:
+        now = self.clock()
+        if self.aside_until is not None and now < self.aside_until:
+            return False, f"{self.why} (aside for {self.aside_until - now:.0f}s more)"
+        if leader_since is None:
+            return True, "standby"
+        seen = max(leader_since, read_at if read_at is not None else leader_since)
+        if now - seen > self.bound:
+            self.aside_until = now + self.bound
+            self.why = (f"no good LINSTOR and StorageClass read for {now - seen:.1f}s (bound {self.bound:g}s)"
+                        + (f": {error}" if error else ""))
+            return False, self.why
+        return True, "leading"
+
+
+def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, read_at: float | None,
+                     error: str | None, now: float, bound: float) -> tuple[bool, str]:
+    """``/readyz``: a standby is ready (it may take over); the leader while its last good read is
+    younger than ``bound``, else not, with the reason."""
+    if not leading:
+        if ineligible:  # we do not read the Lease meanwhile: who holds it now is not ours to say
+            return True, f"standby, stepped aside: {ineligible}"
+        return True, f"standby; leader is {holder or 'unknown'}"
+    if read_at is None:
+        return False, "leading; no good LINSTOR and StorageClass read yet" + (f": {error}" if error else "")
+    age = now - read_at
+    failing = f"; last pass failed: {error}" if error else ""
+    if age > bound:
+        return False, f"leading; last good read {age:.0f}s ago (bound {bound:g}s){failing}"
+    return True, f"leading; last good read {age:.0f}s ago{failing}"
+
+
+def next_wait(leading: bool, interval: float, standby_poll: float, retry_after: float) -> float:
+    """Until the next look: a leader's next pass after ``interval``, and never before a 429's
+    ``Retry-After`` has passed; a standby looks at the Lease every ``standby_poll``."""
+    return max(interval, retry_after) if leading else standby_poll
+
+
+def turning(now: float, beat: float, bound: float, what: str) -> tuple[bool, str]:
+    """``/healthz`` of one loop: it turned within ``bound`` seconds."""
+    idle = now - beat
+    if idle > bound:
+        return False, f"{what} made no progress for {idle:.0f}s (bound {bound:.0f}s)"
+    return True, f"{what} turning"
+
+
 async def run_as_leader(reconciler: ClassReconciler, elector: Any, stop: asyncio.Event, *, interval: float,
-                        standby_poll: float = 1.0) -> None:
-    """Passes every ``interval`` while ``elector`` says we lead; a standby only watches the Lease.
+                        standby_poll: float = 1.0, beat: Callable[[], None] | None = None) -> None:
+    """Passes every ``interval`` (at least a 429's ``Retry-After``) while ``elector`` says we lead; a
+    standby only watches the Lease. ``beat`` is called on every turn (``/healthz``).
 
     The elector renews in its own thread; ``is_leader`` turns false by itself when renewals stop,
     so a leader cut off from the API server stops writing before another one can start.
     """
     while not stop.is_set():
+        if beat:
+            beat()
         leading = elector.is_leader
         reconciler.metrics.leader.set(1 if leading else 0)
         if leading:
+            reconciler.retry_after = 0.0
             reconciler.last_result = await reconciler.run_pass()
         else:
             reconciler.withdraw()
+        wait = next_wait(leading, interval, standby_poll, reconciler.retry_after)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval if leading else standby_poll)
+            await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -169,6 +169,15 @@ def _differences(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
     return diffs
 
 
+def as_wanted(want: Mapping[str, Any], have: Mapping[str, Any] | None) -> bool:
+    """``have`` is ours and says what ``want`` says: a create whose answer was lost (or that another
+    instance made first) left exactly the class we meant, so there is nothing to do or to report."""
+    if have is None:
+        return False
+    labels = (have.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY) == MANAGER and not _differences(want, have)
+
+
 @dataclass(frozen=True)
 class ClassAction:
     action: str

@@ -45,6 +45,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "linstor-scheduler are changed; stale ones are recreated keeping the user's labels and "
                        "annotations; none is deleted. One active instance, elected through a Lease.")
     add_option(c, "--interval", type=float, default=30.0, above=0, help="seconds between passes")
+    add_option(c, "--max-staleness", type=float, default=90.0, above=0,
+               help="seconds the leader may go without a good LINSTOR and StorageClass read before /readyz "
+               "fails and it hands the Lease over; more than --interval")
     add_option(c, "--config", help="YAML file with the class parameters (see docs/storage-sync.md)")
     add_flag(c, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(c, "--dry-run", help="print what would change and change nothing")

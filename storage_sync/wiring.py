@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, env_name, exceeds, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
@@ -62,8 +62,14 @@ def _ended(args: argparse.Namespace, code: int) -> int:
     exit_now(code)
 
 
-def _health(args: argparse.Namespace, registry: Any, ready: Any) -> Health:
-    return Health(registry, ready, args.listen_address, args.port)
+def _health(args: argparse.Namespace, registry: Any, ready: Any, alive: Any = None) -> Health:
+    return Health(registry, ready, args.listen_address, args.port, alive=alive)
+
+
+def pass_bound(lvm_timeout: float, linstor_timeout: float) -> float:
+    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: both LVM commands
+    at their timeout, and twenty LINSTOR calls (four reads of three tries, the writes) at theirs."""
+    return 2 * lvm_timeout + 20 * linstor_timeout
 
 
 def run_sync_node(args: argparse.Namespace) -> int:
@@ -81,9 +87,11 @@ def run_sync_node(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         client = make_linstor_client(args)
-        agent = NodeAgent(args.linstor_node_name or args.node_name, lvm_source(args), client, prune=args.prune,
+        lvm = lvm_source(args)
+        agent = NodeAgent(args.linstor_node_name or args.node_name, lvm, client, prune=args.prune,
                           dry_run=args.dry_run, events=_events(args, "linstor-scheduler-sync-node"), metrics=metrics,
-                          kube_node_name=args.node_name)
+                          kube_node_name=args.node_name,
+                          pass_bound=pass_bound(getattr(lvm, "timeout", 60.0), args.linstor_timeout))
         try:
             if args.once:
                 result = await agent.run_pass()
@@ -91,24 +99,30 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            def ready() -> tuple[bool, str]:
-                last = agent.last_success
-                if last is None:
-                    return False, "no successful pass yet" + (f": {agent.last_result.error}"
-                                                              if agent.last_result and agent.last_result.error else "")
-                age = boottime() - last
-                limit = max(3 * args.interval, args.max_backoff + args.interval)
-                return age < limit, f"last successful pass {age:.0f}s ago"
-
-            log.info("sync-node for %s: every %.0fs%s%s", args.node_name, args.interval,
-                     ", prune" if args.prune else "", ", dry run" if args.dry_run else "")
-            return await run_service(
-                "sync-node", lambda stop: agent.run(stop, interval=args.interval, max_backoff=args.max_backoff),
-                health=_health(args, metrics.registry, ready))
+            return await serve_sync_node(args, agent)
         finally:
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
+
+
+async def serve_sync_node(args: argparse.Namespace, agent: Any, stop_flag: threading.Event | None = None) -> int:
+    """The agent's loop until SIGTERM (or ``stop_flag``), with its side port: ``/readyz`` from the last
+    good pass (``agent.readiness``), ``/healthz`` from the loop's own turning (``agent.liveness``), and
+    the Kubernetes layer's metrics of its Events. Tests run exactly this."""
+    from linstor_scheduler.kube.metrics import KubeCollector
+
+    from .agent import readiness_bound
+
+    bound = readiness_bound(args.interval, args.max_backoff)
+    if agent.events is not None:
+        agent.metrics.registry.register(KubeCollector(recorder=agent.events))
+    log.info("sync-node for %s: every %.0fs%s%s", agent.kube_node_name, args.interval,
+             ", prune" if agent.prune else "", ", dry run" if agent.dry_run else "")
+    health = _health(args, agent.metrics.registry, lambda: agent.readiness(bound), agent.liveness)
+    return await run_service(
+        "sync-node", lambda stop: agent.run(stop, interval=args.interval, max_backoff=args.max_backoff),
+        health=health, stop_flag=stop_flag)
 
 
 def load_class_config(path: str | None) -> Any:
@@ -131,41 +145,76 @@ def load_class_config(path: str | None) -> Any:
 
 
 def run_sync_classes(args: argparse.Namespace) -> int:
+    from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
     from linstor_scheduler.kube.lease import elector_from_args
 
-    from .class_sync import ClassReconciler, run_as_leader
+    from .class_sync import Blindness, ClassReconciler
     from .metrics import ClassMetrics
     from .report import class_pass_doc, dumps, render_class_pass
 
     config = load_class_config(args.config)
+    if not args.once:
+        exceeds(args, "--max-staleness", "--interval", "a leader would step aside between every two passes")
     api = api_client_from_args(args)
     metrics = ClassMetrics()
 
     async def main() -> int:
         client = make_linstor_client(args)
         reconciler = ClassReconciler(client, api, config=config, dry_run=args.dry_run,
-                                     events=EventRecorder(api, "linstor-scheduler-sync-classes"), metrics=metrics)
+                                     events=EventRecorder(api, "linstor-scheduler-sync-classes"), metrics=metrics,
+                                     calls=KubeCalls(args.api_timeout))
         try:
             if args.once:
                 result = await reconciler.run_pass()
                 print(dumps(class_pass_doc(result, dry_run=args.dry_run)) if args.output == "json"
                       else render_class_pass(result, dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            elector = elector_from_args(api, args)
-
-            def ready() -> tuple[bool, str]:
-                if not elector.is_leader:
-                    return True, f"standby; leader is {elector.holder or 'unknown'}"
-                last = reconciler.last_result
-                return bool(last and last.ok), "last pass " + (
-                    "worked" if last and last.ok else f"failed: {last.error}" if last else "not run yet")
-
-            return await run_service(
-                "sync-classes", lambda stop: run_as_leader(reconciler, elector, stop, interval=args.interval),
-                health=_health(args, metrics.registry, ready), elector=elector)
+            blindness = Blindness(args.max_staleness)
+            elector = elector_from_args(api, args, eligible=lambda: blindness.eligible(
+                getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error))
+            return await serve_sync_classes(args, reconciler, elector)
         finally:
+            reconciler.calls.shutdown()
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
+
+
+async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector: Any,
+                             stop_flag: threading.Event | None = None) -> int:
+    """Passes while ``elector`` says we lead, until SIGTERM (or ``stop_flag``), with the side port:
+    ``/readyz`` (a standby is ready; the leader while its last good read is within
+    ``--max-staleness``), ``/healthz`` (the pass loop and the Lease loop both turn), and the Kubernetes
+    layer's metrics (calls, Events, the Lease). Tests run exactly this."""
+    from linstor_scheduler.clock import now as boottime
+    from linstor_scheduler.kube.metrics import KubeCollector
+
+    from .class_sync import leader_readiness, run_as_leader, turning
+
+    api_timeout = reconciler.calls.timeout
+    pass_bound = args.interval + 20 * max(api_timeout, getattr(args, "linstor_timeout", 10.0))
+    lease_bound = float(getattr(args, "lease_duration", 15.0)) + 3 * api_timeout
+    beats = {"passes": boottime()}
+    reconciler.metrics.registry.register(KubeCollector(calls=reconciler.calls, recorder=reconciler.events,
+                                                       elector=elector))
+
+    def ready() -> tuple[bool, str]:
+        return leader_readiness(bool(elector.is_leader), getattr(elector, "holder", None),
+                                getattr(elector, "ineligible", None), reconciler.read_at, reconciler.last_error,
+                                boottime(), args.max_staleness)
+
+    def alive() -> tuple[bool, str]:
+        now = boottime()
+        checks = [turning(now, beats["passes"], pass_bound, "the pass loop")]
+        if hasattr(elector, "beat"):
+            checks.append(turning(now, elector.beat, lease_bound, "the Lease loop"))
+        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
+
+    def beat() -> None:
+        beats["passes"] = boottime()
+
+    return await run_service(
+        "sync-classes", lambda stop: run_as_leader(reconciler, elector, stop, interval=args.interval, beat=beat),
+        health=_health(args, reconciler.metrics.registry, ready, alive), elector=elector, stop_flag=stop_flag)

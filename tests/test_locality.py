@@ -227,6 +227,15 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
+def listening(url: str) -> bool:
+    """The side port answers (the service starts it after the Lease and the informers)."""
+    try:
+        httpx.get(url + "/healthz")
+    except httpx.TransportError:
+        return False
+    return True
+
+
 def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
     """Two ``locality-exporter`` services as the CLI runs them (informers, LINSTOR polls, Lease, side
     port), each in its own thread, against the emulator and the API stand-in."""
@@ -247,7 +256,8 @@ def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
         flags = [threading.Event(), threading.Event()]
         threads = []
         for elector, port, flag in zip(electors, ports, flags, strict=True):
-            args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+            args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port,
+                                      max_staleness=3.0, api_timeout=1.0)
             coro = serve_exporter(args, LinstorClient(lsrv.url), ks.api, elector, stop_flag=flag)
             threads.append(threading.Thread(target=asyncio.run, args=(coro,)))
         for thread in threads:
@@ -255,6 +265,7 @@ def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
         leader_url, standby_url = (f"http://127.0.0.1:{p}" for p in ports)
         try:
             key = 'linstor_scheduler_volume_locality{locality="diskless",storage_class="linstor-thindata-r2"}'
+            wait_for(lambda: listening(leader_url) and listening(standby_url), what="both side ports")
             wait_for(lambda: scrape(leader_url).get(key) == 1, what="the holder's figures")
             figures = scrape(leader_url)
             assert figures["linstor_scheduler_pods_local_ratio"] == 0.5
@@ -329,13 +340,15 @@ def test_exporter_leading_without_linstor_claims_no_figures_and_a_failing_linsto
     emu.inject(fail=10**9, status=500, path_prefix="/v1/")
     with emu.serve() as lsrv:
         port, flag = _free_port(), threading.Event()
-        args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port)
+        args = argparse.Namespace(poll_interval=0.2, interval=0.1, listen_address="127.0.0.1", port=port,
+                                      max_staleness=3.0, api_timeout=1.0)
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         thread = threading.Thread(target=asyncio.run, args=(serve_exporter(args, client, ks.api, AlwaysLeader(),
                                                                            stop_flag=flag),))
         thread.start()
         url = f"http://127.0.0.1:{port}"
         try:
+            wait_for(lambda: listening(url), what="the side port")
             wait_for(lambda: emu.count("GET", "/v1/nodes") >= 2, what="failed LINSTOR reads")
             wait_for(lambda: scrape(url).get("linstor_scheduler_locality_leader") == 1, what="leading")
             blind = scrape(url)

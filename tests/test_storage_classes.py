@@ -111,7 +111,9 @@ def reconcile(env, **kw):
     async def go():
         async with LinstorClient(url, retries=1) as client:
             rec = ClassReconciler(client, api, events=EventRecorder(api, "sync-classes"), **kw)
-            return await rec.run_pass()
+            result = await rec.run_pass()
+            assert rec.events.flush(10), "the Events are queued (EventRecorder): sent before the test looks"
+            return result
     return asyncio.run(go())
 
 
