@@ -250,11 +250,11 @@ class Syncer:
                 read = self._reader.run(read_index(self._reader.client, self._indexer, previous_nodes))
             else:
                 read = read_index(self.client, self._indexer, previous_nodes)
-            started = time.monotonic()
+            started = boottime()
             try:
                 nodes, indexer, cpu = await asyncio.wait_for(read, self.read_deadline)
             except TimeoutError:
-                if self.read_deadline is None or time.monotonic() - started < self.read_deadline:
+                if self.read_deadline is None or boottime() - started < self.read_deadline:
                     raise  # the client's own timeout, not our deadline
                 raise TimeoutError(f"no complete answer within {self.read_deadline:g}s") from None
             if self._reader is not None and self.metrics:
