@@ -294,3 +294,18 @@ def test_a_failing_change_callback_loses_nothing_else(ks, caplog):
         assert "the change callback failed on ADDED bad" in caplog.text
     finally:
         inf.stop()
+
+
+def test_a_throttled_informer_waits_as_long_as_the_server_asks(ks):
+    """The API server sheds load with 429 and ``Retry-After: 2`` (API Priority and Fairness): the
+    informer's next try comes no sooner than asked, although its own back-off would be 10 ms."""
+    ks.inject(fail=1, status=429, path_prefix="/api/v1/nodes", retry_after=2)
+    inf = Informer(ks.api, "Node", watch_timeout=1, backoff_base=0.01, backoff_cap=5)
+    started = time.monotonic()
+    inf.start()
+    try:
+        assert inf.wait_synced(10)
+        assert time.monotonic() - started >= 2.0
+        assert ks.count("GET", "/api/v1/nodes") >= 2
+    finally:
+        inf.stop()

@@ -218,7 +218,7 @@ class Informer:
                     # "Too large resource version"). Resuming would miss every change up to it: relist.
                     need_list = need_list or "expired"
                 failures += 1
-                self._failed(f"API error {exc.status}: {exc.reason}", failures)
+                self._failed(f"API error {exc.status}: {exc.reason}", failures, retry_after(exc))
                 if exc.status in (401, 403, 404):
                     need_list = need_list or "error"
             except Exception as exc:  # connection refused, reset, read deadline, bad JSON
@@ -227,7 +227,10 @@ class Informer:
                 failures += 1
                 self._failed(f"{type(exc).__name__}: {exc}", failures)
 
-    def _failed(self, reason: str, failures: int) -> None:
+    def _failed(self, reason: str, failures: int, at_least: float = 0.0) -> None:
+        """Back off (doubling, capped, jittered), and at least ``at_least`` seconds: the server's
+        ``Retry-After`` of a 429, as client-go's ``WithRetry`` honours it (a throttled server asked
+        for that pause; coming back sooner only adds to the load it is shedding)."""
         self.error = reason
         self.healthy = False
         now = boottime()
@@ -235,6 +238,7 @@ class Informer:
             self.failing_since = now
         self.restarts["error"] += 1
         delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1)) * (0.5 + random.random() / 2)
+        delay = max(delay, min(at_least, self.backoff_cap))
         age = self.age(now)
         log.warning("%s informer: %s; retrying in %.1fs (view confirmed %s)", self.kind, reason, delay,
                     "never" if age is None else f"{age:.0f}s ago")
@@ -396,6 +400,17 @@ class Informer:
         self.healthy = True
         self.error = None
         self.failing_since = None
+
+
+def retry_after(exc: ApiException) -> float:
+    """Seconds of a 429's (or 503's) ``Retry-After`` header; 0 when there is none or it is a date."""
+    if exc.status not in (429, 503):
+        return 0.0
+    value = (exc.headers or {}).get("Retry-After") if hasattr(exc, "headers") else None
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _shutdown(resp: Any) -> None:
