@@ -57,9 +57,10 @@ def lease_liveness(elector: Any, call_timeout: float, clock: Callable[[], float]
     return alive
 
 
-def alive_check(kube: Any, controller: Any, elector: Any, call_timeout: float) -> Check:
+def alive_check(kube: Any, controller: Any, elector: Any, call_timeout: float,
+                clock: Callable[[], float] = boottime) -> Check:
     """Every loop turns: the informers, the pass loop, the Lease."""
-    checks = (kube.liveness, controller.liveness, lease_liveness(elector, call_timeout))
+    checks = (kube.liveness, controller.liveness, lease_liveness(elector, call_timeout, clock))
     return lambda: _all(checks)
 
 
