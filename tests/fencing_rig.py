@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +282,44 @@ class Rig:
                 for kind, _, outcome in r.actions if kind in ("pod_delete", "pod_evict") and outcome == "done"]
 
 
+class HungLinstor:
+    """A LINSTOR controller that accepts the resource read and never answers it."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def get_nodes_compact(self) -> list[Any]:
+        return []
+
+    async def iter_resource_batches(self, item_type: Any = None, **_sizes: Any) -> AsyncIterator[list[Any]]:
+        self.reading.set()
+        await asyncio.Event().wait()
+        yield []
+
+    async def get_resource_definitions_compact(self) -> list[Any]:
+        return []
+
+    async def get_resource_groups(self) -> list[Any]:
+        return []
+
+    async def get_controller_properties(self) -> dict[str, str]:
+        return {}
+
+    async def get_storage_pools_compact(self) -> list[Any]:
+        return []
+
+
+class NoKube:
+    def objects(self) -> None:
+        return None
+
+    def age(self) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -406,5 +445,5 @@ def lease_leader(rig: Rig, identity: str) -> Any:
                          wall_clock=rig.clock)
 
 
-__all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "Probe", "Rig", "free_port", "k", "k8s",
-           "lease_leader"]
+__all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", "NoKube", "Probe", "Rig", "free_port",
+           "k", "k8s", "lease_leader"]

@@ -119,7 +119,7 @@ def test_a_half_open_node_watch_while_etcd_compacts(rig):
                         and (informer(svc, "informer_relists_total", "Node", reason="expired") or 0) >= 1
                         and relisted(rig, mark, "Node"), "the Node watch given up, then relisted", 10)
         measured("half-open Node watch + compaction: relisted", took, BOUND)
-        assert informer(svc, "informer_relists_total", "Pod", reason="expired") is None
+        assert [kind for kind in KINDS if informer(svc, "informer_relists_total", kind, reason="expired")] == ["Node"]
         measured("half-open Node watch + compaction: then a crashed node failed over", fails_over(svc, rig),
                  GRACE + 2)
         alive_throughout(svc, silenced)
@@ -215,7 +215,8 @@ def test_the_api_server_hangs_then_answers_again(rig):
         rig.ks.hang()
         rig.crash("n1")
         took = svc.wait(lambda: svc.ready()[0] == 503 and "Kubernetes view" in svc.ready()[1]
-                        and not svc.leading(), "/readyz failing and the Lease given up", 10)
+                        and not svc.leading() and all(informer(svc, "informer_healthy", kind) == 0 for kind in KINDS),
+                        "/readyz failing, every informer failing, the Lease given up", 10)
         # the watches open when it hung still end on time, confirming the view: the bound runs from then
         measured("API server hangs: /readyz fails and the Lease lapses", took, BOUND + WATCH + TICK)
         text = svc.ready()[1]
@@ -278,6 +279,9 @@ def test_a_pod_delete_throttled_with_retry_after(rig):
         assert took >= 2 - 0.2, f"asked again after {took:.2f}s, before Retry-After"
         measured("pod delete 429 Retry-After 2: removed after", took, 2 + 1)
         assert svc.metric("linstor_scheduler_fencing_actions_total", kind="pod_delete", outcome="throttled") == 1
+        assert svc.metric("linstor_scheduler_fencing_decisions_total", verdict="refuse", reason="RateLimited") is None
+        assert svc.recorder.flush(10)
+        assert any(e.get("reason") == "EvictionBlocked" for e in rig.ks.list("Event"))
         alive_throughout(svc, refused)
 
 

@@ -1,16 +1,23 @@
 """What fencing's probes say, decided on a fake clock: /readyz names a Kubernetes or LINSTOR view
 older than --max-staleness (a standby reads no LINSTOR), /healthz names a loop that stopped turning
-(the pass loop, the Lease). The same over HTTP on the API server's bad days: tests/test_chaos_fencing.py."""
+(the pass loop, the Lease); and the bounds that keep every loop turning (the informers tuned from
+--max-staleness, a LINSTOR read abandoned at it). The same over HTTP on the API server's bad days:
+tests/test_chaos_fencing.py."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import SimpleNamespace
 
 from devkit.clock import FakeClock
-from fencing.controller import Settings
+from devkit.kube_standin import KubeStandin
+from fencing.controller import FencingController, Settings
 from fencing.http import alive_check, lease_liveness, ready_check
+from fencing.kubeview import CachedKube
+from linstor_scheduler.kube.lease import AlwaysLeader
 
-from .fencing_rig import Rig
+from .fencing_rig import HungLinstor, NoKube, Rig
 
 SETTINGS = Settings(max_staleness=20.0, poll_interval=5.0, api_timeout=10.0)
 
@@ -81,3 +88,29 @@ def test_lease_liveness_and_the_composite_probes():
     assert ready_check(kube, controller)() == (True, "Kubernetes view 1s old; LINSTOR view 1s old")
     kube.objects = lambda: None
     assert ready_check(kube, controller)() == (False, "Kubernetes caches not synced")
+
+
+def test_the_informers_are_tuned_from_the_staleness_bound():
+    """Watches ended by the server every third of the bound, a silent one given up a sixth of it later
+    (1 to 10 s), retries at least every third of it (at most 30 s), list pages with --api-timeout."""
+    api = KubeStandin.api_client("http://127.0.0.1:9")  # nothing is called: the informers are not started
+    for bound, timeout, expected in ((20.0, 10.0, (20 / 3, 20 / 6, 20 / 3, 10.0)), (3.0, 1.0, (1.0, 1.0, 1.0, 1.0)),
+                                     (600.0, 10.0, (200.0, 10.0, 30.0, 10.0))):
+        informer = CachedKube(api, bound=bound, api_timeout=timeout).caches["Pod"]
+        got = (informer.watch_timeout, informer.read_slack, informer.backoff_cap, informer.list_timeout)
+        assert got == expected, (bound, got)
+
+
+def test_a_linstor_read_that_does_not_answer_is_abandoned_at_the_bound():
+    """A LINSTOR controller that accepts the read and never answers: the pass ends at --max-staleness
+    with the reason, so the pass loop keeps turning (and /readyz will say why)."""
+    async def main() -> tuple[float, str | None]:
+        ctrl = FencingController(HungLinstor(), NoKube(), None, None, leader=AlwaysLeader(),  # type: ignore[arg-type]
+                                 settings=Settings(max_staleness=0.5, poll_interval=0.1))
+        started = time.monotonic()
+        report = await asyncio.wait_for(ctrl.run_once(), 5)
+        assert report.guard == "StaleData"
+        return time.monotonic() - started, ctrl.read_error
+
+    took, error = asyncio.run(main())
+    assert 0.5 <= took < 2 and error == "LINSTOR read did not finish within 0.5s (--max-staleness)", (took, error)
