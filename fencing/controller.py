@@ -160,6 +160,7 @@ class FencingController:
         self.view: LinstorView | None = None
         self.read_error: str | None = None
         self._term: float | None = None  # leader_since of the term we act in
+        self._late = False  # the Lease renewal of this term is late: said once
         s = self.settings
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
@@ -208,6 +209,16 @@ class FencingController:
         started = self.beat = self.clock()
         leading = self.leader.is_leader
         self.metrics.leader.set(1 if leading else 0)
+        if not leading and self._term is not None and self.leader.leader_since == self._term:
+            # A renewal is late (slow answers), and the elector still holds this term: were it lost, its
+            # step would have said so (leader_since None), and no one can have led meanwhile. Nothing
+            # is done until the renewal lands; the term and its timers stay (a lapse longer than the
+            # bound restarts the timers all the same: blind past the bound, _observe).
+            if not self._late:
+                log.warning("the Lease renewal is late: every action held until it is renewed")
+            self._late = True
+            return PassReport(started, guard=NOT_LEADER, note="the Lease renewal is late: acting never until then")
+        self._late = False
         if not leading:
             if self._term is not None:
                 log.warning("lost the Lease: no more actions; grace timers forgotten")

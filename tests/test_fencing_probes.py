@@ -38,7 +38,7 @@ def test_readiness_names_a_linstor_view_older_than_the_bound():
         rig.emu.reset_faults()
         rig.step()
         assert ctrl.linstor_readiness() == (True, "LINSTOR view 0s old")
-        ctrl.leader.is_leader = False
+        ctrl.leader.is_leader, ctrl.leader.leader_since = False, None  # as the elector says it
         rig.step(60)
         assert ctrl.linstor_readiness()[0], "a standby reads no LINSTOR: nothing of it is stale"
 
