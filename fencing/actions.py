@@ -61,6 +61,12 @@ class Answer:
     def reached(self) -> bool:
         return self.outcome.reached
 
+    @property
+    def lost(self) -> bool:
+        """Sent, and no HTTP status came back (a cut connection, no answer in time): the API server
+        may have carried it out. Only a live read tells."""
+        return self.outcome is Outcome.ERROR and self.status is None and self.held is None
+
 
 def _retry_after(exc: ApiException) -> float | None:
     raw = (exc.headers or {}).get("Retry-After") if exc.headers else None
@@ -113,6 +119,16 @@ class KubeActions:
         """The Node as the API server has it now (its current resourceVersion); None if gone."""
         try:
             resp = self.core.read_node(name, **self._opts)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return orjson.loads(resp.data)
+
+    def get_attachment(self, name: str) -> dict[str, Any] | None:
+        """The VolumeAttachment as the API server has it now; None if gone."""
+        try:
+            resp = self.storage.read_volume_attachment(name, **self._opts)
         except ApiException as exc:
             if exc.status == 404:
                 return None

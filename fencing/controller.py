@@ -10,7 +10,14 @@ the fail-over budget, the eviction rate limit).
 What the pass checked once is checked again before *each* write, at the moment it is made: the
 Lease is still ours (monotonic clock, with margin), the evidence is younger than the bound, and
 the pod (its UID) is still on the lost node. Every Kubernetes call runs in a worker thread with a
-timeout (the kubernetes client is synchronous): a hung call ends the call, never the loop.
+timeout (the kubernetes client is synchronous), reads and writes in pools of their own
+(``kube.calls.KubeCalls``): a hung call ends the call, never the loop, and never starves the other
+kind. A write whose answer was lost (no HTTP status) is confirmed by a live read before it is
+called failed: the API server may well have carried it out.
+
+The LINSTOR read of a pass ends within ``--max-staleness`` (evidence that took longer would be
+stale anyway), so a pass always ends: ``liveness`` says when the loop made no progress for longer
+than a pass can take, ``linstor_readiness`` when the Lease holder's LINSTOR view is older than the bound.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.measured import age_since
 from linstor_scheduler.volumes import pod_claims
@@ -87,6 +95,7 @@ EVICTION_CONFLICT = "EvictionConflict"
 ACTION_FAILED = "FencingActionFailed"
 VOLUME_STILL_IN_USE = "VolumeStillInUse"
 WARN_REPEAT_SECONDS = 300.0  # the same warning on the same pod at most this often (the metric counts every pass)
+PASS_SLACK = 30.0  # seconds of margin on the longest a pass may go without progress (as the informers')
 T = TypeVar("T")
 
 
@@ -135,7 +144,7 @@ def _as_pod(obj: dict[str, Any]) -> dict[str, Any]:
 class FencingController:
     def __init__(self, linstor: LinstorReader, kube: KubeView, actions: KubeActions, recorder: Recorder, *,
                  leader: Leader, settings: Settings | None = None, metrics: FencingMetrics | None = None,
-                 clock: Callable[[], float] = boottime) -> None:
+                 clock: Callable[[], float] = boottime, calls: KubeCalls | None = None) -> None:
         self.linstor = linstor
         self.kube = kube
         self.actions = actions
@@ -144,11 +153,14 @@ class FencingController:
         self.settings = settings or Settings()
         self.metrics = metrics or FencingMetrics()
         self.clock = clock
+        self.calls = calls or KubeCalls(self.settings.api_timeout)
+        self.beat = clock()  # the pass loop's last progress (liveness)
         self.metrics.bind_view_age(self.view_age)
         self.timers = GraceTimers()
         self.view: LinstorView | None = None
         self.read_error: str | None = None
         self._term: float | None = None  # leader_since of the term we act in
+        self._late = False  # the Lease renewal of this term is late: said once
         s = self.settings
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
@@ -156,6 +168,9 @@ class FencingController:
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
+        # Pods whose removal was sent in this fault, whatever the answer (429, 5xx, no answer): asking
+        # again is not a new fail-over, so the rate limit does not count it again.
+        self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._warned: dict[tuple[str, str, str], float] = {}
         self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
@@ -166,10 +181,21 @@ class FencingController:
         self._passes = 0
         self.promotion_events = 0
 
-    # --- every Kubernetes call: in a thread, with a timeout --------------------------------------
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """The kubernetes client blocks: run it in a worker thread, bounded (it has its own timeout too)."""
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), self.settings.api_timeout + 1.0)
+    # --- every Kubernetes call: in a thread of its pool, with a deadline -----------------------
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A live read (retried once after a transport error, within its deadline); every call that
+        ends, well or not, is progress of the pass."""
+        try:
+            return await self.calls.read(fn, *args)
+        finally:
+            self.beat = self.clock()
+
+    async def _send(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write, sent once."""
+        try:
+            return await self.calls.write(fn, *args)
+        finally:
+            self.beat = self.clock()
 
     async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """Queued for the recorder's own thread (kube/events.py): never waits for the API server."""
@@ -180,9 +206,19 @@ class FencingController:
 
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:
-        started = self.clock()
+        started = self.beat = self.clock()
         leading = self.leader.is_leader
         self.metrics.leader.set(1 if leading else 0)
+        if not leading and self._term is not None and self.leader.leader_since == self._term:
+            # A renewal is late (slow answers), and the elector still holds this term: were it lost, its
+            # step would have said so (leader_since None), and no one can have led meanwhile. Nothing
+            # is done until the renewal lands; the term and its timers stay (a lapse longer than the
+            # bound restarts the timers all the same: blind past the bound, _observe).
+            if not self._late:
+                log.warning("the Lease renewal is late: every action held until it is renewed")
+            self._late = True
+            return PassReport(started, guard=NOT_LEADER, note="the Lease renewal is late: acting never until then")
+        self._late = False
         if not leading:
             if self._term is not None:
                 log.warning("lost the Lease: no more actions; grace timers forgotten")
@@ -201,7 +237,7 @@ class FencingController:
 
         await self._read_linstor(started)
         try:
-            await self._call(self.kube.refresh)
+            await self._read(self.kube.refresh)
         except Exception as exc:  # a view that cannot refresh is simply not there this pass
             log.warning("Kubernetes view refresh failed: %s", exc)
         kube = self.kube.objects()
@@ -216,7 +252,7 @@ class FencingController:
         observed = build_observed(self.view, kube, self.timers.since)
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
         pods_by_uid = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
-        ctx = GuardContext(now, stale, storm, frozenset(self._evicting))
+        ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
         final: list[PodDecision] = []
         for decision in judge(observed, now, self.settings.grace_period):
             raw = pods_by_uid.get(decision.pod.uid) or {}
@@ -224,6 +260,7 @@ class FencingController:
                 # The storage is back, or a fault is timed afresh: an eviction tried in an earlier fault
                 # is over. A new fault starts again with the Eviction API (and its PDB), not grace 0.
                 self._evicting.pop(decision.pod.uid, None)
+                self._attempted.discard(decision.pod.uid)
                 for kind in ("pod_evict", "pod_delete"):
                     self._not_before.pop((decision.pod.uid, kind), None)
             refusal = apply(self.guards, decision, ctx)
@@ -239,6 +276,7 @@ class FencingController:
             final.append(decision)
             await self._report(decision, raw, now)
         report.decisions = final
+        self._attempted &= {d.pod.uid for d in final}  # gone pods are forgotten
         await self._vanished({d.pod.uid for d in final}, now)
         if not stale and not storm:
             await self._detach(observed, kube, final, now, report)
@@ -251,16 +289,54 @@ class FencingController:
             return None
         return age_since(self.clock, self.view.read_at)
 
+    def linstor_readiness(self) -> tuple[bool, str]:
+        """For ``/readyz``: the Lease holder's LINSTOR view is younger than ``--max-staleness``. Until
+        the first complete read of a term, the term's own age counts (a leader that never read is
+        blind from the moment it won). A standby reads no LINSTOR: nothing to be stale."""
+        if self._term is None:
+            return True, "standby: LINSTOR is read by the Lease holder"
+        bound = self.settings.max_staleness
+        read_at = self.view.read_at if self.view is not None else None
+        age = max(0.0, self.clock() - (read_at if read_at is not None else self._term))
+        if age <= bound:
+            return True, f"LINSTOR view {age:.0f}s old"
+        why = self.read_error or ("no complete LINSTOR read in this leadership term" if read_at is None
+                                  else "no LINSTOR read since")
+        return False, f"LINSTOR view {age:.0f}s old (bound {bound:.0f}s): {why}"
+
+    def liveness_bound(self) -> float:
+        """The longest a working pass loop goes without progress: the wait between passes, the LINSTOR
+        read (ended at ``--max-staleness``) or one Kubernetes call, with a margin."""
+        s = self.settings
+        return s.poll_interval + max(s.max_staleness, s.api_timeout + 1.0) + PASS_SLACK
+
+    def liveness(self) -> tuple[bool, str]:
+        """For ``/healthz``: the pass loop made progress within its bound (a pass began or ended, a
+        LINSTOR read or a Kubernetes call ended). Failing or refusing is progress; hanging is not."""
+        idle, bound = self.clock() - self.beat, self.liveness_bound()
+        if idle > bound:
+            return False, f"fencing pass loop made no progress for {idle:.0f}s (bound {bound:.0f}s)"
+        return True, "fencing pass loop running"
+
     async def _read_linstor(self, started: float) -> None:
+        bound = self.settings.max_staleness
         try:
-            self.view = await read_linstor(self.linstor, started)
+            # A read that takes longer than the bound could only be stale: it is abandoned at the
+            # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
+            self.view = await asyncio.wait_for(read_linstor(self.linstor, started), bound)
             self.metrics.read_seconds.set(max(0.0, self.clock() - started))
             self.read_error = None
             self.metrics.reads.labels("linstor", "ok").inc()
+        except TimeoutError:
+            self.read_error = f"LINSTOR read did not finish within {bound:g}s (--max-staleness)"
+            self.metrics.reads.labels("linstor", "error").inc()
+            log.warning("%s", self.read_error)
         except Exception as exc:  # LinstorError, garbage, anything: no new view, no action on a guess
             self.read_error = f"LINSTOR read failed: {exc}"
             self.metrics.reads.labels("linstor", "error").inc()
             log.warning("%s", self.read_error)
+        finally:
+            self.beat = self.clock()
 
     def _staleness(self, now: float, kube: KubeObjects | None) -> str | None:
         """Why the data must not be acted on, or None. Also right after winning the Lease."""
@@ -356,22 +432,67 @@ class FencingController:
             return f"the Kubernetes evidence is {'of unknown age' if age is None else f'{age:.0f}s old'}"
         return None
 
-    async def _write(self, kind: str, what: str, report: PassReport, fn: Callable[..., Answer], *args: Any) -> Answer:
-        """One write, checked at the moment it is made, in a thread with a timeout, reported and counted."""
+    async def _write(self, kind: str, what: str, report: PassReport, fn: Callable[..., Answer], *args: Any,
+                     done: Callable[[], Awaitable[bool]] | None = None) -> Answer:
+        """One write, checked at the moment it is made, in a thread with a timeout, reported and counted.
+
+        ``done``: a live read that says whether the write's effect is there; asked when the answer
+        was lost (``Answer.lost``), so a write the API server carried out counts as done, once."""
         held = self._write_refused()
         if held:
             log.warning("%s %s not sent: %s", kind, what, held)
             answer = Answer(Outcome.ERROR, held=held)
         else:
             try:
-                answer = await self._call(fn, *args)
-            except Exception as exc:  # timeout: the write may or may not have happened; re-judged next pass
+                answer = await self._send(fn, *args)
+            except Exception as exc:  # timeout: the write may or may not have happened; confirmed below
                 log.warning("%s %s: %r", kind, what, exc)
                 answer = Answer(Outcome.ERROR)
+        if answer.lost and done is not None:
+            answer = await self._confirm(kind, what, answer, done)
         report.actions.append((kind, what, answer.value))
         if not answer.held:
             self.metrics.actions.labels(kind, answer.value).inc()
         return answer
+
+    async def _confirm(self, kind: str, what: str, answer: Answer, done: Callable[[], Awaitable[bool]]) -> Answer:
+        """Its answer was lost: what does the API server have now? A read that fails leaves the
+        write an error (the next pass re-judges from what it reads)."""
+        try:
+            reached = await done()
+        except Exception as exc:
+            log.warning("%s %s: the answer was lost and a live read failed too (%r): counted as an error", kind,
+                        what, exc)
+            return answer
+        if reached:
+            log.info("%s %s: the answer was lost, but a live read shows it done", kind, what)
+            return Answer(Outcome.DONE)
+        log.warning("%s %s: the answer was lost and a live read shows it not done: retried next pass", kind, what)
+        return answer
+
+    def _pod_removed(self, pod: PodState, evicted: bool) -> Callable[[], Awaitable[bool]]:
+        """The pod is gone or replaced (a new UID); after an eviction, being deleted is enough."""
+        async def removed() -> bool:
+            live = await self._read(self.actions.get_pod, pod.namespace, pod.name)
+            meta = (live or {}).get("metadata") or {}
+            return live is None or meta.get("uid") != pod.uid or (evicted and bool(meta.get("deletionTimestamp")))
+
+        return removed
+
+    def _tainted(self, node: str, present: bool) -> Callable[[], Awaitable[bool]]:
+        async def tainted() -> bool:
+            return has_taint(await self._read(self.actions.get_node, node)) == present
+
+        return tainted
+
+    def _detached(self, va: dict[str, Any]) -> Callable[[], Awaitable[bool]]:
+        meta = va.get("metadata") or {}
+
+        async def detached() -> bool:
+            live = await self._read(self.actions.get_attachment, meta.get("name") or "")
+            return live is None or (live.get("metadata") or {}).get("uid") != meta.get("uid")
+
+        return detached
 
     def _refuse(self, decision: PodDecision, reason: str, detail: str) -> PodDecision:
         return dataclasses.replace(decision, verdict=REFUSE, reason=reason, detail=detail)
@@ -383,7 +504,7 @@ class FencingController:
             return decision
         pod = decision.pod
         try:  # the caches may lag: act only on what the API server says now
-            live = await self._call(self.actions.get_pod, pod.namespace, pod.name)
+            live = await self._read(self.actions.get_pod, pod.namespace, pod.name)
         except Exception as exc:
             report.actions.append(("pod_read", pod.key, "error"))
             return self._refuse(decision, STALE_DATA, f"no action: cannot read pod {pod.key} now: {exc!r}")
@@ -416,9 +537,11 @@ class FencingController:
         if self.settings.taint:
             await self._taint(decision.node, kube, report)
         write = self.actions.delete_pod if force else self.actions.evict_pod
-        answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid)
+        answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid,
+                                   done=self._pod_removed(pod, evicted=not force))
         if answer.held:
             return self._refuse(decision, STALE_DATA, f"{kind} not sent: {answer.held}")
+        self._attempted.add(pod.uid)
         now = self.clock()
         if answer.outcome is Outcome.DONE:
             if self.budget.record(pod.key, pod.uid, now) and decision.fault_since is not None:
@@ -456,7 +579,7 @@ class FencingController:
                 continue
             del self._announced[uid]
             try:
-                live = await self._call(self.actions.get_pod, namespace, name)
+                live = await self._read(self.actions.get_pod, namespace, name)
             except Exception as exc:
                 log.info("pod %s/%s left the view during its grace period; cannot read it: %r", namespace, name, exc)
                 continue
@@ -515,7 +638,7 @@ class FencingController:
                                  raw_by_uid: dict[Any, dict[str, Any]], report: PassReport) -> None:
         name = (va.get("metadata") or {}).get("name") or ""
         try:  # a pod still terminating there keeps its attachment, whatever kind of claim it uses
-            on_node = await self._call(self.actions.pods_on_node, node)
+            on_node = await self._read(self.actions.pods_on_node, node)
         except Exception as exc:
             log.warning("VolumeAttachment %s kept: cannot list the pods on node %s: %r", name, node, exc)
             report.actions.append(("attachment_delete", name, "error"))
@@ -530,7 +653,8 @@ class FencingController:
             report.actions.append(("dry_run_attachment_delete", name, "skipped"))
             self.metrics.actions.labels("dry_run_attachment_delete", "skipped").inc()
             return
-        answer = await self._write("attachment_delete", name, report, self.actions.delete_attachment, va)
+        answer = await self._write("attachment_delete", name, report, self.actions.delete_attachment, va,
+                                   done=self._detached(va))
         if answer.outcome is Outcome.DONE and not answer.held:
             raw = raw_by_uid.get(pod.uid)
             if raw:
@@ -543,19 +667,21 @@ class FencingController:
         obj = kube.nodes.get(node)
         if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
-        answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
+        answer = await self._write("taint", node, report, self.actions.set_taint, obj, True,
+                                   done=self._tainted(node, True))
         if answer.outcome is Outcome.CONFLICT and not answer.held:
             # The Node changed since it was listed (the node lifecycle controller taints a NotReady node
             # at about this moment): read it live and patch once more, keeping whatever was added. No
             # later pass would taint it: only a pod removal does.
             try:
-                obj = await self._call(self.actions.get_node, node)
+                obj = await self._read(self.actions.get_node, node)
             except Exception as exc:
                 log.warning("taint %s: cannot read the node again after a conflict: %r", node, exc)
                 return
             if obj is None or has_taint(obj):
                 return
-            answer = await self._write("taint", node, report, self.actions.set_taint, obj, True)
+            answer = await self._write("taint", node, report, self.actions.set_taint, obj, True,
+                                       done=self._tainted(node, True))
         if answer.outcome is Outcome.DONE and not answer.held:
             self._stable_since.pop(node, None)
 
@@ -577,7 +703,8 @@ class FencingController:
             since = self._stable_since.setdefault(name, now)
             if now - since < self.settings.taint_stable_seconds or self.settings.dry_run:
                 continue
-            answer = await self._write("untaint", name, report, self.actions.set_taint, obj, False)
+            answer = await self._write("untaint", name, report, self.actions.set_taint, obj, False,
+                                       done=self._tainted(name, False))
             if answer.reached and not answer.held:
                 self._stable_since.pop(name, None)
 
@@ -669,6 +796,7 @@ class FencingController:
                 log.error("fencing pass failed", exc_info=current.exception())
             self._passes += 1
             _settle_gc(self._passes)
+            self.beat = self.clock()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]

@@ -3,6 +3,9 @@ pass (``--once`` and the fault-matrix tests, where each pass must see exactly th
 
 Both answer ``objects()`` (None while not synced) and ``age()`` (seconds the view may lag the API;
 None while unknown), so the staleness guard treats them alike.
+
+The caches are tuned from ``--max-staleness`` (``informer_settings``), so that each way the API
+server misbehaves costs less than the bound, or is over within about one bound once it is over.
 """
 
 from __future__ import annotations
@@ -38,11 +41,35 @@ def _objects(items: dict[str, list[dict[str, Any]]]) -> KubeObjects:
         attachments=items["VolumeAttachment"])
 
 
+def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
+    """How the informers follow the API server, from the staleness fencing tolerates (``bound``).
+
+    - ``max_age``: the server ends each watch every third of the bound, confirming a quiet view
+      (a quiet cluster never looks stale);
+    - ``read_slack``: a watch silent a sixth of the bound past its end (a half-open connection, a
+      hung backend) is given up (1 to 10 s), so a silent watch costs half the bound before a new one;
+    - ``backoff_cap``: after failures, a retry at least every third of the bound (at most 30 s): an
+      outage that ends is noticed within a third of the bound, never after a long back-off;
+    - ``list_timeout``: a list page waits ``--api-timeout`` for its answer, as every other call.
+    """
+    return {"max_age": bound, "read_slack": max(1.0, min(10.0, bound / 6)),
+            "backoff_cap": max(1.0, min(30.0, bound / 3)), "list_timeout": api_timeout}
+
+
 class CachedKube:
     """List+watch caches; pods through a server-side label selector (only those that carry our label)."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
-        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR})
+    def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0) -> None:
+        self.bound = bound
+        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR},
+                                 **informer_settings(bound, api_timeout))
+
+    def readiness(self) -> tuple[bool, str]:
+        """Fresh: the stalest informer's view younger than the bound (the reason names it otherwise)."""
+        return self.caches.readiness(self.bound)
+
+    def liveness(self) -> tuple[bool, str]:
+        return self.caches.liveness()
 
     def start(self) -> None:
         self.caches.start()

@@ -77,18 +77,27 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
                 stop_flag: threading.Event | None = None) -> int:
     """The service: informers, the Lease, /metrics, the promotion stream, passes until SIGTERM (or
     ``stop_flag``). Signals, the health port, the Lease and the shutdown (its slow parts at once,
-    within 2 s) are the shared ``run_service``'s."""
-    from linstor_scheduler.kube.lease import elector_from_args
+    within 2 s) are the shared ``run_service``'s.
 
-    from .http import ready_check
+    Each bound comes from ``--max-staleness`` and ``--api-timeout``: the informers' watch, read
+    deadline and back-off (``kubeview.informer_settings``), the calls' deadlines (``KubeCalls``),
+    and the Lease, which this instance holds only while its Kubernetes view is fresh (``eligible``):
+    a leader blind to Kubernetes steps aside for a standby that sees."""
+    from linstor_scheduler.kube.calls import KubeCalls
+    from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.kube.metrics import KubeCollector
+
+    from .http import alive_check, ready_check
     from .kubeview import CachedKube
     from .metrics import FencingMetrics
 
     metrics = FencingMetrics()
-    kube = CachedKube(api)
-    elector = elector_from_args(api, args)
+    calls = KubeCalls(settings.api_timeout)
+    kube = CachedKube(api, bound=settings.max_staleness, api_timeout=settings.api_timeout)
+    elector = elector_from_args(api, args, eligible=kube.readiness)
     controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
-                                   metrics=metrics)
+                                   metrics=metrics, calls=calls)
+    metrics.registry.register(KubeCollector(kube.caches, calls=calls, recorder=recorder, elector=elector))
 
     async def work(stop: asyncio.Event) -> None:
         follower = asyncio.create_task(controller.follow_promotions(client)) if args.promotion_events else None
@@ -100,8 +109,9 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
             if follower:
                 follower.cancel()
 
-    kube.start()  # informer threads: the caches fill while the Lease is sought
-    health = Health(metrics.registry, ready_check(kube), args.listen_address, args.port)
-    # the informers stopped and the LINSTOR client closed at the same time as the Lease release
+    kube.start()  # informer threads: the Lease is sought once their view is fresh (eligible)
+    health = Health(metrics.registry, ready_check(kube, controller), args.listen_address, args.port,
+                    alive=alive_check(kube, controller, elector, settings.api_timeout))
+    # the informers stopped, the call pools and the LINSTOR client closed at the same time as the Lease release
     return await run_service("fencing controller", work, health=health, elector=elector, stop_flag=stop_flag,
-                             closers=(kube.stop, client.aclose))
+                             closers=(kube.stop, calls.shutdown, client.aclose))

@@ -1,16 +1,24 @@
 """A cluster for the fencing fault matrix: the LINSTOR emulator and the Kubernetes API stand-in over
-real HTTP, a fake clock, and the controller driven one pass at a time (``step``).
+real HTTP, a fake clock, and the controller driven one pass at a time (``step``); and the service as
+deployed (``FencingService``: ``wiring.serve`` on the real clock, probed over HTTP).
 
-Used by tests/test_fencing_matrix.py and bench/fencing_bench.py.
+Used by tests/test_fencing_matrix.py, tests/test_chaos_fencing.py and bench/fencing_bench.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
@@ -21,6 +29,7 @@ from fencing.controller import FencingController, PassReport, Settings
 from fencing.kubeview import ListedKube
 from fencing.metrics import FencingMetrics
 from fencing.observe import LABEL, LABEL_VALUE
+from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.linstor.client import LinstorClient
 
@@ -59,7 +68,8 @@ class Rig:
     def __enter__(self) -> Rig:
         emu_srv = self._stack.enter_context(self.emu.serve())
         ks_srv = self._stack.enter_context(self.ks.serve())
-        self._servers = (emu_srv, ks_srv)
+        self._servers: tuple[ServerThread | None, ServerThread] = (emu_srv, ks_srv)
+        self._first_linstor = emu_srv
         self.emu_url, self.ks_url = emu_srv.url, ks_srv.url
         self.api = self.ks.api_client(self.ks_url)
         self.emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
@@ -81,9 +91,12 @@ class Rig:
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
         for srv in self._servers:  # both stop at once: each takes a tick of uvicorn's main loop
-            srv._on_stop()
-            srv.server.should_exit = True
+            if srv is not None:
+                srv._on_stop()
+                srv.server.should_exit = True
         self._stack.close()
+        if self._servers[0] not in (None, self._first_linstor):  # restarted by linstor_up
+            self._servers[0].stop()
 
     def controller(self, leader: Any = None, settings: Settings | None = None) -> FencingController:
         """A new controller instance (a restart, or a second replica of the Deployment)."""
@@ -177,6 +190,18 @@ class Rig:
             self.fault_at = self.clock.now
         self.emu.cut_peers(node, cut=cut)
 
+    def linstor_down(self) -> None:
+        """The LINSTOR controller stops (its pod restarts): connections to it are refused."""
+        emu_srv, ks_srv = self._servers
+        self._linstor_port = emu_srv.port
+        emu_srv.stop()
+        self._servers = (None, ks_srv)
+
+    def linstor_up(self) -> None:
+        """The LINSTOR controller serves again on the same address, with the same state."""
+        srv = ServerThread(self.emu.app, port=self._linstor_port, on_stop=self.emu.close_streams).start()
+        self._servers = (srv, self._servers[1])
+
     def cut_controller(self, node: str, cut: bool = True) -> None:
         """The LINSTOR controller cut from ``node``'s satellite; DRBD and kubelet are fine."""
         if cut:
@@ -257,6 +282,161 @@ class Rig:
                 for kind, _, outcome in r.actions if kind in ("pod_delete", "pod_evict") and outcome == "done"]
 
 
+class HungLinstor:
+    """A LINSTOR controller that accepts the resource read and never answers it."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def get_nodes_compact(self) -> list[Any]:
+        return []
+
+    async def iter_resource_batches(self, item_type: Any = None, **_sizes: Any) -> AsyncIterator[list[Any]]:
+        self.reading.set()
+        await asyncio.Event().wait()
+        yield []
+
+    async def get_resource_definitions_compact(self) -> list[Any]:
+        return []
+
+    async def get_resource_groups(self) -> list[Any]:
+        return []
+
+    async def get_controller_properties(self) -> dict[str, str]:
+        return {}
+
+    async def get_storage_pools_compact(self) -> list[Any]:
+        return []
+
+
+class NoKube:
+    def objects(self) -> None:
+        return None
+
+    def age(self) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One look at the side port: when (time.monotonic), /readyz and /healthz (status, text)."""
+
+    at: float
+    ready: tuple[int, str]
+    alive: tuple[int, str]
+
+
+class FencingService:
+    """``fencing`` as deployed: ``wiring.serve`` in a thread, with the production clients (every
+    Kubernetes call with ``--api-timeout``, no urllib3 retries; the LINSTOR client from its flags),
+    against the rig's servers on loopback, on the real clock. Small bounds: ``--max-staleness``
+    ``bound`` (watches of a third of it), polls of 0.2 s. A thread looks at /readyz and /healthz
+    every 50 ms (``probes``): the tests read what the kubelet would have seen."""
+
+    def __init__(self, rig: Rig, *flags: str, bound: float = 3.0, api_timeout: float = 1.0,
+                 grace: float = 1.0, lease: float = 2.0) -> None:
+        from fencing.wiring import settings_from_args
+        from linstor_scheduler.cli import build_parser
+
+        self.rig = rig
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.args = build_parser().parse_args([
+            "fencing", "--controllers", rig.emu_url, "--kube-api-url", rig.ks_url, "--grace-period", str(grace),
+            "--poll-interval", "0.2", "--max-staleness", str(bound), "--api-timeout", str(api_timeout),
+            "--linstor-timeout", "1", "--lease-duration", str(lease), "--lease-namespace", "kube-system",
+            "--listen-address", "127.0.0.1", "--port", str(self.port), "--no-promotion-events", *flags])
+        self.settings = settings_from_args(self.args)
+        self.bound = bound
+        self.probes: list[Probe] = []
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=2.0)
+
+    def __enter__(self) -> FencingService:
+        from fencing.actions import KubeActions
+        from fencing.wiring import serve
+        from linstor_scheduler.kube.client import api_client_from_args
+        from linstor_scheduler.linstor.options import make_linstor_client
+
+        args, settings = self.args, self.settings
+        api = api_client_from_args(args)
+        self.recorder = EventRecorder(api, component="linstor-scheduler-fencing")
+        actions = KubeActions(api, timeout=settings.api_timeout)
+        self.thread = threading.Thread(target=lambda: asyncio.run(serve(
+            args, settings, api, self.recorder, make_linstor_client(args), actions, self._stop)), daemon=True)
+        self.thread.start()
+        self._prober = threading.Thread(target=self._probe_loop, daemon=True)
+        self._prober.start()
+        try:
+            self.wait(lambda: self.leading() and self.ready()[0] == 200, "leading and ready", 15)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rig.ks.reset_faults()
+        self.rig.ks.release_hangs()
+        self.rig.emu.reset_faults()
+        self._stop.set()
+        self.thread.join(15)
+        self._prober.join(5)
+        self._http.close()
+        assert not self.thread.is_alive(), "the service did not stop"
+
+    # --- the side port ---------------------------------------------------------------------------
+    def _get(self, path: str) -> tuple[int, str]:
+        try:
+            resp = self._http.get(self.base + path)
+        except httpx.HTTPError as exc:
+            return 0, repr(exc)
+        return resp.status_code, resp.text.strip()
+
+    def ready(self) -> tuple[int, str]:
+        return self._get("/readyz")
+
+    def alive(self) -> tuple[int, str]:
+        return self._get("/healthz")
+
+    def _probe_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.probes.append(Probe(time.monotonic(), self.ready(), self.alive()))
+
+    def probes_since(self, at: float) -> list[Probe]:
+        return [p for p in list(self.probes) if p.at >= at]
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics: (name, sorted labels) -> value; none while the port is not up."""
+        code, text = self._get("/metrics")
+        if code != 200:
+            return {}
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def leading(self) -> bool:
+        return self.metric("linstor_scheduler_fencing_leader") == 1.0
+
+    def wait(self, predicate: Any, what: str, timeout: float = 10.0) -> float:
+        """Seconds until ``predicate()`` held (polled every 10 ms; an AssertionError past ``timeout``)."""
+        from .waiting import wait_for
+
+        started = time.monotonic()
+        wait_for(predicate, timeout=timeout, what=what)
+        return time.monotonic() - started
+
+
 def lease_leader(rig: Rig, identity: str) -> Any:
     from linstor_scheduler.kube.lease import LeaderElector
 
@@ -265,4 +445,5 @@ def lease_leader(rig: Rig, identity: str) -> Any:
                          wall_clock=rig.clock)
 
 
-__all__ = ["NODES", "FakeClock", "FakeLeader", "Rig", "k", "k8s", "lease_leader"]
+__all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", "NoKube", "Probe", "Rig", "free_port",
+           "k", "k8s", "lease_leader"]

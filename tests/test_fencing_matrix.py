@@ -305,6 +305,33 @@ def test_two_instances_only_the_lease_holder_acts_and_a_new_leader_finishes(rig)
     assert len(rig.pod_deletes()) == 1
 
 
+def test_a_late_renewal_holds_every_action_but_keeps_the_term(rig):
+    """Slow API answers make a renewal land after ``is_leader`` lapsed, while the elector still holds
+    its term (``leader_since`` unchanged: nobody else can have led). Nothing is done meanwhile; the
+    grace timer keeps running, so the pod goes as soon as the renewal lands, not a grace period later.
+    A term the elector lost (``leader_since`` None) forgets the timers."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")])
+    rig.step()
+    rig.crash("n1")
+    rig.run(25)
+    rig.ctrl.leader.is_leader = False  # the renewal is late: leader_since stays
+    late = rig.run(10)
+    assert {r.guard for r in late} == {"NotLeader"} and rig.pod_deletes() == []
+    rig.ctrl.leader.is_leader = True
+    assert ("pod_delete", "default/db-0", "done") in rig.step().actions, "timed from before the late renewal"
+
+    rig.pod("db-1", "n4", [rig.volume("pvc-s2", ["n4", "n5"], diskless=["n6"], in_use="n4")])
+    rig.crash("n4")
+    rig.run(25)
+    rig.ctrl.leader.is_leader, rig.ctrl.leader.leader_since = False, None  # the term is lost
+    rig.step()
+    rig.ctrl.leader.is_leader, rig.ctrl.leader.leader_since = True, rig.clock.now  # and won again
+    rig.run(25)
+    assert rig.evicted() == ["db-0"], "a new term times every fault afresh"
+    rig.run(10)
+    assert rig.evicted() == ["db-0", "db-1"]
+
+
 @pytest.mark.parametrize("status", [404, 409, 410, 429, 500])
 def test_api_errors_are_retried_without_a_crash(rig, status):
     c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")

@@ -353,7 +353,7 @@ def test_lost_nodes_and_storm_are_absent_until_a_read_and_the_view_ages_while_li
         step = rig.settings.poll_interval
         assert ages == [step, 2 * step, 3 * step], "from the last good read: failed reads never reset it"
         assert scrape(srv.url)[LOST] == 0  # kept, with its age beside it
-        rig.ctrl.leader.is_leader = False
+        rig.ctrl.leader.is_leader, rig.ctrl.leader.leader_since = False, None  # as the elector says it
         rig.step()
         standby = scrape(srv.url)
         assert standby[LEADER] == 0 and not {LOST, STORM, VIEW_AGE} & set(standby), standby

@@ -8,60 +8,20 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 from fencing.controller import FencingController, Settings
 from linstor_scheduler.kube.lease import AlwaysLeader
 
-from .fencing_rig import Rig
+from .fencing_rig import HungLinstor, NoKube, Rig
 from .waiting import wait_for
 
 BOUND = 2.0  # seconds from SIGTERM (or the stop flag) to the end
 
 
-class _HungLinstor:
-    """A LINSTOR controller that accepts the resource read and never answers it."""
-
-    def __init__(self) -> None:
-        self.reading = asyncio.Event()
-
-    async def get_nodes_compact(self) -> list[Any]:
-        return []
-
-    async def iter_resource_batches(self, item_type: Any = None, **_sizes: Any) -> AsyncIterator[list[Any]]:
-        self.reading.set()
-        await asyncio.Event().wait()
-        yield []
-
-    async def get_resource_definitions_compact(self) -> list[Any]:
-        return []
-
-    async def get_resource_groups(self) -> list[Any]:
-        return []
-
-    async def get_controller_properties(self) -> dict[str, str]:
-        return {}
-
-    async def get_storage_pools_compact(self) -> list[Any]:
-        return []
-
-
-class _NoKube:
-    def objects(self) -> None:
-        return None
-
-    def age(self) -> None:
-        return None
-
-    def refresh(self) -> None:
-        return None
-
-
 def test_stop_cancels_a_pass_that_waits_on_linstor():
     async def main() -> float:
-        linstor = _HungLinstor()
-        ctrl = FencingController(linstor, _NoKube(), None, None, leader=AlwaysLeader(),  # type: ignore[arg-type]
+        linstor = HungLinstor()
+        ctrl = FencingController(linstor, NoKube(), None, None, leader=AlwaysLeader(),  # type: ignore[arg-type]
                                  settings=Settings(poll_interval=3600.0))
         stop = asyncio.Event()
         task = asyncio.create_task(ctrl.run_forever(stop))

@@ -208,9 +208,14 @@ class LeaderElector:
         return self
 
     def _run(self) -> None:
+        """A step every ``renew_seconds`` (``retry_seconds`` while following), counted from the start of
+        the last one: a step slowed by the API server does not push the next renewal back, which made
+        ``is_leader`` lapse between renewals whenever two calls took longer than the lease's margin."""
         while not self._stop.is_set():
+            started = self.clock()
             leading = self.step()
-            self._stop.wait(self.renew_seconds if leading else self.retry_seconds)
+            interval = self.renew_seconds if leading else self.retry_seconds
+            self._stop.wait(max(0.0, interval - (self.clock() - started)))
 
     def stop(self, release: bool = True) -> None:
         self._stop.set()
