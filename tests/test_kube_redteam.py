@@ -128,9 +128,6 @@ def test_fencing_ends_within_its_two_seconds_while_the_api_server_hangs_every_li
             rig.ks.release_hangs()
 
 
-@pytest.mark.xfail(strict=True, reason="no component registers KubeCollector: fencing's /metrics has none of "
-                   "the layer's metrics (informer age, stuck, relists, calls, Events dropped); fix: "
-                   "registry.register(KubeCollector(kube.caches, recorder=..., elector=...)) in each wiring")
 def test_fencing_metrics_tell_the_informers_age():
     """The layer's probes and metrics exist (``KubeCollector``) but nothing exports them: an operator
     cannot see a stale or stuck informer, a relist storm or dropped Events on /metrics."""
