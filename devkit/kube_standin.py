@@ -256,6 +256,7 @@ class _Watcher(Subscriber):
     plural: str = ""
     namespace: str | None = None
     path: str = ""
+    agent: str = ""  # the client's User-Agent: which instance of a component opened it
     silent: bool = False  # a half-open connection: sends nothing, ends only when released
 
 
@@ -280,9 +281,12 @@ class _Match:
     method: str | None = None
     count: int | None = None
     writes_only: bool = False
+    agent: str | None = None  # only requests whose User-Agent contains this (one client among several)
 
-    def take(self, method: str, path: str) -> bool:
+    def take(self, method: str, path: str, agent: str = "") -> bool:
         if not path.startswith(self.path_prefix) or self.method not in (None, method):
+            return False
+        if self.agent is not None and self.agent not in agent:
             return False
         if self.writes_only and method == "GET":
             return False
@@ -533,14 +537,16 @@ class KubeStandin(HttpDouble):
         with self._lock:
             self._faults.hang = _Match(path_prefix, method, count)
 
-    def silent_watches(self, path_prefix: str = "/") -> None:
+    def silent_watches(self, path_prefix: str = "/", agent: str | None = None) -> None:
         """Watches matching, open now or opened later, stay open and send nothing: no event, no
         bookmark, no end at ``timeoutSeconds`` (a half-open connection as the client sees it). They
-        end, cleanly and without a final event, at ``release_hangs()``, ``restart()`` or server stop."""
+        end, cleanly and without a final event, at ``release_hangs()``, ``restart()`` or server stop.
+        ``agent``: only the watches of the client whose User-Agent contains it (one instance's
+        connections are broken, another's are not: a NAT on one node)."""
         with self._lock:
-            self._faults.silent = _Match(path_prefix)
+            self._faults.silent = _Match(path_prefix, agent=agent)
             for w in self._subscribers:
-                if isinstance(w, _Watcher) and w.path.startswith(path_prefix):
+                if isinstance(w, _Watcher) and w.path.startswith(path_prefix) and (agent is None or agent in w.agent):
                     w.silent = True
 
     def short_watches(self, path_prefix: str = "/") -> None:
@@ -855,7 +861,8 @@ class KubeStandin(HttpDouble):
                                               if p == plural and rv > since
                                               and (ns is None or o["metadata"].get("namespace") == ns)]
                 silent = ks._faults.silent
-                watcher.silent = bool(silent and silent.take("GET", watcher.path))
+                watcher.agent = request.headers.get("user-agent", "")
+                watcher.silent = bool(silent and silent.take("GET", watcher.path, watcher.agent))
                 short = bool(ks._faults.short and ks._faults.short.take("GET", watcher.path))
                 if short:
                     return StreamingResponse(iter(()), media_type="application/json")

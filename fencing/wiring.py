@@ -81,10 +81,11 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
 
     Each bound comes from ``--max-staleness`` and ``--api-timeout``: the informers' watch, read
     deadline and back-off (``kubeview.informer_settings``), the calls' deadlines (``KubeCalls``),
-    and the Lease, which this instance holds only while its Kubernetes view is fresh (``eligible``):
-    a leader blind to Kubernetes steps aside for a standby that sees."""
+    and the Lease, which this instance gives up when its Kubernetes view stayed older than the bound
+    for three Lease durations (``StepAside``): a leader blind to Kubernetes steps aside for a standby
+    that sees."""
     from linstor_scheduler.kube.calls import KubeCalls
-    from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.kube.lease import StepAside, elector_from_args
     from linstor_scheduler.kube.metrics import KubeCollector
 
     from .http import alive_check, ready_check
@@ -94,7 +95,10 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
     metrics = FencingMetrics()
     calls = KubeCalls(settings.api_timeout)
     kube = CachedKube(api, bound=settings.max_staleness, api_timeout=settings.api_timeout)
-    elector = elector_from_args(api, args, eligible=kube.readiness)
+    # blind (a Kubernetes view older than the bound) for three Lease durations: hand over, and stay
+    # aside for one, so that a standby whose watches work can lead (issue 18)
+    elector = elector_from_args(api, args, eligible=StepAside(kube.readiness, patience=3 * args.lease_duration,
+                                                               hold=args.lease_duration))
     controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
                                    metrics=metrics, calls=calls)
     metrics.registry.register(KubeCollector(kube.caches, calls=calls, recorder=recorder, elector=elector))

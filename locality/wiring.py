@@ -97,12 +97,16 @@ async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: A
     """The service until SIGTERM (or ``stop_flag``): informers, LINSTOR polls, the Lease, /metrics.
     A silent watch is dead ``--api-timeout`` past its own end (the read slack of the informers)."""
     from linstor_scheduler.config import exceeds
+    from linstor_scheduler.kube.lease import StepAside
     from linstor_scheduler.runtime import Health, run_service
 
     exceeds(args, "--max-staleness", "--poll-interval",
             "the LINSTOR view would be stale, and no figures computed, between every two reads")
     service = build_exporter(client, api, leader, poll_interval=args.poll_interval, interval=args.interval,
                              max_staleness=args.max_staleness, read_slack=args.api_timeout)
+    if hasattr(leader, "eligible"):  # a LeaderElector: blind for three Lease durations, hand over
+        leader.eligible = StepAside(lambda: service.exporter.view()[:2], patience=3 * leader.lease_seconds,
+                                    hold=leader.lease_seconds)
 
     async def work(stop: asyncio.Event) -> None:
         await service.start()

@@ -14,8 +14,8 @@ class back: the class we meant is there -> done (no error, no retry, no 409 next
 is still there -> the delete was not done. A 429 (API Priority and Fairness: nothing was done) is
 tried once more after its ``Retry-After`` when that fits in the deadline; otherwise the pass fails
 and the next one waits at least that long. As Lease holder, an instance blind past its bound (no
-good LINSTOR and StorageClass read for ``max_staleness``) steps aside (``Blindness``, the elector's
-``eligible``) so that a standby that sees can lead.
+good LINSTOR and StorageClass read for ``max_staleness``) steps aside (``leader_view`` through the
+core's ``StepAside``, the elector's ``eligible``) so that a standby that sees can lead.
 """
 
 from __future__ import annotations
@@ -278,30 +278,18 @@ def retry_after(exc: ApiException) -> float | None:
         return 1.0
 
 
-class Blindness:
-    """Whether this instance may hold the Lease (the elector's ``eligible``): as holder, not past
-    ``bound`` without a good read (counted from the later of the last good read and becoming leader,
-    so a new leader gets its chance); after stepping aside, not for another ``bound`` (so a standby
-    that sees can take the Lease instead of us taking it straight back)."""
-
-    def __init__(self, bound: float, clock: Callable[[], float] = boottime) -> None:
-        self.bound, self.clock = bound, clock
-        self.aside_until: float | None = None
-        self.why = ""  # why we stepped aside last
-
-    def eligible(self, leader_since: float | None, read_at: float | None, error: str | None) -> tuple[bool, str]:
-        now = self.clock()
-        if self.aside_until is not None and now < self.aside_until:
-            return False, f"{self.why} (aside for {self.aside_until - now:.0f}s more)"
-        if leader_since is None:
-            return True, "standby"
-        seen = max(leader_since, read_at if read_at is not None else leader_since)
-        if now - seen > self.bound:
-            self.aside_until = now + self.bound
-            self.why = (f"no good LINSTOR and StorageClass read for {now - seen:.1f}s (bound {self.bound:g}s)"
-                        + (f": {error}" if error else ""))
-            return False, self.why
-        return True, "leading"
+def leader_view(leader_since: float | None, read_at: float | None, error: str | None, now: float,
+                bound: float) -> tuple[bool, str]:
+    """What sync-classes sees, for the elector's ``StepAside``: a standby reads nothing and so is
+    never blind; the leader while its last good read (or its term, so that a new leader gets its
+    chance) is younger than ``bound``."""
+    if leader_since is None:
+        return True, "standby"
+    seen = max(leader_since, read_at if read_at is not None else leader_since)
+    if now - seen > bound:
+        return False, (f"no good LINSTOR and StorageClass read for {now - seen:.1f}s (bound {bound:g}s)"
+                       + (f": {error}" if error else ""))
+    return True, "leading"
 
 
 def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, read_at: float | None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, env_name, exceeds, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
@@ -148,9 +149,9 @@ def run_sync_classes(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
-    from linstor_scheduler.kube.lease import elector_from_args
+    from linstor_scheduler.kube.lease import StepAside, elector_from_args
 
-    from .class_sync import Blindness, ClassReconciler
+    from .class_sync import ClassReconciler, leader_view
     from .metrics import ClassMetrics
     from .report import class_pass_doc, dumps, render_class_pass
 
@@ -171,9 +172,10 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                 print(dumps(class_pass_doc(result, dry_run=args.dry_run)) if args.output == "json"
                       else render_class_pass(result, dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
-            blindness = Blindness(args.max_staleness)
-            elector = elector_from_args(api, args, eligible=lambda: blindness.eligible(
-                getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error))
+            # a leader without a good read for --max-staleness hands over at once and stays aside as long
+            elector = elector_from_args(api, args, eligible=StepAside(lambda: leader_view(
+                getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error, boottime(),
+                args.max_staleness), patience=0, hold=args.max_staleness))
             return await serve_sync_classes(args, reconciler, elector)
         finally:
             reconciler.calls.shutdown()

@@ -343,7 +343,9 @@ class FencingService:
     every 50 ms (``probes``): the tests read what the kubelet would have seen."""
 
     def __init__(self, rig: Rig, *flags: str, bound: float = 3.0, api_timeout: float = 1.0,
-                 grace: float = 1.0, lease: float = 2.0) -> None:
+                 grace: float = 1.0, lease: float = 2.0, agent: str = "", lead: bool = True) -> None:
+        """``agent``: a name in this instance's User-Agent (the stand-in can break one instance's
+        connections: ``silent_watches(agent=...)``); ``lead``: wait until it leads (else until ready)."""
         from fencing.wiring import settings_from_args
         from linstor_scheduler.cli import build_parser
 
@@ -357,6 +359,7 @@ class FencingService:
             "--listen-address", "127.0.0.1", "--port", str(self.port), "--no-promotion-events", *flags])
         self.settings = settings_from_args(self.args)
         self.bound = bound
+        self.agent, self.lead = agent, lead
         self.probes: list[Probe] = []
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=2.0)
@@ -369,6 +372,8 @@ class FencingService:
 
         args, settings = self.args, self.settings
         api = api_client_from_args(args)
+        if self.agent:
+            api.user_agent = f"linstor-scheduler-fencing/{self.agent}"
         self.recorder = EventRecorder(api, component="linstor-scheduler-fencing")
         actions = KubeActions(api, timeout=settings.api_timeout)
         self.thread = threading.Thread(target=lambda: asyncio.run(serve(
@@ -377,7 +382,8 @@ class FencingService:
         self._prober = threading.Thread(target=self._probe_loop, daemon=True)
         self._prober.start()
         try:
-            self.wait(lambda: self.leading() and self.ready()[0] == 200, "leading and ready", 15)
+            self.wait(lambda: (self.leading() or not self.lead) and self.ready()[0] == 200,
+                      "leading and ready" if self.lead else "ready", 15)
         except BaseException:
             self.__exit__()
             raise

@@ -148,20 +148,25 @@ def test_every_watch_goes_half_open(rig):
         alive_throughout(svc, silenced)
 
 
+LEASE = 2.0  # --lease-duration of FencingService
+PATIENCE = 3 * LEASE  # blind this long, a leader steps aside (fencing/wiring.py, StepAside)
+
+
 def test_a_leader_blind_to_kubernetes_steps_aside(rig):
     """Every watch connection hangs half-open, again and again (a broken NAT), while the small Lease
-    writes still go through. The leader's view grows older than the bound: it releases the Lease
-    (a standby that sees could take over), and /readyz says why; a node that crashes then is left
-    alone. Once watches work again, it campaigns, leads, and fails that node over."""
+    writes still go through. The leader's view grows older than the bound; three Lease durations
+    later it releases the Lease (a standby that sees could take over), and /readyz says why; a node
+    that crashes then is left alone. Once watches work again, it campaigns, leads, and fails that
+    node over."""
     database(rig)
-    with FencingService(rig, grace=GRACE) as svc:
+    with FencingService(rig, grace=GRACE, lease=LEASE) as svc:
         blind = time.monotonic()
         rig.ks.silent_watches()
         took = svc.wait(lambda: not svc.leading()
                         and svc.metric("linstor_scheduler_kube_lease_released_blind_total") == 1
                         and rig.ks.get("Lease", "linstor-scheduler-fencing", "kube-system")["spec"]["holderIdentity"]
-                        == "", "the Lease released", 10)
-        measured("blind leader: the Lease released", took, BOUND + WATCH + TICK)
+                        == "", "the Lease released", 20)
+        measured("blind leader: the Lease released", took, BOUND + WATCH + PATIENCE + TICK)
         silent = informer(svc, "watch_restarts_total", "Node", reason="silent") or 0
         rig.crash("n1")  # while nobody sees: nobody acts, for one more half-open watch (2 s: past the grace period)
         svc.wait(lambda: (informer(svc, "watch_restarts_total", "Node", reason="silent") or 0) >= silent + 1,
@@ -178,6 +183,35 @@ def test_a_leader_blind_to_kubernetes_steps_aside(rig):
         assert gone >= GRACE, "a new term: the fault is timed afresh"
         measured("watches work again: the pod failed over", gone, BOUND + GRACE + 1)
         alive_throughout(svc, blind)
+
+
+def test_a_blind_leader_hands_over_to_a_standby_that_sees(rig):
+    """Two instances, as the Deployment runs them. The leader's node loses its watch connections
+    (half-open, a broken NAT on that node; its Lease writes still go through); the standby's work.
+    Three Lease durations after its view passed the bound, the leader hands the Lease over, the
+    standby leads, and when a node crashes it is the standby that fails the pod over; the blind
+    instance writes nothing meanwhile."""
+    database(rig)
+    with FencingService(rig, grace=GRACE, lease=LEASE, agent="a") as a, \
+            FencingService(rig, grace=GRACE, lease=LEASE, agent="b", lead=False) as b:
+        assert a.leading() and not b.leading()
+        blind = time.monotonic()
+        rig.ks.silent_watches(agent="linstor-scheduler-fencing/a")
+        took = b.wait(lambda: b.leading() and not a.leading(), "the standby leading", 20)
+        measured("blind leader: the standby that sees leads", took, BOUND + WATCH + PATIENCE + LEASE + TICK)
+        code, text = a.ready()
+        assert code == 503 and "Kubernetes view" in text, text
+        assert b.ready()[0] == 200
+        crashed = time.monotonic()
+        rig.crash("n1")
+        b.wait(lambda: rig.ks.get("Pod", "db-0") is None, "db-0 failed over by the standby", 10)
+        measured("blind leader: a crash failed over by the new leader", time.monotonic() - crashed, GRACE + 2)
+        removals = [sum(svc.metric("linstor_scheduler_fencing_actions_total", kind=kind, outcome="done") or 0
+                        for kind in ("pod_delete", "pod_evict")) for svc in (a, b)]
+        assert removals == [0, 1], removals
+        assert a.alive()[0] == 200 and b.alive()[0] == 200
+        print(f"CHAOS fencing | blind leader, two instances: handed over after {took:.2f}s of "
+              f"{time.monotonic() - blind:.2f}s")
 
 
 def test_a_continue_token_expires_during_a_relist(rig):

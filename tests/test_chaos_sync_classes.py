@@ -2,7 +2,7 @@
 
 Over loopback HTTP: the real ``ClassReconciler`` with its ``KubeCalls`` (every call 1 s) against the
 API stand-in, the real ``LinstorClient`` against the LINSTOR emulator; the service cases run it as
-``run_sync_classes`` does (``serve_sync_classes``: the pass loop, the Lease with ``Blindness`` as its
+``run_sync_classes`` does (``serve_sync_classes``: the pass loop, the Lease with ``StepAside(leader_view)`` as its
 ``eligible``, the side port). Small bounds: a pass every 0.2 s, ``--max-staleness`` 1.5 s, a Lease of
 2 s. Each case prints its measured recovery time (``-s``) for docs/operations.md.
 """
@@ -21,12 +21,13 @@ import pytest
 
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.kube.client import make_api_client
 from linstor_scheduler.kube.events import EventRecorder
-from linstor_scheduler.kube.lease import LeaderElector
+from linstor_scheduler.kube.lease import LeaderElector, StepAside
 from linstor_scheduler.linstor.client import LinstorClient
-from storage_sync.class_sync import Blindness, ClassReconciler, leader_readiness, next_wait
+from storage_sync.class_sync import ClassReconciler, leader_readiness, leader_view, next_wait
 from storage_sync.classes import CREATE, IN_SYNC, RECREATE, ClassConfig, as_wanted, desired_class
 from storage_sync.wiring import serve_sync_classes
 
@@ -159,11 +160,12 @@ def start(doubles) -> Iterator[Callable[..., Instance]]:
         port = free_ports(1)[0]
         calls = KubeCalls(API_TIMEOUT)
         reconciler_holder: list[ClassReconciler] = []
-        blindness = Blindness(MAX_STALENESS)
         elector = LeaderElector(api(ks), LEASE_NAME, NS, identity=identity, lease_seconds=LEASE,
                                 renew_seconds=LEASE / 4, retry_seconds=0.2,
-                                eligible=lambda: blindness.eligible(elector.leader_since, reconciler_holder[0].read_at,
-                                                                    reconciler_holder[0].last_error))
+                                eligible=StepAside(lambda: leader_view(
+                                    elector.leader_since, reconciler_holder[0].read_at,
+                                    reconciler_holder[0].last_error, boottime(), MAX_STALENESS),
+                                    patience=0, hold=MAX_STALENESS))
         args = argparse.Namespace(interval=INTERVAL, max_staleness=MAX_STALENESS, listen_address="127.0.0.1",
                                   port=port, lease_duration=LEASE, linstor_timeout=0.5)
         flag = threading.Event()
@@ -284,15 +286,19 @@ def test_the_leaders_readiness_and_blindness_decisions() -> None:
         True, "leading; last good read 3s ago; last pass failed: Kubernetes: HTTP 500")
     assert leader_readiness(True, "a", None, 4, "x", 10, 5)[0] is False
     now = [100.0]
-    blind = Blindness(5, clock=lambda: now[0])
-    assert blind.eligible(None, None, None)[0], "a standby may campaign"
-    assert blind.eligible(98, None, None)[0], "a new leader gets its bound"
-    ok, why = blind.eligible(90, 94, "LINSTOR: down")
+    seen: list[tuple[float | None, float | None, str | None]] = [(None, None, None)]
+    blind = StepAside(lambda: leader_view(*seen[0], now[0], 5), patience=0, hold=5, clock=lambda: now[0])
+    assert blind()[0], "a standby may campaign"
+    seen[0] = (98, None, None)
+    assert blind()[0], "a new leader gets its bound"
+    seen[0] = (90, 94, "LINSTOR: down")
+    ok, why = blind()
     assert (ok, why) == (False, "no good LINSTOR and StorageClass read for 6.0s (bound 5s): LINSTOR: down")
+    seen[0] = (None, None, None)
     now[0] = 104
-    assert blind.eligible(None, None, None) == (False, why + " (aside for 1s more)"), "aside for another bound"
+    assert blind() == (False, why), "aside for another bound"
     now[0] = 106
-    assert blind.eligible(None, None, None)[0]
+    assert blind()[0]
     want = desired_class("data", 1, ClassConfig())
     assert as_wanted(want, want) and not as_wanted(want, None)
     assert not as_wanted(want, {**want, "metadata": {"name": "linstor-data-r1"}}), "not ours: a conflict"

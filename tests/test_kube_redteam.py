@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from devkit import kube_objects as k
 from linstor_scheduler.kube import make_api_client
 from linstor_scheduler.kube.informer import Informer, KubeCaches

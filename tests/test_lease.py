@@ -76,3 +76,45 @@ def test_api_down_means_not_leader_and_no_exception(ks):
 def test_always_leader():
     leader = AlwaysLeader()
     assert leader.is_leader and leader.step() and leader.leader_since is not None
+
+
+def test_a_blind_instance_steps_aside_after_its_patience_and_stays_aside_for_the_hold():
+    """``StepAside``: a blip of blindness does not hand the Lease around; blind past the patience it
+    steps aside, stays aside for the hold and until it sees again."""
+    from linstor_scheduler.kube.lease import StepAside
+
+    now, sees = [0.0], [True]
+    aside = StepAside(lambda: (sees[0], "view fresh" if sees[0] else "view 30s old"), patience=45, hold=15,
+                      clock=lambda: now[0])
+    assert aside() == (True, "view fresh")
+    sees[0] = False
+    now[0] = 10
+    ok, why = aside()
+    assert ok and "blind for 0s" in why, "blindness starts: within the patience"
+    now[0] = 40
+    sees[0] = True
+    assert aside()[0], "a blip: it sees again"
+    sees[0] = False
+    now[0] = 50
+    assert aside()[0], "blind afresh: the patience starts again"
+    now[0] = 96
+    ok, why = aside()
+    assert not ok and why == "blind for 46s (more than 45s): view 30s old"
+    sees[0] = True
+    now[0] = 100
+    assert aside() == (False, why), "aside for the hold, even seeing"
+    now[0] = 112
+    assert aside()[0], "the hold is over and it sees"
+
+
+def test_an_ineligible_leader_releases_the_lease_and_a_standby_takes_it(ks):
+    clock = FakeClock(0)
+    blind = [False]
+    a = elector(ks, clock, "a", eligible=lambda: (not blind[0], "blind" if blind[0] else "sees"))
+    b = elector(ks, clock, "b")
+    assert a.step() and not b.step()
+    blind[0] = True
+    assert not a.step() and a.released_for_blindness == 1 and a.ineligible == "blind"
+    assert ks.get("Lease", "fencing", "kube-system")["spec"]["holderIdentity"] == ""
+    assert b.step(), "the standby takes the released Lease at once"
+    assert not a.step(), "a blind instance does not campaign"

@@ -225,6 +225,45 @@ class LeaderElector:
             self.release()
 
 
+class StepAside:
+    """The elector's ``eligible`` for a component that must see to lead: blind (``view()`` not ok)
+    for longer than ``patience``, it steps aside (the elector releases the Lease and does not
+    campaign) and stays aside for at least ``hold``, and until it sees again.
+
+    ``patience`` is a few Lease durations: a blip of staleness (one slow list) must not hand the
+    Lease around, which would restart every grace timer with the new term; a leader blind for that
+    long is no use, and a standby whose watches work can lead. ``hold`` keeps us from taking the
+    Lease straight back before a standby had its chance. A standby's own blindness counts the same
+    way: it does not campaign while blind past ``patience``."""
+
+    def __init__(self, view: Callable[[], tuple[bool, str]], *, patience: float, hold: float,
+                 clock: Callable[[], float] = boottime) -> None:
+        self.view, self.patience, self.hold, self.clock = view, patience, hold, clock
+        self.blind_since: float | None = None
+        self.aside_until: float | None = None
+        self.why = ""
+
+    def __call__(self) -> tuple[bool, str]:
+        now = self.clock()
+        ok, why = self.view()
+        if ok:
+            self.blind_since = None
+        elif self.blind_since is None:
+            self.blind_since = now
+        if self.aside_until is not None:
+            if now < self.aside_until or not ok:
+                return False, self.why
+            self.aside_until = None
+        if ok:
+            return True, why
+        blind = now - self.blind_since if self.blind_since is not None else 0.0
+        if blind < self.patience:
+            return True, f"blind for {blind:.0f}s (steps aside after {self.patience:g}s): {why}"
+        self.aside_until = now + self.hold
+        self.why = f"blind for {blind:.0f}s (more than {self.patience:g}s): {why}" if self.patience else why
+        return False, self.why
+
+
 class AlwaysLeader:
     """``--no-leader-elect``: a single instance that acts without a Lease (development, tests)."""
 
