@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.kube.calls import KubeCalls
+from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.measured import age_since
 from linstor_scheduler.volumes import pod_claims
@@ -168,6 +168,7 @@ class FencingController:
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
         self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
+        self._unanswered: str | None = None  # this pass: a live read the API server did not answer
         # Pods whose removal was sent in this fault, whatever the answer (429, 5xx, no answer): asking
         # again is not a new fail-over, so the rate limit does not count it again.
         self._attempted: set[str] = set()
@@ -207,6 +208,7 @@ class FencingController:
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:
         started = self.beat = self.clock()
+        self._unanswered = None
         leading = self.leader.is_leader
         self.metrics.leader.set(1 if leading else 0)
         if not leading and self._term is not None and self.leader.leader_since == self._term:
@@ -503,10 +505,20 @@ class FencingController:
         if decision.verdict != FENCE:
             return decision
         pod = decision.pod
+        # Before the live read: a write that would be refused needs no read, and once the API server
+        # left a read of this pass unanswered, the next pods' reads would each wait a full
+        # --api-timeout for the same silence (50 pods x 10 s: a pass of minutes, held long after the
+        # server is back). They are held at once instead; the next pass tries again.
+        held = self._write_refused() or self._unanswered
+        if held:
+            report.actions.append(("pod_read", pod.key, "held"))
+            return self._refuse(decision, STALE_DATA, f"no action: {held}")
         try:  # the caches may lag: act only on what the API server says now
             live = await self._read(self.actions.get_pod, pod.namespace, pod.name)
         except Exception as exc:
             report.actions.append(("pod_read", pod.key, "error"))
+            if is_transport_error(exc):
+                self._unanswered = f"the API server left a read of this pass unanswered (pod {pod.key}: {exc!r})"
             return self._refuse(decision, STALE_DATA, f"no action: cannot read pod {pod.key} now: {exc!r}")
         if live is None or (live.get("metadata") or {}).get("uid") != pod.uid:
             log.info("pod %s (uid %s) is gone or replaced: nothing to do for it", pod.key, pod.uid)

@@ -265,6 +265,53 @@ def test_the_api_server_hangs_then_answers_again(rig):
         alive_throughout(svc, hung)
 
 
+def statefulset(rig: Rig, replicas: int, node: str = "n1") -> list[str]:
+    """``replicas`` labelled pods on ``node``, each with its own volume replicated to another node."""
+    peers = [n for n in rig.nodes if n != node]
+    names = [f"db-{i}" for i in range(replicas)]
+    for i, name in enumerate(names):
+        database(rig, name, node, peers=(peers[i % len(peers)],))
+    return names
+
+
+@pytest.mark.parametrize("pods", [8, 50])
+def test_the_events_backend_hangs_while_a_node_with_many_pods_is_lost(rig, pods):
+    """Events live in an etcd of their own (the API server's ``--etcd-servers-overrides=/events#...``),
+    and that etcd hangs: every Event request is accepted and never answered. A node with ``pods``
+    labelled pods loses power. Every pod fails over on time all the same (before, each hung Event
+    held a thread of the shared pool, and with 8 pods 0 of 8 failed over): Events wait in their own
+    queue, are dropped when it is full, and never hold a read or a write."""
+    names = statefulset(rig, pods)
+    with FencingService(rig, "--evictions-per-minute", "1000", grace=GRACE) as svc:
+        since = time.monotonic()
+        rig.ks.hang(path_prefix="/api/v1/namespaces/default/events")
+        rig.crash("n1")
+        took = svc.wait(lambda: all(rig.ks.get("Pod", n) is None for n in names), f"all {pods} pods failed over", 30)
+        measured(f"events backend hung: {pods} pods failed over", took, GRACE + BOUND + 2)
+        assert rig.ks.hung_requests() >= 1, "the Events did hang"
+        alive_throughout(svc, since)
+
+
+@pytest.mark.parametrize("pods", [8, 50])
+def test_a_node_with_many_pods_is_lost_while_the_api_server_hangs(rig, pods):
+    """A node with ``pods`` labelled pods loses power while the API server accepts every request and
+    answers none (Events, the Lease, reads, writes). Nothing is removed meanwhile; once it answers
+    again, every pod fails over within the bound and a grace period."""
+    names = statefulset(rig, pods)
+    with FencingService(rig, "--evictions-per-minute", "1000", grace=GRACE) as svc:
+        since = time.monotonic()
+        rig.ks.hang()
+        rig.crash("n1")
+        svc.wait(lambda: svc.ready()[0] == 503 and not svc.leading(), "blind: /readyz failing, not leading", 10)
+        assert all(rig.ks.get("Pod", n) is not None for n in names) and rig.pod_deletes() == []
+        answered = time.monotonic()
+        rig.ks.release_hangs()
+        svc.wait(lambda: all(rig.ks.get("Pod", n) is None for n in names), f"all {pods} pods failed over", 30)
+        measured(f"API server answers again: {pods} pods failed over", time.monotonic() - answered,
+                 BOUND + GRACE + 3)
+        alive_throughout(svc, since)
+
+
 def test_slow_answers(rig):
     """Every answer of the API server comes 500 ms late (an overloaded server): within the deadline,
     but a Lease renewal (a read and a write) now takes most of the lease's margin, so it sometimes
