@@ -30,7 +30,8 @@ from linstor_scheduler.linstor.client import LinstorClient
 from locality.exporter import view_verdict
 from locality.wiring import serve_exporter
 
-from .test_locality import scrape, two_pods_cluster
+from .probing import recovered, scrape
+from .test_locality import two_pods_cluster
 from .waiting import free_ports, wait_for
 
 MAX_STALENESS, API_TIMEOUT = 3.0, 1.0
@@ -100,12 +101,6 @@ def _serving(exporter: Exporter) -> bool:
         return False
 
 
-def recovered(what: str, since: float) -> float:
-    took = time.monotonic() - since
-    print(f"locality-exporter, {what}: recovered in {took:.2f}s")
-    return took
-
-
 def test_the_api_server_restarts_while_a_pod_goes_away(exporter: Exporter) -> None:
     """The API server restarts (its watches end) and a pod is deleted meanwhile: the informers'
     resumes get 410 and they list again; the figures show the deletion, /readyz stays 200."""
@@ -115,7 +110,7 @@ def test_the_api_server_restarts_while_a_pod_goes_away(exporter: Exporter) -> No
     up = time.monotonic()
     ks.up()
     wait_for(lambda: exporter.ratio() == 1.0, timeout=10, what="the deletion in the figures")
-    took = recovered("API server restart (410 on resume)", up)
+    took = recovered("locality-exporter", "API server restart (410 on resume)", up)
     assert exporter.kube("informer_relists_total", "Pod", reason="expired") >= 1
     assert took < 2 * MAX_STALENESS / 3 + 2, "within two watch timeouts and a list"
     assert exporter.fresh() and exporter.get("/healthz").status_code == 200
@@ -138,7 +133,7 @@ def test_etcd_compacts_past_a_quiet_kind_while_its_watch_is_refused(exporter: Ex
              what="the Node informer listing again")
     wait_for(lambda: exporter.kube("informer_age_seconds", "Node") < 1.5 and exporter.fresh(), timeout=5,
              what="a young Node view")
-    took = recovered("etcd compaction past a quiet kind (410 on resume)", answered)
+    took = recovered("locality-exporter", "etcd compaction past a quiet kind (410 on resume)", answered)
     assert took < MAX_STALENESS / 3 + 3, "within a back-off, a list and a watch timeout"
     assert exporter.kube("informer_relists_total", "Pod", reason="expired") == 0, "only the quiet kind lists"
     exporter.db1_local()
@@ -166,7 +161,7 @@ def test_a_continue_token_expires_during_a_list(exporter: Exporter) -> None:
              what="the 410 on resume and the 410 on the continue token")
     wait_for(lambda: exporter.ratio() == 1.0 and exporter.fresh(), timeout=15, what="a whole, fresh view")
     ks.reset_faults()
-    recovered("continue token expired during a list", began)
+    recovered("locality-exporter", "continue token expired during a list", began)
     lists = [p for _, p in ks.requests if p.startswith("/api/v1/pods?") and "watch=true" not in p]
     assert sum("continue=" not in p for p in lists) >= 3, "the start, the relist, and the list from the top"
 
@@ -190,7 +185,7 @@ def test_a_hung_backend_means_no_new_figures_and_readyz_says_why(exporter: Expor
     released = time.monotonic()
     ks.release_hangs()
     wait_for(lambda: exporter.ratio() == 1.0 and exporter.fresh(), timeout=10, what="fresh figures")
-    took = recovered("hung backend released", released)
+    took = recovered("locality-exporter", "hung backend released", released)
     assert took < MAX_STALENESS + 3, "the held lists answered, within the informers' back-off and a watch timeout"
     assert exporter.metrics()[AGE] < MAX_STALENESS
 
@@ -205,7 +200,7 @@ def test_a_silent_half_open_watch_is_ended_and_replaced(exporter: Exporter) -> N
     wait_for(lambda: all(exporter.kube("watch_restarts_total", kind, reason="silent") >= 1 for kind in KINDS),
              timeout=10, what="every silent watch ended")
     wait_for(lambda: exporter.metrics()[AGE] < 1.5 and exporter.fresh(), timeout=5, what="a young view")
-    took = recovered("silent watches", silenced)
+    took = recovered("locality-exporter", "silent watches", silenced)
     assert took < MAX_STALENESS / 3 + API_TIMEOUT + 3, "the read deadline, a back-off, a watch timeout"
     exporter.db1_local()
     wait_for(lambda: exporter.ratio() == 1.0, timeout=5, what="new figures")
@@ -234,7 +229,7 @@ def test_slow_or_refusing_api_server_the_figures_carry_on(exporter: Exporter, fa
     began = time.monotonic()
     ks.delete("Pod", "db-1", "default")
     wait_for(lambda: exporter.ratio() == 1.0, timeout=10, what="the deletion in the figures")
-    took = recovered(fault, began)
+    took = recovered("locality-exporter", fault, began)
     ks.reset_faults()
     assert took < MAX_STALENESS + 4, "within the informers' back-off (0.5 s doubling) and a list"
     wait_for(exporter.fresh, timeout=5, what="/readyz 200")
@@ -255,7 +250,7 @@ def test_linstor_fails_no_new_figures_then_fresh_ones(exporter: Exporter) -> Non
     back = time.monotonic()
     exporter.emu.reset_faults()
     wait_for(lambda: exporter.ratio() == 1.0 and exporter.fresh(), timeout=10, what="fresh figures")
-    assert recovered("LINSTOR 500s", back) < 3
+    assert recovered("locality-exporter", "LINSTOR 500s", back) < 3
 
 
 def test_a_standby_with_a_stale_view_is_not_ready_and_computes_nothing() -> None:

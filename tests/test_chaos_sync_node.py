@@ -30,6 +30,7 @@ from storage_sync.agent import NodeAgent, loop_liveness, pass_readiness, readine
 from storage_sync.lvm import LvmInventory, VolumeGroup
 from storage_sync.wiring import pass_bound, serve_sync_node
 
+from .probing import recovered
 from .waiting import free_ports, wait_for
 
 INTERVAL, MAX_BACKOFF, PASS_BOUND, API_TIMEOUT = 0.2, 0.8, 1.0, 1.0
@@ -148,12 +149,6 @@ def _answers(node: Node) -> bool:
         return False
 
 
-def recovered(what: str, since: float) -> float:
-    took = time.monotonic() - since
-    print(f"sync-node, {what}: recovered in {took:.2f}s")
-    return took
-
-
 def test_the_api_server_hangs_passes_go_on_and_events_wait_then_flow(node: Node) -> None:
     """The API server accepts and never answers: every Event times out after --api-timeout in the
     recorder's own thread; the passes keep their pace, /readyz and /healthz stay 200."""
@@ -168,7 +163,7 @@ def test_the_api_server_hangs_passes_go_on_and_events_wait_then_flow(node: Node)
     released = time.monotonic()
     node.ks.release_hangs()
     wait_for(lambda: node.events("sent") > sent + 1, timeout=5, what="Events sent again")
-    assert recovered("API server hang, Events flowing again", released) < API_TIMEOUT
+    assert recovered("sync-node", "API server hang, Events flowing again", released) < API_TIMEOUT
     reasons = {e["reason"] for e in node.ks.list("Event")}
     assert "DuplicatePoolTag" in reasons
 
@@ -184,7 +179,7 @@ def test_the_api_server_restarts_and_is_down_a_while_passes_go_on(node: Node) ->
     up = time.monotonic()
     node.ks.up()
     wait_for(lambda: node.events("sent") > sent, timeout=5, what="an Event sent after the restart")
-    assert recovered("API server down then up", up) < 2
+    assert recovered("sync-node", "API server down then up", up) < 2
 
 
 @pytest.mark.parametrize("fault", ["500s", "down", "slow"])
@@ -210,7 +205,7 @@ def test_linstor_misbehaves_the_pass_fails_readyz_says_why_healthz_stays(node: N
     node.linstor_up()
     node.emu.reset_faults()
     wait_for(lambda: node.get("/readyz").status_code == 200, timeout=10, what="/readyz back")
-    took = recovered(f"LINSTOR {fault}", back)
+    took = recovered("sync-node", f"LINSTOR {fault}", back)
     assert took < MAX_BACKOFF + 1.5, "the next try comes within the capped back-off"
     assert node.metric("linstor_scheduler_pool_sync_consecutive_failures") == 0
     assert "failing" not in node.get("/readyz").text
@@ -229,7 +224,7 @@ def test_a_hung_lvm_scan_fails_healthz_then_the_loop_turns_again(node: Node) -> 
     wait_for(lambda: node.get("/healthz").status_code == 200, timeout=5, what="/healthz back")
     ok = node.passes("ok")
     wait_for(lambda: node.passes("ok") > ok, timeout=5, what="a good pass after the scan")
-    recovered("LVM scan hung then returned", released)
+    recovered("sync-node", "LVM scan hung then returned", released)
 
 
 def test_the_probe_decisions() -> None:

@@ -16,6 +16,7 @@ from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient
 from scheduler_extender.wiring import build_live_app
 
+from .probing import scrape
 from .waiting import wait_for
 
 NAMES = ["w1", "w2", "w3"]
@@ -105,16 +106,6 @@ def test_linstor_down_keeps_last_state_then_turns_neutral_then_recovers():
         wait_for(lambda: http.get("/readyz").status_code == 200, what="recovery")
         assert not http.get("/readyz").json()["stale"]
         assert scores(http, pod) == {"w1": 10, "w2": 0, "w3": 0}
-
-
-def scrape(http: httpx.Client) -> dict[str, float]:
-    """/metrics as series -> value (a series without a sample is simply not there)."""
-    out = {}
-    for line in http.get("/metrics").text.splitlines():
-        if line.startswith("linstor_scheduler_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 AGE, STALE = "linstor_scheduler_state_age_seconds", "linstor_scheduler_state_stale"

@@ -13,6 +13,7 @@ import pytest
 from fencing.controller import Settings
 
 from .fencing_rig import Rig
+from .probing import scrape
 
 
 @pytest.fixture
@@ -314,17 +315,6 @@ def test_twenty_pods_on_one_lost_node_are_rate_limited_one_warning_each(rig):
 # --- issue 18: no figure before a read, none on a standby, the view's age from the last good read ---
 LOST, STORM = "linstor_scheduler_fencing_lost_storage_nodes", "linstor_scheduler_fencing_storm_active"
 VIEW_AGE, LEADER = "linstor_scheduler_fencing_linstor_view_age_seconds", "linstor_scheduler_fencing_leader"
-
-
-def scrape(url: str) -> dict[str, float]:
-    import httpx
-
-    out = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith("linstor_scheduler_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_lost_nodes_and_storm_are_absent_until_a_read_and_the_view_ages_while_linstor_fails(rig):

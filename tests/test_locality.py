@@ -24,6 +24,7 @@ from locality.report import build_report, render_table, report_from_doc
 from scheduler_extender.state import KubeView
 
 from .cluster import build, lnode, lpool, lres
+from .probing import scrape
 from .waiting import wait_for
 
 
@@ -216,15 +217,6 @@ def test_cli_report_from_the_live_cluster(ks, capsys):
     assert report["summary"]["pods"] == 3 and report["summary"]["local"] == 2  # web-0 on n2: UpToDate there
     assert report_from_doc({"linstor": emu.snapshot(), "kubernetes": {"items": [*kube, other]}})["summary"] \
         == report["summary"]
-
-
-def scrape(url: str) -> dict[str, float]:
-    out = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith("linstor_scheduler_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def listening(url: str) -> bool:
