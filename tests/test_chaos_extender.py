@@ -32,6 +32,7 @@ from linstor_scheduler.kube import make_api_client
 from linstor_scheduler.linstor import LinstorClient
 from scheduler_extender.wiring import build_live_app
 
+from .test_extender_live import populated
 from .waiting import wait_for
 
 BOUND = 3.0  # --max-staleness
@@ -56,24 +57,6 @@ def report() -> Iterator[None]:
     yield
     if MEASURED:
         print("\nchaos extender, measured:\n" + "\n".join(f"  {s:5.2f}s  {c}" for c, s in MEASURED.items()))
-
-
-def populated(extra_claims: int = 0) -> tuple[LinstorEmulator, KubeStandin]:
-    emu = LinstorEmulator()
-    for n in NAMES:
-        emu.add_node(n)
-        emu.add_storage_pool(n, "thindata", "LVM_THIN")
-    emu.add_resource("pvc-db", "w1")
-    emu.add_resource("pvc-db", "w2", diskful=False, flags=["TIE_BREAKER"])
-    ks = KubeStandin()
-    for i, n in enumerate(NAMES):
-        ks.add(k.node(n, zone=f"z{i}"))
-    ks.add(k.storage_class("local", remote=False))
-    for obj in k.bound_volume("data", "pvc-db", storage_class="local"):
-        ks.add(obj)
-    for i in range(extra_claims):  # more claims than one list page (500)
-        ks.add(k.pvc(f"other-{i:04d}", namespace="apps", storage_class="local"))
-    return emu, ks
 
 
 @dataclass

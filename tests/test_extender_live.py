@@ -22,7 +22,9 @@ from .waiting import wait_for
 NAMES = ["w1", "w2", "w3"]
 
 
-def populated() -> tuple[LinstorEmulator, KubeStandin]:
+def populated(extra_claims: int = 0) -> tuple[LinstorEmulator, KubeStandin]:
+    """Three nodes, a claim ``data`` whose volume has a diskful replica on w1 (a tie-breaker on w2);
+    ``extra_claims`` more claims in namespace ``apps`` (more than 500: a list of several pages)."""
     emu = LinstorEmulator()
     for n in NAMES:
         emu.add_node(n)
@@ -36,6 +38,8 @@ def populated() -> tuple[LinstorEmulator, KubeStandin]:
     ks.add(k.storage_class("local", remote=False))
     for obj in k.bound_volume("data", "pvc-db", storage_class="local"):
         ks.add(obj)
+    for i in range(extra_claims):
+        ks.add(k.pvc(f"other-{i:04d}", namespace="apps", storage_class="local"))
     return emu, ks
 
 
