@@ -309,3 +309,19 @@ def test_a_throttled_informer_waits_as_long_as_the_server_asks(ks):
         assert ks.count("GET", "/api/v1/nodes") >= 2
     finally:
         inf.stop()
+
+
+def test_an_event_whose_answer_was_lost_is_recorded_once(ks):
+    """The API server creates the Event, then the connection breaks before its answer: the recorder
+    sends it once more under the same name, takes the 409 for "done", and a repeat bumps its count
+    instead of creating a second Event."""
+    node = ks.add(k.node("w5"))
+    ks.lose_answers(path_prefix="/api/v1/namespaces/default/events", method="POST", count=1)
+    rec = EventRecorder(ks.api)
+    rec.record(node, "Warning", "Lost", "the answer goes missing")
+    assert rec.flush(10) and (rec.sent, rec.failed) == (1, 0)
+    rec.record(node, "Warning", "Lost", "the answer goes missing")
+    assert rec.flush(10)
+    events = [e for e in ks.list("Event") if e["reason"] == "Lost"]
+    assert len(events) == 1 and events[0]["count"] == 2
+    assert ks.count("POST", "/api/v1/namespaces/default/events") == 2

@@ -116,12 +116,33 @@ class EventRecorder:
                 "source": {"component": self.component, "host": self.instance},
                 "reportingComponent": self.component, "reportingInstance": self.instance,
             }
-            self.core.create_namespaced_event(namespace, body)
+            self._create(namespace, body)
             self._remember(key, (name, namespace, 1, boottime()))
             self.sent += 1
         except Exception as exc:  # an Event must never fail the action it reports
             self.failed += 1
             log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc)
+
+    def _create(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create the Event; after a transport error (no answer: the create may or may not have been
+        done), once more under the same name, where a 409 AlreadyExists means the first one was
+        done and only its answer was lost (client-go's recorder retries too, ``recordToSink``; a new
+        name each time would make a lost answer a duplicate Event)."""
+        from kubernetes.client.exceptions import ApiException
+
+        from .calls import is_transport_error
+
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            log.info("event %s: no answer (%s); sending it once more", body["metadata"]["name"], exc)
+            try:
+                self.core.create_namespaced_event(namespace, body)
+            except ApiException as again:
+                if again.status != 409:
+                    raise
 
     def _remember(self, key: tuple[str, str, str], value: tuple[str, str, int, float]) -> None:
         self._seen[key] = value
