@@ -346,6 +346,17 @@ def test_scheduler_configuration(extender_http):
     assert r.status_code == 200 and [h["Host"] for h in r.json()] == ["w2"]
 
 
+def test_the_shipped_configuration_scores_every_node():
+    """kube-scheduler offers the extender only the nodes it filtered before its feasible-node cut-off
+    (schedule_one.go ``numFeasibleNodesToFind``): as deployed, the cut-off must be off for the
+    ``linstor`` profile, read from what ``kubectl kustomize deploy/`` renders."""
+    cm = find(rendered(""), "ConfigMap", "linstor-scheduler-config")
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert cfg.get("percentageOfNodesToScore") == 100, "percentageOfNodesToScore: 100 is missing"
+    [profile] = [p for p in cfg["profiles"] if p["schedulerName"] == "linstor"]
+    assert profile.get("percentageOfNodesToScore", 100) == 100, "the profile must not lower it"
+
+
 def test_scheduler_reads_its_configuration():
     deployment = find(objects(), "Deployment", "linstor-scheduler")
     spec = deployment["spec"]["template"]["spec"]
