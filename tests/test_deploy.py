@@ -288,9 +288,9 @@ def scheduler_config() -> dict[str, Any]:
     return yaml.safe_load(cm["data"]["config.yaml"])
 
 
-def legacy_policy() -> dict[str, Any]:
-    cm = find(objects(), "ConfigMap", "linstor-scheduler-policy")
-    return json.loads(cm["data"]["policy.cfg"])
+def rendered_scheduler_config(entry: str) -> dict[str, Any]:
+    """kube-scheduler's configuration as the entry point deploys it (an overlay may patch it)."""
+    return yaml.safe_load(find(rendered(entry), "ConfigMap", "linstor-scheduler-config")["data"]["config.yaml"])
 
 
 @pytest.fixture(scope="module")
@@ -346,13 +346,14 @@ def test_scheduler_configuration(extender_http):
     assert r.status_code == 200 and [h["Host"] for h in r.json()] == ["w2"]
 
 
-def test_the_shipped_configuration_scores_every_node():
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_the_shipped_configuration_scores_every_node(entry):
     """kube-scheduler offers the extender only the nodes it filtered before its feasible-node cut-off
-    (schedule_one.go ``numFeasibleNodesToFind``): as deployed, the cut-off must be off for the
-    ``linstor`` profile, read from what ``kubectl kustomize deploy/`` renders."""
-    cm = find(rendered(""), "ConfigMap", "linstor-scheduler-config")
-    cfg = yaml.safe_load(cm["data"]["config.yaml"])
-    assert cfg.get("percentageOfNodesToScore") == 100, "percentageOfNodesToScore: 100 is missing"
+    (schedule_one.go ``numFeasibleNodesToFind``; 1.19-1.22: core/generic_scheduler.go): as each entry
+    point deploys it, the cut-off must be off for the ``linstor`` profile, read from what
+    ``kubectl kustomize`` renders (the legacy overlay carries its own configuration)."""
+    cfg = rendered_scheduler_config(entry)
+    assert cfg.get("percentageOfNodesToScore") == 100, f"deploy/{entry}: percentageOfNodesToScore: 100 is missing"
     [profile] = [p for p in cfg["profiles"] if p["schedulerName"] == "linstor"]
     assert profile.get("percentageOfNodesToScore", 100) == 100, "the profile must not lower it"
 
@@ -379,31 +380,61 @@ def test_kube_scheduler_image_is_the_documented_edit():
     assert "THE ONE EDIT" in (ROOT / "docs" / "install.md").read_text()
 
 
-def test_legacy_policy_matches_the_configuration():
-    policy, ext = legacy_policy(), scheduler_config()["extenders"][0]
-    assert policy["kind"] == "Policy" and policy["apiVersion"] == "v1"
-    assert "predicates" not in policy and "priorities" not in policy, "present would replace the defaults"
-    [legacy] = policy["extenders"]
-    for key in ("urlPrefix", "filterVerb", "prioritizeVerb", "weight", "nodeCacheCapable", "ignorable"):
-        assert legacy[key] == ext[key], key
-    assert legacy["enableHttps"] is False
-    assert legacy["httpTimeout"] == int(duration_seconds(ext["httpTimeout"]) * 1e9), "time.Duration: nanoseconds"
+# kubescheduler.config.k8s.io/v1beta1, the version the legacy overlay writes: the JSON names of
+# its fields, from k8s.io/kube-scheduler config/v1beta1 types.go (KubeSchedulerConfiguration, Extender,
+# KubeSchedulerProfile), identical in 1.19.0, 1.20.0, 1.21.0 and 1.22.0 but for "parallelism" (1.20+).
+# kube-scheduler decodes it strictly: a name not here (e.g. v1's per-profile percentageOfNodesToScore,
+# or the legacy Policy's "enableHttps") would stop it from starting.
+V1BETA1_CONFIGURATION_FIELDS = {"apiVersion", "kind", "leaderElection", "clientConnection", "healthzBindAddress",
+                                "metricsBindAddress", "enableProfiling", "enableContentionProfiling",
+                                "percentageOfNodesToScore", "podInitialBackoffSeconds", "podMaxBackoffSeconds",
+                                "profiles", "extenders"}
+V1BETA1_PROFILE_FIELDS = {"schedulerName", "plugins", "pluginConfig"}
+V1BETA1_EXTENDER_FIELDS = {"urlPrefix", "filterVerb", "preemptVerb", "prioritizeVerb", "weight", "bindVerb",
+                           "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources",
+                           "ignorable"}
+# Flags that must not reach kube-scheduler 1.21/1.22: removed in 1.22 (--scheduler-name,
+# kubernetes/kubernetes#102805), a Policy source (deprecated; overrides the profiles), or ignored
+# next to --config (the leader election flags: the file's leaderElection is used instead).
+LEGACY_FLAGS = ("--scheduler-name", "--policy-config-file", "--policy-configmap", "--use-legacy-policy-config",
+                "--algorithm-provider", "--leader-elect", "--lock-object")
 
 
-def test_legacy_overlay_runs_the_policy():
+def test_legacy_configuration_is_the_base_configuration_in_v1beta1():
+    """The legacy overlay does what base/ does, in the version kube-scheduler 1.21/1.22 decode."""
+    base, legacy = scheduler_config(), rendered_scheduler_config("legacy-policy")
+    assert legacy["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1" and legacy["kind"] == base["kind"]
+    assert set(legacy) <= V1BETA1_CONFIGURATION_FIELDS, set(legacy) - V1BETA1_CONFIGURATION_FIELDS
+    assert all(set(p) <= V1BETA1_PROFILE_FIELDS for p in legacy["profiles"])
+    assert all(set(e) <= V1BETA1_EXTENDER_FIELDS for e in legacy["extenders"])
+    same = {k: v for k, v in legacy.items() if k != "apiVersion"}
+    assert same == {k: v for k, v in base.items() if k != "apiVersion"}, "profile, extender, leader election, cut-off"
+    assert isinstance(legacy["extenders"][0]["httpTimeout"], str), "v1beta1: a duration string (metav1.Duration)"
+
+
+def test_the_v1beta1_field_check_can_fail():
+    v1_only = {"profiles": [{"schedulerName": "linstor", "percentageOfNodesToScore": 100}],
+               "extenders": [{"urlPrefix": "x", "enableHttps": False}]}
+    assert not all(set(p) <= V1BETA1_PROFILE_FIELDS for p in v1_only["profiles"])
+    assert not all(set(e) <= V1BETA1_EXTENDER_FIELDS for e in v1_only["extenders"])
+
+
+def test_legacy_overlay_runs_kube_scheduler_with_its_configuration():
     objs = rendered("legacy-policy")
     ks = container(objs, "linstor-scheduler", "kube-scheduler")
     version = re.search(r":v1\.(\d+)\.", ks["image"])
-    assert version and int(version.group(1)) < 23, "--policy-configmap was removed in 1.23"
-    args = dict(a.split("=", 1) for a in ks["command"][1:])
-    cm = find(objs, "ConfigMap", args["--policy-configmap"])
-    assert cm["metadata"]["namespace"] == args["--policy-configmap-namespace"] and "policy.cfg" in cm["data"]
-    assert args["--scheduler-name"] == "linstor" and "--config" not in args
-    assert args["--leader-elect-resource-name"] == scheduler_config()["leaderElection"]["resourceName"]
-    assert args["--leader-elect-resource-namespace"] == "linstor-scheduler"
-    role = find(objs, "Role", "linstor-scheduler-policy-reader")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                              "resourceNames": [args["--policy-configmap"]], "verbs": ["get"]}]
+    assert version and 21 <= int(version.group(1)) < 23, "v1beta1: 1.19-1.22; the rest of base/: 1.21+"
+    assert ks["command"] == container(rendered(""), "linstor-scheduler", "kube-scheduler")["command"]
+    assert not [a for a in ks["command"] if a.startswith(LEGACY_FLAGS)]
+    config_arg = next(a for a in ks["command"] if a.startswith("--config="))
+    spec = find(objs, "Deployment", "linstor-scheduler")["spec"]["template"]["spec"]
+    mount = next(m for m in ks["volumeMounts"] if Path(config_arg.split("=", 1)[1]).parent == Path(m["mountPath"]))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "linstor-scheduler-config"
+    # No Policy, so nothing to read it with: the scheduler's RBAC is base/'s.
+    assert not [o for o in objs if "policy" in o["metadata"]["name"] and o["kind"] in ("ConfigMap", "Role")]
+    assert [o for o in objs if o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")] == [
+        o for o in rendered("") if o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
     assert container(objs, "linstor-scheduler", "extender") == container(rendered(""), "linstor-scheduler",
                                                                          "extender")
 

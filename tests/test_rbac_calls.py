@@ -261,7 +261,7 @@ COMPONENTS = [
                              "repeats one: kept so a repeat never fails to be recorded"}),
 ]
 # Grants of the scheduler's ServiceAccount that serve kube-scheduler itself, not the extender sidecar.
-KUBE_SCHEDULER_ROLES = {"linstor-scheduler-leader-election", "linstor-scheduler-policy-reader"}
+KUBE_SCHEDULER_ROLES = {"linstor-scheduler-leader-election"}
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
