@@ -125,8 +125,7 @@ class Answerer:
             log.info("%s: bad request: %s", verb, exc.message)
             return exc.status, encode_error(exc.message)
         if verb == "filter" and self.placements is not None:
-            self.placements.heard_filter(prepared, args.raw_names, None if args.raw_names is not None
-                                         else args.node_names)
+            self.placements.heard_filter(prepared, args)
         if verb == "filter" and result.outcome == "ok":
             self.passed_nodes.inc(result.passing)
             self.failed_nodes.inc(result.failed)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .codec import ExtenderArgs
 from .judge import Extender, Prepared
 from .placement import EVENT_TYPE, OUTCOMES, REASON, FilterRecord, ReplicaNode, judge_placement
 
@@ -67,19 +67,30 @@ def binding_of(obj: Any) -> PodBinding | None:
     return PodBinding(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", str(meta.get("uid") or ""), node)
 
 
-def offered_in(node: str, raw_names: bytes | None, names: Sequence[str] | None) -> bool:
-    """Whether kube-scheduler sent ``node``: a substring search of the raw NodeNames array (node
-    names are DNS names: no quote or escape in them), so a cached answer decodes no names."""
-    if raw_names is not None:
-        return b'"' + node.encode() + b'"' in raw_names
-    return node in (names or ())
+class CandidateSets:
+    """The candidate lists of recent /filter calls as sets, by their raw NodeNames bytes.
 
+    Whether a replica node was offered is a membership test in the candidate list. A scan of the
+    raw bytes costs 50-170 us per name at 5,000 nodes (measured: 160 KB of names), a set of the
+    decoded names ~300 us; kube-scheduler sends the same list for pod after pod of a wave (every
+    feasible node, with ``percentageOfNodesToScore: 100``), so the set is built once per list and a
+    repeat costs one look-up: the bytes' hash is already computed (the answer cache hashed the same
+    object) and the comparison is one memcmp."""
 
-def candidate_count(raw_names: bytes | None, names: Sequence[str] | None) -> int:
-    if raw_names is not None:
-        body = raw_names.strip()
-        return 0 if body in (b"[]", b"", b"null") else body.count(b",") + 1
-    return len(names or ())
+    def __init__(self, max_entries: int = 4) -> None:
+        self.max_entries = max_entries
+        self._sets: OrderedDict[bytes, frozenset[str]] = OrderedDict()
+
+    def of(self, args: ExtenderArgs) -> frozenset[str]:
+        raw = args.raw_names
+        if raw is None:  # full Node objects (nodeCacheCapable: false): names decoded per request anyway
+            return frozenset(args.node_names)
+        found = self._sets.get(raw)
+        if found is None:
+            found = self._sets[raw] = frozenset(args.node_names)
+            while len(self._sets) > self.max_entries:
+                self._sets.popitem(last=False)
+        return found
 
 
 class PlacementReporter:
@@ -91,12 +102,13 @@ class PlacementReporter:
         self.max_records = max_records
         self._records: OrderedDict[str, FilterRecord] = OrderedDict()
         self._lock = threading.Lock()
+        self.candidates = CandidateSets()
 
     def __len__(self) -> int:
         return len(self._records)
 
     # --- the serving loop: what /filter saw -------------------------------------------------------
-    def heard_filter(self, prepared: Prepared, raw_names: bytes | None, names: Sequence[str] | None) -> None:
+    def heard_filter(self, prepared: Prepared, args: ExtenderArgs) -> None:
         """Remember the replica nodes of the pod's cycle; a neutral cycle forgets the pod."""
         if prepared.static_neutral:
             return
@@ -115,11 +127,12 @@ class PlacementReporter:
             return
         decision = self.extender.judge(prepared, list(held))  # the pod's table: look-ups, or a few nodes judged
         verdicts = decision.verdicts or []
+        offered = self.candidates.of(args)
         replicas = tuple(
-            ReplicaNode(node, held[node], offered_in(node, raw_names, names), verdict.fits, verdict.score,
+            ReplicaNode(node, held[node], node in offered, verdict.fits, verdict.score,
                         "" if verdict.fits else verdict.failure(node))
             for node, verdict in zip(decision.names, verdicts, strict=True))
-        record = FilterRecord(prepared.ref, volumes, candidate_count(raw_names, names), replicas)
+        record = FilterRecord(prepared.ref, volumes, len(offered), replicas)
         with self._lock:
             self._records[prepared.ref] = record
             self._records.move_to_end(prepared.ref)
@@ -152,9 +165,9 @@ class PlacementReporter:
         if record is None:
             return None
         placement = judge_placement(record, binding.node)
-        self.outcomes[placement.outcome].inc()
         if placement.announced and self.recorder is not None:
             self.recorder.record(binding.involved(), EVENT_TYPE, REASON, placement.message)
+        self.outcomes[placement.outcome].inc()  # after the Event is queued: a count seen means it is on its way
         return placement.outcome
 
     def _drop(self, key: str) -> None:
