@@ -16,7 +16,7 @@ when the pod is bound, ``judge_placement`` compares the chosen node with them:
   ``NotPlacedLocally``.
 
 "Feasible" is our verdict, the part we know: kube-scheduler's own filters run before ours
-(pkg/scheduler/schedule_one.go ``findNodesThatFitPod``: ``findNodesThatPassFilters``, then
+(kubernetes v1.35 pkg/scheduler/schedule_one.go ``findNodesThatFitPod``: ``findNodesThatPassFilters``, then
 ``findNodesThatPassExtenders`` on what passed), so a node it did not offer may have failed them, or
 may never have been looked at (``numFeasibleNodesToFind``); the Event says which we cannot tell.
 """
