@@ -17,6 +17,7 @@ from .cache import GenerationCache
 from .codec import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encode_error, encode_filter
 from .judge import Decision, Extender
 from .metrics import ExtenderMetrics
+from .placements import PlacementReporter
 from .scoring import NODE
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class Answerer:
     bytes it holds.
     """
 
-    def __init__(self, extender: Extender, metrics: ExtenderMetrics) -> None:
+    def __init__(self, extender: Extender, metrics: ExtenderMetrics, placements: PlacementReporter | None = None,
+                 ) -> None:
+        """``placements``: told of every /filter, to judge the pod's binding later (live extender)."""
         self.extender = extender
+        self.placements = placements
         self.priorities = PriorityEncoder()
         self.answers: GenerationCache[tuple[Any, ...], Answer] = GenerationCache(
             "answers", max_entries=100_000, max_bytes=ANSWERS_LIMIT, sizeof=_answer_size)
@@ -120,6 +124,8 @@ class Answerer:
             self.latency[verb].observe(time.perf_counter() - started)
             log.info("%s: bad request: %s", verb, exc.message)
             return exc.status, encode_error(exc.message)
+        if verb == "filter" and self.placements is not None:
+            self.placements.heard_filter(prepared, args)
         if verb == "filter" and result.outcome == "ok":
             self.passed_nodes.inc(result.passing)
             self.failed_nodes.inc(result.failed)

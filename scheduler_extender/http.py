@@ -28,6 +28,7 @@ from .answers import Answerer, verdict_rows
 from .codec import BadRequest, decode_args, encode_error
 from .judge import Extender
 from .metrics import ExtenderMetrics
+from .placements import PlacementReporter
 from .scoring import all_node_names
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,15 @@ def create_app(
     shutdown: Callable[[], Awaitable[None]] | None = None,
     alive: Callable[[], tuple[bool, str]] | None = None,
     kube_details: Callable[[], dict[str, Any]] | None = None,
+    placements: PlacementReporter | None = None,
 ) -> ExtenderApp:
     """``alive``: the live extender's loops (``/healthz`` fails with its text when they stopped
-    turning); ``kube_details``: more fields for ``/readyz`` (the informers' errors)."""
+    turning); ``kube_details``: more fields for ``/readyz`` (the informers' errors); ``placements``:
+    told of each /filter, to judge where the pod is bound (placements.py)."""
     metrics = metrics or ExtenderMetrics()
     holder = extender.holder
     metrics.bind_state_age(extender.staleness, lambda: stale_now(extender))
-    answerer = Answerer(extender, metrics)
+    answerer = Answerer(extender, metrics, placements)
     metrics.bind_caches([answerer.answers, *extender.caches])
     answer, counters = answerer.answer, answerer.counters
 

@@ -53,6 +53,10 @@ class ExtenderMetrics:
         self.index_size = MeasuredGauge(
             "linstor_scheduler_index_objects", "Objects in the extender's index by kind; absent until the first "
             "full sync", ["kind"], registry=r)
+        self.placements = Counter(
+            "linstor_scheduler_extender_placements", "Pods bound after a /filter of ours, by how their node "
+            "relates to their diskful replicas (not_chosen and not_offered get a NotPlacedLocally Event)",
+            ["outcome"], registry=r)
         self.linstor_requests = Counter(
             "linstor_scheduler_linstor_requests", "HTTP requests to the LINSTOR controller by method and status",
             ["method", "status"], registry=r)

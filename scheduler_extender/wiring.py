@@ -18,7 +18,8 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
-from linstor_scheduler.kube.informer import KubeCaches, bounded_by
+from linstor_scheduler.kube.events import EventRecorder
+from linstor_scheduler.kube.informer import Informer, KubeCaches, bounded_by
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
@@ -29,6 +30,8 @@ from .explain import explain_ref, render_table
 from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
 from .judge import Extender, FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
+from .placements import PROFILE as PLACEMENT_PROFILE
+from .placements import PlacementReporter
 from .refresh import EXTENDER_KINDS, Syncer
 from .scoring import Weights
 from .snapshot import read_snapshot, state_from_snapshot
@@ -67,15 +70,25 @@ def build_live_app(
                         **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer)
-    metrics.registry.register(KubeCollector(caches))
+    recorder = EventRecorder(api_client, component="linstor-scheduler-extender")
+    placements = PlacementReporter(extender, recorder, metrics.placements)
+    # Bindings, for placements only: outside ``caches`` on purpose, so a slow Pod watch never makes
+    # the extender neutral (the verdicts do not read pods). Only the profile's pods, and nothing of
+    # them is kept but the few bindings waiting to be judged (PlacementReporter.keep).
+    pods = Informer(api_client, "Pod", field_selector=f"spec.schedulerName={PLACEMENT_PROFILE}",
+                    transform=placements.keep, on_change=placements.changed,
+                    watch_timeout=caches.informers["Node"].watch_timeout, **bounded_by(max_staleness, api_timeout))
+    metrics.registry.register(KubeCollector(caches, recorder=recorder))
 
     async def startup() -> None:
         caches.start()
+        pods.start()
         await syncer.start()
 
     async def shutdown() -> None:
         await syncer.stop()
         caches.stop()
+        pods.stop(1.0)
         await client.aclose()
 
     def alive() -> tuple[bool, str]:
@@ -84,9 +97,11 @@ def build_live_app(
         return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
 
     app = create_app(extender, metrics=metrics, max_body=max_body, startup=startup, shutdown=shutdown,
-                     alive=alive, kube_details=lambda: {"kube_errors": caches.errors()})
+                     alive=alive, kube_details=lambda: {"kube_errors": caches.errors()}, placements=placements)
     app.state.syncer = syncer
     app.state.caches = caches
+    app.state.placements = placements
+    app.state.recorder = recorder
     app.state.client = client
     return app
 

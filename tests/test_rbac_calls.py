@@ -129,9 +129,26 @@ def run_informers(ks: KubeStandin, kinds: list[str], **kw: Any) -> None:
 
 
 def extender(ks: KubeStandin, emu: LinstorEmulator) -> None:
-    from scheduler_extender.refresh import EXTENDER_KINDS
+    """The live extender itself: its informers, its Pod informer, and a pod filtered then bound away
+    from its replica (the NotPlacedLocally Event)."""
+    import httpx
 
-    run_informers(ks, list(EXTENDER_KINDS))
+    from linstor_scheduler.httpserver import ServerThread
+    from scheduler_extender.wiring import build_live_app
+
+    emu.add_storage_pool("n1", "thindata", "LVM_THIN")
+    emu.add_resource("pvc-db", "n1")
+    ks.add(k.storage_class("r2"))
+    for obj in k.bound_volume("data", "pvc-db", storage_class="r2"):
+        ks.add(obj)
+    pod = ks.add(k.pod("db-0", claims=["data"]))
+    app = build_live_app(LinstorClient(emu.url, timeout=2.0, retries=1), ks.api, poll_interval=3600,
+                         use_events=False)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        wait_for(lambda: http.get("/readyz").status_code == 200, what="first full sync")
+        assert http.post("/filter", json={"Pod": pod, "NodeNames": ["n1", "n2"]}).json()["NodeNames"] == ["n1", "n2"]
+        ks.patch("Pod", "db-0", {"spec": {"nodeName": "n2"}}, namespace="default")
+        wait_for(lambda: ks.list("Event", "default"), what="the NotPlacedLocally Event")
 
 
 def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
