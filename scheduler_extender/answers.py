@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -34,6 +35,7 @@ class Answer:
     passing: int = 0
     failed: int = 0
     message: str | None = None  # the filter's log line
+    top: str | None = None  # prioritize: the first-ranked fitting node (a hold is taken there)
 
 
 def _answer_size(key: tuple[Any, ...], answer: Answer) -> int:
@@ -48,6 +50,15 @@ def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
                 for n in decision.names]
     return [{"node": n, "verdict": "pass" if v.fits else "fail", "score": v.score, "reasons": v.reasons(n)}
             for n, v in zip(decision.names, decision.verdicts, strict=True)]
+
+
+def _top(names: Sequence[str], decision: Decision) -> str | None:
+    """The fitting node with the highest score (the first of equals), or None if none fits."""
+    best, top = -1, None
+    for name, verdict in zip(names, decision.verdicts or (), strict=False):
+        if verdict.fits and verdict.score > best:
+            best, top = verdict.score, name
+    return top
 
 
 class Answerer:
@@ -81,7 +92,10 @@ class Answerer:
                 return Answer(encode_filter(args, list(names), {}, {}), "neutral", len(names))
             return Answer(self.priorities.encode(list(names), [0] * len(names)), "neutral")
         if verb == "prioritize":
-            return Answer(self.priorities.encode(list(names), list(map(SCORE, decision.verdicts))), "ok")
+            scores = list(map(SCORE, decision.verdicts))
+            promising = any(not c.bound and c.pending is None for c in decision.claims)
+            return Answer(self.priorities.encode(list(names), scores), "ok",
+                          top=_top(names, decision) if promising else None)
         fits = list(map(FITS, decision.verdicts))
         passing = list(compress(names, fits))
         failed: dict[str, str] = {}
@@ -111,7 +125,7 @@ class Answerer:
                 extender.remember_bytes(args.raw_pod, prepared)
             key = None
             if args.raw_names is not None and (prepared.key is not None or prepared.static_neutral):
-                key = (verb, prepared.key, args.raw_names)
+                key = (verb, extender.key_of(prepared), args.raw_names)
                 result = answers.get(key, prepared.state.generation)
             else:
                 result = None
@@ -119,6 +133,8 @@ class Answerer:
                 result = self.compute(verb, args, extender.judge(prepared, args.node_names))
                 if key is not None:
                     answers.put(key, prepared.state.generation, result)
+            if verb == "prioritize":
+                extender.promise(prepared, result.top)
         except BadRequest as exc:
             self.counters[verb, "bad_request"].inc()
             self.latency[verb].observe(time.perf_counter() - started)

@@ -147,7 +147,17 @@ def create_app(
             return Response(encode_error(f"internal error: {type(exc).__name__}: {exc}"), status_code=500,
                             media_type=JSON)
         return Response(orjson.dumps({"pod": decision.pod, "neutral": decision.neutral_reason,
-                                      "nodes": verdict_rows(decision)}), media_type=JSON)
+                                      "nodes": verdict_rows(decision),
+                                      "reservations": reservation_rows(extender, args.node_names)}),
+                        media_type=JSON)
+
+    def reservation_rows(extender: Extender, names: list[str]) -> list[dict[str, Any]]:
+        """The holds on the judged nodes: what their free space in the verdicts already lacks."""
+        if extender.ledger is None:
+            return []
+        wanted, now = set(names), extender.clock()
+        return [{"claim": h.claim, "node": h.node, "pool": h.pool, "bytes": h.size_bytes, "source": h.source,
+                 "age_seconds": round(now - h.since, 3)} for h in extender.ledger.holds() if h.node in wanted]
 
     def known_nodes() -> list[str]:
         return all_node_names(holder.state)

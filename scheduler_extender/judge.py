@@ -19,6 +19,7 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
+from .reservations import SELECTED_NODE, Hold, Ledger, promised_state
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
@@ -205,10 +206,14 @@ class Extender:
         cache_size: int = 512,
         tables_bytes: int = TABLES_LIMIT,
         kube: KubeFreshness | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``kube``: the live age of the Kubernetes view (the informers' confirmation, read at each
-        request); without it the state's own Kubernetes read time stands in (tests, snapshots)."""
+        request); without it the state's own Kubernetes read time stands in (tests, snapshots).
+        ``ledger``: capacity promised to unbound WaitForFirstConsumer claims (reservations.py);
+        None: free space is the last poll's alone (snapshots, explain)."""
         self.holder = holder
+        self.ledger = ledger
         self.kube = kube
         self.weights = weights or Weights()
         self.max_staleness = max_staleness
@@ -350,6 +355,69 @@ class Extender:
         if signature is not None:
             self.prepared.put(signature, prepared.state.generation, prepared)
 
+    def key_of(self, prepared: Prepared) -> tuple[Any, ...] | None:
+        """The name of the pod's verdict table (and answers): ``prepared.key``, plus the ledger's
+        version when the pod has an unbound claim judged by free space, whose verdicts change
+        with every hold taken, moved or released. Expired holds are dropped first (oldest first:
+        this costs nothing while none expire)."""
+        key, ledger = prepared.key, self.ledger
+        if key is None or ledger is None or not _promising(prepared.claims):
+            return key
+        if len(ledger):
+            ledger.expire(self.clock())
+        return (*key, ledger.version)
+
+    def _judging_state(self, prepared: Prepared) -> ClusterState:
+        """The state with other claims' holds taken from the pools' free space (never the pod's
+        own: its claims are promised where it was ranked, which must not push it away)."""
+        ledger = self.ledger
+        if ledger is None or not len(ledger) or not _promising(prepared.claims):
+            return prepared.state
+        return promised_state(prepared.state, ledger.held_excluding(c.ref.key for c in prepared.claims))
+
+    def promise(self, prepared: Prepared, top: str | None) -> None:
+        """``prioritize`` ranked ``top`` first: hold each unbound claim's size on its pool there."""
+        ledger = self.ledger
+        if ledger is None or top is None or not _promising(prepared.claims):
+            return
+        node = prepared.state.nodes.get(top)
+        if node is None:
+            return
+        now = self.clock()
+        for claim in prepared.claims:
+            if claim.bound or claim.pending or claim.storage_class is None or not claim.size_bytes:
+                continue
+            pool = claim.storage_class.storage_pool or max(
+                node.pools, key=lambda p: node.pools[p].free_kib or 0, default=None)
+            if pool is not None and pool in node.pools:
+                ledger.rank(claim.ref.key, top, pool, claim.size_bytes, now)
+
+    def reconcile(self, state: ClusterState) -> None:
+        """After each published state: a hold moves to the node kube-scheduler chose (the claim's
+        ``selected-node`` annotation), and ends when LINSTOR's part of the state has the claim's
+        volume (its free space counts it now) or the claim is gone; old ones expire."""
+        ledger = self.ledger
+        if ledger is None or not len(ledger):
+            return
+        now = self.clock()
+
+        def over(hold: Hold) -> bool:
+            pvc = state.get_pvc(hold.claim)
+            if pvc is None:
+                return True
+            volume = (pvc.get("spec") or {}).get("volumeName")
+            return bool(volume) and volume in state.resources
+
+        ledger.settle(over)
+        for hold in ledger.holds():
+            pvc = state.get_pvc(hold.claim) or {}
+            chosen = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
+            if chosen and (chosen != hold.node or hold.source != "selected"):
+                node = state.nodes.get(chosen)
+                pool = hold.pool if node is None or hold.pool in node.pools else next(iter(node.pools), hold.pool)
+                ledger.selected(hold.claim, chosen, pool, hold.size_bytes, now)
+        ledger.expire(now)
+
     def judge(self, prepared: Prepared, names: Sequence[str]) -> Decision:
         """Verdicts for ``names``: from the pod's verdict table, judging only nodes it lacks."""
         if prepared.key is None:
@@ -357,7 +425,9 @@ class Extender:
         state = prepared.state
         if state.generation != self._classes_generation:
             self._new_classes(state)
-        cached = self.tables.get(prepared.key, state.generation)
+        table_key = self.key_of(prepared)
+        assert table_key is not None
+        cached = self.tables.get(table_key, state.generation)
         if cached is None:
             kube_since, node_sets = state.kube_since, self.node_sets
 
@@ -368,10 +438,10 @@ class Extender:
         contexts, table = cached
         verdicts = list(map(table.get, names))  # C-level loop: the common case is all hits
         if None in verdicts:
-            table.update(judge_many([n for n in names if n not in table], contexts, state, self.weights,
-                                    self._classes))
+            table.update(judge_many([n for n in names if n not in table], contexts, self._judging_state(prepared),
+                                    self.weights, self._classes))
             verdicts = list(map(table.__getitem__, names))
-            self.tables.put(prepared.key, state.generation, cached)  # new, or grown: charged anew
+            self.tables.put(table_key, state.generation, cached)  # new, or grown: charged anew
         return Decision(prepared.ref, names, verdicts, None, prepared.claims)
 
     async def decide(self, pod: dict[str, Any], names: Sequence[str]) -> Decision:
@@ -385,6 +455,11 @@ class Extender:
             self._classes = state.node_classes
         else:
             self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
+
+
+def _promising(claims: Sequence[Claim]) -> bool:
+    """An unbound claim judged by free space: the one kind a hold is taken for and changes."""
+    return any(not c.bound and c.pending is None for c in claims)
 
 
 def _table_size(_: tuple[Any, ...], cached: tuple[list[ClaimContext], dict[str, NodeVerdict]]) -> int:

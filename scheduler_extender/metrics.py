@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -77,3 +77,13 @@ class ExtenderMetrics:
         it is measured from the last good read, and absent (None) before the first one."""
         self.state_age.set_function(age)
         self.state_stale.set_function(lambda: None if (s := stale()) is None else float(s))
+
+    def bind_reservations(self, totals: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        """Capacity promised to unbound WaitForFirstConsumer claims (reservations.py), read at scrape time."""
+        gauge = Gauge("linstor_scheduler_extender_reservations", "Holds of capacity promised to unbound "
+                      "WaitForFirstConsumer claims and not yet in LINSTOR, by source (ranked: the extender "
+                      "ranked the node first; selected: kube-scheduler chose the node) and stat (holds, bytes)",
+                      ["source", "stat"], registry=self.registry)
+        for source in ("ranked", "selected"):
+            for i, stat in enumerate(("holds", "bytes")):
+                gauge.labels(source, stat).set_function(lambda s=source, i=i: totals()[s][i])

@@ -151,6 +151,7 @@ class Syncer:
         self.read_deadline = read_deadline
         self.poll_beat = self.kube_beat = clock()  # when each loop last did something (liveness)
         self._changed_at: float | None = None  # first change the informers heard that the state lacks
+        self.on_publish: Callable[[ClusterState], None] | None = None  # after each swap (reservations)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -418,6 +419,8 @@ class Syncer:
                 self._generation += 1
                 self._count_publish("new")
             self.holder.swap(state)
+            if self.on_publish is not None:
+                self.on_publish(state)
             if self.fallback:
                 self.fallback.forget_known(state)
             if not self.holder.ready:

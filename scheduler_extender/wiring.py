@@ -33,6 +33,7 @@ from .metrics import ExtenderMetrics
 from .placements import PROFILE as PLACEMENT_PROFILE
 from .placements import PlacementReporter
 from .refresh import EXTENDER_KINDS, Syncer
+from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
 from .snapshot import read_snapshot, state_from_snapshot
 
@@ -52,6 +53,7 @@ def build_live_app(
     max_body: int = DEFAULT_MAX_BODY,
     metrics: ExtenderMetrics | None = None,
     api_timeout: float = DEFAULT_API_TIMEOUT,
+    reservation_ttl: float = DEFAULT_TTL,
 ) -> ExtenderApp:
     """The live extender. ``max_staleness`` bounds everything it answers from: the informers are
     kept to it (``bounded_by``: a watch ended by the server every third of it, a silent one ended
@@ -69,7 +71,11 @@ def build_live_app(
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed, max_age=max_staleness,
                         **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
-    extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer)
+    ledger = Ledger(ttl=reservation_ttl)
+    extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
+                        ledger=ledger)
+    syncer.on_publish = extender.reconcile  # holds move, settle and expire with each published state
+    metrics.bind_reservations(ledger.totals)
     recorder = EventRecorder(api_client, component="linstor-scheduler-extender")
     placements = PlacementReporter(extender, recorder, metrics.placements)
     # Bindings, for placements only: outside ``caches`` on purpose, so a slow Pod watch never makes
@@ -130,6 +136,7 @@ def run_extender(args: argparse.Namespace) -> int:
             poll_min_factor=args.poll_min_factor, max_staleness=args.max_staleness,
             fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
             max_body=args.max_body_bytes, metrics=metrics, api_timeout=args.api_timeout,
+            reservation_ttl=args.reservation_ttl,
         )
     return serve_extender(app, args)
 
