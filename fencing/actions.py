@@ -24,6 +24,7 @@ import orjson
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from linstor_scheduler.kube.client import retry_after_seconds
 from linstor_scheduler.volumes import CSI_DRIVER
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,6 @@ class Answer:
         return self.outcome is Outcome.ERROR and self.status is None and self.held is None
 
 
-def _retry_after(exc: ApiException) -> float | None:
-    raw = (exc.headers or {}).get("Retry-After") if exc.headers else None
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
 def _answer(exc: Exception, what: str) -> Answer:
     if isinstance(exc, ApiException):
         if exc.status == 404:
@@ -85,7 +78,7 @@ def _answer(exc: Exception, what: str) -> Answer:
             return Answer(Outcome.CONFLICT, status=409)
         if exc.status == 429:
             log.warning("%s: refused for now (429 %s)", what, exc.reason)
-            return Answer(Outcome.THROTTLED, _retry_after(exc), status=429)
+            return Answer(Outcome.THROTTLED, retry_after_seconds(exc), status=429)
         log.warning("%s: API error %s %s", what, exc.status, exc.reason)
         return Answer(Outcome.ERROR, status=exc.status)
     log.warning("%s: %s: %s", what, type(exc).__name__, exc)

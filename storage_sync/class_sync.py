@@ -33,7 +33,7 @@ from kubernetes.client.rest import ApiException
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
-from linstor_scheduler.kube.client import describe_api_error
+from linstor_scheduler.kube.client import describe_api_error, retry_after_seconds
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
 from linstor_scheduler.measured import age_since
@@ -272,10 +272,8 @@ def retry_after(exc: ApiException) -> float | None:
     """The seconds of a 429's ``Retry-After`` (1 when it names none); None for any other answer."""
     if exc.status != 429:
         return None
-    try:
-        return max(0.0, float((exc.headers or {}).get("Retry-After") or 1))
-    except (TypeError, ValueError):
-        return 1.0
+    seconds = retry_after_seconds(exc)
+    return 1.0 if seconds is None else seconds
 
 
 def leader_view(leader_since: float | None, read_at: float | None, error: str | None, now: float,

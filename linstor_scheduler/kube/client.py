@@ -111,3 +111,14 @@ def describe_api_error(exc: BaseException) -> str:
             pass
         return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The seconds of an answer's ``Retry-After`` header (429 from API Priority and Fairness or a
+    PodDisruptionBudget, 503 from a server shutting down); None when it has none, or names a date."""
+    headers = getattr(exc, "headers", None)
+    raw = headers.get("Retry-After") if headers else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except (TypeError, ValueError):
+        return None

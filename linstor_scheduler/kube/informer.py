@@ -36,6 +36,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube.client import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -404,13 +405,7 @@ class Informer:
 
 def retry_after(exc: ApiException) -> float:
     """Seconds of a 429's (or 503's) ``Retry-After`` header; 0 when there is none or it is a date."""
-    if exc.status not in (429, 503):
-        return 0.0
-    value = (exc.headers or {}).get("Retry-After") if hasattr(exc, "headers") else None
-    try:
-        return max(0.0, float(value)) if value is not None else 0.0
-    except (TypeError, ValueError):
-        return 0.0
+    return (retry_after_seconds(exc) or 0.0) if exc.status in (429, 503) else 0.0
 
 
 def _shutdown(resp: Any) -> None:
