@@ -18,7 +18,7 @@ import orjson
 from kubernetes import client as k8s
 
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.kube.informer import KubeCaches, object_key
+from linstor_scheduler.kube.informer import KubeCaches, bounded_by, object_key
 
 from .observe import LABEL_SELECTOR, KubeObjects
 
@@ -42,18 +42,11 @@ def _objects(items: dict[str, list[dict[str, Any]]]) -> KubeObjects:
 
 
 def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
-    """How the informers follow the API server, from the staleness fencing tolerates (``bound``).
-
-    - ``max_age``: the server ends each watch every third of the bound, confirming a quiet view
-      (a quiet cluster never looks stale);
-    - ``read_slack``: a watch silent a sixth of the bound past its end (a half-open connection, a
-      hung backend) is given up (1 to 10 s), so a silent watch costs half the bound before a new one;
-    - ``backoff_cap``: after failures, a retry at least every third of the bound (at most 30 s): an
-      outage that ends is noticed within a third of the bound, never after a long back-off;
-    - ``list_timeout``: a list page waits ``--api-timeout`` for its answer, as every other call.
-    """
-    return {"max_age": bound, "read_slack": max(1.0, min(10.0, bound / 6)),
-            "backoff_cap": max(1.0, min(30.0, bound / 3)), "list_timeout": api_timeout}
+    """How the informers follow the API server, from the staleness fencing tolerates (``bound``): the
+    core's ``bounded_by`` (each watch ended by the server every third of the bound, a silent one given
+    up a sixth of it later, retries at least every third of it, a list page ``--api-timeout``), with
+    at least 1 s of slack and back-off (1 to 10 s, 1 to 30 s)."""
+    return {"max_age": bound, **bounded_by(bound, api_timeout, floor=1.0)}
 
 
 class CachedKube:

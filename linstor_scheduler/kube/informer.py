@@ -431,7 +431,7 @@ def _close(resp: Any) -> None:
         pass
 
 
-def bounded_by(max_age: float, call_timeout: float) -> dict[str, float]:
+def bounded_by(max_age: float, call_timeout: float, *, floor: float = 0.1) -> dict[str, float]:
     """Informer settings for a component that must not answer from a view older than ``max_age``,
     given to ``KubeCaches`` beside ``max_age`` (which sets the watch timeout W to a third of it).
 
@@ -442,8 +442,9 @@ def bounded_by(max_age: float, call_timeout: float) -> dict[str, float]:
     (``--api-timeout``). So a half-open watch is ended half the bound after it opened (W + slack)
     and the next watch confirms the view W later: 5/6 of the bound since the last confirmation,
     still inside it; and once the API server answers again after an outage, the view is listed and
-    confirmed within a third of the bound plus one list."""
-    return {"read_slack": min(10.0, max(0.1, max_age / 6)), "backoff_cap": min(30.0, max(0.1, max_age / 3)),
+    confirmed within a third of the bound plus one list. ``floor``: the least slack and back-off cap
+    (a component with a small bound may want more room than a sixth of it)."""
+    return {"read_slack": min(10.0, max(floor, max_age / 6)), "backoff_cap": min(30.0, max(floor, max_age / 3)),
             "list_timeout": max(0.1, min(60.0, call_timeout))}
 
 
