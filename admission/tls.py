@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.health import loop_liveness
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +237,7 @@ class CaBundlePublisher:
         thread = self._thread
         if thread is not None and not thread.is_alive() and not self._stop.is_set():
             return False, "caBundle publisher thread ended"
-        bound = self.interval + 2 * self.call_timeout + 30.0
-        idle = boottime() - self.beat
-        if idle > bound:
-            return False, f"caBundle publisher made no progress for {idle:.0f}s (bound {bound:.0f}s)"
-        return True, "caBundle publisher turning"
+        return loop_liveness("caBundle publisher", self.beat, boottime(), self.interval + 2 * self.call_timeout + 30.0)
 
     def _run(self, interval: float) -> None:
         while not self._stop.is_set():

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.measured import age_since
@@ -315,10 +316,8 @@ class FencingController:
     def liveness(self) -> tuple[bool, str]:
         """For ``/healthz``: the pass loop made progress within its bound (a pass began or ended, a
         LINSTOR read or a Kubernetes call ended). Failing or refusing is progress; hanging is not."""
-        idle, bound = self.clock() - self.beat, self.liveness_bound()
-        if idle > bound:
-            return False, f"fencing pass loop made no progress for {idle:.0f}s (bound {bound:.0f}s)"
-        return True, "fencing pass loop running"
+        return loop_liveness("fencing pass loop", self.beat, self.clock(), self.liveness_bound(),
+                             ok="fencing pass loop running")
 
     async def _read_linstor(self, started: float) -> None:
         bound = self.settings.max_staleness

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.health import Check, health_app
+from linstor_scheduler.health import Check, health_app, loop_liveness
 
 LEASE_SLACK = 30.0  # seconds of margin on the Lease loop's bound (as the informers')
 
@@ -48,11 +48,8 @@ def lease_liveness(elector: Any, call_timeout: float, clock: Callable[[], float]
         beat = getattr(elector, "beat", None)
         if beat is None:
             return True, "no Lease loop"
-        bound = float(elector.lease_seconds) + 4 * call_timeout + LEASE_SLACK
-        idle = clock() - beat
-        if idle > bound:
-            return False, f"Lease loop made no progress for {idle:.0f}s (bound {bound:.0f}s)"
-        return True, "Lease loop running"
+        return loop_liveness("Lease loop", beat, clock(), float(elector.lease_seconds) + 4 * call_timeout + LEASE_SLACK,
+                             ok="Lease loop running")
 
     return alive
 

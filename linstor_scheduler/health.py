@@ -17,6 +17,16 @@ from starlette.routing import Route
 Check = Callable[[], tuple[bool, str]]
 
 
+def loop_liveness(name: str, beat: float, now: float, bound: float, ok: str | None = None) -> tuple[bool, str]:
+    """A loop that did nothing for longer than ``bound`` (seconds on the component's clock, since its
+    last ``beat``) is stuck: ``/healthz`` fails, naming it, so the kubelet restarts the container.
+    ``ok``: the words while it turns (default ``<name> turning``)."""
+    idle = now - beat
+    if idle > bound:
+        return False, f"{name} made no progress for {idle:.0f}s (bound {bound:.0f}s)"
+    return True, ok or f"{name} turning"
+
+
 def health_app(registry: CollectorRegistry, *, ready: Check, alive: Check | None = None) -> Starlette:
     def answer(check: Check) -> Response:
         ok, text = check()

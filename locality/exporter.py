@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.measured import age_since
 from scheduler_extender.judge import StateHolder
 
@@ -134,7 +135,4 @@ class LocalityExporter:
 
     def turning(self, bound: float) -> tuple[bool, str]:
         """``/healthz`` of the computation loop: it turned within ``bound`` seconds."""
-        idle = self.clock() - self.beat
-        if idle > bound:
-            return False, f"the computation loop made no progress for {idle:.0f}s (bound {bound:g}s)"
-        return True, "computing"
+        return loop_liveness("the computation loop", self.beat, self.clock(), bound, ok="computing")

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 
 from .judge import FallbackReader, StateHolder
@@ -48,13 +49,6 @@ SWITCH_INTERVAL = 0.001
 EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
 LOOP_MARGIN = 30.0  # seconds a loop may overrun its own bound before /healthz calls it stuck (as the informers')
 
-
-def loop_liveness(name: str, beat: float, now: float, bound: float) -> tuple[bool, str]:
-    """A loop that did nothing for longer than ``bound`` (seconds on the component's clock) is stuck."""
-    idle = now - beat
-    if idle > bound:
-        return False, f"{name} made no progress for {idle:.0f}s (bound {bound:.0f}s)"
-    return True, f"{name} turning"
 
 
 def _describe(exc: BaseException) -> str:
