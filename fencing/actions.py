@@ -98,35 +98,28 @@ class KubeActions:
         return {"_preload_content": False, "_request_timeout": (min(self.timeout, 3.0), self.timeout)}
 
     # --- live reads (the caches may lag; a write is only done on what the API says now) --------
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The pod as the API server has it now; None if gone. Raises on other errors."""
+    def _current(self, read: Any, *args: str) -> dict[str, Any] | None:
+        """``read(*args)`` as the API server answers it now; None if the object is gone (404).
+        Raises on other errors."""
         try:
-            resp = self.core.read_namespaced_pod(name, namespace, **self._opts)
+            resp = read(*args, **self._opts)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return orjson.loads(resp.data)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API server has it now; None if gone. Raises on other errors."""
+        return self._current(self.core.read_namespaced_pod, name, namespace)
 
     def get_node(self, name: str) -> dict[str, Any] | None:
         """The Node as the API server has it now (its current resourceVersion); None if gone."""
-        try:
-            resp = self.core.read_node(name, **self._opts)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return orjson.loads(resp.data)
+        return self._current(self.core.read_node, name)
 
     def get_attachment(self, name: str) -> dict[str, Any] | None:
         """The VolumeAttachment as the API server has it now; None if gone."""
-        try:
-            resp = self.storage.read_volume_attachment(name, **self._opts)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return orjson.loads(resp.data)
+        return self._current(self.storage.read_volume_attachment, name)
 
     def pods_on_node(self, node: str) -> list[dict[str, Any]]:
         resp = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", **self._opts)
