@@ -32,6 +32,7 @@ from linstor_scheduler.kube import make_api_client
 from linstor_scheduler.linstor import LinstorClient
 from scheduler_extender.wiring import build_live_app
 
+from .probing import Measurements
 from .test_extender_live import populated
 from .waiting import wait_for
 
@@ -44,19 +45,8 @@ POD = k.pod("db-0", claims=["data"])
 JUDGED = {"w1": 10, "w2": 0, "w3": 0}  # replica on w1, a tie-breaker on w2, remote access forbidden
 REMOTE = {"w1": 10, "w2": 4, "w3": 1}  # the same once the StorageClass allows remote access
 NEUTRAL = dict.fromkeys(NAMES, 0)
-MEASURED: dict[str, float] = {}
-
-
-def measured(case: str, seconds: float) -> None:
-    MEASURED[case] = seconds
-    print(f"\nchaos extender: {case}: {seconds:.2f}s")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report() -> Iterator[None]:
-    yield
-    if MEASURED:
-        print("\nchaos extender, measured:\n" + "\n".join(f"  {s:5.2f}s  {c}" for c, s in MEASURED.items()))
+measured = Measurements("extender")
+report = measured.report
 
 
 @dataclass

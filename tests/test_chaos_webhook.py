@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from admission.tls import CaBundlePublisher, generate_bundle, service_names
 from admission.wiring import build_webhook_app
@@ -33,6 +32,7 @@ from devkit.kube_standin import KubeStandin
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube import make_api_client
 
+from .probing import Measurements
 from .waiting import wait_for
 
 BOUND = 3.0  # --max-staleness
@@ -42,19 +42,8 @@ RECOVERY = BOUND
 NS = "linstor-scheduler"
 CONFIG = "linstor-scheduler"
 CONFIGS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-MEASURED: dict[str, float] = {}
-
-
-def measured(case: str, seconds: float) -> None:
-    MEASURED[case] = seconds
-    print(f"\nchaos webhook: {case}: {seconds:.2f}s")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report() -> Iterator[None]:
-    yield
-    if MEASURED:
-        print("\nchaos webhook, measured:\n" + "\n".join(f"  {s:5.2f}s  {c}" for c, s in MEASURED.items()))
+measured = Measurements("webhook")
+report = measured.report
 
 
 def review(pod: dict[str, Any]) -> dict[str, Any]:
