@@ -91,6 +91,7 @@ def test_a_create_whose_answer_is_lost_is_done_once_and_reported_right(doubles, 
     _, again = one_pass(ks, url, rec)
     assert again.in_sync and [a.action for a in again.actions] == [IN_SYNC, IN_SYNC] and class_writes(ks) == []
     assert rec.metrics.actions.labels(CREATE, "ok")._value.get() == 2
+    assert rec.events.flush(10), "the Events are queued (EventRecorder): sent before the test looks"
     assert {e["reason"] for e in ks.list("Event")} == {"Created"}
 
 

@@ -164,6 +164,7 @@ def test_the_api_server_hangs_passes_go_on_and_events_wait_then_flow(node: Node)
     node.ks.release_hangs()
     wait_for(lambda: node.events("sent") > sent + 1, timeout=5, what="Events sent again")
     assert recovered("sync-node", "API server hang, Events flowing again", released) < API_TIMEOUT
+    assert node.agent.events.flush(10), "the Events are queued (EventRecorder): sent before the test looks"
     reasons = {e["reason"] for e in node.ks.list("Event")}
     assert "DuplicatePoolTag" in reasons
 

@@ -229,6 +229,7 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
                 await agent.run_pass()
                 return agent
         agent = run(go())
+        assert recorder.flush(10), "the Events are queued (EventRecorder): sent before the test looks"
         events = ks.list("Event")
         warnings = [e for e in events if e["reason"] == "DuplicatePoolTag"]
         assert len(warnings) == 1 and warnings[0]["count"] == 2, "reported at first and after 10 minutes only"
