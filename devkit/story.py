@@ -320,6 +320,7 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
         if deleted_at is not None and any(k_ == "attachment_delete" for k_, _, _ in result.fenced):
             break
     result.seconds_to_failover = (deleted_at - fault_at) if deleted_at is not None else float("nan")
+    fencer.recorder.flush(10)  # Events are sent by the recorder's own thread: all of them, before they are told
     for event in ks.list("Event"):
         if (event.get("involvedObject") or {}).get("name") == "db-0":
             story.say(f"Event on pod db-0: {event['type']} {event['reason']}: {event['message']}")
