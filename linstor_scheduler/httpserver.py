@@ -27,6 +27,8 @@ from .config import ConfigError
 if TYPE_CHECKING:  # uvicorn is imported only when a server starts (the CLI stays fast)
     import uvicorn
 
+    from .servingtls import ServingTLS
+
 KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
 _settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
 
@@ -155,17 +157,24 @@ class ServerThread:
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-def loaded_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+def loaded_config(app: Any, *, tls: ServingTLS | None = None, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's Config, loaded, with TLS before 1.2 refused when it serves TLS at all.
 
     uvicorn has no option for the lowest protocol version and leaves it to the local OpenSSL
     configuration (which may allow TLS 1.0/1.1): the context it built is raised to TLS 1.2 here,
     before the server starts. Every server of ours (the webhook, the doubles) is made this way.
+    ``tls``: serve that context instead of uvicorn's (servingtls.py: certificate files re-read when
+    they change, optional client certificates); uvicorn is given the same files so that it knows
+    it serves TLS, and its own context is replaced before the server starts.
     """
     import uvicorn
 
+    if tls is not None:
+        kwargs = {**kwargs, "ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
     config = uvicorn.Config(app, **kwargs)
     config.load()
+    if tls is not None:
+        config.ssl = tls.context
     if config.ssl is not None and config.ssl.minimum_version < MIN_TLS_VERSION:
         config.ssl.minimum_version = MIN_TLS_VERSION
     return config

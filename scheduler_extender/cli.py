@@ -44,6 +44,16 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                "when neither kube-scheduler's choice nor LINSTOR's next read ends it")
     add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, minimum=MIN_BODY_BYTES,
                help="largest request body accepted (a pod and its node names need far less than the minimum)")
+    add_option(p, "--scheduler-name", default="",
+               help="judge only pods with this spec.schedulerName; every other pod passes every node with score 0 "
+               "(empty: judge every pod). For the main kube-scheduler, whose extenders are shown the pods of "
+               "every profile (deploy/components/main-scheduler sets linstor)")
+    tls = p.add_argument_group("HTTPS for the verbs (main-scheduler mode, docs/install.md)")
+    add_option(tls, "--tls-cert-file", help="serve the verbs over HTTPS (TLS 1.2 or newer) with this certificate "
+               "(PEM); re-read when the file changes, no restart needed")
+    add_option(tls, "--tls-key-file", help="key of --tls-cert-file (PEM)")
+    add_option(tls, "--tls-client-ca-file", help="require a client certificate signed by this CA (PEM) on the "
+               "verbs' port; re-read with the certificate")
     add_linstor_options(p)
     add_kube_options(p)
     p.set_defaults(func=deferred("scheduler_extender.wiring:run_extender"))
