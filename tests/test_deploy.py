@@ -143,11 +143,16 @@ def setting(c: dict[str, Any], flag: str) -> str:
 
 def network_ports(c: dict[str, Any]) -> set[int]:
     """The ports our container serves on the pod network, from its flags: the extender's verbs are on
-    loopback (only its metrics port is out there), the webhook has /mutate and a metrics port."""
+    loopback (only its metrics port is out there) or, in main-scheduler mode, there over HTTPS only;
+    the webhook has /mutate and a metrics port."""
     subcommand = c["args"][0]
     if subcommand == "extender":
-        assert setting(c, "--listen-address") == "127.0.0.1"
-        return {int(setting(c, "--metrics-port"))}
+        address = setting(c, "--listen-address")
+        if address == "127.0.0.1":
+            return {int(setting(c, "--metrics-port"))}
+        assert address == "0.0.0.0" and setting(c, "--tls-cert-file") not in ("", "None"), \
+            "the verbs leave loopback over HTTPS only"
+        return {int(setting(c, "--port")), int(setting(c, "--metrics-port"))}
     if subcommand == "webhook":
         return {int(setting(c, "--port")), int(setting(c, "--metrics-port"))}
     return {int(setting(c, "--port"))}
@@ -555,7 +560,16 @@ def test_disruption_budgets_and_services_select_real_pods():
             continue
         matching = [lbl for lbl in pod_labels if selector.items() <= lbl.items()]
         assert len(matching) == 1, f"{o['kind']} {o['metadata']['name']} selects {len(matching)} workloads"
-    assert find(objs, "PodDisruptionBudget", "linstor-scheduler")["spec"]["minAvailable"] == 1
+    # Every workload of more than one replica has a budget of one replica down at a time, counted from
+    # its replicas (maxUnavailable), so that a budget never asks for more pods than the workload has.
+    budgets = {tuple(sorted(o["spec"]["selector"]["matchLabels"].items())): o["spec"] for o in objs
+               if o["kind"] == "PodDisruptionBudget"}
+    for workload, _ in pod_specs(objs):
+        if workload["kind"] == "Deployment" and workload["spec"]["replicas"] > 1:
+            labels = tuple(sorted(workload["spec"]["selector"]["matchLabels"].items()))
+            assert budgets.get(labels) == {"maxUnavailable": 1, "selector": {"matchLabels": dict(labels)}}, \
+                workload["metadata"]["name"]
+    assert find(objs, "PodDisruptionBudget", "linstor-scheduler-locality")["spec"]["maxUnavailable"] == 1
 
 
 # --- the webhook's configuration ---------------------------------------------------------------------
