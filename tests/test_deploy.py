@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
+import textwrap
 import types
 from collections.abc import Iterator
 from functools import cache
@@ -81,6 +84,23 @@ def rendered(entry: str) -> tuple[dict[str, Any], ...]:
         pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
     out = subprocess.run([kubectl, "kustomize", str(DEPLOY / entry)], capture_output=True, text=True, check=False)
     assert out.returncode == 0, f"kubectl kustomize deploy/{entry} failed: {out.stderr}"
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+@cache
+def rendered_with(entry: str, *components: str) -> tuple[dict[str, Any], ...]:
+    """``entry`` plus ``components`` (of deploy/components/), as an operator's overlay adds them."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
+    with tempfile.TemporaryDirectory() as tmp:
+        # kustomize takes relative paths only.
+        base = os.path.relpath(DEPLOY / entry, tmp)
+        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [base],
+            "components": [os.path.relpath(DEPLOY / "components" / c, tmp) for c in components]}))
+        out = subprocess.run([kubectl, "kustomize", tmp], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
 
@@ -867,3 +887,44 @@ def test_every_rendered_entry_point_carries_the_connection(entry):
     objs = rendered(entry)
     find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert len(linstor_containers(objs)) == 5
+
+
+# --- main-scheduler mode: the stanza docs/install.md gives your kube-scheduler -----------------------
+
+# k8s.io/kube-scheduler config/v1 types.go: Extender and ExtenderTLSConfig (decoded strictly).
+V1_EXTENDER_FIELDS = V1BETA1_EXTENDER_FIELDS
+V1_EXTENDER_TLS_FIELDS = {"insecure", "serverName", "certFile", "keyFile", "caFile", "certData", "keyData", "caData"}
+
+
+def main_scheduler_stanza() -> dict[str, Any]:
+    text = (ROOT / "docs" / "install.md").read_text()
+    section = text.split("## Main-scheduler mode", 1)[1].split("\n## ", 1)[0]
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    [stanza] = [yaml.safe_load(b) for b in blocks if "KubeSchedulerConfiguration" in b]
+    return stanza
+
+
+def test_the_documented_main_scheduler_stanza_matches_the_component():
+    """The configuration docs/install.md tells you to give your kube-scheduler reaches the component's
+    Service by its name and port over HTTPS, checks its certificate by that name, serves the profile
+    the extender judges, turns the feasible-node cut-off off, and calls the verbs as our own
+    scheduler does (same verbs, weight, timeout, ignorable, nodeCacheCapable)."""
+    cfg = main_scheduler_stanza()
+    objs = rendered_with("", "main-scheduler")
+    assert cfg["apiVersion"] == "kubescheduler.config.k8s.io/v1" and cfg["percentageOfNodesToScore"] == 100
+    assert set(cfg) <= V1BETA1_CONFIGURATION_FIELDS
+    [ext] = cfg["extenders"]
+    assert set(ext) <= V1_EXTENDER_FIELDS and set(ext["tlsConfig"]) <= V1_EXTENDER_TLS_FIELDS
+    svc = find(objs, "Service", "linstor-scheduler-extender-https")
+    host = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+    url = urlparse(ext["urlPrefix"])
+    assert (url.scheme, url.hostname, url.port) == ("https", host, svc["spec"]["ports"][0]["port"])
+    assert ext["enableHTTPS"] is True and ext["tlsConfig"]["serverName"] == host and "caData" in ext["tlsConfig"]
+    extender = container(objs, "linstor-scheduler", "extender")
+    profile = setting(extender, "--scheduler-name")
+    assert profile in {p["schedulerName"] for p in cfg["profiles"]}
+    assert all(p.get("percentageOfNodesToScore", 100) == 100 for p in cfg["profiles"])
+    [ours] = scheduler_config()["extenders"]
+    same = ("filterVerb", "prioritizeVerb", "weight", "nodeCacheCapable", "httpTimeout", "ignorable")
+    assert {f: ext[f] for f in same} == {f: ours[f] for f in same}
+    assert "managedResources" not in ext, "pods are chosen by their profile (--scheduler-name), not by resources"

@@ -151,9 +151,9 @@ def served(tmp_path_factory) -> Iterator[Served]:
     bundle = generate_bundle(SERVER_NAMES)
     client = client_pair(tmp, "kube-scheduler")
     secret = SecretVolume(tmp / "secret")
-    secret.write({"tls.crt": bundle.cert_pem, "tls.key": bundle.key_pem, "client-ca.crt": client.ca_pem})
+    secret.write({"tls.crt": bundle.cert_pem, "tls.key": bundle.key_pem, "ca.crt": client.ca_pem})
     child, port, metrics = start(tmp, ["--tls-cert-file", secret.path("tls.crt"), "--tls-key-file",
-                                       secret.path("tls.key"), "--tls-client-ca-file", secret.path("client-ca.crt"),
+                                       secret.path("tls.key"), "--tls-client-ca-file", secret.path("ca.crt"),
                                        "--scheduler-name", "linstor"])
 
     def ready() -> bool:
@@ -240,7 +240,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(served):
     old CA no longer verifies it), from the same process."""
     before = post(served, "/filter", pod_body(served.nodes), client_context(served.server_ca, served.client))[2]
     fresh = generate_bundle(SERVER_NAMES)
-    served.secret.write({"tls.crt": fresh.cert_pem, "tls.key": fresh.key_pem, "client-ca.crt": served.client.ca_pem})
+    served.secret.write({"tls.crt": fresh.cert_pem, "tls.key": fresh.key_pem, "ca.crt": served.client.ca_pem})
     status, _, peer = post(served, "/filter", pod_body(served.nodes), client_context(fresh.ca_pem, served.client))
     assert status == 200 and peer == der(fresh.cert_pem) != before
     with pytest.raises(ssl.SSLCertVerificationError):

@@ -12,10 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import subprocess
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,6 +28,7 @@ from .test_deploy import (
     network_ports,
     pod_specs,
     rendered,
+    rendered_with,
     selector_matches,
     validate,
     versions,
@@ -204,25 +201,6 @@ LINSTOR_CONFIG = "linstor-scheduler-linstor"  # the one ConfigMap every LINSTOR 
 def rendered_tls(entry: str = "") -> tuple[dict[str, Any], ...]:
     """``entry`` plus the linstor-tls component, as an operator's overlay adds it."""
     return rendered_with(entry, "linstor-tls")
-
-
-@cache
-def rendered_with(entry: str, *components: str) -> tuple[dict[str, Any], ...]:
-    """``entry`` plus ``components`` (of deploy/components/), as an operator's overlay adds them."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        # kustomize takes relative paths only.
-        base = os.path.relpath(DEPLOY / entry, tmp)
-        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [base],
-            "components": [os.path.relpath(DEPLOY / "components" / c, tmp) for c in components]}))
-        out = subprocess.run([kubectl, "kustomize", tmp], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
 
 def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
