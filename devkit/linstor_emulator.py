@@ -1,6 +1,6 @@
 """A LINSTOR controller emulator: the REST v1 paths we use, in their real shapes, over real HTTP.
 
-Responses follow ``shared/linstor/rest_v1_openapi.yaml`` (a test validates them against it) and are
+Responses follow ``third_party/linstor/rest_v1_openapi.yaml`` (a test validates them against it) and are
 read by LINBIT's python-linstor in a test, so they prove the wire format, not our reading of it.
 Faults can be injected: latency, error answers with ApiCallRc bodies, dropped connections, garbage.
 State is mutated from test threads while the server runs, under one lock.
