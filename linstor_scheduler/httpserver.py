@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
+from .servingtls import MIN_TLS_VERSION, ServingTLS
 
 if TYPE_CHECKING:  # uvicorn is imported only when a server starts (the CLI stays fast)
     import uvicorn
-
-    from .servingtls import ServingTLS
 
 KEEP_ALIVE_SECONDS = 120.0  # above kube-scheduler's 90 s idle-connection timeout
 _settings: dict[str, Any] = {"keep_alive": KEEP_ALIVE_SECONDS}
@@ -152,9 +150,6 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
 
 def loaded_config(app: Any, *, tls: ServingTLS | None = None, **kwargs: Any) -> uvicorn.Config:

@@ -15,7 +15,7 @@ it on the connection (``SSLObject.context``, the documented way to switch contex
 callback). A pair that does not load (half-written, key and certificate not matching) is logged
 once and the previous one kept. The callback runs on the server's event loop, so no lock is needed.
 
-Every context refuses protocols before TLS 1.2 (``httpserver.MIN_TLS_VERSION``) and, with a client
+Every context refuses protocols before TLS 1.2 (``MIN_TLS_VERSION``) and, with a client
 CA, requires a client certificate signed by it (``CERT_REQUIRED``): the handshake fails without one.
 """
 
@@ -27,9 +27,9 @@ import ssl
 from typing import Any
 
 from .config import ConfigError
-from .httpserver import MIN_TLS_VERSION
 
 log = logging.getLogger(__name__)
+MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2  # every TLS server of ours (httpserver.loaded_config too)
 
 Stamp = tuple[tuple[int, int, int, int], ...]
 
