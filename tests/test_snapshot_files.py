@@ -155,3 +155,14 @@ def test_5000_nodes_and_100000_resources_load_in_under_300_mb():
                           "--resources", "100000"], capture_output=True, text=True, timeout=600, check=True).stdout
     result = json.loads(out)
     assert result["peak_rss_mb"] < 300, result
+
+
+def test_the_documented_format_has_every_key_the_reader_takes():
+    """docs/extender.md's hand-written format lists every section and key a snapshot may have."""
+    import re
+
+    from scheduler_extender.snapshot import SECTIONS
+
+    text = (ROOT / "docs" / "extender.md").read_text().split("## Snapshots", 1)[1]
+    doc = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    assert {section: set(keys) for section, keys in doc.items()} == {s: set(k) for s, k in SECTIONS.items()}
