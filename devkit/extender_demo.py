@@ -51,7 +51,7 @@ def split_servers(app: Any, port: int, metrics_port: int) -> Iterator[tuple[Serv
     """The extender's two listeners on loopback, as the CLI serves them: the verbs on ``port``,
     ``/healthz``, ``/readyz``, ``/metrics`` on ``metrics_port`` (0: any free port)."""
     with (ServerThread(app.verbs, port=port, interface="asgi3") as verbs,
-          ServerThread(app.ops, port=metrics_port) as ops):
+          ServerThread(app.ops, port=metrics_port, port_flag="--metrics-port") as ops):
         yield verbs, ops
 
 

@@ -87,7 +87,8 @@ class ServerThread:
     """``with ServerThread(app) as srv: httpx.get(srv.url + "/healthz")``."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                 on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
+                 on_stop: Callable[[], None] | None = None, port_flag: str = "--port", **uvicorn_kwargs: Any) -> None:
+        """``port_flag``: the flag that set ``port``, named when the port is in use."""
         kwargs = uvicorn_options(**{"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio",
                                     **uvicorn_kwargs})
         import uvicorn  # here: the CLI imports this module for its settings before it knows it will serve
@@ -98,6 +99,7 @@ class ServerThread:
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._on_stop = on_stop  # ends the app's endless streams: uvicorn waits for open connections
+        self.port_flag = port_flag
 
     def _run(self) -> None:
         try:
@@ -120,7 +122,7 @@ class ServerThread:
             if self._error is not None or not self._thread.is_alive():
                 if self.config.port and _in_use(self.config.host, self.config.port):
                     raise ConfigError(f"port {self.config.port} on {self.config.host} is in use: choose another "
-                                      "with --port, or --port 0 for any free port")
+                                      f"with {self.port_flag}, or {self.port_flag} 0 for any free port")
                 raise RuntimeError(f"server failed to start: {self._error!r}")
             if waited >= timeout:
                 raise TimeoutError("server did not start in time")

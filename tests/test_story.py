@@ -50,7 +50,7 @@ def test_the_whole_story():
 
 
 def test_make_demo_command_exits_zero(capsys):
-    assert main(["demo", "--port", "0", "--no-serve"]) == 0
+    assert main(["demo", "--port", "0", "--metrics-port", "0", "--no-serve"]) == 0
     assert "the pod goes to w3" in capsys.readouterr().out
 
 
