@@ -467,8 +467,11 @@ def test_legacy_overlay_runs_kube_scheduler_with_its_configuration():
 # --- our containers use the CLI as it is ------------------------------------------------------------
 
 
-def test_containers_use_real_subcommands_flags_and_env_vars():
-    containers = our_containers(objects())
+@pytest.mark.parametrize("variant", ["files", "main-scheduler"])
+def test_containers_use_real_subcommands_flags_and_env_vars(variant):
+    """Every manifest as written, and deploy/ with the main-scheduler components (their settings)."""
+    objs = objects() if variant == "files" else rendered_with("", "main-scheduler", "main-scheduler-client-auth")
+    containers = our_containers(objs)
     assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
                                                  "locality-exporter"}
     for c in containers:
