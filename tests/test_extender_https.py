@@ -248,8 +248,24 @@ def test_a_rotated_certificate_is_served_without_a_restart(served):
     assert status == 200 and peer == der(fresh.cert_pem) != before
     with pytest.raises(ssl.SSLCertVerificationError):
         post(served, "/filter", pod_body(served.nodes), client_context(served.server_ca, served.client))
+    # The new context still requires the client's certificate.
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+        post(served, "/filter", pod_body(served.nodes), client_context(fresh.ca_pem, None))
     assert served.child.poll() is None
     served.server_ca = fresh.ca_pem
+
+
+def test_a_rotated_client_ca_is_trusted_without_a_restart(served, tmp_path):
+    """ca.crt renewed in the Secret: clients of the new CA get in, those of the old one no longer."""
+    renewed = client_pair(tmp_path, "kube-scheduler-renewed")
+    pem = Path(served.secret.path("tls.crt")).read_bytes(), Path(served.secret.path("tls.key")).read_bytes()
+    served.secret.write({"tls.crt": pem[0], "tls.key": pem[1], "ca.crt": renewed.ca_pem})
+    status, _, _ = post(served, "/filter", pod_body(served.nodes), client_context(served.server_ca, renewed))
+    assert status == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+        post(served, "/filter", pod_body(served.nodes), client_context(served.server_ca, served.client))
+    assert served.child.poll() is None
+    served.client = renewed
 
 
 def test_a_half_written_pair_keeps_the_previous_certificate(tmp_path):
