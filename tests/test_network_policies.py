@@ -266,10 +266,12 @@ def test_tls_component_changes_nothing_but_linstor_access():
     assert workloads == {json.dumps(w, sort_keys=True) for w, _ in pod_specs(rendered_tls(""))}
 
 
-def test_services_expose_only_ports_served_on_the_pod_network():
+@pytest.mark.parametrize("components", [(), ("main-scheduler",)], ids=["deploy", "main-scheduler"])
+def test_services_expose_only_ports_served_on_the_pod_network(components):
     """Each Service's targets are ports the selected containers serve on the pod network; the
-    extender's Service has its metrics port and nothing else (the verbs are on loopback)."""
-    objs = rendered("")
+    extender's metrics Service has its metrics port and nothing else (the verbs are on loopback, or,
+    in main-scheduler mode, behind their own HTTPS Service)."""
+    objs = rendered_with("", *components)
     for svc in (o for o in objs if o["kind"] == "Service"):
         [(workload, spec)] = [(w, s) for w, s in pod_specs(objs)
                               if svc["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
@@ -279,6 +281,10 @@ def test_services_expose_only_ports_served_on_the_pod_network():
         assert targets <= set().union(*map(network_ports, ours)), svc["metadata"]["name"]
         if workload["metadata"]["name"] == "linstor-scheduler":
             [extender] = ours
+            if svc["metadata"]["name"] == "linstor-scheduler-extender-https":
+                assert components and targets == {int(flag(objs, extender, "--port"))}
+                assert flag(objs, extender, "--tls-cert-file") not in (None, "None"), "the verbs over HTTPS only"
+                continue
             assert targets == {int(flag(objs, extender, "--metrics-port"))}
             assert [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
 
