@@ -31,7 +31,7 @@ from linstor_scheduler.measured import age_since
 
 from .lvm import LvmError, LvmSource
 from .metrics import SyncMetrics
-from .plan import CREATE, PRUNE, NodePlan, PlanItem, orphan_candidates, plan_node
+from .plan import CREATE, PRUNE, STATES, NodePlan, PlanItem, orphan_candidates, plan_node
 from .tags import desired_pools
 
 log = logging.getLogger("linstor_scheduler.sync_node")
@@ -164,11 +164,10 @@ class NodeAgent:
         counts: dict[str, int] = {}
         for item in plan.items:
             counts[item.action] = counts.get(item.action, 0) + 1
-        self.metrics.pools.publish({(action,): counts.get(action, 0) for action in (
-            "create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked")})
+        self.metrics.pools.publish({(action,): counts.get(action, 0) for action in STATES})
         now = self.clock()
         current = set()
-        for item in plan.problems:
+        for item in plan.reported:
             key = (item.reason, item.pool, item.message)
             current.add(key)
             last = self._reported.get(key)

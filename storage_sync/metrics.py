@@ -23,8 +23,8 @@ class SyncMetrics:
         self.pass_seconds = Histogram("linstor_scheduler_pool_sync_pass_seconds", "Duration of a sync-node pass",
                                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.pools = MeasuredGauge("linstor_scheduler_pool_sync_pools", "This node's tagged pools by state in the "
-                                   "last plan (create, in-sync, mismatch, orphan, prune, invalid, blocked)", ["state"],
-                                   registry=r)
+                                   "last plan (create, in-sync, mismatch, orphan, prune, invalid, blocked, unseen)",
+                                   ["state"], registry=r)
         self.state_age = MeasuredGauge("linstor_scheduler_pool_sync_state_age_seconds", "Seconds since the last "
                                        "good LVM and LINSTOR read (absent before it)", registry=r)
         self.problems = Counter("linstor_scheduler_pool_sync_problems", "Problems reported (when they appear, and "

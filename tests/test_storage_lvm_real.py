@@ -54,6 +54,7 @@ class LoopVGs:
     def __init__(self, tmp: Path) -> None:
         self.tmp, self.loops, self.vgs = tmp, [], []
         self.tag = uuid.uuid4().hex[:6]
+        self.foreign: set[str] = set()  # system IDs our VGs were given (lvmsystemid(7)): to remove them
 
     def device(self) -> str:
         image = self.tmp / f"pv{len(self.loops)}.img"
@@ -66,19 +67,36 @@ class LoopVGs:
 
     def vg(self, stem: str, *tags: str) -> tuple[str, str]:
         loop = self.device()
+        return self.vg_on(stem, [loop], *tags), loop
+
+    def vg_on(self, stem: str, loops: list[str], *tags: str) -> str:
+        """A VG over ``loops`` (several: a VG that can become partial; the same stem twice: two VGs of
+        one name, each made seeing only its own devices)."""
         name = f"lstest_{self.tag}_{stem}"
-        argv = ["vgcreate", "-q", "--devices", loop, name, loop]
+        argv = ["vgcreate", "-q", "--devices", ",".join(loops), name, *loops]
         for tag in tags:
             argv += ["--addtag", tag]
         sh(*argv)
-        self.vgs.append((name, loop))
-        return name, loop
+        self.vgs.append((name, ",".join(loops)))
+        return name
+
+    def detach(self, loop: str) -> None:
+        """The device vanishes (as after a reboot that renamed it); it is no longer ours to clean up."""
+        sh("losetup", "-d", loop)
+        self.loops.remove(loop)
 
     def cleanup(self) -> None:
-        for name, loop in self.vgs:
-            subprocess.run(["vgremove", "-f", "-q", "--devices", loop, name], capture_output=True, env=ENV, check=False)
+        ids = ", ".join(f'"{i}"' for i in sorted(self.foreign))
+        own = ["--config", f"local/extra_system_ids=[{ids}]"] if ids else []
+        for name, loops in self.vgs:
+            present = ",".join(d for d in loops.split(",") if d in self.loops)
+            if not present:
+                continue
+            for step in (["vgimport", "-q"], ["vgremove", "-f", "-q"]):  # an exported VG is imported first
+                subprocess.run([*step, *own, "--devices", present, name], capture_output=True, env=ENV, check=False)
         for loop in self.loops:
-            subprocess.run(["pvremove", "-q", "--devices", loop, loop], capture_output=True, env=ENV, check=False)
+            subprocess.run(["pvremove", "-ff", "-y", "-q", "--devices", loop, loop], capture_output=True, env=ENV,
+                           check=False)
             subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
 
 
