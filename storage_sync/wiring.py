@@ -68,9 +68,10 @@ def _health(args: argparse.Namespace, registry: Any, ready: Any, alive: Any = No
 
 
 def pass_bound(lvm_timeout: float, linstor_timeout: float) -> float:
-    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: both LVM commands
-    at their timeout, and twenty LINSTOR calls (four reads of three tries, the writes) at theirs."""
-    return 2 * lvm_timeout + 20 * linstor_timeout
+    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: the four LVM commands
+    of a scan (lvmconfig, systemid, vgs, lvs) at their timeout, and twenty LINSTOR calls (four reads of
+    three tries, the writes) at theirs."""
+    return 4 * lvm_timeout + 20 * linstor_timeout
 
 
 def run_sync_node(args: argparse.Namespace) -> int:

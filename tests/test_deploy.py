@@ -550,16 +550,28 @@ def test_the_node_agent_is_privileged_only_where_lvm_needs_it():
     (c,) = spec["containers"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm"}
+    assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm", "host-lvm": "/etc/lvm",
+                    "machine-id": "/etc/machine-id"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["udev"]["readOnly"] is True
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    conf = find(objs, "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
-    assert env["LVM_SYSTEM_DIR"]["value"] == mounts["lvm-config"]["mountPath"]
-    for setting in ('global_filter = [ "r|^/dev/drbd|" ]', "udev_sync = 0", "udev_rules = 0",
-                    "obtain_device_list_from_udev = 0", "backup = 0", "archive = 0"):
-        assert setting in conf
+
+
+def test_the_node_agent_reads_lvm_with_the_hosts_configuration_read_only():
+    """The host's lvm.conf, system ID and devices file, not a configuration of our own (issue #23):
+    LVM_SYSTEM_DIR is the host's /etc/lvm, mounted read-only, and so is the machine ID that
+    system_id_source = "machineid" reads (lvmsystemid(7))."""
+    objs = objects()
+    spec = find(objs, "DaemonSet", "linstor-scheduler-sync-node")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LVM_SYSTEM_DIR"]["value"] == mounts["host-lvm"]["mountPath"]
+    assert mounts["host-lvm"]["readOnly"] is True and mounts["machine-id"]["readOnly"] is True
+    assert mounts["machine-id"]["mountPath"] == "/etc/machine-id"
+    assert not [o for o in objs if o["kind"] == "ConfigMap" and "lvm" in o["metadata"]["name"]], \
+        "no lvm.conf of our own: it would hide the host's filter, system ID and devices file"
 
 
 def test_the_class_config_in_the_manifest_is_the_built_in_default():
@@ -804,22 +816,26 @@ def test_dockerignore_keeps_the_context_small():
     assert not ignored & {"README.md", "pyproject.toml", "admission", "linstor_scheduler"}
 
 
-def test_the_deployed_lvm_conf_is_valid_for_lvm(tmp_path):
-    """lvmconfig itself reads the ConfigMap's lvm.conf: a misspelt key would be ignored by LVM, not us."""
+def test_the_lvm_config_the_agent_adds_is_valid_for_lvm():
+    """lvmconfig itself reads what the agent adds on the command line (the DRBD exclusion in front of
+    the host's filter): a misspelt key would be ignored by LVM, not by us."""
+    from storage_sync.lvm import filter_config
+
     lvmconfig = shutil.which("lvmconfig")
     if lvmconfig is None:
-        pytest.skip("lvmconfig (lvm2) is not installed: the lvm.conf cannot be validated here")
-    conf = find(objects(), "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
-    (tmp_path / "lvm.conf").write_text(conf)
-    env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LVM_SYSTEM_DIR": str(tmp_path), "LVM_SUPPRESS_FD_WARNINGS": "1"}
-    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
+        pytest.skip("lvmconfig (lvm2) is not installed: the configuration cannot be validated here")
+    env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LVM_SUPPRESS_FD_WARNINGS": "1"}
+    config = filter_config(["r|^/dev/sdb$|", "a|.*|"])
+    out = subprocess.run([lvmconfig, "--validate", "--config", config], capture_output=True, text=True, env=env,
+                         check=False)
     assert out.returncode == 0 and "LVM configuration valid" in out.stdout, out.stdout + out.stderr
-    out = subprocess.run([lvmconfig, "devices/obtain_device_list_from_udev", "activation/udev_sync", "backup/archive"],
+    out = subprocess.run([lvmconfig, "--config", config, "devices/global_filter",
+                          "devices/obtain_device_list_from_udev"], capture_output=True, text=True, env=env, check=False)
+    assert out.stdout.split() == ['global_filter=["r|^/dev/drbd|","r|^/dev/sdb$|","a|.*|"]',
+                                  "obtain_device_list_from_udev=0"], out.stderr
+    out = subprocess.run([lvmconfig, "--validate", "--config", config.replace("global_filter", "global_filtr")],
                          capture_output=True, text=True, env=env, check=False)
-    assert out.stdout.split() == ["obtain_device_list_from_udev=0", "udev_sync=0", "archive=0"], out.stderr
-    (tmp_path / "lvm.conf").write_text(conf.replace("udev_sync", "udev_synk"))  # the check can fail
-    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
-    assert out.returncode != 0
+    assert out.returncode != 0  # the check can fail
 
 
 def test_the_namespace_admits_the_privileged_agent():

@@ -173,8 +173,47 @@ def test_a_failing_write_is_reported_and_the_rest_goes_on(emu):
     emu.inject(fail=1, status=500, path_prefix="/v1/nodes/n1/storage-pools")
     result = agent_pass(emu, lvm)
     assert [i.pool for i, _ in result.failed] == ["data"] and [i.pool for i in result.applied] == ["thindata"]
-    assert not result.ok
+    assert result.ok and not result.in_sync, "a refused write is the pool's problem, not a failed pass"
     assert [i.pool for i in agent_pass(emu, lvm).applied] == ["data"], "retried on the next pass"
+
+
+def test_a_pool_linstor_refuses_backs_off_alone_and_the_agent_stays_ready(emu):
+    """An admin made pool 'Data' by hand; the tag linstor-data asks for 'data', which LINSTOR refuses
+    (it compares names case-insensitively). That pool waits out its own backoff; the thin pool is
+    created, the loop keeps its interval, and /readyz stays ready, saying which pool and why."""
+    emu.add_storage_pool("n1", "Data", "LVM", props={"StorDriver/LvmVg": "vg9"})
+    clock = FakeClock(1000.0)
+
+    async def go():
+        async with LinstorClient(emu.url, retries=1, backoff_base=0.01) as client:
+            agent = NodeAgent("n1", FakeLvm(), client, clock=clock)
+            first = await agent.run_pass()
+            posts = len(writes(emu))
+            clock.advance(10)
+            second = await agent.run_pass()
+            held = len(writes(emu)) == posts
+            clock.advance(30)
+            third = await agent.run_pass()
+            return agent, first, second, held, third
+    agent, first, second, held, third = run(go())
+    assert [i.pool for i in first.applied] == ["thindata"] and [i.pool for i, _ in first.failed] == ["data"]
+    assert "Storage pool 'Data' on node 'n1' already exists" in first.failed[0][1]
+    assert first.ok and not first.in_sync
+    assert [i.pool for i, _ in second.deferred] == ["data"] and held, "within its backoff: not sent again"
+    assert [i.pool for i, _ in third.failed] == ["data"], "tried again after its own backoff"
+    assert agent.refused["data"].failures == 2
+    ready, text = agent.readiness(100)
+    assert ready and "LINSTOR refuses pool data (2 time(s)): " in text and "already exists" in text
+
+
+def test_a_create_whose_answer_was_lost_is_done_not_retried(emu):
+    emu.inject(lose_answer=1, path_prefix="/v1/nodes/n1/storage-pools")
+    lvm = FakeLvm()
+    result = agent_pass(emu, lvm)
+    assert result.failed == [] and [i.pool for i in result.applied] == ["data", "thindata"]
+    posts = [w for w in writes(emu) if w[0] == "POST"]
+    assert len(posts) == 2, "the lost create was settled by a read, not sent again"
+    assert agent_pass(emu, lvm).in_sync
 
 
 def test_lvm_failure_means_no_linstor_call(emu):
