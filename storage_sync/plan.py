@@ -137,6 +137,13 @@ def plan_node(node_name: str, tags: TagVerdict, node: Node | None, existing: Ite
                                   f"node {node_name} does not support {desired.provider_kind}: {why}",
                                   "ProviderUnsupported"))
             continue
+        taken = next((p for p in pools if p.upper() == name.upper()), None)
+        if taken is not None:  # linstor-server compares names upper-cased (GenericName): 'Data' is 'data'
+            items.append(PlanItem(BLOCKED, name, desired.provider_kind, desired.backing, (
+                f"LINSTOR already has pool {taken} on node {node_name}, and it compares pool names "
+                f"case-insensitively: {name} cannot be created beside it; rename the tag on {desired.backing}, "
+                f"or tag it {TAG_PREFIX}{taken} if {taken} is meant to be this pool"), "PoolNameTaken"))
+            continue
         holder = next((p for p in pools.values() if _same_backing(p, desired)), None)
         if holder is not None:
             items.append(PlanItem(BLOCKED, name, desired.provider_kind, desired.backing,

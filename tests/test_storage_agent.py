@@ -177,11 +177,22 @@ def test_a_failing_write_is_reported_and_the_rest_goes_on(emu):
     assert [i.pool for i in agent_pass(emu, lvm).applied] == ["data"], "retried on the next pass"
 
 
-def test_a_pool_linstor_refuses_backs_off_alone_and_the_agent_stays_ready(emu):
-    """An admin made pool 'Data' by hand; the tag linstor-data asks for 'data', which LINSTOR refuses
-    (it compares names case-insensitively). That pool waits out its own backoff; the thin pool is
-    created, the loop keeps its interval, and /readyz stays ready, saying which pool and why."""
+def test_a_pool_named_like_an_existing_one_but_for_case_is_reported_not_sent(emu):
+    """An admin made pool 'Data' by hand; the tag linstor-data asks for 'data'. LINSTOR compares names
+    case-insensitively and would refuse it (the emulator does too): the plan says so instead."""
     emu.add_storage_pool("n1", "Data", "LVM", props={"StorDriver/LvmVg": "vg9"})
+    result = agent_pass(emu, FakeLvm())
+    items = {i.pool: i for i in result.plan.items}
+    assert (items["data"].action, items["data"].reason) == ("blocked", "PoolNameTaken")
+    assert "LINSTOR already has pool Data on node n1" in items["data"].message
+    assert [p for m, p in writes(emu)] == ["/v1/nodes/n1/storage-pools"], "only thindata is created"
+
+
+def test_a_pool_linstor_refuses_backs_off_alone_and_the_agent_stays_ready(emu):
+    """The controller refuses the create of 'data' (400). That pool waits out its own backoff; the thin
+    pool is created, the passes are good ones (the loop keeps its interval), and /readyz stays
+    ready, saying which pool LINSTOR refuses and why."""
+    emu.inject(fail=1, status=400, path_prefix="/v1/nodes/n1/storage-pools")
     clock = FakeClock(1000.0)
 
     async def go():
@@ -192,18 +203,18 @@ def test_a_pool_linstor_refuses_backs_off_alone_and_the_agent_stays_ready(emu):
             clock.advance(10)
             second = await agent.run_pass()
             held = len(writes(emu)) == posts
+            readiness = agent.readiness(100)
             clock.advance(30)
             third = await agent.run_pass()
-            return agent, first, second, held, third
-    agent, first, second, held, third = run(go())
+            return agent, first, second, held, readiness, third
+    agent, first, second, held, (ready, text), third = run(go())
     assert [i.pool for i in first.applied] == ["thindata"] and [i.pool for i, _ in first.failed] == ["data"]
-    assert "Storage pool 'Data' on node 'n1' already exists" in first.failed[0][1]
-    assert first.ok and not first.in_sync
+    assert "HTTP 400" in first.failed[0][1]
+    assert first.ok and not first.in_sync, "a good pass (no agent backoff) that is not in sync"
     assert [i.pool for i, _ in second.deferred] == ["data"] and held, "within its backoff: not sent again"
-    assert [i.pool for i, _ in third.failed] == ["data"], "tried again after its own backoff"
-    assert agent.refused["data"].failures == 2
-    ready, text = agent.readiness(100)
-    assert ready and "LINSTOR refuses pool data (2 time(s)): " in text and "already exists" in text
+    assert ready and "LINSTOR refuses pool data (1 time(s)): HTTP 400" in text
+    assert [i.pool for i in third.applied] == ["data"], "tried again after its own backoff"
+    assert agent.refused == {} and third.in_sync
 
 
 def test_a_create_whose_answer_was_lost_is_done_not_retried(emu):
