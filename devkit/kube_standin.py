@@ -89,6 +89,20 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False),
 }
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
+# The API server's name rule for these kinds (apimachinery validation.IsDNS1123Subdomain, used by
+# ValidateObjectMeta's NameIsDNSSubdomain): 422 Invalid on create, with the API server's wording.
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SUBDOMAIN_NAMED = {"StorageClass"}
+
+
+def name_invalid(kind: str, group: str, name: str | None) -> str | None:
+    """The API server's message for a name it refuses (None: accepted)."""
+    if kind not in SUBDOMAIN_NAMED or not name or (len(name) <= 253 and DNS1123_SUBDOMAIN.match(name)):
+        return None
+    return (f'{kind}.{group} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
+            "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
+            "with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
 PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
@@ -769,6 +783,10 @@ class KubeStandin(HttpDouble):
         async def create(request: Request, plural: str, ns: str | None) -> Response:
             obj = await body_of(request)
             obj["kind"] = RESOURCES[plural][0]
+            invalid = name_invalid(obj["kind"], RESOURCES[plural][1].rpartition("/")[0],
+                                   (obj.get("metadata") or {}).get("name"))
+            if invalid:
+                return status(422, "Invalid", invalid)
             if ns:
                 obj.setdefault("metadata", {})["namespace"] = ns
             try:

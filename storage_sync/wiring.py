@@ -150,7 +150,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
-    from linstor_scheduler.kube.lease import StepAside, elector_from_args
+    from linstor_scheduler.kube.lease import StepAside
 
     from .class_sync import ClassReconciler, leader_view
     from .metrics import ClassMetrics
@@ -164,9 +164,12 @@ def run_sync_classes(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         client = make_linstor_client(args)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": args.lease_name, "namespace": args.lease_namespace}}
         reconciler = ClassReconciler(client, api, config=config, dry_run=args.dry_run,
                                      events=EventRecorder(api, "linstor-scheduler-sync-classes"), metrics=metrics,
-                                     calls=KubeCalls(args.api_timeout))
+                                     calls=KubeCalls(args.api_timeout),
+                                     report_object=lease if args.leader_elect else None)
         try:
             if args.once:
                 result = await reconciler.run_pass()
@@ -174,7 +177,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                       else render_class_pass(result, dry_run=args.dry_run))
                 return 0 if result.in_sync else 1
             # a leader without a good read for --max-staleness hands over at once and stays aside as long
-            elector = elector_from_args(api, args, eligible=StepAside(lambda: leader_view(
+            elector = classes_elector(api, args, StepAside(lambda: leader_view(
                 getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error, boottime(),
                 args.max_staleness), patience=0, hold=args.max_staleness))
             return await serve_sync_classes(args, reconciler, elector)
@@ -183,6 +186,17 @@ def run_sync_classes(args: argparse.Namespace) -> int:
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
+
+
+def classes_elector(api: Any, args: argparse.Namespace, eligible: Any) -> Any:
+    """The Lease elector of sync-classes; with ``--dry-run`` none: a dry run changes nothing, so it
+    must not hold the Lease the real instance needs to act (it would make nothing meanwhile)."""
+    from linstor_scheduler.kube.lease import AlwaysLeader, elector_from_args
+
+    if args.dry_run:
+        log.info("dry run: no Lease taken; the instance that holds %s goes on acting", args.lease_name)
+        return AlwaysLeader()
+    return elector_from_args(api, args, eligible=eligible)
 
 
 async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector: Any,
