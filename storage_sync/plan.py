@@ -225,7 +225,9 @@ def _invalid(problem: Problem) -> PlanItem:
 
 def _node_block(node_name: str, node: Node | None) -> str | None:
     if node is None:
-        return f"node {node_name} is not registered in LINSTOR"
+        return (f"node {node_name} is not registered in LINSTOR: register it (linstor node create), or, if "
+                "LINSTOR knows this host under another name (its FQDN, say), start sync-node with "
+                "--linstor-node-name <that name>")
     if not node.online:
         return (f"node {node_name} is {node.connection_status or 'in an unknown state'} in LINSTOR: "
                 "pools are registered once it is ONLINE")

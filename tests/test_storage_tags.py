@@ -217,7 +217,9 @@ def test_plan_waits_for_an_online_node_and_a_supported_provider():
     assert actions(offline) == [(BLOCKED, "data"), (BLOCKED, "thindata")]
     assert offline.items[0].message == "node n1 is OFFLINE in LINSTOR: pools are registered once it is ONLINE"
     missing = plan_node("n1", tags, None, [])
-    assert missing.items[0].message == "node n1 is not registered in LINSTOR"
+    assert missing.items[0].message == (
+        "node n1 is not registered in LINSTOR: register it (linstor node create), or, if LINSTOR knows this host "
+        "under another name (its FQDN, say), start sync-node with --linstor-node-name <that name>")
     no_thin = plan_node("n1", tags, lnode(providers=("LVM",), unsupported={"LVM_THIN": ["'thin_check' not found"]}),
                         [])
     assert actions(no_thin) == [(CREATE, "data"), (BLOCKED, "thindata")]
