@@ -218,3 +218,38 @@ def test_a_vg_name_linstor_refuses_gets_no_pool(lvm, emu):
     assert (item.action, item.reason) == ("invalid", "InvalidVgName")
     assert f"vgrename {name} <new name>" in item.message
     assert writes(emu) == []
+
+
+# --- thin pools, written into the real metadata (vgcfgbackup, an edit, vgcfgrestore --force) ----------
+def test_a_tagged_thin_pool_becomes_an_lvm_thin_pool(lvm, emu):
+    vg, loop0 = lvm.vg("a")
+    thin = lvm.thin_pool(vg, loop0, "thin", "linstor-thindata")
+    result = one_pass(emu, LvmCommand(devices=[loop0]))
+    assert [(i.action, i.pool, i.provider_kind, i.backing) for i in result.applied] == [
+        ("create", "thindata", "LVM_THIN", thin)]
+    (pool,) = [p for p in emu.snapshot()["storage_pools"] if p["storage_pool_name"] == "thindata"]
+    assert pool["props"]["StorDriver/LvmVg"] == vg and pool["props"]["StorDriver/ThinPool"] == "thin"
+
+
+def test_a_renamed_tag_on_a_thin_pool_in_use_makes_no_second_pool(lvm, emu):
+    vg, loop0 = lvm.vg("a")
+    thin = lvm.thin_pool(vg, loop0, "thin", "linstor-alpha")
+    source = LvmCommand(devices=[loop0])
+    assert [i.pool for i in one_pass(emu, source).applied] == ["alpha"]
+    emu.add_resource("pvc-1", "n1", storage_pool="alpha")
+    sh("lvchange", "-q", "--devices", loop0, "--deltag", "linstor-alpha", "--addtag", "linstor-beta", thin)
+    before = len(writes(emu))
+    beta = by_pool(one_pass(emu, source, prune=True))[("beta", "blocked")]
+    assert beta.reason == "BackingInUse" and f"thin pool {thin} is tagged linstor-beta" in beta.message
+    assert f"lvchange --deltag linstor-beta --addtag linstor-alpha {thin}" in beta.message
+    assert len(writes(emu)) == before
+
+
+def test_a_thin_pool_in_a_partial_vg_is_reported_not_registered(lvm, emu):
+    loop0, loop1 = lvm.device(), lvm.device()
+    vg = lvm.vg_on("two", [loop0, loop1])
+    lvm.thin_pool(vg, f"{loop0},{loop1}", "thin", "linstor-thindata")
+    result = one_pass(emu, LvmCommand(devices=[loop0]))
+    (item,) = [i for i in result.plan.items if i.pool]
+    assert (item.action, item.reason) == ("invalid", "VgPartial")
+    assert writes(emu) == []

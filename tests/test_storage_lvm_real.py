@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -79,6 +80,38 @@ class LoopVGs:
         sh(*argv)
         self.vgs.append((name, ",".join(loops)))
         return name
+
+    def thin_pool(self, vg: str, loops: str, name: str, *tags: str) -> str:
+        """A thin pool written into the real metadata of the (new, LV-less) VG ``vg``: device-mapper is
+        absent here, so lvcreate -T cannot make one, but LVM reads (and tags) what vgcfgrestore wrote:
+        ``lvs`` reports it with lv_attr ``twi---tz--``, as a thin pool that is not active."""
+        backup = self.tmp / f"{vg}.vg"
+        sh("vgcfgbackup", "-q", "--devices", loops, "-f", str(backup), vg)
+        text = backup.read_text()
+        extents = int(re.search(r"pe_count = (\d+)", text).group(1))
+        data = max(1, extents // 2)
+        quoted = ", ".join(f'"{t}"' for t in tags)
+
+        def lv_uuid() -> str:
+            h = uuid.uuid4().hex + uuid.uuid4().hex
+            return "-".join(h[a:b] for a, b in ((0, 6), (6, 10), (10, 14), (14, 18), (18, 22), (22, 26), (26, 32)))
+
+        def lv(lv_name: str, status: str, segment: str, extra: str = "") -> str:
+            return (f"{lv_name} {{\nid = \"{lv_uuid()}\"\nstatus = [{status}]\nflags = []\n{extra}"
+                    f"segment_count = 1\nsegment1 {{\nstart_extent = 0\n{segment}\n}}\n}}\n")
+
+        block = "logical_volumes {\n" + lv(
+            name, '"READ", "WRITE", "VISIBLE"', f'extent_count = {data}\ntype = "thin-pool"\nmetadata = '
+            f'"{name}_tmeta"\npool = "{name}_tdata"\ntransaction_id = 0\nchunk_size = 128\n'
+            'discards = "passdown"\nzero_new_blocks = 1', f"tags = [{quoted}]\n") + lv(
+            f"{name}_tdata", '"READ", "WRITE"', f'extent_count = {data}\ntype = "striped"\nstripe_count = 1\n'
+            'stripes = ["pv0", 0]') + lv(
+            f"{name}_tmeta", '"READ", "WRITE"', f'extent_count = 1\ntype = "striped"\nstripe_count = 1\n'
+            f'stripes = ["pv0", {data}]') + "}\n"
+        end = text.rindex("}")
+        backup.write_text(text[:end] + block + text[end:])
+        sh("vgcfgrestore", "--force", "-q", "--devices", loops, "-f", str(backup), vg)
+        return f"{vg}/{name}"
 
     def detach(self, loop: str) -> None:
         """The device vanishes (as after a reboot that renamed it); it is no longer ours to clean up."""
