@@ -358,14 +358,14 @@ class Extender:
     def key_of(self, prepared: Prepared) -> tuple[Any, ...] | None:
         """The name of the pod's verdict table (and answers): ``prepared.key``, plus the ledger's
         version when the pod has an unbound claim judged by free space, whose verdicts change
-        with every hold taken, moved or released. Expired holds are dropped first (oldest first:
-        this costs nothing while none expire)."""
+        with every hold of another claim taken, moved or released. Expired holds are dropped
+        first (oldest first: this costs nothing while none expire)."""
         key, ledger = prepared.key, self.ledger
         if key is None or ledger is None or not _promising(prepared.claims):
             return key
         if len(ledger):
             ledger.expire(self.clock())
-        return (*key, ledger.version)
+        return (*key, ledger.version_for(c.ref.key for c in prepared.claims))
 
     def _judging_state(self, prepared: Prepared) -> ClusterState:
         """The state with other claims' holds taken from the pools' free space (never the pod's

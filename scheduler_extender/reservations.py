@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Literal
 
 from linstor_scheduler.volumes import Claim, StorageClassInfo, parse_quantity
@@ -52,13 +53,18 @@ Source = Literal["filtered", "selected"]
 class Hold:
     claim: str  # "namespace/name" of the PVC
     nodes: tuple[str, ...]  # filtered: every node the claim may still land on; selected: the one chosen
-    pools: tuple[str, ...]  # the pool on each of ``nodes`` the volume would be created in
+    pools: tuple[str, ...]  # the pool on each of ``nodes`` the volume would be created in; one: on all
     size_bytes: int
     since: float  # clock() when taken (or changed: a change starts the TTL again)
     source: Source
 
     def places(self) -> Iterable[tuple[str, str]]:
+        if len(self.pools) == 1:
+            return zip(self.nodes, repeat(self.pools[0]), strict=False)  # repeat never ends
         return zip(self.nodes, self.pools, strict=True)
+
+    def pool_on(self, node: str) -> str:
+        return self.pools[0] if len(self.pools) == 1 else self.pools[self.nodes.index(node)]
 
 
 class Ledger:
@@ -71,6 +77,7 @@ class Ledger:
         self._held: dict[str, dict[str, int]] = {}  # pool -> node -> bytes
         self._places = 0
         self.version = 0
+        self._changes: dict[str, int] = {}  # claim -> changes of ``version`` its hold made (while it has one)
 
     def __len__(self) -> int:
         return len(self._holds)
@@ -80,6 +87,12 @@ class Ledger:
 
     def get(self, claim: str) -> Hold | None:
         return self._holds.get(claim)
+
+    def version_for(self, claims: Iterable[str]) -> int:
+        """A version that changes with every change of the holds of claims other than ``claims``
+        (and never goes back), not with theirs: a pod's verdicts, which leave its own holds out,
+        stay valid across the hold its own filter answer takes (its prioritize follows)."""
+        return self.version - sum(self._changes.get(claim, 0) for claim in claims)
 
     def held(self, node: str, pool: str) -> int:
         """Bytes promised on ``node``'s ``pool`` and not yet in LINSTOR's free space."""
@@ -104,15 +117,18 @@ class Ledger:
         return {pool: nodes for pool, nodes in out.items() if nodes}
 
     def filtered(self, claim: str, nodes: Sequence[str], pools: Sequence[str], size_bytes: int, now: float) -> bool:
-        """The filter let ``claim``'s pod through to ``nodes``: hold its size on each (none: the pod
-        lands nowhere this cycle, nothing is held). Kube-scheduler's choice, once known, is never
-        replaced by a filter's. True when the ledger changed."""
+        """The filter let ``claim``'s pod through to ``nodes``: hold its size on each, in the pool
+        ``pools`` names for it (a single pool: on every node). No node: the pod lands nowhere this
+        cycle, nothing is held. Kube-scheduler's choice, once known, is never replaced by a
+        filter's. True when the ledger changed."""
         hold = self._holds.get(claim)
         if hold is not None and hold.source == "selected":
             return False
         nodes, pools = tuple(nodes), tuple(pools)
         if not nodes:
             return self.release(claim)
+        if len(pools) > 1 and pools.count(pools[0]) == len(pools):
+            pools = pools[:1]  # one pool on every node: kept once
         if hold is not None and hold.nodes == nodes and hold.pools == pools and hold.size_bytes == size_bytes:
             return False
         self._put(Hold(claim, nodes, pools, size_bytes, now, "filtered"))
@@ -132,6 +148,7 @@ class Ledger:
         if hold is None:
             return False
         self._unheld(hold)
+        self._changes.pop(claim, None)
         self.version += 1
         return True
 
@@ -168,27 +185,38 @@ class Ledger:
             self._unheld(old)
         while self._holds and (len(self._holds) >= self.max_holds
                                or self._places + len(hold.nodes) > self.max_places):
-            self._unheld(self._holds.pop(next(iter(self._holds))))
+            self.release(next(iter(self._holds)))
         self._holds[hold.claim] = hold
         self._places += len(hold.nodes)
-        for node, pool in hold.places():
-            nodes = self._held.setdefault(pool, {})
-            nodes[node] = nodes.get(node, 0) + hold.size_bytes
+        size = hold.size_bytes
+        if len(hold.pools) == 1:  # the common case, in one loop without look-ups of the pool
+            nodes = self._held.setdefault(hold.pools[0], {})
+            get = nodes.get
+            for node in hold.nodes:
+                nodes[node] = get(node, 0) + size
+        else:
+            for node, pool in hold.places():
+                nodes = self._held.setdefault(pool, {})
+                nodes[node] = nodes.get(node, 0) + size
+        self._changes[hold.claim] = self._changes.get(hold.claim, 0) + 1
         self.version += 1
 
     def _unheld(self, hold: Hold) -> None:
         self._places -= len(hold.nodes)
-        for node, pool in hold.places():
+        size = hold.size_bytes
+        for pool in set(hold.pools):
             nodes = self._held.get(pool)
             if nodes is None:
                 continue
-            left = nodes.get(node, 0) - hold.size_bytes
-            if left > 0:
-                nodes[node] = left
-            else:
-                nodes.pop(node, None)
-                if not nodes:
-                    del self._held[pool]
+            on = hold.nodes if len(hold.pools) == 1 else [n for n, p in hold.places() if p == pool]
+            for node in on:
+                left = nodes.get(node, 0) - size
+                if left > 0:
+                    nodes[node] = left
+                else:
+                    nodes.pop(node, None)
+            if not nodes:
+                del self._held[pool]
 
 
 def promised_state(state: ClusterState, held: Mapping[str, Mapping[str, int]]) -> ClusterState:
@@ -235,6 +263,11 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
             continue
         sc = claim.storage_class
         assert sc is not None and claim.size_bytes
+        if sc.storage_pool:  # one pool: the common case, a plain membership test per node
+            pool = sc.storage_pool
+            held = [n for n in nodes if (node := known.get(n)) is not None and pool in node.pools]
+            ledger.filtered(claim.ref.key, held, [pool], claim.size_bytes, now)
+            continue
         places = [(n, pool) for n in nodes if (node := known.get(n)) is not None
                   and (pool := pool_for(sc, node)) is not None]
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
@@ -262,7 +295,7 @@ def heard_claim(ledger: Ledger, key: str, pvc: Mapping[str, Any] | None, state: 
     if chosen is None:
         return ledger.release(key) if hold is not None and hold.source == "selected" else False
     if hold is not None and chosen in hold.nodes:
-        pool, size = hold.pools[hold.nodes.index(chosen)], hold.size_bytes
+        pool, size = hold.pool_on(chosen), hold.size_bytes
     else:
         sc = state.get_sc(spec.get("storageClassName") or "")
         node = state.nodes.get(chosen)

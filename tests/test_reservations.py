@@ -42,6 +42,21 @@ def test_a_filtered_hold_covers_every_node_passed_and_the_selection_shrinks_it()
     assert ledger.totals() == {"filtered": (0, 0), "selected": (1, 10 * GiB)}
 
 
+def test_the_version_a_pods_verdicts_are_keyed_by_moves_with_other_claims_only():
+    """Its prioritize follows its filter, whose answer took the pod's own hold: its verdicts,
+    which leave its own holds out, are still good; another claim's hold makes new ones."""
+    ledger = Ledger()
+    before = ledger.version_for(["ns/a"])
+    ledger.filtered("ns/a", ["w1", "w2"], ["thin"], GiB, now=0)
+    ledger.selected("ns/a", "w1", "thin", GiB, now=1)
+    assert ledger.version_for(["ns/a"]) == before
+    ledger.filtered("ns/b", ["w1"], ["thin"], GiB, now=2)
+    after_b = ledger.version_for(["ns/a"])
+    assert after_b > before
+    ledger.release("ns/a")
+    assert ledger.version_for(["ns/a"]) >= after_b, "never back to a version an older table was keyed by"
+
+
 def test_a_pod_the_filter_lets_through_nowhere_holds_nothing():
     ledger = Ledger()
     ledger.filtered("ns/a", ["w1"], ["thin"], GiB, now=0)
