@@ -181,9 +181,11 @@ def held_by_node(url: str, names: list[str], claims: dict[str, str]) -> dict[str
 class Binder:
     """kube-scheduler's binding cycles: each runs in its own goroutine while the next pod is
     scheduled (schedule_one.go ``ScheduleOne``: "bind the pod to its host asynchronously"); its
-    VolumeBinding PreBind (``BindPodVolumes`` -> ``bindAPIUpdate``, binder.go) writes the claim's
-    ``volume.kubernetes.io/selected-node``, which VolumeBinding's Reserve (``AssumePodVolumes``) had
-    set on its in-memory copy. Here: a pool of threads writing to the Kubernetes API stand-in."""
+    VolumeBinding PreBind (framework/plugins/volumebinding/volume_binding.go ``PreBind`` -> binder.go
+    ``BindPodVolumes`` -> ``bindAPIUpdate``, a PVC Update) writes the claim's
+    ``volume.kubernetes.io/selected-node``, which VolumeBinding's Reserve (binder.go
+    ``AssumePodVolumes``) had set on its in-memory copy. Read at kubernetes/kubernetes 003b4460edb5
+    (the 1.35 line, as bench/placement_cycle.py). Here: a pool of threads writing to the Kubernetes API stand-in."""
 
     def __init__(self, ks: KubeStandin, *, held_back: bool = False) -> None:
         """``held_back``: no bind reaches the API server before ``release`` (the end of each round

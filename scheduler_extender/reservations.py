@@ -11,8 +11,9 @@ says "this unbound claim's size will land in one of these pools", and lives in t
   EVERY node it passed. The next pod's filter then sees each pool as if every claim still in
   flight lands there: whichever node each one really gets, no pool is promised more than it has.
 - **selected** (``heard_claim``): kube-scheduler's choice, as the claim shows it. VolumeBinding's
-  Reserve (``AssumePodVolumes``, binder.go) sets ``volume.kubernetes.io/selected-node`` on its
-  in-memory copy; its PreBind (``BindPodVolumes`` -> ``bindAPIUpdate``, binder.go) writes it to
+  Reserve (volume_binding.go ``Reserve`` -> binder.go ``AssumePodVolumes``) sets
+  ``volume.kubernetes.io/selected-node`` on its in-memory copy; its PreBind (volume_binding.go
+  ``PreBind`` -> binder.go ``BindPodVolumes`` -> ``bindAPIUpdate``, a PVC Update) writes it to
   the API server from the binding cycle, which runs in its own goroutine while the next pod is
   already being scheduled (schedule_one.go ``ScheduleOne``: "bind the pod to its host
   asynchronously"). The hold shrinks to that node's pool the moment the informer hears it.
