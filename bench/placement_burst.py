@@ -184,8 +184,9 @@ class Binder:
     VolumeBinding PreBind (framework/plugins/volumebinding/volume_binding.go ``PreBind`` -> binder.go
     ``BindPodVolumes`` -> ``bindAPIUpdate``, a PVC Update) writes the claim's
     ``volume.kubernetes.io/selected-node``, which VolumeBinding's Reserve (binder.go
-    ``AssumePodVolumes``) had set on its in-memory copy. Read at kubernetes/kubernetes 003b4460edb5
-    (the 1.35 line, as bench/placement_cycle.py). Here: a pool of threads writing to the Kubernetes API stand-in."""
+    ``AssumePodVolumes``) had set on its in-memory copy. Read in kubernetes/kubernetes:
+    volume_binding.go at 00fe7a377bc3, binder.go at 01aa0f3f6052, schedule_one.go at 003b4460edb5.
+    Here: a pool of threads writing to the Kubernetes API stand-in."""
 
     def __init__(self, ks: KubeStandin, *, held_back: bool = False) -> None:
         """``held_back``: no bind reaches the API server before ``release`` (the end of each round
