@@ -200,3 +200,22 @@ def test_snapshots_carry_the_policies_and_the_extender_still_reads_them(tmp_path
     path.write_text(yaml.safe_dump(doc) if fmt == "yaml" else json.dumps(doc))
     refused = drill(read_snapshot(path, keep_raw=True), ["n1"])
     assert next(p for p in refused["pods"] if p["pod"] == "default/db-0")["reason"] == "NoQuorumPolicy"
+
+
+def test_a_diskless_client_breaks_the_tie_so_the_standard_fail_over_is_predicted():
+    """Diskful replicas on n1 (the pod's, Primary) and n2, a diskless client replica on n3 (not
+    LINSTOR's TIE_BREAKER): n1 loses power. DRBD's voters are n1 and n2; n2 is 1 of 2, and the
+    connected diskless n3 breaks the tie (drbd9-tests tests/quorum-tiebreaker, case 3: the secondary
+    keeps quorum): n2 may promote, fencing would act."""
+    emu, kube = cluster()
+    emu.remove_resource("pvc-db", "n3")
+    emu.add_resource("pvc-db", "n3", diskful=False)  # a client: no TIE_BREAKER flag
+    result = drill(doc_of(emu, kube), ["n1"])
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"], db["to"][0]) == ("remove", "StorageLost", "n2")
+    assert result["resources_at_risk"] == []
+    emu.remove_resource("pvc-db", "n3")  # no diskless peer at all: 1 of 2 voters, nothing breaks the tie
+    result = drill(doc_of(emu, kube), ["n1"])
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"]) == ("refuse", "NoPromotableReplica")
+    assert [r["resource"] for r in result["resources_at_risk"] if not r["quorum"]] == ["pvc-db"]

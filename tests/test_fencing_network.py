@@ -127,18 +127,25 @@ def test_a_write_is_not_sent_when_the_lease_or_the_evidence_lapsed_meanwhile(wha
 
 
 # --- 4. quorum=1 is no quorum policy -------------------------------------------------------------
-@pytest.mark.parametrize(("quorum", "evicts"), [("1", False), ("2", True), ("majority", True)])
-def test_quorum_must_be_more_than_half_of_the_voters(rig, quorum, evicts):
-    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])  # 2 diskful + tie-breaker: 3 voters
+@pytest.mark.parametrize(("quorum", "refusal"), [("1", "NoQuorumPolicy"), ("2", "NoPromotableReplica"),
+                                                 ("majority", None)])
+def test_quorum_must_be_more_than_half_of_the_voters(rig, quorum, refusal):
+    """2 diskful + tie-breaker: DRBD's voters are the 2 diskful replicas (drbd_state.c). ``quorum=1``
+    lets the cut-off node write; ``quorum=2`` stops it, but n2 keeps quorum only through the
+    tie-breaker until its partition's membership commit leaves n1 "quorumless": 1 voter left, still
+    2 needed (calc_quorum): nowhere may promote; ``majority`` needs 1 of that 1."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
     rig.emu.set_rd_props("pvc-r2", {"DrbdOptions/Resource/quorum": quorum})
     rig.run(10)
     rig.partition("n1")
-    assert rig.emu.io_suspended("pvc-r2", "n1") is evicts, "DRBD itself: quorum=1 lets the cut-off node write"
+    assert rig.emu.io_suspended("pvc-r2", "n1") is (quorum != "1"), "DRBD itself: quorum=1 lets the cut-off node write"
+    assert rig.emu.has_quorum("pvc-r2", "n2") is (quorum != "2")
     rig.run(40)
-    assert len(rig.pod_deletes()) == (1 if evicts else 0)
-    if not evicts:
-        (event,) = rig.events("NoQuorumPolicy", "db-0")
-        assert "not more than half of the 3 voters" in event["message"]
+    assert len(rig.pod_deletes()) == (0 if refusal else 1)
+    if refusal:
+        (event,) = rig.events(refusal, "db-0")
+        if refusal == "NoQuorumPolicy":
+            assert "not more than half of the 2 voters" in event["message"]
 
 
 # --- 5. generic ephemeral volumes of a pod still terminating ---------------------------------------
