@@ -9,11 +9,12 @@ DRBD and the satellites' reachability are modelled, not edited by hand (docs/fen
 emulator's DRBD model", gives the sources): a reachability matrix (node power, controller <->
 satellite, satellite <-> satellite per resource) drives everything a client reads, derived at read
 time by ``drbd_model``: a satellite's ``connection_status``, each replica's
-``layer_object.drbd.connections`` as its own node sees them, quorum (voters it reaches, tie-breakers
-counted), ``may_promote``, ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``,
-and, for a satellite the controller cannot reach, unknown states (no ``state``, no DRBD status)
-rather than the last good ones. Scenarios are network events: ``power_off``, ``cut_controller``,
-``cut_peers``.
+``layer_object.drbd.connections`` as its own node sees them, quorum and ``may_promote`` by DRBD's
+own rules (``linstor_scheduler.drbd_quorum``, with what each node remembers from the previous
+network event), ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``, and, for a
+satellite the controller cannot reach, unknown states (no ``state``, no DRBD status) rather than the
+last good ones. Scenarios are network events: ``power_off``, ``cut_controller``, ``cut_peers``,
+``split``.
 """
 
 from __future__ import annotations
@@ -155,6 +156,19 @@ class LinstorEmulator(HttpDouble):
                 target: set[Any] = net.peer_cut if resource is None else net.peer_cut_rsc
                 key: Any = link if resource is None else (resource, link)
                 (target.add if cut else target.discard)(key)
+
+        self._network(change)
+
+    def split(self, side: Iterable[str], cut: bool = True) -> None:
+        """The replication network between the nodes of ``side`` and every other node goes down (or comes
+        back) at once, for every resource: one event, as a switch failure is (``cut_peers`` node by node
+        is one event per node, and DRBD remembers what happened in between)."""
+        inside = set(side)
+        with self._lock:
+            links = {frozenset((a, b)) for a in inside for b in self._nodes if b not in inside}
+
+        def change(net: Reachability) -> None:
+            net.peer_cut = (net.peer_cut | links) if cut else (net.peer_cut - links)
 
         self._network(change)
 
