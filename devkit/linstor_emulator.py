@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import re
 import time
 import uuid
@@ -406,6 +407,9 @@ class LinstorEmulator(HttpDouble):
                 "create_timestamp": int(time.time() * 1000), "volumes": vols,
             }
             self._resources[(name, node)] = item
+            for peer, memory in (self._quorum_memory.get(name) or {}).items():  # a fresh peer joins the members
+                if memory.members is not None:  # (drbd_state.c update_members)
+                    self._quorum_memory[name][peer] = dataclasses.replace(memory, members=memory.members | {node})
         return item
 
     def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,

@@ -267,3 +267,22 @@ def test_python_linstor_reads_a_powered_off_satellite(drbd):
                    for r in lin.volume_list_raise().resources}
         assert volumes[("r2", "a2")] == ["UpToDate"]
         assert volumes[("r2", "a1")] != ["UpToDate"], "not the last good state"
+
+
+def test_a_replica_added_after_an_event_is_a_member_not_quorumless():
+    """r (b1 Primary, b2) lives through an event (the controller loses b1 for a moment), then gets
+    replicas on b3 and b4. When b3 and b4 lose power, b1 must count them as unknown (they might be up
+    together), not as nodes that left its partition without quorum: 2 of 4 voters, no tie-breaker,
+    no quorum (drbd_state.c update_members: a fresh peer joins the members)."""
+    emu = LinstorEmulator()
+    for name in ("b1", "b2", "b3", "b4"):
+        emu.add_node(name)
+    emu.add_resource("r", "b1", in_use=True)
+    emu.add_resource("r", "b2")
+    emu.cut_controller("b1")
+    emu.cut_controller("b1", cut=False)
+    emu.add_resource("r", "b3")
+    emu.add_resource("r", "b4")
+    assert emu.has_quorum("r", "b1")
+    emu.power_off("b3", "b4")
+    assert not emu.has_quorum("r", "b1") and not emu.has_quorum("r", "b2")
