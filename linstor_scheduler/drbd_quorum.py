@@ -23,8 +23,10 @@ same for operators):
 
 How the options reach DRBD: LINSTOR writes the ``DrbdOptions/Resource/<option>`` properties
 (inherited controller < resource group < resource definition) into the resource's ``options``
-section; its tie-breaker (``DrbdOptions/auto-add-quorum-tiebreaker``) is an ordinary diskless replica
-flagged ``TIE_BREAKER``: to DRBD it is a diskless peer like any client.
+section; its auto-quorum sets ``quorum`` on the resource definition itself (majority with 3 diskful
+replicas, or 2 and any diskless one; linstor-server ``CtrlRscAutoQuorumHelper.isQuorumFeasible``);
+its tie-breaker (``DrbdOptions/auto-add-quorum-tiebreaker``) is an ordinary diskless replica flagged
+``TIE_BREAKER``: to DRBD it is a diskless peer like any client.
 """
 
 from __future__ import annotations
