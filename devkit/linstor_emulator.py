@@ -779,15 +779,17 @@ def drbd_model(resource: str, replicas: dict[str, dict[str, Any]], net: Reachabi
                                      bool((r.get("state") or {}).get("in_use"))) for n, r in live.items()}
     alive = {n for n in live if n not in net.powered_off}
     overrides = overrides or {}
+    table = {(a, b): overrides.get((resource, a, b), net.peers_talk(a, b, resource))
+             for a in live for b in live if a != b}
 
     def links(node: str, peer: str) -> bool:
-        return overrides.get((resource, node, peer), net.peers_talk(node, peer, resource))
+        return table[(node, peer)]
 
     options = quorum_rules.Options.from_props(props)
     result = quorum_rules.outcome(model, alive, links, options, memory)
     out: dict[str, ReplicaDrbd] = {}
     for node in sorted(alive):
-        conns = {p: links(node, p) for p in live if p != node}
+        conns = {p: table[(node, p)] for p in live if p != node}
         quorum = result.quorum[node].quorum
         diskful, up_to_date = model[node].diskful, model[node].up_to_date
         data = up_to_date if diskful else any(up and model[p].diskful and model[p].up_to_date

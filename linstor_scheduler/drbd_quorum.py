@@ -32,7 +32,7 @@ its tie-breaker (``DrbdOptions/auto-add-quorum-tiebreaker``) is an ordinary disk
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 OFF, MAJORITY, ALL = "off", "majority", "all"
 Setting = str | int  # "off", "majority", "all" or a number of nodes
@@ -180,33 +180,34 @@ def tally(node: str, replicas: Mapping[str, Replica], links: Links, memory: Memo
     """How ``node`` counts itself and its peers (``__calc_quorum_with_disk`` / ``__calc_quorum_no_disk``).
     ``quorate``: peers known to have quorum (a diskless node takes quorum from an UpToDate one)."""
     me = replicas[node]
-    counts = {f.name: 0 for f in fields(Tally)}
+    up_to_date = present = outdated = quorumless = unknown = diskless = missing_diskless = quorate_peers = 0
     if me.diskful:
-        counts["up_to_date" if me.up_to_date else "present"] += 1
+        up_to_date, present = (1, 0) if me.up_to_date else (0, 1)
     else:
-        counts["diskless"] += 1
-    quorumless = memory.quorum  # only a node with quorum knows who was outside its partition
+        diskless = 1
+    knows_quorumless = memory.quorum  # only a node with quorum knows who was outside its partition
     members = memory.members
     for peer, replica in replicas.items():
         if peer == node or (not replica.diskful and not replica.tiebreaker):
             continue
         if not links(node, peer):
             if not replica.diskful:
-                counts["missing_diskless"] += 1
+                missing_diskless += 1
             elif peer in memory.outdated:
-                counts["outdated"] += 1
-            elif quorumless and members is not None and peer not in members:
-                counts["quorumless"] += 1
+                outdated += 1
+            elif knows_quorumless and members is not None and peer not in members:
+                quorumless += 1
             else:
-                counts["unknown"] += 1
-            continue
-        if not replica.diskful:
-            counts["diskless"] += 1
+                unknown += 1
+        elif not replica.diskful:
+            diskless += 1
+        elif replica.up_to_date:
+            up_to_date += 1
+            if not me.diskful and peer in quorate:
+                quorate_peers += 1
         else:
-            counts["up_to_date" if replica.up_to_date else "present"] += 1
-            if not me.diskful and replica.up_to_date and peer in quorate:
-                counts["quorate_peers"] += 1
-    return Tally(**counts)
+            present += 1
+    return Tally(up_to_date, present, outdated, quorumless, unknown, diskless, missing_diskless, quorate_peers)
 
 
 def decide(counts: Tally, options: Options, had_quorum: bool) -> Quorum:
@@ -229,53 +230,68 @@ def decide(counts: Tally, options: Options, had_quorum: bool) -> Quorum:
     return Quorum(quorate or tied, voters, visible, counts.up_to_date, need, redundancy, tiebreaker=tied)
 
 
-def partition(node: str, alive: Collection[str], links: Links) -> frozenset[str]:
-    """The nodes ``node`` reaches through connected peers (DRBD's two-phase commits travel the mesh)."""
-    seen, todo = {node}, [node]
-    while todo:
-        here = todo.pop()
-        for peer in alive:
-            if peer not in seen and links(here, peer):
-                seen.add(peer)
-                todo.append(peer)
-    return frozenset(seen)
+def partitions(alive: Collection[str], links: Links) -> dict[str, frozenset[str]]:
+    """Per live node, the nodes it reaches through connected peers (DRBD's two-phase commits travel the
+    mesh: a Primary two hops away is known, and a node outdated through a third one)."""
+    nodes = list(alive)
+    if all(links(a, b) for a in nodes for b in nodes if a != b):  # a whole partition: the usual case
+        whole = frozenset(nodes)
+        return dict.fromkeys(nodes, whole)
+    out: dict[str, frozenset[str]] = {}
+    for start in nodes:
+        if start in out:
+            continue
+        seen, todo = {start}, [start]
+        while todo:
+            here = todo.pop()
+            for peer in nodes:
+                if peer not in seen and links(here, peer):
+                    seen.add(peer)
+                    todo.append(peer)
+        found = frozenset(seen)
+        out.update(dict.fromkeys(found, found))
+    return out
 
 
 def settle(replicas: Mapping[str, Replica], alive: Collection[str], links: Links, options: Options,
-           memory: Mapping[str, Memory]) -> tuple[dict[str, Quorum], dict[str, Memory]]:
+           memory: Mapping[str, Memory], reach: Mapping[str, frozenset[str]] | None = None
+           ) -> tuple[dict[str, Quorum], dict[str, Memory]]:
     """Every live replica's quorum after a change, and what each then remembers.
 
     A change ends in DRBD with a two-phase commit that sets the quorate partition's ``members``
     (``update_members``, ``drbd_receiver.c``); the quorum is then recomputed with them. Repeated here
-    until nothing changes (twice at most in practice)."""
+    until nothing changes (twice at most in practice). Members that are every replica are kept as
+    None (a whole resource), so a healthy resource settles in one round."""
     live = [n for n in replicas if n in alive]
+    everyone = frozenset(replicas)
+    reach = reach if reach is not None else partitions(live, links)
+    order = sorted(live, key=lambda n: not replicas[n].diskful)  # diskful first: diskless lean on them
     mem = {n: memory.get(n, WHOLE) for n in live}
     result: dict[str, Quorum] = {}
     for _ in range(len(live) + 2):
         result = {}
-        for n in sorted(live, key=lambda n: not replicas[n].diskful):  # diskful first: diskless lean on them
+        for n in order:
             quorate = {p for p, q in result.items() if q.quorum}
             result[n] = decide(tally(n, replicas, links, mem[n], quorate), options, mem[n].quorum)
         after = {}
         for n in live:
-            neighbour_quorate = any(result[p].quorum for p in live if p != n and links(n, p))
             members = mem[n].members
-            if result[n].quorum or neighbour_quorate:
-                members = partition(n, live, links)
+            if result[n].quorum or any(result[p].quorum for p in live if p != n and links(n, p)):
+                members = reach[n]
             elif members is not None:  # a fresh connection joins the members
-                members = members | {p for p in live if links(n, p)}
-            after[n] = Memory(result[n].quorum, members, mem[n].outdated)
+                members = members | {p for p in live if p != n and links(n, p)}
+            after[n] = Memory(result[n].quorum, None if members == everyone else members, mem[n].outdated)
         if after == mem:
             break
         mem = after
     return result, {**dict(memory), **mem}
 
 
-def may_promote(node: str, replicas: Mapping[str, Replica], alive: Collection[str], links: Links,
-                quorum: Mapping[str, Quorum]) -> bool:
+def may_promote(node: str, replicas: Mapping[str, Replica], links: Links, quorum: Mapping[str, Quorum],
+                reach: Collection[str]) -> bool:
     """Would DRBD let ``node`` become Primary now: not Primary already, quorum (``SS_NO_QUORUM``), data
     (its own UpToDate disk; diskless: a connected UpToDate peer), and no Primary in its partition
-    (``SS_TWO_PRIMARIES``; the commit reaches every node the partition reaches)."""
+    ``reach`` (``SS_TWO_PRIMARIES``; the commit reaches every node the partition reaches)."""
     me = replicas[node]
     if me.primary or node not in quorum or not quorum[node].quorum:
         return False
@@ -283,7 +299,6 @@ def may_promote(node: str, replicas: Mapping[str, Replica], alive: Collection[st
         data = me.up_to_date
     else:
         data = any(r.diskful and r.up_to_date and links(node, p) for p, r in replicas.items() if p != node)
-    reach = partition(node, [n for n in replicas if n in alive], links)
     return data and not any(replicas[p].primary for p in reach if p != node)
 
 
@@ -303,6 +318,12 @@ class Outcome:
 def outcome(replicas: Mapping[str, Replica], alive: Collection[str], links: Links, options: Options,
             memory: Mapping[str, Memory] | None = None) -> Outcome:
     """``settle`` and ``may_promote`` for every live replica."""
-    quorum, remembered = settle(replicas, alive, links, options, memory or {})
-    promotable = {n: may_promote(n, replicas, alive, links, quorum) for n in quorum}
+    table = {(a, b): links(a, b) for a in replicas for b in replicas if a != b}  # each link asked once
+
+    def known(a: str, b: str) -> bool:
+        return table[(a, b)]
+
+    reach = partitions([n for n in replicas if n in alive], known)
+    quorum, remembered = settle(replicas, alive, known, options, memory or {}, reach)
+    promotable = {n: may_promote(n, replicas, known, quorum, reach[n]) for n in quorum}
     return Outcome(quorum, promotable, remembered)
