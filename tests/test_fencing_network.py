@@ -260,6 +260,29 @@ def test_two_of_three_replicas_lost_nowhere_to_go(rig):
     assert rig.events("NoPromotableReplica", "db-0")
 
 
+def test_quorum_minimum_redundancy_holds_when_the_survivors_are_not_uptodate(rig):
+    """quorum-minimum-redundancy 2 on three diskful replicas; n3 is resyncing (Inconsistent) when n1,
+    the Primary's node, loses power. n2 sees 2 of 3 voters but only 1 UpToDate replica: DRBD gives it
+    no quorum (drbd_state.c calc_quorum, min_redundancy_at), so it may not promote and fencing holds.
+    With the resync done, the same power loss fails the pod over to n2."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r3", ["n1", "n2", "n3"], in_use="n1")])
+    rig.emu.set_rd_props("pvc-r3", {"DrbdOptions/Resource/quorum-minimum-redundancy": "2"})
+    rig.emu.set_disk_state("pvc-r3", "n3", "Inconsistent", sync_peer="n1", done_percentage=40.0)
+    rig.run(10)
+    rig.power_off("n1")
+    assert not rig.emu.has_quorum("pvc-r3", "n2"), "1 UpToDate of the 2 quorum-minimum-redundancy needs"
+    rig.run(60)
+    assert rig.pod_deletes() == []
+    assert rig.events("NoPromotableReplica", "db-0")
+    rig.recover("n1")
+    rig.emu.set_disk_state("pvc-r3", "n3", "UpToDate")
+    rig.run(10)
+    rig.power_off("n1")
+    assert rig.emu.has_quorum("pvc-r3", "n2")
+    rig.run(45)
+    assert rig.evicted() == ["db-0"]
+
+
 def test_node_crash_with_r2_and_r3_volumes(rig):
     c2 = rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")
     c3 = rig.volume("pvc-r3", ["n1", "n2", "n3"], in_use="n1")
