@@ -260,6 +260,21 @@ def test_two_of_three_replicas_lost_nowhere_to_go(rig):
     assert rig.events("NoPromotableReplica", "db-0")
 
 
+def test_a_diskless_client_breaks_the_tie_and_the_pod_fails_over(rig):
+    """Diskful replicas on n1 (Primary) and n2, a diskless client replica on n3 (no TIE_BREAKER flag),
+    no tie-breaker besides. n1 loses power: n2 is 1 of 2 voters and the connected diskless n3 breaks
+    the tie (drbd9-tests tests/quorum-tiebreaker case 3), so n2 may promote and the pod moves. (The
+    emulator counted only TIE_BREAKER-flagged diskless replicas and held it: NoPromotableReplica.)"""
+    claim = rig.volume("pvc-r2", ["n1", "n2"], in_use="n1", tie_breaker=False)
+    rig.emu.add_resource("pvc-r2", "n3", diskful=False)
+    rig.pod("db-0", "n1", [claim])
+    rig.run(10)
+    rig.power_off("n1")
+    assert rig.emu.has_quorum("pvc-r2", "n2")
+    rig.run(45)
+    assert rig.evicted() == ["db-0"]
+
+
 def test_quorum_minimum_redundancy_holds_when_the_survivors_are_not_uptodate(rig):
     """quorum-minimum-redundancy 2 on three diskful replicas; n3 is resyncing (Inconsistent) when n1,
     the Primary's node, loses power. n2 sees 2 of 3 voters but only 1 UpToDate replica: DRBD gives it
