@@ -1,9 +1,10 @@
 """The drill's prediction is what fencing then does: for generated topologies (2 or 3 diskful replicas,
-with and without a diskless client and LINSTOR's tie-breaker, quorum-minimum-redundancy off, 1 or 2)
-and failures (nodes losing power at once, or a set of nodes cut from the others on the replication
-network), the drill on the healthy cluster's snapshot names the same action and reason as the fencing
-controller, run pass by pass against the LINSTOR emulator (whose DRBD follows the same quorum rules)
-after the same event. Seeded: a failing case names its seed and can be run alone."""
+with and without a diskless client and LINSTOR's tie-breaker, quorum majority or all,
+quorum-minimum-redundancy off, 1 or 2) and failures (nodes losing power at once, or a set of nodes
+cut from the others on the replication network), the drill on the healthy cluster's snapshot names
+the same action and reason as the fencing controller, run pass by pass against the LINSTOR emulator
+(whose DRBD follows the same quorum rules) after the same event. Seeded: a failing case names its
+seed and can be run alone."""
 
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ class Case:
     client: str | None
     pod_on: str
     redundancy: str | None
+    quorum: str
     power_off: tuple[str, ...]
     cut: tuple[str, ...]
 
     def __str__(self) -> str:
         event = f"power off {','.join(self.power_off)}" if self.power_off else f"cut {','.join(self.cut)}"
         return (f"diskful {','.join(self.diskful)}; tie-breaker {self.tie_breaker}; client {self.client}; "
-                f"pod on {self.pod_on}; qmr {self.redundancy}; {event}")
+                f"pod on {self.pod_on}; quorum {self.quorum}; qmr {self.redundancy}; {event}")
 
 
 def generate(seed: int) -> Case:
@@ -56,11 +58,11 @@ def generate(seed: int) -> Case:
     failed = tuple(sorted(failed))
     power = rnd.random() < 0.5
     return Case(diskful, tie_breaker, client, pod_on, rnd.choice((None, "1", "2")),
-                failed if power else (), () if power else failed)
+                rnd.choice(("majority", "majority", "all")), failed if power else (), () if power else failed)
 
 
 def build(rig: Rig, case: Case) -> None:
-    props = {"DrbdOptions/Resource/quorum": "majority"}
+    props = {"DrbdOptions/Resource/quorum": case.quorum}
     if case.redundancy:
         props["DrbdOptions/Resource/quorum-minimum-redundancy"] = case.redundancy
     for node in case.diskful:
@@ -116,5 +118,6 @@ def test_the_generated_cases_cover_every_kind():
     assert {c.tie_breaker is not None for c in cases} == {True, False}
     assert {c.client is not None for c in cases} == {True, False}
     assert {c.redundancy for c in cases} == {None, "1", "2"}
+    assert {c.quorum for c in cases} == {"majority", "all"}
     assert {bool(c.power_off) for c in cases} == {True, False}
     assert any(c.pod_on == c.client for c in cases), "a diskless Primary"
