@@ -31,6 +31,7 @@ from linstor_scheduler.drbd_quorum import (
     MINIMUM_REDUNDANCY_KEY,
     ON_NO_QUORUM_KEY,
     QUORUM_KEY,
+    Options,
     policy_problem,
 )
 
@@ -90,8 +91,7 @@ class ResourceState:
 
     def _policy_text(self) -> str:
         quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
-        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
-        return f"quorum={quorum}, on-no-quorum={action}"
+        return f"quorum={quorum}, on-no-quorum={Options.from_props(self.props).on_no_quorum}"
 
     def quorum_problem(self) -> str | None:
         """Why a cut-off node could keep writing, or None when the policy stops it
