@@ -440,6 +440,7 @@ class LinstorEmulator(HttpDouble):
                 del self._resources[key]
             if node is None or not any(k[0] == name for k in self._resources):
                 self._rds.pop(name, None)
+                self._quorum_memory.pop(name, None)  # a resource created again under this name starts whole
 
     def load(self, *, nodes: Iterable[dict[str, Any]] = (), resources: Iterable[dict[str, Any]] = (),
              storage_pools: Iterable[dict[str, Any]] = ()) -> None:
