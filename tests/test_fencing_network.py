@@ -269,8 +269,12 @@ def test_a_diskless_client_breaks_the_tie_and_the_pod_fails_over(rig):
     rig.emu.add_resource("pvc-r2", "n3", diskful=False)
     rig.pod("db-0", "n1", [claim])
     rig.run(10)
+    moved_to_n2_after_n1_loses_power(rig, "pvc-r2")
+
+
+def moved_to_n2_after_n1_loses_power(rig: Rig, resource: str) -> None:
     rig.power_off("n1")
-    assert rig.emu.has_quorum("pvc-r2", "n2")
+    assert rig.emu.has_quorum(resource, "n2"), "DRBD: n2 keeps quorum"
     rig.run(45)
     assert rig.evicted() == ["db-0"]
 
@@ -292,10 +296,7 @@ def test_quorum_minimum_redundancy_holds_when_the_survivors_are_not_uptodate(rig
     rig.recover("n1")
     rig.emu.set_disk_state("pvc-r3", "n3", "UpToDate")
     rig.run(10)
-    rig.power_off("n1")
-    assert rig.emu.has_quorum("pvc-r3", "n2")
-    rig.run(45)
-    assert rig.evicted() == ["db-0"]
+    moved_to_n2_after_n1_loses_power(rig, "pvc-r3")
 
 
 def test_node_crash_with_r2_and_r3_volumes(rig):
