@@ -107,7 +107,6 @@ def replica_state(item: Any) -> ReplicaState:
         diskful=not flags or item.diskful, up_to_date=up_to_date,
         in_use=bool(state is not None and state.in_use), may_promote=may_promote, peers=peers,
         ignored=bool(flags) and item.ignored,
-        tie_breaker=bool(flags) and any(f.upper() == "TIE_BREAKER" for f in flags),
         reported=reported)
 
 

@@ -207,11 +207,16 @@ class Extender:
         tables_bytes: int = TABLES_LIMIT,
         kube: KubeFreshness | None = None,
         ledger: Ledger | None = None,
+        scheduler_name: str | None = None,
     ) -> None:
         """``kube``: the live age of the Kubernetes view (the informers' confirmation, read at each
         request); without it the state's own Kubernetes read time stands in (tests, snapshots).
         ``ledger``: capacity promised to unbound WaitForFirstConsumer claims (reservations.py);
-        None: free space is the last poll's alone (snapshots, explain)."""
+        None: free space is the last poll's alone (snapshots, explain). ``scheduler_name``: judge only
+        pods of that profile (the main kube-scheduler shows its extenders the pods of every profile,
+        k8s.io/kube-scheduler config/v1 ``Extender``: extenders are shared by all profiles); the
+        others pass every node with score 0. None: every pod (our own scheduler has one profile)."""
+        self.scheduler_name = scheduler_name
         self.holder = holder
         self.ledger = ledger
         self.kube = kube
@@ -290,6 +295,11 @@ class Extender:
         state = self.holder.state
         meta = pod.get("metadata") or {}
         ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        if self.scheduler_name is not None:
+            profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+            if profile != self.scheduler_name:
+                return Prepared(ref, [], f"pod's scheduler is {profile}, not {self.scheduler_name}", None, state,
+                                static_neutral=True)
         refs = pod_claims(pod)
         fallback_generation = self.fallback.generation if self.fallback else 0
         signature = None

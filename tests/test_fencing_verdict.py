@@ -38,7 +38,7 @@ def resource(*replicas, props=POLICY, name="r1", lost="n1"):
     if lost:
         replicas = tuple(r if r.node == lost or lost in r.peers else ReplicaState(
             r.node, r.diskful, r.up_to_date, r.in_use, r.may_promote, {**r.peers, lost: False}, r.ignored,
-            r.tie_breaker, r.reported) for r in replicas)
+            r.reported) for r in replicas)
     return ResourceState(name, {r.node: r for r in replicas}, props)
 
 
@@ -74,7 +74,7 @@ def test_both_witnesses_are_needed():
 
 def test_a_node_cut_from_its_peers_is_lost_while_linstor_reaches_it():
     cut = resource(replica("n1", in_use=True, may_promote=False, peers={"n2": False, "n3": False}),
-                   replica("n2"), replica("n3", diskful=False, tie_breaker=True))
+                   replica("n2"), replica("n3", diskful=False))
     assert "the replica on n1 reports every DRBD peer connection down" in storage_proof(cut, "n1", nodes())
     unknown = resource(replica("n1", peers={"n2": False}), replica("n2", reported=False), lost=None)
     assert storage_proof(unknown, "n1", nodes()) is None, "an unknown report is no testimony"
@@ -169,14 +169,15 @@ def test_a_numeric_quorum_must_be_more_than_half_of_the_voters():
         return ResourceState("r1", {r.node: r for r in replicas}, {**POLICY, "DrbdOptions/Resource/quorum": quorum}
                              ).quorum_problem()
 
-    two_and_tb = (replica("n1"), replica("n2"), replica("n3", diskful=False, tie_breaker=True))
-    assert "not more than half of the 3 voters" in problem("1", *two_and_tb), "a node alone is quorate: refused"
+    two_and_tb = (replica("n1"), replica("n2"), replica("n3", diskful=False))
+    assert "not more than half of the 2 voters" in problem("1", *two_and_tb), "a node alone is quorate: refused"
     assert problem("2", *two_and_tb) is None
     assert problem("2", replica("n1"), replica("n2"), replica("n3"), replica("n4")) is not None, "2 of 4 is half"
     assert problem("all", *two_and_tb) is None and problem("majority", *two_and_tb) is None
     assert "not majority, all or a number" in problem("most", *two_and_tb)
-    client = replica("n4", diskful=False)  # a diskless client is no voter
+    client = replica("n4", diskful=False)  # DRBD counts no diskless replica as a voter, tie-breaker or client
     assert problem("2", *two_and_tb, client) is None
+    assert problem("2", *two_and_tb, replica("n5")) is None, "3 diskful voters: 2 is more than half"
 
 
 def test_guards_refuse_in_the_documented_order():
