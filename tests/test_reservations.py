@@ -246,6 +246,12 @@ def test_only_w3_is_feasible_so_kube_scheduler_skips_prioritize_and_the_hold_is_
 def test_a_restarted_extender_holds_what_kube_scheduler_chose_before_it_started():
     emu, ks = populated()
     select(ks, "data-2", "w1")  # chosen by kube-scheduler while no extender was running
+    # data-1 was chosen and provisioned before: bound, its volume in LINSTOR (whose free space counts it)
+    select(ks, "data-1", "w2")
+    emu.add_resource("pvc-data-1", "w2")
+    ks.add(k.pv("pvc-data-1", claim=("default", "data-1"), storage_class="local", size="60Gi"))
+    ks.patch("PersistentVolumeClaim", "data-1", {"spec": {"volumeName": "pvc-data-1"}, "status": {"phase": "Bound"}},
+             namespace="default")
     with emu.serve() as lsrv, ks.serve() as ksrv:
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         app = build_live_app(client, ks.api_client(ksrv.url), use_events=False, poll_interval=3600)
@@ -253,6 +259,8 @@ def test_a_restarted_extender_holds_what_kube_scheduler_chose_before_it_started(
             wait_for(lambda: http.get("/readyz").status_code == 200, what="first full sync")
             wait_for(lambda: holds(http) == {"default/data-2": (("w1",), "selected")}, what="the hold on w1")
             assert passing(http, pod(0)) == ["w2"]
+            assert app.state.syncer.holder.state.get_pvc("default/data-1") is not None
+            assert "default/data-1" not in holds(http), "a provisioned claim is LINSTOR's to count"
 
 
 def test_a_withdrawn_selection_releases_the_hold():
