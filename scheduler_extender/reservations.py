@@ -282,9 +282,9 @@ def selected_node(pvc: Mapping[str, Any] | None) -> str | None:
 def heard_claim(ledger: Ledger, key: str, pvc: Mapping[str, Any] | None, state: ClusterState,
                 now: float) -> bool | None:
     """The informer's news of claim ``key`` (``pvc`` None: deleted). A selection moves the hold to
-    the chosen node, or takes one there (a claim the filter never held: the only feasible node,
-    which kube-scheduler picks without asking prioritize, or an extender restarted mid-burst); a
-    withdrawn selection drops it. True when the ledger changed; None when ``state`` cannot tell
+    the chosen node, or takes one there (a claim no filter answer holds: an extender restarted
+    mid-burst, a hold pushed out or expired before the choice came); a withdrawn selection drops
+    it. True when the ledger changed; None when ``state`` cannot tell
     the pool yet (its StorageClass or node not seen): ask again with a later state."""
     if pvc is None:
         return ledger.release(key)

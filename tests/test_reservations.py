@@ -129,7 +129,7 @@ def test_what_each_claim_event_means_for_its_hold():
     assert ledger.get("default/c").nodes == ("w2",)
     assert heard_claim(ledger, "default/c", claim, state, now=3), "the provisioner withdrew the selection"
     assert ledger.get("default/c") is None
-    # kube-scheduler chose w3 without a filter hold there (the only feasible node, or a restart)
+    # kube-scheduler chose w3 without a filter hold there (an extender restarted in between)
     only = {**claim, "metadata": {**claim["metadata"], "annotations": {SELECTED_NODE: "w3"}}}
     assert heard_claim(ledger, "default/c", only, state, now=4)
     assert (ledger.get("default/c").nodes, ledger.get("default/c").source) == (("w3",), "selected")
