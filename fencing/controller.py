@@ -186,6 +186,7 @@ class FencingController:
         self.executor = Executor(actions, self, self.metrics, self.budget, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
         self._raw: dict[Any, dict[str, Any]] = {}  # this pass's labelled pods by UID
+        self._ctx = GuardContext(clock(), None, None)  # this pass's, for the guards on each intent
         self._handover: str | None = None  # the predecessor's grace timers, until this term's first observation
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
@@ -284,7 +285,7 @@ class FencingController:
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
         await self.executor.settle(report)  # writes of earlier passes whose answers were lost
         pods_by_uid = self._raw = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
-        ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
+        ctx = self._ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
         final: list[PodDecision] = []
         decisions = judge(observed, now, self.settings.grace_period)
         self.metrics.unknown_nodes.set(len({d.node for d in decisions if d.reason == NODE_UNKNOWN_TO_LINSTOR}))
@@ -314,7 +315,7 @@ class FencingController:
         self._attempted &= {d.pod.uid for d in final}  # gone pods are forgotten
         await self._vanished({d.pod.uid for d in final}, now)
         if not stale and not storm:
-            await self._retaint(kube, ctx, report)
+            await self._retaint(kube, report)
             await self._detach(observed, kube, final, now, ctx, report)
             await self._untaint(observed, kube, now, ctx, report)
         return report
@@ -578,10 +579,17 @@ class FencingController:
             # Retry-After paces *this* request: an eviction's does not hold the grace-0 delete that
             # replaces it (node NotReady, or --eviction-timeout over).
             return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
+        refusal = hold(self.guards, step, self._ctx)  # judged on its decision already; the guards see it all the same
+        if refusal is not None and not refusal.holds_verdict:
+            return self._refuse(decision, refusal.reason, refusal.detail)
         if self.settings.taint:
             self._taint_wanted.setdefault(decision.node, step.resources)
             await self._taint(decision.node, kube, step.resources, decision.detail, report)
         answer = await self.executor.execute(step, report)
+        if step.kind == plan.EVICT and answer.held_by in (None, IN_DOUBT):
+            self._evicting.setdefault(pod.uid, self.clock())  # sent: the bound runs from the first, whatever came back
+            self._eviction_answer[pod.uid] = "none (in doubt)" if answer.held_by else \
+                f"{answer.status or ''} {answer.value}".strip()
         if answer.held_by == IN_DOUBT:
             self._attempted.add(pod.uid)
             return decision  # sent; its answer was lost and its effect is not seen yet: under way
@@ -591,9 +599,6 @@ class FencingController:
             return self._refuse(decision, STALE_DATA, f"{step.kind} not sent: {answer.held}")
         self._attempted.add(pod.uid)
         now = self.clock()
-        if step.kind == plan.EVICT:
-            self._evicting.setdefault(pod.uid, now)  # whatever the answer: the bound runs from the first one
-            self._eviction_answer[pod.uid] = f"{answer.status or ''} {answer.value}".strip()
         if answer.outcome is Outcome.DONE:
             if step.kind == plan.DELETE:
                 self._evicting.pop(pod.uid, None)
@@ -710,7 +715,12 @@ class FencingController:
         obj = kube.nodes.get(node)
         if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
-        answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)
+        answer = await self._execute(plan.taint(node, obj, resources, why), self._ctx, report)
+        if answer is None:
+            return  # a guard holds it (the pass's own guards: dry run, stale data, storm)
+        if answer.held_by == STORAGE_RECOVERED:
+            self._taint_wanted.pop(node, None)
+            return
         if answer.outcome is Outcome.CONFLICT and not answer.held:
             # The Node changed since it was listed (the node lifecycle controller taints a NotReady node
             # at about this moment): read it live and patch once more, keeping whatever was added.
@@ -720,7 +730,7 @@ class FencingController:
                 log.warning("taint %s: cannot read the node again after a conflict: %r", node, exc)
                 obj = None
             if obj is not None and not has_taint(obj):
-                answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)
+                answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)  # seen above
         if not answer.reached and not answer.held:
             node_obj = {"apiVersion": "v1", "kind": "Node", **(kube.nodes.get(node) or {})}
             await self._warn_node(node_obj, node, TAINT_FAILED,
@@ -728,7 +738,7 @@ class FencingController:
                                   f"{answer.value}): the scheduler may place pods on the lost node; retried every pass "
                                   "while its storage stays lost", self.clock())
 
-    async def _retaint(self, kube: KubeObjects, ctx: GuardContext, report: PassReport) -> None:
+    async def _retaint(self, kube: KubeObjects, report: PassReport) -> None:
         """A taint that could not be set when the pod was removed (403, 503, no answer) is tried
         again every pass while the node's storage stays lost (the executor re-checks that)."""
         for node, resources in sorted(self._taint_wanted.items()):
@@ -736,8 +746,7 @@ class FencingController:
             if obj is None or has_taint(obj) or not self.settings.taint:
                 self._taint_wanted.pop(node, None)
                 continue
-            if hold(self.guards, plan.taint(node, obj, resources, ""), ctx) is None:
-                await self._taint(node, kube, resources, "a fail-over on this node", report)
+            await self._taint(node, kube, resources, "a fail-over on this node", report)
 
     async def _untaint(self, observed: Observed, kube: KubeObjects, now: float, ctx: GuardContext,
                        report: PassReport) -> None:
