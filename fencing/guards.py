@@ -13,7 +13,7 @@ on a decision: a follower does not even judge, and the Lease is re-checked befor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -188,19 +188,17 @@ class DryRunGuard:
         return None
 
 
+def _first(refusals: Iterator[Refusal | None]) -> Refusal | None:
+    """The first refusal, asking each guard only until one refuses (the rate limit takes a token
+    only when it is asked)."""
+    return next((r for r in refusals if r is not None), None)
+
+
 def apply(guards: Sequence[Guard], decision: PodDecision, ctx: GuardContext) -> Refusal | None:
     """The first refusal in order, or None: the decision stands."""
-    for guard in guards:
-        refusal = guard.check(decision, ctx)
-        if refusal is not None:
-            return refusal
-    return None
+    return _first(guard.check(decision, ctx) for guard in guards)
 
 
 def hold(guards: Sequence[Guard], intent: Intent, ctx: GuardContext) -> Refusal | None:
     """The first guard that holds this write, or None: it goes to the executor."""
-    for guard in guards:
-        refusal = guard.hold(intent, ctx)
-        if refusal is not None:
-            return refusal
-    return None
+    return _first(guard.hold(intent, ctx) for guard in guards)
