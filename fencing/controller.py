@@ -183,7 +183,7 @@ class FencingController:
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
         self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
-        self.executor = Executor(actions, self, self.metrics, self.budget, clock=clock,
+        self.executor = Executor(actions, self, recorder, self.metrics, self.budget, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
         self._raw: dict[Any, dict[str, Any]] = {}  # this pass's labelled pods by UID
         self._ctx = GuardContext(clock(), None, None)  # this pass's, for the guards on each intent
@@ -227,11 +227,8 @@ class FencingController:
             self.beat = self.clock()
 
     async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Queued for the recorder's own thread (kube/events.py): never waits for the API server."""
-        try:
-            self.recorder.record(obj, event_type, reason, message)
-        except Exception as exc:  # an Event never fails the pass
-            log.warning("event %s not recorded: %s", reason, exc)
+        """An Event intent, said by the executor (the one writer; the recorder's own thread sends it)."""
+        self.executor.say(plan.event(obj, event_type, reason, message))
 
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:

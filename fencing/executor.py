@@ -51,6 +51,10 @@ class Report(Protocol):
     actions: list[tuple[str, str, str]]
 
 
+class Recorder(Protocol):
+    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
 class Calls(Protocol):
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any: ...
     async def send(self, fn: Callable[..., Any], *args: Any) -> Any: ...
@@ -65,14 +69,14 @@ class _Doubt:
 class Executor:
     """``await executor.execute(intent, report)`` -> the write's ``Answer`` (``held`` when not sent)."""
 
-    def __init__(self, actions: KubeActions, calls: Calls, metrics: FencingMetrics, budget: BudgetGuard, *,
-                 clock: Callable[[], float], preconditions: Callable[[], str | None],
+    def __init__(self, actions: KubeActions, calls: Calls, recorder: Recorder, metrics: FencingMetrics,
+                 budget: BudgetGuard, *, clock: Callable[[], float], preconditions: Callable[[], str | None],
                  storage: Callable[[str, tuple[str, ...]], Awaitable[str | None]],
                  done: Callable[[Intent, float], Awaitable[None]]) -> None:
         """``storage(node, resources)``: why the node is no longer lost (None: still lost); raises
         when it cannot be read. ``done(intent, now)``: what a carried-out write leaves besides the
         metric (the Event; for a removal, the budget and the histogram), called once per write."""
-        self.actions, self.calls, self.metrics, self.budget = actions, calls, metrics, budget
+        self.actions, self.calls, self.recorder, self.metrics, self.budget = actions, calls, recorder, metrics, budget
         self.clock, self.preconditions, self.storage, self.done = clock, preconditions, storage, done
         self.in_doubt: dict[tuple[str, str, str], _Doubt] = {}
 
@@ -89,6 +93,15 @@ class Executor:
         except Exception as exc:  # cannot re-check: the write waits for a pass that can
             return STORAGE_UNREAD, f"cannot re-read the storage of node {intent.node} from LINSTOR: {exc!r}"
         return (STORAGE_RECOVERED, back) if back else None
+
+    # --- one Event --------------------------------------------------------------------------------
+    def say(self, intent: Intent) -> None:
+        """An Event intent: queued for the recorder's own thread (kube/events.py), which sends it and
+        counts it; never waits for the API server, never fails the pass."""
+        try:
+            self.recorder.record(intent.obj, intent.event_type, intent.reason, intent.why)
+        except Exception as exc:
+            log.warning("event %s not recorded: %s", intent.reason, exc)
 
     # --- one write --------------------------------------------------------------------------------
     async def execute(self, intent: Intent, report: Report) -> Answer:

@@ -2,10 +2,12 @@
 
 A pass is read -> judge -> plan -> execute. The verdicts (``verdict.py``) say what holds; this module
 turns them into intents: taint a node, evict or delete a pod, delete a VolumeAttachment, untaint a
-node. Each intent names what it writes, the node, and the storage that must still be lost on that
-node when it is written (``resources``: the executor re-reads it from LINSTOR right before the
-write, executor.py). Every guard sees every intent (``guards.hold``), not only pod removals, so a
-rule added later (a pod without a controller owner, storage we cannot fence) is one more guard.
+node, and say something (an Event). Each write names what it writes, the node, and the storage that
+must still be lost on that node when it is written (``resources``: the executor re-reads it from
+LINSTOR right before the write, executor.py). Every guard sees every write (``guards.hold``), not
+only pod removals, so a rule added later (a pod without a controller owner, storage we cannot
+fence) is one more guard. An Event goes to the same executor without the write checks: a refusal
+on stale data must be said all the same.
 
 Nothing here does I/O or reads a clock: the memory the choices depend on (when an eviction was first
 sent, its last answer) comes in as arguments.
@@ -23,6 +25,7 @@ UNTAINT = "untaint"
 EVICT = "pod_evict"
 DELETE = "pod_delete"
 DETACH = "attachment_delete"
+EVENT = "event"
 KINDS = (TAINT, EVICT, DELETE, DETACH, UNTAINT)  # the writes, by their metric label
 REMOVALS = (EVICT, DELETE)
 
@@ -42,6 +45,8 @@ class Intent:
     obj: dict[str, Any] = field(default_factory=dict, compare=False)  # the object as judged (for preconditions)
     why: str = ""  # one sentence: the verdict behind it
     overrides: str = ""  # what the write overrides (the PodDisruptionBudget after --eviction-timeout)
+    reason: str = ""  # an Event's reason and type
+    event_type: str = ""
 
     @property
     def removal(self) -> bool:
@@ -101,6 +106,13 @@ def taint(node: str, obj: dict[str, Any], resources: tuple[str, ...], why: str) 
 def untaint(node: str, obj: dict[str, Any]) -> Intent:
     """The node's storage is back and stable: our taint comes off (no storage proof needed)."""
     return Intent(UNTAINT, node, node, (), obj=obj, why="storage back and stable")
+
+
+def event(obj: dict[str, Any], event_type: str, reason: str, message: str) -> Intent:
+    """An Event about ``obj`` (a pod, a Node): what fencing saw, did or refused."""
+    meta = obj.get("metadata") or {}
+    return Intent(EVENT, f"{obj.get('kind', '')}/{meta.get('name', '')}", "", obj=obj, why=message, reason=reason,
+                  event_type=event_type)
 
 
 def detach(va: dict[str, Any], pod: PodState, resource: str, node: str, why: str) -> Intent:

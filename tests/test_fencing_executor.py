@@ -243,3 +243,20 @@ def test_a_new_leader_that_does_not_see_the_fault_starts_nothing(rig):
         rig.reports.append(rig.loop.run_until_complete(successor.run_once()))
     assert rig.ks.get("Pod", "db-0") is None
     assert rig.clock.now - again >= 30, "the new fault had a whole grace period"
+
+
+def test_the_handed_over_record_is_continued_only_where_it_agrees_and_is_recent():
+    """handover.py, pure: the predecessor saw r1 and r2 lost on n1 since 100 (wall clock) and r3 on
+    n2; the new leader's clock reads 10 where the wall clock reads 130."""
+    from fencing.handover import inherit, record
+
+    text = record({("r1", "n1"): 40.0, ("r2", "n1"): 42.0, ("r3", "n2"): 50.0}, now=60.0, wall_now=120.0)
+    same = inherit(text, {("r1", "n1"), ("r2", "n1")}, now=10.0, wall_now=130.0, max_gap=35)
+    assert same == {("r1", "n1"): 10.0 - 28.0, ("r2", "n1"): 10.0 - 28.0}, \
+        "timed from the latest first sighting on the node (wall 102), the gap counted"
+    assert inherit(text, {("r1", "n1")}, 10.0, 130.0, 35) == {}, "another set of faults is another fault"
+    assert inherit(text, {("r4", "n3")}, 10.0, 130.0, 35) == {}, "a fault the record does not name starts nothing"
+    assert inherit(text, {("r3", "n2")}, 10.0, 160.0, 35) == {}, "a record older than the bound is blindness"
+    assert inherit(text, {("r3", "n2")}, 10.0, 100.0, 35) == {}, "a record from the future is not trusted"
+    assert inherit("{not json", {("r3", "n2")}, 10.0, 130.0, 35) == {}
+    assert inherit(None, {("r3", "n2")}, 10.0, 130.0, 35) == {}
