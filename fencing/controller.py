@@ -783,9 +783,13 @@ class FencingController:
         if decision.verdict == WAITING:
             if pod.uid not in self._announced:
                 self._announced[pod.uid] = (pod.namespace, pod.name, decision.node)
+                since = decision.fault_since if decision.fault_since is not None else now
+                continued = (f" (timed for {now - since:.0f}s already, by the previous Lease holder: this "
+                             "leader's first read saw the same fault)") if self._term is not None and \
+                    since < self._term else ""
                 await self._record(_as_pod(raw), "Normal", "StorageFaultObserved",
-                                   f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s "
-                                   "unless the storage recovers")
+                                   f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s"
+                                   f"{continued} unless the storage recovers")
             return
         if decision.verdict == REFUSE:
             await self._warn(raw, pod, decision.reason, decision.detail, now)
