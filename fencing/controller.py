@@ -96,8 +96,6 @@ from .verdict import (
     PodDecision,
     PodState,
     judge,
-    judge_volume,
-    witnesses,
 )
 
 log = logging.getLogger("linstor_scheduler.fencing")
@@ -643,49 +641,19 @@ class FencingController:
     # --- the VolumeAttachments -------------------------------------------------------------------
     async def _detach(self, observed: Observed, kube: KubeObjects, decisions: list[PodDecision], now: float,
                       ctx: GuardContext, report: PassReport) -> None:
-        """Delete our VolumeAttachments on a lost node once no pod there uses the volume any more.
-
-        Only for volumes of pods that ask for fencing (in whatever state: the StatefulSet's new pod
-        is pending, the old one was just removed), only attacher linstor.csi.linbit.com, only that
-        node, only that PV, and with the attachment's UID as precondition. Attachments are indexed
-        by PV and node once per pass.
-        """
+        """Delete our VolumeAttachments on a lost node once no pod there uses the volume any more
+        (planned by ``intents.detachments``; indexed by PV and node once per pass)."""
         index = index_attachments(kube.attachments)
         if not index:
             return
-        removed = {d.pod.uid: d.node for d in decisions if d.verdict == FENCE}
-        done: set[str] = set()
-        for pod in observed.pods:
-            if not pod.opted_in or pod.opted_out:
-                continue
-            for vol in pod.volumes:
-                if not vol.resource or not vol.pv:
-                    continue
-                for node, vas in sorted(index.get(vol.pv, {}).items()):
-                    if node == pod.node and removed.get(pod.uid) != node:
-                        continue  # the pod itself still runs there: the pod goes first
-                    verdict = judge_volume(observed.resources.get(vol.resource), vol.resource, node, observed, now,
-                                           self.settings.grace_period)
-                    if verdict.verdict == REFUSE:
-                        names = ", ".join(sorted((va.get("metadata") or {}).get("name") or "" for va in vas))
-                        await self._warn(self._raw.get(pod.uid) or {}, pod, verdict.reason,
-                                         f"VolumeAttachment {names} of {vol.pv} on node {node} kept: {verdict.detail}",
-                                         now)
-                    if verdict.verdict != FENCE:
-                        continue
-                    for va in vas:
-                        name = (va.get("metadata") or {}).get("name") or ""
-                        if name in done:
-                            continue
-                        done.add(name)
-                        why = f"VolumeAttachment {name} of {vol.pv} on lost node {node} deleted: {verdict.detail}"
-                        decision = PodDecision(pod, node, FENCE, verdict.reason, verdict.detail)
-                        intent = dataclasses.replace(plan.detach(va, pod, vol.resource, node, why), decision=decision)
-                        await self._delete_attachment(intent, vol.claim, now, ctx, report)
+        for step in plan.detachments(observed, index, decisions, now, self.settings.grace_period):
+            if isinstance(step, plan.Kept):
+                await self._warn(self._raw.get(step.pod.uid) or {}, step.pod, step.reason, step.detail, now)
+            else:
+                await self._delete_attachment(step, now, ctx, report)
 
-    async def _delete_attachment(self, intent: Intent, claim: str, now: float, ctx: GuardContext,
-                                 report: PassReport) -> None:
-        name, node, pod = intent.target, intent.node, intent.pod
+    async def _delete_attachment(self, intent: Intent, now: float, ctx: GuardContext, report: PassReport) -> None:
+        name, node, pod, claim = intent.target, intent.node, intent.pod, intent.claim
         assert pod is not None
         try:  # a pod still terminating there keeps its attachment, whatever kind of claim it uses
             on_node = await self._read(self.actions.pods_on_node, node)
@@ -749,25 +717,15 @@ class FencingController:
                        report: PassReport) -> None:
         """Every taint of ours comes off once the node's storage is back and stable, whoever set it
         (an earlier leader, an instance before a restart), also with ``--no-taint``."""
-        for name, obj in kube.nodes.items():
-            if not has_taint(obj):
-                self._stable_since.pop(name, None)
-                continue
-            state = observed.nodes.get(name)
-            # Lost as every other decision judges it (both witnesses): a replica that reports every peer
-            # down because its peers are the ones gone does not keep a healthy node tainted.
-            lost = any(witnesses(res, name, observed.nodes).proof
-                       for res in observed.resources.values() if name in res.replicas)
-            if lost or state is None or not state.online:
-                self._stable_since.pop(name, None)
-                continue
-            self._taint_wanted.pop(name, None)
-            since = self._stable_since.setdefault(name, now)
-            if now - since < self.settings.taint_stable_seconds:
-                continue
-            answer = await self._execute(plan.untaint(name, obj), ctx, report)
+        tainted = {name: obj for name, obj in kube.nodes.items() if has_taint(obj)}
+        steps, self._stable_since = plan.untaints(observed, tainted, self._stable_since, now,
+                                                  self.settings.taint_stable_seconds)
+        for name in self._stable_since:
+            self._taint_wanted.pop(name, None)  # back: no taint to retry
+        for step in steps:
+            answer = await self._execute(step, ctx, report)
             if answer is not None and answer.reached and not answer.held:
-                self._stable_since.pop(name, None)
+                self._stable_since.pop(step.target, None)
 
     # --- reporting -------------------------------------------------------------------------------
     async def _report(self, decision: PodDecision, raw: dict[str, Any], now: float) -> None:

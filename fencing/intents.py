@@ -15,10 +15,11 @@ sent, its last answer) comes in as arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .verdict import PodDecision, PodState
+from .verdict import FENCE, REFUSE, Observed, PodDecision, PodState, judge_volume, witnesses
 
 TAINT = "taint"
 UNTAINT = "untaint"
@@ -47,6 +48,7 @@ class Intent:
     overrides: str = ""  # what the write overrides (the PodDisruptionBudget after --eviction-timeout)
     reason: str = ""  # an Event's reason and type
     event_type: str = ""
+    claim: str = ""  # a detach: the claim (namespace/name) whose users on the node keep the attachment
 
     @property
     def removal(self) -> bool:
@@ -58,6 +60,15 @@ class Intent:
         if self.pod is not None and self.removal:
             return self.pod.uid
         return str((self.obj.get("metadata") or {}).get("uid") or self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A write the plan does not make though a fault holds, said as a Warning on the pod."""
+
+    pod: PodState
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,65 @@ def event(obj: dict[str, Any], event_type: str, reason: str, message: str) -> In
                   event_type=event_type)
 
 
-def detach(va: dict[str, Any], pod: PodState, resource: str, node: str, why: str) -> Intent:
-    """Delete our VolumeAttachment of ``resource`` on the lost ``node`` (its pod is gone from there)."""
-    name = (va.get("metadata") or {}).get("name") or ""
-    return Intent(DETACH, name, node, (resource,), pod, obj=va, why=why)
+Attachments = Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]  # PV -> node -> our VolumeAttachments
+
+
+def detachments(observed: Observed, attachments: Attachments, decisions: Sequence[PodDecision], now: float,
+                grace: float) -> list[Intent | Kept]:
+    """Our VolumeAttachments to delete on lost nodes, and those kept for a rule (said on the pod).
+
+    For each volume of each pod that asks for fencing (in whatever state: the StatefulSet's new pod
+    is pending, the old one was just removed in this pass), each of our attachments of that PV on
+    another node, or on the pod's own node once the pod is removed from it, whose (volume, node)
+    has the full verdict. The executor deletes it only once a live list shows no pod there still
+    using the claim (``Intent.claim``), with its UID as precondition."""
+    removed = {d.pod.uid: d.node for d in decisions if d.verdict == FENCE}
+    planned: list[Intent | Kept] = []
+    seen: set[str] = set()
+    for pod in observed.pods:
+        if not pod.opted_in or pod.opted_out:
+            continue
+        for vol in pod.volumes:
+            if not vol.resource or not vol.pv:
+                continue
+            for node, vas in sorted(attachments.get(vol.pv, {}).items()):
+                if node == pod.node and removed.get(pod.uid) != node:
+                    continue  # the pod itself still runs there: the pod goes first
+                verdict = judge_volume(observed.resources.get(vol.resource), vol.resource, node, observed, now, grace)
+                if verdict.verdict == REFUSE:
+                    names = ", ".join(sorted((va.get("metadata") or {}).get("name") or "" for va in vas))
+                    planned.append(Kept(pod, verdict.reason,
+                                        f"VolumeAttachment {names} of {vol.pv} on node {node} kept: {verdict.detail}"))
+                if verdict.verdict != FENCE:
+                    continue
+                for va in vas:
+                    name = (va.get("metadata") or {}).get("name") or ""
+                    if name not in seen:
+                        seen.add(name)
+                        planned.append(Intent(
+                            DETACH, name, node, (vol.resource,), pod, PodDecision(pod, node, FENCE, verdict.reason,
+                                                                                  verdict.detail),
+                            va, f"VolumeAttachment {name} of {vol.pv} on lost node {node} deleted: {verdict.detail}",
+                            claim=vol.claim))
+    return planned
+
+
+def untaints(observed: Observed, tainted: Mapping[str, dict[str, Any]], stable_since: Mapping[str, float],
+             now: float, stable_seconds: float) -> tuple[list[Intent], dict[str, float]]:
+    """Our taints to remove: on nodes whose storage is back (satellite ONLINE, no storage proof by
+    both witnesses for any of its replicas) for ``stable_seconds``. Returns them and, per tainted
+    node that is back, since when (a node lost again starts over)."""
+    back: dict[str, float] = {}
+    planned = []
+    for name, obj in sorted(tainted.items()):
+        state = observed.nodes.get(name)
+        # Lost as every other decision judges it (both witnesses): a replica that reports every peer
+        # down because its peers are the ones gone does not keep a healthy node tainted.
+        lost = any(witnesses(res, name, observed.nodes).proof
+                   for res in observed.resources.values() if name in res.replicas)
+        if lost or state is None or not state.online:
+            continue
+        back[name] = stable_since.get(name, now)
+        if now - back[name] >= stable_seconds:
+            planned.append(untaint(name, obj))
+    return planned, back
