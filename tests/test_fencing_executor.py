@@ -216,29 +216,41 @@ def test_a_controller_crashing_every_25_seconds_still_fails_the_pod_over(rig):
     assert ANNOTATION in lease["metadata"].get("annotations", {})
 
 
+def leading_through_the_fault(rig: Rig, identity: str, passes: int):
+    """A leader (Lease on the fake clock) that sees n1 lose power and times it for ``passes`` passes."""
+    elector = lease_leader(rig, identity)
+    ctrl = rig.controller(leader=elector)
+    elector.step()
+    rig.power_off("n1")
+    for _ in range(passes):
+        rig.clock.now += 5
+        elector.step()
+        rig.loop.run_until_complete(ctrl.run_once())
+    return elector
+
+
+def leading_until_the_pod_moves(rig: Rig, identity: str, within: float):
+    """A new instance that campaigns, leads, and makes a pass every 5 s until db-0 is gone."""
+    elector = lease_leader(rig, identity)
+    ctrl = rig.controller(leader=elector)
+    started = rig.clock.now
+    while rig.ks.get("Pod", "db-0") is not None and rig.clock.now - started < within:
+        elector.step()
+        rig.reports.append(rig.loop.run_until_complete(ctrl.run_once()))
+        rig.clock.now += 5
+    return elector
+
+
 def test_a_leader_handing_over_on_shutdown_passes_its_timing_and_the_event_says_so(rig):
     """The leader is replaced in a rolling update (it releases the Lease on SIGTERM) 10 s into n1's
     fault; the new one sees the same fault, continues the timing and says so on the pod; the pod
     moves 30 s after the fault was first seen, not 30 s after the handover."""
     database(rig)
-    first = lease_leader(rig, "fencing-a")
-    ctrl = rig.controller(leader=first)
-    first.step()
-    rig.power_off("n1")
-    for _ in range(2):
-        rig.clock.now += 5
-        first.step()
-        rig.loop.run_until_complete(ctrl.run_once())
-    first.step()
-    first.release()
-    second = lease_leader(rig, "fencing-b")
-    successor = rig.controller(leader=second)
-    assert second.step()
-    while rig.ks.get("Pod", "db-0") is not None and rig.clock.now - rig.fault_at < 60:
-        rig.clock.now += 5
-        second.step()
-        rig.reports.append(rig.loop.run_until_complete(successor.run_once()))
-    assert rig.clock.now - rig.fault_at <= 30 + 5, "the grace ran from the first sighting"
+    leading_through_the_fault(rig, "fencing-a", passes=2).release()
+    rig.clock.now += 5
+    leading_until_the_pod_moves(rig, "fencing-b", within=60)
+    assert rig.ks.get("Pod", "db-0") is None
+    assert rig.clock.now - rig.fault_at <= 30 + 10, "the grace ran from the first sighting"
     said = [e["message"] for e in rig.events("StorageFaultObserved", "db-0")]
     assert any("by the previous Lease holder" in m for m in said), said
 
@@ -247,14 +259,7 @@ def test_a_new_leader_that_does_not_see_the_fault_starts_nothing(rig):
     """The predecessor timed n1's fault for 25 s; n1 comes back before the new leader's first read,
     and fails again later: the new fault gets a whole grace period of its own."""
     database(rig)
-    first = lease_leader(rig, "fencing-a")
-    ctrl = rig.controller(leader=first)
-    first.step()
-    rig.power_off("n1")
-    for _ in range(5):
-        rig.clock.now += 5
-        first.step()
-        rig.loop.run_until_complete(ctrl.run_once())
+    leading_through_the_fault(rig, "fencing-a", passes=5)
     second = lease_leader(rig, "fencing-b")
     successor = rig.controller(leader=second)
     assert not second.step(), "a standby while the first instance renews"
