@@ -278,6 +278,7 @@ class FencingController:
 
         observed = build_observed(self.view, kube, self.timers.since)
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
+        self.executor.begin_pass()
         await self.executor.settle(report)  # writes of earlier passes whose answers were lost
         pods_by_uid = self._raw = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
         ctx = self._ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))

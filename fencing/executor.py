@@ -79,6 +79,10 @@ class Executor:
         self.actions, self.calls, self.recorder, self.metrics, self.budget = actions, calls, recorder, metrics, budget
         self.clock, self.preconditions, self.storage, self.done = clock, preconditions, storage, done
         self.in_doubt: dict[tuple[str, str, str], _Doubt] = {}
+        self._unread: str | None = None  # this pass: a storage re-read failed (every later one would too)
+
+    def begin_pass(self) -> None:
+        self._unread = None
 
     # --- the checks at the moment of the write --------------------------------------------------
     async def _held(self, intent: Intent) -> tuple[str, str] | None:
@@ -88,10 +92,14 @@ class Executor:
             return PRECONDITIONS, held
         if not intent.resources:
             return None
+        if self._unread:  # once in a pass: 20 pods of a node must not wait 20 deadlines for the same silence
+            return STORAGE_UNREAD, self._unread
         try:
             back = await self.storage(intent.node, intent.resources)
         except Exception as exc:  # cannot re-check: the write waits for a pass that can
-            return STORAGE_UNREAD, f"cannot re-read the storage of node {intent.node} from LINSTOR: {exc!r}"
+            why = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+            self._unread = f"cannot re-read the storage from LINSTOR in this pass (node {intent.node}: {why})"
+            return STORAGE_UNREAD, self._unread
         return (STORAGE_RECOVERED, back) if back else None
 
     # --- one Event --------------------------------------------------------------------------------

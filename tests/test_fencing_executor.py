@@ -292,3 +292,33 @@ def test_the_handed_over_record_is_continued_only_where_it_agrees_and_is_recent(
     assert inherit(text, {("r3", "n2")}, 10.0, 100.0, 35) == {}, "a record from the future is not trusted"
     assert inherit("{not json", {("r3", "n2")}, 10.0, 130.0, 35) == {}
     assert inherit(None, {("r3", "n2")}, 10.0, 130.0, 35) == {}
+
+
+def test_linstor_silent_at_the_storage_re_check_costs_one_deadline_per_pass_not_one_per_write():
+    """n1, with three labelled pods, loses power; when their grace runs out LINSTOR stops answering
+    the small re-reads (an overloaded controller). The first write's re-read waits its deadline;
+    every later write of the pass is held at once (before, each would have waited its own)."""
+    with Rig(settings=Settings(api_timeout=1.0)) as rig:
+        for name in ("db-0", "db-1", "db-2"):
+            database(rig, name=name)
+        rig.run(10)
+        rig.power_off("n1")
+        get_pod, calls = rig.ctrl.actions.get_pod, []
+        storage = rig.ctrl.executor.storage
+
+        def linstor_stalls_meanwhile(namespace: str, name: str):
+            rig.emu.inject(latency=5.0, path_prefix="/v1/view/resources")
+            return get_pod(namespace, name)
+
+        async def counted(node, resources):
+            calls.append(resources)
+            return await storage(node, resources)
+
+        rig.ctrl.actions.get_pod = linstor_stalls_meanwhile
+        rig.ctrl.executor.storage = counted
+        rig.run(35)
+        assert len(calls) == 1, calls
+        assert rig.pod_deletes() == [] and rig.writes("PATCH", "/nodes/") == []
+        held = [a for r in rig.reports for a in r.actions if a[2] == "held"]
+        assert {a[1] for a in held} >= {"default/db-0", "default/db-1", "default/db-2"}, held
+        rig.emu.reset_faults()
