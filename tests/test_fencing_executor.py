@@ -71,13 +71,15 @@ def test_a_node_whose_power_and_kubelet_come_back_while_the_pod_is_read_is_left_
 
 
 # --- finding 4: writes whose answers went missing --------------------------------------------------
-def test_an_eviction_answering_500_every_time_becomes_a_grace_0_delete_after_the_eviction_timeout(rig):
+@pytest.mark.parametrize("status", [500, 429])
+def test_an_eviction_answering_500_every_time_becomes_a_grace_0_delete_after_the_eviction_timeout(rig, status):
     """n1 is cut from its peers (its kubelet is fine: the Eviction API), and a broken eviction
-    webhook makes every eviction answer 500. Before, the eviction was retried for ever; now it
-    becomes a grace-0 delete after --eviction-timeout, and the Event says it overrode the budget."""
+    webhook makes every eviction answer 500 (or a PodDisruptionBudget 429). Before, a 500 was
+    retried for ever and the grace-0 delete after a 429's bound told "evict"; now either becomes a
+    grace-0 delete after --eviction-timeout, and the Event says it overrode the budget."""
     database(rig)
     rig.run(10)
-    rig.ks.inject(fail=10_000, status=500, path_prefix=f"{POD}/eviction", method="POST")
+    rig.ks.inject(fail=10_000, status=status, path_prefix=f"{POD}/eviction", method="POST")
     rig.partition("n1")
     rig.run(30 + 5)
     assert len(rig.writes("POST", "/eviction")) >= 1 and rig.writes("DELETE", "/pods/") == []
@@ -85,7 +87,7 @@ def test_an_eviction_answering_500_every_time_becomes_a_grace_0_delete_after_the
     assert rig.ks.get("Pod", "db-0") is None
     assert len(rig.writes("DELETE", "/pods/")) == 1
     (event,) = rig.events("FencedPod", "db-0")
-    assert "--eviction-timeout" in event["message"] and "500" in event["message"], event["message"]
+    assert "--eviction-timeout" in event["message"] and str(status) in event["message"], event["message"]
     assert "overriding any PodDisruptionBudget" in event["message"]
 
 
