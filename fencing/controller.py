@@ -421,6 +421,7 @@ class FencingController:
                 log.warning("%s: every action held, grace timers stopped", storm)
             self._storm = True
             self.timers.reset()
+            self._handover = None  # after a storm every fault starts a fresh full grace period, a handed one too
             return storm
         if self._storm:
             log.info("storm over: every fault starts a fresh grace period")
