@@ -183,6 +183,7 @@ class FencingController:
         self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
         self.executor = Executor(actions, self, recorder, self.metrics, self.budget, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
+        self.metrics.in_doubt.set_function(lambda: len(self.executor.in_doubt))
         self._raw: dict[Any, dict[str, Any]] = {}  # this pass's labelled pods by UID
         self._ctx = GuardContext(clock(), None, None)  # this pass's, for the guards on each intent
         self._handover: str | None = None  # the predecessor's grace timers, until this term's first observation

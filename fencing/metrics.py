@@ -46,6 +46,10 @@ class FencingMetrics:
             "linstor_scheduler_fencing_nodes_unknown_to_linstor",
             "Kubernetes Nodes running labelled pods with LINSTOR volumes that LINSTOR has no node of that name for "
             "(a name mismatch: their storage cannot be judged)", registry=r)
+        self.in_doubt = Gauge(
+            "linstor_scheduler_fencing_writes_in_doubt",
+            "Writes sent whose answer was lost and whose effect is not seen yet (not sent again meanwhile)",
+            registry=r)
         self.leader = Gauge("linstor_scheduler_fencing_leader", "1 while this instance holds the Lease", registry=r)
 
     def bind_view_age(self, age: Callable[[], float | None]) -> None:

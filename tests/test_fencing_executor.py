@@ -37,6 +37,10 @@ def count(rig: Rig, kind: str, outcome: str) -> float:
     return rig.ctrl.metrics.actions.labels(kind, outcome)._value.get()
 
 
+def in_doubt(rig: Rig) -> float:
+    return rig.ctrl.metrics.in_doubt.collect()[0].samples[0].value
+
+
 def histogram_count(rig: Rig) -> float:
     (sample,) = [s for m in rig.ctrl.metrics.fault_to_deletion.collect() for s in m.samples
                  if s.name.endswith("_count")]
@@ -106,6 +110,7 @@ def test_a_removal_carried_out_but_answered_late_is_counted_once_and_never_sent_
     rig.run(35)
     assert rig.ks.hung_requests() == 1, "the removal was sent and is held by the API server"
     assert rig.ks.get("Pod", "db-0") is not None
+    assert in_doubt(rig) == 1
     rig.ks.release_hangs()  # the API server carries it out; the answer goes to a client that left
     wait_for(lambda: rig.ks.get("Pod", "db-0") is None, 5, "the held write carried out")
     rig.run(30)
@@ -113,6 +118,7 @@ def test_a_removal_carried_out_but_answered_late_is_counted_once_and_never_sent_
     assert len(sent) == 1, sent
     assert rig.writes("DELETE" if how == "pod_evict" else "POST", "/pods/") == []
     assert count(rig, how, "done") == 1 and count(rig, how, "error") == 0
+    assert in_doubt(rig) == 0
     assert histogram_count(rig) == 1
     assert len(rig.ctrl.budget._history["default/db-0"]) == 1
     assert rig.events("FencingActionFailed") == []
