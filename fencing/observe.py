@@ -235,10 +235,12 @@ def linstor_nodes(view: LinstorView) -> dict[str, NodeState]:
 
 async def read_node_storage(client: LinstorReader, node: str, resources: Iterable[str],
                             view: LinstorView) -> tuple[dict[str, NodeState], dict[str, ResourceState]]:
-    """The storage of ``resources`` as LINSTOR reports it now: their replicas (``?resources=``) and
-    the satellites of ``node`` and of their peers (``?nodes=``), read concurrently. Two small reads
-    whatever the cluster's size: the check right before a write (executor.py). The quorum policy is
-    the pass's (properties do not make a node lost or not)."""
+    """The storage of ``resources`` as LINSTOR reports it now: their replicas (``GET
+    /v1/view/resources?resources=``) and the satellites of ``node`` and of their peers (``GET
+    /v1/nodes?nodes=``), read concurrently. Two small reads whatever the cluster's size: the check
+    right before a write (executor.py). Not ``/v1/view/resources?nodes=<node>``: the node's own
+    replicas are one witness only, the peers' testimony is on their replicas of the same resources.
+    The quorum policy is the pass's (properties do not make a node lost or not)."""
     names = sorted(set(resources))
     replicas: dict[str, dict[str, ReplicaState]] = {}
     peers = {node} | {n for r in names if r in view.resources for n in view.resources[r].replicas}
