@@ -46,7 +46,7 @@ from linstor_scheduler.volumes import pod_claims
 from . import handover
 from . import intents as plan
 from .actions import TAINT_KEY, Answer, KubeActions, Outcome, has_taint, index_attachments
-from .executor import IN_DOUBT, STORAGE_RECOVERED, Executor
+from .executor import IN_DOUBT, STORAGE_RECOVERED, Executor, Recorder
 from .grace import GraceTimers
 from .guards import (
     BUDGET_SPENT,
@@ -68,6 +68,7 @@ from .guards import (
 from .intents import Intent
 from .kubeview import KubeView
 from .metrics import FencingMetrics
+from .notices import Notices, as_pod
 from .observe import (
     LABEL,
     KubeObjects,
@@ -88,13 +89,11 @@ from .verdict import (
     HEALTHY,
     NODE_UNKNOWN_TO_LINSTOR,
     NOT_OPTED_IN,
-    NOTICES,
     OPTED_OUT,
     REFUSE,
     WAITING,
     Observed,
     PodDecision,
-    PodState,
     judge,
 )
 
@@ -108,7 +107,6 @@ EVICTION_CONFLICT = "EvictionConflict"
 ACTION_FAILED = "FencingActionFailed"
 VOLUME_STILL_IN_USE = "VolumeStillInUse"
 TAINT_FAILED = "TaintFailed"
-WARN_REPEAT_SECONDS = 300.0  # the same warning on the same pod at most this often (the metric counts every pass)
 PASS_SLACK = 30.0  # seconds of margin on the longest a pass may go without progress (as the informers')
 T = TypeVar("T")
 
@@ -117,10 +115,6 @@ class Leader(Protocol):
     @property
     def is_leader(self) -> bool: ...
     leader_since: float | None
-
-
-class Recorder(Protocol):
-    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
 
 
 @dataclass
@@ -148,11 +142,6 @@ class PassReport:
     actions: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, object, outcome)
     guard: str | None = None  # a guard that held every action (NotLeader, StaleData, StormBreaker)
     note: str = ""
-
-
-def _as_pod(obj: dict[str, Any]) -> dict[str, Any]:
-    """List items carry no kind/apiVersion; Events need them in involvedObject."""
-    return {"apiVersion": "v1", "kind": "Pod", **obj}
 
 
 class FencingController:
@@ -183,6 +172,7 @@ class FencingController:
         self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
         self.executor = Executor(actions, self, recorder, self.metrics, self.budget, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
+        self.notices = Notices(self.executor.say, self.metrics, s.grace_period)
         self.metrics.in_doubt.set_function(lambda: len(self.executor.in_doubt))
         self._raw: dict[Any, dict[str, Any]] = {}  # this pass's labelled pods by UID
         self._ctx = GuardContext(clock(), None, None)  # this pass's, for the guards on each intent
@@ -197,8 +187,6 @@ class FencingController:
         # again is not a new fail-over, so the rate limit does not count it again.
         self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
-        self._warned: dict[tuple[str, str, str], float] = {}
-        self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
         self._storm = False
         self._wake = asyncio.Event()
@@ -224,10 +212,6 @@ class FencingController:
             return await self.calls.write(fn, *args)
         finally:
             self.beat = self.clock()
-
-    async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """An Event intent, said by the executor (the one writer; the recorder's own thread sends it)."""
-        self.executor.say(plan.event(obj, event_type, reason, message))
 
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:
@@ -300,14 +284,14 @@ class FencingController:
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
             elif refusal is not None:  # dry run: what would happen, said as a Normal Event, nothing written
-                await self._warn(raw, decision.pod, refusal.reason, refusal.detail, now, event=refusal.event_type)
+                self.notices.warn(raw, decision.pod, refusal.reason, refusal.detail, now, event=refusal.event_type)
                 kind = "pod_delete" if decision.force else "pod_evict"
                 report.actions.append((f"dry_run_{kind}", decision.pod.key, "skipped"))
                 self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
             else:
                 decision = await self._act_on_pod(decision, raw, kube, report)
             final.append(decision)
-            await self._report(decision, raw, now)
+            self.notices.decision(decision, raw, now, self._term)
         report.decisions = final
         self._attempted &= {d.pod.uid for d in final}  # gone pods are forgotten
         await self._vanished({d.pod.uid for d in final}, now)
@@ -513,11 +497,11 @@ class FencingController:
             if self.budget.record(pod.key, pod.uid, now) and fault_since is not None:
                 self.metrics.fault_to_deletion.observe(max(0.0, now - fault_since))
             how = "deleted (grace 0)" if intent.kind == plan.DELETE else "evicted"
-            await self._record(_as_pod(intent.obj), "Normal", "FencedPod" if intent.kind == plan.DELETE
+            self.notices.record(as_pod(intent.obj), "Normal", "FencedPod" if intent.kind == plan.DELETE
                                else "EvictedPod", f"{how} from node {intent.node}: {intent.why}"
                                + (f"; {intent.overrides}" if intent.overrides else ""))
         elif intent.kind == plan.DETACH and pod is not None and self._raw.get(pod.uid):
-            await self._record(_as_pod(self._raw[pod.uid]), "Normal", "DetachedVolume", intent.why)
+            self.notices.record(as_pod(self._raw[pod.uid]), "Normal", "DetachedVolume", intent.why)
 
     def _refuse(self, decision: PodDecision, reason: str, detail: str) -> PodDecision:
         return dataclasses.replace(decision, verdict=REFUSE, reason=reason, detail=detail)
@@ -622,10 +606,7 @@ class FencingController:
 
     async def _vanished(self, seen: set[str], now: float) -> None:
         """A pod whose fault we were timing left our label-selected view: say why, never skip silently."""
-        for uid, (namespace, name, node) in list(self._announced.items()):
-            if uid in seen:
-                continue
-            del self._announced[uid]
+        for uid, namespace, name, node in self.notices.left_view(seen):
             try:
                 live = await self._read(self.actions.get_pod, namespace, name)
             except Exception as exc:
@@ -637,7 +618,7 @@ class FencingController:
                 continue
             state = pod_state(live, KubeObjects())
             reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
-            await self._warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
+            self.notices.warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
                              "grace period: the pod is not failed over", now)
 
 
@@ -651,7 +632,7 @@ class FencingController:
             return
         for step in plan.detachments(observed, index, decisions, now, self.settings.grace_period):
             if isinstance(step, plan.Kept):
-                await self._warn(self._raw.get(step.pod.uid) or {}, step.pod, step.reason, step.detail, now)
+                self.notices.warn(self._raw.get(step.pod.uid) or {}, step.pod, step.reason, step.detail, now)
             else:
                 await self._delete_attachment(step, now, ctx, report)
 
@@ -669,7 +650,7 @@ class FencingController:
             names = ", ".join(sorted(f"{(p.get('metadata') or {}).get('namespace')}/"
                                      f"{(p.get('metadata') or {}).get('name')}" for p in users))
             report.actions.append(("attachment_delete", name, VOLUME_STILL_IN_USE))
-            await self._warn(self._raw.get(pod.uid) or {}, pod, VOLUME_STILL_IN_USE,
+            self.notices.warn(self._raw.get(pod.uid) or {}, pod, VOLUME_STILL_IN_USE,
                              f"VolumeAttachment {name} on lost node {node} kept: pod(s) {names} there still use "
                              f"claim {claim}; a pod that needs the volume elsewhere waits (Multi-Attach) until "
                              "they are gone", now)
@@ -701,7 +682,7 @@ class FencingController:
                 answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)  # seen above
         if not answer.reached and not answer.held:
             node_obj = {"apiVersion": "v1", "kind": "Node", **(kube.nodes.get(node) or {})}
-            await self._warn_node(node_obj, node, TAINT_FAILED,
+            self.notices.warn_node(node_obj, node, TAINT_FAILED,
                                   f"taint {TAINT_KEY} of node {node} not set (answer {answer.status or ''} "
                                   f"{answer.value}): the scheduler may place pods on the lost node; retried every pass "
                                   "while its storage stays lost", self.clock())
@@ -731,54 +712,6 @@ class FencingController:
                 self._stable_since.pop(step.target, None)
 
     # --- reporting -------------------------------------------------------------------------------
-    async def _report(self, decision: PodDecision, raw: dict[str, Any], now: float) -> None:
-        self.metrics.decisions.labels(decision.verdict, decision.reason or "none").inc()
-        pod = decision.pod
-        if decision.verdict == HEALTHY:
-            self._announced.pop(pod.uid, None)
-            if decision.reason in NOTICES:  # one witness only: said, never acted on
-                await self._warn(raw, pod, decision.reason, decision.detail, now, event="Normal")
-            elif decision.reason == NODE_UNKNOWN_TO_LINSTOR:  # cannot be judged at all: never silent
-                await self._warn(raw, pod, decision.reason, decision.detail, now)
-            return
-        if decision.verdict == WAITING:
-            if pod.uid not in self._announced:
-                self._announced[pod.uid] = (pod.namespace, pod.name, decision.node)
-                since = decision.fault_since if decision.fault_since is not None else now
-                continued = (f" (timed for {now - since:.0f}s already, by the previous Lease holder: this "
-                             "leader's first read saw the same fault)") if self._term is not None and \
-                    since < self._term else ""
-                await self._record(_as_pod(raw), "Normal", "StorageFaultObserved",
-                                   f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s"
-                                   f"{continued} unless the storage recovers")
-            return
-        if decision.verdict == REFUSE:
-            await self._warn(raw, pod, decision.reason, decision.detail, now)
-
-    def _first_in_a_while(self, key: tuple[str, str, str], now: float) -> bool:
-        """The same warning about the same object at most every WARN_REPEAT_SECONDS."""
-        last = self._warned.get(key)
-        if last is not None and now - last < WARN_REPEAT_SECONDS:
-            return False
-        self._warned[key] = now
-        if len(self._warned) > 4096:
-            for old in sorted(self._warned, key=self._warned.__getitem__)[:1024]:
-                del self._warned[old]
-        return True
-
-    async def _warn_node(self, obj: dict[str, Any], node: str, reason: str, detail: str, now: float) -> None:
-        if self._first_in_a_while((f"node/{node}", reason, detail), now):
-            await self._record(obj, "Warning", reason, detail)
-
-    async def _warn(self, raw: dict[str, Any], pod: PodState, reason: str, detail: str, now: float,
-                    event: str = "Warning") -> None:
-        if not self._first_in_a_while((pod.uid, reason, detail), now):
-            return
-        if raw:
-            await self._record(_as_pod(raw), event, reason, detail)
-        else:
-            log.warning("%s %s: %s", reason, pod.key, detail)
-
     # --- the service loop ------------------------------------------------------------------------
     def wake(self) -> None:
         self._wake.set()
