@@ -4,11 +4,12 @@ Each pass starts from scratch: a complete LINSTOR read and a complete view of th
 objects (read), the pure verdicts (``verdict.judge``: judge), the guards (``guards.py``, in their
 order: stale data, storm, budget, rate limit, dry run) on each decision, and the writes as intents
 (``intents.py``: plan; a pod's removal is planned from a live read of it, the caches may lag), which
-every guard sees, then the one writer (``executor.py``: execute). Nothing is remembered that a
-restart would need: what is left to do (taint the node, delete the pod, then its VolumeAttachments)
-is re-derived each pass, memory only ever makes the controller *more* careful (the fail-over
-budget, the eviction rate limit), and the grace timers are handed to the next leader with the
-Lease (``handover.py``), where its own first observation agrees.
+every guard sees, then the one writer (``executor.py``: execute); what is said about it all is
+``notices.py``'s. Nothing is remembered that a restart would need: what is left to do (taint the
+node, delete the pod, then its VolumeAttachments) is re-derived each pass, memory only ever makes
+the controller *more* careful (the fail-over budget, the eviction rate limit), and the grace timers
+are handed to the next leader with the Lease (``handover.py``), where its own first observation
+agrees.
 
 What the pass checked once is checked again before *each* write, at the moment it is made: the
 Lease is still ours (monotonic clock, with margin), the evidence is younger than the bound, the
@@ -436,6 +437,10 @@ class FencingController:
         text, self._handover = self._handover, None
         gap = self.settings.max_staleness + float(getattr(self.leader, "lease_seconds", 0.0) or 0.0)
         inherited = handover.inherit(text, found, self.view.read_at, self.wall_clock(), gap)
+        if text and len(inherited) < len(found):
+            log.warning("%d storage fault(s) seen in this term's first read are not in the previous Lease holder's "
+                        "record as they are now (other faults on the node, or a record older than %.0fs): their "
+                        "grace periods start afresh", len(found) - len(inherited), gap)
         for (res, node), since in sorted(inherited.items()):
             self.timers.since[(res, node)] = min(self.timers.since.get((res, node), since), since)
             log.info("storage fault of resource %s on node %s: the previous leader had timed it for %.0fs; its "
