@@ -171,7 +171,7 @@ class FencingController:
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
         self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
-        self.executor = Executor(actions, self, recorder, self.metrics, self.budget, clock=clock,
+        self.executor = Executor(actions, self, recorder, self.metrics, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
         self.notices = Notices(self.executor.say, self.metrics, s.grace_period)
         self.metrics.in_doubt.set_function(lambda: len(self.executor.in_doubt))

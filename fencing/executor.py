@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actions import Answer, KubeActions, Outcome, has_taint
-from .guards import BudgetGuard
 from .intents import DELETE, DETACH, EVICT, TAINT, UNTAINT, Intent
 from .metrics import FencingMetrics
 
@@ -69,14 +68,14 @@ class _Doubt:
 class Executor:
     """``await executor.execute(intent, report)`` -> the write's ``Answer`` (``held`` when not sent)."""
 
-    def __init__(self, actions: KubeActions, calls: Calls, recorder: Recorder, metrics: FencingMetrics,
-                 budget: BudgetGuard, *, clock: Callable[[], float], preconditions: Callable[[], str | None],
+    def __init__(self, actions: KubeActions, calls: Calls, recorder: Recorder, metrics: FencingMetrics, *,
+                 clock: Callable[[], float], preconditions: Callable[[], str | None],
                  storage: Callable[[str, tuple[str, ...]], Awaitable[str | None]],
                  done: Callable[[Intent, float], Awaitable[None]]) -> None:
         """``storage(node, resources)``: why the node is no longer lost (None: still lost); raises
         when it cannot be read. ``done(intent, now)``: what a carried-out write leaves besides the
         metric (the Event; for a removal, the budget and the histogram), called once per write."""
-        self.actions, self.calls, self.recorder, self.metrics, self.budget = actions, calls, recorder, metrics, budget
+        self.actions, self.calls, self.recorder, self.metrics = actions, calls, recorder, metrics
         self.clock, self.preconditions, self.storage, self.done = clock, preconditions, storage, done
         self.in_doubt: dict[tuple[str, str, str], _Doubt] = {}
         self._unread: str | None = None  # this pass: a storage re-read failed (every later one would too)
