@@ -52,6 +52,9 @@ NO_PROMOTABLE_REPLICA = "NoPromotableReplica"
 CONTROLLER_PARTITION = "ControllerPartition"  # LINSTOR says lost, a peer still reaches it: Normal notice
 NO_PEER_WITNESS = "NoPeerWitness"  # LINSTOR says lost, no surviving peer can be heard at all: Normal notice
 NOTICES = frozenset({CONTROLLER_PARTITION, NO_PEER_WITNESS})
+# The pod's Kubernetes Node has no LINSTOR node of that name (a name mismatch: LINSTOR registered the
+# host by another name). Its storage cannot be judged at all: a Warning, never "healthy" in silence.
+NODE_UNKNOWN_TO_LINSTOR = "NodeUnknownToLinstor"
 NOT_OPTED_IN = "NotOptedIn"
 OPTED_OUT = "OptedOut"
 HOST_PATH = "HostPathVolume"
@@ -300,6 +303,12 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
     node = pod.node
     if not node or not pod.volumes:
         return None
+    state = observed.nodes.get(node)
+    if pod.resources and (state is None or state.linstor_status is None):
+        return PodDecision(pod, node, HEALTHY, NODE_UNKNOWN_TO_LINSTOR,
+                           f"LINSTOR has no node named {node}, where the pod runs with LINSTOR volume(s) "
+                           f"{', '.join(pod.resources)}: the Kubernetes Node and the LINSTOR node are named "
+                           "differently, and fencing cannot judge this node's storage")
     verdicts = tuple(judge_volume(observed.resources.get(r), r, node, observed, now, grace) for r in pod.resources)
     lost = [v for v in verdicts if v.verdict != HEALTHY]
     if not lost:

@@ -210,3 +210,25 @@ def test_guards_refuse_in_the_documented_order():
     assert apply(guards, waiting, GuardContext(60, None, "storm")).reason == "StormBreaker", \
         "a storm also holds the grace period"
     assert apply(guards[2:], waiting, GuardContext(60, None, None)) is None
+
+
+def test_the_plan_of_a_removal_from_the_live_pod_and_what_was_sent():
+    """intents.removal, pure: how a pod judged ``fence`` is removed now."""
+    from fencing import intents
+
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    ready = nodes(n1="OFFLINE")
+    ready["n1"] = NodeState("n1", "OFFLINE", True)  # kubelet still reports: the Eviction API
+    evict = judge_pod(pod(), observed(res, ready, since={("r1", "n1"): 0.0}), 60, 30)
+    force = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 0.0}), 60, 30)
+    live = {"metadata": {"name": "db-0", "uid": "uid-1"}}
+    assert intents.removal(force, live, False, None, None, 60, 60).kind == intents.DELETE
+    step = intents.removal(evict, live, False, None, None, 60, 60)
+    assert (step.kind, step.resources, step.overrides) == (intents.EVICT, ("r1",), "")
+    assert intents.removal(evict, live, True, 30, "500 error", 60, 60) == intents.Wait(
+        "", "evicted; waiting for the pod to terminate")
+    late = intents.removal(evict, live, False, 0, "500 error", 60, 60)
+    assert late.kind == intents.DELETE and "500 error" in late.overrides and "PodDisruptionBudget" in late.overrides
+    kept = {"metadata": {**live["metadata"], "deletionGracePeriodSeconds": 0, "finalizers": ["x/y"]}}
+    held = intents.removal(force, kept, True, None, None, 60, 60)
+    assert held.reason == intents.HELD_BY_FINALIZER and "x/y" in held.detail
