@@ -13,6 +13,7 @@ from linstor_scheduler.linstor.options import add_linstor_options
 from linstor_scheduler.runtime import add_health_options
 
 FAIL_NODE_ENV = env_name("--fail-node")
+CUT_NODE_ENV = env_name("--cut-node")
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -52,6 +53,10 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "cluster's state or a snapshot; changes nothing. See docs/locality.md.")
     d.add_argument("--fail-node", action="append", default=None, metavar="NODE",
                    help=f"a node that fails: repeat, or give a comma-separated list [env {FAIL_NODE_ENV}]")
+    d.add_argument("--cut-node", action="append", default=None, metavar="NODE",
+                   help="a node cut from the others on the replication network (LINSTOR and its kubelet still "
+                   "reach it); the nodes given together stay connected to each other: repeat, or give a "
+                   f"comma-separated list [env {CUT_NODE_ENV}]")
     add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
     add_option(d, "--output", default="table", choices=["table", "json"], help="output format")
     add_option(d, "--grace-period", type=float, default=30.0, minimum=0, help="fencing's --grace-period (as deployed)")

@@ -36,7 +36,9 @@ from .placements import PlacementReporter
 from .refresh import EXTENDER_KINDS, Syncer
 from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
+from .selections import SelectionFeed
 from .snapshot import read_snapshot, state_from_snapshot
+from .state import ClusterState
 
 log = logging.getLogger("linstor_scheduler.extender")
 
@@ -76,7 +78,19 @@ def build_live_app(
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
                         ledger=ledger, scheduler_name=scheduler_name)
-    syncer.on_publish = extender.reconcile  # holds move, settle and expire with each published state
+    feed = SelectionFeed(ledger, holder)  # kube-scheduler's choices, from the claim informer at once
+    claims = caches.informers["PersistentVolumeClaim"]
+
+    def claim_changed(kind: str, obj: Any) -> None:
+        syncer.kube_changed(kind, obj)
+        feed.heard(kind, obj)
+
+    def published(state: ClusterState) -> None:  # holds move, settle and expire with each published state
+        extender.reconcile(state)
+        feed.published(state)
+
+    claims.on_change = claim_changed
+    syncer.on_publish = published
     metrics.bind_reservations(ledger.totals)
     recorder = EventRecorder(api_client, component="linstor-scheduler-extender")
     placements = PlacementReporter(extender, recorder, metrics.placements)
@@ -89,6 +103,7 @@ def build_live_app(
     metrics.registry.register(KubeCollector(caches, recorder=recorder))
 
     async def startup() -> None:
+        feed.start(asyncio.get_running_loop())
         caches.start()
         pods.start()
         await syncer.start()

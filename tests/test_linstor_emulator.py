@@ -202,9 +202,15 @@ def test_power_loss_the_satellite_is_offline_and_its_state_unknown_peers_may_pro
     assert "may_promote" not in lost["layer_object"]["drbd"] and "connections" not in lost["layer_object"]["drbd"]
     a2 = drbd_of(drbd, "a2")
     assert a2["connections"]["a1"] == {"connected": False, "message": "Connecting"}
-    assert a2["may_promote"] is True, "quorum with the tie-breaker (2 of 3 voters), UpToDate, no Primary left"
+    assert a2["may_promote"] is True, "1 of 2 voters kept by the diskless tie-breaker, UpToDate, no Primary left"
     drbd.power_off("a3")
-    assert drbd_of(drbd, "a2")["may_promote"] is False, "1 of 3 voters: no quorum"
+    # DRBD >= 9.1.13: a1 left a2's quorate partition without quorum ("quorumless"), so a2 keeps it
+    # alone (drbd9-tests tests/quorum-check-quorumless); a1 coming back alone could not promote either.
+    assert drbd_of(drbd, "a2")["may_promote"] is True, "a1 is quorumless: a2 keeps quorum"
+    drbd.power_off("a2")
+    drbd.heal("a1")
+    assert drbd_of(drbd, "a1")["may_promote"] is False, "a1 restarts alone: 1 of 2 voters, no tie-breaker"
+    drbd.power_on("a2")
     drbd.heal("a1")
     drbd.heal("a3")
     assert drbd_of(drbd, "a2")["may_promote"] is False and drbd_of(drbd, "a2")["connections"]["a1"]["connected"]
@@ -293,3 +299,22 @@ def test_the_spec_is_part_of_the_repository():
     readme = (SPEC_PATH.parent / "README.md").read_text()
     assert "linstor-server" in readme and "GPL-3.0" in readme
     assert f"`info.version` {load_spec()['info']['version']}" in readme
+
+
+def test_a_replica_added_after_an_event_is_a_member_not_quorumless():
+    """r (b1 Primary, b2) lives through an event (the controller loses b1 for a moment), then gets
+    replicas on b3 and b4. When b3 and b4 lose power, b1 must count them as unknown (they might be up
+    together), not as nodes that left its partition without quorum: 2 of 4 voters, no tie-breaker,
+    no quorum (drbd_state.c update_members: a fresh peer joins the members)."""
+    emu = LinstorEmulator()
+    for name in ("b1", "b2", "b3", "b4"):
+        emu.add_node(name)
+    emu.add_resource("r", "b1", in_use=True)
+    emu.add_resource("r", "b2")
+    emu.cut_controller("b1")
+    emu.cut_controller("b1", cut=False)
+    emu.add_resource("r", "b3")
+    emu.add_resource("r", "b4")
+    assert emu.has_quorum("r", "b1")
+    emu.power_off("b3", "b4")
+    assert not emu.has_quorum("r", "b1") and not emu.has_quorum("r", "b2")
