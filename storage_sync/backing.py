@@ -18,12 +18,10 @@ from .lvm import LvmInventory, VolumeGroup
 # StorDriver/LvmVg and StorDriver/ThinPool in rest_v1_openapi.yaml (PUT /v1/nodes/{node}/storage-pools/...)
 LINSTOR_LVM_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 
-VG_PARTIAL = "VgPartial"
-VG_EXPORTED = "VgExported"
-VG_FOREIGN = "VgForeign"
-DUPLICATE_VG_NAME = "DuplicateVgName"
-INVALID_VG_NAME = "InvalidVgName"
-VG_MISSING = "VgNotVisible"
+# Reasons (the `reason` label of the problems metric, Event reasons; "PoolBacking" + reason for a pool
+# already registered on such a VG)
+VG_PARTIAL, VG_EXPORTED, VG_FOREIGN, DUPLICATE_VG_NAME, INVALID_VG_NAME, VG_MISSING = (
+    "VgPartial", "VgExported", "VgForeign", "DuplicateVgName", "InvalidVgName", "VgNotVisible")
 
 
 def vg_refusal(inventory: LvmInventory, vg: VolumeGroup) -> tuple[str, str] | None:

@@ -68,6 +68,15 @@ def by_pool(result):
     return {(i.pool, i.action): i for i in result.plan.items}
 
 
+def refused_alone(emu, devices, action, reason):
+    """One pass over ``devices``: the one pool item is refused (``action``, ``reason``), nothing written."""
+    result = one_pass(emu, LvmCommand(devices=devices))
+    (item,) = [i for i in result.plan.items if i.pool]
+    assert (item.action, item.reason) == (action, reason)
+    assert writes(emu) == []
+    return item, result
+
+
 def test_a_device_the_host_filter_hides_gets_no_pool(lvm, emu, host):
     """The operator hid a shared SAN LUN from LVM with global_filter; its VG carries a pool tag (set
     by another host that uses it). Our DRBD exclusion used to replace the host's filter."""
@@ -159,11 +168,8 @@ def test_a_partial_vg_is_reported_not_registered_and_its_pool_kept(lvm, emu):
 def test_an_exported_vg_is_reported_and_not_registered(lvm, emu):
     moving, loop0 = lvm.vg("a", "linstor-moving")
     sh("vgexport", "-q", "--devices", loop0, moving)
-    result = one_pass(emu, LvmCommand(devices=[loop0]))
-    (item,) = result.plan.items
-    assert (item.action, item.reason) == ("invalid", "VgExported")
+    item, _ = refused_alone(emu, [loop0], "invalid", "VgExported")
     assert f"run vgimport {moving}" in item.message
-    assert writes(emu) == []
 
 
 def test_two_vgs_with_one_name_get_no_pool(lvm, emu):
@@ -171,11 +177,8 @@ def test_two_vgs_with_one_name_get_no_pool(lvm, emu):
     loop0, loop1 = lvm.device(), lvm.device()
     name = lvm.vg_on("twin", [loop0], "linstor-twin")
     lvm.vg_on("twin", [loop1])
-    result = one_pass(emu, LvmCommand(devices=[loop0, loop1]))
-    (item,) = [i for i in result.plan.items if i.pool]
-    assert (item.action, item.reason) == ("invalid", "DuplicateVgName")
+    item, result = refused_alone(emu, [loop0, loop1], "invalid", "DuplicateVgName")
     assert f"2 volume groups are named {name}" in item.message
-    assert writes(emu) == []
     assert any("is used by VGs" in i.message for i in result.plan.items if i.reason == "LvmWarning")
 
 
@@ -202,22 +205,16 @@ def test_a_renamed_tag_on_a_vg_in_use_says_how_to_move_and_makes_no_second_pool(
 def test_tagging_a_vg_an_admin_registered_by_hand_makes_no_second_pool(lvm, emu):
     vg, loop0 = lvm.vg("a", "linstor-data")
     registered(emu, "handmade", vg, managed=False)
-    result = one_pass(emu, LvmCommand(devices=[loop0]))
-    (item,) = [i for i in result.plan.items if i.pool == "data"]
-    assert (item.action, item.reason) == ("blocked", "BackingInUse")
+    item, _ = refused_alone(emu, [loop0], "blocked", "BackingInUse")
     assert "handmade was not created by linstor-scheduler and is left alone" in item.message
-    assert writes(emu) == []
 
 
 def test_a_vg_name_linstor_refuses_gets_no_pool(lvm, emu):
     """LVM allows '.' and '+' in VG names; StorDriver/LvmVg takes [a-zA-Z0-9_-]+ (REST spec)."""
     loop0 = lvm.device()
     name = lvm.vg_on("dot.ted", [loop0], "linstor-dotted")
-    result = one_pass(emu, LvmCommand(devices=[loop0]))
-    (item,) = result.plan.items
-    assert (item.action, item.reason) == ("invalid", "InvalidVgName")
+    item, _ = refused_alone(emu, [loop0], "invalid", "InvalidVgName")
     assert f"vgrename {name} <new name>" in item.message
-    assert writes(emu) == []
 
 
 # --- thin pools, written into the real metadata (vgcfgbackup, an edit, vgcfgrestore --force) ----------
@@ -249,7 +246,5 @@ def test_a_thin_pool_in_a_partial_vg_is_reported_not_registered(lvm, emu):
     loop0, loop1 = lvm.device(), lvm.device()
     vg = lvm.vg_on("two", [loop0, loop1])
     lvm.thin_pool(vg, f"{loop0},{loop1}", "thin", "linstor-thindata")
-    result = one_pass(emu, LvmCommand(devices=[loop0]))
-    (item,) = [i for i in result.plan.items if i.pool]
-    assert (item.action, item.reason) == ("invalid", "VgPartial")
-    assert writes(emu) == []
+    item, _ = refused_alone(emu, [loop0], "invalid", "VgPartial")
+    assert f"volume group {vg} is partial" in item.message
