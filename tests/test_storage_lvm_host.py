@@ -149,6 +149,22 @@ def test_a_vanished_device_after_a_reboot_never_prunes_its_pool(lvm, emu):
     assert not [w for w in writes(emu) if w[0] == "DELETE"]
 
 
+def test_a_device_path_that_is_gone_after_a_reboot_is_reported(lvm, emu):
+    """--lvm-devices names /dev/disk/by-id/... paths; after a reboot one is not there (a renamed LUN):
+    LVM says "Device not found" and exits 0; the agent reports the path and keeps the pool on it."""
+    data, loop0 = lvm.vg("a", "linstor-data")
+    gone = f"/dev/disk/by-id/lstest-{lvm.tag}-gone"
+    registered(emu, "san", "lstest_san_vg")
+    result = one_pass(emu, LvmCommand(devices=[loop0, gone]), prune=True)
+    vanished = [i for i in result.plan.items if i.reason == "LvmDeviceVanished"]
+    assert [i.backing for i in vanished] == [gone] and "fix --lvm-devices" in vanished[0].message
+    assert any(f"Device not found for {gone}" in i.message for i in result.plan.items if i.reason == "LvmWarning")
+    assert by_pool(result)[("san", "unseen")].reason == "PoolBackingVgNotVisible"
+    assert f"devices named for the scan are gone: {gone}" in by_pool(result)[("san", "unseen")].message
+    assert writes(emu) == [("POST", "/v1/nodes/n1/storage-pools")], "data only; san kept"
+    assert data in {i.backing for i in result.applied}
+
+
 def test_a_partial_vg_is_reported_not_registered_and_its_pool_kept(lvm, emu):
     """A PV of a two-disk VG is missing: vg_attr says partial ('p'), LVM warns on stderr and exits 0."""
     loop0, loop1, loop2, loop3 = (lvm.device() for _ in range(4))
