@@ -52,6 +52,18 @@ POOL_PROP_VALUES = {"StorDriver/LvmVg": re.compile(r"^[a-zA-Z0-9_-]+$"),
                     "StorDriver/ZPoolThin": re.compile(r"^[a-zA-Z0-9_/-]+$")}
 
 
+class Names(frozenset):
+    """The names of a list filter (``?nodes=``, ``?resources=``...) as given (iterating yields them),
+    matched as LINSTOR matches them: case-insensitively."""
+
+    def __init__(self, names: Any) -> None:
+        super().__init__()
+        self.upper = frozenset(n.upper() for n in self)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self.upper
+
+
 def same_name(a: str, b: str) -> bool:
     """LINSTOR compares object names case-insensitively (linstor-server GenericName keeps the display
     name and compares the upper-cased value): 'Data' and 'data' are one pool."""
@@ -539,9 +551,9 @@ class LinstorEmulator(HttpDouble):
         def error(message: str, status: int, cause: str | None = None, correction: str | None = None) -> Response:
             return json([api_rc(message, error=True, cause=cause, correction=correction)], status)
 
-        def wanted(request: Request, key: str) -> set[str] | None:
+        def wanted(request: Request, key: str) -> Names | None:
             values = [v for raw in request.query_params.getlist(key) for v in raw.split(",") if v]
-            return set(values) or None
+            return Names(values) or None
 
         def page(request: Request, items: list[Any]) -> list[Any]:
             offset = int(request.query_params.get("offset") or 0)

@@ -142,7 +142,11 @@ class NodeAgent:
         tags = desired_pools(inventory)
         try:
             nodes = await self.linstor.get_nodes([self.node_name])
-            node = next((n for n in nodes if n.name == self.node_name), None)
+            # LINSTOR compares node names case-insensitively (and filters so): take its spelling
+            node = next((n for n in nodes if n.name.upper() == self.node_name.upper()), None)
+            if node is not None and node.name != self.node_name:
+                log.info("LINSTOR spells node %s as %s: using its spelling", self.node_name, node.name)
+                self.node_name = node.name
             pools = await self.linstor.get_storage_pools([self.node_name])
             orphans = orphan_candidates(tags, pools)
             users = await self._pool_users(orphans) if orphans else None

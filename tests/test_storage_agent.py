@@ -289,3 +289,12 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
         created = [e for e in events if e["reason"] == "PoolCreated"]
         assert len(created) == 1 and "create LVM_THIN pool thindata on vg1/thin" in created[0]["message"]
         assert agent.metrics.problems.labels("DuplicatePoolTag")._value.get() == 2
+
+
+def test_a_node_name_linstor_spells_otherwise_is_the_same_node(emu):
+    """The Kubernetes node is 'N1' (or --linstor-node-name was typed so), LINSTOR's is 'n1': LINSTOR
+    compares node names case-insensitively, so this is its node, not 'not registered'."""
+    result = agent_pass(emu, FakeLvm(), node="N1")
+    assert [i.pool for i in result.applied] == ["data", "thindata"]
+    assert {(p["node_name"], p["storage_pool_name"]) for p in emu.snapshot()["storage_pools"]} >= {
+        ("n1", "data"), ("n1", "thindata")}
