@@ -28,8 +28,10 @@ def setting(container: dict, name: str) -> str:
 def test_webhook_answers_mutate_over_https_with_the_ca_it_published(image, manifests, tmp_path):
     workload = Workload(manifests, "Deployment", "linstor-scheduler-webhook")
     c = workload.container("webhook")
-    port, metrics_port = int(setting(c, "LINSTOR_SCHEDULER_PORT")), int(setting(c, "LINSTOR_SCHEDULER_METRICS_PORT"))
-    config_name, service = setting(c, "LINSTOR_SCHEDULER_WEBHOOK_CONFIG_NAME"), setting(c, "LINSTOR_SCHEDULER_SERVICE_NAME")
+    port = int(setting(c, "LINSTOR_SCHEDULER_PORT"))
+    metrics_port = int(setting(c, "LINSTOR_SCHEDULER_METRICS_PORT"))
+    config_name = setting(c, "LINSTOR_SCHEDULER_WEBHOOK_CONFIG_NAME")
+    service = setting(c, "LINSTOR_SCHEDULER_SERVICE_NAME")
     ks = KubeStandin()
     (config,) = [o for o in manifests if o["kind"] == "MutatingWebhookConfiguration"]
     ks.add(copy.deepcopy(config))
