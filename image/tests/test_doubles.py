@@ -48,3 +48,4 @@ def test_sync_classes_once_creates_the_classes_of_the_configmap(image, manifests
     assert r2["parameters"]["property.linstor.csi.linbit.com/DrbdOptions/Resource/quorum"] == "majority"
     assert r2["volumeBindingMode"] == "WaitForFirstConsumer"
     assert r2["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "linstor-scheduler"
+    assert sorted(e["involvedObject"]["name"] for e in ks.list("Event")) == sorted(classes), "its Events were sent"
