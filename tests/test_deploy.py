@@ -960,6 +960,17 @@ def test_the_images_user_has_a_home():
     assert "--create-home" in m.group(0) and f"groupadd --gid {IMAGE_USER}" in runs
 
 
+def test_ci_runs_the_image_test_after_the_tests_with_what_it_needs():
+    """docs/install.md: `.ci/run` runs `make image-test` after `make test`, installing podman, runc and
+    mmdebstrap (and lvm2, for sync-node on real LVM) as it installs its other tools."""
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines() if not ln.strip().startswith("#")]
+    assert lines.index("make test") < lines.index("make image-test")
+    for tool, package in (("lvm", "lvm2"), ("runc", "runc"), ("podman", "podman"), ("mmdebstrap", "mmdebstrap")):
+        assert f"need {tool} {package}" in lines
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^image-test: .*\bimage\b", make, re.M) and "--pull=never" in make
+
+
 def test_dockerignore_keeps_the_context_small():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "tests"} <= ignored
