@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
-from tests.fencing_rig import Rig
+from tests.fencing_rig import Rig, assert_verdicts_of_one_node_crashed, one_node_crashed
 
 from .conftest import https_api, run_once, with_linstor_at
 from .pod import Workload
@@ -14,20 +14,12 @@ from .pod import Workload
 
 def test_fencing_once_dry_run_prints_its_verdicts_and_writes_nothing(image, manifests, tmp_path):
     with Rig() as rig:
-        c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
-        rig.pod("db-0", "n1", [c2])
-        c_b = rig.volume("pvc-b", ["n3", "n4"], in_use="n3")
-        rig.pod("web-0", "n3", [c_b], labelled="keep")
-        rig.crash("n1")
+        one_node_crashed(rig)
         workload = Workload(with_linstor_at(manifests, rig.emu_url), "Deployment", "linstor-scheduler-fencing")
         with https_api(rig.ks, tmp_path) as api:
             done = run_once(workload, "fencing", image, tmp_path, kube=api, extra_args=("--once", "--dry-run"))
         assert done.returncode == 0, done.stdout + done.stderr
-        lines = done.stdout.splitlines()
-        assert lines[0].split() == ["POD", "NODE", "VERDICT", "REASON", "DETAIL"], done.stdout
-        row = next(line for line in lines if line.startswith("default/db-0"))
-        assert row.split()[1:4] == ["n1", "waiting", "GracePeriod"] and "satellite of node n1 is OFFLINE" in row
-        assert next(line for line in lines if line.startswith("default/web-0")).split()[2] == "healthy"
+        assert_verdicts_of_one_node_crashed(done.stdout)
         assert rig.ks.writes == [], "--once acts never and records no Events"
 
 
