@@ -32,7 +32,7 @@ def test_our_layers_are_the_virtualenv_and_lvm2_and_weigh_what_the_docs_say(imag
 
 
 def test_the_virtualenv_has_no_build_tools_and_no_asyncio_client_copy(image):
-    done = podman("run", "--rm", "--entrypoint", "sh", image, "-c",
+    done = podman("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
                   "ls /opt/venv/lib/python3.11/site-packages; python -c 'import kubernetes.aio' 2>&1 | tail -1")
     packages = done.stdout.split()
     assert "kubernetes" in packages and "fastapi" in packages
@@ -43,6 +43,7 @@ def test_the_virtualenv_has_no_build_tools_and_no_asyncio_client_copy(image):
 def test_the_build_hosts_ca_bundle_is_in_no_layer(image):
     """`make image` mounts it at /etc/ssl/certs/ca-certificates.crt for pip; the image keeps the base's."""
     def bundle(name: str) -> str:
-        return podman("run", "--rm", "--entrypoint", "sha256sum", name, "/etc/ssl/certs/ca-certificates.crt").stdout
+        return podman("run", "--rm", "--network", "none", "--entrypoint", "sha256sum", name,
+                      "/etc/ssl/certs/ca-certificates.crt").stdout
 
     assert bundle(image).split()[0] == bundle(BASE).split()[0]
