@@ -832,24 +832,32 @@ def test_dockerfile_installs_lvm2_our_package_and_entry_point():
 
 
 VENV = "/opt/venv"
+APP = "/opt/app"
 
 
-def test_the_final_stage_copies_a_virtualenv_not_wheels():
+def stage(name: str) -> list[tuple[str, str]]:
+    return next(st for st in stages() if st[0][1].endswith(f" AS {name}"))
+
+
+def test_the_final_stage_copies_a_virtualenv_and_our_code_not_wheels():
     """A wheels directory copied in and removed after `pip install` still weighs in its own layer; the
-    build stage's virtualenv, copied whole, is the only layer our Python code adds."""
-    build, final = stages()
-    assert [arg for op, arg in final if op == "COPY"] == [f"--from=build {VENV} {VENV}"]
-    assert build[0][1].endswith(" AS build") and f"python3 -m venv {VENV}" in [a for op, a in build if op == "RUN"]
+    dependencies' virtualenv, copied whole, and our code beside it are the layers our Python adds,
+    the large one unchanged while only our code changes."""
+    final = final_stage()
+    assert [arg for op, arg in final if op == "COPY"] == [f"--from=runtime {VENV} {VENV}", f"--from=build {APP} {APP}"]
+    assert stage("build")[0][1] == "deps AS build" and stage("runtime")[0][1] == "deps AS runtime"
+    deps = " ".join(a for op, a in stage("deps") if op == "RUN")
+    assert f"python3 -m venv {VENV}" in deps and f"echo {APP} > " in deps and ".pth" in deps
     runs = " ".join(arg for op, arg in final if op == "RUN")
     assert "pip " not in runs and "wheel" not in runs
     env = " ".join(arg for op, arg in final if op == "ENV")
-    assert f"PATH={VENV}/bin:$PATH" in env.split()
+    assert f"PATH={APP}/bin:{VENV}/bin:$PATH" in env.split()
     # pip and setuptools build; they are not shipped.
-    assert re.search(r"pip uninstall (-\w+ )*pip setuptools", " ".join(a for op, a in build if op == "RUN"))
+    assert re.search(r"pip uninstall (-\w+ )*pip setuptools", " ".join(a for op, a in stage("runtime") if op == "RUN"))
 
 
 def test_both_stages_use_one_base_python_311_slim_bookworm():
-    """One ARG names the base of both stages: the virtualenv's interpreter is the final stage's, and
+    """One ARG names the base of the stages: the virtualenv's interpreter is the final stage's, and
     image/requirements.txt (binary wheels per Python version) was resolved on it."""
     import tomllib
 
@@ -857,7 +865,7 @@ def test_both_stages_use_one_base_python_311_slim_bookworm():
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE=")
     base = steps[0][1].split("=", 1)[1]
     assert re.fullmatch(r"docker\.io/library/python:3\.11-slim-bookworm", base)
-    assert [arg.split()[0] for op, arg in steps if op == "FROM"] == ["${BASE}", "${BASE}"]
+    assert [arg.split()[0] for op, arg in steps if op == "FROM"] == ["${BASE}", "deps", "deps", "${BASE}"]
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert requires == ">=3.11", "the base's Python must be one the project supports"
     assert base in (ROOT / "image" / "requirements.txt").read_text().splitlines()[0], "resolved on another base"
@@ -880,14 +888,12 @@ def pins(text: str | None = None) -> dict[str, str]:
 
 
 def test_the_image_installs_the_pinned_dependencies_and_nothing_else():
-    build = stages()[0]
-    copies = [arg for op, arg in build if op == "COPY"]
-    runs = [arg for op, arg in build if op == "RUN"]
-    assert copies[0] == "image/requirements.txt /tmp/requirements.txt", "the pins, before the sources"
-    assert f"{VENV}/bin/pip install --no-deps -r /tmp/requirements.txt" in runs
-    ours = next(r for r in runs if " . " in r + " ")
-    assert f"{VENV}/bin/pip install --no-deps --no-build-isolation ." in ours and "pip check" in ours
-    assert not any("--upgrade" in r for r in runs)
+    deps, build = stage("deps"), stage("build")
+    assert [arg for op, arg in deps if op == "COPY"] == ["image/requirements.txt /tmp/requirements.txt"]
+    assert f"{VENV}/bin/pip install --no-deps -r /tmp/requirements.txt" in [a for op, a in deps if op == "RUN"]
+    (ours,) = [a for op, a in build if op == "RUN"]
+    assert f"{VENV}/bin/pip install --no-deps --no-build-isolation --target {APP} ." in ours and "pip check" in ours
+    assert not any("--upgrade" in a for op, a in dockerfile() if op == "RUN")
     assert "image" not in (ROOT / ".dockerignore").read_text().split()
 
 
