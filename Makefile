@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 # The image as deploy/ names it. BASE: the Dockerfile's own default (ARG BASE), pulled, or a stand-in
 # built from Debian's bookworm where no registry answers (image/base.sh). The host's CA bundle is
-# mounted for the build only (pip through a TLS-inspecting proxy), never copied into a layer.
+# mounted for the build only (pip trusts what this host trusts; on CI that is more than Debian's
+# bundle), never copied into a layer (image/tests/test_image.py checks).
 IMAGE ?= ghcr.io/linstor-scheduler/linstor-scheduler:0.1.0
 BASE := $(shell sed -n 's/^ARG BASE=//p' Dockerfile)
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN = ROOT / "image" / "podman"
 NAMESPACE = "linstor-scheduler"
 CONNECTION = "linstor-scheduler-linstor"  # the one ConfigMap that says where LINSTOR answers
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections there: a server's probe port can answer before its main
+    port listens (the side port is started first)."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:

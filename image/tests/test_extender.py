@@ -9,11 +9,9 @@ import yaml
 from devkit import kube_objects as k
 from devkit.demo_cluster import demo_snapshot
 
-from .conftest import running
+from .conftest import listening, running
 from .pod import Workload
 
-VERBS = "http://127.0.0.1:8099"
-METRICS = "http://127.0.0.1:8098"
 NODES = ["w1", "w2", "w3", "w4", "w5"]
 
 
@@ -31,18 +29,22 @@ def test_extender_from_a_snapshot_answers_probes_metrics_and_verbs(image, manife
     snapshot.chmod(0o755)
     (snapshot / "cluster.yaml").chmod(0o644)
     scheduler = Workload(manifests, "Deployment", "linstor-scheduler")
+    env = {e["name"]: e.get("value") for e in scheduler.container("extender")["env"]}
+    port = int(env["LINSTOR_SCHEDULER_PORT"])
+    verbs, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{env['LINSTOR_SCHEDULER_METRICS_PORT']}"
     with running(scheduler, "extender", image, tmp_path, podman_options=("--volume", f"{snapshot}:/snapshot:ro"),
                  extra_args=("--snapshot", "/snapshot/cluster.yaml")) as extender:
-        extender.wait_until(lambda: answers(METRICS + "/readyz"), "the extender is ready")
-        assert httpx.get(METRICS + "/healthz").status_code == 200
+        extender.wait_until(lambda: answers(metrics_url + "/readyz"), "the extender is ready")
+        extender.wait_until(lambda: listening(port), "the verbs' port listens")
+        assert httpx.get(metrics_url + "/healthz").status_code == 200
         pod = demo_snapshot()["kubernetes"]["items"]
         db = next(o for o in pod if o["kind"] == "Pod" and o["metadata"]["name"] == "db-0")
-        filtered = httpx.post(VERBS + "/filter", json={"Pod": db, "NodeNames": NODES}).json()
-        scores = httpx.post(VERBS + "/prioritize", json={"Pod": db, "NodeNames": NODES}).json()
-        plain = httpx.post(VERBS + "/prioritize", json={"Pod": k.pod("web"), "NodeNames": NODES}).json()
-        metrics = httpx.get(METRICS + "/metrics").text
+        filtered = httpx.post(verbs + "/filter", json={"Pod": db, "NodeNames": NODES}).json()
+        scores = httpx.post(verbs + "/prioritize", json={"Pod": db, "NodeNames": NODES}).json()
+        plain = httpx.post(verbs + "/prioritize", json={"Pod": k.pod("web"), "NodeNames": NODES}).json()
+        metrics = httpx.get(metrics_url + "/metrics").text
         # The verbs are not on the pod network's port, the probes not on the verbs' one.
-        assert httpx.post(METRICS + "/filter", json={"Pod": db, "NodeNames": NODES}).status_code == 404
+        assert httpx.post(metrics_url + "/filter", json={"Pod": db, "NodeNames": NODES}).status_code == 404
     assert filtered["NodeNames"] == ["w1", "w2", "w3", "w4"]
     assert filtered["FailedAndUnresolvableNodes"] == {"w5": "LINSTOR satellite on node w5 is OFFLINE, not ONLINE"}
     # The two diskful replicas first, the tie-breaker next; a pod without LINSTOR volumes is neutral.

@@ -17,7 +17,7 @@ from devkit import kube_objects as k
 from devkit.kube_standin import KubeStandin, json_patch
 from tests.test_webhook import as_created, review
 
-from .conftest import NAMESPACE, https_api, running
+from .conftest import NAMESPACE, https_api, listening, running
 from .pod import Workload
 
 
@@ -50,6 +50,7 @@ def test_webhook_answers_mutate_over_https_with_the_ca_it_published(image, manif
     with https_api(ks, tmp_path) as api, running(workload, "webhook", image, tmp_path, kube=api) as webhook:
         webhook.wait_until(published, "the caBundle in the MutatingWebhookConfiguration")
         webhook.wait_until(ready, "the webhook is ready")
+        webhook.wait_until(lambda: listening(port), "the webhook's HTTPS port listens")
         ca = tmp_path / "published-ca.crt"
         ca.write_bytes(base64.b64decode(published()))
         body = review(as_created(k.pod("db", namespace="apps", claims=["data"])), namespace="apps")
