@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -35,12 +34,12 @@ class Answer:
     passing: int = 0
     failed: int = 0
     message: str | None = None  # the filter's log line
-    top: str | None = None  # prioritize: the first-ranked fitting node (a hold is taken there)
+    hold_on: list[str] | None = None  # filter, a pod with an unbound claim: the nodes it passed (held there)
 
 
 def _answer_size(key: tuple[Any, ...], answer: Answer) -> int:
     names = key[-1]
-    return len(answer.body) + (len(names) if isinstance(names, bytes) else 0)
+    return len(answer.body) + (len(names) if isinstance(names, bytes) else 0) + 8 * len(answer.hold_on or ())
 
 
 def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
@@ -50,15 +49,6 @@ def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
                 for n in decision.names]
     return [{"node": n, "verdict": "pass" if v.fits else "fail", "score": v.score, "reasons": v.reasons(n)}
             for n, v in zip(decision.names, decision.verdicts, strict=True)]
-
-
-def _top(names: Sequence[str], decision: Decision) -> str | None:
-    """The fitting node with the highest score (the first of equals), or None if none fits."""
-    best, top = -1, None
-    for name, verdict in zip(names, decision.verdicts or (), strict=False):
-        if verdict.fits and verdict.score > best:
-            best, top = verdict.score, name
-    return top
 
 
 class Answerer:
@@ -93,9 +83,7 @@ class Answerer:
             return Answer(self.priorities.encode(list(names), [0] * len(names)), "neutral")
         if verb == "prioritize":
             scores = list(map(SCORE, decision.verdicts))
-            promising = any(not c.bound and c.pending is None for c in decision.claims)
-            return Answer(self.priorities.encode(list(names), scores), "ok",
-                          top=_top(names, decision) if promising else None)
+            return Answer(self.priorities.encode(list(names), scores), "ok")
         fits = list(map(FITS, decision.verdicts))
         passing = list(compress(names, fits))
         failed: dict[str, str] = {}
@@ -111,7 +99,9 @@ class Answerer:
         message = (f"filter {decision.pod}: {len(passing)} of {len(names)} nodes pass"
                    + (f" (e.g. {sample})" if sample else ""))
         # Every reason we give is about storage: preempting other pods cannot fix it.
-        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message)
+        promising = any(not c.bound and c.pending is None for c in decision.claims)
+        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message,
+                      passing if promising else None)
 
     async def answer(self, verb: str, body: bytes) -> tuple[int, bytes]:
         """The whole verb on a raw body: decode once, look up or compute the answer, count it."""
@@ -133,8 +123,8 @@ class Answerer:
                 result = self.compute(verb, args, extender.judge(prepared, args.node_names))
                 if key is not None:
                     answers.put(key, prepared.state.generation, result)
-            if verb == "prioritize":
-                extender.promise(prepared, result.top)
+            if result.hold_on is not None:
+                extender.promise(prepared, result.hold_on)
         except BadRequest as exc:
             self.counters[verb, "bad_request"].inc()
             self.latency[verb].observe(time.perf_counter() - started)

@@ -19,7 +19,7 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
-from .reservations import SELECTED_NODE, Hold, Ledger, promised_state
+from .reservations import Ledger, hold_filtered, promised_state, reconcile
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
@@ -207,11 +207,16 @@ class Extender:
         tables_bytes: int = TABLES_LIMIT,
         kube: KubeFreshness | None = None,
         ledger: Ledger | None = None,
+        scheduler_name: str | None = None,
     ) -> None:
         """``kube``: the live age of the Kubernetes view (the informers' confirmation, read at each
         request); without it the state's own Kubernetes read time stands in (tests, snapshots).
         ``ledger``: capacity promised to unbound WaitForFirstConsumer claims (reservations.py);
-        None: free space is the last poll's alone (snapshots, explain)."""
+        None: free space is the last poll's alone (snapshots, explain). ``scheduler_name``: judge only
+        pods of that profile (the main kube-scheduler shows its extenders the pods of every profile,
+        k8s.io/kube-scheduler config/v1 ``Extender``: extenders are shared by all profiles); the
+        others pass every node with score 0. None: every pod (our own scheduler has one profile)."""
+        self.scheduler_name = scheduler_name
         self.holder = holder
         self.ledger = ledger
         self.kube = kube
@@ -290,6 +295,11 @@ class Extender:
         state = self.holder.state
         meta = pod.get("metadata") or {}
         ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        if self.scheduler_name is not None:
+            profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+            if profile != self.scheduler_name:
+                return Prepared(ref, [], f"pod's scheduler is {profile}, not {self.scheduler_name}", None, state,
+                                static_neutral=True)
         refs = pod_claims(pod)
         fallback_generation = self.fallback.generation if self.fallback else 0
         signature = None
@@ -358,14 +368,14 @@ class Extender:
     def key_of(self, prepared: Prepared) -> tuple[Any, ...] | None:
         """The name of the pod's verdict table (and answers): ``prepared.key``, plus the ledger's
         version when the pod has an unbound claim judged by free space, whose verdicts change
-        with every hold taken, moved or released. Expired holds are dropped first (oldest first:
-        this costs nothing while none expire)."""
+        with every hold of another claim taken, moved or released. Expired holds are dropped
+        first (oldest first: this costs nothing while none expire)."""
         key, ledger = prepared.key, self.ledger
         if key is None or ledger is None or not _promising(prepared.claims):
             return key
         if len(ledger):
             ledger.expire(self.clock())
-        return (*key, ledger.version)
+        return (*key, ledger.version_for(c.ref.key for c in prepared.claims))
 
     def _judging_state(self, prepared: Prepared) -> ClusterState:
         """The state with other claims' holds taken from the pools' free space (never the pod's
@@ -375,48 +385,16 @@ class Extender:
             return prepared.state
         return promised_state(prepared.state, ledger.held_excluding(c.ref.key for c in prepared.claims))
 
-    def promise(self, prepared: Prepared, top: str | None) -> None:
-        """``prioritize`` ranked ``top`` first: hold each unbound claim's size on its pool there."""
-        ledger = self.ledger
-        if ledger is None or top is None or not _promising(prepared.claims):
-            return
-        node = prepared.state.nodes.get(top)
-        if node is None:
-            return
-        now = self.clock()
-        for claim in prepared.claims:
-            if claim.bound or claim.pending or claim.storage_class is None or not claim.size_bytes:
-                continue
-            pool = claim.storage_class.storage_pool or max(
-                node.pools, key=lambda p: node.pools[p].free_kib or 0, default=None)
-            if pool is not None and pool in node.pools:
-                ledger.rank(claim.ref.key, top, pool, claim.size_bytes, now)
+    def promise(self, prepared: Prepared, nodes: Sequence[str]) -> None:
+        """``filter`` let the pod through to ``nodes``: each unbound claim's size is held on all of
+        them until kube-scheduler says which (reservations.py)."""
+        if self.ledger is not None and _promising(prepared.claims):
+            hold_filtered(self.ledger, prepared.claims, prepared.state, nodes, self.clock())
 
     def reconcile(self, state: ClusterState) -> None:
-        """After each published state: a hold moves to the node kube-scheduler chose (the claim's
-        ``selected-node`` annotation), and ends when LINSTOR's part of the state has the claim's
-        volume (its free space counts it now) or the claim is gone; old ones expire."""
-        ledger = self.ledger
-        if ledger is None or not len(ledger):
-            return
-        now = self.clock()
-
-        def over(hold: Hold) -> bool:
-            pvc = state.get_pvc(hold.claim)
-            if pvc is None:
-                return True
-            volume = (pvc.get("spec") or {}).get("volumeName")
-            return bool(volume) and volume in state.resources
-
-        ledger.settle(over)
-        for hold in ledger.holds():
-            pvc = state.get_pvc(hold.claim) or {}
-            chosen = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
-            if chosen and (chosen != hold.node or hold.source != "selected"):
-                node = state.nodes.get(chosen)
-                pool = hold.pool if node is None or hold.pool in node.pools else next(iter(node.pools), hold.pool)
-                ledger.selected(hold.claim, chosen, pool, hold.size_bytes, now)
-        ledger.expire(now)
+        """After each published state: holds settle, move and expire (reservations.py)."""
+        if self.ledger is not None:
+            reconcile(self.ledger, state, self.clock())
 
     def judge(self, prepared: Prepared, names: Sequence[str]) -> Decision:
         """Verdicts for ``names``: from the pod's verdict table, judging only nodes it lacks."""
