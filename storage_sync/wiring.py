@@ -56,6 +56,14 @@ def _events(args: argparse.Namespace, component: str) -> Any:
         raise
 
 
+def _sent(events: Any, timeout: float) -> None:
+    """``--once`` ends the process after its pass: its Events are sent first (the recorder's thread
+    would otherwise be cut off, the Events lost, and Python's teardown under that thread's open HTTPS
+    call has ended the process with SIGABRT or SIGSEGV instead of the pass's exit code)."""
+    if events is not None and not events.flush(timeout):
+        log.warning("%d Event(s) not sent within %.0fs", events.pending, timeout)
+
+
 def _ended(args: argparse.Namespace, code: int) -> int:
     """``--once``'s exit code; after the service, the end of the process (``runtime.exit_now``)."""
     if args.once:
@@ -100,6 +108,7 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 doc = node_pass_doc(agent.node_name, result, dry_run=args.dry_run)
                 print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
+                _sent(agent.events, args.api_timeout)
                 return 0 if result.in_sync else 1
             return await serve_sync_node(args, agent)
         finally:
@@ -175,6 +184,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                 result = await reconciler.run_pass()
                 print(dumps(class_pass_doc(result, dry_run=args.dry_run)) if args.output == "json"
                       else render_class_pass(result, dry_run=args.dry_run))
+                _sent(reconciler.events, args.api_timeout)
                 return 0 if result.in_sync else 1
             # a leader without a good read for --max-staleness hands over at once and stays aside as long
             elector = classes_elector(api, args, StepAside(lambda: leader_view(

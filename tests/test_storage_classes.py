@@ -260,6 +260,24 @@ def test_cli_once_against_both_doubles(env, capsys):
     assert '"in_sync": true' in capsys.readouterr().out
 
 
+def test_once_in_its_own_process_sends_its_events_before_it_exits(env):
+    """As the image runs it: a process that ends after one pass. Its Events were sent by a thread the
+    exit cut off (lost, and at times SIGABRT during Python's teardown instead of exit code 0)."""
+    import subprocess
+    import sys
+
+    emu, ks, url, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    emu.add_storage_pool("n2", "data", "LVM")
+    done = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "sync-classes", "--once", "--controllers",
+                           url, "--kube-api-url", api.configuration.host], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert class_names(api) == ["linstor-data-r1", "linstor-data-r2"]
+    events = sorted(e["involvedObject"]["name"] for e in ks.list("Event") if e["reason"] == "Created")
+    assert events == ["linstor-data-r1", "linstor-data-r2"], done.stderr
+
+
 def test_health_app_answers_with_reasons():
     import httpx
     from prometheus_client import CollectorRegistry, Counter
