@@ -99,6 +99,41 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Who writes each kind's spec in a real cluster: the manager its managedFields entry names.
+WRITERS = {"PersistentVolume": "csi-provisioner", "PersistentVolumeClaim": "kube-controller-manager",
+           "Pod": "kube-controller-manager", "Node": "kubelet"}
+
+
+def fields_v1(value: Any) -> dict[str, Any]:
+    """The field set of ``value`` as the API server spells it in ``managedFields[].fieldsV1``
+    (structured-merge-diff's FieldsV1: ``f:<name>`` per map key, ``.`` for a map that is itself
+    owned, ``k:``/``v:`` list keys folded into one entry here): what every object carries."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {".": {}} if value else {}
+    for key, item in value.items():
+        out[f"f:{key}"] = fields_v1(item) if isinstance(item, dict) else {}
+    return out
+
+
+def managed_fields(obj: dict[str, Any], when: str) -> list[dict[str, Any]]:
+    """``metadata.managedFields`` as the API server records them on every write
+    (apiserver:pkg/endpoints/handlers/fieldmanager, ``FieldManager.UpdateNoErrors``): one entry for
+    the writer of metadata and spec, one for the status subresource when the object has a status."""
+    meta = obj.get("metadata") or {}
+    owned = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    owned["metadata"] = {k: meta[k] for k in ("labels", "annotations", "finalizers", "ownerReferences") if k in meta}
+    entries = [{"manager": WRITERS.get(str(obj.get("kind")), "kubectl-client-side-apply"), "operation": "Update",
+                "apiVersion": obj.get("apiVersion"), "time": when, "fieldsType": "FieldsV1",
+                "fieldsV1": fields_v1(owned)}]
+    if obj.get("status"):
+        entries.append({"manager": "kube-controller-manager", "operation": "Update",
+                        "apiVersion": obj.get("apiVersion"), "time": when, "fieldsType": "FieldsV1",
+                        "fieldsV1": fields_v1({"status": obj["status"]}),
+                        "subresource": "status"})
+    return entries
+
+
 def status(code: int, reason: str, message: str, retry_after: int = 1,
            meta: dict[str, Any] | None = None) -> Response:
     """A ``Status`` answer; 429 and 503 carry ``Retry-After`` as the API server sets it."""
@@ -389,6 +424,7 @@ class KubeStandin(HttpDouble):
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", _now())
             meta["resourceVersion"] = self._next_rv()
+            meta["managedFields"] = managed_fields(stored, meta["creationTimestamp"])
             self._objects[key] = stored
             self._record(plural, "ADDED", stored)
             return copy.deepcopy(stored)
@@ -404,6 +440,7 @@ class KubeStandin(HttpDouble):
             stored["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
             stored["metadata"]["resourceVersion"] = self._next_rv()
             stored.setdefault("apiVersion", old.get("apiVersion"))
+            stored["metadata"]["managedFields"] = managed_fields(stored, _now())
             self._objects[key] = stored
             self._record(plural, "MODIFIED", stored)
             return copy.deepcopy(stored)
