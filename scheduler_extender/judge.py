@@ -19,7 +19,7 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
-from .reservations import SELECTED_NODE, Hold, Ledger, promised_state
+from .reservations import Hold, Ledger, promised_state
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
@@ -405,13 +405,12 @@ class Extender:
             pvc = state.get_pvc(hold.claim)
             if pvc is None:
                 return True
-            volume = (pvc.get("spec") or {}).get("volumeName")
-            return bool(volume) and volume in state.resources
+            return bool(pvc.volume) and pvc.volume in state.resources
 
         ledger.settle(over)
         for hold in ledger.holds():
-            pvc = state.get_pvc(hold.claim) or {}
-            chosen = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
+            pvc = state.get_pvc(hold.claim)
+            chosen = pvc.selected_node if pvc is not None else None
             if chosen and (chosen != hold.node or hold.source != "selected"):
                 node = state.nodes.get(chosen)
                 pool = hold.pool if node is None or hold.pool in node.pools else next(iter(node.pools), hold.pool)

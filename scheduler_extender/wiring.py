@@ -36,6 +36,7 @@ from .refresh import EXTENDER_KINDS, Syncer
 from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
 from .snapshot import read_snapshot, state_from_snapshot
+from .state import EXTENDER_TRANSFORMS
 
 log = logging.getLogger("linstor_scheduler.extender")
 
@@ -69,7 +70,7 @@ def build_live_app(
                     use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True,
                     read_deadline=max_staleness)
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed, max_age=max_staleness,
-                        **bounded_by(max_staleness, api_timeout))
+                        transforms=EXTENDER_TRANSFORMS, **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
