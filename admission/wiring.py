@@ -24,7 +24,7 @@ from linstor_scheduler.runtime import serve_asgi
 
 from .cli import DEFAULT_MAX_STALENESS
 from .http import WebhookApp, create_app
-from .lookups import WEBHOOK_KINDS, kube_lookups
+from .lookups import WEBHOOK_KINDS, WEBHOOK_TRANSFORMS, kube_lookups
 from .metrics import WebhookMetrics
 from .review import SchedulerNameMutator
 from .tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
@@ -43,7 +43,7 @@ def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linst
     to it (``bounded_by``), an older kind is read directly instead (lookups.py), and ``/readyz``
     fails saying why while the view is older or the CA is not published yet."""
     metrics = metrics or WebhookMetrics()
-    caches = KubeCaches(api_client, list(WEBHOOK_KINDS), max_age=max_staleness,
+    caches = KubeCaches(api_client, list(WEBHOOK_KINDS), max_age=max_staleness, transforms=WEBHOOK_TRANSFORMS,
                         **bounded_by(max_staleness, api_timeout))
     lookups = kube_lookups(caches, api_client, read_timeout=read_timeout, max_staleness=max_staleness,
                            on_direct_read=lambda reason, outcome: metrics.direct_reads.labels(reason, outcome).inc())

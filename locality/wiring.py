@@ -61,7 +61,7 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
     from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
 
     from .exporter import LocalityExporter
-    from .pods import TRANSFORMS, PodRecord, pod_record
+    from .pods import EXPORTER_TRANSFORMS, PodRecord
 
     metrics = metrics or LocalityMetrics()
     holder = StateHolder()
@@ -71,7 +71,7 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
         if not isinstance(obj, PodRecord) and not (isinstance(obj, dict) and obj.get("kind") == "Pod"):
             syncer.kube_changed(event, obj)
 
-    caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms={**TRANSFORMS, "Pod": pod_record},
+    caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms=EXPORTER_TRANSFORMS,
                         max_age=max_staleness, read_slack=read_slack)
     syncer.caches = caches
     pods = caches["Pod"]
