@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import claim_record, volume_record
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.kube.informer import KubeCaches, bounded_by, object_key
+from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches, bounded_by, object_key
 
 from .observe import LABEL_SELECTOR, KubeObjects
 
@@ -61,7 +61,8 @@ class CachedKube:
         # Claims and volumes as records (linstor_scheduler/claims.py): a PVC + PV pair is ~0.6 KB
         # instead of ~18 KB as the API server sends it, and every volume of the cluster is one.
         self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR},
-                                 transforms=CLAIM_TRANSFORMS, **informer_settings(bound, api_timeout))
+                                 transforms=CLAIM_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
+                                 **informer_settings(bound, api_timeout))
 
     def readiness(self) -> tuple[bool, str]:
         """Fresh: the stalest informer's view younger than the bound (the reason names it otherwise)."""

@@ -55,7 +55,7 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
     """One ``KubeCaches`` for the extender's kinds and the pods (so one age, one set of metrics), each
     watch ended by the server every third of ``max_staleness``; a watch silent ``read_slack`` past
     that is dead. Pod changes do not rebuild the state: pods are read at each computation."""
-    from linstor_scheduler.kube.informer import KubeCaches
+    from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches
     from linstor_scheduler.kube.metrics import KubeCollector
     from scheduler_extender.judge import StateHolder
     from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
@@ -72,7 +72,8 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
             syncer.kube_changed(event, obj)
 
     caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms=EXPORTER_TRANSFORMS,
-                        max_age=max_staleness, read_slack=read_slack)
+                        max_age=max_staleness, read_slack=read_slack,
+                        page_size=RECORD_PAGE_SIZE)
     syncer.caches = caches
     pods = caches["Pod"]
     exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval, caches=caches,
