@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.informer import KubeCaches, bounded_by, object_key
 
-from .observe import LABEL_SELECTOR, KubeObjects
+from .observe import LABELLED, KubeObjects, label_selector
 
 log = logging.getLogger(__name__)
 KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
@@ -50,11 +50,13 @@ def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
 
 
 class CachedKube:
-    """List+watch caches; pods through a server-side label selector (only those that carry our label)."""
+    """List+watch caches; pods through a server-side label selector (``observe.label_selector``: with
+    ``--select labelled`` only those that carry our label, with ``all`` every pod not labelled keep)."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0) -> None:
+    def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0,
+                 select: str = LABELLED) -> None:
         self.bound = bound
-        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR},
+        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": label_selector(select)},
                                  **informer_settings(bound, api_timeout))
 
     def readiness(self) -> tuple[bool, str]:
@@ -86,11 +88,11 @@ class ListedKube:
     """One LIST per kind per ``refresh()``; a failed list leaves no view at all until the next success."""
 
     def __init__(self, api_client: k8s.ApiClient, *, timeout: float = 10.0,
-                 clock: Callable[[], float] = boottime) -> None:
+                 clock: Callable[[], float] = boottime, select: str = LABELLED) -> None:
         core, storage = k8s.CoreV1Api(api_client), k8s.StorageV1Api(api_client)
         opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": (min(timeout, 3.0), timeout)}
         self._lists = {
-            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=LABEL_SELECTOR, **opts),
+            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=label_selector(select), **opts),
             "PersistentVolumeClaim": lambda: core.list_persistent_volume_claim_for_all_namespaces(**opts),
             "PersistentVolume": lambda: core.list_persistent_volume(**opts),
             "Node": lambda: core.list_node(**opts),
