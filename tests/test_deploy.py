@@ -225,6 +225,20 @@ def test_fencing_is_deployed_with_the_fields_safety_rules():
     assert setting(c, "--fail-over-unsafe-pods").lower() == "false"
 
 
+def test_sync_node_tolerates_the_fencing_taint():
+    """docs/fencing.md, "The taint": with --taint, our own storage agent still starts on a tainted node."""
+    from fencing.actions import TAINT_KEY
+
+    (spec,) = [spec for o, spec in pod_specs(objects()) if o["metadata"]["name"] == "linstor-scheduler-sync-node"]
+    taint = {"key": TAINT_KEY, "effect": "NoSchedule"}
+
+    def tolerates(t: dict[str, Any]) -> bool:
+        return (t.get("key") in (None, taint["key"]) and t.get("effect") in (None, taint["effect"])
+                and (t.get("operator") == "Exists" or t.get("key") == taint["key"]))
+
+    assert any(tolerates(t) for t in spec.get("tolerations") or [])
+
+
 def test_places_for_the_other_workloads_are_marked():
     text = (DEPLOY / "base" / "kustomization.yaml").read_text()
     for entry in ("fencing-deployment.yaml", "sync-node-daemonset.yaml", "sync-classes-deployment.yaml"):
