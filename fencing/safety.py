@@ -24,8 +24,10 @@ PINNED_KINDS = frozenset({"DaemonSet", "Node"})
 # Volume sources that hold nothing another node could write behind our back: each is re-created
 # from the API (configMap, secret, downwardAPI, projected), is local scratch that dies with the pod
 # (emptyDir), or is ephemeral by design (inline CSI, generic ephemeral, gitRepo). The list is
-# piraeus-ha-controller's ``IsSafeVolume``.
-SAFE_SOURCES = ("configMap", "secret", "downwardAPI", "projected", "emptyDir", "csi", "ephemeral", "gitRepo")
+# piraeus-ha-controller's ``IsSafeVolume``, plus ``image`` (Kubernetes 1.31+: an OCI image, mounted
+# read-only by the kubelet whatever the mount says).
+SAFE_SOURCES = ("configMap", "secret", "downwardAPI", "projected", "emptyDir", "csi", "ephemeral", "gitRepo",
+                "image")
 # Every other source (hostPath, nfs, iscsi, rbd, cephfs, fc, glusterfs, azureDisk, ...) is unknown: it
 # may be written from the lost node while the replacement writes it too.
 

@@ -357,3 +357,40 @@ def test_a_taint_is_not_removed_on_stale_data():
         rig.run(120)
         assert taints(rig) == [TAINT_KEY]
         assert rig.events("TaintExpired") == []
+
+
+# --- the pure rules (fencing/safety.py), for what the scenarios do not reach --------------------------
+def _pod_with(volume: dict[str, Any], mounts: list[dict[str, Any]], devices: list[dict[str, Any]] = ()) -> dict:
+    return {"metadata": {"name": "db-0", "namespace": "default"},
+            "spec": {"volumes": [volume], "containers": [
+                {"name": "app", "volumeMounts": mounts}, {"name": "sidecar", "volumeDevices": list(devices)}]}}
+
+
+def test_one_writable_mount_among_read_only_ones_makes_the_volume_unfenced():
+    from fencing.safety import unfenced_volumes
+
+    nfs = {"name": "shared", "nfs": {"server": "nas", "path": "/db"}}
+    read_only = [{"name": "shared", "mountPath": "/a", "readOnly": True}]
+    assert unfenced_volumes(_pod_with(nfs, read_only), {}.get, {}.get) == ()
+    writable = [*read_only, {"name": "shared", "mountPath": "/b"}]
+    (found,) = unfenced_volumes(_pod_with(nfs, writable), {}.get, {}.get)
+    assert found.startswith("shared (nfs")
+
+
+def test_a_raw_block_device_of_another_driver_is_unfenced_however_it_is_mounted():
+    from fencing.safety import unfenced_volumes
+
+    pvc = {"spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-disk"}}
+    pv = {"spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}
+    claim = {"name": "disk", "persistentVolumeClaim": {"claimName": "disk"}}
+    pod = _pod_with(claim, [{"name": "disk", "mountPath": "/x", "readOnly": True}],
+                    devices=[{"name": "disk", "devicePath": "/dev/xvdb"}])
+    assert unfenced_volumes(pod, {"default/disk": pvc}.get, {"pv-disk": pv}.get) == (
+        "disk (claim default/disk on ebs.csi.aws.com, not LINSTOR)",)
+
+
+def test_an_image_volume_is_read_only_by_design():
+    from fencing.safety import unfenced_volumes
+
+    image = {"name": "model", "image": {"reference": "registry.example/model:1"}}
+    assert unfenced_volumes(_pod_with(image, [{"name": "model", "mountPath": "/m"}]), {}.get, {}.get) == ()
