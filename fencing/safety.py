@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from linstor_scheduler.volumes import CSI_DRIVER
+from linstor_scheduler.volumes import CSI_DRIVER, named_volumes
 
 Obj = Mapping[str, Any]
 
@@ -79,10 +79,7 @@ def unfenced_volumes(pod: Obj, get_pvc: Callable[[str], Obj | None],
     meta = pod.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
     found: list[str] = []
-    for vol in (pod.get("spec") or {}).get("volumes") or []:
-        if not isinstance(vol, Mapping):
-            continue
-        name = str(vol.get("name") or "")
+    for name, vol in named_volumes(pod):
         if any(vol.get(source) is not None for source in SAFE_SOURCES):
             continue
         claim = vol.get("persistentVolumeClaim")
