@@ -19,8 +19,9 @@ from kubernetes import client as k8s
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.informer import KubeCaches, bounded_by, object_key
+from linstor_scheduler.volumes import pod_claims
 
-from .observe import LABELLED, KubeObjects, label_selector
+from .observe import ALL, LABELLED, KubeObjects, label_selector
 
 log = logging.getLogger(__name__)
 KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
@@ -49,6 +50,14 @@ def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
     return {"max_age": bound, **bounded_by(bound, api_timeout, floor=1.0)}
 
 
+def with_claims(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod informer's transform with ``--select all``: a pod without any claim (PVC or generic
+    ephemeral volume) can have no LINSTOR volume and is never judged, so it is not kept; the cache
+    then holds the pods that use claims, not every pod of the cluster (volumes are immutable: a pod
+    skipped stays skippable)."""
+    return pod if pod_claims(pod) else None
+
+
 class CachedKube:
     """List+watch caches; pods through a server-side label selector (``observe.label_selector``: with
     ``--select labelled`` only those that carry our label, with ``all`` every pod not labelled keep)."""
@@ -57,6 +66,7 @@ class CachedKube:
                  select: str = LABELLED) -> None:
         self.bound = bound
         self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": label_selector(select)},
+                                 transforms={"Pod": with_claims} if select == ALL else None,
                                  **informer_settings(bound, api_timeout))
 
     def readiness(self) -> tuple[bool, str]:

@@ -394,3 +394,25 @@ def test_an_image_volume_is_read_only_by_design():
 
     image = {"name": "model", "image": {"reference": "registry.example/model:1"}}
     assert unfenced_volumes(_pod_with(image, [{"name": "model", "mountPath": "/m"}]), {}.get, {}.get) == ()
+
+
+def test_select_all_the_service_caches_only_pods_that_use_claims(rig):
+    """``--select all`` as deployed (informers, not one list per pass): the pod cache keeps db-0 (a
+    LINSTOR claim), not web-0 (an emptyDir only: it can have no LINSTOR volume) nor cache-0
+    (labelled keep: the server-side selector leaves it out)."""
+    from fencing.kubeview import CachedKube
+
+    from .waiting import wait_for
+
+    database(rig, labelled=False)
+    rig.pod("web-0", "n2", [], labelled=False, extra_volumes=[{"name": "tmp", "emptyDir": {}}])
+    rig.pod("cache-0", "n3", [rig.volume("pvc-cache-0", ["n3", "n4"])], labelled="keep")
+    kube = CachedKube(rig.ks.api_client(rig.ks_url), bound=3.0, api_timeout=1.0, select="all")
+    kube.start()
+    try:
+        wait_for(lambda: kube.objects() is not None, timeout=10, what="the caches synced")
+        objects = kube.objects()
+        assert objects is not None
+        assert [p["metadata"]["name"] for p in objects.pods] == ["db-0"]
+    finally:
+        kube.stop()
