@@ -72,8 +72,8 @@ def unfenced_volumes(pod: Obj, get_pvc: Callable[[str], Obj | None],
 
     A claim is fenced when its PV is LINSTOR's (DRBD's quorum stops the lost node), or cannot be
     written (the pod's claim or the PV's CSI source is readOnly, the claim is ReadOnlyMany only, or
-    every mount is read-only). A claim not resolved yet (PVC or PV not seen) is the LINSTOR
-    resolution's business (``UnresolvedVolume``) when it looks like ours, and unknown otherwise.
+    every mount is read-only). A claim whose PVC is not seen is the LINSTOR resolution's business
+    (``UnresolvedVolume``); one bound to a PV not seen has an unknown driver: unfenced.
     A hostPath mounted read-only everywhere is safe: the replacement reads the same files on its own
     node (the issue asks for that exception; piraeus-ha-controller refuses every hostPath)."""
     meta = pod.get("metadata") or {}
@@ -111,9 +111,12 @@ def _claim_problem(key: str, read_only: bool, get_pvc: Callable[[str], Obj | Non
     modes = set(spec.get("accessModes") or [])
     if modes and modes <= {"ReadOnlyMany"}:
         return None
-    pv = get_pv(spec.get("volumeName") or "") if spec.get("volumeName") else None
+    volume = spec.get("volumeName")
+    if not volume:
+        return None  # not bound: nothing is attached anywhere yet
+    pv = get_pv(volume)
     if pv is None:
-        return None  # not bound (or not seen): nothing is attached anywhere yet
+        return f"claim {key}: its PersistentVolume {volume} is not seen, its driver unknown"
     csi = (pv.get("spec") or {}).get("csi") or {}
     if csi.get("driver") == CSI_DRIVER or csi.get("readOnly") is True:
         return None

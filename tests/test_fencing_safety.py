@@ -416,3 +416,15 @@ def test_select_all_the_service_caches_only_pods_that_use_claims(rig):
         assert [p["metadata"]["name"] for p in objects.pods] == ["db-0"]
     finally:
         kube.stop()
+
+
+def test_a_claim_whose_volume_is_not_seen_is_not_taken_for_safe():
+    """Bound to a PersistentVolume the cache does not have (yet): its driver is unknown, so the pod
+    is not failed over on a guess."""
+    from fencing.safety import unfenced_volumes
+
+    pvc = {"spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv-gone"}}
+    claim = {"name": "wal", "persistentVolumeClaim": {"claimName": "wal"}}
+    pod = _pod_with(claim, [{"name": "wal", "mountPath": "/wal"}])
+    (found,) = unfenced_volumes(pod, {"default/wal": pvc}.get, {}.get)
+    assert "pv-gone is not seen" in found
