@@ -11,6 +11,10 @@ landing at several offsets inside a poll interval. Prints, over the whole matrix
 - fault-to-deletion seconds (from the fault to the pass that deleted or evicted the pod), p50 and
   max over every pod that moved (target: p50 <= grace + 10 s).
 
+Every pod is a StatefulSet's (an ownerReference with ``controller: true``: ``Rig.pod``), as fencing
+fails over nothing else; the safety rules' own scenarios (a bare pod, a DaemonSet's, one that also
+mounts NFS) are among those that must stay.
+
     .venv/bin/python bench/fencing_bench.py
 """
 
@@ -23,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,9 +37,10 @@ OFFSETS = (0.5, 1.5, 2.5, 3.5, 4.5)
 SEVEN = ("n1", "n2", "n3", "n4", "n5", "n6", "n7")
 
 
-def _pod(rig: Rig, replicas: list[str], name: str = "db-0", labelled: bool | str = True, node: str = "n1") -> str:
+def _pod(rig: Rig, replicas: list[str], name: str = "db-0", labelled: bool | str = True, node: str = "n1",
+         **pod: Any) -> str:
     claim = rig.volume(f"pvc-{name}", replicas, in_use=node)
-    rig.pod(name, node, [claim], labelled=labelled)
+    rig.pod(name, node, [claim], labelled=labelled, **pod)
     return claim
 
 
@@ -71,6 +77,20 @@ def quorum_one(rig: Rig) -> None:
 
 def unlabelled(rig: Rig) -> None:
     _pod(rig, ["n1", "n2"], labelled=False)
+
+
+def bare_beside_statefulset(rig: Rig) -> None:
+    """db-0 (a StatefulSet's) and tmp-0 (created by hand: nothing would recreate it) on n1."""
+    _pod(rig, ["n1", "n2", "n3"])
+    _pod(rig, ["n1", "n2", "n3"], name="tmp-0", owner=None)
+
+
+def daemonset_pod(rig: Rig) -> None:
+    _pod(rig, ["n1", "n2", "n3"], owner="DaemonSet")
+
+
+def with_nfs(rig: Rig) -> None:
+    _pod(rig, ["n1", "n2", "n3"], extra_volumes=[{"name": "shared", "nfs": {"server": "nas", "path": "/db"}}])
 
 
 def storm_cluster(rig: Rig) -> None:
@@ -179,6 +199,9 @@ SCENARIOS = [
     Scenario("no quorum policy", no_policy, power_off),
     Scenario("quorum=1 (a lone node is quorate)", quorum_one, peers_cut),
     Scenario("unlabelled pod", unlabelled, power_off),
+    Scenario("a bare pod beside a StatefulSet's (NoController)", bare_beside_statefulset, power_off, moves("db-0")),
+    Scenario("a DaemonSet's pod (NoController)", daemonset_pod, power_off),
+    Scenario("pod also mounts NFS (UnfencedStorage)", with_nfs, power_off),
     Scenario("3 of 6 storage nodes lose power (storm)", storm_cluster, power_off_three),
     Scenario("garbage LINSTOR JSON", two_volumes, garbage),
     Scenario("LINSTOR controller unreachable", two_volumes, unreachable),

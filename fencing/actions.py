@@ -27,8 +27,10 @@ from kubernetes.client.exceptions import ApiException
 from linstor_scheduler.kube.client import retry_after_seconds
 from linstor_scheduler.volumes import CSI_DRIVER
 
+from . import intents
+
 log = logging.getLogger(__name__)
-TAINT_KEY = "linstor.csi.linbit.com/storage-lost"
+TAINT_KEY = intents.TAINT_KEY
 OLD_TAINT_KEYS = ("drbd.linbit.com/lost-storage",)  # set by earlier versions: removed like ours
 
 

@@ -37,9 +37,19 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     add_option(g, "--eviction-timeout", type=float, default=60.0, above=0,
                help="seconds after which an eviction (Ready node) that does not finish becomes a grace-0 delete")
     add_flag(g, "--dry-run", help="decide, log and record Events and metrics, but delete nothing")
-    add_flag(g, "--taint", default=True,
+    add_option(g, "--select", default="labelled", choices=["labelled", "all"],
+               help="which pods may be failed over: 'labelled' (on-storage-lost=remove) or 'all' with LINSTOR volumes "
+               "(opt out with the label linstor.csi.linbit.com/on-storage-lost=keep)")
+    add_flag(g, "--fail-over-unsafe-pods",
+             help="also fail over pods that use storage fencing cannot fence (another driver's writable claim, NFS, "
+             "iSCSI, a writable hostPath, ...): their old copy may still write there")
+    add_flag(g, "--taint",
              help="while fencing acts on a node, taint it linstor.csi.linbit.com/storage-lost:NoSchedule, until its "
-             "storage is back (--no-taint: never set it; ours are still removed)")
+             "storage is back (off: never set it; ours are still removed). The storage's own DaemonSets must "
+             "tolerate it: see docs/fencing.md")
+    add_option(g, "--taint-max-seconds", type=float, default=300.0, above=0,
+               help="seconds a taint of ours may stay on a node with no fail-over under way there before it is "
+               "removed and a Warning says so")
     add_option(g, "--taint-stable-seconds", type=float, default=60.0, minimum=0,
                help="seconds of storage back (satellite ONLINE, no storage proof for any of its replicas) after "
                "which our taint comes off")

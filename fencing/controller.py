@@ -57,10 +57,12 @@ from .guards import (
     BudgetGuard,
     DryRunGuard,
     GuardContext,
+    NoControllerGuard,
     RateLimitGuard,
     Refusal,
     StaleDataGuard,
     StormGuard,
+    UnfencedStorageGuard,
     apply,
     hold,
     lost_storage_nodes,
@@ -72,6 +74,7 @@ from .metrics import FencingMetrics
 from .notices import Notices, as_pod
 from .observe import (
     LABEL,
+    LABELLED,
     KubeObjects,
     LinstorReader,
     LinstorView,
@@ -129,8 +132,11 @@ class Settings:
     budget_window: float = 3600.0
     eviction_timeout: float = 60.0
     dry_run: bool = False
-    taint: bool = True
+    taint: bool = False
     taint_stable_seconds: float = 60.0
+    select: str = LABELLED  # --select: labelled pods only, or every pod but those labelled keep
+    fail_over_unsafe_pods: bool = False
+    taint_max_seconds: float = 300.0  # our taint with no fail-over under way on its node: removed after this
     api_timeout: float = 10.0  # one Kubernetes call (connect + read), seconds
 
 
@@ -170,7 +176,10 @@ class FencingController:
         s = self.settings
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
-        self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
+        # the pod's own rules: on its decision, and again on the live pod right before its removal
+        self.pod_rules = (NoControllerGuard(), UnfencedStorageGuard(s.fail_over_unsafe_pods))
+        self.guards = (StaleDataGuard(), StormGuard(), *self.pod_rules, self.budget, self.rate,
+                       DryRunGuard(s.dry_run))
         self.executor = Executor(actions, self, recorder, self.metrics, clock=clock,
                                  preconditions=self._write_refused, storage=self._storage_back, done=self._done)
         self.notices = Notices(self.executor.say, self.metrics, s.grace_period)
@@ -189,6 +198,10 @@ class FencingController:
         self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
+        # tainted node -> the last pass that wanted a fail-over there (a pod removal or a detach), or
+        # when this instance first saw the taint: a taint with nothing behind it for --taint-max-seconds
+        # is removed (the storage's own DaemonSet pods may not tolerate it: piraeus-operator #561, #825)
+        self._taint_backed: dict[str, float] = {}
         self._storm = False
         self._wake = asyncio.Event()
         self._promoted: set[str] = set()  # resources with a DRBD promotion change since the last read
@@ -262,7 +275,7 @@ class FencingController:
             self.metrics.decisions.labels(REFUSE, STALE_DATA).inc()
             return PassReport(now, guard=STALE_DATA, note=stale or "")
 
-        observed = build_observed(self.view, kube, self.timers.since)
+        observed = build_observed(self.view, kube, self.timers.since, self.settings.select)
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
         self.executor.begin_pass()
         await self.executor.settle(report)  # writes of earlier passes whose answers were lost
@@ -282,6 +295,8 @@ class FencingController:
                 for kind in plan.REMOVALS:
                     self._not_before.pop((decision.pod.uid, kind), None)
             refusal = apply(self.guards, decision, ctx)
+            if refusal is None and decision.verdict == FENCE:
+                self._taint_backed[decision.node] = now  # a fail-over under way on this node
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
             elif refusal is not None:  # dry run: what would happen, said as a Normal Event, nothing written
@@ -545,13 +560,18 @@ class FencingController:
         if live is None or (live.get("metadata") or {}).get("uid") != pod.uid:
             log.info("pod %s (uid %s) is gone or replaced: nothing to do for it", pod.key, pod.uid)
             return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail="gone or replaced")
-        current = pod_state(live, kube)
+        current = pod_state(live, kube, self.settings.select)
         if current.node != pod.node:
             return dataclasses.replace(decision, verdict=HEALTHY, reason="PodMoved", detail="no longer on the node")
         if current.opted_out or not current.opted_in:
             reason = OPTED_OUT if current.opted_out else NOT_OPTED_IN
             return self._refuse(decision, reason, f"node {decision.node} lost storage, but the pod's label or "
                                 "annotation now says not to fail it over")
+        # The pod as the API server has it now: orphaned (its StatefulSet deleted with --cascade=orphan)
+        # or given a volume we cannot fence since the caches saw it.
+        refusal = apply(self.pod_rules, dataclasses.replace(decision, pod=current), self._ctx)
+        if refusal is not None:
+            return self._refuse(decision, refusal.reason, refusal.detail)
         now = self.clock()
         if not decision.force and current.terminating:
             self._evicting.setdefault(pod.uid, now)  # evicted earlier (maybe by a previous leader)
@@ -621,9 +641,11 @@ class FencingController:
                 log.info("pod %s/%s left node %s during its grace period (deleted or replaced): nothing to do",
                          namespace, name, node)
                 continue
-            state = pod_state(live, KubeObjects())
+            state = pod_state(live, KubeObjects(), self.settings.select)
             reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
-            self.notices.warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
+            label = ((live.get("metadata") or {}).get("labels") or {}).get(LABEL)
+            change = "was removed" if label is None else f"now says {label!r}"
+            self.notices.warn(live, state, reason, f"the {LABEL} label {change} while node {node} was in its "
                              "grace period: the pod is not failed over", now)
 
 
@@ -639,6 +661,7 @@ class FencingController:
             if isinstance(step, plan.Kept):
                 self.notices.warn(self._raw.get(step.pod.uid) or {}, step.pod, step.reason, step.detail, now)
             else:
+                self._taint_backed[step.node] = now
                 await self._delete_attachment(step, now, ctx, report)
 
     async def _delete_attachment(self, intent: Intent, now: float, ctx: GuardContext, report: PassReport) -> None:
@@ -711,10 +734,24 @@ class FencingController:
                                                   self.settings.taint_stable_seconds)
         for name in self._stable_since:
             self._taint_wanted.pop(name, None)  # back: no taint to retry
-        for step in steps:
+        for step in [*steps, *self._expired_taints(tainted, {s.target for s in steps}, now)]:
             answer = await self._execute(step, ctx, report)
             if answer is not None and answer.reached and not answer.held:
                 self._stable_since.pop(step.target, None)
+                self._taint_backed.pop(step.target, None)
+                if step.reason == plan.TAINT_EXPIRED:
+                    node_obj = {"apiVersion": "v1", "kind": "Node", **step.obj}
+                    self.notices.warn_node(node_obj, step.target, plan.TAINT_EXPIRED, step.why, now)
+
+    def _expired_taints(self, tainted: dict[str, dict[str, Any]], leaving: set[str], now: float) -> list[Intent]:
+        """Our taints with nothing behind them for ``--taint-max-seconds`` (``intents.expired_taints``).
+        The bound counts from this instance's first sight of the taint at the latest (a restart
+        counts afresh)."""
+        for name in set(self._taint_backed) - set(tainted):
+            del self._taint_backed[name]
+        for name in tainted:
+            self._taint_backed.setdefault(name, now)
+        return plan.expired_taints(tainted, self._taint_backed, leaving, now, self.settings.taint_max_seconds)
 
     # --- reporting -------------------------------------------------------------------------------
     # --- the service loop ------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Each guard is a class with its own state, ``check(decision, context) -> Refusal 
 decision and ``hold(intent, context) -> Refusal | None`` for every other write (a taint, a detach, an
 untaint; a pod removal is judged once, on its decision); the first guard that refuses decides, so
 the order is the one docs/fencing.md gives (and ``FencingController.guards`` in controller.py
-lists): stale data, storm, budget, rate limit, dry run. A rule added later (a pod without a
-controller owner, storage we cannot fence) is one more guard in that list. The Lease is not a guard
+lists): stale data, storm, no controller, unfenced storage, budget, rate limit, dry run (the pod's
+own rules before the budget and the rate limit, so a pod refused for what it is spends neither,
+and before the dry run, so a dry run says the refusal, not "would fail over"). The Lease is not a guard
 on a decision: a follower does not even judge, and the Lease is re-checked before each write
 (executor.py).
 """
@@ -18,7 +19,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .intents import Intent
-from .verdict import FENCE, HEALTHY, WAITING, NodeState, PodDecision, ResourceState, storage_proof
+from .verdict import (
+    FENCE,
+    HEALTHY,
+    NO_CONTROLLER,
+    UNFENCED_STORAGE,
+    WAITING,
+    NodeState,
+    PodDecision,
+    ResourceState,
+    storage_proof,
+)
 
 STALE_DATA = "StaleData"
 STORM = "StormBreaker"
@@ -110,6 +121,40 @@ class StormGuard:
 
     def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None:
         return Refusal(STORM, f"{intent.kind} {intent.target} held: {ctx.storm}") if ctx.storm else None
+
+
+class NoControllerGuard(_OnDecisions):
+    """A pod nothing would recreate elsewhere is never removed (``safety.missing_controller``): a
+    bare pod would simply be gone, a DaemonSet's or a static pod's would come back on the lost node.
+    piraeus-ha-controller v1 skips a pod without owners (``reconcile_failover.go``, ``evictPods``)."""
+
+    name = NO_CONTROLLER
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        why = decision.pod.no_controller
+        if decision.verdict == FENCE and why:
+            return Refusal(NO_CONTROLLER, f"{decision.detail}; not failed over: {why}")
+        return None
+
+
+class UnfencedStorageGuard(_OnDecisions):
+    """A pod that also uses storage DRBD's quorum does not stop (another driver's writable claim,
+    iSCSI, NFS, a writable hostPath, ...) is not removed unless ``--fail-over-unsafe-pods``: its old
+    copy on the lost node may still write there while the replacement does too.
+    piraeus-ha-controller v1 refuses it the same way (``IsSafeVolume``; CHANGELOG 1.1.0)."""
+
+    name = UNFENCED_STORAGE
+
+    def __init__(self, allow: bool) -> None:
+        self.allow = allow
+
+    def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
+        unfenced = decision.pod.unfenced
+        if decision.verdict == FENCE and unfenced and not self.allow:
+            return Refusal(UNFENCED_STORAGE, f"{decision.detail}; not failed over: volume(s) {', '.join(unfenced)} "
+                           "cannot be fenced, the pod on the lost node may still write to them "
+                           "(--fail-over-unsafe-pods to fail it over all the same)")
+        return None
 
 
 class BudgetGuard(_OnDecisions):

@@ -31,6 +31,8 @@ KINDS = (TAINT, EVICT, DELETE, DETACH, UNTAINT)  # the writes, by their metric l
 REMOVALS = (EVICT, DELETE)
 
 HELD_BY_FINALIZER = "HeldByFinalizer"
+TAINT_EXPIRED = "TaintExpired"
+TAINT_KEY = "linstor.csi.linbit.com/storage-lost"  # actions.TAINT_KEY, named here for the sentences
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +190,26 @@ def untaints(observed: Observed, tainted: Mapping[str, dict[str, Any]], stable_s
         if now - back[name] >= stable_seconds:
             planned.append(untaint(name, obj))
     return planned, back
+
+
+def expired_taints(tainted: Mapping[str, dict[str, Any]], backed: Mapping[str, float], leaving: set[str],
+                   now: float, bound: float) -> list[Intent]:
+    """Our taints with no fail-over behind them (no pod removal or detach wanted on the node since
+    ``backed[node]``) for ``bound`` seconds, while the node's storage still looks lost (``leaving``:
+    those coming off anyway, the storage back): removed, with a Warning (``TAINT_EXPIRED``).
+
+    A taint kept for as long as the node stays lost blocks unrelated workloads and can deadlock the
+    recovery itself: a LINSTOR satellite or CSI node pod recreated there that does not tolerate it
+    never starts, so the storage never comes back (piraeus-operator #561, #825; piraeus-ha-controller
+    1.3.0 added an option to turn its taints off). Its job, keeping the replacement off the node, is
+    done once the fail-over is."""
+    expired = []
+    for name, obj in sorted(tainted.items()):
+        since = backed.get(name, now)
+        if name not in leaving and now - since >= bound:
+            expired.append(Intent(
+                UNTAINT, name, name, (), obj=obj, reason=TAINT_EXPIRED, event_type="Warning",
+                why=f"taint {TAINT_KEY} removed from node {name}: no fail-over under way there for {now - since:.0f}s "
+                f"(--taint-max-seconds {bound:g}), though its storage still looks lost; a taint kept longer blocks "
+                "unrelated pods, and the storage's own pods that do not tolerate it"))
+    return expired

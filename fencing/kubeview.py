@@ -22,8 +22,9 @@ from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import claim_record, volume_record
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches, bounded_by, object_key
+from linstor_scheduler.volumes import pod_claims
 
-from .observe import LABEL_SELECTOR, KubeObjects
+from .observe import ALL, LABELLED, KubeObjects, label_selector
 
 log = logging.getLogger(__name__)
 KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
@@ -53,15 +54,26 @@ def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
     return {"max_age": bound, **bounded_by(bound, api_timeout, floor=1.0)}
 
 
-class CachedKube:
-    """List+watch caches; pods through a server-side label selector (only those that carry our label)."""
+def with_claims(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod informer's transform with ``--select all``: a pod without any claim (PVC or generic
+    ephemeral volume) can have no LINSTOR volume and is never judged, so it is not kept; the cache
+    then holds the pods that use claims, not every pod of the cluster (volumes are immutable: a pod
+    skipped stays skippable)."""
+    return pod if pod_claims(pod) else None
 
-    def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0) -> None:
+
+class CachedKube:
+    """List+watch caches; pods through a server-side label selector (``observe.label_selector``: with
+    ``--select labelled`` only those that carry our label, with ``all`` every pod not labelled keep)."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0,
+                 select: str = LABELLED) -> None:
         self.bound = bound
         # Claims and volumes as records (linstor_scheduler/claims.py): a PVC + PV pair is ~0.6 KB
         # instead of ~18 KB as the API server sends it, and every volume of the cluster is one.
-        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR},
-                                 transforms=CLAIM_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
+        transforms = {**CLAIM_TRANSFORMS, **({"Pod": with_claims} if select == ALL else {})}
+        self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": label_selector(select)},
+                                 transforms=transforms, page_size=RECORD_PAGE_SIZE,
                                  **informer_settings(bound, api_timeout))
 
     def readiness(self) -> tuple[bool, str]:
@@ -96,11 +108,11 @@ class ListedKube:
     """One LIST per kind per ``refresh()``; a failed list leaves no view at all until the next success."""
 
     def __init__(self, api_client: k8s.ApiClient, *, timeout: float = 10.0,
-                 clock: Callable[[], float] = boottime) -> None:
+                 clock: Callable[[], float] = boottime, select: str = LABELLED) -> None:
         core, storage = k8s.CoreV1Api(api_client), k8s.StorageV1Api(api_client)
         opts: dict[str, Any] = {"_preload_content": False, "_request_timeout": (min(timeout, 3.0), timeout)}
         self._lists = {
-            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=LABEL_SELECTOR, **opts),
+            "Pod": lambda: core.list_pod_for_all_namespaces(label_selector=label_selector(select), **opts),
             "PersistentVolumeClaim": lambda: core.list_persistent_volume_claim_for_all_namespaces(**opts),
             "PersistentVolume": lambda: core.list_persistent_volume(**opts),
             "Node": lambda: core.list_node(**opts),

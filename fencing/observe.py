@@ -25,11 +25,30 @@ from linstor_scheduler.linstor.compact import (
 from linstor_scheduler.linstor.models import Node, ResourceGroup, StoragePool
 from linstor_scheduler.volumes import resolve_pod_claims
 
+from .safety import missing_controller, unfenced_volumes
 from .verdict import POLICY_KEYS, NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
 
 LABEL = "linstor.csi.linbit.com/on-storage-lost"
 LABEL_VALUE = "remove"
-LABEL_SELECTOR = LABEL  # server-side: every pod that carries the label, whatever its value
+KEEP_VALUE = "keep"  # the opt-out of --select all
+LABELLED, ALL = "labelled", "all"  # --select
+SELECTIONS = (LABELLED, ALL)
+LABEL_SELECTOR = LABEL  # server-side (--select labelled): every pod that carries the label, whatever its value
+
+
+def label_selector(select: str = LABELLED) -> str:
+    """The pod informer's server-side selector: with ``labelled`` the pods that carry the label (any
+    value: a value other than ``remove`` is judged and refused, said in an Event), with ``all`` every
+    pod but those labelled ``keep`` (piraeus-ha-controller covers every pod; its users asked for an
+    opt-out instead of an opt-in: its issues #3 and #12)."""
+    return LABEL_SELECTOR if select == LABELLED else f"{LABEL}!={KEEP_VALUE}"
+
+
+def opted_in(labels: Mapping[str, str], select: str = LABELLED) -> bool:
+    """``labelled``: the label says ``remove``; ``all``: no label, or ``remove`` (``keep``, or a value
+    we do not know, is not taken for a yes)."""
+    value = labels.get(LABEL)
+    return value == LABEL_VALUE or (select == ALL and value is None)
 OPT_OUT_ANNOTATION = "drbd.linbit.com/ignore-fail-over"
 
 Obj = Mapping[str, Any]
@@ -177,21 +196,20 @@ def node_states(view: LinstorView, kube: KubeObjects) -> dict[str, NodeState]:
     return states
 
 
-def pod_state(pod: Obj, kube: KubeObjects) -> PodState:
+def pod_state(pod: Obj, kube: KubeObjects, select: str = LABELLED) -> PodState:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     claims = resolve_pod_claims(pod, kube.pvcs.get, kube.pvs.get, lambda _name: None)
     volumes = tuple(
         PodVolume(c.ref.key, getattr(as_claim(kube.pvcs.get(c.ref.key)), "volume", None), c.resource, c.pending)
         for c in claims)
-    host_paths = tuple(str(v.get("name")) for v in spec.get("volumes") or []
-                       if isinstance(v, dict) and v.get("hostPath"))
     return PodState(
         namespace=meta.get("namespace") or "default", name=meta.get("name") or "", uid=meta.get("uid") or "",
         node=spec.get("nodeName"), volumes=volumes,
-        opted_in=(meta.get("labels") or {}).get(LABEL) == LABEL_VALUE,
+        opted_in=opted_in(meta.get("labels") or {}, select),
         opted_out=OPT_OUT_ANNOTATION in (meta.get("annotations") or {}),
-        host_paths=host_paths, terminating=bool(meta.get("deletionTimestamp")))
+        terminating=bool(meta.get("deletionTimestamp")), no_controller=missing_controller(pod),
+        unfenced=unfenced_volumes(pod, kube.pvcs.get, kube.pvs.get) if volumes else ())
 
 
 def running_pods(pods: Iterable[Obj]) -> list[Obj]:
@@ -199,8 +217,9 @@ def running_pods(pods: Iterable[Obj]) -> list[Obj]:
     return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
 
-def build_observed(view: LinstorView, kube: KubeObjects, fault_since: Mapping[tuple[str, str], float]) -> Observed:
-    pods = tuple(pod_state(p, kube) for p in running_pods(kube.pods))
+def build_observed(view: LinstorView, kube: KubeObjects, fault_since: Mapping[tuple[str, str], float],
+                   select: str = LABELLED) -> Observed:
+    pods = tuple(pod_state(p, kube, select) for p in running_pods(kube.pods))
     return Observed(node_states(view, kube), resource_states(view), pods, dict(fault_since))
 
 

@@ -57,7 +57,8 @@ NOTICES = frozenset({CONTROLLER_PARTITION, NO_PEER_WITNESS})
 NODE_UNKNOWN_TO_LINSTOR = "NodeUnknownToLinstor"
 NOT_OPTED_IN = "NotOptedIn"
 OPTED_OUT = "OptedOut"
-HOST_PATH = "HostPathVolume"
+NO_CONTROLLER = "NoController"  # guards.NoControllerGuard: nothing would recreate the pod elsewhere
+UNFENCED_STORAGE = "UnfencedStorage"  # guards.UnfencedStorageGuard: storage DRBD's quorum does not stop
 UNRESOLVED_VOLUME = "UnresolvedVolume"
 
 
@@ -130,8 +131,9 @@ class PodState:
     volumes: tuple[PodVolume, ...]
     opted_in: bool  # label value is "remove"
     opted_out: bool  # opt-out annotation present
-    host_paths: tuple[str, ...] = ()  # names of hostPath volumes
     terminating: bool = False
+    no_controller: str | None = None  # why nothing would recreate it elsewhere (safety.missing_controller)
+    unfenced: tuple[str, ...] = ()  # volumes we cannot fence, "name (what)" (safety.unfenced_volumes)
 
     @property
     def key(self) -> str:
@@ -341,10 +343,6 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
         return PodDecision(pod, node, REFUSE, NOT_OPTED_IN,
                            f"node {node} lost storage of {resources}, but the pod's on-storage-lost label "
                            "is not 'remove'", verdicts)
-    if pod.host_paths:
-        return PodDecision(pod, node, REFUSE, HOST_PATH,
-                           f"node {node} lost storage of {resources}, but the pod has hostPath volume(s) "
-                           f"{', '.join(pod.host_paths)} that would stay behind", verdicts)
     unresolved = [v for v in pod.volumes if v.resource is None]
     if unresolved:
         return PodDecision(pod, node, REFUSE, UNRESOLVED_VOLUME,

@@ -31,7 +31,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         storm_share=args.storm_share, evictions_per_minute=args.evictions_per_minute,
         failover_budget=args.failover_budget, budget_window=args.budget_window,
         eviction_timeout=args.eviction_timeout, dry_run=args.dry_run or args.once, taint=args.taint,
-        taint_stable_seconds=args.taint_stable_seconds, api_timeout=args.api_timeout)
+        taint_stable_seconds=args.taint_stable_seconds, api_timeout=args.api_timeout, select=args.select,
+        fail_over_unsafe_pods=args.fail_over_unsafe_pods, taint_max_seconds=args.taint_max_seconds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,8 +62,8 @@ async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
         def record(self, *_a: Any) -> None:
             pass
 
-    controller = FencingController(client, ListedKube(api, timeout=settings.api_timeout), actions, _Quiet(),
-                                   leader=AlwaysLeader(), settings=settings)
+    kube = ListedKube(api, timeout=settings.api_timeout, select=settings.select)
+    controller = FencingController(client, kube, actions, _Quiet(), leader=AlwaysLeader(), settings=settings)
     try:
         report = await controller.run_once()
     finally:
@@ -94,7 +95,7 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
 
     metrics = FencingMetrics()
     calls = KubeCalls(settings.api_timeout)
-    kube = CachedKube(api, bound=settings.max_staleness, api_timeout=settings.api_timeout)
+    kube = CachedKube(api, bound=settings.max_staleness, api_timeout=settings.api_timeout, select=settings.select)
     # blind (a Kubernetes view older than the bound) for three Lease durations: hand over, and stay
     # aside for one, so that a standby whose watches work can lead (issue 18)
     elector = elector_from_args(api, args, eligible=StepAside(kube.readiness, patience=3 * args.lease_duration,

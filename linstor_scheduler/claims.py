@@ -87,6 +87,8 @@ class VolumeRecord:
     affinity: Selector | None = None  # spec.nodeAffinity.required, compact (``selector``)
     access_modes: tuple[str, ...] = ()
     phase: str | None = None
+    read_only: bool = False  # spec.csi.readOnly: attached read-only wherever it is used
+    source: str | None = None  # a volume that is not CSI: its spec's source key ("nfs", "iscsi", ...)
 
     @property
     def size_bytes(self) -> int | None:
@@ -163,6 +165,14 @@ def template_record(namespace: str, name: str, template: Mapping[str, Any]) -> C
                        _access_modes(spec.get("accessModes")))
 
 
+# The in-tree volume sources a PersistentVolume's spec may carry instead of ``csi`` (core/v1
+# PersistentVolumeSource): fencing names the one a claim is on when it refuses to fail it over.
+PV_SOURCES = frozenset({"nfs", "iscsi", "rbd", "cephfs", "fc", "hostPath", "local", "glusterfs",
+                        "awsElasticBlockStore", "gcePersistentDisk", "azureDisk", "azureFile", "cinder",
+                        "vsphereVolume", "portworxVolume", "flexVolume", "flocker", "quobyte", "photonPersistentDisk",
+                        "scaleIO", "storageos"})
+
+
 def volume_record(obj: Mapping[str, Any]) -> VolumeRecord:
     """The record of a PV object."""
     meta = obj.get("metadata") or {}
@@ -179,6 +189,8 @@ def volume_record(obj: Mapping[str, Any]) -> VolumeRecord:
         affinity=selector((spec.get("nodeAffinity") or {}).get("required")),
         access_modes=_access_modes(spec.get("accessModes")),
         phase=_shared((obj.get("status") or {}).get("phase")),
+        read_only=csi.get("readOnly") is True,
+        source=None if csi else next((_intern(k) for k in spec if k in PV_SOURCES), None),
     )
 
 

@@ -8,7 +8,7 @@ objects read into them. Pure functions: lookups are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,16 +194,20 @@ class ClaimRef:
         return f"{self.namespace}/{self.name}"
 
 
+def named_volumes(pod: Obj) -> Iterator[tuple[str, Obj]]:
+    """A pod's volumes as (name, volume source), malformed entries skipped."""
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        if isinstance(vol, Mapping):
+            yield str(vol.get("name") or ""), vol
+
+
 def pod_claims(pod: Obj) -> list[ClaimRef]:
     """Claims of a pod; an ephemeral volume's PVC is named ``<pod>-<volume>`` by Kubernetes."""
     meta = pod.get("metadata") or {}
     namespace = meta.get("namespace") or "default"
     pod_name = meta.get("name") or ""
     refs: list[ClaimRef] = []
-    for vol in (pod.get("spec") or {}).get("volumes") or []:
-        if not isinstance(vol, Mapping):
-            continue
-        name = str(vol.get("name") or "")
+    for name, vol in named_volumes(pod):
         pvc = vol.get("persistentVolumeClaim")
         if isinstance(pvc, Mapping) and pvc.get("claimName"):
             refs.append(ClaimRef(namespace, str(pvc["claimName"]), name))

@@ -103,9 +103,11 @@ class Rig:
         client = LinstorClient(self.emu_url, timeout=self.linstor_timeout, connect_timeout=1.0, retries=1,
                                sleep=_no_sleep)
         api = self.ks.api_client(self.ks_url)
-        ctrl = FencingController(client, ListedKube(api, timeout=5.0, clock=self.clock), KubeActions(api, timeout=5.0),
+        settings = settings or self.settings
+        ctrl = FencingController(client, ListedKube(api, timeout=5.0, clock=self.clock, select=settings.select),
+                                 KubeActions(api, timeout=5.0),
                                  EventRecorder(api, "fencing-test"),
-                                 leader=leader or FakeLeader(self.clock), settings=settings or self.settings,
+                                 leader=leader or FakeLeader(self.clock), settings=settings,
                                  metrics=FencingMetrics(), clock=self.clock, wall_clock=self.clock)
         self.controllers.append(ctrl)
         return ctrl
@@ -131,8 +133,11 @@ class Rig:
     def pod(self, name: str, node: str | None, claims: list[str], *, labelled: bool | str = True,
             attach: bool = True, namespace: str = "default", annotations: dict[str, str] | None = None,
             extra_volumes: list[dict[str, Any]] | None = None,
-            ephemeral: tuple[str, ...] = ()) -> dict[str, Any]:
+            ephemeral: tuple[str, ...] = (), owner: str | None = "StatefulSet") -> dict[str, Any]:
         """A running pod (as a StatefulSet makes it) and, when ``attach``, its VolumeAttachments on its node.
+
+        ``owner``: the kind of its controller (``ownerReferences`` with ``controller: true``, named after
+        the pod's app); None: a bare pod, created by hand.
 
         ``ephemeral``: names of generic ephemeral volumes; Kubernetes names their PVC ``<pod>-<volume>``
         (make it first: ``rig.volume(resource, ..., claim=f"{pod}-{volume}")``)."""
@@ -145,6 +150,9 @@ class Rig:
         obj["status"] = {"phase": "Running" if node else "Pending"}
         if annotations:
             obj["metadata"]["annotations"] = annotations
+        if owner:
+            obj["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner, "name": labels["app"],
+                                                   "uid": f"uid-{owner.lower()}-{labels['app']}", "controller": True}]
         stored = self.ks.add(obj)
         if attach and node:
             for claim in [*claims, *(f"{name}-{v}" for v in templates)]:

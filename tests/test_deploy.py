@@ -216,6 +216,30 @@ def test_every_file_is_listed_and_every_listed_file_exists():
     assert (DEPLOY / "base").resolve() in listed
 
 
+def test_fencing_is_deployed_with_the_fields_safety_rules():
+    """Issue 20, 6: as shipped, fencing fails over labelled pods only, sets no taint (a satellite or
+    CSI node pod that does not tolerate it could not come back: piraeus-operator #561, #825), and
+    refuses pods with storage it cannot fence."""
+    c = container(objects(), "linstor-scheduler-fencing", "fencing")
+    assert setting(c, "--select") == "labelled"
+    assert setting(c, "--taint").lower() == "false"
+    assert setting(c, "--fail-over-unsafe-pods").lower() == "false"
+
+
+def test_sync_node_tolerates_the_fencing_taint():
+    """docs/fencing.md, "The taint": with --taint, our own storage agent still starts on a tainted node."""
+    from fencing.actions import TAINT_KEY
+
+    (spec,) = [spec for o, spec in pod_specs(objects()) if o["metadata"]["name"] == "linstor-scheduler-sync-node"]
+    taint = {"key": TAINT_KEY, "effect": "NoSchedule"}
+
+    def tolerates(t: dict[str, Any]) -> bool:
+        return (t.get("key") in (None, taint["key"]) and t.get("effect") in (None, taint["effect"])
+                and (t.get("operator") == "Exists" or t.get("key") == taint["key"]))
+
+    assert any(tolerates(t) for t in spec.get("tolerations") or [])
+
+
 def test_places_for_the_other_workloads_are_marked():
     text = (DEPLOY / "base" / "kustomization.yaml").read_text()
     for entry in ("fencing-deployment.yaml", "sync-node-daemonset.yaml", "sync-classes-deployment.yaml"):

@@ -177,6 +177,7 @@ def test_a_node_name_linstor_does_not_know_is_a_warning_and_a_metric(rig):
 
 @pytest.mark.parametrize("status", [403, 503])
 def test_a_taint_refused_or_failed_says_so_and_is_retried(rig, status):
+    rig.settings.taint = True  # --taint
     database(rig)
     rig.run(10)
     rig.ks.inject(fail=1, status=status, path_prefix="/api/v1/nodes/n1", method="PATCH")

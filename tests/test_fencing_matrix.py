@@ -273,7 +273,7 @@ def test_opt_out_annotation_and_host_path_are_refused_with_a_reason(rig):
     rig.crash("n1")
     rig.run(60)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
-    assert rig.events("OptedOut", "a-0") and rig.events("HostPathVolume", "b-0")
+    assert rig.events("OptedOut", "a-0") and rig.events("UnfencedStorage", "b-0")
 
 
 def test_two_instances_only_the_lease_holder_acts_and_a_new_leader_finishes(rig):

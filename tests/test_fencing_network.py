@@ -311,8 +311,9 @@ def test_node_crash_with_r2_and_r3_volumes(rig):
     assert len(rig.attachment_deletes()) == 2
 
 
-# --- taint by default ------------------------------------------------------------------------------
+# --- the taint (--taint) ---------------------------------------------------------------------------------
 def test_the_lost_node_is_tainted_while_fencing_acts_and_untainted_by_a_new_instance(rig):
+    rig.settings.taint = True  # --taint
     rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
     rig.run(10)
     rig.power_off("n1")
@@ -331,6 +332,7 @@ def test_the_lost_node_is_tainted_while_fencing_acts_and_untainted_by_a_new_inst
 
 
 def test_no_taint_while_the_storm_breaker_holds(rig):
+    rig.settings.taint = True  # --taint
     rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n4"], diskless=["n5"], in_use="n1")])
     rig.run(10)
     for node in ("n1", "n2", "n3"):

@@ -60,6 +60,7 @@ def test_the_taint_is_set_even_when_the_node_changed_since_it_was_listed(rig):
     fix the taint was simply not set, the pod was deleted anyway, and no later pass tainted the node
     (only a pod removal does): the recreated pod could go straight back to the dead node. Now the
     node is read live and the patch retried, keeping the lifecycle controller's taint."""
+    rig.settings.taint = True  # --taint
     rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
     rig.run(10)
     rig.power_off("n1")
@@ -132,6 +133,7 @@ def test_the_taint_comes_off_when_only_the_nodes_peers_are_lost(rig):
     peer down, because its peers are gone. No witness says n1 is lost (LINSTOR reaches it, no peer
     can testify), yet the taint stayed on n1 for as long as n2 and n3 were down: _untaint counted
     either witness alone. It now needs what every other decision needs: both."""
+    rig.settings.taint = True  # --taint
     data = rig.volume("pvc-a", ["n1", "n2"], diskless=["n3"], in_use="n1")
     rig.pod("db-0", "n1", [data])
     rig.run(10)

@@ -21,7 +21,7 @@ def test_the_whole_story():
     assert result.replicas[0] == "w2"
     assert "claim default/data-db-0: unbound, storage pool thindata on w2 has 400.0GiB free" in text
     # 3. its node loses storage: the pod, then its VolumeAttachment, are removed after the grace period
-    assert result.fenced == [("taint", "w2", "done"), ("pod_delete", "default/db-0", "done"),
+    assert result.fenced == [("pod_delete", "default/db-0", "done"),  # no taint: off by default
                              ("attachment_delete", "csi-pvc-3f1e9c2a-w2-linstor", "done")]
     assert 30 <= result.seconds_to_failover <= 40
     assert "Normal FencedPod: deleted (grace 0) from node w2" in text
