@@ -50,12 +50,7 @@ class ExtenderArgs:
     @property
     def node_names(self) -> list[str]:
         if self._names is None:
-            try:
-                self._names = _NAMES.decode(self.raw_names or b"[]")
-            except msgspec.ValidationError:
-                raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
-            except (msgspec.DecodeError, RecursionError) as exc:  # e.g. invalid UTF-8 in a name
-                raise BadRequest(f"ExtenderArgs.NodeNames is not valid JSON: {_why(exc)}") from None
+            self._names = decode_names(self.raw_names or b"[]")
         return self._names
 
     def pod_ref(self) -> str:
@@ -229,6 +224,16 @@ def _finish(top: dict[str, Any]) -> ExtenderArgs:
     if raw_pod == b"null":
         raise BadRequest("ExtenderArgs.Pod is missing")
     return _nodes_part(top, raw_pod)
+
+
+def decode_names(raw_names: bytes) -> list[str]:
+    """The NodeNames array as sent (``ExtenderArgs.raw_names``), checked: a list of strings."""
+    try:
+        return _NAMES.decode(raw_names)
+    except msgspec.ValidationError:
+        raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # e.g. invalid UTF-8 in a name
+        raise BadRequest(f"ExtenderArgs.NodeNames is not valid JSON: {_why(exc)}") from None
 
 
 def decode_pod(raw_pod: bytes) -> dict[str, Any]:
