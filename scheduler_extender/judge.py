@@ -377,19 +377,20 @@ class Extender:
         if neutral is None:
             fresh = self.freshness(state)
             neutral = fresh.neutral_reason
-            if neutral is None and side.key is None:
+            if fresh.stale:
+                self._say_neutral(fresh.reason)
+            elif neutral is None and side.key is None:
                 side = await self._locate(side, signature)
-            elif fresh.stale:
-                self._say_neutral(neutral)
         if raw_pod is not None and not known and side.complete:
             self.pod_bytes.put(raw_pod, state.generation, side)
         table_key = self._table_key(side) if neutral is None else None
         return Decision(self, side, names, neutral, table_key, cacheable=neutral is None or not side.claims)
 
-    def _say_neutral(self, reason: str | None) -> None:
+    def _say_neutral(self, stale: str | None) -> None:
+        """At most every 30 s: the log says why the extender stopped steering, not once per request."""
         now = self.clock()
         if now - self._last_stale_log > 30:
-            log.warning("extender is neutral: %s", reason)
+            log.warning("extender is neutral: %s: not steering on stale data", stale)
             self._last_stale_log = now
 
     def _resolve(self, pod: Mapping[str, Any], state: ClusterState) -> tuple[Prepared, tuple[Any, ...] | None]:
