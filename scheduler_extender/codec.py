@@ -194,6 +194,12 @@ def _decode_any(body: bytes) -> ExtenderArgs:
         if full is not None:
             return full
     if split is not None:
+        try:  # the rest as kube-scheduler writes it ({"Pod":{...},"Nodes":null}): no dict, no key folding
+            exact = _FAST_ARGS.decode(split[0])
+        except msgspec.DecodeError:  # another spelling or shape, or broken: the paths below decide
+            exact = None
+        if exact is not None and exact.Nodes is None and exact.NodeNames is _NULL and not _is_null(exact.Pod):
+            return ExtenderArgs(None, None, None, None, split[1], bytes(exact.Pod))
         try:
             top = _fold(_RAW_OBJECT.decode(split[0]))
         except msgspec.DecodeError:

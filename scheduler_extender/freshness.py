@@ -63,10 +63,12 @@ class Freshness:
         return None
 
 
-def measure(ready: bool, ages: tuple[float, float] | None, limit: float, *, last_error: str | None,
+def measure(ready: bool, ages: tuple[float, float] | None, limit: float, last_error: str | None,
             kube_detail: Callable[[], str]) -> Freshness:
-    """``kube_detail`` (which informer is stalest, and why) is asked only when the Kubernetes view is
-    past the limit: naming it walks the informers, which the request path cannot afford each time."""
+    """The record for ``ages`` (LINSTOR, Kubernetes) against ``limit``. ``kube_detail`` (which informer
+    is stalest, and why) is asked only when the Kubernetes view is past the limit: naming it walks
+    the informers, which the request path cannot afford each time (positional arguments: this runs
+    on every request)."""
     reason = None
     if ages is not None and max(ages) > limit:
         reason = stale_reason(*ages, limit, last_error=last_error,

@@ -16,7 +16,7 @@ import gc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
@@ -41,6 +41,7 @@ NODE_ENTRY_BYTES = 100
 OWN_VERDICT_BYTES = 350
 ANSWERS_LIMIT = 64 * 1024 * 1024  # answers at 1,000 nodes are 15-40 KB
 NO_LINSTOR_VOLUMES = "pod has no LINSTOR volumes"
+NEVER = float("-inf")
 FALLBACK_GENERATION = 0  # the fallback's memories are not tied to a state generation (FallbackReader)
 
 
@@ -209,24 +210,20 @@ class Decision:
     no per-node work. Names given decoded are judged at once.
     """
 
-    __slots__ = ("_answer_key", "_extender", "_names", "_raw_names", "_side", "_table_key", "_verdicts",
-                 "neutral_reason")
+    __slots__ = ("_extender", "_given", "_kept", "_names", "_side", "_table_key", "_verdicts", "neutral_reason")
 
     def __init__(self, extender: Extender, side: Prepared, names: Sequence[str] | bytes, neutral_reason: str | None,
-                 table_key: tuple[Any, ...] | None, cacheable: bool) -> None:
+                 table_key: tuple[Any, ...] | None, kept: bool) -> None:
+        """``kept``: answers may be kept by the candidates' bytes (``names`` are bytes, and the answer
+        does not depend on the time)."""
         self._extender = extender
         self._side = side
+        self._given = names
+        self._names: Sequence[str] | None = None
         self.neutral_reason = neutral_reason
         self._table_key = table_key
-        if isinstance(names, bytes):
-            self._raw_names: bytes | None = names
-            self._names: Sequence[str] | None = None
-        else:
-            self._raw_names, self._names = None, names
-        self._answer_key = table_key if cacheable and self._raw_names is not None else _NOT_CACHED
+        self._kept = kept
         self._verdicts: list[NodeVerdict] | None = None
-        if self._names is not None and neutral_reason is None:  # no answer to find by bytes: verdicts now
-            self._verdicts = self.verdicts_on(self._names)
 
     @property
     def pod(self) -> str:
@@ -249,7 +246,8 @@ class Decision:
     @property
     def names(self) -> Sequence[str]:
         if self._names is None:
-            self._names = decode_names(self._raw_names or b"[]")
+            given = self._given
+            self._names = decode_names(given) if isinstance(given, bytes) else given
         return self._names
 
     @property
@@ -272,18 +270,15 @@ class Decision:
         bytes) while the state's content is the same: pods of a wave share a candidate list, and a
         pending pod is retried with the same one. Never kept: a neutral answer for staleness (time
         passes), nor one for candidates given as decoded names (explain, full Node objects)."""
-        if self._answer_key is _NOT_CACHED:
+        if not self._kept:
             return build()
-        answers, key, generation = self._extender.answers, (verb, self._answer_key, self._raw_names), \
-            self._side.state.generation
+        answers, generation = self._extender.answers, self._side.state.generation
+        key = (verb, self._table_key, self._given)
         found = answers.get(key, generation)
         if found is None:
             found = build()
             answers.put(key, generation, found)
-        return cast(E, found)
-
-
-_NOT_CACHED: tuple[Any, ...] = ("not cached",)
+        return found  # type: ignore[return-value]  # what build() made for this key
 
 
 class Extender:
@@ -329,7 +324,8 @@ class Extender:
             "node_sets", max_entries=4096)
         self._classes: Mapping[str, int] = {}
         self._classes_generation = -1
-        self._last_stale_log = float("-inf")
+        self._last_stale_log = NEVER
+        self._kube_detail: Callable[[], str] = kube.kube_detail if kube is not None else str
 
     @property
     def caches(self) -> list[GenerationCache[Any, Any]]:
@@ -341,19 +337,17 @@ class Extender:
         """The view's age now: LINSTOR since its last good read, Kubernetes since the API server last
         confirmed the view the state holds (``kube``, else the state's own read time); no ages before
         the first sync or for snapshots."""
-        state = state or self.holder.state
+        holder = self.holder
+        if state is None:
+            state = holder.state
         ages = None
-        if not self.holder.static and state.synced_at != float("-inf"):
+        if not holder.static and state.synced_at != NEVER:
             now = self.clock()
             kube = self.kube.kube_age() if self.kube is not None else None
             if kube is None:
                 kube = now - state.kube_synced_at
             ages = (max(0.0, now - state.linstor_synced_at), max(0.0, kube))
-        return measure(self.holder.ready, ages, self.max_staleness, last_error=self.holder.last_error,
-                       kube_detail=self._kube_detail)
-
-    def _kube_detail(self) -> str:
-        return self.kube.kube_detail() if self.kube is not None else ""
+        return measure(holder.ready, ages, self.max_staleness, holder.last_error, self._kube_detail)
 
     # --- the decision ------------------------------------------------------------------------------
     async def decide(self, pod: Mapping[str, Any] | bytes, names: Sequence[str] | bytes) -> Decision:
@@ -377,14 +371,20 @@ class Extender:
         if neutral is None:
             fresh = self.freshness(state)
             neutral = fresh.neutral_reason
-            if fresh.stale:
+            if neutral is None:
+                if side.key is None:
+                    side = await self._locate(side, signature)
+            elif fresh.stale:
                 self._say_neutral(fresh.reason)
-            elif neutral is None and side.key is None:
-                side = await self._locate(side, signature)
         if raw_pod is not None and not known and side.complete:
             self.pod_bytes.put(raw_pod, state.generation, side)
-        table_key = self._table_key(side) if neutral is None else None
-        return Decision(self, side, names, neutral, table_key, cacheable=neutral is None or not side.claims)
+        if neutral is not None:  # kept by the candidates' bytes only if it does not depend on the time
+            return Decision(self, side, names, neutral, None, kept=not side.claims and isinstance(names, bytes))
+        if isinstance(names, bytes):
+            return Decision(self, side, names, None, self._table_key(side), kept=True)
+        decision = Decision(self, side, names, None, self._table_key(side), kept=False)
+        decision._verdicts = decision.verdicts_on(names)  # no answer to find by bytes: the verdicts are asked for
+        return decision
 
     def _say_neutral(self, stale: str | None) -> None:
         """At most every 30 s: the log says why the extender stopped steering, not once per request."""

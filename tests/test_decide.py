@@ -140,21 +140,21 @@ def never_asked() -> str:
 
 
 def test_before_the_first_sync_nothing_is_stale_or_fresh():
-    fresh = measure(False, None, 120.0, last_error=None, kube_detail=never_asked)
+    fresh = measure(False, None, 120.0, None, never_asked)
     assert (fresh.age, fresh.stale, fresh.neutral_reason) == (None, None, NOT_SYNCED)
 
 
 def test_at_the_limit_the_view_is_fresh_and_past_it_stale_naming_the_source():
-    at = measure(True, (120.0, 3.0), 120.0, last_error="connection refused", kube_detail=never_asked)
+    at = measure(True, (120.0, 3.0), 120.0, "connection refused", never_asked)
     assert (at.age, at.stale, at.neutral_reason) == (120.0, False, None)
-    past = measure(True, (121.0, 3.0), 120.0, last_error="connection refused", kube_detail=never_asked)
+    past = measure(True, (121.0, 3.0), 120.0, "connection refused", never_asked)
     assert past.stale and past.age == 121.0
     assert past.reason == "LINSTOR state 121s old (last error: connection refused); limit 120s"
     assert past.neutral_reason == f"{past.reason}: not steering on stale data"
 
 
 def test_a_silent_api_server_is_named_with_the_stalest_informer():
-    fresh = measure(True, (3.0, 200.0), 120.0, last_error=None, kube_detail=lambda: "Node confirmed 200s ago")
+    fresh = measure(True, (3.0, 200.0), 120.0, None, lambda: "Node confirmed 200s ago")
     assert fresh.reason == "Kubernetes view 200s old (Node confirmed 200s ago); limit 120s"
 
 
