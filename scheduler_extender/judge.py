@@ -379,10 +379,10 @@ class Extender:
         if raw_pod is not None and not known and side.complete:
             self.pod_bytes.put(raw_pod, state.generation, side)
         if neutral is not None:  # kept by the candidates' bytes only if it does not depend on the time
-            return Decision(self, side, names, neutral, None, kept=not side.claims and isinstance(names, bytes))
+            return Decision(self, side, names, neutral, None, not side.claims and isinstance(names, bytes))
         if isinstance(names, bytes):
-            return Decision(self, side, names, None, self._table_key(side), kept=True)
-        decision = Decision(self, side, names, None, self._table_key(side), kept=False)
+            return Decision(self, side, names, None, self._table_key(side), True)  # answers kept by the bytes
+        decision = Decision(self, side, names, None, self._table_key(side), False)
         decision._verdicts = decision.verdicts_on(names)  # no answer to find by bytes: the verdicts are asked for
         return decision
 
