@@ -21,6 +21,7 @@ from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.informer import KubeCaches, bounded_by
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.runtime import serve_asgi
+from linstor_scheduler.servingtls import ServingTLS
 
 from .cli import DEFAULT_MAX_STALENESS
 from .http import WebhookApp, create_app
@@ -123,6 +124,8 @@ def run_webhook(args: argparse.Namespace) -> int:
     app = build_webhook_app(api, scheduler_name=args.scheduler_name, publisher=publisher,
                             read_timeout=args.pvc_read_timeout, max_staleness=args.max_staleness,
                             api_timeout=args.api_timeout)
+    # Re-read when the files change (servingtls.py): cert-manager's renewal reaches the mounted files,
+    # and new connections get it without a restart.
     return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
-                      ssl_certfile=cert_file, ssl_keyfile=key_file,
+                      tls=ServingTLS(cert_file, key_file),
                       ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)

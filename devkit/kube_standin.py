@@ -37,6 +37,10 @@ page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver
   such a watch an error and backs off (reflector.go ``handleWatch``: "very short watch: Unexpected
   watch close - watch lasted less than a second and no items received"). Until ``reset_faults()``.
 - ``slow(seconds)``: answers delayed (an overloaded server or a slow etcd).
+- a DELETE (or an eviction) of an object with ``metadata.finalizers`` only marks it
+  (``deletionTimestamp``, ``deletionGracePeriodSeconds``) and it stays until they are removed
+  (apiserver:pkg/registry/generic/registry/store.go ``Store.Delete``); without finalizers a pod is
+  removed at once (there is no kubelet).
 - ``inject(status=429)`` answers as API Priority and Fairness and max-inflight do: plain text "Too
   many requests, please try again later." with ``Retry-After`` (apiserver:pkg/server/filters/
   priority-and-fairness.go ``tooManyRequests``), except on the eviction subresource, whose 429 is
@@ -429,6 +433,26 @@ class KubeStandin(HttpDouble):
                 self._record(plural, "DELETED", obj)
             return copy.deepcopy(obj) if obj else None
 
+    def held_by_finalizers(self, kind: str, current: dict[str, Any], grace: int | None) -> dict[str, Any] | None:
+        """A DELETE of an object that carries finalizers only marks it: ``deletionTimestamp`` and
+        ``deletionGracePeriodSeconds`` (the smaller of the old and the asked one) are set and the
+        object stays until its finalizers are removed (apiserver:pkg/registry/generic/registry/
+        store.go, ``Store.Delete`` -> ``updateForGracefulDeletionAndFinalizers``). Returns the object
+        so marked, or None when nothing holds it (it is deleted). Pods are removed at once otherwise:
+        the stand-in has no kubelet."""
+        meta = current.get("metadata") or {}
+        if not meta.get("finalizers"):
+            return None
+        with self._lock:
+            marked = copy.deepcopy(current)
+            marked["kind"] = kind
+            mmeta = marked["metadata"]
+            mmeta.setdefault("deletionTimestamp", _now())
+            asked = 30 if grace is None else int(grace)
+            old = mmeta.get("deletionGracePeriodSeconds")
+            mmeta["deletionGracePeriodSeconds"] = asked if old is None else min(int(old), asked)
+            return self.update(marked)
+
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         with self._lock:
             plural = self._plural(kind)
@@ -820,10 +844,12 @@ class KubeStandin(HttpDouble):
         async def delete(request: Request, kind: str, ns: str | None, name: str,
                          current: dict[str, Any]) -> Response:
             options = await body_of(request)
-            failed = precondition_failed(options if isinstance(options, dict) else {}, current)
+            options = options if isinstance(options, dict) else {}
+            failed = precondition_failed(options, current)
             if failed:
                 return failed
-            return ok(ks.delete(kind, name, ns))
+            held = ks.held_by_finalizers(kind, current, options.get("gracePeriodSeconds"))
+            return ok(held if held is not None else ks.delete(kind, name, ns))
 
         async def evict(request: Request, ns: str | None, name: str) -> Response:
             body = await body_of(request)
@@ -831,10 +857,12 @@ class KubeStandin(HttpDouble):
                 current = ks._objects.get(("pods", ns, name))
                 if current is None:
                     return status(404, "NotFound", f'pods "{name}" not found')
-                failed = precondition_failed(body.get("deleteOptions") or {}, current)
+                options = body.get("deleteOptions") or {}
+                failed = precondition_failed(options, current)
                 if failed:
                     return failed
-                ks.delete("Pod", name, ns)
+                if ks.held_by_finalizers("Pod", current, options.get("gracePeriodSeconds")) is None:
+                    ks.delete("Pod", name, ns)
             return ok({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
 
         async def watch(request: Request, plural: str, ns: str | None) -> Response:

@@ -1,6 +1,6 @@
 """A LINSTOR controller emulator: the REST v1 paths we use, in their real shapes, over real HTTP.
 
-Responses follow ``shared/linstor/rest_v1_openapi.yaml`` (a test validates them against it) and are
+Responses follow ``third_party/linstor/rest_v1_openapi.yaml`` (a test validates them against it) and are
 read by LINBIT's python-linstor in a test, so they prove the wire format, not our reading of it.
 Faults can be injected: latency, error answers with ApiCallRc bodies, dropped connections, garbage.
 State is mutated from test threads while the server runs, under one lock.
@@ -9,11 +9,12 @@ DRBD and the satellites' reachability are modelled, not edited by hand (docs/fen
 emulator's DRBD model", gives the sources): a reachability matrix (node power, controller <->
 satellite, satellite <-> satellite per resource) drives everything a client reads, derived at read
 time by ``drbd_model``: a satellite's ``connection_status``, each replica's
-``layer_object.drbd.connections`` as its own node sees them, quorum (voters it reaches, tie-breakers
-counted), ``may_promote``, ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``,
-and, for a satellite the controller cannot reach, unknown states (no ``state``, no DRBD status)
-rather than the last good ones. Scenarios are network events: ``power_off``, ``cut_controller``,
-``cut_peers``.
+``layer_object.drbd.connections`` as its own node sees them, quorum and ``may_promote`` by DRBD's
+own rules (``linstor_scheduler.drbd_quorum``, with what each node remembers from the previous
+network event), ``promotion_score``, suspended I/O under ``on-no-quorum suspend-io``, and, for a
+satellite the controller cannot reach, unknown states (no ``state``, no DRBD status) rather than the
+last good ones. Scenarios are network events: ``power_off``, ``cut_controller``, ``cut_peers``,
+``split``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import re
 import time
 import uuid
@@ -35,6 +37,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from devkit.base import HttpDouble, Subscriber
+from linstor_scheduler import drbd_quorum as quorum_rules
+from linstor_scheduler.drbd_quorum import Memory
 
 MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
 MASK_INFO = 0
@@ -79,6 +83,7 @@ class LinstorEmulator(HttpDouble):
         self._net = Reachability()
         self._conn_override: dict[tuple[str, str, str], bool] = {}
         self._promote_override: dict[tuple[str, str], bool] = {}
+        self._quorum_memory: dict[str, dict[str, Memory]] = {}  # rd -> node -> what its DRBD remembers
         # The resource view is cached (a 100,000-item body polled every few seconds): the whole body per
         # change generation, and each item's bytes until a change touches its resource definition.
         self._gen = 0
@@ -155,6 +160,19 @@ class LinstorEmulator(HttpDouble):
 
         self._network(change)
 
+    def split(self, side: Iterable[str], cut: bool = True) -> None:
+        """The replication network between the nodes of ``side`` and every other node goes down (or comes
+        back) at once, for every resource: one event, as a switch failure is (``cut_peers`` node by node
+        is one event per node, and DRBD remembers what happened in between)."""
+        inside = set(side)
+        with self._lock:
+            links = {frozenset((a, b)) for a in inside for b in self._nodes if b not in inside}
+
+        def change(net: Reachability) -> None:
+            net.peer_cut = (net.peer_cut | links) if cut else (net.peer_cut - links)
+
+        self._network(change)
+
     def heal(self, node: str) -> None:
         """Every link of ``node`` back and the node powered: the fault is over."""
         def change(net: Reachability) -> None:
@@ -195,6 +213,8 @@ class LinstorEmulator(HttpDouble):
             before = self._promotion(rds, grouped)
             change(self._net)
             self._changed(rds)
+            for rd in rds:  # DRBD's state change: each node remembers its quorum and partition
+                self._quorum_memory[rd] = self._model(rd, grouped[rd]).memory
             after_nodes = {n: self._status(n) for n in self._nodes}
             after = self._promotion(rds, grouped)
         for name, status in after_nodes.items():
@@ -241,9 +261,13 @@ class LinstorEmulator(HttpDouble):
         return grouped
 
     def _drbd(self, rd: str, replicas: dict[str, dict[str, Any]] | None = None) -> dict[str, ReplicaDrbd]:
+        return self._model(rd, replicas).replicas
+
+    def _model(self, rd: str, replicas: dict[str, dict[str, Any]] | None = None) -> DrbdModel:
         if replicas is None:
             replicas = {n: r for (name, n), r in self._resources.items() if name == rd}
-        return drbd_model(rd, replicas, self._net, self._effective_props(rd), self._conn_override)
+        return drbd_model(rd, replicas, self._net, self._effective_props(rd), self._conn_override,
+                          self._quorum_memory.get(rd))
 
     def _promotion(self, rds: Iterable[str] | None = None,
                    grouped: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[tuple[str, str], bool]:
@@ -383,6 +407,9 @@ class LinstorEmulator(HttpDouble):
                 "create_timestamp": int(time.time() * 1000), "volumes": vols,
             }
             self._resources[(name, node)] = item
+            for peer, memory in (self._quorum_memory.get(name) or {}).items():  # a fresh peer joins the members
+                if memory.members is not None:  # (drbd_state.c update_members)
+                    self._quorum_memory[name][peer] = dataclasses.replace(memory, members=memory.members | {node})
         return item
 
     def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,
@@ -413,6 +440,7 @@ class LinstorEmulator(HttpDouble):
                 del self._resources[key]
             if node is None or not any(k[0] == name for k in self._resources):
                 self._rds.pop(name, None)
+                self._quorum_memory.pop(name, None)  # a resource created again under this name starts whole
 
     def load(self, *, nodes: Iterable[dict[str, Any]] = (), resources: Iterable[dict[str, Any]] = (),
              storage_pools: Iterable[dict[str, Any]] = ()) -> None:
@@ -680,9 +708,6 @@ class LinstorEmulator(HttpDouble):
 
 
 # --- the DRBD model ------------------------------------------------------------------------------
-QUORUM_PROP = "DrbdOptions/Resource/quorum"
-ON_NO_QUORUM_PROP = "DrbdOptions/Resource/on-no-quorum"
-AUTO_QUORUM_PROP = "DrbdOptions/auto-quorum"
 
 
 @dataclass
@@ -732,56 +757,50 @@ def _up_to_date(item: dict[str, Any]) -> bool:
     return bool(states) and all(s == "UpToDate" for s in states)
 
 
-def _has_quorum(reached: int, voters: int, setting: str) -> bool:
-    """DRBD 9 quorum: ``majority`` = more than half the voters, ``all``, or a number of voters."""
-    setting = setting.strip().lower()
-    if setting in ("", "off"):
-        return True  # no quorum configured: DRBD never blocks on it
-    if setting == "majority":
-        return 2 * reached > voters
-    if setting == "all":
-        return reached >= voters
-    try:
-        return reached >= int(setting)
-    except ValueError:
-        return True
+@dataclass(frozen=True)
+class DrbdModel:
+    """A resource's DRBD: every powered replica's view, and what each node remembers for the next change."""
+
+    replicas: dict[str, ReplicaDrbd]
+    memory: dict[str, quorum_rules.Memory]
 
 
 def drbd_model(resource: str, replicas: dict[str, dict[str, Any]], net: Reachability,
-               props: dict[str, str], overrides: dict[tuple[str, str, str], bool] | None = None
-               ) -> dict[str, ReplicaDrbd]:
-    """Every powered replica's DRBD view of ``resource``, from the reachability matrix.
+               props: dict[str, str], overrides: dict[tuple[str, str, str], bool] | None = None,
+               memory: dict[str, quorum_rules.Memory] | None = None) -> DrbdModel:
+    """Every powered replica's DRBD view of ``resource``, from the reachability matrix and what each
+    node remembers (``memory``, from the previous network event).
 
-    Voters are the diskful replicas and the diskless tie-breakers (LINSTOR's TIE_BREAKER flag);
-    a replica counts itself when it votes. ``may_promote`` needs quorum, UpToDate data (its own,
-    or, when diskless, a connected UpToDate peer's) and no connected Primary.
+    Quorum and ``may_promote`` are DRBD's own rules (``linstor_scheduler.drbd_quorum``): diskful
+    replicas vote, every diskless one (client or TIE_BREAKER) counts for the tie-breaker,
+    ``quorum-minimum-redundancy`` applies. A node that lost power starts again without quorum.
     """
     live = {n: r for n, r in replicas.items() if not (_flag(r, "DELETE") or _flag(r, "INACTIVE"))}
-    diskless = {n for n, r in live.items() if _flag(r, "DISKLESS")}
-    voters = {n for n, r in live.items() if n not in diskless or _flag(r, "TIE_BREAKER")}
-    up_to_date = {n for n, r in live.items() if _up_to_date(r)}
-    primaries = {n for n, r in live.items() if (r.get("state") or {}).get("in_use")}
-    setting = props.get(QUORUM_PROP) or ""
-    action = (props.get(ON_NO_QUORUM_PROP) or props.get(AUTO_QUORUM_PROP) or "").lower()
+    model = {n: quorum_rules.Replica(n, not _flag(r, "DISKLESS"), _up_to_date(r),
+                                     bool((r.get("state") or {}).get("in_use"))) for n, r in live.items()}
+    alive = {n for n in live if n not in net.powered_off}
     overrides = overrides or {}
+    table = {(a, b): overrides.get((resource, a, b), net.peers_talk(a, b, resource))
+             for a in live for b in live if a != b}
+
+    def links(node: str, peer: str) -> bool:
+        return table[(node, peer)]
+
+    options = quorum_rules.Options.from_props(props)
+    result = quorum_rules.outcome(model, alive, links, options, memory)
     out: dict[str, ReplicaDrbd] = {}
-    for node in live:
-        if node in net.powered_off:
-            continue
-        conns = {p: overrides.get((resource, node, p), net.peers_talk(node, p, resource)) for p in live if p != node}
-        reached = (node in voters) + sum(1 for p, up in conns.items() if up and p in voters)
-        quorum = _has_quorum(reached, len(voters), setting)
-        primary = node in primaries
-        diskful = node not in diskless
-        data = node in up_to_date if diskful else any(
-            up and p not in diskless and p in up_to_date for p, up in conns.items())
-        peer_primary = any(up and p in primaries for p, up in conns.items())
-        may_promote = not primary and quorum and data and not peer_primary
-        score = ((10000 if diskful and node in up_to_date else 0) + 100 * sum(conns.values()) + (2 if quorum else 0)
+    for node in sorted(alive):
+        conns = {p: table[(node, p)] for p in live if p != node}
+        quorum = result.quorum[node].quorum
+        diskful, up_to_date = model[node].diskful, model[node].up_to_date
+        data = up_to_date if diskful else any(up and model[p].diskful and model[p].up_to_date
+                                               for p, up in conns.items())
+        score = ((10000 if diskful and up_to_date else 0) + 100 * sum(conns.values()) + (2 if quorum else 0)
                  if diskful or data else 1)
-        out[node] = ReplicaDrbd(conns, quorum, may_promote, score,
-                                suspended=primary and not quorum and action == "suspend-io")
-    return out
+        out[node] = ReplicaDrbd(conns, quorum, result.promotable[node], score,
+                                suspended=model[node].primary and not quorum and options.on_no_quorum == "suspend-io")
+    remembered = {**result.memory, **{n: quorum_rules.BOOTED for n in live if n not in alive}}
+    return DrbdModel(out, remembered)
 
 
 def _apply_props(target: dict[str, str], changes: dict[str, str | None]) -> None:

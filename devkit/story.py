@@ -35,9 +35,9 @@ import httpx
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
+from devkit.extender_demo import ask_yourself, serve_until, split_servers
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
-from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor.client import LinstorClient
 
 NODES = {"w1": "zone-a", "w2": "zone-b", "w3": "zone-c"}
@@ -103,7 +103,8 @@ def _ask_scheduler(http: httpx.Client, pod: dict[str, Any], names: list[str], st
     return str(best["Host"])
 
 
-def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> StoryResult:
+def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False, metrics_port: int = 0,
+        stop: threading.Event | None = None) -> StoryResult:
     out = out or sys.stdout
     story = Story(out)
     result = StoryResult()
@@ -122,18 +123,17 @@ def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> Sto
         stack.callback(lambda: loop.run_until_complete(client.aclose()))
         api = ks.api_client(ksrv.url)
         _storage(story, result, loop, client, api, emu)
-        extender = stack.enter_context(_extender(lsrv.url, api, port))
+        extender, ops = stack.enter_context(_extender(lsrv.url, api, port, metrics_port))
         http = stack.enter_context(httpx.Client(base_url=extender.url, timeout=10))
-        story.say(f"the extender serves kube-scheduler's profile `linstor` on {extender.url}")
-        pod = _place(story, result, emu, ks, http)
+        ready = ops.url + "/readyz"
+        story.say(f"the extender serves kube-scheduler's profile `linstor` on {extender.url} (its /readyz and "
+                  f"/metrics on {ops.url})")
+        pod = _place(story, result, emu, ks, http, ready)
         look = _Locality(story, result, loop, lsrv.url, api)
         look.report("before any failure")
         look.rehearse(result.first_node, "the next failure", into="drill")
         _fence(story, result, loop, client, api, emu, ks, during=lambda: look.report("during the failure"))
-        _replace(story, result, emu, ks, http, pod)
-        # the request body lives while the demo does (removed when it ends)
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-"))
-        _epilogue(story, extender.url, pod, folder)
+        _replace(story, result, emu, ks, http, ready, pod)
         story.step("Locality after the fail-over, and a rehearsal of the next failure")
         look.report("after the fail-over", table=True)
         predicted = (result.drill.get("pods") or [{}])[0].get("to") or ["?"]
@@ -141,7 +141,8 @@ def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False) -> Sto
                   f"{result.second_node or '(not rescheduled)'}")
         if result.second_node:
             look.rehearse(result.second_node, "the next failure", into="next_drill")
-        _serve_or_stop(story, serve)
+        snapshot = f"linstor-scheduler snapshot --controllers {lsrv.url} --kube-api-url {ksrv.url} > snap.yaml"
+        _serve_or_stop(story, serve, ask_yourself(extender.url, ops.url, Path("{body}")), pod, snapshot, stop)
     return result
 
 
@@ -168,13 +169,13 @@ def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop,
 
 
 @contextlib.contextmanager
-def _extender(linstor_url: str, api: Any, port: int):  # type: ignore[no-untyped-def]
+def _extender(linstor_url: str, api: Any, port: int, metrics_port: int):  # type: ignore[no-untyped-def]
     from scheduler_extender.wiring import build_live_app
 
     app = build_live_app(LinstorClient(linstor_url), api, poll_interval=0.2, use_events=False)
-    with ServerThread(app, port=port) as srv:
-        _wait(lambda: httpx.get(srv.url + "/readyz").status_code == 200, "the extender's first sync")
-        yield srv
+    with split_servers(app, port, metrics_port) as (verbs, ops):
+        _wait(lambda: httpx.get(ops.url + "/readyz").status_code == 200, "the extender's first sync")
+        yield verbs, ops
 
 
 def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
@@ -187,16 +188,17 @@ def _wait(condition: Any, what: str, timeout: float = 15.0) -> None:
         waited += 0.05
 
 
-def _wait_for_state(http: httpx.Client, pod: dict[str, Any], accept: Any, what: str, since: int = 0) -> int:
+def _wait_for_state(http: httpx.Client, ready: str, pod: dict[str, Any], accept: Any, what: str,
+                    since: int = 0) -> int:
     """Wait for a state of the extender (generation ``since`` or later) whose verdicts for ``pod``
     ``accept`` takes; returns that generation. The generation is read before and after the verdicts:
     equal, they came from that state."""
     found: list[int] = []
 
     def judged_in_one_state() -> bool:
-        before = http.get("/readyz").json()["generation"]
+        before = http.get(ready).json()["generation"]
         rows = http.post("/explain", json={"Pod": pod, "NodeNames": list(NODES)}).json()["nodes"]
-        after = http.get("/readyz").json()["generation"]
+        after = http.get(ready).json()["generation"]
         if before == after >= since and accept(rows):
             found.append(after)
         return bool(found)
@@ -213,7 +215,8 @@ def _pod() -> dict[str, Any]:
     return pod
 
 
-def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStandin, http: httpx.Client) -> dict:
+def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStandin, http: httpx.Client,
+           ready: str) -> dict:
     story.step("A StatefulSet's pod with schedulerName: linstor and a new claim is scheduled")
     ks.add(k.pvc("data-db-0", storage_class=CLASS, size="20Gi"))
     pod = ks.add(_pod())
@@ -246,7 +249,7 @@ def _place(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStan
     # The extender learns the binding from its informers, a moment later: the story goes on with the
     # state generation that knows it (every later state does too), never after a guessed delay.
     result.bound_generation = _wait_for_state(
-        http, pod, lambda rows: all(f"volume {resource}:" in " ".join(r["reasons"])
+        http, ready, pod, lambda rows: all(f"volume {resource}:" in " ".join(r["reasons"])
                                    and "not judged" not in " ".join(r["reasons"]) for r in rows),
         f"the extender's state that knows data-db-0 is bound to {resource}")
     return pod
@@ -327,7 +330,7 @@ def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, c
 
 
 def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeStandin, http: httpx.Client,
-             old: dict[str, Any]) -> None:
+             ready: str, old: dict[str, Any]) -> None:
     story.step("The StatefulSet controller recreates db-0; the extender places it next to the surviving replica")
     if ks.get("Pod", "db-0", "default") is not None:
         story.say("db-0 was not removed: nothing to reschedule")
@@ -335,7 +338,7 @@ def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeSt
     pod = ks.add(_pod())
     story.say(f"pod default/db-0 is back (new UID {pod['metadata']['uid'][:8]}...), Pending")
     lost = result.first_node
-    _wait_for_state(http, pod, lambda rows: any(r["node"] == lost and r["verdict"] == "fail" for r in rows),
+    _wait_for_state(http, ready, pod, lambda rows: any(r["node"] == lost and r["verdict"] == "fail" for r in rows),
                     "the extender to see the lost node", since=result.bound_generation)
     result.second_node = _ask_scheduler(http, pod, list(NODES), story)
     # kubelet's and DRBD's part: the pod runs there and its replica there becomes Primary
@@ -344,19 +347,21 @@ def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeSt
     story.say(f"kubelet: db-0 runs on {result.second_node}; its replica there is Primary")
 
 
-def _epilogue(story: Story, url: str, pod: dict[str, Any], folder: str) -> None:
+def _serve_or_stop(story: Story, serve: bool, commands: list[str], pod: dict[str, Any], snapshot: str,
+                   stop: threading.Event | None) -> None:
+    """While serving: the commands that ask the extender (``{body}``: a request body written for
+    them) and the one that writes a snapshot of this cluster. Printed only then: without ``serve``
+    the file and the ports are gone when the demo returns."""
+    if not serve:  # no commands for a file and ports that are gone when the demo returns
+        story.say("(`make demo` stops here; `linstor-scheduler demo --serve` keeps it running and prints the "
+                  "commands to ask the extender yourself)")
+        return
     story.step("Ask the running extender yourself")
-    body = Path(folder) / "db-0.json"
-    body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
-    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/filter")
-    story.say(f"curl -s -X POST -H 'Content-Type: application/json' --data @{body} {url}/prioritize")
-    story.say(f"curl -s {url}/readyz ; curl -s {url}/metrics | grep linstor_scheduler")
-
-
-def _serve_or_stop(story: Story, serve: bool) -> None:
-    if serve:
+    with tempfile.TemporaryDirectory(prefix="linstor-scheduler-demo-") as folder:  # removed when the demo ends
+        body = Path(folder) / "db-0.json"
+        body.write_text(json.dumps({"Pod": pod, "NodeNames": list(NODES)}, indent=1))
+        for line in commands:
+            story.say(line.replace("{body}", str(body)))
+        story.say(f"a snapshot of this cluster, for `extender --snapshot`, `explain`, `locality`: {snapshot}")
         story.say("serving until Ctrl-C")
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    else:
-        story.say("(`make demo` stops here; `linstor-scheduler demo --serve` keeps it running)")
+        serve_until(stop)

@@ -53,6 +53,7 @@ class Answer:
     retry_after: float | None = None
     status: int | None = None
     held: str | None = None  # not sent: why (checked at the moment of the write)
+    held_by: str | None = None  # which check held it (executor.py: the preconditions, the storage, a doubt)
 
     @property
     def value(self) -> str:

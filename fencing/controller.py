@@ -1,19 +1,24 @@
-"""The fencing loop: read, judge, guard, act, report. One pass at a time (``run_once``).
+"""The fencing loop: read -> judge -> plan -> execute, then report. One pass at a time (``run_once``).
 
 Each pass starts from scratch: a complete LINSTOR read and a complete view of the Kubernetes
-objects, the pure verdicts (``verdict.judge``), then the guards (``guards.py``, in their order:
-stale data, storm, budget, rate limit, dry run), then the writes. Nothing is remembered that a
-restart would need: what is left to do (taint the node, delete the pod, then its VolumeAttachments)
-is re-derived each pass, and memory only ever makes the controller *more* careful (grace timers,
-the fail-over budget, the eviction rate limit).
+objects (read), the pure verdicts (``verdict.judge``: judge), the guards (``guards.py``, in their
+order: stale data, storm, budget, rate limit, dry run) on each decision, and the writes as intents
+(``intents.py``: plan; a pod's removal is planned from a live read of it, the caches may lag), which
+every guard sees, then the one writer (``executor.py``: execute); what is said about it all is
+``notices.py``'s. Nothing is remembered that a restart would need: what is left to do (taint the
+node, delete the pod, then its VolumeAttachments) is re-derived each pass, memory only ever makes
+the controller *more* careful (the fail-over budget, the eviction rate limit), and the grace timers
+are handed to the next leader with the Lease (``handover.py``), where its own first observation
+agrees.
 
 What the pass checked once is checked again before *each* write, at the moment it is made: the
-Lease is still ours (monotonic clock, with margin), the evidence is younger than the bound, and
-the pod (its UID) is still on the lost node. Every Kubernetes call runs in a worker thread with a
-timeout (the kubernetes client is synchronous), reads and writes in pools of their own
-(``kube.calls.KubeCalls``): a hung call ends the call, never the loop, and never starves the other
-kind. A write whose answer was lost (no HTTP status) is confirmed by a live read before it is
-called failed: the API server may well have carried it out.
+Lease is still ours (monotonic clock, with margin), the evidence is younger than the bound, the
+node's storage is still lost (a small LINSTOR read) and the pod (its UID) is still on the lost
+node. Every Kubernetes call runs in a worker thread with a timeout (the kubernetes client is
+synchronous), reads and writes in pools of their own (``kube.calls.KubeCalls``): a hung call ends
+the call, never the loop, and never starves the other kind. A write whose answer was lost (no HTTP
+status) is checked by a live read, and while its effect is not seen it is in doubt, never sent twice
+(executor.py).
 
 The LINSTOR read of a pass ends within ``--max-staleness`` (evidence that took longer would be
 stale anyway), so a pass always ends: ``liveness`` says when the loop made no progress for longer
@@ -27,7 +32,8 @@ import contextlib
 import dataclasses
 import gc
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -38,7 +44,10 @@ from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.measured import age_since
 from linstor_scheduler.volumes import pod_claims
 
-from .actions import Answer, KubeActions, Outcome, has_taint, index_attachments
+from . import handover
+from . import intents as plan
+from .actions import TAINT_KEY, Answer, KubeActions, Outcome, has_taint, index_attachments
+from .executor import IN_DOUBT, STORAGE_RECOVERED, Executor, Recorder
 from .grace import GraceTimers
 from .guards import (
     BUDGET_SPENT,
@@ -49,14 +58,18 @@ from .guards import (
     DryRunGuard,
     GuardContext,
     RateLimitGuard,
+    Refusal,
     StaleDataGuard,
     StormGuard,
     apply,
+    hold,
     lost_storage_nodes,
     storm_sentence,
 )
+from .intents import Intent
 from .kubeview import KubeView
 from .metrics import FencingMetrics
+from .notices import Notices, as_pod
 from .observe import (
     LABEL,
     KubeObjects,
@@ -65,25 +78,24 @@ from .observe import (
     build_observed,
     faults,
     linstor_nodes,
+    no_longer_lost,
     pod_state,
     read_linstor,
+    read_node_storage,
     resource_states,
     storage_nodes,
 )
 from .verdict import (
     FENCE,
     HEALTHY,
+    NODE_UNKNOWN_TO_LINSTOR,
     NOT_OPTED_IN,
-    NOTICES,
     OPTED_OUT,
     REFUSE,
     WAITING,
     Observed,
     PodDecision,
-    PodState,
     judge,
-    judge_volume,
-    witnesses,
 )
 
 log = logging.getLogger("linstor_scheduler.fencing")
@@ -95,7 +107,7 @@ EVICTION_BLOCKED = "EvictionBlocked"
 EVICTION_CONFLICT = "EvictionConflict"
 ACTION_FAILED = "FencingActionFailed"
 VOLUME_STILL_IN_USE = "VolumeStillInUse"
-WARN_REPEAT_SECONDS = 300.0  # the same warning on the same pod at most this often (the metric counts every pass)
+TAINT_FAILED = "TaintFailed"
 PASS_SLACK = 30.0  # seconds of margin on the longest a pass may go without progress (as the informers')
 T = TypeVar("T")
 
@@ -104,10 +116,6 @@ class Leader(Protocol):
     @property
     def is_leader(self) -> bool: ...
     leader_since: float | None
-
-
-class Recorder(Protocol):
-    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None: ...
 
 
 @dataclass
@@ -137,15 +145,11 @@ class PassReport:
     note: str = ""
 
 
-def _as_pod(obj: dict[str, Any]) -> dict[str, Any]:
-    """List items carry no kind/apiVersion; Events need them in involvedObject."""
-    return {"apiVersion": "v1", "kind": "Pod", **obj}
-
-
 class FencingController:
     def __init__(self, linstor: LinstorReader, kube: KubeView, actions: KubeActions, recorder: Recorder, *,
                  leader: Leader, settings: Settings | None = None, metrics: FencingMetrics | None = None,
-                 clock: Callable[[], float] = boottime, calls: KubeCalls | None = None) -> None:
+                 clock: Callable[[], float] = boottime, calls: KubeCalls | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.linstor = linstor
         self.kube = kube
         self.actions = actions
@@ -154,6 +158,7 @@ class FencingController:
         self.settings = settings or Settings()
         self.metrics = metrics or FencingMetrics()
         self.clock = clock
+        self.wall_clock = wall_clock  # only to hand the grace timers over with the Lease (handover.py)
         self.calls = calls or KubeCalls(self.settings.api_timeout)
         self.beat = clock()  # the pass loop's last progress (liveness)
         self.metrics.bind_view_age(self.view_age)
@@ -166,16 +171,23 @@ class FencingController:
         self.budget = BudgetGuard(s.failover_budget, s.budget_window)
         self.rate = RateLimitGuard(s.evictions_per_minute, clock())
         self.guards = (StaleDataGuard(), StormGuard(), self.budget, self.rate, DryRunGuard(s.dry_run))
+        self.executor = Executor(actions, self, recorder, self.metrics, clock=clock,
+                                 preconditions=self._write_refused, storage=self._storage_back, done=self._done)
+        self.notices = Notices(self.executor.say, self.metrics, s.grace_period)
+        self.metrics.in_doubt.set_function(lambda: len(self.executor.in_doubt))
+        self._raw: dict[Any, dict[str, Any]] = {}  # this pass's labelled pods by UID
+        self._ctx = GuardContext(clock(), None, None)  # this pass's, for the guards on each intent
+        self._handover: str | None = None  # the predecessor's grace timers, until this term's first observation
         self._seen_linstor: float | None = None  # clock() of the last pass with a fresh LINSTOR read
         self._seen_kube: float | None = None  # ... and with fresh Kubernetes objects
-        self._evicting: dict[str, float] = {}  # pod uid -> first eviction attempt
+        self._evicting: dict[str, float] = {}  # pod uid -> first eviction sent (whatever its answer)
+        self._eviction_answer: dict[str, str] = {}  # pod uid -> the last eviction's answer
+        self._taint_wanted: dict[str, tuple[str, ...]] = {}  # node -> the lost resources a removal was for
         self._unanswered: str | None = None  # this pass: a live read the API server did not answer
         # Pods whose removal was sent in this fault, whatever the answer (429, 5xx, no answer): asking
         # again is not a new fail-over, so the rate limit does not count it again.
         self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
-        self._warned: dict[tuple[str, str, str], float] = {}
-        self._announced: dict[str, tuple[str, str, str]] = {}  # pod uid -> (namespace, name, node): fault timed
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
         self._storm = False
         self._wake = asyncio.Event()
@@ -192,19 +204,15 @@ class FencingController:
         finally:
             self.beat = self.clock()
 
-    async def _send(self, fn: Callable[..., T], *args: Any) -> T:
-        """A write, sent once."""
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._read(fn, *args)
+
+    async def send(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write, sent once (the executor's)."""
         try:
             return await self.calls.write(fn, *args)
         finally:
             self.beat = self.clock()
-
-    async def _record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Queued for the recorder's own thread (kube/events.py): never waits for the API server."""
-        try:
-            self.recorder.record(obj, event_type, reason, message)
-        except Exception as exc:  # an Event never fails the pass
-            log.warning("event %s not recorded: %s", reason, exc)
 
     # --- one pass --------------------------------------------------------------------------------
     async def run_once(self) -> PassReport:
@@ -230,8 +238,10 @@ class FencingController:
             self.metrics.withdraw()
             return PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
         if self._term != self.leader.leader_since:
-            log.info("leading since %.1f: grace timers start fresh, nothing is done before a complete new read",
-                     self.leader.leader_since or 0.0)
+            self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
+            log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
+                     "term's first read agrees: %s), nothing is done before a complete new read",
+                     self.leader.leader_since or 0.0, "a record was handed over" if self._handover else "none")
             self._term = self.leader.leader_since
             self.timers.reset()
             self.view = None
@@ -254,36 +264,42 @@ class FencingController:
 
         observed = build_observed(self.view, kube, self.timers.since)
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
-        pods_by_uid = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
-        ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
+        self.executor.begin_pass()
+        await self.executor.settle(report)  # writes of earlier passes whose answers were lost
+        pods_by_uid = self._raw = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
+        ctx = self._ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
         final: list[PodDecision] = []
-        for decision in judge(observed, now, self.settings.grace_period):
+        decisions = judge(observed, now, self.settings.grace_period)
+        self.metrics.unknown_nodes.set(len({d.node for d in decisions if d.reason == NODE_UNKNOWN_TO_LINSTOR}))
+        for decision in decisions:
             raw = pods_by_uid.get(decision.pod.uid) or {}
             if decision.verdict in (HEALTHY, WAITING):
                 # The storage is back, or a fault is timed afresh: an eviction tried in an earlier fault
                 # is over. A new fault starts again with the Eviction API (and its PDB), not grace 0.
                 self._evicting.pop(decision.pod.uid, None)
+                self._eviction_answer.pop(decision.pod.uid, None)
                 self._attempted.discard(decision.pod.uid)
-                for kind in ("pod_evict", "pod_delete"):
+                for kind in plan.REMOVALS:
                     self._not_before.pop((decision.pod.uid, kind), None)
             refusal = apply(self.guards, decision, ctx)
             if refusal is not None and not refusal.holds_verdict:
                 decision = dataclasses.replace(decision, verdict=REFUSE, reason=refusal.reason, detail=refusal.detail)
             elif refusal is not None:  # dry run: what would happen, said as a Normal Event, nothing written
-                await self._warn(raw, decision.pod, refusal.reason, refusal.detail, now, event=refusal.event_type)
+                self.notices.warn(raw, decision.pod, refusal.reason, refusal.detail, now, event=refusal.event_type)
                 kind = "pod_delete" if decision.force else "pod_evict"
                 report.actions.append((f"dry_run_{kind}", decision.pod.key, "skipped"))
                 self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
             else:
                 decision = await self._act_on_pod(decision, raw, kube, report)
             final.append(decision)
-            await self._report(decision, raw, now)
+            self.notices.decision(decision, raw, now, self._term)
         report.decisions = final
         self._attempted &= {d.pod.uid for d in final}  # gone pods are forgotten
         await self._vanished({d.pod.uid for d in final}, now)
         if not stale and not storm:
-            await self._detach(observed, kube, final, now, report)
-            await self._untaint(observed, kube, now, report)
+            await self._retaint(kube, report)
+            await self._detach(observed, kube, final, now, ctx, report)
+            await self._untaint(observed, kube, now, ctx, report)
         return report
 
     def view_age(self) -> float | None:
@@ -391,6 +407,7 @@ class FencingController:
                 log.warning("%s: every action held, grace timers stopped", storm)
             self._storm = True
             self.timers.reset()
+            self._handover = None  # after a storm every fault starts a fresh full grace period, a handed one too
             return storm
         if self._storm:
             log.info("storm over: every fault starts a fresh grace period")
@@ -401,13 +418,40 @@ class FencingController:
         for res, node in sorted(self.timers.restart(changed)):
             log.info("resource %s changed in DRBD between two reads (promotion event): the grace timer of node %s "
                      "starts again", res, node)
+        first = not self.timers.since and self._handover is not None
         new, recovered = self.timers.observe(found, self.view.read_at)
+        if first:
+            self._continue_grace(found)
+        self._publish_grace()
         for res, node in sorted(new):
             log.info("storage fault observed: resource %s on node %s; grace period %.0fs starts", res, node,
                      s.grace_period)
         for res, node in sorted(recovered):
             log.info("storage fault cleared: resource %s on node %s; its grace timer is reset", res, node)
         return None
+
+    def _continue_grace(self, found: set[tuple[str, str]]) -> None:
+        """This term's first observation: where it agrees with the predecessor's record (handover.py),
+        its grace timers continue; a fault it does not see, or sees otherwise, starts afresh."""
+        assert self.view is not None
+        text, self._handover = self._handover, None
+        gap = self.settings.max_staleness + float(getattr(self.leader, "lease_seconds", 0.0) or 0.0)
+        inherited = handover.inherit(text, found, self.view.read_at, self.wall_clock(), gap)
+        if text and len(inherited) < len(found):
+            log.warning("%d storage fault(s) seen in this term's first read are not in the previous Lease holder's "
+                        "record as they are now (other faults on the node, or a record older than %.0fs): their "
+                        "grace periods start afresh", len(found) - len(inherited), gap)
+        for (res, node), since in sorted(inherited.items()):
+            self.timers.since[(res, node)] = min(self.timers.since.get((res, node), since), since)
+            log.info("storage fault of resource %s on node %s: the previous leader had timed it for %.0fs; its "
+                     "grace period continues", res, node, self.view.read_at - since)
+
+    def _publish_grace(self) -> None:
+        """The grace timers, for the Lease's next renewal (the elector writes its annotations)."""
+        annotations = getattr(self.leader, "annotations", None)
+        if annotations is not None and self.view is not None:
+            annotations[handover.ANNOTATION] = handover.record(self.timers.since, self.view.read_at,
+                                                               self.wall_clock() - (self.clock() - self.view.read_at))
 
     def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""
@@ -419,7 +463,7 @@ class FencingController:
         self.metrics.storm_active.set(1 if storm else 0)
         return storm
 
-    # --- right before each write -----------------------------------------------------------------
+    # --- right before each write (the executor asks) ---------------------------------------------
     def _write_refused(self) -> str | None:
         """Checked at the moment of each write: the Lease still ours, the evidence younger than the bound."""
         if not self.leader.is_leader or self.leader.leader_since != self._term:
@@ -433,70 +477,49 @@ class FencingController:
             return f"the Kubernetes evidence is {'of unknown age' if age is None else f'{age:.0f}s old'}"
         return None
 
-    async def _write(self, kind: str, what: str, report: PassReport, fn: Callable[..., Answer], *args: Any,
-                     done: Callable[[], Awaitable[bool]] | None = None) -> Answer:
-        """One write, checked at the moment it is made, in a thread with a timeout, reported and counted.
-
-        ``done``: a live read that says whether the write's effect is there; asked when the answer
-        was lost (``Answer.lost``), so a write the API server carried out counts as done, once."""
-        held = self._write_refused()
-        if held:
-            log.warning("%s %s not sent: %s", kind, what, held)
-            answer = Answer(Outcome.ERROR, held=held)
-        else:
-            try:
-                answer = await self._send(fn, *args)
-            except Exception as exc:  # timeout: the write may or may not have happened; confirmed below
-                log.warning("%s %s: %r", kind, what, exc)
-                answer = Answer(Outcome.ERROR)
-        if answer.lost and done is not None:
-            answer = await self._confirm(kind, what, answer, done)
-        report.actions.append((kind, what, answer.value))
-        if not answer.held:
-            self.metrics.actions.labels(kind, answer.value).inc()
-        return answer
-
-    async def _confirm(self, kind: str, what: str, answer: Answer, done: Callable[[], Awaitable[bool]]) -> Answer:
-        """Its answer was lost: what does the API server have now? A read that fails leaves the
-        write an error (the next pass re-judges from what it reads)."""
+    async def _storage_back(self, node: str, resources: tuple[str, ...]) -> str | None:
+        """The node's storage as LINSTOR reports it now (two small reads, bounded by --api-timeout):
+        why it is no longer lost, or None while it still is."""
+        assert self.view is not None
         try:
-            reached = await done()
-        except Exception as exc:
-            log.warning("%s %s: the answer was lost and a live read failed too (%r): counted as an error", kind,
-                        what, exc)
-            return answer
-        if reached:
-            log.info("%s %s: the answer was lost, but a live read shows it done", kind, what)
-            return Answer(Outcome.DONE)
-        log.warning("%s %s: the answer was lost and a live read shows it not done: retried next pass", kind, what)
-        return answer
+            nodes, states = await asyncio.wait_for(read_node_storage(self.linstor, node, resources, self.view),
+                                                   self.settings.api_timeout)
+        finally:
+            self.beat = self.clock()
+        return no_longer_lost(node, states, nodes)
 
-    def _pod_removed(self, pod: PodState, evicted: bool) -> Callable[[], Awaitable[bool]]:
-        """The pod is gone or replaced (a new UID); after an eviction, being deleted is enough."""
-        async def removed() -> bool:
-            live = await self._read(self.actions.get_pod, pod.namespace, pod.name)
-            meta = (live or {}).get("metadata") or {}
-            return live is None or meta.get("uid") != pod.uid or (evicted and bool(meta.get("deletionTimestamp")))
-
-        return removed
-
-    def _tainted(self, node: str, present: bool) -> Callable[[], Awaitable[bool]]:
-        async def tainted() -> bool:
-            return has_taint(await self._read(self.actions.get_node, node)) == present
-
-        return tainted
-
-    def _detached(self, va: dict[str, Any]) -> Callable[[], Awaitable[bool]]:
-        meta = va.get("metadata") or {}
-
-        async def detached() -> bool:
-            live = await self._read(self.actions.get_attachment, meta.get("name") or "")
-            return live is None or (live.get("metadata") or {}).get("uid") != meta.get("uid")
-
-        return detached
+    async def _done(self, intent: Intent, now: float) -> None:
+        """A write carried out (its answer seen, or its effect seen later): accounted once."""
+        pod = intent.pod
+        if intent.kind == plan.TAINT:
+            self._stable_since.pop(intent.target, None)
+            self._taint_wanted.pop(intent.target, None)
+        elif intent.kind == plan.UNTAINT:
+            self._stable_since.pop(intent.target, None)
+        elif intent.removal and pod is not None:
+            decision = intent.decision
+            fault_since = decision.fault_since if decision is not None else None
+            if self.budget.record(pod.key, pod.uid, now) and fault_since is not None:
+                self.metrics.fault_to_deletion.observe(max(0.0, now - fault_since))
+            how = "deleted (grace 0)" if intent.kind == plan.DELETE else "evicted"
+            self.notices.record(as_pod(intent.obj), "Normal", "FencedPod" if intent.kind == plan.DELETE
+                               else "EvictedPod", f"{how} from node {intent.node}: {intent.why}"
+                               + (f"; {intent.overrides}" if intent.overrides else ""))
+        elif intent.kind == plan.DETACH and pod is not None and self._raw.get(pod.uid):
+            self.notices.record(as_pod(self._raw[pod.uid]), "Normal", "DetachedVolume", intent.why)
 
     def _refuse(self, decision: PodDecision, reason: str, detail: str) -> PodDecision:
         return dataclasses.replace(decision, verdict=REFUSE, reason=reason, detail=detail)
+
+    async def _execute(self, intent: Intent, ctx: GuardContext, report: PassReport) -> Answer | None:
+        """An intent other than a pod removal: every guard sees it first; None when one held it."""
+        refusal: Refusal | None = hold(self.guards, intent, ctx)
+        if refusal is not None:
+            if refusal.holds_verdict:  # dry run: what would be written, counted, nothing sent
+                report.actions.append((f"dry_run_{intent.kind}", intent.target, "skipped"))
+                self.metrics.actions.labels(f"dry_run_{intent.kind}", "skipped").inc()
+            return None
+        return await self.executor.execute(intent, report)
 
     # --- the pod ---------------------------------------------------------------------------------
     async def _act_on_pod(self, decision: PodDecision, raw: dict[str, Any], kube: KubeObjects,
@@ -530,65 +553,65 @@ class FencingController:
             return self._refuse(decision, reason, f"node {decision.node} lost storage, but the pod's label or "
                                 "annotation now says not to fail it over")
         now = self.clock()
-        force = decision.force
-        first = self._evicting.get(pod.uid)
-        if not force and current.terminating:
-            first = self._evicting.setdefault(pod.uid, now)  # evicted earlier (maybe by a previous leader)
-        if not force and first is not None:
-            if now - first >= self.settings.eviction_timeout:
-                force = True  # the bound after which an eviction that does not finish becomes a grace-0 delete
-            elif current.terminating:
+        if not decision.force and current.terminating:
+            self._evicting.setdefault(pod.uid, now)  # evicted earlier (maybe by a previous leader)
+        step = plan.removal(decision, {**raw, **live}, current.terminating, self._evicting.get(pod.uid),
+                            self._eviction_answer.get(pod.uid), now, self.settings.eviction_timeout)
+        if isinstance(step, plan.Wait):
+            if not step.reason:
                 report.actions.append(("pod_terminating", pod.key, "waiting"))
                 return decision
-        kind = "pod_delete" if force else "pod_evict"
-        if now < self._not_before.get((pod.uid, kind), 0.0):
+            return self._refuse(decision, step.reason, step.detail)
+        if now < self._not_before.get((pod.uid, step.kind), 0.0):
             # Retry-After paces *this* request: an eviction's does not hold the grace-0 delete that
             # replaces it (node NotReady, or --eviction-timeout over).
             return self._refuse(decision, EVICTION_BLOCKED, "the API server asked to retry later (429 Retry-After)")
+        refusal = hold(self.guards, step, self._ctx)  # judged on its decision already; the guards see it all the same
+        if refusal is not None and not refusal.holds_verdict:
+            return self._refuse(decision, refusal.reason, refusal.detail)
         if self.settings.taint:
-            await self._taint(decision.node, kube, report)
-        write = self.actions.delete_pod if force else self.actions.evict_pod
-        answer = await self._write(kind, pod.key, report, write, pod.namespace, pod.name, pod.uid,
-                                   done=self._pod_removed(pod, evicted=not force))
+            self._taint_wanted.setdefault(decision.node, step.resources)
+            await self._taint(decision.node, kube, step.resources, decision.detail, report)
+        answer = await self.executor.execute(step, report)
+        if step.kind == plan.EVICT and answer.held_by in (None, IN_DOUBT):
+            self._evicting.setdefault(pod.uid, self.clock())  # sent: the bound runs from the first, whatever came back
+            self._eviction_answer[pod.uid] = "none (in doubt)" if answer.held_by else \
+                f"{answer.status or ''} {answer.value}".strip()
+        if answer.held_by == IN_DOUBT:
+            self._attempted.add(pod.uid)
+            return decision  # sent; its answer was lost and its effect is not seen yet: under way
+        if answer.held_by == STORAGE_RECOVERED:
+            return dataclasses.replace(decision, verdict=HEALTHY, reason=STORAGE_RECOVERED, detail=answer.held or "")
         if answer.held:
-            return self._refuse(decision, STALE_DATA, f"{kind} not sent: {answer.held}")
+            return self._refuse(decision, STALE_DATA, f"{step.kind} not sent: {answer.held}")
         self._attempted.add(pod.uid)
         now = self.clock()
         if answer.outcome is Outcome.DONE:
-            if self.budget.record(pod.key, pod.uid, now) and decision.fault_since is not None:
-                self.metrics.fault_to_deletion.observe(max(0.0, now - decision.fault_since))
-            if not force:
-                self._evicting.setdefault(pod.uid, now)
-            else:
+            if step.kind == plan.DELETE:
                 self._evicting.pop(pod.uid, None)
-            await self._record(_as_pod(raw or live), "Normal", "FencedPod" if force else "EvictedPod",
-                               f"{'deleted (grace 0)' if force else 'evicted'} from node {decision.node}: "
-                               f"{decision.detail}")
             return decision
         if answer.outcome is Outcome.THROTTLED:
             if answer.retry_after:
-                self._not_before[(pod.uid, kind)] = now + answer.retry_after
-            if not force:
-                self._evicting.setdefault(pod.uid, now)
+                self._not_before[(pod.uid, step.kind)] = now + answer.retry_after
             return self._refuse(decision, EVICTION_BLOCKED,
-                                f"{kind} refused for now (429: PodDisruptionBudget or API throttling"
+                                f"{step.kind} refused for now (429: PodDisruptionBudget or API throttling"
                                 f"{f', retry after {answer.retry_after:g}s' if answer.retry_after else ''}); "
                                 "a Ready node's pod is deleted with grace 0 after "
                                 f"{self.settings.eviction_timeout:.0f}s")
         if answer.outcome is Outcome.CONFLICT:
             return self._refuse(decision, EVICTION_CONFLICT,
-                                f"{kind} answered 409: the pod changed since it was judged (UID precondition); "
+                                f"{step.kind} answered 409: the pod changed since it was judged (UID precondition); "
                                 "re-judged next pass")
         if answer.outcome is Outcome.GONE:
-            return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail=f"{kind}: gone")
-        return self._refuse(decision, ACTION_FAILED, f"{kind} failed ({answer.value}); retried next pass")
+            return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail=f"{step.kind}: gone")
+        after = (f"; a Ready node's pod is deleted with grace 0 after {self.settings.eviction_timeout:.0f}s"
+                 if step.kind == plan.EVICT else "")
+        return self._refuse(decision, ACTION_FAILED,
+                            f"{step.kind} failed ({answer.status or answer.value}); retried next pass{after}")
 
     async def _vanished(self, seen: set[str], now: float) -> None:
         """A pod whose fault we were timing left our label-selected view: say why, never skip silently."""
-        for uid, (namespace, name, node) in list(self._announced.items()):
-            if uid in seen:
-                continue
-            del self._announced[uid]
+        for uid, namespace, name, node in self.notices.left_view(seen):
             try:
                 live = await self._read(self.actions.get_pod, namespace, name)
             except Exception as exc:
@@ -600,54 +623,27 @@ class FencingController:
                 continue
             state = pod_state(live, KubeObjects())
             reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
-            await self._warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
+            self.notices.warn(live, state, reason, f"the {LABEL} label was removed while node {node} was in its "
                              "grace period: the pod is not failed over", now)
+
 
     # --- the VolumeAttachments -------------------------------------------------------------------
     async def _detach(self, observed: Observed, kube: KubeObjects, decisions: list[PodDecision], now: float,
-                      report: PassReport) -> None:
-        """Delete our VolumeAttachments on a lost node once no pod there uses the volume any more.
-
-        Only for volumes of pods that ask for fencing (in whatever state: the StatefulSet's new pod
-        is pending, the old one was just removed), only attacher linstor.csi.linbit.com, only that
-        node, only that PV, and with the attachment's UID as precondition. Attachments are indexed
-        by PV and node once per pass.
-        """
+                      ctx: GuardContext, report: PassReport) -> None:
+        """Delete our VolumeAttachments on a lost node once no pod there uses the volume any more
+        (planned by ``intents.detachments``; indexed by PV and node once per pass)."""
         index = index_attachments(kube.attachments)
         if not index:
             return
-        removed = {d.pod.uid: d.node for d in decisions if d.verdict == FENCE}
-        raw_by_uid = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
-        done: set[str] = set()
-        for pod in observed.pods:
-            if not pod.opted_in or pod.opted_out:
-                continue
-            for vol in pod.volumes:
-                if not vol.resource or not vol.pv:
-                    continue
-                for node, vas in sorted(index.get(vol.pv, {}).items()):
-                    if node == pod.node and removed.get(pod.uid) != node:
-                        continue  # the pod itself still runs there: the pod goes first
-                    verdict = judge_volume(observed.resources.get(vol.resource), vol.resource, node, observed, now,
-                                           self.settings.grace_period)
-                    if verdict.verdict == REFUSE:
-                        names = ", ".join(sorted((va.get("metadata") or {}).get("name") or "" for va in vas))
-                        await self._warn(raw_by_uid.get(pod.uid) or {}, pod, verdict.reason,
-                                         f"VolumeAttachment {names} of {vol.pv} on node {node} kept: {verdict.detail}",
-                                         now)
-                    if verdict.verdict != FENCE:
-                        continue
-                    for va in vas:
-                        name = (va.get("metadata") or {}).get("name") or ""
-                        if name in done:
-                            continue
-                        done.add(name)
-                        await self._delete_attachment(va, pod, vol.claim, vol.pv, node, verdict.detail, raw_by_uid,
-                                                      report)
+        for step in plan.detachments(observed, index, decisions, now, self.settings.grace_period):
+            if isinstance(step, plan.Kept):
+                self.notices.warn(self._raw.get(step.pod.uid) or {}, step.pod, step.reason, step.detail, now)
+            else:
+                await self._delete_attachment(step, now, ctx, report)
 
-    async def _delete_attachment(self, va: dict[str, Any], pod: PodState, claim: str, pv: str, node: str, why: str,
-                                 raw_by_uid: dict[Any, dict[str, Any]], report: PassReport) -> None:
-        name = (va.get("metadata") or {}).get("name") or ""
+    async def _delete_attachment(self, intent: Intent, now: float, ctx: GuardContext, report: PassReport) -> None:
+        name, node, pod, claim = intent.target, intent.node, intent.pod, intent.claim
+        assert pod is not None
         try:  # a pod still terminating there keeps its attachment, whatever kind of claim it uses
             on_node = await self._read(self.actions.pods_on_node, node)
         except Exception as exc:
@@ -656,103 +652,71 @@ class FencingController:
             return
         users = [p for p in on_node if not _finished(p) and any(ref.key == claim for ref in pod_claims(p))]
         if users:
-            names = ", ".join(sorted(f"{(p.get('metadata') or {}).get('name')}" for p in users))
-            log.info("VolumeAttachment %s kept: pod(s) %s on node %s still use claim %s", name, names, node, claim)
+            names = ", ".join(sorted(f"{(p.get('metadata') or {}).get('namespace')}/"
+                                     f"{(p.get('metadata') or {}).get('name')}" for p in users))
             report.actions.append(("attachment_delete", name, VOLUME_STILL_IN_USE))
+            self.notices.warn(self._raw.get(pod.uid) or {}, pod, VOLUME_STILL_IN_USE,
+                             f"VolumeAttachment {name} on lost node {node} kept: pod(s) {names} there still use "
+                             f"claim {claim}; a pod that needs the volume elsewhere waits (Multi-Attach) until "
+                             "they are gone", now)
             return
-        if self.settings.dry_run:
-            report.actions.append(("dry_run_attachment_delete", name, "skipped"))
-            self.metrics.actions.labels("dry_run_attachment_delete", "skipped").inc()
-            return
-        answer = await self._write("attachment_delete", name, report, self.actions.delete_attachment, va,
-                                   done=self._detached(va))
-        if answer.outcome is Outcome.DONE and not answer.held:
-            raw = raw_by_uid.get(pod.uid)
-            if raw:
-                await self._record(_as_pod(raw), "Normal", "DetachedVolume",
-                                   f"VolumeAttachment {name} of {pv} on lost node {node} deleted: {why}")
+        await self._execute(intent, ctx, report)
 
     # --- taints ----------------------------------------------------------------------------------
-    async def _taint(self, node: str, kube: KubeObjects, report: PassReport) -> None:
+    async def _taint(self, node: str, kube: KubeObjects, resources: tuple[str, ...], why: str,
+                     report: PassReport) -> None:
         """Keep the scheduler off the node while we act on it (never in a storm: no write gets here then)."""
         obj = kube.nodes.get(node)
         if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
-        answer = await self._write("taint", node, report, self.actions.set_taint, obj, True,
-                                   done=self._tainted(node, True))
+        answer = await self._execute(plan.taint(node, obj, resources, why), self._ctx, report)
+        if answer is None:
+            return  # a guard holds it (the pass's own guards: dry run, stale data, storm)
+        if answer.held_by == STORAGE_RECOVERED:
+            self._taint_wanted.pop(node, None)
+            return
         if answer.outcome is Outcome.CONFLICT and not answer.held:
             # The Node changed since it was listed (the node lifecycle controller taints a NotReady node
-            # at about this moment): read it live and patch once more, keeping whatever was added. No
-            # later pass would taint it: only a pod removal does.
+            # at about this moment): read it live and patch once more, keeping whatever was added.
             try:
                 obj = await self._read(self.actions.get_node, node)
             except Exception as exc:
                 log.warning("taint %s: cannot read the node again after a conflict: %r", node, exc)
-                return
-            if obj is None or has_taint(obj):
-                return
-            answer = await self._write("taint", node, report, self.actions.set_taint, obj, True,
-                                       done=self._tainted(node, True))
-        if answer.outcome is Outcome.DONE and not answer.held:
-            self._stable_since.pop(node, None)
+                obj = None
+            if obj is not None and not has_taint(obj):
+                answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)  # seen above
+        if not answer.reached and not answer.held:
+            node_obj = {"apiVersion": "v1", "kind": "Node", **(kube.nodes.get(node) or {})}
+            self.notices.warn_node(node_obj, node, TAINT_FAILED,
+                                  f"taint {TAINT_KEY} of node {node} not set (answer {answer.status or ''} "
+                                  f"{answer.value}): the scheduler may place pods on the lost node; retried every pass "
+                                  "while its storage stays lost", self.clock())
 
-    async def _untaint(self, observed: Observed, kube: KubeObjects, now: float, report: PassReport) -> None:
+    async def _retaint(self, kube: KubeObjects, report: PassReport) -> None:
+        """A taint that could not be set when the pod was removed (403, 503, no answer) is tried
+        again every pass while the node's storage stays lost (the executor re-checks that)."""
+        for node, resources in sorted(self._taint_wanted.items()):
+            obj = kube.nodes.get(node)
+            if obj is None or has_taint(obj) or not self.settings.taint:
+                self._taint_wanted.pop(node, None)
+                continue
+            await self._taint(node, kube, resources, "a fail-over on this node", report)
+
+    async def _untaint(self, observed: Observed, kube: KubeObjects, now: float, ctx: GuardContext,
+                       report: PassReport) -> None:
         """Every taint of ours comes off once the node's storage is back and stable, whoever set it
         (an earlier leader, an instance before a restart), also with ``--no-taint``."""
-        for name, obj in kube.nodes.items():
-            if not has_taint(obj):
-                self._stable_since.pop(name, None)
-                continue
-            state = observed.nodes.get(name)
-            # Lost as every other decision judges it (both witnesses): a replica that reports every peer
-            # down because its peers are the ones gone does not keep a healthy node tainted.
-            lost = any(witnesses(res, name, observed.nodes).proof
-                       for res in observed.resources.values() if name in res.replicas)
-            if lost or state is None or not state.online:
-                self._stable_since.pop(name, None)
-                continue
-            since = self._stable_since.setdefault(name, now)
-            if now - since < self.settings.taint_stable_seconds or self.settings.dry_run:
-                continue
-            answer = await self._write("untaint", name, report, self.actions.set_taint, obj, False,
-                                       done=self._tainted(name, False))
-            if answer.reached and not answer.held:
-                self._stable_since.pop(name, None)
+        tainted = {name: obj for name, obj in kube.nodes.items() if has_taint(obj)}
+        steps, self._stable_since = plan.untaints(observed, tainted, self._stable_since, now,
+                                                  self.settings.taint_stable_seconds)
+        for name in self._stable_since:
+            self._taint_wanted.pop(name, None)  # back: no taint to retry
+        for step in steps:
+            answer = await self._execute(step, ctx, report)
+            if answer is not None and answer.reached and not answer.held:
+                self._stable_since.pop(step.target, None)
 
     # --- reporting -------------------------------------------------------------------------------
-    async def _report(self, decision: PodDecision, raw: dict[str, Any], now: float) -> None:
-        self.metrics.decisions.labels(decision.verdict, decision.reason or "none").inc()
-        pod = decision.pod
-        if decision.verdict == HEALTHY:
-            self._announced.pop(pod.uid, None)
-            if decision.reason in NOTICES:  # one witness only: said, never acted on
-                await self._warn(raw, pod, decision.reason, decision.detail, now, event="Normal")
-            return
-        if decision.verdict == WAITING:
-            if pod.uid not in self._announced:
-                self._announced[pod.uid] = (pod.namespace, pod.name, decision.node)
-                await self._record(_as_pod(raw), "Normal", "StorageFaultObserved",
-                                   f"{decision.detail}; the pod fails over after {self.settings.grace_period:.0f}s "
-                                   "unless the storage recovers")
-            return
-        if decision.verdict == REFUSE:
-            await self._warn(raw, pod, decision.reason, decision.detail, now)
-
-    async def _warn(self, raw: dict[str, Any], pod: PodState, reason: str, detail: str, now: float,
-                    event: str = "Warning") -> None:
-        key = (pod.uid, reason, detail)
-        last = self._warned.get(key)
-        if last is not None and now - last < WARN_REPEAT_SECONDS:
-            return
-        self._warned[key] = now
-        if len(self._warned) > 4096:
-            for old in sorted(self._warned, key=self._warned.__getitem__)[:1024]:
-                del self._warned[old]
-        if raw:
-            await self._record(_as_pod(raw), event, reason, detail)
-        else:
-            log.warning("%s %s: %s", reason, pod.key, detail)
-
     # --- the service loop ------------------------------------------------------------------------
     def wake(self) -> None:
         self._wake.set()

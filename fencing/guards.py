@@ -1,18 +1,23 @@
-"""The guards: an ordered list of small checks applied to every verdict after the pure rules.
+"""The guards: an ordered list of small checks applied to every verdict after the pure rules, and
+to every intent of the plan (intents.py).
 
-Each guard is a class with its own state and ``check(decision, context) -> Refusal | None``; the
-first guard that refuses decides, so the order is the one docs/fencing.md gives (and
-``FencingController.guards`` in controller.py lists): stale data, storm, budget, rate limit, dry
-run. The Lease is not a guard on a decision: a follower does not even judge, and the Lease is
-re-checked before each write (controller.py).
+Each guard is a class with its own state, ``check(decision, context) -> Refusal | None`` for a pod's
+decision and ``hold(intent, context) -> Refusal | None`` for every other write (a taint, a detach, an
+untaint; a pod removal is judged once, on its decision); the first guard that refuses decides, so
+the order is the one docs/fencing.md gives (and ``FencingController.guards`` in controller.py
+lists): stale data, storm, budget, rate limit, dry run. A rule added later (a pod without a
+controller owner, storage we cannot fence) is one more guard in that list. The Lease is not a guard
+on a decision: a follower does not even judge, and the Lease is re-checked before each write
+(executor.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .intents import Intent
 from .verdict import FENCE, HEALTHY, WAITING, NodeState, PodDecision, ResourceState, storage_proof
 
 STALE_DATA = "StaleData"
@@ -44,6 +49,14 @@ class Guard(Protocol):
     name: str
 
     def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None: ...
+    def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None: ...
+
+
+class _OnDecisions:
+    """A guard of pod removals only: it judged the removal on its decision; other writes pass."""
+
+    def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None:
+        return None
 
 
 class StaleDataGuard:
@@ -55,6 +68,9 @@ class StaleDataGuard:
         if ctx.stale and decision.verdict != HEALTHY:
             return Refusal(STALE_DATA, f"no action on stale data: {ctx.stale}")
         return None
+
+    def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None:
+        return Refusal(STALE_DATA, f"no {intent.kind} on stale data: {ctx.stale}") if ctx.stale else None
 
 
 def lost_storage_nodes(population: set[str], nodes: Mapping[str, NodeState],
@@ -92,8 +108,11 @@ class StormGuard:
             return Refusal(STORM, f"{decision.detail}; held: {ctx.storm}")
         return None
 
+    def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None:
+        return Refusal(STORM, f"{intent.kind} {intent.target} held: {ctx.storm}") if ctx.storm else None
 
-class BudgetGuard:
+
+class BudgetGuard(_OnDecisions):
     """At most ``budget`` fail-overs of one pod name per ``window`` seconds, against loops."""
 
     name = BUDGET_SPENT
@@ -122,7 +141,7 @@ class BudgetGuard:
         return True
 
 
-class RateLimitGuard:
+class RateLimitGuard(_OnDecisions):
     """A cluster-wide token bucket: ``per_minute`` new fail-overs, refilled continuously."""
 
     name = RATE_LIMITED
@@ -163,11 +182,23 @@ class DryRunGuard:
             return Refusal(DRY_RUN, f"would fail over (--dry-run): {decision.detail}", "Normal", holds_verdict=True)
         return None
 
+    def hold(self, intent: Intent, ctx: GuardContext) -> Refusal | None:
+        if self.enabled:
+            return Refusal(DRY_RUN, f"would {intent.kind} {intent.target} (--dry-run)", "Normal", holds_verdict=True)
+        return None
+
+
+def _first(refusals: Iterator[Refusal | None]) -> Refusal | None:
+    """The first refusal, asking each guard only until one refuses (the rate limit takes a token
+    only when it is asked)."""
+    return next((r for r in refusals if r is not None), None)
+
 
 def apply(guards: Sequence[Guard], decision: PodDecision, ctx: GuardContext) -> Refusal | None:
     """The first refusal in order, or None: the decision stands."""
-    for guard in guards:
-        refusal = guard.check(decision, ctx)
-        if refusal is not None:
-            return refusal
-    return None
+    return _first(guard.check(decision, ctx) for guard in guards)
+
+
+def hold(guards: Sequence[Guard], intent: Intent, ctx: GuardContext) -> Refusal | None:
+    """The first guard that holds this write, or None: it goes to the executor."""
+    return _first(guard.hold(intent, ctx) for guard in guards)

@@ -42,6 +42,14 @@ class FencingMetrics:
         self.reads = Counter(
             "linstor_scheduler_fencing_reads", "LINSTOR and Kubernetes reads by source and outcome",
             ["source", "outcome"], registry=r)
+        self.unknown_nodes = MeasuredGauge(
+            "linstor_scheduler_fencing_nodes_unknown_to_linstor",
+            "Kubernetes Nodes running labelled pods with LINSTOR volumes that LINSTOR has no node of that name for "
+            "(a name mismatch: their storage cannot be judged)", registry=r)
+        self.in_doubt = Gauge(
+            "linstor_scheduler_fencing_writes_in_doubt",
+            "Writes sent whose answer was lost and whose effect is not seen yet (not sent again meanwhile)",
+            registry=r)
         self.leader = Gauge("linstor_scheduler_fencing_leader", "1 while this instance holds the Lease", registry=r)
 
     def bind_view_age(self, age: Callable[[], float | None]) -> None:
@@ -50,5 +58,5 @@ class FencingMetrics:
 
     def withdraw(self) -> None:
         """Not leading (or a new term): nothing of an older read is claimed."""
-        for gauge in (self.storm_active, self.lost_nodes, self.read_seconds):
+        for gauge in (self.storm_active, self.lost_nodes, self.read_seconds, self.unknown_nodes):
             gauge.forget()

@@ -41,8 +41,9 @@ FENCING_WINDOW = 64 * 1024
 
 class LinstorReader(Protocol):
     async def get_nodes_compact(self) -> list[NodeItem]: ...
-    def iter_resource_batches(self, item_type: Any = ..., *, batch_bytes: int | None = ...,
-                              window: int | None = ...) -> AsyncIterator[list[Any]]: ...
+    async def get_nodes(self, nodes: Iterable[str] | None = ...) -> list[Node]: ...
+    def iter_resource_batches(self, item_type: Any = ..., *, resources: Iterable[str] | None = ...,
+                              batch_bytes: int | None = ..., window: int | None = ...) -> AsyncIterator[list[Any]]: ...
     async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]: ...
     async def get_resource_groups(self) -> list[ResourceGroup]: ...
     async def get_controller_properties(self) -> dict[str, str]: ...
@@ -107,7 +108,6 @@ def replica_state(item: Any) -> ReplicaState:
         diskful=not flags or item.diskful, up_to_date=up_to_date,
         in_use=bool(state is not None and state.in_use), may_promote=may_promote, peers=peers,
         ignored=bool(flags) and item.ignored,
-        tie_breaker=bool(flags) and any(f.upper() == "TIE_BREAKER" for f in flags),
         reported=reported)
 
 
@@ -230,3 +230,38 @@ def storage_nodes(view: LinstorView) -> tuple[set[str], set[str]]:
 def linstor_nodes(view: LinstorView) -> dict[str, NodeState]:
     """Node states from LINSTOR alone (the grace timers need no Kubernetes object)."""
     return node_states(view, KubeObjects())
+
+
+async def read_node_storage(client: LinstorReader, node: str, resources: Iterable[str],
+                            view: LinstorView) -> tuple[dict[str, NodeState], dict[str, ResourceState]]:
+    """The storage of ``resources`` as LINSTOR reports it now: their replicas (``GET
+    /v1/view/resources?resources=``) and the satellites of ``node`` and of their peers (``GET
+    /v1/nodes?nodes=``), read concurrently. Two small reads whatever the cluster's size: the check
+    right before a write (executor.py). Not ``/v1/view/resources?nodes=<node>``: the node's own
+    replicas are one witness only, the peers' testimony is on their replicas of the same resources.
+    The quorum policy is the pass's (properties do not make a node lost or not)."""
+    names = sorted(set(resources))
+    replicas: dict[str, dict[str, ReplicaState]] = {}
+    peers = {node} | {n for r in names if r in view.resources for n in view.resources[r].replicas}
+
+    async def stream() -> None:
+        async for batch in client.iter_resource_batches(FencingResourceItem, resources=names):
+            add_replicas(replicas, batch)
+
+    listed, _ = await asyncio.gather(client.get_nodes(nodes=sorted(peers)), stream())
+    nodes = {n.name: NodeState(n.name, n.connection_status or "UNKNOWN", None) for n in listed}
+    states = {r: ResourceState(r, replicas.get(r, {}), view.resources[r].props if r in view.resources else {})
+              for r in names}
+    return nodes, states
+
+
+def no_longer_lost(node: str, resources: Mapping[str, ResourceState], nodes: Mapping[str, NodeState]) -> str | None:
+    """Why ``node`` has not lost the storage of ``resources`` any more (the first one back), or None
+    while both witnesses still say it has, for every one of them."""
+    for name, res in sorted(resources.items()):
+        if storage_proof(res, node, nodes) is None:
+            state = nodes.get(node)
+            status = state.linstor_status if state is not None else "unknown to LINSTOR"
+            return (f"the storage of {name} on node {node} is no longer lost (satellite {status}; its DRBD peers "
+                    "no longer all report it down)")
+    return None

@@ -9,7 +9,8 @@ on that node, all of these hold (docs/fencing.md explains why each one is needed
    promote and no replica other than the node's is in use. One witness alone is no proof: a
    satellite LINSTOR cannot reach while its peers still talk to it is a controller partition;
 2. the node cannot keep writing: the resource has a quorum policy (``quorum`` = majority, all or a
-   number above half the voters, plus ``on-no-quorum`` suspend-io or io-error, inherited
+   number above half the voters (the diskful replicas: DRBD's rules in
+   ``linstor_scheduler.drbd_quorum``), plus ``on-no-quorum`` suspend-io or io-error, inherited
    controller < resource group < definition);
 3. somewhere to go: an UpToDate diskful replica on another ONLINE node;
 4. the storage proof held for the whole grace period (timed by ``grace.GraceTimers``).
@@ -25,11 +26,17 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-QUORUM_KEY = "DrbdOptions/Resource/quorum"
-ON_NO_QUORUM_KEY = "DrbdOptions/Resource/on-no-quorum"
-AUTO_QUORUM_KEY = "DrbdOptions/auto-quorum"  # LINSTOR's own switch: quorum plus this on-no-quorum action
-POLICY_KEYS = frozenset({QUORUM_KEY, ON_NO_QUORUM_KEY, AUTO_QUORUM_KEY})  # all the verdict reads of props
-QUORUM_ACTIONS = frozenset({"suspend-io", "io-error"})
+from linstor_scheduler.drbd_quorum import (
+    AUTO_QUORUM_KEY,
+    MINIMUM_REDUNDANCY_KEY,
+    ON_NO_QUORUM_KEY,
+    QUORUM_KEY,
+    Options,
+    policy_problem,
+)
+
+# All the verdict (and the drill's DRBD model) read of a resource's properties
+POLICY_KEYS = frozenset({QUORUM_KEY, ON_NO_QUORUM_KEY, AUTO_QUORUM_KEY, MINIMUM_REDUNDANCY_KEY})
 
 # Verdicts
 HEALTHY = "healthy"  # no storage fault for this pod
@@ -45,6 +52,9 @@ NO_PROMOTABLE_REPLICA = "NoPromotableReplica"
 CONTROLLER_PARTITION = "ControllerPartition"  # LINSTOR says lost, a peer still reaches it: Normal notice
 NO_PEER_WITNESS = "NoPeerWitness"  # LINSTOR says lost, no surviving peer can be heard at all: Normal notice
 NOTICES = frozenset({CONTROLLER_PARTITION, NO_PEER_WITNESS})
+# The pod's Kubernetes Node has no LINSTOR node of that name (a name mismatch: LINSTOR registered the
+# host by another name). Its storage cannot be judged at all: a Warning, never "healthy" in silence.
+NODE_UNKNOWN_TO_LINSTOR = "NodeUnknownToLinstor"
 NOT_OPTED_IN = "NotOptedIn"
 OPTED_OUT = "OptedOut"
 HOST_PATH = "HostPathVolume"
@@ -62,12 +72,7 @@ class ReplicaState:
     may_promote: bool | None
     peers: Mapping[str, bool | None] = field(default_factory=dict)  # peer node -> DRBD connection up?
     ignored: bool = False  # DELETE / INACTIVE
-    tie_breaker: bool = False  # a diskless replica that votes for quorum (LINSTOR's TIE_BREAKER)
     reported: bool = True  # LINSTOR has the satellite's state for it (False: unknown, satellite unreachable)
-
-    @property
-    def voter(self) -> bool:
-        return not self.ignored and (self.diskful or self.tie_breaker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +83,9 @@ class ResourceState:
 
     @property
     def voters(self) -> int:
-        """DRBD's quorum voters: diskful replicas and diskless tie-breakers."""
-        return sum(1 for r in self.replicas.values() if r.voter)
+        """DRBD's quorum voters: the diskful replicas (a diskless one, client or TIE_BREAKER, only breaks
+        ties: ``linstor_scheduler.drbd_quorum``)."""
+        return sum(1 for r in self.replicas.values() if r.diskful and not r.ignored)
 
     @property
     def quorum_policy(self) -> str | None:
@@ -88,30 +94,12 @@ class ResourceState:
 
     def _policy_text(self) -> str:
         quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
-        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
-        return f"quorum={quorum}, on-no-quorum={action}"
+        return f"quorum={quorum}, on-no-quorum={Options.from_props(self.props).on_no_quorum}"
 
     def quorum_problem(self) -> str | None:
-        """Why a cut-off node could keep writing, or None when the policy stops it.
-
-        ``quorum`` must be ``majority``, ``all`` or a number strictly greater than half the voters
-        (``quorum=1`` makes a lone node quorate); ``on-no-quorum`` must suspend or fail I/O.
-        """
-        quorum = (self.props.get(QUORUM_KEY) or "").strip().lower()
-        action = (self.props.get(ON_NO_QUORUM_KEY) or self.props.get(AUTO_QUORUM_KEY) or "").strip().lower()
-        if not quorum or quorum == "off":
-            return f"{QUORUM_KEY} is {quorum or 'not set'}"
-        if quorum not in ("majority", "all"):
-            try:
-                number = int(quorum)
-            except ValueError:
-                return f"{QUORUM_KEY}={quorum} is not majority, all or a number"
-            if 2 * number <= self.voters:
-                return (f"{QUORUM_KEY}={number} is not more than half of the {self.voters} voters "
-                        "(diskful replicas and tie-breakers): a node cut off with that many could go on writing")
-        if action not in QUORUM_ACTIONS:
-            return f"{ON_NO_QUORUM_KEY} is {action or 'not set'} (suspend-io or io-error needed)"
-        return None
+        """Why a cut-off node could keep writing, or None when the policy stops it
+        (``drbd_quorum.policy_problem``: DRBD's rules, DRBD's voters)."""
+        return policy_problem(self.props, self.voters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +303,12 @@ def judge_pod(pod: PodState, observed: Observed, now: float, grace: float) -> Po
     node = pod.node
     if not node or not pod.volumes:
         return None
+    state = observed.nodes.get(node)
+    if pod.resources and (state is None or state.linstor_status is None):
+        return PodDecision(pod, node, HEALTHY, NODE_UNKNOWN_TO_LINSTOR,
+                           f"LINSTOR has no node named {node}, where the pod runs with LINSTOR volume(s) "
+                           f"{', '.join(pod.resources)}: the Kubernetes Node and the LINSTOR node are named "
+                           "differently, and fencing cannot judge this node's storage")
     verdicts = tuple(judge_volume(observed.resources.get(r), r, node, observed, now, grace) for r in pod.resources)
     lost = [v for v in verdicts if v.verdict != HEALTHY]
     if not lost:

@@ -99,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def fatal(args: argparse.Namespace, exc: Exception, code: int) -> int:
     """The one line saying why the process ends: plain text, or a JSON object like every other line
     under ``--log-format json`` (a log collector parses it with the rest)."""
-    line = f"linstor-scheduler {args.command}: error: {exc}"
+    hint = ""
+    if "urllib3" in sys.modules:  # the Kubernetes client's transport was used: say which setting chose its server
+        from .kube.client import where_to_look
+
+        hint = where_to_look(exc)
+    line = f"linstor-scheduler {args.command}: error: {exc}{hint}"
     if args.log_format == "json":
         log.error("%s", line)
     else:

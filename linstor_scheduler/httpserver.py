@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
+from .servingtls import MIN_TLS_VERSION, ServingTLS
 
 if TYPE_CHECKING:  # uvicorn is imported only when a server starts (the CLI stays fast)
     import uvicorn
@@ -87,7 +87,8 @@ class ServerThread:
     """``with ServerThread(app) as srv: httpx.get(srv.url + "/healthz")``."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                 on_stop: Callable[[], None] | None = None, **uvicorn_kwargs: Any) -> None:
+                 on_stop: Callable[[], None] | None = None, port_flag: str = "--port", **uvicorn_kwargs: Any) -> None:
+        """``port_flag``: the flag that set ``port``, named when the port is in use."""
         kwargs = uvicorn_options(**{"log_level": "warning", "access_log": False, "lifespan": "on", "loop": "asyncio",
                                     **uvicorn_kwargs})
         import uvicorn  # here: the CLI imports this module for its settings before it knows it will serve
@@ -98,6 +99,7 @@ class ServerThread:
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._on_stop = on_stop  # ends the app's endless streams: uvicorn waits for open connections
+        self.port_flag = port_flag
 
     def _run(self) -> None:
         try:
@@ -120,7 +122,7 @@ class ServerThread:
             if self._error is not None or not self._thread.is_alive():
                 if self.config.port and _in_use(self.config.host, self.config.port):
                     raise ConfigError(f"port {self.config.port} on {self.config.host} is in use: choose another "
-                                      "with --port, or --port 0 for any free port")
+                                      f"with {self.port_flag}, or {self.port_flag} 0 for any free port")
                 raise RuntimeError(f"server failed to start: {self._error!r}")
             if waited >= timeout:
                 raise TimeoutError("server did not start in time")
@@ -152,20 +154,24 @@ class ServerThread:
         self.stop()
 
 
-MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
-
-
-def loaded_config(app: Any, **kwargs: Any) -> uvicorn.Config:
+def loaded_config(app: Any, *, tls: ServingTLS | None = None, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's Config, loaded, with TLS before 1.2 refused when it serves TLS at all.
 
     uvicorn has no option for the lowest protocol version and leaves it to the local OpenSSL
     configuration (which may allow TLS 1.0/1.1): the context it built is raised to TLS 1.2 here,
     before the server starts. Every server of ours (the webhook, the doubles) is made this way.
+    ``tls``: serve that context instead of uvicorn's (servingtls.py: certificate files re-read when
+    they change, optional client certificates); uvicorn is given the same files so that it knows
+    it serves TLS, and its own context is replaced before the server starts.
     """
     import uvicorn
 
+    if tls is not None:
+        kwargs = {**kwargs, "ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
     config = uvicorn.Config(app, **kwargs)
     config.load()
+    if tls is not None:
+        config.ssl = tls.context
     if config.ssl is not None and config.ssl.minimum_version < MIN_TLS_VERSION:
         config.ssl.minimum_version = MIN_TLS_VERSION
     return config

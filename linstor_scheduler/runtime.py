@@ -209,7 +209,7 @@ def serve_asgi(app: Any, *, host: str, port: int, log_level: str, ops: Any = Non
     if port == ops_port:
         raise ConfigError(f"--port and --metrics-port must differ (both {port}): the service and its "
                           "health and metrics are served apart, so that only the latter need be reachable")
-    with ServerThread(ops, host=ops_host, port=ops_port) as side:
+    with ServerThread(ops, host=ops_host, port=ops_port, port_flag="--metrics-port") as side:
         main = config()
         log.info("serving /healthz, /readyz, /metrics on http://%s:%d; the service on %s://%s:%d", ops_host,
                  side.port, "https" if main.is_ssl else "http", host, port)

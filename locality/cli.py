@@ -13,6 +13,7 @@ from linstor_scheduler.linstor.options import add_linstor_options
 from linstor_scheduler.runtime import add_health_options
 
 FAIL_NODE_ENV = env_name("--fail-node")
+CUT_NODE_ENV = env_name("--cut-node")
 
 
 def register(sub: Any, parent: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "pod's node, why, and where the extender would place each now (its best nodes with scores). "
                        "From the live cluster or a snapshot file. See docs/locality.md.")
     add_option(r, "--namespace", default="", help="only pods of this namespace")
-    add_option(r, "--snapshot", help="read this snapshot file instead of the live cluster")
+    add_option(r, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
     add_option(r, "--output", default="table", choices=["table", "json"],
                help="table (the non-local pods) or json (every pod with LINSTOR volumes)")
     add_flag(r, "--all", help="the table lists the local pods too")
@@ -52,7 +53,11 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "cluster's state or a snapshot; changes nothing. See docs/locality.md.")
     d.add_argument("--fail-node", action="append", default=None, metavar="NODE",
                    help=f"a node that fails: repeat, or give a comma-separated list [env {FAIL_NODE_ENV}]")
-    add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster")
+    d.add_argument("--cut-node", action="append", default=None, metavar="NODE",
+                   help="a node cut from the others on the replication network (LINSTOR and its kubelet still "
+                   "reach it); the nodes given together stay connected to each other: repeat, or give a "
+                   f"comma-separated list [env {CUT_NODE_ENV}]")
+    add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
     add_option(d, "--output", default="table", choices=["table", "json"], help="output format")
     add_option(d, "--grace-period", type=float, default=30.0, minimum=0, help="fencing's --grace-period (as deployed)")
     add_option(d, "--storm-share", type=float, default=1 / 3, above=0, maximum=1,

@@ -41,6 +41,7 @@ from fencing.observe import (
     storage_nodes,
     with_policies,
 )
+from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
@@ -61,10 +62,12 @@ class DrillSettings:
     weights: Weights = field(default_factory=Weights)
 
 
-def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, Any]:
+def failed_document(doc: Mapping[str, Any], failed: Iterable[str], cut: Iterable[str] = ()) -> dict[str, Any]:
     """The snapshot as it would read after a power loss of ``failed``: satellites OFFLINE, Nodes NotReady,
-    surviving peers' DRBD connections to them down."""
-    lost = set(failed)
+    surviving peers' DRBD connections to them down; and with ``cut`` cut from the other nodes on the
+    replication network: the DRBD connections across the cut down on both sides, satellites and
+    Nodes as they were."""
+    lost, apart = set(failed), set(cut)
     out = copy.deepcopy(dict(doc))
     linstor = out.setdefault("linstor", {})
     for node in linstor.get("nodes") or []:
@@ -79,8 +82,9 @@ def failed_document(doc: Mapping[str, Any], failed: Iterable[str]) -> dict[str, 
             for key in ("connections", "may_promote", "promotion_score"):
                 drbd.pop(key, None)
             continue
+        inside = item.get("node_name") in apart
         for peer, conn in (drbd.get("connections") or {}).items():
-            if peer in lost and isinstance(conn, dict):
+            if (peer in lost or (peer in apart) != inside) and isinstance(conn, dict):
                 conn["connected"] = False
     for obj in (out.setdefault("kubernetes", {}).get("items") or []):
         if obj.get("kind") == "Node" and (obj.get("metadata") or {}).get("name") in lost:
@@ -134,27 +138,38 @@ def _kube(items: Sequence[Mapping[str, Any]]) -> KubeObjects:
         nodes={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "Node"})
 
 
-def _after_failure(resources: Mapping[str, fv.ResourceState], lost: set[str]) -> dict[str, fv.ResourceState]:
-    """DRBD on the survivors: an UpToDate diskful replica may promote once the primary is gone, if the
-    survivors keep quorum. ``lost``: every node that is down (the failed ones and any already OFFLINE)."""
+def _drbd_after(res: fv.ResourceState, down: set[str], apart: set[str]) -> drbd_quorum.Outcome:
+    """DRBD's own rules (``linstor_scheduler.drbd_quorum``) on the survivors of ``res``, from a whole
+    resource: ``down`` lost power at once, ``apart`` is cut from the other nodes."""
+    replicas = {n: drbd_quorum.Replica(n, r.diskful, r.up_to_date, r.in_use)
+                for n, r in res.replicas.items() if not r.ignored}
+    alive = {n for n in replicas if n not in down}
+
+    def links(node: str, peer: str) -> bool:
+        return node in alive and peer in alive and (node in apart) == (peer in apart)
+
+    return drbd_quorum.outcome(replicas, alive, links, drbd_quorum.Options.from_props(res.props))
+
+
+def _touched(res: fv.ResourceState, down: set[str], apart: set[str]) -> bool:
+    nodes = set(res.replicas)
+    return bool(down & nodes) or bool(apart & nodes and nodes - apart)
+
+
+def _after_failure(resources: Mapping[str, fv.ResourceState], down: set[str],
+                   apart: set[str]) -> dict[str, fv.ResourceState]:
+    """What LINSTOR reports of DRBD after the failure: each surviving replica's ``may_promote`` as DRBD
+    decides it. ``down``: every node that is down (the failed ones and any already OFFLINE)."""
     out = {}
     for name, res in resources.items():
-        if not lost.intersection(res.replicas):
+        if not _touched(res, down, apart):
             out[name] = res
             continue
-        keeps = quorum_kept(res, lost)
-        primary_alive = any(r.in_use for n, r in res.replicas.items() if n not in lost)
-        replicas = {n: (r if n in lost else dataclasses.replace(
-            r, may_promote=bool(r.diskful and r.up_to_date and keeps and not r.ignored and not primary_alive)))
-            for n, r in res.replicas.items()}
+        promotable = _drbd_after(res, down, apart).promotable
+        replicas = {n: (r if n not in promotable else dataclasses.replace(r, may_promote=promotable[n]))
+                    for n, r in res.replicas.items()}
         out[name] = fv.ResourceState(name, replicas, res.props)
     return out
-
-
-def quorum_kept(res: fv.ResourceState, lost: set[str]) -> bool:
-    """DRBD quorum=majority on the survivors: more than half of the voters (diskful and tie-breakers)."""
-    left = sum(1 for r in res.replicas.values() if r.voter and r.node not in lost)
-    return left * 2 > res.voters
 
 
 def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[str | None, str]:
@@ -176,22 +191,25 @@ async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]
 
 
 def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
-          settings: DrillSettings | None = None) -> dict[str, Any]:
+          settings: DrillSettings | None = None, cut: Sequence[str] = ()) -> dict[str, Any]:
+    """The prediction for ``failed`` losing power and ``cut`` being cut from the other nodes on the
+    replication network (satellites and kubelets still reached), at once."""
     settings = settings or DrillSettings()
-    lost = set(failed)
+    lost, apart = set(failed), set(cut)
     base = as_document(doc)
     checked = snapshot_of(base, keep_raw=True)  # a malformed snapshot is reported as such
     known = {n.name for n in checked.nodes} | {
         (o.get("metadata") or {}).get("name") for o in checked.kube_items if o.get("kind") == "Node"}
-    unknown = sorted(lost - known)
-    if unknown:
-        raise ConfigError(f"{setting('--fail-node')} names {', '.join(unknown)}: no such node in the cluster")
-    snap = snapshot_of(failed_document(base, lost), keep_raw=True)
+    for flag, nodes in (("--fail-node", lost), ("--cut-node", apart)):
+        unknown = sorted(nodes - known)
+        if unknown:
+            raise ConfigError(f"{setting(flag)} names {', '.join(unknown)}: no such node in the cluster")
+    snap = snapshot_of(failed_document(base, lost, apart), keep_raw=True)
     view, has_policies = _view(snap)
     kube = _kube(snap.kube_items)
     observed = build_observed(view, kube, {})
     down = {n for n, st in observed.nodes.items() if st.linstor_status is not None and not st.online}  # incl. lost
-    resources = _after_failure(resource_states(view), down)
+    resources = _after_failure(resource_states(view), down, apart)
     observed = fv.Observed(observed.nodes, resources, observed.pods,
                            {f: NOW - settings.grace_period - 1 for f in faults(resources, observed.nodes)})
     if not has_policies:  # fencing reads the policy from the definitions: without them it is unknown
@@ -223,31 +241,38 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
                 action, reason, detail = REFUSE, d.reason, d.detail
             else:
                 action, reason, detail = NONE, "", d.detail
-            to = await _rank(extender, raw_pods[key], survivors) if action == REMOVE else []
+            # not back onto its own node: fencing keeps the scheduler off a node it acts on (taint)
+            to = await _rank(extender, raw_pods[key], [n for n in survivors if n != d.node]) if action == REMOVE else []
             out.append({"pod": key, "node": d.node, "action": action, "reason": reason, "detail": detail, "to": to})
         return out
 
     at_risk = []
     for name, res in sorted(observed.resources.items()):
-        if not lost.intersection(res.replicas):
+        if not _touched(res, lost, apart):
             continue
         left = sum(1 for r in res.replicas.values() if r.node not in down and r.diskful and r.up_to_date
                    and not r.ignored)
-        keeps = quorum_kept(res, down)
+        keeps = bool(_drbd_after(res, down, apart).kept_by(res.replicas))
         if left == 0 or not keeps:
             at_risk.append({"resource": name, "up_to_date_left": left, "quorum": keeps,
                             "lost_replicas": sorted(lost.intersection(res.replicas))})
     notes = [] if has_policies else [
         "the snapshot has no linstor.resource_definitions: quorum policies are unknown, so fencing would refuse "
         f"({fv.NO_QUORUM_POLICY}); write the snapshot with `linstor-scheduler snapshot` to include them"]
-    return {"failed_nodes": sorted(lost), "storm": held, "storm_detail": storm_detail, "pods": asyncio.run(rows()),
+    return {"failed_nodes": sorted(lost), "cut_nodes": sorted(apart), "storm": held, "storm_detail": storm_detail,
+            "pods": asyncio.run(rows()),
             "resources_at_risk": at_risk, "notes": notes,
             "settings": {"grace_period": settings.grace_period, "storm_share": round(settings.storm_share, 4)}}
 
 
 def render_table(result: Mapping[str, Any]) -> str:
-    lines = [f"drill: {', '.join(result['failed_nodes'])} fail(s) (power loss; grace period "
-             f"{result['settings']['grace_period']:.0f}s over)"]
+    grace = f"grace period {result['settings']['grace_period']:.0f}s over"
+    failed, cut = ", ".join(result["failed_nodes"]), ", ".join(result.get("cut_nodes") or [])
+    if not cut:
+        lines = [f"drill: {failed} fail(s) (power loss; {grace})"]
+    else:
+        lines = [f"drill: {cut} cut from the other nodes (replication network)"
+                 f"{f', {failed} fail(s) (power loss)' if failed else ''}; {grace}"]
     lines.append(f"storm breaker: {'WOULD HOLD every action' if result['storm'] else 'would not hold'} "
                  f"({result['storm_detail']})")
     pods = result["pods"]

@@ -104,7 +104,10 @@ class LocalityExporter:
         # confirmations come and go with each watch, which would make the age jump back and forth.
         self.figures_from = state.linstor_synced_at
         if self.last is None or (summary.pods, summary.local) != (self.last.pods, self.last.local):
-            log.info("locality: %d of %d pods local (%.0f%%)", summary.local, summary.pods, summary.share * 100)
+            if summary.pods:
+                log.info("locality: %d of %d pods local (%.0f%%)", summary.local, summary.pods, summary.share * 100)
+            else:
+                log.info("locality: no running pods with LINSTOR volumes")
         self.last, self.last_at = summary, self.clock()
         return summary
 

@@ -79,6 +79,8 @@ def render_summary(report: Mapping[str, Any]) -> str:
     for row in s["volumes"]:
         by[row["locality"]] = by.get(row["locality"], 0) + row["volumes"]
     vols = ", ".join(f"{n} {loc}" for loc, n in sorted(by.items())) or "no volumes"
+    if not s["pods"]:  # no share of nothing: "0 of 0 (100%)" read as all is well
+        return f"no running pods with LINSTOR volumes to judge; volumes: {vols}"
     return f"{s['local']} of {s['pods']} pods local ({s['share'] * 100:.0f}%); volumes: {vols}"
 
 
@@ -86,7 +88,8 @@ def render_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
     rows = [r for r in report["pods"] if show_all or not r["local"]]
     lines = [render_summary(report)]
     if not rows:
-        lines.append("every pod with LINSTOR volumes is local" if not show_all else "no pods with LINSTOR volumes")
+        if report["summary"]["pods"]:
+            lines.append("every pod with LINSTOR volumes is local" if not show_all else "no pods with LINSTOR volumes")
         return "\n".join(lines)
     pw = max(len("POD"), *(len(r["pod"]) for r in rows))
     nw = max(len("NODE"), *(len(r["node"]) for r in rows))

@@ -153,14 +153,17 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_drill(args: argparse.Namespace) -> int:
-    from .cli import FAIL_NODE_ENV
+    from .cli import CUT_NODE_ENV, FAIL_NODE_ENV
     from .drill import DrillSettings, drill, render_table
 
-    given = args.fail_node or [os.environ.get(FAIL_NODE_ENV, "")]
-    failed = [n.strip() for text in given for n in text.split(",") if n.strip()]
-    if not failed:
-        raise ConfigError(f"{setting('--fail-node', FAIL_NODE_ENV)} is required: the node (or nodes) that fail")
+    def nodes(given: list[str] | None, env: str) -> list[str]:
+        return [n.strip() for text in given or [os.environ.get(env, "")] for n in text.split(",") if n.strip()]
+
+    failed, cut = nodes(args.fail_node, FAIL_NODE_ENV), nodes(args.cut_node, CUT_NODE_ENV)
+    if not failed and not cut:
+        raise ConfigError(f"{setting('--fail-node', FAIL_NODE_ENV)} is required: the node (or nodes) that fail "
+                          f"(or {setting('--cut-node', CUT_NODE_ENV)}: the nodes cut from the others)")
     settings = DrillSettings(args.grace_period, args.storm_share, score_weights(args))
-    result = drill(_document(args), failed, settings)
+    result = drill(_document(args), failed, settings, cut=cut)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
     return 0

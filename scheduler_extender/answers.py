@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -19,7 +18,7 @@ from .codec import BadRequest, ExtenderArgs, PriorityEncoder, decode_args, encod
 from .judge import Decision, Extender
 from .metrics import ExtenderMetrics
 from .placements import PlacementReporter
-from .scoring import NODE, NodeVerdict
+from .scoring import NODE
 
 log = logging.getLogger(__name__)
 SCORE = operator.attrgetter("score")
@@ -34,7 +33,12 @@ class Answer:
     passing: int = 0
     failed: int = 0
     message: str | None = None  # the filter's log line, after the pod's name (the answer may be another pod's)
-    top: str | None = None  # prioritize: the first-ranked fitting node (a hold is taken there)
+    hold_on: list[str] | None = None  # filter, a pod with an unbound claim: the nodes it passed (held there)
+
+    @property
+    def size(self) -> int:
+        """Bytes held while kept (the answer cache's bound)."""
+        return len(self.body) + 8 * len(self.hold_on or ())
 
 
 def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
@@ -44,15 +48,6 @@ def verdict_rows(decision: Decision) -> list[dict[str, Any]]:
                 for n in decision.names]
     return [{"node": n, "verdict": "pass" if v.fits else "fail", "score": v.score, "reasons": v.reasons(n)}
             for n, v in zip(decision.names, decision.verdicts, strict=True)]
-
-
-def _top(names: Sequence[str], verdicts: Sequence[NodeVerdict]) -> str | None:
-    """The fitting node with the highest score (the first of equals), or None if none fits."""
-    best, top = -1, None
-    for name, verdict in zip(names, verdicts, strict=True):
-        if verdict.fits and verdict.score > best:
-            best, top = verdict.score, name
-    return top
 
 
 class Answerer:
@@ -82,9 +77,7 @@ class Answerer:
             return Answer(self.priorities.encode(list(names), [0] * len(names)), "neutral")
         if verb == "prioritize":
             scores = list(map(SCORE, verdicts))
-            promising = any(not c.bound and c.pending is None for c in decision.claims)
-            return Answer(self.priorities.encode(list(names), scores), "ok",
-                          top=_top(names, verdicts) if promising else None)
+            return Answer(self.priorities.encode(list(names), scores), "ok")
         fits = list(map(FITS, verdicts))
         passing = list(compress(names, fits))
         failed: dict[str, str] = {}
@@ -99,7 +92,9 @@ class Answerer:
         sample = "; ".join(list(failed.values())[:3])
         message = f"{len(passing)} of {len(names)} nodes pass" + (f" (e.g. {sample})" if sample else "")
         # Every reason we give is about storage: preempting other pods cannot fix it.
-        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message)
+        promising = any(not c.bound and c.pending is None for c in decision.claims)
+        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message,
+                      passing if promising else None)
 
     async def answer(self, verb: str, body: bytes) -> tuple[int, bytes]:
         """The whole verb on a raw body: decode once, decide, encode (or find the encoding), count."""
@@ -110,8 +105,8 @@ class Answerer:
             decision = await extender.decide(args.raw_pod, args.raw_names if args.raw_names is not None
                                              else args.node_names)
             result = decision.answer(verb, lambda: self.compute(verb, args, decision))
-            if verb == "prioritize":
-                extender.promise(decision, result.top)
+            if result.hold_on is not None:
+                extender.promise(decision, result.hold_on)
         except BadRequest as exc:
             self.counters[verb, "bad_request"].inc()
             self.latency[verb].observe(time.perf_counter() - started)

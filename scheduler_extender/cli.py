@@ -26,7 +26,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--metrics-address", default="0.0.0.0",
                help="address of /healthz, /readyz, /metrics (kubelet, Prometheus); nothing else is served there")
     add_option(p, "--metrics-port", type=int, default=8098, range=PORT, help="port of /healthz, /readyz, /metrics")
-    add_option(p, "--snapshot", help="serve from this snapshot file instead of live LINSTOR and Kubernetes")
+    add_option(p, "--snapshot",
+               help="serve from this snapshot file instead of live LINSTOR and Kubernetes (-: standard input)")
     add_option(p, "--poll-interval", type=float, default=10.0, above=0, help="seconds between LINSTOR reads")
     add_option(p, "--poll-min-factor", type=float, default=4.0, minimum=0,
                help="the wait between LINSTOR reads is at least this many times the last read's duration "
@@ -40,10 +41,21 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--score-weights", default="",
                help="override score levels, e.g. 'local_syncing=7,remote=0' (see docs/extender.md)")
     add_option(p, "--reservation-ttl", type=float, default=120.0, above=0, maximum=3600,
-               help="seconds a hold of an unbound WaitForFirstConsumer claim's size on a node's pool lasts "
-               "when neither kube-scheduler's choice nor LINSTOR's next read ends it")
+               help="seconds a hold of an unbound WaitForFirstConsumer claim's size on node pools lasts "
+               "(counted again when kube-scheduler's choice moves it) when nothing ends it: LINSTOR showing "
+               "the volume, the claim deleted, the choice withdrawn")
     add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, minimum=MIN_BODY_BYTES,
                help="largest request body accepted (a pod and its node names need far less than the minimum)")
+    add_option(p, "--scheduler-name", default="",
+               help="judge only pods with this spec.schedulerName; every other pod passes every node with score 0 "
+               "(empty: judge every pod). For the main kube-scheduler, whose extenders are shown the pods of "
+               "every profile (deploy/components/main-scheduler sets linstor)")
+    tls = p.add_argument_group("HTTPS for the verbs (main-scheduler mode, docs/install.md)")
+    add_option(tls, "--tls-cert-file", help="serve the verbs over HTTPS (TLS 1.2 or newer) with this certificate "
+               "(PEM); re-read when the file changes, no restart needed")
+    add_option(tls, "--tls-key-file", help="key of --tls-cert-file (PEM)")
+    add_option(tls, "--tls-client-ca-file", help="require a client certificate signed by this CA (PEM) on the "
+               "verbs' port; re-read with the certificate")
     add_linstor_options(p)
     add_kube_options(p)
     p.set_defaults(func=deferred("scheduler_extender.wiring:run_extender"))
@@ -53,7 +65,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "file or the live cluster.")
     add_option(e, "--pod", help="the pod, NAMESPACE/NAME")
     add_option(e, "--nodes", default="", help="comma-separated nodes to judge (default: all)")
-    add_option(e, "--snapshot", help="judge against this snapshot file instead of the live cluster")
+    add_option(e, "--snapshot", help="judge against this snapshot file instead of the live cluster (-: standard input)")
     add_option(e, "--output", default="table", choices=["table", "json"], help="output format")
     add_option(e, "--score-weights", default="", help="as for the extender")
     add_linstor_options(e)

@@ -29,6 +29,7 @@ from .codec import BadRequest, decode_args, encode_error
 from .judge import Extender
 from .metrics import ExtenderMetrics
 from .placements import PlacementReporter
+from .reservations import hold_rows
 from .scoring import all_node_names
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,7 @@ def create_app(
 
     def reservation_rows(extender: Extender, names: list[str]) -> list[dict[str, Any]]:
         """The holds on the judged nodes: what their free space in the verdicts already lacks."""
-        if extender.ledger is None:
-            return []
-        wanted, now = set(names), extender.clock()
-        return [{"claim": h.claim, "node": h.node, "pool": h.pool, "bytes": h.size_bytes, "source": h.source,
-                 "age_seconds": round(now - h.since, 3)} for h in extender.ledger.holds() if h.node in wanted]
+        return [] if extender.ledger is None else hold_rows(extender.ledger, names, extender.clock())
 
     def known_nodes() -> list[str]:
         return all_node_names(holder.state)

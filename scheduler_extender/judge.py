@@ -24,7 +24,7 @@ from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 from .cache import GenerationCache
 from .codec import decode_names, decode_pod
 from .freshness import Freshness, measure
-from .reservations import SELECTED_NODE, Hold, Ledger, promised_state
+from .reservations import Ledger, hold_filtered, promised_state, reconcile
 from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
 from .state import EMPTY_STATE, ClusterState, ResourceInfo, index_resources
 
@@ -170,29 +170,32 @@ class FallbackReader:
 class Prepared:
     """The pod's side of a decision, whatever the candidates: its LINSTOR claims resolved against one
     state, then their resources looked up. ``key`` names the pod's verdict table; None until the
-    resources are looked up (never, for a pod without LINSTOR claims: it has no table)."""
+    resources are looked up. ``not_ours`` says why the pod is not ours to judge whatever the time
+    (no LINSTOR volumes, another profile's pod): then it has no claims and no table."""
 
     ref: str
     claims: list[Claim]
     state: ClusterState
     resources: list[ResourceInfo | None] = field(default_factory=list)
     key: tuple[Any, ...] | None = None
+    not_ours: str | None = None
 
     @property
     def complete(self) -> bool:
         """Worth remembering: nothing left to look up. Never a pod whose resource the fallback read
         did not find: the next request must look again."""
-        if not self.claims:
+        if self.not_ours is not None:
             return True
         return self.key is not None and all(
             r is not None or not c.resource for c, r in zip(self.claims, self.resources, strict=True))
 
 
 class Encoded(Protocol):
-    """What a decision's answers are kept as: bytes for the wire, whose size bounds the cache."""
+    """What a decision's answers are kept as: bytes for the wire and what goes with them, whose
+    size bounds the cache."""
 
     @property
-    def body(self) -> bytes: ...
+    def size(self) -> int: ...
 
 
 E = TypeVar("E", bound=Encoded)
@@ -294,11 +297,16 @@ class Extender:
         tables_bytes: int = TABLES_LIMIT,
         kube: KubeFreshness | None = None,
         ledger: Ledger | None = None,
+        scheduler_name: str | None = None,
     ) -> None:
         """``kube``: the live age of the Kubernetes view (the informers' confirmation, read at each
         request); without it the state's own Kubernetes read time stands in (tests, snapshots).
         ``ledger``: capacity promised to unbound WaitForFirstConsumer claims (reservations.py);
-        None: free space is the last poll's alone (snapshots, explain)."""
+        None: free space is the last poll's alone (snapshots, explain). ``scheduler_name``: judge only
+        pods of that profile (the main kube-scheduler shows its extenders the pods of every profile,
+        k8s.io/kube-scheduler config/v1 ``Extender``: extenders are shared by all profiles); the
+        others pass every node with score 0. None: every pod (our own scheduler has one profile)."""
+        self.scheduler_name = scheduler_name
         self.holder = holder
         self.ledger = ledger
         self.kube = kube
@@ -367,7 +375,7 @@ class Extender:
         known, signature = side is not None, None
         if side is None:
             side, signature = self._resolve(decode_pod(pod) if isinstance(pod, bytes) else pod, state)
-        neutral = None if side.claims else NO_LINSTOR_VOLUMES
+        neutral = side.not_ours
         if neutral is None:
             fresh = self.freshness(state)
             neutral = fresh.neutral_reason
@@ -379,7 +387,7 @@ class Extender:
         if raw_pod is not None and not known and side.complete:
             self.pod_bytes.put(raw_pod, state.generation, side)
         if neutral is not None:  # kept by the candidates' bytes only if it does not depend on the time
-            return Decision(self, side, names, neutral, None, not side.claims and isinstance(names, bytes))
+            return Decision(self, side, names, neutral, None, side.not_ours is not None and isinstance(names, bytes))
         if isinstance(names, bytes):
             return Decision(self, side, names, None, self._table_key(side), True)  # answers kept by the bytes
         decision = Decision(self, side, names, None, self._table_key(side), False)
@@ -399,6 +407,11 @@ class Extender:
         ephemeral volume's template makes the content part of the answer."""
         meta = pod.get("metadata") or {}
         ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        if self.scheduler_name is not None:
+            profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+            if profile != self.scheduler_name:
+                not_ours = f"pod's scheduler is {profile}, not {self.scheduler_name}"
+                return Prepared(ref, [], state, not_ours=not_ours), None
         refs = pod_claims(pod)
         signature = None
         if all(r.template is None for r in refs):
@@ -406,10 +419,10 @@ class Extender:
             signature = (fallback_generation, tuple((r.namespace, r.name, r.volume) for r in refs))
             hit = self.prepared.get(signature, state.generation)
             if hit is not None:
-                return Prepared(ref, hit.claims, state, hit.resources, hit.key), signature
+                return Prepared(ref, hit.claims, state, hit.resources, hit.key, hit.not_ours), signature
         claims = [c for c in (resolve_claim(r, state.get_pvc, state.get_pv, state.get_sc) for r in refs)
                   if c.is_linstor]
-        side = Prepared(ref, claims, state)
+        side = Prepared(ref, claims, state, not_ours=None if claims else NO_LINSTOR_VOLUMES)
         if not claims and signature is not None:
             self.prepared.put(signature, state.generation, side)
         return side, signature
@@ -438,14 +451,14 @@ class Extender:
     def _table_key(self, side: Prepared) -> tuple[Any, ...] | None:
         """The name of the pod's verdict table (and answers): ``side.key``, plus the ledger's version
         when the pod has an unbound claim judged by free space, whose verdicts change with every
-        hold taken, moved or released. Expired holds are dropped first (oldest first: this costs
-        nothing while none expire)."""
+        hold of another claim taken, moved or released. Expired holds are dropped first (oldest
+        first: this costs nothing while none expire)."""
         key, ledger = side.key, self.ledger
         if key is None or ledger is None or not _promising(side.claims):
             return key
         if len(ledger):
             ledger.expire(self.clock())
-        return (*key, ledger.version)
+        return (*key, ledger.version_for(c.ref.key for c in side.claims))
 
     def _judging_state(self, side: Prepared) -> ClusterState:
         """The state with other claims' holds taken from the pools' free space (never the pod's
@@ -487,48 +500,16 @@ class Extender:
             self._classes = node_class_ids(set(state.nodes) | set(state.kube.topology), state, {})
 
     # --- capacity promised (reservations.py) -------------------------------------------------------
-    def promise(self, decision: Decision, top: str | None) -> None:
-        """``prioritize`` ranked ``top`` first: hold each unbound claim's size on its pool there."""
-        ledger = self.ledger
-        if ledger is None or top is None or not _promising(decision.claims):
-            return
-        node = decision.state.nodes.get(top)
-        if node is None:
-            return
-        now = self.clock()
-        for claim in decision.claims:
-            if claim.bound or claim.pending or claim.storage_class is None or not claim.size_bytes:
-                continue
-            pool = claim.storage_class.storage_pool or max(
-                node.pools, key=lambda p: node.pools[p].free_kib or 0, default=None)
-            if pool is not None and pool in node.pools:
-                ledger.rank(claim.ref.key, top, pool, claim.size_bytes, now)
+    def promise(self, decision: Decision, nodes: Sequence[str]) -> None:
+        """``filter`` let the pod through to ``nodes``: each unbound claim's size is held on all of
+        them until kube-scheduler says which (reservations.py)."""
+        if self.ledger is not None and _promising(decision.claims):
+            hold_filtered(self.ledger, decision.claims, decision.state, nodes, self.clock())
 
     def reconcile(self, state: ClusterState) -> None:
-        """After each published state: a hold moves to the node kube-scheduler chose (the claim's
-        ``selected-node`` annotation), and ends when LINSTOR's part of the state has the claim's
-        volume (its free space counts it now) or the claim is gone; old ones expire."""
-        ledger = self.ledger
-        if ledger is None or not len(ledger):
-            return
-        now = self.clock()
-
-        def over(hold: Hold) -> bool:
-            pvc = state.get_pvc(hold.claim)
-            if pvc is None:
-                return True
-            volume = (pvc.get("spec") or {}).get("volumeName")
-            return bool(volume) and volume in state.resources
-
-        ledger.settle(over)
-        for hold in ledger.holds():
-            pvc = state.get_pvc(hold.claim) or {}
-            chosen = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
-            if chosen and (chosen != hold.node or hold.source != "selected"):
-                node = state.nodes.get(chosen)
-                pool = hold.pool if node is None or hold.pool in node.pools else next(iter(node.pools), hold.pool)
-                ledger.selected(hold.claim, chosen, pool, hold.size_bytes, now)
-        ledger.expire(now)
+        """After each published state: holds settle, move and expire (reservations.py)."""
+        if self.ledger is not None:
+            reconcile(self.ledger, state, self.clock())
 
 
 def _promising(claims: Sequence[Claim]) -> bool:
@@ -547,4 +528,4 @@ def _pod_bytes_size(raw_pod: bytes, _: Prepared) -> int:
 
 def _answer_size(key: tuple[Any, ...], answer: Encoded) -> int:
     names = key[-1]
-    return len(answer.body) + (len(names) if isinstance(names, bytes) else 0)
+    return answer.size + (len(names) if isinstance(names, bytes) else 0)

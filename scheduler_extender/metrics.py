@@ -84,9 +84,10 @@ class ExtenderMetrics:
     def bind_reservations(self, totals: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
         """Capacity promised to unbound WaitForFirstConsumer claims (reservations.py), read at scrape time."""
         gauge = Gauge("linstor_scheduler_extender_reservations", "Holds of capacity promised to unbound "
-                      "WaitForFirstConsumer claims and not yet in LINSTOR, by source (ranked: the extender "
-                      "ranked the node first; selected: kube-scheduler chose the node) and stat (holds, bytes)",
+                      "WaitForFirstConsumer claims and not yet in LINSTOR, by source (filtered: on every node "
+                      "the filter let the pod through to, until kube-scheduler says which; selected: on the "
+                      "node kube-scheduler chose) and stat (holds, bytes)",
                       ["source", "stat"], registry=self.registry)
-        for source in ("ranked", "selected"):
+        for source in ("filtered", "selected"):
             for i, stat in enumerate(("holds", "bytes")):
                 gauge.labels(source, stat).set_function(lambda s=source, i=i: totals()[s][i])

@@ -25,7 +25,7 @@ prioritize path never formats a string.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -251,6 +251,8 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
     else:
         pools = list(node.pools.values())
         pool_desc = "any storage pool"
+    if state.held:  # capacity promised to other claims is not free (reservations.py)
+        pools = [_after_holds(p, node.name, state.held) for p in pools]
     roomy = [p for p in pools if p.free_kib is None or p.free_kib >= wanted_kib]
     size = claim.size_bytes
     if roomy:
@@ -268,9 +270,12 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
     if pools:
         p = max(pools, key=lambda p: p.free_kib or 0)
 
+        promised = state.held.get(p.name, {}).get(node.name, 0)
+
         def problem(p: PoolInfo = p) -> str:
-            return (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free, "
-                    f"the claim requests {human_bytes(size)}")
+            held = f" once {human_bytes(promised)} promised to other claims is counted" if promised else ""
+            return (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free"
+                    f"{held}, the claim requests {human_bytes(size)}")
     else:
         def problem(desc: str = pool_desc) -> str:
             return f"{desc} is missing on node {NODE}"
@@ -278,6 +283,14 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
         return VolumeVerdict(False, 0, lambda: f"{label}: {problem()} and its StorageClass forbids remote access")
     return VolumeVerdict(
         True, w.remote, lambda: f"{label}: unbound; {problem()}; the volume would be reached over the network")
+
+
+def _after_holds(pool: PoolInfo, node: str, held: Mapping[str, Mapping[str, int]]) -> PoolInfo:
+    """``pool`` with the bytes promised on it (``ClusterState.held``) taken from its free space."""
+    promised = held.get(pool.name, {}).get(node, 0)
+    if not promised or pool.free_kib is None:
+        return pool
+    return replace(pool, free_kib=max(0, pool.free_kib - promised // 1024))
 
 
 def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState, w: Weights) -> NodeVerdict:
@@ -445,12 +458,15 @@ def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> Callable[[N
     top = state.pool_max_free.get(pool) or 0
     span = w.wffc_max - w.wffc_min
     label, size = claim.label, claim.size_bytes
+    held = state.held.get(pool)  # node -> bytes promised to other claims (reservations.py)
 
     def judge(node: NodeInfo) -> VolumeVerdict:
         found = node.pools.get(pool)
-        if found is None or (found.free_kib is not None and found.free_kib < wanted_kib):
+        free = found.free_kib if found is not None else None
+        if held and free is not None:
+            free = max(0, free - held.get(node.name, 0) // 1024)
+        if found is None or (free is not None and free < wanted_kib):
             return judge_unbound(claim, node, state, w)  # the rare, wordy cases
-        free = found.free_kib
         share = (free / top) if (free is not None and top > 0) else 0.0
         return VolumeVerdict(True, w.wffc_min + span * share, _RoomReason(label, pool, free, size))
 

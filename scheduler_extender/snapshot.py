@@ -27,7 +27,9 @@ cluster of 5,000 nodes and 100,000 resources is never one decoded document in me
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -104,13 +106,22 @@ class Snapshot:
 
 
 def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
-    """Stream a YAML or JSON snapshot file into a checked ``Snapshot``."""
+    """Stream a YAML or JSON snapshot file (``-``: standard input) into a checked ``Snapshot``.
+
+    Both sections must be there, even empty (``kubernetes: {items: []}``): a YAML file cut short
+    at a line boundary is still valid YAML, and without its ``kubernetes`` section the extender
+    would serve, ready, a cluster without a single claim (every pod "has no LINSTOR volumes")."""
+    stdin = str(path) == "-"
+    if stdin:
+        path = "standard input"
     snap = Snapshot(keep_raw=keep_raw)
+    seen: set[str] = set()
+    is_json = False
     try:
-        with open(path, "rb") as f:
+        with nullcontext(sys.stdin.buffer) if stdin else open(path, "rb") as f:
             is_json = _first_byte(f) in (b"{", b"[")
             events = _json_events(f) if is_json else _yaml_events(f)
-            for section, key, i, item in _walk(events):
+            for section, key, i, item in _walk(events, seen):
                 snap.add(section, key, i, item)
     except SnapshotError as exc:
         raise SnapshotError(f"{path}: {exc}") from None
@@ -119,6 +130,11 @@ def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
     except OSError as exc:
         raise SnapshotError(f"snapshot {path}: {exc.strerror or exc}") from None
     snap.check_not_empty(str(path))
+    missing = [name for name in SECTIONS if name not in seen]
+    if missing:
+        raise SnapshotError(f"{path}: no {' and no '.join(missing)} section: the snapshot is cut short or "
+                            "incomplete (`linstor-scheduler snapshot` writes both; an empty one is "
+                            "written `kubernetes: {items: []}`)")
     return snap
 
 
@@ -242,6 +258,8 @@ _STR = "tag:yaml.org,2002:str"
 
 
 def _first_byte(f: BinaryIO) -> bytes:
+    if not f.seekable():  # a pipe (``-``): look without consuming
+        return f.peek(4096).lstrip(b" \t\r\n")[:1]  # type: ignore[attr-defined]
     while (b := f.read(1)) in (b" ", b"\t", b"\r", b"\n"):
         pass
     f.seek(0)
@@ -295,8 +313,9 @@ def _yaml_events(f: BinaryIO) -> Iterator[Event]:
         loader.dispose()
 
 
-def _walk(events: Iterator[Event]) -> Iterator[tuple[str, str, int, Any]]:
-    """(section, key, index, item) for every item, checking the keys on the way."""
+def _walk(events: Iterator[Event], seen: set[str] | None = None) -> Iterator[tuple[str, str, int, Any]]:
+    """(section, key, index, item) for every item, checking the keys on the way; the names of the
+    sections present go into ``seen``."""
     first = next(events, None)
     if first is None:
         return  # an empty file: the emptiness check says so
@@ -310,7 +329,9 @@ def _walk(events: Iterator[Event]) -> Iterator[tuple[str, str, int, Any]]:
         keys = _known(section, SECTIONS, "")
         event, value = next(events)
         if value is None and event not in _OPEN:
-            continue
+            continue  # `kubernetes:` and nothing after it: as if absent (a file may end there)
+        if seen is not None:
+            seen.add(section)
         if event != "start_map":
             got = "a list" if event == "start_array" else _show(value)
             raise SnapshotError(f"{section}: expected a mapping, got {got}")

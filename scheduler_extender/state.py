@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
@@ -286,6 +287,9 @@ class KubeView:
         return cls(topology, pvcs, pvs, classes)
 
 
+NOTHING_HELD: Mapping[str, Mapping[str, int]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterState:
     """One consistent view; replaced whole on every sync (never mutated)."""
@@ -301,6 +305,10 @@ class ClusterState:
     # (node sets of affinity rules) live across LINSTOR-only changes.
     kube_since: int = 0
     node_classes: Mapping[str, int] | None = None  # node -> class id (scoring.node_class); None: not yet
+    # Capacity promised to unbound WaitForFirstConsumer claims that LINSTOR's free space does not
+    # show yet (reservations.py): pool -> node -> bytes. Empty but in the live extender's judging
+    # (``reservations.promised_state``); scoring subtracts it from each pool's free space.
+    held: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: NOTHING_HELD)
 
     @classmethod
     def build(

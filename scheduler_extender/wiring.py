@@ -24,6 +24,7 @@ from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import serve_asgi
+from linstor_scheduler.servingtls import ServingTLS
 
 from .capture import capture
 from .explain import explain_ref, render_table
@@ -35,7 +36,9 @@ from .placements import PlacementReporter
 from .refresh import EXTENDER_KINDS, Syncer
 from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
+from .selections import SelectionFeed
 from .snapshot import read_snapshot, state_from_snapshot
+from .state import ClusterState
 
 log = logging.getLogger("linstor_scheduler.extender")
 
@@ -54,6 +57,7 @@ def build_live_app(
     metrics: ExtenderMetrics | None = None,
     api_timeout: float = DEFAULT_API_TIMEOUT,
     reservation_ttl: float = DEFAULT_TTL,
+    scheduler_name: str | None = None,
 ) -> ExtenderApp:
     """The live extender. ``max_staleness`` bounds everything it answers from: the informers are
     kept to it (``bounded_by``: a watch ended by the server every third of it, a silent one ended
@@ -73,8 +77,20 @@ def build_live_app(
     syncer.caches = caches
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
-                        ledger=ledger)
-    syncer.on_publish = extender.reconcile  # holds move, settle and expire with each published state
+                        ledger=ledger, scheduler_name=scheduler_name)
+    feed = SelectionFeed(ledger, holder)  # kube-scheduler's choices, from the claim informer at once
+    claims = caches.informers["PersistentVolumeClaim"]
+
+    def claim_changed(kind: str, obj: Any) -> None:
+        syncer.kube_changed(kind, obj)
+        feed.heard(kind, obj)
+
+    def published(state: ClusterState) -> None:  # holds move, settle and expire with each published state
+        extender.reconcile(state)
+        feed.published(state)
+
+    claims.on_change = claim_changed
+    syncer.on_publish = published
     metrics.bind_reservations(ledger.totals)
     recorder = EventRecorder(api_client, component="linstor-scheduler-extender")
     placements = PlacementReporter(extender, recorder, metrics.placements)
@@ -87,6 +103,7 @@ def build_live_app(
     metrics.registry.register(KubeCollector(caches, recorder=recorder))
 
     async def startup() -> None:
+        feed.start(asyncio.get_running_loop())
         caches.start()
         pods.start()
         await syncer.start()
@@ -119,12 +136,14 @@ def score_weights(args: argparse.Namespace) -> Weights:
 
 def run_extender(args: argparse.Namespace) -> int:
     weights = score_weights(args)
+    tls = serving_tls(args)  # bad TLS settings or files fail before LINSTOR or the API server is asked
     metrics = ExtenderMetrics()
     holder = StateHolder()
     if args.snapshot:
         holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=boottime()))
         holder.static = holder.ready = True
-        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness)
+        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness,
+                            scheduler_name=args.scheduler_name or None)
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
                  len(holder.state.nodes), len(holder.state.resources))
         app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
@@ -136,19 +155,32 @@ def run_extender(args: argparse.Namespace) -> int:
             poll_min_factor=args.poll_min_factor, max_staleness=args.max_staleness,
             fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
             max_body=args.max_body_bytes, metrics=metrics, api_timeout=args.api_timeout,
-            reservation_ttl=args.reservation_ttl,
+            reservation_ttl=args.reservation_ttl, scheduler_name=args.scheduler_name or None,
         )
-    return serve_extender(app, args)
+    return serve_extender(app, args, tls)
 
 
-def serve_extender(app: ExtenderApp, args: argparse.Namespace) -> int:
-    """The verbs on ``--listen-address:--port`` (loopback by default), health and metrics on
-    ``--metrics-address:--metrics-port``, until SIGTERM."""
-    if not is_loopback(args.listen_address):
-        log.warning("the verbs /filter, /prioritize and /explain listen on %s: every client that reaches "
+def serving_tls(args: argparse.Namespace) -> ServingTLS | None:
+    """The verbs' HTTPS (``--tls-*-file``), or None for plain HTTP; half a pair is a ``ConfigError``."""
+    cert, key, client_ca = (getattr(args, f, None) for f in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"))
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{setting('--tls-cert-file')} and {setting('--tls-key-file')} go together: give both "
+                          "or neither")
+    if client_ca and not cert:
+        raise ConfigError(f"{setting('--tls-client-ca-file')} needs HTTPS: give {setting('--tls-cert-file')} "
+                          f"and {setting('--tls-key-file')} too")
+    return ServingTLS(cert, key, client_ca or None) if cert else None
+
+
+def serve_extender(app: ExtenderApp, args: argparse.Namespace, tls: ServingTLS | None) -> int:
+    """The verbs on ``--listen-address:--port`` (loopback by default; HTTPS with ``tls``), health and
+    metrics on ``--metrics-address:--metrics-port``, until SIGTERM."""
+    if not is_loopback(args.listen_address) and (tls is None or not tls.client_auth):
+        log.warning("the verbs /filter, /prioritize and /explain listen on %s%s: every client that reaches "
                     "it can ask (and learn where each claim's replicas are); kube-scheduler in the same pod "
-                    "needs only 127.0.0.1", args.listen_address)
-    return serve_asgi(app.verbs, host=args.listen_address, port=args.port, log_level=args.log_level,
+                    "needs only 127.0.0.1, another one a NetworkPolicy or --tls-client-ca-file",
+                    args.listen_address, " over HTTPS" if tls else "")
+    return serve_asgi(app.verbs, host=args.listen_address, port=args.port, log_level=args.log_level, tls=tls,
                       ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port)
 
 

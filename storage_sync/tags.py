@@ -16,7 +16,8 @@ from .lvm import LogicalVolume, LvmInventory, VolumeGroup
 
 TAG_PREFIX = "linstor-"
 LVM, LVM_THIN = "LVM", "LVM_THIN"
-# LINSTOR's rule for storage pool names (NOTES.md): 3..48 chars, a letter or '_', then [A-Za-z0-9_-].
+# LINSTOR's rule for storage pool names (third_party/linstor/NOTES.md): 3..48 chars, a letter or '_',
+# then [A-Za-z0-9_-].
 LINSTOR_POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{2,47}$")
 # StorageClass names are DNS-1123 subdomains: lowercase letters, digits, '-' and '.'.
 DNS1123_CHARS = re.compile(r"^[a-z0-9.-]+$")

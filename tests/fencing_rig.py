@@ -106,7 +106,7 @@ class Rig:
         ctrl = FencingController(client, ListedKube(api, timeout=5.0, clock=self.clock), KubeActions(api, timeout=5.0),
                                  EventRecorder(api, "fencing-test"),
                                  leader=leader or FakeLeader(self.clock), settings=settings or self.settings,
-                                 metrics=FencingMetrics(), clock=self.clock)
+                                 metrics=FencingMetrics(), clock=self.clock, wall_clock=self.clock)
         self.controllers.append(ctrl)
         return ctrl
 

@@ -257,10 +257,12 @@ def test_keep_alive_is_above_90_s_by_default_and_configurable(command, monkeypat
 
 
 @pytest.mark.parametrize("argv", [["demo", "--extender-only"], ["demo"]])
-def test_the_demo_removes_its_temporary_folders(tmp_path, argv):
-    result = run(*argv, "--port", "0", "--no-serve", env={"TMPDIR": str(tmp_path)}, timeout=120)
+def test_the_demo_leaves_no_temporary_folder_and_prints_none(tmp_path, argv):
+    """Not serving: no request file is written, and no command names one (it would be gone)."""
+    result = run(*argv, "--port", "0", "--metrics-port", "0", "--no-serve", env={"TMPDIR": str(tmp_path)},
+                 timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "--data @" + str(tmp_path) in result.stdout  # the folder was there while the demo ran
+    assert "--data @" not in result.stdout and "--serve" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
@@ -269,8 +271,53 @@ def test_a_busy_port_says_to_use_port_0():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run("demo", "--extender-only", "--no-serve", "--port", str(port))
+        result = run("demo", "--extender-only", "--no-serve", "--port", str(port), "--metrics-port", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"linstor-scheduler demo: error: port {port} on 127.0.0.1 is in use: choose another with --port, "
         "or --port 0 for any free port")
+
+
+def busy_port() -> socket.socket:
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    return busy
+
+
+def test_a_busy_metrics_port_names_the_metrics_port(tmp_path):
+    """The extender's side port: the hint names --metrics-port, not --port."""
+    from devkit.demo_cluster import demo_snapshot
+
+    snapshot = tmp_path / "snap.yaml"
+    snapshot.write_text(yaml.safe_dump(demo_snapshot()))
+    with busy_port() as busy:
+        port = busy.getsockname()[1]
+        result = run("extender", "--snapshot", str(snapshot), "--port", str(free_port()), "--metrics-port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"linstor-scheduler extender: error: port {port} on 0.0.0.0 is in use: choose another with --metrics-port, "
+        "or --metrics-port 0 for any free port")
+
+
+def test_an_unreachable_api_server_names_the_settings_that_chose_it():
+    """A refused connection to the API server (urllib3's error) says which settings to check."""
+    from devkit.linstor_emulator import LinstorEmulator
+
+    emu = LinstorEmulator()
+    emu.add_node("w1")
+    with emu.serve() as srv:
+        dead = f"http://127.0.0.1:{free_port()}"
+        result = run("snapshot", "--controllers", srv.url, "--kube-api-url", dead)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("linstor-scheduler snapshot: error: ") and "Connection refused" in last
+    assert last.endswith("(the Kubernetes API server did not answer: is --kube-api-url, --kubeconfig / KUBECONFIG "
+                         "or --kube-context right?)")
+
+
+def test_the_demo_refuses_one_port_for_verbs_and_metrics():
+    result = run("demo", "--extender-only", "--no-serve", "--port", "8099", "--metrics-port", "8099")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--port (or LINSTOR_SCHEDULER_PORT) and --metrics-port (or LINSTOR_SCHEDULER_METRICS_PORT) must differ" \
+        in result.stderr

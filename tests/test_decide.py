@@ -37,6 +37,10 @@ class Body:
 
     body: bytes
 
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
 
 class Builds:
     """A ``build`` for ``Decision.answer`` that counts how often it had to run."""

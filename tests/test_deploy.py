@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
+import textwrap
 import types
 from collections.abc import Iterator
 from functools import cache
@@ -84,6 +87,23 @@ def rendered(entry: str) -> tuple[dict[str, Any], ...]:
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
 
+@cache
+def rendered_with(entry: str, *components: str) -> tuple[dict[str, Any], ...]:
+    """``entry`` plus ``components`` (of deploy/components/), as an operator's overlay adds them."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
+    with tempfile.TemporaryDirectory() as tmp:
+        # kustomize takes relative paths only.
+        base = os.path.relpath(DEPLOY / entry, tmp)
+        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [base],
+            "components": [os.path.relpath(DEPLOY / "components" / c, tmp) for c in components]}))
+        out = subprocess.run([kubectl, "kustomize", tmp], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
 def find(objs: Any, kind: str, name: str | None = None) -> dict[str, Any]:
     found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
@@ -143,11 +163,16 @@ def setting(c: dict[str, Any], flag: str) -> str:
 
 def network_ports(c: dict[str, Any]) -> set[int]:
     """The ports our container serves on the pod network, from its flags: the extender's verbs are on
-    loopback (only its metrics port is out there), the webhook has /mutate and a metrics port."""
+    loopback (only its metrics port is out there) or, in main-scheduler mode, there over HTTPS only;
+    the webhook has /mutate and a metrics port."""
     subcommand = c["args"][0]
     if subcommand == "extender":
-        assert setting(c, "--listen-address") == "127.0.0.1"
-        return {int(setting(c, "--metrics-port"))}
+        address = setting(c, "--listen-address")
+        if address == "127.0.0.1":
+            return {int(setting(c, "--metrics-port"))}
+        assert address == "0.0.0.0" and setting(c, "--tls-cert-file") not in ("", "None"), \
+            "the verbs leave loopback over HTTPS only"
+        return {int(setting(c, "--port")), int(setting(c, "--metrics-port"))}
     if subcommand == "webhook":
         return {int(setting(c, "--port")), int(setting(c, "--metrics-port"))}
     return {int(setting(c, "--port"))}
@@ -442,8 +467,11 @@ def test_legacy_overlay_runs_kube_scheduler_with_its_configuration():
 # --- our containers use the CLI as it is ------------------------------------------------------------
 
 
-def test_containers_use_real_subcommands_flags_and_env_vars():
-    containers = our_containers(objects())
+@pytest.mark.parametrize("variant", ["files", "main-scheduler"])
+def test_containers_use_real_subcommands_flags_and_env_vars(variant):
+    """Every manifest as written, and deploy/ with the main-scheduler components (their settings)."""
+    objs = objects() if variant == "files" else rendered_with("", "main-scheduler", "main-scheduler-client-auth")
+    containers = our_containers(objs)
     assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
                                                  "locality-exporter"}
     for c in containers:
@@ -555,7 +583,16 @@ def test_disruption_budgets_and_services_select_real_pods():
             continue
         matching = [lbl for lbl in pod_labels if selector.items() <= lbl.items()]
         assert len(matching) == 1, f"{o['kind']} {o['metadata']['name']} selects {len(matching)} workloads"
-    assert find(objs, "PodDisruptionBudget", "linstor-scheduler")["spec"]["minAvailable"] == 1
+    # Every workload of more than one replica has a budget of one replica down at a time, counted from
+    # its replicas (maxUnavailable), so that a budget never asks for more pods than the workload has.
+    budgets = {tuple(sorted(o["spec"]["selector"]["matchLabels"].items())): o["spec"] for o in objs
+               if o["kind"] == "PodDisruptionBudget"}
+    for workload, _ in pod_specs(objs):
+        if workload["kind"] == "Deployment" and workload["spec"]["replicas"] > 1:
+            labels = tuple(sorted(workload["spec"]["selector"]["matchLabels"].items()))
+            assert budgets.get(labels) == {"maxUnavailable": 1, "selector": {"matchLabels": dict(labels)}}, \
+                workload["metadata"]["name"]
+    assert find(objs, "PodDisruptionBudget", "linstor-scheduler-locality")["spec"]["maxUnavailable"] == 1
 
 
 # --- the webhook's configuration ---------------------------------------------------------------------
@@ -853,3 +890,44 @@ def test_every_rendered_entry_point_carries_the_connection(entry):
     objs = rendered(entry)
     find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert len(linstor_containers(objs)) == 5
+
+
+# --- main-scheduler mode: the stanza docs/install.md gives your kube-scheduler -----------------------
+
+# k8s.io/kube-scheduler config/v1 types.go: Extender and ExtenderTLSConfig (decoded strictly).
+V1_EXTENDER_FIELDS = V1BETA1_EXTENDER_FIELDS
+V1_EXTENDER_TLS_FIELDS = {"insecure", "serverName", "certFile", "keyFile", "caFile", "certData", "keyData", "caData"}
+
+
+def main_scheduler_stanza() -> dict[str, Any]:
+    text = (ROOT / "docs" / "install.md").read_text()
+    section = text.split("## Main-scheduler mode", 1)[1].split("\n## ", 1)[0]
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    [stanza] = [yaml.safe_load(b) for b in blocks if "KubeSchedulerConfiguration" in b]
+    return stanza
+
+
+def test_the_documented_main_scheduler_stanza_matches_the_component():
+    """The configuration docs/install.md tells you to give your kube-scheduler reaches the component's
+    Service by its name and port over HTTPS, checks its certificate by that name, serves the profile
+    the extender judges, turns the feasible-node cut-off off, and calls the verbs as our own
+    scheduler does (same verbs, weight, timeout, ignorable, nodeCacheCapable)."""
+    cfg = main_scheduler_stanza()
+    objs = rendered_with("", "main-scheduler")
+    assert cfg["apiVersion"] == "kubescheduler.config.k8s.io/v1" and cfg["percentageOfNodesToScore"] == 100
+    assert set(cfg) <= V1BETA1_CONFIGURATION_FIELDS
+    [ext] = cfg["extenders"]
+    assert set(ext) <= V1_EXTENDER_FIELDS and set(ext["tlsConfig"]) <= V1_EXTENDER_TLS_FIELDS
+    svc = find(objs, "Service", "linstor-scheduler-extender-https")
+    host = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+    url = urlparse(ext["urlPrefix"])
+    assert (url.scheme, url.hostname, url.port) == ("https", host, svc["spec"]["ports"][0]["port"])
+    assert ext["enableHTTPS"] is True and ext["tlsConfig"]["serverName"] == host and "caData" in ext["tlsConfig"]
+    extender = container(objs, "linstor-scheduler", "extender")
+    profile = setting(extender, "--scheduler-name")
+    assert profile in {p["schedulerName"] for p in cfg["profiles"]}
+    assert all(p.get("percentageOfNodesToScore", 100) == 100 for p in cfg["profiles"])
+    [ours] = scheduler_config()["extenders"]
+    same = ("filterVerb", "prioritizeVerb", "weight", "nodeCacheCapable", "httpTimeout", "ignorable")
+    assert {f: ext[f] for f in same} == {f: ours[f] for f in same}
+    assert "managedResources" not in ext, "pods are chosen by their profile (--scheduler-name), not by resources"

@@ -200,3 +200,40 @@ def test_snapshots_carry_the_policies_and_the_extender_still_reads_them(tmp_path
     path.write_text(yaml.safe_dump(doc) if fmt == "yaml" else json.dumps(doc))
     refused = drill(read_snapshot(path, keep_raw=True), ["n1"])
     assert next(p for p in refused["pods"] if p["pod"] == "default/db-0")["reason"] == "NoQuorumPolicy"
+
+
+def test_a_diskless_client_breaks_the_tie_so_the_standard_fail_over_is_predicted():
+    """Diskful replicas on n1 (the pod's, Primary) and n2, a diskless client replica on n3 (not
+    LINSTOR's TIE_BREAKER): n1 loses power. DRBD's voters are n1 and n2; n2 is 1 of 2, and the
+    connected diskless n3 breaks the tie (drbd9-tests tests/quorum-tiebreaker, case 3: the secondary
+    keeps quorum): n2 may promote, fencing would act."""
+    emu, kube = cluster()
+    emu.remove_resource("pvc-db", "n3")
+    emu.add_resource("pvc-db", "n3", diskful=False)  # a client: no TIE_BREAKER flag
+    result = drill(doc_of(emu, kube), ["n1"])
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"], db["to"][0]) == ("remove", "StorageLost", "n2")
+    assert result["resources_at_risk"] == []
+    emu.remove_resource("pvc-db", "n3")  # no diskless peer at all: 1 of 2 voters, nothing breaks the tie
+    result = drill(doc_of(emu, kube), ["n1"])
+    db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["reason"]) == ("refuse", "NoPromotableReplica")
+    assert [r["resource"] for r in result["resources_at_risk"] if not r["quorum"]] == ["pvc-db"]
+
+
+def test_cli_drill_of_a_node_cut_from_its_peers(tmp_path, capsys):
+    """``--cut-node n1``: n1's replication network is down, LINSTOR and its kubelet still reach it. Its
+    replica reports every peer down, the peers report it down: fencing would evict db-0 (Node Ready)
+    and send it to n2, which keeps quorum with the tie-breaker n3. ``--cut-node n1,n3``: n1 and n3
+    still talk, so n1 is not alone and nothing is lost: nothing happens."""
+    path = tmp_path / "snap.yaml"
+    path.write_text(yaml.safe_dump(doc_of(*cluster())))
+    assert main(["drill", "--cut-node", "n1", "--snapshot", str(path), "--output", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["failed_nodes"], out["cut_nodes"]) == ([], ["n1"])
+    db = next(p for p in out["pods"] if p["pod"] == "default/db-0")
+    assert (db["action"], db["to"][0]) == ("remove", "n2") and "evict" in db["detail"]
+    assert main(["drill", "--cut-node", "n1,n3", "--snapshot", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("drill: n1, n3 cut from the other nodes (replication network); grace period 30s over")
+    assert "db-0" in table and "remove" not in table

@@ -127,18 +127,25 @@ def test_a_write_is_not_sent_when_the_lease_or_the_evidence_lapsed_meanwhile(wha
 
 
 # --- 4. quorum=1 is no quorum policy -------------------------------------------------------------
-@pytest.mark.parametrize(("quorum", "evicts"), [("1", False), ("2", True), ("majority", True)])
-def test_quorum_must_be_more_than_half_of_the_voters(rig, quorum, evicts):
-    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])  # 2 diskful + tie-breaker: 3 voters
+@pytest.mark.parametrize(("quorum", "refusal"), [("1", "NoQuorumPolicy"), ("2", "NoPromotableReplica"),
+                                                 ("majority", None)])
+def test_quorum_must_be_more_than_half_of_the_voters(rig, quorum, refusal):
+    """2 diskful + tie-breaker: DRBD's voters are the 2 diskful replicas (drbd_state.c). ``quorum=1``
+    lets the cut-off node write; ``quorum=2`` stops it, but n2 keeps quorum only through the
+    tie-breaker until its partition's membership commit leaves n1 "quorumless": 1 voter left, still
+    2 needed (calc_quorum): nowhere may promote; ``majority`` needs 1 of that 1."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
     rig.emu.set_rd_props("pvc-r2", {"DrbdOptions/Resource/quorum": quorum})
     rig.run(10)
     rig.partition("n1")
-    assert rig.emu.io_suspended("pvc-r2", "n1") is evicts, "DRBD itself: quorum=1 lets the cut-off node write"
+    assert rig.emu.io_suspended("pvc-r2", "n1") is (quorum != "1"), "DRBD itself: quorum=1 lets the cut-off node write"
+    assert rig.emu.has_quorum("pvc-r2", "n2") is (quorum != "2")
     rig.run(40)
-    assert len(rig.pod_deletes()) == (1 if evicts else 0)
-    if not evicts:
-        (event,) = rig.events("NoQuorumPolicy", "db-0")
-        assert "not more than half of the 3 voters" in event["message"]
+    assert len(rig.pod_deletes()) == (0 if refusal else 1)
+    if refusal:
+        (event,) = rig.events(refusal, "db-0")
+        if refusal == "NoQuorumPolicy":
+            assert "not more than half of the 2 voters" in event["message"]
 
 
 # --- 5. generic ephemeral volumes of a pod still terminating ---------------------------------------
@@ -251,6 +258,45 @@ def test_two_of_three_replicas_lost_nowhere_to_go(rig):
     rig.run(120)
     assert rig.pod_deletes() == [] and rig.attachment_deletes() == []
     assert rig.events("NoPromotableReplica", "db-0")
+
+
+def test_a_diskless_client_breaks_the_tie_and_the_pod_fails_over(rig):
+    """Diskful replicas on n1 (Primary) and n2, a diskless client replica on n3 (no TIE_BREAKER flag),
+    no tie-breaker besides. n1 loses power: n2 is 1 of 2 voters and the connected diskless n3 breaks
+    the tie (drbd9-tests tests/quorum-tiebreaker case 3), so n2 may promote and the pod moves. (The
+    emulator counted only TIE_BREAKER-flagged diskless replicas and held it: NoPromotableReplica.)"""
+    claim = rig.volume("pvc-r2", ["n1", "n2"], in_use="n1", tie_breaker=False)
+    rig.emu.add_resource("pvc-r2", "n3", diskful=False)
+    rig.pod("db-0", "n1", [claim])
+    rig.run(10)
+    moved_to_n2_after_n1_loses_power(rig, "pvc-r2")
+
+
+def moved_to_n2_after_n1_loses_power(rig: Rig, resource: str) -> None:
+    rig.power_off("n1")
+    assert rig.emu.has_quorum(resource, "n2"), "DRBD: n2 keeps quorum"
+    rig.run(45)
+    assert rig.evicted() == ["db-0"]
+
+
+def test_quorum_minimum_redundancy_holds_when_the_survivors_are_not_uptodate(rig):
+    """quorum-minimum-redundancy 2 on three diskful replicas; n3 is resyncing (Inconsistent) when n1,
+    the Primary's node, loses power. n2 sees 2 of 3 voters but only 1 UpToDate replica: DRBD gives it
+    no quorum (drbd_state.c calc_quorum, min_redundancy_at), so it may not promote and fencing holds.
+    With the resync done, the same power loss fails the pod over to n2."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r3", ["n1", "n2", "n3"], in_use="n1")])
+    rig.emu.set_rd_props("pvc-r3", {"DrbdOptions/Resource/quorum-minimum-redundancy": "2"})
+    rig.emu.set_disk_state("pvc-r3", "n3", "Inconsistent", sync_peer="n1", done_percentage=40.0)
+    rig.run(10)
+    rig.power_off("n1")
+    assert not rig.emu.has_quorum("pvc-r3", "n2"), "1 UpToDate of the 2 quorum-minimum-redundancy needs"
+    rig.run(60)
+    assert rig.pod_deletes() == []
+    assert rig.events("NoPromotableReplica", "db-0")
+    rig.recover("n1")
+    rig.emu.set_disk_state("pvc-r3", "n3", "UpToDate")
+    rig.run(10)
+    moved_to_n2_after_n1_loses_power(rig, "pvc-r3")
 
 
 def test_node_crash_with_r2_and_r3_volumes(rig):

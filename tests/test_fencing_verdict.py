@@ -38,7 +38,7 @@ def resource(*replicas, props=POLICY, name="r1", lost="n1"):
     if lost:
         replicas = tuple(r if r.node == lost or lost in r.peers else ReplicaState(
             r.node, r.diskful, r.up_to_date, r.in_use, r.may_promote, {**r.peers, lost: False}, r.ignored,
-            r.tie_breaker, r.reported) for r in replicas)
+            r.reported) for r in replicas)
     return ResourceState(name, {r.node: r for r in replicas}, props)
 
 
@@ -74,7 +74,7 @@ def test_both_witnesses_are_needed():
 
 def test_a_node_cut_from_its_peers_is_lost_while_linstor_reaches_it():
     cut = resource(replica("n1", in_use=True, may_promote=False, peers={"n2": False, "n3": False}),
-                   replica("n2"), replica("n3", diskful=False, tie_breaker=True))
+                   replica("n2"), replica("n3", diskful=False))
     assert "the replica on n1 reports every DRBD peer connection down" in storage_proof(cut, "n1", nodes())
     unknown = resource(replica("n1", peers={"n2": False}), replica("n2", reported=False), lost=None)
     assert storage_proof(unknown, "n1", nodes()) is None, "an unknown report is no testimony"
@@ -169,14 +169,15 @@ def test_a_numeric_quorum_must_be_more_than_half_of_the_voters():
         return ResourceState("r1", {r.node: r for r in replicas}, {**POLICY, "DrbdOptions/Resource/quorum": quorum}
                              ).quorum_problem()
 
-    two_and_tb = (replica("n1"), replica("n2"), replica("n3", diskful=False, tie_breaker=True))
-    assert "not more than half of the 3 voters" in problem("1", *two_and_tb), "a node alone is quorate: refused"
+    two_and_tb = (replica("n1"), replica("n2"), replica("n3", diskful=False))
+    assert "not more than half of the 2 voters" in problem("1", *two_and_tb), "a node alone is quorate: refused"
     assert problem("2", *two_and_tb) is None
     assert problem("2", replica("n1"), replica("n2"), replica("n3"), replica("n4")) is not None, "2 of 4 is half"
     assert problem("all", *two_and_tb) is None and problem("majority", *two_and_tb) is None
     assert "not majority, all or a number" in problem("most", *two_and_tb)
-    client = replica("n4", diskful=False)  # a diskless client is no voter
+    client = replica("n4", diskful=False)  # DRBD counts no diskless replica as a voter, tie-breaker or client
     assert problem("2", *two_and_tb, client) is None
+    assert problem("2", *two_and_tb, replica("n5")) is None, "3 diskful voters: 2 is more than half"
 
 
 def test_guards_refuse_in_the_documented_order():
@@ -209,3 +210,25 @@ def test_guards_refuse_in_the_documented_order():
     assert apply(guards, waiting, GuardContext(60, None, "storm")).reason == "StormBreaker", \
         "a storm also holds the grace period"
     assert apply(guards[2:], waiting, GuardContext(60, None, None)) is None
+
+
+def test_the_plan_of_a_removal_from_the_live_pod_and_what_was_sent():
+    """intents.removal, pure: how a pod judged ``fence`` is removed now."""
+    from fencing import intents
+
+    res = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    ready = nodes(n1="OFFLINE")
+    ready["n1"] = NodeState("n1", "OFFLINE", True)  # kubelet still reports: the Eviction API
+    evict = judge_pod(pod(), observed(res, ready, since={("r1", "n1"): 0.0}), 60, 30)
+    force = judge_pod(pod(), observed(res, nodes(n1="OFFLINE"), since={("r1", "n1"): 0.0}), 60, 30)
+    live = {"metadata": {"name": "db-0", "uid": "uid-1"}}
+    assert intents.removal(force, live, False, None, None, 60, 60).kind == intents.DELETE
+    step = intents.removal(evict, live, False, None, None, 60, 60)
+    assert (step.kind, step.resources, step.overrides) == (intents.EVICT, ("r1",), "")
+    assert intents.removal(evict, live, True, 30, "500 error", 60, 60) == intents.Wait(
+        "", "evicted; waiting for the pod to terminate")
+    late = intents.removal(evict, live, False, 0, "500 error", 60, 60)
+    assert late.kind == intents.DELETE and "500 error" in late.overrides and "PodDisruptionBudget" in late.overrides
+    kept = {"metadata": {**live["metadata"], "deletionGracePeriodSeconds": 0, "finalizers": ["x/y"]}}
+    held = intents.removal(force, kept, True, None, None, 60, 60)
+    assert held.reason == intents.HELD_BY_FINALIZER and "x/y" in held.detail

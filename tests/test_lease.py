@@ -49,6 +49,32 @@ def test_release_hands_over_at_once(ks):
     assert ks.get("Lease", "fencing", "kube-system")["spec"]["holderIdentity"] == "b"
 
 
+def test_the_leases_annotations_are_handed_to_the_next_holder_whether_released_or_expired(ks):
+    """What a leader keeps on its Lease (fencing's grace timers) reaches its successor: written with
+    each renewal, kept on release, read by whoever takes the Lease over; a new holder starts with
+    nothing of its own, so it never writes back an older record of a previous term."""
+    clock = FakeClock(1000.0)
+    a, b = elector(ks, clock, "a"), elector(ks, clock, "b")
+    assert a.step()
+    a.annotations["example/record"] = "first"
+    clock.now += 5
+    assert a.step()
+    assert ks.get("Lease", "fencing", "kube-system")["metadata"]["annotations"] == {"example/record": "first"}
+    a.release()
+    assert b.step()
+    assert b.inherited == {"example/record": "first"} and b.annotations == {}
+    b.annotations["example/record"] = "second"
+    assert not a.step(), "b holds a live lease"
+    clock.now += 5
+    assert b.step()
+    clock.now += 16  # b is cut off: its Lease expires
+    assert not a.step()
+    clock.now += 16
+    assert a.step()
+    assert a.inherited == {"example/record": "second"} and a.annotations == {}, "not a's own record of its first term"
+    assert ks.get("Lease", "fencing", "kube-system")["metadata"]["annotations"] == {"example/record": "second"}
+
+
 def test_conflicting_write_loses_cleanly(ks):
     clock = FakeClock(1000.0)
     a, b = elector(ks, clock, "a"), elector(ks, clock, "b")

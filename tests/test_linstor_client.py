@@ -165,6 +165,28 @@ def test_timeout(emu):
     assert emu.count("GET", "/v1/resource-definitions") == 1  # a bounded read is one attempt
 
 
+def test_a_timeout_points_at_the_timeout_and_a_refusal_at_the_url(emu):
+    """The hint after "no controller answered": a controller that was reached but answered too late
+    is not a wrong URL (LINSTOR_SCHEDULER_LINSTOR_TIMEOUT too short for it, or the controller slow)."""
+    emu.inject(latency=1.0, path_prefix="/v1/resource-definitions")
+    with pytest.raises(LinstorUnavailable) as slow:
+        run(lambda c: c.get_resources_of("pvc-1", timeout=0.2), emu.url)
+    assert "no answer within 0.2 s" in str(slow.value) and "--linstor-timeout" in str(slow.value)
+    assert "URL" not in str(slow.value)
+    emu.inject(latency=1.0, path_prefix="/v1/view/resources")
+
+    with pytest.raises(LinstorUnavailable, match=r"no answer within 0\.2 s.*--linstor-timeout"):
+        async def short():
+            async with LinstorClient(emu.url, sleep=no_sleep, timeout=0.2, retries=1) as client:
+                return await client.get_resources()
+
+        asyncio.run(short())
+    with pytest.raises(LinstorUnavailable) as refused:
+        run(lambda c: c.get_nodes(), dead_url())
+    assert "is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS" in str(refused.value)
+    assert "--linstor-timeout" not in str(refused.value)
+
+
 def test_node_events_stream(emu):
     async def scenario(c):
         stream = c.events("/v1/events/nodes")

@@ -365,3 +365,11 @@ def test_exporter_leading_without_linstor_claims_no_figures_and_a_failing_linsto
             flag.set()
             thread.join(15)
         assert not thread.is_alive()
+
+
+def test_no_pods_is_not_reported_as_all_local():
+    """Nothing to judge is said as such: "0 of 0 pods local (100%)" read as all is well."""
+    report = {"pods": [], "summary": {"pods": 0, "local": 0, "share": 1.0, "volumes": []}}
+    text = render_table(report)
+    assert text == "no running pods with LINSTOR volumes to judge; volumes: no volumes"
+    assert "100%" not in render_table(report, show_all=True)

@@ -12,10 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import subprocess
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,6 +28,7 @@ from .test_deploy import (
     network_ports,
     pod_specs,
     rendered,
+    rendered_with,
     selector_matches,
     validate,
     versions,
@@ -45,6 +42,8 @@ LINSTOR = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": 
            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "linstor-controller"}}}
 DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+# Main-scheduler mode (deploy/components/main-scheduler): the namespace of the kube-scheduler that calls the verbs.
+MAIN_SCHEDULER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
 ANYONE, ALL_PORTS = {"anyone": True}, "all ports"
 API_SERVER_PORTS = {443, 6443}  # the Service's port, and the endpoint's (kubeadm) that most CNIs judge
 PROBE_ONLY = {("kube-scheduler", 10259)}  # kubelet's probes: a pod is always reachable from its own node
@@ -127,6 +126,8 @@ def expected(objs: Any, spec: dict[str, Any]) -> tuple[set[Rule], set[Rule]]:
         ingress.add((key(PROMETHEUS), metrics, "TCP"))
         if subcommand == "webhook":
             ingress.add((key(API_SERVER), int(flag(objs, c, "--port")), "TCP"))
+        if subcommand == "extender" and int(flag(objs, c, "--port")) in network_ports(c):
+            ingress.add((key(MAIN_SCHEDULER), int(flag(objs, c, "--port")), "TCP"))
         if uses_linstor(c):
             egress |= {(key(LINSTOR), port, "TCP") for port in linstor_ports(objs, c)}
             egress |= {(key(DNS), 53, "UDP"), (key(DNS), 53, "TCP")}
@@ -197,24 +198,9 @@ SECRET_KEYS = {"ca.crt", "tls.crt", "tls.key"}  # kubernetes.io/tls plus the CA,
 LINSTOR_CONFIG = "linstor-scheduler-linstor"  # the one ConfigMap every LINSTOR client reads (envFrom)
 
 
-@cache
 def rendered_tls(entry: str = "") -> tuple[dict[str, Any], ...]:
     """``entry`` plus the linstor-tls component, as an operator's overlay adds it."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: rendering with `kubectl kustomize` cannot be checked here")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        # kustomize takes relative paths only.
-        base = os.path.relpath(DEPLOY / entry, tmp)
-        component = os.path.relpath(DEPLOY / "components" / "linstor-tls", tmp)
-        Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            "resources": [base], "components": [component]}))
-        out = subprocess.run([kubectl, "kustomize", tmp], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+    return rendered_with(entry, "linstor-tls")
 
 
 def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -280,10 +266,12 @@ def test_tls_component_changes_nothing_but_linstor_access():
     assert workloads == {json.dumps(w, sort_keys=True) for w, _ in pod_specs(rendered_tls(""))}
 
 
-def test_services_expose_only_ports_served_on_the_pod_network():
+@pytest.mark.parametrize("components", [(), ("main-scheduler",)], ids=["deploy", "main-scheduler"])
+def test_services_expose_only_ports_served_on_the_pod_network(components):
     """Each Service's targets are ports the selected containers serve on the pod network; the
-    extender's Service has its metrics port and nothing else (the verbs are on loopback)."""
-    objs = rendered("")
+    extender's metrics Service has its metrics port and nothing else (the verbs are on loopback, or,
+    in main-scheduler mode, behind their own HTTPS Service)."""
+    objs = rendered_with("", *components)
     for svc in (o for o in objs if o["kind"] == "Service"):
         [(workload, spec)] = [(w, s) for w, s in pod_specs(objs)
                               if svc["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
@@ -293,5 +281,85 @@ def test_services_expose_only_ports_served_on_the_pod_network():
         assert targets <= set().union(*map(network_ports, ours)), svc["metadata"]["name"]
         if workload["metadata"]["name"] == "linstor-scheduler":
             [extender] = ours
+            if svc["metadata"]["name"] == "linstor-scheduler-extender-https":
+                assert components and targets == {int(flag(objs, extender, "--port"))}
+                assert flag(objs, extender, "--tls-cert-file") not in (None, "None"), "the verbs over HTTPS only"
+                continue
             assert targets == {int(flag(objs, extender, "--metrics-port"))}
             assert [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
+
+
+# --- Main-scheduler mode: deploy/components/main-scheduler (+ main-scheduler-client-auth) ------------
+
+MAIN_SCHEDULER_ENTRIES = ("", "monitoring")  # kubescheduler.config.k8s.io/v1: not the legacy overlay
+MAIN_VARIANTS = (("main-scheduler",), ("main-scheduler", "main-scheduler-client-auth"),
+                 ("main-scheduler", "linstor-tls"))
+EXTENDER_SECRET = "linstor-scheduler-extender-tls"
+
+
+def extender_of(objs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    [(spec, c)] = [(spec, c) for w, spec in pod_specs(objs) if w["metadata"]["name"] == "linstor-scheduler"
+                   for c in spec["containers"]]
+    return spec, c
+
+
+@pytest.mark.parametrize("entry", MAIN_SCHEDULER_ENTRIES)
+@pytest.mark.parametrize("components", MAIN_VARIANTS, ids="+".join)
+def test_main_scheduler_mode_exposes_the_verbs_over_https_to_the_scheduler_only(entry, components):
+    """The verbs reach the pod network over HTTPS only, and only the scheduler's namespace may reach
+    them (with Prometheus on the metrics port, and nothing else); every other workload as before."""
+    objs = rendered_with(entry, *components)
+    check_policies(objs)
+    spec, extender = extender_of(objs)
+    verbs = int(flag(objs, extender, "--port"))
+    assert verbs in network_ports(extender) and flag(objs, extender, "--listen-address") == "0.0.0.0"
+    [policy] = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("main-scheduler")]
+    assert [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]] == [MAIN_SCHEDULER]
+    # The certificate: the Secret's files, mounted read-only, the key not world-readable; not optional,
+    # so that a pod without it waits instead of serving plain HTTP.
+    [volume] = [v for v in spec["volumes"] if (v.get("secret") or {}).get("secretName") == EXTENDER_SECRET]
+    [mount] = [m for m in extender["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and not volume["secret"].get("optional")
+    assert volume["secret"]["defaultMode"] & 0o007 == 0
+    files = {f: flag(objs, extender, f) for f in ("--tls-cert-file", "--tls-key-file", "--tls-client-ca-file")}
+    assert os.path.dirname(files["--tls-cert-file"]) == os.path.dirname(files["--tls-key-file"]) == mount["mountPath"]
+    if "main-scheduler-client-auth" in components:
+        assert os.path.dirname(files["--tls-client-ca-file"]) == mount["mountPath"]
+    else:
+        assert files["--tls-client-ca-file"] in (None, "None"), "client certificates only with the second component"
+    # Only the linstor profile's pods are judged: the name the webhook gives LINSTOR pods.
+    [webhook] = [c for _, s in pod_specs(objs) for c in s["containers"] if c.get("args", [None])[0] == "webhook"]
+    assert flag(objs, extender, "--scheduler-name") == flag(objs, webhook, "--scheduler-name") == "linstor"
+    # Its Service sends 443 to the verbs and nothing else.
+    svc = next(o for o in objs if o["kind"] == "Service"
+               and o["metadata"]["name"] == "linstor-scheduler-extender-https")
+    named = {p["name"]: p["containerPort"] for p in extender["ports"]}
+    assert [(p["port"], named[p["targetPort"]]) for p in svc["spec"]["ports"]] == [(443, verbs)]
+
+
+def test_main_scheduler_mode_runs_no_second_scheduler():
+    """No kube-scheduler container, configuration or the RBAC only it used: two schedulers of the
+    profile ``linstor`` would both bind its pods. The extender's own ClusterRole stays."""
+    plain, objs = rendered(""), rendered_with("", "main-scheduler")
+    spec, extender = extender_of(objs)
+    assert [c["name"] for c in spec["containers"]] == ["extender"]
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    gone = {(o["kind"], o["metadata"]["name"]) for o in plain} - names
+    assert gone == {("ConfigMap", "linstor-scheduler-config"),
+                    ("ClusterRoleBinding", "linstor-scheduler-as-kube-scheduler"),
+                    ("ClusterRoleBinding", "linstor-scheduler-as-volume-scheduler"),
+                    ("RoleBinding", "linstor-scheduler-extension-apiserver-authentication-reader"),
+                    ("Role", "linstor-scheduler-leader-election"), ("RoleBinding", "linstor-scheduler-leader-election")}
+    assert ("ClusterRoleBinding", "linstor-scheduler-extender") in names
+    assert {v["name"] for v in spec["volumes"]} >= {m["name"] for m in extender["volumeMounts"]}
+    # Every other workload is byte for byte as without the component.
+    def others(objs: Any) -> set[str]:
+        return {json.dumps(w, sort_keys=True) for w, _ in pod_specs(objs)
+                if w["metadata"]["name"] != "linstor-scheduler"}
+
+    assert others(plain) == others(objs)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_main_scheduler_variant_validates_strictly(version):
+    assert validate(rendered_with("", "main-scheduler", "main-scheduler-client-auth"), version) == []

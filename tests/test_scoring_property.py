@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from devkit import kube_objects as k
 from linstor_scheduler.volumes import resolve_pod_claims
+from scheduler_extender.reservations import promised_state
 from scheduler_extender.scoring import NodeVerdict, Weights, all_node_names, judge_many, judge_node, node_class, prepare
 from scheduler_extender.state import ClusterState
 
@@ -65,7 +66,11 @@ def clusters(draw: Any) -> tuple[ClusterState, dict[str, Any]]:
     kube.append(k.pv("pvc-not-in-linstor", claim=("default", "c-missing"), storage_class="r2"))
     claims.append("c-missing")
     picked = draw(st.lists(st.sampled_from(claims), unique=True, min_size=1, max_size=3))
-    return build(nodes, pools, resources, kube), k.pod("p", claims=picked)
+    held: dict[str, dict[str, int]] = {}  # capacity promised to other claims (reservations.py)
+    for name in draw(st.lists(st.sampled_from(names), unique=True, max_size=3)):
+        held.setdefault(draw(st.sampled_from(["thindata", "fastdata"])), {})[name] = \
+            draw(st.sampled_from([1, 30, 500])) * 1024**3
+    return promised_state(build(nodes, pools, resources, kube), held), k.pod("p", claims=picked)
 
 
 def seen(name: str, verdict: NodeVerdict) -> tuple[Any, ...]:

@@ -105,6 +105,48 @@ def test_the_extender_refuses_a_misspelt_snapshot_instead_of_serving_empty(tmp_p
                                      "(did you mean linstor?); expected linstor, kubernetes")
 
 
+def cut_short(tmp_path: Path) -> Path:
+    """The demo snapshot as `snapshot` writes it, cut at the line where its kubernetes section begins."""
+    text = yaml.safe_dump(demo_snapshot(), sort_keys=False)
+    path = tmp_path / "cut.yaml"
+    path.write_text(text[:text.index("\nkubernetes:") + 1])
+    return path
+
+
+@pytest.mark.parametrize("tail", ["", "kubernetes:\n"])
+def test_a_snapshot_cut_short_is_refused(tmp_path, tail):
+    """Valid YAML, LINSTOR complete, no Kubernetes section: not a cluster without claims."""
+    path = cut_short(tmp_path)
+    path.write_text(path.read_text() + tail)
+    with pytest.raises(SnapshotError, match="no kubernetes section: the snapshot is cut short"):
+        read_snapshot(path)
+    path.write_text(path.read_text().removesuffix(tail) + "kubernetes: {items: []}\n")
+    assert read_snapshot(path).kube_items == []  # an empty section, written out, is one
+
+
+@pytest.mark.parametrize("command", [["extender"], ["locality"], ["explain", "--pod", "default/db-0"]])
+def test_a_snapshot_cut_short_is_never_served_or_reported(tmp_path, command):
+    """The extender does not start ready on it, and locality does not call it "0 of 0 pods local"."""
+    path = cut_short(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", *command[:1], "--snapshot", str(path),
+                             *command[1:]], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "no kubernetes section" in result.stderr, result.stderr
+    assert "pods local" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_a_snapshot_is_read_from_standard_input(tmp_path, fmt):
+    """`--snapshot -`: piped from `snapshot`, a file or a command, in either format."""
+    path = written(tmp_path, demo_snapshot(), fmt)
+    direct = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "explain", "--snapshot", str(path),
+                             "--pod", "default/db-0"], capture_output=True, text=True, timeout=60)
+    piped = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "explain", "--snapshot", "-",
+                            "--pod", "default/db-0"], input=path.read_text(), capture_output=True, text=True,
+                           timeout=60)
+    assert piped.returncode == direct.returncode == 0, piped.stderr
+    assert piped.stdout == direct.stdout and "w1" in piped.stdout
+
+
 @pytest.mark.slow
 def test_5000_nodes_and_100000_resources_load_in_under_300_mb():
     """Measured from outside (VmHWM of the real extender process); it was 1.2 GB with the whole
@@ -113,3 +155,14 @@ def test_5000_nodes_and_100000_resources_load_in_under_300_mb():
                           "--resources", "100000"], capture_output=True, text=True, timeout=600, check=True).stdout
     result = json.loads(out)
     assert result["peak_rss_mb"] < 300, result
+
+
+def test_the_documented_format_has_every_key_the_reader_takes():
+    """docs/extender.md's hand-written format lists every section and key a snapshot may have."""
+    import re
+
+    from scheduler_extender.snapshot import SECTIONS
+
+    text = (ROOT / "docs" / "extender.md").read_text().split("## Snapshots", 1)[1]
+    doc = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    assert {section: set(keys) for section, keys in doc.items()} == {s: set(k) for s, k in SECTIONS.items()}

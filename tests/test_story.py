@@ -29,7 +29,7 @@ def test_the_whole_story():
     assert result.second_node == result.replicas[1] == "w3"
     assert "w2    fail         0  LINSTOR satellite on node w2 is OFFLINE, not ONLINE" in text
     assert "w3    pass        10  volume pvc-3f1e9c2a: diskful replica on w3 is UpToDate" in text
-    assert text.count("curl -s -X POST") == 2
+    assert "curl" not in text and "demo --serve` keeps it running" in text  # nothing that is gone on return
     # 5. locality: local, then not while the node is gone, then local again on the survivor
     assert result.locality == [("before any failure", 1, 1), ("during the failure", 0, 1),
                                ("after the fail-over", 1, 1)]
@@ -50,5 +50,39 @@ def test_the_whole_story():
 
 
 def test_make_demo_command_exits_zero(capsys):
-    assert main(["demo", "--port", "0", "--no-serve"]) == 0
+    assert main(["demo", "--port", "0", "--metrics-port", "0", "--no-serve"]) == 0
     assert "the pod goes to w3" in capsys.readouterr().out
+
+
+def test_the_served_story_prints_a_snapshot_command_that_works(tmp_path):
+    """`demo --serve`: a snapshot without a cluster (docs/extender.md), and the extender's commands."""
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    from scheduler_extender.snapshot import read_snapshot
+
+    from .test_demo import run_printed
+    from .waiting import wait_for
+
+    out, stop = io.StringIO(), threading.Event()
+    thread = threading.Thread(target=run, args=(out,), kwargs={"serve": True, "stop": stop})
+    thread.start()
+    try:
+        wait_for(lambda: "serving until Ctrl-C" in out.getvalue(), timeout=120, what="the story to serve")
+        text = out.getvalue()
+        command = re.search(r"linstor-scheduler snapshot (.*) > snap\.yaml", text)
+        assert command, text
+        snap = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "snapshot", *command.group(1).split()],
+                              capture_output=True, text=True, timeout=60)
+        answers = run_printed([ln for ln in text.splitlines() if "curl " in ln])
+    finally:
+        stop.set()
+        thread.join(30)
+    assert snap.returncode == 0, snap.stderr
+    (tmp_path / "snap.yaml").write_text(snap.stdout)
+    taken = read_snapshot(tmp_path / "snap.yaml")
+    assert {n.name for n in taken.nodes} == set(NODES) and any(i["kind"] == "Pod" for i in taken.kube_items)
+    assert len(answers) == 4 and all(status == 200 for _, status, _ in answers), answers
+    assert not thread.is_alive()

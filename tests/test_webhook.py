@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import socket
 import ssl
 import uuid
 import warnings
@@ -395,6 +396,49 @@ def test_the_webhook_subcommand_end_to_end(tmp_path, tls11_possible):
     output = child.stdout.read().decode()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught: -15 is a clean stop.
     assert child.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+
+
+def test_a_mounted_certificate_is_renewed_without_a_restart(tmp_path):
+    """cert-manager's way (--tls-cert-file, --tls-key-file): when the kubelet swaps the Secret's files,
+    the next connection gets the new certificate from the same process (servingtls.py)."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_extender_https import SecretVolume, der
+
+    first, second = generate_bundle(["127.0.0.1"]), generate_bundle(["127.0.0.1"])
+    secret = SecretVolume(tmp_path / "secret")
+    secret.write({"tls.crt": first.cert_pem, "tls.key": first.key_pem})
+    ks = KubeStandin()
+    port, metrics_port = free_ports(2)
+    with ks.serve() as kube:
+        env = {**os.environ, "LINSTOR_SCHEDULER_KUBE_API_URL": kube.url, "POD_NAMESPACE": NS,
+               "LINSTOR_SCHEDULER_PORT": str(port), "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
+               "LINSTOR_SCHEDULER_METRICS_PORT": str(metrics_port), "LINSTOR_SCHEDULER_METRICS_ADDRESS": "127.0.0.1",
+               "LINSTOR_SCHEDULER_TLS_CERT_FILE": secret.path("tls.crt"),
+               "LINSTOR_SCHEDULER_TLS_KEY_FILE": secret.path("tls.key")}
+        child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "webhook"], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def served(ca: bytes) -> bytes | None:
+            ctx = ssl.create_default_context(cadata=ca.decode())
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    return tls.getpeercert(binary_form=True)
+            except (ssl.SSLError, OSError):
+                return None
+
+        try:
+            wait_for(lambda: child.poll() is not None or served(first.ca_pem) is not None, timeout=30,
+                     what="the webhook's HTTPS port")
+            assert served(first.ca_pem) == der(first.cert_pem), child.stdout.read().decode()
+            secret.write({"tls.crt": second.cert_pem, "tls.key": second.key_pem})
+            assert served(second.ca_pem) == der(second.cert_pem) and served(first.ca_pem) is None
+            assert child.poll() is None
+        finally:
+            stop_child(child)
 
 
 def tls11_client_context() -> ssl.SSLContext:

@@ -92,6 +92,19 @@ def add_kube_options(parser: argparse.ArgumentParser) -> None:
                "shorter bound")
 
 
+# Said with a connection failure to the API server that ends a command (cli.fatal): which settings chose it.
+KUBE_WHERE_TO_SET = (" (the Kubernetes API server did not answer: is --kube-api-url, --kubeconfig / KUBECONFIG or "
+                     "--kube-context right?)")
+
+
+def where_to_look(exc: BaseException) -> str:
+    """The hint for an error of the Kubernetes client's transport (urllib3: refused, not resolved,
+    timed out, "Max retries exceeded"), else nothing: its own text names the host, not the flag."""
+    import urllib3
+
+    return KUBE_WHERE_TO_SET if isinstance(exc, urllib3.exceptions.HTTPError) else ""
+
+
 def api_client_from_args(args: argparse.Namespace) -> k8s.ApiClient:
     timeout = float(getattr(args, "api_timeout", DEFAULT_TIMEOUT))  # its range is the parser's (config.py)
     return make_api_client(args.kubeconfig, context=args.kube_context, host=args.kube_api_url, timeout=timeout)

@@ -15,7 +15,9 @@ winning (a new leader must not act on what its predecessor's caches said).
 Kubernetes stayed blind past its bound still renews its Lease (the Lease is one small write, the
 watches are another story), so no standby would ever take over. While ``eligible()`` is false the
 elector releases the Lease it holds and does not campaign; a standby that sees can then lead.
-Deadlines use ``CLOCK_BOOTTIME`` (linstor_scheduler.clock): a suspended leader wakes up knowing its
+The Lease also carries what a successor needs (``annotations``, written with every renewal and
+kept on release; ``inherited``: what the Lease carried when we took it over), e.g. fencing's grace
+timers. Deadlines use ``CLOCK_BOOTTIME`` (linstor_scheduler.clock): a suspended leader wakes up knowing its
 Lease ran out meanwhile. Every call has the client's deadline (``client.timed_client``).
 """
 
@@ -78,6 +80,11 @@ class LeaderElector:
         self.ineligible: str | None = None  # why we stepped aside, while we do
         self.released_for_blindness = 0
         self.beat = clock()  # the loop's last step (liveness)
+        # Annotations carried on the Lease: ``annotations`` are ours, written with every renewal (a
+        # component keeps there what its successor needs, e.g. fencing's grace timers); ``inherited``
+        # are those the Lease carried when we took it over (the predecessor's last word).
+        self.annotations: dict[str, str] = {}
+        self.inherited: dict[str, str] = {}
 
     # --- the decision, one step at a time (tests drive this with a fake clock) -----------------
     @property
@@ -143,6 +150,7 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            self.annotations, self.inherited = {}, {}
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec(0, None)}
             try:
@@ -164,11 +172,15 @@ class LeaderElector:
             self._renewed_at = None  # someone else holds a live lease
             return
         transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
+        found = dict(lease.metadata.annotations or {})
+        if holder != self.identity or not self.is_leader:  # taking it over: what the predecessor left
+            self.annotations, self.inherited = {}, found
         acquired = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if (
             holder == self.identity and spec.acquire_time) else None
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace,
-                             "resourceVersion": lease.metadata.resource_version},
+                             "resourceVersion": lease.metadata.resource_version,
+                             "annotations": {**found, **self.annotations}},
                 "spec": self._spec(transitions, acquired)}
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, body)
@@ -188,7 +200,8 @@ class LeaderElector:
             if (lease.spec and lease.spec.holder_identity) == self.identity:
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                         "metadata": {"name": self.name, "namespace": self.namespace,
-                                     "resourceVersion": lease.metadata.resource_version},
+                                     "resourceVersion": lease.metadata.resource_version,
+                                     "annotations": {**(lease.metadata.annotations or {}), **self.annotations}},
                         "spec": {"holderIdentity": "", "leaseDurationSeconds": 1,
                                  "leaseTransitions": lease.spec.lease_transitions or 0,
                                  "renewTime": _micro_time(self.wall_clock())}}

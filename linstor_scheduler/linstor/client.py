@@ -40,6 +40,16 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 WHERE_TO_SET = " (is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS)"
 
 
+def where_to_look(last_error: BaseException | None, timeout: float) -> str:
+    """The setting to check after "no controller answered": a controller that was reached but did
+    not answer in time points at the timeout (a slow controller, or ``--linstor-timeout`` too short
+    for it), not at the URL; anything else (refused, not connected, 5xx) at the URL."""
+    if isinstance(last_error, httpx.TimeoutException) and not isinstance(last_error, httpx.ConnectTimeout):
+        return (f" (connected, but no answer within {timeout:g} s: a slow or overloaded controller, or too short "
+                "a --linstor-timeout / LINSTOR_SCHEDULER_LINSTOR_TIMEOUT)")
+    return WHERE_TO_SET
+
+
 def parse_controllers(text: str | Iterable[str]) -> list[str]:
     """``linstor://a,linstor+ssl://b,http://c:8080,d`` -> base URLs (3370 http, 3371 https by default)."""
     parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p and p.strip()]
@@ -186,6 +196,7 @@ class LinstorClient:
         idempotent = method == "GET"
         attempts = (retries if retries is not None else self.retries) if idempotent else 1
         last: str = "no attempt made"
+        last_exc: BaseException | None = None  # the last failure, when it was a transport error
         for attempt in range(attempts):
             for idx in self._order():
                 base = self.controllers[idx]
@@ -200,13 +211,13 @@ class LinstorClient:
                     )
                 except httpx.ConnectError as exc:  # nothing reached the controller: safe to try another
                     self._note(method, path, None, started)
-                    last = f"{base}: cannot connect ({exc})"
+                    last, last_exc = f"{base}: cannot connect ({exc})", exc
                     log.warning("LINSTOR %s %s: %s%s", method, path, last,
                                 "; trying the next controller" if len(self.controllers) > 1 else "")
                     continue
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     self._note(method, path, None, started)
-                    last = f"{base}: {type(exc).__name__} ({exc})"
+                    last, last_exc = f"{base}: {type(exc).__name__} ({exc})", exc
                     if not idempotent:
                         raise LinstorUnavailable(f"{method} {path} failed after it may have been sent: {last}") \
                             from None
@@ -215,7 +226,7 @@ class LinstorClient:
                 self._note(method, path, resp.status_code, started)
                 if resp.status_code in RETRYABLE_STATUS and idempotent:
                     err = LinstorError("server error", status=resp.status_code, replies=_decode_replies(resp.content))
-                    last = f"{base}: {err}"
+                    last, last_exc = f"{base}: {err}", None
                     log.warning("LINSTOR %s %s: %s", method, path, last)
                     continue
                 if idx != self._current:
@@ -225,7 +236,7 @@ class LinstorClient:
             if attempt + 1 < attempts:
                 await self._sleep(self._backoff(attempt))
         raise LinstorUnavailable(f"{method} {path}: no controller answered after {attempts} attempt(s); last: {last}"
-                                 f"{WHERE_TO_SET}")
+                                 f"{where_to_look(last_exc, timeout or self.timeout)}")
 
     @staticmethod
     def _check(resp: httpx.Response) -> list[ApiCallRc]:
@@ -361,6 +372,7 @@ class LinstorClient:
         """GET ``path`` streamed, with retries and controller failover until the first thing is parsed;
         a stream that breaks after that raises (the caller must never act on half a list)."""
         last = "no attempt made"
+        last_exc: BaseException | None = None
         for attempt in range(self.retries):
             yielded = False
             for idx in self._order():
@@ -372,7 +384,7 @@ class LinstorClient:
                         if resp.status_code >= 400:
                             await resp.aread()
                             if resp.status_code in RETRYABLE_STATUS:
-                                last = f"{base}: HTTP {resp.status_code}"
+                                last, last_exc = f"{base}: HTTP {resp.status_code}", None
                                 continue
                             self._check(resp)
                         self._current = idx
@@ -384,14 +396,14 @@ class LinstorClient:
                     raise LinstorProtocolError(f"GET {path}: body is not valid JSON: {exc}") from None
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     self._note("GET", path, None, started)
-                    last = f"{base}: {type(exc).__name__} ({exc})"
+                    last, last_exc = f"{base}: {type(exc).__name__} ({exc})", exc
                     if yielded:  # the caller has half a list: never hand out a partial view
                         raise LinstorUnavailable(f"GET {path}: stream broke after some items: {last}") from None
                     log.warning("LINSTOR GET %s: %s", path, last)
             if attempt + 1 < self.retries:
                 await self._sleep(self._backoff(attempt))
         raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}"
-                                 f"{WHERE_TO_SET}")
+                                 f"{where_to_look(last_exc, self.timeout)}")
 
     async def get_resources(self, nodes: Iterable[str] | None = None,
                             resources: Iterable[str] | None = None) -> list[Resource]:

@@ -1,8 +1,8 @@
-"""Typed models of the LINSTOR REST v1 shapes we read (``../shared/linstor/rest_v1_openapi.yaml``).
+"""Typed models of the LINSTOR REST v1 shapes we read (``third_party/linstor/rest_v1_openapi.yaml``).
 
 Only the fields we use are declared; unknown fields are ignored so newer controllers keep working.
 Enums are kept as strings and compared case-insensitively: real controllers answer ``SATELLITE``
-where the spec's enum says ``Satellite`` (see shared/linstor/NOTES.md).
+where the spec's enum says ``Satellite`` (see third_party/linstor/NOTES.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""The grace timers handed over with the Lease: what a new leader may keep of its predecessor's timing.
+
+A leader that crash-loops or loses its Lease every 25 s would otherwise never let a 30 s grace period
+run out: every term started every timer afresh (issue 20, finding 6). So the leader writes, with each
+renewal of its Lease (an annotation: ``kube.lease.LeaderElector.annotations``), per lost node since
+when its faults were observed and which faults they were. A new leader continues that timing only
+where its own first complete observation agrees:
+
+- the record is recent: its last observation at most ``--max-staleness`` + the Lease duration before
+  the new leader's first read (the Lease cannot pass sooner than its duration after the last
+  renewal; a longer gap is blindness, which restarts timers as it does for one leader);
+- the node has, in the new leader's first observation, exactly the same set of faulty resources as
+  recorded (a fault it does not see starts nothing; a different set is a different fault);
+- the fault is then timed from the predecessor's first observation. The gap between the two terms
+  counts (a leader crash-looping every 25 s leads about 10 s of each 25, after its predecessor's
+  Lease expired: a grace of 30 s would never run out otherwise); within the bound above, a flap
+  inside the gap is unseen, as a flap between two polls is without the promotion stream. Times
+  cross between instances as wall-clock times (as the Lease's own ``renewTime``): the nodes' clocks
+  must agree (NTP); a new leader whose clock is ahead by X s acts up to X s early.
+
+Pure: the controller passes its clocks in. Per node, not per (resource, node): a node that lost
+20,000 replicas is one entry of a few dozen bytes (an annotation must stay well under 256 KiB); its
+faults are named by a checksum of their sorted names, and the time kept is the latest "since" of
+them, the most careful one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+
+import orjson
+
+ANNOTATION = "fencing.linstor.csi.linbit.com/grace-timers"
+Key = tuple[str, str]  # (resource, node)
+
+
+def _by_node(keys: Iterable[Key]) -> dict[str, list[str]]:
+    nodes: dict[str, list[str]] = {}
+    for resource, node in keys:
+        nodes.setdefault(node, []).append(resource)
+    return nodes
+
+
+def _checksum(resources: Iterable[str]) -> str:
+    return f"{zlib.crc32(chr(10).join(sorted(resources)).encode()):08x}"
+
+
+def record(since: Mapping[Key, float], now: float, wall_now: float) -> str:
+    """The annotation's value: when the observation was made and, per node, since when its faults
+    were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``)."""
+    nodes = {}
+    for node, resources in _by_node(since).items():
+        latest = max(since[(r, node)] for r in resources)
+        nodes[node] = {"since": round(wall_now - max(0.0, now - latest), 3), "faults": _checksum(resources)}
+    return orjson.dumps({"observed": round(wall_now, 3), "nodes": nodes}).decode()
+
+
+def inherit(text: str | None, faults: Iterable[Key], now: float, wall_now: float,
+            max_gap: float) -> dict[Key, float]:
+    """The grace timers a new leader continues: ``since`` (on its own clock, ``now``) for each of
+    its observed ``faults`` whose node the record names with the same faults. Nothing for a record
+    that is missing, garbled or older than ``max_gap`` seconds (wall clock)."""
+    if not text:
+        return {}
+    try:
+        doc = orjson.loads(text)
+        observed = float(doc["observed"])
+        recorded = {str(node): (float(v["since"]), str(v["faults"])) for node, v in doc["nodes"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return {}
+    if not 0.0 <= wall_now - observed <= max_gap:
+        return {}
+    inherited: dict[Key, float] = {}
+    for node, resources in _by_node(faults).items():
+        since, checksum = recorded.get(node, (wall_now, ""))
+        if checksum == _checksum(resources):
+            inherited.update({(resource, node): now - max(0.0, wall_now - since) for resource in resources})
+    return inherited
