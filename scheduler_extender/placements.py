@@ -110,7 +110,7 @@ class PlacementReporter:
     # --- the serving loop: what /filter saw -------------------------------------------------------
     def heard_filter(self, decision: Decision, args: ExtenderArgs) -> None:
         """Remember the replica nodes of the pod's cycle; a neutral cycle forgets the pod."""
-        if not decision.claims:  # no LINSTOR volumes: never ours to judge
+        if not decision.claims:  # not ours to judge (no LINSTOR volumes, another profile's pod)
             return
         if decision.neutral_reason is not None:
             self._drop(decision.pod)
