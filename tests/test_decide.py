@@ -115,6 +115,18 @@ def test_a_pod_without_linstor_volumes_is_neutral_even_before_the_first_sync():
     assert db.neutral_reason == NOT_SYNCED and db.answer("filter", build) == Body(b"answer 2")
 
 
+def test_the_main_scheduler_shows_us_another_profiles_pod_and_it_passes_untouched():
+    """Extenders are shared by every profile of a kube-scheduler: with ``scheduler_name`` only that
+    profile's pods are judged; another's is neutral whatever its volumes, and kept by its bytes."""
+    ext = Extender(live_holder(FakeClock()), clock=FakeClock(10.0), scheduler_name="linstor")
+    raw_pod = go(k.pod("db-0", claims=["c-a"], scheduler="default-scheduler"))
+    other = decide(ext, raw_pod, go(NAMES))
+    assert other.neutral_reason == "pod's scheduler is default-scheduler, not linstor" and other.claims == []
+    assert raw_pod in ext.pod_bytes
+    ours = decide(ext, go(k.pod("db-1", claims=["c-a"])), go(NAMES))
+    assert [v.score for v in ours.verdicts] == [10, 4, 8]
+
+
 def test_a_volume_bound_a_moment_ago_is_looked_up_again_not_remembered_missing():
     """The index lacks the volume and LINSTOR does not show it yet: the pod's side is not kept by its
     bytes, so once LINSTOR has it (after the 5 s "not found"), the same Pod is judged from it."""
