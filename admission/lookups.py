@@ -23,6 +23,8 @@ import orjson
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
+from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim, as_volume
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.volumes import Obj, StorageClassInfo
@@ -32,6 +34,9 @@ from .review import LookupFailed, Lookups, is_default_class
 log = logging.getLogger(__name__)
 
 WEBHOOK_KINDS = ("PersistentVolumeClaim", "PersistentVolume", "StorageClass")
+# The caches keep claims and volumes as records (a PVC + PV pair as the API server sends them was
+# ~18 KB as dicts, ~0.6 KB as records); StorageClasses whole (few; the default-class annotations).
+WEBHOOK_TRANSFORMS = dict(CLAIM_TRANSFORMS)
 MISS, STALE = "miss", "stale"  # why a direct read was made (the metric's ``reason``)
 OnRead = Callable[[str, str], None]  # (reason, outcome: found | not_found | error)
 
@@ -68,21 +73,21 @@ class _Review:
     def lookups(self) -> Lookups:
         return Lookups(self.get_pvc, self.get_pv, self.get_sc, self.default_class)
 
-    def get_pvc(self, key: str) -> Obj | None:
+    def get_pvc(self, key: str) -> ClaimRecord | None:
         namespace, _, name = key.partition("/")
         kind = "PersistentVolumeClaim"
         if self.source.fresh(kind):
-            cached = self.source.caches[kind].get(name, namespace)
+            cached = as_claim(self.source.caches[kind].get(name, namespace))
             if cached is not None:
                 return cached
-            return self._direct(kind, key, MISS)
-        return self._direct(kind, key, STALE)
+            return as_claim(self._direct(kind, key, MISS))
+        return as_claim(self._direct(kind, key, STALE))
 
-    def get_pv(self, name: str) -> Obj | None:
+    def get_pv(self, name: str) -> VolumeRecord | None:
         kind = "PersistentVolume"
         if self.source.fresh(kind):
-            return self.source.caches[kind].get(name)
-        return self._direct(kind, name, STALE)
+            return as_volume(self.source.caches[kind].get(name))
+        return as_volume(self._direct(kind, name, STALE))
 
     def get_sc(self, name: str) -> StorageClassInfo | None:
         kind = "StorageClass"

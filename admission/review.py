@@ -24,7 +24,15 @@ from typing import Any, Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from linstor_scheduler.volumes import Claim, Obj, StorageClassInfo, pod_claims, resolve_claim
+from linstor_scheduler.volumes import (
+    Claim,
+    ClaimLookup,
+    Obj,
+    StorageClassInfo,
+    VolumeLookup,
+    pod_claims,
+    resolve_claim,
+)
 
 from . import OPT_OUT_LABEL, OPT_OUT_VALUE
 
@@ -112,10 +120,11 @@ def is_default_class(sc: Obj) -> bool:
 
 @dataclass
 class Lookups:
-    """How the mutator reads PVCs (key ``namespace/name``), PVs and StorageClasses."""
+    """How the mutator reads PVCs (key ``namespace/name``) and PVs (records, or objects read into
+    them: ``volumes.resolve_claim``) and StorageClasses."""
 
-    get_pvc: Callable[[str], Obj | None]
-    get_pv: Callable[[str], Obj | None]
+    get_pvc: ClaimLookup
+    get_pv: VolumeLookup
     get_sc: Callable[[str], StorageClassInfo | None]
     default_class: Callable[[], str | None] = lambda: None
 

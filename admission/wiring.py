@@ -18,14 +18,14 @@ from kubernetes import client as k8s
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
-from linstor_scheduler.kube.informer import KubeCaches, bounded_by
+from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches, bounded_by
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
 
 from .cli import DEFAULT_MAX_STALENESS
 from .http import WebhookApp, create_app
-from .lookups import WEBHOOK_KINDS, kube_lookups
+from .lookups import WEBHOOK_KINDS, WEBHOOK_TRANSFORMS, kube_lookups
 from .metrics import WebhookMetrics
 from .review import SchedulerNameMutator
 from .tls import CaBundlePublisher, generate_bundle, load_or_create, service_names
@@ -44,7 +44,8 @@ def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linst
     to it (``bounded_by``), an older kind is read directly instead (lookups.py), and ``/readyz``
     fails saying why while the view is older or the CA is not published yet."""
     metrics = metrics or WebhookMetrics()
-    caches = KubeCaches(api_client, list(WEBHOOK_KINDS), max_age=max_staleness,
+    caches = KubeCaches(api_client, list(WEBHOOK_KINDS), max_age=max_staleness, transforms=WEBHOOK_TRANSFORMS,
+                        page_size=RECORD_PAGE_SIZE,
                         **bounded_by(max_staleness, api_timeout))
     lookups = kube_lookups(caches, api_client, read_timeout=read_timeout, max_staleness=max_staleness,
                            on_direct_read=lambda reason, outcome: metrics.direct_reads.labels(reason, outcome).inc())

@@ -185,9 +185,9 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from scheduler_extender.codec import PriorityEncoder, decode_args
     from scheduler_extender.scoring import Weights, judge_many, node_class, prepare
     from scheduler_extender.snapshot import read_snapshot
-    from scheduler_extender.state import ClusterState, KubeView
+    from scheduler_extender.state import ClusterState
 
-    kube = KubeView.from_objects(read_snapshot(snapshot).kube_items)
+    kube = read_snapshot(snapshot).kube_view()
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 

@@ -91,13 +91,16 @@ def measure(pods: int, nodes: int, wait: float = 1500) -> tuple[int, int, float]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         cmd = [str(ROOT / ".venv" / "bin" / "linstor-scheduler"), "locality-exporter", "--controllers", lsrv.url,
                "--kube-api-url", ksrv.url, "--no-leader-elect", "--port", str(port), "--interval", "2",
-               "--poll-interval", "600", "--linstor-timeout", "600", "--log-level", "warning"]
+               "--poll-interval", "600", "--max-staleness", "1800", "--linstor-timeout", "600",
+               "--log-level", "warning"]
         started = time.monotonic()
         proc = subprocess.Popen(cmd, env=env)
         try:
             deadline = started + wait
             done = threading.Event()
             while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the exporter exited with {proc.returncode}")
                 with contextlib.suppress(httpx.HTTPError):
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
                     total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

@@ -50,9 +50,9 @@ import placement_cycle as pc  # noqa: E402
 from devkit import kube_objects as k  # noqa: E402
 from devkit.kube_standin import KubeStandin  # noqa: E402
 from devkit.linstor_emulator import LinstorEmulator  # noqa: E402
+from linstor_scheduler.claims import SELECTED_NODE  # noqa: E402
 from linstor_scheduler.httpserver import ServerThread  # noqa: E402
 from linstor_scheduler.linstor import LinstorClient  # noqa: E402
-from scheduler_extender.reservations import SELECTED_NODE  # noqa: E402
 from scheduler_extender.wiring import build_live_app  # noqa: E402
 
 GIB = 1024**3

@@ -6,7 +6,8 @@ measured from outside the process.
 
 One child process serves the LINSTOR emulator (items in the emulator's shape, which a test validates
 against LINSTOR's OpenAPI document: nodes, 2 storage pools a node, resource definitions x 3 diskful
-replicas) and the Kubernetes API stand-in (Nodes, bound claims). Then ``linstor-scheduler extender``
+replicas) and the Kubernetes API stand-in (Nodes, a bound claim per volume: PVC + PV in the shapes the
+API server returns, lists paged). Then ``linstor-scheduler extender``
 starts as a subprocess and this process measures:
 
 - time to ready (/readyz 200), RSS after ready (/proc VmRSS), RSS over ``--polls`` polls (max and
@@ -15,8 +16,9 @@ starts as a subprocess and this process measures:
   index), and utime+stime of the whole service (/proc/<pid>/stat, which includes answering the
   probes) over the polls counted by its ``linstor_scheduler_sync_total``; the sync's wall duration;
 - prioritize latency (client side, keep-alive connection) of a probe sent every ``--probe-every``
-  seconds while polls run back to back (``--poll-interval 0``), p50/p99/max, and every answer checked:
-  the probed pod's replica nodes must score highest;
+  seconds while polls run back to back (``--poll-interval 0``) and ``--churn`` informer updates a
+  second arrive (claims' annotations, Nodes' status), p50/p99/max, and every answer checked: the
+  probed pod's replica nodes must score highest;
 - LINSTOR calls per request: the service's fallback-read and LINSTOR request counters.
 
 ``--fencing`` also starts ``linstor-scheduler fencing`` (for real, no --dry-run) against the same
@@ -92,6 +94,8 @@ def serve_doubles(args: argparse.Namespace) -> int:
             if cmd["op"] == "bind":  # a claim bound to a volume LINSTOR does not show yet
                 for obj in k.bound_volume(cmd["claim"], cmd["resource"], storage_class=STORAGE_CLASS):
                     ks.add(obj)
+            elif cmd["op"] == "churn":  # informer updates while the probes run (see churn())
+                threading.Thread(target=churn, args=(ks, args, cmd["per_second"]), daemon=True).start()
             elif cmd["op"] == "create":  # LINSTOR now shows the volume's replicas
                 for node in cmd["nodes"]:
                     emu.add_resource(cmd["resource"], node, storage_pool="thindata")
@@ -106,6 +110,28 @@ def serve_doubles(args: argparse.Namespace) -> int:
                 continue
             print(json.dumps({"done": cmd["op"], "at": time.monotonic()}), flush=True)
     return 0
+
+
+def churn(ks: Any, args: argparse.Namespace, per_second: float) -> None:
+    """Updates as a cluster makes them all the time, alternately: a claim's annotations change (a
+    backup tool's marker, a resize's conditions) and a Node's status is reported again (the kubelet
+    writes it at least every nodeStatusReportFrequency, 5 min: 17 a second at 5,000 nodes). Each is a
+    MODIFIED event to every watcher; the service's view must follow without stalling requests."""
+    from scale_cluster import node_names
+
+    names = node_names(args.nodes)
+    claims = min(args.claims, args.resources)
+    i = 0
+    while True:
+        i += 1
+        if i % 2 and claims:
+            ks.patch("PersistentVolumeClaim", f"claim-{i % claims}",
+                     {"metadata": {"annotations": {"backup.example.com/last": str(i)}}}, "default")
+        else:
+            beat = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            ks.patch("Node", names[i % len(names)], {"status": {"conditions": [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}]}})
+        time.sleep(1 / per_second)  # a rate of real-world events, not synchronisation
 
 
 # --- measuring from outside --------------------------------------------------------------------
@@ -267,6 +293,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         hits0, misses0 = (metric(text, "linstor_scheduler_extender_cache", f'cache="answers",stat="{s}"')
                           for s in ("hits", "misses"))
         cpu0 = cpu_seconds(proc.pid)
+        if args.churn:
+            command(doubles, {"op": "churn", "per_second": args.churn})
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
         floor = FloorProber(f"http://127.0.0.1:{metrics_port}", args.probe_every)
@@ -486,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=5000)
     p.add_argument("--resources", type=int, default=33334, help="resource definitions (x 3 replicas)")
-    p.add_argument("--claims", type=int, default=2000, help="PVCs bound to the first resources")
+    p.add_argument("--claims", type=int, default=None,
+                   help="PVCs bound to the first resources (default: every resource definition, a claim per volume)")
     p.add_argument("--pods", "--fenced-pods", type=int, default=2000,
                    help="running pods labelled for fencing, one per claim, each with its VolumeAttachment")
     p.add_argument("--polls", type=int, default=5, help="polls measured after ready")
@@ -496,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the extender's --poll-min-factor (0: polls back to back, the worst case for stalls; "
                    "-1: leave the service's default)")
     p.add_argument("--probe-every", type=float, default=0.02, help="seconds between prioritize probes")
+    p.add_argument("--churn", type=float, default=4.0,
+                   help="informer updates per second while the probes run (claims' annotations, Nodes' status)")
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
     p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
@@ -508,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--serve-doubles", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.claims is None:
+        args.claims = args.resources
     if args.poll_min_factor is not None and args.poll_min_factor < 0:
         args.poll_min_factor = None
     if args.serve_doubles:

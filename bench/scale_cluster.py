@@ -83,14 +83,18 @@ FENCING_LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
 
 def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, pods: int = 0,
                   replicas: int = 3, seed: int = 7) -> None:
-    """``nodes`` Nodes in 3 zones, ``claims`` PVCs bound to PVs of the first resources, and ``pods``
-    running pods labelled on-storage-lost=remove, each on its claim's first replica node and attached
-    there (a VolumeAttachment), as the fencing controller sees a hyper-converged cluster."""
+    """``nodes`` Nodes in 3 zones, ``claims`` PVCs bound to PVs of the first resources (every volume a
+    claim when ``claims`` >= ``resources``, as CSI makes them), and ``pods`` running pods labelled
+    on-storage-lost=remove, each on its claim's first replica node and attached there (a
+    VolumeAttachment), as the fencing controller sees a hyper-converged cluster. Objects in the shapes
+    the API server returns (kube_objects: annotations, finalizers, status; the stand-in adds
+    managedFields), claims labelled as a StatefulSet's volumeClaimTemplates label them."""
     for i, name in enumerate(node_names(nodes)):
         ks.add(k.node(name, zone=f"zone-{i % 3}", region="eu-1"))
     ks.add(k.storage_class(STORAGE_CLASS, replicas=3))
     for c in range(min(claims, resources)):
-        for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS):
+        for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS,
+                                  labels={"app.kubernetes.io/name": f"app-{c % 500}"}):
             ks.add(obj)
     for c, node in fenced_pod_nodes(nodes, resources, min(pods, claims, resources), replicas, seed).items():
         pod = k.pod(fenced_pod_name(c), claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)

@@ -53,35 +53,61 @@ def storage_class(name: str, *, pool: str | None = "thindata", replicas: int | N
     }
 
 
+# What the PV controller and external-provisioner write on the objects they bind and create
+# (kubernetes pkg/controller/volume/persistentvolume/pv_controller.go ``bindClaimToVolume``
+# (bind-completed, bound-by-controller), ``setClaimProvisioner`` (storage-provisioner);
+# kubernetes-csi/external-provisioner pkg/controller/controller.go ``Provision`` (provisioned-by,
+# the deletion-secret annotations, the finalizer, the provisioner identity attribute)).
+PVC_BOUND_ANNOTATIONS = {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
+                         "volume.beta.kubernetes.io/storage-provisioner": CSI_DRIVER,
+                         "volume.kubernetes.io/storage-provisioner": CSI_DRIVER}
+PV_ANNOTATIONS = {"pv.kubernetes.io/provisioned-by": CSI_DRIVER,
+                  "volume.kubernetes.io/provisioner-deletion-secret-name": "",
+                  "volume.kubernetes.io/provisioner-deletion-secret-namespace": ""}
+PROVISIONER_IDENTITY = "1764547200000-8081-" + CSI_DRIVER
+
+
 def pvc(name: str, *, namespace: str = "default", storage_class: str | None = "linstor-thindata-r2",
-        size: str = "10Gi", volume: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        size: str = "10Gi", volume: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A claim as the API server returns it: bound ones with the PV controller's annotations, the
+    protection finalizer and the bound status."""
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}},
+                            "volumeMode": "Filesystem"}
     if storage_class:
         spec["storageClassName"] = storage_class
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "finalizers": ["kubernetes.io/pvc-protection"]}
+    if labels:
+        meta["labels"] = labels
+    status: dict[str, Any] = {"phase": "Pending"}
     if volume:
         spec["volumeName"] = volume
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec, "status": {"phase": "Bound" if volume else "Pending"},
-    }
+        meta["annotations"] = dict(PVC_BOUND_ANNOTATIONS)
+        status = {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": size}}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec, "status": status}
 
 
 def pv(name: str, *, claim: tuple[str, str] | None = None, storage_class: str = "linstor-thindata-r2",
        size: str = "10Gi", driver: str = CSI_DRIVER, handle: str | None = None,
        affinity_nodes: list[str] | None = None) -> dict[str, Any]:
+    """A PV as external-provisioner creates it; ``affinity_nodes``: one node selector term per node
+    (the provisioner turns each accessible topology segment linstor-csi returns into a term)."""
     spec: dict[str, Any] = {
         "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
-        "persistentVolumeReclaimPolicy": "Delete", "storageClassName": storage_class,
-        "csi": {"driver": driver, "volumeHandle": handle or name, "fsType": "ext4"},
+        "persistentVolumeReclaimPolicy": "Delete", "storageClassName": storage_class, "volumeMode": "Filesystem",
+        "csi": {"driver": driver, "volumeHandle": handle or name, "fsType": "ext4",
+                "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity": PROVISIONER_IDENTITY}},
     }
     if claim:
-        spec["claimRef"] = {"kind": "PersistentVolumeClaim", "namespace": claim[0], "name": claim[1]}
+        spec["claimRef"] = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": claim[0],
+                            "name": claim[1], "resourceVersion": "1", "uid": f"uid-{claim[0]}-{claim[1]}"}
     if affinity_nodes is not None:
         spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
             {"key": "linbit.com/hostname", "operator": "In", "values": affinity_nodes}]}]}}
-    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec,
-            "status": {"phase": "Bound" if claim else "Available"}}
+    meta = {"name": name, "annotations": dict(PV_ANNOTATIONS) if driver == CSI_DRIVER else {},
+            "finalizers": ["external-provisioner.volume.kubernetes.io/finalizer", "kubernetes.io/pv-protection"]}
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": spec,
+            "status": {"phase": "Bound" if claim else "Available",
+                       "lastPhaseTransitionTime": "2026-12-01T00:00:00Z"}}
 
 
 def pod(name: str, *, namespace: str = "default", claims: list[str] = (), ephemeral: dict[str, dict] | None = None,
@@ -114,9 +140,11 @@ def claim_template(storage_class: str, size: str = "1Gi") -> dict[str, Any]:
 
 def bound_volume(claim_name: str, resource: str, *, namespace: str = "default",
                  storage_class: str = "linstor-thindata-r2", size: str = "10Gi",
-                 affinity_nodes: list[str] | None = None) -> list[dict[str, Any]]:
+                 affinity_nodes: list[str] | None = None, labels: dict[str, str] | None = None,
+                 ) -> list[dict[str, Any]]:
     """A PVC bound to a LINSTOR PV whose volumeHandle is ``resource``."""
-    return [pvc(claim_name, namespace=namespace, storage_class=storage_class, size=size, volume=resource),
+    return [pvc(claim_name, namespace=namespace, storage_class=storage_class, size=size, volume=resource,
+                labels=labels),
             pv(resource, claim=(namespace, claim_name), storage_class=storage_class, size=size,
                affinity_nodes=affinity_nodes)]
 

@@ -44,6 +44,30 @@ MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
 MASK_INFO = 0
 CREATED = 0x4000  # API_CREATED-ish info code with object bits
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{2,47}$")
+# Property values the controller checks (rest_v1_openapi.yaml, "modify a storage pool": regex[...]);
+# a value that does not match is refused with the key and the value (linstor-server FAIL_INVLD_PROP).
+POOL_PROP_VALUES = {"StorDriver/LvmVg": re.compile(r"^[a-zA-Z0-9_-]+$"),
+                    "StorDriver/ThinPool": re.compile(r"^[a-zA-Z0-9_-]+$"),
+                    "StorDriver/ZPool": re.compile(r"^[a-zA-Z0-9_/-]+$"),
+                    "StorDriver/ZPoolThin": re.compile(r"^[a-zA-Z0-9_/-]+$")}
+
+
+class Names(frozenset):
+    """The names of a list filter (``?nodes=``, ``?resources=``...) as given (iterating yields them),
+    matched as LINSTOR matches them: case-insensitively."""
+
+    def __init__(self, names: Any) -> None:
+        super().__init__()
+        self.upper = frozenset(n.upper() for n in self)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self.upper
+
+
+def same_name(a: str, b: str) -> bool:
+    """LINSTOR compares object names case-insensitively (linstor-server GenericName keeps the display
+    name and compares the upper-cased value): 'Data' and 'data' are one pool."""
+    return a.upper() == b.upper()
 DISKLESS_POOL = "DfltDisklessStorPool"
 
 
@@ -66,6 +90,7 @@ class Faults:
     drop: int = 0
     garbage: int = 0
     path_prefix: str = "/"
+    lose_answer: int = 0  # the request is carried out, then the connection breaks before the answer
 
 
 class LinstorEmulator(HttpDouble):
@@ -463,9 +488,11 @@ class LinstorEmulator(HttpDouble):
 
     # --- faults --------------------------------------------------------------------------------
     def inject(self, *, latency: float | None = None, fail: int = 0, status: int = 500, drop: int = 0,
-               garbage: int = 0, path_prefix: str = "/") -> None:
+               garbage: int = 0, path_prefix: str = "/", lose_answer: int = 0) -> None:
+        """``fail``/``drop``/``garbage``: the request is not carried out; ``lose_answer``: it is, and the
+        client never hears so (a write applied whose answer a cut connection lost)."""
         with self._lock:
-            self._faults = Faults(latency, fail, status, drop, garbage, path_prefix)
+            self._faults = Faults(latency, fail, status, drop, garbage, path_prefix, lose_answer)
 
     def reset_faults(self) -> None:
         with self._lock:
@@ -524,9 +551,9 @@ class LinstorEmulator(HttpDouble):
         def error(message: str, status: int, cause: str | None = None, correction: str | None = None) -> Response:
             return json([api_rc(message, error=True, cause=cause, correction=correction)], status)
 
-        def wanted(request: Request, key: str) -> set[str] | None:
+        def wanted(request: Request, key: str) -> Names | None:
             values = [v for raw in request.query_params.getlist(key) for v in raw.split(",") if v]
-            return set(values) or None
+            return Names(values) or None
 
         def page(request: Request, items: list[Any]) -> list[Any]:
             offset = int(request.query_params.get("offset") or 0)
@@ -582,8 +609,15 @@ class LinstorEmulator(HttpDouble):
                 if kind not in node_item["storage_providers"]:
                     return error(f"Storage provider '{kind}' is not supported on node '{node_name}'", 400,
                                  cause="The satellite reported the provider as unsupported.")
-                if (node_name, name) in emu._pools:
-                    return error(f"Storage pool '{name}' on node '{node_name}' already exists.", 409)
+                bad = next((k for k, v in props.items() if k in POOL_PROP_VALUES and not POOL_PROP_VALUES[k].match(v)),
+                           None)
+                if bad is not None:
+                    return error(f"The value '{props[bad]}' is not valid for the key '{bad}'", 400,
+                                 cause=f"{bad} must match {POOL_PROP_VALUES[bad].pattern}")
+                taken = next((p for (n, p) in emu._pools if n == node_name and same_name(p, name)), None)
+                if taken is not None:
+                    return error(f"Storage pool '{taken}' on node '{node_name}' already exists.", 409,
+                                 cause="Storage pool names are compared case-insensitively.")
                 generic = props.get("StorDriver/StorPoolName")
                 if generic and "StorDriver/LvmVg" not in props and kind in ("LVM", "LVM_THIN"):
                     vg, _, thin = generic.partition("/")
@@ -840,6 +874,9 @@ class _FaultMiddleware:
                 elif f.garbage > 0:
                     f.garbage -= 1
                     action = "garbage"
+                elif f.lose_answer > 0:
+                    f.lose_answer -= 1
+                    action = "lose"
             status = f.status
         if latency:
             await asyncio.sleep(latency)  # injected latency, the fault under test
@@ -852,11 +889,14 @@ class _FaultMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         if action == "drop":
-            # Promise a body, send part of it, then fail: the client sees a broken connection.
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
-            await send({"type": "http.response.body", "body": b"[{", "more_body": True})
+            await _cut_short(send)
             raise ConnectionAbortedError("injected dropped connection")
+        if action == "lose":
+            async def swallow(message: dict[str, Any]) -> None:
+                return None  # the write is done; its answer goes nowhere
+            await self.app(scope, receive, swallow)
+            await _cut_short(send)  # as "drop": the client sees a broken connection, not a 500
+            raise ConnectionAbortedError("injected: the answer of a write that was carried out is lost")
         if action == "garbage":
             body = b"[{this is not json"
             await send({"type": "http.response.start", "status": 200,
@@ -865,3 +905,10 @@ class _FaultMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
+
+
+async def _cut_short(send: Any) -> None:
+    """Promise a body, send part of it: with the exception that follows, a broken connection."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
+    await send({"type": "http.response.body", "body": b"[{", "more_body": True})

@@ -1,7 +1,8 @@
 """Where the controller's Kubernetes objects come from: informer caches (the service) or one list per
 pass (``--once`` and the fault-matrix tests, where each pass must see exactly the API's state).
 
-Both answer ``objects()`` (None while not synced) and ``age()`` (seconds the view may lag the API;
+Both answer ``objects()`` (None while not synced; claims and volumes as the records of
+``linstor_scheduler.claims``, never the objects) and ``age()`` (seconds the view may lag the API;
 None while unknown), so the staleness guard treats them alike.
 
 The caches are tuned from ``--max-staleness`` (``informer_settings``), so that each way the API
@@ -17,8 +18,10 @@ from typing import Any, Protocol
 import orjson
 from kubernetes import client as k8s
 
+from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
+from linstor_scheduler.claims import claim_record, volume_record
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.kube.informer import KubeCaches, bounded_by, object_key
+from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches, bounded_by, object_key
 
 from .observe import LABEL_SELECTOR, KubeObjects
 
@@ -33,10 +36,11 @@ class KubeView(Protocol):
 
 
 def _objects(items: dict[str, list[dict[str, Any]]]) -> KubeObjects:
+    """From one list per kind: claims and volumes read into records, as the caches keep them."""
     return KubeObjects(
         pods=items["Pod"],
-        pvcs={object_key(o): o for o in items["PersistentVolumeClaim"]},
-        pvs={object_key(o): o for o in items["PersistentVolume"]},
+        pvcs={object_key(o): claim_record(o) for o in items["PersistentVolumeClaim"]},
+        pvs={object_key(o): volume_record(o) for o in items["PersistentVolume"]},
         nodes={object_key(o): o for o in items["Node"]},
         attachments=items["VolumeAttachment"])
 
@@ -54,7 +58,10 @@ class CachedKube:
 
     def __init__(self, api_client: k8s.ApiClient, *, bound: float = 20.0, api_timeout: float = 10.0) -> None:
         self.bound = bound
+        # Claims and volumes as records (linstor_scheduler/claims.py): a PVC + PV pair is ~0.6 KB
+        # instead of ~18 KB as the API server sends it, and every volume of the cluster is one.
         self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": LABEL_SELECTOR},
+                                 transforms=CLAIM_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
                                  **informer_settings(bound, api_timeout))
 
     def readiness(self) -> tuple[bool, str]:
@@ -76,7 +83,10 @@ class CachedKube:
     def objects(self) -> KubeObjects | None:
         if not self.caches.synced:
             return None
-        return _objects({kind: self.caches[kind].items() for kind in KINDS})
+        caches = self.caches
+        return KubeObjects(pods=caches["Pod"].items(), pvcs=caches["PersistentVolumeClaim"].snapshot(),
+                           pvs=caches["PersistentVolume"].snapshot(), nodes=caches["Node"].snapshot(),
+                           attachments=caches["VolumeAttachment"].items())
 
     def age(self) -> float | None:
         return self.caches.age()

@@ -2,7 +2,8 @@
 
 The LINSTOR read is all-or-nothing: a failed or garbled answer to any of the five reads raises, and
 the controller then acts on nothing (never on half a view). Kubernetes objects come as raw dicts
-(informer caches or a one-off list); the pod -> PVC -> PV -> volumeHandle mapping is the one the
+(informer caches or a one-off list), claims and volumes as their records
+(``linstor_scheduler.claims``); the pod -> PVC -> PV -> volumeHandle mapping is the one the
 extender uses (``linstor_scheduler.volumes``).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim
 from linstor_scheduler.linstor.compact import (
     FencingResourceItem,
     NodeItem,
@@ -151,8 +153,9 @@ def resource_states(view: LinstorView) -> dict[str, ResourceState]:
 @dataclass(frozen=True)
 class KubeObjects:
     pods: list[dict[str, Any]] = field(default_factory=list)  # only the pods that carry the label
-    pvcs: dict[str, dict[str, Any]] = field(default_factory=dict)  # namespace/name
-    pvs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # namespace/name -> the claim's record (linstor_scheduler.claims; an object is read into one)
+    pvcs: Mapping[str, ClaimRecord | dict[str, Any]] = field(default_factory=dict)
+    pvs: Mapping[str, VolumeRecord | dict[str, Any]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: list[dict[str, Any]] = field(default_factory=list)
 
@@ -179,8 +182,7 @@ def pod_state(pod: Obj, kube: KubeObjects) -> PodState:
     spec = pod.get("spec") or {}
     claims = resolve_pod_claims(pod, kube.pvcs.get, kube.pvs.get, lambda _name: None)
     volumes = tuple(
-        PodVolume(c.ref.key, ((kube.pvcs.get(c.ref.key) or {}).get("spec") or {}).get("volumeName"), c.resource,
-                  c.pending)
+        PodVolume(c.ref.key, getattr(as_claim(kube.pvcs.get(c.ref.key)), "volume", None), c.resource, c.pending)
         for c in claims)
     host_paths = tuple(str(v.get("name")) for v in spec.get("volumes") or []
                        if isinstance(v, dict) and v.get("hostPath"))

@@ -54,8 +54,14 @@ def deferred(target: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+VERSION = f"linstor-scheduler {__version__}"
+
+
 def common_options() -> argparse.ArgumentParser:
     parent = Parser(add_help=False)
+    # Also after a subcommand: `kubectl exec ... -- linstor-scheduler fencing --version` is what an
+    # operator types next to a manifest's args.
+    parent.add_argument("--version", action="version", version=VERSION)
     group = parent.add_argument_group("logging")
     add_option(group, "--log-level", help="log level", default="info",
                choices=["debug", "info", "warning", "error"])
@@ -72,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Place pods next to their LINSTOR/DRBD replicas, keep storage pools in step with LVM, "
         "and move pods off nodes that lost their storage.",
     )
-    parser.add_argument("--version", action="version", version=f"linstor-scheduler {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parent = common_options()
     for register in registrations():  # each component adds its own subcommands

@@ -1,19 +1,21 @@
 """From a pod to its LINSTOR resources: pod volume -> PVC -> PV -> ``spec.csi.volumeHandle``.
 
-Shared by the scheduler extender and the fencing controller, so both agree on which volumes of a
-pod are LINSTOR volumes. Works on raw Kubernetes dicts (the JSON form), as held by the informer
-caches and snapshot files. Pure functions: lookups are passed in.
+Shared by the scheduler extender, the webhook, the locality exporter and the fencing controller, so
+all agree on which volumes of a pod are LINSTOR volumes. Pods are raw Kubernetes dicts (the JSON
+form); claims and volumes are the compact records of ``claims.py`` (what the informers keep), or
+objects read into them. Pure functions: lookups are passed in.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from .claims import ClaimRecord, VolumeRecord, as_claim, as_volume, template_record
+from .quantity import parse_quantity as parse_quantity  # its old home: callers import it from here
 
 CSI_DRIVER = "linstor.csi.linbit.com"
 PARAM_PREFIX = CSI_DRIVER + "/"
@@ -21,34 +23,6 @@ ZONE_LABELS = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io
 REGION_LABELS = ("topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
 
 Obj = Mapping[str, Any]
-
-_QUANTITY = re.compile(r"^\s*([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-_SUFFIX = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 10**-3,
-}
-
-
-def parse_quantity(text: Any) -> int | None:
-    """A Kubernetes resource quantity (``10Gi``, ``500M``, ``1e9``) in bytes; None if unparsable."""
-    if isinstance(text, int | float):
-        return int(text)
-    if not isinstance(text, str):
-        return None
-    return _parse_quantity_text(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_quantity_text(text: str) -> int | None:
-    """Cached: every request re-reads the sizes of its claims, and there are few distinct ones."""
-    match = _QUANTITY.match(text)
-    if not match or match.group(2) not in _SUFFIX:
-        return None
-    try:
-        return int(float(match.group(1)) * _SUFFIX[match.group(2)])
-    except ValueError:
-        return None
-
 
 def human_bytes(n: int | None) -> str:
     if n is None:
@@ -267,35 +241,38 @@ class Claim:
         return f"volume {self.resource}" if self.resource else f"claim {self.ref.key}"
 
 
+ClaimLookup = Callable[[str], ClaimRecord | Obj | None]
+VolumeLookup = Callable[[str], VolumeRecord | Obj | None]
+
+
 def resolve_claim(
     ref: ClaimRef,
-    get_pvc: Callable[[str], Obj | None],
-    get_pv: Callable[[str], Obj | None],
+    get_pvc: ClaimLookup,
+    get_pv: VolumeLookup,
     get_sc: Callable[[str], StorageClassInfo | None],
 ) -> Claim:
-    pvc = get_pvc(ref.key)
-    spec: Obj = (pvc or {}).get("spec") or {}
+    """``get_pvc``/``get_pv`` answer records (the informers keep nothing else) or, from a direct read,
+    a snapshot or a test, the objects, read into records here."""
+    pvc = as_claim(get_pvc(ref.key))
+    seen = pvc is not None
     if pvc is None and ref.template is not None:
-        spec = ref.template.get("spec") or {}
-    sc_name = spec.get("storageClassName")
+        pvc = template_record(ref.namespace, ref.name, ref.template)
+    sc_name = pvc.storage_class if pvc is not None else None
     sc = get_sc(sc_name) if sc_name else None
-    size = parse_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage"))
-    volume_name = spec.get("volumeName") if pvc is not None else None
+    size = pvc.size_bytes if pvc is not None else None
+    volume_name = pvc.volume if pvc is not None and seen else None
     if volume_name:
-        pv = get_pv(volume_name)
+        pv = as_volume(get_pv(volume_name))
         if pv is None:
             linstor = sc.is_linstor if sc else True
             return Claim(ref, linstor, None, sc, size, pending=f"PersistentVolume {volume_name} not seen yet")
-        pv_spec = pv.get("spec") or {}
-        csi = pv_spec.get("csi") or {}
-        if csi.get("driver") != CSI_DRIVER or not csi.get("volumeHandle"):
+        if pv.driver != CSI_DRIVER or not pv.handle:
             return Claim(ref, False)
-        pv_sc = get_sc(pv_spec.get("storageClassName") or "") or sc
-        size = parse_quantity((pv_spec.get("capacity") or {}).get("storage")) or size
-        affinity = (pv_spec.get("nodeAffinity") or {}).get("required")
-        return Claim(ref, True, str(csi["volumeHandle"]), pv_sc, size, affinity)
+        pv_sc = get_sc(pv.storage_class or "") or sc
+        size = pv.size_bytes or size
+        return Claim(ref, True, pv.handle, pv_sc, size, pv.node_affinity)
     if sc is None:
-        if pvc is None and ref.template is None:
+        if not seen and ref.template is None:
             # Unknown claim: it may well be ours; kube-scheduler reports the missing PVC itself.
             return Claim(ref, True, pending=f"PersistentVolumeClaim {ref.key} not seen yet")
         if sc_name:
@@ -311,8 +288,8 @@ def resolve_claim(
 
 def resolve_pod_claims(
     pod: Obj,
-    get_pvc: Callable[[str], Obj | None],
-    get_pv: Callable[[str], Obj | None],
+    get_pvc: ClaimLookup,
+    get_pv: VolumeLookup,
     get_sc: Callable[[str], StorageClassInfo | None],
 ) -> list[Claim]:
     """The LINSTOR claims of a pod (claims of other drivers are dropped)."""

@@ -99,7 +99,7 @@ def as_document(doc: Mapping[str, Any] | Snapshot) -> dict[str, Any]:
     the resource items as the REST API returned them, DRBD connections and all)."""
     if not isinstance(doc, Snapshot):
         return dict(doc)
-    if doc.resource_items and not doc.raw_resources:
+    if (doc.resource_items and not doc.raw_resources) or doc.claims:
         raise ValueError("the drill needs the snapshot's resource items: read it with keep_raw=True")
     linstor: dict[str, Any] = {
         "nodes": [n.model_dump(mode="json", exclude_none=True) for n in doc.nodes],

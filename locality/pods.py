@@ -2,7 +2,8 @@
 
 At 100,000 pods a whole Pod object (2-10 KB as a dict) per pod is hundreds of MB; a ``PodRecord``
 is a few hundred bytes. The informer stores records (its ``transform``), so the exporter never
-holds the objects; the claims are resolved against the extender's ``ClusterState`` with the same
+holds the objects (of claims and volumes it keeps the extender's records); the claims are resolved
+against the extender's ``ClusterState`` with the same
 functions the extender uses (linstor_scheduler.volumes), so a pod's volumes mean the same thing
 everywhere.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from linstor_scheduler.volumes import ClaimRef, pod_claims, resolve_claim
-from scheduler_extender.state import ClusterState
+from scheduler_extender.state import EXTENDER_TRANSFORMS, ClusterState
 
 from .classify import UNKNOWN, PodLocality, VolumeLocality, classify_volume, up_to_date_nodes, why_not_local
 
@@ -96,29 +97,6 @@ def locate_all(records: Iterable[PodRecord], state: ClusterState) -> Iterator[Po
             yield found
 
 
-# --- what the exporter's informers keep of claims and volumes (the fields resolve_claim reads) -------
-def slim_pvc(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
-    return {"kind": "PersistentVolumeClaim",
-            "metadata": {"name": meta.get("name"), "namespace": _intern(meta.get("namespace") or "default")},
-            "spec": {"storageClassName": _intern(spec.get("storageClassName") or ""),
-                     "volumeName": spec.get("volumeName"),
-                     "resources": {"requests": {"storage": _intern(str(storage)) if storage else None}}}}
-
-
-def slim_pv(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    csi = spec.get("csi") or {}
-    capacity = (spec.get("capacity") or {}).get("storage")
-    out: dict[str, Any] = {"kind": "PersistentVolume", "metadata": {"name": meta.get("name")},
-                           "spec": {"csi": {"driver": _intern(csi.get("driver") or ""),
-                                            "volumeHandle": csi.get("volumeHandle")},
-                                    "storageClassName": _intern(spec.get("storageClassName") or ""),
-                                    "capacity": {"storage": _intern(str(capacity)) if capacity else None}}}
-    if spec.get("nodeAffinity"):
-        out["spec"]["nodeAffinity"] = spec["nodeAffinity"]
-    return out
-
-
-TRANSFORMS = {"Pod": pod_record, "PersistentVolumeClaim": slim_pvc, "PersistentVolume": slim_pv}
+# What the exporter's informers keep: the extender's records (claims, volumes, topology, classes;
+# linstor_scheduler/claims.py) and a PodRecord per running pod with claims.
+EXPORTER_TRANSFORMS = {**EXTENDER_TRANSFORMS, "Pod": pod_record}

@@ -55,13 +55,13 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
     """One ``KubeCaches`` for the extender's kinds and the pods (so one age, one set of metrics), each
     watch ended by the server every third of ``max_staleness``; a watch silent ``read_slack`` past
     that is dead. Pod changes do not rebuild the state: pods are read at each computation."""
-    from linstor_scheduler.kube.informer import KubeCaches
+    from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches
     from linstor_scheduler.kube.metrics import KubeCollector
     from scheduler_extender.judge import StateHolder
     from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
 
     from .exporter import LocalityExporter
-    from .pods import TRANSFORMS, PodRecord, pod_record
+    from .pods import EXPORTER_TRANSFORMS, PodRecord
 
     metrics = metrics or LocalityMetrics()
     holder = StateHolder()
@@ -71,8 +71,9 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
         if not isinstance(obj, PodRecord) and not (isinstance(obj, dict) and obj.get("kind") == "Pod"):
             syncer.kube_changed(event, obj)
 
-    caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms={**TRANSFORMS, "Pod": pod_record},
-                        max_age=max_staleness, read_slack=read_slack)
+    caches = KubeCaches(api, [*EXTENDER_KINDS, "Pod"], on_change=changed, transforms=EXPORTER_TRANSFORMS,
+                        max_age=max_staleness, read_slack=read_slack,
+                        page_size=RECORD_PAGE_SIZE)
     syncer.caches = caches
     pods = caches["Pod"]
     exporter = LocalityExporter(holder, pods, metrics, leader, interval=interval, caches=caches,

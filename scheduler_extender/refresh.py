@@ -34,6 +34,7 @@ from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
 from .scoring import node_class_ids
 from .state import (
+    EXTENDER_TRANSFORMS,
     ClusterState,
     KubeView,
     NodeInfo,
@@ -46,7 +47,7 @@ from .state import (
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.001
-EXTENDER_KINDS = ("Node", "PersistentVolumeClaim", "PersistentVolume", "StorageClass")
+EXTENDER_KINDS = tuple(EXTENDER_TRANSFORMS)  # Node, StorageClass, PersistentVolumeClaim, PersistentVolume
 LOOP_MARGIN = 30.0  # seconds a loop may overrun its own bound before /healthz calls it stuck (as the informers')
 
 
@@ -331,13 +332,18 @@ class Syncer:
             return False
         self._changed_at = None  # a change heard from here on is read below or rebuilt next time
         confirmed = self._kube_confirmed_at()
-        items: list[dict[str, Any]] = []
-        for kind in EXTENDER_KINDS:
-            items.extend(self.caches[kind].items())
-        self._kube = (KubeView.from_objects(items), confirmed)
+        self._kube = (self._view(), confirmed)
         self._count("kubernetes", "ok")
         await self._publish()
         return True
+
+    def _view(self) -> KubeView:
+        """The view from the informers' stores when they keep the extender's records (the live
+        service: copies of the stores); from their items otherwise (objects, read into records)."""
+        informers = {kind: self.caches[kind] for kind in EXTENDER_KINDS}
+        if all(getattr(i, "transform", None) is EXTENDER_TRANSFORMS[k] for k, i in informers.items()):
+            return KubeView.from_stores({kind: informer.snapshot() for kind, informer in informers.items()})
+        return KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
 
     async def _kube_loop(self) -> None:
         while not self.caches.synced:

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Literal
 
-from linstor_scheduler.volumes import Claim, StorageClassInfo, parse_quantity
+from linstor_scheduler.claims import ClaimRecord, as_claim
+from linstor_scheduler.volumes import Claim, StorageClassInfo
 
 from .state import ClusterState, NodeInfo
 
-SELECTED_NODE = "volume.kubernetes.io/selected-node"  # volume.AnnSelectedNode, written in VolumeBinding's PreBind
 DEFAULT_TTL = 120.0
 DEFAULT_MAX_HOLDS = 10_000
 DEFAULT_MAX_PLACES = 1_000_000  # ~8 MB of references to node names already interned by the state
@@ -274,35 +274,36 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
 
 
-def selected_node(pvc: Mapping[str, Any] | None) -> str | None:
+def selected_node(pvc: ClaimRecord | Mapping[str, Any] | None) -> str | None:
     """The node kube-scheduler chose for the claim (VolumeBinding's annotation), if any."""
-    return (((pvc or {}).get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE) or None
+    record = as_claim(pvc)
+    return record.selected_node if record is not None else None
 
 
-def heard_claim(ledger: Ledger, key: str, pvc: Mapping[str, Any] | None, state: ClusterState,
+def heard_claim(ledger: Ledger, key: str, pvc: ClaimRecord | Mapping[str, Any] | None, state: ClusterState,
                 now: float) -> bool | None:
     """The informer's news of claim ``key`` (``pvc`` None: deleted). A selection moves the hold to
     the chosen node, or takes one there (a claim no filter answer holds: an extender restarted
     mid-burst, a hold pushed out or expired before the choice came); a withdrawn selection drops
     it. True when the ledger changed; None when ``state`` cannot tell
     the pool yet (its StorageClass or node not seen): ask again with a later state."""
-    if pvc is None:
+    record = as_claim(pvc)
+    if record is None:
         return ledger.release(key)
     hold = ledger.get(key)
-    chosen = selected_node(pvc)
-    spec = pvc.get("spec") or {}
-    if spec.get("volumeName") and spec["volumeName"] in state.resources:
+    chosen = record.selected_node
+    if record.volume and record.volume in state.resources:
         return ledger.release(key)  # LINSTOR already counts it
     if chosen is None:
         return ledger.release(key) if hold is not None and hold.source == "selected" else False
     if hold is not None and chosen in hold.nodes:
         pool, size = hold.pool_on(chosen), hold.size_bytes
     else:
-        sc = state.get_sc(spec.get("storageClassName") or "")
+        sc = state.get_sc(record.storage_class or "")
         node = state.nodes.get(chosen)
         if sc is None or node is None:
             return None
-        size = parse_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")) or 0
+        size = record.size_bytes or 0
         found = pool_for(sc, node) if sc.is_linstor and sc.wait_for_first_consumer and size else None
         if found is None:
             return ledger.release(key)  # not a volume this node's pools take
@@ -321,8 +322,7 @@ def reconcile(ledger: Ledger, state: ClusterState, now: float) -> None:
         pvc = state.get_pvc(hold.claim)
         if pvc is None:
             return True
-        volume = (pvc.get("spec") or {}).get("volumeName")
-        return bool(volume) and volume in state.resources
+        return bool(pvc.volume) and pvc.volume in state.resources
 
     ledger.settle(over)
     for hold in ledger.holds():

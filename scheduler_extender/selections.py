@@ -14,11 +14,11 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from linstor_scheduler.claims import ClaimRecord, as_claim
 from linstor_scheduler.clock import now as boottime
-from linstor_scheduler.kube.informer import object_key
 
 from .judge import StateHolder
-from .reservations import Ledger, heard_claim, selected_node
+from .reservations import Ledger, heard_claim
 from .state import ClusterState
 
 
@@ -31,7 +31,7 @@ class SelectionFeed:
         # Claims whose pool the state could not tell yet (its StorageClass or node not seen, e.g.
         # the first list, before the first state): the latest news of each, asked again with each
         # published state, for at most the ledger's TTL.
-        self.waiting: dict[str, tuple[Mapping[str, Any] | None, float]] = {}
+        self.waiting: dict[str, tuple[ClaimRecord | None, float]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -42,15 +42,16 @@ class SelectionFeed:
         keeps the annotation for good: a restart's first list must not hand over every claim).
         Reads the ledger from this thread: a dict look-up, atomic under the GIL."""
         loop = self._loop
-        if loop is None or not isinstance(obj, Mapping):
+        record = as_claim(obj) if isinstance(obj, ClaimRecord | Mapping) else None
+        if loop is None or record is None:
             return
-        key = object_key(obj)
-        if self.ledger.get(key) is None and key not in self.waiting and (kind == "DELETED" or not selected_node(obj)
-                                             or (obj.get("spec") or {}).get("volumeName")):
+        key = record.key
+        if self.ledger.get(key) is None and key not in self.waiting and (kind == "DELETED" or not record.selected_node
+                                                                         or record.volume):
             return
-        loop.call_soon_threadsafe(self._apply, key, None if kind == "DELETED" else obj)
+        loop.call_soon_threadsafe(self._apply, key, None if kind == "DELETED" else record)
 
-    def _apply(self, key: str, pvc: Mapping[str, Any] | None) -> None:
+    def _apply(self, key: str, pvc: ClaimRecord | None) -> None:
         now = self.clock()
         if heard_claim(self.ledger, key, pvc, self.holder.state, now) is None:
             self.waiting[key] = (pvc, now)

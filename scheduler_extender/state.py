@@ -7,11 +7,13 @@ scoring needs, in compact frozen dataclasses, so 100k resources fit in a few ten
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
+from linstor_scheduler.claims import ClaimRecord, VolumeRecord, claim_record, volume_record
 from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from linstor_scheduler.volumes import (
@@ -255,22 +257,37 @@ def topology_of(node_obj: Mapping[str, Any]) -> Topology:
     return Topology(tuple(first_label(labels, level.labels) for level in LEVELS), labels)
 
 
+# What the extender's informers keep of each kind (``KubeCaches(transforms=...)``): records only. Of
+# a Node, its topology (a Node with its status, images and managedFields is several KB as a dict);
+# of a StorageClass, what the verdicts read (parsed once, not at every rebuild of the view).
+EXTENDER_TRANSFORMS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "Node": topology_of, "StorageClass": StorageClassInfo.from_object, **CLAIM_TRANSFORMS}
+
+
 @dataclass(frozen=True, slots=True)
 class KubeView:
-    """The Kubernetes objects the extender reads, keyed as the lookups want them."""
+    """The Kubernetes objects the extender reads, keyed as the lookups want them: records, never the
+    objects (``linstor_scheduler.claims``)."""
 
     topology: Mapping[str, Topology] = field(default_factory=dict)  # node name ->
-    pvcs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "ns/name" ->
-    pvs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name ->
+    pvcs: Mapping[str, ClaimRecord] = field(default_factory=dict)  # "ns/name" ->
+    pvs: Mapping[str, VolumeRecord] = field(default_factory=dict)  # name ->
     storage_classes: Mapping[str, StorageClassInfo] = field(default_factory=dict)
 
     @classmethod
-    def from_objects(cls, items: Iterable[Mapping[str, Any]]) -> KubeView:
+    def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> KubeView:
+        """From objects (a snapshot's items, a test's) and records (a snapshot's claims)."""
         topology: dict[str, Topology] = {}
-        pvcs: dict[str, Mapping[str, Any]] = {}
-        pvs: dict[str, Mapping[str, Any]] = {}
+        pvcs: dict[str, ClaimRecord] = {}
+        pvs: dict[str, VolumeRecord] = {}
         classes: dict[str, StorageClassInfo] = {}
         for obj in items:
+            if isinstance(obj, ClaimRecord):
+                pvcs[obj.key] = obj
+                continue
+            if isinstance(obj, VolumeRecord):
+                pvs[obj.name] = obj
+                continue
             kind = obj.get("kind")
             meta = obj.get("metadata") or {}
             name = meta.get("name")
@@ -279,12 +296,21 @@ class KubeView:
             if kind == "Node":
                 topology[name] = topology_of(obj)
             elif kind == "PersistentVolumeClaim":
-                pvcs[f"{meta.get('namespace') or 'default'}/{name}"] = obj
+                record = claim_record(obj)
+                pvcs[record.key] = record
             elif kind == "PersistentVolume":
-                pvs[name] = obj
+                pvs[name] = volume_record(obj)
             elif kind == "StorageClass":
                 classes[name] = StorageClassInfo.from_object(obj)
         return cls(topology, pvcs, pvs, classes)
+
+    @classmethod
+    def from_stores(cls, stores: Mapping[str, Mapping[str, Any]]) -> KubeView:
+        """From copies of the informers' stores of records (``Informer.snapshot``;
+        ``EXTENDER_TRANSFORMS``; kind -> key -> record), keyed as the view keys them: four dicts
+        copied in C, no loop over 66,000 claims and volumes on the serving loop at each change."""
+        return cls(stores["Node"], stores["PersistentVolumeClaim"], stores["PersistentVolume"],
+                   stores["StorageClass"])
 
 
 NOTHING_HELD: Mapping[str, Mapping[str, int]] = MappingProxyType({})
@@ -348,10 +374,10 @@ class ClusterState:
         """The older of the two sources: the state is as stale as its stalest part."""
         return min(self.linstor_synced_at, self.kube_synced_at)
 
-    def get_pvc(self, key: str) -> Mapping[str, Any] | None:
+    def get_pvc(self, key: str) -> ClaimRecord | None:
         return self.kube.pvcs.get(key)
 
-    def get_pv(self, name: str) -> Mapping[str, Any] | None:
+    def get_pv(self, name: str) -> VolumeRecord | None:
         return self.kube.pvs.get(name)
 
     def get_sc(self, name: str) -> StorageClassInfo | None:

@@ -19,7 +19,7 @@ from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.events import EventRecorder
-from linstor_scheduler.kube.informer import Informer, KubeCaches, bounded_by
+from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, Informer, KubeCaches, bounded_by
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
@@ -38,7 +38,7 @@ from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
 from .selections import SelectionFeed
 from .snapshot import read_snapshot, state_from_snapshot
-from .state import ClusterState
+from .state import EXTENDER_TRANSFORMS, ClusterState
 
 log = logging.getLogger("linstor_scheduler.extender")
 
@@ -73,6 +73,7 @@ def build_live_app(
                     use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True,
                     read_deadline=max_staleness)
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed, max_age=max_staleness,
+                        transforms=EXTENDER_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
                         **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
     ledger = Ledger(ttl=reservation_ttl)

@@ -6,6 +6,12 @@ pass without a write (``PassResult.error``). At steady state a pass makes two LI
 created lost its tag. Problems are reported when they appear or change (log line, Warning Event on
 the Node, metric), and again every ``repeat_seconds`` while they last, not on every pass.
 
+A write LINSTOR refuses (or whose answer never came) is that pool's problem, not the agent's: the
+pool waits out its own doubling delay (``PoolBackoff``, capped at ``max_backoff``) while the other
+pools and the passes go on at ``interval``, and ``/readyz`` stays ready, naming the pool LINSTOR
+refuses and why. A create whose answer was lost is settled by reading the node's pools back: the
+pool there as we meant it is done, not an error and not a second POST.
+
 Kubernetes is only where the Events go: ``EventRecorder.record`` queues and returns, so an API server
 that hangs or refuses costs Events (queued, then dropped and counted), never a pass. LINSTOR or LVM
 failing ends the pass without a write; the loop retries with a doubling wait (capped at
@@ -26,28 +32,39 @@ from typing import Any
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.client import LinstorClient
-from linstor_scheduler.linstor.errors import LinstorError
+from linstor_scheduler.linstor.errors import LinstorError, LinstorUnavailable
 from linstor_scheduler.measured import age_since
 
 from .lvm import LvmError, LvmSource
 from .metrics import SyncMetrics
-from .plan import CREATE, PRUNE, NodePlan, PlanItem, orphan_candidates, plan_node
+from .plan import CREATE, PRUNE, STATES, NodePlan, PlanItem, orphan_candidates, plan_node
 from .tags import desired_pools
 
 log = logging.getLogger("linstor_scheduler.sync_node")
 
 
 @dataclass
+class PoolBackoff:
+    """A pool whose last write LINSTOR refused: retried no sooner than ``retry_at`` (clock())."""
+
+    failures: int
+    retry_at: float
+    why: str
+
+
+@dataclass
 class PassResult:
     plan: NodePlan | None = None
     applied: list[PlanItem] = field(default_factory=list)
-    failed: list[tuple[PlanItem, str]] = field(default_factory=list)
+    failed: list[tuple[PlanItem, str]] = field(default_factory=list)  # refused now (the pool backs off)
+    deferred: list[tuple[PlanItem, str]] = field(default_factory=list)  # still backing off: not sent
     error: str | None = None  # the pass could not read what it needs: nothing was written
     dry_run: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.failed
+        """The reads worked: a refused write is its pool's problem (``failed``), not the agent's."""
+        return self.error is None
 
     @property
     def in_sync(self) -> bool:
@@ -79,6 +96,8 @@ class NodeAgent:
         self.pass_bound = pass_bound  # the longest a pass may run (its reads' and writes' own deadlines)
         self.pass_started: float | None = None  # clock() when the running pass began; None between passes
         self.next_pass_at: float | None = None  # clock() when the loop's next pass is due
+        self.interval, self.max_backoff = 30.0, 300.0  # set by run(); the per-pool backoff uses them too
+        self.refused: dict[str, PoolBackoff] = {}  # pools whose last write LINSTOR refused
         self.metrics.bind_age(lambda: age_since(self.clock, self.read_at))
 
     async def run_pass(self) -> PassResult:
@@ -89,7 +108,7 @@ class NodeAgent:
         finally:
             began, self.pass_started = self.pass_started, None
         self.last_result = result
-        outcome = "error" if result.error else ("failed" if result.failed else "ok")
+        outcome = "error" if result.error else ("failed" if result.failed or result.deferred else "ok")
         self.metrics.passes.labels(outcome).inc()
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         if result.ok:
@@ -102,9 +121,12 @@ class NodeAgent:
     def readiness(self, bound: float) -> tuple[bool, str]:
         """For ``/readyz``: see ``pass_readiness``."""
         last = self.last_result
-        error = None if last is None or last.ok else (last.error or "; ".join(
-            f"{item.action} {item.pool}: {why}" for item, why in last.failed))
-        return pass_readiness(self.clock(), self.last_success, self.failing_since, error, bound)
+        error = None if last is None or last.ok else last.error
+        ready, text = pass_readiness(self.clock(), self.last_success, self.failing_since, error, bound)
+        if self.refused:
+            text += "; LINSTOR refuses " + "; ".join(f"pool {pool} ({b.failures} time(s)): {b.why}"
+                                                       for pool, b in sorted(self.refused.items()))
+        return ready, text
 
     def liveness(self) -> tuple[bool, str]:
         """For ``/healthz``: see ``loop_liveness``."""
@@ -120,7 +142,11 @@ class NodeAgent:
         tags = desired_pools(inventory)
         try:
             nodes = await self.linstor.get_nodes([self.node_name])
-            node = next((n for n in nodes if n.name == self.node_name), None)
+            # LINSTOR compares node names case-insensitively (and filters so): take its spelling
+            node = next((n for n in nodes if n.name.upper() == self.node_name.upper()), None)
+            if node is not None and node.name != self.node_name:
+                log.info("LINSTOR spells node %s as %s: using its spelling", self.node_name, node.name)
+                self.node_name = node.name
             pools = await self.linstor.get_storage_pools([self.node_name])
             orphans = orphan_candidates(tags, pools)
             users = await self._pool_users(orphans) if orphans else None
@@ -134,23 +160,51 @@ class NodeAgent:
         if self.dry_run:
             return result
         for item in plan.writes:
-            try:
-                if item.action == CREATE:
-                    await self.linstor.create_storage_pool(self.node_name, item.pool or "", item.provider_kind,
-                                                           dict(item.props))
-                elif item.action == PRUNE:
-                    await self.linstor.delete_storage_pool(self.node_name, item.pool or "")
-            except LinstorError as exc:
-                log.warning("%s of pool %s on %s failed: %s", item.action, item.pool, self.node_name, exc)
-                self.metrics.writes.labels(item.action, "error").inc()
-                result.failed.append((item, str(exc)))
-                self._event("Warning", "PoolSyncFailed", f"{item.message}: failed: {exc}")
+            pool = item.pool or ""
+            waiting = self.refused.get(pool)
+            if waiting is not None and self.clock() < waiting.retry_at:
+                result.deferred.append((item, f"LINSTOR refused it {waiting.failures} time(s), next try in "
+                                              f"{waiting.retry_at - self.clock():.0f}s: {waiting.why}"))
                 continue
+            try:
+                await self._write(item)
+            except LinstorError as exc:
+                why = str(exc)
+                failures = (waiting.failures if waiting else 0) + 1
+                delay = retry_delay(failures, self.interval, self.max_backoff)
+                self.refused[pool] = PoolBackoff(failures, self.clock() + delay, why)
+                log.warning("%s of pool %s on %s refused (try %d, next in %.0fs): %s", item.action, pool,
+                            self.node_name, failures, delay, why)
+                self.metrics.writes.labels(item.action, "error").inc()
+                result.failed.append((item, why))
+                self._event("Warning", "PoolSyncFailed", f"{item.message}: LINSTOR refused it: {why}; this pool is "
+                            f"tried again in {delay:.0f}s, the others go on")
+                continue
+            self.refused.pop(pool, None)
             self.metrics.writes.labels(item.action, "ok").inc()
             result.applied.append(item)
             log.info("%s", item.message)
             self._event("Normal", item.reason, f"{item.message} (LINSTOR node {self.node_name})")
+        for pool in [p for p in self.refused if p not in {i.pool for i in plan.writes}]:
+            del self.refused[pool]  # nothing to write for it any more (the tag went, or it is there now)
         return result
+
+    async def _write(self, item: PlanItem) -> None:
+        """One create or prune. A create sent whose answer never came is settled by reading the node's
+        pools: the pool there with our marker and its backing means it was done."""
+        if item.action == PRUNE:
+            await self.linstor.delete_storage_pool(self.node_name, item.pool or "")
+            return
+        assert item.action == CREATE
+        try:
+            await self.linstor.create_storage_pool(self.node_name, item.pool or "", item.provider_kind,
+                                                   dict(item.props))
+        except LinstorUnavailable:
+            pools = await self.linstor.get_storage_pools([self.node_name])
+            there = next((p for p in pools if p.storage_pool_name == item.pool), None)
+            if there is None or any(there.props.get(k) != v for k, v in item.props.items()):
+                raise
+            log.info("create of pool %s: the answer was lost, but LINSTOR has it as meant: done", item.pool)
 
     async def _pool_users(self, pools: list[str]) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {p: [] for p in pools}
@@ -164,11 +218,10 @@ class NodeAgent:
         counts: dict[str, int] = {}
         for item in plan.items:
             counts[item.action] = counts.get(item.action, 0) + 1
-        self.metrics.pools.publish({(action,): counts.get(action, 0) for action in (
-            "create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked")})
+        self.metrics.pools.publish({(action,): counts.get(action, 0) for action in STATES})
         now = self.clock()
         current = set()
-        for item in plan.problems:
+        for item in plan.reported:
             key = (item.reason, item.pool, item.message)
             current.add(key)
             last = self._reported.get(key)
@@ -193,6 +246,7 @@ class NodeAgent:
     async def run(self, stop: asyncio.Event, *, interval: float = 30.0, max_backoff: float = 300.0) -> None:
         """Pass after pass until ``stop``: ``interval`` apart, with capped backoff after failures."""
         failures = 0
+        self.interval, self.max_backoff = interval, max_backoff
         while not stop.is_set():
             try:
                 result = await self.run_pass()

@@ -39,20 +39,30 @@ from linstor_scheduler.linstor.errors import LinstorError
 from linstor_scheduler.measured import age_since
 
 from .classes import (
+    ALLOW_MIXING_PROP,
     CONFLICT,
     CREATE,
-    IN_SYNC,
+    MIXED_PROVIDERS,
+    NO_CLASS,
     POOL_GONE,
     RECREATE,
+    STATES,
     ClassAction,
     ClassConfig,
     as_wanted,
+    mixed_pools,
     plan_classes,
     pool_nodes,
 )
 from .metrics import ClassMetrics
 
 log = logging.getLogger("linstor_scheduler.sync_classes")
+
+# Reported (log, Warning Event, metric); those that keep a pass from being "in sync" (--once exit 1).
+# A pool that can have no class is not: every LINSTOR has DfltStorPool, and it is not ours to rename.
+REPORTED = {CONFLICT: "NotManaged", POOL_GONE: "PoolGone", NO_CLASS: "PoolNameNotAClassName",
+            MIXED_PROVIDERS: "MixedProviderKinds"}
+UNSETTLED = (CONFLICT, POOL_GONE, MIXED_PROVIDERS)
 
 
 @dataclass
@@ -69,8 +79,9 @@ class ClassPassResult:
 
     @property
     def in_sync(self) -> bool:
-        """No conflict or pool-gone report, and every write done (not acting: nothing to write)."""
-        if not self.ok or any(a.action in (CONFLICT, POOL_GONE) for a in self.actions):
+        """No conflict, pool-gone or mixed-providers report, and every write done (not acting: nothing to
+        write). A pool that can have no StorageClass is reported but does not count."""
+        if not self.ok or any(a.action in UNSETTLED for a in self.actions):
             return False
         pending = [a for a in self.actions if a.action in (CREATE, RECREATE)]
         return len(self.applied) == len(pending) if self.acted else not pending
@@ -80,8 +91,10 @@ class ClassReconciler:
     def __init__(self, linstor: LinstorClient, api_client: k8s.ApiClient, *, config: ClassConfig | None = None,
                  dry_run: bool = False, events: Any = None, metrics: ClassMetrics | None = None,
                  repeat_seconds: float = 600.0, clock: Callable[[], float] = boottime,
-                 calls: KubeCalls | None = None) -> None:
+                 calls: KubeCalls | None = None, report_object: dict[str, Any] | None = None) -> None:
         self.linstor = linstor
+        # where reports about pools go (they have no StorageClass): the Lease, say; None: log and metric
+        self.report_object = report_object
         self.calls = calls or KubeCalls()
         self.api_client = api_client
         self.storage = k8s.StorageV1Api(api_client)
@@ -155,9 +168,17 @@ class ClassReconciler:
         except Exception as exc:  # ApiException, connection errors, deadlines
             log.warning("listing StorageClasses failed, nothing done this pass: %s", describe_api_error(exc))
             return ClassPassResult(error=f"Kubernetes: {describe_api_error(exc)}")
+        allow_mixing = False
+        if mixed_pools(pools):
+            try:
+                props = await self.linstor.get_controller_properties()
+            except LinstorError as exc:
+                log.warning("reading LINSTOR's controller properties failed, nothing done this pass: %s", exc)
+                return ClassPassResult(error=f"LINSTOR: {exc}")
+            allow_mixing = str(props.get(ALLOW_MIXING_PROP, "")).lower() == "true"
         self.read_at = started
         self.metrics.pools.publish({(pool,): len(nodes) for pool, nodes in pool_nodes(pools).items()})
-        actions = plan_classes(pools, existing, self.config)
+        actions = plan_classes(pools, existing, self.config, allow_mixing=allow_mixing)
         for name in list(self._pending):
             for i, action in enumerate(actions):
                 if action.name == name and action.action == CREATE:
@@ -166,8 +187,7 @@ class ClassReconciler:
         counts: dict[str, int] = {}
         for a in actions:
             counts[a.action] = counts.get(a.action, 0) + 1
-        self.metrics.classes.publish({(state,): counts.get(state, 0)
-                                      for state in (IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE)})
+        self.metrics.classes.publish({(state,): counts.get(state, 0) for state in STATES})
         result = ClassPassResult(actions=actions, acted=act)
         self._report(actions)
         if not act:
@@ -247,7 +267,7 @@ class ClassReconciler:
         now = self.clock()
         current = set()
         for action in actions:
-            if action.action not in (CONFLICT, POOL_GONE):
+            if action.action not in REPORTED:
                 continue
             key = (action.action, action.name)
             current.add(key)
@@ -256,7 +276,8 @@ class ClassReconciler:
                 continue
             self._reported[key] = now
             log.warning("%s", action.message)
-            self._event(action.current or {}, "Warning", "NotManaged" if action.action == CONFLICT else "PoolGone",
+            self.metrics.reports.labels(REPORTED[action.action]).inc()
+            self._event(action.current or self.report_object or {}, "Warning", REPORTED[action.action],
                         action.message)
         for key in [k for k in self._reported if k not in current]:
             del self._reported[key]
@@ -265,7 +286,7 @@ class ClassReconciler:
         if self.events is None or self.dry_run or not obj:
             return
         self.events.record({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", **obj}, event_type, reason,
-                           message[:1000])
+                           message[:1000])  # obj's own apiVersion and kind win (the Lease's, for pool reports)
 
 
 def retry_after(exc: ApiException) -> float | None:

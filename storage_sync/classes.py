@@ -10,6 +10,7 @@ deleted because its pool went away: that is reported (volumes may still use it).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,15 @@ DEFAULT_REPLICATED_PARAMETERS: dict[str, str] = {
 }
 
 IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE = "in-sync", "create", "recreate", "conflict", "pool-gone"
+# reports about pools (no class object to act on): a name no StorageClass can carry; provider kinds mixed
+NO_CLASS, MIXED_PROVIDERS = "no-class", "mixed-providers"
+STATES = (IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE, NO_CLASS, MIXED_PROVIDERS)
+
+# The API server's rule for StorageClass names (apimachinery IsDNS1123Subdomain, at most 253 characters)
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# LINSTOR's controller property that lets one volume's replicas sit in pools of different provider
+# kinds (LINSTOR User's Guide, "Mixing storage pools of different storage providers"); off by default.
+ALLOW_MIXING_PROP = "AllowMixingStoragePoolDriver"
 
 # LINSTOR's own locality keeper (REST API property list, rest_v1_openapi.yaml): a resource that has
 # been a diskless Primary for ``auto-diskful`` minutes gets a disk on that node (toggle-disk), and
@@ -127,6 +137,33 @@ def class_name(pool: str, replicas: int) -> str:
     return f"linstor-{pool}-r{replicas}"
 
 
+def class_name_problem(pool: str) -> str | None:
+    """Why LINSTOR pool ``pool`` can have no StorageClass (its class names are not names the API server
+    accepts); None when it can. LINSTOR's own ``DfltStorPool``, or ``pool_ssd``, are such pools."""
+    name = class_name(pool, 1)
+    if len(class_name(pool, 9)) <= 253 and DNS1123_SUBDOMAIN.match(name):
+        return None
+    return (f"LINSTOR pool {pool} gets no StorageClass: {name} is not a valid StorageClass name (a lowercase "
+            "DNS-1123 subdomain: a-z, 0-9, '-' and '.'; uppercase letters and '_' are refused). The pool is "
+            f"left alone; for classes, register the storage under a name like {pool.lower().replace('_', '-')}")
+
+
+def pool_kinds(pools: Iterable[StoragePool]) -> dict[str, dict[str, set[str]]]:
+    """Pool name -> provider kind -> nodes, diskless pools left out."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for pool in pools:
+        if not pool.diskless:
+            out.setdefault(pool.storage_pool_name, {}).setdefault(pool.provider_kind.upper(), set()).add(
+                pool.node_name)
+    return out
+
+
+def mixed_pools(pools: Iterable[StoragePool]) -> list[str]:
+    """Pools whose nodes do not all share one provider kind: only then is the controller's
+    ``AllowMixingStoragePoolDriver`` read (steady state stays one LINSTOR call)."""
+    return sorted(name for name, kinds in pool_kinds(pools).items() if len(kinds) > 1)
+
+
 def pool_nodes(pools: Iterable[StoragePool]) -> dict[str, set[str]]:
     """Pool name -> nodes that have it, diskless pools left out."""
     out: dict[str, set[str]] = {}
@@ -198,13 +235,34 @@ def merged_body(want: dict[str, Any], current: Mapping[str, Any]) -> dict[str, A
 
 
 def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, Any]],
-                 config: ClassConfig) -> list[ClassAction]:
+                 config: ClassConfig, *, allow_mixing: bool = False) -> list[ClassAction]:
+    """``allow_mixing``: the controller's ``AllowMixingStoragePoolDriver`` is true (only read when a
+    pool mixes provider kinds)."""
+    pools = list(pools)
     by_name = {(c.get("metadata") or {}).get("name"): c for c in existing}
     nodes = pool_nodes(pools)
+    kinds = pool_kinds(pools)
     actions: list[ClassAction] = []
     wanted: set[str] = set()
+    limits: dict[str, tuple[int, str]] = {}  # pool -> (most replicas, why no more)
     for pool, holders in sorted(nodes.items()):
-        for replicas in range(1, min(config.max_replicas, len(holders)) + 1):
+        bad = class_name_problem(pool)
+        if bad:
+            actions.append(ClassAction(NO_CLASS, class_name(pool, 1), pool, bad))
+            continue
+        most, why = min(config.max_replicas, len(holders)), (
+            f"maxReplicas is {config.max_replicas}" if config.max_replicas < len(holders)
+            else f"pool {pool} is on {len(holders)} node(s) only")
+        if len(kinds[pool]) > 1 and not allow_mixing:
+            spread = "; ".join(f"{kind} on {', '.join(sorted(n))}" for kind, n in sorted(kinds[pool].items()))
+            most, why = 1, f"pool {pool} mixes provider kinds ({spread})"
+            actions.append(ClassAction(MIXED_PROVIDERS, class_name(pool, 2), pool, (
+                f"{why}: LINSTOR places the replicas of one volume only in pools of one provider kind unless "
+                f"the controller property {ALLOW_MIXING_PROP} is true (LINSTOR User's Guide, \"Mixing storage "
+                f"pools of different storage providers\"), so only {class_name(pool, 1)} is made; give the pool "
+                f"one kind on every node, or run linstor controller set-property {ALLOW_MIXING_PROP} true")))
+        limits[pool] = (most, why)
+        for replicas in range(1, most + 1):
             want = desired_class(pool, replicas, config)
             name = want["metadata"]["name"]
             wanted.add(name)
@@ -231,8 +289,7 @@ def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, A
         if name in wanted or (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER:
             continue
         pool = (meta.get("annotations") or {}).get(POOL_ANNOTATION) or ""
-        count = len(nodes.get(pool, ()))
-        why = f"pool {pool} is on {count} node(s) only" if count else f"pool {pool} no longer exists in LINSTOR"
+        why = limits[pool][1] if pool in limits else f"pool {pool} no longer exists in LINSTOR"
         actions.append(ClassAction(POOL_GONE, str(name), pool, f"StorageClass {name} is kept although {why}: "
                                    "volumes may still use it; delete it by hand when it is no longer needed",
                                    current=dict(current)))

@@ -29,7 +29,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_flag(n, "--prune", help="delete pools we created whose tag is gone, when they hold no resources")
     add_option(n, "--output", default="table", choices=["table", "json"], help="output of --once")
     add_option(n, "--lvm-devices", default="",
-               help="comma-separated block devices to scan (default: all but /dev/drbd*)")
+               help="comma-separated block devices to scan (default: those the host's LVM configuration "
+               "accepts, less /dev/drbd*; these override the host's devices file, lvm(8) --devices)")
     add_option(n, "--lvm-binary", default="lvm", help="the lvm tool")
     add_option(n, "--recorded-vgs", help="read this recorded 'vgs --reportformat json' output (testing)")
     add_option(n, "--recorded-lvs", help="read this recorded 'lvs --reportformat json' output (testing)")

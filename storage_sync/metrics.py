@@ -23,8 +23,8 @@ class SyncMetrics:
         self.pass_seconds = Histogram("linstor_scheduler_pool_sync_pass_seconds", "Duration of a sync-node pass",
                                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.pools = MeasuredGauge("linstor_scheduler_pool_sync_pools", "This node's tagged pools by state in the "
-                                   "last plan (create, in-sync, mismatch, orphan, prune, invalid, blocked)", ["state"],
-                                   registry=r)
+                                   "last plan (create, in-sync, mismatch, orphan, prune, invalid, blocked, unseen)",
+                                   ["state"], registry=r)
         self.state_age = MeasuredGauge("linstor_scheduler_pool_sync_state_age_seconds", "Seconds since the last "
                                        "good LVM and LINSTOR read (absent before it)", registry=r)
         self.problems = Counter("linstor_scheduler_pool_sync_problems", "Problems reported (when they appear, and "
@@ -47,7 +47,10 @@ class ClassMetrics:
         self.pools = MeasuredGauge("linstor_scheduler_class_sync_pools", "LINSTOR storage pools (non-diskless) "
                                    "seen, by name, with the number of nodes that have each", ["pool"], registry=r)
         self.classes = MeasuredGauge("linstor_scheduler_class_sync_classes", "StorageClasses by state in the last "
-                                     "plan (in-sync, create, recreate, conflict, pool-gone)", ["state"], registry=r)
+                                     "plan (in-sync, create, recreate, conflict, pool-gone, no-class, "
+                                     "mixed-providers)", ["state"], registry=r)
+        self.reports = Counter("linstor_scheduler_class_sync_problems", "Problems reported (when they appear, and "
+                               "again every repeat interval), by reason", ["reason"], registry=r)
         self.state_age = MeasuredGauge("linstor_scheduler_class_sync_state_age_seconds", "Seconds since the last "
                                        "good LINSTOR and StorageClass read (absent before it and on a standby)",
                                        registry=r)

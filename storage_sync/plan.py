@@ -4,8 +4,15 @@ Rules (each a line in docs/storage-sync.md):
 - a tagged pool LINSTOR lacks is **created**, once the node is ONLINE and supports the provider;
 - a pool LINSTOR has with another kind or backing VG/thin pool is a **mismatch**: reported, never
   re-pointed, because it may hold data;
+- one VG (or thin pool) backs at most one pool on a node, whoever made the other one: a tag asking
+  for a second pool on a backing LINSTOR already uses is **blocked** (``BackingInUse``), since both
+  pools would report the same free space and LINSTOR would count it twice; a renamed tag says how to
+  move;
 - a pool we created (it carries our ``Aux/`` marker) whose tag is gone is an **orphan**: reported,
-  and deleted only with ``--prune`` and only when LINSTOR shows no resource in it on this node.
+  and deleted only with ``--prune`` and only when LINSTOR shows no resource in it on this node. It is
+  judged so only when LVM shows its VG (and thin pool) plainly: a backing that is not visible, or
+  partial, exported, foreign or ambiguous (``backing.backing_refusal``) is reported as such, never
+  orphaned, never pruned: "not visible" is not "untagged".
   Pools we did not create are never touched.
 """
 
@@ -16,16 +23,20 @@ from dataclasses import dataclass, field
 
 from linstor_scheduler.linstor.models import Node, StoragePool
 
-from .tags import LVM_THIN, DesiredPool, Problem, TagVerdict
+from .backing import backing_refusal
+from .tags import LVM_THIN, TAG_PREFIX, DesiredPool, Problem, TagVerdict
 
 MANAGED_PROP = "Aux/linstor-scheduler/managed-by"
 MANAGED_VALUE = "linstor-scheduler"
 UUID_PROP = "Aux/linstor-scheduler/lvm-uuid"
 
-CREATE, IN_SYNC, MISMATCH, ORPHAN, PRUNE, INVALID, BLOCKED = (
-    "create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked")
+CREATE, IN_SYNC, MISMATCH, ORPHAN, PRUNE, INVALID, BLOCKED, UNSEEN, LVM_WARNING = (
+    "create", "in-sync", "mismatch", "orphan", "prune", "invalid", "blocked", "unseen", "lvm-warning")
+STATES = (CREATE, IN_SYNC, MISMATCH, ORPHAN, PRUNE, INVALID, BLOCKED, UNSEEN)
 WRITES = frozenset({CREATE, PRUNE})
-PROBLEMS = frozenset({MISMATCH, ORPHAN, INVALID, BLOCKED})
+PROBLEMS = frozenset({MISMATCH, ORPHAN, INVALID, BLOCKED, UNSEEN})
+# reported like a problem (log, Event, metric) but not one of a pool: LVM's own warnings
+NOTICES = frozenset({LVM_WARNING})
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,11 @@ class NodePlan:
     @property
     def problems(self) -> list[PlanItem]:
         return [i for i in self.items if i.action in PROBLEMS]
+
+    @property
+    def reported(self) -> list[PlanItem]:
+        """What the agent reports (log, Warning Event, metric): the problems and LVM's warnings."""
+        return [i for i in self.items if i.action in PROBLEMS or i.action in NOTICES]
 
     @property
     def in_sync(self) -> bool:
@@ -121,6 +137,18 @@ def plan_node(node_name: str, tags: TagVerdict, node: Node | None, existing: Ite
                                   f"node {node_name} does not support {desired.provider_kind}: {why}",
                                   "ProviderUnsupported"))
             continue
+        taken = next((p for p in pools if p.upper() == name.upper()), None)
+        if taken is not None:  # linstor-server compares names upper-cased (GenericName): 'Data' is 'data'
+            items.append(PlanItem(BLOCKED, name, desired.provider_kind, desired.backing, (
+                f"LINSTOR already has pool {taken} on node {node_name}, and it compares pool names "
+                f"case-insensitively: {name} cannot be created beside it; rename the tag on {desired.backing}, "
+                f"or tag it {TAG_PREFIX}{taken} if {taken} is meant to be this pool"), "PoolNameTaken"))
+            continue
+        holder = next((p for p in pools.values() if _same_backing(p, desired)), None)
+        if holder is not None:
+            items.append(PlanItem(BLOCKED, name, desired.provider_kind, desired.backing,
+                                  _backing_in_use(desired, holder, tags, pool_users), "BackingInUse"))
+            continue
         items.append(PlanItem(CREATE, name, desired.provider_kind, desired.backing,
                               f"create {desired.provider_kind} pool {name} on {desired.backing}", "PoolCreated",
                               creation_props(desired)))
@@ -129,6 +157,12 @@ def plan_node(node_name: str, tags: TagVerdict, node: Node | None, existing: Ite
             continue  # a tag still asks for it (maybe invalid right now), or it is not ours
         vg, thin = backing_of(current)
         backing = f"{vg}/{thin}" if thin else str(vg)
+        unseen = backing_refusal(tags.inventory, vg, thin)
+        if unseen:
+            items.append(PlanItem(UNSEEN, name, current.provider_kind, backing,
+                                  f"pool {name} is registered on {backing}, which no tag asks for now, but LVM "
+                                  f"does not show it plainly: {unseen[1]}", "PoolBacking" + unseen[0]))
+            continue
         users = None if pool_users is None else pool_users.get(name, [])
         if prune and users == [] and not blocked_node:
             items.append(PlanItem(PRUNE, name, current.provider_kind, backing,
@@ -142,9 +176,46 @@ def plan_node(node_name: str, tags: TagVerdict, node: Node | None, existing: Ite
             detail = "it holds no resources" + ("" if prune else "; run with --prune to delete it")
         if prune and blocked_node:
             detail += f"; not pruned: {blocked_node}"
+        successor = next((d.name for d in tags.pools.values() if _same_backing(current, d)), None)
+        if successor:
+            detail += f"; {backing} is now tagged {TAG_PREFIX}{successor} (see pool {successor})"
         items.append(PlanItem(ORPHAN, name, current.provider_kind, backing,
                               f"pool {name} was created from a tag that is gone; {detail}", "PoolOrphaned"))
+    items += [PlanItem(LVM_WARNING, None, message=f"LVM warns: {w}", reason="LvmWarning")
+              for w in tags.inventory.warnings]
+    items += [PlanItem(LVM_WARNING, None, backing=d, reason="LvmDeviceVanished", message=(
+        f"device {d}, named for the scan (--lvm-devices), does not exist: pools on it are not visible and "
+        "so are neither created nor pruned; fix --lvm-devices or bring the device back"))
+        for d in tags.inventory.missing_devices]
     return NodePlan(node_name, tuple(items))
+
+
+def _same_backing(pool: StoragePool, desired: DesiredPool) -> bool:
+    return pool.provider_kind.upper() in ("LVM", LVM_THIN) and backing_of(pool) == (desired.vg, desired.thin_pool)
+
+
+def _backing_in_use(desired: DesiredPool, holder: StoragePool, tags: TagVerdict,
+                    pool_users: Mapping[str, list[str]] | None) -> str:
+    """Why a second pool on one backing is refused, and what to do: a renamed tag gets the steps."""
+    old, new, where = holder.storage_pool_name, desired.name, desired.backing
+    obj = f"{'thin pool' if desired.thin_pool else 'volume group'} {where}"
+    head = (f"{obj} is tagged {TAG_PREFIX}{new} but already backs LINSTOR pool {old}: one VG or thin pool backs at "
+            "most one pool on a node (two would report the same free space, LINSTOR would count it twice and "
+            "volumes would fail at lvcreate after their node was chosen)")
+    retag = f"vgchange --deltag {TAG_PREFIX}{new} --addtag {TAG_PREFIX}{old} {desired.vg}" if not desired.thin_pool \
+        else f"lvchange --deltag {TAG_PREFIX}{new} --addtag {TAG_PREFIX}{old} {where}"
+    if not is_managed(holder):
+        return (f"{head}; {old} was not created by linstor-scheduler and is left alone: remove the tag "
+                f"{TAG_PREFIX}{new}, or tag the object {TAG_PREFIX}{old} to mark the existing pool as wanted")
+    if old in tags.tagged_names:
+        return f"{head}; remove one of the tags"
+    users = (pool_users or {}).get(old)
+    held = (f"it holds {len(users)} resource(s) on this node ({', '.join(sorted(users)[:5])})" if users
+            else "it holds no resources" if users == [] else "its resources could not be read")
+    return (f"{head}. The tag was renamed from {TAG_PREFIX}{old} to {TAG_PREFIX}{new}, and LINSTOR cannot rename "
+            f"a pool; {held}. To keep {old}: {retag}. To move to {new}: move or delete {old}'s resources on this "
+            f"node (linstor resource delete / toggle-disk --diskless after placing the replica elsewhere), then "
+            f"run sync-node with --prune: {old} is deleted and {new} created on {where}")
 
 
 def _invalid(problem: Problem) -> PlanItem:
@@ -154,7 +225,9 @@ def _invalid(problem: Problem) -> PlanItem:
 
 def _node_block(node_name: str, node: Node | None) -> str | None:
     if node is None:
-        return f"node {node_name} is not registered in LINSTOR"
+        return (f"node {node_name} is not registered in LINSTOR: register it (linstor node create), or, if "
+                "LINSTOR knows this host under another name (its FQDN, say), start sync-node with "
+                "--linstor-node-name <that name>")
     if not node.online:
         return (f"node {node_name} is {node.connection_status or 'in an unknown state'} in LINSTOR: "
                 "pools are registered once it is ONLINE")
@@ -162,7 +235,9 @@ def _node_block(node_name: str, node: Node | None) -> str | None:
 
 
 def orphan_candidates(tags: TagVerdict, existing: Iterable[StoragePool]) -> list[str]:
-    """Managed pools no tag asks for: only then does a pass read the node's resources."""
+    """Managed pools no tag asks for, on a backing LVM shows plainly: only then does a pass read the
+    node's resources (to say what an orphan holds, or what a renamed tag's old pool holds)."""
     return sorted(p.storage_pool_name for p in existing
                   if is_managed(p) and p.storage_pool_name not in tags.pools
-                  and p.storage_pool_name not in tags.tagged_names)
+                  and p.storage_pool_name not in tags.tagged_names
+                  and not backing_refusal(tags.inventory, *backing_of(p)))

@@ -19,10 +19,11 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def node_pass_doc(node: str, result: PassResult, *, dry_run: bool) -> dict[str, Any]:
     applied = {id(i) for i in result.applied}
-    failed = {id(i): why for i, why in result.failed}
+    failed = {id(i): "failed: " + why for i, why in result.failed}
+    failed.update({id(i): "deferred: " + why for i, why in result.deferred})
     items = []
     for item in result.plan.items if result.plan else ():
-        done = "applied" if id(item) in applied else ("failed: " + failed[id(item)] if id(item) in failed else None)
+        done = "applied" if id(item) in applied else failed.get(id(item))
         items.append({"action": item.action, "pool": item.pool, "provider_kind": item.provider_kind or None,
                       "backing": item.backing or None, "reason": item.reason or None, "message": item.message,
                       "result": done})

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .backing import INVALID_VG_NAME, LINSTOR_LVM_NAME, vg_refusal
 from .lvm import LogicalVolume, LvmInventory, VolumeGroup
 
 TAG_PREFIX = "linstor-"
@@ -82,6 +83,7 @@ class TagVerdict:
     pools: dict[str, DesiredPool]
     problems: tuple[Problem, ...]
     tagged_names: frozenset[str]  # every pool name some tag asks for, valid or not (never an orphan)
+    inventory: LvmInventory = field(default_factory=LvmInventory)  # what the verdict was made from
 
 
 def pool_name_problem(pool: str) -> tuple[str, str] | None:
@@ -120,7 +122,8 @@ def desired_pools(inventory: LvmInventory) -> TagVerdict:
     tagged: set[str] = set()
     seen: set[str] = set()
 
-    def consider(obj: LvmObject, tags: tuple[str, ...], make: Callable[[str], DesiredPool]) -> None:
+    def consider(obj: LvmObject, tags: tuple[str, ...], make: Callable[[str], DesiredPool],
+                 refused: tuple[str, str] | None = None) -> None:
         pools, bare = _pool_tags(tags)
         for tag in bare:
             problems.append(Problem(BARE_TAG, None, (obj,), (
@@ -139,13 +142,18 @@ def desired_pools(inventory: LvmInventory) -> TagVerdict:
         if bad:
             problems.append(Problem(bad[0], pool, (obj,), f"{obj.describe()}: {bad[1]}"))
             return
+        if refused:  # LVM's own word on the VG: no pool on it (and the tag keeps a pool from being orphaned)
+            problems.append(Problem(refused[0], pool, (obj,), f"{obj.describe()} is tagged {TAG_PREFIX}{pool} but "
+                                    f"cannot back a pool: {refused[1]}"))
+            return
         claims.setdefault(pool, []).append((obj, make(pool)))
 
     for vg in inventory.volume_groups:
         if vg.uuid in seen:  # the same VG reported twice (several PV paths): one object
             continue
         seen.add(vg.uuid)
-        consider(LvmObject("vg", vg.name, vg.uuid), vg.tags, lambda pool, vg=vg: _vg_pool(pool, vg))
+        consider(LvmObject("vg", vg.name, vg.uuid), vg.tags, lambda pool, vg=vg: _vg_pool(pool, vg),
+                 vg_refusal(inventory, vg))
     for lv in inventory.logical_volumes:
         if lv.uuid in seen or not lv.tags:
             continue
@@ -158,7 +166,7 @@ def desired_pools(inventory: LvmInventory) -> TagVerdict:
                 f"{kind}: only volume groups and thin pools can back a pool (tag the VG for an LVM pool)")))
             tagged.update(_pool_tags(lv.tags)[0])
             continue
-        consider(obj, lv.tags, lambda pool, lv=lv: _thin_pool(pool, lv))
+        consider(obj, lv.tags, lambda pool, lv=lv: _thin_pool(pool, lv), _thin_refusal(inventory, lv))
 
     pools: dict[str, DesiredPool] = {}
     for pool, owners in sorted(claims.items()):
@@ -172,7 +180,21 @@ def desired_pools(inventory: LvmInventory) -> TagVerdict:
         desired = owners[0][1]
         if desired is not None:
             pools[pool] = desired
-    return TagVerdict(pools, tuple(problems), frozenset(tagged))
+    return TagVerdict(pools, tuple(problems), frozenset(tagged), inventory)
+
+
+def _thin_refusal(inventory: LvmInventory, lv: LogicalVolume) -> tuple[str, str] | None:
+    """A thin pool can back a pool only in a VG that can, and under a name LINSTOR accepts."""
+    for vg in inventory.volume_groups:
+        if vg.uuid == lv.vg_uuid or (not lv.vg_uuid and vg.name == lv.vg_name):
+            refused = vg_refusal(inventory, vg)
+            if refused:
+                return refused
+    if not LINSTOR_LVM_NAME.match(lv.name):
+        return INVALID_VG_NAME, (
+            f"LINSTOR refuses the thin pool name {lv.name!r} as StorDriver/ThinPool (only letters, digits, '_' "
+            f"and '-'): rename it with lvrename {lv.vg_name} {lv.name} <new name>")
+    return None
 
 
 def _vg_pool(pool: str, vg: VolumeGroup) -> DesiredPool:

@@ -56,6 +56,14 @@ def _events(args: argparse.Namespace, component: str) -> Any:
         raise
 
 
+def _sent(events: Any, timeout: float) -> None:
+    """``--once`` ends the process after its pass: its Events are sent first (the recorder's thread
+    would otherwise be cut off, the Events lost, and Python's teardown under that thread's open HTTPS
+    call has ended the process with SIGABRT or SIGSEGV instead of the pass's exit code)."""
+    if events is not None and not events.flush(timeout):
+        log.warning("%d Event(s) not sent within %.0fs", events.pending, timeout)
+
+
 def _ended(args: argparse.Namespace, code: int) -> int:
     """``--once``'s exit code; after the service, the end of the process (``runtime.exit_now``)."""
     if args.once:
@@ -68,9 +76,10 @@ def _health(args: argparse.Namespace, registry: Any, ready: Any, alive: Any = No
 
 
 def pass_bound(lvm_timeout: float, linstor_timeout: float) -> float:
-    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: both LVM commands
-    at their timeout, and twenty LINSTOR calls (four reads of three tries, the writes) at theirs."""
-    return 2 * lvm_timeout + 20 * linstor_timeout
+    """How long one sync-node pass may run before ``/healthz`` calls the loop stuck: the four LVM commands
+    of a scan (lvmconfig, systemid, vgs, lvs) at their timeout, and twenty LINSTOR calls (four reads of
+    three tries, the writes) at theirs."""
+    return 4 * lvm_timeout + 20 * linstor_timeout
 
 
 def run_sync_node(args: argparse.Namespace) -> int:
@@ -99,6 +108,7 @@ def run_sync_node(args: argparse.Namespace) -> int:
                 doc = node_pass_doc(agent.node_name, result, dry_run=args.dry_run)
                 print(dumps(doc) if args.output == "json" else render_node_pass(agent.node_name, result,
                                                                                   dry_run=args.dry_run))
+                _sent(agent.events, args.api_timeout)
                 return 0 if result.in_sync else 1
             return await serve_sync_node(args, agent)
         finally:
@@ -149,7 +159,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
-    from linstor_scheduler.kube.lease import StepAside, elector_from_args
+    from linstor_scheduler.kube.lease import StepAside
 
     from .class_sync import ClassReconciler, leader_view
     from .metrics import ClassMetrics
@@ -163,17 +173,21 @@ def run_sync_classes(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         client = make_linstor_client(args)
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": args.lease_name, "namespace": args.lease_namespace}}
         reconciler = ClassReconciler(client, api, config=config, dry_run=args.dry_run,
                                      events=EventRecorder(api, "linstor-scheduler-sync-classes"), metrics=metrics,
-                                     calls=KubeCalls(args.api_timeout))
+                                     calls=KubeCalls(args.api_timeout),
+                                     report_object=lease if args.leader_elect else None)
         try:
             if args.once:
                 result = await reconciler.run_pass()
                 print(dumps(class_pass_doc(result, dry_run=args.dry_run)) if args.output == "json"
                       else render_class_pass(result, dry_run=args.dry_run))
+                _sent(reconciler.events, args.api_timeout)
                 return 0 if result.in_sync else 1
             # a leader without a good read for --max-staleness hands over at once and stays aside as long
-            elector = elector_from_args(api, args, eligible=StepAside(lambda: leader_view(
+            elector = classes_elector(api, args, StepAside(lambda: leader_view(
                 getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error, boottime(),
                 args.max_staleness), patience=0, hold=args.max_staleness))
             return await serve_sync_classes(args, reconciler, elector)
@@ -182,6 +196,17 @@ def run_sync_classes(args: argparse.Namespace) -> int:
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
+
+
+def classes_elector(api: Any, args: argparse.Namespace, eligible: Any) -> Any:
+    """The Lease elector of sync-classes; with ``--dry-run`` none: a dry run changes nothing, so it
+    must not hold the Lease the real instance needs to act (it would make nothing meanwhile)."""
+    from linstor_scheduler.kube.lease import AlwaysLeader, elector_from_args
+
+    if args.dry_run:
+        log.info("dry run: no Lease taken; the instance that holds %s goes on acting", args.lease_name)
+        return AlwaysLeader()
+    return elector_from_args(api, args, eligible=eligible)
 
 
 async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector: Any,

@@ -453,3 +453,22 @@ def lease_leader(rig: Rig, identity: str) -> Any:
 
 __all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", "NoKube", "Probe", "Rig", "free_port",
            "k", "k8s", "lease_leader"]
+
+
+def one_node_crashed(rig: Rig) -> None:
+    """n1 crashed under the labelled ``db-0`` (its volume has an UpToDate replica on n2); ``web-0`` on n3
+    is labelled ``keep``. ``fencing --once --dry-run`` judges it (tests/test_fencing_cli.py, image/tests)."""
+    c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use="n1")
+    rig.pod("db-0", "n1", [c2])
+    c_b = rig.volume("pvc-b", ["n3", "n4"], in_use="n3")
+    rig.pod("web-0", "n3", [c_b], labelled="keep")
+    rig.crash("n1")
+
+
+def assert_verdicts_of_one_node_crashed(out: str) -> None:
+    """The verdict table of ``one_node_crashed``: db-0 waits out the grace period, web-0 is healthy."""
+    lines = out.splitlines()
+    assert lines[0].split() == ["POD", "NODE", "VERDICT", "REASON", "DETAIL"], out
+    row = next(line for line in lines if line.startswith("default/db-0"))
+    assert row.split()[1:4] == ["n1", "waiting", "GracePeriod"] and "satellite of node n1 is OFFLINE" in row
+    assert next(line for line in lines if line.startswith("default/web-0")).split()[2] == "healthy"

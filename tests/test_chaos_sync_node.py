@@ -239,4 +239,4 @@ def test_the_probe_decisions() -> None:
     assert loop_liveness(10, 8, None, 5)[0] and not loop_liveness(10, 4, None, 5)[0]
     assert loop_liveness(10, None, 6, 5)[0] and not loop_liveness(10, None, 4, 5)[0]
     assert readiness_bound(30, 300) == 330 and readiness_bound(30, 30) == 90
-    assert pass_bound(60, 10) == 320, "the default LVM timeout and --linstor-timeout"
+    assert pass_bound(60, 10) == 440, "four LVM commands at the default timeout, and --linstor-timeout"

@@ -34,10 +34,16 @@ def test_help_of_each_subcommand(command):
     assert "[env LINSTOR_SCHEDULER_LOG_LEVEL]" in " ".join(out.split())
 
 
-def test_version():
-    out = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "--version"], capture_output=True,
+@pytest.mark.parametrize("command", [[], ["fencing"], ["sync-node"]])
+def test_version(command):
+    out = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", *command, "--version"], capture_output=True,
                          text=True, check=True).stdout
-    assert re.match(r"linstor-scheduler \d+\.\d+\.\d+", out)
+    assert re.fullmatch(r"linstor-scheduler \d+\.\d+\.\d+\n", out)
+
+
+def test_every_subcommand_takes_version():
+    for name, sub in subparsers().items():
+        assert "--version" in sub._option_string_actions, name
 
 
 def test_every_flag_has_an_env_var_and_is_documented():
@@ -45,7 +51,7 @@ def test_every_flag_has_an_env_var_and_is_documented():
     for name, sub in subparsers().items():
         for action in sub._actions:
             for flag in action.option_strings:
-                if flag in ("-h", "--help") or flag.startswith("--no-"):
+                if flag in ("-h", "--help", "--version") or flag.startswith("--no-"):
                     continue
                 assert "[env " in (action.help or ""), f"{name} {flag} has no environment variable"
                 assert f"`{flag}`" in doc, f"docs/configuration.md does not document {name} {flag}"

@@ -9,6 +9,7 @@ installed; the file-level checks run without it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -550,16 +551,90 @@ def test_the_node_agent_is_privileged_only_where_lvm_needs_it():
     (c,) = spec["containers"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm"}
+    assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm", "host-lvm": "/etc/lvm",
+                    "machine-id": "/etc/machine-id"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["udev"]["readOnly"] is True
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    conf = find(objs, "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
-    assert env["LVM_SYSTEM_DIR"]["value"] == mounts["lvm-config"]["mountPath"]
-    for setting in ('global_filter = [ "r|^/dev/drbd|" ]', "udev_sync = 0", "udev_rules = 0",
-                    "obtain_device_list_from_udev = 0", "backup = 0", "archive = 0"):
-        assert setting in conf
+
+
+def test_the_node_agent_reads_lvm_with_the_hosts_configuration_read_only():
+    """The host's lvm.conf, system ID and devices file, not a configuration of our own (issue #23):
+    LVM_SYSTEM_DIR is the host's /etc/lvm, mounted read-only, and so is the machine ID that
+    system_id_source = "machineid" reads (lvmsystemid(7))."""
+    objs = objects()
+    spec = find(objs, "DaemonSet", "linstor-scheduler-sync-node")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LVM_SYSTEM_DIR"]["value"] == mounts["host-lvm"]["mountPath"]
+    assert mounts["host-lvm"]["readOnly"] is True and mounts["machine-id"]["readOnly"] is True
+    assert mounts["machine-id"]["mountPath"] == "/etc/machine-id"
+    assert not [o for o in objs if o["kind"] == "ConfigMap" and "lvm" in o["metadata"]["name"]], \
+        "no lvm.conf of our own: it would hide the host's filter, system ID and devices file"
+
+
+IMAGE_USER = "65532"  # the Dockerfile's USER (test_dockerfile_runs_as_non_root checks it is the last one)
+
+
+@cache
+def lvm_subcommands() -> frozenset[str]:
+    """The subcommands that run the LVM tools: those whose parser has ``--lvm-binary``."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return frozenset(name for name, p in sub.choices.items()
+                     if any("--lvm-binary" in a.option_strings for a in p._actions))
+
+
+def run_as_user(spec: dict[str, Any], c: dict[str, Any]) -> str:
+    """The user a container runs as: its own securityContext, else the pod's, else the image's USER."""
+    for context in (c.get("securityContext") or {}, spec.get("securityContext") or {}):
+        if "runAsUser" in context:
+            return str(context["runAsUser"])
+    return IMAGE_USER
+
+
+def root_problems(objs: Any) -> list[str]:
+    """Containers that run LVM but not as root (LVM refuses any other user), and containers that run
+    as root without running LVM."""
+    problems = []
+    for workload, spec in pod_specs(objs):
+        for c in spec["containers"]:
+            if not c["image"].startswith(OUR_IMAGE):
+                continue
+            needs_root = c["args"][0] in lvm_subcommands()
+            user = run_as_user(spec, c)
+            where = f"{workload['kind']} {workload['metadata']['name']}, container {c['name']}"
+            if needs_root and user != "0":
+                problems.append(f"{where} runs LVM ({c['args'][0]}) as user {user}: LVM needs root")
+            if needs_root and (c.get("securityContext") or {}).get("runAsNonRoot"):
+                problems.append(f"{where} runs LVM but sets runAsNonRoot")
+            if not needs_root and user == "0":
+                problems.append(f"{where} runs as root without running LVM")
+    return problems
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_containers_that_run_lvm_run_as_root_and_only_they(entry):
+    objs = rendered(entry)
+    assert lvm_subcommands() == {"sync-node"}
+    assert root_problems(objs) == []
+    assert {d["metadata"]["name"] for d, spec in pod_specs(objs)
+            if any(run_as_user(spec, c) == "0" for c in spec["containers"])} == PRIVILEGED
+
+
+def test_the_root_check_fails_for_a_node_agent_left_on_the_images_user():
+    """As shipped before: privileged, but no runAsUser, so the image's 65532 (LVM then refuses)."""
+    objs = copy.deepcopy(rendered(""))
+    ds = find(objs, "DaemonSet", "linstor-scheduler-sync-node")
+    del ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"]
+    assert root_problems(objs) == ["DaemonSet linstor-scheduler-sync-node, container sync-node runs LVM "
+                                   "(sync-node) as user 65532: LVM needs root"]
+    fencing = find(objs, "Deployment", "linstor-scheduler-fencing")["spec"]["template"]["spec"]
+    fencing["securityContext"]["runAsUser"] = 0
+    assert len(root_problems(objs)) == 2 and ("Deployment linstor-scheduler-fencing, container fencing runs as "
+                                              "root without running LVM") in root_problems(objs)
 
 
 def test_the_class_config_in_the_manifest_is_the_built_in_default():
@@ -773,18 +848,25 @@ def test_dockerfile_runs_as_non_root():
     assert users, "no USER: the image would run as root"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0") and user.isdigit(), "numeric, so runAsNonRoot can verify it"
+    assert user == IMAGE_USER
     for workload, spec in pod_specs(objects()):
         if workload["metadata"]["name"] not in PRIVILEGED:
             assert str(spec["securityContext"]["runAsUser"]) == user
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each from its FROM on."""
+    steps = dockerfile()
+    starts = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
+    return [steps[a:b] for a, b in zip(starts, [*starts[1:], len(steps)], strict=True)]
 
 
 def test_dockerfile_installs_lvm2_our_package_and_entry_point():
     stage = final_stage()
     runs = " ".join(arg for op, arg in stage if op == "RUN")
     assert re.search(r"apt-get install\b.*\blvm2\b", runs)
-    assert "pip install" in runs and "linstor-scheduler --version" in runs
+    assert "linstor-scheduler --version" in runs
     assert [json.loads(arg) for op, arg in stage if op == "ENTRYPOINT"] == [["linstor-scheduler"]]
-    assert "slim" in stage[0][1]
     # Every package pyproject installs is copied into the build (a new top-level package is not forgotten),
     # except devkit (doubles, demo): development only, never in the image.
     import tomllib
@@ -795,7 +877,153 @@ def test_dockerfile_installs_lvm2_our_package_and_entry_point():
         if pattern.rstrip("*") != "devkit":
             assert pattern.rstrip("*") in copied, f"Dockerfile does not COPY {pattern.rstrip('*')}"
     assert "devkit" not in copied and "devkit" in (ROOT / ".dockerignore").read_text().split()
-    assert project["project"]["readme"] in copied and "pyproject.toml" in copied
+    assert {project["project"]["readme"], "pyproject.toml", *project["project"]["license-files"]} <= copied
+
+
+VENV = "/opt/venv"
+APP = "/opt/app"
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    return next(st for st in stages() if st[0][1].endswith(f" AS {name}"))
+
+
+def test_the_final_stage_copies_a_virtualenv_and_our_code_not_wheels():
+    """A wheels directory copied in and removed after `pip install` still weighs in its own layer; the
+    dependencies' virtualenv, copied whole, and our code beside it are the layers our Python adds,
+    the large one unchanged while only our code changes."""
+    final = final_stage()
+    assert [arg for op, arg in final if op == "COPY"] == [f"--from=runtime {VENV} {VENV}", f"--from=build {APP} {APP}"]
+    assert stage("build")[0][1] == "deps AS build" and stage("runtime")[0][1] == "deps AS runtime"
+    deps = " ".join(a for op, a in stage("deps") if op == "RUN")
+    assert f"python3 -m venv {VENV}" in deps and f"echo {APP} > " in deps and ".pth" in deps
+    runs = " ".join(arg for op, arg in final if op == "RUN")
+    assert "pip " not in runs and "wheel" not in runs
+    env = " ".join(arg for op, arg in final if op == "ENV")
+    assert f"PATH={APP}/bin:{VENV}/bin:$PATH" in env.split()
+    # pip and setuptools build; they are not shipped.
+    assert re.search(r"pip uninstall (-\w+ )*pip setuptools", " ".join(a for op, a in stage("runtime") if op == "RUN"))
+
+
+def test_both_stages_use_one_base_python_311_slim_bookworm():
+    """One ARG names the base of the stages: the virtualenv's interpreter is the final stage's, and
+    image/requirements.txt (binary wheels per Python version) was resolved on it."""
+    import tomllib
+
+    steps = dockerfile()
+    assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE=")
+    base = steps[0][1].split("=", 1)[1]
+    assert re.fullmatch(r"docker\.io/library/python:3\.11-slim-bookworm", base)
+    assert [arg.split()[0] for op, arg in steps if op == "FROM"] == ["${BASE}", "deps", "deps", "${BASE}"]
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11", "the base's Python must be one the project supports"
+    assert base in (ROOT / "image" / "requirements.txt").read_text().splitlines()[0], "resolved on another base"
+
+
+LOCK = ROOT / "image" / "requirements.txt"
+
+
+def pins(text: str | None = None) -> dict[str, str]:
+    """image/requirements.txt: canonical name -> version; every line is ``name==version``."""
+    from packaging.utils import canonicalize_name
+
+    found = {}
+    for line in (LOCK.read_text() if text is None else text).splitlines():
+        if line and not line.startswith("#"):
+            m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)", line)
+            assert m, f"image/requirements.txt: {line!r} is not name==version"
+            found[canonicalize_name(m.group(1))] = m.group(2)
+    return found
+
+
+def test_the_image_installs_the_pinned_dependencies_and_nothing_else():
+    deps, build = stage("deps"), stage("build")
+    assert [arg for op, arg in deps if op == "COPY"] == ["image/requirements.txt /tmp/requirements.txt"]
+    assert f"{VENV}/bin/pip install --no-deps -r /tmp/requirements.txt" in [a for op, a in deps if op == "RUN"]
+    (ours,) = [a for op, a in build if op == "RUN"]
+    assert f"{VENV}/bin/pip install --no-deps --no-build-isolation --target {APP} ." in ours and "pip check" in ours
+    assert not any("--upgrade" in a for op, a in dockerfile() if op == "RUN")
+    assert "image" not in (ROOT / ".dockerignore").read_text().split()
+
+
+def unpinned(pinned: dict[str, str]) -> list[str]:
+    """pyproject's dependencies, their own dependencies (as far as this machine has them installed to
+    read their metadata) and the build backend that ``pinned`` lacks or pins to a version they refuse."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    todo = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    problems = []
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        if name not in pinned:
+            problems.append(f"{req} is not pinned")
+            continue
+        if not req.specifier.contains(pinned[name], prereleases=True):
+            problems.append(f"{name}=={pinned[name]} does not meet {req}")
+        try:
+            requires = [Requirement(r) for r in md.requires(req.name) or []]
+        except md.PackageNotFoundError:
+            continue
+        todo += [sub for sub in requires
+                 if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *req.extras})]
+    return problems
+
+
+def test_every_dependency_is_pinned_in_the_lock():
+    pinned = pins()
+    assert unpinned(pinned) == [], "make image-lock"
+    assert len(pinned) > 20 and {"uvloop", "httptools", "setuptools"} <= set(pinned)
+
+
+def test_the_lock_check_catches_an_unpinned_dependency():
+    problems = unpinned(pins("fastapi==0.1\n"))
+    assert "fastapi==0.1 does not meet fastapi>=0.110" in problems and "kubernetes>=36 is not pinned" in problems
+
+
+def test_pyproject_license_is_an_spdx_expression_with_its_file():
+    """setuptools >= 77 takes `license` as an SPDX string and `license-files` (PEP 639); the table form
+    it warns about on every build stops being accepted on 2027-02-18."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = data["project"]
+    assert project["license"] == "Apache-2.0"
+    assert [p.name for f in project["license-files"] for p in ROOT.glob(f)] == ["LICENSE"]
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    (backend,) = map(Requirement, data["build-system"]["requires"])
+    assert backend.name == "setuptools" and not backend.specifier.contains("76.9")
+    assert backend.specifier.contains(pins()["setuptools"])
+
+
+def test_the_images_user_has_a_home():
+    """Without a passwd entry for 65532, HOME is / for every component."""
+    runs = " ".join(arg for op, arg in final_stage() if op == "RUN")
+    m = re.search(rf"useradd (?:--?[\w-]+(?: [^-\s]\S*)? )*?--uid {IMAGE_USER}\b[^&]*", runs)
+    assert m and f"--gid {IMAGE_USER}" in m.group(0) and "--home-dir /home/nonroot" in m.group(0), runs
+    assert "--create-home" in m.group(0) and f"groupadd --gid {IMAGE_USER}" in runs
+
+
+def test_ci_runs_the_image_test_after_the_tests_with_what_it_needs():
+    """docs/install.md: `.ci/run` runs `make image-test` after `make test`, installing podman, runc and
+    mmdebstrap (and lvm2, for sync-node on real LVM) as it installs its other tools."""
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines() if not ln.strip().startswith("#")]
+    assert lines.index("make test") < lines.index("make image-test")
+    for tool, package in (("lvm", "lvm2"), ("runc", "runc"), ("podman", "podman"), ("mmdebstrap", "mmdebstrap")):
+        assert f"need {tool} {package}" in lines
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^image-test: .*\bimage\b", make, re.M) and "--pull=never" in make
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -804,22 +1032,26 @@ def test_dockerignore_keeps_the_context_small():
     assert not ignored & {"README.md", "pyproject.toml", "admission", "linstor_scheduler"}
 
 
-def test_the_deployed_lvm_conf_is_valid_for_lvm(tmp_path):
-    """lvmconfig itself reads the ConfigMap's lvm.conf: a misspelt key would be ignored by LVM, not us."""
+def test_the_lvm_config_the_agent_adds_is_valid_for_lvm():
+    """lvmconfig itself reads what the agent adds on the command line (the DRBD exclusion in front of
+    the host's filter): a misspelt key would be ignored by LVM, not by us."""
+    from storage_sync.lvm import filter_config
+
     lvmconfig = shutil.which("lvmconfig")
     if lvmconfig is None:
-        pytest.skip("lvmconfig (lvm2) is not installed: the lvm.conf cannot be validated here")
-    conf = find(objects(), "ConfigMap", "linstor-scheduler-lvm-config")["data"]["lvm.conf"]
-    (tmp_path / "lvm.conf").write_text(conf)
-    env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LVM_SYSTEM_DIR": str(tmp_path), "LVM_SUPPRESS_FD_WARNINGS": "1"}
-    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
+        pytest.skip("lvmconfig (lvm2) is not installed: the configuration cannot be validated here")
+    env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LVM_SUPPRESS_FD_WARNINGS": "1"}
+    config = filter_config(["r|^/dev/sdb$|", "a|.*|"])
+    out = subprocess.run([lvmconfig, "--validate", "--config", config], capture_output=True, text=True, env=env,
+                         check=False)
     assert out.returncode == 0 and "LVM configuration valid" in out.stdout, out.stdout + out.stderr
-    out = subprocess.run([lvmconfig, "devices/obtain_device_list_from_udev", "activation/udev_sync", "backup/archive"],
+    out = subprocess.run([lvmconfig, "--config", config, "devices/global_filter",
+                          "devices/obtain_device_list_from_udev"], capture_output=True, text=True, env=env, check=False)
+    assert out.stdout.split() == ['global_filter=["r|^/dev/drbd|","r|^/dev/sdb$|","a|.*|"]',
+                                  "obtain_device_list_from_udev=0"], out.stderr
+    out = subprocess.run([lvmconfig, "--validate", "--config", config.replace("global_filter", "global_filtr")],
                          capture_output=True, text=True, env=env, check=False)
-    assert out.stdout.split() == ["obtain_device_list_from_udev=0", "udev_sync=0", "archive=0"], out.stderr
-    (tmp_path / "lvm.conf").write_text(conf.replace("udev_sync", "udev_synk"))  # the check can fail
-    out = subprocess.run([lvmconfig, "--validate"], capture_output=True, text=True, env=env, check=False)
-    assert out.returncode != 0
+    assert out.returncode != 0  # the check can fail
 
 
 def test_the_namespace_admits_the_privileged_agent():

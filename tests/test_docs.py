@@ -20,9 +20,11 @@ from locality.metrics import LocalityMetrics
 from scheduler_extender.http import create_app
 from scheduler_extender.judge import Extender, FallbackReader, StateHolder
 from scheduler_extender.metrics import ExtenderMetrics
+from storage_sync import backing as pool_backing
+from storage_sync import classes as pool_classes
 from storage_sync import plan as pool_plan
 from storage_sync import tags as pool_tags
-from storage_sync.classes import CONFLICT, CREATE, IN_SYNC, POOL_GONE, RECREATE
+from storage_sync.class_sync import REPORTED as CLASS_REPORTS
 from storage_sync.metrics import ClassMetrics, SyncMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,11 +98,14 @@ def test_every_extender_outcome_is_documented_error_included():
      | camel_constants(fencing_verdict, fencing_controller, fencing_guards) - {fencing_controller.NOT_LEADER}),
     ("linstor_scheduler_fencing_actions_total", {o.value for o in fencing_actions.Outcome}
      | {"pod_delete", "pod_evict", "attachment_delete", "taint", "untaint", "skipped"}),
-    ("linstor_scheduler_pool_sync_pools", {pool_plan.CREATE, pool_plan.PRUNE} | set(pool_plan.PROBLEMS) | {"in-sync"}),
+    ("linstor_scheduler_pool_sync_pools", set(pool_plan.STATES) | set(pool_plan.PROBLEMS)),
     ("linstor_scheduler_pool_sync_problems_total",
-     camel_constants(pool_tags) | {"PoolMismatch", "NodeNotOnline", "ProviderUnsupported", "PoolOrphaned",
-                                   "PoolSyncFailed"}),
-    ("linstor_scheduler_class_sync_classes", {IN_SYNC, CREATE, RECREATE, CONFLICT, POOL_GONE}),
+     camel_constants(pool_tags) | (camel_constants(pool_backing) - {pool_backing.VG_MISSING})  # that one: a pool's
+     | {"PoolBacking" + r for r in camel_constants(pool_backing)}
+     | {"PoolMismatch", "NodeNotOnline", "ProviderUnsupported", "PoolOrphaned", "PoolSyncFailed", "BackingInUse",
+        "PoolNameTaken", "LvmWarning", "LvmDeviceVanished"}),
+    ("linstor_scheduler_class_sync_classes", set(pool_classes.STATES)),
+    ("linstor_scheduler_class_sync_problems_total", set(CLASS_REPORTS.values())),
 ])
 def test_label_values_from_the_code_are_on_the_row(metric, values):
     text = row(metric)

@@ -111,6 +111,30 @@ def test_storage_pool_rules(emu):
     assert (r.json()[0]["ret_code"] & 0xC000000000000000) == 0xC000000000000000
 
 
+def test_the_emulator_says_no_to_pools_as_linstor_does(emu):
+    """Property values are checked against the REST spec's regex, and names compare case-insensitively:
+    a client that sends what the real controller refuses is refused here too."""
+    def post(name, props):
+        return httpx.post(f"{emu.url}/v1/nodes/w1/storage-pools",
+                          json={"storage_pool_name": name, "provider_kind": "LVM", "props": props})
+
+    r = post("dotted", {"StorDriver/LvmVg": "vg.data"})
+    assert r.status_code == 400
+    assert r.json()[0]["message"] == "The value 'vg.data' is not valid for the key 'StorDriver/LvmVg'"
+    r = post("ThinData", {"StorDriver/LvmVg": "vg0"})
+    assert r.status_code == 409 and r.json()[0]["message"] == "Storage pool 'thindata' on node 'w1' already exists."
+    assert post("plain", {"StorDriver/LvmVg": "vg_0-a"}).status_code == 201
+
+
+def test_a_write_can_be_carried_out_and_its_answer_lost(emu):
+    emu.inject(lose_answer=1, path_prefix="/v1/nodes/w1/storage-pools")
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"{emu.url}/v1/nodes/w1/storage-pools",
+                   json={"storage_pool_name": "lost", "provider_kind": "LVM", "props": {"StorDriver/LvmVg": "vg9"}})
+    pools = httpx.get(f"{emu.url}/v1/view/storage-pools?nodes=w1").json()
+    assert "lost" in {p["storage_pool_name"] for p in pools}, "the write was carried out"
+
+
 def test_faults_and_state_changes(emu):
     emu.inject(fail=1, status=503, path_prefix="/v1/nodes")
     r = httpx.get(emu.url + "/v1/nodes")

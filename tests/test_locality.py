@@ -19,7 +19,7 @@ from linstor_scheduler.cli import main
 from linstor_scheduler.kube.lease import AlwaysLeader, LeaderElector
 from linstor_scheduler.linstor.client import LinstorClient
 from locality.classify import DISKLESS, LOCAL, LOCAL_SYNCING, NONE, UNKNOWN, classify_volume, summarize
-from locality.pods import PodRecord, locate, pod_record, slim_pv, slim_pvc
+from locality.pods import EXPORTER_TRANSFORMS, PodRecord, locate, pod_record
 from locality.report import build_report, render_table, report_from_doc
 from scheduler_extender.state import KubeView
 
@@ -119,11 +119,12 @@ def test_records_keep_only_what_locality_needs():
     assert pod_record({**pod, "status": {"phase": "Succeeded"}}) is None
     assert pod_record(k.pod("pending", claims=["c"])) is None  # not bound to a node
     assert pod_record(k.pod("plain", node_name="n1")) is None  # no claims
-    # the slimmed claim and volume resolve as the whole objects do
+    # the claim and volume records the informers keep resolve as the whole objects do
     objs = k.bound_volume("data-db-0", "pvc-x", size="5Gi", affinity_nodes=["n1"])
-    whole, slim = KubeView.from_objects(objs), KubeView.from_objects([slim_pvc(objs[0]), slim_pv(objs[1])])
+    kept = [EXPORTER_TRANSFORMS[o["kind"]](o) for o in objs]
+    whole, slim = KubeView.from_objects(objs), KubeView.from_objects(kept)
     state_whole = build([lnode("n1")], [], [lres("pvc-x", "n1")], list(objs))
-    state_slim = build([lnode("n1")], [], [lres("pvc-x", "n1")], [slim_pvc(objs[0]), slim_pv(objs[1])])
+    state_slim = build([lnode("n1")], [], [lres("pvc-x", "n1")], kept)
     rec = PodRecord("default", "db-0", "n1", "linstor", ("data-db-0",))
     assert locate(rec, state_whole) == locate(rec, state_slim)
     assert whole.pvcs.keys() == slim.pvcs.keys() and whole.pvs.keys() == slim.pvs.keys()

@@ -207,10 +207,14 @@ def sync_classes(ks: KubeStandin, emu: LinstorEmulator) -> None:
     foreign["metadata"]["labels"] = {}
     ks.add(foreign)
     emu.add_storage_pool("n2", "data", "LVM")
+    emu.add_storage_pool("n1", "DfltStorPool", "LVM")  # no class can carry its name: an Event on the Lease
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "linstor-scheduler-sync-classes", "namespace": NS}}
 
     async def go() -> None:
         async with LinstorClient(emu.url) as client:
-            reconciler = ClassReconciler(client, ks.api, events=EventRecorder(ks.api), repeat_seconds=0)
+            reconciler = ClassReconciler(client, ks.api, events=EventRecorder(ks.api), repeat_seconds=0,
+                                         report_object=lease)
             await reconciler.run_pass()
             await reconciler.run_pass()  # the unmanaged class is reported again: the Event's count is patched
     asyncio.run(go())

@@ -12,10 +12,11 @@ import httpx
 from devkit import kube_objects as k
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
+from linstor_scheduler.claims import SELECTED_NODE
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient
 from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
-from scheduler_extender.reservations import SELECTED_NODE, Ledger, heard_claim, promised_state
+from scheduler_extender.reservations import Ledger, heard_claim, promised_state
 from scheduler_extender.scoring import Weights, judge_unbound
 from scheduler_extender.state import EMPTY_STATE, ClusterState, KubeView, NodeInfo, PoolInfo
 from scheduler_extender.wiring import build_live_app

@@ -173,8 +173,58 @@ def test_a_failing_write_is_reported_and_the_rest_goes_on(emu):
     emu.inject(fail=1, status=500, path_prefix="/v1/nodes/n1/storage-pools")
     result = agent_pass(emu, lvm)
     assert [i.pool for i, _ in result.failed] == ["data"] and [i.pool for i in result.applied] == ["thindata"]
-    assert not result.ok
+    assert result.ok and not result.in_sync, "a refused write is the pool's problem, not a failed pass"
     assert [i.pool for i in agent_pass(emu, lvm).applied] == ["data"], "retried on the next pass"
+
+
+def test_a_pool_named_like_an_existing_one_but_for_case_is_reported_not_sent(emu):
+    """An admin made pool 'Data' by hand; the tag linstor-data asks for 'data'. LINSTOR compares names
+    case-insensitively and would refuse it (the emulator does too): the plan says so instead."""
+    emu.add_storage_pool("n1", "Data", "LVM", props={"StorDriver/LvmVg": "vg9"})
+    result = agent_pass(emu, FakeLvm())
+    items = {i.pool: i for i in result.plan.items}
+    assert (items["data"].action, items["data"].reason) == ("blocked", "PoolNameTaken")
+    assert "LINSTOR already has pool Data on node n1" in items["data"].message
+    assert [p for m, p in writes(emu)] == ["/v1/nodes/n1/storage-pools"], "only thindata is created"
+
+
+def test_a_pool_linstor_refuses_backs_off_alone_and_the_agent_stays_ready(emu):
+    """The controller refuses the create of 'data' (400). That pool waits out its own backoff; the thin
+    pool is created, the passes are good ones (the loop keeps its interval), and /readyz stays
+    ready, saying which pool LINSTOR refuses and why."""
+    emu.inject(fail=1, status=400, path_prefix="/v1/nodes/n1/storage-pools")
+    clock = FakeClock(1000.0)
+
+    async def go():
+        async with LinstorClient(emu.url, retries=1, backoff_base=0.01) as client:
+            agent = NodeAgent("n1", FakeLvm(), client, clock=clock)
+            first = await agent.run_pass()
+            posts = len(writes(emu))
+            clock.advance(10)
+            second = await agent.run_pass()
+            held = len(writes(emu)) == posts
+            readiness = agent.readiness(100)
+            clock.advance(30)
+            third = await agent.run_pass()
+            return agent, first, second, held, readiness, third
+    agent, first, second, held, (ready, text), third = run(go())
+    assert [i.pool for i in first.applied] == ["thindata"] and [i.pool for i, _ in first.failed] == ["data"]
+    assert "HTTP 400" in first.failed[0][1]
+    assert first.ok and not first.in_sync, "a good pass (no agent backoff) that is not in sync"
+    assert [i.pool for i, _ in second.deferred] == ["data"] and held, "within its backoff: not sent again"
+    assert ready and "LINSTOR refuses pool data (1 time(s)): HTTP 400" in text
+    assert [i.pool for i in third.applied] == ["data"], "tried again after its own backoff"
+    assert agent.refused == {} and third.in_sync
+
+
+def test_a_create_whose_answer_was_lost_is_done_not_retried(emu):
+    emu.inject(lose_answer=1, path_prefix="/v1/nodes/n1/storage-pools")
+    lvm = FakeLvm()
+    result = agent_pass(emu, lvm)
+    assert result.failed == [] and [i.pool for i in result.applied] == ["data", "thindata"]
+    posts = [w for w in writes(emu) if w[0] == "POST"]
+    assert len(posts) == 2, "the lost create was settled by a read, not sent again"
+    assert agent_pass(emu, lvm).in_sync
 
 
 def test_lvm_failure_means_no_linstor_call(emu):
@@ -239,3 +289,12 @@ def test_problems_become_node_events_once_per_repeat_interval(emu):
         created = [e for e in events if e["reason"] == "PoolCreated"]
         assert len(created) == 1 and "create LVM_THIN pool thindata on vg1/thin" in created[0]["message"]
         assert agent.metrics.problems.labels("DuplicatePoolTag")._value.get() == 2
+
+
+def test_a_node_name_linstor_spells_otherwise_is_the_same_node(emu):
+    """The Kubernetes node is 'N1' (or --linstor-node-name was typed so), LINSTOR's is 'n1': LINSTOR
+    compares node names case-insensitively, so this is its node, not 'not registered'."""
+    result = agent_pass(emu, FakeLvm(), node="N1")
+    assert [i.pool for i in result.applied] == ["data", "thindata"]
+    assert {(p["node_name"], p["storage_pool_name"]) for p in emu.snapshot()["storage_pools"]} >= {
+        ("n1", "data"), ("n1", "thindata")}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from kubernetes import client as k8s
@@ -259,6 +260,24 @@ def test_cli_once_against_both_doubles(env, capsys):
     assert '"in_sync": true' in capsys.readouterr().out
 
 
+def test_once_in_its_own_process_sends_its_events_before_it_exits(env):
+    """As the image runs it: a process that ends after one pass. Its Events were sent by a thread the
+    exit cut off (lost, and at times SIGABRT during Python's teardown instead of exit code 0)."""
+    import subprocess
+    import sys
+
+    emu, ks, url, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    emu.add_storage_pool("n2", "data", "LVM")
+    done = subprocess.run([sys.executable, "-m", "linstor_scheduler.cli", "sync-classes", "--once", "--controllers",
+                           url, "--kube-api-url", api.configuration.host], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert class_names(api) == ["linstor-data-r1", "linstor-data-r2"]
+    events = sorted(e["involvedObject"]["name"] for e in ks.list("Event") if e["reason"] == "Created")
+    assert events == ["linstor-data-r1", "linstor-data-r2"], done.stderr
+
+
 def test_health_app_answers_with_reasons():
     import httpx
     from prometheus_client import CollectorRegistry, Counter
@@ -314,3 +333,80 @@ def test_turning_auto_diskful_on_recreates_the_managed_classes():
     actions = plan_classes([pool("data", "n1"), pool("data", "n2")], current, config)
     assert [a.action for a in actions] == [RECREATE, RECREATE]
     assert all("auto-diskful" in a.message for a in actions)
+
+
+# --- pools sync-classes did not make (issue #23) ---------------------------------------------------
+def test_pools_whose_names_form_no_storageclass_name_get_one_report_and_no_post(env):
+    """Every LINSTOR has DfltStorPool, and an admin made pool_ssd by hand: 'linstor-DfltStorPool-r1' is
+    no StorageClass name, and the API server (the stand-in validates names as it does) would refuse it
+    with 422 on every pass, so the Deployment never became Ready."""
+    emu, ks, _, api = env
+    for node in ("n1", "n2"):
+        emu.add_storage_pool(node, "DfltStorPool", "LVM")
+        emu.add_storage_pool(node, "pool_ssd", "LVM")
+        emu.add_storage_pool(node, "data", "LVM")
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "linstor-scheduler-sync-classes", "namespace": "default"}}
+    result = reconcile(env, report_object=lease)
+    assert result.ok and result.in_sync, "a pool that can have no class is reported, not a failure"
+    assert class_names(api) == ["linstor-data-r1", "linstor-data-r2"]
+    skipped = {a.pool: a.message for a in result.actions if a.action == "no-class"}
+    assert set(skipped) == {"DfltStorPool", "pool_ssd"}
+    assert "register the storage under a name like pool-ssd" in skipped["pool_ssd"]
+    assert len([p for m, p in ks.requests if m == "POST" and p.endswith("/storageclasses")]) == 2, "data's only"
+    events = [e for e in ks.list("Event") if e.get("reason") == "PoolNameNotAClassName"]
+    assert len(events) == 2 and {e["involvedObject"]["kind"] for e in events} == {"Lease"}
+    assert reconcile(env).in_sync
+
+
+def test_the_api_server_refuses_a_storageclass_name_that_is_no_dns_subdomain(env):
+    _emu, _ks, _, api = env
+    body = desired_class("pool_ssd", 1, ClassConfig())
+    with pytest.raises(k8s.ApiException) as refused:
+        k8s.StorageV1Api(api).create_storage_class(body)
+    assert refused.value.status == 422
+    answer = json.loads(refused.value.body)
+    assert answer["reason"] == "Invalid"
+    assert 'metadata.name: Invalid value: "linstor-pool_ssd-r1": a lowercase RFC 1123 subdomain' in answer["message"]
+
+
+def test_a_pool_mixing_provider_kinds_gets_r1_only_unless_linstor_allows_mixing(env):
+    """'data' is LVM on n1, n2 and LVM_THIN on n3: LINSTOR will not place one volume's replicas across
+    provider kinds unless AllowMixingStoragePoolDriver is true, so r2/r3 claims would never bind."""
+    emu, _ks, _, api = env
+    emu.add_storage_pool("n1", "data", "LVM")
+    emu.add_storage_pool("n2", "data", "LVM")
+    emu.add_storage_pool("n3", "data", "LVM_THIN")
+    result = reconcile(env)
+    assert class_names(api) == ["linstor-data-r1"]
+    (mixed,) = [a for a in result.actions if a.action == "mixed-providers"]
+    assert mixed.message.startswith("pool data mixes provider kinds (LVM on n1, n2; LVM_THIN on n3): LINSTOR places")
+    assert not result.in_sync
+    emu.set_controller_props({"AllowMixingStoragePoolDriver": "true"})
+    assert reconcile(env).in_sync and class_names(api) == ["linstor-data-r1", "linstor-data-r2", "linstor-data-r3"]
+
+
+def test_a_class_kept_after_maxreplicas_was_lowered_says_so():
+    pools = [pool("data", f"n{i}") for i in range(1, 4)]
+    kept = desired_class("data", 3, ClassConfig())
+    acts = {a.name: a for a in plan_classes(pools, [kept], ClassConfig(max_replicas=2))}
+    assert acts["linstor-data-r3"].message == (
+        "StorageClass linstor-data-r3 is kept although maxReplicas is 2: volumes may still use it; delete it by "
+        "hand when it is no longer needed")
+
+
+def test_dry_run_takes_no_lease(env):
+    """A dry run changes nothing; holding the Lease would stop the real instance from acting."""
+    import argparse
+
+    from linstor_scheduler.kube.lease import AlwaysLeader
+    from storage_sync.wiring import classes_elector
+
+    _emu, ks, _, api = env
+    args = argparse.Namespace(dry_run=True, leader_elect=True, lease_name="linstor-scheduler-sync-classes",
+                              lease_namespace="default", lease_duration=15.0)
+    elector = classes_elector(api, args, None)
+    assert isinstance(elector, AlwaysLeader) and elector.start() is elector
+    assert not [p for _, p in ks.requests if "leases" in p]
+    real = classes_elector(api, argparse.Namespace(**{**vars(args), "dry_run": False}), None)
+    assert not isinstance(real, AlwaysLeader), "without --dry-run the Lease elects"

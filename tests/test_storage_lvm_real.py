@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -54,6 +55,7 @@ class LoopVGs:
     def __init__(self, tmp: Path) -> None:
         self.tmp, self.loops, self.vgs = tmp, [], []
         self.tag = uuid.uuid4().hex[:6]
+        self.foreign: set[str] = set()  # system IDs our VGs were given (lvmsystemid(7)): to remove them
 
     def device(self) -> str:
         image = self.tmp / f"pv{len(self.loops)}.img"
@@ -66,19 +68,68 @@ class LoopVGs:
 
     def vg(self, stem: str, *tags: str) -> tuple[str, str]:
         loop = self.device()
+        return self.vg_on(stem, [loop], *tags), loop
+
+    def vg_on(self, stem: str, loops: list[str], *tags: str) -> str:
+        """A VG over ``loops`` (several: a VG that can become partial; the same stem twice: two VGs of
+        one name, each made seeing only its own devices)."""
         name = f"lstest_{self.tag}_{stem}"
-        argv = ["vgcreate", "-q", "--devices", loop, name, loop]
+        argv = ["vgcreate", "-q", "--devices", ",".join(loops), name, *loops]
         for tag in tags:
             argv += ["--addtag", tag]
         sh(*argv)
-        self.vgs.append((name, loop))
-        return name, loop
+        self.vgs.append((name, ",".join(loops)))
+        return name
+
+    def thin_pool(self, vg: str, loops: str, name: str, *tags: str) -> str:
+        """A thin pool written into the real metadata of the (new, LV-less) VG ``vg``: device-mapper is
+        absent here, so lvcreate -T cannot make one, but LVM reads (and tags) what vgcfgrestore wrote:
+        ``lvs`` reports it with lv_attr ``twi---tz--``, as a thin pool that is not active."""
+        backup = self.tmp / f"{vg}.vg"
+        sh("vgcfgbackup", "-q", "--devices", loops, "-f", str(backup), vg)
+        text = backup.read_text()
+        extents = int(re.search(r"pe_count = (\d+)", text).group(1))
+        data = max(1, extents // 2)
+        quoted = ", ".join(f'"{t}"' for t in tags)
+
+        def lv_uuid() -> str:
+            h = uuid.uuid4().hex + uuid.uuid4().hex
+            return "-".join(h[a:b] for a, b in ((0, 6), (6, 10), (10, 14), (14, 18), (18, 22), (22, 26), (26, 32)))
+
+        def lv(lv_name: str, status: str, segment: str, extra: str = "") -> str:
+            return (f"{lv_name} {{\nid = \"{lv_uuid()}\"\nstatus = [{status}]\nflags = []\n{extra}"
+                    f"segment_count = 1\nsegment1 {{\nstart_extent = 0\n{segment}\n}}\n}}\n")
+
+        block = "logical_volumes {\n" + lv(
+            name, '"READ", "WRITE", "VISIBLE"', f'extent_count = {data}\ntype = "thin-pool"\nmetadata = '
+            f'"{name}_tmeta"\npool = "{name}_tdata"\ntransaction_id = 0\nchunk_size = 128\n'
+            'discards = "passdown"\nzero_new_blocks = 1', f"tags = [{quoted}]\n") + lv(
+            f"{name}_tdata", '"READ", "WRITE"', f'extent_count = {data}\ntype = "striped"\nstripe_count = 1\n'
+            'stripes = ["pv0", 0]') + lv(
+            f"{name}_tmeta", '"READ", "WRITE"', f'extent_count = 1\ntype = "striped"\nstripe_count = 1\n'
+            f'stripes = ["pv0", {data}]') + "}\n"
+        end = text.rindex("}")
+        backup.write_text(text[:end] + block + text[end:])
+        sh("vgcfgrestore", "--force", "-q", "--devices", loops, "-f", str(backup), vg)
+        return f"{vg}/{name}"
+
+    def detach(self, loop: str) -> None:
+        """The device vanishes (as after a reboot that renamed it); it is no longer ours to clean up."""
+        sh("losetup", "-d", loop)
+        self.loops.remove(loop)
 
     def cleanup(self) -> None:
-        for name, loop in self.vgs:
-            subprocess.run(["vgremove", "-f", "-q", "--devices", loop, name], capture_output=True, env=ENV, check=False)
+        ids = ", ".join(f'"{i}"' for i in sorted(self.foreign))
+        own = ["--config", f"local/extra_system_ids=[{ids}]"] if ids else []
+        for name, loops in self.vgs:
+            present = ",".join(d for d in loops.split(",") if d in self.loops)
+            if not present:
+                continue
+            for step in (["vgimport", "-q"], ["vgremove", "-f", "-q"]):  # an exported VG is imported first
+                subprocess.run([*step, *own, "--devices", present, name], capture_output=True, env=ENV, check=False)
         for loop in self.loops:
-            subprocess.run(["pvremove", "-q", "--devices", loop, loop], capture_output=True, env=ENV, check=False)
+            subprocess.run(["pvremove", "-ff", "-y", "-q", "--devices", loop, loop], capture_output=True, env=ENV,
+                           check=False)
             subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
 
 

@@ -217,9 +217,48 @@ def test_plan_waits_for_an_online_node_and_a_supported_provider():
     assert actions(offline) == [(BLOCKED, "data"), (BLOCKED, "thindata")]
     assert offline.items[0].message == "node n1 is OFFLINE in LINSTOR: pools are registered once it is ONLINE"
     missing = plan_node("n1", tags, None, [])
-    assert missing.items[0].message == "node n1 is not registered in LINSTOR"
+    assert missing.items[0].message == (
+        "node n1 is not registered in LINSTOR: register it (linstor node create), or, if LINSTOR knows this host "
+        "under another name (its FQDN, say), start sync-node with --linstor-node-name <that name>")
     no_thin = plan_node("n1", tags, lnode(providers=("LVM",), unsupported={"LVM_THIN": ["'thin_check' not found"]}),
                         [])
     assert actions(no_thin) == [(CREATE, "data"), (BLOCKED, "thindata")]
     assert no_thin.items[1].message == "node n1 does not support LVM_THIN: 'thin_check' not found"
     assert no_thin.items[1].reason == "ProviderUnsupported"
+
+
+# --- reading LVM as the host does (pure parts of lvm.py; real LVM: test_storage_lvm_host.py) -----------
+def test_the_drbd_reject_goes_in_front_of_the_hosts_filter_never_instead():
+    from storage_sync.lvm import filter_config, parse_filter
+
+    host = parse_filter('global_filter=["a|^/dev/nvme|","r|^/dev/sdb$|","r|.*|"]\n')
+    assert host == ["a|^/dev/nvme|", "r|^/dev/sdb$|", "r|.*|"]
+    assert parse_filter('global_filter="r|^/dev/sdc$|"') == ["r|^/dev/sdc$|"], "a single string, not a list"
+    assert filter_config(host) == ('devices { global_filter = [ "r|^/dev/drbd|", "a|^/dev/nvme|", '
+                                   '"r|^/dev/sdb$|", "r|.*|" ] obtain_device_list_from_udev = 0 }')
+
+
+def test_lvm_says_its_system_id_and_warnings_and_we_keep_them():
+    from storage_sync.lvm import lvm_warnings, parse_system_id
+
+    assert parse_system_id("  system ID: hostA\n") == "hostA"
+    assert parse_system_id("  system ID: \n") == "", "a host without a system ID"
+    stderr = ("File descriptor 10 (/dev/null) leaked on lvm invocation. Parent PID 1: bash\n"
+              "  WARNING: VG vg0 is missing PV abc (last written to /dev/sdb).\n\n")
+    assert lvm_warnings(stderr) == ["WARNING: VG vg0 is missing PV abc (last written to /dev/sdb)."]
+
+
+@pytest.mark.parametrize(("attr", "system_id", "host_id", "reason"), [
+    ("wz-pn-", "", "", "VgPartial"), ("wzx-n-", "", "", "VgExported"), ("wz--n-", "hostB", "hostA", "VgForeign"),
+    ("wz--n-", "hostB", "", "VgForeign"), ("wz--n-", "hostA", "hostA", None), ("wz--n-", "", "hostA", None)])
+def test_what_lvm_says_about_a_vg_decides_whether_it_backs_a_pool(attr, system_id, host_id, reason):
+    """vgs(8) vg_attr and lvmsystemid(7): a VG without a system ID is usable by any host; one with
+    another host's (or any, on a host without one) is foreign."""
+    from storage_sync.backing import vg_refusal
+
+    data = VolumeGroup("vg0", "uuid-vg0", ("linstor-data",), 1 << 30, 1 << 30, attr, system_id)
+    inventory = LvmInventory((data,), host_system_id=host_id)
+    refused = vg_refusal(inventory, data)
+    assert (refused[0] if refused else None) == reason
+    verdict = desired_pools(inventory)
+    assert ("data" in verdict.pools) == (reason is None) and "data" in verdict.tagged_names
