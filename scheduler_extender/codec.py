@@ -253,6 +253,9 @@ def decode_pod(raw_pod: bytes) -> dict[str, Any]:
     meta = pod.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise BadRequest("ExtenderArgs.Pod.metadata must be an object")
+    for field in ("name", "namespace"):  # they name the pod's claims (an ephemeral volume's PVC)
+        if meta is not None and meta.get(field) is not None and not isinstance(meta.get(field), str):
+            raise BadRequest(f"ExtenderArgs.Pod.metadata.{field} must be a string")
     spec = pod.get("spec")
     if spec is not None and not isinstance(spec, dict):
         raise BadRequest("ExtenderArgs.Pod.spec must be an object")

@@ -413,3 +413,14 @@ def test_a_verb_asked_with_another_method_is_405_allowing_post(server, method):
         assert r.status_code == 405 and r.headers["allow"] == "POST", (method, path)
         if method != "HEAD":
             assert r.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize("field", ["namespace", "name"])
+def test_a_pod_whose_name_or_namespace_is_a_number_is_the_senders_error(server, field):
+    """They name the pod's claims (an ephemeral volume's PVC is ``<pod>-<volume>`` in its namespace):
+    a number there was a 500 (claims.py interns the namespace), now a 400 that says which field."""
+    pod = k.pod("p", claims=["c-a"], ephemeral={"e": k.claim_template("local")})
+    pod["metadata"][field] = 1
+    for verb in ("/filter", "/prioritize"):
+        r = server.post(verb, json={"Pod": pod, "NodeNames": NAMES})
+        assert r.status_code == 400 and r.json() == {"Error": f"ExtenderArgs.Pod.metadata.{field} must be a string"}
