@@ -441,7 +441,7 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
         await one_pass()
         result: dict[str, Any] = {}
         for label, change in (("unchanged", False), ("changed", True)):
-            hits, misses, poll_ms, request_us = answerer.answers.hits, answerer.answers.misses, [], []
+            hits, misses, poll_ms, request_us = extender.answers.hits, extender.answers.misses, [], []
             for i in range(polls):
                 if change:
                     client.pools = [dict(p, free_capacity=p["free_capacity"] + i + 1) if n == 0 else p
@@ -450,8 +450,8 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
                 await syncer.sync_linstor_once()
                 poll_ms.append((time.perf_counter() - started) * 1000)
                 request_us.append(await one_pass())
-            looked = answerer.answers.hits - hits + answerer.answers.misses - misses
-            result[label] = {"answer_hit_rate": round((answerer.answers.hits - hits) / looked, 3),
+            looked = extender.answers.hits - hits + extender.answers.misses - misses
+            result[label] = {"answer_hit_rate": round((extender.answers.hits - hits) / looked, 3),
                              "poll_ms": round(statistics.median(poll_ms)), "us_per_request": round(
                                  statistics.median(request_us), 1), "generation": holder.state.generation}
         await syncer.stop()

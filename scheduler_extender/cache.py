@@ -57,7 +57,8 @@ class GenerationCache(Generic[K, V]):
         return True
 
     def get(self, key: K, generation: int) -> V | None:
-        found = self._items.get(key) if self._advance(generation) else None
+        # The current generation is checked inline: this runs several times per request.
+        found = self._items.get(key) if generation == self.generation or self._advance(generation) else None
         if found is None:
             self.misses += 1
         else:

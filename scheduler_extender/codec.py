@@ -50,12 +50,7 @@ class ExtenderArgs:
     @property
     def node_names(self) -> list[str]:
         if self._names is None:
-            try:
-                self._names = _NAMES.decode(self.raw_names or b"[]")
-            except msgspec.ValidationError:
-                raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
-            except (msgspec.DecodeError, RecursionError) as exc:  # e.g. invalid UTF-8 in a name
-                raise BadRequest(f"ExtenderArgs.NodeNames is not valid JSON: {_why(exc)}") from None
+            self._names = decode_names(self.raw_names or b"[]")
         return self._names
 
     def pod_ref(self) -> str:
@@ -199,6 +194,12 @@ def _decode_any(body: bytes) -> ExtenderArgs:
         if full is not None:
             return full
     if split is not None:
+        try:  # the rest as kube-scheduler writes it ({"Pod":{...},"Nodes":null}): no dict, no key folding
+            exact = _FAST_ARGS.decode(split[0])
+        except msgspec.DecodeError:  # another spelling or shape, or broken: the paths below decide
+            exact = None
+        if exact is not None and exact.Nodes is None and exact.NodeNames is _NULL and not _is_null(exact.Pod):
+            return ExtenderArgs(None, None, None, None, split[1], bytes(exact.Pod))
         try:
             top = _fold(_RAW_OBJECT.decode(split[0]))
         except msgspec.DecodeError:
@@ -231,6 +232,16 @@ def _finish(top: dict[str, Any]) -> ExtenderArgs:
     return _nodes_part(top, raw_pod)
 
 
+def decode_names(raw_names: bytes) -> list[str]:
+    """The NodeNames array as sent (``ExtenderArgs.raw_names``), checked: a list of strings."""
+    try:
+        return _NAMES.decode(raw_names)
+    except msgspec.ValidationError:
+        raise BadRequest("ExtenderArgs.NodeNames must be a list of strings") from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # e.g. invalid UTF-8 in a name
+        raise BadRequest(f"ExtenderArgs.NodeNames is not valid JSON: {_why(exc)}") from None
+
+
 def decode_pod(raw_pod: bytes) -> dict[str, Any]:
     """The Pod, checked for the shapes we read (a wrong shape is the sender's error: 400)."""
     try:
@@ -242,6 +253,9 @@ def decode_pod(raw_pod: bytes) -> dict[str, Any]:
     meta = pod.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise BadRequest("ExtenderArgs.Pod.metadata must be an object")
+    for field in ("name", "namespace"):  # they name the pod's claims (an ephemeral volume's PVC)
+        if meta is not None and meta.get(field) is not None and not isinstance(meta.get(field), str):
+            raise BadRequest(f"ExtenderArgs.Pod.metadata.{field} must be a string")
     spec = pod.get("spec")
     if spec is not None and not isinstance(spec, dict):
         raise BadRequest("ExtenderArgs.Pod.spec must be an object")

@@ -55,15 +55,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BadRequest(str(exc), exc.status) from None
 
 
-def stale_now(extender: Extender) -> bool | None:
-    """Whether the extender is neutral for age right now; None before the first full sync (nothing
-    read, so neither stale nor fresh: ``linstor_scheduler_ready`` 0 says that)."""
-    if not extender.holder.ready:
-        return None
-    age = extender.staleness()
-    return age is not None and age > extender.max_staleness
-
-
 def create_app(
     extender: Extender,
     *,
@@ -80,28 +71,19 @@ def create_app(
     told of each /filter, to judge where the pod is bound (placements.py)."""
     metrics = metrics or ExtenderMetrics()
     holder = extender.holder
-    metrics.bind_state_age(extender.staleness, lambda: stale_now(extender))
+    metrics.bind_freshness(extender.freshness)
     answerer = Answerer(extender, metrics, placements)
-    metrics.bind_caches([answerer.answers, *extender.caches])
+    metrics.bind_caches(extender.caches)
     answer, counters = answerer.answer, answerer.counters
 
-    async def filter_endpoint(request: Request) -> Response:
-        return await starlette_verb("filter", request)
-
-    async def prioritize_endpoint(request: Request) -> Response:
-        return await starlette_verb("prioritize", request)
-
-    async def starlette_verb(verb: str, request: Request) -> Response:
-        try:
-            body = await read_body(request, max_body)
-        except BadRequest as exc:
-            counters[verb, "bad_request"].inc()
-            return Response(encode_error(exc.message), status_code=exc.status, media_type=JSON)
-        status, out = await answer(verb, body)
-        return Response(out, status_code=status, media_type=JSON)
-
     async def raw_verb(verb: str, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """The verbs kube-scheduler calls, as plain ASGI: no router, no Request object."""
+        """The verbs kube-scheduler calls, as plain ASGI: no router, no Request object. It only ever
+        POSTs (pkg/scheduler/extender.go, ``HTTPExtender.send``); another method is a 405, as a
+        router would answer it."""
+        if scope["method"] != "POST":
+            await send(_start(405, METHOD_NOT_ALLOWED, ALLOW_POST))
+            await send({"type": "http.response.body", "body": METHOD_NOT_ALLOWED})
+            return
         try:
             try:
                 body = await read_raw_body(scope, receive, max_body)
@@ -114,18 +96,13 @@ def create_app(
             log.exception("internal error answering POST /%s", verb)
             counters[verb, "error"].inc()
             status, out = 500, encode_error(f"internal error: {type(exc).__name__}: {exc}")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))]})
+        await send(_start(status, out))
         await send({"type": "http.response.body", "body": out})
 
     app = FastAPI(
         title="linstor-scheduler extender",
         description="kube-scheduler extender v1 (filter, prioritize) placing pods next to their LINSTOR replicas",
         lifespan=lifespan_of(startup, shutdown),
-        routes=[
-            Route("/filter", filter_endpoint, methods=["POST"]),
-            Route("/prioritize", prioritize_endpoint, methods=["POST"]),
-        ],
     )
 
     @app.post("/explain")
@@ -176,16 +153,16 @@ def create_app(
         and while neither is older than ``max_staleness``; otherwise 503 with ``detail`` saying why
         (stale, it still answers, neutrally). The body's fields are the same either way."""
         state = holder.state
-        ages = extender.ages(state)
-        reason = extender.stale_reason(state) if holder.ready else None
+        fresh = extender.freshness(state)
+        ages = fresh.ages
         body = {
-            "ready": holder.ready,
-            "state_age_seconds": None if ages is None else round(max(ages), 3),
+            "ready": fresh.ready,
+            "state_age_seconds": None if fresh.age is None else round(fresh.age, 3),
             "linstor_age_seconds": None if ages is None else round(ages[0], 3),
             "kubernetes_age_seconds": None if ages is None else round(ages[1], 3),
-            "max_staleness_seconds": extender.max_staleness,
-            "stale": reason is not None,
-            "neutral": (not holder.ready) or reason is not None,
+            "max_staleness_seconds": fresh.limit,
+            "stale": bool(fresh.stale),
+            "neutral": fresh.neutral_reason is not None,
             "generation": state.generation,
             "nodes": len(state.nodes),
             "resources": len(state.resources),
@@ -194,15 +171,15 @@ def create_app(
             **holder.details,
             **(kube_details() if kube_details is not None else {}),
         }
-        if not holder.ready:
+        if not fresh.ready:
             waiting = [f"LINSTOR: {holder.last_error}"] if holder.last_error else []
             if extender.kube is not None:
                 waiting.append(f"Kubernetes: {extender.kube.kube_detail()}")
             body["detail"] = ("first full sync of LINSTOR and Kubernetes not finished"
                               + (f" ({'; '.join(waiting)})" if waiting else ""))
-        elif reason is not None:
-            body["detail"] = f"{reason}: the extender passes every node with score 0 until it recovers"
-        return JSONResponse(body, status_code=200 if holder.ready and reason is None else 503)
+        elif fresh.stale:
+            body["detail"] = f"{fresh.reason}: the extender passes every node with score 0 until it recovers"
+        return JSONResponse(body, status_code=200 if fresh.neutral_reason is None else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
         metrics.ready.set(1 if holder.ready else 0)
@@ -216,7 +193,7 @@ def create_app(
 
     app.state.extender = extender
     app.state.metrics = metrics
-    app.state.answers = answerer.answers
+    app.state.answers = extender.answers
 
     async def fast_filter(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await raw_verb("filter", scope, receive, send)
@@ -228,6 +205,14 @@ def create_app(
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+METHOD_NOT_ALLOWED = orjson.dumps({"detail": "Method Not Allowed"})
+ALLOW_POST = ((b"allow", b"POST"),)
+
+
+def _start(status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> dict[str, Any]:
+    """The ASGI response start of a JSON body (a plain function: a coroutine per request costs more)."""
+    return {"type": "http.response.start", "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]}
 
 
 def _whole(body: bytes) -> dict[str, Any]:
@@ -241,9 +226,9 @@ def _whole(body: bytes) -> dict[str, Any]:
 class ExtenderApp:
     """Two ASGI apps, served on two listeners by the CLI (wiring.serve_extender):
 
-    - ``verbs``: ``POST /filter`` and ``POST /prioritize`` straight to their raw handlers (measured:
-      Starlette's router, Request and middleware cost more than a cached answer), then the FastAPI
-      app (``/explain``, ``/docs``). Only kube-scheduler, in the same pod, needs them: loopback.
+    - ``verbs``: ``/filter`` and ``/prioritize`` straight to their raw handlers, the only ones they
+      have (measured: Starlette's router, Request and middleware cost more than a cached answer),
+      then the FastAPI app (``/explain``, ``/docs``). Only kube-scheduler, in the same pod, needs them: loopback.
     - ``ops``: ``/healthz``, ``/readyz``, ``/metrics`` for kubelet and Prometheus; nothing else
       (a verb there is a 404).
 
@@ -257,7 +242,7 @@ class ExtenderApp:
         self.ops = ops
 
     async def verbs(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             handler = self.fast.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from linstor_scheduler.measured import MeasuredGauge
 
+from .freshness import Freshness
+
 
 class ExtenderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -72,11 +74,12 @@ class ExtenderMetrics:
                 gauge.labels(cache.name, stat).set_function(lambda c=cache, s=stat: getattr(c, s))
             gauge.labels(cache.name, "entries").set_function(lambda c=cache: len(c))
 
-    def bind_state_age(self, age: Callable[[], float | None], stale: Callable[[], bool | None]) -> None:
-        """Computed at scrape time, so the age grows even when no sync happens (a failing LINSTOR):
-        it is measured from the last good read, and absent (None) before the first one."""
-        self.state_age.set_function(age)
-        self.state_stale.set_function(lambda: None if (s := stale()) is None else float(s))
+    def bind_freshness(self, freshness: Callable[[], Freshness]) -> None:
+        """The state's age and whether it is stale, from the one value ``/readyz`` and the decisions
+        read too (freshness.py). Computed at scrape time, so the age grows even when no sync happens (a
+        failing LINSTOR): it is measured from the last good read, and absent (None) before the first one."""
+        self.state_age.set_function(lambda: freshness().age)
+        self.state_stale.set_function(lambda: None if (s := freshness().stale) is None else float(s))
 
     def bind_reservations(self, totals: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
         """Capacity promised to unbound WaitForFirstConsumer claims (reservations.py), read at scrape time."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .codec import ExtenderArgs
-from .judge import Extender, Prepared
+from .judge import Decision, Extender
 from .placement import EVENT_TYPE, OUTCOMES, REASON, FilterRecord, ReplicaNode, judge_placement
 
 log = logging.getLogger(__name__)
@@ -108,34 +108,34 @@ class PlacementReporter:
         return len(self._records)
 
     # --- the serving loop: what /filter saw -------------------------------------------------------
-    def heard_filter(self, prepared: Prepared, args: ExtenderArgs) -> None:
+    def heard_filter(self, decision: Decision, args: ExtenderArgs) -> None:
         """Remember the replica nodes of the pod's cycle; a neutral cycle forgets the pod."""
-        if prepared.static_neutral:
+        if not decision.claims:  # not ours to judge (no LINSTOR volumes, another profile's pod)
             return
-        if prepared.key is None:
-            self._drop(prepared.ref)
+        if decision.neutral_reason is not None:
+            self._drop(decision.pod)
             return
         held: dict[str, int] = {}
         volumes = 0
-        for resource in prepared.resources:
+        for resource in decision.resources:
             nodes = resource.diskful_nodes if resource is not None else ()
             volumes += bool(nodes)
             for node in nodes:
                 held[node] = held.get(node, 0) + 1
         if not held:  # new volumes only: they are made where the pod goes
-            self._drop(prepared.ref)
+            self._drop(decision.pod)
             return
-        decision = self.extender.judge(prepared, list(held))  # the pod's table: look-ups, or a few nodes judged
-        verdicts = decision.verdicts or []
+        names = list(held)
+        verdicts = decision.verdicts_on(names)  # the pod's table: look-ups, or a few nodes judged
         offered = self.candidates.of(args)
         replicas = tuple(
             ReplicaNode(node, held[node], node in offered, verdict.fits, verdict.score,
                         "" if verdict.fits else verdict.failure(node))
-            for node, verdict in zip(decision.names, verdicts, strict=True))
-        record = FilterRecord(prepared.ref, volumes, len(offered), replicas)
+            for node, verdict in zip(names, verdicts, strict=True))
+        record = FilterRecord(decision.pod, volumes, len(offered), replicas)
         with self._lock:
-            self._records[prepared.ref] = record
-            self._records.move_to_end(prepared.ref)
+            self._records[decision.pod] = record
+            self._records.move_to_end(decision.pod)
             while len(self._records) > self.max_records:
                 self._records.popitem(last=False)
 

@@ -379,7 +379,7 @@ def test_scheduler_configuration(extender_http):
     assert (le["resourceNamespace"], le["resourceName"]) == ("linstor-scheduler", "linstor-scheduler")
     [ext] = cfg["extenders"]
     assert {"/" + ext["filterVerb"], "/" + ext["prioritizeVerb"]} == {"/filter", "/prioritize"}
-    assert {"/filter", "/prioritize"} <= post_routes(app)
+    assert {"/filter", "/prioritize"} <= set(app.fast), "served by the verbs' raw handlers (http.ExtenderApp)"
     assert ext["nodeCacheCapable"] is True and ext["ignorable"] is True and ext["enableHTTPS"] is False
     assert "managedResources" not in ext and "bindVerb" not in ext and "preemptVerb" not in ext
     assert ext["weight"] > 0 and 0 < duration_seconds(ext["httpTimeout"]) <= 10

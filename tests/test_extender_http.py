@@ -304,11 +304,11 @@ def test_the_same_pod_bytes_skip_the_claims_but_never_the_staleness_check():
 
     with ServerThread(create_app(extender)) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
         assert prioritize(http) == [{"Host": "w1", "Score": 10}, {"Host": "w3", "Score": 8}]
-        assert extender.prepared_for(raw_pod) is not None
+        assert raw_pod in extender.pod_bytes, "the pod's side is kept by its bytes"
         clock.now = 121.0  # the state is now older than the limit: neutral, even for a pod seen before
         assert prioritize(http) == [{"Host": "w1", "Score": 0}, {"Host": "w3", "Score": 0}]
         holder.swap(dataclasses.replace(standard(), generation=2, linstor_synced_at=121.0, kube_synced_at=121.0))
-        assert extender.prepared_for(raw_pod) is None
+        assert extender.pod_bytes.get(raw_pod, holder.state.generation) is None, "not across a new generation"
         assert prioritize(http)[0] == {"Host": "w1", "Score": 10}
 
 
@@ -349,3 +349,78 @@ def test_healthz_says_what_stopped_turning():
         r = http.get("/healthz")
         assert r.status_code == 503 and r.text == verdict[0][1]
         assert http.get("/readyz").status_code == 200, "liveness is not readiness"
+
+
+# --- the verbs' one route ----------------------------------------------------------------------------
+def scheduler_urls() -> dict[str, str]:
+    """The URL of each verb as kube-scheduler builds it from the shipped configuration
+    (pkg/scheduler/extender.go, ``HTTPExtender.send``: ``strings.TrimRight(urlPrefix, "/") + "/" +
+    verb``, always POST)."""
+    from .test_batching import rendered_scheduler_config
+
+    [ext] = [e for e in rendered_scheduler_config()["extenders"] if e.get("filterVerb")]
+    prefix = ext["urlPrefix"].rstrip("/")
+    return {verb: prefix + "/" + ext[f"{verb}Verb"] for verb in ("filter", "prioritize")}
+
+
+def test_every_call_kube_scheduler_makes_is_answered_by_the_raw_handlers(monkeypatch):
+    """Whatever the body (good, full Node objects, broken, empty, chunked, too big), a POST to a
+    verb's URL reaches its raw handler on the listener the CLI serves (``ExtenderApp.verbs``), and
+    nothing of the FastAPI app reads a body: a second FastAPI route for the verbs could never run."""
+    import scheduler_extender.http as module
+
+    holder = StateHolder(static=True, ready=True)
+    holder.swap(standard())
+    app = create_app(Extender(holder), max_body=64 * 1024)
+    reached: list[str] = []
+    for path, handler in list(app.fast.items()):
+        async def counted(scope, receive, send, handler=handler, path=path):
+            reached.append(path)
+            await handler(scope, receive, send)
+        app.fast[path] = counted
+    read_by_fastapi: list[object] = []
+    original = module.read_body
+
+    async def spy(request, limit):
+        read_by_fastapi.append(request.url.path)
+        return await original(request, limit)
+
+    monkeypatch.setattr(module, "read_body", spy)
+    pod = k.pod("p", claims=["c-a"])
+    bodies = [json.dumps({"Pod": pod, "NodeNames": NAMES}).encode(),
+              json.dumps({"Pod": pod, "Nodes": full_nodes(NAMES[:2]), "NodeNames": None}).encode(),
+              b'{"Pod": {', b"", b"x" * (128 * 1024)]
+    urls = scheduler_urls()
+    sent = 0
+    with ServerThread(app.verbs, interface="asgi3") as srv, httpx.Client(timeout=10) as http:
+        for url in urls.values():
+            local = srv.url + httpx.URL(url).path
+            for body in bodies:
+                r = http.post(local, content=body, headers={"Content-Type": "application/json"})
+                assert r.status_code in (200, 400, 413) and r.headers["content-type"] == "application/json", r.text
+                sent += 1
+            chunks = [b'{"Pod": ', json.dumps(pod).encode(), b', "NodeNames": ["w1"]}']
+            assert http.post(local, content=iter(chunks)).status_code == 200
+            sent += 1
+    assert sorted(set(reached)) == sorted(httpx.URL(u).path for u in urls.values()) and len(reached) == sent
+    assert read_by_fastapi == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "HEAD"])
+def test_a_verb_asked_with_another_method_is_405_allowing_post(server, method):
+    for path in ("/filter", "/prioritize"):
+        r = server.request(method, path)
+        assert r.status_code == 405 and r.headers["allow"] == "POST", (method, path)
+        if method != "HEAD":
+            assert r.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize("field", ["namespace", "name"])
+def test_a_pod_whose_name_or_namespace_is_a_number_is_the_senders_error(server, field):
+    """They name the pod's claims (an ephemeral volume's PVC is ``<pod>-<volume>`` in its namespace):
+    a number there was a 500 (claims.py interns the namespace), now a 400 that says which field."""
+    pod = k.pod("p", claims=["c-a"], ephemeral={"e": k.claim_template("local")})
+    pod["metadata"][field] = 1
+    for verb in ("/filter", "/prioritize"):
+        r = server.post(verb, json={"Pod": pod, "NodeNames": NAMES})
+        assert r.status_code == 400 and r.json() == {"Error": f"ExtenderArgs.Pod.metadata.{field} must be a string"}

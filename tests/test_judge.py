@@ -70,14 +70,14 @@ def test_stale_state_turns_neutral_and_recovers(caplog):
 def test_staleness_is_the_older_source():
     state = dataclasses.replace(standard(), linstor_synced_at=50.0, kube_synced_at=10.0)
     ext = Extender(live_holder(FakeClock(), state), clock=FakeClock(100.0))
-    assert ext.staleness() == 90.0
+    assert ext.freshness().age == 90.0
 
 
 def test_snapshot_state_never_ages():
     holder = StateHolder(static=True, ready=True)
     holder.swap(standard())
     ext = Extender(holder, max_staleness=1, clock=FakeClock(1e9))
-    assert ext.staleness() is None
+    assert ext.freshness().age is None
     assert asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"])).verdicts[0].score == 10
 
 
@@ -269,7 +269,8 @@ def test_a_stale_kubernetes_view_alone_turns_neutral_and_is_named():
     """LINSTOR read 10 s ago, but the API server has not confirmed the Kubernetes view for 200 s: the
     extender does not judge from it, and says which source and why."""
     ext = Extender(live_holder(FakeClock()), max_staleness=120, clock=FakeClock(10.0), kube=StaleKubernetes())
-    assert ext.ages() == (10.0, 200.0) and ext.staleness() == 200.0
+    fresh = ext.freshness()
+    assert fresh.ages == (10.0, 200.0) and fresh.age == 200.0 and fresh.stale
     d = asyncio.run(ext.decide(k.pod("p", claims=["c-a"]), ["w1"]))
     assert d.verdicts is None
     assert d.neutral_reason == ("Kubernetes view 200s old (PersistentVolumeClaim confirmed 200s ago (TimeoutError: "

@@ -52,12 +52,13 @@ def exported_series() -> set[str]:
     from admission.metrics import WebhookMetrics
     from fencing.metrics import FencingMetrics
     from locality.metrics import LocalityMetrics
+    from scheduler_extender.freshness import Freshness
     from scheduler_extender.metrics import ExtenderMetrics
     from storage_sync.metrics import ClassMetrics, SyncMetrics
 
     extender = ExtenderMetrics()
     extender.bind_caches([])
-    extender.bind_state_age(lambda: 0.0, lambda: False)
+    extender.bind_freshness(lambda: Freshness(True, (0.0, 0.0), 120.0, None))
     registries: list[CollectorRegistry] = [m.registry for m in (
         extender, FencingMetrics(), SyncMetrics(), ClassMetrics(), WebhookMetrics(), LocalityMetrics())]
     names: set[str] = set()
