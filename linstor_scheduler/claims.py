@@ -160,7 +160,7 @@ def claim_record(obj: Mapping[str, Any]) -> ClaimRecord:
 def template_record(namespace: str, name: str, template: Mapping[str, Any]) -> ClaimRecord:
     """The claim an ephemeral volume's ``volumeClaimTemplate`` will become (not bound: no volume)."""
     spec = template.get("spec") or {}
-    return ClaimRecord(_intern(namespace), name, _shared(spec.get("storageClassName")), None,
+    return ClaimRecord(_intern(str(namespace)), str(name), _shared(spec.get("storageClassName")), None,
                        _quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")),
                        _access_modes(spec.get("accessModes")))
 
