@@ -67,3 +67,34 @@ def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
     assert rig.clock.now - blip_at < 30
     assert rig.ks.get("Pod", "db-0") is not None and rig.pod_deletes() == [] and rig.evicted() == [], \
         "a fault 1 s old was treated as 30 s old: the timer was carried over a recovery nobody saw"
+
+
+# --- capacity holds (issue 19) -----------------------------------------------------------------------
+GiB = 1024**3
+
+
+def test_a_burst_past_the_places_bound_keeps_kube_schedulers_choices_and_drops_filter_holds_first():
+    """5,000 nodes, a burst of 400 WaitForFirstConsumer pods with a 10 GiB claim each, every pod passing
+    every node's filter (a plain pool). kube-scheduler's scheduling cycle makes no API call and runs a
+    pod every few ms; its binding cycles (VolumeBinding's PreBind writes selected-node, then the pod's
+    Binding) go through its client's --kube-api-qps (50 by default): the choices come back through the
+    claim informer at a quarter of the pace, so filter holds pile up. 200 of them (5,000 places each)
+    fill the default bound of 1,000,000 places; the next pod's hold must push some out. Before, the
+    oldest went first whatever they were: every selected hold (one place each: the claims whose node is
+    *known* and whose volume is being provisioned there) older than the oldest filter hold went first,
+    and the next pods saw those pools as free again. A filter hold is the cheapest to lose (the claim
+    lands on one of its 5,000 nodes at most); a selection is the one hold that is certain."""
+    from scheduler_extender.reservations import Ledger
+
+    nodes = [f"w{i}" for i in range(5000)]
+    ledger = Ledger(ttl=600)
+    selected = []
+    for i in range(400):
+        ledger.filtered(f"ns/c{i}", nodes, ["thin"], 10 * GiB, now=i)
+        if i % 4 == 3:  # one binding cycle done for every four pods scheduled
+            chosen = len(selected)
+            ledger.selected(f"ns/c{chosen}", nodes[chosen], "thin", 10 * GiB, now=i)
+            selected.append(chosen)
+    assert len(selected) == 100
+    lost = [i for i in selected if (hold := ledger.get(f"ns/c{i}")) is None or hold.source != "selected"]
+    assert lost == [], f"{len(lost)} claims kube-scheduler placed lost their hold (first: ns/c{lost[0]})"
