@@ -25,7 +25,8 @@ mid-scheduling). Scoring and the filter subtract ``held`` from each pool's free 
 (``promised_state``; scoring.py reads ``ClusterState.held``).
 
 Bounded: at most ``max_holds`` holds and ``max_places`` (node, pool) places over all of them, the
-oldest dropped first (a hold lost early only makes a pool look emptier than it is, as before this
+oldest filter hold dropped first, a selection (kube-scheduler's choice, one place) only when no
+filter hold is left (a hold lost early only makes a pool look emptier than it is, as before this
 ledger existed). ``version`` changes with every change, so whatever was computed from the holds
 can be keyed by it.
 """
@@ -186,7 +187,7 @@ class Ledger:
             self._unheld(old)
         while self._holds and (len(self._holds) >= self.max_holds
                                or self._places + len(hold.nodes) > self.max_places):
-            self.release(next(iter(self._holds)))
+            self.release(self._first_out())
         self._holds[hold.claim] = hold
         self._places += len(hold.nodes)
         size = hold.size_bytes
@@ -201,6 +202,14 @@ class Ledger:
                 nodes[node] = nodes.get(node, 0) + size
         self._changes[hold.claim] = self._changes.get(hold.claim, 0) + 1
         self.version += 1
+
+    def _first_out(self) -> str:
+        """The hold a full ledger drops: the oldest filter hold (spread over every node passed, the
+        claim lands on one at most), else the oldest selection (kube-scheduler's choice: certain)."""
+        for hold in self._holds.values():
+            if hold.source == "filtered":
+                return hold.claim
+        return next(iter(self._holds))
 
     def _unheld(self, hold: Hold) -> None:
         self._places -= len(hold.nodes)
