@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from .fencing_rig import Rig, lease_leader
+from .waiting import wait_for
 
 
 @pytest.fixture
@@ -169,3 +170,39 @@ def test_a_pod_with_two_claims_is_not_promised_a_pool_that_holds_only_one():
         hold_filtered(ledger, claims, state, ["w1"], now=0)
     assert ledger.held("w1", "thin") <= 100 * GiB, "the pool is promised more than it has"
     assert not verdict.fits
+
+
+# --- every write accounted for ------------------------------------------------------------------------
+POD = "/api/v1/namespaces/default/pods/db-0"
+
+
+def test_a_delete_in_doubt_when_the_lease_is_lost_is_still_accounted_once():
+    """n1 loses power; A's grace-0 delete of db-0 reaches an API server that stalls (an etcd leader
+    election): it carries the delete out, but the answer never reaches A, and A's Lease renewal fails
+    in the same stall, so A steps down. B leads, finds db-0 gone and has nothing to do. Before, the
+    fail-over was counted nowhere: A, a standby, never settled its write (writes_in_doubt stayed 1 on it
+    for good; no actions{pod_delete,done}, no FencedPod Event, no fault-to-deletion sample), and B did
+    not make it. A standby may still read what its own writes did."""
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings()) as rig:
+        database(rig)
+        a = rig.ctrl
+        a.actions.timeout = 1.0
+        rig.run(10)
+        rig.ks.hang(path_prefix=POD, method="DELETE", count=1)
+        rig.power_off("n1")
+        rig.run(35)
+        assert rig.ks.hung_requests() == 1, "the delete was sent and is held by the API server"
+        assert a.metrics.in_doubt.collect()[0].samples[0].value == 1
+        a.leader.is_leader, a.leader.leader_since = False, None  # its renewal failed in the same stall
+        rig.ks.release_hangs()
+        wait_for(lambda: rig.ks.get("Pod", "db-0") is None, 5, "the held delete carried out")
+        b = rig.controller()
+        for _ in range(4):
+            rig.step(ctrl=b)
+            rig.loop.run_until_complete(a.run_once())
+        done = sum(c.metrics.actions.labels("pod_delete", "done")._value.get() for c in (a, b))
+        in_doubt = a.metrics.in_doubt.collect()[0].samples[0].value
+        assert (done, in_doubt) == (1, 0), f"pod_delete done {done} times, {in_doubt} write(s) in doubt on A"
+        assert len(rig.events("FencedPod", "db-0")) == 1
