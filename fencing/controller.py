@@ -236,7 +236,13 @@ class FencingController:
             self._term = None
             self.timers.reset()
             self.metrics.withdraw()
-            return PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
+            report = PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
+            if self.executor.in_doubt:
+                # Writes this instance sent as leader whose answers were lost (the stall that lost an
+                # answer often loses the renewal too): reading what they did is no action, and no other
+                # instance can account them. Nothing is sent again.
+                await self.executor.settle(report)
+            return report
         if self._term != self.leader.leader_since:
             self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
             log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
