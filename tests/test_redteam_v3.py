@@ -107,6 +107,54 @@ def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
     assert rig.clock.now - (fault_at + 5) >= 30, \
         f"db-0 removed {rig.clock.now - fault_at - 5:.0f}s after the fault was first seen (grace 30 s)"
 
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the fail-over budget (guards.BudgetGuard) lives in the leader's memory only: a new leader (a rolling "
+    "update, an OOM kill) starts with an empty history and fails over again a pod whose budget is spent, "
+    "while the grace timers ride on the Lease (handover.py). The budget's history (per pod name, the times "
+    "of its fail-overs in the window) is small enough to ride on the same annotation"))
+def test_a_pod_whose_budget_is_spent_is_not_failed_over_again_by_the_next_leader():
+    """--failover-budget 1 per hour. n1 loses power and db-0 fails over (grace 0); the StatefulSet
+    recreates it on n2, which then loses power too: the budget holds it (BudgetSpent), which is what
+    the budget is for (a pod that keeps landing on failing nodes, a flapping rack). The fencing
+    Deployment is rolled meanwhile (the old leader hands its Lease over on SIGTERM): the new leader
+    must hold db-0 as well. On main it deletes it at once."""
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings(failover_budget=1)) as rig:
+        claim = database(rig, peers=("n2", "n3"))
+        rig.clock.now = round(rig.clock.now)
+        elector_a = lease_leader(rig, "fencing-a")
+        a = rig.controller(leader=elector_a)
+        assert elector_a.step()
+        rig.power_off("n1")
+        while rig.ks.get("Pod", "db-0") is not None and rig.clock.now - rig.fault_at < 60:
+            rig.clock.now += 5
+            elector_a.step()
+            rig.loop.run_until_complete(a.run_once())
+        assert rig.ks.get("Pod", "db-0") is None, "the first fail-over"
+        rig.recreate("db-0", "n2", [claim])
+        rig.recover("n1")  # n1 is repaired and resyncs
+        rig.emu.set_in_use("pvc-db-0", "n1", False)
+        rig.emu.set_in_use("pvc-db-0", "n2", True)  # the new db-0 runs on n2 (Primary there)
+        rig.clock.now += 60
+        rig.power_off("n2")
+        for _ in range(10):
+            rig.clock.now += 5
+            elector_a.step()
+            rig.reports.append(rig.loop.run_until_complete(a.run_once()))
+        assert rig.ks.get("Pod", "db-0") is not None
+        assert any(d.reason == "BudgetSpent" for d in rig.reports[-1].decisions), rig.reports[-1].decisions
+        elector_a.release()  # the rolling update: A hands over on SIGTERM
+        elector_b = lease_leader(rig, "fencing-b")
+        b = rig.controller(leader=elector_b)
+        for _ in range(10):
+            rig.clock.now += 5
+            elector_b.step()
+            rig.reports.append(rig.loop.run_until_complete(b.run_once()))
+        assert elector_b.is_leader
+        assert rig.ks.get("Pod", "db-0") is not None, "the new leader failed db-0 over past its budget"
+
 # --- capacity holds (issue 19) -----------------------------------------------------------------------
 GiB = 1024**3
 
