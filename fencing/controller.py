@@ -245,6 +245,7 @@ class FencingController:
             return report
         if self._term != self.leader.leader_since:
             self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
+            self.budget.merge(handover.inherit_budget(self._handover, started, self.wall_clock()))
             log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
                      "term's first read agrees: %s), nothing is done before a complete new read",
                      self.leader.leader_since or 0.0, "a record was handed over" if self._handover else "none")
@@ -457,7 +458,8 @@ class FencingController:
         annotations = getattr(self.leader, "annotations", None)
         if annotations is not None and self.view is not None:
             annotations[handover.ANNOTATION] = handover.record(self.timers.since, self.view.read_at,
-                                                               self.wall_clock() - (self.clock() - self.view.read_at))
+                                                               self.wall_clock() - (self.clock() - self.view.read_at),
+                                                               self.budget.entries(self.view.read_at))
 
     def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""

@@ -140,6 +140,19 @@ class BudgetGuard(_OnDecisions):
         history.append((now, uid))
         return True
 
+    def entries(self, now: float) -> dict[str, list[tuple[float, str]]]:
+        """The fail-overs still inside the window, per pod name (handed to the next leader)."""
+        return {key: kept for key, history in self._history.items()
+                if (kept := [(t, uid) for t, uid in history if now - t < self.window])}
+
+    def merge(self, handed: dict[str, list[tuple[float, str]]]) -> None:
+        """A predecessor's fail-overs (handover.py): each pod's UID counted once."""
+        for key, entries in handed.items():
+            history = self._history.setdefault(key, [])
+            for when, uid in entries:
+                if all(u != uid for _, u in history):
+                    history.append((when, uid))
+
 
 class RateLimitGuard(_OnDecisions):
     """A cluster-wide token bucket: ``per_minute`` new fail-overs, refilled continuously."""

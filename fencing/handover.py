@@ -27,7 +27,7 @@ them, the most careful one.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
@@ -46,14 +46,34 @@ def _checksum(resources: Iterable[str]) -> str:
     return f"{zlib.crc32(chr(10).join(sorted(resources)).encode()):08x}"
 
 
-def record(since: Mapping[Key, float], now: float, wall_now: float) -> str:
+def record(since: Mapping[Key, float], now: float, wall_now: float,
+           budget: Mapping[str, Sequence[tuple[float, str]]] | None = None) -> str:
     """The annotation's value: when the observation was made and, per node, since when its faults
-    were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``)."""
+    were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``);
+    and ``budget``: per pod name, the fail-overs inside the budget's window, (when, pod UID)."""
     nodes = {}
     for node, resources in _by_node(since).items():
         latest = max(since[(r, node)] for r in resources)
         nodes[node] = {"since": round(wall_now - max(0.0, now - latest), 3), "faults": _checksum(resources)}
-    return orjson.dumps({"observed": round(wall_now, 3), "nodes": nodes}).decode()
+    doc: dict[str, object] = {"observed": round(wall_now, 3), "nodes": nodes}
+    if budget:
+        doc["budget"] = {key: [[round(wall_now - max(0.0, now - when), 3), uid] for when, uid in entries]
+                         for key, entries in budget.items() if entries}
+    return orjson.dumps(doc).decode()
+
+
+def inherit_budget(text: str | None, now: float, wall_now: float) -> dict[str, list[tuple[float, str]]]:
+    """The predecessor's fail-overs (per pod name, (when on this clock, UID)), whatever the record's
+    age: the budget's own window ages them out. A budget spent stays spent across a leader change
+    (a memory that only makes the controller more careful). Nothing for a missing or garbled record."""
+    if not text:
+        return {}
+    try:
+        handed = orjson.loads(text).get("budget") or {}
+        return {str(key): [(now - max(0.0, wall_now - float(when)), str(uid)) for when, uid in entries]
+                for key, entries in handed.items()}
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return {}
 
 
 def inherit(text: str | None, faults: Iterable[Key], now: float, wall_now: float,

@@ -108,11 +108,6 @@ def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
         f"db-0 removed {rig.clock.now - fault_at - 5:.0f}s after the fault was first seen (grace 30 s)"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fail-over budget (guards.BudgetGuard) lives in the leader's memory only: a new leader (a rolling "
-    "update, an OOM kill) starts with an empty history and fails over again a pod whose budget is spent, "
-    "while the grace timers ride on the Lease (handover.py). The budget's history (per pod name, the times "
-    "of its fail-overs in the window) is small enough to ride on the same annotation"))
 def test_a_pod_whose_budget_is_spent_is_not_failed_over_again_by_the_next_leader():
     """--failover-budget 1 per hour. n1 loses power and db-0 fails over (grace 0); the StatefulSet
     recreates it on n2, which then loses power too: the budget holds it (BudgetSpent), which is what
