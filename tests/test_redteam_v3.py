@@ -150,6 +150,28 @@ def test_a_pod_whose_budget_is_spent_is_not_failed_over_again_by_the_next_leader
         assert elector_b.is_leader
         assert rig.ks.get("Pod", "db-0") is not None, "the new leader failed db-0 over past its budget"
 
+
+# --- fencing must act ---------------------------------------------------------------------------------
+def test_a_pass_that_sends_nothing_spends_no_fail_over_tokens(rig):
+    """n1 runs ten labelled databases and loses power. When their grace runs out, the API server
+    answers the ten live pod reads 503 (a kube-apiserver instance shutting down behind the load
+    balancer): nothing is sent, each pod is retried next pass. Before, the rate limit (10 a minute)
+    had taken a token for each decision all the same, so five seconds later, with the API server
+    fine, all ten were held RateLimited and the last one failed over a minute later: a token
+    is a fail-over, and none was made."""
+    for i in range(10):
+        database(rig, name=f"db-{i}")
+    rig.run(10)
+    rig.ks.inject(fail=10, status=503, path_prefix="/api/v1/namespaces/default/pods/db-", method="GET")
+    rig.power_off("n1")
+    rig.run(35)
+    assert rig.pod_deletes() == []
+    refused = [d.reason for d in rig.reports[-1].decisions]
+    assert refused == ["StaleData"] * 10, refused
+    rig.run(5)
+    held = [d.pod.name for d in rig.reports[-1].decisions if d.reason == "RateLimited"]
+    assert len(rig.pod_deletes()) == 10, f"{len(rig.pod_deletes())} deleted, held by the rate limit: {held}"
+
 # --- capacity holds (issue 19) -----------------------------------------------------------------------
 GiB = 1024**3
 
