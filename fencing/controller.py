@@ -297,7 +297,10 @@ class FencingController:
                 report.actions.append((f"dry_run_{kind}", decision.pod.key, "skipped"))
                 self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
             else:
+                took_token = decision.verdict == FENCE and decision.pod.uid not in ctx.retrying
                 decision = await self._act_on_pod(decision, raw, kube, report)
+                if took_token and decision.pod.uid not in self._attempted:
+                    self.rate.refund()  # nothing sent for it: the rate limit counts fail-overs made
             final.append(decision)
             self.notices.decision(decision, raw, now, self._term)
         report.decisions = final

@@ -174,6 +174,11 @@ class RateLimitGuard(_OnDecisions):
             return True
         return False
 
+    def refund(self) -> None:
+        """A token taken for a removal that was not sent after all (its pod read failed, a check at
+        the write held it, the pod left): a token is a fail-over, and none was made."""
+        self.tokens = min(self.capacity, self.tokens + 1.0)
+
     def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
         if decision.verdict != FENCE or decision.pod.uid in ctx.retrying:
             return None
