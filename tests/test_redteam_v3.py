@@ -172,6 +172,49 @@ def test_a_pass_that_sends_nothing_spends_no_fail_over_tokens(rig):
     held = [d.pod.name for d in rig.reports[-1].decisions if d.reason == "RateLimited"]
     assert len(rig.pod_deletes()) == 10, f"{len(rig.pod_deletes())} deleted, held by the rate limit: {held}"
 
+
+def test_a_storm_seen_by_the_old_leader_restarts_the_grace_for_the_new_one(rig):
+    """n1 loses power and leader A times it. Seven seconds later a top-of-rack switch reboots: n2 and
+    n3 drop too, half the storage nodes look lost, and A's storm breaker holds everything and drops
+    every grace timer ("after a storm every fault starts a fresh full grace period"). A is OOM-killed
+    in the storm; the switch is back at once; B takes the Lease and sees n1 alone lost. Before, B
+    continued the record A had published before the storm (passes in a storm publish nothing), so
+    db-0 was deleted 18 s after the storm, not after a fresh grace period."""
+    database(rig, peers=("n4",))  # its peer is in another rack
+    rig.clock.now = round(rig.clock.now)
+    start = rig.clock.now
+    elector_a = lease_leader(rig, "fencing-a")
+    a = rig.controller(leader=elector_a)
+    assert elector_a.step()
+    elector_b = lease_leader(rig, "fencing-b")
+    b = rig.controller(leader=elector_b)
+    rig.clock.now += 1
+    assert not elector_b.step()
+    rig.power_off("n1")
+    for _ in range(2):  # A's passes at +5 and +10 time n1's fault and publish it
+        rig.clock.now = start + 5 * (_ + 1)
+        elector_a.step()
+        rig.loop.run_until_complete(a.run_once())
+    rig.clock.now = start + 12
+    rig.power_off("n2")
+    rig.power_off("n3")
+    rig.clock.now = start + 15
+    elector_a.step()
+    report = rig.loop.run_until_complete(a.run_once())
+    assert report.guard == "StormBreaker", report
+    elector_a.step()  # its last renewal; then it is killed
+    rig.clock.now = start + 18
+    rig.recover("n2")
+    rig.recover("n3")
+    storm_over = rig.clock.now
+    while rig.ks.get("Pod", "db-0") is not None and rig.clock.now - storm_over < 90:
+        rig.clock.now += 1
+        if elector_b.step() and int(rig.clock.now - start) % 5 == 1:
+            rig.reports.append(rig.loop.run_until_complete(b.run_once()))
+    assert rig.ks.get("Pod", "db-0") is None, "B fails db-0 over"
+    assert rig.clock.now - storm_over >= 30, \
+        f"db-0 deleted {rig.clock.now - storm_over:.0f}s after the storm: the pre-storm timer was continued"
+
 # --- capacity holds (issue 19) -----------------------------------------------------------------------
 GiB = 1024**3
 
