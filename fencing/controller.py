@@ -418,6 +418,7 @@ class FencingController:
             self._storm = True
             self.timers.reset()
             self._handover = None  # after a storm every fault starts a fresh full grace period, a handed one too
+            self._publish_grace()  # ... for the next leader as well: the record says no timers now
             return storm
         if self._storm:
             log.info("storm over: every fault starts a fresh grace period")
