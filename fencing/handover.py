@@ -18,6 +18,11 @@ where its own first complete observation agrees:
   cross between instances as wall-clock times (as the Lease's own ``renewTime``): the nodes' clocks
   must agree (NTP); a new leader whose clock is ahead by X s acts up to X s early.
 
+The same record carries the fail-over budget's history (per pod name, the times and UIDs of its
+fail-overs inside ``--budget-window``): a budget spent stays spent for the next leader, whatever the
+record's age (the window ages the entries out). At most ``--evictions-per-minute`` x 60 entries an
+hour (the rate limit), about 70 bytes each.
+
 Pure: the controller passes its clocks in. Per node, not per (resource, node): a node that lost
 20,000 replicas is one entry of a few dozen bytes (an annotation must stay well under 256 KiB); its
 faults are named by a checksum of their sorted names, and the time kept is the latest "since" of
