@@ -372,3 +372,33 @@ def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
                                                      "status": {"phase": "Bound"}}, namespace="default")
         wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
         assert "w2" not in passing(http, pod(1)), "w2's 70 GiB are promised twice"
+
+
+def test_a_class_without_a_pool_holds_where_the_filter_found_room():
+    """w1 has two pools, fast (100 GiB free) and bulk (90 GiB free), and the StorageClass names no
+    storagePool (LINSTOR picks the pool). Three pods with a 60 GiB claim each arrive back to back;
+    room for two. The filter judges each claim against the roomiest pool once other claims' holds
+    are counted, but the hold was taken on the roomiest pool of the poll (pool_for ignored the
+    holds): every hold piled on fast, bulk stayed 'free', and every later pod passed w1 by bulk.
+    The third pod must not pass: 60 + 60 + 60 GiB cannot fit in 100 + 90 GiB of two pools."""
+    from devkit import kube_objects as k
+    from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
+    from scheduler_extender.reservations import Ledger, hold_filtered, promised_state
+    from scheduler_extender.scoring import Weights, judge_node, prepare
+    from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
+
+    pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
+    classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
+    state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
+                               pools=(), resources={}, kube=KubeView(storage_classes=classes),
+                               linstor_synced_at=0, kube_synced_at=0)
+    ledger = Ledger()
+    passed = []
+    for i in range(3):
+        claim = Claim(ClaimRef("db", f"data-{i}", "vol0"), True, None, state.get_sc("any"), 60 * GiB)
+        judging = promised_state(state, ledger.held_excluding([claim.ref.key]))
+        if judge_node("w1", prepare([claim], [None], judging), judging, Weights()).fits:
+            passed.append(i)
+            hold_filtered(ledger, [claim], state, ["w1"], now=i)
+    held = {pool: ledger.held("w1", pool) // GiB for pool in pools}
+    assert passed == [0, 1], f"pods {passed} passed w1; held {held} GiB"
