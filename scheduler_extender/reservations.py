@@ -254,12 +254,20 @@ def promising(claim: Claim) -> bool:
     return not claim.bound and claim.pending is None and claim.storage_class is not None and bool(claim.size_bytes)
 
 
-def pool_for(storage_class: StorageClassInfo, node: NodeInfo) -> str | None:
+def pool_for(storage_class: StorageClassInfo, node: NodeInfo,
+             held: Mapping[str, Mapping[str, int]] | None = None) -> str | None:
     """The pool on ``node`` a new volume of the class goes to: the class's ``storagePool``, else
-    the node's roomiest (as ``scoring.judge_unbound`` judges it); None when the node has none."""
+    the node's roomiest once ``held`` (other claims' holds) is taken off, as ``scoring.judge_unbound``
+    judges it; None when the node has none. (By the poll's free space alone every hold would pile on
+    the same pool, and the filter would find the others free for ever.)"""
     if storage_class.storage_pool:
         return storage_class.storage_pool if storage_class.storage_pool in node.pools else None
-    return max(node.pools, key=lambda p: node.pools[p].free_kib or 0, default=None)
+    held = held or {}
+
+    def room(pool: str) -> int:
+        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024
+
+    return max(node.pools, key=room, default=None)
 
 
 def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, nodes: Sequence[str],
@@ -278,8 +286,9 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
             held = [n for n in nodes if (node := known.get(n)) is not None and pool in node.pools]
             ledger.filtered(claim.ref.key, held, [pool], claim.size_bytes, now)
             continue
+        held = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
         places = [(n, pool) for n in nodes if (node := known.get(n)) is not None
-                  and (pool := pool_for(sc, node)) is not None]
+                  and (pool := pool_for(sc, node, held)) is not None]
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
 
 
@@ -312,7 +321,8 @@ def heard_claim(ledger: Ledger, key: str, pvc: Mapping[str, Any] | None, state: 
         if sc is None or node is None:
             return None
         size = parse_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")) or 0
-        found = pool_for(sc, node) if sc.is_linstor and sc.wait_for_first_consumer and size else None
+        found = pool_for(sc, node, ledger.held_excluding([key])) if sc.is_linstor and sc.wait_for_first_consumer \
+            and size else None
         if found is None:
             return ledger.release(key)  # not a volume this node's pools take
         pool = found
