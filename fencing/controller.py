@@ -249,9 +249,16 @@ class FencingController:
             self._term = None
             self.timers.reset()
             self.metrics.withdraw()
-            return PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
+            report = PassReport(started, guard=NOT_LEADER, note="not the Lease holder: observing nothing, acting never")
+            if self.executor.in_doubt:
+                # Writes this instance sent as leader whose answers were lost (the stall that lost an
+                # answer often loses the renewal too): reading what they did is no action, and no other
+                # instance can account them. Nothing is sent again.
+                await self.executor.settle(report)
+            return report
         if self._term != self.leader.leader_since:
             self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
+            self.budget.merge(handover.inherit_budget(self._handover, started, self.wall_clock()))
             log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
                      "term's first read agrees: %s), nothing is done before a complete new read",
                      self.leader.leader_since or 0.0, "a record was handed over" if self._handover else "none")
@@ -305,7 +312,10 @@ class FencingController:
                 report.actions.append((f"dry_run_{kind}", decision.pod.key, "skipped"))
                 self.metrics.actions.labels(f"dry_run_{kind}", "skipped").inc()
             else:
+                took_token = decision.verdict == FENCE and decision.pod.uid not in ctx.retrying
                 decision = await self._act_on_pod(decision, raw, kube, report)
+                if took_token and decision.pod.uid not in self._attempted:
+                    self.rate.refund()  # nothing sent for it: the rate limit counts fail-overs made
             final.append(decision)
             self.notices.decision(decision, raw, now, self._term)
         report.decisions = final
@@ -423,6 +433,7 @@ class FencingController:
             self._storm = True
             self.timers.reset()
             self._handover = None  # after a storm every fault starts a fresh full grace period, a handed one too
+            self._publish_grace()  # ... for the next leader as well: the record says no timers now
             return storm
         if self._storm:
             log.info("storm over: every fault starts a fresh grace period")
@@ -466,7 +477,8 @@ class FencingController:
         annotations = getattr(self.leader, "annotations", None)
         if annotations is not None and self.view is not None:
             annotations[handover.ANNOTATION] = handover.record(self.timers.since, self.view.read_at,
-                                                               self.wall_clock() - (self.clock() - self.view.read_at))
+                                                               self.wall_clock() - (self.clock() - self.view.read_at),
+                                                               self.budget.entries(self.view.read_at))
 
     def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""

@@ -185,6 +185,19 @@ class BudgetGuard(_OnDecisions):
         history.append((now, uid))
         return True
 
+    def entries(self, now: float) -> dict[str, list[tuple[float, str]]]:
+        """The fail-overs still inside the window, per pod name (handed to the next leader)."""
+        return {key: kept for key, history in self._history.items()
+                if (kept := [(t, uid) for t, uid in history if now - t < self.window])}
+
+    def merge(self, handed: dict[str, list[tuple[float, str]]]) -> None:
+        """A predecessor's fail-overs (handover.py): each pod's UID counted once."""
+        for key, entries in handed.items():
+            history = self._history.setdefault(key, [])
+            for when, uid in entries:
+                if all(u != uid for _, u in history):
+                    history.append((when, uid))
+
 
 class RateLimitGuard(_OnDecisions):
     """A cluster-wide token bucket: ``per_minute`` new fail-overs, refilled continuously."""
@@ -205,6 +218,11 @@ class RateLimitGuard(_OnDecisions):
             self.tokens -= 1.0
             return True
         return False
+
+    def refund(self) -> None:
+        """A token taken for a removal that was not sent after all (its pod read failed, a check at
+        the write held it, the pod left): a token is a fail-over, and none was made."""
+        self.tokens = min(self.capacity, self.tokens + 1.0)
 
     def check(self, decision: PodDecision, ctx: GuardContext) -> Refusal | None:
         if decision.verdict != FENCE or decision.pod.uid in ctx.retrying:

@@ -18,6 +18,11 @@ where its own first complete observation agrees:
   cross between instances as wall-clock times (as the Lease's own ``renewTime``): the nodes' clocks
   must agree (NTP); a new leader whose clock is ahead by X s acts up to X s early.
 
+The same record carries the fail-over budget's history (per pod name, the times and UIDs of its
+fail-overs inside ``--budget-window``): a budget spent stays spent for the next leader, whatever the
+record's age (the window ages the entries out). At most ``--evictions-per-minute`` x 60 entries an
+hour (the rate limit), about 70 bytes each.
+
 Pure: the controller passes its clocks in. Per node, not per (resource, node): a node that lost
 20,000 replicas is one entry of a few dozen bytes (an annotation must stay well under 256 KiB); its
 faults are named by a checksum of their sorted names, and the time kept is the latest "since" of
@@ -27,7 +32,7 @@ them, the most careful one.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
@@ -46,14 +51,34 @@ def _checksum(resources: Iterable[str]) -> str:
     return f"{zlib.crc32(chr(10).join(sorted(resources)).encode()):08x}"
 
 
-def record(since: Mapping[Key, float], now: float, wall_now: float) -> str:
+def record(since: Mapping[Key, float], now: float, wall_now: float,
+           budget: Mapping[str, Sequence[tuple[float, str]]] | None = None) -> str:
     """The annotation's value: when the observation was made and, per node, since when its faults
-    were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``)."""
+    were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``);
+    and ``budget``: per pod name, the fail-overs inside the budget's window, (when, pod UID)."""
     nodes = {}
     for node, resources in _by_node(since).items():
         latest = max(since[(r, node)] for r in resources)
         nodes[node] = {"since": round(wall_now - max(0.0, now - latest), 3), "faults": _checksum(resources)}
-    return orjson.dumps({"observed": round(wall_now, 3), "nodes": nodes}).decode()
+    doc: dict[str, object] = {"observed": round(wall_now, 3), "nodes": nodes}
+    if budget:
+        doc["budget"] = {key: [[round(wall_now - max(0.0, now - when), 3), uid] for when, uid in entries]
+                         for key, entries in budget.items() if entries}
+    return orjson.dumps(doc).decode()
+
+
+def inherit_budget(text: str | None, now: float, wall_now: float) -> dict[str, list[tuple[float, str]]]:
+    """The predecessor's fail-overs (per pod name, (when on this clock, UID)), whatever the record's
+    age: the budget's own window ages them out. A budget spent stays spent across a leader change
+    (a memory that only makes the controller more careful). Nothing for a missing or garbled record."""
+    if not text:
+        return {}
+    try:
+        handed = orjson.loads(text).get("budget") or {}
+        return {str(key): [(now - max(0.0, wall_now - float(when)), str(uid)) for when, uid in entries]
+                for key, entries in handed.items()}
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        return {}
 
 
 def inherit(text: str | None, faults: Iterable[Key], now: float, wall_now: float,

@@ -25,7 +25,8 @@ mid-scheduling). Scoring and the filter subtract ``held`` from each pool's free 
 (``promised_state``; scoring.py reads ``ClusterState.held``).
 
 Bounded: at most ``max_holds`` holds and ``max_places`` (node, pool) places over all of them, the
-oldest dropped first (a hold lost early only makes a pool look emptier than it is, as before this
+oldest filter hold dropped first, a selection (kube-scheduler's choice, one place) only when no
+filter hold is left (a hold lost early only makes a pool look emptier than it is, as before this
 ledger existed). ``version`` changes with every change, so whatever was computed from the holds
 can be keyed by it.
 """
@@ -186,7 +187,7 @@ class Ledger:
             self._unheld(old)
         while self._holds and (len(self._holds) >= self.max_holds
                                or self._places + len(hold.nodes) > self.max_places):
-            self.release(next(iter(self._holds)))
+            self.release(self._first_out())
         self._holds[hold.claim] = hold
         self._places += len(hold.nodes)
         size = hold.size_bytes
@@ -201,6 +202,14 @@ class Ledger:
                 nodes[node] = nodes.get(node, 0) + size
         self._changes[hold.claim] = self._changes.get(hold.claim, 0) + 1
         self.version += 1
+
+    def _first_out(self) -> str:
+        """The hold a full ledger drops: the oldest filter hold (spread over every node passed, the
+        claim lands on one at most), else the oldest selection (kube-scheduler's choice: certain)."""
+        for hold in self._holds.values():
+            if hold.source == "filtered":
+                return hold.claim
+        return next(iter(self._holds))
 
     def _unheld(self, hold: Hold) -> None:
         self._places -= len(hold.nodes)
@@ -245,12 +254,20 @@ def promising(claim: Claim) -> bool:
     return not claim.bound and claim.pending is None and claim.storage_class is not None and bool(claim.size_bytes)
 
 
-def pool_for(storage_class: StorageClassInfo, node: NodeInfo) -> str | None:
+def pool_for(storage_class: StorageClassInfo, node: NodeInfo,
+             held: Mapping[str, Mapping[str, int]] | None = None) -> str | None:
     """The pool on ``node`` a new volume of the class goes to: the class's ``storagePool``, else
-    the node's roomiest (as ``scoring.judge_unbound`` judges it); None when the node has none."""
+    the node's roomiest once ``held`` (other claims' holds) is taken off, as ``scoring.judge_unbound``
+    judges it; None when the node has none. (By the poll's free space alone every hold would pile on
+    the same pool, and the filter would find the others free for ever.)"""
     if storage_class.storage_pool:
         return storage_class.storage_pool if storage_class.storage_pool in node.pools else None
-    return max(node.pools, key=lambda p: node.pools[p].free_kib or 0, default=None)
+    held = held or {}
+
+    def room(pool: str) -> int:
+        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024
+
+    return max(node.pools, key=room, default=None)
 
 
 def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, nodes: Sequence[str],
@@ -269,8 +286,9 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
             held = [n for n in nodes if (node := known.get(n)) is not None and pool in node.pools]
             ledger.filtered(claim.ref.key, held, [pool], claim.size_bytes, now)
             continue
+        held = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
         places = [(n, pool) for n in nodes if (node := known.get(n)) is not None
-                  and (pool := pool_for(sc, node)) is not None]
+                  and (pool := pool_for(sc, node, held)) is not None]
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
 
 
@@ -304,7 +322,8 @@ def heard_claim(ledger: Ledger, key: str, pvc: ClaimRecord | Mapping[str, Any] |
         if sc is None or node is None:
             return None
         size = record.size_bytes or 0
-        found = pool_for(sc, node) if sc.is_linstor and sc.wait_for_first_consumer and size else None
+        found = pool_for(sc, node, ledger.held_excluding([key])) if sc.is_linstor and sc.wait_for_first_consumer \
+            and size else None
         if found is None:
             return ledger.release(key)  # not a volume this node's pools take
         pool = found
