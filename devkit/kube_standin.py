@@ -52,6 +52,10 @@ page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver
   ends it cleanly (apiserver:pkg/storage/cacher/cache_watcher.go ``nextBookmarkTime``: "roughly
   every minute" and "right before the watcher timeout"; "Watch bookmarks").
 - counters: ``open_watches()``, ``hung_requests()``.
+- names: a create (and ``add``, so no test seeds what no cluster can hold) is refused with the API
+  server's 422 Invalid Status when the kind's name rule refuses the name (``NAME_RULES``: a DNS-1123
+  subdomain for most kinds, a DNS-1123 label for a Namespace, any path segment for core/v1 Events
+  and PodDisruptionBudgets), with its message and ``details.causes``.
 """
 
 from __future__ import annotations
@@ -94,20 +98,134 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "mutatingwebhookconfigurations": ("MutatingWebhookConfiguration", "admissionregistration.k8s.io/v1", False),
 }
 KIND_TO_PLURAL = {kind: plural for plural, (kind, _, _) in RESOURCES.items()}
-# The API server's name rule for these kinds (apimachinery validation.IsDNS1123Subdomain, used by
-# ValidateObjectMeta's NameIsDNSSubdomain): 422 Invalid on create, with the API server's wording.
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-SUBDOMAIN_NAMED = {"StorageClass"}
+# The API server's name rules (k8s.io/kubernetes and k8s.io/apimachinery, cited as ``k8s:<path>``),
+# kind by kind: the kind's ``Validate`` calls ``ValidateObjectMeta`` with its name function
+# (k8s:staging/src/k8s.io/apimachinery/pkg/api/validation/objectmeta.go), then ``rest.BeforeCreate``
+# runs the generic rule on every kind (k8s:staging/src/k8s.io/apiserver/pkg/registry/rest/create.go:
+# ``ValidateObjectMetaAccessor(..., path.ValidatePathSegmentName, ...)``).
+#
+# - "subdomain": ``NameIsDNSSubdomain`` -> ``IsDNS1123Subdomain`` (apimachinery
+#   pkg/util/validation/validation.go): Pod (``ValidatePodName``), Node (``ValidateNodeName``),
+#   PersistentVolume and PersistentVolumeClaim (``ValidatePersistentVolumeName``), Secret
+#   (``ValidateSecretName``), all in k8s:pkg/apis/core/validation/validation.go; StorageClass and
+#   VolumeAttachment (``ValidateClassName``), CSINode (``ValidateNodeName``) in
+#   k8s:pkg/apis/storage/validation/validation.go; Lease (k8s:pkg/apis/coordination/validation);
+#   MutatingWebhookConfiguration (k8s:pkg/apis/admissionregistration/validation).
+# - "label": ``NameIsDNSLabel`` -> ``IsDNS1123Label``: Namespace (``ValidateNamespaceName``). (Service
+#   names are DNS-1035 labels, ``ValidateServiceName``; the stand-in serves no Service.)
+# - "segment": only the generic rule (not ".", "..", no "/" or "%"): a core/v1 Event
+#   (k8s:pkg/apis/core/validation/events.go ``ValidateEventCreate``: "No further validation for
+#   backwards compatibility" for v1) and a PodDisruptionBudget (k8s:pkg/apis/policy/validation:
+#   ``ValidatePodDisruptionBudget`` checks the spec only).
+# A namespaced object's namespace is a DNS-1123 label (``ValidateObjectMeta``, ``ValidateNamespaceName``).
+NAME_RULES: dict[str, str] = {
+    "Node": "subdomain", "Pod": "subdomain", "PersistentVolumeClaim": "subdomain", "PersistentVolume": "subdomain",
+    "Namespace": "label", "Event": "segment", "StorageClass": "subdomain", "VolumeAttachment": "subdomain",
+    "CSINode": "subdomain", "Lease": "subdomain", "PodDisruptionBudget": "segment", "Secret": "subdomain",
+    "MutatingWebhookConfiguration": "subdomain",
+}
+DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_SUBDOMAIN_FMT = DNS1123_LABEL_FMT + "(\\." + DNS1123_LABEL_FMT + ")*"
+DNS1123_LABEL = re.compile(f"^{DNS1123_LABEL_FMT}$")
+DNS1123_SUBDOMAIN = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}$")
+LABEL_MESSAGE = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+                 "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+                 f"validation is '{DNS1123_LABEL_FMT}')")
+SUBDOMAIN_MESSAGE = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                     "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+                     f"validation is '{DNS1123_SUBDOMAIN_FMT}')")
 
 
-def name_invalid(kind: str, group: str, name: str | None) -> str | None:
-    """The API server's message for a name it refuses (None: accepted)."""
-    if kind not in SUBDOMAIN_NAMED or not name or (len(name) <= 253 and DNS1123_SUBDOMAIN.match(name)):
-        return None
-    return (f'{kind}.{group} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-            "subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
-            "with an alphanumeric character (e.g. 'example.com', regex used for validation is "
-            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+def is_dns1123_label(value: str) -> list[str]:
+    """apimachinery ``IsDNS1123Label``: its messages, in its order."""
+    errs = ["must be no more than 63 characters"] if len(value) > 63 else []
+    if not DNS1123_LABEL.match(value):
+        # "It was a valid subdomain and not a valid label. Since we already checked length, it must be dots."
+        errs.append("must not contain dots" if DNS1123_SUBDOMAIN.match(value) else LABEL_MESSAGE)
+    return errs
+
+
+def is_dns1123_subdomain(value: str) -> list[str]:
+    """apimachinery ``IsDNS1123Subdomain``."""
+    errs = ["must be no more than 253 characters"] if len(value) > 253 else []
+    if not DNS1123_SUBDOMAIN.match(value):
+        errs.append(SUBDOMAIN_MESSAGE)
+    return errs
+
+
+def is_path_segment(value: str) -> list[str]:
+    """apimachinery api/validation/path ``IsValidPathSegmentName``."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
+def _mask_trailing_dash(name: str) -> str:
+    """apimachinery ``maskTrailingDash``: a generateName may end with '-'."""
+    return name[:-2] + "a" if len(name) > 1 and name.endswith("-") else name
+
+
+def name_causes(kind: str, meta: dict[str, Any], namespaced: bool) -> list[dict[str, str]]:
+    """The ``details.causes`` of the API server's 422 for this object's name (and namespace); [] when
+    accepted. ``meta`` as the create will store it: a generateName already turned into a name."""
+    rule = NAME_RULES[kind]
+    check = {"subdomain": is_dns1123_subdomain, "label": is_dns1123_label}.get(rule)
+
+    def invalid(field_path: str, value: str, message: str) -> dict[str, str]:
+        return {"reason": "FieldValueInvalid", "message": f"Invalid value: {orjson.dumps(value).decode()}: {message}",
+                "field": field_path}
+
+    required = {"reason": "FieldValueRequired", "message": "Required value: name or generateName is required",
+                "field": "metadata.name"}
+    causes: list[dict[str, str]] = []
+    name, generate = meta.get("name"), meta.get("generateName")
+    if check is not None:
+        if isinstance(generate, str) and generate:
+            causes += [invalid("metadata.generateName", generate, m) for m in check(_mask_trailing_dash(generate))]
+        if not isinstance(name, str) or not name:
+            causes.append(required)
+        else:
+            causes += [invalid("metadata.name", name, m) for m in check(name)]
+        namespace = meta.get("namespace")
+        if namespaced and isinstance(namespace, str) and namespace:
+            causes += [invalid("metadata.namespace", namespace, m) for m in is_dns1123_label(namespace)]
+    if not causes:  # rest.BeforeCreate's generic rule, after the kind's own
+        if not isinstance(name, str) or not name:
+            causes.append(required)
+        else:
+            causes += [invalid("metadata.name", name, m) for m in is_path_segment(name)]
+        namespace = meta.get("namespace")
+        if check is None and namespaced and isinstance(namespace, str) and namespace:
+            causes += [invalid("metadata.namespace", namespace, m) for m in is_dns1123_label(namespace)]
+    return causes
+
+
+def invalid_body(kind: str, group: str, name: str | None, causes: list[dict[str, str]]) -> dict[str, Any]:
+    """apimachinery pkg/api/errors ``NewInvalid``: 422, reason Invalid, ``<Kind>[.<group>] "<name>" is
+    invalid: <field errors>`` (one error bare, several as ``[a, b]``: ``ToAggregate``), the causes in
+    ``details``."""
+    errors = list(dict.fromkeys(f"{c['field']}: {c['message']}" for c in causes))
+    aggregate = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    qualified = f"{kind}.{group}" if group else kind
+    details: dict[str, Any] = {"kind": kind, "causes": causes}
+    if name:
+        details["name"] = name
+    if group:
+        details["group"] = group
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f'{qualified} {orjson.dumps(name or "").decode()} is invalid: {aggregate}', "reason": "Invalid",
+            "details": details, "code": 422}
+
+
+class InvalidName(ValueError):
+    """An object the API server would refuse (the 422 body in ``status``): ``KubeStandin.add`` raises it,
+    so a test cannot seed a cluster with objects no real one can hold."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["message"])
+        self.status = body
+
+
 PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
@@ -442,6 +560,10 @@ class KubeStandin(HttpDouble):
                 meta.setdefault("namespace", "default")
             else:
                 meta.pop("namespace", None)
+            causes = name_causes(stored["kind"], meta, namespaced)
+            if causes:
+                group = api_version.rpartition("/")[0]
+                raise InvalidName(invalid_body(stored["kind"], group, meta.get("name"), causes))
             key = (plural, meta.get("namespace"), meta["name"])
             if key in self._objects:
                 raise KeyError(f'{plural} "{meta["name"]}" already exists')
@@ -871,15 +993,15 @@ class KubeStandin(HttpDouble):
 
         async def create(request: Request, plural: str, ns: str | None) -> Response:
             obj = await body_of(request)
+            if not isinstance(obj, dict) or not isinstance(obj.get("metadata") or {}, dict):
+                return status(400, "BadRequest", "the body is not an object")
             obj["kind"] = RESOURCES[plural][0]
-            invalid = name_invalid(obj["kind"], RESOURCES[plural][1].rpartition("/")[0],
-                                   (obj.get("metadata") or {}).get("name"))
-            if invalid:
-                return status(422, "Invalid", invalid)
             if ns:
                 obj.setdefault("metadata", {})["namespace"] = ns
             try:
                 return ok(ks.add(obj), 201)
+            except InvalidName as exc:  # 422 Invalid, the API server's Status (InvalidName's docstring)
+                return Response(orjson.dumps(exc.status), status_code=422, media_type="application/json")
             except KeyError as exc:
                 return status(409, "AlreadyExists", str(exc).strip("'\""))
 

@@ -15,6 +15,10 @@ network event), ``promotion_score``, suspended I/O under ``on-no-quorum suspend-
 satellite the controller cannot reach, unknown states (no ``state``, no DRBD status) rather than the
 last good ones. Scenarios are network events: ``power_off``, ``cut_controller``, ``cut_peers``,
 ``split``.
+
+Names are LINSTOR's: compared case-insensitively on every path, filter and lookup (``same_name``:
+a node, storage pool, resource definition, resource or resource group named in another case is the
+same object, answered with the name as created; a second object differing only in case is refused).
 """
 
 from __future__ import annotations
@@ -65,9 +69,21 @@ class Names(frozenset):
 
 
 def same_name(a: str, b: str) -> bool:
-    """LINSTOR compares object names case-insensitively (linstor-server GenericName keeps the display
-    name and compares the upper-cased value): 'Data' and 'data' are one pool."""
+    """LINSTOR compares object names case-insensitively: linstor-server's ``com.linbit.GenericName``,
+    the base of ``NodeName``, ``StorPoolName``, ``ResourceName`` and ``ResourceGroupName``
+    (``com.linbit.linstor.core.identifier``), keeps ``value = genName.toUpperCase()`` and the name as
+    given in ``displayValue``; ``compareTo``, ``equals`` and ``hashCode`` use ``value``, answers carry
+    ``displayValue``. 'Data' and 'data' are one pool; 'N1' finds node 'n1', answered as 'n1'."""
     return a.upper() == b.upper()
+
+
+def stored_name(keys: Any, name: str) -> str | None:
+    """The name as created of the object ``name`` designates among ``keys`` (LINSTOR's lookup by
+    ``value``), or None. An exact spelling is found at once; another case costs one pass."""
+    if name in keys:
+        return name
+    upper = name.upper()
+    return next((k for k in keys if k.upper() == upper), None)
 DISKLESS_POOL = "DfltDisklessStorPool"
 
 
@@ -132,6 +148,9 @@ class LinstorEmulator(HttpDouble):
             "unsupported_providers": {}, "unsupported_layers": {},
         }
         with self._lock:
+            taken = stored_name(self._nodes, name)
+            if taken not in (None, name):
+                raise ValueError(f"Node '{taken}' already exists: LINSTOR compares names case-insensitively")
             self._changed()
             self._nodes[name] = node
             if type.upper() in ("SATELLITE", "COMBINED") and "DISKLESS" in providers:
@@ -142,6 +161,7 @@ class LinstorEmulator(HttpDouble):
     def set_node_status(self, name: str, connection_status: str) -> None:
         """A status the satellite itself causes (e.g. VERSION_MISMATCH). Network faults: the events below."""
         with self._lock:
+            name = self._node_name(name)
             self._changed()
             self._nodes[name]["connection_status"] = connection_status
             node = dict(self._nodes[name])
@@ -153,20 +173,23 @@ class LinstorEmulator(HttpDouble):
         the list, OFFLINE, until it is restored or removed (LINSTOR User's Guide, "Auto-evict";
         ``/v1/nodes/{node}/restore`` in the spec)."""
         with self._lock:
-            flags = self._nodes[name]["flags"]
+            flags = self._nodes[self._node_name(name)]["flags"]
             if "EVICTED" not in flags:
                 flags.append("EVICTED")
 
     # --- network events: the reachability matrix ------------------------------------------------
     def power_off(self, *nodes: str) -> None:
         """The node(s) lose power at once (a rack): the satellite and every DRBD connection are gone."""
-        self._network(lambda net: net.powered_off.update(nodes))
+        names = [self._node_name(n) for n in nodes]
+        self._network(lambda net: net.powered_off.update(names))
 
     def power_on(self, node: str) -> None:
+        node = self._node_name(node)
         self._network(lambda net: net.powered_off.discard(node))
 
     def cut_controller(self, node: str, cut: bool = True) -> None:
         """The controller cannot reach the satellite (DRBD's own network is untouched)."""
+        node = self._node_name(node)
         self._network(lambda net: (net.controller_cut.add if cut else net.controller_cut.discard)(node))
 
     def cut_peers(self, node: str, peers: Iterable[str] | None = None, *, resource: str | None = None,
@@ -174,7 +197,10 @@ class LinstorEmulator(HttpDouble):
         """The replication network between ``node`` and ``peers`` (default: every other node) goes down
         (or, with ``cut=False``, comes back), for every resource or only ``resource``."""
         with self._lock:
-            others = list(peers) if peers is not None else [n for n in self._nodes if n != node]
+            node = self._node_name(node)
+            resource = None if resource is None else self._rd_name(resource)
+            others = ([self._node_name(p) for p in peers] if peers is not None
+                      else [n for n in self._nodes if n != node])
 
         def change(net: Reachability) -> None:
             for peer in others:
@@ -189,8 +215,8 @@ class LinstorEmulator(HttpDouble):
         """The replication network between the nodes of ``side`` and every other node goes down (or comes
         back) at once, for every resource: one event, as a switch failure is (``cut_peers`` node by node
         is one event per node, and DRBD remembers what happened in between)."""
-        inside = set(side)
         with self._lock:
+            inside = {self._node_name(n) for n in side}
             links = {frozenset((a, b)) for a in inside for b in self._nodes if b not in inside}
 
         def change(net: Reachability) -> None:
@@ -200,6 +226,8 @@ class LinstorEmulator(HttpDouble):
 
     def heal(self, node: str) -> None:
         """Every link of ``node`` back and the node powered: the fault is over."""
+        node = self._node_name(node)
+
         def change(net: Reachability) -> None:
             net.powered_off.discard(node)
             net.controller_cut.discard(node)
@@ -252,12 +280,12 @@ class LinstorEmulator(HttpDouble):
     def io_suspended(self, resource: str, node: str) -> bool:
         """What DRBD does to the application on ``node``: I/O frozen (on-no-quorum suspend-io)."""
         with self._lock:
-            drbd = self._drbd(resource).get(node)
+            drbd = self._drbd(self._rd_name(resource)).get(self._node_name(node))
             return bool(drbd and drbd.suspended)
 
     def has_quorum(self, resource: str, node: str) -> bool:
         with self._lock:
-            drbd = self._drbd(resource).get(node)
+            drbd = self._drbd(self._rd_name(resource)).get(self._node_name(node))
             return bool(drbd and drbd.quorum)
 
     # --- derived views (under the lock) ----------------------------------------------------------
@@ -270,7 +298,7 @@ class LinstorEmulator(HttpDouble):
 
     def _effective_props(self, rd: str) -> dict[str, str]:
         definition = self._rds.get(rd) or {}
-        group = self._rgs.get(definition.get("resource_group_name") or "") or {}
+        group = self._rgs.get(self._rg_name(definition.get("resource_group_name") or "")) or {}
         return {**self._controller_props, **(group.get("props") or {}), **(definition.get("props") or {})}
 
     def _by_rd(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -346,6 +374,7 @@ class LinstorEmulator(HttpDouble):
 
     def remove_node(self, name: str) -> None:
         with self._lock:
+            name = self._node_name(name)
             self._changed()
             self._nodes.pop(name, None)
             for key in [k for k in self._pools if k[0] == name]:
@@ -381,8 +410,13 @@ class LinstorEmulator(HttpDouble):
                 all_props.setdefault("StorDriver/ThinPool", name)
             vg, thin = all_props["StorDriver/LvmVg"], all_props.get("StorDriver/ThinPool")
             all_props.setdefault("StorDriver/StorPoolName", f"{vg}/{thin}" if thin else vg)
-        item = self._pool_item(node, name, provider_kind, free_kib, total_kib, all_props)
         with self._lock:
+            node = self._node_name(node)
+            taken = self._pool_name(node, name)
+            if taken != name and (node, taken) in self._pools:
+                raise ValueError(f"Storage pool '{taken}' on node '{node}' already exists: LINSTOR compares names "
+                                 "case-insensitively")
+            item = self._pool_item(node, name, provider_kind, free_kib, total_kib, all_props)
             self._changed()
             self._pools[(node, name)] = item
         return item
@@ -390,17 +424,19 @@ class LinstorEmulator(HttpDouble):
     def set_pool_free(self, node: str, name: str, free_kib: int) -> None:
         """What the satellite reports after volumes were created in the pool."""
         with self._lock:
+            node = self._node_name(node)
             self._changed()
-            self._pools[(node, name)]["free_capacity"] = free_kib
+            self._pools[(node, self._pool_name(node, name))]["free_capacity"] = free_kib
 
     def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
                      in_use: bool = False, storage_pool: str | None = None, size_kib: int = 1024**2,
                      flags: list[str] | None = None, volumes: int = 1,
                      props: dict[str, str] | None = None) -> dict[str, Any]:
         all_flags = ([] if diskful else ["DISKLESS", "DRBD_DISKLESS"]) + list(flags or [])
-        pool = storage_pool or ("thindata" if diskful else DISKLESS_POOL)
         state = disk_state or ("UpToDate" if diskful else "Diskless")
         with self._lock:
+            name, node = self._rd_name(name), self._node_name(node)
+            pool = self._pool_name(node, storage_pool or ("thindata" if diskful else DISKLESS_POOL))
             self._changed()
             self._rds.setdefault(name, {"name": name, "props": {"DrbdOptions/Resource/quorum": "majority"},
                                         "flags": [], "resource_group_name": "DfltRscGrp",
@@ -440,6 +476,8 @@ class LinstorEmulator(HttpDouble):
     def set_disk_state(self, name: str, node: str, disk_state: str, *, sync_peer: str | None = None,
                        done_percentage: float | None = None) -> None:
         with self._lock:
+            name, node = self._rd_name(name), self._node_name(node)
+            sync_peer = None if sync_peer is None else self._node_name(sync_peer)
             self._changed()
             for vol in self._resources[(name, node)]["volumes"]:
                 vol["state"] = {"disk_state": disk_state}
@@ -449,17 +487,21 @@ class LinstorEmulator(HttpDouble):
 
     def set_in_use(self, name: str, node: str, in_use: bool) -> None:
         """The application on ``node`` opens (Primary) or closes the device."""
+        with self._lock:
+            name, node = self._rd_name(name), self._node_name(node)
         self._network(lambda _net: self._resources[(name, node)]["state"].__setitem__("in_use", in_use),
                       resources=[name])
 
     def set_connection(self, name: str, node: str, peer: str, connected: bool) -> None:
         """Override one direction of one connection (older scenarios; new ones use the network events)."""
         with self._lock:
+            name, node, peer = self._rd_name(name), self._node_name(node), self._node_name(peer)
             self._changed()
             self._conn_override[(name, node, peer)] = connected
 
     def remove_resource(self, name: str, node: str | None = None) -> None:
         with self._lock:
+            name, node = self._rd_name(name), None if node is None else self._node_name(node)
             self._changed()
             for key in [k for k in self._resources if k[0] == name and (node is None or k[1] == node)]:
                 del self._resources[key]
@@ -485,6 +527,23 @@ class LinstorEmulator(HttpDouble):
             return orjson.loads(orjson.dumps({"nodes": [self._node_view(n) for n in self._nodes],
                                               "resources": self._render_resources(list(self._resources)),
                                               "storage_pools": list(self._pools.values())}))
+
+    # --- names: LINSTOR's lookups are case-insensitive (``same_name``); under the lock ----------------
+    def _node_name(self, name: str) -> str:
+        """The node ``name`` designates, spelt as created (``name`` itself when there is none)."""
+        return stored_name(self._nodes, name) or name
+
+    def _rd_name(self, name: str) -> str:
+        return stored_name(self._rds, name) or name
+
+    def _rg_name(self, name: str) -> str:
+        return stored_name(self._rgs, name) or name
+
+    def _pool_name(self, node: str, name: str) -> str:
+        """The pool ``name`` designates on ``node`` (already resolved), spelt as created."""
+        if (node, name) in self._pools:
+            return name
+        return next((p for (n, p) in self._pools if n == node and same_name(p, name)), name)
 
     # --- faults --------------------------------------------------------------------------------
     def inject(self, *, latency: float | None = None, fail: int = 0, status: int = 500, drop: int = 0,
@@ -512,6 +571,7 @@ class LinstorEmulator(HttpDouble):
 
     def set_resource_group(self, name: str, props: dict[str, str | None] | None = None) -> None:
         with self._lock:
+            name = self._rg_name(name)
             self._changed()
             rg = self._rgs.setdefault(name, self._rg_item(name, {}))
             _apply_props(rg["props"], props or {})
@@ -520,15 +580,17 @@ class LinstorEmulator(HttpDouble):
         """Resource-definition properties (None deletes a key), optionally moving it to another group."""
         with self._lock:
             self._changed()
-            rd = self._rds[name]
+            rd = self._rds[self._rd_name(name)]
             _apply_props(rd["props"], props)
             if resource_group:
+                resource_group = self._rg_name(resource_group)
                 self._rgs.setdefault(resource_group, self._rg_item(resource_group, {}))
                 rd["resource_group_name"] = resource_group
 
     def set_may_promote(self, name: str, node: str, may_promote: bool) -> None:
         """Override the derived value (older scenarios; new ones use the network events)."""
         with self._lock:
+            name, node = self._rd_name(name), self._node_name(node)
             self._changed()
             self._promote_override[(name, node)] = may_promote
         self._emit("may-promote-change", {"resource_name": name, "node_name": node, "may_promote": may_promote})
@@ -572,7 +634,7 @@ class LinstorEmulator(HttpDouble):
 
         async def node(request: Request) -> Response:
             with emu._lock:
-                name = request.path_params["node"]
+                name = emu._node_name(request.path_params["node"])
                 return json(emu._node_view(name)) if name in emu._nodes else error(f"Node '{name}' not found.", 404)
 
         async def view_pools(request: Request) -> Response:
@@ -587,6 +649,7 @@ class LinstorEmulator(HttpDouble):
             if request.method == "POST":
                 return await create_pool(request, node_name)
             with emu._lock:
+                node_name = emu._node_name(node_name)
                 if node_name not in emu._nodes:
                     return error(f"Node '{node_name}' not found.", 404)
                 return json([p for (n, _), p in emu._pools.items() if n == node_name])
@@ -599,6 +662,7 @@ class LinstorEmulator(HttpDouble):
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 return error("Invalid storage pool body", 400, correction="Send storage_pool_name and provider_kind")
             with emu._lock:
+                node_name = emu._node_name(node_name)  # the pool is the node's as LINSTOR spells it
                 node_item = emu._nodes.get(node_name)
                 if node_item is None:
                     return error(f"Node '{node_name}' not found.", 404, cause="The specified node does not exist.")
@@ -631,10 +695,13 @@ class LinstorEmulator(HttpDouble):
         async def delete_pool(request: Request) -> Response:
             node_name, name = request.path_params["node"], request.path_params["pool"]
             with emu._lock:
+                node_name = emu._node_name(node_name)
+                name = emu._pool_name(node_name, name)
                 if (node_name, name) not in emu._pools:
                     return error(f"Storage pool '{name}' on node '{node_name}' not found.", 404)
                 users = [rd for (rd, n), r in emu._resources.items()
-                         if n == node_name and any(v.get("storage_pool_name") == name for v in r.get("volumes", []))]
+                         if n == node_name and any(same_name(v.get("storage_pool_name") or "", name)
+                                                   for v in r.get("volumes", []))]
                 if users:
                     return error(f"Storage pool '{name}' on node '{node_name}' is still in use.", 409,
                                  cause=f"Resources use it: {', '.join(sorted(users))}",
@@ -650,32 +717,35 @@ class LinstorEmulator(HttpDouble):
                     return Response(emu._resources_json(), media_type="application/json")
                 grouped = emu._by_rd()
                 candidates = (emu._resources.items() if rds is None else
-                              [((rd, n), r) for rd in sorted(rds) for n, r in grouped.get(rd, {}).items()])
+                              [((rd, n), r) for rd in sorted({emu._rd_name(x) for x in rds})
+                               for n, r in grouped.get(rd, {}).items()])
                 keys = [(rd, n) for (rd, n), r in candidates
                         if (names is None or n in names)
                         and (pools is None or any(v.get("storage_pool_name") in pools for v in r.get("volumes", [])))]
                 return json(page(request, emu._render_resources(keys)))
 
         async def rd_list(request: Request) -> Response:
+            names = wanted(request, "resource_definitions")
             with emu._lock:
-                return json(page(request, list(emu._rds.values())))
+                return json(page(request, [d for n, d in emu._rds.items() if names is None or n in names]))
 
         async def rd_one(request: Request) -> Response:
             with emu._lock:
-                found = emu._rds.get(request.path_params["rd"])
+                found = emu._rds.get(emu._rd_name(request.path_params["rd"]))
                 return json(found) if found else error(f"Resource definition '{request.path_params['rd']}' not found.",
                                                        404)
 
         async def rd_resources(request: Request) -> Response:
-            rd = request.path_params["rd"]
             with emu._lock:
+                rd = emu._rd_name(request.path_params["rd"])
                 if rd not in emu._rds:
                     return error(f"Resource definition '{rd}' not found.", 404)
                 return json(emu._render_resources([(rd, n) for n in emu._by_rd().get(rd, {})]))
 
         async def rg_list(request: Request) -> Response:
+            names = wanted(request, "resource_groups")
             with emu._lock:
-                return json(page(request, list(emu._rgs.values())))
+                return json(page(request, [g for n, g in emu._rgs.items() if names is None or n in names]))
 
         async def controller_props(_: Request) -> Response:
             with emu._lock:

@@ -32,6 +32,10 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                help="comma-separated block devices to scan (default: those the host's LVM configuration "
                "accepts, less /dev/drbd*; these override the host's devices file, lvm(8) --devices)")
     add_option(n, "--lvm-binary", default="lvm", help="the lvm tool")
+    add_option(n, "--host-uts-namespace", default="",
+               help="the host's UTS namespace, e.g. /host/proc/1/ns/uts with the host's /proc mounted (the "
+               "DaemonSet does): the LVM tools run in it, so a system ID from system_id_source = \"uname\" is "
+               "the host's name, not the pod's (default: this process's)")
     add_option(n, "--recorded-vgs", help="read this recorded 'vgs --reportformat json' output (testing)")
     add_option(n, "--recorded-lvs", help="read this recorded 'lvs --reportformat json' output (testing)")
     add_flag(n, "--events", default=True, help="write Kubernetes Events on the Node")

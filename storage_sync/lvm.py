@@ -18,10 +18,18 @@ warnings LVM writes on stderr while exiting 0 (a missing PV, duplicate VG names,
 the command line that does not exist). Sizes in bytes (``--units b --nosuffix``). ``devices``
 restricts the scan to given devices (``--devices``; lvm(8): this overrides the devices file).
 ``RecordedLvm`` feeds recorded real reports instead.
+
+The host's name, too: with ``system_id_source = "uname"`` LVM's system ID is ``uname(2)``'s nodename
+(lvmsystemid(7)), and in a pod without ``hostNetwork`` that is the pod's name (its own UTS
+namespace), so every VG of the host would look foreign. ``host_uts`` names the host's UTS namespace
+(``/host/proc/1/ns/uts``, the host's /proc mounted read-only): each LVM command joins it
+(setns(2), ``CLONE_NEWUTS``) between fork and exec, and so sees the host's nodename, whatever
+LVM derives from it. The agent itself keeps the pod's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -40,8 +48,34 @@ CONTAINER_DEVICES = "obtain_device_list_from_udev = 0"
 _NOISE = ("File descriptor ", "leaked on ")
 
 
+CLONE_NEWUTS = 0x04000000  # <linux/sched.h>
+
+
 class LvmError(RuntimeError):
     """LVM could not be read: the pass is skipped, never acted on."""
+
+
+def _setns(fd: int, nstype: int) -> None:
+    """setns(2), from libc (``os.setns`` is Python 3.12's)."""
+    join = getattr(os, "setns", None)
+    if join is not None:
+        join(fd, nstype)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def in_uts_namespace(path: str) -> tuple[int, Any]:
+    """(fd, preexec_fn) that makes a child process join the UTS namespace at ``path`` (opened here,
+    in the parent, so a missing or unreadable path is an error with its name; the caller closes fd)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise LvmError(f"the host's UTS namespace {path}: {exc.strerror or exc} (the DaemonSet mounts the "
+                       "host's /proc at /host/proc: --host-uts-namespace /host/proc/1/ns/uts)") from None
+    return fd, lambda: _setns(fd, CLONE_NEWUTS)
 
 
 @dataclass(frozen=True)
@@ -185,11 +219,12 @@ class LvmCommand:
     these block devices (``--devices``, which overrides the devices file)."""
 
     def __init__(self, *, devices: Sequence[str] = (), lvm: str = "lvm", timeout: float = 60.0,
-                 system_dir: str | None = None) -> None:
+                 system_dir: str | None = None, host_uts: str | None = None) -> None:
         self.devices = list(devices)
         self.lvm = lvm
         self.timeout = timeout
         self.system_dir = system_dir
+        self.host_uts = host_uts  # the host's UTS namespace (module docstring); None: this process's
 
     def available(self) -> bool:
         return shutil.which(self.lvm) is not None
@@ -198,10 +233,20 @@ class LvmCommand:
         env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
         if self.system_dir:
             env["LVM_SYSTEM_DIR"] = self.system_dir
+        fd, join = in_uts_namespace(self.host_uts) if self.host_uts else (None, None)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, env=env, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, env=env, check=False,
+                                  preexec_fn=join)
+        except subprocess.SubprocessError as exc:
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise LvmError(f"{' '.join(argv[:2])}: {exc}") from exc
+            raise LvmError(f"{' '.join(argv[:2])}: could not join the host's UTS namespace {self.host_uts} "
+                           "(setns needs CAP_SYS_ADMIN: the DaemonSet's container is privileged)") from exc
+        except OSError as exc:
             raise LvmError(f"{' '.join(argv[:2])}: {exc}") from exc
+        finally:
+            if fd is not None:
+                os.close(fd)
         if done.returncode != 0:
             raise LvmError(f"{' '.join(argv[:2])} exited {done.returncode}: {done.stderr.strip()[-500:]}")
         return done.stdout, lvm_warnings(done.stderr)

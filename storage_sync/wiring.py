@@ -24,7 +24,7 @@ def lvm_source(args: argparse.Namespace) -> Any:
     from .lvm import CombinedLvm, LvmCommand, RecordedLvm
 
     devices = [d.strip() for d in args.lvm_devices.split(",") if d.strip()]
-    command = LvmCommand(devices=devices, lvm=args.lvm_binary)
+    command = LvmCommand(devices=devices, lvm=args.lvm_binary, host_uts=args.host_uts_namespace or None)
     if bool(args.recorded_vgs) != bool(args.recorded_lvs):
         raise ConfigError(f"{setting('--recorded-vgs')} and {setting('--recorded-lvs')} go together: "
                           "give both or neither")

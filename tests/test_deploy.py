@@ -576,7 +576,7 @@ def test_the_node_agent_is_privileged_only_where_lvm_needs_it():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     assert host == {"dev": "/dev", "udev": "/run/udev", "lvm-lock": "/run/lock/lvm", "host-lvm": "/etc/lvm",
-                    "machine-id": "/etc/machine-id"}
+                    "machine-id": "/etc/machine-id", "host-proc": "/proc"}
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["udev"]["readOnly"] is True
     env = {e["name"]: e for e in c["env"]}
@@ -597,6 +597,22 @@ def test_the_node_agent_reads_lvm_with_the_hosts_configuration_read_only():
     assert mounts["machine-id"]["mountPath"] == "/etc/machine-id"
     assert not [o for o in objs if o["kind"] == "ConfigMap" and "lvm" in o["metadata"]["name"]], \
         "no lvm.conf of our own: it would hide the host's filter, system ID and devices file"
+
+
+def test_the_node_agents_lvm_runs_in_the_hosts_uts_namespace():
+    """A system ID from system_id_source = "uname" is uname(2)'s nodename: in the pod's own UTS namespace
+    (no hostNetwork) the pod's name. The agent's LVM commands join the host's, through the host's /proc
+    mounted read-only (tests/test_storage_lvm_host.py runs the agent so, on real LVM)."""
+    spec = find(list(rendered("")), "DaemonSet", "linstor-scheduler-sync-node")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    if spec.get("hostNetwork"):  # the CRI runtimes give a hostNetwork pod the host's UTS namespace too
+        return
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert env["LINSTOR_SCHEDULER_HOST_UTS_NAMESPACE"] == "/host/proc/1/ns/uts"
+    assert host_paths[mounts["/host/proc"]["name"]] == "/proc" and mounts["/host/proc"]["readOnly"] is True
+    assert c["securityContext"]["privileged"] is True, "setns(CLONE_NEWUTS) needs CAP_SYS_ADMIN"
 
 
 IMAGE_USER = "65532"  # the Dockerfile's USER (test_dockerfile_runs_as_non_root checks it is the last one)

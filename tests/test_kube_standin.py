@@ -418,3 +418,115 @@ def test_bookmarks_every_interval_and_before_the_timeout(ks):
         assert int(e["object"]["metadata"]["resourceVersion"]) >= int(added)  # never behind an event sent
     plain = RawWatch(core.list_node, resource_version=added, timeout_seconds=1)
     assert plain.ended.wait(5) and plain.events == []  # no bookmarks unless asked for
+
+
+# --- names, as the API server validates them (issue #23: the stand-in accepted any name) -----------
+def refused(call, *args):
+    """The 422 answer of a create the API server refuses, as the official client raises it."""
+    with pytest.raises(ApiException) as err:
+        call(*args)
+    assert err.value.status == 422, err.value.body
+    body = orjson.loads(err.value.body)
+    assert (body["kind"], body["status"], body["reason"], body["code"]) == ("Status", "Failure", "Invalid", 422)
+    return body
+
+
+LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
+         "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+         "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+SUBDOMAIN = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+             "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+             "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+
+
+def test_every_served_kind_has_the_api_servers_name_rule():
+    from devkit.kube_standin import NAME_RULES, RESOURCES
+
+    assert set(NAME_RULES) == {kind for kind, _, _ in RESOURCES.values()}
+
+
+def test_a_namespace_name_is_a_dns_label_with_the_api_servers_status(ks):
+    core = k8s.CoreV1Api(ks.api)
+    body = refused(core.create_namespace, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="Team_A")))
+    cause = f'Invalid value: "Team_A": {LABEL}'
+    assert body["message"] == f'Namespace "Team_A" is invalid: metadata.name: {cause}'
+    assert body["details"] == {"name": "Team_A", "kind": "Namespace",
+                               "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "metadata.name"}]}
+    # a subdomain is no label: the API server's own wording for the dots
+    dotted = refused(core.create_namespace, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="team.a")))
+    assert dotted["message"] == 'Namespace "team.a" is invalid: metadata.name: Invalid value: "team.a": must not ' \
+                                "contain dots"
+    too_long = "a" * 64
+    assert refused(core.create_namespace, k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=too_long)))["details"][
+        "causes"][0]["message"] == f'Invalid value: "{too_long}": must be no more than 63 characters'
+    assert core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="team-a"))).metadata.uid
+    assert ks.get("Namespace", "Team_A") is None
+
+
+def test_most_kinds_take_a_dns_subdomain(ks):
+    core, storage = k8s.CoreV1Api(ks.api), k8s.StorageV1Api(ks.api)
+    body = refused(core.create_node, k.node("W1"))
+    assert body["message"] == f'Node "W1" is invalid: metadata.name: Invalid value: "W1": {SUBDOMAIN}'
+    assert "group" not in body["details"]
+    refused(core.create_namespaced_pod, "default", k.pod("db_0"))
+    refused(core.create_namespaced_persistent_volume_claim, "default", k.pvc("Data"))
+    refused(core.create_persistent_volume, k.pv("pvc_1"))
+    refused(core.create_namespaced_secret, "default", k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="-tls")))
+    sc = refused(storage.create_storage_class, k.storage_class("linstor-pool_ssd-r1"))
+    assert sc["details"]["group"] == "storage.k8s.io"
+    assert sc["message"].startswith('StorageClass.storage.k8s.io "linstor-pool_ssd-r1" is invalid: metadata.name: ')
+    refused(storage.create_volume_attachment, k.volume_attachment("pvc-1", "w1") | {"metadata": {"name": "VA"}})
+    refused(storage.create_csi_node, {"apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+                                      "metadata": {"name": "W1"}, "spec": {"drivers": []}})
+    lease = refused(k8s.CoordinationV1Api(ks.api).create_namespaced_lease, "default",
+                    k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="Leader")))
+    assert lease["message"].startswith('Lease.coordination.k8s.io "Leader" is invalid')
+    refused(k8s.AdmissionregistrationV1Api(ks.api).create_mutating_webhook_configuration,
+            k8s.V1MutatingWebhookConfiguration(metadata=k8s.V1ObjectMeta(name="Hook")))
+    # a subdomain may have dots, unlike a namespace
+    assert core.create_node(k.node("w1.example.com")).metadata.name == "w1.example.com"
+    assert ks.list("Pod") == [] and ks.list("StorageClass") == []
+
+
+def test_two_errors_are_aggregated_and_the_namespace_and_generate_name_are_checked(ks):
+    core = k8s.CoreV1Api(ks.api)
+    name = "X" * 254
+    body = refused(core.create_node, k.node(name))
+    causes = [c["message"] for c in body["details"]["causes"]]
+    assert causes == [f'Invalid value: "{name}": must be no more than 253 characters',
+                      f'Invalid value: "{name}": {SUBDOMAIN}']
+    assert body["message"] == f'Node "{name}" is invalid: [metadata.name: {causes[0]}, metadata.name: {causes[1]}]'
+    wrong_ns = refused(core.create_namespaced_pod, "Apps", k.pod("db-0", namespace="Apps"))
+    assert [c["field"] for c in wrong_ns["details"]["causes"]] == ["metadata.namespace"]
+    generated = refused(core.create_namespaced_pod, "default", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "generateName": "Web_"}, "spec": {"containers": []}})
+    assert [c["field"] for c in generated["details"]["causes"]] == ["metadata.generateName", "metadata.name"]
+    ok = core.create_namespaced_pod("default", {"apiVersion": "v1", "kind": "Pod",
+                                                "metadata": {"generateName": "web-"}, "spec": {"containers": []}})
+    assert ok.metadata.name.startswith("web-")
+
+
+def test_core_v1_events_and_disruption_budgets_take_any_path_segment(ks):
+    """core/v1 Events skip the name rule "for backwards compatibility" and a PodDisruptionBudget's
+    validation checks its spec only: only rest.BeforeCreate's path-segment rule applies."""
+    core = k8s.CoreV1Api(ks.api)
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "Node_W1.17abc"},
+             "involvedObject": {"kind": "Node", "name": "w1"}, "reason": "X", "message": "m", "type": "Normal"}
+    assert core.create_namespaced_event("default", event).metadata.name == "Node_W1.17abc"
+    policy = k8s.PolicyV1Api(ks.api)
+    assert policy.create_namespaced_pod_disruption_budget("default", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "DB_pdb"},
+        "spec": {"maxUnavailable": 1}}).metadata.name == "DB_pdb"
+    body = refused(policy.create_namespaced_pod_disruption_budget, "default", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "a%b"}, "spec": {}})
+    assert body["message"] == ('PodDisruptionBudget.policy "a%b" is invalid: metadata.name: Invalid value: "a%b": '
+                               "may not contain '%'")
+    refused(core.create_namespaced_event, "default", {**event, "metadata": {"name": ".."}})
+
+
+def test_a_test_cannot_seed_an_object_no_api_server_would_hold(ks):
+    from devkit.kube_standin import InvalidName
+
+    with pytest.raises(InvalidName, match='Node "N1" is invalid'):
+        ks.add(k.node("N1"))
+    assert ks.list("Node") == []

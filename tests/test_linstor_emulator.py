@@ -126,6 +126,56 @@ def test_the_emulator_says_no_to_pools_as_linstor_does(emu):
     assert post("plain", {"StorDriver/LvmVg": "vg_0-a"}).status_code == 201
 
 
+def test_names_are_compared_case_insensitively_on_every_path(emu):
+    """LINSTOR keeps a name as created and finds it by its upper-cased value (linstor-server
+    com.linbit.GenericName, the base of NodeName, StorPoolName, ResourceName, ResourceGroupName):
+    'W1' is node w1, answered as 'w1'. The emulator matched only list filters so; a path or a lookup
+    in another case found nothing (404) or made a second object."""
+    port = emu.url.rsplit(":", 1)[1]
+    with linstor.Linstor(f"linstor://127.0.0.1:{port}") as lin:
+        assert [n.name for n in lin.node_list_raise(filter_by_nodes=["W1"]).nodes] == ["w1"]
+        pools = lin.storage_pool_list_raise(filter_by_nodes=["W2"], filter_by_stor_pools=["DATA"]).storage_pools
+        assert [(p.node_name, p.name) for p in pools] == [("w2", "data")]
+        assert all(r.is_success() for r in lin.storage_pool_create("W1", "Fast", "LVM", "vg_fast"))
+        made = {p.name: p.node_name for p in lin.storage_pool_list_raise(filter_by_nodes=["w1"]).storage_pools}
+        assert made["Fast"] == "w1", "the pool is the node's as LINSTOR spells it"
+        again = lin.storage_pool_create("w1", "FAST", "LVM", "vg_other")
+        assert any(r.is_error() for r in again), "one pool, whatever the case"
+        assert all(r.is_success() for r in lin.storage_pool_delete("W1", "fast"))
+        assert "Fast" not in {p.name for p in lin.storage_pool_list_raise(filter_by_nodes=["w1"]).storage_pools}
+        in_use = lin.storage_pool_delete("W1", "THINDATA")
+        assert any(r.is_error() and "pvc-1" in (r.cause or "") for r in in_use), "found, and in use"
+        resources = lin.resource_list_raise(filter_by_nodes=["W2"], filter_by_resources=["PVC-1"]).resources
+        assert [(r.name, r.node_name) for r in resources] == [("pvc-1", "w2")]
+        rds = lin.resource_dfn_list_raise(filter_by_resource_definitions=["PVC-1"]).resource_definitions
+        assert [d.name for d in rds] == ["pvc-1"]
+        groups = lin.resource_group_list_raise(filter_by_resource_groups=["HA"]).resource_groups
+        assert [g.name for g in groups] == ["ha"]
+    # the paths python-linstor does not take
+    assert httpx.get(f"{emu.url}/v1/nodes/W1").json()["name"] == "w1"
+    assert {p["storage_pool_name"] for p in httpx.get(f"{emu.url}/v1/nodes/W2/storage-pools").json()} >= {"data"}
+    assert httpx.get(f"{emu.url}/v1/resource-definitions/PVC-1").json()["name"] == "pvc-1"
+    replicas = httpx.get(f"{emu.url}/v1/resource-definitions/Pvc-1/resources").json()
+    assert sorted(r["node_name"] for r in replicas) == ["ctl", "w1", "w2"]
+    # lookups behind properties: the group an rd names, in any case, is the one group
+    emu.set_resource_group("HA", {"DrbdOptions/Resource/on-no-quorum": "io-error"})
+    emu.set_rd_props("PVC-1", {}, resource_group="Ha")
+    groups = {g["name"]: g["props"] for g in httpx.get(f"{emu.url}/v1/resource-groups").json()}
+    assert "HA" not in groups and groups["ha"]["DrbdOptions/Resource/on-no-quorum"] == "io-error"
+    assert httpx.get(f"{emu.url}/v1/resource-definitions/pvc-1").json()["resource_group_name"] == "ha"
+    # and the test-facing calls: a node, a replica, a pool named in another case are the same ones
+    emu.set_node_status("W2", "ONLINE")
+    emu.set_disk_state("PVC-1", "W2", "UpToDate")
+    emu.set_pool_free("W2", "Data", 5)
+    view = {(i["name"], i["node_name"]): i for i in httpx.get(f"{emu.url}/v1/view/resources").json()}
+    assert view[("pvc-1", "w2")]["volumes"][0]["state"]["disk_state"] == "UpToDate"
+    assert {n["name"]: n["connection_status"] for n in httpx.get(f"{emu.url}/v1/nodes").json()}["w2"] == "ONLINE"
+    with pytest.raises(ValueError, match="Node 'w1' already exists"):
+        emu.add_node("W1")
+    with pytest.raises(ValueError, match="Storage pool 'data' on node 'w2' already exists"):
+        emu.add_storage_pool("w2", "DATA", "LVM")
+
+
 def test_a_write_can_be_carried_out_and_its_answer_lost(emu):
     emu.inject(lose_answer=1, path_prefix="/v1/nodes/w1/storage-pools")
     with pytest.raises(httpx.TransportError):

@@ -10,12 +10,15 @@ test_storage_lvm_real.py (skips without root/lvm2/loop devices, fails with
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from storage_sync.lvm import LvmCommand
+from storage_sync.lvm import LvmCommand, parse_system_id
 from storage_sync.plan import MANAGED_PROP, MANAGED_VALUE, UUID_PROP
 from tests import test_storage_lvm_real as real
 from tests.test_storage_lvm_real import ENV, one_pass, sh
@@ -31,12 +34,14 @@ class Host:
         (self.dir / "devices").mkdir(parents=True)
 
     def configure(self, *, accept: list[str], reject: list[str] = (), system_id: str | None = None,
-                  devicesfile: bool = False) -> None:
+                  devicesfile: bool = False, uname: bool = False) -> None:
         patterns = [f'"r|^{d}$|"' for d in reject] + [f'"a|^{d}$|"' for d in accept] + ['"r|.*|"']
         text = f"devices {{\n  global_filter = [ {', '.join(patterns)} ]\n"
         text += f"  use_devicesfile = {1 if devicesfile else 0}\n}}\n"
         if system_id is not None:
             text += f'global {{\n  system_id_source = "lvmlocal"\n}}\nlocal {{\n  system_id = "{system_id}"\n}}\n'
+        if uname:  # lvmsystemid(7): the system ID is uname(2)'s nodename
+            text += 'global {\n  system_id_source = "uname"\n}\n'
         (self.dir / "lvm.conf").write_text(text)
 
     def source(self, **kw) -> LvmCommand:
@@ -264,3 +269,89 @@ def test_a_thin_pool_in_a_partial_vg_is_reported_not_registered(lvm, emu):
     lvm.thin_pool(vg, f"{loop0},{loop1}", "thin", "linstor-thindata")
     item, _ = refused_alone(emu, [loop0], "invalid", "VgPartial")
     assert f"volume group {vg} is partial" in item.message
+
+
+# --- system_id_source = "uname" in a pod ------------------------------------------------------------
+POD_HOSTNAME = "linstor-scheduler-sync-node-x7k2p"  # a pod's own UTS namespace carries the pod's name
+
+
+def daemonset_run(host: Host) -> tuple[bool, dict[str, str]]:
+    """How the rendered DaemonSet runs the agent, on this host: (whether the pod shares the host's UTS
+    namespace, the container's environment). A pod has a UTS namespace of its own, named after the pod,
+    unless ``hostNetwork: true`` (the CRI runtimes share the host's UTS namespace with its network:
+    containerd and CRI-O leave both out of the sandbox). Paths under a hostPath mount become this
+    host's paths; the host's /etc/lvm is the test's."""
+    from tests.test_deploy import find, rendered
+
+    spec = find(list(rendered("")), "DaemonSet", "linstor-scheduler-sync-node")["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    mounted = {m["mountPath"]: ("/etc/lvm-of-the-test" if host_paths.get(m["name"]) == "/etc/lvm"
+                                else host_paths[m["name"]]) for m in c["volumeMounts"] if m["name"] in host_paths}
+
+    def here(value: str) -> str:
+        for target, source in sorted(mounted.items(), key=lambda kv: -len(kv[0])):
+            if value == target or value.startswith(target.rstrip("/") + "/"):
+                value = source + value[len(target):]
+                break
+        return value.replace("/etc/lvm-of-the-test", str(host.dir))
+
+    env = {e["name"]: here(e["value"]) for e in c.get("env") or [] if "value" in e}
+    # On a node /proc/1 is the host's init, in the host's UTS namespace. Here PID 1 may be a sandbox's
+    # init the test cannot open (EACCES): the test's own process is in this host's UTS namespace too.
+    own = f"/proc/{os.getpid()}/ns/uts"
+    env = {k: own if v == "/proc/1/ns/uts" else v for k, v in env.items()}
+    return bool(spec.get("hostNetwork")), env
+
+
+def agent_in_pod(emu, host: Host, device: str, *, env: dict[str, str], host_uts: bool) -> dict:
+    """``sync-node --once --dry-run --prune`` in the process environment ``env``: in a UTS namespace of
+    its own whose hostname is the pod's (``unshare --uts``), unless it shares the host's."""
+    argv = [sys.executable, "-c", "import sys; from linstor_scheduler.cli import main; sys.exit(main(sys.argv[1:]))",
+            "sync-node", "--node-name", "n1", "--controllers", emu.url, "--once", "--dry-run", "--prune",
+            "--no-events", "--output", "json", "--lvm-devices", device]
+    if not host_uts:
+        argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', POD_HOSTNAME, *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                          env={**ENV, **env, "LVM_SYSTEM_DIR": env.get("LVM_SYSTEM_DIR", str(host.dir))})
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_uname_system_id_inside_the_pod_is_the_hosts(lvm, emu, host):
+    """The host takes its system ID from uname (system_id_source = "uname") and owns the VG of a pool
+    we made. In a pod the nodename is the pod's: the agent saw the VG as another host's (VgForeign),
+    its pool as not visible, and never in sync. Run as the rendered DaemonSet runs it (a UTS namespace
+    of its own: no hostNetwork), the LVM tools now join the host's UTS namespace (the host's /proc,
+    mounted read-only) and see the host's system ID; the agent keeps the pod's name."""
+    data, loop0 = lvm.vg("a", "linstor-data")
+    host.configure(accept=[loop0], uname=True)
+    seen = subprocess.run(["lvm", "systemid"], capture_output=True, text=True, check=True,
+                          env={**ENV, "LVM_SYSTEM_DIR": str(host.dir)})
+    host_id = parse_system_id(seen.stdout)
+    assert host_id and host_id != POD_HOSTNAME, seen.stdout + seen.stderr
+    registered(emu, "data", data, vg_uuid(loop0, data))
+    sh("vgchange", "-y", "-q", "--devices", loop0, "--systemid", host_id, data)
+    lvm.foreign.add(host_id)
+
+    shares_host_uts, env = daemonset_run(host)
+    doc = agent_in_pod(emu, host, loop0, env=env, host_uts=shares_host_uts)
+    assert [(i["action"], i["pool"]) for i in doc["items"] if i["pool"]] == [("in-sync", "data")], doc
+    assert doc["in_sync"] is True
+    assert writes(emu) == []
+
+    # What the pod's own name does (the agent as shipped before: no host UTS namespace)
+    without = {k: v for k, v in env.items() if k != "LINSTOR_SCHEDULER_HOST_UTS_NAMESPACE"}
+    pod_view = agent_in_pod(emu, host, loop0, env=without, host_uts=False)
+    (item,) = [i for i in pod_view["items"] if i["pool"]]
+    assert (item["action"], item["reason"]) == ("invalid", "VgForeign"), pod_view
+    assert f"has the system ID {host_id} and this host's is {POD_HOSTNAME}" in item["message"]
+    assert writes(emu) == [], "a VG that looks foreign is never registered nor pruned"
+
+
+def test_a_host_uts_namespace_that_cannot_be_opened_fails_the_scan_with_its_name(tmp_path):
+    """The mount missing: the scan fails (the pass writes nothing) and says which path and why."""
+    from storage_sync.lvm import LvmError
+
+    with pytest.raises(LvmError, match=r"the host's UTS namespace .*/gone: No such file or directory"):
+        LvmCommand(host_uts=str(tmp_path / "gone"), lvm="true").scan()
