@@ -15,6 +15,7 @@ serves TLS refuses protocol versions before 1.2 (``loaded_config``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,6 +114,24 @@ class ServerThread:
             self.loop.run_until_complete(self.server.serve())
         except BaseException as exc:  # surfaced by start()
             self._error = exc
+        finally:
+            if self.loop is not None:
+                self._finish(self.loop)
+
+    @staticmethod
+    def _finish(loop: asyncio.AbstractEventLoop, patience: float = 2.0) -> None:
+        """Cancel what a forced exit left running (a request held open, the app's lifespan) and let it
+        end here, in this thread. Left pending, those tasks are finalised by the garbage collector
+        wherever it runs next: in CPython 3.11 that can be inside another thread's ``ast.parse``
+        (pytest's assertion rewriting), whose recursion counter the finaliser's own imports then
+        corrupt ("AST constructor recursion depth mismatch", a whole test run's INTERNALERROR)."""
+        with contextlib.suppress(Exception):
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=patience))
+            loop.run_until_complete(loop.shutdown_asyncgens())
 
     def start(self, timeout: float = 15.0) -> ServerThread:
         self._thread.start()
@@ -141,11 +160,19 @@ class ServerThread:
         scheme = "https" if self.config.is_ssl else "http"
         return f"{scheme}://{self.config.host}:{self.port}"
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, force_after: float = 5.0) -> None:
+        """Graceful first: uvicorn lets open requests finish for ``timeout`` seconds. A request that
+        never ends (a double holding an answer for a fault, a client gone half-open) would keep the
+        thread, and the app's loops with it, alive after its owner is gone (a test's extender polling
+        its dead emulator minutes later, logging into a closed stream); so past ``timeout`` uvicorn is
+        told to exit without waiting (``force_exit``), and given ``force_after`` more."""
         if self._on_stop is not None:
             self._on_stop()
         self.server.should_exit = True
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(force_after)
 
     def __enter__(self) -> ServerThread:
         return self.start()

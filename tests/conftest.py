@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+import traceback
+
 import pytest
 
 from devkit.kube_standin import KubeStandin
@@ -15,3 +20,25 @@ def ks():
         ks.url = srv.url
         ks.api = ks.api_client(srv.url)
         yield ks
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_server_outlives_its_module(request):
+    """Every HTTP server a module starts (uvicorn's thread: a component, a double) has ended once the
+    module's fixtures are torn down. One that lives on keeps its app's loops running against doubles
+    that are gone, and logs into a captured stream that is closed: a later module's test then reads
+    "--- Logging error ---" in its own stderr (seen as a full run's failure in test_flag_ranges)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 15
+    while True:
+        alive = [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread" and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # polling a condition (threads ending), bounded by the deadline
+    if alive:
+        frames = sys._current_frames()
+        where = "".join(traceback.format_stack(frames[alive[0].ident])) if alive[0].ident in frames else "?"
+        pytest.fail(f"{len(alive)} server thread(s) started in {request.module.__name__} outlived it; the first "
+                    f"is at:\n{where}", pytrace=False)
