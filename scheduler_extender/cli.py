@@ -9,6 +9,7 @@ from linstor_scheduler.cli import deferred
 from linstor_scheduler.config import PORT, add_flag, add_option
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options
+from linstor_scheduler.lost_storage import DEFAULT_LEASE
 
 MIN_BODY_BYTES = 64 * 1024  # one pod with its node names; below this even a small cluster's verbs get 413
 
@@ -50,6 +51,14 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                help="judge only pods with this spec.schedulerName; every other pod passes every node with score 0 "
                "(empty: judge every pod). For the main kube-scheduler, whose extenders are shown the pods of "
                "every profile (deploy/components/main-scheduler sets linstor)")
+    fence = p.add_argument_group("fencing's word (docs/fencing.md: the extender keeps LINSTOR pods off lost nodes)")
+    add_option(fence, "--fencing-lease", default=DEFAULT_LEASE,
+               help="fencing's Lease, NAME or NAMESPACE/NAME: its leader records the nodes whose storage it "
+               "judges lost, and pods with LINSTOR volumes are not placed there (empty: off)")
+    add_option(fence, "--fencing-lease-namespace", env="POD_NAMESPACE", default="linstor-scheduler",
+               help="namespace of --fencing-lease when it names none (the pod's own in the deployment)")
+    add_option(fence, "--fencing-record-max-age", type=float, default=60.0, above=0, maximum=3600,
+               help="seconds; an older record of fencing's (its leader gone or blind) filters nothing")
     tls = p.add_argument_group("HTTPS for the verbs (main-scheduler mode, docs/install.md)")
     add_option(tls, "--tls-cert-file", help="serve the verbs over HTTPS (TLS 1.2 or newer) with this certificate "
                "(PEM); re-read when the file changes, no restart needed")

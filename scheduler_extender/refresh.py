@@ -133,7 +133,8 @@ class Syncer:
         self.clock = clock
         self._generation = 0
         self._linstor: tuple[Mapping[str, NodeInfo], Mapping[str, ResourceInfo], Mapping[str, int], float] | None = None
-        self._classes: tuple[object, object, dict[str, int]] | None = None  # (nodes, topology, classes)
+        # (nodes, topology, classes, lost): the classes, kept while the first two are the same objects
+        self._classes: tuple[object, object, dict[str, int], frozenset[str]] | None = None
         self._publishing = asyncio.Lock()
         self.read_in_thread = read_in_thread
         self._reader: _ReadThread | None = None
@@ -147,6 +148,10 @@ class Syncer:
         self.poll_beat = self.kube_beat = clock()  # when each loop last did something (liveness)
         self._changed_at: float | None = None  # first change the informers heard that the state lacks
         self.on_publish: Callable[[ClusterState], None] | None = None  # after each swap (reservations)
+        # The nodes fencing judges lost now (``lost_storage.lost_nodes`` over its Lease's informer);
+        # None: not read (no fencing Lease configured, a snapshot). Read at each rebuild, and at each
+        # restamp, since a record ages out without any change the informers would hear.
+        self.lost_source: Callable[[], frozenset[str]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -342,8 +347,12 @@ class Syncer:
         service: copies of the stores); from their items otherwise (objects, read into records)."""
         informers = {kind: self.caches[kind] for kind in EXTENDER_KINDS}
         if all(getattr(i, "transform", None) is EXTENDER_TRANSFORMS[k] for k, i in informers.items()):
-            return KubeView.from_stores({kind: informer.snapshot() for kind, informer in informers.items()})
-        return KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
+            view = KubeView.from_stores({kind: informer.snapshot() for kind, informer in informers.items()})
+        else:
+            view = KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
+        if self.lost_source is not None:
+            view = dataclasses.replace(view, lost=self.lost_source())
+        return view
 
     async def _kube_loop(self) -> None:
         while not self.caches.synced:
@@ -372,6 +381,9 @@ class Syncer:
         """No change: the same view, as recently as the server confirmed it (never moved back, and
         not while a change is pending)."""
         if self._kube is None or self._changed_at is not None:
+            return
+        if self.lost_source is not None and self.lost_source() != self._kube[0].lost:
+            await self._rebuild()  # fencing's record aged out (or in): a new view, as for a change
             return
         confirmed = self._kube_confirmed_at()
         if confirmed > self._kube[1]:
@@ -432,7 +444,8 @@ class Syncer:
         """Node classes for the next state, computed here in slices between requests (at 5,000 nodes
         they cost ~12 ms, which the first request after each poll used to pay), and kept while
         neither the LINSTOR nodes nor the Kubernetes topology changed."""
-        if self._classes is not None and self._classes[0] is nodes and self._classes[1] is kube.topology:
+        if self._classes is not None and self._classes[0] is nodes and self._classes[1] is kube.topology \
+                and self._classes[3] == kube.lost:
             return self._classes[2]
         names = list(set(nodes) | set(kube.topology))
         probe = ClusterState(0, nodes, {}, kube, 0.0, 0.0, {})
@@ -441,7 +454,7 @@ class Syncer:
         for start in range(0, len(names), step):
             classes.update(node_class_ids(names[start:start + step], probe, ids))
             await asyncio.sleep(0)
-        self._classes = (nodes, kube.topology, classes)
+        self._classes = (nodes, kube.topology, classes, kube.lost)
         return classes
 
     def _count_publish(self, result: str) -> None:

@@ -112,12 +112,20 @@ class NodeVerdict(NamedTuple):
         return "; ".join(v.text(node) for v in self.volumes if not v.fits)
 
 
-def node_problem(node: NodeInfo | None) -> str | None:
-    """Why a node cannot attach any LINSTOR volume, as a template; None if it can."""
+LOST_STORAGE = ("fencing judges the storage of node {node} lost (LINSTOR and its DRBD peers both say so; "
+                "fencing's Lease record)")
+
+
+def node_problem(node: NodeInfo | None, lost: bool = False) -> str | None:
+    """Why a node cannot attach any LINSTOR volume, as a template; None if it can. ``lost``: fencing's
+    leader judges the node's storage lost (``linstor_scheduler.lost_storage``; ``KubeView.lost``), which
+    LINSTOR alone may not show (a satellite still ONLINE, cut from its DRBD peers)."""
     if node is None or not node.satellite:
         return "node {node} has no LINSTOR satellite"
     if not node.online:
         return f"LINSTOR satellite on node {{node}} is {node.connection_status}, not ONLINE"
+    if lost:
+        return LOST_STORAGE
     if node.evacuating:
         return "LINSTOR node {node} is being evacuated"
     return None
@@ -297,7 +305,7 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     """The verdict for one node, from the per-claim contexts of ``prepare``."""
     node = state.nodes.get(name)
     topo = state.kube.topology.get(name)
-    problem = node_problem(node)
+    problem = node_problem(node, name in state.kube.lost)
     verdicts: list[VolumeVerdict] = []
     judged = False
     for ctx in contexts:
@@ -323,20 +331,20 @@ NodeClass = tuple[str | None, tuple[str | None, ...] | None]  # (node problem, t
 def node_class(name: str, state: ClusterState) -> NodeClass:
     """What a node without replicas is judged by: its node-level problem and its value at every
     topology level (affinity and fromSame membership are added by ``judge_many``)."""
-    return node_class_of(state.nodes.get(name), state.kube.topology.get(name))
+    return node_class_of(state.nodes.get(name), state.kube.topology.get(name), name in state.kube.lost)
 
 
-def node_class_of(node: NodeInfo | None, topo: Topology | None) -> NodeClass:
+def node_class_of(node: NodeInfo | None, topo: Topology | None, lost: bool = False) -> NodeClass:
     """``node_class`` from the node's parts: the level values come whole from ``Topology.values``
     (one entry per ``state.LEVELS``), so a new level joins the class without a change here."""
-    return (node_problem(node), topo.values if topo else None)
+    return (node_problem(node, lost), topo.values if topo else None)
 
 
 def node_class_ids(names: Iterable[str], state: ClusterState, ids: dict[Any, int]) -> dict[str, int]:
     """Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
     ``ids`` (class -> id) is shared by the calls that make one state's table."""
-    nodes, topology = state.nodes, state.kube.topology
-    return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n)), len(ids)) for n in names}
+    nodes, topology, lost = state.nodes, state.kube.topology, state.kube.lost
+    return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n), n in lost), len(ids)) for n in names}
 
 
 def judged_per_node(contexts: Sequence[ClaimContext]) -> bool:
@@ -480,7 +488,7 @@ def _partial(name: str, contexts: Sequence[ClaimContext], unbound_at: list[int],
              w: Weights) -> NodeVerdict:
     """``judge_node`` with the unbound claims left as placeholders (filled per node)."""
     node = state.nodes.get(name)
-    problem = node_problem(node)
+    problem = node_problem(node, name in state.kube.lost)
     topo = state.kube.topology.get(name)
     verdicts: list[VolumeVerdict] = []
     for i, ctx in enumerate(contexts):

@@ -273,6 +273,9 @@ class KubeView:
     pvcs: Mapping[str, ClaimRecord] = field(default_factory=dict)  # "ns/name" ->
     pvs: Mapping[str, VolumeRecord] = field(default_factory=dict)  # name ->
     storage_classes: Mapping[str, StorageClassInfo] = field(default_factory=dict)
+    # Nodes whose storage fencing's leader judges lost, from its recent Lease record
+    # (``linstor_scheduler.lost_storage``): LINSTOR pods are kept off them (``scoring.node_problem``).
+    lost: frozenset[str] = frozenset()
 
     @classmethod
     def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> KubeView:

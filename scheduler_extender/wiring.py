@@ -8,7 +8,10 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import re
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -23,6 +26,7 @@ from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, Informer, KubeCach
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
+from linstor_scheduler.lost_storage import lost_nodes, read_record
 from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
 
@@ -41,6 +45,8 @@ from .snapshot import read_snapshot, state_from_snapshot
 from .state import EXTENDER_TRANSFORMS, ClusterState
 
 log = logging.getLogger("linstor_scheduler.extender")
+DEFAULT_RECORD_MAX_AGE = 60.0  # fencing's record: --max-staleness (20 s) + its Lease (15 s), with margin
+LEASE_PART = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 
 
 def build_live_app(
@@ -58,6 +64,9 @@ def build_live_app(
     api_timeout: float = DEFAULT_API_TIMEOUT,
     reservation_ttl: float = DEFAULT_TTL,
     scheduler_name: str | None = None,
+    fencing_lease: str | None = None,
+    fencing_record_max_age: float = DEFAULT_RECORD_MAX_AGE,
+    wall_clock: Callable[[], float] = time.time,
 ) -> ExtenderApp:
     """The live extender. ``max_staleness`` bounds everything it answers from: the informers are
     kept to it (``bounded_by``: a watch ended by the server every third of it, a silent one ended
@@ -76,6 +85,21 @@ def build_live_app(
                         transforms=EXTENDER_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
                         **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
+    if fencing_lease:
+        # Fencing's Lease, whose leader records the nodes it judges to have lost their storage
+        # (linstor_scheduler.lost_storage): one object, read by name (RBAC: resourceNames), kept as its
+        # record only. Part of ``caches``: the view is as stale as this read too.
+        namespace, name = fencing_lease.split("/", 1)
+        caches.informers["Lease"] = Informer(
+            api_client, "Lease", namespace=namespace, field_selector=f"metadata.name={name}",
+            on_change=syncer.kube_changed, transform=read_record,
+            watch_timeout=caches.informers["Node"].watch_timeout, **bounded_by(max_staleness, api_timeout))
+        leases = caches.informers["Lease"]
+
+        def lost_now() -> frozenset[str]:
+            return lost_nodes(next(iter(leases.snapshot().values()), None), wall_clock(), fencing_record_max_age)
+
+        syncer.lost_source = lost_now
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
                         ledger=ledger, scheduler_name=scheduler_name)
@@ -157,8 +181,24 @@ def run_extender(args: argparse.Namespace) -> int:
             fallback_timeout=args.fallback_timeout, weights=weights, use_events=args.node_events,
             max_body=args.max_body_bytes, metrics=metrics, api_timeout=args.api_timeout,
             reservation_ttl=args.reservation_ttl, scheduler_name=args.scheduler_name or None,
+            fencing_lease=fencing_lease(args), fencing_record_max_age=args.fencing_record_max_age,
         )
     return serve_extender(app, args, tls)
+
+
+def fencing_lease(args: argparse.Namespace) -> str | None:
+    """``--fencing-lease`` as NAMESPACE/NAME (a bare NAME is in ``--fencing-lease-namespace``), or None
+    when empty (off); a name that cannot be a Lease's is a ``ConfigError`` naming the flag."""
+    text = (args.fencing_lease or "").strip()
+    if not text:
+        return None
+    namespace, _, name = text.rpartition("/")
+    namespace = namespace or args.fencing_lease_namespace
+    for part in (namespace, name):
+        if not LEASE_PART.fullmatch(part):
+            raise ConfigError(f"{setting('--fencing-lease')} {text!r} is not NAMESPACE/NAME of a Lease "
+                              "(lower-case letters, digits, '-' and '.'), or empty for off")
+    return f"{namespace}/{name}"
 
 
 def serving_tls(args: argparse.Namespace) -> ServingTLS | None:

@@ -778,7 +778,7 @@ def test_our_namespace_is_opted_out():
 
 PLURALS = {"Node": ("", "nodes"), "Pod": ("", "pods"), "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
            "PersistentVolume": ("", "persistentvolumes"), "StorageClass": ("storage.k8s.io", "storageclasses"),
-           "VolumeAttachment": ("storage.k8s.io", "volumeattachments")}
+           "VolumeAttachment": ("storage.k8s.io", "volumeattachments"), "Lease": ("coordination.k8s.io", "leases")}
 BUILT_IN_ROLES = {("ClusterRole", "system:kube-scheduler"), ("ClusterRole", "system:volume-scheduler"),
                   ("Role", "extension-apiserver-authentication-reader")}
 
@@ -808,6 +808,23 @@ def test_extender_can_list_and_watch_what_its_informers_read():
                for v in rule["verbs"]}
     assert granted == {(*PLURALS[kind], v) for kind in kinds for v in ("list", "watch")} | {("", "events", "create")}, \
         "no more than its informers read and its Event"
+
+
+def test_the_extender_reads_fencing_s_lease_by_name_only():
+    """--fencing-lease's default names the Lease fencing leads with (its --lease-name default), and
+    the extender may list and watch that one Lease, in its namespace, and nothing else of Leases."""
+    from fencing.cli import register  # noqa: F401  (the subcommand whose default we compare)
+    from linstor_scheduler.cli import build_parser
+    from linstor_scheduler.lost_storage import DEFAULT_LEASE
+
+    assert build_parser().parse_args(["fencing"]).lease_name == DEFAULT_LEASE
+    assert build_parser().parse_args(["extender"]).fencing_lease == DEFAULT_LEASE
+    rules = role(objects(), "Role", "linstor-scheduler-extender-fencing-record")
+    assert rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": [DEFAULT_LEASE], "verbs": ["list", "watch"]}]
+    binding = find(objects(), "RoleBinding", "linstor-scheduler-extender-fencing-record")
+    assert binding["metadata"]["namespace"] == webhook_namespace()
+    assert [s["name"] for s in binding["subjects"]] == ["linstor-scheduler"]
 
 
 def test_webhook_rbac():

@@ -58,7 +58,15 @@ def calls_of(requests: list[tuple[str, str]]) -> set[Call]:
         plural, name, sub = m["plural"], m["name"], m["sub"]
         resource = f"{plural}/{sub}" if sub else plural
         if method == "GET":
-            verb = "watch" if parse_qs(parts.query).get("watch") == ["true"] else ("get" if name else "list")
+            query = parse_qs(parts.query)
+            verb = "watch" if query.get("watch") == ["true"] else ("get" if name else "list")
+            if not name:  # a list or watch of one object by name is authorised as that name
+                # (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go, NewRequestInfo: the name of a
+                # list/watch comes from a fieldSelector "metadata.name=<name>"), so resourceNames apply
+                for term in (query.get("fieldSelector") or [""])[0].split(","):
+                    key, _, value = term.partition("=")
+                    if key.strip() == "metadata.name" and value:
+                        name = value.lstrip("=").strip()
         else:
             verb = VERB[method]
         if method == "POST" and sub:  # a subresource create is on the named parent
@@ -143,7 +151,7 @@ def extender(ks: KubeStandin, emu: LinstorEmulator) -> None:
         ks.add(obj)
     pod = ks.add(k.pod("db-0", claims=["data"]))
     app = build_live_app(LinstorClient(emu.url, timeout=2.0, retries=1), ks.api, poll_interval=3600,
-                         use_events=False)
+                         use_events=False, fencing_lease=f"{NS}/linstor-scheduler-fencing")
     with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
         wait_for(lambda: http.get("/readyz").status_code == 200, what="first full sync")
         assert http.post("/filter", json={"Pod": pod, "NodeNames": ["n1", "n2"]}).json()["NodeNames"] == ["n1", "n2"]

@@ -4,6 +4,7 @@ forgets would show here as two nodes with one verdict."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -70,7 +71,10 @@ def clusters(draw: Any) -> tuple[ClusterState, dict[str, Any]]:
     for name in draw(st.lists(st.sampled_from(names), unique=True, max_size=3)):
         held.setdefault(draw(st.sampled_from(["thindata", "fastdata"])), {})[name] = \
             draw(st.sampled_from([1, 30, 500])) * 1024**3
-    return promised_state(build(nodes, pools, resources, kube), held), k.pod("p", claims=picked)
+    state = build(nodes, pools, resources, kube)
+    lost = frozenset(draw(st.lists(st.sampled_from(names), unique=True, max_size=2)))  # fencing's record
+    state = dataclasses.replace(state, kube=dataclasses.replace(state.kube, lost=lost))
+    return promised_state(state, held), k.pod("p", claims=picked)
 
 
 def seen(name: str, verdict: NodeVerdict) -> tuple[Any, ...]:

@@ -49,6 +49,7 @@ KINDS: dict[str, tuple[type, str, str | None]] = {
     "PersistentVolume": (k8s.CoreV1Api, "list_persistent_volume", None),
     "StorageClass": (k8s.StorageV1Api, "list_storage_class", None),
     "VolumeAttachment": (k8s.StorageV1Api, "list_volume_attachment", None),
+    "Lease": (k8s.CoordinationV1Api, "list_lease_for_all_namespaces", "list_namespaced_lease"),
 }
 
 OnChange = Callable[[str, dict[str, Any]], None]

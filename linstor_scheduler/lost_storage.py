@@ -1,0 +1,68 @@
+"""Which nodes fencing judges to have lost their storage, as its leader publishes it on its Lease.
+
+Fencing's leader writes, with every renewal of its Lease, a record of the nodes where it observes
+lost storage (both witnesses: LINSTOR and the surviving DRBD peers; fencing/verdict.py
+``storage_proof``) and since when (fencing/handover.py ``record``, annotation ``ANNOTATION``). The
+record was made for its successor (the grace survives a leader change); the extender reads the same
+record to keep pods with LINSTOR volumes off those nodes (issue 20, item 6: with the taint off by
+default, nothing else stops kube-scheduler from placing a replacement pod back on a node that is
+still Ready but cut from its storage).
+
+The record is trusted only while it is recent: its ``observed`` time (the leader's last complete
+LINSTOR read, wall clock) at most ``max_age`` seconds old. A fencing leader that died, lost LINSTOR
+or is not deployed publishes nothing recent, and then no node is filtered on its word (as before
+fencing existed: the extender's own LINSTOR view still refuses nodes whose satellite is not
+ONLINE). Times cross between hosts as wall-clock times, as the Lease's own ``renewTime`` does: the
+nodes' clocks must agree (NTP), as docs/fencing.md already asks.
+
+Pure: ``read_record`` is an informer transform (what the store keeps of the Lease), ``lost_nodes``
+takes the wall clock in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+ANNOTATION = "fencing.linstor.csi.linbit.com/grace-timers"
+DEFAULT_LEASE = "linstor-scheduler-fencing"  # fencing's --lease-name default (fencing/cli.py)
+
+
+@dataclass(frozen=True, slots=True)
+class LostStorage:
+    """What the extender keeps of fencing's Lease: when its leader last observed, and per node with
+    lost storage since when (wall clock, seconds since the epoch)."""
+
+    observed: float
+    nodes: Mapping[str, float]
+
+
+def parse(text: str | None) -> LostStorage | None:
+    """The record in the annotation's value; None for a missing or garbled one (nothing is filtered
+    on a record we cannot read)."""
+    if not text:
+        return None
+    try:
+        doc = orjson.loads(text)
+        observed = float(doc["observed"])
+        nodes = {str(node): float(entry["since"]) for node, entry in (doc.get("nodes") or {}).items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return LostStorage(observed, nodes)
+
+
+def read_record(lease: Mapping[str, Any]) -> LostStorage | None:
+    """Informer transform for fencing's Lease: its record, or None (the store keeps nothing)."""
+    annotations = (lease.get("metadata") or {}).get("annotations") or {}
+    return parse(annotations.get(ANNOTATION))
+
+
+def lost_nodes(record: LostStorage | None, wall_now: float, max_age: float) -> frozenset[str]:
+    """The nodes to keep LINSTOR pods off: those of a record observed at most ``max_age`` seconds
+    ago (a record from the future by more than ``max_age`` is a clock gone wrong: not trusted)."""
+    if record is None or not -max_age <= wall_now - record.observed <= max_age:
+        return frozenset()
+    return frozenset(record.nodes)
