@@ -14,9 +14,16 @@ where its own first complete observation agrees:
 - the fault is then timed from the predecessor's first observation. The gap between the two terms
   counts (a leader crash-looping every 25 s leads about 10 s of each 25, after its predecessor's
   Lease expired: a grace of 30 s would never run out otherwise); within the bound above, a flap
-  inside the gap is unseen, as a flap between two polls is without the promotion stream. Times
-  cross between instances as wall-clock times (as the Lease's own ``renewTime``): the nodes' clocks
-  must agree (NTP); a new leader whose clock is ahead by X s acts up to X s early.
+  inside the gap is unseen, as a flap between two polls is without the promotion stream;
+- times cross between instances as wall-clock times (as the Lease's own ``renewTime``). A
+  predecessor whose clock is behind makes its faults look older; the elector measures it
+  (``LeaderElector.inherited_skew``: our wall clock when we first saw the predecessor's last
+  renewal, minus the ``renewTime`` it wrote; with clocks that agree, only how late we looked, at
+  most a retry interval for a standby that watches). When that is more than a renewal interval
+  (``skew`` > ``max_skew``), the record is read on the predecessor's clock: our wall clock is moved
+  back by the whole difference, which makes its faults look younger by how late we looked, never
+  older. A record whose renewal carries no ``renewTime`` (``skew`` None) is refused. A clock ahead
+  makes faults look younger: later action, never earlier.
 
 The same record carries the fail-over budget's history (per pod name, the times and UIDs of its
 fail-overs inside ``--budget-window``): a budget spent stays spent for the next leader, whatever the
@@ -82,10 +89,13 @@ def inherit_budget(text: str | None, now: float, wall_now: float) -> dict[str, l
 
 
 def inherit(text: str | None, faults: Iterable[Key], now: float, wall_now: float,
-            max_gap: float) -> dict[Key, float]:
+            max_gap: float, *, skew: float | None = 0.0, max_skew: float = float("inf")) -> dict[Key, float]:
     """The grace timers a new leader continues: ``since`` (on its own clock, ``now``) for each of
     its observed ``faults`` whose node the record names with the same faults. Nothing for a record
-    that is missing, garbled or older than ``max_gap`` seconds (wall clock)."""
+    that is missing, garbled or older than ``max_gap`` seconds (wall clock). ``skew``: our wall
+    clock when we saw the predecessor's last renewal minus its ``renewTime``; above ``max_skew``
+    the record is read with our clock moved back by it (the predecessor's clock was behind); None
+    (not measured): nothing."""
     if not text:
         return {}
     try:
@@ -94,6 +104,10 @@ def inherit(text: str | None, faults: Iterable[Key], now: float, wall_now: float
         recorded = {str(node): (float(v["since"]), str(v["faults"])) for node, v in doc["nodes"].items()}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return {}
+    if skew is None:
+        return {}
+    if skew > max_skew:
+        wall_now -= skew  # onto the predecessor's clock: late by how late we looked, never early
     if not 0.0 <= wall_now - observed <= max_gap:
         return {}
     inherited: dict[Key, float] = {}

@@ -71,12 +71,6 @@ def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fencing/handover.inherit trusts the predecessor's wall clock: a record whose clock is behind by X s "
-    "(X up to --max-staleness + the Lease duration - the real gap) makes the fault look X s older, and "
-    "docs/fencing.md only asks for NTP. The elector sees when the predecessor's renewals arrived on its own "
-    "clock; a record whose 'observed' is further behind the Lease's last renewal as this instance saw it "
-    "than a renewal interval shows a skewed clock and could be refused (or the skew subtracted)"))
 def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
     """Leader A's node has lost NTP and its clock runs 18 s behind. A sees n1 lose power, times it for
     one pass, and crashes. B takes the expired Lease and reads the same fault: A's record says it was
