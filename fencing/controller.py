@@ -472,7 +472,8 @@ class FencingController:
         elif skew > max_skew:
             log.warning("the previous Lease holder's clock was %.1fs behind ours at its last renewal (more than a "
                         "renewal interval, %.0fs): its record is read on its own clock", skew, max_skew)
-        inherited = handover.inherit(text, found, self.view.read_at, wall, gap, skew=skew, max_skew=max_skew)
+        inherited = handover.inherit(text, found, self.view.read_at, wall, gap, bridge=self.settings.poll_interval,
+                                     skew=skew, max_skew=max_skew)
         if text and len(inherited) < len(found):
             log.warning("%d storage fault(s) seen in this term's first read are not in the previous Lease holder's "
                         "record as they are now (other faults on the node, a record older than %.0fs, or a "

@@ -322,13 +322,17 @@ def test_a_new_leader_that_does_not_see_the_fault_starts_nothing(rig):
 
 def test_the_handed_over_record_is_continued_only_where_it_agrees_and_is_recent():
     """handover.py, pure: the predecessor saw r1 and r2 lost on n1 since 100 (wall clock) and r3 on
-    n2; the new leader's clock reads 10 where the wall clock reads 130."""
+    n2, and last observed them at 120; the new leader's clock reads 10 where the wall clock reads 130.
+    It continues what the predecessor observed (120 - 102 = 18 s) and bridges the 10 s gap by one
+    poll (5 s) at most: the gap nobody observed is not fault time."""
     from fencing.handover import inherit, record
 
     text = record({("r1", "n1"): 40.0, ("r2", "n1"): 42.0, ("r3", "n2"): 50.0}, now=60.0, wall_now=120.0)
-    same = inherit(text, {("r1", "n1"), ("r2", "n1")}, now=10.0, wall_now=130.0, max_gap=35)
-    assert same == {("r1", "n1"): 10.0 - 28.0, ("r2", "n1"): 10.0 - 28.0}, \
-        "timed from the latest first sighting on the node (wall 102), the gap counted"
+    same = inherit(text, {("r1", "n1"), ("r2", "n1")}, now=10.0, wall_now=130.0, max_gap=35, bridge=5)
+    assert same == {("r1", "n1"): 10.0 - 23.0, ("r2", "n1"): 10.0 - 23.0}, \
+        "timed from the latest first sighting on the node (wall 102) to the last observation (120), plus 5 s"
+    assert inherit(text, {("r1", "n1"), ("r2", "n1")}, 10.0, 122.0, 35, bridge=5) == \
+        {("r1", "n1"): 10.0 - 20.0, ("r2", "n1"): 10.0 - 20.0}, "a gap shorter than the bridge counts whole"
     assert inherit(text, {("r1", "n1")}, 10.0, 130.0, 35) == {}, "another set of faults is another fault"
     assert inherit(text, {("r4", "n3")}, 10.0, 130.0, 35) == {}, "a fault the record does not name starts nothing"
     assert inherit(text, {("r3", "n2")}, 10.0, 160.0, 35) == {}, "a record older than the bound is blindness"
@@ -344,17 +348,17 @@ def test_a_record_from_a_clock_behind_ours_is_read_on_that_clock():
     from fencing.handover import inherit, record
 
     text = record({("r3", "n2"): 50.0}, now=51.0, wall_now=101.0)
-    trusting = inherit(text, {("r3", "n2")}, now=10.0, wall_now=121.0, max_gap=35)
-    assert trusting == {("r3", "n2"): 10.0 - 21.0}, "a fault 3 s old (2 s on our clock) taken as 21 s old"
-    read = inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, skew=19.0, max_skew=5.0)
+    trusting = inherit(text, {("r3", "n2")}, now=10.0, wall_now=121.0, max_gap=35, bridge=5)
+    assert trusting == {("r3", "n2"): 10.0 - 6.0}, "the 20 s 'gap' (2 s real) bridged by 5 s: 3 s early"
+    read = inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=19.0, max_skew=5.0)
     assert read == {("r3", "n2"): 10.0 - 2.0}, "on its clock the gap is 1 s (our lateness taken off): never early"
-    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, skew=4.0, max_skew=5.0) == trusting, \
+    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=4.0, max_skew=5.0) == trusting, \
         "within a renewal interval the clocks are taken to agree"
-    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, skew=None, max_skew=5.0) == {}, \
+    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=None, max_skew=5.0) == {}, \
         "a renewal without renewTime: the clocks cannot be checked"
     far = record({("r3", "n2"): 50.0}, now=51.0, wall_now=61.0)  # 60 s behind: past the bound on our clock
-    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35) == {}
-    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35, skew=59.0, max_skew=5.0) == {("r3", "n2"): 8.0}
+    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5) == {}
+    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=59.0, max_skew=5.0) == {("r3", "n2"): 8.0}
 
 
 def test_linstor_silent_at_the_storage_re_check_costs_one_deadline_per_pass_not_one_per_write():

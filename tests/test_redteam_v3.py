@@ -24,14 +24,6 @@ def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name:
 
 
 # --- the grace handed over with the Lease ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "fencing/handover.inherit counts the unobserved gap between two terms (wall_now - since), bounded "
-    "only by --max-staleness + the Lease duration (35 s by default), which is longer than the grace (30 s): "
-    "a recovery and a new fault inside the gap are one fault to the new leader, which then acts on a fault "
-    "of 1 s. Counting only the observed span (observed - since) closes it but slows the 25 s crash loop "
-    "past test_a_controller_crashing_every_25_seconds_still_fails_the_pod_over's bound: a design choice "
-    "for the owners (e.g. count the gap up to one poll interval, or require the new leader's own sighting "
-    "for a minimum before it acts)"))
 def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
     """Leader A sees n1 lose power and times it for one pass (5 s), then crashes. n1's power comes
     back a second later (DRBD reconnects, the satellite is ONLINE): the fault is over, but nobody
