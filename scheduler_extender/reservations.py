@@ -255,17 +255,20 @@ def promising(claim: Claim) -> bool:
 
 
 def pool_for(storage_class: StorageClassInfo, node: NodeInfo,
-             held: Mapping[str, Mapping[str, int]] | None = None) -> str | None:
+             held: Mapping[str, Mapping[str, int]] | None = None,
+             taken: Mapping[str, int] | None = None) -> str | None:
     """The pool on ``node`` a new volume of the class goes to: the class's ``storagePool``, else
-    the node's roomiest once ``held`` (other claims' holds) is taken off, as ``scoring.judge_unbound``
-    judges it; None when the node has none. (By the poll's free space alone every hold would pile on
-    the same pool, and the filter would find the others free for ever.)"""
+    the node's roomiest once ``held`` (other claims' holds) and ``taken`` (KiB the pod's earlier
+    claims take of this node's pools) are taken off, as ``scoring.judge_unbound`` judges it; None
+    when the node has none. (By the poll's free space alone every hold would pile on the same pool,
+    and the filter would find the others free for ever.)"""
     if storage_class.storage_pool:
         return storage_class.storage_pool if storage_class.storage_pool in node.pools else None
     held = held or {}
+    taken = taken or {}
 
     def room(pool: str) -> int:
-        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024
+        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024 - taken.get(pool, 0)
 
     return max(node.pools, key=room, default=None)
 
@@ -274,21 +277,31 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
                   now: float) -> None:
     """The filter's answer let the pod through to ``nodes``: each unbound claim is held on the pool
     of every one of them (nodes without such a pool take no volume of it: a remote-access class
-    sends the volume elsewhere, and no hold can say where)."""
+    sends the volume elsewhere, and no hold can say where). A class without a ``storagePool`` holds
+    on the pool the filter found room in: the roomiest once other claims' holds and the pod's own
+    earlier claims on the node are counted, in the pod's order, as ``scoring.judge_node`` judges."""
     known = state.nodes
-    for claim in claims:
-        if not promising(claim):
-            continue
+    promised = [c for c in claims if promising(c)]
+    anywhere = any(not c.storage_class.storage_pool for c in promised if c.storage_class is not None)
+    taken: dict[str, dict[str, int]] = {}  # node -> pool -> KiB of the pod's claims held so far
+    for claim in promised:
         sc = claim.storage_class
         assert sc is not None and claim.size_bytes
         if sc.storage_pool:  # one pool: the common case, a plain membership test per node
             pool = sc.storage_pool
             held = [n for n in nodes if (node := known.get(n)) is not None and pool in node.pools]
             ledger.filtered(claim.ref.key, held, [pool], claim.size_bytes, now)
+            if anywhere:
+                for n in held:
+                    on = taken.setdefault(n, {})
+                    on[pool] = on.get(pool, 0) + claim.size_bytes // 1024
             continue
-        held = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
+        held_others = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
         places = [(n, pool) for n in nodes if (node := known.get(n)) is not None
-                  and (pool := pool_for(sc, node, held)) is not None]
+                  and (pool := pool_for(sc, node, held_others, taken.get(n))) is not None]
+        for n, pool in places:
+            on = taken.setdefault(n, {})
+            on[pool] = on.get(pool, 0) + claim.size_bytes // 1024
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
 
 

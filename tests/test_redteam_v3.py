@@ -232,12 +232,6 @@ def test_a_burst_past_the_places_bound_keeps_kube_schedulers_choices_and_drops_f
     assert lost == [], f"{len(lost)} claims kube-scheduler placed lost their hold (first: ns/c{lost[0]})"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scoring.judge_unbound judges each unbound claim of a pod against the pool alone: the pod's own "
-    "other claims on the same pool are not counted (held_excluding leaves the pod's own holds out, and "
-    "judge_node never sums its claims per pool), so two 60 GiB claims pass a 100 GiB pool; the fix sums "
-    "the pod's unbound claims per (node, pool) in judge_node and in the per-node fast path the scoring "
-    "property test proves equal to it"))
 def test_a_pod_with_two_claims_is_not_promised_a_pool_that_holds_only_one():
     """A database pod asks for data and WAL volumes, 60 GiB each, in a strict (no remote access)
     WaitForFirstConsumer class on pool thin; w1's pool has 100 GiB free. Both volumes would be

@@ -119,6 +119,33 @@ def test_the_filter_and_the_score_see_free_space_minus_what_is_held():
     assert "promised to other claims" in verdicts["w1"].text("w1")
 
 
+def test_a_pods_claims_are_summed_per_pool_and_held_where_the_filter_put_them():
+    """A pod with two 60 GiB claims of a class naming no pool, on w1 with pools fast (100 GiB free) and
+    bulk (90 GiB): the first takes fast, the second no longer fits there (40 GiB left) and takes bulk.
+    The filter passes w1 and holds each claim on the pool it was judged in (before, both were judged
+    and held on fast alone). A third claim of 60 GiB fits neither pool once the other two are counted,
+    and its reason says what the pod's other claims take."""
+    from devkit import kube_objects as k
+    from scheduler_extender.reservations import hold_filtered
+    from scheduler_extender.scoring import judge_node, prepare
+
+    pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
+    classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
+    state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
+                               pools=(), resources={}, kube=KubeView(storage_classes=classes),
+                               linstor_synced_at=0, kube_synced_at=0)
+    claims = [Claim(ClaimRef("db", f"data-{i}", f"vol{i}"), True, None, state.get_sc("any"), 60 * GiB)
+              for i in range(3)]
+    two = judge_node("w1", prepare(claims[:2], [None, None], state), state, Weights())
+    assert two.fits
+    ledger = Ledger()
+    hold_filtered(ledger, claims[:2], state, ["w1"], now=0)
+    assert (ledger.held("w1", "fast"), ledger.held("w1", "bulk")) == (60 * GiB, 60 * GiB)
+    three = judge_node("w1", prepare(claims, [None] * 3, state), state, Weights())
+    assert not three.fits
+    assert "60.0GiB for the pod's other claims" in three.failure("w1"), three.failure("w1")
+
+
 def test_what_each_claim_event_means_for_its_hold():
     state = three_nodes()
     ledger = Ledger()
