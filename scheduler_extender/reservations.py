@@ -20,9 +20,13 @@ says "this unbound claim's size will land in one of these pools", and lives in t
 
 It ends when LINSTOR shows the volume (``reconcile``: the poll's free space counts it now), when
 the claim is deleted, when the selection is withdrawn (the provisioner removes the annotation to
-make the scheduler retry: binder.go ``checkBindings``), or after a TTL (``expire``: a pod deleted
-mid-scheduling). Scoring and the filter subtract ``held`` from each pool's free space
-(``promised_state``; scoring.py reads ``ClusterState.held``).
+make the scheduler retry: binder.go ``checkBindings``), or after a TTL: a filter hold after the TTL
+(``expire``: a pod deleted mid-scheduling), a selection only once the state no longer shows it for
+the TTL (``reconcile``). A selection the claim still carries is kept however long provisioning
+takes: external-provisioner creates the volume from the annotation, pod or not (a burst queued
+behind LINSTOR can take minutes), so the pod's fate does not end it. Scoring and the filter
+subtract ``held`` from each pool's free space (``promised_state``; scoring.py reads
+``ClusterState.held``).
 
 Bounded: at most ``max_holds`` holds and ``max_places`` (node, pool) places over all of them, the
 oldest filter hold dropped first, a selection (kube-scheduler's choice, one place) only when no
@@ -76,6 +80,7 @@ class Ledger:
         self.max_holds = max_holds
         self.max_places = max_places
         self._holds: dict[str, Hold] = {}  # claim -> hold, oldest first
+        self._filtered: dict[str, None] = {}  # the claims of filter holds, oldest first (expire, _first_out)
         self._held: dict[str, dict[str, int]] = {}  # pool -> node -> bytes
         self._places = 0
         self.version = 0
@@ -149,6 +154,7 @@ class Ledger:
         hold = self._holds.pop(claim, None)
         if hold is None:
             return False
+        self._filtered.pop(claim, None)
         self._unheld(hold)
         self._changes.pop(claim, None)
         self.version += 1
@@ -162,10 +168,12 @@ class Ledger:
         return over
 
     def expire(self, now: float) -> list[Hold]:
-        """Drops holds older than the TTL. Holds are kept in the order they were taken or changed,
-        so this stops at the first one still young: nothing to do costs one look."""
+        """Drops filter holds older than the TTL (a selection is kept while the claim shows it:
+        ``reconcile``). They are kept in the order they were taken or changed, so this stops at the
+        first one still young: nothing to do costs one look."""
         old: list[Hold] = []
-        for hold in self._holds.values():
+        for claim in self._filtered:
+            hold = self._holds[claim]
             if now - hold.since < self.ttl:
                 break
             old.append(hold)
@@ -185,10 +193,13 @@ class Ledger:
         old = self._holds.pop(hold.claim, None)
         if old is not None:
             self._unheld(old)
+            self._filtered.pop(hold.claim, None)
         while self._holds and (len(self._holds) >= self.max_holds
                                or self._places + len(hold.nodes) > self.max_places):
             self.release(self._first_out())
         self._holds[hold.claim] = hold
+        if hold.source == "filtered":
+            self._filtered[hold.claim] = None
         self._places += len(hold.nodes)
         size = hold.size_bytes
         if len(hold.pools) == 1:  # the common case, in one loop without look-ups of the pool
@@ -206,10 +217,7 @@ class Ledger:
     def _first_out(self) -> str:
         """The hold a full ledger drops: the oldest filter hold (spread over every node passed, the
         claim lands on one at most), else the oldest selection (kube-scheduler's choice: certain)."""
-        for hold in self._holds.values():
-            if hold.source == "filtered":
-                return hold.claim
-        return next(iter(self._holds))
+        return next(iter(self._filtered), None) or next(iter(self._holds))
 
     def _unheld(self, hold: Hold) -> None:
         self._places -= len(hold.nodes)
@@ -346,15 +354,21 @@ def heard_claim(ledger: Ledger, key: str, pvc: ClaimRecord | Mapping[str, Any] |
 def reconcile(ledger: Ledger, state: ClusterState, now: float) -> None:
     """After each published state: a hold ends when LINSTOR's part of the state has the claim's
     volume (its free space counts it now) or the claim is gone; a selection the informer's news
-    did not bring yet is taken from the state's copy of the claim; old holds expire."""
+    did not bring yet is taken from the state's copy of the claim; old filter holds expire, and so
+    does a selection the state has not shown for the TTL (the informer's news of it was never
+    confirmed, or its withdrawal was missed). A selection the state shows is kept: the volume is
+    being provisioned there, however long that takes."""
     if not len(ledger):
         return
 
     def over(hold: Hold) -> bool:
-        pvc = state.get_pvc(hold.claim)
+        pvc = as_claim(state.get_pvc(hold.claim))
         if pvc is None:
             return True
-        return bool(pvc.volume) and pvc.volume in state.resources
+        if pvc.volume and pvc.volume in state.resources:
+            return True
+        return (hold.source == "selected" and now - hold.since >= ledger.ttl
+                and selected_node(pvc) != hold.nodes[0])
 
     ledger.settle(over)
     for hold in ledger.holds():

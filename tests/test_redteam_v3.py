@@ -296,12 +296,6 @@ def test_a_delete_in_doubt_when_the_lease_is_lost_is_still_accounted_once():
         assert len(rig.events("FencedPod", "db-0")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reservations.Ledger.expire drops a selected hold after --reservation-ttl (120 s) like a filter hold, "
-    "although the claim still carries kube-scheduler's choice and no volume: external-provisioner will "
-    "create it there (it provisions from the annotation, pod or not), so the TTL's stated purpose (a pod "
-    "deleted mid-scheduling) does not apply to it; reconcile could renew a selection the state still shows "
-    "(Ledger.selected keeps 'since' when nothing changed)"))
 def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     """A burst of 1,000 WaitForFirstConsumer pods: kube-scheduler chose w2 for data-0 (selected-node on the
     claim), and the CSI external-provisioner, 100 workers deep behind LINSTOR creating volumes one
@@ -309,7 +303,8 @@ def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     promised on w2's pool; before, the hold expired after 120 s and the next pods saw w2's space as
     free again."""
     from devkit import kube_objects as k
-    from scheduler_extender.reservations import SELECTED_NODE, Ledger, reconcile
+    from linstor_scheduler.claims import SELECTED_NODE
+    from scheduler_extender.reservations import Ledger, reconcile
     from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
 
     claim = k.pvc("data-0", storage_class="local", size="60Gi")

@@ -86,6 +86,38 @@ def test_settle_and_expire_release():
     assert len(ledger) == 0 and ledger.held("w1", "thin") == 0
 
 
+def test_only_filter_holds_expire_by_the_ttl_a_selection_while_the_claim_shows_it_is_kept():
+    """A selection is kube-scheduler's choice, which external-provisioner carries out from the claim's
+    annotation however long its queue is: the TTL (a pod deleted mid-scheduling) does not end it. One
+    the state's claim does not show (news never confirmed, a withdrawal missed) ends a TTL after it
+    was taken; one whose claim is gone ends at once."""
+    from scheduler_extender.reservations import reconcile
+
+    ledger = Ledger(ttl=10)
+    ledger.selected("default/shown", "w2", "thin", GiB, now=0)
+    ledger.selected("default/unshown", "w2", "thin", GiB, now=0)
+    ledger.filtered("default/filtered", ["w1"], ["thin"], GiB, now=0)
+    assert [h.claim for h in ledger.expire(now=50)] == ["default/filtered"], "expire drops filter holds only"
+    shown = k.pvc("shown", storage_class="local", size="1Gi")
+    shown["metadata"]["annotations"] = {SELECTED_NODE: "w2"}
+    pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
+    state = ClusterState.build(
+        generation=1, nodes={n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in ("w1", "w2")}, pools=(),
+        resources={}, kube=KubeView(pvcs={"default/shown": shown,
+                                          "default/unshown": k.pvc("unshown", storage_class="local", size="1Gi")}),
+        linstor_synced_at=0, kube_synced_at=0)
+    reconcile(ledger, state, now=9)
+    assert {h.claim for h in ledger.holds()} == {"default/shown", "default/unshown"}, "young: the state may lag"
+    reconcile(ledger, state, now=10)
+    assert [h.claim for h in ledger.holds()] == ["default/shown"]
+    reconcile(ledger, state, now=3600)
+    assert ledger.held("w2", "thin") == GiB, "still chosen, still no volume: still promised"
+    gone = ClusterState.build(generation=2, nodes=state.nodes, pools=(), resources={}, kube=KubeView(pvcs={}),
+                              linstor_synced_at=0, kube_synced_at=0)
+    reconcile(ledger, gone, now=3601)
+    assert len(ledger) == 0
+
+
 def test_bounded_by_holds_and_by_places_oldest_out():
     ledger = Ledger(max_holds=3)
     for i in range(5):
