@@ -18,7 +18,9 @@ says "this unbound claim's size will land in one of these pools", and lives in t
   already being scheduled (schedule_one.go ``ScheduleOne``: "bind the pod to its host
   asynchronously"). The hold shrinks to that node's pool the moment the informer hears it.
 
-It ends when LINSTOR shows the volume (``reconcile``: the poll's free space counts it now), when
+It ends when LINSTOR shows the volume (``reconcile``: the poll's free space counts it now, for a
+thick pool; a thin pool's free space is its unwritten data, which a new volume leaves as it was:
+the strict xfail ``test_a_thin_volume_just_provisioned_still_counts_against_its_pool``), when
 the claim is deleted, when the selection is withdrawn (the provisioner removes the annotation to
 make the scheduler retry: binder.go ``checkBindings``), or after a TTL: a filter hold after the TTL
 (``expire``: a pod deleted mid-scheduling), a selection only once the state no longer shows it for
