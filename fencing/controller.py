@@ -258,7 +258,10 @@ class FencingController:
             return report
         if self._term != self.leader.leader_since:
             self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
-            self.budget.merge(handover.inherit_budget(self._handover, started, self.wall_clock()))
+            wall, skew, max_skew = self._predecessor_clock()
+            if skew is not None and skew > max_skew:
+                wall -= skew  # the predecessor's clock was behind: its fail-overs look younger, never older
+            self.budget.merge(handover.inherit_budget(self._handover, started, wall))
             log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
                      "term's first read agrees: %s), nothing is done before a complete new read",
                      self.leader.leader_since or 0.0, "a record was handed over" if self._handover else "none")
@@ -462,15 +465,32 @@ class FencingController:
         assert self.view is not None
         text, self._handover = self._handover, None
         gap = self.settings.max_staleness + float(getattr(self.leader, "lease_seconds", 0.0) or 0.0)
-        inherited = handover.inherit(text, found, self.view.read_at, self.wall_clock(), gap)
+        wall, skew, max_skew = self._predecessor_clock()
+        if skew is None:
+            log.warning("the previous Lease holder's last renewal carries no renewTime: its clock cannot be "
+                        "checked against ours, its grace timers are not continued")
+        elif skew > max_skew:
+            log.warning("the previous Lease holder's clock was %.1fs behind ours at its last renewal (more than a "
+                        "renewal interval, %.0fs): its record is read on its own clock", skew, max_skew)
+        inherited = handover.inherit(text, found, self.view.read_at, wall, gap, bridge=self.settings.poll_interval,
+                                     skew=skew, max_skew=max_skew)
         if text and len(inherited) < len(found):
             log.warning("%d storage fault(s) seen in this term's first read are not in the previous Lease holder's "
-                        "record as they are now (other faults on the node, or a record older than %.0fs): their "
-                        "grace periods start afresh", len(found) - len(inherited), gap)
+                        "record as they are now (other faults on the node, a record older than %.0fs, or a "
+                        "clock that cannot be checked): their grace periods start afresh",
+                        len(found) - len(inherited), gap)
         for (res, node), since in sorted(inherited.items()):
             self.timers.since[(res, node)] = min(self.timers.since.get((res, node), since), since)
             log.info("storage fault of resource %s on node %s: the previous leader had timed it for %.0fs; its "
                      "grace period continues", res, node, self.view.read_at - since)
+
+    def _predecessor_clock(self) -> tuple[float, float | None, float]:
+        """Our wall clock now; how far the previous Lease holder's clock looked behind ours at its last
+        renewal (``LeaderElector.inherited_skew``: 0 for a leader that measures nothing); and the most
+        that is taken as clocks agreeing, a renewal interval (handover.py)."""
+        skew = getattr(self.leader, "inherited_skew", 0.0)
+        renew = getattr(self.leader, "renew_seconds", None)
+        return self.wall_clock(), skew, float(renew) if renew else float("inf")
 
     def _publish_grace(self) -> None:
         """The grace timers, for the Lease's next renewal (the elector writes its annotations)."""
