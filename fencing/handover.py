@@ -48,7 +48,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
-ANNOTATION = "fencing.linstor.csi.linbit.com/grace-timers"
+# The record's name is the core's: the extender reads the same record (lost_storage.py).
+from linstor_scheduler.lost_storage import ANNOTATION
+
+__all__ = ["ANNOTATION", "inherit", "inherit_budget", "record"]
+
 Key = tuple[str, str]  # (resource, node)
 
 
