@@ -45,6 +45,19 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_leader_options(e, "linstor-scheduler-locality")
     e.set_defaults(func=deferred("locality.wiring:run_exporter"))
 
+    a = sub.add_parser("affinity", parents=[parent], help="which PVs' node affinity is out of step with LINSTOR",
+                       description="For every PersistentVolume of linstor.csi.linbit.com: the node affinity LINSTOR "
+                       "CSI would write now (the diskful replicas and the StorageClass's allowRemoteVolumeAccess), "
+                       "and whether the PV's is stale (it excludes a node with a diskful replica, or admits only "
+                       "nodes without one), with the reason. From the live cluster or a snapshot file. Changes "
+                       "nothing; affinity-sync fixes. See docs/locality.md.")
+    add_option(a, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
+    add_option(a, "--output", default="table", choices=["table", "json"], help="table (the stale PVs) or json (all)")
+    add_flag(a, "--all", help="the table lists the PVs in step too")
+    add_linstor_options(a)
+    add_kube_options(a)
+    a.set_defaults(func=deferred("locality.wiring:run_affinity"))
+
     d = sub.add_parser("drill", parents=[parent], help="what would happen if these nodes failed now?",
                        description="Rehearse a failure: for each pod labelled linstor.csi.linbit.com/on-storage-lost, "
                        "would fencing remove it after the grace period or refuse (and why), and where would the "

@@ -153,6 +153,16 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_affinity(args: argparse.Namespace) -> int:
+    """``affinity``: exit 0 when no PV is stale, 1 when some are (scripts and CI can test it)."""
+    from .affinity import render_table, report_from_doc
+
+    report = report_from_doc(_document(args))
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.output == "json"
+          else render_table(report, show_all=args.all))
+    return 1 if report["summary"]["stale"] else 0
+
+
 def run_drill(args: argparse.Namespace) -> int:
     from .cli import CUT_NODE_ENV, FAIL_NODE_ENV
     from .drill import DrillSettings, drill, render_table
