@@ -328,3 +328,36 @@ def _listening(url: str) -> bool:
     except httpx.TransportError:
         return False
     return True
+
+
+@pytest.mark.parametrize("lost", ["save", "retain", "delete", "unprotect", "create", "clear"])
+def test_a_write_whose_answer_is_lost_is_not_lost(world, lost):
+    """The write is carried out, then the connection breaks before its answer: the worker fails that
+    step; the next pass (a new worker) reads what is there and finishes."""
+    emu, ks = world
+    volume(emu, ks, 1)
+    emu.evacuate("n1", to="n3")
+    rd = "/v1/resource-definitions/pvc-1"
+    arm_after = {"save": None, "retain": SAVE, "delete": RETAIN_STEP, "unprotect": DELETE, "create": UNPROTECT,
+                 "clear": CREATE}[lost]
+    method = {"retain": "PATCH", "delete": "DELETE", "unprotect": "PATCH", "create": "POST"}.get(lost)
+
+    def arm() -> None:
+        if lost in ("save", "clear"):
+            emu.inject(lose_answer=1, path_prefix=rd)
+        else:
+            ks.lose_answers("/api/v1/persistentvolumes" + ("" if lost == "create" else "/pvc-1"), method=method)
+
+    def armed(step: str, pv: str) -> None:
+        if step == arm_after:
+            arm()
+
+    if arm_after is None:
+        arm()
+    result = run(worker(emu, ks, on_step=armed))
+    assert [a["outcome"] for a in result.actions] == ["failed"], result.actions
+    ks.reset_faults()
+    emu.reset_faults()
+    second = [a["outcome"] for a in run(worker(emu, ks)).actions]
+    assert second == ([] if lost == "clear" else ["replaced"])  # the clear was done: nothing left to do
+    intact(emu, ks, 1, ["n2", "n3"])
