@@ -52,6 +52,15 @@ page, kubernetes.io/docs/reference/using-api/api-concepts/, and k8s.io/apiserver
   ends it cleanly (apiserver:pkg/storage/cacher/cache_watcher.go ``nextBookmarkTime``: "roughly
   every minute" and "right before the watcher timeout"; "Watch bookmarks").
 - counters: ``open_watches()``, ``hung_requests()``.
+- an update that leaves an object being deleted without finalizers deletes it
+  (apiserver:pkg/registry/generic/registry/store.go ``Update``, ``shouldDeleteDuringUpdate``).
+- ``pv_rules`` (``devkit/pv_rules.py``): what the API server and kube-controller-manager do to
+  PVs and their claims (pv-protection, immutable affinity before 1.35, a claim Lost while its PV is
+  gone), applied to writes through HTTP, per PV and its claim (so a write costs the same at 10 or
+  10,000 volumes).
+
+Lists page through each kind's objects sorted once per write of that kind (an Event written does
+not re-sort 10,000 PVs): ``bench/affinity_bench.py`` replaces 100 of 10,000 PVs in seconds here.
 """
 
 from __future__ import annotations

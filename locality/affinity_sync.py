@@ -28,6 +28,7 @@ PV's turn, and the next pass decides again from what is there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -36,20 +37,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from linstor_scheduler.claims import CONTEXT_MARKER, CONTEXT_POLICY
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
 from linstor_scheduler.quantity import parse_quantity
-from linstor_scheduler.volumes import StorageClassInfo
+from linstor_scheduler.volumes import CSI_DRIVER, StorageClassInfo
 
-from .affinity import AffinityVerdict, admits, judge_objects, node_affinity, segments
+from .affinity import AffinityVerdict, admits, deployed_diskfully, judge_objects, node_affinity, segments
 from .affinity_plan import (
     ABANDON,
     CLEAR,
@@ -77,6 +80,7 @@ RESIZE_CONDITIONS = frozenset({"Resizing", "FileSystemResizePending", "Controlle
                                "ControllerResizeInProgress", "NodeResizeInProgress", "NodeResizePending"})
 PATCHED, REPLACED, ABANDONED, FAILED, WOULD = "patched", "replaced", "abandoned", "failed", "would-fix"
 MODES = ("auto", "replace", "patch")
+PAGE = 500  # items per list page
 
 
 class AffinityMetrics:
@@ -106,13 +110,14 @@ class PassResult:
     actions: list[dict[str, Any]] = field(default_factory=list)  # {"pv", "claim", "outcome", "detail"}
     error: str | None = None
     acted: bool = False
+    seconds: float = 0.0  # the pass's own duration (reads, judging, writes)
 
     @property
     def ok(self) -> bool:
         return self.error is None and not any(a["outcome"] == FAILED for a in self.actions)
 
     def doc(self) -> dict[str, Any]:
-        return {"acted": self.acted, "error": self.error, "actions": self.actions,
+        return {"acted": self.acted, "error": self.error, "seconds": round(self.seconds, 3), "actions": self.actions,
                 "stale": [v.as_dict() for v in self.verdicts if v.stale]}
 
 
@@ -149,6 +154,38 @@ def resizing(claim: Mapping[str, Any]) -> bool:
     asked = parse_quantity(((claim.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage"))
     has = parse_quantity((status.get("capacity") or {}).get("storage"))
     return asked is not None and has is not None and asked > has
+
+
+class Placed(msgspec.Struct, frozen=True, gc=False):
+    """What a pass keeps of a ``/v1/view/resources`` item: where, and whether diskful."""
+
+    name: str
+    node_name: str
+    flags: list[str] = []
+
+
+def slim_pv(pv: dict[str, Any]) -> dict[str, Any] | None:
+    """What a pass keeps of a PV of LINSTOR CSI (judging and the guards); None for other PVs."""
+    spec = pv.get("spec") or {}
+    csi = spec.get("csi") or {}
+    if csi.get("driver") != CSI_DRIVER:
+        return None
+    meta = pv.get("metadata") or {}
+    attrs = {k: v for k, v in (csi.get("volumeAttributes") or {}).items() if k in (CONTEXT_MARKER, CONTEXT_POLICY)}
+    return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "creationTimestamp",
+                                              "deletionTimestamp") if k in meta},
+            "spec": {"csi": {"driver": csi.get("driver"), "volumeHandle": csi.get("volumeHandle"),
+                             "volumeAttributes": attrs},
+                     **{k: spec[k] for k in ("storageClassName", "nodeAffinity", "claimRef") if k in spec}},
+            "status": {"phase": (pv.get("status") or {}).get("phase")}}
+
+
+def slim_claim(claim: dict[str, Any]) -> dict[str, Any]:
+    meta, spec, status = claim.get("metadata") or {}, claim.get("spec") or {}, claim.get("status") or {}
+    return {"metadata": {"namespace": meta.get("namespace") or "default",
+                         **{k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta}},
+            "spec": {"resources": spec.get("resources") or {}, "volumeName": spec.get("volumeName")},
+            "status": {k: status[k] for k in ("phase", "capacity", "conditions") if k in status}}
 
 
 def claim_volumes(pod: Mapping[str, Any]) -> set[str]:
@@ -194,22 +231,21 @@ class AffinitySync:
         self.read_at = None
 
     async def run_pass(self, *, act: bool = True) -> PassResult:
+        began = self.clock()
         try:
             result = await self._pass(act and not self.dry_run)
         except Exception as exc:  # a bad object must not end the loop
             log.exception("affinity-sync pass failed")
             result = PassResult(error=f"{type(exc).__name__}: {exc}")
+        result.seconds = self.clock() - began
         self.metrics.passes.labels("error" if result.error else ("ok" if result.ok else "failed")).inc()
         return result
 
     # --- reads ---------------------------------------------------------------------------------------
-    def _list(self, fn: Callable[..., Any], **kw: Any) -> list[dict[str, Any]]:
-        return list(orjson.loads(fn(_preload_content=False, **kw).data).get("items") or [])
-
     def _snapshots(self) -> list[dict[str, Any]]:
         try:
-            return self._list(self.custom.list_cluster_custom_object, group="snapshot.storage.k8s.io",
-                              version="v1", plural="volumesnapshots")
+            return self._pages(self.custom.list_cluster_custom_object, lambda snap: snap,
+                               group="snapshot.storage.k8s.io", version="v1", plural="volumesnapshots")
         except ApiException as exc:
             if exc.status == 404:  # no snapshot CRDs: no snapshot can be in progress
                 return []
@@ -223,29 +259,50 @@ class AffinitySync:
                 return None
             raise
 
+    def _pages(self, fn: Callable[..., Any], keep: Callable[[dict[str, Any]], Any], **kw: Any) -> list[Any]:
+        """A list in pages of ``PAGE`` (as informers list), each item turned into what we keep at once:
+        10,000 PVs as the API server sends them are ~100 MB of dicts, what a pass needs of them ~5 MB."""
+        out: list[Any] = []
+        token = None
+        while True:
+            extra = {"_continue": token} if token else {}
+            doc = orjson.loads(fn(_preload_content=False, limit=PAGE, **kw, **extra).data)
+            out += [kept for item in doc.get("items") or () if (kept := keep(item)) is not None]
+            token = (doc.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+
     async def _read(self) -> View:
+        """LINSTOR (nodes, resources as compact records, definitions) and the PVs, StorageClasses and
+        Nodes; claims come later, and only for the PVs that may be acted on."""
         nodes = await self.linstor.get_nodes()
-        resources = await self.linstor.get_resources()
-        definitions = await self.linstor.get_resource_definitions()
-        read = self.calls.read
-        pvs = await read(self._list, self.core.list_persistent_volume)
-        claims = await read(self._list, self.core.list_persistent_volume_claim_for_all_namespaces)
-        classes = await read(self._list, self.storage.list_storage_class)
-        kube_nodes = await read(self._list, self.core.list_node)
-        labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in kube_nodes}
         diskful: dict[str, set[str]] = {}
-        for r in resources:
-            nodes_of = diskful.setdefault(r.name, set())
-            flags = {f.upper() for f in r.flags}
-            if "DISKLESS" not in flags and not flags & {"DELETE", "FAILED_DEPLOYMENT", "FAILED_DISCONNECT"}:
-                nodes_of.add(r.node_name)
+        async for batch in self.linstor.iter_resource_batches(Placed):
+            for r in batch:
+                nodes_of = diskful.setdefault(r.name, set())
+                if deployed_diskfully(r.flags):
+                    nodes_of.add(r.node_name)
+        definitions = await self.linstor.get_resource_definitions_compact()
+        read = self.calls.read
+        pvs = await read(self._pages, self.core.list_persistent_volume, slim_pv)
+        classes = await read(self._pages, self.storage.list_storage_class, StorageClassInfo.from_object)
+        labels = dict(await read(self._pages, self.core.list_node,
+                                 lambda n: (n["metadata"]["name"], n["metadata"].get("labels") or {})))
         return View(
             pvs={p["metadata"]["name"]: p for p in pvs},
-            claims={(c["metadata"].get("namespace") or "default", c["metadata"]["name"]): c for c in claims},
-            classes={c.name: c for c in (StorageClassInfo.from_object(o) for o in classes)},
+            claims={},
+            classes={c.name: c for c in classes},
             node_segments={n.name: segments(n.name, n.props, labels.get(n.name)) for n in nodes},
             diskful=diskful,
             saved={d.name: d.props[SAVED_PROP] for d in definitions if SAVED_PROP in d.props})
+
+    async def _read_claims(self, view: View, wanted: set[tuple[str, str]]) -> None:
+        def keep(c: dict[str, Any]) -> dict[str, Any] | None:
+            key = (c["metadata"].get("namespace") or "default", c["metadata"]["name"])
+            return slim_claim(c) if key in wanted else None
+
+        claims = await self.calls.read(self._pages, self.core.list_persistent_volume_claim_for_all_namespaces, keep)
+        view.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
 
     # --- a pass --------------------------------------------------------------------------------------
     async def _pass(self, act: bool) -> PassResult:
@@ -264,6 +321,17 @@ class AffinitySync:
         result = PassResult(verdicts=verdicts, acted=act)
         stale = [v for v in verdicts if v.stale and v.resource not in view.saved]
         self.metrics.stale.set(len([v for v in verdicts if v.stale]))
+        wanted = {tuple(v.claim.split("/", 1)) for v in stale if v.claim}
+        for text in view.saved.values():
+            with contextlib.suppress(BadIntent):
+                ref = Intent.decode(text).pv["spec"].get("claimRef") or {}
+                wanted.add((ref.get("namespace") or "default", ref.get("name") or ""))
+        if wanted:
+            try:
+                await self._read_claims(view, wanted)
+            except Exception as exc:
+                log.warning("listing claims failed, nothing done this pass: %s", describe_api_error(exc))
+                return PassResult(verdicts=verdicts, error=f"Kubernetes: {describe_api_error(exc)}")
         for rd, text in sorted(view.saved.items()):  # begun before: finish first, whatever the guards say
             if act:
                 result.actions.append(await self._resume(rd, text, view))
@@ -272,7 +340,11 @@ class AffinitySync:
                                        "detail": "a replacement was begun: it would be finished"})
         if not stale:
             return result
-        pods, snapshots = await self._read_users()
+        try:
+            pods, snapshots = await self._read_users({tuple(v.claim.split("/", 1)) for v in stale if v.claim})
+        except Exception as exc:
+            log.warning("listing pods or VolumeSnapshots failed, nothing done this pass: %s", describe_api_error(exc))
+            return PassResult(verdicts=verdicts, error=f"Kubernetes: {describe_api_error(exc)}")
         budget = self.max_per_pass
         held: dict[str, int] = {}
         for verdict in stale:
@@ -301,8 +373,16 @@ class AffinitySync:
             self.metrics.held.labels(reason).inc(n)
         return result
 
-    async def _read_users(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        pods = await self.calls.read(self._list, self.core.list_pod_for_all_namespaces,
+    async def _read_users(self, claims: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The pods (namespace, name, node, claims) and VolumeSnapshots that use these claims."""
+        def keep(pod: dict[str, Any]) -> dict[str, Any] | None:
+            ns = pod["metadata"].get("namespace") or "default"
+            used = {c for c in claim_volumes(pod) if (ns, c) in claims}
+            node = (pod.get("spec") or {}).get("nodeName")
+            return {"namespace": ns, "name": pod["metadata"]["name"], "node": node, "claims": used} \
+                if used and node else None
+
+        pods = await self.calls.read(self._pages, self.core.list_pod_for_all_namespaces, keep,
                                      field_selector="status.phase!=Succeeded,status.phase!=Failed")
         return pods, await self.calls.read(self._snapshots)
 
@@ -343,11 +423,11 @@ class AffinitySync:
 
         compact = selector((new or {}).get("required")) if new else None
         for pod in pods:
-            node = (pod.get("spec") or {}).get("nodeName")
-            if (node and (pod.get("metadata") or {}).get("namespace") == key[0] and key[1] in claim_volumes(pod)
+            node = pod["node"]
+            if (pod["namespace"] == key[0] and key[1] in pod["claims"]
                     and not admits(compact, view.node_segments.get(node) or {}, node)):
-                return POD_EXCLUDED, (f"pod {key[0]}/{pod['metadata']['name']} uses the claim on {node}, which the "
-                                      "new affinity would not admit")
+                return POD_EXCLUDED, (f"pod {key[0]}/{pod['name']} uses the claim on {node}, which the new "
+                                      "affinity would not admit")
         return None
 
     # --- acting --------------------------------------------------------------------------------------
@@ -356,9 +436,16 @@ class AffinitySync:
         if self.on_step is not None:
             self.on_step(step, pv)
 
-    async def _fix(self, verdict: AffinityVerdict, pv: dict[str, Any], view: View) -> dict[str, Any]:
+    async def _fix(self, verdict: AffinityVerdict, slim: dict[str, Any], view: View) -> dict[str, Any]:
         row = {"pv": verdict.pv, "claim": verdict.claim}
         affinity = node_affinity(verdict.want)
+        try:  # the whole PV: the replacement carries all of it over
+            pv = await self.calls.read(self._get_pv, verdict.pv)
+        except Exception as exc:
+            return self._failed(row, "read", slim, view, exc)
+        if pv is None or pv["metadata"].get("resourceVersion") != slim["metadata"].get("resourceVersion"):
+            return {**row, "outcome": "changed", "detail": "the PV changed since the pass read it: judged again "
+                    "next pass"}
         if not self.immutable:
             try:
                 patched = await self._patch_affinity(pv, affinity)
