@@ -372,6 +372,29 @@ class LinstorEmulator(HttpDouble):
             out.append({**item, "layer_object": layer})
         return out
 
+    # --- replicas moving, as LINSTOR moves them (the events PV node affinity falls behind) ----------
+    def evacuate(self, node: str, to: str) -> None:
+        """``linstor node evacuate``: the node is flagged EVACUATE, each of its diskful replicas is
+        placed on ``to`` and, once synced, removed from it (LINSTOR User's Guide, "Evacuating a node")."""
+        with self._lock:
+            self._nodes[node]["flags"] = sorted({*self._nodes[node]["flags"], "EVACUATE"})
+            moving = [rd for (rd, n), item in self._resources.items() if n == node and "DISKLESS" not in item["flags"]]
+        for rd in moving:
+            self.add_resource(rd, to)
+            self.remove_resource(rd, node)
+
+    def make_diskful(self, name: str, node: str) -> None:
+        """Auto-diskful (``DrbdOptions/auto-diskful``): the diskless replica on ``node`` that has been
+        Primary long enough gets a disk (``resource toggle-disk``); it syncs, then is UpToDate."""
+        with self._lock:
+            self._changed()
+            item = self._resources[(name, node)]
+            item["flags"] = [f for f in item["flags"] if f not in ("DISKLESS", "DRBD_DISKLESS")]
+            for vol in item["volumes"]:
+                vol["storage_pool_name"] = "thindata"
+                vol["provider_kind"] = "LVM_THIN"
+                vol["state"] = {"disk_state": "UpToDate"}
+
     def remove_node(self, name: str) -> None:
         with self._lock:
             name = self._node_name(name)
@@ -730,10 +753,23 @@ class LinstorEmulator(HttpDouble):
                 return json(page(request, [d for n, d in emu._rds.items() if names is None or n in names]))
 
         async def rd_one(request: Request) -> Response:
+            rd = request.path_params["rd"]
+            if request.method == "PUT":  # ResourceDefinitionModify: override_props, delete_props
+                try:
+                    body = orjson.loads(await request.body() or b"{}")
+                    changes: dict[str, str | None] = {str(k): str(v) for k, v in
+                                                      (body.get("override_props") or {}).items()}
+                    changes.update({str(k): None for k in body.get("delete_props") or ()})
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    return error("Invalid JSON body", 400)
+                with emu._lock:
+                    if emu._rd_name(rd) not in emu._rds:
+                        return error(f"Resource definition '{rd}' not found.", 404)
+                    emu.set_rd_props(rd, changes)
+                return json([api_rc(f"Resource definition '{rd}' modified.")])
             with emu._lock:
-                found = emu._rds.get(emu._rd_name(request.path_params["rd"]))
-                return json(found) if found else error(f"Resource definition '{request.path_params['rd']}' not found.",
-                                                       404)
+                found = emu._rds.get(emu._rd_name(rd))
+                return json(found) if found else error(f"Resource definition '{rd}' not found.", 404)
 
         async def rd_resources(request: Request) -> Response:
             with emu._lock:
@@ -793,7 +829,7 @@ class LinstorEmulator(HttpDouble):
             Route("/v1/view/storage-pools", view_pools),
             Route("/v1/view/resources", view_resources),
             Route("/v1/resource-definitions", rd_list),
-            Route("/v1/resource-definitions/{rd}", rd_one),
+            Route("/v1/resource-definitions/{rd}", rd_one, methods=["GET", "PUT"]),
             Route("/v1/resource-definitions/{rd}/resources", rd_resources),
             Route("/v1/resource-groups", rg_list),
             Route("/v1/controller/properties", controller_props),

@@ -497,8 +497,9 @@ def test_containers_use_real_subcommands_flags_and_env_vars(variant):
     """Every manifest as written, and deploy/ with the main-scheduler components (their settings)."""
     objs = objects() if variant == "files" else rendered_with("", "main-scheduler", "main-scheduler-client-auth")
     containers = our_containers(objs)
+    opt_in = {"affinity-sync"} if variant == "files" else set()  # deploy/components/affinity-sync, as written
     assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
-                                                 "locality-exporter"}
+                                                 "locality-exporter", *opt_in}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -535,6 +536,7 @@ def test_probes_hit_real_routes():
         "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "sync-classes": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "locality-exporter": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
+        "affinity-sync": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -1131,8 +1133,8 @@ def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]
 def test_the_linstor_connection_is_set_in_one_place():
     objs = objects()
     found = linstor_containers(objs)
-    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "locality-exporter", "sync-classes",
-                                                      "sync-node"]
+    assert sorted(c["args"][0] for _, c in found) == ["affinity-sync", "extender", "fencing", "locality-exporter",
+                                                      "sync-classes", "sync-node"]
     config = find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert config["data"]["LS_CONTROLLERS"] == "http://linstor-controller.piraeus-datastore.svc:3370"
     for spec, c in found:

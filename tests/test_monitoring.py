@@ -98,7 +98,7 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
                       "LinstorSchedulerPoolSyncFailing", "LinstorSchedulerPoolSyncProblems",
                       "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors", "LinstorSchedulerLocalityLow",
                       "LinstorSchedulerLocalityNotExported", "LinstorSchedulerFencingBlind",
-                      "LinstorSchedulerLocalityStale"}
+                      "LinstorSchedulerLocalityStale", "LinstorSchedulerVolumeAffinityStale"}
     tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text()))
     assert tested == alerts, "every alert has a promtool unit test"
 

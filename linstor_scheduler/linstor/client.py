@@ -300,6 +300,29 @@ class LinstorClient:
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
 
+    async def get_resource_definition(self, name: str) -> ResourceDefinition | None:
+        """One resource definition (its properties), None when LINSTOR has none of that name."""
+        resp = await self._request("GET", f"/v1/resource-definitions/{quote(name, safe='')}")
+        if resp.status_code == 404:
+            return None
+        self._check(resp)
+        try:
+            return ResourceDefinition.model_validate(orjson.loads(resp.content))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise LinstorProtocolError(f"GET /v1/resource-definitions/{name}: unexpected body: {exc}") from None
+
+    async def modify_resource_definition(self, name: str, *, override_props: dict[str, str] | None = None,
+                                         delete_props: list[str] | None = None) -> list[ApiCallRc]:
+        """``PUT /v1/resource-definitions/{name}`` (ResourceDefinitionModify): set and delete properties.
+        Not retried (a write); a lost answer raises ``LinstorUnavailable``."""
+        body: dict[str, Any] = {}
+        if override_props:
+            body["override_props"] = override_props
+        if delete_props:
+            body["delete_props"] = delete_props
+        resp = await self._request("PUT", f"/v1/resource-definitions/{quote(name, safe='')}", body=body)
+        return self._check(resp)
+
     async def get_resource_groups(self) -> list[ResourceGroup]:
         return await self._get_list("/v1/resource-groups", ResourceGroup)
 
