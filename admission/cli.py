@@ -33,8 +33,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                "(docs/install.md, the unknown-claims rule)")
     add_option(p, "--lookup-workers", type=int, default=8, minimum=1, maximum=256,
                help="threads of the webhook's own executor for direct reads (never the event loop's shared one)")
-    add_option(p, "--pvc-read-timeout", type=float, default=None, above=0,
-               help="seconds, a cap on each direct read (default: what is left of --review-deadline)")
+    add_option(p, "--pvc-read-timeout", type=float, default=5.0, above=0,
+               help="seconds, a cap on each direct read; no read goes past --review-deadline either")
     add_option(p, "--drain-seconds", type=float, default=10.0, minimum=0, maximum=3600,
                help="after SIGTERM: /readyz fails at once and /mutate keeps answering for this long (the endpoint "
                "leaves the Service meanwhile), then the process stops; keep terminationGracePeriodSeconds above it "
