@@ -91,7 +91,8 @@ class SharedCA:
     def __init__(self, api_client: k8s.ApiClient, *, namespace: str, secret: str, names: list[str],
                  config_name: str | None, elector: Any, directory: Path, interval: float = 10.0,
                  call_timeout: float = 10.0, retire_after: float | None = None) -> None:
-        """``elector``: a started-by-us ``LeaderElector`` (or ``AlwaysLeader``) on ``--ca-lease-name``;
+        """``elector``: a ``LeaderElector`` (or ``AlwaysLeader``) on ``--ca-lease-name``, started and
+        stopped with us;
         ``config_name``: the MutatingWebhookConfiguration (None: the caBundle is not ours to write)."""
         self.core = k8s.CoreV1Api(api_client)
         self.admission = k8s.AdmissionregistrationV1Api(api_client)
@@ -231,6 +232,8 @@ class SharedCA:
 
     # --- the loop ---------------------------------------------------------------------------------------
     def start(self) -> None:
+        """The elector's loop and ours (with the app: lifespan startup)."""
+        self.elector.start()
         self._thread = threading.Thread(target=self._run, name="shared-ca", daemon=True)
         self._thread.start()
 
@@ -254,6 +257,8 @@ class SharedCA:
         return loop_liveness("shared CA", self.beat, boottime(), self.interval + 4 * self.call_timeout + 30.0)
 
     def stop(self) -> None:
+        """Ours, then the elector's, which gives the Lease back: another replica issues at once."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        self.elector.stop()

@@ -149,7 +149,6 @@ def run_webhook(args: argparse.Namespace) -> int:
                           "or neither")
     api = api_client_from_args(args)
     publisher: Any = None
-    elector = None
     if args.tls_cert_file:
         cert_file, key_file = args.tls_cert_file, args.tls_key_file
         log.info("serving certificate from %s (caBundle managed elsewhere)", cert_file)
@@ -177,15 +176,9 @@ def run_webhook(args: argparse.Namespace) -> int:
                             read_timeout=args.pvc_read_timeout, max_staleness=args.max_staleness,
                             api_timeout=args.api_timeout, timeout_seconds=args.timeout_seconds,
                             review_deadline=args.review_deadline, lookup_workers=args.lookup_workers)
-    if elector is not None:
-        elector.start()
-    try:
-        # Re-read when the files change (servingtls.py): cert-manager's renewal reaches the mounted files,
-        # the shared CA's pair is written there, and new connections get it without a restart.
-        return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
-                          tls=ServingTLS(cert_file, key_file),
-                          ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port,
-                          drain_seconds=args.drain_seconds, on_drain=app.state.drain)
-    finally:
-        if elector is not None:
-            elector.stop()
+    # Re-read when the files change (servingtls.py): cert-manager's renewal reaches the mounted files,
+    # the shared CA's pair is written there, and new connections get it without a restart.
+    return serve_asgi(app.mutate, host=args.listen_address, port=args.port, log_level=args.log_level,
+                      tls=ServingTLS(cert_file, key_file),
+                      ops=app.ops, ops_host=args.metrics_address, ops_port=args.metrics_port,
+                      drain_seconds=args.drain_seconds, on_drain=app.state.drain)

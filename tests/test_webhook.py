@@ -419,7 +419,7 @@ def test_a_mounted_certificate_is_renewed_without_a_restart(tmp_path):
                "LINSTOR_SCHEDULER_PORT": str(port), "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
                "LINSTOR_SCHEDULER_METRICS_PORT": str(metrics_port), "LINSTOR_SCHEDULER_METRICS_ADDRESS": "127.0.0.1",
                "LINSTOR_SCHEDULER_TLS_CERT_FILE": secret.path("tls.crt"),
-               "LINSTOR_SCHEDULER_TLS_KEY_FILE": secret.path("tls.key")}
+               "LINSTOR_SCHEDULER_TLS_KEY_FILE": secret.path("tls.key"), "LINSTOR_SCHEDULER_DRAIN_SECONDS": "0"}
         child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "webhook"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

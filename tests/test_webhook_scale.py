@@ -305,7 +305,8 @@ class Replica:
                     "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
                     "LINSTOR_SCHEDULER_METRICS_PORT": str(self.metrics_port),
                     "LINSTOR_SCHEDULER_METRICS_ADDRESS": "127.0.0.1",
-                    "LINSTOR_SCHEDULER_CA_BUNDLE_INTERVAL": "0.2", "TMPDIR": str(tmp_path / name), **env}
+                    "LINSTOR_SCHEDULER_CA_BUNDLE_INTERVAL": "0.2", "LINSTOR_SCHEDULER_DRAIN_SECONDS": "1",
+                    "TMPDIR": str(tmp_path / name), **env}
         self.child: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Replica:
