@@ -848,6 +848,34 @@ def test_webhook_rbac():
     assert find(objs, "Role", "linstor-scheduler-webhook-tls")["metadata"]["namespace"] == webhook_namespace()
 
 
+def test_webhook_timeout_drain_and_budget():
+    """Issue 24: the webhook knows the API server's timeoutSeconds and ends each review before it;
+    SIGTERM's drain window and uvicorn's graceful stop fit in terminationGracePeriodSeconds; a
+    disruption budget keeps a replica through drains; the shared CA's Lease and the Event are granted."""
+    from admission.http import DEFAULT_REVIEW_DEADLINE
+    from linstor_scheduler.runtime import GRACEFUL_SECONDS
+
+    objs = objects()
+    [hook] = find(objs, "MutatingWebhookConfiguration")["webhooks"]
+    webhook = container(objs, "linstor-scheduler-webhook", "webhook")
+    assert float(setting(webhook, "--timeout-seconds")) == hook["timeoutSeconds"]
+    deadline = float(setting(webhook, "--review-deadline"))
+    assert deadline == DEFAULT_REVIEW_DEADLINE or "LINSTOR_SCHEDULER_REVIEW_DEADLINE" in env_of(webhook)
+    assert deadline <= hook["timeoutSeconds"] - 1, "a second at least for TLS, the body and the answer"
+    pod = find(objs, "Deployment", "linstor-scheduler-webhook")["spec"]["template"]["spec"]
+    drain = float(setting(webhook, "--drain-seconds"))
+    assert drain >= 5 and pod["terminationGracePeriodSeconds"] >= drain + GRACEFUL_SECONDS
+    budget = find(objs, "PodDisruptionBudget", "linstor-scheduler-webhook")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"] == find(objs, "Deployment", "linstor-scheduler-webhook")["spec"][
+        "selector"]["matchLabels"]
+    lease = role(objs, "Role", "linstor-scheduler-webhook-tls")
+    for verb in ("get", "update", "create"):
+        assert allows(lease, "coordination.k8s.io", "leases", verb, "linstor-scheduler-webhook-ca")
+    assert not allows(lease, "coordination.k8s.io", "leases", "update", "linstor-scheduler-fencing")
+    assert allows(role(objs, "ClusterRole", "linstor-scheduler-webhook"), "", "events", "create")
+
+
 def test_scheduler_rbac():
     objs = objects()
     election = scheduler_config()["leaderElection"]

@@ -96,7 +96,8 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
     assert alerts == {"LinstorSchedulerExtenderNotReady", "LinstorSchedulerExtenderStale",
                       "LinstorSchedulerFencingStormActive", "LinstorSchedulerFencingRefusalsRecurring",
                       "LinstorSchedulerPoolSyncFailing", "LinstorSchedulerPoolSyncProblems",
-                      "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors", "LinstorSchedulerLocalityLow",
+                      "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors",
+                      "LinstorSchedulerWebhookUndecided", "LinstorSchedulerLocalityLow",
                       "LinstorSchedulerLocalityNotExported", "LinstorSchedulerFencingBlind",
                       "LinstorSchedulerLocalityStale", "LinstorSchedulerVolumeAffinityStale"}
     tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text()))

@@ -170,6 +170,28 @@ def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
     load_or_create(ks.api, NS, "linstor-scheduler-webhook-tls",  # a name it does not cover yet: replaced
                    [*service_names("linstor-scheduler-webhook", NS), "webhook.example"])
     assert CaBundlePublisher(ks.api, "linstor-scheduler", bundle.ca_pem).publish()
+    # One CA per cluster: the Lease holder replaces the Secret (names it does not cover) and writes the
+    # caBundle; every replica reads both.
+    import tempfile
+    from pathlib import Path
+
+    from admission.sharedca import SharedCA
+    from linstor_scheduler.kube.lease import LeaderElector
+
+    elector = LeaderElector(ks.api, "linstor-scheduler-webhook-ca", NS, identity="a")
+    assert elector.step() and elector.step()  # taken, then renewed
+    shared = SharedCA(ks.api, namespace=NS, secret="linstor-scheduler-webhook-tls", config_name="linstor-scheduler",
+                      names=[*service_names("linstor-scheduler-webhook", NS), "other.example"], elector=elector,
+                      directory=Path(tempfile.mkdtemp()))
+    shared.step()
+    assert shared.verified
+    ks.delete("Secret", "linstor-scheduler-webhook-tls", NS)
+    shared.step()  # created again
+    events = EventRecorder(ks.api, "linstor-scheduler-webhook")  # LinstorClaimsUnknown, and its repeat
+    for _ in range(2):
+        events.record({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "default"}},
+                      "Warning", "LinstorClaimsUnknown", "sent to scheduler linstor")
+    assert events.flush() and events.sent == 2
     caches = KubeCaches(ks.api, list(WEBHOOK_KINDS))
     caches.start()
     try:
