@@ -35,18 +35,22 @@ SERVICE = "linstor-scheduler-extender-https"
 SECRET = "linstor-scheduler-extender-tls"
 
 
-@pytest.fixture(scope="module")
-def main_scheduler_manifests() -> tuple[dict[str, Any], ...]:
-    """What ``kubectl apply -k`` applies for an overlay of deploy/ with both main-scheduler components."""
+def rendered_with_components(*components: str) -> tuple[dict[str, Any], ...]:
+    """What ``kubectl apply -k`` applies for an overlay of deploy/ with ``components``."""
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl is needed to render deploy/ (kubectl kustomize)"
     with tempfile.TemporaryDirectory() as tmp:  # outside deploy/: kustomize refuses a base that holds the overlay
         rel = os.path.relpath(ROOT / "deploy", tmp)
         Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [rel],
-            "components": [f"{rel}/components/main-scheduler", f"{rel}/components/main-scheduler-client-auth"]}))
+            "components": [f"{rel}/components/{c}" for c in components]}))
         out = subprocess.run([kubectl, "kustomize", tmp], capture_output=True, text=True, check=True)
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+@pytest.fixture(scope="module")
+def main_scheduler_manifests() -> tuple[dict[str, Any], ...]:
+    return rendered_with_components("main-scheduler", "main-scheduler-client-auth")
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
