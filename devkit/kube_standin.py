@@ -395,6 +395,17 @@ def field_matches(selector: str | None, obj: dict[str, Any]) -> bool:
     return True
 
 
+def deletes_during_update(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """apiserver:pkg/registry/generic/registry/store.go ``shouldDeleteDuringUpdate``: no finalizers
+    left in the new object, a delete already requested on the existing one (an update cannot start a
+    deletion), and its grace period nil or 0. A pod's grace (its containers stopping) is over at once
+    here: the stand-in has no kubelet."""
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if new_meta.get("finalizers") or not old_meta.get("deletionTimestamp"):
+        return False
+    return old.get("kind") == "Pod" or not old_meta.get("deletionGracePeriodSeconds")
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch (strategic merge patches are treated the same here)."""
     if not isinstance(patch, dict):
@@ -609,7 +620,7 @@ class KubeStandin(HttpDouble):
             stored["metadata"]["resourceVersion"] = self._next_rv()
             stored.setdefault("apiVersion", old.get("apiVersion"))
             stored["metadata"]["managedFields"] = managed_fields(stored, _now())
-            if stored["metadata"].get("deletionTimestamp") and not stored["metadata"].get("finalizers"):
+            if deletes_during_update(old, stored):
                 # apiserver:pkg/registry/generic/registry/store.go ``Update``: the last finalizer of an
                 # object being deleted is gone, so the update deletes it (``shouldDeleteDuringUpdate``)
                 del self._objects[key]
@@ -655,7 +666,9 @@ class KubeStandin(HttpDouble):
             marked["kind"] = kind
             mmeta = marked["metadata"]
             mmeta.setdefault("deletionTimestamp", _now())
-            asked = 30 if grace is None else int(grace)
+            # Only pods delete gracefully; for every other kind the grace is 0 whatever was asked
+            # (apiserver:pkg/registry/rest/delete.go ``BeforeDelete``: no graceful-delete strategy)
+            asked = (30 if grace is None else int(grace)) if kind == "Pod" else 0
             old = mmeta.get("deletionGracePeriodSeconds")
             mmeta["deletionGracePeriodSeconds"] = asked if old is None else min(int(old), asked)
             return self.update(marked)
