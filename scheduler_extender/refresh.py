@@ -60,17 +60,23 @@ def _describe(exc: BaseException) -> str:
 async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
                      previous_nodes: Mapping[str, NodeInfo] | None = None,
                      ) -> tuple[Mapping[str, NodeInfo], ResourceIndexer, float]:
-    """Nodes, pools and resources of one LINSTOR read, indexed as the resources stream in; with
+    """Nodes, pools (with their definitions' and the controller's props: the over-subscription
+    ratios) and resources of one LINSTOR read, indexed as the resources stream in; with
     the CPU seconds this thread spent on it (in the read thread: the read's own cost, nothing else).
     Unchanged nodes and resources come back as the previous read's objects (the previous mapping
     itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
-    nodes = keep_unchanged_nodes(
-        index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact()), previous_nodes)
+    linstor_nodes = await client.get_nodes_compact()
+    pools = await client.get_storage_pools_compact()
+    definitions = {d.storage_pool_name: d.props for d in await client.get_storage_pool_definitions_compact()}
+    controller_props = await client.get_controller_properties()
     indexer = ResourceIndexer(previous=previous)
     async for batch in client.iter_resource_batches():
-        indexer.add(batch)
+        indexer.add(batch)  # also sums what LINSTOR reserves per (node, pool) for the volumes listed
         await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
+    # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
+    nodes = keep_unchanged_nodes(
+        index_nodes(linstor_nodes, pools, indexer.reserved, definitions, controller_props), previous_nodes)
     names = list(indexer.index)
     for start in range(0, len(names), 2000):
         indexer.keep_unchanged(names[start:start + 2000])

@@ -14,6 +14,7 @@ from typing import Any
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, claim_record, volume_record
+from linstor_scheduler.linstor import capacity
 from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from linstor_scheduler.volumes import (
@@ -33,6 +34,11 @@ SYNCING_DISK_STATES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class PoolInfo:
+    """A storage pool on a node. ``free_kib`` is the largest volume LINSTOR would admit there now
+    (``linstor.capacity``: min(free x free ratio, total x total ratio - reserved)), not the REST
+    ``free_capacity``: the two differ for a thin pool, whose free capacity a new volume does not lower
+    and which LINSTOR over-commits 20 times by default. None: LINSTOR does not know (it then admits)."""
+
     name: str
     provider_kind: str
     free_kib: int | None
@@ -119,11 +125,19 @@ class ResourceIndexer:
         self._previous: dict[str, ResourceInfo] = previous.index if previous is not None else {}
         self._kept = 0  # resources that kept the previous read's object
         self.items = 0
+        # (node, pool) -> KiB LINSTOR reserves there for the volumes it lists (``capacity``): every
+        # item counts, DELETE/INACTIVE ones too (their volumes hold their space until they are gone)
+        self.reserved: dict[tuple[str, str], int] = {}
 
     def add(self, items: Iterable[Resource | ResourceItem]) -> None:
-        index, shared, plain = self.index, self._replicas, self._plain
+        index, shared, plain, reserved = self.index, self._replicas, self._plain, self.reserved
         for item in items:
             self.items += 1
+            for vol in item.volumes:
+                pool = vol.storage_pool_name
+                if pool is not None:
+                    key = (item.node_name, pool)
+                    reserved[key] = reserved.get(key, 0) + vol.reserved_kib
             # Fast path, most items at scale: no flags, one volume UpToDate, not resyncing.
             vols = item.volumes
             st = vols[0].state if len(vols) == 1 and not item.flags else None
@@ -173,15 +187,45 @@ def index_resources(items: Iterable[Resource | ResourceItem]) -> dict[str, Resou
     return indexer.index
 
 
+def reserved_by_pool(items: Iterable[Resource | ResourceItem]) -> dict[tuple[str, str], int]:
+    """(node, pool) -> KiB LINSTOR reserves there for the listed volumes (``ResourceIndexer.reserved``)."""
+    reserved: dict[tuple[str, str], int] = {}
+    for item in items:
+        for vol in item.volumes:
+            if vol.storage_pool_name is not None:
+                key = (item.node_name, vol.storage_pool_name)
+                reserved[key] = reserved.get(key, 0) + vol.reserved_kib
+    return reserved
+
+
+def pool_room(pool: StoragePool | StoragePoolItem, reserved_kib: int,
+              definition_props: Mapping[str, str] = capacity.NO_PROPS,
+              controller_props: Mapping[str, str] = capacity.NO_PROPS) -> int | None:
+    """The largest volume LINSTOR would admit on ``pool`` (``linstor.capacity``), never below 0."""
+    free_ratio, total_ratio = capacity.ratios(pool.provider_kind, pool.props, definition_props, controller_props)
+    room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity, reserved_kib, free_ratio, total_ratio)
+    return None if room is None else max(0, room)
+
+
 def index_nodes(nodes: Iterable[Node | NodeItem],
-                pools: Iterable[StoragePool | StoragePoolItem]) -> dict[str, NodeInfo]:
+                pools: Iterable[StoragePool | StoragePoolItem],
+                reserved: Mapping[tuple[str, str], int] | None = None,
+                definitions: Mapping[str, Mapping[str, str]] | None = None,
+                controller_props: Mapping[str, str] | None = None) -> dict[str, NodeInfo]:
+    """LINSTOR nodes with their pools, each pool with the room LINSTOR would admit a volume in:
+    ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR lists there), ``definitions`` (pool name ->
+    its storage pool definition's props), ``controller_props``: where the ratios are looked up."""
+    reserved = reserved or {}
+    definitions = definitions or {}
+    controller_props = controller_props or capacity.NO_PROPS
     by_node: dict[str, dict[str, PoolInfo]] = {}
     for pool in pools:
         if pool.diskless:
             continue
-        by_node.setdefault(pool.node_name, {})[pool.storage_pool_name] = PoolInfo(
-            pool.storage_pool_name, pool.provider_kind, pool.free_capacity
-        )
+        name = pool.storage_pool_name
+        room = pool_room(pool, reserved.get((pool.node_name, name), 0),
+                         definitions.get(name, capacity.NO_PROPS), controller_props)
+        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(name, pool.provider_kind, room)
     return {
         n.name: NodeInfo(
             name=n.name,
@@ -353,10 +397,21 @@ class ClusterState:
         kube_since: int | None = None,
         pool_max_free: Mapping[str, int] | None = None,
         node_classes: Mapping[str, int] | None = None,
+        reserved: Mapping[tuple[str, str], int] | None = None,
+        definitions: Mapping[str, Mapping[str, str]] | None = None,
+        controller_props: Mapping[str, str] | None = None,
     ) -> ClusterState:
         """``pool_max_free`` and ``node_classes`` may come computed (the live sync does it once per
-        read, in slices between requests); otherwise they are computed here / on first use."""
-        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(nodes, pools)
+        read, in slices between requests); otherwise they are computed here / on first use. Pools are
+        judged by LINSTOR's rule (``index_nodes``): ``reserved`` per (node, pool) comes from the
+        resource items when they are given as items, else from the argument (none: 0); the ratios
+        from the pools' props, ``definitions`` (pool name -> props) and ``controller_props``."""
+        if not isinstance(resources, Mapping):
+            resources = list(resources)
+            if reserved is None:
+                reserved = reserved_by_pool(resources)
+        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(
+            nodes, pools, reserved, definitions, controller_props)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
         max_free = pool_max_free if pool_max_free is not None else max_free_by_pool(node_index)
         return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free,

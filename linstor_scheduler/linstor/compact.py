@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from .models import DISKLESS_FLAGS, DISKLESS_PROVIDERS, IGNORED_RESOURCE_FLAGS
+from .models import DISKLESS_FLAGS, DISKLESS_PROVIDERS, IGNORED_RESOURCE_FLAGS, reserved_kib
 
 
 class ReplicationStateItem(msgspec.Struct, frozen=True, gc=False):
@@ -32,8 +32,32 @@ class VolumeStateItem(msgspec.Struct, frozen=True, gc=False):
     replication_states: dict[str, ReplicationStateItem] = {}
 
 
+class LayerSizeItem(msgspec.Struct, frozen=True, gc=False):
+    usable_size_kib: int | None = None
+
+
+class VolumeLayerItem(msgspec.Struct, frozen=True, gc=False):
+    type: str = ""
+    data: LayerSizeItem | None = None
+
+
 class VolumeItem(msgspec.Struct, frozen=True, gc=False):
+    """A volume of a ``/v1/view/resources`` item: its disk state, and where it sits and how much of its
+    pool LINSTOR counts as reserved for it (``reserved_kib``)."""
+
     state: VolumeStateItem | None = None
+    storage_pool_name: str | None = None
+    usable_size_kib: int | None = None
+    layer_data_list: list[VolumeLayerItem] = []
+
+    @property
+    def reserved_kib(self) -> int:
+        """What LINSTOR reserves of the volume's pool for it: its storage layer's usable size
+        (FreeCapacityAutoPoolSelectorUtils ``getReservedSum``: ``getUsableSize()`` of the pool's
+        storage-layer volume data; ``layer_data_list[type=STORAGE].data.usable_size_kib`` in REST).
+        The volume's own ``usable_size_kib`` (in the spec, not set by linstor-server's
+        ``Json.apiToVolume``) stands in where no storage layer says; else 0."""
+        return reserved_kib(self)
 
 
 class ResourceStateItem(msgspec.Struct, frozen=True, gc=False):
@@ -97,10 +121,18 @@ class StoragePoolItem(msgspec.Struct, frozen=True, gc=False):
     provider_kind: str = ""
     free_capacity: int | None = None
     total_capacity: int | None = None
+    props: dict[str, str] = {}  # the pool's own: the over-subscription ratios (linstor.capacity)
 
     @property
     def diskless(self) -> bool:
         return self.provider_kind.upper() in DISKLESS_PROVIDERS
+
+
+class StoragePoolDefinitionItem(msgspec.Struct, frozen=True, gc=False):
+    """One ``/v1/storage-pool-definitions`` item: the name and the properties its pools inherit."""
+
+    storage_pool_name: str
+    props: dict[str, str] = {}
 
 
 # Where one item of a top-level array may end and the next begin. Nested arrays of objects
