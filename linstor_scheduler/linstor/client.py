@@ -38,7 +38,15 @@ from .compact import (
     StoragePoolItem,
 )
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
-from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
+from .models import (
+    ApiCallRc,
+    Node,
+    Resource,
+    ResourceDefinition,
+    ResourceGroup,
+    StoragePool,
+    StoragePoolDefinition,
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -311,6 +319,9 @@ class LinstorClient:
 
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
+
+    async def get_storage_pool_definitions(self) -> list[StoragePoolDefinition]:
+        return await self._get_list("/v1/storage-pool-definitions", StoragePoolDefinition)
 
     async def get_resource_groups(self) -> list[ResourceGroup]:
         return await self._get_list("/v1/resource-groups", ResourceGroup)
