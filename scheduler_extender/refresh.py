@@ -77,6 +77,7 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
     # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
     nodes = keep_unchanged_nodes(
         index_nodes(linstor_nodes, pools, indexer.reserved, definitions, controller_props), previous_nodes)
+    indexer.reserved = {}  # counted in the pools' room now; the indexer lives on as the next read's previous
     names = list(indexer.index)
     for start in range(0, len(names), 2000):
         indexer.keep_unchanged(names[start:start + 2000])

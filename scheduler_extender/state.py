@@ -199,7 +199,7 @@ def reserved_by_pool(items: Iterable[Resource | ResourceItem]) -> dict[tuple[str
 
 
 def pool_room(pool: StoragePool | StoragePoolItem, reserved_kib: int,
-              definition_props: Mapping[str, str] = capacity.NO_PROPS,
+              definition_props: capacity.Props = capacity.NO_PROPS,
               controller_props: Mapping[str, str] = capacity.NO_PROPS) -> int | None:
     """The largest volume LINSTOR would admit on ``pool`` (``linstor.capacity``), never below 0."""
     free_ratio, total_ratio = capacity.ratios(pool.provider_kind, pool.props, definition_props, controller_props)
@@ -210,7 +210,7 @@ def pool_room(pool: StoragePool | StoragePoolItem, reserved_kib: int,
 def index_nodes(nodes: Iterable[Node | NodeItem],
                 pools: Iterable[StoragePool | StoragePoolItem],
                 reserved: Mapping[tuple[str, str], int] | None = None,
-                definitions: Mapping[str, Mapping[str, str]] | None = None,
+                definitions: Mapping[str, capacity.Props] | None = None,
                 controller_props: Mapping[str, str] | None = None) -> dict[str, NodeInfo]:
     """LINSTOR nodes with their pools, each pool with the room LINSTOR would admit a volume in:
     ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR lists there), ``definitions`` (pool name ->
@@ -398,7 +398,7 @@ class ClusterState:
         pool_max_free: Mapping[str, int] | None = None,
         node_classes: Mapping[str, int] | None = None,
         reserved: Mapping[tuple[str, str], int] | None = None,
-        definitions: Mapping[str, Mapping[str, str]] | None = None,
+        definitions: Mapping[str, capacity.Props] | None = None,
         controller_props: Mapping[str, str] | None = None,
     ) -> ClusterState:
         """``pool_max_free`` and ``node_classes`` may come computed (the live sync does it once per

@@ -97,3 +97,13 @@ def test_the_index_gives_each_pool_the_room_linstor_would_admit():
     assert by_definition["w1"].pools["thin"].free_kib == 80 * GiB, "the definition's ratio: min(140, 140 - 60)"
     assert by_definition["w2"].pools["thin"].free_kib == 10 * GiB, "the pool's own ratio first"
     assert by_definition["w1"].pools["thick"].free_kib == 450 * GiB, "the controller's ratio for the thick pool"
+
+
+def test_the_pool_records_keep_of_the_props_the_ratios_alone_and_are_read_like_the_props():
+    body = msgspec.json.encode([{"storage_pool_name": "thin", "node_name": "w1", "provider_kind": "LVM_THIN",
+                                 "free_capacity": 5, "total_capacity": 10,
+                                 "props": {"StorDriver/LvmVg": "vg", "MaxFreeCapacityOversubscriptionRatio": "3",
+                                           "MaxOversubscriptionRatio": "2"}}])
+    pool = msgspec.json.decode(body, type=list[StoragePoolItem])[0]
+    assert msgspec.structs.asdict(pool.props) == {"max_ratio": "2", "max_free_ratio": "3", "max_total_ratio": None}
+    assert capacity.ratios(pool.provider_kind, pool.props) == (3.0, 2.0)

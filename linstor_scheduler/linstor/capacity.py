@@ -30,6 +30,8 @@ volume counts in ``reserved`` instead, so the total term is what a just-provisio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Protocol
 
 MAX_RATIO = "MaxOversubscriptionRatio"
 MAX_FREE_RATIO = "MaxFreeCapacityOversubscriptionRatio"
@@ -40,8 +42,13 @@ THIN_KINDS = frozenset({"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THI
 THIN_DEFAULT_RATIO = 20.0  # LinStor.OVERSUBSCRIPTION_RATIO_DEFAULT
 THICK_DEFAULT_RATIO = 1.0
 
-Props = Mapping[str, str]
-NO_PROPS: Props = {}
+class Props(Protocol):
+    """A mapping of props, or anything read like one (``compact.RatioProps``)."""
+
+    def get(self, key: str, default: None = None, /) -> str | None: ...
+
+
+NO_PROPS: Mapping[str, str] = MappingProxyType({})
 
 
 def _prop(key: str, levels: tuple[Props, ...]) -> float | None:
