@@ -434,12 +434,16 @@ class LinstorEmulator(HttpDouble):
             self._pools[(node, name)] = item
         return item
 
-    def set_pool_free(self, node: str, name: str, free_kib: int) -> None:
-        """What the satellite reports after volumes were created in the pool."""
+    def set_pool_free(self, node: str, name: str, free_kib: int, total_kib: int | None = None) -> None:
+        """What the satellite reports after volumes were created in the pool (and, with ``total_kib``,
+        its size: a pool created over REST starts at 100 GiB)."""
         with self._lock:
             node = self._node_name(node)
             self._changed()
-            self._pools[(node, self._pool_name(node, name))]["free_capacity"] = free_kib
+            item = self._pools[(node, self._pool_name(node, name))]
+            item["free_capacity"] = free_kib
+            if total_kib is not None:
+                item["total_capacity"] = total_kib
 
     def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
                      in_use: bool = False, storage_pool: str | None = None, size_kib: int = 1024**2,
