@@ -43,6 +43,7 @@ from .state import (
     index_nodes,
     keep_unchanged_nodes,
     max_free_by_pool,
+    resolve_pools,
 )
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,17 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
     itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
     linstor_nodes = await client.get_nodes_compact()
-    pools = await client.get_storage_pools_compact()
     definitions = {d.storage_pool_name: d.props for d in await client.get_storage_pool_definitions_compact()}
-    controller_props = await client.get_controller_properties()
+    # the pools reduced to what their room is computed from (their records dropped before the stream)
+    pools = resolve_pools(await client.get_storage_pools_compact(), definitions,
+                          await client.get_controller_properties())
     indexer = ResourceIndexer(previous=previous)
     async for batch in client.iter_resource_batches():
         indexer.add(batch)  # also sums what LINSTOR reserves per (node, pool) for the volumes listed
         await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
     # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
     nodes = keep_unchanged_nodes(
-        index_nodes(linstor_nodes, pools, indexer.reserved, definitions, controller_props), previous_nodes)
+        index_nodes(linstor_nodes, pools, indexer.reserved), previous_nodes)
     indexer.reserved = {}  # counted in the pools' room now; the indexer lives on as the next read's previous
     names = list(indexer.index)
     for start in range(0, len(names), 2000):

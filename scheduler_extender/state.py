@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, claim_record, volume_record
@@ -198,34 +198,58 @@ def reserved_by_pool(items: Iterable[Resource | ResourceItem]) -> dict[tuple[str
     return reserved
 
 
-def pool_room(pool: StoragePool | StoragePoolItem, reserved_kib: int,
-              definition_props: capacity.Props = capacity.NO_PROPS,
-              controller_props: Mapping[str, str] = capacity.NO_PROPS) -> int | None:
-    """The largest volume LINSTOR would admit on ``pool`` (``linstor.capacity``), never below 0."""
-    free_ratio, total_ratio = capacity.ratios(pool.provider_kind, pool.props, definition_props, controller_props)
-    room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity, reserved_kib, free_ratio, total_ratio)
-    return None if room is None else max(0, room)
+class PoolBasis(NamedTuple):
+    """What a pool's room is computed from, its ratios resolved (``resolve_pools``): the live read
+    keeps these small tuples, not the decoded pool records, while the resources stream in."""
+
+    node_name: str
+    storage_pool_name: str
+    provider_kind: str
+    free_capacity: int | None
+    total_capacity: int | None
+    free_ratio: float
+    total_ratio: float
 
 
-def index_nodes(nodes: Iterable[Node | NodeItem],
-                pools: Iterable[StoragePool | StoragePoolItem],
-                reserved: Mapping[tuple[str, str], int] | None = None,
-                definitions: Mapping[str, capacity.Props] | None = None,
-                controller_props: Mapping[str, str] | None = None) -> dict[str, NodeInfo]:
-    """LINSTOR nodes with their pools, each pool with the room LINSTOR would admit a volume in:
-    ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR lists there), ``definitions`` (pool name ->
-    its storage pool definition's props), ``controller_props``: where the ratios are looked up."""
-    reserved = reserved or {}
+def resolve_pools(pools: Iterable[StoragePool | StoragePoolItem | PoolBasis],
+                  definitions: Mapping[str, capacity.Props] | None = None,
+                  controller_props: Mapping[str, str] | None = None) -> list[PoolBasis]:
+    """The diskful pools with their over-subscription ratios looked up as LINSTOR looks them up: the
+    pool's props, then its definition's (``definitions``: pool name -> props), then the controller's."""
     definitions = definitions or {}
     controller_props = controller_props or capacity.NO_PROPS
-    by_node: dict[str, dict[str, PoolInfo]] = {}
+    out: list[PoolBasis] = []
     for pool in pools:
+        if isinstance(pool, PoolBasis):
+            out.append(pool)
+            continue
         if pool.diskless:
             continue
         name = pool.storage_pool_name
-        room = pool_room(pool, reserved.get((pool.node_name, name), 0),
-                         definitions.get(name, capacity.NO_PROPS), controller_props)
-        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(name, pool.provider_kind, room)
+        free_ratio, total_ratio = capacity.ratios(pool.provider_kind, pool.props,
+                                                  definitions.get(name, capacity.NO_PROPS), controller_props)
+        out.append(PoolBasis(pool.node_name, name, pool.provider_kind, pool.free_capacity, pool.total_capacity,
+                             free_ratio, total_ratio))
+    return out
+
+
+def index_nodes(nodes: Iterable[Node | NodeItem],
+                pools: Iterable[StoragePool | StoragePoolItem | PoolBasis],
+                reserved: Mapping[tuple[str, str], int] | None = None,
+                definitions: Mapping[str, capacity.Props] | None = None,
+                controller_props: Mapping[str, str] | None = None) -> dict[str, NodeInfo]:
+    """LINSTOR nodes with their pools, each pool with the room LINSTOR would admit a volume in
+    (``linstor.capacity``, never below 0): ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR
+    lists there), and the ratios from the pools' props, ``definitions`` (pool name -> its storage pool
+    definition's props) and ``controller_props`` (``resolve_pools``; pools may come resolved)."""
+    reserved = reserved or {}
+    by_node: dict[str, dict[str, PoolInfo]] = {}
+    for pool in resolve_pools(pools, definitions, controller_props):
+        name = pool.storage_pool_name
+        room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity,
+                                       reserved.get((pool.node_name, name), 0), pool.free_ratio, pool.total_ratio)
+        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(
+            name, pool.provider_kind, None if room is None else max(0, room))
     return {
         n.name: NodeInfo(
             name=n.name,
