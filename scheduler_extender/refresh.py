@@ -44,6 +44,7 @@ from .state import (
     keep_unchanged_nodes,
     max_free_by_pool,
     resolve_pools,
+    with_pools,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
     Unchanged nodes and resources come back as the previous read's objects (the previous mapping
     itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
-    linstor_nodes = await client.get_nodes_compact()
+    # the nodes indexed now (their pools after the stream), so their records are not held across it
+    skeletons = index_nodes(await client.get_nodes_compact(), ())
     definitions = {d.storage_pool_name: d.props for d in await client.get_storage_pool_definitions_compact()}
     # the pools reduced to what their room is computed from (their records dropped before the stream)
     pools = resolve_pools(await client.get_storage_pools_compact(), definitions,
@@ -78,7 +80,7 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
         await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
     # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
     nodes = keep_unchanged_nodes(
-        index_nodes(linstor_nodes, pools, indexer.reserved), previous_nodes)
+        with_pools(skeletons, pools, indexer.reserved), previous_nodes)
     indexer.reserved = {}  # counted in the pools' room now; the indexer lives on as the next read's previous
     names = list(indexer.index)
     for start in range(0, len(names), 2000):

@@ -7,6 +7,7 @@ scoring needs, in compact frozen dataclasses, so 100k resources fit in a few ten
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -242,14 +243,7 @@ def index_nodes(nodes: Iterable[Node | NodeItem],
     (``linstor.capacity``, never below 0): ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR
     lists there), and the ratios from the pools' props, ``definitions`` (pool name -> its storage pool
     definition's props) and ``controller_props`` (``resolve_pools``; pools may come resolved)."""
-    reserved = reserved or {}
-    by_node: dict[str, dict[str, PoolInfo]] = {}
-    for pool in resolve_pools(pools, definitions, controller_props):
-        name = pool.storage_pool_name
-        room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity,
-                                       reserved.get((pool.node_name, name), 0), pool.free_ratio, pool.total_ratio)
-        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(
-            name, pool.provider_kind, None if room is None else max(0, room))
+    by_node = pools_by_node(resolve_pools(pools, definitions, controller_props), reserved or {})
     return {
         n.name: NodeInfo(
             name=n.name,
@@ -261,6 +255,30 @@ def index_nodes(nodes: Iterable[Node | NodeItem],
         )
         for n in nodes
     }
+
+
+def pools_by_node(pools: Iterable[PoolBasis],
+                  reserved: Mapping[tuple[str, str], int]) -> dict[str, dict[str, PoolInfo]]:
+    """node -> pool name -> the pool with its room (``linstor.capacity``, never below 0)."""
+    by_node: dict[str, dict[str, PoolInfo]] = {}
+    for pool in pools:
+        name = pool.storage_pool_name
+        room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity,
+                                       reserved.get((pool.node_name, name), 0), pool.free_ratio, pool.total_ratio)
+        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(
+            name, pool.provider_kind, None if room is None else max(0, room))
+    return by_node
+
+
+def with_pools(nodes: dict[str, NodeInfo], pools: Iterable[PoolBasis],
+               reserved: Mapping[tuple[str, str], int]) -> dict[str, NodeInfo]:
+    """``nodes`` (indexed without pools) with their pools and each pool's room (``index_nodes``)."""
+    pooled = pools_by_node(pools, reserved)  # pools of nodes LINSTOR does not list are dropped, as there
+    for name, info in nodes.items():
+        found = pooled.get(name)
+        if found is not None:
+            nodes[name] = dataclasses.replace(info, pools=found)
+    return nodes
 
 
 def keep_unchanged_nodes(nodes: dict[str, NodeInfo],
