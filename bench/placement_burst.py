@@ -115,12 +115,15 @@ class BurstResult:
 # --- the cluster ------------------------------------------------------------------------------------
 def populate(free_gib: tuple[int, ...], pods: int, claim_gib: int) -> tuple[LinstorEmulator, KubeStandin, list[str]]:
     """One storage node per pool size, 3 zones; a WaitForFirstConsumer class of 1 replica without
-    remote access (the pod's node is where the volume goes); one unbound claim per pod."""
+    remote access (the pod's node is where the volume goes); one unbound claim per pod. The pools'
+    ``MaxOversubscriptionRatio`` is 1: LINSTOR (and so the extender, docs/extender.md "How much a pool
+    takes") admits what is free, no thin over-commit, so "more than it has" means the free space."""
     names = [f"node-{i:02d}" for i in range(len(free_gib))]
     emu, ks = LinstorEmulator(), KubeStandin()
     for i, (n, free) in enumerate(zip(names, free_gib, strict=True)):
         emu.add_node(n)
-        emu.add_storage_pool(n, POOL, "LVM_THIN", free_kib=free * 1024**2, total_kib=2 * free * 1024**2)
+        emu.add_storage_pool(n, POOL, "LVM_THIN", free_kib=free * 1024**2, total_kib=2 * free * 1024**2,
+                             props={"MaxOversubscriptionRatio": "1"})
         ks.add(k.node(n, zone=f"zone-{i % 3}"))
     ks.add(k.storage_class(CLASS, pool=POOL, replicas=1, remote=False, wffc=True))
     for i in range(pods):

@@ -43,6 +43,8 @@ from .state import (
     index_nodes,
     keep_unchanged_nodes,
     max_free_by_pool,
+    resolve_pools,
+    with_pools,
 )
 
 log = logging.getLogger(__name__)
@@ -60,17 +62,26 @@ def _describe(exc: BaseException) -> str:
 async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
                      previous_nodes: Mapping[str, NodeInfo] | None = None,
                      ) -> tuple[Mapping[str, NodeInfo], ResourceIndexer, float]:
-    """Nodes, pools and resources of one LINSTOR read, indexed as the resources stream in; with
+    """Nodes, pools (with their definitions' and the controller's props: the over-subscription
+    ratios) and resources of one LINSTOR read, indexed as the resources stream in; with
     the CPU seconds this thread spent on it (in the read thread: the read's own cost, nothing else).
     Unchanged nodes and resources come back as the previous read's objects (the previous mapping
     itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
-    nodes = keep_unchanged_nodes(
-        index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact()), previous_nodes)
+    # the nodes indexed now (their pools after the stream), so their records are not held across it
+    skeletons = index_nodes(await client.get_nodes_compact(), ())
+    definitions = {d.storage_pool_name: d.props for d in await client.get_storage_pool_definitions_compact()}
+    # the pools reduced to what their room is computed from (their records dropped before the stream)
+    pools = resolve_pools(await client.get_storage_pools_compact(), definitions,
+                          await client.get_controller_properties())
     indexer = ResourceIndexer(previous=previous)
     async for batch in client.iter_resource_batches():
-        indexer.add(batch)
+        indexer.add(batch)  # also sums what LINSTOR reserves per (node, pool) for the volumes listed
         await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
+    # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
+    nodes = keep_unchanged_nodes(
+        with_pools(skeletons, pools, indexer.reserved), previous_nodes)
+    indexer.reserved = {}  # counted in the pools' room now; the indexer lives on as the next read's previous
     names = list(indexer.index)
     for start in range(0, len(names), 2000):
         indexer.keep_unchanged(names[start:start + 2000])

@@ -18,9 +18,10 @@ says "this unbound claim's size will land in one of these pools", and lives in t
   already being scheduled (schedule_one.go ``ScheduleOne``: "bind the pod to its host
   asynchronously"). The hold shrinks to that node's pool the moment the informer hears it.
 
-It ends when LINSTOR shows the volume (``reconcile``: the poll's free space counts it now, for a
-thick pool; a thin pool's free space is its unwritten data, which a new volume leaves as it was:
-the strict xfail ``test_a_thin_volume_just_provisioned_still_counts_against_its_pool``), when
+It ends when LINSTOR shows the volume (``reconcile``: the same read counts it in its pool's room,
+``linstor.capacity``: in the space reserved for the volumes LINSTOR lists, thin or thick, and for a
+thick pool in its free capacity too; a thin pool's free capacity, its unwritten data, a new volume
+leaves as it was: ``test_a_thin_volume_just_provisioned_still_counts_against_its_pool``), when
 the claim is deleted, when the selection is withdrawn (the provisioner removes the annotation to
 make the scheduler retry: binder.go ``checkBindings``), or after a TTL: a filter hold after the TTL
 (``expire``: a pod deleted mid-scheduling), a selection only once the state no longer shows it for
@@ -355,11 +356,11 @@ def heard_claim(ledger: Ledger, key: str, pvc: ClaimRecord | Mapping[str, Any] |
 
 def reconcile(ledger: Ledger, state: ClusterState, now: float) -> None:
     """After each published state: a hold ends when LINSTOR's part of the state has the claim's
-    volume (its free space counts it now) or the claim is gone; a selection the informer's news
-    did not bring yet is taken from the state's copy of the claim; old filter holds expire, and so
-    does a selection the state has not shown for the TTL (the informer's news of it was never
-    confirmed, or its withdrawal was missed). A selection the state shows is kept: the volume is
-    being provisioned there, however long that takes."""
+    volume (the pool's room, read with it, counts it now: ``state.PoolInfo``) or the claim is gone;
+    a selection the informer's news did not bring yet is taken from the state's copy of the claim;
+    old filter holds expire, and so does a selection the state has not shown for the TTL (the
+    informer's news of it was never confirmed, or its withdrawal was missed). A selection the state
+    shows is kept: the volume is being provisioned there, however long that takes."""
     if not len(ledger):
         return
 

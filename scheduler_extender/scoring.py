@@ -6,7 +6,7 @@ Per volume, the best thing a node offers (weights configurable, defaults below):
 |---|---|---|
 | local_uptodate | 10 | a diskful replica on the node is UpToDate |
 | local_syncing | 8 | a diskful replica on the node is resyncing (Inconsistent, Outdated, ...) |
-| wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's storage pool has room (by free space) |
+| wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's pool has room (as LINSTOR admits) |
 | local_diskless | 4 | a diskless replica is already on the node |
 | same_<level> | 2, 1.5 | no replica; a diskful replica shares the node's level (``state.LEVELS``) |
 | remote | 1 | reachable only over the network |

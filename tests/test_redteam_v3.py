@@ -320,48 +320,76 @@ def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     assert ledger.held("w2", "thin") == 60 * GiB
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reservations.reconcile releases a hold once LINSTOR lists the claim's volume, on the premise that "
-    "'the poll's free space counts it now', and the extender judges every pool by the REST free_capacity "
-    "alone. For a thin pool that is the satellite's unwritten data space (CtrlStorPoolListApiCallHandler."
-    "assembleList passes SpaceInfo.freeCapacity through), which a new thin volume leaves as it was; but it "
-    "is not what LINSTOR places by either. LINSTOR admits a volume on a pool when min(free x "
-    "MaxFreeCapacityOversubscriptionRatio, total x MaxTotalCapacityOversubscriptionRatio - reserved) >= its "
-    "size, reserved being the usable sizes of the pool's volumes plus its snapshots' allocated sizes and "
-    "the allocations still pending "
-    "(LINBIT/linstor-server @2bfea15, controller/src/main/java/com/linbit/linstor/core/apicallhandler/controller/"
-    "FreeCapacityAutoPoolSelectorUtils.java, "
-    "getFreeCapacityCurrentEstimationPrivileged and getReservedCapacityPrivileged); each ratio falls back to "
-    "MaxOversubscriptionRatio, whose default is 20 for LVM_THIN, ZFS_THIN, FILE_THIN and STORAGE_SPACES_THIN "
-    "and 1 for thick pools (server/src/main/java/com/linbit/linstor/core/objects/StorPool.java, "
-    "getOversubscriptionRatio; server/src/main/java/com/linbit/linstor/core/LinStor.java, "
-    "OVERSUBSCRIPTION_RATIO_DEFAULT = 20.0). So a provisioned thin volume does count, in the total "
-    "term's reserved, and the free term over-commits 20x: the fix mirrors that rule (the pool's total "
-    "capacity, the ratios from the pool, its definition and the controller properties, and reserved from the "
-    "volumes LINSTOR lists on the pool) instead of raw free space. With the default ratios LINSTOR itself "
-    "would place p1 on w2 (70 GiB x 20 free): this test's expectation holds only for a pool whose ratios are "
-    "1 (no over-commit), which it must set once the rule is implemented"))
-def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
-    """Pool thindata (LVM_THIN): 70 GiB of data space free on w2. kube-scheduler places p0 (a 60 GiB
-    claim) on w2; the CSI driver creates the thin volume there and binds the claim. LINSTOR now lists
-    the volume, and w2's free space is still 70 GiB: a fresh thin LV holds no data. p1 (60 GiB more)
-    must not be promised w2: both databases will fill their volumes. On main the hold is released and
-    w2 passes again."""
+def a_70_gib_thin_pool_on_w2(emu, _ks) -> None:
+    """w2's thindata: an empty thin pool of 70 GiB (its data space all free; no volume in it yet), with
+    the props (the over-subscription ratio) the cluster gave it."""
+    props = next(p for p in emu.snapshot()["storage_pools"]
+                 if (p["node_name"], p["storage_pool_name"]) == ("w2", "thindata"))["props"]
+    emu.add_storage_pool("w2", "thindata", "LVM_THIN", free_kib=70 * 1024**2, total_kib=70 * 1024**2, props=props)
+
+
+def explained(http, pod: dict) -> dict[str, str]:
+    """node -> verdict ("pass"/"fail") from /explain, which judges as /filter does and holds nothing."""
+    r = http.post("/explain", json={"Pod": pod, "NodeNames": ["w1", "w2", "w3"]})
+    assert r.status_code == 200, r.text
+    return {row["node"]: row["verdict"] for row in r.json()["nodes"]}
+
+
+def provision(emu, ks, claim: str, node: str, size: str = "60Gi") -> None:
+    """The CSI driver creates the claim's volume on ``node`` (a thin volume: the pool's free data space
+    stays as it was) and binds the claim."""
     from devkit import kube_objects as k
 
+    emu.add_resource(f"pvc-{claim}", node, size_kib=int(size.removesuffix("Gi")) * 1024**2)
+    ks.add(k.pv(f"pvc-{claim}", claim=("default", claim), storage_class="local", size=size))
+    ks.patch("PersistentVolumeClaim", claim, {"spec": {"volumeName": f"pvc-{claim}"}, "status": {"phase": "Bound"}},
+             namespace="default")
+
+
+def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
+    """Pool thindata on w2 (LVM_THIN): 70 GiB, empty, its over-subscription ratios 1 (the pools'
+    ``MaxOversubscriptionRatio`` in tests/test_reservations.py ``populated``: no over-commit).
+    kube-scheduler places p0 (a 60 GiB claim) on w2; the CSI driver creates the thin volume there and
+    binds the claim. LINSTOR now lists the volume, and w2's free space is still 70 GiB: a fresh thin LV
+    holds no data. p1 (60 GiB more) must not be promised w2: LINSTOR itself would refuse it there
+    (min(70 x 1, 70 x 1 - 60) = 10 GiB, linstor.capacity). Before, the extender judged pools by the
+    REST free_capacity alone: the hold was released and w2 passed again."""
     from .test_reservations import cluster, holds, passing, pod, select
 
-    with cluster(poll_interval=0.5) as (emu, ks, http, _):
+    with cluster(poll_interval=0.5, setup=a_70_gib_thin_pool_on_w2) as (emu, ks, http, _):
         assert "w2" in passing(http, pod(0))
         select(ks, "data-0", "w2")
         wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
         assert "w2" not in passing(http, pod(1)), "60 of w2's 70 GiB are promised"
-        emu.add_resource("pvc-data-0", "w2", size_kib=60 * 1024**2)  # thin: the pool's free data space stays
-        ks.add(k.pv("pvc-data-0", claim=("default", "data-0"), storage_class="local", size="60Gi"))
-        ks.patch("PersistentVolumeClaim", "data-0", {"spec": {"volumeName": "pvc-data-0"},
-                                                     "status": {"phase": "Bound"}}, namespace="default")
+        provision(emu, ks, "data-0", "w2")
         wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
-        assert "w2" not in passing(http, pod(1)), "w2's 70 GiB are promised twice"
+        assert "w2" not in passing(http, pod(1)), "the volume LINSTOR lists takes 60 of w2's 70 GiB"
+
+
+def test_with_linstors_default_ratio_a_thin_pool_admits_twenty_times_its_space_less_its_volumes():
+    """The same 70 GiB thin pool on w2 without ratio properties: LINSTOR's default for thin pools,
+    MaxOversubscriptionRatio 20 (StorPool.java getOversubscriptionRatio; LinStor.java
+    OVERSUBSCRIPTION_RATIO_DEFAULT), admits min(70 x 20, 70 x 20 - reserved). p1 passes w2 after p0's
+    volume is there, as LINSTOR would place it there; the volume still counts: a claim of 1,390 GiB
+    fits w2 before (1,400 GiB) and no longer after (1,340 GiB). w3's 30 GiB free admit 600 GiB."""
+    from devkit import kube_objects as k
+
+    from .test_reservations import cluster, holds, passing, pod, select
+
+    def setup(emu, ks):
+        a_70_gib_thin_pool_on_w2(emu, ks)
+        ks.add(k.pvc("huge", storage_class="local", size="1390Gi"))
+
+    huge = k.pod("p-huge", claims=["huge"])
+    with cluster(poll_interval=0.5, ratio=None, setup=setup) as (emu, ks, http, _):
+        assert explained(http, huge)["w2"] == "pass", "1,400 GiB on w2 by LINSTOR's rule"
+        assert passing(http, pod(0)) == ["w1", "w2", "w3"], "30 GiB free x 20 is room for 60 GiB"
+        select(ks, "data-0", "w2")
+        wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
+        provision(emu, ks, "data-0", "w2")
+        wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
+        assert explained(http, huge)["w2"] == "fail", "w2 admits 1,340 GiB now: its volume counts"
+        assert "w2" in passing(http, pod(1)), "LINSTOR would place p1 on w2: 1,340 GiB admitted"
 
 
 def test_a_class_without_a_pool_holds_where_the_filter_found_room():

@@ -199,13 +199,16 @@ def test_what_each_claim_event_means_for_its_hold():
 
 
 # --- the live extender ----------------------------------------------------------------------------
-def populated() -> tuple[LinstorEmulator, KubeStandin]:
+def populated(ratio: str | None = "1") -> tuple[LinstorEmulator, KubeStandin]:
     """Pool thindata: 100 GiB free on w1, 70 GiB on w2, 30 GiB on w3; a WaitForFirstConsumer class
-    without remote access; claims of 60 GiB (more than half of w1's free space) for pods p0..p3."""
+    without remote access; claims of 60 GiB (more than half of w1's free space) for pods p0..p3. The
+    pools' ``MaxOversubscriptionRatio`` is ``ratio``: 1 (no over-commit) makes LINSTOR's rule
+    (``linstor.capacity``) admit what is free; None leaves LINSTOR's default for thin pools, 20."""
     emu = LinstorEmulator()
     for n, free in zip(NAMES, (100, 70, 30), strict=True):
         emu.add_node(n)
-        emu.add_storage_pool(n, "thindata", "LVM_THIN", free_kib=free * 1024**2, total_kib=200 * 1024**2)
+        emu.add_storage_pool(n, "thindata", "LVM_THIN", free_kib=free * 1024**2, total_kib=200 * 1024**2,
+                             props={} if ratio is None else {"MaxOversubscriptionRatio": ratio})
     ks = KubeStandin()
     for i, n in enumerate(NAMES):
         ks.add(k.node(n, zone=f"z{i}"))
@@ -216,8 +219,11 @@ def populated() -> tuple[LinstorEmulator, KubeStandin]:
 
 
 @contextlib.contextmanager
-def cluster(**app_kwargs):
-    emu, ks = populated()
+def cluster(*, ratio: str | None = "1", setup=None, **app_kwargs):
+    """The live extender over ``populated(ratio)``; ``setup(emu, ks)`` changes the cluster before it starts."""
+    emu, ks = populated(ratio)
+    if setup is not None:
+        setup(emu, ks)
     with emu.serve() as lsrv, ks.serve() as ksrv:
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         app = build_live_app(client, ks.api_client(ksrv.url), use_events=False, **app_kwargs)

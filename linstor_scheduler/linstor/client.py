@@ -29,9 +29,24 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .compact import ArraySplitter, NodeItem, ResourceDefinitionItem, ResourceItem, StoragePoolItem
+from .compact import (
+    ArraySplitter,
+    NodeItem,
+    ResourceDefinitionItem,
+    ResourceItem,
+    StoragePoolDefinitionItem,
+    StoragePoolItem,
+)
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
-from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
+from .models import (
+    ApiCallRc,
+    Node,
+    Resource,
+    ResourceDefinition,
+    ResourceGroup,
+    StoragePool,
+    StoragePoolDefinition,
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -281,8 +296,13 @@ class LinstorClient:
         return await self._get_compact("/v1/nodes", NodeItem)
 
     async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
-        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
+        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB, props)."""
         return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
+
+    async def get_storage_pool_definitions_compact(self) -> list[StoragePoolDefinitionItem]:
+        """``/v1/storage-pool-definitions`` as compact records (name, props: the over-subscription
+        ratios a pool inherits; ``linstor.capacity``)."""
+        return await self._get_compact("/v1/storage-pool-definitions", StoragePoolDefinitionItem)
 
     async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]:
         """``/v1/resource-definitions`` as compact records (name, group, props): fencing's poll."""
@@ -322,6 +342,9 @@ class LinstorClient:
             body["delete_props"] = delete_props
         resp = await self._request("PUT", f"/v1/resource-definitions/{quote(name, safe='')}", body=body)
         return self._check(resp)
+
+    async def get_storage_pool_definitions(self) -> list[StoragePoolDefinition]:
+        return await self._get_list("/v1/storage-pool-definitions", StoragePoolDefinition)
 
     async def get_resource_groups(self) -> list[ResourceGroup]:
         return await self._get_list("/v1/resource-groups", ResourceGroup)
