@@ -885,7 +885,8 @@ class KubeStandin(HttpDouble):
                 return throttled(f.retry_after)
             if f.status == 503:
                 return status(503, "ServiceUnavailable", "apiserver is shutting down", f.retry_after)
-            reason = {404: "NotFound", 409: "Conflict", 410: "Expired", 504: "Timeout"}.get(f.status, "InternalError")
+            reason = {403: "Forbidden", 404: "NotFound", 409: "Conflict", 410: "Expired",
+                      504: "Timeout"}.get(f.status, "InternalError")
             return status(f.status, reason, "injected fault", f.retry_after)
 
         def hold() -> _Gate | None:

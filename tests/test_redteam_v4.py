@@ -1,0 +1,109 @@
+"""Red team v4: what was merged on the extender's lost-storage filter (fencing's Lease record), as
+real-world events over real HTTP on the project's doubles (the LINSTOR emulator, the Kubernetes API
+stand-in, fencing as deployed: tests/fencing_rig.py) and the live extender asked as kube-scheduler asks.
+Each scenario that failed on main when it was written is xfail(strict) with why, until fixed; the
+others show behaviour that is right as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from linstor_scheduler import lost_storage
+from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.linstor import LinstorClient
+from scheduler_extender.scoring import LOST_STORAGE
+from scheduler_extender.wiring import build_live_app
+
+from .fencing_rig import FencingService, Rig, k
+from .waiting import wait_for
+
+NAMES = ["n1", "n2", "n3", "n4", "n5", "n6"]
+LEASE_NS, LEASE_NAME = "kube-system", "linstor-scheduler-fencing"
+LEASE = f"{LEASE_NS}/{LEASE_NAME}"
+LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases"
+
+
+@contextlib.contextmanager
+def extender(rig: Rig, max_age: float = 3.0, ready: bool = True) -> Iterator[httpx.Client]:
+    client = LinstorClient(rig.emu_url, timeout=2.0, retries=1)
+    app = build_live_app(client, rig.ks.api_client(rig.ks_url), poll_interval=0.2, max_staleness=5.0,
+                         use_events=False, fencing_lease=LEASE, fencing_record_max_age=max_age)
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+        if ready:
+            wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15, what="the extender's first full sync")
+        yield http
+
+
+def failed(http: httpx.Client, pod: dict[str, Any]) -> dict[str, str]:
+    r = http.post("/filter", json={"Pod": pod, "NodeNames": NAMES})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body.get("Error"), body
+    return {**(body.get("FailedNodes") or {}), **(body.get("FailedAndUnresolvableNodes") or {})}
+
+
+def record(rig: Rig) -> lost_storage.LostStorage | None:
+    lease = rig.ks.get("Lease", LEASE_NAME, LEASE_NS)
+    return lost_storage.read_record(lease) if lease else None
+
+
+# --- 1. a fault of one resource keeps every LINSTOR pod off the node ---------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: fencing judges storage per (resource, node) (fencing/verdict.py judge_volume; docs/fencing.md: "
+    "a pod is failed over only for the volumes whose replica lost its storage), but its Lease record is "
+    "per node (handover.record keeps only a checksum of the resources) and the extender refuses the "
+    "node to every pod with a LINSTOR volume. One resource's DRBD connection down on n1 (LINSTOR gives "
+    "each resource its own TCP port, TcpPortAutoRange; a firewall rule on one port, or a split brain "
+    "that leaves that one resource StandAlone until resolved by hand - DRBD User's Guide, 'Split brain "
+    "notification and automatic recovery') keeps db-1 off n1 although db's own replica there is "
+    "UpToDate and connected: strict-local pods of healthy volumes become unschedulable, for days if a "
+    "split brain waits for an operator. Fix direction: the record names the lost resources per node "
+    "and the extender refuses a node to a pod only for its bound volumes whose resource is lost there "
+    "(node-wide only when every replica of the node is, or its satellite is not ONLINE)."))
+def test_one_resource_cut_on_a_node_does_not_keep_a_healthy_volumes_pod_off_it():
+    with Rig() as rig:
+        db = rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
+        rig.pod("db-0", "n1", [db])
+        logs = rig.volume("pvc-logs", ["n1", "n4"], in_use="n4")  # its tie-breaker on n2
+        with FencingService(rig, grace=600.0, lease=2.0), extender(rig) as http:
+            rig.emu.cut_peers("n1", resource="pvc-logs")  # pvc-logs' port on n1 blocked; pvc-db untouched
+            wait_for(lambda: "n1" in (record(rig) or lost_storage.LostStorage(0, {})).nodes, timeout=15,
+                     what="fencing records n1 (for pvc-logs)")
+            logs_pod = k.pod("logs-1", claims=[logs], scheduler="linstor")
+            wait_for(lambda: "n1" in failed(http, logs_pod), timeout=15, what="n1 refused to pvc-logs' pod")
+            assert failed(http, logs_pod)["n1"] == LOST_STORAGE.replace("{node}", "n1")  # rightly
+            # db's replica on n1 is UpToDate and connected to n2 and n3: n1 serves db-1 as it did db-0
+            assert "n1" not in failed(http, k.pod("db-1", claims=[db], scheduler="linstor"))
+
+
+# --- 2. fencing's Lease unreadable: the whole extender goes neutral ------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the fencing Lease informer is part of the extender's KubeCaches (wiring.py), so a Lease the "
+    "extender may not list (403) keeps caches.synced false: /readyz never passes and every /filter is "
+    "neutral. Fix: keep that informer out of caches (its record ages out by its own observed time)."))
+def test_a_forbidden_fencing_lease_filters_nothing_on_its_word_but_the_extender_still_judges():
+    """The extender's Role may not reach fencing's Lease: ``--fencing-lease`` names a namespace the
+    RoleBinding (deploy/base/scheduler-rbac.yaml, linstor-scheduler-extender-fencing-record) is not
+    in, or the Role is applied after the new image. The API server answers the list 403 Forbidden
+    (apiserver authorization filter: k8s.io/apiserver/pkg/endpoints/filters/authorization.go,
+    ``responsewriters.Forbidden``), again on every retry. Fencing's record is advice with its own
+    clock (its ``observed`` time ages it out, lost_storage.lost_nodes): unread, it must filter
+    nothing, as when fencing is not deployed (docs/fencing.md "The taint"). It must not make the
+    extender unready and neutral for every pod - a node whose satellite is OFFLINE is then offered
+    to pods with LINSTOR volumes again, which the extender did before fencing's record existed."""
+    with Rig() as rig:
+        db = rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
+        rig.emu.power_off("n5")  # n5's satellite OFFLINE (its kubelet still Ready: not yet noticed)
+        rig.ks.inject(fail=10**6, status=403, path_prefix=LEASES, method="GET")
+        with extender(rig, ready=False) as http:
+            wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15,
+                     what="ready although fencing's Lease cannot be read")
+            refused = failed(http, k.pod("db-1", claims=[db], scheduler="linstor"))
+            assert "n5" in refused and "OFFLINE" in refused["n5"], refused
+            assert "n1" not in refused  # nothing on fencing's word
