@@ -83,10 +83,6 @@ def test_one_resource_cut_on_a_node_does_not_keep_a_healthy_volumes_pod_off_it()
 
 
 # --- 2. fencing's Lease unreadable: the whole extender goes neutral ------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the fencing Lease informer is part of the extender's KubeCaches (wiring.py), so a Lease the "
-    "extender may not list (403) keeps caches.synced false: /readyz never passes and every /filter is "
-    "neutral. Fix: keep that informer out of caches (its record ages out by its own observed time)."))
 def test_a_forbidden_fencing_lease_filters_nothing_on_its_word_but_the_extender_still_judges():
     """The extender's Role may not reach fencing's Lease: ``--fencing-lease`` names a namespace the
     RoleBinding (deploy/base/scheduler-rbac.yaml, linstor-scheduler-extender-fencing-record) is not
@@ -107,3 +103,4 @@ def test_a_forbidden_fencing_lease_filters_nothing_on_its_word_but_the_extender_
             refused = failed(http, k.pod("db-1", claims=[db], scheduler="linstor"))
             assert "n5" in refused and "OFFLINE" in refused["n5"], refused
             assert "n1" not in refused  # nothing on fencing's word
+            assert "fencing's record unread" in http.get("/readyz").text  # said, not hidden
