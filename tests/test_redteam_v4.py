@@ -104,3 +104,57 @@ def test_a_forbidden_fencing_lease_filters_nothing_on_its_word_but_the_extender_
             assert "n5" in refused and "OFFLINE" in refused["n5"], refused
             assert "n1" not in refused  # nothing on fencing's word
             assert "fencing's record unread" in http.get("/readyz").text  # said, not hidden
+
+
+# --- 3. what holds: the Lease deleted, a new fencing leader, prioritize agreeing with filter -----------
+def scores(http: httpx.Client, pod: dict[str, Any]) -> dict[str, int]:
+    r = http.post("/prioritize", json={"Pod": pod, "NodeNames": NAMES})
+    assert r.status_code == 200, r.text
+    return {h["Host"]: h["Score"] for h in r.json()}
+
+
+def test_the_lease_deleted_then_a_new_fencing_leader_and_prioritize_agreeing_with_filter():
+    """n1 cut from its DRBD peers (satellite ONLINE, kubelet Ready). Fencing's leader records it; the
+    extender refuses n1 and scores it lowest (kube-scheduler asks /prioritize only about the nodes
+    that passed, but the two must not disagree when it asks anyway). Fencing's Deployment is scaled
+    to 0 and an operator deletes its Lease (``kubectl delete lease``): the record is gone with the
+    object (a DELETED watch event), so nothing is refused on its word at once, without waiting for
+    --fencing-record-max-age. Fencing scaled back: the new leader creates the Lease (a Lease the
+    elector finds absent is created: client-go leaderelection ``tryAcquireOrRenew``), its first read
+    still sees n1 cut, and n1 is refused again."""
+    with Rig() as rig:
+        db = rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
+        rig.pod("db-0", "n1", [db])
+        pod = k.pod("db-1", claims=[db], scheduler="linstor")
+        with extender(rig, max_age=60.0) as http:
+            with FencingService(rig, grace=600.0, lease=2.0):
+                rig.partition("n1")
+                wait_for(lambda: "n1" in failed(http, pod), timeout=15, what="n1 refused")
+                ranked = scores(http, pod)
+                assert ranked["n1"] == min(ranked.values()) and ranked["n2"] > ranked["n1"], ranked
+            assert rig.ks.delete("Lease", LEASE_NAME, LEASE_NS) is not None
+            wait_for(lambda: "n1" not in failed(http, pod), timeout=10, what="n1 admitted once the Lease is gone")
+            with FencingService(rig, grace=600.0, lease=2.0):
+                wait_for(lambda: "n1" in failed(http, pod), timeout=15, what="n1 refused on the new leader's word")
+
+
+def test_in_a_storm_nothing_is_refused_on_fencings_word():
+    """A top-of-rack switch fails: the replication network between n1-n3 and n4-n6 goes down at once
+    (satellites stay ONLINE over the management network, kubelets Ready). Which side is "lost" is then
+    a matter of which replicas happen to be where (here n4-n6 look lost): refusing them would keep
+    pods with LINSTOR volumes off half the cluster on a verdict fencing itself does not trust. Its
+    storm breaker holds (more than --storm-share of the storage nodes lost at once: maybe its view,
+    not the storage, is wrong) and its record names no node while it does, so the extender refuses
+    nothing on fencing's word, as before fencing existed. The right call, and nothing to change; the
+    docs did not say it (docs/fencing.md "The taint" now does)."""
+    with Rig() as rig:
+        db = rig.volume("pvc-db", ["n1", "n4"], in_use="n1")  # tie-breaker on n2
+        web = rig.volume("pvc-web", ["n5", "n2"], in_use="n5")  # tie-breaker on n1
+        rig.volume("pvc-q", ["n3", "n6"], in_use="n6")  # tie-breaker on n1
+        rig.pod("db-0", "n1", [db])
+        with FencingService(rig, grace=600.0, lease=2.0) as fencing, extender(rig) as http:
+            rig.emu.split(["n1", "n2", "n3"])
+            fencing.wait(lambda: fencing.metric("linstor_scheduler_fencing_storm_active") == 1.0, "the storm breaker")
+            wait_for(lambda: (r := record(rig)) is not None and r.nodes == {}, timeout=10, what="a record of no node")
+            for claim in (db, web):
+                assert failed(http, k.pod("p", claims=[claim], scheduler="linstor")) == {}
