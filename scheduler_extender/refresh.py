@@ -193,6 +193,15 @@ class Syncer:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._kube_changed.set)
 
+    def lost_changed(self, *_: Any) -> None:
+        """Informer callback for fencing's Lease (informer threads): a rebuild only when the nodes its
+        record names now differ from the view's. Every renewal brings a record with a new
+        ``observed`` time, which alone changes nothing the extender uses (aging in and out is
+        checked at each restamp), and must not rebuild the whole view every few seconds."""
+        kube = self._kube
+        if self.lost_source is None or kube is None or self.lost_source() != kube[0].lost:
+            self.kube_changed()
+
     # --- freshness and liveness ------------------------------------------------------------------
     def kube_age(self) -> float | None:
         """Seconds since the API server confirmed the Kubernetes view the state holds: the stalest

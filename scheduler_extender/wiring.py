@@ -96,7 +96,7 @@ def build_live_app(
         namespace, name = fencing_lease.split("/", 1)
         leases = Informer(
             api_client, "Lease", namespace=namespace, field_selector=f"metadata.name={name}",
-            on_change=syncer.kube_changed, transform=read_record,
+            on_change=syncer.lost_changed, transform=read_record,
             watch_timeout=caches.informers["Node"].watch_timeout, **bounded_by(max_staleness, api_timeout))
 
         def lost_now() -> frozenset[str]:

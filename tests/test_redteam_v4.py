@@ -171,16 +171,14 @@ def kube_rebuilds(http: httpx.Client) -> float:
     return 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fencing's leader renews its Lease every third of --lease-duration (lease.py elector_from_args) "
-    "and each renewal carries a record with a new 'observed' time (controller._publish_grace on every "
-    "fresh read), so the Lease informer's transform (lost_storage.read_record) yields a new record every "
-    "time and wakes a full rebuild of the extender's Kubernetes view (copies of every store, the view "
-    "compared, a state built), although the nodes named did not change - against the rule that a change "
-    "to nothing the extender uses is no rebuild (docs/performance.md). Aging in and out is checked by "
-    "_restamp every poll already. Fix: wake a rebuild from the Lease only when the nodes it names now "
-    "(lost_source()) differ from the view's."))
 def test_renewals_of_fencings_lease_that_name_the_same_nodes_rebuild_nothing():
+    """Fencing's leader renews its Lease every third of --lease-duration (lease.py
+    ``elector_from_args``), each renewal with a record of a new ``observed`` time
+    (``_publish_grace`` on every fresh read). The nodes named did not change: nothing the extender
+    uses did, and a rebuild of its whole Kubernetes view (copies of every store, the view compared,
+    a state built) every few seconds is the cost docs/performance.md rules out ("a change to a field
+    nobody keeps is no change"). Found rebuilding at every renewal; fixed: the Lease wakes a rebuild
+    only when the nodes it names differ from the view's (``Syncer.lost_changed``)."""
     with Rig() as rig:
         rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
         with FencingService(rig, grace=600.0, lease=2.0), extender(rig, max_age=30.0) as http:
