@@ -198,6 +198,7 @@ class FencingController:
         self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
+        self._replica_counts: tuple[Any, dict[str, int]] | None = None  # (view, node -> replicas there)
         # tainted node -> the last pass that wanted a fail-over there (a pod removal or a detach), or
         # when this instance first saw the taint: a taint with nothing behind it for --taint-max-seconds
         # is removed (the storage's own DaemonSet pods may not tolerate it: piraeus-operator #561, #825)
@@ -498,7 +499,30 @@ class FencingController:
         if annotations is not None and self.view is not None:
             annotations[handover.ANNOTATION] = handover.record(self.timers.since, self.view.read_at,
                                                                self.wall_clock() - (self.clock() - self.view.read_at),
-                                                               self.budget.entries(self.view.read_at))
+                                                               self.budget.entries(self.view.read_at),
+                                                               replicas=self._replicas_on_lost_nodes())
+
+    def _replicas_on_lost_nodes(self) -> dict[str, int]:
+        """How many replicas that could be lost each node with a fault holds (handover.record: a node
+        lost whole or in part), counted once per LINSTOR read; nothing to count while nothing is lost."""
+        view = self.view
+        nodes = {node for _, node in self.timers.since}
+        if view is None or not nodes:
+            return {}
+        cached = self._replica_counts
+        if cached is None or cached[0] is not view or not nodes <= cached[1].keys():
+            # Only replicas a fault can be seen on: not ignored, and with a peer to witness (a
+            # single-replica volume on a node cut from every peer is never a fault, and must not
+            # make that node look lost in part only)
+            counts = dict.fromkeys(nodes, 0)
+            for res in view.resources.values():
+                if len(res.replicas) < 2:
+                    continue
+                for node, replica in res.replicas.items():
+                    if node in counts and not replica.ignored:
+                        counts[node] += 1
+            self._replica_counts = cached = (view, counts)
+        return cached[1]
 
     def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import orjson
 
 # The record's name is the core's: the extender reads the same record (lost_storage.py).
-from linstor_scheduler.lost_storage import ANNOTATION
+from linstor_scheduler.lost_storage import ANNOTATION, LISTED_MAX
 
 __all__ = ["ANNOTATION", "inherit", "inherit_budget", "record"]
 
@@ -68,14 +68,24 @@ def _checksum(resources: Iterable[str]) -> str:
 
 
 def record(since: Mapping[Key, float], now: float, wall_now: float,
-           budget: Mapping[str, Sequence[tuple[float, str]]] | None = None) -> str:
+           budget: Mapping[str, Sequence[tuple[float, str]]] | None = None,
+           replicas: Mapping[str, int] | None = None) -> str:
     """The annotation's value: when the observation was made and, per node, since when its faults
     were seen (wall clock; ``since`` and ``now`` on the controller's clock, ``wall_now`` is ``now``);
-    and ``budget``: per pod name, the fail-overs inside the budget's window, (when, pod UID)."""
-    nodes = {}
+    and ``budget``: per pod name, the fail-overs inside the budget's window, (when, pod UID).
+
+    ``replicas``: how many replicas LINSTOR lists on each node. A node where fewer are lost than it
+    holds (one resource's connection cut, a split brain) has its lost resources named, up to
+    ``lost_storage.LISTED_MAX``: the extender then keeps off it only the pods of those volumes
+    (lost_storage.py). A node lost whole, or with more lost than that, names none."""
+    nodes: dict[str, dict[str, object]] = {}
     for node, resources in _by_node(since).items():
         latest = max(since[(r, node)] for r in resources)
-        nodes[node] = {"since": round(wall_now - max(0.0, now - latest), 3), "faults": _checksum(resources)}
+        entry: dict[str, object] = {"since": round(wall_now - max(0.0, now - latest), 3),
+                                    "faults": _checksum(resources)}
+        if replicas is not None and len(resources) < replicas.get(node, 0) and len(resources) <= LISTED_MAX:
+            entry["resources"] = sorted(resources)
+        nodes[node] = entry
     doc: dict[str, object] = {"observed": round(wall_now, 3), "nodes": nodes}
     if budget:
         doc["budget"] = {key: [[round(wall_now - max(0.0, now - when), 3), uid] for when, uid in entries]

@@ -29,6 +29,7 @@ from typing import Any
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
+from linstor_scheduler.lost_storage import Lost
 
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
@@ -88,6 +89,11 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
         await asyncio.sleep(0)
     indexer.forget_previous()
     return nodes, indexer, time.thread_time() - cpu
+
+
+def lost_of(view: KubeView) -> Lost:
+    """What of fencing's record a view holds (compared with the record's reading now)."""
+    return Lost(view.lost, view.lost_replicas)
 
 
 class _ReadThread:
@@ -162,7 +168,7 @@ class Syncer:
         # The nodes fencing judges lost now (``lost_storage.lost_nodes`` over its Lease's informer);
         # None: not read (no fencing Lease configured, a snapshot). Read at each rebuild, and at each
         # restamp, since a record ages out without any change the informers would hear.
-        self.lost_source: Callable[[], frozenset[str]] | None = None
+        self.lost_source: Callable[[], Lost] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,7 +205,7 @@ class Syncer:
         ``observed`` time, which alone changes nothing the extender uses (aging in and out is
         checked at each restamp), and must not rebuild the whole view every few seconds."""
         kube = self._kube
-        if self.lost_source is None or kube is None or self.lost_source() != kube[0].lost:
+        if self.lost_source is None or kube is None or self.lost_source() != lost_of(kube[0]):
             self.kube_changed()
 
     # --- freshness and liveness ------------------------------------------------------------------
@@ -371,7 +377,8 @@ class Syncer:
         else:
             view = KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
         if self.lost_source is not None:
-            view = dataclasses.replace(view, lost=self.lost_source())
+            lost = self.lost_source()
+            view = dataclasses.replace(view, lost=lost.nodes, lost_replicas=lost.replicas)
         return view
 
     async def _kube_loop(self) -> None:
@@ -402,7 +409,7 @@ class Syncer:
         not while a change is pending)."""
         if self._kube is None or self._changed_at is not None:
             return
-        if self.lost_source is not None and self.lost_source() != self._kube[0].lost:
+        if self.lost_source is not None and self.lost_source() != lost_of(self._kube[0]):
             await self._rebuild()  # fencing's record aged out (or in): a new view, as for a change
             return
         confirmed = self._kube_confirmed_at()

@@ -112,6 +112,8 @@ class NodeVerdict(NamedTuple):
         return "; ".join(v.text(node) for v in self.volumes if not v.fits)
 
 
+LOST_REPLICA = ("{label}: fencing judges the storage of its replica on node {node} lost (LINSTOR and its DRBD "
+                "peers both say so; fencing's Lease record)")
 LOST_STORAGE = ("fencing judges the storage of node {node} lost (LINSTOR and its DRBD peers both say so; "
                 "fencing's Lease record)")
 
@@ -144,6 +146,7 @@ class ClaimContext:
     unjudged: str | None  # why this claim cannot be judged (the same for every node), else None
     affinity_ok: frozenset[str] | None = None  # nodes the PV's node affinity admits (None: no affinity)
     access_ok: frozenset[str] | None = None  # nodes a fromSame rule admits (None: no such rule)
+    lost_on: frozenset[str] = frozenset()  # nodes where fencing judges this volume's replica lost
 
 
 NodeSets = Callable[[tuple[Any, ...], Callable[[], frozenset[str]]], frozenset[str]]
@@ -187,10 +190,12 @@ def prepare(
                     lambda acc=acc, tps=tps: frozenset(
                         n for n in names if _access_rule_ok(acc, state.kube.topology.get(n), tps)),
                 )
+        lost_on = frozenset(n for r, n in state.kube.lost_replicas if r == resource.name) \
+            if resource is not None and state.kube.lost_replicas else frozenset()
         contexts.append(ClaimContext(
             claim, resource, access, topos,
             tuple(frozenset(t.values[i] for t in topos if t.values[i]) for i in range(len(LEVELS))),
-            bool(diskful), unjudged, affinity_ok, access_ok,
+            bool(diskful), unjudged, affinity_ok, access_ok, lost_on,
         ))
     return contexts
 
@@ -216,6 +221,8 @@ def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights)
     resource = ctx.resource
     assert resource is not None
     label = claim.label
+    if name in ctx.lost_on:
+        return VolumeVerdict(False, 0, LOST_REPLICA.replace("{label}", label))
     if ctx.affinity_ok is not None and name not in ctx.affinity_ok:
         return VolumeVerdict(False, 0, f"{label}: node {NODE} does not match the PersistentVolume's node affinity")
     replica = resource.replicas.get(name)
@@ -422,6 +429,7 @@ def _replica_nodes(contexts: Sequence[ClaimContext]) -> set[str]:
     for ctx in contexts:
         if ctx.resource is not None:
             nodes.update(ctx.resource.replicas)
+        nodes.update(ctx.lost_on)  # a lost replica the index no longer lists is still judged alone
     return nodes
 
 

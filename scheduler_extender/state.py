@@ -362,6 +362,9 @@ class KubeView:
     # Nodes whose storage fencing's leader judges lost, from its recent Lease record
     # (``linstor_scheduler.lost_storage``): LINSTOR pods are kept off them (``scoring.node_problem``).
     lost: frozenset[str] = frozenset()
+    # (resource, node) replicas fencing judges lost on nodes not lost whole: only the pods using those
+    # resources are kept off those nodes (``scoring.ClaimContext.lost_on``).
+    lost_replicas: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> KubeView:

@@ -26,7 +26,7 @@ from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, Informer, KubeCach
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
-from linstor_scheduler.lost_storage import lost_nodes, read_record
+from linstor_scheduler.lost_storage import Lost, lost_now, read_record
 from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
 
@@ -99,11 +99,11 @@ def build_live_app(
             on_change=syncer.lost_changed, transform=read_record,
             watch_timeout=caches.informers["Node"].watch_timeout, **bounded_by(max_staleness, api_timeout))
 
-        def lost_now() -> frozenset[str]:
+        def lost_by_record() -> Lost:
             assert leases is not None
-            return lost_nodes(next(iter(leases.snapshot().values()), None), wall_clock(), fencing_record_max_age)
+            return lost_now(next(iter(leases.snapshot().values()), None), wall_clock(), fencing_record_max_age)
 
-        syncer.lost_source = lost_now
+        syncer.lost_source = lost_by_record
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
                         ledger=ledger, scheduler_name=scheduler_name)

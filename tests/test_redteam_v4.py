@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from linstor_scheduler import lost_storage
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.linstor import LinstorClient
-from scheduler_extender.scoring import LOST_STORAGE
 from scheduler_extender.wiring import build_live_app
 
 from .fencing_rig import FencingService, Rig, k
@@ -54,19 +52,14 @@ def record(rig: Rig) -> lost_storage.LostStorage | None:
 
 
 # --- 1. a fault of one resource keeps every LINSTOR pod off the node ---------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fencing judges storage per (resource, node) (fencing/verdict.py judge_volume; docs/fencing.md: "
-    "a pod is failed over only for the volumes whose replica lost its storage), but its Lease record is "
-    "per node (handover.record keeps only a checksum of the resources) and the extender refuses the "
-    "node to every pod with a LINSTOR volume. One resource's DRBD connection down on n1 (LINSTOR gives "
-    "each resource its own TCP port, TcpPortAutoRange; a firewall rule on one port, or a split brain "
-    "that leaves that one resource StandAlone until resolved by hand - DRBD User's Guide, 'Split brain "
-    "notification and automatic recovery') keeps db-1 off n1 although db's own replica there is "
-    "UpToDate and connected: strict-local pods of healthy volumes become unschedulable, for days if a "
-    "split brain waits for an operator. Fix direction: the record names the lost resources per node "
-    "and the extender refuses a node to a pod only for its bound volumes whose resource is lost there "
-    "(node-wide only when every replica of the node is, or its satellite is not ONLINE)."))
 def test_one_resource_cut_on_a_node_does_not_keep_a_healthy_volumes_pod_off_it():
+    """One resource's DRBD connection down on n1 (LINSTOR gives each resource its own TCP port,
+    TcpPortAutoRange: a firewall rule on one port; or a split brain that leaves that one resource
+    StandAlone until resolved by hand, DRBD User's Guide, "Split brain notification and automatic
+    recovery"). Fencing judges storage per (resource, node) (fencing/verdict.py judge_volume), and
+    its record names the lost resources of a node not lost whole: n1 is refused to pvc-logs' pods
+    only; db's replica there is UpToDate and connected, and n1 serves db-1 as it did db-0 (found by
+    the red team as a strict xfail: the record was per node and n1 was refused to every pod)."""
     with Rig() as rig:
         db = rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
         rig.pod("db-0", "n1", [db])
@@ -77,7 +70,8 @@ def test_one_resource_cut_on_a_node_does_not_keep_a_healthy_volumes_pod_off_it()
                      what="fencing records n1 (for pvc-logs)")
             logs_pod = k.pod("logs-1", claims=[logs], scheduler="linstor")
             wait_for(lambda: "n1" in failed(http, logs_pod), timeout=15, what="n1 refused to pvc-logs' pod")
-            assert failed(http, logs_pod)["n1"] == LOST_STORAGE.replace("{node}", "n1")  # rightly
+            assert "fencing judges the storage of its replica on node n1 lost" in failed(http, logs_pod)["n1"]
+            assert record(rig).resources == {"n1": frozenset({"pvc-logs"})}
             # db's replica on n1 is UpToDate and connected to n2 and n3: n1 serves db-1 as it did db-0
             assert "n1" not in failed(http, k.pod("db-1", claims=[db], scheduler="linstor"))
 

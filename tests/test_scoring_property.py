@@ -84,7 +84,11 @@ def clusters(draw: Any, several_unbound: bool = False) -> tuple[ClusterState, di
             draw(st.sampled_from([1, 30, 500])) * 1024**3
     state = build(nodes, pools, resources, kube)
     lost = frozenset(draw(st.lists(st.sampled_from(names), unique=True, max_size=2)))  # fencing's record
-    state = dataclasses.replace(state, kube=dataclasses.replace(state.kube, lost=lost))
+    # replicas lost on nodes not lost whole; some on nodes the index lists no replica of (a record
+    # ahead of the index)
+    lost_replicas = frozenset(draw(st.lists(st.tuples(st.sampled_from([f"pvc-{r}" for r in range(3)]),
+                                                      st.sampled_from(names)), unique=True, max_size=3)))
+    state = dataclasses.replace(state, kube=dataclasses.replace(state.kube, lost=lost, lost_replicas=lost_replicas))
     return promised_state(state, held), k.pod("p", claims=picked)
 
 
