@@ -88,6 +88,7 @@ from .observe import (
     resource_states,
     storage_nodes,
 )
+from .records import node_object
 from .verdict import (
     FENCE,
     HEALTHY,
@@ -701,9 +702,11 @@ class FencingController:
     async def _taint(self, node: str, kube: KubeObjects, resources: tuple[str, ...], why: str,
                      report: PassReport) -> None:
         """Keep the scheduler off the node while we act on it (never in a storm: no write gets here then)."""
-        obj = kube.nodes.get(node)
-        if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
+        record = kube.nodes.get(node)
+        if record is None or has_taint(record) or any(kind == "taint" and what == node
+                                                      for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
+        obj = node_object(record)
         answer = await self._execute(plan.taint(node, obj, resources, why), self._ctx, report)
         if answer is None:
             return  # a guard holds it (the pass's own guards: dry run, stale data, storm)
@@ -721,7 +724,7 @@ class FencingController:
             if obj is not None and not has_taint(obj):
                 answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)  # seen above
         if not answer.reached and not answer.held:
-            node_obj = {"apiVersion": "v1", "kind": "Node", **(kube.nodes.get(node) or {})}
+            node_obj = node_object(kube.nodes.get(node))
             self.notices.warn_node(node_obj, node, TAINT_FAILED,
                                   f"taint {TAINT_KEY} of node {node} not set (answer {answer.status or ''} "
                                   f"{answer.value}): the scheduler may place pods on the lost node; retried every pass "
@@ -741,7 +744,7 @@ class FencingController:
                        report: PassReport) -> None:
         """Every taint of ours comes off once the node's storage is back and stable, whoever set it
         (an earlier leader, an instance before a restart), also with ``--no-taint``."""
-        tainted = {name: obj for name, obj in kube.nodes.items() if has_taint(obj)}
+        tainted = {name: node_object(record) for name, record in kube.nodes.items() if has_taint(record)}
         steps, self._stable_since = plan.untaints(observed, tainted, self._stable_since, now,
                                                   self.settings.taint_stable_seconds)
         for name in self._stable_since:

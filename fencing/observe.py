@@ -25,6 +25,7 @@ from linstor_scheduler.linstor.compact import (
 from linstor_scheduler.linstor.models import Node, ResourceGroup, StoragePool
 from linstor_scheduler.volumes import resolve_pod_claims
 
+from .records import AttachmentRecord, NodeRecord, as_node
 from .safety import missing_controller, unfenced_volumes
 from .verdict import POLICY_KEYS, NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
 
@@ -175,17 +176,16 @@ class KubeObjects:
     # namespace/name -> the claim's record (linstor_scheduler.claims; an object is read into one)
     pvcs: Mapping[str, ClaimRecord | dict[str, Any]] = field(default_factory=dict)
     pvs: Mapping[str, VolumeRecord | dict[str, Any]] = field(default_factory=dict)
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    # name -> the Node's record, VolumeAttachments ours only, as records (records.py; an object is read into one)
+    nodes: Mapping[str, NodeRecord | dict[str, Any]] = field(default_factory=dict)
+    attachments: list[AttachmentRecord] | list[dict[str, Any]] = field(default_factory=list)
 
 
-def kube_ready(node: Obj | None) -> bool | None:
-    if node is None:
-        return None
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False  # a Node without a Ready condition is not known to be ready
+def kube_ready(node: NodeRecord | Obj | None) -> bool | None:
+    """The Node's Ready condition; None for no Node. A Node without a Ready condition is not known
+    to be ready (``records.node_record``)."""
+    record = as_node(node)
+    return None if record is None else record.ready
 
 
 def node_states(view: LinstorView, kube: KubeObjects) -> dict[str, NodeState]:
