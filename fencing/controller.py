@@ -362,7 +362,14 @@ class FencingController:
                              ok="fencing pass loop running")
 
     async def _read_linstor(self, started: float) -> None:
+        """One complete LINSTOR read, with no cyclic GC meanwhile (as the extender's poll,
+        ``refresh.Syncer``): the read makes ~100,000 replica records and their containers, and the
+        collections they triggered rescanned them as they grew, a quarter of the read's CPU
+        (measured in-process at 100,000 replicas: 1.15-1.32 s with collections, 0.84-0.92 s
+        without). Nothing the read makes forms a cycle; the pass ends with ``_settle_gc``."""
         bound = self.settings.max_staleness
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             # A read that takes longer than the bound could only be stale: it is abandoned at the
             # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
@@ -379,6 +386,8 @@ class FencingController:
             self.metrics.reads.labels("linstor", "error").inc()
             log.warning("%s", self.read_error)
         finally:
+            if collecting:
+                gc.enable()
             self.beat = self.clock()
 
     def _staleness(self, now: float, kube: KubeObjects | None) -> str | None:
