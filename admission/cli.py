@@ -24,9 +24,21 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--metrics-address", default="0.0.0.0", help="address of /healthz, /readyz, /metrics (plain HTTP)")
     add_option(p, "--metrics-port", type=int, default=8096, range=PORT, help="port of /healthz, /readyz, /metrics")
     add_option(p, "--scheduler-name", default="linstor", help="schedulerName given to LINSTOR pods")
-    add_option(p, "--pvc-read-timeout", type=float, default=1.0, above=0,
-               help="seconds for the direct reads of one review (a PVC not in the cache yet; every look-up while "
-               "the cache is older than --max-staleness); keep it under the webhook configuration's timeoutSeconds")
+    add_option(p, "--timeout-seconds", type=float, default=5.0, above=0,
+               help="the MutatingWebhookConfiguration's timeoutSeconds: the API server admits the pod unchanged "
+               "after it; an answer that took longer is counted late")
+    add_option(p, "--review-deadline", type=float, default=3.5, above=0,
+               help="seconds for one review, its direct reads included (they run in parallel); below "
+               "--timeout-seconds. A pod whose claims could not be read by then is sent to the linstor profile "
+               "(docs/install.md, the unknown-claims rule)")
+    add_option(p, "--lookup-workers", type=int, default=8, minimum=1, maximum=256,
+               help="threads of the webhook's own executor for direct reads (never the event loop's shared one)")
+    add_option(p, "--pvc-read-timeout", type=float, default=5.0, above=0,
+               help="seconds, a cap on each direct read; no read goes past --review-deadline either")
+    add_option(p, "--drain-seconds", type=float, default=10.0, minimum=0, maximum=3600,
+               help="after SIGTERM: /readyz fails at once and /mutate keeps answering for this long (the endpoint "
+               "leaves the Service meanwhile), then the process stops; keep terminationGracePeriodSeconds above it "
+               "plus 10 s")
     add_option(p, "--max-staleness", type=float, default=DEFAULT_MAX_STALENESS, above=0,
                help="seconds; a PVC/PV/StorageClass cache the API server has not confirmed for longer is not "
                "answered from (each look-up is read directly) and /readyz fails")
@@ -43,8 +55,12 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                help="Service the API server calls; its DNS names go into the certificate")
     add_option(tls, "--webhook-config-name", default="linstor-scheduler",
                help="MutatingWebhookConfiguration whose caBundle gets our CA (empty: do not publish)")
-    add_option(tls, "--ca-bundle-interval", type=float, default=60.0, above=0,
-               help="seconds between checks that the caBundle is still ours")
+    add_option(tls, "--ca-bundle-interval", type=float, default=10.0, above=0,
+               help="seconds between passes over the Secret and the caBundle: every replica serves the Secret's "
+               "certificate and checks it against the caBundle; the Lease holder issues and publishes")
+    add_option(tls, "--ca-lease-name", default="linstor-scheduler-webhook-ca",
+               help="Lease (in --namespace) whose holder issues the self-signed CA into --tls-secret and writes "
+               "the caBundle: one CA per cluster")
     from linstor_scheduler.kube.client import add_kube_options
 
     add_kube_options(p)

@@ -2,13 +2,19 @@
 ``/readyz``, ``/metrics`` on a separate plain-HTTP port (see ``WebhookApp``).
 
 A bad body answers 400 with a message, one over the limit 413 (the API server logs it; with
-``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500. A pod whose claims could
-not be looked at (verdict ``unknown``: the view was stale or lacked them and the direct reads
-failed) is answered 503 with a ``Status`` saying why: the API server then applies the webhook's
-failurePolicy (``Ignore``: created unchanged, logged as "Failed calling webhook, failing open" and
-counted in ``apiserver_admission_webhook_fail_open_count``; ``Fail``: refused, and the controller
-retries). It never answers "not ours" for a pod it could not judge, and never refuses one itself.
-``/readyz`` says whether the view is fresh; reviews are judged either way (lookups.py).
+``failurePolicy: Ignore`` the pod is admitted unchanged), never a 500.
+
+Each review has a deadline (``review_deadline``, ``--review-deadline``) below the configuration's
+``timeoutSeconds`` (``timeout_seconds``, ``--timeout-seconds``): the API server gives up after the
+latter and admits the pod unchanged, for its whole life. A review is judged on the event loop from
+the caches; the direct reads it needs are made in parallel on the webhook's own executor and
+waited for until the deadline (lookups.py). A pod whose claims could not be looked at in time
+(verdict ``unknown``) is sent to the ``linstor`` profile (the unknown-claims rule, review.py and
+docs/install.md), counted, logged, and given a Warning Event ``LinstorClaimsUnknown``
+(``on_unknown``). An answer that took longer than ``timeout_seconds`` was not heard by the API
+server: it is counted ``late`` (not as its verdict) and logged. The latency histogram goes to 30 s.
+``/readyz`` says whether the view is fresh, the certificate verified and the process not draining;
+reviews are judged either way.
 """
 
 from __future__ import annotations
@@ -26,14 +32,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
 
 from .metrics import WebhookMetrics
-from .review import UNKNOWN, BadReview, SchedulerNameMutator, Verdict, encode_response, parse_review
+from .review import (
+    UNKNOWN,
+    AdmissionRequest,
+    BadReview,
+    SchedulerNameMutator,
+    Verdict,
+    encode_response,
+    parse_review,
+)
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
 MAX_BODY = 8 * 1024 * 1024  # the API server's own request limit is 3 MiB per object
+DEFAULT_TIMEOUT_SECONDS = 5.0  # deploy/'s MutatingWebhookConfiguration timeoutSeconds
+DEFAULT_REVIEW_DEADLINE = 3.5  # 1.5 s below it: TLS, the body, the answer and the API server's own work
+LATE = "late"
 
 
 def create_app(
@@ -45,17 +63,39 @@ def create_app(
     startup: Callable[[], Awaitable[None]] | None = None,
     shutdown: Callable[[], Awaitable[None]] | None = None,
     alive: Callable[[], tuple[bool, str]] | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    review_deadline: float = DEFAULT_REVIEW_DEADLINE,
+    on_unknown: Callable[[dict[str, Any], str | None, str], None] | None = None,
 ) -> WebhookApp:
     """``is_ready`` and ``details``: ``/readyz`` (the view fresh, the CA published; ``details``
-    says why not); ``alive``: ``/healthz`` (the informers' and the CA publisher's loops turn)."""
+    says why not); ``alive``: ``/healthz`` (the informers' and the CA publisher's loops turn);
+    ``on_unknown(pod, namespace, reason)``: a pod sent to the profile with its claims unknown."""
     metrics = metrics or WebhookMetrics()
 
     def answer(uid: str, verdict: Verdict, started: float) -> Response:
-        metrics.reviews.labels(verdict.outcome).inc()
-        metrics.latency.observe(time.perf_counter() - started)
-        if verdict.outcome == UNKNOWN:
-            return Response(cannot_judge(verdict.reason), status_code=503, media_type=JSON)
+        took = time.perf_counter() - started
+        metrics.latency.observe(took)
+        outcome = verdict.outcome
+        if took > timeout_seconds:  # the API server gave up on it and admitted the pod unchanged
+            outcome = LATE
+            log.warning("answered after %.2fs, past the webhook's timeoutSeconds (%gs): the API server admitted "
+                        "the pod unchanged (the verdict was %s: %s)", took, timeout_seconds, verdict.outcome,
+                        verdict.reason)
+        metrics.reviews.labels(outcome).inc()
         return Response(encode_response(uid, verdict), media_type=JSON)
+
+    async def judge(req: AdmissionRequest, started: float) -> Verdict:
+        """The mutator's verdict; with live look-ups (``begin``), on the event loop from the caches,
+        then again after each round of the direct reads it asked for, until the deadline."""
+        source = mutator.lookups
+        if not hasattr(source, "begin"):  # fixed look-ups (tests, snapshots): they may block
+            return await asyncio.to_thread(mutator.review, req)
+        reads = source.begin(boottime() + review_deadline - (time.perf_counter() - started))
+        while True:
+            verdict = mutator.review(req, reads.lookups())
+            if verdict.outcome != UNKNOWN or not reads.wanted:
+                return verdict
+            await reads.fetch()
 
     async def mutate(request: Request) -> Response:
         started = time.perf_counter()
@@ -70,9 +110,8 @@ def create_app(
                 raise BadReview(str(exc)) from None
             review = parse_review(body)
             req = review.request
-            # Off the event loop: a cache miss or a stale cache costs direct reads (one deadline).
             try:
-                verdict = await asyncio.to_thread(mutator.review, req)
+                verdict = await judge(req, started)
             except BadReview:
                 raise
             except Exception as exc:  # a pod shape we did not foresee: admit it unchanged, never a 500
@@ -87,6 +126,11 @@ def create_app(
         level = logging.WARNING if verdict.outcome == UNKNOWN else logging.INFO if verdict.patch else logging.DEBUG
         log.log(level, "pod %s/%s: %s (%s)", req.namespace,
                 meta.get("name") or meta.get("generateName") or "?", verdict.outcome, verdict.reason)
+        if verdict.outcome == UNKNOWN and on_unknown is not None:
+            try:
+                on_unknown(pod, req.namespace, verdict.reason)
+            except Exception:  # an Event is best effort: never the answer's failure
+                log.exception("recording the LinstorClaimsUnknown Event")
         return answer(req.uid, verdict, started)
 
     async def healthz(_: Request) -> Response:
@@ -110,15 +154,6 @@ def create_app(
 
 
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-def cannot_judge(reason: str) -> bytes:
-    """A ``Status`` (as the API server's own errors): its client reads the message into the error it
-    logs ("failed calling webhook ...: <message>") or, with ``failurePolicy: Fail``, returns. No
-    ``Retry-After``: the API server's client would retry within the same admission deadline."""
-    return orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 503,
-                         "reason": "ServiceUnavailable",
-                         "message": f"linstor-scheduler webhook cannot judge this pod: {reason}"})
 
 
 class WebhookApp:

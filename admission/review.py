@@ -5,11 +5,18 @@ bug: 400 with a message). Which claims are LINSTOR claims is decided by
 ``linstor_scheduler.volumes`` -- the same mapping the extender and the fencing controller use --
 so the three never disagree about which pods are ours.
 
-A claim that could not be looked at (``LookupFailed``: the cache was stale or lacked it, and the
-direct read failed) is never taken for "not LINSTOR": unless another claim of the pod is known to
-be LINSTOR-backed, the verdict is ``unknown`` and http.py answers 503, so the API server applies
-the webhook's failurePolicy (deploy/: ``Ignore``, the pod is created unchanged and the API server
-logs and counts the failure) instead of hearing a confident "not ours".
+A claim that could not be looked at in time (``LookupFailed``: the cache was stale or lacked it,
+and the direct read failed or had no answer within the review's deadline) is never taken for "not
+LINSTOR". Unless another claim of the pod is known to be LINSTOR-backed, the verdict is ``unknown``
+and the pod is sent to the ``linstor`` profile all the same (the unknown-claims rule,
+docs/install.md): that profile schedules any pod correctly, since the extender is neutral for pods
+without LINSTOR volumes, while a pod left to the default scheduler keeps it for its whole life
+(``schedulerName`` cannot change after creation). http.py counts it and puts a Warning Event
+``LinstorClaimsUnknown`` on the pod.
+
+A generic ephemeral volume's claim is judged from its ``volumeClaimTemplate``, never looked up: the
+ephemeral volume controller makes it after the pod. ``storageClassName: ""`` there means no class
+(a PV without one, as in a PVC); only a template without the field gets the default class.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
 
 
 UNKNOWN = "unknown"  # the verdict's outcome when a look-up failed and nothing else decided
+MUTATED = "mutated"
 
 
 class BadReview(ValueError):
@@ -149,7 +157,11 @@ class SchedulerNameMutator:
     def _lookups(self) -> Lookups:
         return self.lookups if isinstance(self.lookups, Lookups) else self.lookups.for_review()
 
-    def review(self, request: AdmissionRequest) -> Verdict:
+    def patch(self) -> list[dict[str, Any]]:
+        return [{"op": "add", "path": "/spec/schedulerName", "value": self.scheduler_name}]
+
+    def review(self, request: AdmissionRequest, lookups: Lookups | None = None) -> Verdict:
+        """``lookups``: this review's (``ReviewReads.lookups()``); None: the mutator's own."""
         if request.kind.kind != "Pod" or request.kind.group != "" or request.operation != "CREATE":
             return Verdict("ignored", f"not a pod creation ({request.operation} {request.kind.kind})")
         pod = request.object
@@ -167,19 +179,25 @@ class SchedulerNameMutator:
             return Verdict("already_set", f"schedulerName is already {current}")
         if current not in DEFAULT_SCHEDULERS:
             return Verdict("other_scheduler", f"pod asks for scheduler {current!r}; left alone")
-        lookups = self._lookups()
+        lookups = lookups or self._lookups()
         unknown: list[str] = []
-        for ref in pod_claims(self._normalised(pod, request.namespace, lookups, unknown)):
+        refs = pod_claims(self._normalised(pod, request.namespace, lookups, unknown))
+        # An ephemeral volume's claim does not exist yet: its template is the claim (never read).
+        ephemeral = {ref.key for ref in refs if ref.template is not None}
+
+        def get_pvc(key: str) -> Any:
+            return None if key in ephemeral else lookups.get_pvc(key)
+
+        for ref in refs:
             try:
-                claim = resolve_claim(ref, lookups.get_pvc, lookups.get_pv, lookups.get_sc)
+                claim = resolve_claim(ref, get_pvc, lookups.get_pv, lookups.get_sc)
             except LookupFailed as exc:
                 unknown.append(str(exc))
                 continue
             if positively_linstor(claim):  # one is enough: the claims after it need no look-up
-                return Verdict("mutated", f"{claim.label} is LINSTOR-backed",
-                               [{"op": "add", "path": "/spec/schedulerName", "value": self.scheduler_name}])
+                return Verdict(MUTATED, f"{claim.label} is LINSTOR-backed", self.patch())
         if unknown:
-            return Verdict(UNKNOWN, "could not look up " + "; ".join(unknown))
+            return Verdict(UNKNOWN, "could not look up " + "; ".join(unknown), self.patch())
         return Verdict("no_linstor_volume", "no LINSTOR-backed claim")
 
     def _normalised(self, pod: dict[str, Any], namespace: str | None, lookups: Lookups,
@@ -191,7 +209,7 @@ class SchedulerNameMutator:
         volumes = (pod.get("spec") or {}).get("volumes") or []
         classless = [v for v in volumes if isinstance(v, dict) and isinstance(v.get("ephemeral"), dict)
                      and isinstance(v["ephemeral"].get("volumeClaimTemplate"), dict)
-                     and not ((v["ephemeral"]["volumeClaimTemplate"].get("spec") or {}).get("storageClassName"))]
+                     and _classless(v["ephemeral"]["volumeClaimTemplate"])]
         if meta.get("namespace") and not classless:
             return pod
         pod = copy.deepcopy(pod)
@@ -210,6 +228,13 @@ class SchedulerNameMutator:
                 template = (vol.get("ephemeral") or {}).get("volumeClaimTemplate") if isinstance(vol, dict) else None
                 if isinstance(template, dict):
                     spec = template.setdefault("spec", {})
-                    if isinstance(spec, dict) and not spec.get("storageClassName"):
+                    if isinstance(spec, dict) and _classless(template):
                         spec["storageClassName"] = default
         return pod
+
+
+def _classless(template: Mapping[str, Any]) -> bool:
+    """A claim template that names no class (the field absent or null) gets the default class;
+    ``storageClassName: ""`` is a class named: none (core/v1 PersistentVolumeClaimSpec)."""
+    spec = template.get("spec")
+    return not isinstance(spec, Mapping) or spec.get("storageClassName") is None

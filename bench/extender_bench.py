@@ -347,7 +347,13 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
     pool's free space moved (a new generation: every cache starts empty)."""
     import msgspec
 
-    from linstor_scheduler.linstor.compact import ArraySplitter, NodeItem, ResourceItem, StoragePoolItem
+    from linstor_scheduler.linstor.compact import (
+        ArraySplitter,
+        NodeItem,
+        ResourceItem,
+        StoragePoolDefinitionItem,
+        StoragePoolItem,
+    )
     from scheduler_extender.answers import Answerer
     from scheduler_extender.judge import Extender, StateHolder
     from scheduler_extender.metrics import ExtenderMetrics
@@ -371,6 +377,12 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
 
         async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
             return msgspec.json.decode(orjson.dumps(self.pools), type=list[StoragePoolItem])
+
+        async def get_storage_pool_definitions_compact(self) -> list[StoragePoolDefinitionItem]:
+            return []
+
+        async def get_controller_properties(self) -> dict[str, str]:
+            return {}
 
         async def iter_resource_batches(self) -> Any:
             splitter = ArraySplitter(ResourceItem)

@@ -43,6 +43,7 @@ from starlette.routing import Route
 from devkit.base import HttpDouble, Subscriber
 from linstor_scheduler import drbd_quorum as quorum_rules
 from linstor_scheduler.drbd_quorum import Memory
+from linstor_scheduler.linstor.capacity import THIN_KINDS
 
 MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
 MASK_INFO = 0
@@ -85,6 +86,17 @@ def stored_name(keys: Any, name: str) -> str | None:
     upper = name.upper()
     return next((k for k in keys if k.upper() == upper), None)
 DISKLESS_POOL = "DfltDisklessStorPool"
+EXTENT_KIB = 4 * 1024  # LVM's default extent: a logical volume's size is a multiple of it
+
+
+def gross_kib(net_kib: int, peer_slots: int = 7) -> int:
+    """The backing device of a DRBD volume of ``net_kib`` with internal meta-data: its size as the
+    storage layer reports it (``usable_size_kib``). An estimate of drbdmeta's layout: the bitmap (one
+    bit per 4 KiB per peer slot), the activity log (32 KiB) and the superblock (4 KiB), rounded up to
+    LVM extents. What LINSTOR reserves of a pool for a volume is this gross size, not the net one."""
+    bitmap = -(-net_kib // (32 * 1024)) * peer_slots  # KiB: 4 KiB per bit, 8 bits per byte
+    gross = net_kib + bitmap + 36
+    return -(-gross // EXTENT_KIB) * EXTENT_KIB
 
 
 def api_rc(message: str, *, error: bool = False, cause: str | None = None, correction: str | None = None,
@@ -119,6 +131,7 @@ class LinstorEmulator(HttpDouble):
         self._rds: dict[str, dict[str, Any]] = {}
         self._rgs: dict[str, dict[str, Any]] = {"DfltRscGrp": self._rg_item("DfltRscGrp", {})}
         self._controller_props: dict[str, str] = {}
+        self._pool_dfn_props: dict[str, dict[str, str]] = {}  # storage pool definition -> its props
         self._faults = Faults()
         self._minor = 1000
         self._net = Reachability()
@@ -372,6 +385,29 @@ class LinstorEmulator(HttpDouble):
             out.append({**item, "layer_object": layer})
         return out
 
+    # --- replicas moving, as LINSTOR moves them (the events PV node affinity falls behind) ----------
+    def evacuate(self, node: str, to: str) -> None:
+        """``linstor node evacuate``: the node is flagged EVACUATE, each of its diskful replicas is
+        placed on ``to`` and, once synced, removed from it (LINSTOR User's Guide, "Evacuating a node")."""
+        with self._lock:
+            self._nodes[node]["flags"] = sorted({*self._nodes[node]["flags"], "EVACUATE"})
+            moving = [rd for (rd, n), item in self._resources.items() if n == node and "DISKLESS" not in item["flags"]]
+        for rd in moving:
+            self.add_resource(rd, to)
+            self.remove_resource(rd, node)
+
+    def make_diskful(self, name: str, node: str) -> None:
+        """Auto-diskful (``DrbdOptions/auto-diskful``): the diskless replica on ``node`` that has been
+        Primary long enough gets a disk (``resource toggle-disk``); it syncs, then is UpToDate."""
+        with self._lock:
+            self._changed()
+            item = self._resources[(name, node)]
+            item["flags"] = [f for f in item["flags"] if f not in ("DISKLESS", "DRBD_DISKLESS")]
+            for vol in item["volumes"]:
+                vol["storage_pool_name"] = "thindata"
+                vol["provider_kind"] = "LVM_THIN"
+                vol["state"] = {"disk_state": "UpToDate"}
+
     def remove_node(self, name: str) -> None:
         with self._lock:
             name = self._node_name(name)
@@ -421,23 +457,40 @@ class LinstorEmulator(HttpDouble):
             self._pools[(node, name)] = item
         return item
 
-    def set_pool_free(self, node: str, name: str, free_kib: int) -> None:
-        """What the satellite reports after volumes were created in the pool."""
+    def set_pool_free(self, node: str, name: str, free_kib: int, total_kib: int | None = None) -> None:
+        """What the satellite reports after volumes were created in the pool (and, with ``total_kib``,
+        its size: a pool created over REST starts at 100 GiB)."""
         with self._lock:
             node = self._node_name(node)
             self._changed()
-            self._pools[(node, self._pool_name(node, name))]["free_capacity"] = free_kib
+            item = self._pools[(node, self._pool_name(node, name))]
+            item["free_capacity"] = free_kib
+            if total_kib is not None:
+                item["total_capacity"] = total_kib
 
     def add_resource(self, name: str, node: str, *, diskful: bool = True, disk_state: str | None = None,
                      in_use: bool = False, storage_pool: str | None = None, size_kib: int = 1024**2,
                      flags: list[str] | None = None, volumes: int = 1,
                      props: dict[str, str] | None = None) -> dict[str, Any]:
+        """A replica of ``name`` on ``node`` with ``volumes`` volumes of ``size_kib`` (net, as the volume
+        definition says) each. Sizes as LINSTOR reports them: the storage layer's ``usable_size_kib`` is
+        the gross size (``gross_kib``: DRBD's internal meta-data added, rounded up to LVM extents), which
+        is what the controller reserves of the pool (``linstor.capacity``); the volume's
+        ``allocated_size_kib`` is what the backing device takes: all of it in a thick pool, nothing yet
+        in a thin one. A thick pool's ``free_capacity`` drops by the gross size (the satellite's next
+        report), a thin pool's stays (a new thin volume holds no data)."""
         all_flags = ([] if diskful else ["DISKLESS", "DRBD_DISKLESS"]) + list(flags or [])
         state = disk_state or ("UpToDate" if diskful else "Diskless")
         with self._lock:
             name, node = self._rd_name(name), self._node_name(node)
             pool = self._pool_name(node, storage_pool or ("thindata" if diskful else DISKLESS_POOL))
             self._changed()
+            pool_item = self._pools.get((node, pool)) or {}
+            kind = "DISKLESS" if not diskful else (pool_item.get("provider_kind") or "LVM_THIN")
+            thin = kind in THIN_KINDS
+            gross = gross_kib(size_kib) if diskful else 0
+            if diskful and not thin and pool_item.get("free_capacity") is not None:
+                pool_item["free_capacity"] = max(0, pool_item["free_capacity"] - gross * volumes)
             self._rds.setdefault(name, {"name": name, "props": {"DrbdOptions/Resource/quorum": "majority"},
                                         "flags": [], "resource_group_name": "DfltRscGrp",
                                         "uuid": str(uuid.uuid4()), "volume_definitions": [], "layer_data": []})
@@ -445,17 +498,17 @@ class LinstorEmulator(HttpDouble):
             self._minor += 1
             node_id = sum(1 for k in self._resources if k[0] == name)
             vols = [{
-                "volume_number": v, "storage_pool_name": pool, "provider_kind": "DISKLESS" if not diskful else
-                ((self._pools.get((node, pool)) or {}).get("provider_kind") or "LVM_THIN"),
-                "device_path": f"/dev/drbd{minor + v}", "allocated_size_kib": size_kib if diskful else 0,
-                "usable_size_kib": size_kib, "props": {}, "flags": [], "uuid": str(uuid.uuid4()),
+                "volume_number": v, "storage_pool_name": pool, "provider_kind": kind,
+                "device_path": f"/dev/drbd{minor + v}", "allocated_size_kib": 0 if thin else gross,
+                "props": {}, "flags": [], "uuid": str(uuid.uuid4()),
                 "state": {"disk_state": state},
                 "layer_data_list": [
                     {"type": "DRBD", "data": {"drbd_volume_definition": {"volume_number": v, "minor_number": minor + v},
-                                              "device_path": f"/dev/drbd{minor + v}", "allocated_size_kib": size_kib,
+                                              "device_path": f"/dev/drbd{minor + v}",
+                                              "allocated_size_kib": 0 if thin else gross,
                                               "usable_size_kib": size_kib}},
-                    {"type": "STORAGE", "data": {"volume_number": v, "allocated_size_kib": size_kib,
-                                                 "usable_size_kib": size_kib}},
+                    {"type": "STORAGE", "data": {"volume_number": v, "allocated_size_kib": 0 if thin else gross,
+                                                 "usable_size_kib": gross}},
                 ],
                 "reports": [],
             } for v in range(volumes)]
@@ -504,7 +557,11 @@ class LinstorEmulator(HttpDouble):
             name, node = self._rd_name(name), None if node is None else self._node_name(node)
             self._changed()
             for key in [k for k in self._resources if k[0] == name and (node is None or k[1] == node)]:
-                del self._resources[key]
+                for vol in self._resources.pop(key).get("volumes", []):  # a thick pool gets its space back
+                    pool_item = self._pools.get((key[1], vol.get("storage_pool_name") or ""))
+                    if pool_item is not None and pool_item.get("provider_kind") not in THIN_KINDS | {"DISKLESS"} \
+                            and pool_item.get("free_capacity") is not None:
+                        pool_item["free_capacity"] += vol.get("allocated_size_kib") or 0
             if node is None or not any(k[0] == name for k in self._resources):
                 self._rds.pop(name, None)
                 self._quorum_memory.pop(name, None)  # a resource created again under this name starts whole
@@ -562,6 +619,33 @@ class LinstorEmulator(HttpDouble):
     def _rg_item(name: str, props: dict[str, str]) -> dict[str, Any]:
         return {"name": name, "description": "", "props": dict(props), "select_filter": {"place_count": 2},
                 "uuid": str(uuid.uuid4())}
+
+    def set_pool_props(self, node: str, name: str, props: dict[str, str | None]) -> None:
+        """A storage pool's own properties (e.g. ``MaxOversubscriptionRatio``); None deletes a key."""
+        with self._lock:
+            node = self._node_name(node)
+            self._changed()
+            _apply_props(self._pools[(node, self._pool_name(node, name))]["props"], props)
+
+    def set_pool_definition_props(self, name: str, props: dict[str, str | None]) -> None:
+        """A storage pool definition's properties, inherited by the pools of that name on every node."""
+        with self._lock:
+            self._changed()
+            known = stored_name(self._pool_dfn_props, name) or name
+            _apply_props(self._pool_dfn_props.setdefault(known, {}), props)
+
+    def _pool_definitions(self) -> list[dict[str, Any]]:
+        """One definition per pool name (LINSTOR makes it with the first pool of that name), and the
+        diskless pool's, which always exists."""
+        names: dict[str, None] = {DISKLESS_POOL: None}
+        for _, pool in self._pools:
+            if stored_name(names, pool) is None:
+                names[pool] = None
+        for pool in self._pool_dfn_props:
+            if stored_name(names, pool) is None:
+                names[pool] = None
+        return [{"storage_pool_name": n, "props": dict(self._pool_dfn_props.get(
+            stored_name(self._pool_dfn_props, n) or n, {}))} for n in names]
 
     def set_controller_props(self, props: dict[str, str | None]) -> None:
         """Set (or, with None, delete) controller properties."""
@@ -730,10 +814,23 @@ class LinstorEmulator(HttpDouble):
                 return json(page(request, [d for n, d in emu._rds.items() if names is None or n in names]))
 
         async def rd_one(request: Request) -> Response:
+            rd = request.path_params["rd"]
+            if request.method == "PUT":  # ResourceDefinitionModify: override_props, delete_props
+                try:
+                    body = orjson.loads(await request.body() or b"{}")
+                    changes: dict[str, str | None] = {str(k): str(v) for k, v in
+                                                      (body.get("override_props") or {}).items()}
+                    changes.update({str(k): None for k in body.get("delete_props") or ()})
+                except (orjson.JSONDecodeError, AttributeError, TypeError):
+                    return error("Invalid JSON body", 400)
+                with emu._lock:
+                    if emu._rd_name(rd) not in emu._rds:
+                        return error(f"Resource definition '{rd}' not found.", 404)
+                    emu.set_rd_props(rd, changes)
+                return json([api_rc(f"Resource definition '{rd}' modified.")])
             with emu._lock:
-                found = emu._rds.get(emu._rd_name(request.path_params["rd"]))
-                return json(found) if found else error(f"Resource definition '{request.path_params['rd']}' not found.",
-                                                       404)
+                found = emu._rds.get(emu._rd_name(rd))
+                return json(found) if found else error(f"Resource definition '{rd}' not found.", 404)
 
         async def rd_resources(request: Request) -> Response:
             with emu._lock:
@@ -750,6 +847,10 @@ class LinstorEmulator(HttpDouble):
         async def controller_props(_: Request) -> Response:
             with emu._lock:
                 return json(dict(emu._controller_props))
+
+        async def pool_definitions(request: Request) -> Response:
+            with emu._lock:
+                return json(page(request, emu._pool_definitions()))
 
         async def events(request: Request) -> Response:
             if not emu.supports_events:
@@ -793,10 +894,11 @@ class LinstorEmulator(HttpDouble):
             Route("/v1/view/storage-pools", view_pools),
             Route("/v1/view/resources", view_resources),
             Route("/v1/resource-definitions", rd_list),
-            Route("/v1/resource-definitions/{rd}", rd_one),
+            Route("/v1/resource-definitions/{rd}", rd_one, methods=["GET", "PUT"]),
             Route("/v1/resource-definitions/{rd}/resources", rd_resources),
             Route("/v1/resource-groups", rg_list),
             Route("/v1/controller/properties", controller_props),
+            Route("/v1/storage-pool-definitions", pool_definitions),
             Route("/v1/events/nodes", events),
             Route("/v1/events/drbd/promotion", events),
             Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),

@@ -160,8 +160,13 @@ def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop,
             result.pools.append((node, item.pool or "", item.provider_kind))
             story.say(f"sync-node on {node}: {item.message}")
     for node, free_gib in FREE_GIB.items():  # other volumes already use some of it
-        emu.set_pool_free(node, POOL, free_gib * 1024**2)
+        emu.set_pool_free(node, POOL, free_gib * 1024**2, total_kib=480 * 1024**2)
     story.say("free space in the pool: " + ", ".join(f"{n} {g} GiB" for n, g in FREE_GIB.items()))
+    # LINSTOR over-commits a thin pool 20 times by default, and the extender judges pools as LINSTOR
+    # admits volumes (docs/extender.md "How much a pool takes"): this cluster allows no over-commit.
+    emu.set_controller_props({"MaxOversubscriptionRatio": "1"})
+    story.say("linstor controller set-property MaxOversubscriptionRatio 1   # no thin over-commit: "
+              "a pool takes what is free")
     classes = loop.run_until_complete(ClassReconciler(client, api).run_pass())
     for action in classes.applied:
         result.classes.append(action.name)

@@ -199,6 +199,7 @@ class FencingController:
         self._attempted: set[str] = set()
         self._not_before: dict[tuple[str, str], float] = {}  # (pod uid, kind) -> no new attempt before (429)
         self._stable_since: dict[str, float] = {}  # tainted node -> storage stable since
+        self._replica_counts: tuple[Any, dict[str, int]] | None = None  # (view, node -> replicas there)
         # tainted node -> the last pass that wanted a fail-over there (a pod removal or a detach), or
         # when this instance first saw the taint: a taint with nothing behind it for --taint-max-seconds
         # is removed (the storage's own DaemonSet pods may not tolerate it: piraeus-operator #561, #825)
@@ -259,7 +260,10 @@ class FencingController:
             return report
         if self._term != self.leader.leader_since:
             self._handover = (getattr(self.leader, "inherited", None) or {}).get(handover.ANNOTATION)
-            self.budget.merge(handover.inherit_budget(self._handover, started, self.wall_clock()))
+            wall, skew, max_skew = self._predecessor_clock()
+            if skew is not None and skew > max_skew:
+                wall -= skew  # the predecessor's clock was behind: its fail-overs look younger, never older
+            self.budget.merge(handover.inherit_budget(self._handover, started, wall))
             log.info("leading since %.1f: grace timers start fresh (or continue the predecessor's where this "
                      "term's first read agrees: %s), nothing is done before a complete new read",
                      self.leader.leader_since or 0.0, "a record was handed over" if self._handover else "none")
@@ -472,15 +476,32 @@ class FencingController:
         assert self.view is not None
         text, self._handover = self._handover, None
         gap = self.settings.max_staleness + float(getattr(self.leader, "lease_seconds", 0.0) or 0.0)
-        inherited = handover.inherit(text, found, self.view.read_at, self.wall_clock(), gap)
+        wall, skew, max_skew = self._predecessor_clock()
+        if skew is None:
+            log.warning("the previous Lease holder's last renewal carries no renewTime: its clock cannot be "
+                        "checked against ours, its grace timers are not continued")
+        elif skew > max_skew:
+            log.warning("the previous Lease holder's clock was %.1fs behind ours at its last renewal (more than a "
+                        "renewal interval, %.0fs): its record is read on its own clock", skew, max_skew)
+        inherited = handover.inherit(text, found, self.view.read_at, wall, gap, bridge=self.settings.poll_interval,
+                                     skew=skew, max_skew=max_skew)
         if text and len(inherited) < len(found):
             log.warning("%d storage fault(s) seen in this term's first read are not in the previous Lease holder's "
-                        "record as they are now (other faults on the node, or a record older than %.0fs): their "
-                        "grace periods start afresh", len(found) - len(inherited), gap)
+                        "record as they are now (other faults on the node, a record older than %.0fs, or a "
+                        "clock that cannot be checked): their grace periods start afresh",
+                        len(found) - len(inherited), gap)
         for (res, node), since in sorted(inherited.items()):
             self.timers.since[(res, node)] = min(self.timers.since.get((res, node), since), since)
             log.info("storage fault of resource %s on node %s: the previous leader had timed it for %.0fs; its "
                      "grace period continues", res, node, self.view.read_at - since)
+
+    def _predecessor_clock(self) -> tuple[float, float | None, float]:
+        """Our wall clock now; how far the previous Lease holder's clock looked behind ours at its last
+        renewal (``LeaderElector.inherited_skew``: 0 for a leader that measures nothing); and the most
+        that is taken as clocks agreeing, a renewal interval (handover.py)."""
+        skew = getattr(self.leader, "inherited_skew", 0.0)
+        renew = getattr(self.leader, "renew_seconds", None)
+        return self.wall_clock(), skew, float(renew) if renew else float("inf")
 
     def _publish_grace(self) -> None:
         """The grace timers, for the Lease's next renewal (the elector writes its annotations)."""
@@ -488,7 +509,30 @@ class FencingController:
         if annotations is not None and self.view is not None:
             annotations[handover.ANNOTATION] = handover.record(self.timers.since, self.view.read_at,
                                                                self.wall_clock() - (self.clock() - self.view.read_at),
-                                                               self.budget.entries(self.view.read_at))
+                                                               self.budget.entries(self.view.read_at),
+                                                               replicas=self._replicas_on_lost_nodes())
+
+    def _replicas_on_lost_nodes(self) -> dict[str, int]:
+        """How many replicas that could be lost each node with a fault holds (handover.record: a node
+        lost whole or in part), counted once per LINSTOR read; nothing to count while nothing is lost."""
+        view = self.view
+        nodes = {node for _, node in self.timers.since}
+        if view is None or not nodes:
+            return {}
+        cached = self._replica_counts
+        if cached is None or cached[0] is not view or not nodes <= cached[1].keys():
+            # Only replicas a fault can be seen on: not ignored, and with a peer to witness (a
+            # single-replica volume on a node cut from every peer is never a fault, and must not
+            # make that node look lost in part only)
+            counts = dict.fromkeys(nodes, 0)
+            for res in view.resources.values():
+                if len(res.replicas) < 2:
+                    continue
+                for node, replica in res.replicas.items():
+                    if node in counts and not replica.ignored:
+                        counts[node] += 1
+            self._replica_counts = cached = (view, counts)
+        return cached[1]
 
     def _storm_sentence(self, nodes: dict[str, Any], found: set[tuple[str, str]]) -> str | None:
         """More than ``storm_share`` of the storage nodes (and at least two) lost by either witness."""

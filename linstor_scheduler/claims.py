@@ -89,6 +89,9 @@ class VolumeRecord:
     phase: str | None = None
     read_only: bool = False  # spec.csi.readOnly: attached read-only wherever it is used
     source: str | None = None  # a volume that is not CSI: its spec's source key ("nfs", "iscsi", ...)
+    # the remote-access policy linstor-csi wrote into the volume context (locality/affinity.py reads
+    # it when the StorageClass is gone); None when the context has none
+    access_policy: str | None = None
 
     @property
     def size_bytes(self) -> int | None:
@@ -191,7 +194,18 @@ def volume_record(obj: Mapping[str, Any]) -> VolumeRecord:
         phase=_shared((obj.get("status") or {}).get("phase")),
         read_only=csi.get("readOnly") is True,
         source=None if csi else next((_intern(k) for k in spec if k in PV_SOURCES), None),
+        access_policy=_context_policy(csi.get("volumeAttributes")),
     )
+
+
+CONTEXT_MARKER = "linstor.csi.linbit.com/uses-volume-context"  # linstor-csi pkg/driver/volume_context.go
+CONTEXT_POLICY = "linstor.csi.linbit.com/remote-access-policy"
+
+
+def _context_policy(attrs: Any) -> str | None:
+    if not isinstance(attrs, Mapping) or CONTEXT_MARKER not in attrs:
+        return None
+    return _intern(str(attrs.get(CONTEXT_POLICY) or ""))
 
 
 def as_claim(value: ClaimRecord | Mapping[str, Any] | None) -> ClaimRecord | None:

@@ -45,6 +45,49 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_leader_options(e, "linstor-scheduler-locality")
     e.set_defaults(func=deferred("locality.wiring:run_exporter"))
 
+    a = sub.add_parser("affinity", parents=[parent], help="which PVs' node affinity is out of step with LINSTOR",
+                       description="For every PersistentVolume of linstor.csi.linbit.com: the node affinity LINSTOR "
+                       "CSI would write now (the diskful replicas and the StorageClass's allowRemoteVolumeAccess), "
+                       "and whether the PV's is stale (it excludes a node with a diskful replica, or admits only "
+                       "nodes without one), with the reason. From the live cluster or a snapshot file. Changes "
+                       "nothing; affinity-sync fixes. See docs/locality.md.")
+    add_option(a, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
+    add_option(a, "--output", default="table", choices=["table", "json"], help="table (the stale PVs) or json (all)")
+    add_flag(a, "--all", help="the table lists the PVs in step too")
+    add_linstor_options(a)
+    add_kube_options(a)
+    a.set_defaults(func=deferred("locality.wiring:run_affinity"))
+
+    w = sub.add_parser("affinity-sync", parents=[parent], help="give stale PVs the node affinity LINSTOR CSI would "
+                       "write now (opt-in; dry run by default)",
+                       description="Fix PersistentVolumes whose node affinity LINSTOR's replicas left behind: patch "
+                       "the affinity where the API server allows it (1.35+ with MutablePVNodeAffinity), else "
+                       "replace the PV under the same name, crash-safe (the intended PV is kept on the LINSTOR "
+                       "resource definition until done). Guards: the PV Bound, the claim there and not being "
+                       "deleted, resized or snapshotted, the PV older than --min-age, no pod using the claim on a "
+                       "node the new affinity would not admit. One active instance (Lease). See docs/locality.md.")
+    add_option(w, "--interval", type=float, default=60.0, above=0, help="seconds between passes")
+    add_option(w, "--max-staleness", type=float, default=300.0, above=0,
+               help="seconds the leader may go without a good read before /readyz fails and it hands the Lease "
+               "over; more than --interval")
+    add_flag(w, "--dry-run", default=True, help="say what would be done and change nothing (--no-dry-run acts)")
+    add_flag(w, "--once", help="run one pass and exit: 0 when no PV is stale or every fix worked, 1 otherwise")
+    add_option(w, "--output", default="table", choices=["table", "json"], help="output of --once")
+    add_option(w, "--max-per-pass", type=int, default=10, minimum=1, help="PVs fixed per pass at most")
+    add_option(w, "--rate", type=float, default=10.0, minimum=0,
+               help="fixes begun per minute at most (0: no limit)")
+    add_option(w, "--min-age", type=float, default=600.0, minimum=0,
+               help="seconds; a PV younger than this is left alone (provisioning may still be settling)")
+    add_option(w, "--mode", default="auto", choices=["auto", "replace", "patch"],
+               help="auto: patch the affinity, and replace PVs once the API server refuses (422: immutable "
+               "before 1.35 or without MutablePVNodeAffinity); replace; patch")
+    add_flag(w, "--events", default=True, help="write Kubernetes Events on the PV and the claim")
+    add_health_options(w, 8094)
+    add_linstor_options(w)
+    add_kube_options(w)
+    add_leader_options(w, "linstor-scheduler-affinity-sync")
+    w.set_defaults(func=deferred("locality.wiring:run_affinity_sync"))
+
     d = sub.add_parser("drill", parents=[parent], help="what would happen if these nodes failed now?",
                        description="Rehearse a failure: for each pod labelled linstor.csi.linbit.com/on-storage-lost, "
                        "would fencing remove it after the grace period or refuse (and why), and where would the "

@@ -25,6 +25,7 @@ from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.measured import age_since
 from scheduler_extender.judge import StateHolder
 
+from .affinity import stale_counts
 from .classify import Summary, summarize
 from .metrics import LocalityMetrics
 from .pods import locate_all
@@ -100,6 +101,7 @@ class LocalityExporter:
         state = self.holder.state
         summary = summarize(locate_all(self.pods.items(), state))
         self.metrics.publish(summary)
+        self.metrics.publish_affinity(stale_counts(state))
         # The LINSTOR read's time: the Kubernetes view was within the bound too (checked above), and its
         # confirmations come and go with each watch, which would make the age jump back and forth.
         self.figures_from = state.linstor_synced_at

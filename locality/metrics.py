@@ -32,6 +32,10 @@ class LocalityMetrics:
         self.state_age = MeasuredGauge("linstor_scheduler_locality_state_age_seconds",
                                        "Age of the LINSTOR read the figures come from (computed only from a "
                                        "view within --max-staleness)", registry=r)
+        self.affinity_stale = MeasuredGauge(
+            "linstor_scheduler_volume_affinity_stale", "LINSTOR PersistentVolumes whose node affinity excludes a "
+            "node with a diskful replica, or admits only nodes without one (locality/affinity.py), by StorageClass",
+            ["storage_class"], registry=r)
         self.leader = Gauge("linstor_scheduler_locality_leader", "1 while this instance holds the Lease and exports",
                             registry=r)
 
@@ -44,7 +48,11 @@ class LocalityMetrics:
         self.pods.publish({("true",): summary.local, ("false",): summary.pods - summary.local})
         self.local_ratio.set(summary.share)
 
+    def publish_affinity(self, stale: dict[str, int]) -> None:
+        """Every StorageClass with LINSTOR PVs, 0 when none is stale (so an alert sees the class recover)."""
+        self.affinity_stale.publish({(sc,): float(n) for sc, n in stale.items()})
+
     def withdraw(self) -> None:
         """A standby exports no figures: the holder's are the cluster's."""
-        for gauge in (self.volume_locality, self.pods, self.local_ratio):
+        for gauge in (self.volume_locality, self.pods, self.local_ratio, self.affinity_stale):
             gauge.forget()

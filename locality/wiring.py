@@ -153,6 +153,100 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_affinity(args: argparse.Namespace) -> int:
+    """``affinity``: exit 0 when no PV is stale, 1 when some are (scripts and CI can test it)."""
+    from .affinity import render_table, report_from_doc
+
+    report = report_from_doc(_document(args))
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.output == "json"
+          else render_table(report, show_all=args.all))
+    return 1 if report["summary"]["stale"] else 0
+
+
+def run_affinity_sync(args: argparse.Namespace) -> int:
+    """``affinity-sync``: one pass (``--once``) or the Lease-held service."""
+    from linstor_scheduler.clock import now as boottime
+    from linstor_scheduler.config import exceeds
+    from linstor_scheduler.kube.calls import KubeCalls
+    from linstor_scheduler.kube.client import api_client_from_args
+    from linstor_scheduler.kube.events import EventRecorder
+    from linstor_scheduler.kube.lease import StepAside
+    from linstor_scheduler.linstor.options import make_linstor_client
+    from linstor_scheduler.runtime import exit_now
+    from storage_sync.class_sync import leader_view
+    from storage_sync.wiring import classes_elector
+
+    from .affinity_sync import AffinitySync, render
+
+    if not args.once:
+        exceeds(args, "--max-staleness", "--interval", "a leader would step aside between every two passes")
+    api = api_client_from_args(args)
+
+    async def main() -> int:
+        client = make_linstor_client(args)
+        events = EventRecorder(api, "linstor-scheduler-affinity-sync") if args.events else None
+        worker = AffinitySync(client, api, dry_run=args.dry_run, max_per_pass=args.max_per_pass,
+                              rate_per_minute=args.rate, min_age=args.min_age, mode=args.mode, events=events,
+                              calls=KubeCalls(args.api_timeout))
+        try:
+            if args.once:
+                result = await worker.run_pass()
+                print(orjson.dumps(result.doc(), option=orjson.OPT_INDENT_2).decode() if args.output == "json"
+                      else render(result, dry_run=args.dry_run))
+                if events is not None and not events.flush(args.api_timeout):
+                    log.warning("%d Event(s) not sent within %.0fs", events.pending, args.api_timeout)
+                stale = any(v.stale for v in result.verdicts)
+                return 0 if result.ok and (not stale or result.acted) else 1
+            elector = classes_elector(api, args, StepAside(lambda: leader_view(
+                getattr(elector, "leader_since", None), worker.read_at, worker.last_error, boottime(),
+                args.max_staleness), patience=0, hold=args.max_staleness))
+            return await serve_affinity_sync(args, worker, elector)
+        finally:
+            worker.calls.shutdown()
+            await client.aclose()
+
+    code = asyncio.run(main())
+    if args.once:
+        return code
+    exit_now(code)
+
+
+async def serve_affinity_sync(args: argparse.Namespace, worker: Any, elector: Any,
+                              stop_flag: threading.Event | None = None) -> int:
+    """Passes while ``elector`` says we lead, until SIGTERM (or ``stop_flag``); the side port with
+    ``/readyz``, ``/healthz`` and the metrics, as sync-classes has them."""
+    from linstor_scheduler.clock import now as boottime
+    from linstor_scheduler.kube.metrics import KubeCollector
+    from linstor_scheduler.runtime import Health, run_service
+    from storage_sync.class_sync import leader_readiness, run_as_leader, turning
+
+    api_timeout = worker.calls.timeout
+    pass_bound = args.interval + 20 * max(api_timeout, getattr(args, "linstor_timeout", 10.0))
+    lease_bound = float(getattr(args, "lease_duration", 15.0)) + 3 * api_timeout
+    beats = {"passes": boottime()}
+    worker.metrics.registry.register(KubeCollector(calls=worker.calls, recorder=worker.events, elector=elector))
+
+    def ready() -> tuple[bool, str]:
+        return leader_readiness(bool(elector.is_leader), getattr(elector, "holder", None),
+                                getattr(elector, "ineligible", None), worker.read_at, worker.last_error,
+                                boottime(), args.max_staleness)
+
+    def alive() -> tuple[bool, str]:
+        now = boottime()
+        checks = [turning(now, beats["passes"], pass_bound, "the pass loop")]
+        if hasattr(elector, "beat"):
+            checks.append(turning(now, elector.beat, lease_bound, "the Lease loop"))
+        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
+
+    def beat() -> None:
+        beats["passes"] = boottime()
+
+    health = Health(worker.metrics.registry, ready, args.listen_address, args.port, alive=alive)
+    return await run_service(
+        "affinity-sync", lambda stop: run_as_leader(worker, elector, stop, interval=args.interval, beat=beat),
+        health=health, elector=elector, stop_flag=stop_flag)
+
+
 def run_drill(args: argparse.Namespace) -> int:
     from .cli import CUT_NODE_ENV, FAIL_NODE_ENV
     from .drill import DrillSettings, drill, render_table

@@ -52,7 +52,8 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
                   scheduler_name: str | None = "linstor") -> dict[str, Any]:
     """One read of everything the extender indexes, as a snapshot document; ``pod`` adds that pod,
     else the pods with ``scheduler_name`` (None: every pod). The resource definitions, groups and
-    controller properties carry the quorum policies (inherited in that order) the drill needs.
+    controller properties carry the quorum policies (inherited in that order) the drill needs; the
+    storage pool definitions and the controller properties the pools' over-subscription ratios.
     Closes ``client``."""
     try:
         nodes = await client.get_nodes()
@@ -61,6 +62,7 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
         definitions = await client.get_resource_definitions()
         groups = await client.get_resource_groups()
         controller_props = await client.get_controller_properties()
+        pool_definitions = await client.get_storage_pool_definitions()
     finally:
         await client.aclose()
     items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod, scheduler_name=scheduler_name)
@@ -70,5 +72,6 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
 
     return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources),
                         "resource_definitions": dump(definitions), "resource_groups": dump(groups),
-                        "controller_properties": controller_props},
+                        "controller_properties": controller_props,
+                        "storage_pool_definitions": dump(pool_definitions)},
             "kubernetes": {"items": items}}

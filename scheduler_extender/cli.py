@@ -42,9 +42,9 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--score-weights", default="",
                help="override score levels, e.g. 'local_syncing=7,remote=0' (see docs/extender.md)")
     add_option(p, "--reservation-ttl", type=float, default=120.0, above=0, maximum=3600,
-               help="seconds a hold of an unbound WaitForFirstConsumer claim's size on node pools lasts "
-               "(counted again when kube-scheduler's choice moves it) when nothing ends it: LINSTOR showing "
-               "the volume, the claim deleted, the choice withdrawn")
+               help="seconds a hold of an unbound WaitForFirstConsumer claim's size on the pools of the nodes "
+               "the filter passed lasts when nothing ends it (LINSTOR showing the volume, the claim deleted, "
+               "kube-scheduler's choice); a choice the claim still shows is held until its volume appears")
     add_option(p, "--max-body-bytes", type=int, default=64 * 1024 * 1024, minimum=MIN_BODY_BYTES,
                help="largest request body accepted (a pod and its node names need far less than the minimum)")
     add_option(p, "--scheduler-name", default="",

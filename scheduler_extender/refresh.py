@@ -29,6 +29,7 @@ from typing import Any
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
+from linstor_scheduler.lost_storage import Lost
 
 from .judge import FallbackReader, StateHolder
 from .metrics import ExtenderMetrics
@@ -43,6 +44,8 @@ from .state import (
     index_nodes,
     keep_unchanged_nodes,
     max_free_by_pool,
+    resolve_pools,
+    with_pools,
 )
 
 log = logging.getLogger(__name__)
@@ -60,23 +63,37 @@ def _describe(exc: BaseException) -> str:
 async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
                      previous_nodes: Mapping[str, NodeInfo] | None = None,
                      ) -> tuple[Mapping[str, NodeInfo], ResourceIndexer, float]:
-    """Nodes, pools and resources of one LINSTOR read, indexed as the resources stream in; with
+    """Nodes, pools (with their definitions' and the controller's props: the over-subscription
+    ratios) and resources of one LINSTOR read, indexed as the resources stream in; with
     the CPU seconds this thread spent on it (in the read thread: the read's own cost, nothing else).
     Unchanged nodes and resources come back as the previous read's objects (the previous mapping
     itself when no node changed), so the publish tells an unchanged poll by identity."""
     cpu = time.thread_time()
-    nodes = keep_unchanged_nodes(
-        index_nodes(await client.get_nodes_compact(), await client.get_storage_pools_compact()), previous_nodes)
+    # the nodes indexed now (their pools after the stream), so their records are not held across it
+    skeletons = index_nodes(await client.get_nodes_compact(), ())
+    definitions = {d.storage_pool_name: d.props for d in await client.get_storage_pool_definitions_compact()}
+    # the pools reduced to what their room is computed from (their records dropped before the stream)
+    pools = resolve_pools(await client.get_storage_pools_compact(), definitions,
+                          await client.get_controller_properties())
     indexer = ResourceIndexer(previous=previous)
     async for batch in client.iter_resource_batches():
-        indexer.add(batch)
+        indexer.add(batch)  # also sums what LINSTOR reserves per (node, pool) for the volumes listed
         await asyncio.sleep(0)  # on the serving loop: let waiting requests in between batches
+    # Each pool's room as LINSTOR would admit a volume there (``linstor.capacity``), once per read, here.
+    nodes = keep_unchanged_nodes(
+        with_pools(skeletons, pools, indexer.reserved), previous_nodes)
+    indexer.reserved = {}  # counted in the pools' room now; the indexer lives on as the next read's previous
     names = list(indexer.index)
     for start in range(0, len(names), 2000):
         indexer.keep_unchanged(names[start:start + 2000])
         await asyncio.sleep(0)
     indexer.forget_previous()
     return nodes, indexer, time.thread_time() - cpu
+
+
+def lost_of(view: KubeView) -> Lost:
+    """What of fencing's record a view holds (compared with the record's reading now)."""
+    return Lost(view.lost, view.lost_replicas)
 
 
 class _ReadThread:
@@ -151,7 +168,7 @@ class Syncer:
         # The nodes fencing judges lost now (``lost_storage.lost_nodes`` over its Lease's informer);
         # None: not read (no fencing Lease configured, a snapshot). Read at each rebuild, and at each
         # restamp, since a record ages out without any change the informers would hear.
-        self.lost_source: Callable[[], frozenset[str]] | None = None
+        self.lost_source: Callable[[], Lost] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -181,6 +198,15 @@ class Syncer:
             self._changed_at = self.clock()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._kube_changed.set)
+
+    def lost_changed(self, *_: Any) -> None:
+        """Informer callback for fencing's Lease (informer threads): a rebuild only when the nodes its
+        record names now differ from the view's. Every renewal brings a record with a new
+        ``observed`` time, which alone changes nothing the extender uses (aging in and out is
+        checked at each restamp), and must not rebuild the whole view every few seconds."""
+        kube = self._kube
+        if self.lost_source is None or kube is None or self.lost_source() != lost_of(kube[0]):
+            self.kube_changed()
 
     # --- freshness and liveness ------------------------------------------------------------------
     def kube_age(self) -> float | None:
@@ -351,7 +377,8 @@ class Syncer:
         else:
             view = KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
         if self.lost_source is not None:
-            view = dataclasses.replace(view, lost=self.lost_source())
+            lost = self.lost_source()
+            view = dataclasses.replace(view, lost=lost.nodes, lost_replicas=lost.replicas)
         return view
 
     async def _kube_loop(self) -> None:
@@ -382,7 +409,7 @@ class Syncer:
         not while a change is pending)."""
         if self._kube is None or self._changed_at is not None:
             return
-        if self.lost_source is not None and self.lost_source() != self._kube[0].lost:
+        if self.lost_source is not None and self.lost_source() != lost_of(self._kube[0]):
             await self._rebuild()  # fencing's record aged out (or in): a new view, as for a change
             return
         confirmed = self._kube_confirmed_at()

@@ -18,11 +18,18 @@ says "this unbound claim's size will land in one of these pools", and lives in t
   already being scheduled (schedule_one.go ``ScheduleOne``: "bind the pod to its host
   asynchronously"). The hold shrinks to that node's pool the moment the informer hears it.
 
-It ends when LINSTOR shows the volume (``reconcile``: the poll's free space counts it now), when
+It ends when LINSTOR shows the volume (``reconcile``: the same read counts it in its pool's room,
+``linstor.capacity``: in the space reserved for the volumes LINSTOR lists, thin or thick, and for a
+thick pool in its free capacity too; a thin pool's free capacity, its unwritten data, a new volume
+leaves as it was: ``test_a_thin_volume_just_provisioned_still_counts_against_its_pool``), when
 the claim is deleted, when the selection is withdrawn (the provisioner removes the annotation to
-make the scheduler retry: binder.go ``checkBindings``), or after a TTL (``expire``: a pod deleted
-mid-scheduling). Scoring and the filter subtract ``held`` from each pool's free space
-(``promised_state``; scoring.py reads ``ClusterState.held``).
+make the scheduler retry: binder.go ``checkBindings``), or after a TTL: a filter hold after the TTL
+(``expire``: a pod deleted mid-scheduling), a selection only once the state no longer shows it for
+the TTL (``reconcile``). A selection the claim still carries is kept however long provisioning
+takes: external-provisioner creates the volume from the annotation, pod or not (a burst queued
+behind LINSTOR can take minutes), so the pod's fate does not end it. Scoring and the filter
+subtract ``held`` from each pool's free space (``promised_state``; scoring.py reads
+``ClusterState.held``).
 
 Bounded: at most ``max_holds`` holds and ``max_places`` (node, pool) places over all of them, the
 oldest filter hold dropped first, a selection (kube-scheduler's choice, one place) only when no
@@ -76,6 +83,7 @@ class Ledger:
         self.max_holds = max_holds
         self.max_places = max_places
         self._holds: dict[str, Hold] = {}  # claim -> hold, oldest first
+        self._filtered: dict[str, None] = {}  # the claims of filter holds, oldest first (expire, _first_out)
         self._held: dict[str, dict[str, int]] = {}  # pool -> node -> bytes
         self._places = 0
         self.version = 0
@@ -149,6 +157,7 @@ class Ledger:
         hold = self._holds.pop(claim, None)
         if hold is None:
             return False
+        self._filtered.pop(claim, None)
         self._unheld(hold)
         self._changes.pop(claim, None)
         self.version += 1
@@ -162,10 +171,12 @@ class Ledger:
         return over
 
     def expire(self, now: float) -> list[Hold]:
-        """Drops holds older than the TTL. Holds are kept in the order they were taken or changed,
-        so this stops at the first one still young: nothing to do costs one look."""
+        """Drops filter holds older than the TTL (a selection is kept while the claim shows it:
+        ``reconcile``). They are kept in the order they were taken or changed, so this stops at the
+        first one still young: nothing to do costs one look."""
         old: list[Hold] = []
-        for hold in self._holds.values():
+        for claim in self._filtered:
+            hold = self._holds[claim]
             if now - hold.since < self.ttl:
                 break
             old.append(hold)
@@ -185,10 +196,13 @@ class Ledger:
         old = self._holds.pop(hold.claim, None)
         if old is not None:
             self._unheld(old)
+            self._filtered.pop(hold.claim, None)
         while self._holds and (len(self._holds) >= self.max_holds
                                or self._places + len(hold.nodes) > self.max_places):
             self.release(self._first_out())
         self._holds[hold.claim] = hold
+        if hold.source == "filtered":
+            self._filtered[hold.claim] = None
         self._places += len(hold.nodes)
         size = hold.size_bytes
         if len(hold.pools) == 1:  # the common case, in one loop without look-ups of the pool
@@ -206,10 +220,7 @@ class Ledger:
     def _first_out(self) -> str:
         """The hold a full ledger drops: the oldest filter hold (spread over every node passed, the
         claim lands on one at most), else the oldest selection (kube-scheduler's choice: certain)."""
-        for hold in self._holds.values():
-            if hold.source == "filtered":
-                return hold.claim
-        return next(iter(self._holds))
+        return next(iter(self._filtered), None) or next(iter(self._holds))
 
     def _unheld(self, hold: Hold) -> None:
         self._places -= len(hold.nodes)
@@ -255,17 +266,20 @@ def promising(claim: Claim) -> bool:
 
 
 def pool_for(storage_class: StorageClassInfo, node: NodeInfo,
-             held: Mapping[str, Mapping[str, int]] | None = None) -> str | None:
+             held: Mapping[str, Mapping[str, int]] | None = None,
+             taken: Mapping[str, int] | None = None) -> str | None:
     """The pool on ``node`` a new volume of the class goes to: the class's ``storagePool``, else
-    the node's roomiest once ``held`` (other claims' holds) is taken off, as ``scoring.judge_unbound``
-    judges it; None when the node has none. (By the poll's free space alone every hold would pile on
-    the same pool, and the filter would find the others free for ever.)"""
+    the node's roomiest once ``held`` (other claims' holds) and ``taken`` (KiB the pod's earlier
+    claims take of this node's pools) are taken off, as ``scoring.judge_unbound`` judges it; None
+    when the node has none. (By the poll's free space alone every hold would pile on the same pool,
+    and the filter would find the others free for ever.)"""
     if storage_class.storage_pool:
         return storage_class.storage_pool if storage_class.storage_pool in node.pools else None
     held = held or {}
+    taken = taken or {}
 
     def room(pool: str) -> int:
-        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024
+        return (node.pools[pool].free_kib or 0) - held.get(pool, {}).get(node.name, 0) // 1024 - taken.get(pool, 0)
 
     return max(node.pools, key=room, default=None)
 
@@ -274,21 +288,31 @@ def hold_filtered(ledger: Ledger, claims: Sequence[Claim], state: ClusterState, 
                   now: float) -> None:
     """The filter's answer let the pod through to ``nodes``: each unbound claim is held on the pool
     of every one of them (nodes without such a pool take no volume of it: a remote-access class
-    sends the volume elsewhere, and no hold can say where)."""
+    sends the volume elsewhere, and no hold can say where). A class without a ``storagePool`` holds
+    on the pool the filter found room in: the roomiest once other claims' holds and the pod's own
+    earlier claims on the node are counted, in the pod's order, as ``scoring.judge_node`` judges."""
     known = state.nodes
-    for claim in claims:
-        if not promising(claim):
-            continue
+    promised = [c for c in claims if promising(c)]
+    anywhere = any(not c.storage_class.storage_pool for c in promised if c.storage_class is not None)
+    taken: dict[str, dict[str, int]] = {}  # node -> pool -> KiB of the pod's claims held so far
+    for claim in promised:
         sc = claim.storage_class
         assert sc is not None and claim.size_bytes
         if sc.storage_pool:  # one pool: the common case, a plain membership test per node
             pool = sc.storage_pool
             held = [n for n in nodes if (node := known.get(n)) is not None and pool in node.pools]
             ledger.filtered(claim.ref.key, held, [pool], claim.size_bytes, now)
+            if anywhere:
+                for n in held:
+                    on = taken.setdefault(n, {})
+                    on[pool] = on.get(pool, 0) + claim.size_bytes // 1024
             continue
-        held = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
+        held_others = ledger.held_excluding(c.ref.key for c in claims)  # as the filter judged it
         places = [(n, pool) for n in nodes if (node := known.get(n)) is not None
-                  and (pool := pool_for(sc, node, held)) is not None]
+                  and (pool := pool_for(sc, node, held_others, taken.get(n))) is not None]
+        for n, pool in places:
+            on = taken.setdefault(n, {})
+            on[pool] = on.get(pool, 0) + claim.size_bytes // 1024
         ledger.filtered(claim.ref.key, [n for n, _ in places], [p for _, p in places], claim.size_bytes, now)
 
 
@@ -332,16 +356,22 @@ def heard_claim(ledger: Ledger, key: str, pvc: ClaimRecord | Mapping[str, Any] |
 
 def reconcile(ledger: Ledger, state: ClusterState, now: float) -> None:
     """After each published state: a hold ends when LINSTOR's part of the state has the claim's
-    volume (its free space counts it now) or the claim is gone; a selection the informer's news
-    did not bring yet is taken from the state's copy of the claim; old holds expire."""
+    volume (the pool's room, read with it, counts it now: ``state.PoolInfo``) or the claim is gone;
+    a selection the informer's news did not bring yet is taken from the state's copy of the claim;
+    old filter holds expire, and so does a selection the state has not shown for the TTL (the
+    informer's news of it was never confirmed, or its withdrawal was missed). A selection the state
+    shows is kept: the volume is being provisioned there, however long that takes."""
     if not len(ledger):
         return
 
     def over(hold: Hold) -> bool:
-        pvc = state.get_pvc(hold.claim)
+        pvc = as_claim(state.get_pvc(hold.claim))
         if pvc is None:
             return True
-        return bool(pvc.volume) and pvc.volume in state.resources
+        if pvc.volume and pvc.volume in state.resources:
+            return True
+        return (hold.source == "selected" and now - hold.since >= ledger.ttl
+                and selected_node(pvc) != hold.nodes[0])
 
     ledger.settle(over)
     for hold in ledger.holds():

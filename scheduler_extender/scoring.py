@@ -6,7 +6,7 @@ Per volume, the best thing a node offers (weights configurable, defaults below):
 |---|---|---|
 | local_uptodate | 10 | a diskful replica on the node is UpToDate |
 | local_syncing | 8 | a diskful replica on the node is resyncing (Inconsistent, Outdated, ...) |
-| wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's storage pool has room (by free space) |
+| wffc_max..wffc_min | 7..3 | unbound WaitForFirstConsumer claim; the node's pool has room (as LINSTOR admits) |
 | local_diskless | 4 | a diskless replica is already on the node |
 | same_<level> | 2, 1.5 | no replica; a diskful replica shares the node's level (``state.LEVELS``) |
 | remote | 1 | reachable only over the network |
@@ -112,6 +112,8 @@ class NodeVerdict(NamedTuple):
         return "; ".join(v.text(node) for v in self.volumes if not v.fits)
 
 
+LOST_REPLICA = ("{label}: fencing judges the storage of its replica on node {node} lost (LINSTOR and its DRBD "
+                "peers both say so; fencing's Lease record)")
 LOST_STORAGE = ("fencing judges the storage of node {node} lost (LINSTOR and its DRBD peers both say so; "
                 "fencing's Lease record)")
 
@@ -144,6 +146,7 @@ class ClaimContext:
     unjudged: str | None  # why this claim cannot be judged (the same for every node), else None
     affinity_ok: frozenset[str] | None = None  # nodes the PV's node affinity admits (None: no affinity)
     access_ok: frozenset[str] | None = None  # nodes a fromSame rule admits (None: no such rule)
+    lost_on: frozenset[str] = frozenset()  # nodes where fencing judges this volume's replica lost
 
 
 NodeSets = Callable[[tuple[Any, ...], Callable[[], frozenset[str]]], frozenset[str]]
@@ -187,10 +190,12 @@ def prepare(
                     lambda acc=acc, tps=tps: frozenset(
                         n for n in names if _access_rule_ok(acc, state.kube.topology.get(n), tps)),
                 )
+        lost_on = frozenset(n for r, n in state.kube.lost_replicas if r == resource.name) \
+            if resource is not None and state.kube.lost_replicas else frozenset()
         contexts.append(ClaimContext(
             claim, resource, access, topos,
             tuple(frozenset(t.values[i] for t in topos if t.values[i]) for i in range(len(LEVELS))),
-            bool(diskful), unjudged, affinity_ok, access_ok,
+            bool(diskful), unjudged, affinity_ok, access_ok, lost_on,
         ))
     return contexts
 
@@ -216,6 +221,8 @@ def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights)
     resource = ctx.resource
     assert resource is not None
     label = claim.label
+    if name in ctx.lost_on:
+        return VolumeVerdict(False, 0, LOST_REPLICA.replace("{label}", label))
     if ctx.affinity_ok is not None and name not in ctx.affinity_ok:
         return VolumeVerdict(False, 0, f"{label}: node {NODE} does not match the PersistentVolume's node affinity")
     replica = resource.replicas.get(name)
@@ -247,8 +254,13 @@ def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights)
     return VolumeVerdict(True, w.remote, f"{label}: {where}reachable over the network only")
 
 
-def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights) -> VolumeVerdict:
-    """An unbound WaitForFirstConsumer claim: the volume will be created where the pod lands."""
+def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights,
+                  taken: dict[str, int] | None = None) -> VolumeVerdict:
+    """An unbound WaitForFirstConsumer claim: the volume will be created where the pod lands.
+
+    ``taken``: KiB of this node's pools that the pod's earlier unbound claims take (VolumeBinding
+    places every claim of the pod on the one node it chooses), taken off their free space; the
+    claim adds its own size to the pool it would take. None: the claim is judged alone."""
     sc = claim.storage_class
     assert sc is not None
     label = claim.label
@@ -261,10 +273,14 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
         pool_desc = "any storage pool"
     if state.held:  # capacity promised to other claims is not free (reservations.py)
         pools = [_after_holds(p, node.name, state.held) for p in pools]
+    if taken:  # ... nor what the pod's own other claims take
+        pools = [_after_own(p, taken) for p in pools]
     roomy = [p for p in pools if p.free_kib is None or p.free_kib >= wanted_kib]
     size = claim.size_bytes
     if roomy:
         best = max(roomy, key=lambda p: -1 if p.free_kib is None else p.free_kib)
+        if taken is not None:
+            taken[best.name] = taken.get(best.name, 0) + wanted_kib
         top = state.pool_max_free.get(best.name) or 0
         share = (best.free_kib / top) if (best.free_kib is not None and top > 0) else 0.0
         score = w.wffc_min + (w.wffc_max - w.wffc_min) * share
@@ -279,9 +295,12 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights)
         p = max(pools, key=lambda p: p.free_kib or 0)
 
         promised = state.held.get(p.name, {}).get(node.name, 0)
+        own = (taken or {}).get(p.name, 0) * 1024
 
         def problem(p: PoolInfo = p) -> str:
-            held = f" once {human_bytes(promised)} promised to other claims is counted" if promised else ""
+            counted = [f"{human_bytes(promised)} promised to other claims"] if promised else []
+            counted += [f"{human_bytes(own)} for the pod's other claims"] if own else []
+            held = f" once {' and '.join(counted)} is counted" if counted else ""
             return (f"storage pool {p.name} on node {NODE} has {human_bytes((p.free_kib or 0) * 1024)} free"
                     f"{held}, the claim requests {human_bytes(size)}")
     else:
@@ -301,13 +320,24 @@ def _after_holds(pool: PoolInfo, node: str, held: Mapping[str, Mapping[str, int]
     return replace(pool, free_kib=max(0, pool.free_kib - promised // 1024))
 
 
+def _after_own(pool: PoolInfo, taken: Mapping[str, int]) -> PoolInfo:
+    """``pool`` with what the pod's own earlier claims take on it (KiB) taken from its free space."""
+    own = taken.get(pool.name, 0)
+    if not own or pool.free_kib is None:
+        return pool
+    return replace(pool, free_kib=max(0, pool.free_kib - own))
+
+
 def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState, w: Weights) -> NodeVerdict:
-    """The verdict for one node, from the per-claim contexts of ``prepare``."""
+    """The verdict for one node, from the per-claim contexts of ``prepare``. The pod's unbound claims
+    are judged in order, each after what the earlier ones take of the node's pools (``taken``):
+    two 60 GiB claims do not both fit a pool with 100 GiB free."""
     node = state.nodes.get(name)
     topo = state.kube.topology.get(name)
     problem = node_problem(node, name in state.kube.lost)
     verdicts: list[VolumeVerdict] = []
     judged = False
+    taken: dict[str, int] = {}
     for ctx in contexts:
         if ctx.unjudged is not None:
             verdicts.append(VolumeVerdict(True, 0, ctx.unjudged, False))
@@ -319,7 +349,7 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
             verdicts.append(judge_bound(ctx, name, topo, w))
         else:
             assert node is not None
-            verdicts.append(judge_unbound(ctx.claim, node, state, w))
+            verdicts.append(judge_unbound(ctx.claim, node, state, w, taken))
     if judged and problem is not None:
         return NodeVerdict(False, 0, tuple(verdicts), problem)
     return combine([c.claim for c in contexts], verdicts)
@@ -399,6 +429,7 @@ def _replica_nodes(contexts: Sequence[ClaimContext]) -> set[str]:
     for ctx in contexts:
         if ctx.resource is not None:
             nodes.update(ctx.resource.replicas)
+        nodes.update(ctx.lost_on)  # a lost replica the index no longer lists is still judged alone
     return nodes
 
 
@@ -419,6 +450,7 @@ def _judge_per_node(
     sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
     memo: dict[Any, NodeVerdict] = {}  # class -> the verdict with placeholders for the unbound claims
     judges = [(i, _unbound_judge(claims[i], state, w)) for i in unbound_at]
+    several = len(judges) > 1  # one claim alone takes nothing another would miss
     out: dict[str, NodeVerdict] = {}
     nodes = state.nodes
     for name in names:
@@ -435,8 +467,9 @@ def _judge_per_node(
             out[name] = partial  # a node-level problem: free space changes nothing
             continue
         volumes = list(partial.volumes)
+        taken: dict[str, int] | None = {} if several else None  # what the pod's earlier claims take here
         for i, judge in judges:
-            volumes[i] = judge(node)
+            volumes[i] = judge(node, taken)
         out[name] = combine(claims, volumes)
     return out
 
@@ -455,26 +488,34 @@ class _RoomReason:
                 f"(claim requests {human_bytes(self.size)})")
 
 
-def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> Callable[[NodeInfo], VolumeVerdict]:
-    """``judge_unbound`` for one claim with what is the same on every node computed once."""
+UnboundJudge = Callable[[NodeInfo, "dict[str, int] | None"], VolumeVerdict]
+
+
+def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> UnboundJudge:
+    """``judge_unbound`` for one claim with what is the same on every node computed once (``taken``
+    as there: the pod's earlier claims on the node, None for a pod with one unbound claim)."""
     sc = claim.storage_class
     assert sc is not None
     pool = sc.storage_pool
     if not pool:
-        return lambda node: judge_unbound(claim, node, state, w)
+        return lambda node, taken: judge_unbound(claim, node, state, w, taken)
     wanted_kib = (claim.size_bytes or 0) // 1024
     top = state.pool_max_free.get(pool) or 0
     span = w.wffc_max - w.wffc_min
     label, size = claim.label, claim.size_bytes
     held = state.held.get(pool)  # node -> bytes promised to other claims (reservations.py)
 
-    def judge(node: NodeInfo) -> VolumeVerdict:
+    def judge(node: NodeInfo, taken: dict[str, int] | None) -> VolumeVerdict:
         found = node.pools.get(pool)
         free = found.free_kib if found is not None else None
         if held and free is not None:
             free = max(0, free - held.get(node.name, 0) // 1024)
+        if taken and free is not None:
+            free = max(0, free - taken.get(pool, 0))
         if found is None or (free is not None and free < wanted_kib):
-            return judge_unbound(claim, node, state, w)  # the rare, wordy cases
+            return judge_unbound(claim, node, state, w, taken)  # the rare, wordy cases
+        if taken is not None:
+            taken[pool] = taken.get(pool, 0) + wanted_kib
         share = (free / top) if (free is not None and top > 0) else 0.0
         return VolumeVerdict(True, w.wffc_min + span * share, _RoomReason(label, pool, free, size))
 

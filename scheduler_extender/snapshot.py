@@ -13,6 +13,8 @@ write one by hand or from ``curl``/``kubectl`` output::
       controller_properties: {}    # optional: GET /v1/controller/properties
                                    # (props inherited controller < group < definition: the quorum policy
                                    # the drill judges; without definitions the drill says it is unknown)
+      storage_pool_definitions: [...]  # optional: GET /v1/storage-pool-definitions (their props, and the
+                                   # controller's, carry the over-subscription ratios: linstor.capacity)
     kubernetes:
       items: [...]          # Node, PersistentVolumeClaim, PersistentVolume, StorageClass, Pod objects
 
@@ -40,7 +42,7 @@ from pydantic import BaseModel, ValidationError
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord
-from linstor_scheduler.linstor.models import Node, Resource, StoragePool
+from linstor_scheduler.linstor.models import Node, Resource, StoragePool, StoragePoolDefinition
 
 from .state import ClusterState, KubeView, ResourceIndexer
 
@@ -50,7 +52,8 @@ class SnapshotError(ValueError):
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {"linstor": ("nodes", "storage_pools", "resources", "resource_definitions",
-                                                     "resource_groups", "controller_properties"),
+                                                     "resource_groups", "controller_properties",
+                                                     "storage_pool_definitions"),
                                          "kubernetes": ("items",)}
 MAPPINGS = frozenset({"controller_properties"})  # a key whose value is a mapping (as the REST API answers it)
 
@@ -72,6 +75,8 @@ class Snapshot:
     definitions: list[dict[str, Any]] | None = None  # None: the snapshot has no resource_definitions
     groups: list[dict[str, Any]] = field(default_factory=list)
     controller_props: dict[str, str] = field(default_factory=dict)
+    # storage pool definition -> its props (the over-subscription ratios a pool inherits)
+    pool_definitions: dict[str, dict[str, str]] = field(default_factory=dict)
     keep_raw: bool = False
     raw_resources: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,6 +89,10 @@ class Snapshot:
                 self.groups.append(item)
             else:
                 self.definitions = [*(self.definitions or []), item]
+            return
+        if key == "storage_pool_definitions":
+            definition = _model(StoragePoolDefinition, where, item, lambda d: d.get("storage_pool_name") or "?")
+            self.pool_definitions[definition.storage_pool_name] = dict(definition.props)
             return
         if key == "controller_properties":
             if not isinstance(item, Mapping) or not all(isinstance(v, str) for v in item.values()):
@@ -183,7 +192,8 @@ def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, genera
     snap = snapshot_of(doc)
     return ClusterState.build(
         generation=generation, nodes=snap.nodes, pools=snap.pools, resources=snap.resources.index,
-        kube=snap.kube_view(), linstor_synced_at=now, kube_synced_at=now,
+        kube=snap.kube_view(), linstor_synced_at=now, kube_synced_at=now, reserved=snap.resources.reserved,
+        definitions=snap.pool_definitions, controller_props=snap.controller_props,
     )
 
 

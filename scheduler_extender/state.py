@@ -7,13 +7,15 @@ scoring needs, in compact frozen dataclasses, so 100k resources fit in a few ten
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, claim_record, volume_record
+from linstor_scheduler.linstor import capacity
 from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
 from linstor_scheduler.volumes import (
@@ -33,6 +35,11 @@ SYNCING_DISK_STATES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class PoolInfo:
+    """A storage pool on a node. ``free_kib`` is the largest volume LINSTOR would admit there now
+    (``linstor.capacity``: min(free x free ratio, total x total ratio - reserved)), not the REST
+    ``free_capacity``: the two differ for a thin pool, whose free capacity a new volume does not lower
+    and which LINSTOR over-commits 20 times by default. None: LINSTOR does not know (it then admits)."""
+
     name: str
     provider_kind: str
     free_kib: int | None
@@ -119,11 +126,19 @@ class ResourceIndexer:
         self._previous: dict[str, ResourceInfo] = previous.index if previous is not None else {}
         self._kept = 0  # resources that kept the previous read's object
         self.items = 0
+        # (node, pool) -> KiB LINSTOR reserves there for the volumes it lists (``capacity``): every
+        # item counts, DELETE/INACTIVE ones too (their volumes hold their space until they are gone)
+        self.reserved: dict[tuple[str, str], int] = {}
 
     def add(self, items: Iterable[Resource | ResourceItem]) -> None:
-        index, shared, plain = self.index, self._replicas, self._plain
+        index, shared, plain, reserved = self.index, self._replicas, self._plain, self.reserved
         for item in items:
             self.items += 1
+            for vol in item.volumes:
+                pool = vol.storage_pool_name
+                if pool is not None:
+                    key = (item.node_name, pool)
+                    reserved[key] = reserved.get(key, 0) + vol.reserved_kib
             # Fast path, most items at scale: no flags, one volume UpToDate, not resyncing.
             vols = item.volumes
             st = vols[0].state if len(vols) == 1 and not item.flags else None
@@ -173,15 +188,62 @@ def index_resources(items: Iterable[Resource | ResourceItem]) -> dict[str, Resou
     return indexer.index
 
 
-def index_nodes(nodes: Iterable[Node | NodeItem],
-                pools: Iterable[StoragePool | StoragePoolItem]) -> dict[str, NodeInfo]:
-    by_node: dict[str, dict[str, PoolInfo]] = {}
+def reserved_by_pool(items: Iterable[Resource | ResourceItem]) -> dict[tuple[str, str], int]:
+    """(node, pool) -> KiB LINSTOR reserves there for the listed volumes (``ResourceIndexer.reserved``)."""
+    reserved: dict[tuple[str, str], int] = {}
+    for item in items:
+        for vol in item.volumes:
+            if vol.storage_pool_name is not None:
+                key = (item.node_name, vol.storage_pool_name)
+                reserved[key] = reserved.get(key, 0) + vol.reserved_kib
+    return reserved
+
+
+class PoolBasis(NamedTuple):
+    """What a pool's room is computed from, its ratios resolved (``resolve_pools``): the live read
+    keeps these small tuples, not the decoded pool records, while the resources stream in."""
+
+    node_name: str
+    storage_pool_name: str
+    provider_kind: str
+    free_capacity: int | None
+    total_capacity: int | None
+    free_ratio: float
+    total_ratio: float
+
+
+def resolve_pools(pools: Iterable[StoragePool | StoragePoolItem | PoolBasis],
+                  definitions: Mapping[str, capacity.Props] | None = None,
+                  controller_props: Mapping[str, str] | None = None) -> list[PoolBasis]:
+    """The diskful pools with their over-subscription ratios looked up as LINSTOR looks them up: the
+    pool's props, then its definition's (``definitions``: pool name -> props), then the controller's."""
+    definitions = definitions or {}
+    controller_props = controller_props or capacity.NO_PROPS
+    out: list[PoolBasis] = []
     for pool in pools:
+        if isinstance(pool, PoolBasis):
+            out.append(pool)
+            continue
         if pool.diskless:
             continue
-        by_node.setdefault(pool.node_name, {})[pool.storage_pool_name] = PoolInfo(
-            pool.storage_pool_name, pool.provider_kind, pool.free_capacity
-        )
+        name = pool.storage_pool_name
+        free_ratio, total_ratio = capacity.ratios(pool.provider_kind, pool.props,
+                                                  definitions.get(name, capacity.NO_PROPS), controller_props)
+        out.append(PoolBasis(pool.node_name, name, pool.provider_kind, pool.free_capacity, pool.total_capacity,
+                             free_ratio, total_ratio))
+    return out
+
+
+def index_nodes(nodes: Iterable[Node | NodeItem],
+                pools: Iterable[StoragePool | StoragePoolItem | PoolBasis],
+                reserved: Mapping[tuple[str, str], int] | None = None,
+                definitions: Mapping[str, capacity.Props] | None = None,
+                controller_props: Mapping[str, str] | None = None) -> dict[str, NodeInfo]:
+    """LINSTOR nodes with their pools, each pool with the room LINSTOR would admit a volume in
+    (``linstor.capacity``, never below 0): ``reserved`` ((node, pool) -> KiB of the volumes LINSTOR
+    lists there), and the ratios from the pools' props, ``definitions`` (pool name -> its storage pool
+    definition's props) and ``controller_props`` (``resolve_pools``; pools may come resolved)."""
+    by_node = pools_by_node(resolve_pools(pools, definitions, controller_props), reserved or {})
     return {
         n.name: NodeInfo(
             name=n.name,
@@ -193,6 +255,30 @@ def index_nodes(nodes: Iterable[Node | NodeItem],
         )
         for n in nodes
     }
+
+
+def pools_by_node(pools: Iterable[PoolBasis],
+                  reserved: Mapping[tuple[str, str], int]) -> dict[str, dict[str, PoolInfo]]:
+    """node -> pool name -> the pool with its room (``linstor.capacity``, never below 0)."""
+    by_node: dict[str, dict[str, PoolInfo]] = {}
+    for pool in pools:
+        name = pool.storage_pool_name
+        room = capacity.admissible_kib(pool.free_capacity, pool.total_capacity,
+                                       reserved.get((pool.node_name, name), 0), pool.free_ratio, pool.total_ratio)
+        by_node.setdefault(pool.node_name, {})[name] = PoolInfo(
+            name, pool.provider_kind, None if room is None else max(0, room))
+    return by_node
+
+
+def with_pools(nodes: dict[str, NodeInfo], pools: Iterable[PoolBasis],
+               reserved: Mapping[tuple[str, str], int]) -> dict[str, NodeInfo]:
+    """``nodes`` (indexed without pools) with their pools and each pool's room (``index_nodes``)."""
+    pooled = pools_by_node(pools, reserved)  # pools of nodes LINSTOR does not list are dropped, as there
+    for name, info in nodes.items():
+        found = pooled.get(name)
+        if found is not None:
+            nodes[name] = dataclasses.replace(info, pools=found)
+    return nodes
 
 
 def keep_unchanged_nodes(nodes: dict[str, NodeInfo],
@@ -276,6 +362,9 @@ class KubeView:
     # Nodes whose storage fencing's leader judges lost, from its recent Lease record
     # (``linstor_scheduler.lost_storage``): LINSTOR pods are kept off them (``scoring.node_problem``).
     lost: frozenset[str] = frozenset()
+    # (resource, node) replicas fencing judges lost on nodes not lost whole: only the pods using those
+    # resources are kept off those nodes (``scoring.ClaimContext.lost_on``).
+    lost_replicas: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> KubeView:
@@ -353,10 +442,21 @@ class ClusterState:
         kube_since: int | None = None,
         pool_max_free: Mapping[str, int] | None = None,
         node_classes: Mapping[str, int] | None = None,
+        reserved: Mapping[tuple[str, str], int] | None = None,
+        definitions: Mapping[str, capacity.Props] | None = None,
+        controller_props: Mapping[str, str] | None = None,
     ) -> ClusterState:
         """``pool_max_free`` and ``node_classes`` may come computed (the live sync does it once per
-        read, in slices between requests); otherwise they are computed here / on first use."""
-        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(nodes, pools)
+        read, in slices between requests); otherwise they are computed here / on first use. Pools are
+        judged by LINSTOR's rule (``index_nodes``): ``reserved`` per (node, pool) comes from the
+        resource items when they are given as items, else from the argument (none: 0); the ratios
+        from the pools' props, ``definitions`` (pool name -> props) and ``controller_props``."""
+        if not isinstance(resources, Mapping):
+            resources = list(resources)
+            if reserved is None:
+                reserved = reserved_by_pool(resources)
+        node_index = nodes if isinstance(nodes, Mapping) else index_nodes(
+            nodes, pools, reserved, definitions, controller_props)
         res_index = resources if isinstance(resources, Mapping) else index_resources(resources)
         max_free = pool_max_free if pool_max_free is not None else max_free_by_pool(node_index)
         return cls(generation, node_index, res_index, kube, linstor_synced_at, kube_synced_at, max_free,

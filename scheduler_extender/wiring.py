@@ -26,7 +26,7 @@ from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, Informer, KubeCach
 from linstor_scheduler.kube.metrics import KubeCollector
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.options import make_linstor_client
-from linstor_scheduler.lost_storage import lost_nodes, read_record
+from linstor_scheduler.lost_storage import Lost, lost_now, read_record
 from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
 
@@ -85,21 +85,25 @@ def build_live_app(
                         transforms=EXTENDER_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
                         **bounded_by(max_staleness, api_timeout))
     syncer.caches = caches
+    leases: Informer | None = None
     if fencing_lease:
         # Fencing's Lease, whose leader records the nodes it judges to have lost their storage
         # (linstor_scheduler.lost_storage): one object, read by name (RBAC: resourceNames), kept as its
-        # record only. Part of ``caches``: the view is as stale as this read too.
+        # record only. Not part of ``caches``: the record carries its own time (``observed``) and ages
+        # out by it, so a Lease this extender cannot read (403: a RoleBinding in another namespace)
+        # or whose watch lags filters nothing on fencing's word, as when fencing is not deployed; it
+        # never makes the extender unready, nor neutral for every pod.
         namespace, name = fencing_lease.split("/", 1)
-        caches.informers["Lease"] = Informer(
+        leases = Informer(
             api_client, "Lease", namespace=namespace, field_selector=f"metadata.name={name}",
-            on_change=syncer.kube_changed, transform=read_record,
+            on_change=syncer.lost_changed, transform=read_record,
             watch_timeout=caches.informers["Node"].watch_timeout, **bounded_by(max_staleness, api_timeout))
-        leases = caches.informers["Lease"]
 
-        def lost_now() -> frozenset[str]:
-            return lost_nodes(next(iter(leases.snapshot().values()), None), wall_clock(), fencing_record_max_age)
+        def lost_by_record() -> Lost:
+            assert leases is not None
+            return lost_now(next(iter(leases.snapshot().values()), None), wall_clock(), fencing_record_max_age)
 
-        syncer.lost_source = lost_now
+        syncer.lost_source = lost_by_record
     ledger = Ledger(ttl=reservation_ttl)
     extender = Extender(holder, weights=weights, max_staleness=max_staleness, fallback=fallback, kube=syncer,
                         ledger=ledger, scheduler_name=scheduler_name)
@@ -131,12 +135,16 @@ def build_live_app(
         feed.start(asyncio.get_running_loop())
         caches.start()
         pods.start()
+        if leases is not None:
+            leases.start()
         await syncer.start()
 
     async def shutdown() -> None:
         await syncer.stop()
         caches.stop()
         pods.stop(1.0)
+        if leases is not None:
+            leases.stop(1.0)
         await client.aclose()
 
     def alive() -> tuple[bool, str]:
@@ -144,8 +152,14 @@ def build_live_app(
         checks = [caches.liveness(), syncer.liveness()]
         return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
 
+    def kube_details() -> dict[str, object]:
+        errors = caches.errors()
+        if leases is not None and leases.error:
+            errors = {**errors, "Lease": f"fencing's record unread, nothing filtered on it: {leases.error}"}
+        return {"kube_errors": errors}
+
     app = create_app(extender, metrics=metrics, max_body=max_body, startup=startup, shutdown=shutdown,
-                     alive=alive, kube_details=lambda: {"kube_errors": caches.errors()}, placements=placements)
+                     alive=alive, kube_details=kube_details, placements=placements)
     app.state.syncer = syncer
     app.state.caches = caches
     app.state.placements = placements

@@ -193,6 +193,12 @@ def filter_config(host_patterns: Sequence[str]) -> str:
     return f"devices {{ global_filter = [ {patterns} ] {CONTAINER_DEVICES} }}"
 
 
+def config_value(text: str) -> str:
+    """The value of ``lvmconfig --type full section/key`` (``system_id_source="uname"`` -> ``uname``)."""
+    _, _, value = text.strip().partition("=")
+    return value.strip().strip('"')
+
+
 def parse_system_id(text: str) -> str:
     """``lvm systemid`` prints ``  system ID: <id>`` (empty when the host has none)."""
     for line in text.splitlines():
@@ -229,11 +235,12 @@ class LvmCommand:
     def available(self) -> bool:
         return shutil.which(self.lvm) is not None
 
-    def _exec(self, argv: list[str]) -> tuple[str, list[str]]:
+    def _exec(self, argv: list[str], uts: str | None = None) -> tuple[str, list[str]]:
+        """``uts``: the UTS namespace the command runs in (None: this process's)."""
         env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
         if self.system_dir:
             env["LVM_SYSTEM_DIR"] = self.system_dir
-        fd, join = in_uts_namespace(self.host_uts) if self.host_uts else (None, None)
+        fd, join = in_uts_namespace(uts) if uts else (None, None)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, env=env, check=False,
                                   preexec_fn=join)
@@ -251,21 +258,27 @@ class LvmCommand:
             raise LvmError(f"{' '.join(argv[:2])} exited {done.returncode}: {done.stderr.strip()[-500:]}")
         return done.stdout, lvm_warnings(done.stderr)
 
-    def _report(self, command: str, fields: str, config: str) -> tuple[str, list[str]]:
+    def _report(self, command: str, fields: str, config: str, uts: str | None) -> tuple[str, list[str]]:
         # --foreign: VGs of other system IDs are reported (and then refused), not silently left out
         argv = [self.lvm, command, "--reportformat", "json", "--units", "b", "--nosuffix", "--foreign",
                 "-o", fields, "--config", config]
         for device in self.devices:
             argv += ["--devices", device]
-        return self._exec(argv)
+        return self._exec(argv, uts)
 
     def scan(self) -> LvmInventory:
-        host_filter, notes = self._exec([self.lvm, "lvmconfig", "--type", "full", "devices/global_filter"])
-        system_id, more = self._exec([self.lvm, "systemid"])
+        """The host's namespace is joined only where it changes what LVM sees: with
+        ``system_id_source = "uname"``. Any other source (none, lvmlocal, machineid, file) does not
+        read the nodename, and then no namespace is entered at all (one privilege less used; some
+        hosts' sandboxes refuse opening PID 1's namespaces even to a privileged container)."""
+        source, notes = self._exec([self.lvm, "lvmconfig", "--type", "full", "global/system_id_source"])
+        uts = self.host_uts if config_value(source) == "uname" else None
+        host_filter, more_notes = self._exec([self.lvm, "lvmconfig", "--type", "full", "devices/global_filter"])
+        system_id, more = self._exec([self.lvm, "systemid"], uts)
         config = filter_config(parse_filter(host_filter))
-        vgs_out, vg_notes = self._report("vgs", VG_FIELDS, config)
-        lvs_out, lv_notes = self._report("lvs", LV_FIELDS, config)
-        warnings = list(dict.fromkeys([*notes, *more, *vg_notes, *lv_notes]))
+        vgs_out, vg_notes = self._report("vgs", VG_FIELDS, config, uts)
+        lvs_out, lv_notes = self._report("lvs", LV_FIELDS, config, uts)
+        warnings = list(dict.fromkeys([*notes, *more_notes, *more, *vg_notes, *lv_notes]))
         missing = tuple(d for d in self.devices if not os.path.exists(d))
         return LvmInventory(tuple(parse_vgs(vgs_out)), tuple(parse_lvs(lvs_out)),
                             source="lvm" + (f" ({', '.join(self.devices)})" if self.devices else ""),

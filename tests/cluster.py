@@ -15,10 +15,16 @@ def lnode(name: str, status: str = "ONLINE", type: str = "SATELLITE", flags: lis
     return Node.model_validate({"name": name, "type": type, "connection_status": status, "flags": flags or []})
 
 
-def lpool(node: str, name: str = "thindata", free_gib: float | None = 100, kind: str = "LVM_THIN") -> StoragePool:
+def lpool(node: str, name: str = "thindata", free_gib: float | None = 100, kind: str = "LVM_THIN",
+          ratio: str | None = "1") -> StoragePool:
+    """A pool judged by its free space alone: ``MaxOversubscriptionRatio`` 1 (no over-commit), and a
+    total capacity no smaller than the free one, so LINSTOR's rule (``linstor.capacity``) admits exactly
+    ``free_gib``. ``ratio=None``: LINSTOR's default ratio for the kind (20 for thin pools)."""
     free = None if free_gib is None else int(free_gib * GIB_KIB)
+    total = max(200 * GIB_KIB, free or 0)
+    props = {} if ratio is None else {"MaxOversubscriptionRatio": ratio}
     return StoragePool.model_validate({"storage_pool_name": name, "node_name": node, "provider_kind": kind,
-                                       "free_capacity": free, "total_capacity": 200 * GIB_KIB})
+                                       "free_capacity": free, "total_capacity": total, "props": props})
 
 
 def lres(name: str, node: str, *, diskless: bool = False, disk_state: str | None = None,

@@ -497,8 +497,9 @@ def test_containers_use_real_subcommands_flags_and_env_vars(variant):
     """Every manifest as written, and deploy/ with the main-scheduler components (their settings)."""
     objs = objects() if variant == "files" else rendered_with("", "main-scheduler", "main-scheduler-client-auth")
     containers = our_containers(objs)
+    opt_in = {"affinity-sync"} if variant == "files" else set()  # deploy/components/affinity-sync, as written
     assert {c["args"][0] for c in containers} == {"extender", "webhook", "fencing", "sync-node", "sync-classes",
-                                                 "locality-exporter"}
+                                                 "locality-exporter", *opt_in}
     for c in containers:
         subcommand = c["args"][0]
         flags = cli_flags()[subcommand]
@@ -535,6 +536,7 @@ def test_probes_hit_real_routes():
         "sync-node": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "sync-classes": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
         "locality-exporter": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
+        "affinity-sync": get_routes(health_app(CollectorRegistry(), ready=lambda: (True, ""))),
     }
     for c in our_containers(objects()):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -846,6 +848,34 @@ def test_webhook_rbac():
     assert find(objs, "Role", "linstor-scheduler-webhook-tls")["metadata"]["namespace"] == webhook_namespace()
 
 
+def test_webhook_timeout_drain_and_budget():
+    """Issue 24: the webhook knows the API server's timeoutSeconds and ends each review before it;
+    SIGTERM's drain window and uvicorn's graceful stop fit in terminationGracePeriodSeconds; a
+    disruption budget keeps a replica through drains; the shared CA's Lease and the Event are granted."""
+    from admission.http import DEFAULT_REVIEW_DEADLINE
+    from linstor_scheduler.runtime import GRACEFUL_SECONDS
+
+    objs = objects()
+    [hook] = find(objs, "MutatingWebhookConfiguration")["webhooks"]
+    webhook = container(objs, "linstor-scheduler-webhook", "webhook")
+    assert float(setting(webhook, "--timeout-seconds")) == hook["timeoutSeconds"]
+    deadline = float(setting(webhook, "--review-deadline"))
+    assert deadline == DEFAULT_REVIEW_DEADLINE or "LINSTOR_SCHEDULER_REVIEW_DEADLINE" in env_of(webhook)
+    assert deadline <= hook["timeoutSeconds"] - 1, "a second at least for TLS, the body and the answer"
+    pod = find(objs, "Deployment", "linstor-scheduler-webhook")["spec"]["template"]["spec"]
+    drain = float(setting(webhook, "--drain-seconds"))
+    assert drain >= 5 and pod["terminationGracePeriodSeconds"] >= drain + GRACEFUL_SECONDS
+    budget = find(objs, "PodDisruptionBudget", "linstor-scheduler-webhook")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"] == find(objs, "Deployment", "linstor-scheduler-webhook")["spec"][
+        "selector"]["matchLabels"]
+    lease = role(objs, "Role", "linstor-scheduler-webhook-tls")
+    for verb in ("get", "update", "create"):
+        assert allows(lease, "coordination.k8s.io", "leases", verb, "linstor-scheduler-webhook-ca")
+    assert not allows(lease, "coordination.k8s.io", "leases", "update", "linstor-scheduler-fencing")
+    assert allows(role(objs, "ClusterRole", "linstor-scheduler-webhook"), "", "events", "create")
+
+
 def test_scheduler_rbac():
     objs = objects()
     election = scheduler_config()["leaderElection"]
@@ -1131,8 +1161,8 @@ def linstor_containers(objs: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]
 def test_the_linstor_connection_is_set_in_one_place():
     objs = objects()
     found = linstor_containers(objs)
-    assert sorted(c["args"][0] for _, c in found) == ["extender", "fencing", "locality-exporter", "sync-classes",
-                                                      "sync-node"]
+    assert sorted(c["args"][0] for _, c in found) == ["affinity-sync", "extender", "fencing", "locality-exporter",
+                                                      "sync-classes", "sync-node"]
     config = find(objs, "ConfigMap", "linstor-scheduler-linstor")
     assert config["data"]["LS_CONTROLLERS"] == "http://linstor-controller.piraeus-datastore.svc:3370"
     for spec, c in found:

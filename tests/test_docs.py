@@ -16,6 +16,7 @@ from fencing import controller as fencing_controller
 from fencing import guards as fencing_guards
 from fencing import verdict as fencing_verdict
 from fencing.metrics import FencingMetrics
+from locality.affinity_sync import AffinityMetrics
 from locality.metrics import LocalityMetrics
 from scheduler_extender.http import create_app
 from scheduler_extender.judge import Extender, FallbackReader, StateHolder
@@ -59,8 +60,9 @@ def camel_constants(*modules) -> set[str]:
 
 @pytest.mark.parametrize("make", [extender_registry, lambda: WebhookMetrics().registry, lambda: SyncMetrics().registry,
                                   lambda: ClassMetrics().registry, lambda: FencingMetrics().registry,
-                                  lambda: LocalityMetrics().registry],
-                         ids=["extender", "webhook", "sync-node", "sync-classes", "fencing", "locality"])
+                                  lambda: LocalityMetrics().registry, lambda: AffinityMetrics().registry],
+                         ids=["extender", "webhook", "sync-node", "sync-classes", "fencing", "locality",
+                              "affinity-sync"])
 def test_every_metric_has_a_row(make):
     families = list(make().collect())
     assert families

@@ -136,3 +136,22 @@ def test_a_fencing_lease_that_cannot_be_a_lease_is_refused_naming_the_flag():
     args = build_parser().parse_args(["extender", "--fencing-lease", "Fencing_Lease"])
     with pytest.raises(ConfigError, match="--fencing-lease"):
         fencing_lease(args)
+
+
+def test_the_record_names_the_lost_resources_of_a_node_lost_in_part_only():
+    """handover.record, as fencing's leader writes it: a node where every replica that can be
+    witnessed is lost names no resources (lost whole); one where fewer are names them, up to
+    lost_storage.LISTED_MAX (more: read as whole, the careful reading); an older record without
+    replica counts names none."""
+    from fencing.handover import record as write
+
+    since = {("r1", "n1"): 10.0, ("r1", "n2"): 10.0, ("r2", "n2"): 11.0,
+             **{(f"x{i}", "n3"): 12.0 for i in range(lost_storage.LISTED_MAX + 1)}}
+    replicas = {"n1": 1, "n2": 5, "n3": 1000}
+    rec = lost_storage.parse(write(since, 20.0, 1_000_020.0, replicas=replicas))
+    assert rec is not None and set(rec.nodes) == {"n1", "n2", "n3"}
+    assert rec.resources == {"n2": frozenset({"r1", "r2"})}
+    lost = lost_storage.lost_now(rec, 1_000_021.0, 60)
+    assert lost.nodes == {"n1", "n3"} and lost.replicas == {("r1", "n2"), ("r2", "n2")}
+    assert lost_storage.lost_now(lost_storage.parse(write(since, 20.0, 1_000_020.0)), 1_000_021.0, 60).nodes == \
+        {"n1", "n2", "n3"}

@@ -264,6 +264,40 @@ def test_a_leader_handing_over_on_shutdown_passes_its_timing_and_the_event_says_
     assert any("by the previous Lease holder" in m for m in said), said
 
 
+def test_a_rolling_update_from_a_node_whose_clock_is_behind_does_not_shorten_the_grace(rig):
+    """The leader's node has lost NTP: its clock runs 18 s behind. It times n1's fault for three
+    passes and hands the Lease over on SIGTERM; the standby takes it a second later. Its own clock
+    says the record is 19 s old, so the gap would be bridged by a whole poll (5 s) where 1 s passed:
+    the pod would move 26 s after the fault was first seen. The standby saw the release's renewTime
+    19 s behind its own clock and reads the record on the old leader's clock."""
+    database(rig)
+    rig.clock.now = round(rig.clock.now)
+    skew = 18.0
+    a = lease_leader(rig, "fencing-a")
+    a.wall_clock = lambda: rig.clock.now - skew
+    ctrl_a = rig.controller(leader=a)
+    ctrl_a.wall_clock = lambda: rig.clock.now - skew
+    assert a.step()
+    b = lease_leader(rig, "fencing-b")
+    ctrl_b = rig.controller(leader=b)
+    assert not b.step(), "a standby while A renews"
+    rig.power_off("n1")
+    first_seen = rig.clock.now + 5
+    for _ in range(3):
+        rig.clock.now += 5
+        a.step()
+        rig.loop.run_until_complete(ctrl_a.run_once())
+        b.step()
+    a.step()  # the renewal that writes the last record
+    a.release()
+    while rig.ks.get("Pod", "db-0") is not None and rig.clock.now - first_seen < 60:
+        rig.clock.now += 1
+        if b.step() and int(rig.clock.now - first_seen) % 5 == 1:
+            rig.reports.append(rig.loop.run_until_complete(ctrl_b.run_once()))
+    assert rig.ks.get("Pod", "db-0") is None, "B fails db-0 over"
+    assert rig.clock.now - first_seen >= 30, f"db-0 removed {rig.clock.now - first_seen:.0f}s after the first sighting"
+
+
 def test_a_new_leader_that_does_not_see_the_fault_starts_nothing(rig):
     """The predecessor timed n1's fault for 25 s; n1 comes back before the new leader's first read,
     and fails again later: the new fault gets a whole grace period of its own."""
@@ -288,19 +322,43 @@ def test_a_new_leader_that_does_not_see_the_fault_starts_nothing(rig):
 
 def test_the_handed_over_record_is_continued_only_where_it_agrees_and_is_recent():
     """handover.py, pure: the predecessor saw r1 and r2 lost on n1 since 100 (wall clock) and r3 on
-    n2; the new leader's clock reads 10 where the wall clock reads 130."""
+    n2, and last observed them at 120; the new leader's clock reads 10 where the wall clock reads 130.
+    It continues what the predecessor observed (120 - 102 = 18 s) and bridges the 10 s gap by one
+    poll (5 s) at most: the gap nobody observed is not fault time."""
     from fencing.handover import inherit, record
 
     text = record({("r1", "n1"): 40.0, ("r2", "n1"): 42.0, ("r3", "n2"): 50.0}, now=60.0, wall_now=120.0)
-    same = inherit(text, {("r1", "n1"), ("r2", "n1")}, now=10.0, wall_now=130.0, max_gap=35)
-    assert same == {("r1", "n1"): 10.0 - 28.0, ("r2", "n1"): 10.0 - 28.0}, \
-        "timed from the latest first sighting on the node (wall 102), the gap counted"
+    same = inherit(text, {("r1", "n1"), ("r2", "n1")}, now=10.0, wall_now=130.0, max_gap=35, bridge=5)
+    assert same == {("r1", "n1"): 10.0 - 23.0, ("r2", "n1"): 10.0 - 23.0}, \
+        "timed from the latest first sighting on the node (wall 102) to the last observation (120), plus 5 s"
+    assert inherit(text, {("r1", "n1"), ("r2", "n1")}, 10.0, 122.0, 35, bridge=5) == \
+        {("r1", "n1"): 10.0 - 20.0, ("r2", "n1"): 10.0 - 20.0}, "a gap shorter than the bridge counts whole"
     assert inherit(text, {("r1", "n1")}, 10.0, 130.0, 35) == {}, "another set of faults is another fault"
     assert inherit(text, {("r4", "n3")}, 10.0, 130.0, 35) == {}, "a fault the record does not name starts nothing"
     assert inherit(text, {("r3", "n2")}, 10.0, 160.0, 35) == {}, "a record older than the bound is blindness"
     assert inherit(text, {("r3", "n2")}, 10.0, 100.0, 35) == {}, "a record from the future is not trusted"
     assert inherit("{not json", {("r3", "n2")}, 10.0, 130.0, 35) == {}
     assert inherit(None, {("r3", "n2")}, 10.0, 130.0, 35) == {}
+
+
+def test_a_record_from_a_clock_behind_ours_is_read_on_that_clock():
+    """handover.py, pure: the predecessor's clock is 18 s behind; its record says r3 on n2 was first
+    seen at 100 and last observed at 101 (its clock: 118 and 119 on ours). We saw its last renewal 19 s
+    after the renewTime it wrote (18 s of skew, 1 s of our own lateness) and read at 121 (ours)."""
+    from fencing.handover import inherit, record
+
+    text = record({("r3", "n2"): 50.0}, now=51.0, wall_now=101.0)
+    trusting = inherit(text, {("r3", "n2")}, now=10.0, wall_now=121.0, max_gap=35, bridge=5)
+    assert trusting == {("r3", "n2"): 10.0 - 6.0}, "the 20 s 'gap' (2 s real) bridged by 5 s: 3 s early"
+    read = inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=19.0, max_skew=5.0)
+    assert read == {("r3", "n2"): 10.0 - 2.0}, "on its clock the gap is 1 s (our lateness taken off): never early"
+    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=4.0, max_skew=5.0) == trusting, \
+        "within a renewal interval the clocks are taken to agree"
+    assert inherit(text, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=None, max_skew=5.0) == {}, \
+        "a renewal without renewTime: the clocks cannot be checked"
+    far = record({("r3", "n2"): 50.0}, now=51.0, wall_now=61.0)  # 60 s behind: past the bound on our clock
+    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5) == {}
+    assert inherit(far, {("r3", "n2")}, 10.0, 121.0, 35, bridge=5, skew=59.0, max_skew=5.0) == {("r3", "n2"): 8.0}
 
 
 def test_linstor_silent_at_the_storage_re_check_costs_one_deadline_per_pass_not_one_per_write():

@@ -149,8 +149,9 @@ def test_a_second_read_keeps_the_node_objects_and_the_mapping_when_nothing_chang
     def read(free_w2: int, extra: bool = False):
         nodes = [NodeItem("w1", "SATELLITE", [], "ONLINE"), NodeItem("w2", "SATELLITE", [], "ONLINE")]
         nodes += [NodeItem("w3", "SATELLITE", [], "ONLINE")] if extra else []
-        pools = [StoragePoolItem("thindata", "w1", "LVM_THIN", 100),
-                 StoragePoolItem("thindata", "w2", "LVM_THIN", free_w2)]
+        ratio_1 = {"MaxOversubscriptionRatio": "1"}  # room = free space (linstor.capacity)
+        pools = [StoragePoolItem("thindata", "w1", "LVM_THIN", 100, 200, ratio_1),
+                 StoragePoolItem("thindata", "w2", "LVM_THIN", free_w2, 200, ratio_1)]
         return index_nodes(nodes, pools)
 
     first = read(50)

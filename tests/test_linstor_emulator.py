@@ -45,6 +45,7 @@ def emu():
         ("/v1/resource-definitions", "/v1/resource-definitions"),
         ("/v1/resource-groups", "/v1/resource-groups"),
         ("/v1/controller/properties", "/v1/controller/properties"),
+        ("/v1/storage-pool-definitions", "/v1/storage-pool-definitions"),
         ("/v1/resource-definitions/pvc-1/resources", "/v1/resource-definitions/{resource}/resources"),
         ("/v1/controller/version", "/v1/controller/version"),
     ],
@@ -53,6 +54,41 @@ def test_get_responses_validate_against_the_spec(emu, url, spec_path):
     r = httpx.get(emu.url + url)
     assert r.status_code == 200
     validate(r.json(), spec_path)
+
+
+def test_sizes_and_ratios_as_linstor_reports_them(emu):
+    """A thin pool keeps its free space when a volume is created in it, a thick one loses the volume's
+    gross size; the storage layer's usable size is that gross size (what LINSTOR reserves of the pool:
+    linstor.capacity), the volume's own usable_size_kib is not set (linstor-server Json.apiToVolume);
+    pool and pool-definition props are served where LINSTOR serves them."""
+    from devkit.linstor_emulator import gross_kib
+
+    def pool(node, name):
+        return next(p for p in httpx.get(emu.url + "/v1/view/storage-pools").json()
+                    if (p["node_name"], p["storage_pool_name"]) == (node, name))
+
+    thin_free, thick_free = pool("w1", "thindata")["free_capacity"], pool("w2", "data")["free_capacity"]
+    emu.add_resource("pvc-2", "w1", size_kib=10 * 1024**2)
+    emu.add_resource("pvc-2", "w2", storage_pool="data", size_kib=10 * 1024**2)
+    gross = gross_kib(10 * 1024**2)
+    assert 10 * 1024**2 < gross < 10 * 1024**2 + 8 * 1024, "DRBD's meta-data, rounded up to 4 MiB extents"
+    assert pool("w1", "thindata")["free_capacity"] == thin_free
+    assert pool("w2", "data")["free_capacity"] == thick_free - gross
+    items = {r["node_name"]: r for r in httpx.get(emu.url + "/v1/view/resources?resources=pvc-2").json()}
+    for node, allocated in (("w1", 0), ("w2", gross)):
+        vol = items[node]["volumes"][0]
+        storage = next(layer["data"] for layer in vol["layer_data_list"] if layer["type"] == "STORAGE")
+        assert (storage["usable_size_kib"], vol["allocated_size_kib"], "usable_size_kib" in vol) == \
+            (gross, allocated, False)
+    emu.remove_resource("pvc-2")
+    assert pool("w2", "data")["free_capacity"] == thick_free, "a thick pool gets its space back"
+    emu.set_pool_props("w1", "thindata", {"MaxOversubscriptionRatio": "1"})
+    emu.set_pool_definition_props("data", {"MaxFreeCapacityOversubscriptionRatio": "2"})
+    assert pool("w1", "thindata")["props"]["MaxOversubscriptionRatio"] == "1"
+    definitions = {d["storage_pool_name"]: d["props"] for d in
+                   httpx.get(emu.url + "/v1/storage-pool-definitions").json()}
+    assert definitions == {"DfltDisklessStorPool": {}, "thindata": {},
+                           "data": {"MaxFreeCapacityOversubscriptionRatio": "2"}}
 
 
 def test_validation_can_fail():

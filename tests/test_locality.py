@@ -264,6 +264,7 @@ def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
             assert figures["linstor_scheduler_pods_local_ratio"] == 0.5
             assert figures['linstor_scheduler_locality_pods{local="true"}'] == 1
             assert figures["linstor_scheduler_locality_leader"] == 1
+            assert figures['linstor_scheduler_volume_affinity_stale{storage_class="linstor-thindata-r2"}'] == 0
             wait_for(lambda: httpx.get(standby_url + "/readyz").status_code == 200, what="the standby ready")
             standby = scrape(standby_url)
             assert standby["linstor_scheduler_locality_leader"] == 0

@@ -96,9 +96,10 @@ def test_the_dashboard_and_rules_cover_what_the_issue_names():
     assert alerts == {"LinstorSchedulerExtenderNotReady", "LinstorSchedulerExtenderStale",
                       "LinstorSchedulerFencingStormActive", "LinstorSchedulerFencingRefusalsRecurring",
                       "LinstorSchedulerPoolSyncFailing", "LinstorSchedulerPoolSyncProblems",
-                      "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors", "LinstorSchedulerLocalityLow",
+                      "LinstorSchedulerClassConflict", "LinstorSchedulerWebhookErrors",
+                      "LinstorSchedulerWebhookUndecided", "LinstorSchedulerLocalityLow",
                       "LinstorSchedulerLocalityNotExported", "LinstorSchedulerFencingBlind",
-                      "LinstorSchedulerLocalityStale"}
+                      "LinstorSchedulerLocalityStale", "LinstorSchedulerVolumeAffinityStale"}
     tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text()))
     assert tested == alerts, "every alert has a promtool unit test"
 

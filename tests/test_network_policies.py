@@ -140,10 +140,10 @@ def served(spec: dict[str, Any]) -> set[int]:
             if (c["name"], p["containerPort"]) not in PROBE_ONLY}
 
 
-def check_policies(objs: Any) -> None:
+def check_policies(objs: Any, extra: frozenset[str] = frozenset()) -> None:
     workloads = list(pod_specs(objs))
     assert {w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for w, _ in workloads} == {
-        "scheduler", "webhook", "fencing", "sync-node", "sync-classes", "locality"}
+        "scheduler", "webhook", "fencing", "sync-node", "sync-classes", "locality", *extra}
     for workload, spec in workloads:
         name = workload["metadata"]["name"]
         want_in, want_out = expected(objs, spec)
@@ -158,6 +158,11 @@ def check_policies(objs: Any) -> None:
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_each_component_may_talk_to_exactly_what_it_needs(entry):
     check_policies(rendered(entry))
+
+
+def test_the_opt_in_affinity_sync_may_talk_to_exactly_what_it_needs():
+    """deploy/components/affinity-sync added to deploy/ (which has the network policies)."""
+    check_policies(rendered_with("", "affinity-sync"), frozenset({"affinity-sync"}))
 
 
 def test_the_check_can_fail():

@@ -170,6 +170,28 @@ def webhook(ks: KubeStandin, emu: LinstorEmulator) -> None:
     load_or_create(ks.api, NS, "linstor-scheduler-webhook-tls",  # a name it does not cover yet: replaced
                    [*service_names("linstor-scheduler-webhook", NS), "webhook.example"])
     assert CaBundlePublisher(ks.api, "linstor-scheduler", bundle.ca_pem).publish()
+    # One CA per cluster: the Lease holder replaces the Secret (names it does not cover) and writes the
+    # caBundle; every replica reads both.
+    import tempfile
+    from pathlib import Path
+
+    from admission.sharedca import SharedCA
+    from linstor_scheduler.kube.lease import LeaderElector
+
+    elector = LeaderElector(ks.api, "linstor-scheduler-webhook-ca", NS, identity="a")
+    assert elector.step() and elector.step()  # taken, then renewed
+    shared = SharedCA(ks.api, namespace=NS, secret="linstor-scheduler-webhook-tls", config_name="linstor-scheduler",
+                      names=[*service_names("linstor-scheduler-webhook", NS), "other.example"], elector=elector,
+                      directory=Path(tempfile.mkdtemp()))
+    shared.step()
+    assert shared.verified
+    ks.delete("Secret", "linstor-scheduler-webhook-tls", NS)
+    shared.step()  # created again
+    events = EventRecorder(ks.api, "linstor-scheduler-webhook")  # LinstorClaimsUnknown, and its repeat
+    for _ in range(2):
+        events.record({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "default"}},
+                      "Warning", "LinstorClaimsUnknown", "sent to scheduler linstor")
+    assert events.flush() and events.sent == 2
     caches = KubeCaches(ks.api, list(WEBHOOK_KINDS))
     caches.start()
     try:
@@ -270,6 +292,35 @@ def locality(ks: KubeStandin, emu: LinstorEmulator) -> None:
     asyncio.run(go())
 
 
+def affinity_sync(ks: KubeStandin, emu: LinstorEmulator) -> None:
+    """A stale PV replaced step by step, with its Events on the PV and the claim, and the Lease."""
+    from devkit.pv_rules import PvRules
+    from linstor_scheduler.kube.lease import LeaderElector
+    from locality.affinity_sync import AffinitySync
+
+    ks.pv_rules = PvRules()  # before 1.35: the patch is refused (422), the PV is replaced
+    elector = LeaderElector(ks.api, "linstor-scheduler-affinity-sync", NS, identity="a")
+    assert elector.step() and elector.step()
+    emu.add_resource("pvc-1", "n2")
+    ks.add(k.storage_class("strict", remote=False))
+    claim, pv = k.bound_volume("data-1", "pvc-1", storage_class="strict", affinity_nodes=["n1"])
+    claim["metadata"]["uid"] = pv["spec"]["claimRef"]["uid"]
+    ks.add(claim)
+    ks.add(pv)
+    pod = k.pod("app-1", claims=["data-1"], node_name="n2")
+    ks.add(pod)
+
+    async def go() -> None:
+        async with LinstorClient(emu.url) as client:
+            events = EventRecorder(ks.api)
+            worker = AffinitySync(client, ks.api, dry_run=False, min_age=0, events=events)
+            await worker.run_pass()
+            assert worker.last_result is None and events.flush(10)
+    asyncio.run(go())
+    assert ks.get("PersistentVolume", "pvc-1")["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0][
+        "matchExpressions"][0]["values"] == ["n2"]
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -284,6 +335,9 @@ COMPONENTS = [
     Component("sync-node", "linstor-scheduler-sync-node", sync_node, {}),
     Component("sync-classes", "linstor-scheduler-sync-classes", sync_classes, {}),
     Component("locality", "linstor-scheduler-locality", locality, {}),
+    Component("affinity-sync", "linstor-scheduler-affinity-sync", affinity_sync, {
+        "patch core/events": "the shared EventRecorder bumps the count of an Event repeated within 10 minutes; "
+                             "each step here is said once"}),
     Component("fencing", "linstor-scheduler-fencing", fencing, {
         "patch core/events": "the shared EventRecorder bumps the count of an Event repeated within 10 minutes; "
                              "fencing throttles its own repeats (one Warning per fault), so no scenario here "

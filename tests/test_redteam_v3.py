@@ -24,14 +24,6 @@ def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name:
 
 
 # --- the grace handed over with the Lease ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "fencing/handover.inherit counts the unobserved gap between two terms (wall_now - since), bounded "
-    "only by --max-staleness + the Lease duration (35 s by default), which is longer than the grace (30 s): "
-    "a recovery and a new fault inside the gap are one fault to the new leader, which then acts on a fault "
-    "of 1 s. Counting only the observed span (observed - since) closes it but slows the 25 s crash loop "
-    "past test_a_controller_crashing_every_25_seconds_still_fails_the_pod_over's bound: a design choice "
-    "for the owners (e.g. count the gap up to one poll interval, or require the new leader's own sighting "
-    "for a minimum before it acts)"))
 def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
     """Leader A sees n1 lose power and times it for one pass (5 s), then crashes. n1's power comes
     back a second later (DRBD reconnects, the satellite is ONLINE): the fault is over, but nobody
@@ -71,12 +63,6 @@ def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fencing/handover.inherit trusts the predecessor's wall clock: a record whose clock is behind by X s "
-    "(X up to --max-staleness + the Lease duration - the real gap) makes the fault look X s older, and "
-    "docs/fencing.md only asks for NTP. The elector sees when the predecessor's renewals arrived on its own "
-    "clock; a record whose 'observed' is further behind the Lease's last renewal as this instance saw it "
-    "than a renewal interval shows a skewed clock and could be refused (or the skew subtracted)"))
 def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
     """Leader A's node has lost NTP and its clock runs 18 s behind. A sees n1 lose power, times it for
     one pass, and crashes. B takes the expired Lease and reads the same fault: A's record says it was
@@ -246,12 +232,6 @@ def test_a_burst_past_the_places_bound_keeps_kube_schedulers_choices_and_drops_f
     assert lost == [], f"{len(lost)} claims kube-scheduler placed lost their hold (first: ns/c{lost[0]})"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scoring.judge_unbound judges each unbound claim of a pod against the pool alone: the pod's own "
-    "other claims on the same pool are not counted (held_excluding leaves the pod's own holds out, and "
-    "judge_node never sums its claims per pool), so two 60 GiB claims pass a 100 GiB pool; the fix sums "
-    "the pod's unbound claims per (node, pool) in judge_node and in the per-node fast path the scoring "
-    "property test proves equal to it"))
 def test_a_pod_with_two_claims_is_not_promised_a_pool_that_holds_only_one():
     """A database pod asks for data and WAL volumes, 60 GiB each, in a strict (no remote access)
     WaitForFirstConsumer class on pool thin; w1's pool has 100 GiB free. Both volumes would be
@@ -316,12 +296,6 @@ def test_a_delete_in_doubt_when_the_lease_is_lost_is_still_accounted_once():
         assert len(rig.events("FencedPod", "db-0")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reservations.Ledger.expire drops a selected hold after --reservation-ttl (120 s) like a filter hold, "
-    "although the claim still carries kube-scheduler's choice and no volume: external-provisioner will "
-    "create it there (it provisions from the annotation, pod or not), so the TTL's stated purpose (a pod "
-    "deleted mid-scheduling) does not apply to it; reconcile could renew a selection the state still shows "
-    "(Ledger.selected keeps 'since' when nothing changed)"))
 def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     """A burst of 1,000 WaitForFirstConsumer pods: kube-scheduler chose w2 for data-0 (selected-node on the
     claim), and the CSI external-provisioner, 100 workers deep behind LINSTOR creating volumes one
@@ -329,7 +303,8 @@ def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     promised on w2's pool; before, the hold expired after 120 s and the next pods saw w2's space as
     free again."""
     from devkit import kube_objects as k
-    from scheduler_extender.reservations import SELECTED_NODE, Ledger, reconcile
+    from linstor_scheduler.claims import SELECTED_NODE
+    from scheduler_extender.reservations import Ledger, reconcile
     from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
 
     claim = k.pvc("data-0", storage_class="local", size="60Gi")
@@ -345,33 +320,76 @@ def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     assert ledger.held("w2", "thin") == 60 * GiB
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reservations.reconcile releases a hold once LINSTOR lists the claim's volume, on the premise that "
-    "'the poll's free space counts it now'; for an LVM_THIN pool it does not: LINSTOR's free_capacity of "
-    "a thin pool is the unwritten data space, and a new thin volume has written nothing. The capacity "
-    "promised is forgotten the moment it is provisioned; counting it would need the pool's provisioned "
-    "sizes (the volumes LINSTOR lists on it), not its free space"))
-def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
-    """Pool thindata (LVM_THIN): 70 GiB of data space free on w2. kube-scheduler places p0 (a 60 GiB
-    claim) on w2; the CSI driver creates the thin volume there and binds the claim. LINSTOR now lists
-    the volume, and w2's free space is still 70 GiB: a fresh thin LV holds no data. p1 (60 GiB more)
-    must not be promised w2: both databases will fill their volumes. On main the hold is released and
-    w2 passes again."""
+def a_70_gib_thin_pool_on_w2(emu, _ks) -> None:
+    """w2's thindata: an empty thin pool of 70 GiB (its data space all free; no volume in it yet), with
+    the props (the over-subscription ratio) the cluster gave it."""
+    props = next(p for p in emu.snapshot()["storage_pools"]
+                 if (p["node_name"], p["storage_pool_name"]) == ("w2", "thindata"))["props"]
+    emu.add_storage_pool("w2", "thindata", "LVM_THIN", free_kib=70 * 1024**2, total_kib=70 * 1024**2, props=props)
+
+
+def explained(http, pod: dict) -> dict[str, str]:
+    """node -> verdict ("pass"/"fail") from /explain, which judges as /filter does and holds nothing."""
+    r = http.post("/explain", json={"Pod": pod, "NodeNames": ["w1", "w2", "w3"]})
+    assert r.status_code == 200, r.text
+    return {row["node"]: row["verdict"] for row in r.json()["nodes"]}
+
+
+def provision(emu, ks, claim: str, node: str, size: str = "60Gi") -> None:
+    """The CSI driver creates the claim's volume on ``node`` (a thin volume: the pool's free data space
+    stays as it was) and binds the claim."""
     from devkit import kube_objects as k
 
+    emu.add_resource(f"pvc-{claim}", node, size_kib=int(size.removesuffix("Gi")) * 1024**2)
+    ks.add(k.pv(f"pvc-{claim}", claim=("default", claim), storage_class="local", size=size))
+    ks.patch("PersistentVolumeClaim", claim, {"spec": {"volumeName": f"pvc-{claim}"}, "status": {"phase": "Bound"}},
+             namespace="default")
+
+
+def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
+    """Pool thindata on w2 (LVM_THIN): 70 GiB, empty, its over-subscription ratios 1 (the pools'
+    ``MaxOversubscriptionRatio`` in tests/test_reservations.py ``populated``: no over-commit).
+    kube-scheduler places p0 (a 60 GiB claim) on w2; the CSI driver creates the thin volume there and
+    binds the claim. LINSTOR now lists the volume, and w2's free space is still 70 GiB: a fresh thin LV
+    holds no data. p1 (60 GiB more) must not be promised w2: LINSTOR itself would refuse it there
+    (min(70 x 1, 70 x 1 - 60) = 10 GiB, linstor.capacity). Before, the extender judged pools by the
+    REST free_capacity alone: the hold was released and w2 passed again."""
     from .test_reservations import cluster, holds, passing, pod, select
 
-    with cluster(poll_interval=0.5) as (emu, ks, http, _):
+    with cluster(poll_interval=0.5, setup=a_70_gib_thin_pool_on_w2) as (emu, ks, http, _):
         assert "w2" in passing(http, pod(0))
         select(ks, "data-0", "w2")
         wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
         assert "w2" not in passing(http, pod(1)), "60 of w2's 70 GiB are promised"
-        emu.add_resource("pvc-data-0", "w2", size_kib=60 * 1024**2)  # thin: the pool's free data space stays
-        ks.add(k.pv("pvc-data-0", claim=("default", "data-0"), storage_class="local", size="60Gi"))
-        ks.patch("PersistentVolumeClaim", "data-0", {"spec": {"volumeName": "pvc-data-0"},
-                                                     "status": {"phase": "Bound"}}, namespace="default")
+        provision(emu, ks, "data-0", "w2")
         wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
-        assert "w2" not in passing(http, pod(1)), "w2's 70 GiB are promised twice"
+        assert "w2" not in passing(http, pod(1)), "the volume LINSTOR lists takes 60 of w2's 70 GiB"
+
+
+def test_with_linstors_default_ratio_a_thin_pool_admits_twenty_times_its_space_less_its_volumes():
+    """The same 70 GiB thin pool on w2 without ratio properties: LINSTOR's default for thin pools,
+    MaxOversubscriptionRatio 20 (StorPool.java getOversubscriptionRatio; LinStor.java
+    OVERSUBSCRIPTION_RATIO_DEFAULT), admits min(70 x 20, 70 x 20 - reserved). p1 passes w2 after p0's
+    volume is there, as LINSTOR would place it there; the volume still counts: a claim of 1,390 GiB
+    fits w2 before (1,400 GiB) and no longer after (1,340 GiB). w3's 30 GiB free admit 600 GiB."""
+    from devkit import kube_objects as k
+
+    from .test_reservations import cluster, holds, passing, pod, select
+
+    def setup(emu, ks):
+        a_70_gib_thin_pool_on_w2(emu, ks)
+        ks.add(k.pvc("huge", storage_class="local", size="1390Gi"))
+
+    huge = k.pod("p-huge", claims=["huge"])
+    with cluster(poll_interval=0.5, ratio=None, setup=setup) as (emu, ks, http, _):
+        assert explained(http, huge)["w2"] == "pass", "1,400 GiB on w2 by LINSTOR's rule"
+        assert passing(http, pod(0)) == ["w1", "w2", "w3"], "30 GiB free x 20 is room for 60 GiB"
+        select(ks, "data-0", "w2")
+        wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
+        provision(emu, ks, "data-0", "w2")
+        wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
+        assert explained(http, huge)["w2"] == "fail", "w2 admits 1,340 GiB now: its volume counts"
+        assert "w2" in passing(http, pod(1)), "LINSTOR would place p1 on w2: 1,340 GiB admitted"
 
 
 def test_a_class_without_a_pool_holds_where_the_filter_found_room():

@@ -37,6 +37,12 @@ class FakeClient:
     async def get_storage_pools_compact(self):
         return await self.get_storage_pools()
 
+    async def get_storage_pool_definitions_compact(self):
+        return []
+
+    async def get_controller_properties(self):
+        return {}
+
     async def iter_resource_batches(self):
         yield list(self.resources)
 

@@ -86,6 +86,38 @@ def test_settle_and_expire_release():
     assert len(ledger) == 0 and ledger.held("w1", "thin") == 0
 
 
+def test_only_filter_holds_expire_by_the_ttl_a_selection_while_the_claim_shows_it_is_kept():
+    """A selection is kube-scheduler's choice, which external-provisioner carries out from the claim's
+    annotation however long its queue is: the TTL (a pod deleted mid-scheduling) does not end it. One
+    the state's claim does not show (news never confirmed, a withdrawal missed) ends a TTL after it
+    was taken; one whose claim is gone ends at once."""
+    from scheduler_extender.reservations import reconcile
+
+    ledger = Ledger(ttl=10)
+    ledger.selected("default/shown", "w2", "thin", GiB, now=0)
+    ledger.selected("default/unshown", "w2", "thin", GiB, now=0)
+    ledger.filtered("default/filtered", ["w1"], ["thin"], GiB, now=0)
+    assert [h.claim for h in ledger.expire(now=50)] == ["default/filtered"], "expire drops filter holds only"
+    shown = k.pvc("shown", storage_class="local", size="1Gi")
+    shown["metadata"]["annotations"] = {SELECTED_NODE: "w2"}
+    pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
+    state = ClusterState.build(
+        generation=1, nodes={n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in ("w1", "w2")}, pools=(),
+        resources={}, kube=KubeView(pvcs={"default/shown": shown,
+                                          "default/unshown": k.pvc("unshown", storage_class="local", size="1Gi")}),
+        linstor_synced_at=0, kube_synced_at=0)
+    reconcile(ledger, state, now=9)
+    assert {h.claim for h in ledger.holds()} == {"default/shown", "default/unshown"}, "young: the state may lag"
+    reconcile(ledger, state, now=10)
+    assert [h.claim for h in ledger.holds()] == ["default/shown"]
+    reconcile(ledger, state, now=3600)
+    assert ledger.held("w2", "thin") == GiB, "still chosen, still no volume: still promised"
+    gone = ClusterState.build(generation=2, nodes=state.nodes, pools=(), resources={}, kube=KubeView(pvcs={}),
+                              linstor_synced_at=0, kube_synced_at=0)
+    reconcile(ledger, gone, now=3601)
+    assert len(ledger) == 0
+
+
 def test_bounded_by_holds_and_by_places_oldest_out():
     ledger = Ledger(max_holds=3)
     for i in range(5):
@@ -119,6 +151,33 @@ def test_the_filter_and_the_score_see_free_space_minus_what_is_held():
     assert "promised to other claims" in verdicts["w1"].text("w1")
 
 
+def test_a_pods_claims_are_summed_per_pool_and_held_where_the_filter_put_them():
+    """A pod with two 60 GiB claims of a class naming no pool, on w1 with pools fast (100 GiB free) and
+    bulk (90 GiB): the first takes fast, the second no longer fits there (40 GiB left) and takes bulk.
+    The filter passes w1 and holds each claim on the pool it was judged in (before, both were judged
+    and held on fast alone). A third claim of 60 GiB fits neither pool once the other two are counted,
+    and its reason says what the pod's other claims take."""
+    from devkit import kube_objects as k
+    from scheduler_extender.reservations import hold_filtered
+    from scheduler_extender.scoring import judge_node, prepare
+
+    pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
+    classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
+    state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
+                               pools=(), resources={}, kube=KubeView(storage_classes=classes),
+                               linstor_synced_at=0, kube_synced_at=0)
+    claims = [Claim(ClaimRef("db", f"data-{i}", f"vol{i}"), True, None, state.get_sc("any"), 60 * GiB)
+              for i in range(3)]
+    two = judge_node("w1", prepare(claims[:2], [None, None], state), state, Weights())
+    assert two.fits
+    ledger = Ledger()
+    hold_filtered(ledger, claims[:2], state, ["w1"], now=0)
+    assert (ledger.held("w1", "fast"), ledger.held("w1", "bulk")) == (60 * GiB, 60 * GiB)
+    three = judge_node("w1", prepare(claims, [None] * 3, state), state, Weights())
+    assert not three.fits
+    assert "60.0GiB for the pod's other claims" in three.failure("w1"), three.failure("w1")
+
+
 def test_what_each_claim_event_means_for_its_hold():
     state = three_nodes()
     ledger = Ledger()
@@ -140,13 +199,16 @@ def test_what_each_claim_event_means_for_its_hold():
 
 
 # --- the live extender ----------------------------------------------------------------------------
-def populated() -> tuple[LinstorEmulator, KubeStandin]:
+def populated(ratio: str | None = "1") -> tuple[LinstorEmulator, KubeStandin]:
     """Pool thindata: 100 GiB free on w1, 70 GiB on w2, 30 GiB on w3; a WaitForFirstConsumer class
-    without remote access; claims of 60 GiB (more than half of w1's free space) for pods p0..p3."""
+    without remote access; claims of 60 GiB (more than half of w1's free space) for pods p0..p3. The
+    pools' ``MaxOversubscriptionRatio`` is ``ratio``: 1 (no over-commit) makes LINSTOR's rule
+    (``linstor.capacity``) admit what is free; None leaves LINSTOR's default for thin pools, 20."""
     emu = LinstorEmulator()
     for n, free in zip(NAMES, (100, 70, 30), strict=True):
         emu.add_node(n)
-        emu.add_storage_pool(n, "thindata", "LVM_THIN", free_kib=free * 1024**2, total_kib=200 * 1024**2)
+        emu.add_storage_pool(n, "thindata", "LVM_THIN", free_kib=free * 1024**2, total_kib=200 * 1024**2,
+                             props={} if ratio is None else {"MaxOversubscriptionRatio": ratio})
     ks = KubeStandin()
     for i, n in enumerate(NAMES):
         ks.add(k.node(n, zone=f"z{i}"))
@@ -157,8 +219,11 @@ def populated() -> tuple[LinstorEmulator, KubeStandin]:
 
 
 @contextlib.contextmanager
-def cluster(**app_kwargs):
-    emu, ks = populated()
+def cluster(*, ratio: str | None = "1", setup=None, **app_kwargs):
+    """The live extender over ``populated(ratio)``; ``setup(emu, ks)`` changes the cluster before it starts."""
+    emu, ks = populated(ratio)
+    if setup is not None:
+        setup(emu, ks)
     with emu.serve() as lsrv, ks.serve() as ksrv:
         client = LinstorClient(lsrv.url, timeout=2.0, retries=1)
         app = build_live_app(client, ks.api_client(ksrv.url), use_events=False, **app_kwargs)

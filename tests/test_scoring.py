@@ -185,3 +185,39 @@ def test_evacuating_node_is_filtered():
 
     info = index_nodes([lnode("w9", flags=["EVACUATE"])], [])["w9"]
     assert node_problem(info) == "LINSTOR node {node} is being evacuated"
+
+
+def test_a_replica_fencing_judges_lost_keeps_only_its_volume_s_pods_off_that_node():
+    """Fencing's record names pvc-r lost on n3 only (one resource's connection cut there): a pod of
+    pvc-r is refused n3, judged alone even where the index lists no replica of it (the record can be
+    ahead of the index) and never by the verdict of n3's class; a pod of another volume is not."""
+    import dataclasses
+
+    from linstor_scheduler.volumes import resolve_pod_claims
+    from scheduler_extender.scoring import LOST_REPLICA, judge_many, judge_node, node_class, prepare
+
+    from .cluster import build, lnode, lpool, lres
+
+    names = ["n1", "n2", "n3"]
+    state = build([lnode(n) for n in names], [lpool(n, free_gib=100) for n in names],
+                  [lres("pvc-r", "n1"), lres("pvc-s", "n1")],
+                  [*(k.node(n) for n in names), k.storage_class("r2", remote=True),
+                   *k.bound_volume("data", "pvc-r", storage_class="r2"),
+                   *k.bound_volume("logs", "pvc-s", storage_class="r2")])
+    state = dataclasses.replace(state, kube=dataclasses.replace(state.kube, lost_replicas=frozenset({("pvc-r", "n3")})))
+    ids: dict = {}
+    classes = {n: ids.setdefault(node_class(n, state), len(ids)) for n in names}
+    assert classes["n2"] == classes["n3"], "the same class: only the record tells them apart"
+    for claim, refused in (("data", {"n3"}), ("logs", set())):
+        pod = k.pod("p", claims=[claim])
+        claims = [c for c in resolve_pod_claims(pod, state.get_pvc, state.get_pv, state.get_sc) if c.is_linstor]
+        contexts = prepare(claims, [state.resources.get(c.resource) for c in claims], state)
+        many = judge_many(names, contexts, state, Weights(), classes)
+        assert {n for n, v in many.items() if not v.fits} == refused
+        assert {n: (v.fits, v.score) for n, v in many.items()} == {
+            n: (v.fits, v.score) for n, v in ((n, judge_node(n, contexts, state, Weights())) for n in names)}
+    assert many["n3"].fits
+    data = prepare([c for c in resolve_pod_claims(k.pod("p", claims=["data"]), state.get_pvc, state.get_pv,
+                                                     state.get_sc) if c.is_linstor], [state.resources["pvc-r"]], state)
+    assert judge_node("n3", data, state, Weights()).failure("n3") == \
+        LOST_REPLICA.replace("{label}", data[0].claim.label).replace("{node}", "n3")

@@ -349,9 +349,31 @@ def test_a_uname_system_id_inside_the_pod_is_the_hosts(lvm, emu, host):
     assert writes(emu) == [], "a VG that looks foreign is never registered nor pruned"
 
 
-def test_a_host_uts_namespace_that_cannot_be_opened_fails_the_scan_with_its_name(tmp_path):
-    """The mount missing: the scan fails (the pass writes nothing) and says which path and why."""
+def fake_lvm(directory: Path, system_id_source: str) -> str:
+    """An ``lvm`` that answers ``lvmconfig ... global/system_id_source`` with ``system_id_source`` and
+    everything else with nothing (a host without VGs)."""
+    script = directory / "lvm"
+    script.write_text('#!/bin/sh\ncase "$*" in\n'
+                      f'  *global/system_id_source*) echo \'system_id_source="{system_id_source}"\';;\n'
+                      '  vgs*) echo \'{"report": [{"vg": []}]}\';;\n'
+                      '  lvs*) echo \'{"report": [{"lv": []}]}\';;\n'
+                      'esac\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_host_uts_namespace_that_cannot_be_opened_fails_a_uname_scan_with_its_name(tmp_path):
+    """The mount missing while the host takes its system ID from uname: the scan fails (the pass
+    writes nothing) and says which path and why."""
     from storage_sync.lvm import LvmError
 
     with pytest.raises(LvmError, match=r"the host's UTS namespace .*/gone: No such file or directory"):
-        LvmCommand(host_uts=str(tmp_path / "gone"), lvm="true").scan()
+        LvmCommand(host_uts=str(tmp_path / "gone"), lvm=fake_lvm(tmp_path, "uname")).scan()
+
+
+@pytest.mark.parametrize("source", ["none", "lvmlocal", "machineid", "file"])
+def test_no_namespace_is_joined_when_the_system_id_does_not_come_from_uname(tmp_path, source):
+    """Only uname reads the nodename: with any other source the host's namespace is not even opened
+    (a sandbox that refuses opening PID 1's namespaces does not stop the scan)."""
+    inventory = LvmCommand(host_uts=str(tmp_path / "gone"), lvm=fake_lvm(tmp_path, source)).scan()
+    assert inventory.volume_groups == ()

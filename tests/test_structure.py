@@ -145,4 +145,4 @@ def test_the_installed_entry_points_give_every_subcommand(monkeypatch):
 
     found = _commands(monkeypatch, list(cli.entry_points(group=cli.COMMANDS_GROUP)))
     assert found == {"extender", "explain", "snapshot", "webhook", "sync-node", "sync-classes", "fencing", "demo",
-                     "locality", "locality-exporter", "drill"}
+                     "locality", "locality-exporter", "drill", "affinity", "affinity-sync"}

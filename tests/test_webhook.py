@@ -283,9 +283,10 @@ def test_an_unready_webhook_still_judges_from_its_lookups_and_readyz_says_503():
     assert ready.status_code == 503 and ready.json()["ready"] is False
 
 
-def test_a_claim_that_cannot_be_looked_up_is_a_503_never_not_ours():
-    """A failed look-up is not "no LINSTOR volume": the answer is a 503 Status with the reason, and
-    the API server applies the webhook's failurePolicy. Another claim known to be LINSTOR decides."""
+def test_a_claim_that_cannot_be_looked_up_is_sent_to_the_profile_never_not_ours():
+    """A failed look-up is not "no LINSTOR volume": the unknown-claims rule (docs/install.md) sends
+    the pod to the linstor profile, counts it ``unknown`` and names the reason to ``on_unknown``
+    (the Warning Event). Another claim known to be LINSTOR decides as ever (``mutated``)."""
     from admission.review import LookupFailed
     from linstor_scheduler.volumes import StorageClassInfo
 
@@ -296,19 +297,20 @@ def test_a_claim_that_cannot_be_looked_up_is_a_503_never_not_ours():
 
     sc = StorageClassInfo.from_object(k.storage_class("linstor-r2"))
     metrics = WebhookMetrics()
+    told = []
     app = create_app(SchedulerNameMutator(Lookups(failing, lambda _: None, lambda _: sc)), is_ready=lambda: True,
-                     metrics=metrics)
+                     metrics=metrics, on_unknown=lambda pod, ns, reason: told.append((pod["metadata"]["name"], reason)))
     with ServerThread(app) as srv:
         alone = httpx.post(srv.url + "/mutate", json=review(as_created(k.pod("a", claims=["unreadable"]))))
         beside = httpx.post(srv.url + "/mutate",
                             json=review(as_created(k.pod("b", claims=["unreadable", "ok"]))))
-    assert alone.status_code == 503
-    status = alone.json()
-    assert status["kind"] == "Status" and status["code"] == 503 and status["reason"] == "ServiceUnavailable"
-    assert "cannot judge this pod" in status["message"] and "429 Too Many Requests" in status["message"]
-    assert "Retry-After" not in alone.headers
+    assert alone.status_code == 200 and alone.json()["response"]["patchType"] == "JSONPatch"
+    assert orjson.loads(base64.b64decode(alone.json()["response"]["patch"])) == [
+        {"op": "add", "path": "/spec/schedulerName", "value": "linstor"}]
+    assert [name for name, _ in told] == ["a"] and "429 Too Many Requests" in told[0][1]
     assert beside.status_code == 200 and beside.json()["response"]["patchType"] == "JSONPatch"
     assert metrics.reviews.labels("unknown")._value.get() == 1
+    assert metrics.reviews.labels("mutated")._value.get() == 1
 
 
 def test_scheduler_name_is_configurable():
@@ -417,7 +419,7 @@ def test_a_mounted_certificate_is_renewed_without_a_restart(tmp_path):
                "LINSTOR_SCHEDULER_PORT": str(port), "LINSTOR_SCHEDULER_LISTEN_ADDRESS": "127.0.0.1",
                "LINSTOR_SCHEDULER_METRICS_PORT": str(metrics_port), "LINSTOR_SCHEDULER_METRICS_ADDRESS": "127.0.0.1",
                "LINSTOR_SCHEDULER_TLS_CERT_FILE": secret.path("tls.crt"),
-               "LINSTOR_SCHEDULER_TLS_KEY_FILE": secret.path("tls.key")}
+               "LINSTOR_SCHEDULER_TLS_KEY_FILE": secret.path("tls.key"), "LINSTOR_SCHEDULER_DRAIN_SECONDS": "0"}
         child = subprocess.Popen([sys.executable, "-m", "linstor_scheduler.cli", "webhook"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -16,7 +16,9 @@ Environment Variables", "Accessing the Kubernetes API from a Pod"):
   ``envFrom`` ConfigMaps, as the kubelet orders them; ``args`` after the image's entry point.
 - volumes: emptyDir as a tmpfs (mode 0777, as the kubelet makes it), hostPath as a bind mount of the
   same host path (``DirectoryOrCreate`` creates it), configMap as files of its data (read-only), a
-  secret from the ``secrets`` given or, when the volume is optional and the Secret absent, empty.
+  secret from the ``secrets`` given or, when the volume is optional and the Secret absent, empty;
+  with the pod's ``fsGroup``, configMap and secret files belong to that group and are group-readable
+  whatever their ``defaultMode`` (the kubelet's SetVolumeOwnership).
 - the service account (``automountServiceAccountToken`` not false): token, ca.crt and namespace at
   /var/run/secrets/kubernetes.io/serviceaccount and ``KUBERNETES_SERVICE_HOST``/``_PORT``, which is
   how the client library finds the API server in a pod (``load_incluster_config``).
@@ -27,6 +29,7 @@ Environment Variables", "Accessing the Kubernetes API from a Pod"):
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -148,7 +151,8 @@ def podman_args(workload: Workload, container: str, *, image: str, workdir: Path
     mounts = c.get("volumeMounts") or []
     for mount in mounts:
         argv += _mount(workload, volumes[mount["name"]], mount, workdir / "volumes", secrets or {},
-                       nested=[m["mountPath"] for m in mounts if m["mountPath"].startswith(mount["mountPath"] + "/")])
+                       nested=[m["mountPath"] for m in mounts if m["mountPath"].startswith(mount["mountPath"] + "/")],
+                       fs_group=pod_sc.get("fsGroup"))
     if kube is not None and spec.get("automountServiceAccountToken", True):
         sa = workdir / "serviceaccount"
         sa.mkdir(parents=True, exist_ok=True)
@@ -170,7 +174,7 @@ def podman_args(workload: Workload, container: str, *, image: str, workdir: Path
 
 
 def _mount(workload: Workload, volume: dict[str, Any], mount: dict[str, Any], workdir: Path,
-           secrets: dict[str, dict[str, bytes]], nested: list[str]) -> list[str]:
+           secrets: dict[str, dict[str, bytes]], nested: list[str], fs_group: int | None = None) -> list[str]:
     """``nested``: mount paths beneath this one. The kubelet makes their mount points inside a
     configMap or secret volume's files (pkg/volume/util/nested_volumes.go, MakeNestedMountpoints),
     since the runtime cannot create them in the read-only volume."""
@@ -210,6 +214,15 @@ def _mount(workload: Workload, volume: dict[str, Any], mount: dict[str, Any], wo
     for key, data in files.items():
         (directory / key).write_bytes(data)
         (directory / key).chmod(mode)
+    if fs_group is not None:
+        # The kubelet hands the volume to the pod's fsGroup (pkg/volume/volume_linux.go,
+        # SetVolumeOwnership): group ownership fsGroup, the read-only mask (0440, secret and configMap
+        # volumes are read-only) added to each file's mode, setgid on the directory.
+        os.chown(directory, -1, int(fs_group))
+        directory.chmod(directory.stat().st_mode | 0o2550)
+        for key in files:
+            os.chown(directory / key, -1, int(fs_group))
+            (directory / key).chmod(mode | 0o440)
     for path in nested:
         (directory / Path(path).relative_to(target)).mkdir(parents=True, exist_ok=True)
     return ["--volume", f"{directory}:{target}:ro"]

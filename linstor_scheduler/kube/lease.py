@@ -17,7 +17,10 @@ watches are another story), so no standby would ever take over. While ``eligible
 elector releases the Lease it holds and does not campaign; a standby that sees can then lead.
 The Lease also carries what a successor needs (``annotations``, written with every renewal and
 kept on release; ``inherited``: what the Lease carried when we took it over), e.g. fencing's grace
-timers. Deadlines use ``CLOCK_BOOTTIME`` (linstor_scheduler.clock): a suspended leader wakes up knowing its
+timers, and ``inherited_skew``: how far the predecessor's wall clock looked behind ours at its last
+renewal (our wall clock when we first saw that renewal, minus the ``renewTime`` it wrote; with
+clocks that agree, only how late we looked), so a successor can tell a record written by a slow
+clock. Deadlines use ``CLOCK_BOOTTIME`` (linstor_scheduler.clock): a suspended leader wakes up knowing its
 Lease ran out meanwhile. Every call has the client's deadline (``client.timed_client``).
 """
 
@@ -85,6 +88,7 @@ class LeaderElector:
         # are those the Lease carried when we took it over (the predecessor's last word).
         self.annotations: dict[str, str] = {}
         self.inherited: dict[str, str] = {}
+        self.inherited_skew: float | None = None  # see the module's docstring; None: no renewTime to measure
 
     # --- the decision, one step at a time (tests drive this with a fake clock) -----------------
     @property
@@ -150,7 +154,7 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self.annotations, self.inherited = {}, {}
+            self.annotations, self.inherited, self.inherited_skew = {}, {}, None
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec(0, None)}
             try:
@@ -175,6 +179,7 @@ class LeaderElector:
         found = dict(lease.metadata.annotations or {})
         if holder != self.identity or not self.is_leader:  # taking it over: what the predecessor left
             self.annotations, self.inherited = {}, found
+            self.inherited_skew = self._skew(spec.renew_time)
         acquired = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if (
             holder == self.identity and spec.acquire_time) else None
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -190,6 +195,16 @@ class LeaderElector:
                 return
             raise
         self._renewed_at, self.holder = started, self.identity
+
+    def _skew(self, renewed: Any) -> float | None:
+        """Our wall clock when we first saw the Lease as it is now, minus the ``renewTime`` its
+        holder wrote (its wall clock): how far its clock is behind ours, plus how late we looked."""
+        if not isinstance(renewed, dt.datetime):
+            return None
+        if renewed.tzinfo is None:
+            renewed = renewed.replace(tzinfo=dt.UTC)
+        seen = self.wall_clock() - (self.clock() - self._observed_at)
+        return seen - renewed.timestamp()
 
     def release(self) -> None:
         """On graceful shutdown: hand the Lease over at once instead of after ``lease_seconds``."""

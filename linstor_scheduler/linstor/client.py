@@ -29,9 +29,24 @@ import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .compact import ArraySplitter, NodeItem, ResourceDefinitionItem, ResourceItem, StoragePoolItem
+from .compact import (
+    ArraySplitter,
+    NodeItem,
+    ResourceDefinitionItem,
+    ResourceItem,
+    StoragePoolDefinitionItem,
+    StoragePoolItem,
+)
 from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, LinstorUnavailable
-from .models import ApiCallRc, Node, Resource, ResourceDefinition, ResourceGroup, StoragePool
+from .models import (
+    ApiCallRc,
+    Node,
+    Resource,
+    ResourceDefinition,
+    ResourceGroup,
+    StoragePool,
+    StoragePoolDefinition,
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -281,8 +296,13 @@ class LinstorClient:
         return await self._get_compact("/v1/nodes", NodeItem)
 
     async def get_storage_pools_compact(self) -> list[StoragePoolItem]:
-        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB)."""
+        """``/v1/view/storage-pools`` as compact records (where, kind, free and total KiB, props)."""
         return await self._get_compact("/v1/view/storage-pools", StoragePoolItem)
+
+    async def get_storage_pool_definitions_compact(self) -> list[StoragePoolDefinitionItem]:
+        """``/v1/storage-pool-definitions`` as compact records (name, props: the over-subscription
+        ratios a pool inherits; ``linstor.capacity``)."""
+        return await self._get_compact("/v1/storage-pool-definitions", StoragePoolDefinitionItem)
 
     async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]:
         """``/v1/resource-definitions`` as compact records (name, group, props): fencing's poll."""
@@ -299,6 +319,32 @@ class LinstorClient:
 
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
+
+    async def get_resource_definition(self, name: str) -> ResourceDefinition | None:
+        """One resource definition (its properties), None when LINSTOR has none of that name."""
+        resp = await self._request("GET", f"/v1/resource-definitions/{quote(name, safe='')}")
+        if resp.status_code == 404:
+            return None
+        self._check(resp)
+        try:
+            return ResourceDefinition.model_validate(orjson.loads(resp.content))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise LinstorProtocolError(f"GET /v1/resource-definitions/{name}: unexpected body: {exc}") from None
+
+    async def modify_resource_definition(self, name: str, *, override_props: dict[str, str] | None = None,
+                                         delete_props: list[str] | None = None) -> list[ApiCallRc]:
+        """``PUT /v1/resource-definitions/{name}`` (ResourceDefinitionModify): set and delete properties.
+        Not retried (a write); a lost answer raises ``LinstorUnavailable``."""
+        body: dict[str, Any] = {}
+        if override_props:
+            body["override_props"] = override_props
+        if delete_props:
+            body["delete_props"] = delete_props
+        resp = await self._request("PUT", f"/v1/resource-definitions/{quote(name, safe='')}", body=body)
+        return self._check(resp)
+
+    async def get_storage_pool_definitions(self) -> list[StoragePoolDefinition]:
+        return await self._get_list("/v1/storage-pool-definitions", StoragePoolDefinition)
 
     async def get_resource_groups(self) -> list[ResourceGroup]:
         return await self._get_list("/v1/resource-groups", ResourceGroup)

@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 
 from ..drbd_quorum import AUTO_QUORUM_KEY, MINIMUM_REDUNDANCY_KEY, ON_NO_QUORUM_KEY, QUORUM_KEY
-from .models import DISKLESS_FLAGS, DISKLESS_PROVIDERS, IGNORED_RESOURCE_FLAGS
+from . import capacity
+from .models import DISKLESS_FLAGS, DISKLESS_PROVIDERS, IGNORED_RESOURCE_FLAGS, reserved_kib
 
 
 class ReplicationStateItem(msgspec.Struct, frozen=True, gc=False):
@@ -33,8 +34,32 @@ class VolumeStateItem(msgspec.Struct, frozen=True, gc=False):
     replication_states: dict[str, ReplicationStateItem] = {}
 
 
+class LayerSizeItem(msgspec.Struct, frozen=True, gc=False):
+    usable_size_kib: int | None = None
+
+
+class VolumeLayerItem(msgspec.Struct, frozen=True, gc=False):
+    type: str = ""
+    data: LayerSizeItem | None = None
+
+
 class VolumeItem(msgspec.Struct, frozen=True, gc=False):
+    """A volume of a ``/v1/view/resources`` item: its disk state, and where it sits and how much of its
+    pool LINSTOR counts as reserved for it (``reserved_kib``)."""
+
     state: VolumeStateItem | None = None
+    storage_pool_name: str | None = None
+    usable_size_kib: int | None = None
+    layer_data_list: list[VolumeLayerItem] = []
+
+    @property
+    def reserved_kib(self) -> int:
+        """What LINSTOR reserves of the volume's pool for it: its storage layer's usable size
+        (FreeCapacityAutoPoolSelectorUtils ``getReservedSum``: ``getUsableSize()`` of the pool's
+        storage-layer volume data; ``layer_data_list[type=STORAGE].data.usable_size_kib`` in REST).
+        The volume's own ``usable_size_kib`` (in the spec, not set by linstor-server's
+        ``Json.apiToVolume``) stands in where no storage layer says; else 0."""
+        return reserved_kib(self)
 
 
 class ResourceStateItem(msgspec.Struct, frozen=True, gc=False):
@@ -90,6 +115,22 @@ class NodeItem(msgspec.Struct, frozen=True, gc=False):
         return bool({f.upper() for f in self.flags} & {"EVACUATE", "EVICTED"})
 
 
+class RatioProps(msgspec.Struct, frozen=True, gc=False):
+    """Of a pool's (or a pool definition's) props, the three over-subscription ratios
+    (``linstor.capacity``), each under its LINSTOR key; every other key is skipped by the decoder, so
+    a read of 10,000 pools keeps no dict of ``StorDriver/...`` strings while the resources stream.
+    Read like the props mapping (``get``)."""
+
+    max_ratio: str | None = msgspec.field(name=capacity.MAX_RATIO, default=None)
+    max_free_ratio: str | None = msgspec.field(name=capacity.MAX_FREE_RATIO, default=None)
+    max_total_ratio: str | None = msgspec.field(name=capacity.MAX_TOTAL_RATIO, default=None)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = {capacity.MAX_RATIO: self.max_ratio, capacity.MAX_FREE_RATIO: self.max_free_ratio,
+                 capacity.MAX_TOTAL_RATIO: self.max_total_ratio}.get(key)
+        return default if value is None else value
+
+
 class StoragePoolItem(msgspec.Struct, frozen=True, gc=False):
     """One ``/v1/view/storage-pools`` item: where, what kind, how much is free (KiB)."""
 
@@ -98,10 +139,18 @@ class StoragePoolItem(msgspec.Struct, frozen=True, gc=False):
     provider_kind: str = ""
     free_capacity: int | None = None
     total_capacity: int | None = None
+    props: RatioProps = RatioProps()  # of the pool's own props, the over-subscription ratios only
 
     @property
     def diskless(self) -> bool:
         return self.provider_kind.upper() in DISKLESS_PROVIDERS
+
+
+class StoragePoolDefinitionItem(msgspec.Struct, frozen=True, gc=False):
+    """One ``/v1/storage-pool-definitions`` item: the name and the properties its pools inherit."""
+
+    storage_pool_name: str
+    props: RatioProps = RatioProps()
 
 
 # Where one item of a top-level array may end and the next begin. Nested arrays of objects

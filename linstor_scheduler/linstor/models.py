@@ -7,6 +7,9 @@ where the spec's enum says ``Satellite`` (see third_party/linstor/NOTES.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 from pydantic import BaseModel, ConfigDict, Field
 
 DISKLESS_FLAGS = frozenset({"DISKLESS", "DRBD_DISKLESS"})
@@ -43,6 +46,11 @@ class Node(_Model):
     def evacuating(self) -> bool:
         flags = {f.upper() for f in self.flags}
         return bool(flags & {"EVACUATE", "EVICTED"})
+
+
+class StoragePoolDefinition(_Model):
+    storage_pool_name: str
+    props: dict[str, str] = Field(default_factory=dict)
 
 
 class StoragePool(_Model):
@@ -97,13 +105,49 @@ class VolumeState(_Model):
     replication_states: dict[str, ReplicationState] = Field(default_factory=dict)
 
 
+class LayerSize(_Model):
+    usable_size_kib: int | None = None
+
+
+class VolumeLayer(_Model):
+    type: str = ""
+    data: LayerSize | None = None
+
+
 class Volume(_Model):
     volume_number: int | None = None
     storage_pool_name: str | None = None
     provider_kind: str | None = None
     allocated_size_kib: int | None = None
+    usable_size_kib: int | None = None
     flags: list[str] = Field(default_factory=list)
     state: VolumeState | None = None
+    layer_data_list: list[VolumeLayer] = Field(default_factory=list)
+
+    @property
+    def reserved_kib(self) -> int:
+        """What LINSTOR reserves of the volume's pool for it (``reserved_kib``)."""
+        return reserved_kib(self)
+
+
+class _Sized(Protocol):
+    usable_size_kib: int | None
+
+    @property
+    def layer_data_list(self) -> Sequence[Any]: ...
+
+
+def reserved_kib(volume: _Sized) -> int:
+    """What LINSTOR reserves of a volume's storage pool for it: the usable size of its storage layer
+    (FreeCapacityAutoPoolSelectorUtils ``getReservedSum`` sums ``getUsableSize()`` over the pool's
+    storage-layer volume data; REST ``layer_data_list[type=STORAGE].data.usable_size_kib``), the first
+    STORAGE entry (the data device; an external DRBD meta-data device in another pool is not
+    attributed). The volume's own ``usable_size_kib`` stands in where no storage layer says (the spec
+    has it, linstor-server's ``Json.apiToVolume`` does not set it); else 0."""
+    for layer in volume.layer_data_list:
+        if layer.type.upper() == "STORAGE" and layer.data is not None and layer.data.usable_size_kib is not None:
+            return layer.data.usable_size_kib
+    return volume.usable_size_kib or 0
 
 
 class ResourceState(_Model):
