@@ -72,32 +72,9 @@ def resource_item(name: str, node: str, diskless: bool = False) -> dict[str, Any
 
 def full_node(name: str, zone: str) -> dict[str, Any]:
     """A v1.Node as kube-scheduler sends it with nodeCacheCapable: false (~3 KB)."""
-    obj = k.node(name, zone=zone, region="eu-1", labels={"node-role.kubernetes.io/worker": "",
-                                                          "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"})
+    obj = k.full_node(name, zone=zone, region="eu-1")
     obj["metadata"].update({"uid": f"uid-{name}", "resourceVersion": "12345",
-                            "creationTimestamp": "2026-01-01T00:00:00Z",
-                            "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                                            "csi.volume.kubernetes.io/nodeid":
-                                                json.dumps({"linstor.csi.linbit.com": name})}})
-    obj["spec"] = {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}
-    obj["status"].update({
-        "capacity": {"cpu": "32", "memory": "131891432Ki", "pods": "110", "ephemeral-storage": "479151816Ki"},
-        "allocatable": {"cpu": "31800m", "memory": "131276008Ki", "pods": "110", "ephemeral-storage": "441586867213"},
-        "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}, {"type": "Hostname", "address": name}],
-        "nodeInfo": {"machineID": "a" * 32, "systemUUID": "b" * 36, "bootID": "c" * 36,
-                     "kernelVersion": "6.1.0-18-amd64",
-                     "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.13",
-                     "kubeletVersion": "v1.31.2", "kubeProxyVersion": "v1.31.2", "operatingSystem": "linux",
-                     "architecture": "amd64"},
-        "images": [{"names": [f"registry.example/image-{i}@sha256:{'d' * 64}", f"registry.example/image-{i}:v1"],
-                    "sizeBytes": 123456789} for i in range(6)],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-    })
-    obj["status"]["conditions"] += [{"type": t, "status": "False", "reason": f"No{t}",
-                                      "lastHeartbeatTime": "2026-01-01T00:00:00Z",
-                                      "lastTransitionTime": "2026-01-01T00:00:00Z", "message": f"kubelet has no {t}"}
-                                     for t in ("MemoryPressure", "DiskPressure", "PIDPressure")]
+                            "creationTimestamp": "2026-01-01T00:00:00Z"})
     return obj
 
 

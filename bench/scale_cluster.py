@@ -83,14 +83,15 @@ FENCING_LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
 
 def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, pods: int = 0,
                   replicas: int = 3, seed: int = 7) -> None:
-    """``nodes`` Nodes in 3 zones, ``claims`` PVCs bound to PVs of the first resources (every volume a
-    claim when ``claims`` >= ``resources``, as CSI makes them), and ``pods`` running pods labelled
-    on-storage-lost=remove, each on its claim's first replica node and attached there (a
-    VolumeAttachment), as the fencing controller sees a hyper-converged cluster. Objects in the shapes
-    the API server returns (kube_objects: annotations, finalizers, status; the stand-in adds
-    managedFields), claims labelled as a StatefulSet's volumeClaimTemplates label them."""
+    """``nodes`` Nodes in 3 zones, as the kubelet reports them (``kube_objects.full_node``), ``claims``
+    PVCs bound to PVs of the first resources (every volume a claim when ``claims`` >= ``resources``, as
+    CSI makes them), and ``pods`` running pods labelled on-storage-lost=remove, each a StatefulSet's,
+    on its claim's first replica node and attached there (a VolumeAttachment), as the fencing
+    controller sees a hyper-converged cluster. Objects in the shapes the API server returns
+    (kube_objects: annotations, finalizers, status; the stand-in adds managedFields), claims labelled
+    as a StatefulSet's volumeClaimTemplates label them."""
     for i, name in enumerate(node_names(nodes)):
-        ks.add(k.node(name, zone=f"zone-{i % 3}", region="eu-1"))
+        ks.add(k.full_node(name, zone=f"zone-{i % 3}", region="eu-1"))
     ks.add(k.storage_class(STORAGE_CLASS, replicas=3))
     for c in range(min(claims, resources)):
         for obj in k.bound_volume(f"claim-{c}", f"pvc-{c:06d}", storage_class=STORAGE_CLASS,
@@ -99,6 +100,10 @@ def populate_kube(ks: KubeStandin, nodes: int, claims: int, resources: int, *, p
     for c, node in fenced_pod_nodes(nodes, resources, min(pods, claims, resources), replicas, seed).items():
         pod = k.pod(fenced_pod_name(c), claims=[f"claim-{c}"], labels=dict(FENCING_LABEL), node_name=node)
         pod["status"]["phase"] = "Running"
+        # a StatefulSet's pod, as fencing's NoController rule asks (a pod nothing recreates is refused)
+        pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                               "name": fenced_pod_name(c), "uid": str(uuid.UUID(int=c)),
+                                               "controller": True, "blockOwnerDeletion": True}]
         ks.add(pod)
         ks.add(k.volume_attachment(f"pvc-{c:06d}", node))
 

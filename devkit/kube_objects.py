@@ -6,6 +6,7 @@ our own readers; nothing here is used by production code paths.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -30,6 +31,37 @@ def node(name: str, *, zone: str | None = None, region: str | None = None, ready
         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                    "reason": "KubeletReady" if ready else "NodeStatusUnknown"}]},
     }
+
+
+def full_node(name: str, *, zone: str | None = None, region: str | None = None, ready: bool = True) -> dict[str, Any]:
+    """A Node as the kubelet registers and reports it (~3 KB of JSON before the API server's
+    managedFields): the kubelet's labels and annotations, capacity, allocatable, addresses,
+    nodeInfo, images (the kubelet reports up to 50; 6 here), daemonEndpoints and four conditions.
+    What a component that follows every Node receives from its informer."""
+    labels = {"node-role.kubernetes.io/worker": "", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+    obj = node(name, zone=zone, region=region, ready=ready, labels=labels)
+    obj["metadata"]["annotations"] = {"node.alpha.kubernetes.io/ttl": "0",
+                                      "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                                      "csi.volume.kubernetes.io/nodeid": json.dumps({CSI_DRIVER: name})}
+    obj["spec"] = {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}
+    obj["status"].update({
+        "capacity": {"cpu": "32", "memory": "131891432Ki", "pods": "110", "ephemeral-storage": "479151816Ki"},
+        "allocatable": {"cpu": "31800m", "memory": "131276008Ki", "pods": "110", "ephemeral-storage": "441586867213"},
+        "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}, {"type": "Hostname", "address": name}],
+        "nodeInfo": {"machineID": "a" * 32, "systemUUID": "b" * 36, "bootID": "c" * 36,
+                     "kernelVersion": "6.1.0-18-amd64",
+                     "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "containerd://1.7.13",
+                     "kubeletVersion": "v1.31.2", "kubeProxyVersion": "v1.31.2", "operatingSystem": "linux",
+                     "architecture": "amd64"},
+        "images": [{"names": [f"registry.example/image-{i}@sha256:{'d' * 64}", f"registry.example/image-{i}:v1"],
+                    "sizeBytes": 123456789} for i in range(6)],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+    })
+    obj["status"]["conditions"] += [{"type": t, "status": "False", "reason": f"No{t}",
+                                      "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                                      "lastTransitionTime": "2026-01-01T00:00:00Z", "message": f"kubelet has no {t}"}
+                                     for t in ("MemoryPressure", "DiskPressure", "PIDPressure")]
+    return obj
 
 
 def storage_class(name: str, *, pool: str | None = "thindata", replicas: int | None = 2,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from linstor_scheduler.kube.client import retry_after_seconds
 from linstor_scheduler.volumes import CSI_DRIVER
 
 from . import intents
+from .records import AttachmentRecord, NodeRecord, as_attachment, attachment_object, node_object
 
 log = logging.getLogger(__name__)
 TAINT_KEY = intents.TAINT_KEY
@@ -148,7 +150,8 @@ class KubeActions:
             return _answer(exc, f"evict pod {namespace}/{name}")
         return Answer(Outcome.DONE)
 
-    def delete_attachment(self, attachment: dict[str, Any]) -> Answer:
+    def delete_attachment(self, attachment: AttachmentRecord | dict[str, Any]) -> Answer:
+        attachment = attachment_object(attachment)
         meta = attachment.get("metadata") or {}
         spec = attachment.get("spec") or {}
         if spec.get("attacher") != CSI_DRIVER:  # belt and braces: never another driver's attachment
@@ -160,8 +163,10 @@ class KubeActions:
             return _answer(exc, f"delete VolumeAttachment {meta.get('name')}")
         return Answer(Outcome.DONE)
 
-    def set_taint(self, node: dict[str, Any], present: bool) -> Answer:
-        """Add or remove our NoSchedule taint; the resourceVersion guards against lost updates."""
+    def set_taint(self, node: NodeRecord | dict[str, Any], present: bool) -> Answer:
+        """Add or remove our NoSchedule taint; the resourceVersion guards against lost updates. Every
+        other taint is sent back as it was."""
+        node = node_object(node)
         meta = node.get("metadata") or {}
         taints = [t for t in (node.get("spec") or {}).get("taints") or [] if not _ours(t)]
         if present:
@@ -186,21 +191,25 @@ def _ours(taint: dict[str, Any]) -> bool:
     return taint.get("key") == TAINT_KEY or taint.get("key") in OLD_TAINT_KEYS
 
 
-def has_taint(node: dict[str, Any] | None) -> bool:
-    """The node carries our taint (or the one earlier versions set)."""
+def has_taint(node: NodeRecord | dict[str, Any] | None) -> bool:
+    """The node (its record, or the object of a live read) carries our taint (or the one earlier
+    versions set)."""
+    if isinstance(node, NodeRecord):
+        return any(key == "key" and (value == TAINT_KEY or value in OLD_TAINT_KEYS)
+                   for taint in node.taints for key, value in taint)
     return any(_ours(t) for t in ((node or {}).get("spec") or {}).get("taints") or [])
 
 
-AttachmentIndex = dict[str, dict[str, list[dict[str, Any]]]]  # PV -> node -> our VolumeAttachments
+AttachmentIndex = dict[str, dict[str, list[AttachmentRecord]]]  # PV -> node -> our VolumeAttachments
 
 
-def index_attachments(attachments: list[dict[str, Any]]) -> AttachmentIndex:
-    """Ours only (attacher linstor.csi.linbit.com), by PV and node: one pass over the list per pass."""
+def index_attachments(attachments: Iterable[AttachmentRecord | dict[str, Any]]) -> AttachmentIndex:
+    """Ours only (attacher linstor.csi.linbit.com), by PV and node: one pass over the list per pass.
+    The informer keeps only ours, as records (``records.attachment_record``); an object is read
+    into one, or skipped when it is not ours."""
     index: AttachmentIndex = {}
     for va in attachments:
-        spec = va.get("spec") or {}
-        pv = (spec.get("source") or {}).get("persistentVolumeName")
-        if spec.get("attacher") != CSI_DRIVER or not pv or not spec.get("nodeName"):
-            continue
-        index.setdefault(pv, {}).setdefault(spec["nodeName"], []).append(va)
+        record = as_attachment(va)
+        if record is not None:
+            index.setdefault(record.pv, {}).setdefault(record.node, []).append(record)
     return index

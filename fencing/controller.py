@@ -88,6 +88,7 @@ from .observe import (
     resource_states,
     storage_nodes,
 )
+from .records import node_object
 from .verdict import (
     FENCE,
     HEALTHY,
@@ -365,7 +366,14 @@ class FencingController:
                              ok="fencing pass loop running")
 
     async def _read_linstor(self, started: float) -> None:
+        """One complete LINSTOR read, with no cyclic GC meanwhile (as the extender's poll,
+        ``refresh.Syncer``): the read makes ~100,000 replica records and their containers, and the
+        collections they triggered rescanned them as they grew, a quarter of the read's CPU
+        (measured in-process at 100,000 replicas: 1.15-1.32 s with collections, 0.84-0.92 s
+        without). Nothing the read makes forms a cycle; the pass ends with ``_settle_gc``."""
         bound = self.settings.max_staleness
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             # A read that takes longer than the bound could only be stale: it is abandoned at the
             # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
@@ -382,6 +390,8 @@ class FencingController:
             self.metrics.reads.labels("linstor", "error").inc()
             log.warning("%s", self.read_error)
         finally:
+            if collecting:
+                gc.enable()
             self.beat = self.clock()
 
     def _staleness(self, now: float, kube: KubeObjects | None) -> str | None:
@@ -745,9 +755,11 @@ class FencingController:
     async def _taint(self, node: str, kube: KubeObjects, resources: tuple[str, ...], why: str,
                      report: PassReport) -> None:
         """Keep the scheduler off the node while we act on it (never in a storm: no write gets here then)."""
-        obj = kube.nodes.get(node)
-        if obj is None or has_taint(obj) or any(kind == "taint" and what == node for kind, what, _ in report.actions):
+        record = kube.nodes.get(node)
+        if record is None or has_taint(record) or any(kind == "taint" and what == node
+                                                      for kind, what, _ in report.actions):
             return  # once per node per pass, whatever the answer
+        obj = node_object(record)
         answer = await self._execute(plan.taint(node, obj, resources, why), self._ctx, report)
         if answer is None:
             return  # a guard holds it (the pass's own guards: dry run, stale data, storm)
@@ -765,7 +777,7 @@ class FencingController:
             if obj is not None and not has_taint(obj):
                 answer = await self.executor.execute(plan.taint(node, obj, resources, why), report)  # seen above
         if not answer.reached and not answer.held:
-            node_obj = {"apiVersion": "v1", "kind": "Node", **(kube.nodes.get(node) or {})}
+            node_obj = node_object(kube.nodes.get(node))
             self.notices.warn_node(node_obj, node, TAINT_FAILED,
                                   f"taint {TAINT_KEY} of node {node} not set (answer {answer.status or ''} "
                                   f"{answer.value}): the scheduler may place pods on the lost node; retried every pass "
@@ -785,7 +797,7 @@ class FencingController:
                        report: PassReport) -> None:
         """Every taint of ours comes off once the node's storage is back and stable, whoever set it
         (an earlier leader, an instance before a restart), also with ``--no-taint``."""
-        tainted = {name: obj for name, obj in kube.nodes.items() if has_taint(obj)}
+        tainted = {name: node_object(record) for name, record in kube.nodes.items() if has_taint(record)}
         steps, self._stable_since = plan.untaints(observed, tainted, self._stable_since, now,
                                                   self.settings.taint_stable_seconds)
         for name in self._stable_since:

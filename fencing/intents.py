@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records import AttachmentRecord, attachment_object
 from .verdict import FENCE, REFUSE, Observed, PodDecision, PodState, judge_volume, witnesses
 
 TAINT = "taint"
@@ -128,7 +129,7 @@ def event(obj: dict[str, Any], event_type: str, reason: str, message: str) -> In
                   event_type=event_type)
 
 
-Attachments = Mapping[str, Mapping[str, Sequence[dict[str, Any]]]]  # PV -> node -> our VolumeAttachments
+Attachments = Mapping[str, Mapping[str, Sequence[AttachmentRecord]]]  # PV -> node -> our VolumeAttachments
 
 
 def detachments(observed: Observed, attachments: Attachments, decisions: Sequence[PodDecision], now: float,
@@ -154,19 +155,20 @@ def detachments(observed: Observed, attachments: Attachments, decisions: Sequenc
                     continue  # the pod itself still runs there: the pod goes first
                 verdict = judge_volume(observed.resources.get(vol.resource), vol.resource, node, observed, now, grace)
                 if verdict.verdict == REFUSE:
-                    names = ", ".join(sorted((va.get("metadata") or {}).get("name") or "" for va in vas))
+                    names = ", ".join(sorted(va.name for va in vas))
                     planned.append(Kept(pod, verdict.reason,
                                         f"VolumeAttachment {names} of {vol.pv} on node {node} kept: {verdict.detail}"))
                 if verdict.verdict != FENCE:
                     continue
                 for va in vas:
-                    name = (va.get("metadata") or {}).get("name") or ""
+                    name = va.name
                     if name not in seen:
                         seen.add(name)
                         planned.append(Intent(
                             DETACH, name, node, (vol.resource,), pod, PodDecision(pod, node, FENCE, verdict.reason,
                                                                                   verdict.detail),
-                            va, f"VolumeAttachment {name} of {vol.pv} on lost node {node} deleted: {verdict.detail}",
+                            attachment_object(va),
+                            f"VolumeAttachment {name} of {vol.pv} on lost node {node} deleted: {verdict.detail}",
                             claim=vol.claim))
     return planned
 

@@ -2,7 +2,8 @@
 pass (``--once`` and the fault-matrix tests, where each pass must see exactly the API's state).
 
 Both answer ``objects()`` (None while not synced; claims and volumes as the records of
-``linstor_scheduler.claims``, never the objects) and ``age()`` (seconds the view may lag the API;
+``linstor_scheduler.claims``, Nodes and our VolumeAttachments as those of ``records.py``, never the
+objects) and ``age()`` (seconds the view may lag the API;
 None while unknown), so the staleness guard treats them alike.
 
 The caches are tuned from ``--max-staleness`` (``informer_settings``), so that each way the API
@@ -25,6 +26,8 @@ from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches, bounde
 from linstor_scheduler.volumes import pod_claims
 
 from .observe import ALL, LABELLED, KubeObjects, label_selector
+from .records import TRANSFORMS as RECORD_TRANSFORMS
+from .records import attachment_record, node_record
 
 log = logging.getLogger(__name__)
 KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
@@ -37,13 +40,14 @@ class KubeView(Protocol):
 
 
 def _objects(items: dict[str, list[dict[str, Any]]]) -> KubeObjects:
-    """From one list per kind: claims and volumes read into records, as the caches keep them."""
+    """From one list per kind: claims, volumes, Nodes and our VolumeAttachments read into records, as
+    the caches keep them."""
     return KubeObjects(
         pods=items["Pod"],
         pvcs={object_key(o): claim_record(o) for o in items["PersistentVolumeClaim"]},
         pvs={object_key(o): volume_record(o) for o in items["PersistentVolume"]},
-        nodes={object_key(o): o for o in items["Node"]},
-        attachments=items["VolumeAttachment"])
+        nodes={object_key(o): node_record(o) for o in items["Node"]},
+        attachments=[va for va in map(attachment_record, items["VolumeAttachment"]) if va is not None])
 
 
 def informer_settings(bound: float, api_timeout: float) -> dict[str, float]:
@@ -70,8 +74,9 @@ class CachedKube:
                  select: str = LABELLED) -> None:
         self.bound = bound
         # Claims and volumes as records (linstor_scheduler/claims.py): a PVC + PV pair is ~0.6 KB
-        # instead of ~18 KB as the API server sends it, and every volume of the cluster is one.
-        transforms = {**CLAIM_TRANSFORMS, **({"Pod": with_claims} if select == ALL else {})}
+        # instead of ~18 KB as the API server sends it, and every volume of the cluster is one. Nodes
+        # and our VolumeAttachments as records too (records.py): every Node of the cluster is one.
+        transforms = {**CLAIM_TRANSFORMS, **RECORD_TRANSFORMS, **({"Pod": with_claims} if select == ALL else {})}
         self.caches = KubeCaches(api_client, KINDS, label_selectors={"Pod": label_selector(select)},
                                  transforms=transforms, page_size=RECORD_PAGE_SIZE,
                                  **informer_settings(bound, api_timeout))

@@ -1,10 +1,16 @@
 """Building the observed state from one LINSTOR read and one look at the Kubernetes objects.
 
 The LINSTOR read is all-or-nothing: a failed or garbled answer to any of the five reads raises, and
-the controller then acts on nothing (never on half a view). Kubernetes objects come as raw dicts
-(informer caches or a one-off list), claims and volumes as their records
-(``linstor_scheduler.claims``); the pod -> PVC -> PV -> volumeHandle mapping is the one the
-extender uses (``linstor_scheduler.volumes``).
+the controller then acts on nothing (never on half a view). Pods come as raw dicts (informer
+caches or a one-off list), claims and volumes as their records (``linstor_scheduler.claims``),
+Nodes and our VolumeAttachments as theirs (``records.py``); the pod -> PVC -> PV -> volumeHandle
+mapping is the one the extender uses (``linstor_scheduler.volumes``).
+
+What a read keeps until the next one is small on purpose (two views live while the next read is
+folded, so each byte counts twice at the peak): a replica's peers as one flat tuple (``Peers``),
+the satellites' repeating strings shared (``shared_nodes``), of the storage pools only which
+nodes have a diskful one (``pool_kinds``), of the definitions' properties only the quorum options
+(``compact.QuorumPropsItem``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim
 from linstor_scheduler.linstor.compact import (
@@ -25,8 +33,20 @@ from linstor_scheduler.linstor.compact import (
 from linstor_scheduler.linstor.models import Node, ResourceGroup, StoragePool
 from linstor_scheduler.volumes import resolve_pod_claims
 
+from .records import AttachmentRecord, NodeRecord, as_node
 from .safety import missing_controller, unfenced_volumes
-from .verdict import POLICY_KEYS, NodeState, Observed, PodState, PodVolume, ReplicaState, ResourceState, storage_proof
+from .verdict import (
+    NO_PEERS,
+    POLICY_KEYS,
+    NodeState,
+    Observed,
+    Peers,
+    PodState,
+    PodVolume,
+    ReplicaState,
+    ResourceState,
+    storage_proof,
+)
 
 LABEL = "linstor.csi.linbit.com/on-storage-lost"
 LABEL_VALUE = "remove"
@@ -83,7 +103,7 @@ class LinstorView:
     resources: dict[str, ResourceState]
     controller_props: dict[str, str]
     read_at: float
-    pools: list[StoragePoolItem] | list[StoragePool] = field(default_factory=list)
+    pools: list[PoolKind] | list[StoragePoolItem] | list[StoragePool] = field(default_factory=list)
 
 
 async def read_linstor(client: LinstorReader, read_at: float) -> LinstorView:
@@ -103,13 +123,53 @@ async def read_linstor(client: LinstorReader, read_at: float) -> LinstorView:
     nodes, _, definitions, groups, props, pools = await asyncio.gather(
         client.get_nodes_compact(), stream(), client.get_resource_definitions_compact(),
         client.get_resource_groups(), client.get_controller_properties(), client.get_storage_pools_compact())
-    return LinstorView(nodes, with_policies(replicas, definitions, groups, props), props, read_at, pools)
+    return LinstorView(shared_nodes(nodes), with_policies(replicas, definitions, groups, props), props, read_at,
+                       pool_kinds(pools))
 
 
-def replica_state(item: Any) -> ReplicaState:
+@dataclass(frozen=True, slots=True)
+class PoolKind:
+    """What fencing reads of a storage pool (``storage_nodes``): its node, and whether it is diskless."""
+
+    node_name: str
+    diskless: bool
+
+
+def pool_kinds(pools: Iterable[Any]) -> list[PoolKind]:
+    """One record per (node, diskful or diskless) of the pools listed: the storm breaker's population
+    is all a pass reads of the 10,000 pools of 5,000 nodes (each decoded record ~0.7 KB, kept with the
+    view until the next read)."""
+    kinds: dict[tuple[str, bool], PoolKind] = {}
+    for p in pools:
+        key = (p.node_name, p.diskless)
+        if key not in kinds:
+            kinds[key] = PoolKind(sys.intern(p.node_name), p.diskless)
+    return list(kinds.values())
+
+
+def shared_nodes(nodes: list[Any]) -> list[Any]:
+    """The satellites with their repeating strings as one each (names as the replicas have them,
+    kinds, states, flags): decoded, each is a string of its own per node."""
+    intern = sys.intern
+
+    def shared(n: Any) -> Any:
+        if not isinstance(n, msgspec.Struct):
+            return n  # a model (the drill, tests): as it is
+        return msgspec.structs.replace(
+            n, name=intern(n.name), type=intern(n.type), flags=[intern(f) for f in n.flags] if n.flags else _NO_FLAGS,
+            connection_status=intern(n.connection_status) if n.connection_status else n.connection_status)
+
+    return [shared(n) for n in nodes]
+
+
+_NO_FLAGS: list[str] = []  # shared by every node without flags (never mutated: the records are frozen)
+
+
+def replica_state(item: Any, node: str | None = None) -> ReplicaState:
     """One replica as the verdict sees it, from a compact record or a ``models.Resource`` alike.
-    Node names are interned: each appears in thousands of replicas and peer maps. (The hot path of
-    a 100,000-item read: flags are looked at only when there are any.)"""
+    Node names are interned: each appears in thousands of replicas and peer maps (``node``: the
+    item's, interned already). (The hot path of a 100,000-item read: flags are looked at only when
+    there are any; the record is built with positional arguments.)"""
     layer = item.layer_object
     drbd = layer.find_drbd() if layer is not None else None
     volumes = item.volumes
@@ -118,23 +178,26 @@ def replica_state(item: Any) -> ReplicaState:
     flags = item.flags
     if drbd is not None:
         connections = drbd.connections
-        peers = {sys.intern(peer): conn.connected for peer, conn in connections.items()}
+        flat: list[Any] = []
+        for peer, conn in connections.items():
+            flat += (sys.intern(peer), conn.connected)
+        peers = Peers.from_flat(flat)
         may_promote = drbd.may_promote
         reported = may_promote is not None or bool(connections)
     else:
-        peers, may_promote, reported = {}, None, False
+        peers, may_promote, reported = NO_PEERS, None, False
     state = item.state
-    return ReplicaState(
-        node=sys.intern(item.node_name),
-        diskful=not flags or item.diskful, up_to_date=up_to_date,
-        in_use=bool(state is not None and state.in_use), may_promote=may_promote, peers=peers,
-        ignored=bool(flags) and item.ignored,
-        reported=reported)
+    # ReplicaState(node, diskful, up_to_date, in_use, may_promote, peers, ignored, reported)
+    return ReplicaState(node or sys.intern(item.node_name), not flags or item.diskful, up_to_date,
+                        bool(state is not None and state.in_use), may_promote, peers, bool(flags) and item.ignored,
+                        reported)
 
 
 def add_replicas(replicas: dict[str, dict[str, ReplicaState]], items: Iterable[Any]) -> None:
+    intern = sys.intern
     for item in items:
-        replicas.setdefault(sys.intern(item.name), {})[sys.intern(item.node_name)] = replica_state(item)
+        node = intern(item.node_name)
+        replicas.setdefault(intern(item.name), {})[node] = replica_state(item, node)
 
 
 def with_policies(replicas: Mapping[str, Mapping[str, ReplicaState]], definitions: Iterable[Any],
@@ -175,17 +238,16 @@ class KubeObjects:
     # namespace/name -> the claim's record (linstor_scheduler.claims; an object is read into one)
     pvcs: Mapping[str, ClaimRecord | dict[str, Any]] = field(default_factory=dict)
     pvs: Mapping[str, VolumeRecord | dict[str, Any]] = field(default_factory=dict)
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
+    # name -> the Node's record, VolumeAttachments ours only, as records (records.py; an object is read into one)
+    nodes: Mapping[str, NodeRecord | dict[str, Any]] = field(default_factory=dict)
+    attachments: list[AttachmentRecord] | list[dict[str, Any]] = field(default_factory=list)
 
 
-def kube_ready(node: Obj | None) -> bool | None:
-    if node is None:
-        return None
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False  # a Node without a Ready condition is not known to be ready
+def kube_ready(node: NodeRecord | Obj | None) -> bool | None:
+    """The Node's Ready condition; None for no Node. A Node without a Ready condition is not known
+    to be ready (``records.node_record``)."""
+    record = as_node(node)
+    return None if record is None else record.ready
 
 
 def node_states(view: LinstorView, kube: KubeObjects) -> dict[str, NodeState]:

@@ -23,8 +23,10 @@ by the controller on top of these verdicts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 from linstor_scheduler.drbd_quorum import (
     AUTO_QUORUM_KEY,
@@ -62,6 +64,74 @@ UNFENCED_STORAGE = "UnfencedStorage"  # guards.UnfencedStorageGuard: storage DRB
 UNRESOLVED_VOLUME = "UnresolvedVolume"
 
 
+class Peers(tuple):  # type: ignore[type-arg]
+    """A replica's DRBD peers, peer node -> connection up (True, False, None: unknown), read as a
+    mapping; held as one flat tuple ``(peer, up, peer, up, ...)``. 100,000 replicas each have one:
+    as a dict of two peers that was 184 bytes, a third of a replica's record; this is 72.
+
+    Read-only: ``in``, ``[peer]``, ``get``, ``keys``, ``values``, ``items``, ``len``, iteration over
+    the peer names, equality with another ``Peers`` or any mapping."""
+
+    __slots__ = ()
+
+    def __new__(cls, peers: Mapping[str, bool | None] | Iterable[tuple[str, bool | None]] = ()) -> Peers:
+        pairs = peers.items() if hasattr(peers, "items") else peers
+        return super().__new__(cls, chain.from_iterable(pairs))
+
+    @classmethod
+    def from_flat(cls, flat: Iterable[Any]) -> Peers:
+        """From ``[peer, up, peer, up, ...]`` as is (the read's hot path: 100,000 a pass)."""
+        return tuple.__new__(cls, flat)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple.__getitem__(self, slice(0, None, 2))
+
+    def values(self) -> tuple[bool | None, ...]:
+        return tuple.__getitem__(self, slice(1, None, 2))
+
+    def items(self) -> zip[tuple[str, bool | None]]:
+        return zip(self.keys(), self.values(), strict=True)
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return tuple.__len__(self) // 2
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self.keys()
+
+    def __getitem__(self, peer: str) -> bool | None:  # type: ignore[override]
+        keys = self.keys()
+        if peer not in keys:
+            raise KeyError(peer)
+        return tuple.__getitem__(self, 2 * keys.index(peer) + 1)
+
+    def get(self, peer: str, default: bool | None = None) -> bool | None:
+        keys = self.keys()
+        return tuple.__getitem__(self, 2 * keys.index(peer) + 1) if peer in keys else default
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Peers):
+            return tuple.__eq__(self, other)
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return f"Peers({dict(self.items())!r})"
+
+
+Mapping.register(Peers)
+NO_PEERS = Peers()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
     """One replica of a resource on one node, as LINSTOR last reported it."""
@@ -71,7 +141,7 @@ class ReplicaState:
     up_to_date: bool  # every volume UpToDate
     in_use: bool
     may_promote: bool | None
-    peers: Mapping[str, bool | None] = field(default_factory=dict)  # peer node -> DRBD connection up?
+    peers: Mapping[str, bool | None] = NO_PEERS  # peer node -> DRBD connection up? (``Peers`` as read)
     ignored: bool = False  # DELETE / INACTIVE
     reported: bool = True  # LINSTOR has the satellite's state for it (False: unknown, satellite unreachable)
 
