@@ -70,6 +70,20 @@ from .affinity_plan import (
     next_step,
 )
 
+
+class SavedProps(msgspec.Struct, frozen=True, rename={"intent": SAVED_PROP}):
+    """Of a resource definition's properties, the replacement begun (affinity_plan.SAVED_PROP) only."""
+
+    intent: str | None = None
+
+
+class SavedIntentDefinition(msgspec.Struct, frozen=True):
+    """A ``/v1/resource-definitions`` item as this worker reads it: its name and the replacement its
+    property says was begun (fencing's record of the same items keeps only the quorum options)."""
+
+    name: str
+    saved: SavedProps = msgspec.field(name="props", default_factory=SavedProps)
+
 log = logging.getLogger("linstor_scheduler.affinity_sync")
 
 NOT_BOUND, CLAIM_GONE, CLAIM_DELETING, RESIZING, SNAPSHOTTING, TOO_YOUNG, POD_EXCLUDED = (
@@ -282,7 +296,7 @@ class AffinitySync:
                 nodes_of = diskful.setdefault(r.name, set())
                 if deployed_diskfully(r.flags):
                     nodes_of.add(r.node_name)
-        definitions = await self.linstor.get_resource_definitions_compact()
+        definitions = await self.linstor.get_resource_definitions_compact(SavedIntentDefinition)
         read = self.calls.read
         pvs = await read(self._pages, self.core.list_persistent_volume, slim_pv)
         classes = await read(self._pages, self.storage.list_storage_class, StorageClassInfo.from_object)
@@ -294,7 +308,7 @@ class AffinitySync:
             classes={c.name: c for c in classes},
             node_segments={n.name: segments(n.name, n.props, labels.get(n.name)) for n in nodes},
             diskful=diskful,
-            saved={d.name: d.props[SAVED_PROP] for d in definitions if SAVED_PROP in d.props})
+            saved={d.name: d.saved.intent for d in definitions if d.saved.intent is not None})
 
     async def _read_claims(self, view: View, wanted: set[tuple[str, str]]) -> None:
         def keep(c: dict[str, Any]) -> dict[str, Any] | None:

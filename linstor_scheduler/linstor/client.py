@@ -304,9 +304,11 @@ class LinstorClient:
         ratios a pool inherits; ``linstor.capacity``)."""
         return await self._get_compact("/v1/storage-pool-definitions", StoragePoolDefinitionItem)
 
-    async def get_resource_definitions_compact(self) -> list[ResourceDefinitionItem]:
-        """``/v1/resource-definitions`` as compact records (name, group, props): fencing's poll."""
-        return await self._get_compact("/v1/resource-definitions", ResourceDefinitionItem)
+    async def get_resource_definitions_compact(self, item_type: Any = ResourceDefinitionItem) -> list[Any]:
+        """``/v1/resource-definitions`` as compact records: by default fencing's (name, group, the
+        quorum options); ``item_type`` another msgspec record of the fields a reader needs (each
+        reader decodes its own properties, and skips every other one without building it)."""
+        return await self._get_compact("/v1/resource-definitions", item_type)
 
     async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
         resp = await self._request("GET", path)
