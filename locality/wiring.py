@@ -215,32 +215,12 @@ async def serve_affinity_sync(args: argparse.Namespace, worker: Any, elector: An
                               stop_flag: threading.Event | None = None) -> int:
     """Passes while ``elector`` says we lead, until SIGTERM (or ``stop_flag``); the side port with
     ``/readyz``, ``/healthz`` and the metrics, as sync-classes has them."""
-    from linstor_scheduler.clock import now as boottime
     from linstor_scheduler.kube.metrics import KubeCollector
+    from linstor_scheduler.leader_worker import probes, run_as_leader
     from linstor_scheduler.runtime import Health, run_service
-    from storage_sync.class_sync import leader_readiness, run_as_leader, turning
 
-    api_timeout = worker.calls.timeout
-    pass_bound = args.interval + 20 * max(api_timeout, getattr(args, "linstor_timeout", 10.0))
-    lease_bound = float(getattr(args, "lease_duration", 15.0)) + 3 * api_timeout
-    beats = {"passes": boottime()}
     worker.metrics.registry.register(KubeCollector(calls=worker.calls, recorder=worker.events, elector=elector))
-
-    def ready() -> tuple[bool, str]:
-        return leader_readiness(bool(elector.is_leader), getattr(elector, "holder", None),
-                                getattr(elector, "ineligible", None), worker.read_at, worker.last_error,
-                                boottime(), args.max_staleness)
-
-    def alive() -> tuple[bool, str]:
-        now = boottime()
-        checks = [turning(now, beats["passes"], pass_bound, "the pass loop")]
-        if hasattr(elector, "beat"):
-            checks.append(turning(now, elector.beat, lease_bound, "the Lease loop"))
-        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
-
-    def beat() -> None:
-        beats["passes"] = boottime()
-
+    ready, alive, beat = probes(args, worker, elector, reads="LINSTOR and PersistentVolume read")
     health = Health(worker.metrics.registry, ready, args.listen_address, args.port, alive=alive)
     return await run_service(
         "affinity-sync", lambda stop: run_as_leader(worker, elector, stop, interval=args.interval, beat=beat),

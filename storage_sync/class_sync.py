@@ -21,7 +21,6 @@ core's ``StepAside``, the elector's ``eligible``) so that a standby that sees ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -311,55 +310,3 @@ def leader_view(leader_since: float | None, read_at: float | None, error: str | 
     return True, "leading"
 
 
-def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, read_at: float | None,
-                     error: str | None, now: float, bound: float) -> tuple[bool, str]:
-    """``/readyz``: a standby is ready (it may take over); the leader while its last good read is
-    younger than ``bound``, else not, with the reason."""
-    if not leading:
-        if ineligible:  # we do not read the Lease meanwhile: who holds it now is not ours to say
-            return True, f"standby, stepped aside: {ineligible}"
-        return True, f"standby; leader is {holder or 'unknown'}"
-    if read_at is None:
-        return False, "leading; no good LINSTOR and StorageClass read yet" + (f": {error}" if error else "")
-    age = now - read_at
-    failing = f"; last pass failed: {error}" if error else ""
-    if age > bound:
-        return False, f"leading; last good read {age:.0f}s ago (bound {bound:g}s){failing}"
-    return True, f"leading; last good read {age:.0f}s ago{failing}"
-
-
-def next_wait(leading: bool, interval: float, standby_poll: float, retry_after: float) -> float:
-    """Until the next look: a leader's next pass after ``interval``, and never before a 429's
-    ``Retry-After`` has passed; a standby looks at the Lease every ``standby_poll``."""
-    return max(interval, retry_after) if leading else standby_poll
-
-
-def turning(now: float, beat: float, bound: float, what: str) -> tuple[bool, str]:
-    """``/healthz`` of one loop: it turned within ``bound`` seconds."""
-    idle = now - beat
-    if idle > bound:
-        return False, f"{what} made no progress for {idle:.0f}s (bound {bound:.0f}s)"
-    return True, f"{what} turning"
-
-
-async def run_as_leader(reconciler: ClassReconciler, elector: Any, stop: asyncio.Event, *, interval: float,
-                        standby_poll: float = 1.0, beat: Callable[[], None] | None = None) -> None:
-    """Passes every ``interval`` (at least a 429's ``Retry-After``) while ``elector`` says we lead; a
-    standby only watches the Lease. ``beat`` is called on every turn (``/healthz``).
-
-    The elector renews in its own thread; ``is_leader`` turns false by itself when renewals stop,
-    so a leader cut off from the API server stops writing before another one can start.
-    """
-    while not stop.is_set():
-        if beat:
-            beat()
-        leading = elector.is_leader
-        reconciler.metrics.leader.set(1 if leading else 0)
-        if leading:
-            reconciler.retry_after = 0.0
-            reconciler.last_result = await reconciler.run_pass()
-        else:
-            reconciler.withdraw()
-        wait = next_wait(leading, interval, standby_poll, reconciler.retry_after)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)

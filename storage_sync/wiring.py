@@ -215,33 +215,12 @@ async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector:
     ``/readyz`` (a standby is ready; the leader while its last good read is within
     ``--max-staleness``), ``/healthz`` (the pass loop and the Lease loop both turn), and the Kubernetes
     layer's metrics (calls, Events, the Lease). Tests run exactly this."""
-    from linstor_scheduler.clock import now as boottime
     from linstor_scheduler.kube.metrics import KubeCollector
+    from linstor_scheduler.leader_worker import probes, run_as_leader
 
-    from .class_sync import leader_readiness, run_as_leader, turning
-
-    api_timeout = reconciler.calls.timeout
-    pass_bound = args.interval + 20 * max(api_timeout, getattr(args, "linstor_timeout", 10.0))
-    lease_bound = float(getattr(args, "lease_duration", 15.0)) + 3 * api_timeout
-    beats = {"passes": boottime()}
     reconciler.metrics.registry.register(KubeCollector(calls=reconciler.calls, recorder=reconciler.events,
                                                        elector=elector))
-
-    def ready() -> tuple[bool, str]:
-        return leader_readiness(bool(elector.is_leader), getattr(elector, "holder", None),
-                                getattr(elector, "ineligible", None), reconciler.read_at, reconciler.last_error,
-                                boottime(), args.max_staleness)
-
-    def alive() -> tuple[bool, str]:
-        now = boottime()
-        checks = [turning(now, beats["passes"], pass_bound, "the pass loop")]
-        if hasattr(elector, "beat"):
-            checks.append(turning(now, elector.beat, lease_bound, "the Lease loop"))
-        return all(ok for ok, _ in checks), "; ".join(text for _, text in checks)
-
-    def beat() -> None:
-        beats["passes"] = boottime()
-
+    ready, alive, beat = probes(args, reconciler, elector)
     return await run_service(
         "sync-classes", lambda stop: run_as_leader(reconciler, elector, stop, interval=args.interval, beat=beat),
         health=_health(args, reconciler.metrics.registry, ready, alive), elector=elector, stop_flag=stop_flag)

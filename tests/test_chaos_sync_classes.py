@@ -26,8 +26,9 @@ from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.kube.client import make_api_client
 from linstor_scheduler.kube.events import EventRecorder
 from linstor_scheduler.kube.lease import LeaderElector, StepAside
+from linstor_scheduler.leader_worker import leader_readiness, next_wait
 from linstor_scheduler.linstor.client import LinstorClient
-from storage_sync.class_sync import ClassReconciler, leader_readiness, leader_view, next_wait
+from storage_sync.class_sync import ClassReconciler, leader_view
 from storage_sync.classes import CREATE, IN_SYNC, RECREATE, ClassConfig, as_wanted, desired_class
 from storage_sync.wiring import serve_sync_classes
 

@@ -215,7 +215,7 @@ class OneLook:
 
 def test_two_instances_only_the_lease_holder_writes(env):
     from linstor_scheduler.kube.lease import LeaderElector
-    from storage_sync.class_sync import run_as_leader
+    from linstor_scheduler.leader_worker import run_as_leader
 
     emu, _ks, url, api = env
     emu.add_storage_pool("n1", "data", "LVM")
