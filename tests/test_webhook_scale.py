@@ -393,7 +393,10 @@ def test_sigterm_drains_ready_false_first_then_stops(tmp_path):
     ks.add(configuration())
     with ks.serve() as kube:
         apiserver = ApiServer(ks)
-        r = Replica(kube.url, tmp_path, "webhook-a", LINSTOR_SCHEDULER_DRAIN_SECONDS="2").start()
+        # a drain of 3 s and calls for 1.8 s of it: a call begun just before the drain ends can meet
+        # the closing socket (a clean-clone CI run under load lost one with a 2 s drain); what the test
+        # checks is that calls routed during the drain are answered, not the last instant of it
+        r = Replica(kube.url, tmp_path, "webhook-a", LINSTOR_SCHEDULER_DRAIN_SECONDS="3").start()
         try:
             wait_for(r.ready, timeout=30, what="ready")
             assert apiserver.admit(r.url, k.pod("db-0", claims=["data-db-0"])).scheduler == "linstor"
@@ -403,7 +406,7 @@ def test_sigterm_drains_ready_false_first_then_stops(tmp_path):
             answered = []
             while time.monotonic() - began < 1.8:
                 answered.append(apiserver.admit(r.url, k.pod("db-0", claims=["data-db-0"])).scheduler)
-            print(f"\nSIGTERM: {answered.count('linstor')} of {len(answered)} calls answered in the first 1.8 s")
+            print(f"\nSIGTERM: {answered.count('linstor')} of {len(answered)} calls answered in the first 1.8 s of 3")
             assert answered and set(answered) == {"linstor"}, answered
             r.child.wait(15)
             ended = time.monotonic() - began
