@@ -116,7 +116,19 @@ class ServerThread:
             self._error = exc
         finally:
             if self.loop is not None:
+                self._shut_app_down(self.loop)
                 self._finish(self.loop)
+
+    def _shut_app_down(self, loop: asyncio.AbstractEventLoop, patience: float = 5.0) -> None:
+        """A forced exit skips the app's lifespan shutdown (uvicorn's ``Server.shutdown``), which is
+        where an app stops what it started (informers, LINSTOR loops, Leases): run it here, bounded,
+        so a forced stop still ends them (a CI run under load left an extender's informers retrying
+        a stand-in that was gone)."""
+        lifespan = getattr(self.server, "lifespan", None)
+        if not self.server.force_exit or lifespan is None:
+            return
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait_for(lifespan.shutdown(), patience))
 
     @staticmethod
     def _finish(loop: asyncio.AbstractEventLoop, patience: float = 2.0) -> None:
