@@ -32,11 +32,9 @@ def _no_server_outlives_its_module(request):
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 15
-    while True:
-        alive = [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread" and t.is_alive()]
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polling a condition (threads ending), bounded by the deadline
+    for thread in [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread"]:
+        thread.join(max(0.0, deadline - time.monotonic()))  # waits on the thread's end itself
+    alive = [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread" and t.is_alive()]
     if alive:
         frames = sys._current_frames()
         where = "".join(traceback.format_stack(frames[alive[0].ident])) if alive[0].ident in frames else "?"

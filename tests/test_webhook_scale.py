@@ -210,7 +210,9 @@ def test_slow_reviews_do_not_hold_up_a_review_the_cache_answers(tmp_path):
         rig.ks.hang(path_prefix=PVCS)
         with ThreadPoolExecutor(41) as pool:
             slow = [pool.submit(rig.admit, k.pod(f"app-{i}", claims=[name])) for i, name in enumerate(names)]
-            time.sleep(0.3)  # the 40 are being judged (waiting for their reads)
+            # the 40 are being judged: the webhook's read pool (--lookup-workers, 8 by default) is full of
+            # reads the hung API server holds
+            wait_for(lambda: rig.ks.hung_requests() >= 8, timeout=5, what="the webhook's read pool held")
             cached = rig.admit(k.pod("db-0", claims=["data-db-0"]))
             answers = [f.result() for f in slow]
         measured("a cached claim's pod during 40 hung reviews: answered in", cached.seconds)
