@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.kube import make_api_client
 
 from .probing import Measurements
+from .test_chaos_webhook import review
 from .waiting import free_ports, stop_child, wait_for
 
 NS = "linstor-scheduler"
@@ -57,15 +57,6 @@ def configuration(ca_bundle: str | None = None, timeout: int = TIMEOUT) -> dict[
             "sideEffects": "None", "failurePolicy": "Ignore", "timeoutSeconds": timeout, "clientConfig": client}
     return {"kind": "MutatingWebhookConfiguration", "metadata": {"name": CONFIG}, "webhooks": [hook]}
 
-
-def review(pod: dict[str, Any]) -> dict[str, Any]:
-    """A pod creation as the API server asks about it: no namespace in the pod, no schedulerName."""
-    pod = {**pod, "metadata": {k_: v for k_, v in pod["metadata"].items() if k_ != "namespace"},
-           "spec": {k_: v for k_, v in pod["spec"].items() if k_ != "schedulerName"}}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                        "resource": {"group": "", "version": "v1", "resource": "pods"},
-                        "operation": "CREATE", "namespace": "default", "object": pod}}
 
 
 @dataclass
