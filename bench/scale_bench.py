@@ -448,42 +448,67 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any], doubles: subproc
     return out
 
 
+def fault_groups(by_node: dict[str, list[int]], pods: int, faults: int) -> list[list[str]]:
+    """``faults`` groups of whole nodes, the nodes with most pods first, each group filled up to its
+    share of ``pods`` (a node that would overfill every group is skipped)."""
+    share = [pods // faults + (1 if k < pods % faults else 0) for k in range(faults)]
+    groups: list[list[str]] = [[] for _ in range(faults)]
+    held = [0] * faults
+    for node in sorted(by_node, key=lambda n: (-len(by_node[n]), n)):
+        for k in range(faults):
+            if held[k] + len(by_node[node]) <= share[k]:
+                groups[k].append(node)
+                held[k] += len(by_node[node])
+                break
+    return [g for g in groups if g]
+
+
 def fault(args: argparse.Namespace, doubles: subprocess.Popen, proc: subprocess.Popen, rss: list[float],
           read_s: list[float], http: httpx.Client) -> dict[str, Any]:
-    """Power off the nodes running the most labelled pods (until ``--fault-pods`` are hit); time each
-    deletion from the fault; any other deletion is a wrong one."""
+    """``--faults`` power failures, ``--fault-spacing`` seconds apart, of the nodes running
+    ``--fault-pods`` labelled pods in all (the nodes with most pods first, split evenly); each
+    deletion is timed from its own node's fault; any other deletion is a wrong one. Spaced so that
+    fencing's rate limit (10 fail-overs a minute, a burst of 10) is not what is measured, and at an
+    interval that is not a multiple of the poll, so the faults fall at different points of a pass."""
     from scale_cluster import fenced_pod_name, fenced_pod_nodes
 
     pods = fenced_pod_nodes(args.nodes, args.resources, min(args.pods, args.claims, args.resources))
     by_node: dict[str, list[int]] = {}
     for c, node in pods.items():
         by_node.setdefault(node, []).append(c)
-    victims: list[str] = []  # the nodes with most pods first, as long as the total stays <= --fault-pods
-    for node in sorted(by_node, key=lambda n: (-len(by_node[n]), n)):
-        if sum(len(by_node[v]) for v in victims) + len(by_node[node]) <= args.fault_pods:
-            victims.append(node)
-    expected = {f"Pod default/{fenced_pod_name(c)}" for v in victims for c in by_node[v]}
-    expected_vas = {f"VolumeAttachment csi-pvc-{c:06d}-{v}-linstor" for v in victims for c in by_node[v]}
-    answer = command(doubles, {"op": "power_off", "nodes": victims})
-    at = answer["at"]
-    deadline = time.monotonic() + 300
+    groups = fault_groups(by_node, args.fault_pods, max(1, args.faults))
+    expected: dict[str, int] = {}  # object -> its fault's index
+    for k, group in enumerate(groups):
+        for v in group:
+            for c in by_node[v]:
+                expected[f"Pod default/{fenced_pod_name(c)}"] = k
+                expected[f"VolumeAttachment csi-pvc-{c:06d}-{v}-linstor"] = k
+    at: list[float] = []
+    applied: list[float] = []
+    first = time.monotonic()
+    deadline = first + 300 + args.fault_spacing * len(groups)
     deleted: dict[str, float] = {}
-    while not expected <= deleted.keys() or not expected_vas <= deleted.keys():
+    while len(at) < len(groups) or not expected.keys() <= deleted.keys():
         if time.monotonic() > deadline or proc.poll() is not None:
             break
+        if len(at) < len(groups) and time.monotonic() >= first + args.fault_spacing * len(at):
+            answer = command(doubles, {"op": "power_off", "nodes": groups[len(at)]})
+            at.append(answer["at"])
+            applied.append(answer["applied_s"])
         rss.append(proc_status(proc.pid)["VmRSS"] / 1024)
         read_s.append(metric(get(http, "/metrics").text, "linstor_scheduler_fencing_linstor_read_seconds"))
         time.sleep(0.2)  # sampling outside processes
         deleted = command(doubles, {"op": "deleted"})["deleted"]
-    pod_times = sorted(deleted[k] - at for k in expected if k in deleted)
-    va_times = sorted(deleted[k] - at for k in expected_vas if k in deleted)
-    return {"fault_nodes": len(victims), "fault_pods": len(expected),
-            "fault_applied_in_emulator_s": answer["applied_s"],
+    pod_times = sorted(deleted[o] - at[k] for o, k in expected.items() if o in deleted and o.startswith("Pod "))
+    va_times = sorted(deleted[o] - at[k] for o, k in expected.items() if o in deleted and not o.startswith("Pod "))
+    return {"faults": len(groups), "fault_nodes": sum(len(g) for g in groups),
+            "fault_pods": sum(1 for o in expected if o.startswith("Pod ")),
+            "fault_applied_in_emulator_max_s": max(applied, default=float("nan")),
             "fault_to_deletion_p50_s": percentile(pod_times, 50),
             "fault_to_deletion_max_s": max(pod_times) if pod_times else float("nan"),
             "fault_to_detach_max_s": max(va_times) if va_times else float("nan"),
-            "missed_deletions": len(expected - deleted.keys()) + len(expected_vas - deleted.keys()),
-            "wrong_deletions": len(deleted.keys() - expected - expected_vas)}
+            "missed_deletions": len(expected.keys() - deleted.keys()),
+            "wrong_deletions": len(deleted.keys() - expected.keys())}
 
 
 def sigterm_mid_pass(proc: subprocess.Popen) -> float:
@@ -530,9 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
     p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
-    p.add_argument("--fault-pods", type=int, default=10,
+    p.add_argument("--fault-pods", type=int, default=24,
                    help="with --fencing: power off the nodes running the most labelled pods until this many "
-                   "are hit (0: no fault)")
+                   "are hit, over --faults faults (0: no fault)")
+    p.add_argument("--faults", type=int, default=4, help="with --fencing: separate power failures")
+    p.add_argument("--fault-spacing", type=float, default=41.0,
+                   help="seconds between the faults (the rate limit refills 6 fail-overs in 36 s)")
     p.add_argument("--fencing-args", nargs="*", default=[], help="more flags for fencing (e.g. =--grace-period=30)")
     p.add_argument("--no-extender", action="store_true")
     p.add_argument("--extender-args", nargs=argparse.REMAINDER, default=[], help="more flags for the extender")

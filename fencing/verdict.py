@@ -255,6 +255,15 @@ class PodDecision:
         return min(times) if times else None
 
 
+def grace_due(decisions: Iterable[PodDecision], grace: float) -> float | None:
+    """When the first pod waiting out its grace period stops waiting: the moment its last timed
+    volume's grace ends (then it is judged on the other rules). The next pass is due then, not a
+    whole poll later: otherwise a fault seen just before a pass waits grace + a poll + a read."""
+    due = [max(v.fault_since for v in timed) + grace for d in decisions if d.verdict == WAITING
+           for timed in [[v for v in d.volumes if v.verdict == WAITING and v.fault_since is not None]] if timed]
+    return min(due, default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class Witnesses:
     """What each side says about a replica: a sentence when it says "lost", None when it does not."""

@@ -86,7 +86,7 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
     for three Lease durations (``StepAside``): a leader blind to Kubernetes steps aside for a standby
     that sees."""
     from linstor_scheduler.kube.calls import KubeCalls
-    from linstor_scheduler.kube.lease import StepAside, elector_from_args
+    from linstor_scheduler.kube.lease import LeaderElector, StepAside, elector_from_args
     from linstor_scheduler.kube.metrics import KubeCollector
 
     from .http import alive_check, ready_check
@@ -102,6 +102,8 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
                                                                hold=args.lease_duration))
     controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
                                    metrics=metrics, calls=calls)
+    if isinstance(elector, LeaderElector):  # a new term's first pass at once, not a poll later
+        elector.on_change = controller.leadership_changed
     metrics.registry.register(KubeCollector(kube.caches, calls=calls, recorder=recorder, elector=elector))
 
     async def work(stop: asyncio.Event) -> None:

@@ -467,3 +467,15 @@ def test_linstor_slow_then_failing(rig):
             measured(f"LINSTOR {fault} over: ready", ready, 1 + 2 * TICK)  # a read in flight, then one more
             print(f"CHAOS fencing | LINSTOR {fault} for {healed - faulted:.2f}s")
         alive_throughout(svc, began)
+
+
+def test_a_grace_period_ends_between_two_slow_polls(rig):
+    """n1 has lost power when fencing starts, and fencing polls LINSTOR only every 15 s: the first pass
+    sees the fault and times its grace period (1 s); the next pass comes when that grace period ends,
+    not a poll later, and fails the pod over."""
+    database(rig)
+    rig.crash("n1")
+    started = time.monotonic()
+    with FencingService(rig, "--poll-interval", "15", grace=1.0, bound=20.0) as svc:
+        svc.wait(lambda: rig.ks.get("Pod", "db-0") is None, "db-0 removed from n1", 15)
+        measured("grace period ends between polls of 15 s: start to removal", time.monotonic() - started, 8)

@@ -20,6 +20,7 @@ from fencing.verdict import (
     PodVolume,
     ReplicaState,
     ResourceState,
+    grace_due,
     judge,
     judge_pod,
     storage_proof,
@@ -232,3 +233,17 @@ def test_the_plan_of_a_removal_from_the_live_pod_and_what_was_sent():
     kept = {"metadata": {**live["metadata"], "deletionGracePeriodSeconds": 0, "finalizers": ["x/y"]}}
     held = intents.removal(force, kept, True, None, None, 60, 60)
     assert held.reason == intents.HELD_BY_FINALIZER and "x/y" in held.detail
+
+
+def test_the_next_pass_is_due_when_the_last_timed_volume_of_a_waiting_pod_turns():
+    first = resource(replica("n1", in_use=True, may_promote=False), replica("n2"))
+    second = resource(replica("n1", in_use=True, may_promote=False), replica("n2"), name="r2")
+    volumes = (PodVolume("default/data", "r1", "r1"), PodVolume("default/logs", "r2", "r2"))
+    obs = Observed(nodes(n1="OFFLINE"), {"r1": first, "r2": second}, (pod(volumes=volumes),),
+                   {("r1", "n1"): 100.0, ("r2", "n1"): 104.0})
+    decisions = judge(obs, 110.0, 30)
+    assert [d.verdict for d in decisions] == [WAITING]
+    assert grace_due(decisions, 30) == 134.0, "the pod waits for its later volume: r2's grace ends at 134"
+    assert grace_due(judge(obs, 140.0, 30), 30) is None, "nobody waits any more"
+    healthy = Observed(nodes(), {"r1": resource(replica("n1"), replica("n2"), lost=None)}, (pod(),), {})
+    assert grace_due(judge(healthy, 110.0, 30), 30) is None

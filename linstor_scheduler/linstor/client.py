@@ -55,6 +55,21 @@ RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 WHERE_TO_SET = " (is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS)"
 
 
+def unbound(resp: httpx.Response) -> httpx.Response:
+    """The response without httpx's back reference from its stream (encode/httpx#3733, open).
+
+    httpx wraps every response body in a ``BoundAsyncStream`` that points back at the response: a
+    reference cycle, freed only by the cyclic collector. A read's body (5-100 MB at 5,000 nodes)
+    then lives until the next collection. In the extender, which raises the young-generation
+    threshold and keeps the collector off during reads, none ran for minutes: measured at 1,000
+    nodes, every poll's node and pool bodies stayed alive (RSS +0.6 MB/s, 339 MB after 25 polls at
+    5,000 nodes); and a ``gc.freeze`` after such a read would pin them for good. Once the body is
+    read (or the stream closed), the stream is dead weight: replacing it with an empty one breaks
+    the cycle, and reference counting frees the response and its body as soon as we drop it."""
+    resp.stream = httpx.ByteStream(b"")
+    return resp
+
+
 def where_to_look(last_error: BaseException | None, timeout: float) -> str:
     """The setting to check after "no controller answered": a controller that was reached but did
     not answer in time points at the timeout (a slow controller, or ``--linstor-timeout`` too short
@@ -239,6 +254,7 @@ class LinstorClient:
                     log.warning("LINSTOR %s %s: %s", method, path, last)
                     continue
                 self._note(method, path, resp.status_code, started)
+                unbound(resp)  # read whole and closed by request()
                 if resp.status_code in RETRYABLE_STATUS and idempotent:
                     err = LinstorError("server error", status=resp.status_code, replies=_decode_replies(resp.content))
                     last, last_exc = f"{base}: {err}", None
@@ -426,6 +442,7 @@ class LinstorClient:
             for idx in self._order():
                 base = self.controllers[idx]
                 started = time.perf_counter()
+                resp: httpx.Response | None = None
                 try:
                     async with self._http.stream("GET", base + path, params=params) as resp:
                         self._note("GET", path, resp.status_code, started)
@@ -448,6 +465,9 @@ class LinstorClient:
                     if yielded:  # the caller has half a list: never hand out a partial view
                         raise LinstorUnavailable(f"GET {path}: stream broke after some items: {last}") from None
                     log.warning("LINSTOR GET %s: %s", path, last)
+                finally:
+                    if resp is not None:  # closed by the block: free it now, not at the next collection
+                        unbound(resp)
             if attempt + 1 < self.retries:
                 await self._sleep(self._backoff(attempt))
         raise LinstorUnavailable(f"GET {path}: no controller answered after {self.retries} attempt(s); last: {last}"
