@@ -1,8 +1,12 @@
-"""``linstor_scheduler.kube.objects``: the accessors' rules (missing, null, empty or malformed
-fields) and the one ``namespace/name`` key."""
+"""``linstor_scheduler.kube.objects``: the one place that reads raw Kubernetes objects' metadata.
+
+The accessors' rules (missing, null, empty or malformed fields), the one ``namespace/name`` key,
+and the rule that keeps it the one place: no product module reads ``["metadata"]`` or
+``.get("metadata")`` by hand (``ast``, as tests/test_structure.py reads imports)."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import pickle
 
@@ -10,6 +14,54 @@ import orjson
 import pytest
 
 from linstor_scheduler.kube import objects
+from tests.test_structure import PACKAGES, ROOT
+
+ACCESSORS = ROOT / "linstor_scheduler" / "kube" / "objects.py"
+# Calls that read (or read and then write) ``metadata`` by hand; ``objects.writable_meta`` writes.
+READING_METHODS = ("get", "setdefault", "pop")
+
+
+def _is_metadata(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value == "metadata"
+
+
+def hand_reads(source: str) -> list[int]:
+    """The lines of ``source`` that read ``metadata`` by hand: ``x["metadata"]`` read (not a store or
+    a del: building an object is fine) and ``x.get("metadata")`` (``setdefault``, ``pop`` too)."""
+    def reads(node: ast.AST) -> bool:
+        if isinstance(node, ast.Subscript):
+            return isinstance(node.ctx, ast.Load) and _is_metadata(node.slice)
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in READING_METHODS and bool(node.args) and _is_metadata(node.args[0]))
+
+    return sorted(node.lineno for node in ast.walk(ast.parse(source)) if reads(node))
+
+
+def test_the_check_finds_each_kind_of_hand_read_and_passes_writes():
+    source = '''
+a = obj["metadata"]["name"]
+b = (obj.get("metadata") or {}).get("uid")
+c = obj.setdefault("metadata", {})
+obj.pop("metadata", None)
+obj["metadata"]["labels"] = {}
+obj["metadata"] = {"name": "x"}
+del obj["metadata"]
+d = {"metadata": {"name": "x"}}
+e = objects.name(obj)
+'''
+    assert hand_reads(source) == [2, 3, 4, 5, 6]
+
+
+def test_no_product_module_reads_metadata_by_hand():
+    offenders = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ACCESSORS:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{line}" for line in hand_reads(path.read_text())]
+    assert not offenders, ("read metadata with linstor_scheduler.kube.objects (name, namespace, uid, labels, "
+                           "key, ...; writable_meta to write), not by hand: " + ", ".join(offenders))
+
 
 # --- the accessors -----------------------------------------------------------------------------------
 
