@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.httpserver import BodyTooLarge, check_declared_length, lifespan_of, read_limited
+from linstor_scheduler.kube import objects
 
 from .metrics import WebhookMetrics
 from .review import (
@@ -122,10 +123,9 @@ def create_app(
             log.info("bad AdmissionReview: %s", exc)
             return Response(orjson.dumps({"error": str(exc)}), status_code=400, media_type=JSON)
         pod = req.object or {}
-        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
         level = logging.WARNING if verdict.outcome == UNKNOWN else logging.INFO if verdict.patch else logging.DEBUG
         log.log(level, "pod %s/%s: %s (%s)", req.namespace,
-                meta.get("name") or meta.get("generateName") or "?", verdict.outcome, verdict.reason)
+                objects.name(pod) or objects.generate_name(pod, "?"), verdict.outcome, verdict.reason)
         if verdict.outcome == UNKNOWN and on_unknown is not None:
             try:
                 on_unknown(pod, req.namespace, verdict.reason)

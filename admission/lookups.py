@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim, as_volume
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.informer import KubeCaches
 from linstor_scheduler.volumes import Obj, StorageClassInfo
 
@@ -233,9 +234,8 @@ def _what(kind: str, key: str) -> str:
 def newest_default(classes: list[Obj]) -> str | None:
     """Like the API server's DefaultStorageClass admission: the newest default class wins."""
     defaults = sorted((o for o in classes if is_default_class(o)),
-                      key=lambda o: ((o.get("metadata") or {}).get("creationTimestamp") or "",
-                                     (o.get("metadata") or {}).get("name") or ""))
-    return (defaults[-1].get("metadata") or {}).get("name") if defaults else None
+                      key=lambda o: (objects.creation_timestamp(o) or "", objects.name(o, "")))
+    return objects.name(defaults[-1]) if defaults else None
 
 
 def kube_lookups(caches: KubeCaches, api_client: k8s.ApiClient | None = None, *, read_timeout: float | None = None,

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import (
     Claim,
     ClaimLookup,
@@ -122,7 +123,7 @@ def encode_response(uid: str, verdict: Verdict) -> bytes:
 
 
 def is_default_class(sc: Obj) -> bool:
-    annotations = (sc.get("metadata") or {}).get("annotations") or {}
+    annotations = objects.annotations(sc)
     return any(str(annotations.get(a, "")).lower() == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
 
 
@@ -170,9 +171,7 @@ class SchedulerNameMutator:
         spec = pod.get("spec")
         if not isinstance(spec, dict):
             raise BadReview("request.object.spec: missing or not an object")
-        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        labels = meta.get("labels") or {}
-        if isinstance(labels, Mapping) and labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
+        if objects.labels(pod).get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
             return Verdict("opted_out", f"pod has label {OPT_OUT_LABEL}={OPT_OUT_VALUE}")
         current = spec.get("schedulerName") or ""
         if current == self.scheduler_name:
@@ -205,18 +204,14 @@ class SchedulerNameMutator:
         """The pod as the claim mapping expects it: its namespace filled in (a pod being created
         often carries it only in the request) and ephemeral templates without a class given the
         default StorageClass, which the API server will assign when it creates the PVC."""
-        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        volumes = (pod.get("spec") or {}).get("volumes") or []
+        volumes = objects.spec(pod).get("volumes") or []
         classless = [v for v in volumes if isinstance(v, dict) and isinstance(v.get("ephemeral"), dict)
                      and isinstance(v["ephemeral"].get("volumeClaimTemplate"), dict)
                      and _classless(v["ephemeral"]["volumeClaimTemplate"])]
-        if meta.get("namespace") and not classless:
+        if objects.namespace(pod) and not classless:
             return pod
         pod = copy.deepcopy(pod)
-        pod.setdefault("metadata", {})
-        if not isinstance(pod["metadata"], dict):
-            pod["metadata"] = {}
-        pod["metadata"].setdefault("namespace", namespace or "default")
+        objects.writable_meta(pod).setdefault("namespace", namespace or objects.DEFAULT_NAMESPACE)
         default = None
         if classless:
             try:

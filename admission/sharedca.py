@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
+from linstor_scheduler.kube import objects
 
 from .tls import CA_KEY, CERT_KEY, KEY_KEY, CertBundle, _from_secret, _secret_body, generate_bundle
 
@@ -167,7 +168,7 @@ class SharedCA:
                 self.core.create_namespaced_secret(self.namespace, _secret_body(self.secret, fresh))
                 log.info("created Secret %s/%s with a new self-signed CA (Lease holder)", self.namespace, self.secret)
             else:
-                rv = (secret.get("metadata") or {}).get("resourceVersion")
+                rv = objects.resource_version(secret)
                 self.core.replace_namespaced_secret(self.secret, self.namespace, _secret_body(self.secret, fresh, rv))
                 log.info("replaced Secret %s/%s: it did not cover %s or was near its end (Lease holder)",
                          self.namespace, self.secret, self.names)
@@ -219,7 +220,7 @@ class SharedCA:
             {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": want}
             for i, value in enumerate(current) if value != want]
         if ops:
-            rv = (config.get("metadata") or {}).get("resourceVersion")
+            rv = objects.resource_version(config)
             self.admission.patch_mutating_webhook_configuration(
                 self.config_name, [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *ops])
             log.info("published the Secret's CA into MutatingWebhookConfiguration %s (%d webhooks; %d CAs retiring)",

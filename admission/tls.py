@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
+from linstor_scheduler.kube import objects
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def load_or_create(api_client: k8s.ApiClient, namespace: str, name: str, names: 
                 log.info("serving certificate from Secret %s/%s", namespace, name)
                 return bundle
             fresh = generate_bundle(names)
-            rv = (secret.get("metadata") or {}).get("resourceVersion")
+            rv = objects.resource_version(secret)
             try:
                 core.replace_namespaced_secret(name, namespace, _secret_body(name, fresh, rv))
                 log.info("replaced Secret %s/%s: it did not cover %s or was near its end", namespace, name, names)
@@ -218,7 +219,7 @@ class CaBundlePublisher:
             if (hook.get("clientConfig") or {}).get("caBundle") != self.ca_b64:
                 ops.append({"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": self.ca_b64})
         if ops:
-            rv = (config.get("metadata") or {}).get("resourceVersion")
+            rv = objects.resource_version(config)
             ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": rv})
             self.api.patch_mutating_webhook_configuration(self.config_name, ops)
             log.info("published our CA into MutatingWebhookConfiguration %s (%d webhooks)",

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from linstor_scheduler.config import ConfigError, setting
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.events import EventRecorder
@@ -99,10 +100,9 @@ def build_webhook_app(api_client: k8s.ApiClient, *, scheduler_name: str = "linst
         API server has not generated one yet; no uid: it has none before it is stored)."""
         if recorder is None:
             return
-        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        name = meta.get("name") or meta.get("generateName")
+        name = objects.name(pod) or objects.generate_name(pod, "unnamed")
         obj = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": str(name or "unnamed"), "namespace": str(namespace or "default")}}
+               "metadata": {"name": str(name), "namespace": str(namespace or objects.DEFAULT_NAMESPACE)}}
         dropped = recorder.dropped
         recorder.record(obj, "Warning", "LinstorClaimsUnknown",
                         f"sent to scheduler {scheduler_name}: its claims could not be looked up within "

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import CSI_DRIVER, PARAM_PREFIX
 
 ZONE = "topology.kubernetes.io/zone"
@@ -40,9 +41,9 @@ def full_node(name: str, *, zone: str | None = None, region: str | None = None, 
     What a component that follows every Node receives from its informer."""
     labels = {"node-role.kubernetes.io/worker": "", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     obj = node(name, zone=zone, region=region, ready=ready, labels=labels)
-    obj["metadata"]["annotations"] = {"node.alpha.kubernetes.io/ttl": "0",
-                                      "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                                      "csi.volume.kubernetes.io/nodeid": json.dumps({CSI_DRIVER: name})}
+    objects.writable_meta(obj)["annotations"] = {
+        "node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+        "csi.volume.kubernetes.io/nodeid": json.dumps({CSI_DRIVER: name})}
     obj["spec"] = {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}
     obj["status"].update({
         "capacity": {"cpu": "32", "memory": "131891432Ki", "pods": "110", "ephemeral-storage": "479151816Ki"},

@@ -89,6 +89,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from devkit.base import HttpDouble, Subscriber
+from linstor_scheduler.kube import objects
 
 # plural -> (kind, apiVersion, namespaced); adding a kind is one line
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -270,7 +271,7 @@ def managed_fields(obj: dict[str, Any], when: str) -> list[dict[str, Any]]:
     """``metadata.managedFields`` as the API server records them on every write
     (apiserver:pkg/endpoints/handlers/fieldmanager, ``FieldManager.UpdateNoErrors``): one entry for
     the writer of metadata and spec, one for the status subresource when the object has a status."""
-    meta = obj.get("metadata") or {}
+    meta = objects.meta(obj)
     owned = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
     owned["metadata"] = {k: meta[k] for k in ("labels", "annotations", "finalizers", "ownerReferences") if k in meta}
     entries = [{"manager": WRITERS.get(str(obj.get("kind")), "kubectl-client-side-apply"), "operation": "Update",
@@ -339,8 +340,8 @@ def decode_continue(token: str) -> tuple[str, int]:
 
 
 def _claim_of(pv: dict[str, Any]) -> tuple[str, str] | None:
-    ref = (pv.get("spec") or {}).get("claimRef") or {}
-    return (ref.get("namespace") or "default", ref["name"]) if ref.get("name") else None
+    ref = objects.spec(pv).get("claimRef") or {}
+    return (ref.get("namespace") or objects.DEFAULT_NAMESPACE, ref["name"]) if ref.get("name") else None
 
 
 def _get_path(obj: Any, dotted: str) -> Any:
@@ -400,10 +401,9 @@ def deletes_during_update(old: dict[str, Any], new: dict[str, Any]) -> bool:
     left in the new object, a delete already requested on the existing one (an update cannot start a
     deletion), and its grace period nil or 0. A pod's grace (its containers stopping) is over at once
     here: the stand-in has no kubelet."""
-    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
-    if new_meta.get("finalizers") or not old_meta.get("deletionTimestamp"):
+    if objects.finalizers(new) or not objects.deletion_timestamp(old):
         return False
-    return old.get("kind") == "Pod" or not old_meta.get("deletionGracePeriodSeconds")
+    return old.get("kind") == "Pod" or not objects.deletion_grace_period_seconds(old)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -567,13 +567,13 @@ class KubeStandin(HttpDouble):
 
     def _record(self, plural: str, event: str, obj: dict[str, Any]) -> None:
         self._writes[plural] = self._writes.get(plural, 0) + 1
-        rv = int(obj["metadata"]["resourceVersion"])
+        rv = int(objects.resource_version(obj))
         self._history.append((rv, plural, event, copy.deepcopy(obj)))
         if len(self._history) > self._history_limit:
             dropped_rv, dropped_plural, _, _ = self._history.pop(0)
             self._oldest[dropped_plural] = max(self._oldest.get(dropped_plural, 0), dropped_rv)
         for w in list(self._subscribers):
-            if w.plural == plural and (w.namespace is None or w.namespace == obj["metadata"].get("namespace")):
+            if w.plural == plural and (w.namespace is None or w.namespace == objects.namespace(obj)):
                 w.put((event, copy.deepcopy(obj)))
 
     def _next_rv(self) -> str:
@@ -586,7 +586,7 @@ class KubeStandin(HttpDouble):
             _, api_version, namespaced = RESOURCES[plural]
             stored = copy.deepcopy(obj)
             stored.setdefault("apiVersion", api_version)
-            meta = stored.setdefault("metadata", {})
+            meta = objects.writable_meta(stored)
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             if namespaced:
@@ -611,15 +611,15 @@ class KubeStandin(HttpDouble):
     def update(self, obj: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             plural = self._plural(obj["kind"])
-            meta = obj["metadata"]
-            key = (plural, meta.get("namespace") if RESOURCES[plural][2] else None, meta["name"])
+            key = (plural, objects.namespace(obj) if RESOURCES[plural][2] else None, objects.name(obj))
             old = self._objects[key]
             stored = copy.deepcopy(obj)
-            stored["metadata"]["uid"] = old["metadata"]["uid"]
-            stored["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            stored["metadata"]["resourceVersion"] = self._next_rv()
+            meta = objects.writable_meta(stored)
+            meta["uid"] = objects.uid(old)
+            meta["creationTimestamp"] = objects.creation_timestamp(old)
+            meta["resourceVersion"] = self._next_rv()
             stored.setdefault("apiVersion", old.get("apiVersion"))
-            stored["metadata"]["managedFields"] = managed_fields(stored, _now())
+            meta["managedFields"] = managed_fields(stored, _now())
             if deletes_during_update(old, stored):
                 # apiserver:pkg/registry/generic/registry/store.go ``Update``: the last finalizer of an
                 # object being deleted is gone, so the update deletes it (``shouldDeleteDuringUpdate``)
@@ -647,7 +647,7 @@ class KubeStandin(HttpDouble):
                 key = (plural, "default", name)
             obj = self._objects.pop(key, None)
             if obj is not None:
-                obj["metadata"]["resourceVersion"] = self._next_rv()
+                objects.writable_meta(obj)["resourceVersion"] = self._next_rv()
                 self._record(plural, "DELETED", obj)
             return copy.deepcopy(obj) if obj else None
 
@@ -658,13 +658,12 @@ class KubeStandin(HttpDouble):
         store.go, ``Store.Delete`` -> ``updateForGracefulDeletionAndFinalizers``). Returns the object
         so marked, or None when nothing holds it (it is deleted). Pods are removed at once otherwise:
         the stand-in has no kubelet."""
-        meta = current.get("metadata") or {}
-        if not meta.get("finalizers"):
+        if not objects.finalizers(current):
             return None
         with self._lock:
             marked = copy.deepcopy(current)
             marked["kind"] = kind
-            mmeta = marked["metadata"]
+            mmeta = objects.writable_meta(marked)
             mmeta.setdefault("deletionTimestamp", _now())
             # Only pods delete gracefully; for every other kind the grace is 0 whatever was asked
             # (apiserver:pkg/registry/rest/delete.go ``BeforeDelete``: no graceful-delete strategy)
@@ -720,8 +719,8 @@ class KubeStandin(HttpDouble):
         cached = self._ordered.get(plural)
         writes = self._writes.get(plural, 0)
         if cached is None or cached[0] != writes:
-            keyed = sorted(((f"{o_ns}/{name}" if o_ns else name), o) for (p, o_ns, name), o in self._objects.items()
-                           if p == plural)
+            keyed = sorted((objects.key_of(o_ns, name, default_namespace=None), o)
+                           for (p, o_ns, name), o in self._objects.items() if p == plural)
             cached = self._ordered[plural] = (writes, [key for key, _ in keyed], [o for _, o in keyed])
         return cached[1], cached[2]
 
@@ -1010,7 +1009,7 @@ class KubeStandin(HttpDouble):
                 if ns or labels or fields:
                     keyed = [(key, o) for key, o in zip(keys[first:], objs[first:], strict=True)
                              if (ns is None or key.startswith(ns + "/"))
-                             and label_matches(labels, (o["metadata"].get("labels") or {}))
+                             and label_matches(labels, objects.labels(o))
                              and field_matches(fields, o)]
                     total = len(keyed)
                 else:  # one page of the sorted store, not a copy of the rest of it
@@ -1037,11 +1036,11 @@ class KubeStandin(HttpDouble):
 
         async def create(request: Request, plural: str, ns: str | None) -> Response:
             obj = await body_of(request)
-            if not isinstance(obj, dict) or not isinstance(obj.get("metadata") or {}, dict):
+            if not isinstance(obj, dict) or not isinstance(objects.raw_meta(obj) or {}, dict):
                 return status(400, "BadRequest", "the body is not an object")
             obj["kind"] = RESOURCES[plural][0]
             if ns:
-                obj.setdefault("metadata", {})["namespace"] = ns
+                objects.writable_meta(obj)["namespace"] = ns
             rules = ks.pv_rules if plural == "persistentvolumes" else None
             if rules is not None:
                 obj = rules.prepare_create(obj)
@@ -1049,8 +1048,8 @@ class KubeStandin(HttpDouble):
                 with ks._lock:
                     created = ks.add(obj)
                     if rules is not None:
-                        rules.settle(ks, created["metadata"]["name"])
-                        created = ks.get("PersistentVolume", created["metadata"]["name"]) or created
+                        rules.settle(ks, objects.name(created))
+                        created = ks.get("PersistentVolume", objects.name(created)) or created
                 return ok(created, 201)
             except InvalidName as exc:  # 422 Invalid, the API server's Status (InvalidName's docstring)
                 return Response(orjson.dumps(exc.status), status_code=422, media_type="application/json")
@@ -1059,13 +1058,13 @@ class KubeStandin(HttpDouble):
 
         async def replace(request: Request, plural: str, kind: str, current: dict[str, Any]) -> Response:
             obj = await body_of(request)
-            rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if rv and rv != current["metadata"]["resourceVersion"]:
-                name = current["metadata"]["name"]
+            rv = objects.resource_version(obj)
+            if rv and rv != objects.resource_version(current):
+                name = objects.name(current)
                 return status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object '
                               "has been modified; please apply your changes to the latest version")
             obj["kind"] = kind
-            obj.setdefault("metadata", {})["namespace"] = current["metadata"].get("namespace")
+            objects.writable_meta(obj)["namespace"] = objects.namespace(current)
             return written(plural, current, obj)
 
         async def patch(request: Request, plural: str, kind: str, current: dict[str, Any]) -> Response:
@@ -1073,9 +1072,9 @@ class KubeStandin(HttpDouble):
             # A merge or strategic merge patch that carries metadata.resourceVersion is conditional:
             # the API server answers 409 when the object changed since (optimistic concurrency, as for
             # an update; Kubernetes API concepts, "Patch operations" / "Resource versions").
-            rv = ((body.get("metadata") or {}) if isinstance(body, dict) else {}).get("resourceVersion")
-            if rv and rv != current["metadata"]["resourceVersion"]:
-                name = current["metadata"]["name"]
+            rv = objects.resource_version(body) if isinstance(body, dict) else None
+            if rv and rv != objects.resource_version(current):
+                name = objects.name(current)
                 return status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object '
                               "has been modified; please apply your changes to the latest version")
             try:
@@ -1083,7 +1082,7 @@ class KubeStandin(HttpDouble):
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 return status(422, "Invalid", f"patch does not apply: {exc}")
             merged["kind"] = kind
-            merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            objects.writable_meta(merged)["resourceVersion"] = objects.resource_version(current)
             return written(plural, current, merged)
 
         def written(plural: str, current: dict[str, Any], new: dict[str, Any]) -> Response:
@@ -1099,13 +1098,13 @@ class KubeStandin(HttpDouble):
                 return status(422, "Invalid", str(exc))
             with ks._lock:
                 stored = ks.update(new)
-                name = current["metadata"]["name"]
+                name = objects.name(current)
                 rules.settle(ks, name, _claim_of(current))
                 return ok(ks.get("PersistentVolume", name) or stored)
 
         def precondition_failed(options: dict[str, Any], current: dict[str, Any]) -> Response | None:
             pre = options.get("preconditions") or {}
-            meta = current["metadata"]
+            meta = objects.meta(current)
             if pre.get("uid") and pre["uid"] != meta.get("uid"):
                 return status(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
                               f"UID in object meta: {meta.get('uid')}")
@@ -1164,7 +1163,7 @@ class KubeStandin(HttpDouble):
                 expired = bool(since) and since < oldest
                 backlog = [] if expired else [(e, o) for rv, p, e, o in ks._history
                                               if p == plural and rv > since
-                                              and (ns is None or o["metadata"].get("namespace") == ns)]
+                                              and (ns is None or objects.namespace(o) == ns)]
                 silent = ks._faults.silent
                 watcher.agent = request.headers.get("user-agent", "")
                 watcher.silent = bool(silent and silent.take("GET", watcher.path, watcher.agent))
@@ -1178,7 +1177,7 @@ class KubeStandin(HttpDouble):
                 return orjson.dumps({"type": event, "object": obj}) + b"\n"
 
             def wanted(obj: dict[str, Any]) -> bool:
-                return label_matches(labels, obj["metadata"].get("labels") or {}) and field_matches(fields, obj)
+                return label_matches(labels, objects.labels(obj)) and field_matches(fields, obj)
 
             def mark(marker: str) -> None:
                 """Queue a bookmark (or the timeout's end) behind every event already queued, so its

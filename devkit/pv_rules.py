@@ -37,6 +37,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from linstor_scheduler.kube import objects
+
 PV_PROTECTION = "kubernetes.io/pv-protection"
 SOURCE_KEYS = ("csi", "nfs", "iscsi", "hostPath", "local", "rbd", "cephfs", "fc")
 
@@ -53,7 +55,7 @@ class PvRules:
     # --- the API server ---------------------------------------------------------------------------
     def prepare_create(self, pv: dict[str, Any]) -> dict[str, Any]:
         pv = copy.deepcopy(pv)
-        meta = pv.setdefault("metadata", {})
+        meta = objects.writable_meta(pv)
         finalizers = list(meta.get("finalizers") or [])
         if PV_PROTECTION not in finalizers:
             finalizers.append(PV_PROTECTION)  # storageobjectinuseprotection admission
@@ -63,8 +65,8 @@ class PvRules:
 
     def prepare_update(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         """The stored PV after a write to the main resource, or ``Invalid``."""
-        name = (old.get("metadata") or {}).get("name")
-        ospec, nspec = old.get("spec") or {}, new.get("spec") or {}
+        name = objects.name(old)
+        ospec, nspec = objects.spec(old), objects.spec(new)
         for key in SOURCE_KEYS:
             if ospec.get(key) != nspec.get(key):
                 raise Invalid(f'PersistentVolume "{name}" is invalid: spec.persistentvolumesource: Forbidden: '
@@ -74,45 +76,45 @@ class PvRules:
             raise Invalid(f'PersistentVolume "{name}" is invalid: spec.nodeAffinity: Invalid value: '
                           f'"{nspec.get("nodeAffinity")}": field is immutable')
         stored = copy.deepcopy(new)
-        stored["status"] = copy.deepcopy(old.get("status") or {})  # strategy.go PrepareForUpdate
+        stored["status"] = copy.deepcopy(objects.status(old))  # strategy.go PrepareForUpdate
         return stored
 
     # --- kube-controller-manager ------------------------------------------------------------------
     def settle(self, ks: Any, pv_name: str, claim: tuple[str, str] | None = None) -> None:
         """The PV controller and the pv-protection controller, on one PV and its claim."""
         pv = ks.get("PersistentVolume", pv_name)
-        ref = ((pv or {}).get("spec") or {}).get("claimRef") or {}
+        ref = objects.spec(pv).get("claimRef") or {}
         if claim is None and ref.get("name"):
-            claim = (ref.get("namespace") or "default", ref["name"])
+            claim = (ref.get("namespace") or objects.DEFAULT_NAMESPACE, ref["name"])
         pvc = ks.get("PersistentVolumeClaim", claim[1], claim[0]) if claim else None
         if pv is not None:
-            phase = (pv.get("status") or {}).get("phase")
+            phase = objects.status(pv).get("phase")
             want = phase
             if ref.get("uid"):
-                bound = (pvc is not None and (pvc["metadata"].get("uid") == ref["uid"])
-                         and (pvc.get("spec") or {}).get("volumeName") == pv_name)
+                bound = (pvc is not None and objects.uid(pvc) == ref["uid"]
+                         and objects.spec(pvc).get("volumeName") == pv_name)
                 want = "Bound" if bound else "Released"
             elif phase == "Pending":
                 want = "Available"
             if want != phase:
-                pv = self._set_status(ks, pv, "PersistentVolume", {**(pv.get("status") or {}), "phase": want})
-            meta = pv["metadata"]
-            if (meta.get("deletionTimestamp") and PV_PROTECTION in (meta.get("finalizers") or [])
-                    and (pv.get("status") or {}).get("phase") != "Bound"):
+                pv = self._set_status(ks, pv, "PersistentVolume", {**objects.status(pv), "phase": want})
+            if (objects.deletion_timestamp(pv) and PV_PROTECTION in objects.finalizers(pv)
+                    and objects.status(pv).get("phase") != "Bound"):
                 pv = copy.deepcopy(pv)
                 pv["kind"] = "PersistentVolume"
-                pv["metadata"]["finalizers"] = [f for f in meta["finalizers"] if f != PV_PROTECTION]
+                meta = objects.writable_meta(pv)
+                meta["finalizers"] = [f for f in meta["finalizers"] if f != PV_PROTECTION]
                 ks.update(pv)
                 pv = ks.get("PersistentVolume", pv_name)
-        if pvc is None or (pvc.get("spec") or {}).get("volumeName") != pv_name:
+        if pvc is None or objects.spec(pvc).get("volumeName") != pv_name:
             return
-        phase = (pvc.get("status") or {}).get("phase")
+        phase = objects.status(pvc).get("phase")
         if pv is None and phase == "Bound":
             self.claims_lost += 1
-            self._set_status(ks, pvc, "PersistentVolumeClaim", {**(pvc.get("status") or {}), "phase": "Lost"})
+            self._set_status(ks, pvc, "PersistentVolumeClaim", {**objects.status(pvc), "phase": "Lost"})
         elif (pv is not None and phase == "Lost"
-              and ((pv.get("spec") or {}).get("claimRef") or {}).get("uid") == pvc["metadata"].get("uid")):
-            self._set_status(ks, pvc, "PersistentVolumeClaim", {**(pvc.get("status") or {}), "phase": "Bound"})
+              and (objects.spec(pv).get("claimRef") or {}).get("uid") == objects.uid(pvc)):
+            self._set_status(ks, pvc, "PersistentVolumeClaim", {**objects.status(pvc), "phase": "Bound"})
 
     @staticmethod
     def _set_status(ks: Any, obj: dict[str, Any], kind: str, status: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from devkit.clock import FakeClock
 from devkit.extender_demo import ask_yourself, serve_until, split_servers
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.client import LinstorClient
 
 NODES = {"w1": "zone-a", "w2": "zone-b", "w3": "zone-c"}
@@ -214,7 +215,7 @@ def _wait_for_state(http: httpx.Client, ready: str, pod: dict[str, Any], accept:
 
 def _pod() -> dict[str, Any]:
     pod = k.pod("db-0", claims=["data-db-0"], labels={"app": "db", FENCING_LABEL: "remove"})
-    pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+    objects.writable_meta(pod)["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
                                            "uid": "statefulset-db", "controller": True}]
     pod["status"] = {"phase": "Pending"}
     return pod
@@ -341,7 +342,7 @@ def _replace(story: Story, result: StoryResult, emu: LinstorEmulator, ks: KubeSt
         story.say("db-0 was not removed: nothing to reschedule")
         return
     pod = ks.add(_pod())
-    story.say(f"pod default/db-0 is back (new UID {pod['metadata']['uid'][:8]}...), Pending")
+    story.say(f"pod default/db-0 is back (new UID {objects.uid(pod)[:8]}...), Pending")
     lost = result.first_node
     _wait_for_state(http, ready, pod, lambda rows: any(r["node"] == lost and r["verdict"] == "fail" for r in rows),
                     "the extender to see the lost node", since=result.bound_generation)

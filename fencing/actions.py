@@ -25,6 +25,7 @@ import orjson
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.client import retry_after_seconds
 from linstor_scheduler.volumes import CSI_DRIVER
 
@@ -152,30 +153,30 @@ class KubeActions:
 
     def delete_attachment(self, attachment: AttachmentRecord | dict[str, Any]) -> Answer:
         attachment = attachment_object(attachment)
-        meta = attachment.get("metadata") or {}
-        spec = attachment.get("spec") or {}
-        if spec.get("attacher") != CSI_DRIVER:  # belt and braces: never another driver's attachment
-            raise ValueError(f"refusing to delete VolumeAttachment {meta.get('name')} of {spec.get('attacher')}")
-        body = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=meta.get("uid")))
+        name = objects.name(attachment)
+        attacher = objects.spec(attachment).get("attacher")
+        if attacher != CSI_DRIVER:  # belt and braces: never another driver's attachment
+            raise ValueError(f"refusing to delete VolumeAttachment {name} of {attacher}")
+        body = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=objects.uid(attachment)))
         try:
-            _release(self.storage.delete_volume_attachment(meta.get("name"), body=body, **self._opts))
+            _release(self.storage.delete_volume_attachment(name, body=body, **self._opts))
         except Exception as exc:
-            return _answer(exc, f"delete VolumeAttachment {meta.get('name')}")
+            return _answer(exc, f"delete VolumeAttachment {name}")
         return Answer(Outcome.DONE)
 
     def set_taint(self, node: NodeRecord | dict[str, Any], present: bool) -> Answer:
         """Add or remove our NoSchedule taint; the resourceVersion guards against lost updates. Every
         other taint is sent back as it was."""
         node = node_object(node)
-        meta = node.get("metadata") or {}
-        taints = [t for t in (node.get("spec") or {}).get("taints") or [] if not _ours(t)]
+        name = objects.name(node)
+        taints = [t for t in objects.spec(node).get("taints") or [] if not _ours(t)]
         if present:
             taints.append({"key": TAINT_KEY, "effect": "NoSchedule"})
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "spec": {"taints": taints}}
+        patch = {"metadata": {"resourceVersion": objects.resource_version(node)}, "spec": {"taints": taints}}
         try:
-            _release(self.core.patch_node(meta.get("name"), patch, **self._opts))
+            _release(self.core.patch_node(name, patch, **self._opts))
         except Exception as exc:
-            return _answer(exc, f"{'taint' if present else 'untaint'} node {meta.get('name')}")
+            return _answer(exc, f"{'taint' if present else 'untaint'} node {name}")
         return Answer(Outcome.DONE)
 
 
@@ -197,7 +198,7 @@ def has_taint(node: NodeRecord | dict[str, Any] | None) -> bool:
     if isinstance(node, NodeRecord):
         return any(key == "key" and (value == TAINT_KEY or value in OLD_TAINT_KEYS)
                    for taint in node.taints for key, value in taint)
-    return any(_ours(t) for t in ((node or {}).get("spec") or {}).get("taints") or [])
+    return any(_ours(t) for t in objects.spec(node).get("taints") or [])
 
 
 AttachmentIndex = dict[str, dict[str, list[AttachmentRecord]]]  # PV -> node -> our VolumeAttachments

@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.linstor.errors import EventsNotSupported
 from linstor_scheduler.measured import age_since
@@ -295,7 +296,7 @@ class FencingController:
         report = PassReport(now, guard=STALE_DATA if stale else (STORM if storm else None), note=stale or storm or "")
         self.executor.begin_pass()
         await self.executor.settle(report)  # writes of earlier passes whose answers were lost
-        pods_by_uid = self._raw = {(p.get("metadata") or {}).get("uid"): p for p in kube.pods}
+        pods_by_uid = self._raw = {objects.uid(p): p for p in kube.pods}
         ctx = self._ctx = GuardContext(now, stale, storm, frozenset(self._evicting) | frozenset(self._attempted))
         final: list[PodDecision] = []
         decisions = judge(observed, now, self.settings.grace_period)
@@ -628,7 +629,7 @@ class FencingController:
             if is_transport_error(exc):
                 self._unanswered = f"the API server left a read of this pass unanswered (pod {pod.key}: {exc!r})"
             return self._refuse(decision, STALE_DATA, f"no action: cannot read pod {pod.key} now: {exc!r}")
-        if live is None or (live.get("metadata") or {}).get("uid") != pod.uid:
+        if live is None or objects.uid(live) != pod.uid:
             log.info("pod %s (uid %s) is gone or replaced: nothing to do for it", pod.key, pod.uid)
             return dataclasses.replace(decision, verdict=HEALTHY, reason="PodGone", detail="gone or replaced")
         current = pod_state(live, kube, self.settings.select)
@@ -708,13 +709,13 @@ class FencingController:
             except Exception as exc:
                 log.info("pod %s/%s left the view during its grace period; cannot read it: %r", namespace, name, exc)
                 continue
-            if live is None or (live.get("metadata") or {}).get("uid") != uid:
+            if live is None or objects.uid(live) != uid:
                 log.info("pod %s/%s left node %s during its grace period (deleted or replaced): nothing to do",
                          namespace, name, node)
                 continue
             state = pod_state(live, KubeObjects(), self.settings.select)
             reason = OPTED_OUT if state.opted_out else NOT_OPTED_IN
-            label = ((live.get("metadata") or {}).get("labels") or {}).get(LABEL)
+            label = objects.labels(live).get(LABEL)
             change = "was removed" if label is None else f"now says {label!r}"
             self.notices.warn(live, state, reason, f"the {LABEL} label {change} while node {node} was in its "
                              "grace period: the pod is not failed over", now)
@@ -746,8 +747,7 @@ class FencingController:
             return
         users = [p for p in on_node if not _finished(p) and any(ref.key == claim for ref in pod_claims(p))]
         if users:
-            names = ", ".join(sorted(f"{(p.get('metadata') or {}).get('namespace')}/"
-                                     f"{(p.get('metadata') or {}).get('name')}" for p in users))
+            names = ", ".join(sorted(objects.key(p) for p in users))
             report.actions.append(("attachment_delete", name, VOLUME_STILL_IN_USE))
             self.notices.warn(self._raw.get(pod.uid) or {}, pod, VOLUME_STILL_IN_USE,
                              f"VolumeAttachment {name} on lost node {node} kept: pod(s) {names} there still use "
@@ -924,7 +924,7 @@ def _settle_gc(passes: int) -> None:
 
 def _finished(pod: dict[str, Any]) -> bool:
     """A pod that ended holds no volume (its containers are gone)."""
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    return objects.status(pod).get("phase") in ("Succeeded", "Failed")
 
 
 def render_table(report: PassReport) -> str:

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from linstor_scheduler.kube import objects
+
 from .actions import Answer, KubeActions, Outcome, has_taint
 from .intents import DELETE, DETACH, EVICT, TAINT, UNTAINT, Intent
 from .metrics import FencingMetrics
@@ -196,15 +198,13 @@ class Executor:
             if intent.kind in (TAINT, UNTAINT):
                 return has_taint(await self.calls.read(self.actions.get_node, intent.target)) == (intent.kind == TAINT)
             if intent.kind == DETACH:
-                meta = intent.obj.get("metadata") or {}
                 live = await self.calls.read(self.actions.get_attachment, intent.target)
-                return live is None or (live.get("metadata") or {}).get("uid") != meta.get("uid")
+                return live is None or objects.uid(live) != objects.uid(intent.obj)
             assert intent.pod is not None
             live = await self.calls.read(self.actions.get_pod, intent.pod.namespace, intent.pod.name)
         except Exception as exc:
             log.warning("%s %s: a live read to learn the write's outcome failed: %r", intent.kind, intent.target, exc)
             return False
-        meta = (live or {}).get("metadata") or {}
         # the pod is gone or replaced (a new UID); after an eviction, being deleted is enough
-        return live is None or meta.get("uid") != intent.pod.uid or (
-            intent.kind == EVICT and bool(meta.get("deletionTimestamp")))
+        return live is None or objects.uid(live) != intent.pod.uid or (
+            intent.kind == EVICT and bool(objects.deletion_timestamp(live)))

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.kube import objects
+
 from .records import AttachmentRecord, attachment_object
 from .verdict import FENCE, REFUSE, Observed, PodDecision, PodState, judge_volume, witnesses
 
@@ -62,7 +64,7 @@ class Intent:
         """The UID the write is bound to (a pod, a VolumeAttachment) or the Node's name."""
         if self.pod is not None and self.removal:
             return self.pod.uid
-        return str((self.obj.get("metadata") or {}).get("uid") or self.target)
+        return str(objects.uid(self.obj, self.target))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,8 @@ def removal(decision: PodDecision, live: dict[str, Any], terminating: bool, evic
     grace-0 delete did not remove is held by its finalizers: sending the delete again changes
     nothing, so it is said once (``HELD_BY_FINALIZER``)."""
     pod = decision.pod
-    meta = live.get("metadata") or {}
-    if terminating and meta.get("deletionGracePeriodSeconds") == 0:
-        finalizers = ", ".join(meta.get("finalizers") or []) or "none listed"
+    if terminating and objects.deletion_grace_period_seconds(live) == 0:
+        finalizers = ", ".join(objects.finalizers(live)) or "none listed"
         return Wait(HELD_BY_FINALIZER, f"pod {pod.key} was deleted with grace 0 from lost node {decision.node} and "
                     f"is still there, held by its finalizer(s) ({finalizers}): whoever owns them must remove them; "
                     "the delete is not sent again")
@@ -124,8 +125,7 @@ def untaint(node: str, obj: dict[str, Any]) -> Intent:
 
 def event(obj: dict[str, Any], event_type: str, reason: str, message: str) -> Intent:
     """An Event about ``obj`` (a pod, a Node): what fencing saw, did or refused."""
-    meta = obj.get("metadata") or {}
-    return Intent(EVENT, f"{obj.get('kind', '')}/{meta.get('name', '')}", "", obj=obj, why=message, reason=reason,
+    return Intent(EVENT, f"{obj.get('kind', '')}/{objects.name(obj, '')}", "", obj=obj, why=message, reason=reason,
                   event_type=event_type)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import msgspec
 
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.compact import (
     FencingResourceItem,
     NodeItem,
@@ -259,24 +260,22 @@ def node_states(view: LinstorView, kube: KubeObjects) -> dict[str, NodeState]:
 
 
 def pod_state(pod: Obj, kube: KubeObjects, select: str = LABELLED) -> PodState:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
     claims = resolve_pod_claims(pod, kube.pvcs.get, kube.pvs.get, lambda _name: None)
     volumes = tuple(
         PodVolume(c.ref.key, getattr(as_claim(kube.pvcs.get(c.ref.key)), "volume", None), c.resource, c.pending)
         for c in claims)
     return PodState(
-        namespace=meta.get("namespace") or "default", name=meta.get("name") or "", uid=meta.get("uid") or "",
-        node=spec.get("nodeName"), volumes=volumes,
-        opted_in=opted_in(meta.get("labels") or {}, select),
-        opted_out=OPT_OUT_ANNOTATION in (meta.get("annotations") or {}),
-        terminating=bool(meta.get("deletionTimestamp")), no_controller=missing_controller(pod),
+        namespace=objects.namespace(pod, objects.DEFAULT_NAMESPACE), name=objects.name(pod, ""),
+        uid=objects.uid(pod, ""), node=objects.spec(pod).get("nodeName"), volumes=volumes,
+        opted_in=opted_in(objects.labels(pod), select),
+        opted_out=OPT_OUT_ANNOTATION in objects.annotations(pod),
+        terminating=bool(objects.deletion_timestamp(pod)), no_controller=missing_controller(pod),
         unfenced=unfenced_volumes(pod, kube.pvcs.get, kube.pvs.get) if volumes else ())
 
 
 def running_pods(pods: Iterable[Obj]) -> list[Obj]:
     """Pods that may hold their volumes: not finished."""
-    return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return [p for p in pods if objects.status(p).get("phase") not in ("Succeeded", "Failed")]
 
 
 def build_observed(view: LinstorView, kube: KubeObjects, fault_since: Mapping[tuple[str, str], float],

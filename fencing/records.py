@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import CSI_DRIVER
 
 _intern = sys.intern
@@ -38,7 +39,7 @@ Taint = tuple[tuple[str, Any], ...]  # one taint's fields, in the API's order
 
 def _ready(obj: Mapping[str, Any]) -> bool:
     """The Ready condition is True (a Node without one is not known to be ready)."""
-    for cond in (obj.get("status") or {}).get("conditions") or ():
+    for cond in objects.status(obj).get("conditions") or ():
         if isinstance(cond, Mapping) and cond.get("type") == "Ready":
             return cond.get("status") == "True"
     return False
@@ -69,25 +70,23 @@ class AttachmentRecord:
 
 
 def node_record(obj: Mapping[str, Any]) -> NodeRecord:
-    meta = obj.get("metadata") or {}
-    taints = (obj.get("spec") or {}).get("taints") or ()
+    taints = objects.spec(obj).get("taints") or ()
     return NodeRecord(
-        name=_intern(str(meta.get("name") or "")),
-        uid=meta.get("uid"),
-        resource_version=meta.get("resourceVersion"),
+        name=_intern(str(objects.name(obj, ""))),
+        uid=objects.uid(obj),
+        resource_version=objects.resource_version(obj),
         ready=_ready(obj),
         taints=tuple(tuple(t.items()) for t in taints if isinstance(t, Mapping)))
 
 
 def attachment_record(obj: Mapping[str, Any]) -> AttachmentRecord | None:
     """Ours with a PV and a node, else None (an informer keeps nothing of it)."""
-    spec = obj.get("spec") or {}
+    spec = objects.spec(obj)
     pv = (spec.get("source") or {}).get("persistentVolumeName")
     node = spec.get("nodeName")
     if spec.get("attacher") != CSI_DRIVER or not pv or not node:
         return None
-    meta = obj.get("metadata") or {}
-    return AttachmentRecord(name=str(meta.get("name") or ""), uid=meta.get("uid"), pv=str(pv),
+    return AttachmentRecord(name=str(objects.name(obj, "")), uid=objects.uid(obj), pv=str(pv),
                             node=_intern(str(node)))
 
 

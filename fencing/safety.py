@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from linstor_scheduler.claims import as_claim, as_volume
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import CSI_DRIVER, named_volumes
 
 Obj = Mapping[str, Any]
@@ -40,10 +41,9 @@ def missing_controller(pod: Obj) -> str | None:
     Kubernetes' own controllers follow (``controller: true``, as ``metav1.GetControllerOf``), and
     refuse a mirror pod (its owner is the Node: the kubelet runs the static pod from a file, deleting
     the API copy moves nothing) and a DaemonSet's pod (recreated on the same node)."""
-    meta = pod.get("metadata") or {}
-    if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+    if MIRROR_ANNOTATION in objects.annotations(pod):
         return "it is the mirror of a static pod: the kubelet runs it from a file on that node"
-    owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)]
+    owners = [o for o in objects.owner_references(pod) if isinstance(o, Mapping)]
     controller = next((o for o in owners if o.get("controller") is True), None)
     if controller is None:
         if owners:
@@ -59,7 +59,7 @@ def missing_controller(pod: Obj) -> str | None:
 def _mounted_read_only(pod: Obj, volume: str) -> bool:
     """Every container that uses the volume mounts it read-only (and one at least does): a
     writable mount anywhere, or a raw block device (volumeDevices), can write."""
-    spec = pod.get("spec") or {}
+    spec = objects.spec(pod)
     containers = [c for key in ("initContainers", "containers", "ephemeralContainers")
                   for c in spec.get(key) or [] if isinstance(c, Mapping)]
     mounts = [m for c in containers for m in c.get("volumeMounts") or [] if m.get("name") == volume]
@@ -77,15 +77,14 @@ def unfenced_volumes(pod: Obj, get_pvc: Callable[[str], Any],
     (``UnresolvedVolume``); one bound to a PV not seen has an unknown driver: unfenced.
     A hostPath mounted read-only everywhere is safe: the replacement reads the same files on its own
     node (the issue asks for that exception; piraeus-ha-controller refuses every hostPath)."""
-    meta = pod.get("metadata") or {}
-    namespace = meta.get("namespace") or "default"
+    namespace = objects.namespace(pod)
     found: list[str] = []
     for name, vol in named_volumes(pod):
         if any(vol.get(source) is not None for source in SAFE_SOURCES):
             continue
         claim = vol.get("persistentVolumeClaim")
         if isinstance(claim, Mapping):
-            problem = _claim_problem(f"{namespace}/{claim.get('claimName')}", claim.get("readOnly") is True,
+            problem = _claim_problem(objects.key_of(namespace, claim.get("claimName")), claim.get("readOnly") is True,
                                      get_pvc, get_pv)
             if problem and not _mounted_read_only(pod, name):
                 found.append(f"{name} ({problem})")

@@ -36,6 +36,7 @@ from linstor_scheduler.drbd_quorum import (
     Options,
     policy_problem,
 )
+from linstor_scheduler.kube import objects
 
 # All the verdict (and the drill's DRBD model) read of a resource's properties
 POLICY_KEYS = frozenset({QUORUM_KEY, ON_NO_QUORUM_KEY, AUTO_QUORUM_KEY, MINIMUM_REDUNDANCY_KEY})
@@ -207,7 +208,7 @@ class PodState:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return objects.key_of(self.namespace, self.name)
 
     @property
     def resources(self) -> tuple[str, ...]:

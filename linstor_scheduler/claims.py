@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .kube import objects
 from .quantity import parse_quantity
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"  # volume.AnnSelectedNode: VolumeBinding writes it in PreBind
@@ -68,7 +69,7 @@ class ClaimRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return objects.key_of(self.namespace, self.name)
 
     @property
     def size_bytes(self) -> int | None:
@@ -135,8 +136,8 @@ def as_node_selector(compact: Selector) -> dict[str, Any]:
     return {"nodeSelectorTerms": [{"matchExpressions": exprs(m), "matchFields": exprs(f)} for m, f in compact]}
 
 
-def _owner(meta: Mapping[str, Any]) -> str | None:
-    for ref in meta.get("ownerReferences") or ():
+def _owner(obj: Mapping[str, Any]) -> str | None:
+    for ref in objects.owner_references(obj):
         if isinstance(ref, Mapping) and ref.get("controller"):
             return _intern(f"{ref.get('kind')}/{ref.get('name')}")
     return None
@@ -144,25 +145,23 @@ def _owner(meta: Mapping[str, Any]) -> str | None:
 
 def claim_record(obj: Mapping[str, Any]) -> ClaimRecord:
     """The record of a PVC object (an informer's transform; also a direct read's answer)."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    annotations = meta.get("annotations") or {}
+    spec = objects.spec(obj)
     return ClaimRecord(
-        namespace=_intern(str(meta.get("namespace") or "default")),
-        name=str(meta.get("name") or ""),
+        namespace=_intern(str(objects.namespace(obj, objects.DEFAULT_NAMESPACE))),
+        name=str(objects.name(obj, "")),
         storage_class=_shared(spec.get("storageClassName")),
         volume=spec.get("volumeName") or None,
         size=_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")),
         access_modes=_access_modes(spec.get("accessModes")),
-        phase=_shared((obj.get("status") or {}).get("phase")),
-        owner=_owner(meta),
-        selected_node=_shared(annotations.get(SELECTED_NODE) if isinstance(annotations, Mapping) else None),
+        phase=_shared(objects.status(obj).get("phase")),
+        owner=_owner(obj),
+        selected_node=_shared(objects.annotations(obj).get(SELECTED_NODE)),
     )
 
 
 def template_record(namespace: str, name: str, template: Mapping[str, Any]) -> ClaimRecord:
     """The claim an ephemeral volume's ``volumeClaimTemplate`` will become (not bound: no volume)."""
-    spec = template.get("spec") or {}
+    spec = objects.spec(template)
     return ClaimRecord(_intern(str(namespace)), str(name), _shared(spec.get("storageClassName")), None,
                        _quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")),
                        _access_modes(spec.get("accessModes")))
@@ -178,10 +177,9 @@ PV_SOURCES = frozenset({"nfs", "iscsi", "rbd", "cephfs", "fc", "hostPath", "loca
 
 def volume_record(obj: Mapping[str, Any]) -> VolumeRecord:
     """The record of a PV object."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
+    spec = objects.spec(obj)
     csi = spec.get("csi") or {}
-    name = str(meta.get("name") or "")
+    name = str(objects.name(obj, ""))
     handle = csi.get("volumeHandle")
     return VolumeRecord(
         name=name,
@@ -191,7 +189,7 @@ def volume_record(obj: Mapping[str, Any]) -> VolumeRecord:
         capacity=_quantity((spec.get("capacity") or {}).get("storage")),
         affinity=selector((spec.get("nodeAffinity") or {}).get("required")),
         access_modes=_access_modes(spec.get("accessModes")),
-        phase=_shared((obj.get("status") or {}).get("phase")),
+        phase=_shared(objects.status(obj).get("phase")),
         read_only=csi.get("readOnly") is True,
         source=None if csi else next((_intern(k) for k in spec if k in PV_SOURCES), None),
         access_policy=_context_policy(csi.get("volumeAttributes")),

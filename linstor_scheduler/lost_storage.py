@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from linstor_scheduler.kube import objects
+
 ANNOTATION = "fencing.linstor.csi.linbit.com/grace-timers"
 DEFAULT_LEASE = "linstor-scheduler-fencing"  # fencing's --lease-name default (fencing/cli.py)
 # A node where only some replicas lost their storage has them named in the record, up to this many
@@ -79,8 +81,7 @@ def parse(text: str | None) -> LostStorage | None:
 
 def read_record(lease: Mapping[str, Any]) -> LostStorage | None:
     """Informer transform for fencing's Lease: its record, or None (the store keeps nothing)."""
-    annotations = (lease.get("metadata") or {}).get("annotations") or {}
-    return parse(annotations.get(ANNOTATION))
+    return parse(objects.annotations(lease).get(ANNOTATION))
 
 
 def lost_now(record: LostStorage | None, wall_now: float, max_age: float) -> Lost:

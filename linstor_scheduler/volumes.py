@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .claims import ClaimRecord, VolumeRecord, as_claim, as_volume, template_record
+from .kube import objects
 from .quantity import parse_quantity as parse_quantity  # its old home: callers import it from here
 
 CSI_DRIVER = "linstor.csi.linbit.com"
@@ -124,7 +125,7 @@ class StorageClassInfo:
         except (TypeError, ValueError):
             placement = None
         return cls(
-            name=(sc.get("metadata") or {}).get("name", ""),
+            name=objects.name(sc, ""),
             provisioner=sc.get("provisioner", ""),
             storage_pool=_param(params, "storagePool"),
             remote_access=parse_remote_access(_param(params, "allowRemoteVolumeAccess")),
@@ -191,21 +192,20 @@ class ClaimRef:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return objects.key_of(self.namespace, self.name)
 
 
 def named_volumes(pod: Obj) -> Iterator[tuple[str, Obj]]:
     """A pod's volumes as (name, volume source), malformed entries skipped."""
-    for vol in (pod.get("spec") or {}).get("volumes") or []:
+    for vol in objects.spec(pod).get("volumes") or []:
         if isinstance(vol, Mapping):
             yield str(vol.get("name") or ""), vol
 
 
 def pod_claims(pod: Obj) -> list[ClaimRef]:
     """Claims of a pod; an ephemeral volume's PVC is named ``<pod>-<volume>`` by Kubernetes."""
-    meta = pod.get("metadata") or {}
-    namespace = meta.get("namespace") or "default"
-    pod_name = meta.get("name") or ""
+    namespace = objects.namespace(pod, objects.DEFAULT_NAMESPACE)
+    pod_name = objects.name(pod, "")
     refs: list[ClaimRef] = []
     for name, vol in named_volumes(pod):
         pvc = vol.get("persistentVolumeClaim")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from linstor_scheduler.claims import CONTEXT_MARKER, CONTEXT_POLICY, Selector, VolumeRecord, selector
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import CSI_DRIVER, RemoteAccess, StorageClassInfo, parse_remote_access
 
 HOSTNAME_KEY = "linbit.com/hostname"  # linstor-csi pkg/topology/topology.go LinstorNodeKey
@@ -213,8 +214,8 @@ def judge(volume: VolumeRecord, *, diskful: Iterable[str] | None, node_segments:
 
 
 def claim_key(pv: Mapping[str, Any]) -> str | None:
-    ref = (pv.get("spec") or {}).get("claimRef") or {}
-    return f"{ref.get('namespace') or 'default'}/{ref['name']}" if ref.get("name") else None
+    ref = objects.spec(pv).get("claimRef") or {}
+    return objects.key_of(ref.get("namespace"), ref["name"]) if ref.get("name") else None
 
 
 def judge_objects(pvs: Iterable[Mapping[str, Any]], *, storage_classes: Mapping[str, StorageClassInfo],
@@ -263,8 +264,7 @@ def report_from_doc(doc: Any) -> dict[str, Any]:
 
     snap = snapshot_of(doc, keep_raw=True)
     kube = snap.kube_items
-    labels = {str((o.get("metadata") or {}).get("name")): (o.get("metadata") or {}).get("labels") or {}
-              for o in kube if o.get("kind") == "Node"}
+    labels = {str(objects.name(o)): objects.labels(o) for o in kube if o.get("kind") == "Node"}
     node_segments = {n.name: segments(n.name, n.props, labels.get(n.name)) for n in snap.nodes}
     classes = {c.name: c for c in (StorageClassInfo.from_object(o) for o in kube if o.get("kind") == "StorageClass")}
     verdicts = judge_objects([o for o in kube if o.get("kind") == "PersistentVolume"], storage_classes=classes,

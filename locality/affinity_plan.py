@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 
+from linstor_scheduler.kube import objects
+
 SAVED_PROP = "Aux/linstor-scheduler/affinity-replace"
 RETAIN = "Retain"
 SAVE, RETAIN_STEP, DELETE, UNPROTECT, CREATE, CLEAR, RESTORE, ABANDON = (
@@ -72,17 +74,16 @@ class Intent:
 
     @property
     def name(self) -> str:
-        return str(self.pv["metadata"]["name"])
+        return str(objects.name(self.pv))
 
 
 def fingerprint(pv: dict[str, Any]) -> str:
     """What someone else might change: the spec less the reclaim policy (ours to change) and the
     claimRef's resourceVersion (the PV controller's), the labels and annotations."""
-    spec = copy.deepcopy(pv.get("spec") or {})
+    spec = copy.deepcopy(objects.spec(pv))
     spec.pop("persistentVolumeReclaimPolicy", None)
     (spec.get("claimRef") or {}).pop("resourceVersion", None)
-    meta = pv.get("metadata") or {}
-    doc = {"spec": spec, "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+    doc = {"spec": spec, "labels": objects.labels(pv), "annotations": objects.annotations(pv)}
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
@@ -94,30 +95,28 @@ SPEC_KEPT = ("accessModes", "capacity", "claimRef", "csi", "mountOptions", "pers
 
 def replacement(pv: dict[str, Any], affinity: dict[str, Any] | None) -> dict[str, Any]:
     """The PV to create instead of ``pv``: everything kept but the affinity (None: no affinity)."""
-    meta = pv.get("metadata") or {}
-    spec = {k: copy.deepcopy(v) for k, v in (pv.get("spec") or {}).items() if k in SPEC_KEPT}
+    spec = {k: copy.deepcopy(v) for k, v in objects.spec(pv).items() if k in SPEC_KEPT}
     spec.setdefault("volumeMode", "Filesystem")
     ref = spec.get("claimRef")
     if isinstance(ref, dict):
         ref.pop("resourceVersion", None)  # the claim's, when bound: a stale value only confuses
     if affinity is not None:
         spec["nodeAffinity"] = affinity
-    out_meta: dict[str, Any] = {"name": meta.get("name")}
-    for key in ("labels", "annotations"):
-        if meta.get(key):
-            out_meta[key] = copy.deepcopy(meta[key])
+    out_meta: dict[str, Any] = {"name": objects.name(pv)}
+    for key, value in (("labels", objects.labels(pv)), ("annotations", objects.annotations(pv))):
+        if value:
+            out_meta[key] = copy.deepcopy(value)
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": out_meta, "spec": spec}
 
 
 def intent_for(pv: dict[str, Any], affinity: dict[str, Any] | None) -> Intent:
-    meta = pv.get("metadata") or {}
-    return Intent(replacement(pv, affinity), str(meta.get("uid")), fingerprint(pv),
-                  str((pv.get("spec") or {}).get("persistentVolumeReclaimPolicy") or "Delete"))
+    return Intent(replacement(pv, affinity), str(objects.uid(pv)), fingerprint(pv),
+                  str(objects.spec(pv).get("persistentVolumeReclaimPolicy") or "Delete"))
 
 
 def is_the_replacement(intent: Intent, current: dict[str, Any]) -> bool:
     """``current`` (another UID than the old PV's) is the PV we meant to create."""
-    spec, want = current.get("spec") or {}, intent.pv["spec"]
+    spec, want = objects.spec(current), intent.pv["spec"]
     return (((spec.get("csi") or {}).get("volumeHandle") == (want.get("csi") or {}).get("volumeHandle"))
             and ((spec.get("claimRef") or {}).get("uid") == (want.get("claimRef") or {}).get("uid"))
             and spec.get("nodeAffinity") == want.get("nodeAffinity"))
@@ -135,12 +134,13 @@ def next_step(intent: Intent | None, current: dict[str, Any] | None) -> Step:
         return Step(SAVE, "write the intended PV to the resource definition")
     if current is None:
         return Step(CREATE, f"create {intent.name} with the new node affinity")
-    meta, spec = current.get("metadata") or {}, current.get("spec") or {}
-    if meta.get("uid") != intent.old_uid:
+    spec = objects.spec(current)
+    if objects.uid(current) != intent.old_uid:
         if is_the_replacement(intent, current):
             return Step(CLEAR, "the replacement is in place: remove the property")
-        return Step(ABANDON, f"another PV {intent.name} (UID {meta.get('uid')}) was made by someone else: left alone")
-    if meta.get("deletionTimestamp"):  # our DELETE (UID precondition) began it: it cannot be undone
+        return Step(ABANDON, f"another PV {intent.name} (UID {objects.uid(current)}) was made by someone else: "
+                    "left alone")
+    if objects.deletion_timestamp(current):  # our DELETE (UID precondition) began it: it cannot be undone
         return Step(UNPROTECT, "remove its finalizers so that its deletion completes")
     if fingerprint(current) != intent.fingerprint:
         if spec.get("persistentVolumeReclaimPolicy") != intent.reclaim:

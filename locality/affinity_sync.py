@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from linstor_scheduler.claims import CONTEXT_MARKER, CONTEXT_POLICY
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
@@ -152,8 +153,8 @@ class View:
     saved: dict[str, str]  # resource definition -> the property's text
 
 
-def _age(meta: Mapping[str, Any], now: float) -> float | None:
-    raw = meta.get("creationTimestamp")
+def _age(obj: Mapping[str, Any], now: float) -> float | None:
+    raw = objects.creation_timestamp(obj)
     try:
         return now - dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -162,10 +163,10 @@ def _age(meta: Mapping[str, Any], now: float) -> float | None:
 
 def resizing(claim: Mapping[str, Any]) -> bool:
     """A resize asked for and not finished (the claim's request above its capacity, or a resize condition)."""
-    status = claim.get("status") or {}
+    status = objects.status(claim)
     if any((c or {}).get("type") in RESIZE_CONDITIONS for c in status.get("conditions") or ()):
         return True
-    asked = parse_quantity(((claim.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage"))
+    asked = parse_quantity((objects.spec(claim).get("resources") or {}).get("requests", {}).get("storage"))
     has = parse_quantity((status.get("capacity") or {}).get("storage"))
     return asked is not None and has is not None and asked > has
 
@@ -180,30 +181,30 @@ class Placed(msgspec.Struct, frozen=True, gc=False):
 
 def slim_pv(pv: dict[str, Any]) -> dict[str, Any] | None:
     """What a pass keeps of a PV of LINSTOR CSI (judging and the guards); None for other PVs."""
-    spec = pv.get("spec") or {}
+    spec = objects.spec(pv)
     csi = spec.get("csi") or {}
     if csi.get("driver") != CSI_DRIVER:
         return None
-    meta = pv.get("metadata") or {}
+    meta = objects.meta(pv)
     attrs = {k: v for k, v in (csi.get("volumeAttributes") or {}).items() if k in (CONTEXT_MARKER, CONTEXT_POLICY)}
     return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "creationTimestamp",
                                               "deletionTimestamp") if k in meta},
             "spec": {"csi": {"driver": csi.get("driver"), "volumeHandle": csi.get("volumeHandle"),
                              "volumeAttributes": attrs},
                      **{k: spec[k] for k in ("storageClassName", "nodeAffinity", "claimRef") if k in spec}},
-            "status": {"phase": (pv.get("status") or {}).get("phase")}}
+            "status": {"phase": objects.status(pv).get("phase")}}
 
 
 def slim_claim(claim: dict[str, Any]) -> dict[str, Any]:
-    meta, spec, status = claim.get("metadata") or {}, claim.get("spec") or {}, claim.get("status") or {}
-    return {"metadata": {"namespace": meta.get("namespace") or "default",
+    meta, spec, status = objects.meta(claim), objects.spec(claim), objects.status(claim)
+    return {"metadata": {"namespace": objects.namespace(claim, objects.DEFAULT_NAMESPACE),
                          **{k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta}},
             "spec": {"resources": spec.get("resources") or {}, "volumeName": spec.get("volumeName")},
             "status": {k: status[k] for k in ("phase", "capacity", "conditions") if k in status}}
 
 
 def claim_volumes(pod: Mapping[str, Any]) -> set[str]:
-    return {v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or ()
+    return {v["persistentVolumeClaim"]["claimName"] for v in objects.spec(pod).get("volumes") or ()
             if isinstance(v, dict) and (v.get("persistentVolumeClaim") or {}).get("claimName")}
 
 
@@ -282,7 +283,7 @@ class AffinitySync:
             extra = {"_continue": token} if token else {}
             doc = orjson.loads(fn(_preload_content=False, limit=PAGE, **kw, **extra).data)
             out += [kept for item in doc.get("items") or () if (kept := keep(item)) is not None]
-            token = (doc.get("metadata") or {}).get("continue")
+            token = objects.continue_token(doc)
             if not token:
                 return out
 
@@ -301,9 +302,9 @@ class AffinitySync:
         pvs = await read(self._pages, self.core.list_persistent_volume, slim_pv)
         classes = await read(self._pages, self.storage.list_storage_class, StorageClassInfo.from_object)
         labels = dict(await read(self._pages, self.core.list_node,
-                                 lambda n: (n["metadata"]["name"], n["metadata"].get("labels") or {})))
+                                 lambda n: (objects.name(n), objects.labels(n))))
         return View(
-            pvs={p["metadata"]["name"]: p for p in pvs},
+            pvs={objects.name(p): p for p in pvs},
             claims={},
             classes={c.name: c for c in classes},
             node_segments={n.name: segments(n.name, n.props, labels.get(n.name)) for n in nodes},
@@ -312,11 +313,11 @@ class AffinitySync:
 
     async def _read_claims(self, view: View, wanted: set[tuple[str, str]]) -> None:
         def keep(c: dict[str, Any]) -> dict[str, Any] | None:
-            key = (c["metadata"].get("namespace") or "default", c["metadata"]["name"])
+            key = (objects.namespace(c, objects.DEFAULT_NAMESPACE), objects.name(c))
             return slim_claim(c) if key in wanted else None
 
         claims = await self.calls.read(self._pages, self.core.list_persistent_volume_claim_for_all_namespaces, keep)
-        view.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
+        view.claims = {(objects.namespace(c), objects.name(c)): c for c in claims}
 
     # --- a pass --------------------------------------------------------------------------------------
     async def _pass(self, act: bool) -> PassResult:
@@ -390,10 +391,10 @@ class AffinitySync:
     async def _read_users(self, claims: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The pods (namespace, name, node, claims) and VolumeSnapshots that use these claims."""
         def keep(pod: dict[str, Any]) -> dict[str, Any] | None:
-            ns = pod["metadata"].get("namespace") or "default"
+            ns = objects.namespace(pod, objects.DEFAULT_NAMESPACE)
             used = {c for c in claim_volumes(pod) if (ns, c) in claims}
-            node = (pod.get("spec") or {}).get("nodeName")
-            return {"namespace": ns, "name": pod["metadata"]["name"], "node": node, "claims": used} \
+            node = objects.spec(pod).get("nodeName")
+            return {"namespace": ns, "name": objects.name(pod), "node": node, "claims": used} \
                 if used and node else None
 
         pods = await self.calls.read(self._pages, self.core.list_pod_for_all_namespaces, keep,
@@ -410,26 +411,28 @@ class AffinitySync:
 
     def _guard(self, verdict: AffinityVerdict, pv: dict[str, Any], view: View, pods: list[dict[str, Any]],
                snapshots: list[dict[str, Any]]) -> tuple[str, str] | None:
-        phase = (pv.get("status") or {}).get("phase")
-        if phase != "Bound" or (pv.get("metadata") or {}).get("deletionTimestamp"):
+        phase = objects.status(pv).get("phase")
+        if phase != "Bound" or objects.deletion_timestamp(pv):
             return NOT_BOUND, f"the PV is {phase or 'without a phase'}" + (
-                ", being deleted" if (pv.get("metadata") or {}).get("deletionTimestamp") else "")
-        ref = (pv.get("spec") or {}).get("claimRef") or {}
-        key = (ref.get("namespace") or "default", ref.get("name") or "")
+                ", being deleted" if objects.deletion_timestamp(pv) else "")
+        ref = objects.spec(pv).get("claimRef") or {}
+        key = (ref.get("namespace") or objects.DEFAULT_NAMESPACE, ref.get("name") or "")
         claim = view.claims.get(key)
-        if claim is None or claim["metadata"].get("uid") != ref.get("uid"):
-            return CLAIM_GONE, f"claim {key[0]}/{key[1]} with UID {ref.get('uid')} not found"
-        if claim["metadata"].get("deletionTimestamp"):
-            return CLAIM_DELETING, f"claim {key[0]}/{key[1]} is being deleted"
+        named = objects.key_of(*key)
+        if claim is None or objects.uid(claim) != ref.get("uid"):
+            return CLAIM_GONE, f"claim {named} with UID {ref.get('uid')} not found"
+        if objects.deletion_timestamp(claim):
+            return CLAIM_DELETING, f"claim {named} is being deleted"
         if resizing(claim):
-            return RESIZING, f"claim {key[0]}/{key[1]} is being resized"
+            return RESIZING, f"claim {named} is being resized"
         for snap in snapshots:
-            src = (snap.get("spec") or {}).get("source") or {}
-            if ((snap.get("metadata") or {}).get("namespace") == key[0]
+            src = objects.spec(snap).get("source") or {}
+            if (objects.namespace(snap) == key[0]
                     and src.get("persistentVolumeClaimName") == key[1]
-                    and (snap.get("status") or {}).get("readyToUse") is not True):
-                return SNAPSHOTTING, f"VolumeSnapshot {key[0]}/{snap['metadata']['name']} of the claim is not ready"
-        age = _age(pv.get("metadata") or {}, self.wall())
+                    and objects.status(snap).get("readyToUse") is not True):
+                return SNAPSHOTTING, (f"VolumeSnapshot {objects.key_of(key[0], objects.name(snap))} of the claim "
+                                      "is not ready")
+        age = _age(pv, self.wall())
         if age is not None and age < self.min_age:
             return TOO_YOUNG, f"created {age:.0f}s ago (--min-age {self.min_age:g}s)"
         new = node_affinity(verdict.want)
@@ -440,8 +443,8 @@ class AffinitySync:
             node = pod["node"]
             if (pod["namespace"] == key[0] and key[1] in pod["claims"]
                     and not admits(compact, view.node_segments.get(node) or {}, node)):
-                return POD_EXCLUDED, (f"pod {key[0]}/{pod['name']} uses the claim on {node}, which the new "
-                                      "affinity would not admit")
+                return POD_EXCLUDED, (f"pod {objects.key_of(key[0], pod['name'])} uses the claim on {node}, "
+                                      "which the new affinity would not admit")
         return None
 
     # --- acting --------------------------------------------------------------------------------------
@@ -457,7 +460,7 @@ class AffinitySync:
             pv = await self.calls.read(self._get_pv, verdict.pv)
         except Exception as exc:
             return self._failed(row, "read", slim, view, exc)
-        if pv is None or pv["metadata"].get("resourceVersion") != slim["metadata"].get("resourceVersion"):
+        if pv is None or objects.resource_version(pv) != objects.resource_version(slim):
             return {**row, "outcome": "changed", "detail": "the PV changed since the pass read it: judged again "
                     "next pass"}
         if not self.immutable:
@@ -495,7 +498,7 @@ class AffinitySync:
             log.warning("resource definition %s: property %s: %s; left alone", rd, SAVED_PROP, exc)
             return {"pv": rd, "claim": None, "outcome": FAILED, "detail": f"property {SAVED_PROP}: {exc}"}
         ref = intent.pv["spec"].get("claimRef") or {}
-        row = {"pv": intent.name, "claim": f"{ref.get('namespace')}/{ref.get('name')}" if ref else None}
+        row = {"pv": intent.name, "claim": objects.key_of(ref.get("namespace"), ref.get("name")) if ref else None}
         log.info("finishing the replacement of PV %s begun earlier", intent.name)
         return await self._advance(rd, intent, view, row)
 
@@ -527,7 +530,7 @@ class AffinitySync:
         if step in (RETAIN_STEP, RESTORE):
             assert current is not None
             policy = RETAIN if step == RETAIN_STEP else intent.reclaim
-            body = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            body = {"metadata": {"resourceVersion": objects.resource_version(current)},
                     "spec": {"persistentVolumeReclaimPolicy": policy}}
             await write(self.core.patch_persistent_volume, intent.name, body)
         elif step == DELETE:
@@ -539,7 +542,7 @@ class AffinitySync:
                     raise
         elif step == UNPROTECT:
             assert current is not None
-            body = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"], "finalizers": None}}
+            body = {"metadata": {"resourceVersion": objects.resource_version(current), "finalizers": None}}
             try:
                 await write(self.core.patch_persistent_volume, intent.name, body)
             except ApiException as exc:
@@ -558,8 +561,8 @@ class AffinitySync:
         await self.linstor.modify_resource_definition(rd, override_props={SAVED_PROP: intent.encode()})
 
     async def _patch_affinity(self, pv: dict[str, Any], affinity: dict[str, Any] | None) -> dict[str, Any]:
-        body = {"metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]}, "spec": {"nodeAffinity": affinity}}
-        await self.calls.write(self.core.patch_persistent_volume, pv["metadata"]["name"], body)
+        body = {"metadata": {"resourceVersion": objects.resource_version(pv)}, "spec": {"nodeAffinity": affinity}}
+        await self.calls.write(self.core.patch_persistent_volume, objects.name(pv), body)
         return pv
 
     def _failed(self, row: dict[str, Any], step: str, pv: dict[str, Any], view: View,
@@ -576,7 +579,7 @@ class AffinitySync:
         """An Event on the PV and on its claim; a hold is said again only after ``repeat_seconds``."""
         if self.events is None or self.dry_run:
             return
-        name = (pv.get("metadata") or {}).get("name") or ""
+        name = objects.name(pv, "")
         if key:
             now = self.clock()
             last = self._said.get((name, key))
@@ -584,8 +587,8 @@ class AffinitySync:
                 return
             self._said[(name, key)] = now
         self.events.record({"apiVersion": "v1", "kind": "PersistentVolume", **pv}, kind, reason, message[:1000])
-        ref = (pv.get("spec") or {}).get("claimRef") or {}
-        claim = view.claims.get((ref.get("namespace") or "default", ref.get("name") or ""))
+        ref = objects.spec(pv).get("claimRef") or {}
+        claim = view.claims.get((ref.get("namespace") or objects.DEFAULT_NAMESPACE, ref.get("name") or ""))
         if claim is not None:
             self.events.record({"apiVersion": "v1", "kind": "PersistentVolumeClaim", **claim}, kind, reason,
                                f"PV {name}: {message}"[:1000])

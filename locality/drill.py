@@ -43,6 +43,7 @@ from fencing.observe import (
 )
 from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
@@ -87,7 +88,7 @@ def failed_document(doc: Mapping[str, Any], failed: Iterable[str], cut: Iterable
             if (peer in lost or (peer in apart) != inside) and isinstance(conn, dict):
                 conn["connected"] = False
     for obj in (out.setdefault("kubernetes", {}).get("items") or []):
-        if obj.get("kind") == "Node" and (obj.get("metadata") or {}).get("name") in lost:
+        if obj.get("kind") == "Node" and objects.name(obj) in lost:
             status = obj.setdefault("status", {})
             status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Ready"]
             status["conditions"].append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"})
@@ -126,16 +127,11 @@ def _view(snap: Snapshot) -> tuple[LinstorView, bool]:
 
 
 def _kube(items: Sequence[Mapping[str, Any]]) -> KubeObjects:
-    def key(o: Mapping[str, Any]) -> str:
-        meta = o.get("metadata") or {}
-        return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-
     return KubeObjects(
-        pods=[dict(o) for o in items
-              if o.get("kind") == "Pod" and LABEL in ((o.get("metadata") or {}).get("labels") or {})],
-        pvcs={key(o): dict(o) for o in items if o.get("kind") == "PersistentVolumeClaim"},
-        pvs={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "PersistentVolume"},
-        nodes={(o.get("metadata") or {}).get("name"): dict(o) for o in items if o.get("kind") == "Node"})
+        pods=[dict(o) for o in items if o.get("kind") == "Pod" and LABEL in objects.labels(o)],
+        pvcs={objects.key(o): dict(o) for o in items if o.get("kind") == "PersistentVolumeClaim"},
+        pvs={objects.name(o): dict(o) for o in items if o.get("kind") == "PersistentVolume"},
+        nodes={objects.name(o): dict(o) for o in items if o.get("kind") == "Node"})
 
 
 def _drbd_after(res: fv.ResourceState, down: set[str], apart: set[str]) -> drbd_quorum.Outcome:
@@ -199,7 +195,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
     base = as_document(doc)
     checked = snapshot_of(base, keep_raw=True)  # a malformed snapshot is reported as such
     known = {n.name for n in checked.nodes} | {
-        (o.get("metadata") or {}).get("name") for o in checked.kube_items if o.get("kind") == "Node"}
+        objects.name(o) for o in checked.kube_items if o.get("kind") == "Node"}
     for flag, nodes in (("--fail-node", lost), ("--cut-node", apart)):
         unknown = sorted(nodes - known)
         if unknown:
@@ -225,8 +221,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
     holder.swap(state_from_snapshot(snap, now=NOW))
     extender = Extender(holder, weights=settings.weights)
     survivors = [n for n in all_node_names(holder.state) if n not in lost]
-    raw_pods = {f"{(p.get('metadata') or {}).get('namespace') or 'default'}/{(p.get('metadata') or {}).get('name')}": p
-                for p in kube.pods}
+    raw_pods = {objects.key(p): p for p in kube.pods}
 
     async def rows() -> list[dict[str, Any]]:
         out = []

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import ClaimRef, pod_claims, resolve_claim
 from scheduler_extender.state import EXTENDER_TRANSFORMS, ClusterState
 
@@ -34,7 +35,7 @@ class PodRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return objects.key_of(self.namespace, self.name)
 
     def as_pod(self) -> dict[str, Any]:
         """The minimal Pod the extender's ``prepare`` reads: enough to rank nodes for it."""
@@ -45,15 +46,15 @@ class PodRecord:
 
 def pod_record(obj: Mapping[str, Any]) -> PodRecord | None:
     """The record of a running (bound, not finished) pod with claims; None for any other pod."""
-    spec = obj.get("spec") or {}
+    spec = objects.spec(obj)
     node = spec.get("nodeName")
-    if not node or (obj.get("status") or {}).get("phase") in DONE_PHASES:
+    if not node or objects.status(obj).get("phase") in DONE_PHASES:
         return None
     refs = pod_claims(obj)
     if not refs:
         return None
-    meta = obj.get("metadata") or {}
-    return PodRecord(_intern(meta.get("namespace") or "default"), str(meta.get("name") or ""), _intern(str(node)),
+    return PodRecord(_intern(objects.namespace(obj, objects.DEFAULT_NAMESPACE)), str(objects.name(obj, "")),
+                     _intern(str(node)),
                      _intern(str(spec.get("schedulerName") or "default-scheduler")),
                      tuple(r.name for r in refs))
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from kubernetes import client as k8s
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.client import LinstorClient
 
 
@@ -19,7 +20,8 @@ def _raw(resp: Any) -> dict[str, Any]:
 def _slim(item: dict[str, Any], kind: str, api_version: str) -> dict[str, Any]:
     """Lists omit kind/apiVersion per item; managedFields and node images only bloat reports."""
     item = {"apiVersion": api_version, "kind": kind, **item}
-    (item.get("metadata") or {}).pop("managedFields", None)
+    if "managedFields" in objects.meta(item):
+        del objects.writable_meta(item)["managedFields"]
     if kind == "Node":
         (item.get("status") or {}).pop("images", None)
     return item

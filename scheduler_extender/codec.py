@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from linstor_scheduler.kube import objects
+
 
 class BadRequest(Exception):
     """A request we cannot answer; the message is for the person reading kube-scheduler's log."""
@@ -54,8 +56,7 @@ class ExtenderArgs:
         return self._names
 
     def pod_ref(self) -> str:
-        meta = self.pod.get("metadata") or {}
-        return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        return objects.key(self.pod)
 
 
 class _Meta(msgspec.Struct):
@@ -250,7 +251,7 @@ def decode_pod(raw_pod: bytes) -> dict[str, Any]:
         raise BadRequest(f"ExtenderArgs.Pod is not valid JSON: {_why(exc)}") from None
     if not isinstance(pod, dict):
         raise BadRequest(f"ExtenderArgs.Pod must be an object, got {type(pod).__name__}")
-    meta = pod.get("metadata")
+    meta = objects.raw_meta(pod)
     if meta is not None and not isinstance(meta, dict):
         raise BadRequest("ExtenderArgs.Pod.metadata must be an object")
     for field in ("name", "namespace"):  # they name the pod's claims (an ephemeral volume's PVC)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import Claim, pod_claims, resolve_claim
 
 from .cache import GenerationCache
@@ -405,10 +406,9 @@ class Extender:
         """The pod's LINSTOR claims, resolved (PVC, PV, StorageClass); the whole side when a pod with
         the same claims was prepared in this state. Also the claims' signature, None when an
         ephemeral volume's template makes the content part of the answer."""
-        meta = pod.get("metadata") or {}
-        ref = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '?'}"
+        ref = objects.key(pod)
         if self.scheduler_name is not None:
-            profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+            profile = objects.spec(pod).get("schedulerName") or "default-scheduler"
             if profile != self.scheduler_name:
                 not_ours = f"pod's scheduler is {profile}, not {self.scheduler_name}"
                 return Prepared(ref, [], state, not_ours=not_ours), None

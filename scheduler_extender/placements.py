@@ -27,6 +27,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from linstor_scheduler.kube import objects
+
 from .codec import ExtenderArgs
 from .judge import Decision, Extender
 from .placement import EVENT_TYPE, OUTCOMES, REASON, FilterRecord, ReplicaNode, judge_placement
@@ -62,9 +64,7 @@ def binding_of(obj: Any) -> PodBinding | None:
     """A pod object (or what ``keep`` kept of it) -> its binding; None while it is not bound."""
     if isinstance(obj, PodBinding):
         return obj
-    meta = obj.get("metadata") or {}
-    node = (obj.get("spec") or {}).get("nodeName") or ""
-    return PodBinding(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", str(meta.get("uid") or ""), node)
+    return PodBinding(objects.key(obj), str(objects.uid(obj, "")), objects.spec(obj).get("nodeName") or "")
 
 
 class CandidateSets:

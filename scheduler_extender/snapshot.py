@@ -42,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool, StoragePoolDefinition
 
 from .state import ClusterState, KubeView, ResourceIndexer
@@ -199,10 +200,9 @@ def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, genera
 
 def find_pod(doc: Mapping[str, Any] | Snapshot, ref: str) -> dict[str, Any] | None:
     namespace, _, name = ref.rpartition("/")
-    namespace = namespace or "default"
+    want = objects.key_of(namespace, name)
     for item in snapshot_of(doc).kube_items:
-        meta = item.get("metadata") or {}
-        if item.get("kind") == "Pod" and meta.get("name") == name and (meta.get("namespace") or "default") == namespace:
+        if item.get("kind") == "Pod" and objects.key(item) == want:
             return item
     return None
 
@@ -258,8 +258,7 @@ def check_kube_item(where: str, item: Any) -> dict[str, Any]:
     if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
         raise SnapshotError(f"{where}: expected a Kubernetes object with a kind, got {_show(item)}")
     kind = item["kind"]
-    meta = item.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
+    name = objects.name(item)
     for path, shape in KUBE_FIELDS["*"] + KUBE_FIELDS.get(kind, ()):
         value: Any = item
         for part in path.split("."):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, claim_record, volume_record
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor import capacity
 from linstor_scheduler.linstor.compact import NodeItem, ResourceItem, StoragePoolItem
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
@@ -339,7 +340,7 @@ class Topology:
 
 
 def topology_of(node_obj: Mapping[str, Any]) -> Topology:
-    labels = (node_obj.get("metadata") or {}).get("labels") or {}
+    labels = objects.labels(node_obj)
     return Topology(tuple(first_label(labels, level.labels) for level in LEVELS), labels)
 
 
@@ -381,8 +382,7 @@ class KubeView:
                 pvs[obj.name] = obj
                 continue
             kind = obj.get("kind")
-            meta = obj.get("metadata") or {}
-            name = meta.get("name")
+            name = objects.name(obj)
             if not name:
                 continue
             if kind == "Node":

@@ -19,6 +19,7 @@ import yaml
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
 from linstor_scheduler.kube.events import EventRecorder
@@ -212,7 +213,7 @@ def fencing_lease(args: argparse.Namespace) -> str | None:
         if not LEASE_PART.fullmatch(part):
             raise ConfigError(f"{setting('--fencing-lease')} {text!r} is not NAMESPACE/NAME of a Lease "
                               "(lower-case letters, digits, '-' and '.'), or empty for off")
-    return f"{namespace}/{name}"
+    return objects.key_of(namespace, name)
 
 
 def serving_tls(args: argparse.Namespace) -> ServingTLS | None:

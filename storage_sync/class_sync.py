@@ -31,6 +31,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.kube.client import describe_api_error, retry_after_seconds
 from linstor_scheduler.linstor.client import LinstorClient
@@ -211,13 +212,12 @@ class ClassReconciler:
     async def _apply(self, action: ClassAction) -> dict[str, Any]:
         assert action.body is not None
         if action.action == RECREATE:
-            meta = (action.current or {}).get("metadata") or {}
-            kept = {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+            kept = {"labels": objects.labels(action.current), "annotations": objects.annotations(action.current)}
             self._event(action.current or {}, "Normal", "Recreating",
                         f"{action.message}; keeping labels and annotations {orjson.dumps(kept).decode()}")
             self._pending[action.name] = action.body
             try:
-                await self._delete(action.name, meta)
+                await self._delete(action.name, action.current)
             except Exception:
                 self._pending.pop(action.name, None)
                 raise
@@ -225,11 +225,11 @@ class ClassReconciler:
         self._pending.pop(action.name, None)
         return created
 
-    async def _delete(self, name: str, meta: dict[str, Any]) -> None:
+    async def _delete(self, name: str, current: dict[str, Any] | None) -> None:
         """Delete the class we read (UID and resourceVersion preconditions); gone already is done. No
         answer: read it back, and only the same object still there means the delete was not done."""
         options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(
-            uid=meta.get("uid"), resource_version=meta.get("resourceVersion")))
+            uid=objects.uid(current), resource_version=objects.resource_version(current)))
         try:
             await self._call(self.calls.write, self.storage.delete_storage_class, name, body=options)
         except ApiException as exc:
@@ -239,7 +239,7 @@ class ClassReconciler:
             if not is_transport_error(exc):
                 raise
             now = await self._read_class(name)
-            if now is not None and (now.get("metadata") or {}).get("uid") == meta.get("uid"):
+            if now is not None and objects.uid(now) == objects.uid(current):
                 raise
             log.info("deleting StorageClass %s: no answer (%s), but it is gone: going on", name,
                      describe_api_error(exc))

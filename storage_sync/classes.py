@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.models import StoragePool
 from linstor_scheduler.volumes import CSI_DRIVER
 
@@ -211,8 +212,7 @@ def as_wanted(want: Mapping[str, Any], have: Mapping[str, Any] | None) -> bool:
     instance made first) left exactly the class we meant, so there is nothing to do or to report."""
     if have is None:
         return False
-    labels = (have.get("metadata") or {}).get("labels") or {}
-    return labels.get(MANAGED_BY) == MANAGER and not _differences(want, have)
+    return objects.labels(have).get(MANAGED_BY) == MANAGER and not _differences(want, have)
 
 
 @dataclass(frozen=True)
@@ -228,9 +228,9 @@ class ClassAction:
 def merged_body(want: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     """``want`` with the user's labels and annotations from ``current`` kept (ours win on our keys)."""
     body = copy.deepcopy(want)
-    meta = current.get("metadata") or {}
-    body["metadata"]["labels"] = {**(meta.get("labels") or {}), **body["metadata"]["labels"]}
-    body["metadata"]["annotations"] = {**(meta.get("annotations") or {}), **body["metadata"]["annotations"]}
+    meta = objects.writable_meta(body)
+    meta["labels"] = {**objects.labels(current), **meta["labels"]}
+    meta["annotations"] = {**objects.annotations(current), **meta["annotations"]}
     return body
 
 
@@ -239,7 +239,7 @@ def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, A
     """``allow_mixing``: the controller's ``AllowMixingStoragePoolDriver`` is true (only read when a
     pool mixes provider kinds)."""
     pools = list(pools)
-    by_name = {(c.get("metadata") or {}).get("name"): c for c in existing}
+    by_name = {objects.name(c): c for c in existing}
     nodes = pool_nodes(pools)
     kinds = pool_kinds(pools)
     actions: list[ClassAction] = []
@@ -264,14 +264,14 @@ def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, A
         limits[pool] = (most, why)
         for replicas in range(1, most + 1):
             want = desired_class(pool, replicas, config)
-            name = want["metadata"]["name"]
+            name = objects.name(want)
             wanted.add(name)
             current = by_name.get(name)
             if current is None:
                 actions.append(ClassAction(CREATE, name, pool, f"create StorageClass {name} ({replicas} replica(s) "
                                            f"in pool {pool}, on {len(holders)} node(s))", want))
                 continue
-            labels = (current.get("metadata") or {}).get("labels") or {}
+            labels = objects.labels(current)
             if labels.get(MANAGED_BY) != MANAGER:
                 actions.append(ClassAction(CONFLICT, name, pool, f"StorageClass {name} exists but is not managed by "
                                            f"{MANAGER} (label {MANAGED_BY}={labels.get(MANAGED_BY)!r}): left alone",
@@ -285,10 +285,9 @@ def plan_classes(pools: Iterable[StoragePool], existing: Iterable[Mapping[str, A
             else:
                 actions.append(ClassAction(IN_SYNC, name, pool, f"StorageClass {name} is up to date"))
     for name, current in sorted(by_name.items()):
-        meta = current.get("metadata") or {}
-        if name in wanted or (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER:
+        if name in wanted or objects.labels(current).get(MANAGED_BY) != MANAGER:
             continue
-        pool = (meta.get("annotations") or {}).get(POOL_ANNOTATION) or ""
+        pool = objects.annotations(current).get(POOL_ANNOTATION) or ""
         why = limits[pool][1] if pool in limits else f"pool {pool} no longer exists in LINSTOR"
         actions.append(ClassAction(POOL_GONE, str(name), pool, f"StorageClass {name} is kept although {why}: "
                                    "volumes may still use it; delete it by hand when it is no longer needed",

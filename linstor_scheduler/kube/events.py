@@ -26,6 +26,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 
 log = logging.getLogger(__name__)
 AGGREGATE_SECONDS = 600
@@ -52,16 +53,15 @@ class EventRecorder:
 
     def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """Log it, and queue the Event for the API server (dropped, counted, when the queue is full)."""
-        meta = obj.get("metadata") or {}
         level = logging.WARNING if event_type == "Warning" else logging.INFO
-        log.log(level, "event %s %s/%s: %s: %s", event_type, obj.get("kind"), meta.get("name"), reason, message)
+        log.log(level, "event %s %s/%s: %s: %s", event_type, obj.get("kind"), objects.name(obj), reason, message)
         self._ensure_thread()
         try:
             self._queue.put_nowait((obj, event_type, reason, message))
         except queue.Full:
             self.dropped += 1
             log.warning("event %s on %s/%s dropped: %d Events already wait for the API server", reason,
-                        obj.get("kind"), meta.get("name"), self._queue.qsize())
+                        obj.get("kind"), objects.name(obj), self._queue.qsize())
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued Event was sent or failed; False if that took longer than ``timeout``."""
@@ -92,9 +92,9 @@ class EventRecorder:
                 self._queue.task_done()
 
     def _send(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"  # cluster-scoped objects: "default", like kubectl
-        key = (str(meta.get("uid") or f"{obj.get('kind')}/{namespace}/{meta.get('name')}"), reason, message)
+        # cluster-scoped objects: their Events in "default", like kubectl
+        namespace = objects.namespace(obj, objects.DEFAULT_NAMESPACE)
+        key = (str(objects.uid(obj) or f"{obj.get('kind')}/{objects.key(obj)}"), reason, message)
         try:
             seen = self._seen.get(key)
             if seen and boottime() - seen[3] < AGGREGATE_SECONDS:
@@ -103,14 +103,14 @@ class EventRecorder:
                 self._remember(key, (name, ns, count + 1, seen[3]))
                 self.sent += 1
                 return
-            name = f"{meta.get('name') or 'object'}.{uuid.uuid4().hex[:12]}"
+            name = f"{objects.name(obj, 'object')}.{uuid.uuid4().hex[:12]}"
             body = {
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": name, "namespace": namespace},
                 "involvedObject": {k: v for k, v in {
-                    "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name"),
-                    "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                    "resourceVersion": meta.get("resourceVersion")}.items() if v},
+                    "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": objects.name(obj),
+                    "namespace": objects.namespace(obj), "uid": objects.uid(obj),
+                    "resourceVersion": objects.resource_version(obj)}.items() if v},
                 "reason": reason, "message": message, "type": event_type, "count": 1,
                 "firstTimestamp": _now(), "lastTimestamp": _now(),
                 "source": {"component": self.component, "host": self.instance},
@@ -121,7 +121,7 @@ class EventRecorder:
             self.sent += 1
         except Exception as exc:  # an Event must never fail the action it reports
             self.failed += 1
-            log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), meta.get("name"), exc)
+            log.warning("could not record event %s on %s/%s: %s", reason, obj.get("kind"), objects.name(obj), exc)
 
     def _create(self, namespace: str, body: dict[str, Any]) -> None:
         """Create the Event; after a transport error (no answer: the create may or may not have been
@@ -137,7 +137,7 @@ class EventRecorder:
         except Exception as exc:
             if not is_transport_error(exc):
                 raise
-            log.info("event %s: no answer (%s); sending it once more", body["metadata"]["name"], exc)
+            log.info("event %s: no answer (%s); sending it once more", objects.name(body), exc)
             try:
                 self.core.create_namespaced_event(namespace, body)
             except ApiException as again:

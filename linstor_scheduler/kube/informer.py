@@ -36,6 +36,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.client import retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,8 @@ RECORD_PAGE_SIZE = 100
 
 
 def object_key(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+    """The stores' key: ``namespace/name``, a cluster-scoped object's bare name."""
+    return objects.key(obj, default_namespace=None)
 
 
 class Expired(Exception):
@@ -164,7 +164,7 @@ class Informer:
 
     def get(self, name: str, namespace: str | None = None) -> Any:
         with self._lock:
-            return self._store.get(f"{namespace}/{name}" if namespace else name)
+            return self._store.get(objects.key_of(namespace, name, default_namespace=None))
 
     def wait_synced(self, timeout: float) -> bool:
         return self.synced.wait(timeout)
@@ -295,14 +295,13 @@ class Informer:
             finally:
                 self._resp = None
             self.beat = boottime()
-            meta = doc.get("metadata") or {}
             for obj in doc.get("items") or []:
                 obj.setdefault("kind", self.kind)  # the API server leaves kind out of list items
                 value = obj if self.transform is None else self.transform(obj)
                 if value is not None:
                     kept[object_key(obj)] = value
-            resource_version = meta.get("resourceVersion")
-            token = meta.get("continue")
+            resource_version = objects.resource_version(doc)
+            token = objects.continue_token(doc)
             del doc, resp  # one page at a time
             if not token:
                 break
@@ -381,7 +380,7 @@ class Informer:
             if code == 410:
                 raise Expired(f"watch from resourceVersion {self.resource_version} expired (410 Gone: {message})")
             raise ApiException(status=code, reason=f"{obj.get('reason')}: {message}")
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        rv = objects.resource_version(obj)
         if rv:
             self.resource_version = rv
         self._confirmed(boottime())
