@@ -140,12 +140,14 @@ def floor_app(echo: bool) -> Any:
 
 def extender_app(snapshot: str) -> Any:
     from linstor_scheduler.clock import now as boottime
+    from linstor_scheduler.snapshot import read_snapshot
     from scheduler_extender.http import create_app
     from scheduler_extender.judge import Extender, StateHolder
-    from scheduler_extender.snapshot import read_snapshot, state_from_snapshot
+    from scheduler_extender.snapshot_mode import state_from_snapshot
+    from scheduler_extender.state import ResourceIndexer
 
     holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(read_snapshot(snapshot), now=boottime()))
+    holder.swap(state_from_snapshot(read_snapshot(snapshot, resources=ResourceIndexer()), now=boottime()))
     return create_app(Extender(holder)).verbs  # what the CLI serves on the verbs' listener
 
 
@@ -158,13 +160,14 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from starlette.routing import Route
 
     from linstor_scheduler.linstor.models import Node, Resource
+    from linstor_scheduler.snapshot import read_snapshot
     from linstor_scheduler.volumes import resolve_pod_claims
     from scheduler_extender.codec import PriorityEncoder, decode_args
     from scheduler_extender.scoring import Weights, judge_many, node_class, prepare
-    from scheduler_extender.snapshot import read_snapshot
-    from scheduler_extender.state import ClusterState
+    from scheduler_extender.state import ClusterState, KubeView, ResourceIndexer
 
-    kube = read_snapshot(snapshot).kube_view()
+    snap = read_snapshot(snapshot, resources=ResourceIndexer())
+    kube = KubeView.from_objects([*snap.kube_items, *snap.claims])  # the state's Kubernetes view, as it is built
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 

@@ -15,11 +15,12 @@ import httpx
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.httpserver import ServerThread
+from linstor_scheduler.snapshot import find_pod
 from scheduler_extender.explain import render_table
 from scheduler_extender.http import create_app
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import all_node_names
-from scheduler_extender.snapshot import find_pod, state_from_snapshot
+from scheduler_extender.snapshot_mode import state_from_snapshot
 
 from .demo_cluster import SAMPLE_PODS, demo_snapshot
 

@@ -268,7 +268,7 @@ class _Locality:
         self.story, self.result, self.loop, self.url, self.api = story, result, loop, url, api
 
     def _document(self) -> dict[str, Any]:
-        from scheduler_extender.capture import capture
+        from linstor_scheduler.capture import capture
 
         return self.loop.run_until_complete(capture(LinstorClient(self.url), self.api, scheduler_name=None))
 

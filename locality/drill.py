@@ -44,9 +44,11 @@ from fencing.observe import (
 from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
+from linstor_scheduler.snapshot import Snapshot, SnapshotError, snapshot_of
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import Snapshot, SnapshotError, snapshot_of, state_from_snapshot
+from scheduler_extender.snapshot_mode import state_from_snapshot
+from scheduler_extender.state import ResourceIndexer
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
 REMOVE, REFUSE, NONE = "remove", "refuse", "none"
@@ -204,7 +206,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
         unknown = sorted(nodes - known)
         if unknown:
             raise ConfigError(f"{setting(flag)} names {', '.join(unknown)}: no such node in the cluster")
-    snap = snapshot_of(failed_document(base, lost, apart), keep_raw=True)
+    snap = snapshot_of(failed_document(base, lost, apart), keep_raw=True, resources=ResourceIndexer())
     view, has_policies = _view(snap)
     kube = _kube(snap.kube_items)
     observed = build_observed(view, kube, {})

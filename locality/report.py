@@ -12,10 +12,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.snapshot import Snapshot, snapshot_of
 from scheduler_extender.judge import Extender, StateHolder
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import Snapshot, snapshot_of, state_from_snapshot
-from scheduler_extender.state import ClusterState
+from scheduler_extender.snapshot_mode import state_from_snapshot
+from scheduler_extender.state import ClusterState, ResourceIndexer
 
 from .classify import PodLocality, summarize
 from .pods import PodRecord, locate, records_of
@@ -67,7 +68,7 @@ def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace
 
 def report_from_doc(doc: Mapping[str, Any] | Snapshot, *, namespace: str | None = None,
                     weights: Weights | None = None) -> dict[str, Any]:
-    snap = snapshot_of(doc)
+    snap = snapshot_of(doc, resources=ResourceIndexer())
     state = state_from_snapshot(snap, now=boottime())
     pods = [i for i in snap.kube_items if i.get("kind") == "Pod"]
     return build_report(state, records_of(pods), namespace=namespace, weights=weights)

@@ -122,13 +122,14 @@ async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: A
 
 
 def _document(args: argparse.Namespace) -> Any:
-    from scheduler_extender.snapshot import read_snapshot
+    from linstor_scheduler.snapshot import read_snapshot
+    from scheduler_extender.state import ResourceIndexer
 
     if args.snapshot:
-        return read_snapshot(args.snapshot, keep_raw=True)
+        return read_snapshot(args.snapshot, keep_raw=True, resources=ResourceIndexer())
+    from linstor_scheduler.capture import capture
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.linstor.options import make_linstor_client
-    from scheduler_extender.capture import capture
 
     # every pod: a pod placed by another scheduler is exactly what the report must find
     return asyncio.run(capture(make_linstor_client(args), api_client_from_args(args), scheduler_name=None))

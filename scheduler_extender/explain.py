@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.snapshot import Snapshot, find_pod, snapshot_of
 
 from .answers import verdict_rows
 from .judge import Extender, StateHolder
 from .scoring import Weights, all_node_names
-from .snapshot import Snapshot, find_pod, snapshot_of, state_from_snapshot
+from .snapshot_mode import state_from_snapshot
+from .state import ResourceIndexer
 
 
 def explain_doc(doc: Mapping[str, Any] | Snapshot, pod: Mapping[str, Any], nodes: Sequence[str] | None,
@@ -27,7 +29,8 @@ def explain_doc(doc: Mapping[str, Any] | Snapshot, pod: Mapping[str, Any], nodes
 
 def explain_ref(doc: Mapping[str, Any] | Snapshot, ref: str, nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
-    snap = snapshot_of(doc)  # a malformed snapshot is reported as such, before looking for the pod
+    # a malformed snapshot is reported as such, before looking for the pod
+    snap = snapshot_of(doc, resources=ResourceIndexer())
     pod = find_pod(snap, ref)
     if pod is None:
         raise LookupError(f"pod {ref} not found (give NAMESPACE/NAME)")
