@@ -139,16 +139,10 @@ def floor_app(echo: bool) -> Any:
 
 
 def extender_app(snapshot: str) -> Any:
-    from linstor_scheduler.clock import now as boottime
-    from linstor_scheduler.snapshot import read_snapshot
     from scheduler_extender.http import create_app
-    from scheduler_extender.judge import Extender, StateHolder
-    from scheduler_extender.snapshot_mode import state_from_snapshot
-    from scheduler_extender.state import ResourceIndexer
+    from scheduler_extender.snapshot_mode import snapshot_extender
 
-    holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(read_snapshot(snapshot, resources=ResourceIndexer()), now=boottime()))
-    return create_app(Extender(holder)).verbs  # what the CLI serves on the verbs' listener
+    return create_app(snapshot_extender(snapshot)).verbs  # what the CLI serves on the verbs' listener
 
 
 def baseline_app(snapshot: str, linstor_url: str) -> Any:

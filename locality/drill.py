@@ -45,9 +45,9 @@ from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from linstor_scheduler.snapshot import Snapshot, SnapshotError, snapshot_of
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.explain import ranking
 from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot_mode import state_from_snapshot
+from scheduler_extender.snapshot_mode import snapshot_extender
 from scheduler_extender.state import ResourceIndexer
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
@@ -183,15 +183,6 @@ def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[str |
     return storm_sentence(population, diskless, lost, share), summary
 
 
-async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]) -> list[str]:
-    decision = await extender.decide(dict(pod), names)
-    if decision.verdicts is None:
-        return []
-    rows = sorted(((v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits),
-                  key=lambda r: (-r[0], r[1]))
-    return [n for _, n in rows[:RANKED]]
-
-
 def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
           settings: DrillSettings | None = None, cut: Sequence[str] = ()) -> dict[str, Any]:
     """The prediction for ``failed`` losing power and ``cut`` being cut from the other nodes on the
@@ -223,10 +214,8 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
     decisions = {d.pod.key: d for d in fv.judge(observed, NOW, settings.grace_period)}
     guard = GuardContext(NOW, None, sentence)
 
-    holder = StateHolder(ready=True, static=True)
-    holder.swap(state_from_snapshot(snap, now=NOW))
-    extender = Extender(holder, weights=settings.weights)
-    survivors = [n for n in all_node_names(holder.state) if n not in lost]
+    extender = snapshot_extender(snap, now=NOW, weights=settings.weights)
+    survivors = [n for n in all_node_names(extender.holder.state) if n not in lost]
     raw_pods = {f"{(p.get('metadata') or {}).get('namespace') or 'default'}/{(p.get('metadata') or {}).get('name')}": p
                 for p in kube.pods}
 
@@ -244,7 +233,10 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
             else:
                 action, reason, detail = NONE, "", d.detail
             # not back onto its own node: fencing keeps the scheduler off a node it acts on (taint)
-            to = await _rank(extender, raw_pods[key], [n for n in survivors if n != d.node]) if action == REMOVE else []
+            to = []
+            if action == REMOVE:
+                ranked = await ranking(extender, raw_pods[key], [n for n in survivors if n != d.node], RANKED)
+                to = [n for n, _ in ranked]
             out.append({"pod": key, "node": d.node, "action": action, "reason": reason, "detail": detail, "to": to})
         return out
 

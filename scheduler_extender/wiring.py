@@ -18,7 +18,6 @@ import orjson
 import yaml
 
 from linstor_scheduler.capture import capture
-from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
 from linstor_scheduler.kube.client import api_client_from_args
@@ -42,7 +41,7 @@ from .refresh import EXTENDER_KINDS, Syncer
 from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
 from .selections import SelectionFeed
-from .snapshot_mode import state_from_snapshot
+from .snapshot_mode import snapshot_extender
 from .state import EXTENDER_TRANSFORMS, ClusterState, ResourceIndexer
 
 log = logging.getLogger("linstor_scheduler.extender")
@@ -178,14 +177,12 @@ def run_extender(args: argparse.Namespace) -> int:
     weights = score_weights(args)
     tls = serving_tls(args)  # bad TLS settings or files fail before LINSTOR or the API server is asked
     metrics = ExtenderMetrics()
-    holder = StateHolder()
     if args.snapshot:
-        holder.swap(state_from_snapshot(read_snapshot(args.snapshot, resources=ResourceIndexer()), now=boottime()))
-        holder.static = holder.ready = True
-        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness,
-                            scheduler_name=args.scheduler_name or None)
+        extender = snapshot_extender(args.snapshot, weights=weights, max_staleness=args.max_staleness,
+                                     scheduler_name=args.scheduler_name or None)
+        state = extender.holder.state
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
-                 len(holder.state.nodes), len(holder.state.resources))
+                 len(state.nodes), len(state.resources))
         app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
     else:  # a snapshot never ages: only a live extender polls
         exceeds(args, "--max-staleness", "--poll-interval",
