@@ -15,10 +15,7 @@ import httpx
 
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.snapshot import find_pod
-from scheduler_extender.explain import render_table
-from scheduler_extender.http import create_app
-from scheduler_extender.scoring import all_node_names
-from scheduler_extender.snapshot_mode import snapshot_extender
+from scheduler_extender import all_node_names, create_app, render_table, snapshot_extender
 
 from .demo_cluster import SAMPLE_PODS, demo_snapshot
 

@@ -28,27 +28,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fencing import verdict as fv
-from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
-from fencing.observe import (
+import fencing as fv  # fencing's verdict and its words: fv.judge, fv.Observed, fv.FENCE, ...
+from fencing import (
     LABEL,
+    GuardContext,
     KubeObjects,
     LinstorView,
+    StormGuard,
     add_replicas,
+    apply,
     build_observed,
     faults,
+    lost_storage_nodes,
     resource_states,
     storage_nodes,
+    storm_sentence,
     with_policies,
 )
 from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
 from linstor_scheduler.snapshot import Snapshot, SnapshotError, snapshot_of
-from scheduler_extender.explain import ranking
-from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot_mode import snapshot_extender
-from scheduler_extender.state import ResourceIndexer
+from scheduler_extender import ResourceIndexer, Weights, all_node_names, ranking, snapshot_extender
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
 REMOVE, REFUSE, NONE = "remove", "refuse", "none"

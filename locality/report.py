@@ -13,11 +13,16 @@ from typing import Any
 
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.snapshot import Snapshot, snapshot_of
-from scheduler_extender.explain import ranking
-from scheduler_extender.judge import Extender
-from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot_mode import snapshot_extender, state_from_snapshot
-from scheduler_extender.state import ClusterState, ResourceIndexer
+from scheduler_extender import (
+    ClusterState,
+    Extender,
+    ResourceIndexer,
+    Weights,
+    all_node_names,
+    ranking,
+    snapshot_extender,
+    state_from_snapshot,
+)
 
 from .classify import PodLocality, summarize
 from .pods import PodRecord, locate, records_of
