@@ -139,14 +139,9 @@ def floor_app(echo: bool) -> Any:
 
 
 def extender_app(snapshot: str) -> Any:
-    from linstor_scheduler.clock import now as boottime
-    from scheduler_extender.http import create_app
-    from scheduler_extender.judge import Extender, StateHolder
-    from scheduler_extender.snapshot import read_snapshot, state_from_snapshot
+    from scheduler_extender import create_app, snapshot_extender
 
-    holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(read_snapshot(snapshot), now=boottime()))
-    return create_app(Extender(holder)).verbs  # what the CLI serves on the verbs' listener
+    return create_app(snapshot_extender(snapshot)).verbs  # what the CLI serves on the verbs' listener
 
 
 def baseline_app(snapshot: str, linstor_url: str) -> Any:
@@ -158,13 +153,22 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from starlette.routing import Route
 
     from linstor_scheduler.linstor.models import Node, Resource
+    from linstor_scheduler.snapshot import read_snapshot
     from linstor_scheduler.volumes import resolve_pod_claims
-    from scheduler_extender.codec import PriorityEncoder, decode_args
-    from scheduler_extender.scoring import Weights, judge_many, node_class, prepare
-    from scheduler_extender.snapshot import read_snapshot
-    from scheduler_extender.state import ClusterState
+    from scheduler_extender import (
+        ClusterState,
+        KubeView,
+        PriorityEncoder,
+        ResourceIndexer,
+        Weights,
+        decode_args,
+        judge_many,
+        node_class,
+        prepare,
+    )
 
-    kube = read_snapshot(snapshot).kube_view()
+    snap = read_snapshot(snapshot, resources=ResourceIndexer())
+    kube = KubeView.from_objects([*snap.kube_items, *snap.claims])  # the state's Kubernetes view, as it is built
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 
@@ -314,7 +318,7 @@ def _ms(text: str) -> float:
 def memory_probe(nodes: int, resources: int) -> None:
     """Build the index the way the live sync does (item by item, raw items dropped); print RSS."""
     from linstor_scheduler.linstor.models import Node, Resource, StoragePool
-    from scheduler_extender.state import ClusterState, KubeView, index_resources
+    from scheduler_extender import ClusterState, KubeView, index_resources
 
     rnd = random.Random(3)
     names = [f"node-{i:05d}" for i in range(nodes)]
@@ -354,10 +358,7 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
         StoragePoolDefinitionItem,
         StoragePoolItem,
     )
-    from scheduler_extender.answers import Answerer
-    from scheduler_extender.judge import Extender, StateHolder
-    from scheduler_extender.metrics import ExtenderMetrics
-    from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
+    from scheduler_extender import EXTENDER_KINDS, Answerer, Extender, ExtenderMetrics, StateHolder, Syncer
 
     linstor = cluster["linstor"]
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in EXTENDER_KINDS}

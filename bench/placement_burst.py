@@ -54,7 +54,7 @@ from devkit.linstor_emulator import LinstorEmulator  # noqa: E402
 from linstor_scheduler.claims import SELECTED_NODE  # noqa: E402
 from linstor_scheduler.httpserver import ServerThread  # noqa: E402
 from linstor_scheduler.linstor import LinstorClient  # noqa: E402
-from scheduler_extender.wiring import build_live_app  # noqa: E402
+from scheduler_extender import build_live_app  # noqa: E402
 
 GIB = 1024**3
 POOL = "thindata"

@@ -23,9 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devkit.kube_standin import KubeStandin
 from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.linstor.client import LinstorClient
-from storage_sync.agent import NodeAgent
-from storage_sync.class_sync import ClassReconciler
-from storage_sync.lvm import LogicalVolume, LvmInventory, VolumeGroup
+from storage_sync import ClassReconciler, LogicalVolume, LvmInventory, NodeAgent, VolumeGroup
 
 
 class NodeLvm:

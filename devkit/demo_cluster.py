@@ -1,7 +1,7 @@
 """The built-in demo cluster: six nodes in three zones, replicas in every interesting state.
 
 LINSTOR items come from the LINSTOR emulator (so they have exactly the REST shapes), Kubernetes
-objects from the builders; ``demo_snapshot()`` returns a snapshot document (see snapshot.py).
+objects from the builders; ``demo_snapshot()`` returns a snapshot document (see linstor_scheduler/snapshot.py).
 """
 
 from __future__ import annotations

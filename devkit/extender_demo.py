@@ -13,22 +13,16 @@ from typing import Any
 
 import httpx
 
-from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.httpserver import ServerThread
-from scheduler_extender.explain import render_table
-from scheduler_extender.http import create_app
-from scheduler_extender.judge import Extender, StateHolder
-from scheduler_extender.scoring import all_node_names
-from scheduler_extender.snapshot import find_pod, state_from_snapshot
+from linstor_scheduler.snapshot import find_pod
+from scheduler_extender import all_node_names, create_app, render_table, snapshot_extender
 
 from .demo_cluster import SAMPLE_PODS, demo_snapshot
 
 
 def build_demo_app() -> tuple[Any, dict[str, Any]]:
     doc = demo_snapshot()
-    holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(doc, now=boottime()))
-    return create_app(Extender(holder)), doc
+    return create_app(snapshot_extender(doc)), doc
 
 
 def ask_yourself(verbs_url: str, ops_url: str, body: Path) -> list[str]:

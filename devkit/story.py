@@ -76,7 +76,7 @@ class Story:
 
 
 def _lvm(node: str) -> Any:
-    from storage_sync.lvm import LogicalVolume, LvmInventory, VolumeGroup
+    from storage_sync import LogicalVolume, LvmInventory, VolumeGroup
 
     class NodeLvm:  # what `vgs`/`lvs` report on the node after the operator's commands
         def scan(self) -> LvmInventory:
@@ -90,7 +90,7 @@ def _lvm(node: str) -> Any:
 
 def _ask_scheduler(http: httpx.Client, pod: dict[str, Any], names: list[str], story: Story) -> str:
     """kube-scheduler's part: filter, prioritize, pick the best node (first on a tie)."""
-    from scheduler_extender.explain import render_table
+    from scheduler_extender import render_table
 
     explained = http.post("/explain", json={"Pod": pod, "NodeNames": names}).json()
     story.say("the extender's verdicts (`linstor-scheduler explain` shows the same):")
@@ -149,8 +149,7 @@ def run(out: TextIO | None = None, *, port: int = 0, serve: bool = False, metric
 
 def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, client: LinstorClient,
              api: Any, emu: LinstorEmulator) -> None:
-    from storage_sync.agent import NodeAgent
-    from storage_sync.class_sync import ClassReconciler
+    from storage_sync import ClassReconciler, NodeAgent
 
     story.step("The operator tags LVM; sync-node registers the pools, sync-classes makes the StorageClasses")
     story.say(f"on each node: lvcreate -L 480G -T linstor_vg/{POOL} --add-tag linstor-{POOL}")
@@ -176,7 +175,7 @@ def _storage(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop,
 
 @contextlib.contextmanager
 def _extender(linstor_url: str, api: Any, port: int, metrics_port: int):  # type: ignore[no-untyped-def]
-    from scheduler_extender.wiring import build_live_app
+    from scheduler_extender import build_live_app
 
     app = build_live_app(LinstorClient(linstor_url), api, poll_interval=0.2, use_events=False)
     with split_servers(app, port, metrics_port) as (verbs, ops):
@@ -269,7 +268,7 @@ class _Locality:
         self.story, self.result, self.loop, self.url, self.api = story, result, loop, url, api
 
     def _document(self) -> dict[str, Any]:
-        from scheduler_extender.capture import capture
+        from linstor_scheduler.capture import capture
 
         return self.loop.run_until_complete(capture(LinstorClient(self.url), self.api, scheduler_name=None))
 
@@ -298,9 +297,7 @@ class _Locality:
 
 def _fence(story: Story, result: StoryResult, loop: asyncio.AbstractEventLoop, client: LinstorClient, api: Any,
            emu: LinstorEmulator, ks: KubeStandin, during: Any = None) -> None:
-    from fencing.actions import KubeActions
-    from fencing.controller import FencingController, Settings
-    from fencing.kubeview import ListedKube
+    from fencing import FencingController, KubeActions, ListedKube, Settings
     from linstor_scheduler.kube.events import EventRecorder
     from linstor_scheduler.kube.lease import AlwaysLeader
 

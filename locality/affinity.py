@@ -260,7 +260,7 @@ def stale_counts(state: Any) -> dict[str, int]:
 def report_from_doc(doc: Any) -> dict[str, Any]:
     """``linstor-scheduler affinity``: every LINSTOR CSI PV of a snapshot document (or one live read)
     judged, the stale ones first, and a count per StorageClass."""
-    from scheduler_extender.snapshot import snapshot_of
+    from linstor_scheduler.snapshot import snapshot_of
 
     snap = snapshot_of(doc, keep_raw=True)
     kube = snap.kube_items

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from scheduler_extender.state import NodeInfo, ResourceInfo
+from scheduler_extender import NodeInfo, ResourceInfo
 
 LOCAL = "local"
 LOCAL_SYNCING = "local-syncing"

@@ -28,26 +28,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fencing import verdict as fv
-from fencing.guards import GuardContext, StormGuard, apply, lost_storage_nodes, storm_sentence
-from fencing.observe import (
+import fencing as fv  # fencing's verdict and its words: fv.judge, fv.Observed, fv.FENCE, ...
+from fencing import (
     LABEL,
+    GuardContext,
     KubeObjects,
     LinstorView,
+    StormGuard,
     add_replicas,
+    apply,
     build_observed,
     faults,
+    lost_storage_nodes,
     resource_states,
     storage_nodes,
+    storm_sentence,
     with_policies,
 )
 from linstor_scheduler import drbd_quorum
 from linstor_scheduler.config import ConfigError, setting
 from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.models import Resource, ResourceDefinition, ResourceGroup
-from scheduler_extender.judge import Extender, StateHolder
-from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import Snapshot, SnapshotError, snapshot_of, state_from_snapshot
+from linstor_scheduler.snapshot import Snapshot, SnapshotError, snapshot_of
+from scheduler_extender import ResourceIndexer, Weights, all_node_names, ranking, snapshot_extender
 
 NOW = 1_000_000.0  # the drill's own clock: the failure happened ``grace`` + 1 s before it
 REMOVE, REFUSE, NONE = "remove", "refuse", "none"
@@ -177,15 +180,6 @@ def storm(observed: fv.Observed, view: LinstorView, share: float) -> tuple[str |
     return storm_sentence(population, diskless, lost, share), summary
 
 
-async def _rank(extender: Extender, pod: Mapping[str, Any], names: Sequence[str]) -> list[str]:
-    decision = await extender.decide(dict(pod), names)
-    if decision.verdicts is None:
-        return []
-    rows = sorted(((v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits),
-                  key=lambda r: (-r[0], r[1]))
-    return [n for _, n in rows[:RANKED]]
-
-
 def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
           settings: DrillSettings | None = None, cut: Sequence[str] = ()) -> dict[str, Any]:
     """The prediction for ``failed`` losing power and ``cut`` being cut from the other nodes on the
@@ -200,7 +194,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
         unknown = sorted(nodes - known)
         if unknown:
             raise ConfigError(f"{setting(flag)} names {', '.join(unknown)}: no such node in the cluster")
-    snap = snapshot_of(failed_document(base, lost, apart), keep_raw=True)
+    snap = snapshot_of(failed_document(base, lost, apart), keep_raw=True, resources=ResourceIndexer())
     view, has_policies = _view(snap)
     kube = _kube(snap.kube_items)
     observed = build_observed(view, kube, {})
@@ -217,10 +211,8 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
     decisions = {d.pod.key: d for d in fv.judge(observed, NOW, settings.grace_period)}
     guard = GuardContext(NOW, None, sentence)
 
-    holder = StateHolder(ready=True, static=True)
-    holder.swap(state_from_snapshot(snap, now=NOW))
-    extender = Extender(holder, weights=settings.weights)
-    survivors = [n for n in all_node_names(holder.state) if n not in lost]
+    extender = snapshot_extender(snap, now=NOW, weights=settings.weights)
+    survivors = [n for n in all_node_names(extender.holder.state) if n not in lost]
     raw_pods = {objects.key(p): p for p in kube.pods}
 
     async def rows() -> list[dict[str, Any]]:
@@ -237,7 +229,10 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
             else:
                 action, reason, detail = NONE, "", d.detail
             # not back onto its own node: fencing keeps the scheduler off a node it acts on (taint)
-            to = await _rank(extender, raw_pods[key], [n for n in survivors if n != d.node]) if action == REMOVE else []
+            to = []
+            if action == REMOVE:
+                ranked = await ranking(extender, raw_pods[key], [n for n in survivors if n != d.node], RANKED)
+                to = [n for n, _ in ranked]
             out.append({"pod": key, "node": d.node, "action": action, "reason": reason, "detail": detail, "to": to})
         return out
 

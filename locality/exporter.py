@@ -23,7 +23,7 @@ from typing import Any
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.measured import age_since
-from scheduler_extender.judge import StateHolder
+from scheduler_extender import StateHolder
 
 from .affinity import stale_counts
 from .classify import Summary, summarize

@@ -17,7 +17,7 @@ from typing import Any
 
 from linstor_scheduler.kube import objects
 from linstor_scheduler.volumes import ClaimRef, pod_claims, resolve_claim
-from scheduler_extender.state import EXTENDER_TRANSFORMS, ClusterState
+from scheduler_extender import EXTENDER_TRANSFORMS, ClusterState
 
 from .classify import UNKNOWN, PodLocality, VolumeLocality, classify_volume, up_to_date_nodes, why_not_local
 

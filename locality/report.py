@@ -12,10 +12,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
-from scheduler_extender.judge import Extender, StateHolder
-from scheduler_extender.scoring import Weights, all_node_names
-from scheduler_extender.snapshot import Snapshot, snapshot_of, state_from_snapshot
-from scheduler_extender.state import ClusterState
+from linstor_scheduler.snapshot import Snapshot, snapshot_of
+from scheduler_extender import (
+    ClusterState,
+    Extender,
+    ResourceIndexer,
+    Weights,
+    all_node_names,
+    ranking,
+    snapshot_extender,
+    state_from_snapshot,
+)
 
 from .classify import PodLocality, summarize
 from .pods import PodRecord, locate, records_of
@@ -23,14 +30,9 @@ from .pods import PodRecord, locate, records_of
 RANKED = 3  # nodes shown per pod: the extender's best
 
 
-async def ranking(extender: Extender, record: PodRecord, names: Sequence[str], top: int = RANKED) -> list[dict]:
+async def would_place(extender: Extender, record: PodRecord, names: Sequence[str], top: int = RANKED) -> list[dict]:
     """The extender's passing nodes for the pod, best first (ties by name): what it would pick now."""
-    decision = await extender.decide(record.as_pod(), names)
-    if decision.verdicts is None:
-        return []
-    rows = [(v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits]
-    rows.sort(key=lambda r: (-r[0], r[1]))
-    return [{"node": n, "score": s} for s, n in rows[:top]]
+    return [{"node": n, "score": s} for n, s in await ranking(extender, record.as_pod(), names, top)]
 
 
 def pod_row(pod: PodLocality, ranked: list[dict] | None) -> dict[str, Any]:
@@ -47,15 +49,14 @@ def pod_row(pod: PodLocality, ranked: list[dict] | None) -> dict[str, Any]:
 def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace: str | None = None,
                  weights: Weights | None = None) -> dict[str, Any]:
     """Every pod with LINSTOR volumes (local or not) and a summary; non-local pods carry why/would_place."""
-    holder = StateHolder(state=state, ready=True, static=True)
-    extender = Extender(holder, weights=weights)
+    extender = snapshot_extender(state, weights=weights)
     names = all_node_names(state)
     located = [p for r in records if (namespace is None or r.namespace == namespace)
                if (p := locate(r, state)) is not None]
     by_key = {r.key: r for r in records}
 
     async def rank_all() -> list[dict[str, Any]]:
-        return [pod_row(p, None if p.local else await ranking(extender, by_key[p.pod], names)) for p in located]
+        return [pod_row(p, None if p.local else await would_place(extender, by_key[p.pod], names)) for p in located]
 
     rows = asyncio.run(rank_all())
     rows.sort(key=lambda r: (r["local"], r["pod"]))
@@ -67,7 +68,7 @@ def build_report(state: ClusterState, records: Iterable[PodRecord], *, namespace
 
 def report_from_doc(doc: Mapping[str, Any] | Snapshot, *, namespace: str | None = None,
                     weights: Weights | None = None) -> dict[str, Any]:
-    snap = snapshot_of(doc)
+    snap = snapshot_of(doc, resources=ResourceIndexer())
     state = state_from_snapshot(snap, now=boottime())
     pods = [i for i in snap.kube_items if i.get("kind") == "Pod"]
     return build_report(state, records_of(pods), namespace=namespace, weights=weights)

@@ -57,8 +57,7 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
     that is dead. Pod changes do not rebuild the state: pods are read at each computation."""
     from linstor_scheduler.kube.informer import RECORD_PAGE_SIZE, KubeCaches
     from linstor_scheduler.kube.metrics import KubeCollector
-    from scheduler_extender.judge import StateHolder
-    from scheduler_extender.refresh import EXTENDER_KINDS, Syncer
+    from scheduler_extender import EXTENDER_KINDS, StateHolder, Syncer
 
     from .exporter import LocalityExporter
     from .pods import EXPORTER_TRANSFORMS, PodRecord
@@ -122,13 +121,14 @@ async def serve_exporter(args: argparse.Namespace, client: LinstorClient, api: A
 
 
 def _document(args: argparse.Namespace) -> Any:
-    from scheduler_extender.snapshot import read_snapshot
+    from linstor_scheduler.snapshot import read_snapshot
+    from scheduler_extender import ResourceIndexer
 
     if args.snapshot:
-        return read_snapshot(args.snapshot, keep_raw=True)
+        return read_snapshot(args.snapshot, keep_raw=True, resources=ResourceIndexer())
+    from linstor_scheduler.capture import capture
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.linstor.options import make_linstor_client
-    from scheduler_extender.capture import capture
 
     # every pod: a pod placed by another scheduler is exactly what the report must find
     return asyncio.run(capture(make_linstor_client(args), api_client_from_args(args), scheduler_name=None))
@@ -136,7 +136,7 @@ def _document(args: argparse.Namespace) -> Any:
 
 def score_weights(args: argparse.Namespace) -> Any:
     """``--score-weights`` as the extender reads it; a bad one is a ``ConfigError`` naming it."""
-    from scheduler_extender.scoring import Weights
+    from scheduler_extender import Weights
 
     return parsed("--score-weights", Weights.parse, args.score_weights)
 
@@ -173,8 +173,7 @@ def run_affinity_sync(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.lease import StepAside
     from linstor_scheduler.linstor.options import make_linstor_client
     from linstor_scheduler.runtime import exit_now
-    from storage_sync.class_sync import leader_view
-    from storage_sync.wiring import classes_elector
+    from storage_sync import classes_elector, leader_view
 
     from .affinity_sync import AffinitySync, render
 

@@ -1,4 +1,5 @@
-"""``explain``: why would a pod go where? The same verdicts the extender serves, as a table or JSON."""
+"""``explain``: why would a pod go where? The same verdicts the extender serves, as a table or JSON; and
+``ranking``, where it would place a pod now (the locality report's and the drill's "would go to")."""
 
 from __future__ import annotations
 
@@ -6,28 +7,39 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.snapshot import Snapshot, find_pod, snapshot_of
 
 from .answers import verdict_rows
-from .judge import Extender, StateHolder
+from .judge import Extender
 from .scoring import Weights, all_node_names
-from .snapshot import Snapshot, find_pod, snapshot_of, state_from_snapshot
+from .snapshot_mode import snapshot_extender
+from .state import ResourceIndexer
 
 
 def explain_doc(doc: Mapping[str, Any] | Snapshot, pod: Mapping[str, Any], nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
     """Judge ``pod`` against a snapshot document, exactly as the extender would."""
-    holder = StateHolder(static=True, ready=True)
-    holder.swap(state_from_snapshot(doc, now=boottime()))
-    extender = Extender(holder, weights=weights)
-    names = list(nodes) if nodes else all_node_names(holder.state)
+    extender = snapshot_extender(doc, weights=weights)
+    names = list(nodes) if nodes else all_node_names(extender.holder.state)
     decision = asyncio.run(extender.decide(dict(pod), names))
     return {"pod": decision.pod, "neutral": decision.neutral_reason, "nodes": verdict_rows(decision)}
 
 
+async def ranking(extender: Extender, pod: Mapping[str, Any], names: Sequence[str], top: int) -> list[tuple[str, int]]:
+    """The ``top`` nodes of ``names`` the extender passes for ``pod``, as (node, score), best first (ties
+    by name): where it would place the pod now."""
+    decision = await extender.decide(pod, names)
+    if decision.verdicts is None:
+        return []
+    rows = sorted(((v.score, n) for n, v in zip(names, decision.verdicts, strict=True) if v.fits),
+                  key=lambda r: (-r[0], r[1]))
+    return [(n, s) for s, n in rows[:top]]
+
+
 def explain_ref(doc: Mapping[str, Any] | Snapshot, ref: str, nodes: Sequence[str] | None,
                 weights: Weights | None = None) -> dict[str, Any]:
-    snap = snapshot_of(doc)  # a malformed snapshot is reported as such, before looking for the pod
+    # a malformed snapshot is reported as such, before looking for the pod
+    snap = snapshot_of(doc, resources=ResourceIndexer())
     pod = find_pod(snap, ref)
     if pod is None:
         raise LookupError(f"pod {ref} not found (give NAMESPACE/NAME)")

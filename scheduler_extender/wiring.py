@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
-from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.capture import capture
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.client import DEFAULT_TIMEOUT as DEFAULT_API_TIMEOUT
@@ -30,8 +30,8 @@ from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.lost_storage import Lost, lost_now, read_record
 from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
+from linstor_scheduler.snapshot import read_snapshot
 
-from .capture import capture
 from .explain import explain_ref, render_table
 from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
 from .judge import Extender, FallbackReader, StateHolder
@@ -42,8 +42,8 @@ from .refresh import EXTENDER_KINDS, Syncer
 from .reservations import DEFAULT_TTL, Ledger
 from .scoring import Weights
 from .selections import SelectionFeed
-from .snapshot import read_snapshot, state_from_snapshot
-from .state import EXTENDER_TRANSFORMS, ClusterState
+from .snapshot_mode import snapshot_extender
+from .state import EXTENDER_TRANSFORMS, ClusterState, ResourceIndexer
 
 log = logging.getLogger("linstor_scheduler.extender")
 DEFAULT_RECORD_MAX_AGE = 60.0  # fencing's record: --max-staleness (20 s) + its Lease (15 s), with margin
@@ -178,14 +178,12 @@ def run_extender(args: argparse.Namespace) -> int:
     weights = score_weights(args)
     tls = serving_tls(args)  # bad TLS settings or files fail before LINSTOR or the API server is asked
     metrics = ExtenderMetrics()
-    holder = StateHolder()
     if args.snapshot:
-        holder.swap(state_from_snapshot(read_snapshot(args.snapshot), now=boottime()))
-        holder.static = holder.ready = True
-        extender = Extender(holder, weights=weights, max_staleness=args.max_staleness,
-                            scheduler_name=args.scheduler_name or None)
+        extender = snapshot_extender(args.snapshot, weights=weights, max_staleness=args.max_staleness,
+                                     scheduler_name=args.scheduler_name or None)
+        state = extender.holder.state
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
-                 len(holder.state.nodes), len(holder.state.resources))
+                 len(state.nodes), len(state.resources))
         app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)
     else:  # a snapshot never ages: only a live extender polls
         exceeds(args, "--max-staleness", "--poll-interval",
@@ -259,7 +257,8 @@ def run_explain(args: argparse.Namespace) -> int:
     if not args.pod:
         raise ConfigError(f"{setting('--pod')} is required: the pod to explain, NAMESPACE/NAME")
     weights = score_weights(args)  # a bad setting before the cluster is read
-    doc = read_snapshot(args.snapshot) if args.snapshot else asyncio.run(live_snapshot(args, pod=args.pod))
+    doc = (read_snapshot(args.snapshot, resources=ResourceIndexer()) if args.snapshot
+           else asyncio.run(live_snapshot(args, pod=args.pod)))
     result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), weights)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
     return 0

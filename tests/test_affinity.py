@@ -172,7 +172,7 @@ def test_cli_report_from_the_live_cluster(ks, capsys):
 
 
 def test_exporter_counts_stale_pvs_per_class_from_its_state():
-    from scheduler_extender.snapshot import state_from_snapshot
+    from scheduler_extender.snapshot_mode import state_from_snapshot
 
     emu, kube = cluster()
     state = state_from_snapshot({"linstor": emu.snapshot(), "kubernetes": {"items": kube}}, now=0.0)

@@ -140,8 +140,8 @@ def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, 
     """The drill on the healthy cluster vs. fencing's own verdict and storm rule on what the LINSTOR
     emulator (its DRBD model) answers after those nodes really lose power: the same action and reason."""
     from fencing import verdict as fv
+    from linstor_scheduler.capture import capture
     from locality.drill import _kube, _view, storm
-    from scheduler_extender.capture import capture
 
     emu, kube = cluster(nodes)
     for obj in kube:
@@ -155,7 +155,7 @@ def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, 
             emu.power_off(node)
             ks.patch("Node", node, {"status": k.node(node, ready=False)["status"]})
         after = asyncio.run(capture(LinstorClient(lsrv.url), ks.api, scheduler_name=None))
-    from scheduler_extender.snapshot import snapshot_of
+    from linstor_scheduler.snapshot import snapshot_of
 
     snap = snapshot_of(after, keep_raw=True)
     view, _ = _view(snap)
@@ -183,7 +183,7 @@ def test_the_prediction_matches_what_fencing_decides_after_the_real_failure(ks, 
 def test_snapshots_carry_the_policies_and_the_extender_still_reads_them(tmp_path, fmt):
     """The policy inherited from the controller reaches the drill through a file; the extender's
     reader accepts the new keys (a snapshot written by `snapshot` serves `extender --snapshot`)."""
-    from scheduler_extender.snapshot import read_snapshot
+    from linstor_scheduler.snapshot import read_snapshot
 
     doc = doc_of(*cluster())
     for rd in doc["linstor"]["resource_definitions"]:

@@ -40,7 +40,7 @@ from devkit.demo_cluster import demo_snapshot
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.servingtls import ServingTLS
 from scheduler_extender.scoring import all_node_names
-from scheduler_extender.snapshot import state_from_snapshot
+from scheduler_extender.snapshot_mode import state_from_snapshot
 
 from .test_webhook import tls11_possible  # noqa: F401  (a fixture: can this machine speak TLS 1.1 at all?)
 from .waiting import free_ports, stop_child, wait_for

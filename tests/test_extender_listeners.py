@@ -29,7 +29,7 @@ import yaml
 from devkit import kube_objects as k
 from devkit.demo_cluster import demo_snapshot
 from scheduler_extender.scoring import all_node_names
-from scheduler_extender.snapshot import state_from_snapshot
+from scheduler_extender.snapshot_mode import state_from_snapshot
 
 from .waiting import stop_child, wait_for
 

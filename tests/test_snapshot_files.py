@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from devkit.demo_cluster import demo_snapshot
-from scheduler_extender.snapshot import SnapshotError, read_snapshot, snapshot_of, state_from_snapshot
+from linstor_scheduler.snapshot import SnapshotError, read_snapshot, snapshot_of
+from scheduler_extender.snapshot_mode import state_from_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +181,7 @@ def test_the_documented_format_has_every_key_the_reader_takes():
     """docs/extender.md's hand-written format lists every section and key a snapshot may have."""
     import re
 
-    from scheduler_extender.snapshot import SECTIONS
+    from linstor_scheduler.snapshot import SECTIONS
 
     text = (ROOT / "docs" / "extender.md").read_text().split("## Snapshots", 1)[1]
     doc = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))

@@ -61,7 +61,7 @@ def test_the_served_story_prints_a_snapshot_command_that_works(tmp_path):
     import sys
     import threading
 
-    from scheduler_extender.snapshot import read_snapshot
+    from linstor_scheduler.snapshot import read_snapshot
 
     from .test_demo import run_printed
     from .waiting import wait_for

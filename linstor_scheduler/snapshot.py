@@ -1,8 +1,8 @@
 """Snapshot files: a whole cluster's LINSTOR and Kubernetes state in one YAML or JSON document.
 
-Used by ``extender --snapshot``, ``explain --snapshot``, the demo and the tests, and written by
-``linstor-scheduler snapshot`` for bug reports. The format is what the APIs return, so anyone can
-write one by hand or from ``curl``/``kubectl`` output::
+Read by ``extender --snapshot``, ``explain``, ``locality``, ``affinity``, ``drill``, the demo and the
+tests, and written by ``linstor-scheduler snapshot`` (``capture.py``) for bug reports. The format is
+what the APIs return, so anyone can write one by hand or from ``curl``/``kubectl`` output::
 
     linstor:
       nodes: [...]          # items exactly as GET /v1/nodes returns them
@@ -24,32 +24,40 @@ a mapping, got 5``); a key we do not know (``linstr:``) and a snapshot with noth
 errors, not an empty, ready extender. Files are read as a stream of events (ijson for JSON,
 libyaml's parser for YAML) and each item becomes a model and joins the index as it is read: a
 cluster of 5,000 nodes and 100,000 resources is never one decoded document in memory.
+
+This is the core's: the format is every component's and tool's. What a component builds from a
+snapshot is its own (the extender's ``ClusterState``, ``state_from_snapshot``: its index takes the
+resource items as they are read, ``Snapshot.resources``).
 """
 
 from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import ijson
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from linstor_scheduler.claims import TRANSFORMS as CLAIM_TRANSFORMS
-from linstor_scheduler.claims import ClaimRecord, VolumeRecord
-from linstor_scheduler.kube import objects
-from linstor_scheduler.linstor.models import Node, Resource, StoragePool, StoragePoolDefinition
-
-from .state import ClusterState, KubeView, ResourceIndexer
+from .claims import TRANSFORMS as CLAIM_TRANSFORMS
+from .claims import ClaimRecord, VolumeRecord
+from .kube import objects
+from .linstor.models import Node, Resource, StoragePool, StoragePoolDefinition
 
 
 class SnapshotError(ValueError):
     pass
+
+
+class ResourceSink(Protocol):
+    """Where the resource items go, as models, while they are read (the extender's ``ResourceIndexer``)."""
+
+    def add(self, items: Iterable[Resource]) -> None: ...
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {"linstor": ("nodes", "storage_pools", "resources", "resource_definitions",
@@ -61,18 +69,22 @@ MAPPINGS = frozenset({"controller_properties"})  # a key whose value is a mappin
 
 @dataclass
 class Snapshot:
-    """A snapshot read and checked: LINSTOR models (resources already indexed) and Kubernetes objects."""
+    """A snapshot read and checked: LINSTOR models and Kubernetes objects.
+
+    The resource items, 100,000 at scale, each go as a model to ``resources`` (the extender's index,
+    which keeps what it judges and drops the rest) as they are read; without one, and with
+    ``keep_raw``, they are kept as the REST API returned them (``raw_resources``)."""
 
     nodes: list[Node] = field(default_factory=list)
     pools: list[StoragePool] = field(default_factory=list)
-    resources: ResourceIndexer = field(default_factory=ResourceIndexer)
+    resources: ResourceSink | None = None
     resource_items: int = 0
     kube_items: list[dict[str, Any]] = field(default_factory=list)  # PVCs and PVs too with keep_raw
     # PVCs and PVs as the records the extender keeps (``linstor_scheduler.claims``), unless keep_raw:
     # 33,334 bound claims as objects were 418 MB of a snapshot-served extender.
     claims: list[ClaimRecord | VolumeRecord] = field(default_factory=list)
-    # Read by the drill (locality/drill.py) only: the quorum policies and, with keep_raw, the resource
-    # items as the REST API returned them (the index above keeps only what scoring needs).
+    # The quorum policies fencing judges (the drill reads them) and, with keep_raw or without a sink for
+    # the resources, the resource items as the REST API returned them.
     definitions: list[dict[str, Any]] | None = None  # None: the snapshot has no resource_definitions
     groups: list[dict[str, Any]] = field(default_factory=list)
     controller_props: dict[str, str] = field(default_factory=dict)
@@ -113,14 +125,12 @@ class Snapshot:
             self.pools.append(_model(StoragePool, where, item,
                                      lambda d: f"{d.get('node_name') or '?'}/{d.get('storage_pool_name') or '?'}"))
         else:
-            self.resources.add((_model(Resource, where, item,
-                                       lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}"),))
+            model = _model(Resource, where, item, lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}")
+            if self.resources is not None:
+                self.resources.add((model,))
             self.resource_items += 1
-            if self.keep_raw:
+            if self.keep_raw or self.resources is None:
                 self.raw_resources.append(item)
-
-    def kube_view(self) -> KubeView:
-        return KubeView.from_objects([*self.kube_items, *self.claims])
 
     def check_not_empty(self, source: str) -> None:
         if not self.nodes and not self.resource_items and not self.kube_items and not self.claims:
@@ -128,8 +138,9 @@ class Snapshot:
                                 "objects); write one with `linstor-scheduler snapshot`")
 
 
-def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
-    """Stream a YAML or JSON snapshot file (``-``: standard input) into a checked ``Snapshot``.
+def read_snapshot(path: str | Path, *, keep_raw: bool = False, resources: ResourceSink | None = None) -> Snapshot:
+    """Stream a YAML or JSON snapshot file (``-``: standard input) into a checked ``Snapshot``, each
+    resource item into ``resources`` (without one: kept as it was read).
 
     Both sections must be there, even empty (``kubernetes: {items: []}``): a YAML file cut short
     at a line boundary is still valid YAML, and without its ``kubernetes`` section the extender
@@ -137,7 +148,7 @@ def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
     stdin = str(path) == "-"
     if stdin:
         path = "standard input"
-    snap = Snapshot(keep_raw=keep_raw)
+    snap = Snapshot(keep_raw=keep_raw, resources=resources)
     seen: set[str] = set()
     is_json = False
     try:
@@ -161,11 +172,13 @@ def read_snapshot(path: str | Path, *, keep_raw: bool = False) -> Snapshot:
     return snap
 
 
-def snapshot_of(doc: Mapping[str, Any] | Snapshot, *, keep_raw: bool = False) -> Snapshot:
-    """The same checks for a snapshot already in memory (the demo, tests, ``explain`` on a live read)."""
+def snapshot_of(doc: Mapping[str, Any] | Snapshot, *, keep_raw: bool = False,
+                resources: ResourceSink | None = None) -> Snapshot:
+    """The same checks for a snapshot already in memory (the demo, tests, ``explain`` on a live read);
+    a ``Snapshot`` is returned as it is."""
     if isinstance(doc, Snapshot):
         return doc
-    snap = Snapshot(keep_raw=keep_raw)
+    snap = Snapshot(keep_raw=keep_raw, resources=resources)
     if not isinstance(doc, Mapping):
         raise SnapshotError(f"snapshot: {_MAPPING_NEEDED}")
     for section, value in doc.items():
@@ -187,15 +200,6 @@ def snapshot_of(doc: Mapping[str, Any] | Snapshot, *, keep_raw: bool = False) ->
                 snap.add(section, key, i, item)
     snap.check_not_empty("snapshot")
     return snap
-
-
-def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, generation: int = 1) -> ClusterState:
-    snap = snapshot_of(doc)
-    return ClusterState.build(
-        generation=generation, nodes=snap.nodes, pools=snap.pools, resources=snap.resources.index,
-        kube=snap.kube_view(), linstor_synced_at=now, kube_synced_at=now, reserved=snap.resources.reserved,
-        definitions=snap.pool_definitions, controller_props=snap.controller_props,
-    )
 
 
 def find_pod(doc: Mapping[str, Any] | Snapshot, ref: str) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
-"""``linstor-scheduler snapshot`` (and ``explain`` on the live cluster): one read of LINSTOR and one list
-of each Kubernetes kind the extender indexes, as a snapshot document (see snapshot.py)."""
+"""``linstor-scheduler snapshot`` (and ``explain``, ``locality``, ``affinity``, ``drill`` on the live
+cluster): one read of LINSTOR and one list of each Kubernetes kind the extender indexes, as a snapshot
+document (the format: ``snapshot.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 import orjson
 from kubernetes import client as k8s
 
-from linstor_scheduler.kube import objects
-from linstor_scheduler.linstor.client import LinstorClient
+from .kube import objects
+from .linstor.client import LinstorClient
 
 
 def _raw(resp: Any) -> dict[str, Any]:
