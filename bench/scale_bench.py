@@ -324,6 +324,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
             "process_cpu_per_poll_s": (cpu1 - cpu0) / n, "process_cpu_share": (cpu1 - cpu0) / elapsed,
             "sync_duration_s": sync_s / sync_n if sync_n else float("nan"),
             "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
+            # what stays behind per poll: a read that leaves memory alive shows here before the peak does
+            "rss_growth_mb_per_poll": (rss[-1] - rss[0]) / n,
             "probes": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat),
             "healthz_p50_ms": percentile([x * 1000 for x in floor.latencies], 50),
             "healthz_p99_ms": percentile([x * 1000 for x in floor.latencies], 99),
@@ -429,6 +431,7 @@ def run_fencing(args: argparse.Namespace, urls: dict[str, Any], doubles: subproc
         n = done - passes0
         out.update({"passes": int(n), "cpu_per_pass_s": (cpu_seconds(proc.pid) - cpu0) / n,
                     "rss_steady_max_mb": max(rss), "rss_steady_last_mb": rss[-1],
+                    "rss_growth_mb_per_pass": (rss[-1] - rss[0]) / n,
                     "linstor_read_max_s": max(read_s)})
         if args.fault_pods:
             fault_reads: list[float] = []

@@ -327,13 +327,24 @@ class LinstorClient:
         return await self._get_compact("/v1/resource-definitions", item_type)
 
     async def _get_compact(self, path: str, item_type: Any) -> list[Any]:
-        resp = await self._request("GET", path)
-        if resp.status_code >= 400:
-            self._check(resp)
-        try:
-            return msgspec.json.decode(resp.content, type=list[item_type])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
+        """A list as compact records, decoded in batches as it streams in. Decoded whole, the 10,000
+        storage pools of 5,000 nodes (4 MB) were one C call of ~8 ms holding the GIL, a stall every
+        request of the extender's serving thread waited out (its p99 during polls sat there)."""
+        async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
+            splitter = ArraySplitter(item_type)
+            try:
+                async for chunk in resp.aiter_bytes():
+                    batch = splitter.feed(chunk)
+                    if batch:
+                        yield batch
+                yield splitter.close()
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
+
+        items: list[Any] = []
+        async for batch in self._stream(path, None, batches):
+            items.extend(batch)
+        return items
 
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
