@@ -96,6 +96,8 @@ def serve_doubles(args: argparse.Namespace) -> int:
                     ks.add(obj)
             elif cmd["op"] == "churn":  # informer updates while the probes run (see churn())
                 threading.Thread(target=churn, args=(ks, args, cmd["per_second"]), daemon=True).start()
+            elif cmd["op"] == "pools":  # thin pools fill and empty (see pools_change())
+                threading.Thread(target=pools_change, args=(emu, args, cmd["per_second"]), daemon=True).start()
             elif cmd["op"] == "create":  # LINSTOR now shows the volume's replicas
                 for node in cmd["nodes"]:
                     emu.add_resource(cmd["resource"], node, storage_pool="thindata")
@@ -131,6 +133,20 @@ def churn(ks: Any, args: argparse.Namespace, per_second: float) -> None:
             beat = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             ks.patch("Node", names[i % len(names)], {"status": {"conditions": [
                 {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat}]}})
+        time.sleep(1 / per_second)  # a rate of real-world events, not synchronisation
+
+
+def pools_change(emu: Any, args: argparse.Namespace, per_second: float) -> None:
+    """Thin pools' free space moves as their volumes are written and trimmed: one pool's a time.
+    Each change makes the next poll a new state (new generation: the extender's caches start
+    empty, the index is frozen anew), as in a cluster whose volumes are in use."""
+    from scale_cluster import POOL, node_names
+
+    names = node_names(args.nodes)
+    i = 0
+    while True:
+        i += 1
+        emu.set_pool_free(names[i % len(names)], POOL, (100 + i % 300) * 1024**2)
         time.sleep(1 / per_second)  # a rate of real-world events, not synchronisation
 
 
@@ -295,6 +311,8 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
         cpu0 = cpu_seconds(proc.pid)
         if args.churn:
             command(doubles, {"op": "churn", "per_second": args.churn})
+        if args.pool_changes:
+            command(doubles, {"op": "pools", "per_second": args.pool_changes})
         prober = Prober(url, probe_pods(args), rnd_candidates(args), args.probe_every)
         prober.start()
         floor = FloorProber(f"http://127.0.0.1:{metrics_port}", args.probe_every)
@@ -332,7 +350,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
             "wrong_answers": prober.wrong, "neutral_answers": prober.neutral,
             "fallback_reads": metric(text, "linstor_scheduler_fallback_reads_total"),
             "poll_interval_s": metric(text, "linstor_scheduler_poll_interval_seconds"),
-            # The doubles do not change during the window: every publish should keep the generation.
+            # With --pool-changes 0 nothing changes in the window and every publish keeps the generation.
             "publishes_kept": metric(text, "linstor_scheduler_state_publishes_total", 'result="kept"') - kept0,
             "publishes_new": metric(text, "linstor_scheduler_state_publishes_total", 'result="new"') - new0,
         })
@@ -555,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-every", type=float, default=0.02, help="seconds between prioritize probes")
     p.add_argument("--churn", type=float, default=4.0,
                    help="informer updates per second while the probes run (claims' annotations, Nodes' status)")
+    p.add_argument("--pool-changes", type=float, default=1.0,
+                   help="storage pools whose free space LINSTOR reports changed, per second (0: LINSTOR "
+                   "stays the same, every poll keeps the state)")
     p.add_argument("--fresh-volume", action="store_true", help="also time a volume bound before LINSTOR shows it")
     p.add_argument("--fencing", action="store_true", help="also measure the fencing controller")
     p.add_argument("--fencing-passes", type=int, default=3, help="fencing passes measured after ready")
