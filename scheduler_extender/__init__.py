@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from .answers import Answerer
     from .codec import PriorityEncoder, decode_args
     from .explain import ranking, render_table
+    from .holder import StateHolder
     from .http import create_app
-    from .judge import Extender, StateHolder
+    from .judge import Extender
     from .metrics import ExtenderMetrics
     from .refresh import EXTENDER_KINDS, Syncer
     from .scoring import Weights, all_node_names, judge_many, node_class, prepare

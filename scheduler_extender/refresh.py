@@ -31,7 +31,8 @@ from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 from linstor_scheduler.lost_storage import Lost
 
-from .judge import FallbackReader, StateHolder
+from .fallback import FallbackReader
+from .holder import StateHolder
 from .metrics import ExtenderMetrics
 from .scoring import node_class_ids
 from .state import (

@@ -33,8 +33,10 @@ from linstor_scheduler.servingtls import ServingTLS
 from linstor_scheduler.snapshot import read_snapshot
 
 from .explain import explain_ref, render_table
+from .fallback import FallbackReader
+from .holder import StateHolder
 from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
-from .judge import Extender, FallbackReader, StateHolder
+from .judge import Extender
 from .metrics import ExtenderMetrics
 from .placements import PROFILE as PLACEMENT_PROFILE
 from .placements import PlacementReporter

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from devkit import kube_objects as k
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.holder import StateHolder
+from scheduler_extender.judge import Extender
 from scheduler_extender.scoring import Weights, all_node_names
 from scheduler_extender.state import LEVELS
 
