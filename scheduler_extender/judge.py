@@ -24,9 +24,10 @@ from .cache import GenerationCache
 from .codec import decode_names, decode_pod
 from .fallback import FallbackReader
 from .freshness import Freshness, measure
+from .grouping import judge_many, judged_per_node, node_class_ids
 from .holder import StateHolder
 from .reservations import Ledger, hold_filtered, promised_state, reconcile
-from .scoring import ClaimContext, NodeVerdict, Weights, judge_many, judged_per_node, node_class_ids, prepare
+from .scoring import ClaimContext, NodeVerdict, Weights, prepare
 from .state import ClusterState, ResourceInfo
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 from linstor_scheduler.lost_storage import Lost
 
 from .fallback import FallbackReader
+from .grouping import node_class_ids
 from .holder import StateHolder
 from .metrics import ExtenderMetrics
-from .scoring import node_class_ids
 from .state import (
     EXTENDER_TRANSFORMS,
     ClusterState,
