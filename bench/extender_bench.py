@@ -139,9 +139,12 @@ def floor_app(echo: bool) -> Any:
 
 
 def extender_app(snapshot: str) -> Any:
+    from linstor_scheduler import gcpolicy
     from scheduler_extender import create_app, snapshot_extender
 
-    return create_app(snapshot_extender(snapshot)).verbs  # what the CLI serves on the verbs' listener
+    extender = snapshot_extender(snapshot)
+    gcpolicy.SERVICE.published(new_content=True)  # as ``extender --snapshot`` does for the state it serves
+    return create_app(extender).verbs  # what the CLI serves on the verbs' listener
 
 
 def baseline_app(snapshot: str, linstor_url: str) -> Any:
@@ -351,6 +354,7 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
     pool's free space moved (a new generation: every cache starts empty)."""
     import msgspec
 
+    from linstor_scheduler import gcpolicy
     from linstor_scheduler.linstor.compact import (
         ArraySplitter,
         NodeItem,
@@ -414,7 +418,8 @@ def polls_probe(cluster: dict[str, Any], bodies: list[bytes], polls: int = 5) ->
 
     async def run() -> dict[str, Any]:
         holder, client, metrics = StateHolder(), Linstor(), ExtenderMetrics()
-        syncer = Syncer(holder, client, Caches(), poll_interval=3600, use_events=False, metrics=metrics)
+        syncer = Syncer(holder, client, Caches(), poll_interval=3600, use_events=False, metrics=metrics,
+                        gc_policy=gcpolicy.SERVICE)  # the collector as the live service has it
         extender = Extender(holder)
         answerer = Answerer(extender, metrics)
         await syncer.start()

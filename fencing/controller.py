@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.gcpolicy import LEAVE, GcPolicy
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
@@ -158,7 +158,10 @@ class FencingController:
     def __init__(self, linstor: LinstorReader, kube: KubeView, actions: KubeActions, recorder: Recorder, *,
                  leader: Leader, settings: Settings | None = None, metrics: FencingMetrics | None = None,
                  clock: Callable[[], float] = boottime, calls: KubeCalls | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, gc_policy: GcPolicy = LEAVE) -> None:
+        """``gc_policy``: what the process's collector is told around each LINSTOR read and after each
+        pass (``linstor_scheduler.gcpolicy``; the service's wiring gives ``SERVICE``, anything else
+        leaves the collector alone)."""
         self.linstor = linstor
         self.kube = kube
         self.actions = actions
@@ -169,6 +172,7 @@ class FencingController:
         self.clock = clock
         self.wall_clock = wall_clock  # only to hand the grace timers over with the Lease (handover.py)
         self.calls = calls or KubeCalls(self.settings.api_timeout)
+        self.gc_policy = gc_policy
         self.beat = clock()  # the pass loop's last progress (liveness)
         self.metrics.bind_view_age(self.view_age)
         self.timers = GraceTimers()
@@ -372,33 +376,29 @@ class FencingController:
                              ok="fencing pass loop running")
 
     async def _read_linstor(self, started: float) -> None:
-        """One complete LINSTOR read, with no cyclic GC meanwhile (as the extender's poll,
-        ``refresh.Syncer``): the read makes ~100,000 replica records and their containers, and the
-        collections they triggered rescanned them as they grew, a quarter of the read's CPU
-        (measured in-process at 100,000 replicas: 1.15-1.32 s with collections, 0.84-0.92 s
-        without). Nothing the read makes forms a cycle; the pass ends with ``_settle_gc``."""
+        """One complete LINSTOR read, as one ``gc_policy.big_read()`` (the service: no cyclic
+        collection meanwhile, as the extender's poll; ``linstor_scheduler.gcpolicy``): the read
+        makes ~100,000 replica records and their containers, none forming a cycle; the pass ends
+        with ``gc_policy.pass_ended``."""
         bound = self.settings.max_staleness
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            # A read that takes longer than the bound could only be stale: it is abandoned at the
-            # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
-            self.view = await asyncio.wait_for(read_linstor(self.linstor, started), bound)
-            self.metrics.read_seconds.set(max(0.0, self.clock() - started))
-            self.read_error = None
-            self.metrics.reads.labels("linstor", "ok").inc()
-        except TimeoutError:
-            self.read_error = f"LINSTOR read did not finish within {bound:g}s (--max-staleness)"
-            self.metrics.reads.labels("linstor", "error").inc()
-            log.warning("%s", self.read_error)
-        except Exception as exc:  # LinstorError, garbage, anything: no new view, no action on a guess
-            self.read_error = f"LINSTOR read failed: {exc}"
-            self.metrics.reads.labels("linstor", "error").inc()
-            log.warning("%s", self.read_error)
-        finally:
-            if collecting:
-                gc.enable()
-            self.beat = self.clock()
+        with self.gc_policy.big_read():
+            try:
+                # A read that takes longer than the bound could only be stale: it is abandoned at the
+                # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
+                self.view = await asyncio.wait_for(read_linstor(self.linstor, started), bound)
+                self.metrics.read_seconds.set(max(0.0, self.clock() - started))
+                self.read_error = None
+                self.metrics.reads.labels("linstor", "ok").inc()
+            except TimeoutError:
+                self.read_error = f"LINSTOR read did not finish within {bound:g}s (--max-staleness)"
+                self.metrics.reads.labels("linstor", "error").inc()
+                log.warning("%s", self.read_error)
+            except Exception as exc:  # LinstorError, garbage, anything: no new view, no action on a guess
+                self.read_error = f"LINSTOR read failed: {exc}"
+                self.metrics.reads.labels("linstor", "error").inc()
+                log.warning("%s", self.read_error)
+            finally:
+                self.beat = self.clock()
 
     def _staleness(self, now: float, kube: KubeObjects | None) -> str | None:
         """Why the data must not be acted on, or None. Also right after winning the Lease."""
@@ -897,7 +897,7 @@ class FencingController:
             elif current.exception() is not None:  # one bad pass must not end the controller
                 log.error("fencing pass failed", exc_info=current.exception())
             self._passes += 1
-            _settle_gc(self._passes)
+            self.gc_policy.pass_ended(self._passes)  # the service: what is alive is frozen
             self.beat = self.clock()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -905,21 +905,6 @@ class FencingController:
                 await asyncio.wait(waits, timeout=self.next_pass_in(), return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()
-
-
-GC_FULL_EVERY = 100  # passes between full cyclic collections (~8 min at the default poll interval)
-
-
-def _settle_gc(passes: int) -> None:
-    """After a pass, what is alive (the LINSTOR view: 100,000 replica records; the informer caches)
-    moves out of the cyclic collector's way (``gc.freeze``): its full collections otherwise rescanned
-    every object on each pass, a large share of a pass's CPU at 5,000 nodes. Nothing here forms cycles
-    (replaced views are freed by reference counting); every ``GC_FULL_EVERY`` passes a full collection
-    runs anyway, so cyclic garbage caught in a freeze is reclaimed."""
-    if passes % GC_FULL_EVERY == 0:
-        gc.unfreeze()
-        gc.collect()
-    gc.freeze()
 
 
 def _finished(pod: dict[str, Any]) -> bool:

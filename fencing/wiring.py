@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Any
 
+from linstor_scheduler import gcpolicy
 from linstor_scheduler.config import exceeds
 from linstor_scheduler.runtime import Health, exit_now, run_service
 
@@ -63,7 +64,8 @@ async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
             pass
 
     kube = ListedKube(api, timeout=settings.api_timeout, select=settings.select)
-    controller = FencingController(client, kube, actions, _Quiet(), leader=AlwaysLeader(), settings=settings)
+    controller = FencingController(client, kube, actions, _Quiet(), leader=AlwaysLeader(), settings=settings,
+                                   gc_policy=gcpolicy.SERVICE)
     try:
         report = await controller.run_once()
     finally:
@@ -101,7 +103,7 @@ async def serve(args: argparse.Namespace, settings: Settings, api: Any, recorder
     elector = elector_from_args(api, args, eligible=StepAside(kube.readiness, patience=3 * args.lease_duration,
                                                                hold=args.lease_duration))
     controller = FencingController(client, kube, actions, recorder, leader=elector, settings=settings,
-                                   metrics=metrics, calls=calls)
+                                   metrics=metrics, calls=calls, gc_policy=gcpolicy.SERVICE)
     if isinstance(elector, LeaderElector):  # a new term's first pass at once, not a poll later
         elector.on_change = controller.leadership_changed
     metrics.registry.register(KubeCollector(kube.caches, calls=calls, recorder=recorder, elector=elector))

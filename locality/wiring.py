@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from linstor_scheduler import gcpolicy
 from linstor_scheduler.config import ConfigError, parsed, setting
 from linstor_scheduler.linstor.client import LinstorClient
 
@@ -64,7 +65,8 @@ def build_exporter(client: LinstorClient, api: Any, leader: Any, *, poll_interva
 
     metrics = metrics or LocalityMetrics()
     holder = StateHolder()
-    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=False)
+    syncer = Syncer(holder, client, None, poll_interval=poll_interval, use_events=False,
+                    gc_policy=gcpolicy.SERVICE)
 
     def changed(event: str, obj: Any) -> None:
         if not isinstance(obj, PodRecord) and not (isinstance(obj, dict) and obj.get("kind") == "Pod"):

@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from .answers import Answerer
     from .codec import PriorityEncoder, decode_args
     from .explain import ranking, render_table
+    from .grouping import judge_many, node_class
+    from .holder import StateHolder
     from .http import create_app
-    from .judge import Extender, StateHolder
+    from .judge import Extender
     from .metrics import ExtenderMetrics
     from .refresh import EXTENDER_KINDS, Syncer
-    from .scoring import Weights, all_node_names, judge_many, node_class, prepare
+    from .scoring import Weights, all_node_names, prepare
     from .snapshot_mode import snapshot_extender, state_from_snapshot
     from .state import (
         EXTENDER_TRANSFORMS,

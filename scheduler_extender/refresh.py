@@ -18,22 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
+from linstor_scheduler.gcpolicy import LEAVE, GcPolicy
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.linstor.client import EventsNotSupported, LinstorClient
 from linstor_scheduler.lost_storage import Lost
 
-from .judge import FallbackReader, StateHolder
+from .fallback import FallbackReader
+from .grouping import node_class_ids
+from .holder import StateHolder
 from .metrics import ExtenderMetrics
-from .scoring import node_class_ids
 from .state import (
     EXTENDER_TRANSFORMS,
     ClusterState,
@@ -49,7 +49,6 @@ from .state import (
 )
 
 log = logging.getLogger(__name__)
-SWITCH_INTERVAL = 0.001
 EXTENDER_KINDS = tuple(EXTENDER_TRANSFORMS)  # Node, StorageClass, PersistentVolumeClaim, PersistentVolume
 LOOP_MARGIN = 30.0  # seconds a loop may overrun its own bound before /healthz calls it stuck (as the informers')
 
@@ -102,8 +101,6 @@ class _ReadThread:
 
     def __init__(self, client: LinstorClient) -> None:
         self.client = client.sibling()
-        # The serving thread waits at most this long for the GIL when it has a request (default 5 ms).
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="linstor-read", daemon=True)
         self.thread.start()
@@ -134,9 +131,12 @@ class Syncer:
         clock: Callable[[], float] = boottime,
         read_in_thread: bool = False,
         read_deadline: float | None = None,
+        gc_policy: GcPolicy = LEAVE,
     ) -> None:
         """``read_deadline``: seconds one whole LINSTOR read may take before it is abandoned (None:
-        only the client's own per-request timeouts)."""
+        only the client's own per-request timeouts). ``gc_policy``: what the process's collector is
+        told around each read and publish (``linstor_scheduler.gcpolicy``; the live service's wiring
+        gives ``SERVICE``, anything else leaves the collector alone)."""
         self.holder = holder
         self.client = client
         self.caches = caches
@@ -162,6 +162,7 @@ class Syncer:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.read_deadline = read_deadline
+        self.gc_policy = gc_policy
         self.poll_beat = self.kube_beat = clock()  # when each loop last did something (liveness)
         self._changed_at: float | None = None  # first change the informers heard that the state lacks
         self.on_publish: Callable[[ClusterState], None] | None = None  # after each swap (reservations)
@@ -174,6 +175,7 @@ class Syncer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.read_in_thread and self._reader is None:
+            self.gc_policy.reading_in_thread()  # the serving thread gets the GIL back sooner
             self._reader = _ReadThread(self.client)
         self._tasks = [asyncio.create_task(self._linstor_loop(), name="linstor-poll"),
                        asyncio.create_task(self._kube_loop(), name="kube-view")]
@@ -251,20 +253,14 @@ class Syncer:
         Nodes and pools arrive as compact records; resources in batches of compact records, each
         batch indexed and dropped before the next is read, so neither the body nor a list of items
         is ever whole, and requests are answered between batches (each is well under 1 ms of work).
-        No cyclic GC meanwhile: a collection scans every object made since the last swap (measured
-        up to 35 ms of CPU in one piece at 100,000 items, a stall for the requests waiting on the
-        loop); the published index is acyclic and frozen by ``StateHolder.swap``.
+        The read and the publish are one ``gc_policy.big_read()`` (the live service: no cyclic
+        collection meanwhile, ``linstor_scheduler.gcpolicy``).
         """
         started = time.perf_counter()
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with self.gc_policy.big_read():
             if not await self._read_linstor():
                 return False
             await self._publish()
-        finally:
-            if collecting:
-                gc.enable()
         self.sync_duration = time.perf_counter() - started
         if self.metrics:
             self.metrics.sync_seconds.observe(self.sync_duration)
@@ -457,7 +453,7 @@ class Syncer:
                 state = dataclasses.replace(state, node_classes=await self._node_classes(nodes, kube))
                 self._generation += 1
                 self._count_publish("new")
-            self.holder.swap(state)
+            self.gc_policy.published(self.holder.swap(state))  # the live service: a new index is frozen
             if self.on_publish is not None:
                 self.on_publish(state)
             if self.fallback:

@@ -24,7 +24,7 @@ prioritize path never formats a string.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -133,6 +133,28 @@ def node_problem(node: NodeInfo | None, lost: bool = False) -> str | None:
     return None
 
 
+class NodeInputs(NamedTuple):
+    """What judging reads of a node, apart from what the pod's own volumes say of it by name
+    (``ClaimContext.node_sets`` and ``ClaimContext.own_nodes``) and, for an unbound claim, the free
+    space of its pools (judged per node, never shared). ``judge_node`` reads the node through this
+    record alone, and the grouped-node shortcut (grouping.py) uses the whole record as the nodes'
+    class: a field added here is in the class key, so two nodes that differ in it never share a
+    verdict (tests/test_scoring_property.py)."""
+
+    problem: str | None  # ``node_problem``: why it can attach no LINSTOR volume (a template); None: it can
+    levels: tuple[str | None, ...] | None  # its value at every ``state.LEVELS``; None: not a Kubernetes node
+
+
+def node_inputs(name: str, state: ClusterState) -> NodeInputs:
+    return inputs_of(state.nodes.get(name), state.kube.topology.get(name), name in state.kube.lost)
+
+
+def inputs_of(node: NodeInfo | None, topo: Topology | None, lost: bool) -> NodeInputs:
+    """``node_inputs`` from the node's parts (for a loop over many nodes). The level values come whole
+    from ``Topology.values`` (one per ``state.LEVELS``), so a new level is read without a change here."""
+    return NodeInputs(node_problem(node, lost), topo.values if topo else None)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimContext:
     """What judging one claim needs that is the same for every node: computed once per request."""
@@ -147,6 +169,17 @@ class ClaimContext:
     affinity_ok: frozenset[str] | None = None  # nodes the PV's node affinity admits (None: no affinity)
     access_ok: frozenset[str] | None = None  # nodes a fromSame rule admits (None: no such rule)
     lost_on: frozenset[str] = frozenset()  # nodes where fencing judges this volume's replica lost
+
+    def node_sets(self) -> tuple[frozenset[str], ...]:
+        """The sets ``judge_bound`` asks a node's membership of: nodes that share a class and differ
+        here get verdicts of their own (grouping.py adds the membership to the class key)."""
+        return tuple(s for s in (self.affinity_ok, self.access_ok) if s is not None)
+
+    def own_nodes(self) -> frozenset[str]:
+        """The nodes ``judge_bound`` judges by what the volume has there (a replica, one fencing
+        judges lost, even where the index no longer lists it): each is judged alone, never by class."""
+        replicas = self.resource.replicas.keys() if self.resource is not None else ()
+        return self.lost_on.union(replicas)
 
 
 NodeSets = Callable[[tuple[Any, ...], Callable[[], frozenset[str]]], frozenset[str]]
@@ -216,7 +249,9 @@ def _access_rule_ok(access: RemoteAccess, topo: Topology | None, replica_topos: 
     return False
 
 
-def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights) -> VolumeVerdict:
+def judge_bound(ctx: ClaimContext, name: str, inputs: NodeInputs, w: Weights) -> VolumeVerdict:
+    """A bound claim on node ``name``: by what the volume has there (``ClaimContext.own_nodes``), the
+    sets it belongs to (``ClaimContext.node_sets``) and what judging reads of the node (``inputs``)."""
     claim = ctx.claim
     resource = ctx.resource
     assert resource is not None
@@ -244,8 +279,8 @@ def judge_bound(ctx: ClaimContext, name: str, topo: Topology | None, w: Weights)
     if replica is not None and not replica.diskful:
         return VolumeVerdict(True, w.local_diskless, f"{label}: diskless replica already on {NODE}")
     where = prefix or f"no replica on {NODE}; "
-    if topo is not None:
-        for level, value, shared, score in zip(LEVELS, topo.values, ctx.shared, w.levels, strict=True):
+    if inputs.levels is not None:
+        for level, value, shared, score in zip(LEVELS, inputs.levels, ctx.shared, w.levels, strict=True):
             if value and value in shared:
                 return VolumeVerdict(True, score, f"{label}: {where}a diskful replica is in its {level.name} {value}")
     if not ctx.has_diskful:
@@ -332,9 +367,9 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     """The verdict for one node, from the per-claim contexts of ``prepare``. The pod's unbound claims
     are judged in order, each after what the earlier ones take of the node's pools (``taken``):
     two 60 GiB claims do not both fit a pool with 100 GiB free."""
-    node = state.nodes.get(name)
-    topo = state.kube.topology.get(name)
-    problem = node_problem(node, name in state.kube.lost)
+    node = state.nodes.get(name)  # its pools, for the unbound claims
+    inputs = node_inputs(name, state)
+    problem = inputs.problem
     verdicts: list[VolumeVerdict] = []
     judged = False
     taken: dict[str, int] = {}
@@ -346,204 +381,13 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
         if problem is not None:
             continue  # the node-level reason says it all
         if ctx.claim.bound:
-            verdicts.append(judge_bound(ctx, name, topo, w))
+            verdicts.append(judge_bound(ctx, name, inputs, w))
         else:
             assert node is not None
             verdicts.append(judge_unbound(ctx.claim, node, state, w, taken))
     if judged and problem is not None:
         return NodeVerdict(False, 0, tuple(verdicts), problem)
     return combine([c.claim for c in contexts], verdicts)
-
-
-NodeClass = tuple[str | None, tuple[str | None, ...] | None]  # (node problem, the value at every level)
-
-
-def node_class(name: str, state: ClusterState) -> NodeClass:
-    """What a node without replicas is judged by: its node-level problem and its value at every
-    topology level (affinity and fromSame membership are added by ``judge_many``)."""
-    return node_class_of(state.nodes.get(name), state.kube.topology.get(name), name in state.kube.lost)
-
-
-def node_class_of(node: NodeInfo | None, topo: Topology | None, lost: bool = False) -> NodeClass:
-    """``node_class`` from the node's parts: the level values come whole from ``Topology.values``
-    (one entry per ``state.LEVELS``), so a new level joins the class without a change here."""
-    return (node_problem(node, lost), topo.values if topo else None)
-
-
-def node_class_ids(names: Iterable[str], state: ClusterState, ids: dict[Any, int]) -> dict[str, int]:
-    """Small ints name the classes: judge_many groups by them, and ints hash far faster than tuples.
-    ``ids`` (class -> id) is shared by the calls that make one state's table."""
-    nodes, topology, lost = state.nodes, state.kube.topology, state.kube.lost
-    return {n: ids.setdefault(node_class_of(nodes.get(n), topology.get(n), n in lost), len(ids)) for n in names}
-
-
-def judged_per_node(contexts: Sequence[ClaimContext]) -> bool:
-    """An unbound claim we judge (free space differs per node): every node gets a verdict of its own."""
-    return any(not c.claim.bound and c.unjudged is None for c in contexts)
-
-
-def judge_many(
-    names: Iterable[str],
-    contexts: Sequence[ClaimContext],
-    state: ClusterState,
-    w: Weights,
-    classes: Mapping[str, Any],
-) -> dict[str, NodeVerdict]:
-    """Verdicts for many nodes. Nodes without a replica of the pod's volumes are judged once per
-    class (``node_class``: problem and the value at each topology level; plus affinity/fromSame
-    membership) and share the verdict: at 1,000 nodes that turns 1,000 judgements into a handful,
-    and the per-node work into C-level loops (``map``/``zip`` over the names: measured 5x faster
-    than a Python loop at 1,000 nodes). tests/test_scoring_property.py proves it equal to
-    ``judge_node`` on every node."""
-    names = list(names)
-    special = _replica_nodes(contexts)
-    if judged_per_node(contexts):
-        return _judge_per_node(names, contexts, state, w, classes)
-    sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
-    keys: list[Any] = list(map(classes.get, names))
-    if sets:
-        keys = list(zip(keys, *[map(s.__contains__, names) for s in sets], strict=True))
-    # The first name of each class is its representative (dict keeps the last write: reversed).
-    firsts = dict(zip(reversed(keys), reversed(names), strict=True))
-    memo: dict[Any, NodeVerdict] = {}
-    for key, name in firsts.items():
-        if key is None or (sets and key[0] is None):
-            continue  # a node no class knows: judged alone below
-        if name in special:
-            name = next((n for n, k in zip(names, keys, strict=True) if k == key and n not in special), "")
-            if not name:
-                continue
-        memo[key] = judge_node(name, contexts, state, w)
-    out = dict(zip(names, map(memo.get, keys), strict=True))
-    if len(memo) < len(firsts):
-        for name in [n for n, v in out.items() if v is None]:
-            out[name] = judge_node(name, contexts, state, w)
-    for name in special.intersection(out):
-        out[name] = judge_node(name, contexts, state, w)
-    return out
-
-
-def _replica_nodes(contexts: Sequence[ClaimContext]) -> set[str]:
-    """Nodes holding any replica of the pod's volumes: judged one by one, never by class."""
-    nodes: set[str] = set()
-    for ctx in contexts:
-        if ctx.resource is not None:
-            nodes.update(ctx.resource.replicas)
-        nodes.update(ctx.lost_on)  # a lost replica the index no longer lists is still judged alone
-    return nodes
-
-
-def _judge_per_node(
-    names: list[str],
-    contexts: Sequence[ClaimContext],
-    state: ClusterState,
-    w: Weights,
-    classes: Mapping[str, Any],
-) -> dict[str, NodeVerdict]:
-    """A pod with an unbound WaitForFirstConsumer claim: its score follows each node's free space,
-    so every node is judged. The bound claims and the node-level problem are still judged once
-    per class; only the unbound claims are judged per node (measured: 18 ms -> 5 ms at 1,000
-    nodes, the common case of a new StatefulSet pod)."""
-    claims = [c.claim for c in contexts]
-    unbound_at = [i for i, c in enumerate(contexts) if not c.claim.bound and c.unjudged is None]
-    special = _replica_nodes(contexts)
-    sets = [s for c in contexts for s in (c.affinity_ok, c.access_ok) if s is not None]
-    memo: dict[Any, NodeVerdict] = {}  # class -> the verdict with placeholders for the unbound claims
-    judges = [(i, _unbound_judge(claims[i], state, w)) for i in unbound_at]
-    several = len(judges) > 1  # one claim alone takes nothing another would miss
-    out: dict[str, NodeVerdict] = {}
-    nodes = state.nodes
-    for name in names:
-        cls = classes.get(name)
-        node = nodes.get(name)
-        if cls is None or name in special or node is None:
-            out[name] = judge_node(name, contexts, state, w)
-            continue
-        key = (cls, *[name in s for s in sets]) if sets else cls
-        partial = memo.get(key)
-        if partial is None:
-            partial = memo[key] = _partial(name, contexts, unbound_at, state, w)
-        if partial.node_template is not None:
-            out[name] = partial  # a node-level problem: free space changes nothing
-            continue
-        volumes = list(partial.volumes)
-        taken: dict[str, int] | None = {} if several else None  # what the pod's earlier claims take here
-        for i, judge in judges:
-            volumes[i] = judge(node, taken)
-        out[name] = combine(claims, volumes)
-    return out
-
-
-class _RoomReason:
-    """The reason of an unbound claim on a roomy node, rendered only when read."""
-
-    __slots__ = ("free_kib", "label", "pool", "size")
-
-    def __init__(self, label: str, pool: str, free_kib: int | None, size: int | None) -> None:
-        self.label, self.pool, self.free_kib, self.size = label, pool, free_kib, size
-
-    def __call__(self) -> str:
-        free = "unknown" if self.free_kib is None else human_bytes(self.free_kib * 1024)
-        return (f"{self.label}: unbound, storage pool {self.pool} on {NODE} has {free} free "
-                f"(claim requests {human_bytes(self.size)})")
-
-
-UnboundJudge = Callable[[NodeInfo, "dict[str, int] | None"], VolumeVerdict]
-
-
-def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> UnboundJudge:
-    """``judge_unbound`` for one claim with what is the same on every node computed once (``taken``
-    as there: the pod's earlier claims on the node, None for a pod with one unbound claim)."""
-    sc = claim.storage_class
-    assert sc is not None
-    pool = sc.storage_pool
-    if not pool:
-        return lambda node, taken: judge_unbound(claim, node, state, w, taken)
-    wanted_kib = (claim.size_bytes or 0) // 1024
-    top = state.pool_max_free.get(pool) or 0
-    span = w.wffc_max - w.wffc_min
-    label, size = claim.label, claim.size_bytes
-    held = state.held.get(pool)  # node -> bytes promised to other claims (reservations.py)
-
-    def judge(node: NodeInfo, taken: dict[str, int] | None) -> VolumeVerdict:
-        found = node.pools.get(pool)
-        free = found.free_kib if found is not None else None
-        if held and free is not None:
-            free = max(0, free - held.get(node.name, 0) // 1024)
-        if taken and free is not None:
-            free = max(0, free - taken.get(pool, 0))
-        if found is None or (free is not None and free < wanted_kib):
-            return judge_unbound(claim, node, state, w, taken)  # the rare, wordy cases
-        if taken is not None:
-            taken[pool] = taken.get(pool, 0) + wanted_kib
-        share = (free / top) if (free is not None and top > 0) else 0.0
-        return VolumeVerdict(True, w.wffc_min + span * share, _RoomReason(label, pool, free, size))
-
-    return judge
-
-
-_DEFERRED = VolumeVerdict(True, 0, "")
-
-
-def _partial(name: str, contexts: Sequence[ClaimContext], unbound_at: list[int], state: ClusterState,
-             w: Weights) -> NodeVerdict:
-    """``judge_node`` with the unbound claims left as placeholders (filled per node)."""
-    node = state.nodes.get(name)
-    problem = node_problem(node, name in state.kube.lost)
-    topo = state.kube.topology.get(name)
-    verdicts: list[VolumeVerdict] = []
-    for i, ctx in enumerate(contexts):
-        if ctx.unjudged is not None:
-            verdicts.append(VolumeVerdict(True, 0, ctx.unjudged, False))
-        elif problem is not None:
-            continue
-        elif i in unbound_at:
-            verdicts.append(_DEFERRED)
-        else:
-            verdicts.append(judge_bound(ctx, name, topo, w))
-    if problem is not None:
-        return NodeVerdict(False, 0, tuple(verdicts), problem)
-    return NodeVerdict(all(v.fits for v in verdicts), 0, tuple(verdicts))
 
 
 def combine(claims: Sequence[Claim], verdicts: Sequence[VolumeVerdict]) -> NodeVerdict:

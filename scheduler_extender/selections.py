@@ -17,7 +17,7 @@ from typing import Any
 from linstor_scheduler.claims import ClaimRecord, as_claim
 from linstor_scheduler.clock import now as boottime
 
-from .judge import StateHolder
+from .holder import StateHolder
 from .reservations import Ledger, heard_claim
 from .state import ClusterState
 

@@ -14,7 +14,8 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.models import Resource
 from linstor_scheduler.snapshot import Snapshot, read_snapshot, snapshot_of
 
-from .judge import Extender, StateHolder
+from .holder import StateHolder
+from .judge import Extender
 from .scoring import Weights
 from .state import ClusterState, KubeView, ResourceIndexer
 

@@ -422,7 +422,7 @@ class ClusterState:
     # The generation that first had this Kubernetes view: caches of what depends on Kubernetes alone
     # (node sets of affinity rules) live across LINSTOR-only changes.
     kube_since: int = 0
-    node_classes: Mapping[str, int] | None = None  # node -> class id (scoring.node_class); None: not yet
+    node_classes: Mapping[str, int] | None = None  # node -> class id (grouping.node_class); None: not yet
     # Capacity promised to unbound WaitForFirstConsumer claims that LINSTOR's free space does not
     # show yet (reservations.py): pool -> node -> bytes. Empty but in the live extender's judging
     # (``reservations.promised_state``); scoring subtracts it from each pool's free space.

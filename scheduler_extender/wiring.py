@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import yaml
 
+from linstor_scheduler import gcpolicy
 from linstor_scheduler.capture import capture
 from linstor_scheduler.config import ConfigError, exceeds, parsed, setting
 from linstor_scheduler.kube import objects
@@ -33,8 +34,10 @@ from linstor_scheduler.servingtls import ServingTLS
 from linstor_scheduler.snapshot import read_snapshot
 
 from .explain import explain_ref, render_table
+from .fallback import FallbackReader
+from .holder import StateHolder
 from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
-from .judge import Extender, FallbackReader, StateHolder
+from .judge import Extender
 from .metrics import ExtenderMetrics
 from .placements import PROFILE as PLACEMENT_PROFILE
 from .placements import PlacementReporter
@@ -81,7 +84,7 @@ def build_live_app(
                               on_read=lambda outcome: metrics.fallback_reads.labels(outcome).inc())
     syncer = Syncer(holder, client, None, poll_interval=poll_interval, poll_min_factor=poll_min_factor,
                     use_events=use_events, metrics=metrics, fallback=fallback, read_in_thread=True,
-                    read_deadline=max_staleness)
+                    read_deadline=max_staleness, gc_policy=gcpolicy.SERVICE)
     caches = KubeCaches(api_client, list(EXTENDER_KINDS), on_change=syncer.kube_changed, max_age=max_staleness,
                         transforms=EXTENDER_TRANSFORMS, page_size=RECORD_PAGE_SIZE,
                         **bounded_by(max_staleness, api_timeout))
@@ -182,6 +185,7 @@ def run_extender(args: argparse.Namespace) -> int:
         extender = snapshot_extender(args.snapshot, weights=weights, max_staleness=args.max_staleness,
                                      scheduler_name=args.scheduler_name or None)
         state = extender.holder.state
+        gcpolicy.SERVICE.published(new_content=True)  # served from for good, as a live sync's state
         log.info("serving from snapshot %s: %d nodes, %d resources", args.snapshot,
                  len(state.nodes), len(state.resources))
         app = create_app(extender, metrics=metrics, max_body=args.max_body_bytes)

@@ -67,8 +67,9 @@ def test_podtopologyspread_keeps_its_system_defaults_so_no_pod_of_the_profile_is
 
 @pytest.fixture(scope="module")
 def filter_http():
+    from scheduler_extender.holder import StateHolder
     from scheduler_extender.http import create_app
-    from scheduler_extender.judge import Extender, StateHolder
+    from scheduler_extender.judge import Extender
 
     holder = StateHolder(static=True, ready=True)
     holder.swap(standard())

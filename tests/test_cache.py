@@ -11,7 +11,8 @@ import pytest
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
 from scheduler_extender.cache import GenerationCache
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.holder import StateHolder
+from scheduler_extender.judge import Extender
 from scheduler_extender.metrics import ExtenderMetrics
 from scheduler_extender.refresh import Syncer
 

@@ -258,7 +258,7 @@ def test_a_standby_with_a_stale_view_is_not_ready_and_computes_nothing() -> None
     is past the bound, as the leader's does; and a leader with that view computes nothing."""
     from locality.exporter import LocalityExporter
     from locality.metrics import LocalityMetrics
-    from scheduler_extender.judge import StateHolder
+    from scheduler_extender.holder import StateHolder
 
     from .test_locality import cluster
 

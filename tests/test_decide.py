@@ -16,9 +16,11 @@ from devkit import kube_objects as k
 from devkit.clock import FakeClock
 from linstor_scheduler.httpserver import ServerThread
 from scheduler_extender.codec import BadRequest
+from scheduler_extender.fallback import FallbackReader
 from scheduler_extender.freshness import NOT_SYNCED, measure
+from scheduler_extender.holder import StateHolder
 from scheduler_extender.http import create_app
-from scheduler_extender.judge import NO_LINSTOR_VOLUMES, Extender, FallbackReader, StateHolder
+from scheduler_extender.judge import NO_LINSTOR_VOLUMES, Extender
 
 from .cluster import lres, standard
 from .test_judge import FakeLinstor, fresh_volume_state, live_holder

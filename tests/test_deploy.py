@@ -345,8 +345,9 @@ def rendered_scheduler_config(entry: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def extender_http():
+    from scheduler_extender.holder import StateHolder
     from scheduler_extender.http import create_app
-    from scheduler_extender.judge import Extender, StateHolder
+    from scheduler_extender.judge import Extender
 
     holder = StateHolder(static=True, ready=True)
     holder.swap(standard())
@@ -524,8 +525,9 @@ def test_probes_hit_real_routes():
     from fencing.http import create_app as fencing_app
     from fencing.metrics import FencingMetrics
     from linstor_scheduler.health import health_app
+    from scheduler_extender.holder import StateHolder
     from scheduler_extender.http import create_app as extender_app
-    from scheduler_extender.judge import Extender, StateHolder
+    from scheduler_extender.judge import Extender
 
     routes = {
         "extender": get_routes(extender_app(Extender(StateHolder())).ops),

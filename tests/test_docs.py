@@ -18,8 +18,10 @@ from fencing import verdict as fencing_verdict
 from fencing.metrics import FencingMetrics
 from locality.affinity_sync import AffinityMetrics
 from locality.metrics import LocalityMetrics
+from scheduler_extender.fallback import FallbackReader
+from scheduler_extender.holder import StateHolder
 from scheduler_extender.http import create_app
-from scheduler_extender.judge import Extender, FallbackReader, StateHolder
+from scheduler_extender.judge import Extender
 from scheduler_extender.metrics import ExtenderMetrics
 from storage_sync import backing as pool_backing
 from storage_sync import classes as pool_classes

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from devkit import kube_objects as k
 from linstor_scheduler.httpserver import ServerThread
+from scheduler_extender.holder import StateHolder
 from scheduler_extender.http import create_app
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.judge import Extender
 
 from .cluster import standard
 

@@ -7,13 +7,13 @@ import dataclasses
 
 from devkit import kube_objects as k
 from devkit.clock import FakeClock
+from scheduler_extender.fallback import FallbackReader
+from scheduler_extender.holder import StateHolder
 from scheduler_extender.judge import (
     NODE_ENTRY_BYTES,
     OWN_VERDICT_BYTES,
     TABLE_BYTES,
     Extender,
-    FallbackReader,
-    StateHolder,
     _table_size,
 )
 

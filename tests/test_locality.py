@@ -291,7 +291,7 @@ def test_exporter_service_over_http_only_the_lease_holder_exports(ks):
 def test_exporter_withdraws_its_figures_when_it_loses_the_lease():
     from locality.exporter import LocalityExporter
     from locality.metrics import LocalityMetrics
-    from scheduler_extender.judge import StateHolder
+    from scheduler_extender.holder import StateHolder
 
     class Pods:
         synced = threading.Event()

@@ -7,7 +7,7 @@ import asyncio
 
 from devkit import kube_objects as k
 from linstor_scheduler.linstor.client import EventsNotSupported
-from scheduler_extender.judge import StateHolder
+from scheduler_extender.holder import StateHolder
 from scheduler_extender.refresh import Syncer
 
 from .cluster import lnode, lpool, lres

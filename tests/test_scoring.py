@@ -8,7 +8,8 @@ import re
 import pytest
 
 from devkit import kube_objects as k
-from scheduler_extender.judge import Extender, StateHolder
+from scheduler_extender.holder import StateHolder
+from scheduler_extender.judge import Extender
 from scheduler_extender.scoring import Weights, all_node_names
 from scheduler_extender.state import LEVELS
 
@@ -194,7 +195,8 @@ def test_a_replica_fencing_judges_lost_keeps_only_its_volume_s_pods_off_that_nod
     import dataclasses
 
     from linstor_scheduler.volumes import resolve_pod_claims
-    from scheduler_extender.scoring import LOST_REPLICA, judge_many, judge_node, node_class, prepare
+    from scheduler_extender.grouping import judge_many, node_class
+    from scheduler_extender.scoring import LOST_REPLICA, judge_node, prepare
 
     from .cluster import build, lnode, lpool, lres
 

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from devkit import kube_objects as k
 from linstor_scheduler.volumes import resolve_pod_claims
+from scheduler_extender.grouping import judge_many, node_class
 from scheduler_extender.reservations import promised_state
-from scheduler_extender.scoring import NodeVerdict, Weights, all_node_names, judge_many, judge_node, node_class, prepare
+from scheduler_extender.scoring import NodeVerdict, Weights, all_node_names, judge_node, prepare
 from scheduler_extender.state import ClusterState
 
 from .cluster import build, lnode, lpool, lres
