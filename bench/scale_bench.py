@@ -347,6 +347,7 @@ def run_extender(args: argparse.Namespace, urls: dict[str, Any], doubles: subpro
             "probes": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat),
             "healthz_p50_ms": percentile([x * 1000 for x in floor.latencies], 50),
             "healthz_p99_ms": percentile([x * 1000 for x in floor.latencies], 99),
+            "healthz_max_ms": max(floor.latencies, default=float("nan")) * 1000,
             "wrong_answers": prober.wrong, "neutral_answers": prober.neutral,
             "fallback_reads": metric(text, "linstor_scheduler_fallback_reads_total"),
             "poll_interval_s": metric(text, "linstor_scheduler_poll_interval_seconds"),
