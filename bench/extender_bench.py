@@ -179,12 +179,12 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
         args = decode_args(await request.body())
         empty = ClusterState(0, {}, {}, kube, 0, 0, {})
         claims = resolve_pod_claims(args.pod, empty.get_pvc, empty.get_pv, empty.get_sc)
-        nodes = [Node.model_validate(n) for n in (await http.get("/v1/nodes")).json()]
+        nodes = [Node.parse(n) for n in (await http.get("/v1/nodes")).json()]
         items = []
         for c in claims:
             if c.resource:
                 got = await http.get("/v1/view/resources", params={"resources": c.resource})
-                items += [Resource.model_validate(i) for i in got.json()]
+                items += [Resource.parse(i) for i in got.json()]
         state = ClusterState.build(generation=1, nodes=nodes, pools=[], resources=items, kube=kube,
                                    linstor_synced_at=0, kube_synced_at=0)
         ctx = prepare(claims, [state.resources.get(c.resource) if c.resource else None for c in claims], state)
@@ -320,6 +320,8 @@ def _ms(text: str) -> float:
 
 def memory_probe(nodes: int, resources: int) -> None:
     """Build the index the way the live sync does (item by item, raw items dropped); print RSS."""
+    import msgspec
+
     from linstor_scheduler.linstor.models import Node, Resource, StoragePool
     from scheduler_extender import ClusterState, KubeView, index_resources
 
@@ -331,12 +333,12 @@ def memory_probe(nodes: int, resources: int) -> None:
         for r in range(resources // 3):
             a, b, c = rnd.sample(names, 3)
             for node, diskless in ((a, False), (b, False), (c, True)):
-                yield Resource.model_validate_json(orjson.dumps(resource_item(f"pvc-{r}", node, diskless)))
+                yield msgspec.json.decode(orjson.dumps(resource_item(f"pvc-{r}", node, diskless)), type=Resource)
 
     index = index_resources(items())
     state = ClusterState.build(
-        generation=1, nodes=[Node.model_validate(node_item(n)) for n in names],
-        pools=[StoragePool.model_validate(pool_item(n, GIB_KIB)) for n in names], resources=index,
+        generation=1, nodes=[Node.parse(node_item(n)) for n in names],
+        pools=[StoragePool.parse(pool_item(n, GIB_KIB)) for n in names], resources=index,
         kube=KubeView.from_objects([k.node(n, zone="z") for n in names]), linstor_synced_at=0, kube_synced_at=0)
     built = time.perf_counter() - started
     gc.collect()

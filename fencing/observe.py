@@ -155,7 +155,7 @@ def shared_nodes(nodes: list[Any]) -> list[Any]:
 
     def shared(n: Any) -> Any:
         if not isinstance(n, msgspec.Struct):
-            return n  # a model (the drill, tests): as it is
+            return n  # not a record (a test's stand-in): as it is
         return msgspec.structs.replace(
             n, name=intern(n.name), type=intern(n.type), flags=[intern(f) for f in n.flags] if n.flags else _NO_FLAGS,
             connection_status=intern(n.connection_status) if n.connection_status else n.connection_status)

@@ -71,7 +71,7 @@ async def capture(client: LinstorClient, api: k8s.ApiClient, *, pod: str | None 
     items = await asyncio.to_thread(kube_snapshot_items, api, pod=pod, scheduler_name=scheduler_name)
 
     def dump(models: list[Any]) -> list[dict[str, Any]]:
-        return [m.model_dump(mode="json", exclude_none=True) for m in models]
+        return [m.dump() for m in models]
 
     return {"linstor": {"nodes": dump(nodes), "storage_pools": dump(pools), "resources": dump(resources),
                         "resource_definitions": dump(definitions), "resource_groups": dump(groups),

@@ -22,7 +22,8 @@ A snapshot is how users file bug reports, so every error points at the problem: 
 object it names and the field (``kubernetes.items[3] StorageClass/linstor-r2: parameters: expected
 a mapping, got 5``); a key we do not know (``linstr:``) and a snapshot with nothing in it are
 errors, not an empty, ready extender. Files are read as a stream of events (ijson for JSON,
-libyaml's parser for YAML) and each item becomes a model and joins the index as it is read: a
+libyaml's parser for YAML) and each item becomes its record (``linstor.models``) and joins the index
+as it is read: a
 cluster of 5,000 nodes and 100,000 resources is never one decoded document in memory.
 
 This is the core's: the format is every component's and tool's. What a component builds from a
@@ -33,6 +34,7 @@ resource items as they are read, ``Snapshot.resources``).
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -41,13 +43,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import ijson
+import msgspec
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from .claims import TRANSFORMS as CLAIM_TRANSFORMS
 from .claims import ClaimRecord, VolumeRecord
 from .kube import objects
-from .linstor.models import Node, Resource, StoragePool, StoragePoolDefinition
+from .linstor.models import Node, Record, Resource, StoragePool, StoragePoolDefinition
 
 
 class SnapshotError(ValueError):
@@ -55,7 +57,7 @@ class SnapshotError(ValueError):
 
 
 class ResourceSink(Protocol):
-    """Where the resource items go, as models, while they are read (the extender's ``ResourceIndexer``)."""
+    """Where the resource items go, as records, while they are read (the extender's ``ResourceIndexer``)."""
 
     def add(self, items: Iterable[Resource]) -> None: ...
 
@@ -69,9 +71,9 @@ MAPPINGS = frozenset({"controller_properties"})  # a key whose value is a mappin
 
 @dataclass
 class Snapshot:
-    """A snapshot read and checked: LINSTOR models and Kubernetes objects.
+    """A snapshot read and checked: LINSTOR records and Kubernetes objects.
 
-    The resource items, 100,000 at scale, each go as a model to ``resources`` (the extender's index,
+    The resource items, 100,000 at scale, each go as a record to ``resources`` (the extender's index,
     which keeps what it judges and drops the rest) as they are read; without one, and with
     ``keep_raw``, they are kept as the REST API returned them (``raw_resources``)."""
 
@@ -125,9 +127,9 @@ class Snapshot:
             self.pools.append(_model(StoragePool, where, item,
                                      lambda d: f"{d.get('node_name') or '?'}/{d.get('storage_pool_name') or '?'}"))
         else:
-            model = _model(Resource, where, item, lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}")
+            record = _model(Resource, where, item, lambda d: f"{d.get('name') or '?'} on {d.get('node_name') or '?'}")
             if self.resources is not None:
-                self.resources.add((model,))
+                self.resources.add((record,))
             self.resource_items += 1
             if self.keep_raw or self.resources is None:
                 self.raw_resources.append(item)
@@ -229,16 +231,56 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _model(model: type[BaseModel], where: str, item: Any, name: Callable[[dict[str, Any]], Any]) -> Any:
+def _model(shape: type[Record], where: str, item: Any, name: Callable[[dict[str, Any]], Any]) -> Any:
     if not isinstance(item, dict):
         raise SnapshotError(f"{where}: expected a mapping, got {_show(item)}")
     try:
-        return model.model_validate(item)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        path = ".".join(str(p) for p in err["loc"]) or "(item)"
-        got = "" if err["type"] == "missing" else f", got {_show(err.get('input'))}"
-        raise SnapshotError(f"{where} {name(item)}: {path}: {err['msg']}{got}") from None
+        return shape.parse(item)
+    except msgspec.ValidationError as exc:
+        raise SnapshotError(f"{where} {name(item)}: {_invalid(str(exc), item)}") from None
+
+
+# msgspec's words for a value of the wrong type or a missing field, said as a user reads them (and as
+# the snapshot errors said them before: "node_name: Input should be a valid string, got 7").
+_WRONG = re.compile(r"Expected `(?P<want>[a-z]+)[^`]*`, got `[^`]*`(?: - at `\$(?P<at>[^`]*)`)?$")
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?$")
+_WANTED = {"str": "a valid string", "int": "a valid integer", "float": "a valid number", "bool": "a valid boolean",
+           "array": "a valid list", "object": "a valid dictionary"}
+
+
+def _invalid(message: str, item: dict[str, Any]) -> str:
+    """``path: what is wrong[, got the value]`` from msgspec's message about ``item``."""
+    missing = _MISSING.match(message)
+    if missing:
+        return f"{_path(missing['at'], missing['field'])}: Field required"
+    wrong = _WRONG.match(message)
+    if wrong and wrong["want"] in _WANTED:
+        found, value = _lookup(item, wrong["at"] or "")
+        got = f", got {_show(value)}" if found else ""
+        return f"{_path(wrong['at'])}: Input should be {_WANTED[wrong['want']]}{got}"
+    return f"(item): {message}"
+
+
+def _steps(at: str) -> list[str]:
+    """``.volumes[0].state`` -> ``["volumes", "0", "state"]`` (``[...]``: a key msgspec does not name)."""
+    return [step for step in re.split(r"\.|\[|\]", at) if step]
+
+
+def _path(at: str | None, last: str | None = None) -> str:
+    steps = [*_steps(at or ""), *([last] if last else [])]
+    return ".".join(steps) or "(item)"
+
+
+def _lookup(item: Any, at: str) -> tuple[bool, Any]:
+    value = item
+    for step in _steps(at):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return False, None
+    return True, value
 
 
 MAP, LIST, STR = dict, list, str

@@ -37,7 +37,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import orjson
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -50,6 +49,7 @@ from linstor_scheduler.kube.calls import KubeCalls
 from linstor_scheduler.kube.client import describe_api_error
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
+from linstor_scheduler.linstor.models import PropsView, Resource, ResourceDefinition
 from linstor_scheduler.quantity import parse_quantity
 from linstor_scheduler.volumes import CSI_DRIVER, StorageClassInfo
 
@@ -72,18 +72,15 @@ from .affinity_plan import (
 )
 
 
-class SavedProps(msgspec.Struct, frozen=True, rename={"intent": SAVED_PROP}):
+class SavedProps(PropsView, rename={"intent": SAVED_PROP}):
     """Of a resource definition's properties, the replacement begun (affinity_plan.SAVED_PROP) only."""
 
     intent: str | None = None
 
 
-class SavedIntentDefinition(msgspec.Struct, frozen=True):
-    """A ``/v1/resource-definitions`` item as this worker reads it: its name and the replacement its
-    property says was begun (fencing's record of the same items keeps only the quorum options)."""
-
-    name: str
-    saved: SavedProps = msgspec.field(name="props", default_factory=SavedProps)
+# A ``/v1/resource-definitions`` item as this worker reads it: its name and the replacement its property
+# says was begun (fencing's record of the same items keeps only the quorum options).
+SavedIntentDefinition = ResourceDefinition.only("name", props=SavedProps, called="SavedIntentDefinition")
 
 log = logging.getLogger("linstor_scheduler.affinity_sync")
 
@@ -171,12 +168,8 @@ def resizing(claim: Mapping[str, Any]) -> bool:
     return asked is not None and has is not None and asked > has
 
 
-class Placed(msgspec.Struct, frozen=True, gc=False):
-    """What a pass keeps of a ``/v1/view/resources`` item: where, and whether diskful."""
-
-    name: str
-    node_name: str
-    flags: list[str] = []
+# What a pass keeps of a ``/v1/view/resources`` item: where, and whether diskful (its flags).
+Placed = Resource.only("name", "node_name", "flags", called="Placed")
 
 
 def slim_pv(pv: dict[str, Any]) -> dict[str, Any] | None:
@@ -309,7 +302,7 @@ class AffinitySync:
             classes={c.name: c for c in classes},
             node_segments={n.name: segments(n.name, n.props, labels.get(n.name)) for n in nodes},
             diskful=diskful,
-            saved={d.name: d.saved.intent for d in definitions if d.saved.intent is not None})
+            saved={d.name: d.props.intent for d in definitions if d.props.intent is not None})
 
     async def _read_claims(self, view: View, wanted: set[tuple[str, str]]) -> None:
         def keep(c: dict[str, Any]) -> dict[str, Any] | None:

@@ -106,8 +106,8 @@ def as_document(doc: Mapping[str, Any] | Snapshot) -> dict[str, Any]:
     if (doc.resource_items and not doc.raw_resources) or doc.claims:
         raise ValueError("the drill needs the snapshot's resource items: read it with keep_raw=True")
     linstor: dict[str, Any] = {
-        "nodes": [n.model_dump(mode="json", exclude_none=True) for n in doc.nodes],
-        "storage_pools": [p.model_dump(mode="json", exclude_none=True) for p in doc.pools],
+        "nodes": [n.dump() for n in doc.nodes],
+        "storage_pools": [p.dump() for p in doc.pools],
         "resources": doc.raw_resources, "resource_groups": doc.groups, "controller_properties": doc.controller_props}
     if doc.definitions is not None:
         linstor["resource_definitions"] = doc.definitions
@@ -117,13 +117,13 @@ def as_document(doc: Mapping[str, Any] | Snapshot) -> dict[str, Any]:
 def _view(snap: Snapshot) -> tuple[LinstorView, bool]:
     """fencing's LINSTOR view from a snapshot; False when the snapshot carries no resource definitions."""
     try:
-        resources = [Resource.model_validate(x) for x in snap.raw_resources]
-        definitions = [ResourceDefinition.model_validate(x) for x in snap.definitions or []]
-        groups = [ResourceGroup.model_validate(x) for x in snap.groups]
+        resources = [Resource.parse(x) for x in snap.raw_resources]
+        definitions = [ResourceDefinition.parse(x) for x in snap.definitions or []]
+        groups = [ResourceGroup.parse(x) for x in snap.groups]
     except ValueError as exc:
         raise SnapshotError(f"snapshot: LINSTOR items do not match the REST shapes: {exc}") from None
     replicas: dict[str, dict[str, Any]] = {}
-    add_replicas(replicas, resources)  # fencing's own fold, from models as from its compact records
+    add_replicas(replicas, resources)  # fencing's own fold, from whole records as from its projections
     props = dict(snap.controller_props)
     view = LinstorView(snap.nodes, with_policies(replicas, definitions, groups, props), props, NOW, snap.pools)
     return view, snap.definitions is not None

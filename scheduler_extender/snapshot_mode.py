@@ -27,7 +27,7 @@ def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, genera
     index = snap.resources
     if not isinstance(index, ResourceIndexer):
         index = ResourceIndexer()
-        index.add(Resource.model_validate(item) for item in snap.raw_resources)
+        index.add(Resource.parse(item) for item in snap.raw_resources)
     return ClusterState.build(
         generation=generation, nodes=snap.nodes, pools=snap.pools, resources=index.index,
         kube=KubeView.from_objects([*snap.kube_items, *snap.claims]), linstor_synced_at=now, kube_synced_at=now,

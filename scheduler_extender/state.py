@@ -8,6 +8,7 @@ scoring needs, in compact frozen dataclasses, so 100k resources fit in a few ten
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -69,6 +70,34 @@ class Replica:
     in_use: bool
 
 
+# The shortcut for plain items (no flags, one volume UpToDate, not resyncing: most items at scale): the
+# replica such an item makes (``replica_from``) has each of its fields either the same for all of them
+# (``PLAIN_SAME``) or read from the item (``PLAIN_FROM_ITEM``: the replica's field -> the item's
+# attribute). The fields read from the item are the key that finds the one replica of those values
+# (``ResourceIndexer``), so every field of ``Replica`` must be named once here: ``check_plain`` refuses
+# (at import) a field added to ``Replica`` and left out, which would make replicas that differ in it
+# one; tests/test_shared_replicas.py checks each field's side against ``replica_from``.
+PLAIN_SAME: Mapping[str, Any] = MappingProxyType(
+    {"diskful": True, "disk_state": "UpToDate", "usable": True, "syncing": False, "done_percentage": None})
+PLAIN_FROM_ITEM: Mapping[str, str] = MappingProxyType({"node": "node_name", "in_use": "in_use"})
+
+
+def check_plain(fields: Iterable[str], same: Iterable[str] = PLAIN_SAME,
+                from_item: Iterable[str] = PLAIN_FROM_ITEM) -> None:
+    """TypeError unless ``fields`` (a replica's) are each named once, as ``same`` or ``from_item``."""
+    fields, same, from_item = list(fields), set(same), set(from_item)
+    left_out = [f for f in fields if f not in same and f not in from_item]
+    twice, stray = same & from_item, (same | from_item) - set(fields)
+    if left_out or twice or stray:
+        raise TypeError(f"the plain-replica shortcut (state.PLAIN_SAME, PLAIN_FROM_ITEM) does not match Replica: "
+                        f"left out {left_out}, named twice {sorted(twice)}, not a field {sorted(stray)}")
+
+
+check_plain(f.name for f in dataclasses.fields(Replica))
+# A plain item -> its replica's key: the replica's fields read from the item, in PLAIN_FROM_ITEM's order.
+plain_key: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*PLAIN_FROM_ITEM.values())
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceInfo:
     name: str
@@ -122,8 +151,8 @@ class ResourceIndexer:
         self.index: dict[str, ResourceInfo] = {}
         keep = previous is not None and len(previous._replicas) < self.MAX_SHARED
         self._replicas: dict[Replica, Replica] = previous._replicas if keep else {}  # type: ignore[union-attr]
-        # (node, in use) -> its UpToDate diskful replica
-        self._plain: dict[tuple[str, bool], Replica] = previous._plain if keep else {}  # type: ignore[union-attr]
+        # plain_key (node, in use) -> the replica of every plain item with that key (PLAIN_SAME)
+        self._plain: dict[tuple[Any, ...], Replica] = previous._plain if keep else {}  # type: ignore[union-attr]
         self._previous: dict[str, ResourceInfo] = previous.index if previous is not None else {}
         self._kept = 0  # resources that kept the previous read's object
         self.items = 0
@@ -132,7 +161,7 @@ class ResourceIndexer:
         self.reserved: dict[tuple[str, str], int] = {}
 
     def add(self, items: Iterable[Resource | ResourceItem]) -> None:
-        index, shared, plain, reserved = self.index, self._replicas, self._plain, self.reserved
+        index, shared, plain, reserved, key_of = self.index, self._replicas, self._plain, self.reserved, plain_key
         for item in items:
             self.items += 1
             for vol in item.volumes:
@@ -144,7 +173,7 @@ class ResourceIndexer:
             vols = item.volumes
             st = vols[0].state if len(vols) == 1 and not item.flags else None
             if st is not None and st.disk_state == "UpToDate" and not st.replication_states:
-                key = (item.node_name, item.in_use)
+                key = key_of(item)
                 replica = plain.get(key)
                 if replica is None:
                     replica = plain[key] = shared.setdefault(fresh := replica_from(item), fresh)

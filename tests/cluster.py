@@ -12,7 +12,7 @@ GIB_KIB = 1024 * 1024
 
 
 def lnode(name: str, status: str = "ONLINE", type: str = "SATELLITE", flags: list[str] | None = None) -> Node:
-    return Node.model_validate({"name": name, "type": type, "connection_status": status, "flags": flags or []})
+    return Node.parse({"name": name, "type": type, "connection_status": status, "flags": flags or []})
 
 
 def lpool(node: str, name: str = "thindata", free_gib: float | None = 100, kind: str = "LVM_THIN",
@@ -23,7 +23,7 @@ def lpool(node: str, name: str = "thindata", free_gib: float | None = 100, kind:
     free = None if free_gib is None else int(free_gib * GIB_KIB)
     total = max(200 * GIB_KIB, free or 0)
     props = {} if ratio is None else {"MaxOversubscriptionRatio": ratio}
-    return StoragePool.model_validate({"storage_pool_name": name, "node_name": node, "provider_kind": kind,
+    return StoragePool.parse({"storage_pool_name": name, "node_name": node, "provider_kind": kind,
                                        "free_capacity": free, "total_capacity": total, "props": props})
 
 
@@ -35,7 +35,7 @@ def lres(name: str, node: str, *, diskless: bool = False, disk_state: str | None
     if done is not None:
         vol["state"]["replication_states"] = {"peer": {"replication_state": "SyncTarget", "done_percentage": done}}
     all_flags = (["DISKLESS", "DRBD_DISKLESS"] if diskless else []) + (flags or [])
-    return Resource.model_validate({"name": name, "node_name": node, "flags": all_flags, "volumes": [vol],
+    return Resource.parse({"name": name, "node_name": node, "flags": all_flags, "volumes": [vol],
                                     "state": {"in_use": False}})
 
 

@@ -26,7 +26,7 @@ NODES = ("n1", "n2", "n3", "n4", "n5", "n6", "n7")
 
 
 async def _model_view(client: LinstorClient) -> LinstorView:
-    """The reference: every read as full pydantic models, as fencing read it before."""
+    """The reference: every read as whole records (the shapes, not fencing's projections of them)."""
     nodes, resources, definitions, groups, props, pools = await asyncio.gather(
         client.get_nodes(), client.get_resources(), client.get_resource_definitions(), client.get_resource_groups(),
         client.get_controller_properties(), client.get_storage_pools())

@@ -74,7 +74,7 @@ def test_reserved_is_the_storage_layers_usable_size_per_node_and_pool_from_recor
              rest_resource("w2", "thin", None, top_usable=5 * GiB), rest_resource("w2", "thin", None),
              rest_resource("w2", "other", 3)]
     records = msgspec.json.decode(msgspec.json.encode(items), type=list[ResourceItem])
-    models = [Resource.model_validate(i) for i in items]
+    models = [Resource.parse(i) for i in items]
     expected = {("w1", "thin"): 70 * GiB + 4096, ("w2", "thin"): 5 * GiB, ("w2", "other"): 3}
     assert reserved_by_pool(records) == reserved_by_pool(models) == expected
 

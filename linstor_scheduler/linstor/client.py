@@ -3,9 +3,11 @@
 - Idempotent reads (GET) retry with capped exponential backoff and jitter; writes never retry once
   the request may have reached the controller (only connection errors, where it did not).
 - Several controllers (``LS_CONTROLLERS``-style list): the last one that worked is tried first.
-- ``/v1/view/resources`` is streamed: as full models item by item (ijson, ``iter_resources``), or
-  as batches of compact msgspec records (``iter_resource_batches``, the polls of big clusters), so
-  100k resources never sit in memory as one body or one tree of dicts.
+- Every answer is decoded into its record (``models.py``: one msgspec Struct per REST shape) and
+  validated as it is decoded; the polls of big clusters decode projections of them (``compact.py``).
+- ``/v1/view/resources`` is streamed: as whole records item by item (ijson, ``iter_resources``), or
+  as batches of projections (``iter_resource_batches``, the polls of big clusters), so 100k
+  resources never sit in memory as one body or one tree of dicts.
 - Every HTTP attempt is counted in ``calls`` (method, path) and reported to ``on_request``.
 """
 
@@ -27,7 +29,6 @@ import httpx
 import ijson
 import msgspec
 import orjson
-from pydantic import BaseModel, ValidationError
 
 from .compact import (
     ArraySplitter,
@@ -41,6 +42,7 @@ from .errors import EventsNotSupported, LinstorError, LinstorProtocolError, Lins
 from .models import (
     ApiCallRc,
     Node,
+    Record,
     Resource,
     ResourceDefinition,
     ResourceGroup,
@@ -49,7 +51,7 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Record)
 RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 # Said with every "no controller answered": an operator reading it knows which setting to check.
 WHERE_TO_SET = " (is the LINSTOR controller URL right? set --controllers or LS_CONTROLLERS)"
@@ -119,8 +121,8 @@ def _decode_replies(body: bytes) -> list[ApiCallRc]:
         doc = orjson.loads(body) if body else []
         if isinstance(doc, dict):
             doc = [doc]
-        return [ApiCallRc.model_validate(x) for x in doc]
-    except (orjson.JSONDecodeError, ValidationError, TypeError):
+        return [ApiCallRc.parse(x) for x in doc]
+    except (orjson.JSONDecodeError, msgspec.ValidationError, TypeError):
         return []
 
 
@@ -285,8 +287,8 @@ class LinstorClient:
             doc = orjson.loads(resp.content)
             if not isinstance(doc, list):
                 raise TypeError(f"expected a JSON array, got {type(doc).__name__}")
-            return [model.model_validate(x) for x in doc]
-        except (orjson.JSONDecodeError, ValidationError, TypeError) as exc:
+            return [model.parse(x) for x in doc]
+        except (orjson.JSONDecodeError, msgspec.ValidationError, TypeError) as exc:
             raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
 
     @staticmethod
@@ -356,8 +358,8 @@ class LinstorClient:
             return None
         self._check(resp)
         try:
-            return ResourceDefinition.model_validate(orjson.loads(resp.content))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
+            return ResourceDefinition.parse(orjson.loads(resp.content))
+        except (orjson.JSONDecodeError, msgspec.ValidationError) as exc:
             raise LinstorProtocolError(f"GET /v1/resource-definitions/{name}: unexpected body: {exc}") from None
 
     async def modify_resource_definition(self, name: str, *, override_props: dict[str, str] | None = None,
@@ -402,12 +404,12 @@ class LinstorClient:
 
     async def iter_resources(self, nodes: Iterable[str] | None = None,
                              resources: Iterable[str] | None = None) -> AsyncIterator[Resource]:
-        """Stream ``/v1/view/resources``: items are parsed and validated one at a time (full models)."""
+        """Stream ``/v1/view/resources``: items are parsed and validated one at a time (whole records)."""
         async def models(resp: httpx.Response) -> AsyncIterator[Resource]:
             async for item in ijson.items(_ChunkReader(resp.aiter_bytes()), "item", use_float=True):
                 try:
-                    yield Resource.model_validate(item)
-                except ValidationError as exc:
+                    yield Resource.parse(item)
+                except msgspec.ValidationError as exc:
                     raise LinstorProtocolError(f"GET /v1/view/resources: unexpected item: {exc}") from None
 
         async for model in self._stream("/v1/view/resources", self._filters(nodes=nodes, resources=resources),
