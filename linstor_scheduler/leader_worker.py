@@ -11,12 +11,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from linstor_scheduler.clock import now as boottime
 
 Check = Callable[[], tuple[bool, str]]
+log = logging.getLogger(__name__)
+
+
+def sees(leader_since: float | None, read_at: float | None, error: str | None, now: float, bound: float, *,
+         reads: str) -> tuple[bool, str]:
+    """What a Lease-held worker sees, for the elector's ``StepAside``: a standby reads nothing and so
+    is never blind; the leader while its last good read (or its term, so that a new leader gets its
+    chance) is younger than ``bound``. ``reads`` names what the worker reads, for the reason."""
+    if leader_since is None:
+        return True, "standby"
+    seen = max(leader_since, read_at if read_at is not None else leader_since)
+    if now - seen > bound:
+        return False, f"no good {reads} read for {now - seen:.1f}s (bound {bound:g}s)" + (f": {error}" if error else "")
+    return True, "leading"
+
+
+def worker_elector(api: Any, args: argparse.Namespace, eligible: Check | None) -> Any:
+    """The Lease elector of a worker; with ``--dry-run`` none: a dry run changes nothing, so it must
+    not hold the Lease the real instance needs to act (it would make nothing meanwhile)."""
+    from linstor_scheduler.kube.lease import AlwaysLeader, elector_from_args
+
+    if args.dry_run:
+        log.info("dry run: no Lease taken; the instance that holds %s goes on acting", args.lease_name)
+        return AlwaysLeader()
+    return elector_from_args(api, args, eligible=eligible)
+
+
+def stepping_aside_elector(api: Any, args: argparse.Namespace, worker: Any,
+                           view: Callable[[float | None, float | None, str | None, float, float], tuple[bool, str]]
+                           ) -> Any:
+    """``worker_elector`` whose leader, without a good read for ``--max-staleness`` (``view``: the
+    worker's ``sees``), hands over at once and stays aside as long."""
+    from linstor_scheduler.kube.lease import StepAside
+
+    elector: Any = None
+    elector = worker_elector(api, args, StepAside(lambda: view(
+        getattr(elector, "leader_since", None), worker.read_at, worker.last_error, boottime(), args.max_staleness),
+        patience=0, hold=args.max_staleness))
+    return elector
 
 
 def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, read_at: float | None,

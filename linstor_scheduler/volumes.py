@@ -8,7 +8,7 @@ objects read into them. Pure functions: lookups are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,25 +137,31 @@ class StorageClassInfo:
 # --- node selectors (PV node affinity) ---------------------------------------------------------
 
 
-def _match_expression(expr: Obj, values_of: Callable[[str], str | None]) -> bool:
-    value = values_of(expr.get("key", ""))
-    op = expr.get("operator")
-    wanted = expr.get("values") or []
-    if op == "In":
+def requirement_holds(value: str | None, operator: str | None, wanted: Sequence[str]) -> bool:
+    """One ``NodeSelectorRequirement`` against a label's (or field's) value, None when the node has
+    no such label; the operators as Kubernetes reads them (component-helpers
+    scheduling/corev1/nodeaffinity: ``In``, ``NotIn``, ``Exists``, ``DoesNotExist``, and ``Gt`` /
+    ``Lt`` of one integer). Written once: the extender's and webhook's node selectors and
+    affinity-sync's PV rules both ask here."""
+    if operator == "In":
         return value is not None and value in wanted
-    if op == "NotIn":
+    if operator == "NotIn":
         return value is None or value not in wanted
-    if op == "Exists":
+    if operator == "Exists":
         return value is not None
-    if op == "DoesNotExist":
+    if operator == "DoesNotExist":
         return value is None
-    if op in ("Gt", "Lt") and value is not None and wanted:
+    if operator in ("Gt", "Lt") and value is not None and wanted:
         try:
             a, b = int(value), int(wanted[0])
         except ValueError:
             return False
-        return a > b if op == "Gt" else a < b
+        return a > b if operator == "Gt" else a < b
     return False
+
+
+def _match_expression(expr: Obj, values_of: Callable[[str], str | None]) -> bool:
+    return requirement_holds(values_of(expr.get("key", "")), expr.get("operator"), expr.get("values") or [])
 
 
 def node_selector_matches(selector: Obj | None, node_name: str, labels: Mapping[str, str]) -> bool:

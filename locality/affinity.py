@@ -29,7 +29,13 @@ from typing import Any
 
 from linstor_scheduler.claims import CONTEXT_MARKER, CONTEXT_POLICY, Selector, VolumeRecord, selector
 from linstor_scheduler.kube import objects
-from linstor_scheduler.volumes import CSI_DRIVER, RemoteAccess, StorageClassInfo, parse_remote_access
+from linstor_scheduler.volumes import (
+    CSI_DRIVER,
+    RemoteAccess,
+    StorageClassInfo,
+    parse_remote_access,
+    requirement_holds,
+)
 
 HOSTNAME_KEY = "linbit.com/hostname"  # linstor-csi pkg/topology/topology.go LinstorNodeKey
 AUX = "Aux/"  # linstor-csi --property-namespace default (golinstor NamespcAuxiliary)
@@ -115,16 +121,7 @@ def wanted_terms(policy: RemoteAccess, diskful: Iterable[str],
 
 def _matches(expr: tuple[str, str, tuple[str, ...]], labels: Mapping[str, str]) -> bool:
     key, op, values = expr
-    value = labels.get(key)
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    return False
+    return requirement_holds(labels.get(key), op, values)
 
 
 def admits(affinity: Selector | None, labels: Mapping[str, str], node: str) -> bool:

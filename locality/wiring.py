@@ -167,15 +167,13 @@ def run_affinity(args: argparse.Namespace) -> int:
 
 def run_affinity_sync(args: argparse.Namespace) -> int:
     """``affinity-sync``: one pass (``--once``) or the Lease-held service."""
-    from linstor_scheduler.clock import now as boottime
     from linstor_scheduler.config import exceeds
     from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
-    from linstor_scheduler.kube.lease import StepAside
+    from linstor_scheduler.leader_worker import sees, stepping_aside_elector
     from linstor_scheduler.linstor.options import make_linstor_client
     from linstor_scheduler.runtime import exit_now
-    from storage_sync import classes_elector, leader_view
 
     from .affinity_sync import AffinitySync, render
 
@@ -198,9 +196,8 @@ def run_affinity_sync(args: argparse.Namespace) -> int:
                     log.warning("%d Event(s) not sent within %.0fs", events.pending, args.api_timeout)
                 stale = any(v.stale for v in result.verdicts)
                 return 0 if result.ok and (not stale or result.acted) else 1
-            elector = classes_elector(api, args, StepAside(lambda: leader_view(
-                getattr(elector, "leader_since", None), worker.read_at, worker.last_error, boottime(),
-                args.max_staleness), patience=0, hold=args.max_staleness))
+            elector = stepping_aside_elector(api, args, worker, lambda *seen: sees(
+                *seen, reads="LINSTOR and PersistentVolume"))
             return await serve_affinity_sync(args, worker, elector)
         finally:
             worker.calls.shutdown()

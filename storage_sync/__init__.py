@@ -6,8 +6,8 @@ on first use (``linstor_scheduler.face``).
 
 - sync-node: ``NodeAgent``, and one node's LVM as it reads it (``LvmInventory``, ``VolumeGroup``,
   ``LogicalVolume``);
-- sync-classes: ``ClassReconciler``; its Lease-held worker's readiness (``leader_view``) and elector
-  (``classes_elector``), which affinity-sync shares.
+- sync-classes: ``ClassReconciler`` (its Lease-held worker's elector and readiness are the core's
+  ``leader_worker``, which affinity-sync shares).
 """
 
 from typing import TYPE_CHECKING
@@ -16,8 +16,7 @@ from linstor_scheduler.face import face
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
-    from .class_sync import ClassReconciler, leader_view
+    from .class_sync import ClassReconciler
     from .lvm import LogicalVolume, LvmInventory, VolumeGroup
-    from .wiring import classes_elector
 
 __getattr__, __dir__, __all__ = face(__name__, __file__)

@@ -34,6 +34,7 @@ from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.kube import objects
 from linstor_scheduler.kube.calls import KubeCalls, is_transport_error
 from linstor_scheduler.kube.client import describe_api_error, retry_after_seconds
+from linstor_scheduler.leader_worker import sees
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError
 from linstor_scheduler.measured import age_since
@@ -298,15 +299,7 @@ def retry_after(exc: ApiException) -> float | None:
 
 def leader_view(leader_since: float | None, read_at: float | None, error: str | None, now: float,
                 bound: float) -> tuple[bool, str]:
-    """What sync-classes sees, for the elector's ``StepAside``: a standby reads nothing and so is
-    never blind; the leader while its last good read (or its term, so that a new leader gets its
-    chance) is younger than ``bound``."""
-    if leader_since is None:
-        return True, "standby"
-    seen = max(leader_since, read_at if read_at is not None else leader_since)
-    if now - seen > bound:
-        return False, (f"no good LINSTOR and StorageClass read for {now - seen:.1f}s (bound {bound:g}s)"
-                       + (f": {error}" if error else ""))
-    return True, "leading"
+    """What sync-classes sees (``leader_worker.sees``): its reads are LINSTOR's and the StorageClasses."""
+    return sees(leader_since, read_at, error, now, bound, reads="LINSTOR and StorageClass")
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 
-from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.config import ConfigError, env_name, exceeds, setting
 from linstor_scheduler.linstor.options import make_linstor_client
 from linstor_scheduler.runtime import Health, exit_now, run_service
@@ -159,7 +158,7 @@ def run_sync_classes(args: argparse.Namespace) -> int:
     from linstor_scheduler.kube.calls import KubeCalls
     from linstor_scheduler.kube.client import api_client_from_args
     from linstor_scheduler.kube.events import EventRecorder
-    from linstor_scheduler.kube.lease import StepAside
+    from linstor_scheduler.leader_worker import stepping_aside_elector
 
     from .class_sync import ClassReconciler, leader_view
     from .metrics import ClassMetrics
@@ -187,26 +186,13 @@ def run_sync_classes(args: argparse.Namespace) -> int:
                 _sent(reconciler.events, args.api_timeout)
                 return 0 if result.in_sync else 1
             # a leader without a good read for --max-staleness hands over at once and stays aside as long
-            elector = classes_elector(api, args, StepAside(lambda: leader_view(
-                getattr(elector, "leader_since", None), reconciler.read_at, reconciler.last_error, boottime(),
-                args.max_staleness), patience=0, hold=args.max_staleness))
+            elector = stepping_aside_elector(api, args, reconciler, leader_view)
             return await serve_sync_classes(args, reconciler, elector)
         finally:
             reconciler.calls.shutdown()
             await client.aclose()
 
     return _ended(args, asyncio.run(main()))
-
-
-def classes_elector(api: Any, args: argparse.Namespace, eligible: Any) -> Any:
-    """The Lease elector of sync-classes; with ``--dry-run`` none: a dry run changes nothing, so it
-    must not hold the Lease the real instance needs to act (it would make nothing meanwhile)."""
-    from linstor_scheduler.kube.lease import AlwaysLeader, elector_from_args
-
-    if args.dry_run:
-        log.info("dry run: no Lease taken; the instance that holds %s goes on acting", args.lease_name)
-        return AlwaysLeader()
-    return elector_from_args(api, args, eligible=eligible)
 
 
 async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector: Any,

@@ -180,3 +180,20 @@ def test_exporter_counts_stale_pvs_per_class_from_its_state():
     emu2, kube2 = cluster(("n1", "n2"))
     assert stale_counts(state_from_snapshot({"linstor": emu2.snapshot(), "kubernetes": {"items": kube2}},
                                             now=0.0)) == {"strict": 0}
+
+
+def test_affinity_sync_reads_every_node_selector_operator_as_the_extender_does():
+    """One operator rule (``volumes.requirement_holds``): affinity-sync's check of a PV's node
+    affinity and the extender's agree for every operator Kubernetes has, ``Gt`` and ``Lt`` too."""
+    from linstor_scheduler.claims import selector
+    from linstor_scheduler.volumes import node_selector_matches
+    from locality.affinity import admits
+
+    labels = {"zone": "a", "gpus": "4"}
+    cases = [("zone", "In", ["a"]), ("zone", "NotIn", ["a"]), ("zone", "Exists", []), ("rack", "DoesNotExist", []),
+             ("gpus", "Gt", ["2"]), ("gpus", "Lt", ["2"]), ("gpus", "Gt", ["many"]), ("zone", "Bogus", ["a"])]
+    for key, op, values in cases:
+        raw = {"nodeSelectorTerms": [{"matchExpressions": [{"key": key, "operator": op, "values": values}]}]}
+        assert admits(selector(raw), labels, "n1") == node_selector_matches(raw, "n1", labels), (key, op, values)
+    gt = {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpus", "operator": "Gt", "values": ["2"]}]}]}
+    assert admits(selector(gt), labels, "n1"), "4 > 2: the node qualifies"

@@ -400,7 +400,7 @@ def test_dry_run_takes_no_lease(env):
     import argparse
 
     from linstor_scheduler.kube.lease import AlwaysLeader
-    from storage_sync.wiring import classes_elector
+    from linstor_scheduler.leader_worker import worker_elector as classes_elector
 
     _emu, ks, _, api = env
     args = argparse.Namespace(dry_run=True, leader_elect=True, lease_name="linstor-scheduler-sync-classes",
