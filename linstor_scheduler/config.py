@@ -224,6 +224,19 @@ def add_option(
     action.env = var  # type: ignore[attr-defined]  # the variable the error line names
 
 
+def add_output(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, help: str = "output format") -> None:
+    """``--output table|json``, the same for every subcommand that prints a report: a table for
+    people, JSON for tools."""
+    add_option(parser, "--output", default="table", choices=["table", "json"], help=help)
+
+
+def add_snapshot(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                 help: str = "read this snapshot file instead of the live cluster (-: standard input)") -> None:
+    """``--snapshot FILE``: the subcommands that can judge a snapshot (``snapshot``'s document) rather
+    than the live cluster."""
+    add_option(parser, "--snapshot", help=help)
+
+
 def add_flag(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *, help: str, env: str | None = None,
     default: bool | None = False,

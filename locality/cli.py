@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from linstor_scheduler.cli import deferred
-from linstor_scheduler.config import add_flag, add_option, env_name
+from linstor_scheduler.config import add_flag, add_option, add_output, add_snapshot, env_name
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.kube.lease import add_leader_options
 from linstor_scheduler.linstor.options import add_linstor_options
@@ -22,9 +22,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "pod's node, why, and where the extender would place each now (its best nodes with scores). "
                        "From the live cluster or a snapshot file. See docs/locality.md.")
     add_option(r, "--namespace", default="", help="only pods of this namespace")
-    add_option(r, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
-    add_option(r, "--output", default="table", choices=["table", "json"],
-               help="table (the non-local pods) or json (every pod with LINSTOR volumes)")
+    add_snapshot(r)
+    add_output(r, help="table (the non-local pods) or json (every pod with LINSTOR volumes)")
     add_flag(r, "--all", help="the table lists the local pods too")
     add_option(r, "--score-weights", default="", help="as for the extender")
     add_linstor_options(r)
@@ -51,8 +50,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "and whether the PV's is stale (it excludes a node with a diskful replica, or admits only "
                        "nodes without one), with the reason. From the live cluster or a snapshot file. Changes "
                        "nothing; affinity-sync fixes. See docs/locality.md.")
-    add_option(a, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
-    add_option(a, "--output", default="table", choices=["table", "json"], help="table (the stale PVs) or json (all)")
+    add_snapshot(a)
+    add_output(a, help="table (the stale PVs) or json (all)")
     add_flag(a, "--all", help="the table lists the PVs in step too")
     add_linstor_options(a)
     add_kube_options(a)
@@ -72,7 +71,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                "over; more than --interval")
     add_flag(w, "--dry-run", default=True, help="say what would be done and change nothing (--no-dry-run acts)")
     add_flag(w, "--once", help="run one pass and exit: 0 when no PV is stale or every fix worked, 1 otherwise")
-    add_option(w, "--output", default="table", choices=["table", "json"], help="output of --once")
+    add_output(w, help="output of --once")
     add_option(w, "--max-per-pass", type=int, default=10, minimum=1, help="PVs fixed per pass at most")
     add_option(w, "--rate", type=float, default=10.0, minimum=0,
                help="fixes begun per minute at most (0: no limit)")
@@ -100,8 +99,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                    help="a node cut from the others on the replication network (LINSTOR and its kubelet still "
                    "reach it); the nodes given together stay connected to each other: repeat, or give a "
                    f"comma-separated list [env {CUT_NODE_ENV}]")
-    add_option(d, "--snapshot", help="read this snapshot file instead of the live cluster (-: standard input)")
-    add_option(d, "--output", default="table", choices=["table", "json"], help="output format")
+    add_snapshot(d)
+    add_output(d)
     add_option(d, "--grace-period", type=float, default=30.0, minimum=0, help="fencing's --grace-period (as deployed)")
     add_option(d, "--storm-share", type=float, default=1 / 3, above=0, maximum=1,
                help="fencing's --storm-share (as deployed)")

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from linstor_scheduler.cli import deferred
-from linstor_scheduler.config import PORT, add_flag, add_option
+from linstor_scheduler.config import PORT, add_flag, add_option, add_output, add_snapshot
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options
 from linstor_scheduler.lost_storage import DEFAULT_LEASE
@@ -27,8 +27,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(p, "--metrics-address", default="0.0.0.0",
                help="address of /healthz, /readyz, /metrics (kubelet, Prometheus); nothing else is served there")
     add_option(p, "--metrics-port", type=int, default=8098, range=PORT, help="port of /healthz, /readyz, /metrics")
-    add_option(p, "--snapshot",
-               help="serve from this snapshot file instead of live LINSTOR and Kubernetes (-: standard input)")
+    add_snapshot(p, help="serve from this snapshot file instead of live LINSTOR and Kubernetes (-: standard input)")
     add_option(p, "--poll-interval", type=float, default=10.0, above=0, help="seconds between LINSTOR reads")
     add_option(p, "--poll-min-factor", type=float, default=4.0, minimum=0,
                help="the wait between LINSTOR reads is at least this many times the last read's duration "
@@ -74,8 +73,8 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
                        "file or the live cluster.")
     add_option(e, "--pod", help="the pod, NAMESPACE/NAME")
     add_option(e, "--nodes", default="", help="comma-separated nodes to judge (default: all)")
-    add_option(e, "--snapshot", help="judge against this snapshot file instead of the live cluster (-: standard input)")
-    add_option(e, "--output", default="table", choices=["table", "json"], help="output format")
+    add_snapshot(e, help="judge against this snapshot file instead of the live cluster (-: standard input)")
+    add_output(e)
     add_option(e, "--score-weights", default="", help="as for the extender")
     add_linstor_options(e)
     add_kube_options(e)

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from linstor_scheduler.cli import deferred
-from linstor_scheduler.config import add_flag, add_option
+from linstor_scheduler.config import add_flag, add_option, add_output
 from linstor_scheduler.kube.client import add_kube_options
 from linstor_scheduler.linstor.options import add_linstor_options
 from linstor_scheduler.runtime import add_health_options
@@ -27,7 +27,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_flag(n, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(n, "--dry-run", help="print the plan (create / mismatch / orphan / invalid) and change nothing")
     add_flag(n, "--prune", help="delete pools we created whose tag is gone, when they hold no resources")
-    add_option(n, "--output", default="table", choices=["table", "json"], help="output of --once")
+    add_output(n, help="output of --once")
     add_option(n, "--lvm-devices", default="",
                help="comma-separated block devices to scan (default: those the host's LVM configuration "
                "accepts, less /dev/drbd*; these override the host's devices file, lvm(8) --devices)")
@@ -56,7 +56,7 @@ def register(sub: Any, parent: argparse.ArgumentParser) -> None:
     add_option(c, "--config", help="YAML file with the class parameters (see docs/storage-sync.md)")
     add_flag(c, "--once", help="run one pass and exit: 0 when all is in sync, 1 otherwise")
     add_flag(c, "--dry-run", help="print what would change and change nothing")
-    add_option(c, "--output", default="table", choices=["table", "json"], help="output of --once")
+    add_output(c, help="output of --once")
     add_health_options(c, 9102)
     add_linstor_options(c)
     add_kube_options(c)
