@@ -442,10 +442,3 @@ def judge(observed: Observed, now: float, grace: float) -> list[PodDecision]:
     decisions = [d for pod in observed.pods if (d := judge_pod(pod, observed, now, grace)) is not None]
     return sorted(decisions, key=lambda d: (d.pod.key, d.node))
 
-
-def node_looks_lost(node: str, observed: Observed) -> bool:
-    """For the storm breaker: either witness says the node is lost (the breaker errs on holding)."""
-    state = observed.nodes.get(node)
-    if state is not None and state.linstor_status is not None and not state.online:
-        return True
-    return any(storage_proof(res, node, observed.nodes) for res in observed.resources.values() if node in res.replicas)
