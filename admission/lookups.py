@@ -99,9 +99,6 @@ class NotReadYet(LookupFailed):
     """A look-up needs a direct read that the review has not made yet (``ReviewReads.wanted``)."""
 
 
-Read = tuple[str, str, str]  # (kind, key: "" for the list, reason)
-
-
 class ReviewReads:
     """The look-ups of one review: answered from the caches, or from the direct reads made so far."""
 

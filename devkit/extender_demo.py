@@ -15,7 +15,7 @@ import httpx
 
 from linstor_scheduler.httpserver import ServerThread
 from linstor_scheduler.snapshot import find_pod
-from scheduler_extender import all_node_names, create_app, render_table, snapshot_extender
+from scheduler_extender import all_node_names, create_app, render_explain_table, snapshot_extender
 
 from .demo_cluster import SAMPLE_PODS, demo_snapshot
 
@@ -64,7 +64,7 @@ def run(port: int = 8099, serve: bool = False, out: Any = None, *, metrics_port:
                 answer = http.post("/explain", json={"Pod": pod, "NodeNames": nodes})
                 answer.raise_for_status()
                 print(f"# {what}", file=out)
-                print(render_table(answer.json()) + "\n", file=out)
+                print(render_explain_table(answer.json()) + "\n", file=out)
         if not serve:  # no commands for a file and ports that are gone when this returns
             print("(the extender stops here: `linstor-scheduler demo --extender-only --serve` keeps it running and "
                   "prints how to ask it; `linstor-scheduler extender --snapshot FILE` serves your own snapshot)",

@@ -46,7 +46,6 @@ from linstor_scheduler.drbd_quorum import Memory
 from linstor_scheduler.linstor.capacity import THIN_KINDS
 
 MASK_ERROR = -0x4000000000000000  # 0xC000000000000000 as a signed int64
-MASK_INFO = 0
 CREATED = 0x4000  # API_CREATED-ish info code with object bits
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{2,47}$")
 # Property values the controller checks (rest_v1_openapi.yaml, "modify a storage pool": regex[...]);

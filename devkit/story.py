@@ -90,11 +90,11 @@ def _lvm(node: str) -> Any:
 
 def _ask_scheduler(http: httpx.Client, pod: dict[str, Any], names: list[str], story: Story) -> str:
     """kube-scheduler's part: filter, prioritize, pick the best node (first on a tie)."""
-    from scheduler_extender import render_table
+    from scheduler_extender import render_explain_table
 
     explained = http.post("/explain", json={"Pod": pod, "NodeNames": names}).json()
     story.say("the extender's verdicts (`linstor-scheduler explain` shows the same):")
-    for line in render_table(explained).splitlines():
+    for line in render_explain_table(explained).splitlines():
         story.say("  " + line)
     passing = http.post("/filter", json={"Pod": pod, "NodeNames": names}).json()["NodeNames"]
     scores = http.post("/prioritize", json={"Pod": pod, "NodeNames": passing}).json()
@@ -273,25 +273,25 @@ class _Locality:
         return self.loop.run_until_complete(capture(LinstorClient(self.url), self.api, scheduler_name=None))
 
     def report(self, moment: str, *, table: bool = False) -> None:
-        from locality.report import render_summary, render_table, report_from_doc
+        from locality.report import render_locality_table, render_summary, report_from_doc
 
         report = report_from_doc(self._document())
         summary = report["summary"]
         self.result.locality.append((moment, summary["local"], summary["pods"]))
         self.story.say(f"`linstor-scheduler locality` {moment}: {render_summary(report)}")
-        lines = render_table(report, show_all=True).splitlines()[1:] if table else [
+        lines = render_locality_table(report, show_all=True).splitlines()[1:] if table else [
             f"{p['pod']} on {p['node']}: {p['volumes'][0]['locality']} ({p['volumes'][0]['detail']})"
             for p in report["pods"] if not p["local"]]
         for line in lines:
             self.story.say("  " + line)
 
     def rehearse(self, node: str, what: str, *, into: str) -> None:
-        from locality.drill import drill, render_table
+        from locality.drill import drill, render_drill_table
 
         result = drill(self._document(), [node])
         setattr(self.result, into, result)
         self.story.say(f"`linstor-scheduler drill --fail-node {node}` rehearses {what}:")
-        for line in render_table(result).splitlines():
+        for line in render_drill_table(result).splitlines():
             self.story.say("  " + line)
 
 

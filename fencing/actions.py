@@ -51,7 +51,7 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class WriteAnswer:
     """A write's result: its outcome and, for 429, how long the server asked us to wait."""
 
     outcome: Outcome
@@ -75,20 +75,20 @@ class Answer:
         return self.outcome is Outcome.ERROR and self.status is None and self.held is None
 
 
-def _answer(exc: Exception, what: str) -> Answer:
+def _answer(exc: Exception, what: str) -> WriteAnswer:
     if isinstance(exc, ApiException):
         if exc.status == 404:
-            return Answer(Outcome.GONE, status=404)
+            return WriteAnswer(Outcome.GONE, status=404)
         if exc.status == 409:
             log.info("%s: precondition failed (the object changed): %s", what, exc.reason)
-            return Answer(Outcome.CONFLICT, status=409)
+            return WriteAnswer(Outcome.CONFLICT, status=409)
         if exc.status == 429:
             log.warning("%s: refused for now (429 %s)", what, exc.reason)
-            return Answer(Outcome.THROTTLED, retry_after_seconds(exc), status=429)
+            return WriteAnswer(Outcome.THROTTLED, retry_after_seconds(exc), status=429)
         log.warning("%s: API error %s %s", what, exc.status, exc.reason)
-        return Answer(Outcome.ERROR, status=exc.status)
+        return WriteAnswer(Outcome.ERROR, status=exc.status)
     log.warning("%s: %s: %s", what, type(exc).__name__, exc)
-    return Answer(Outcome.ERROR)
+    return WriteAnswer(Outcome.ERROR)
 
 
 class KubeActions:
@@ -132,16 +132,16 @@ class KubeActions:
         return list(orjson.loads(resp.data).get("items") or [])
 
     # --- writes ---------------------------------------------------------------------------------
-    def delete_pod(self, namespace: str, name: str, uid: str) -> Answer:
+    def delete_pod(self, namespace: str, name: str, uid: str) -> WriteAnswer:
         """Delete with grace 0: for a node that cannot run kubelet's part of the deletion."""
         body = k8s.V1DeleteOptions(grace_period_seconds=0, preconditions=k8s.V1Preconditions(uid=uid))
         try:
             _release(self.core.delete_namespaced_pod(name, namespace, body=body, **self._opts))
         except Exception as exc:  # mapped, see the module docstring
             return _answer(exc, f"delete pod {namespace}/{name}")
-        return Answer(Outcome.DONE)
+        return WriteAnswer(Outcome.DONE)
 
-    def evict_pod(self, namespace: str, name: str, uid: str) -> Answer:
+    def evict_pod(self, namespace: str, name: str, uid: str) -> WriteAnswer:
         """The Eviction API: PodDisruptionBudgets are respected (429 while they forbid it)."""
         body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace),
                               delete_options=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid)))
@@ -149,9 +149,9 @@ class KubeActions:
             _release(self.core.create_namespaced_pod_eviction(name, namespace, body, **self._opts))
         except Exception as exc:
             return _answer(exc, f"evict pod {namespace}/{name}")
-        return Answer(Outcome.DONE)
+        return WriteAnswer(Outcome.DONE)
 
-    def delete_attachment(self, attachment: AttachmentRecord | dict[str, Any]) -> Answer:
+    def delete_attachment(self, attachment: AttachmentRecord | dict[str, Any]) -> WriteAnswer:
         attachment = attachment_object(attachment)
         name = objects.name(attachment)
         attacher = objects.spec(attachment).get("attacher")
@@ -162,9 +162,9 @@ class KubeActions:
             _release(self.storage.delete_volume_attachment(name, body=body, **self._opts))
         except Exception as exc:
             return _answer(exc, f"delete VolumeAttachment {name}")
-        return Answer(Outcome.DONE)
+        return WriteAnswer(Outcome.DONE)
 
-    def set_taint(self, node: NodeRecord | dict[str, Any], present: bool) -> Answer:
+    def set_taint(self, node: NodeRecord | dict[str, Any], present: bool) -> WriteAnswer:
         """Add or remove our NoSchedule taint; the resourceVersion guards against lost updates. Every
         other taint is sent back as it was."""
         node = node_object(node)
@@ -177,7 +177,7 @@ class KubeActions:
             _release(self.core.patch_node(name, patch, **self._opts))
         except Exception as exc:
             return _answer(exc, f"{'taint' if present else 'untaint'} node {name}")
-        return Answer(Outcome.DONE)
+        return WriteAnswer(Outcome.DONE)
 
 
 def _release(resp: Any) -> None:

@@ -47,7 +47,7 @@ from linstor_scheduler.volumes import pod_claims
 
 from . import handover
 from . import intents as plan
-from .actions import TAINT_KEY, Answer, KubeActions, Outcome, has_taint, index_attachments
+from .actions import TAINT_KEY, KubeActions, Outcome, WriteAnswer, has_taint, index_attachments
 from .executor import IN_DOUBT, STORAGE_RECOVERED, Executor, Recorder
 from .grace import GraceTimers
 from .guards import (
@@ -70,7 +70,7 @@ from .guards import (
     storm_sentence,
 )
 from .intents import Intent
-from .kubeview import KubeView
+from .kubeview import FencingKubeView
 from .metrics import FencingMetrics
 from .notices import Notices, as_pod
 from .observe import (
@@ -155,7 +155,7 @@ class PassReport:
 
 
 class FencingController:
-    def __init__(self, linstor: LinstorReader, kube: KubeView, actions: KubeActions, recorder: Recorder, *,
+    def __init__(self, linstor: LinstorReader, kube: FencingKubeView, actions: KubeActions, recorder: Recorder, *,
                  leader: Leader, settings: Settings | None = None, metrics: FencingMetrics | None = None,
                  clock: Callable[[], float] = boottime, calls: KubeCalls | None = None,
                  wall_clock: Callable[[], float] = time.time, gc_policy: GcPolicy = LEAVE) -> None:
@@ -598,7 +598,7 @@ class FencingController:
     def _refuse(self, decision: PodDecision, reason: str, detail: str) -> PodDecision:
         return dataclasses.replace(decision, verdict=REFUSE, reason=reason, detail=detail)
 
-    async def _execute(self, intent: Intent, ctx: GuardContext, report: PassReport) -> Answer | None:
+    async def _execute(self, intent: Intent, ctx: GuardContext, report: PassReport) -> WriteAnswer | None:
         """An intent other than a pod removal: every guard sees it first; None when one held it."""
         refusal: Refusal | None = hold(self.guards, intent, ctx)
         if refusal is not None:
@@ -912,7 +912,7 @@ def _finished(pod: dict[str, Any]) -> bool:
     return objects.status(pod).get("phase") in ("Succeeded", "Failed")
 
 
-def render_table(report: PassReport) -> str:
+def render_pass_table(report: PassReport) -> str:
     """The verdict table of ``fencing --once``."""
     rows = [("POD", "NODE", "VERDICT", "REASON", "DETAIL")]
     for d in report.decisions:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from linstor_scheduler.kube import objects
 
-from .actions import Answer, KubeActions, Outcome, has_taint
+from .actions import KubeActions, Outcome, WriteAnswer, has_taint
 from .intents import DELETE, DETACH, EVICT, TAINT, UNTAINT, Intent
 from .metrics import FencingMetrics
 
@@ -40,7 +40,7 @@ log = logging.getLogger("linstor_scheduler.fencing")
 # after this long has been ended by it. A write in doubt is not sent again before then.
 IN_DOUBT_SECONDS = 60.0
 UNANSWERED = "unanswered"  # the outcome of a write given up in doubt (its effect never showed)
-# Why a write was not sent (``Answer.held_by``):
+# Why a write was not sent (``WriteAnswer.held_by``):
 PRECONDITIONS = "preconditions"  # the Lease or the evidence's age
 STORAGE_RECOVERED = "StorageRecovered"  # the node's storage is no longer lost (the decision's reason too)
 STORAGE_UNREAD = "storage_unread"  # the storage could not be re-read
@@ -68,7 +68,7 @@ class _Doubt:
 
 
 class Executor:
-    """``await executor.execute(intent, report)`` -> the write's ``Answer`` (``held`` when not sent)."""
+    """``await executor.execute(intent, report)`` -> the write's ``WriteAnswer`` (``held`` when not sent)."""
 
     def __init__(self, actions: KubeActions, calls: Calls, recorder: Recorder, metrics: FencingMetrics, *,
                  clock: Callable[[], float], preconditions: Callable[[], str | None],
@@ -113,7 +113,7 @@ class Executor:
             log.warning("event %s not recorded: %s", intent.reason, exc)
 
     # --- one write --------------------------------------------------------------------------------
-    async def execute(self, intent: Intent, report: Report) -> Answer:
+    async def execute(self, intent: Intent, report: Report) -> WriteAnswer:
         key = (intent.kind, intent.target, intent.uid)
         if key in self.in_doubt:
             answer = await self._settle(key, report)
@@ -123,13 +123,13 @@ class Executor:
         if held:
             log.warning("%s %s not sent: %s", intent.kind, intent.target, held[1])
             report.actions.append((intent.kind, intent.target, "held"))
-            return Answer(Outcome.ERROR, held=held[1], held_by=held[0])
+            return WriteAnswer(Outcome.ERROR, held=held[1], held_by=held[0])
         sent_at = self.clock()
         try:
             answer = await self.calls.send(self._write(intent), *self._args(intent))
         except Exception as exc:  # the deadline passed: it may or may not have happened
             log.warning("%s %s: %r", intent.kind, intent.target, exc)
-            answer = Answer(Outcome.ERROR)
+            answer = WriteAnswer(Outcome.ERROR)
         if answer.lost:
             reached = await self._effect(intent)
             if not reached:
@@ -137,9 +137,9 @@ class Executor:
                             "again for %.0fs; read again each pass", intent.kind, intent.target, IN_DOUBT_SECONDS)
                 self.in_doubt[key] = _Doubt(intent, sent_at)
                 report.actions.append((intent.kind, intent.target, "in_doubt"))
-                return Answer(Outcome.ERROR, held=_DOUBT, held_by=IN_DOUBT)
+                return WriteAnswer(Outcome.ERROR, held=_DOUBT, held_by=IN_DOUBT)
             log.info("%s %s: the answer was lost, but a live read shows it done", intent.kind, intent.target)
-            answer = Answer(Outcome.DONE)
+            answer = WriteAnswer(Outcome.DONE)
         await self._account(intent, answer, report)
         return answer
 
@@ -148,8 +148,8 @@ class Executor:
         for key in list(self.in_doubt):
             await self._settle(key, report)
 
-    async def _settle(self, key: tuple[str, str, str], report: Report) -> Answer | None:
-        """The in-doubt write's outcome if known now (DONE, or given up), else a held Answer; None
+    async def _settle(self, key: tuple[str, str, str], report: Report) -> WriteAnswer | None:
+        """The in-doubt write's outcome if known now (DONE, or given up), else a held WriteAnswer; None
         when it was given up and may be sent again."""
         doubt = self.in_doubt.get(key)
         if doubt is None:
@@ -159,12 +159,12 @@ class Executor:
             del self.in_doubt[key]
             log.info("%s %s: the write in doubt is carried out (its answer came late or never)", intent.kind,
                      intent.target)
-            answer = Answer(Outcome.DONE)
+            answer = WriteAnswer(Outcome.DONE)
             await self._account(intent, answer, report)
             return answer
         if self.clock() - doubt.sent_at < IN_DOUBT_SECONDS:
             report.actions.append((intent.kind, intent.target, "in_doubt"))
-            return Answer(Outcome.ERROR, held=_DOUBT, held_by=IN_DOUBT)
+            return WriteAnswer(Outcome.ERROR, held=_DOUBT, held_by=IN_DOUBT)
         del self.in_doubt[key]
         log.warning("%s %s: no effect %.0fs after a write whose answer was lost: given up, sent again when still "
                     "needed", intent.kind, intent.target, IN_DOUBT_SECONDS)
@@ -172,14 +172,14 @@ class Executor:
         report.actions.append((intent.kind, intent.target, UNANSWERED))
         return None
 
-    async def _account(self, intent: Intent, answer: Answer, report: Report) -> None:
+    async def _account(self, intent: Intent, answer: WriteAnswer, report: Report) -> None:
         report.actions.append((intent.kind, intent.target, answer.value))
         self.metrics.actions.labels(intent.kind, answer.value).inc()
         if answer.outcome is Outcome.DONE:
             await self.done(intent, self.clock())
 
     # --- the writes and their effects ------------------------------------------------------------
-    def _write(self, intent: Intent) -> Callable[..., Answer]:
+    def _write(self, intent: Intent) -> Callable[..., WriteAnswer]:
         return {TAINT: self.actions.set_taint, UNTAINT: self.actions.set_taint, EVICT: self.actions.evict_pod,
                 DELETE: self.actions.delete_pod, DETACH: self.actions.delete_attachment}[intent.kind]
 

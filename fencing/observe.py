@@ -53,7 +53,6 @@ LABEL = "linstor.csi.linbit.com/on-storage-lost"
 LABEL_VALUE = "remove"
 KEEP_VALUE = "keep"  # the opt-out of --select all
 LABELLED, ALL = "labelled", "all"  # --select
-SELECTIONS = (LABELLED, ALL)
 LABEL_SELECTOR = LABEL  # server-side (--select labelled): every pod that carries the label, whatever its value
 
 

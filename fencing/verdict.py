@@ -226,7 +226,7 @@ class Observed:
 
 
 @dataclass(frozen=True, slots=True)
-class VolumeVerdict:
+class VolumeFencingVerdict:
     resource: str
     node: str
     verdict: str
@@ -243,11 +243,11 @@ class PodDecision:
     verdict: str
     reason: str
     detail: str
-    volumes: tuple[VolumeVerdict, ...] = ()
+    volumes: tuple[VolumeFencingVerdict, ...] = ()
     force: bool = False  # node NotReady: delete with grace 0 rather than evict
 
     @property
-    def lost(self) -> tuple[VolumeVerdict, ...]:
+    def lost(self) -> tuple[VolumeFencingVerdict, ...]:
         return tuple(v for v in self.volumes if v.verdict != HEALTHY)
 
     @property
@@ -331,52 +331,52 @@ def _healthy_replica(resource: ResourceState, node: str, nodes: Mapping[str, Nod
 
 
 def judge_volume(resource: ResourceState | None, resource_name: str, node: str, observed: Observed, now: float,
-                 grace: float) -> VolumeVerdict:
+                 grace: float) -> VolumeFencingVerdict:
     """The verdict for one (volume, node): the pod-independent part of the rules."""
     if resource is None:
-        return VolumeVerdict(resource_name, node, HEALTHY, "", "LINSTOR does not know the resource")
+        return VolumeFencingVerdict(resource_name, node, HEALTHY, "", "LINSTOR does not know the resource")
     said = witnesses(resource, node, observed.nodes)
     proof = said.proof
     if proof is None and said.linstor and said.reachable_from:
-        return VolumeVerdict(resource_name, node, HEALTHY, CONTROLLER_PARTITION,
+        return VolumeFencingVerdict(resource_name, node, HEALTHY, CONTROLLER_PARTITION,
                              f"{said.linstor}, but its DRBD peers on {', '.join(said.reachable_from)} still reach it: "
                              "LINSTOR's controller is cut off from the node, its storage is not lost")
     if proof is None and said.linstor:
-        return VolumeVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
+        return VolumeFencingVerdict(resource_name, node, HEALTHY, NO_PEER_WITNESS,
                              f"{said.linstor}, but no surviving DRBD peer of {resource_name} can be heard (their "
                              "satellites are unreachable too, or each is cut off itself): nothing proves the "
                              "storage lost")
     if proof is None:
-        return VolumeVerdict(resource_name, node, HEALTHY, "", "storage connected")
+        return VolumeFencingVerdict(resource_name, node, HEALTHY, "", "storage connected")
     since = observed.fault_since.get((resource_name, node), now)
     if now - since < grace:
-        return VolumeVerdict(resource_name, node, WAITING, "GracePeriod",
+        return VolumeFencingVerdict(resource_name, node, WAITING, "GracePeriod",
                              f"{proof}; waiting for the grace period to pass", fault_since=since)
     problem = resource.quorum_problem()
     if problem:
-        return VolumeVerdict(
+        return VolumeFencingVerdict(
             resource_name, node, REFUSE, NO_QUORUM_POLICY,
             f"{proof}, but resource {resource_name} has no quorum policy that stops the node ({problem}; set "
             f"{QUORUM_KEY}=majority and {ON_NO_QUORUM_KEY}=suspend-io): the node could keep writing",
             fault_since=since)
     elsewhere = sorted(r.node for r in resource.replicas.values() if r.node != node and r.in_use and not r.ignored)
     if elsewhere:
-        return VolumeVerdict(resource_name, node, REFUSE, IN_USE_ELSEWHERE,
+        return VolumeFencingVerdict(resource_name, node, REFUSE, IN_USE_ELSEWHERE,
                              f"{proof}, but resource {resource_name} is in use on {', '.join(elsewhere)}",
                              fault_since=since)
     healthy = _healthy_replica(resource, node, observed.nodes)
     if healthy is None:
-        return VolumeVerdict(resource_name, node, REFUSE, NOWHERE_TO_GO,
+        return VolumeFencingVerdict(resource_name, node, REFUSE, NOWHERE_TO_GO,
                              f"{proof}, but no other ONLINE node has an UpToDate diskful replica of {resource_name}",
                              fault_since=since)
     promotable = [r.node for r in resource.replicas.values()
                   if r.node != node and r.may_promote and not r.ignored
                   and (observed.nodes.get(r.node) is not None and observed.nodes[r.node].online)]
     if not promotable:
-        return VolumeVerdict(resource_name, node, REFUSE, NO_PROMOTABLE_REPLICA,
+        return VolumeFencingVerdict(resource_name, node, REFUSE, NO_PROMOTABLE_REPLICA,
                              f"{proof}, but no surviving replica of {resource_name} may promote",
                              fault_since=since)
-    return VolumeVerdict(resource_name, node, FENCE, "StorageLost", f"{proof}; UpToDate replica on {healthy}",
+    return VolumeFencingVerdict(resource_name, node, FENCE, "StorageLost", f"{proof}; UpToDate replica on {healthy}",
                          healthy_replica=healthy, fault_since=since)
 
 
@@ -442,10 +442,3 @@ def judge(observed: Observed, now: float, grace: float) -> list[PodDecision]:
     decisions = [d for pod in observed.pods if (d := judge_pod(pod, observed, now, grace)) is not None]
     return sorted(decisions, key=lambda d: (d.pod.key, d.node))
 
-
-def node_looks_lost(node: str, observed: Observed) -> bool:
-    """For the storm breaker: either witness says the node is lost (the breaker errs on holding)."""
-    state = observed.nodes.get(node)
-    if state is not None and state.linstor_status is not None and not state.online:
-        return True
-    return any(storage_proof(res, node, observed.nodes) for res in observed.resources.values() if node in res.replicas)

@@ -17,7 +17,7 @@ from linstor_scheduler import gcpolicy
 from linstor_scheduler.config import exceeds
 from linstor_scheduler.runtime import Health, exit_now, run_service
 
-from .controller import FencingController, Settings, render_table
+from .controller import FencingController, Settings, render_pass_table
 from .guards import STALE_DATA
 
 log = logging.getLogger("linstor_scheduler.fencing")
@@ -70,7 +70,7 @@ async def _once(settings: Settings, api: Any, client: Any, actions: Any) -> int:
         report = await controller.run_once()
     finally:
         await client.aclose()
-    print(render_table(report))
+    print(render_pass_table(report))
     # As ``sync-node --once``: an inspection that could not read (stale or failed reads held
     # every action) is not a clean answer, so scripts and CI see it in the exit code.
     return 1 if report.guard == STALE_DATA else 0

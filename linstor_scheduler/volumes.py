@@ -58,10 +58,6 @@ class RemoteAccess:
     allowed: bool = True
     from_same: tuple[tuple[str, ...], ...] = ()
 
-    @property
-    def unrestricted(self) -> bool:
-        return self.allowed and not self.from_same
-
     def describe(self) -> str:
         if not self.allowed:
             return "forbids remote access"

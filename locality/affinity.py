@@ -276,7 +276,7 @@ def report_from_doc(doc: Any) -> dict[str, Any]:
                         "stale_by_class": dict(sorted(stale.items()))}}
 
 
-def render_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
+def render_affinity_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
     s = report["summary"]
     lines = [f"{s['stale']} of {s['volumes']} LINSTOR volumes have a stale node affinity"
              + (f"; {s['not_judged']} not judged" if s["not_judged"] else "")]

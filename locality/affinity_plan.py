@@ -41,7 +41,6 @@ SAVED_PROP = "Aux/linstor-scheduler/affinity-replace"
 RETAIN = "Retain"
 SAVE, RETAIN_STEP, DELETE, UNPROTECT, CREATE, CLEAR, RESTORE, ABANDON = (
     "save", "retain", "delete", "unprotect", "create", "clear", "restore", "abandon")
-STEPS = (SAVE, RETAIN_STEP, DELETE, UNPROTECT, CREATE, CLEAR)  # in order, when nothing goes wrong
 FORMAT = 1
 
 

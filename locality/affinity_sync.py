@@ -91,7 +91,6 @@ GUARDS = (NOT_BOUND, CLAIM_GONE, CLAIM_DELETING, RESIZING, SNAPSHOTTING, TOO_YOU
 RESIZE_CONDITIONS = frozenset({"Resizing", "FileSystemResizePending", "ControllerResizeError", "NodeResizeError",
                                "ControllerResizeInProgress", "NodeResizeInProgress", "NodeResizePending"})
 PATCHED, REPLACED, ABANDONED, FAILED, WOULD = "patched", "replaced", "abandoned", "failed", "would-fix"
-MODES = ("auto", "replace", "patch")
 PAGE = 500  # items per list page
 
 

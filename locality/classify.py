@@ -27,7 +27,6 @@ LOCAL_SYNCING = "local-syncing"
 DISKLESS = "diskless"
 NONE = "none"
 UNKNOWN = "unknown"
-LOCALITIES = (LOCAL, LOCAL_SYNCING, DISKLESS, NONE, UNKNOWN)
 UNKNOWN_DISK_STATES = frozenset({"unknown", "dunknown"})  # no state reported (satellite unreachable)
 LINSTOR_PROFILE = "linstor"  # the kube-scheduler profile that asks our extender
 

@@ -255,7 +255,7 @@ def drill(doc: Mapping[str, Any] | Snapshot, failed: Sequence[str],
             "settings": {"grace_period": settings.grace_period, "storm_share": round(settings.storm_share, 4)}}
 
 
-def render_table(result: Mapping[str, Any]) -> str:
+def render_drill_table(result: Mapping[str, Any]) -> str:
     grace = f"grace period {result['settings']['grace_period']:.0f}s over"
     failed, cut = ", ".join(result["failed_nodes"]), ", ".join(result.get("cut_nodes") or [])
     if not cut:

@@ -85,7 +85,7 @@ def render_summary(report: Mapping[str, Any]) -> str:
     return f"{s['local']} of {s['pods']} pods local ({s['share'] * 100:.0f}%); volumes: {vols}"
 
 
-def render_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
+def render_locality_table(report: Mapping[str, Any], *, show_all: bool = False) -> str:
     rows = [r for r in report["pods"] if show_all or not r["local"]]
     lines = [render_summary(report)]
     if not rows:

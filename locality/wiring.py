@@ -144,24 +144,24 @@ def score_weights(args: argparse.Namespace) -> Any:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import render_table, report_from_doc
+    from .report import render_locality_table, report_from_doc
 
     weights = score_weights(args)  # a bad setting before the cluster is read
     report = report_from_doc(_document(args), namespace=args.namespace or None, weights=weights)
     if args.output == "json":
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render_table(report, show_all=args.all))
+        print(render_locality_table(report, show_all=args.all))
     return 0
 
 
 def run_affinity(args: argparse.Namespace) -> int:
     """``affinity``: exit 0 when no PV is stale, 1 when some are (scripts and CI can test it)."""
-    from .affinity import render_table, report_from_doc
+    from .affinity import render_affinity_table, report_from_doc
 
     report = report_from_doc(_document(args))
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.output == "json"
-          else render_table(report, show_all=args.all))
+          else render_affinity_table(report, show_all=args.all))
     return 1 if report["summary"]["stale"] else 0
 
 
@@ -227,7 +227,7 @@ async def serve_affinity_sync(args: argparse.Namespace, worker: Any, elector: An
 
 def run_drill(args: argparse.Namespace) -> int:
     from .cli import CUT_NODE_ENV, FAIL_NODE_ENV
-    from .drill import DrillSettings, drill, render_table
+    from .drill import DrillSettings, drill, render_drill_table
 
     def nodes(given: list[str] | None, env: str) -> list[str]:
         return [n.strip() for text in given or [os.environ.get(env, "")] for n in text.split(",") if n.strip()]
@@ -238,5 +238,6 @@ def run_drill(args: argparse.Namespace) -> int:
                           f"(or {setting('--cut-node', CUT_NODE_ENV)}: the nodes cut from the others)")
     settings = DrillSettings(args.grace_period, args.storm_share, score_weights(args))
     result = drill(_document(args), failed, settings, cut=cut)
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json"
+          else render_drill_table(result))
     return 0

@@ -6,7 +6,7 @@ never from its modules (tests/test_structure.py); each is loaded from its module
 (``linstor_scheduler.snapshot``, ``linstor_scheduler.capture``).
 
 - judging: ``snapshot_extender`` (an ``Extender`` over a snapshot; ``state_from_snapshot`` the state it
-  judges), ``ranking`` (where it would place a pod now), ``render_table`` (``explain``'s table),
+  judges), ``ranking`` (where it would place a pod now), ``render_explain_table`` (``explain``'s table),
   ``Weights``, ``all_node_names``;
 - the state and the live sync that keeps it (the locality exporter runs one): ``ClusterState``,
   ``NodeInfo``, ``ResourceInfo``, ``ResourceIndexer`` (a snapshot's resource items into the index as
@@ -23,7 +23,7 @@ from linstor_scheduler.face import face
 if TYPE_CHECKING:
     from .answers import Answerer
     from .codec import PriorityEncoder, decode_args
-    from .explain import ranking, render_table
+    from .explain import ranking, render_explain_table
     from .grouping import judge_many, node_class
     from .holder import StateHolder
     from .http import create_app

@@ -27,7 +27,7 @@ VERBS = ("filter", "prioritize")
 
 
 @dataclass(slots=True)
-class Answer:
+class VerbAnswer:
     body: bytes
     outcome: str  # ok | neutral
     passing: int = 0
@@ -68,16 +68,16 @@ class Answerer:
         self.passed_nodes = metrics.filtered_nodes.labels("pass")
         self.failed_nodes = metrics.filtered_nodes.labels("fail")
 
-    def compute(self, verb: str, args: ExtenderArgs, decision: Decision) -> Answer:
+    def compute(self, verb: str, args: ExtenderArgs, decision: Decision) -> VerbAnswer:
         names = decision.names
         verdicts = decision.verdicts
         if verdicts is None:
             if verb == "filter":
-                return Answer(encode_filter(args, list(names), {}, {}), "neutral", len(names))
-            return Answer(self.priorities.encode(list(names), [0] * len(names)), "neutral")
+                return VerbAnswer(encode_filter(args, list(names), {}, {}), "neutral", len(names))
+            return VerbAnswer(self.priorities.encode(list(names), [0] * len(names)), "neutral")
         if verb == "prioritize":
             scores = list(map(SCORE, verdicts))
-            return Answer(self.priorities.encode(list(names), scores), "ok")
+            return VerbAnswer(self.priorities.encode(list(names), scores), "ok")
         fits = list(map(FITS, verdicts))
         passing = list(compress(names, fits))
         failed: dict[str, str] = {}
@@ -93,7 +93,7 @@ class Answerer:
         message = f"{len(passing)} of {len(names)} nodes pass" + (f" (e.g. {sample})" if sample else "")
         # Every reason we give is about storage: preempting other pods cannot fix it.
         promising = any(not c.bound and c.pending is None for c in decision.claims)
-        return Answer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message,
+        return VerbAnswer(encode_filter(args, passing, {}, failed), "ok", len(passing), len(failed), message,
                       passing if promising else None)
 
     async def answer(self, verb: str, body: bytes) -> tuple[int, bytes]:

@@ -46,17 +46,10 @@ class ExtenderArgs:
         return self._pod
 
     @property
-    def cache_capable(self) -> bool:
-        return self.nodes is None
-
-    @property
     def node_names(self) -> list[str]:
         if self._names is None:
             self._names = decode_names(self.raw_names or b"[]")
         return self._names
-
-    def pod_ref(self) -> str:
-        return objects.key(self.pod)
 
 
 class _Meta(msgspec.Struct):

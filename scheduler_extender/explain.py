@@ -46,7 +46,7 @@ def explain_ref(doc: Mapping[str, Any] | Snapshot, ref: str, nodes: Sequence[str
     return explain_doc(snap, pod, nodes, weights)
 
 
-def render_table(result: Mapping[str, Any]) -> str:
+def render_explain_table(result: Mapping[str, Any]) -> str:
     rows = result["nodes"]
     lines = [f"pod {result['pod']}"]
     if result.get("neutral"):

@@ -22,7 +22,7 @@ from .scoring import (
     ClaimContext,
     NodeInputs,
     NodeVerdict,
-    VolumeVerdict,
+    VolumePlacementVerdict,
     Weights,
     combine,
     inputs_of,
@@ -164,7 +164,7 @@ class _RoomReason:
                 f"(claim requests {human_bytes(self.size)})")
 
 
-UnboundJudge = Callable[[NodeInfo, "dict[str, int] | None"], VolumeVerdict]
+UnboundJudge = Callable[[NodeInfo, "dict[str, int] | None"], VolumePlacementVerdict]
 
 
 def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> UnboundJudge:
@@ -181,7 +181,7 @@ def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> UnboundJudg
     label, size = claim.label, claim.size_bytes
     held = state.held.get(pool)  # node -> bytes promised to other claims (reservations.py)
 
-    def judge(node: NodeInfo, taken: dict[str, int] | None) -> VolumeVerdict:
+    def judge(node: NodeInfo, taken: dict[str, int] | None) -> VolumePlacementVerdict:
         found = node.pools.get(pool)
         free = found.free_kib if found is not None else None
         if held and free is not None:
@@ -193,12 +193,12 @@ def _unbound_judge(claim: Claim, state: ClusterState, w: Weights) -> UnboundJudg
         if taken is not None:
             taken[pool] = taken.get(pool, 0) + wanted_kib
         share = (free / top) if (free is not None and top > 0) else 0.0
-        return VolumeVerdict(True, w.wffc_min + span * share, _RoomReason(label, pool, free, size))
+        return VolumePlacementVerdict(True, w.wffc_min + span * share, _RoomReason(label, pool, free, size))
 
     return judge
 
 
-_DEFERRED = VolumeVerdict(True, 0, "")
+_DEFERRED = VolumePlacementVerdict(True, 0, "")
 
 
 def _partial(name: str, contexts: Sequence[ClaimContext], unbound_at: list[int], state: ClusterState,
@@ -206,10 +206,10 @@ def _partial(name: str, contexts: Sequence[ClaimContext], unbound_at: list[int],
     """``judge_node`` with the unbound claims left as placeholders (filled per node)."""
     inputs = node_inputs(name, state)
     problem = inputs.problem
-    verdicts: list[VolumeVerdict] = []
+    verdicts: list[VolumePlacementVerdict] = []
     for i, ctx in enumerate(contexts):
         if ctx.unjudged is not None:
-            verdicts.append(VolumeVerdict(True, 0, ctx.unjudged, False))
+            verdicts.append(VolumePlacementVerdict(True, 0, ctx.unjudged, False))
         elif problem is not None:
             continue
         elif i in unbound_at:

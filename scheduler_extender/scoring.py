@@ -80,7 +80,7 @@ class Weights:
         return cls(**values, levels=levels)
 
 
-class VolumeVerdict(NamedTuple):
+class VolumePlacementVerdict(NamedTuple):
     fits: bool
     score: float
     template: str | Callable[[], str]  # reason with {node}; a callable renders it only when read
@@ -97,7 +97,7 @@ class NodeVerdict(NamedTuple):
 
     fits: bool
     score: int
-    volumes: tuple[VolumeVerdict, ...]
+    volumes: tuple[VolumePlacementVerdict, ...]
     node_template: str | None = None  # a node-level reason (no satellite, OFFLINE, ...)
 
     def reasons(self, node: str) -> list[str]:
@@ -249,7 +249,7 @@ def _access_rule_ok(access: RemoteAccess, topo: Topology | None, replica_topos: 
     return False
 
 
-def judge_bound(ctx: ClaimContext, name: str, inputs: NodeInputs, w: Weights) -> VolumeVerdict:
+def judge_bound(ctx: ClaimContext, name: str, inputs: NodeInputs, w: Weights) -> VolumePlacementVerdict:
     """A bound claim on node ``name``: by what the volume has there (``ClaimContext.own_nodes``), the
     sets it belongs to (``ClaimContext.node_sets``) and what judging reads of the node (``inputs``)."""
     claim = ctx.claim
@@ -257,15 +257,16 @@ def judge_bound(ctx: ClaimContext, name: str, inputs: NodeInputs, w: Weights) ->
     assert resource is not None
     label = claim.label
     if name in ctx.lost_on:
-        return VolumeVerdict(False, 0, LOST_REPLICA.replace("{label}", label))
+        return VolumePlacementVerdict(False, 0, LOST_REPLICA.replace("{label}", label))
     if ctx.affinity_ok is not None and name not in ctx.affinity_ok:
-        return VolumeVerdict(False, 0, f"{label}: node {NODE} does not match the PersistentVolume's node affinity")
+        return VolumePlacementVerdict(
+            False, 0, f"{label}: node {NODE} does not match the PersistentVolume's node affinity")
     replica = resource.replicas.get(name)
     if replica is not None and replica.usable:
-        return VolumeVerdict(True, w.local_uptodate, f"{label}: diskful replica on {NODE} is UpToDate")
+        return VolumePlacementVerdict(True, w.local_uptodate, f"{label}: diskful replica on {NODE} is UpToDate")
     if replica is not None and replica.syncing:
         done = f", {replica.done_percentage:.0f}% done" if replica.done_percentage is not None else ""
-        return VolumeVerdict(
+        return VolumePlacementVerdict(
             True, w.local_syncing, f"{label}: diskful replica on {NODE} is {replica.disk_state} (syncing{done})"
         )
     prefix = ""
@@ -273,24 +274,25 @@ def judge_bound(ctx: ClaimContext, name: str, inputs: NodeInputs, w: Weights) ->
         prefix = f"diskful replica on {NODE} is {replica.disk_state}; "
     access = ctx.access
     if not (access.allowed if ctx.access_ok is None else name in ctx.access_ok):
-        return VolumeVerdict(
+        return VolumePlacementVerdict(
             False, 0, f"{label}: {prefix}no diskful replica on node {NODE} and its StorageClass {access.describe()}"
         )
     if replica is not None and not replica.diskful:
-        return VolumeVerdict(True, w.local_diskless, f"{label}: diskless replica already on {NODE}")
+        return VolumePlacementVerdict(True, w.local_diskless, f"{label}: diskless replica already on {NODE}")
     where = prefix or f"no replica on {NODE}; "
     if inputs.levels is not None:
         for level, value, shared, score in zip(LEVELS, inputs.levels, ctx.shared, w.levels, strict=True):
             if value and value in shared:
-                return VolumeVerdict(True, score, f"{label}: {where}a diskful replica is in its {level.name} {value}")
+                return VolumePlacementVerdict(
+                    True, score, f"{label}: {where}a diskful replica is in its {level.name} {value}")
     if not ctx.has_diskful:
         why = f"{label}: {where}no UpToDate or syncing diskful replica anywhere; remote access only"
-        return VolumeVerdict(True, w.remote, why)
-    return VolumeVerdict(True, w.remote, f"{label}: {where}reachable over the network only")
+        return VolumePlacementVerdict(True, w.remote, why)
+    return VolumePlacementVerdict(True, w.remote, f"{label}: {where}reachable over the network only")
 
 
 def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights,
-                  taken: dict[str, int] | None = None) -> VolumeVerdict:
+                  taken: dict[str, int] | None = None) -> VolumePlacementVerdict:
     """An unbound WaitForFirstConsumer claim: the volume will be created where the pod lands.
 
     ``taken``: KiB of this node's pools that the pod's earlier unbound claims take (VolumeBinding
@@ -325,7 +327,7 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights,
             return (f"{label}: unbound, storage pool {best.name} on {NODE} has {free} free "
                     f"(claim requests {human_bytes(size)})")
 
-        return VolumeVerdict(True, score, room)
+        return VolumePlacementVerdict(True, score, room)
     if pools:
         p = max(pools, key=lambda p: p.free_kib or 0)
 
@@ -342,8 +344,9 @@ def judge_unbound(claim: Claim, node: NodeInfo, state: ClusterState, w: Weights,
         def problem(desc: str = pool_desc) -> str:
             return f"{desc} is missing on node {NODE}"
     if not sc.remote_access.allowed:
-        return VolumeVerdict(False, 0, lambda: f"{label}: {problem()} and its StorageClass forbids remote access")
-    return VolumeVerdict(
+        return VolumePlacementVerdict(
+            False, 0, lambda: f"{label}: {problem()} and its StorageClass forbids remote access")
+    return VolumePlacementVerdict(
         True, w.remote, lambda: f"{label}: unbound; {problem()}; the volume would be reached over the network")
 
 
@@ -370,12 +373,12 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     node = state.nodes.get(name)  # its pools, for the unbound claims
     inputs = node_inputs(name, state)
     problem = inputs.problem
-    verdicts: list[VolumeVerdict] = []
+    verdicts: list[VolumePlacementVerdict] = []
     judged = False
     taken: dict[str, int] = {}
     for ctx in contexts:
         if ctx.unjudged is not None:
-            verdicts.append(VolumeVerdict(True, 0, ctx.unjudged, False))
+            verdicts.append(VolumePlacementVerdict(True, 0, ctx.unjudged, False))
             continue
         judged = True
         if problem is not None:
@@ -390,7 +393,7 @@ def judge_node(name: str, contexts: Sequence[ClaimContext], state: ClusterState,
     return combine([c.claim for c in contexts], verdicts)
 
 
-def combine(claims: Sequence[Claim], verdicts: Sequence[VolumeVerdict]) -> NodeVerdict:
+def combine(claims: Sequence[Claim], verdicts: Sequence[VolumePlacementVerdict]) -> NodeVerdict:
     fits = all(v.fits for v in verdicts)
     total = weight_sum = 0.0
     for claim, verdict in zip(claims, verdicts, strict=True):

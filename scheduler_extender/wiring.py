@@ -33,7 +33,7 @@ from linstor_scheduler.runtime import serve_asgi
 from linstor_scheduler.servingtls import ServingTLS
 from linstor_scheduler.snapshot import read_snapshot
 
-from .explain import explain_ref, render_table
+from .explain import explain_ref, render_explain_table
 from .fallback import FallbackReader
 from .holder import StateHolder
 from .http import DEFAULT_MAX_BODY, ExtenderApp, create_app
@@ -264,7 +264,8 @@ def run_explain(args: argparse.Namespace) -> int:
     doc = (read_snapshot(args.snapshot, resources=ResourceIndexer()) if args.snapshot
            else asyncio.run(live_snapshot(args, pod=args.pod)))
     result = explain_ref(doc, args.pod, _nodes_arg(args.nodes), weights)
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json" else render_table(result))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.output == "json"
+          else render_explain_table(result))
     return 0
 
 

@@ -33,7 +33,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -231,9 +230,6 @@ class LvmCommand:
         self.timeout = timeout
         self.system_dir = system_dir
         self.host_uts = host_uts  # the host's UTS namespace (module docstring); None: this process's
-
-    def available(self) -> bool:
-        return shutil.which(self.lvm) is not None
 
     def _exec(self, argv: list[str], uts: str | None = None) -> tuple[str, list[str]]:
         """``uts``: the UTS namespace the command runs in (None: this process's)."""

@@ -13,7 +13,7 @@ from devkit import kube_objects as k
 from devkit.linstor_emulator import LinstorEmulator
 from linstor_scheduler.cli import main
 from linstor_scheduler.config import ConfigError
-from locality.drill import DrillSettings, drill, render_table
+from locality.drill import DrillSettings, drill, render_drill_table
 
 LABEL = {"linstor.csi.linbit.com/on-storage-lost": "remove"}
 QUORUM = {"DrbdOptions/Resource/quorum": "majority", "DrbdOptions/Resource/on-no-quorum": "suspend-io"}
@@ -77,7 +77,7 @@ def test_the_storm_breaker_holds_when_many_storage_nodes_fail_at_once():
     assert result["storm"] is True and "2 of 4" in result["storm_detail"]
     db = next(p for p in result["pods"] if p["pod"] == "default/db-0")
     assert (db["action"], db["reason"], db["to"]) == ("refuse", "StormBreaker", [])
-    assert "WOULD HOLD" in render_table(result)
+    assert "WOULD HOLD" in render_drill_table(result)
     calm = drill(doc_of(*cluster()), ["n1", "n4"], DrillSettings(storm_share=0.9))
     assert calm["storm"] is False
 
@@ -94,7 +94,7 @@ def test_no_quorum_policy_and_not_opted_in_are_refusals():
                 if p["pod"] == "default/db-0")["reason"] == "NoQuorumPolicy"
     unlabelled = drill(doc_of(*cluster(labelled=False)), ["n1"])
     assert unlabelled["pods"] == []  # fencing watches labelled pods only
-    assert "no pod carries the label" in render_table(unlabelled)
+    assert "no pod carries the label" in render_drill_table(unlabelled)
 
 
 def test_an_unknown_node_is_a_clear_error():

@@ -20,7 +20,7 @@ from linstor_scheduler.kube.lease import AlwaysLeader, LeaderElector
 from linstor_scheduler.linstor.client import LinstorClient
 from locality.classify import DISKLESS, LOCAL, LOCAL_SYNCING, NONE, UNKNOWN, classify_volume, summarize
 from locality.pods import EXPORTER_TRANSFORMS, PodRecord, locate, pod_record
-from locality.report import build_report, render_table, report_from_doc
+from locality.report import build_report, render_locality_table, report_from_doc
 from scheduler_extender.state import KubeView
 
 from .cluster import build, lnode, lpool, lres
@@ -147,9 +147,9 @@ def test_report_ranks_the_extenders_nodes_for_non_local_pods():
     assert [p["node"] for p in bad["would_place"]] == ["n1", "n2", "n3"]  # syncing 8, then diskless 4
     assert "would_place" not in next(p for p in report["pods"] if p["pod"] == "default/on-n1")
     assert build_report(state, records, namespace="other")["summary"]["pods"] == 1
-    table = render_table(report)
+    table = render_locality_table(report)
     assert "default/on-n3" in table and "default/on-n1" not in table
-    assert "default/on-n1" in render_table(report, show_all=True)
+    assert "default/on-n1" in render_locality_table(report, show_all=True)
     assert table.splitlines()[0] == "1 of 3 pods local (33%); volumes: 1 diskless, 1 local, 1 unknown"
 
 
@@ -372,6 +372,6 @@ def test_exporter_leading_without_linstor_claims_no_figures_and_a_failing_linsto
 def test_no_pods_is_not_reported_as_all_local():
     """Nothing to judge is said as such: "0 of 0 pods local (100%)" read as all is well."""
     report = {"pods": [], "summary": {"pods": 0, "local": 0, "share": 1.0, "volumes": []}}
-    text = render_table(report)
+    text = render_locality_table(report)
     assert text == "no running pods with LINSTOR volumes to judge; volumes: no volumes"
-    assert "100%" not in render_table(report, show_all=True)
+    assert "100%" not in render_locality_table(report, show_all=True)

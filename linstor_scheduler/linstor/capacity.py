@@ -36,7 +36,6 @@ from typing import Protocol
 MAX_RATIO = "MaxOversubscriptionRatio"
 MAX_FREE_RATIO = "MaxFreeCapacityOversubscriptionRatio"
 MAX_TOTAL_RATIO = "MaxTotalCapacityOversubscriptionRatio"
-RATIO_KEYS = (MAX_RATIO, MAX_FREE_RATIO, MAX_TOTAL_RATIO)
 
 THIN_KINDS = frozenset({"LVM_THIN", "ZFS_THIN", "FILE_THIN", "STORAGE_SPACES_THIN"})  # StorPool.java
 THIN_DEFAULT_RATIO = 20.0  # LinStor.OVERSUBSCRIPTION_RATIO_DEFAULT
