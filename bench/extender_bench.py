@@ -160,7 +160,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     from linstor_scheduler.volumes import resolve_pod_claims
     from scheduler_extender import (
         ClusterState,
-        KubeView,
+        ExtenderKubeView,
         PriorityEncoder,
         ResourceIndexer,
         Weights,
@@ -171,7 +171,7 @@ def baseline_app(snapshot: str, linstor_url: str) -> Any:
     )
 
     snap = read_snapshot(snapshot, resources=ResourceIndexer())
-    kube = KubeView.from_objects([*snap.kube_items, *snap.claims])  # the state's Kubernetes view, as it is built
+    kube = ExtenderKubeView.from_objects([*snap.kube_items, *snap.claims])  # the state's Kubernetes view
     http = httpx.AsyncClient(base_url=linstor_url, timeout=30)
     enc = PriorityEncoder()
 
@@ -323,7 +323,7 @@ def memory_probe(nodes: int, resources: int) -> None:
     import msgspec
 
     from linstor_scheduler.linstor.models import Node, Resource, StoragePool
-    from scheduler_extender import ClusterState, KubeView, index_resources
+    from scheduler_extender import ClusterState, ExtenderKubeView, index_resources
 
     rnd = random.Random(3)
     names = [f"node-{i:05d}" for i in range(nodes)]
@@ -339,7 +339,7 @@ def memory_probe(nodes: int, resources: int) -> None:
     state = ClusterState.build(
         generation=1, nodes=[Node.parse(node_item(n)) for n in names],
         pools=[StoragePool.parse(pool_item(n, GIB_KIB)) for n in names], resources=index,
-        kube=KubeView.from_objects([k.node(n, zone="z") for n in names]), linstor_synced_at=0, kube_synced_at=0)
+        kube=ExtenderKubeView.from_objects([k.node(n, zone="z") for n in names]), linstor_synced_at=0, kube_synced_at=0)
     built = time.perf_counter() - started
     gc.collect()
     status = Path("/proc/self/status").read_text()

@@ -13,7 +13,7 @@ never from its modules (tests/test_structure.py); each is loaded from its module
   they are read), ``EXTENDER_TRANSFORMS``, ``EXTENDER_KINDS``, ``StateHolder``, ``Syncer``;
 - the service as the CLI assembles it (the demo, the benchmarks): ``create_app``, ``build_live_app``;
 - the parts the benchmarks time on their own: ``Answerer``, ``ExtenderMetrics``, ``PriorityEncoder``,
-  ``decode_args``, ``prepare``, ``node_class``, ``judge_many``, ``KubeView``, ``index_resources``.
+  ``decode_args``, ``prepare``, ``node_class``, ``judge_many``, ``ExtenderKubeView``, ``index_resources``.
 """
 
 from typing import TYPE_CHECKING
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .state import (
         EXTENDER_TRANSFORMS,
         ClusterState,
-        KubeView,
+        ExtenderKubeView,
         NodeInfo,
         ResourceIndexer,
         ResourceInfo,

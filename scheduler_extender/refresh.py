@@ -37,7 +37,7 @@ from .metrics import ExtenderMetrics
 from .state import (
     EXTENDER_TRANSFORMS,
     ClusterState,
-    KubeView,
+    ExtenderKubeView,
     NodeInfo,
     ResourceIndexer,
     ResourceInfo,
@@ -90,7 +90,7 @@ async def read_index(client: LinstorClient, previous: ResourceIndexer | None,
     return nodes, indexer, time.thread_time() - cpu
 
 
-def lost_of(view: KubeView) -> Lost:
+def lost_of(view: ExtenderKubeView) -> Lost:
     """What of fencing's record a view holds (compared with the record's reading now)."""
     return Lost(view.lost, view.lost_replicas)
 
@@ -156,7 +156,7 @@ class Syncer:
         self.read_in_thread = read_in_thread
         self._reader: _ReadThread | None = None
         self._indexer: ResourceIndexer | None = None  # the last read's, whose objects the next one reuses
-        self._kube: tuple[KubeView, float] | None = None
+        self._kube: tuple[ExtenderKubeView, float] | None = None
         self._poll_now = asyncio.Event()
         self._kube_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -364,14 +364,14 @@ class Syncer:
         await self._publish()
         return True
 
-    def _view(self) -> KubeView:
+    def _view(self) -> ExtenderKubeView:
         """The view from the informers' stores when they keep the extender's records (the live
         service: copies of the stores); from their items otherwise (objects, read into records)."""
         informers = {kind: self.caches[kind] for kind in EXTENDER_KINDS}
         if all(getattr(i, "transform", None) is EXTENDER_TRANSFORMS[k] for k, i in informers.items()):
-            view = KubeView.from_stores({kind: informer.snapshot() for kind, informer in informers.items()})
+            view = ExtenderKubeView.from_stores({kind: informer.snapshot() for kind, informer in informers.items()})
         else:
-            view = KubeView.from_objects([item for informer in informers.values() for item in informer.items()])
+            view = ExtenderKubeView.from_objects([item for informer in informers.values() for item in informer.items()])
         if self.lost_source is not None:
             lost = self.lost_source()
             view = dataclasses.replace(view, lost=lost.nodes, lost_replicas=lost.replicas)
@@ -463,7 +463,8 @@ class Syncer:
                          len(state.nodes), len(state.resources), len(kube.pvcs))
             self.holder.ready = True
 
-    async def _node_classes(self, nodes: Mapping[str, NodeInfo], kube: KubeView, step: int = 500) -> dict[str, int]:
+    async def _node_classes(self, nodes: Mapping[str, NodeInfo], kube: ExtenderKubeView,
+                            step: int = 500) -> dict[str, int]:
         """Node classes for the next state, computed here in slices between requests (at 5,000 nodes
         they cost ~12 ms, which the first request after each poll used to pay), and kept while
         neither the LINSTOR nodes nor the Kubernetes topology changed."""

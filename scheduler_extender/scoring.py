@@ -120,7 +120,7 @@ LOST_STORAGE = ("fencing judges the storage of node {node} lost (LINSTOR and its
 
 def node_problem(node: NodeInfo | None, lost: bool = False) -> str | None:
     """Why a node cannot attach any LINSTOR volume, as a template; None if it can. ``lost``: fencing's
-    leader judges the node's storage lost (``linstor_scheduler.lost_storage``; ``KubeView.lost``), which
+    leader judges the node's storage lost (``linstor_scheduler.lost_storage``; ``ExtenderKubeView.lost``), which
     LINSTOR alone may not show (a satellite still ONLINE, cut from its DRBD peers)."""
     if node is None or not node.satellite:
         return "node {node} has no LINSTOR satellite"

@@ -17,7 +17,7 @@ from linstor_scheduler.snapshot import Snapshot, read_snapshot, snapshot_of
 from .holder import StateHolder
 from .judge import Extender
 from .scoring import Weights
-from .state import ClusterState, KubeView, ResourceIndexer
+from .state import ClusterState, ExtenderKubeView, ResourceIndexer
 
 
 def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, generation: int = 1) -> ClusterState:
@@ -30,7 +30,7 @@ def state_from_snapshot(doc: Mapping[str, Any] | Snapshot, *, now: float, genera
         index.add(Resource.parse(item) for item in snap.raw_resources)
     return ClusterState.build(
         generation=generation, nodes=snap.nodes, pools=snap.pools, resources=index.index,
-        kube=KubeView.from_objects([*snap.kube_items, *snap.claims]), linstor_synced_at=now, kube_synced_at=now,
+        kube=ExtenderKubeView.from_objects([*snap.kube_items, *snap.claims]), linstor_synced_at=now, kube_synced_at=now,
         reserved=index.reserved, definitions=snap.pool_definitions, controller_props=snap.controller_props,
     )
 

@@ -381,7 +381,7 @@ EXTENDER_TRANSFORMS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class KubeView:
+class ExtenderKubeView:
     """The Kubernetes objects the extender reads, keyed as the lookups want them: records, never the
     objects (``linstor_scheduler.claims``)."""
 
@@ -397,7 +397,7 @@ class KubeView:
     lost_replicas: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
-    def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> KubeView:
+    def from_objects(cls, items: Iterable[Mapping[str, Any] | ClaimRecord | VolumeRecord]) -> ExtenderKubeView:
         """From objects (a snapshot's items, a test's) and records (a snapshot's claims)."""
         topology: dict[str, Topology] = {}
         pvcs: dict[str, ClaimRecord] = {}
@@ -426,7 +426,7 @@ class KubeView:
         return cls(topology, pvcs, pvs, classes)
 
     @classmethod
-    def from_stores(cls, stores: Mapping[str, Mapping[str, Any]]) -> KubeView:
+    def from_stores(cls, stores: Mapping[str, Mapping[str, Any]]) -> ExtenderKubeView:
         """From copies of the informers' stores of records (``Informer.snapshot``;
         ``EXTENDER_TRANSFORMS``; kind -> key -> record), keyed as the view keys them: four dicts
         copied in C, no loop over 66,000 claims and volumes on the serving loop at each change."""
@@ -444,7 +444,7 @@ class ClusterState:
     generation: int
     nodes: Mapping[str, NodeInfo]
     resources: Mapping[str, ResourceInfo]
-    kube: KubeView
+    kube: ExtenderKubeView
     linstor_synced_at: float  # clock() of the LINSTOR read this state came from
     kube_synced_at: float
     pool_max_free: Mapping[str, int]  # pool name -> largest free KiB over nodes (WFFC scaling)
@@ -465,7 +465,7 @@ class ClusterState:
         nodes: Iterable[Node | NodeItem] | Mapping[str, NodeInfo],
         pools: Iterable[StoragePool | StoragePoolItem],
         resources: Iterable[Resource] | Mapping[str, ResourceInfo],
-        kube: KubeView,
+        kube: ExtenderKubeView,
         linstor_synced_at: float,
         kube_synced_at: float,
         kube_since: int | None = None,
@@ -516,4 +516,4 @@ class ClusterState:
         return self.kube.storage_classes.get(name)
 
 
-EMPTY_STATE = ClusterState(0, {}, {}, KubeView(), float("-inf"), float("-inf"), {})
+EMPTY_STATE = ClusterState(0, {}, {}, ExtenderKubeView(), float("-inf"), float("-inf"), {})

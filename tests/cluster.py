@@ -6,7 +6,7 @@ from typing import Any
 
 from devkit import kube_objects as k
 from linstor_scheduler.linstor.models import Node, Resource, StoragePool
-from scheduler_extender.state import ClusterState, KubeView
+from scheduler_extender.state import ClusterState, ExtenderKubeView
 
 GIB_KIB = 1024 * 1024
 
@@ -42,7 +42,7 @@ def lres(name: str, node: str, *, diskless: bool = False, disk_state: str | None
 def build(nodes: list[Node], pools: list[StoragePool], resources: list[Resource],
           kube: list[dict[str, Any]], generation: int = 1) -> ClusterState:
     return ClusterState.build(generation=generation, nodes=nodes, pools=pools, resources=resources,
-                              kube=KubeView.from_objects(kube), linstor_synced_at=0.0, kube_synced_at=0.0)
+                              kube=ExtenderKubeView.from_objects(kube), linstor_synced_at=0.0, kube_synced_at=0.0)
 
 
 def standard() -> ClusterState:

@@ -21,7 +21,7 @@ from linstor_scheduler.linstor.client import LinstorClient
 from locality.classify import DISKLESS, LOCAL, LOCAL_SYNCING, NONE, UNKNOWN, classify_volume, summarize
 from locality.pods import EXPORTER_TRANSFORMS, PodRecord, locate, pod_record
 from locality.report import build_report, render_locality_table, report_from_doc
-from scheduler_extender.state import KubeView
+from scheduler_extender.state import ExtenderKubeView
 
 from .cluster import build, lnode, lpool, lres
 from .probing import scrape
@@ -122,7 +122,7 @@ def test_records_keep_only_what_locality_needs():
     # the claim and volume records the informers keep resolve as the whole objects do
     objs = k.bound_volume("data-db-0", "pvc-x", size="5Gi", affinity_nodes=["n1"])
     kept = [EXPORTER_TRANSFORMS[o["kind"]](o) for o in objs]
-    whole, slim = KubeView.from_objects(objs), KubeView.from_objects(kept)
+    whole, slim = ExtenderKubeView.from_objects(objs), ExtenderKubeView.from_objects(kept)
     state_whole = build([lnode("n1")], [], [lres("pvc-x", "n1")], list(objs))
     state_slim = build([lnode("n1")], [], [lres("pvc-x", "n1")], kept)
     rec = PodRecord("default", "db-0", "n1", "linstor", ("data-db-0",))

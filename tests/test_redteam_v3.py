@@ -242,13 +242,13 @@ def test_a_pod_with_two_claims_is_not_promised_a_pool_that_holds_only_one():
     from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
     from scheduler_extender.reservations import Ledger, hold_filtered
     from scheduler_extender.scoring import Weights, judge_node, prepare
-    from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
 
     pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
     nodes = {"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)}
     classes = {"local": StorageClassInfo.from_object(k.storage_class("local", pool="thin", remote=False))}
     state = ClusterState.build(generation=1, nodes=nodes, pools=(), resources={},
-                               kube=KubeView(storage_classes=classes), linstor_synced_at=0, kube_synced_at=0)
+                               kube=ExtenderKubeView(storage_classes=classes), linstor_synced_at=0, kube_synced_at=0)
     sc = state.get_sc("local")
     claims = [Claim(ClaimRef("db", "data-0", "vol0"), True, None, sc, 60 * GiB),
               Claim(ClaimRef("db", "wal-0", "vol1"), True, None, sc, 60 * GiB)]
@@ -305,14 +305,14 @@ def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
     from devkit import kube_objects as k
     from linstor_scheduler.claims import SELECTED_NODE
     from scheduler_extender.reservations import Ledger, reconcile
-    from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
 
     claim = k.pvc("data-0", storage_class="local", size="60Gi")
     claim["metadata"]["annotations"] = {SELECTED_NODE: "w2"}
     pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
     state = ClusterState.build(
         generation=1, nodes={n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in ("w1", "w2")}, pools=(),
-        resources={}, kube=KubeView(pvcs={"default/data-0": claim}), linstor_synced_at=0, kube_synced_at=0)
+        resources={}, kube=ExtenderKubeView(pvcs={"default/data-0": claim}), linstor_synced_at=0, kube_synced_at=0)
     ledger = Ledger(ttl=120)
     ledger.selected("default/data-0", "w2", "thin", 60 * GiB, now=0)
     for now in range(5, 185, 5):  # a published state every 5 s; the volume is not in LINSTOR yet
@@ -403,12 +403,12 @@ def test_a_class_without_a_pool_holds_where_the_filter_found_room():
     from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
     from scheduler_extender.reservations import Ledger, hold_filtered, promised_state
     from scheduler_extender.scoring import Weights, judge_node, prepare
-    from scheduler_extender.state import ClusterState, KubeView, NodeInfo, PoolInfo
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
 
     pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
     classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
     state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
-                               pools=(), resources={}, kube=KubeView(storage_classes=classes),
+                               pools=(), resources={}, kube=ExtenderKubeView(storage_classes=classes),
                                linstor_synced_at=0, kube_synced_at=0)
     ledger = Ledger()
     passed = []

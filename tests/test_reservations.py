@@ -18,7 +18,7 @@ from linstor_scheduler.linstor import LinstorClient
 from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
 from scheduler_extender.reservations import Ledger, heard_claim, promised_state
 from scheduler_extender.scoring import Weights, judge_unbound
-from scheduler_extender.state import EMPTY_STATE, ClusterState, KubeView, NodeInfo, PoolInfo
+from scheduler_extender.state import EMPTY_STATE, ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
 from scheduler_extender.wiring import build_live_app
 
 from .probing import scrape
@@ -103,7 +103,7 @@ def test_only_filter_holds_expire_by_the_ttl_a_selection_while_the_claim_shows_i
     pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
     state = ClusterState.build(
         generation=1, nodes={n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in ("w1", "w2")}, pools=(),
-        resources={}, kube=KubeView(pvcs={"default/shown": shown,
+        resources={}, kube=ExtenderKubeView(pvcs={"default/shown": shown,
                                           "default/unshown": k.pvc("unshown", storage_class="local", size="1Gi")}),
         linstor_synced_at=0, kube_synced_at=0)
     reconcile(ledger, state, now=9)
@@ -112,7 +112,7 @@ def test_only_filter_holds_expire_by_the_ttl_a_selection_while_the_claim_shows_i
     assert [h.claim for h in ledger.holds()] == ["default/shown"]
     reconcile(ledger, state, now=3600)
     assert ledger.held("w2", "thin") == GiB, "still chosen, still no volume: still promised"
-    gone = ClusterState.build(generation=2, nodes=state.nodes, pools=(), resources={}, kube=KubeView(pvcs={}),
+    gone = ClusterState.build(generation=2, nodes=state.nodes, pools=(), resources={}, kube=ExtenderKubeView(pvcs={}),
                               linstor_synced_at=0, kube_synced_at=0)
     reconcile(ledger, gone, now=3601)
     assert len(ledger) == 0
@@ -136,7 +136,7 @@ def three_nodes(held=None) -> ClusterState:
     nodes = {n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in NAMES}
     classes = {"local": StorageClassInfo.from_object(k.storage_class("local", pool="thin", remote=False))}
     return ClusterState.build(generation=1, nodes=nodes, pools=(), resources={},
-                              kube=KubeView(storage_classes=classes), linstor_synced_at=0, kube_synced_at=0)
+                              kube=ExtenderKubeView(storage_classes=classes), linstor_synced_at=0, kube_synced_at=0)
 
 
 def test_the_filter_and_the_score_see_free_space_minus_what_is_held():
@@ -164,7 +164,7 @@ def test_a_pods_claims_are_summed_per_pool_and_held_where_the_filter_put_them():
     pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
     classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
     state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
-                               pools=(), resources={}, kube=KubeView(storage_classes=classes),
+                               pools=(), resources={}, kube=ExtenderKubeView(storage_classes=classes),
                                linstor_synced_at=0, kube_synced_at=0)
     claims = [Claim(ClaimRef("db", f"data-{i}", f"vol{i}"), True, None, state.get_sc("any"), 60 * GiB)
               for i in range(3)]

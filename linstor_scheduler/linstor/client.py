@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import random
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -108,14 +106,6 @@ def parse_controllers(text: str | Iterable[str]) -> list[str]:
     return urls
 
 
-def _pem_file(content: str) -> str:
-    fd, path = tempfile.mkstemp(prefix="linstor-", suffix=".pem")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
-    os.chmod(path, 0o600)
-    return path
-
-
 def _decode_replies(body: bytes) -> list[ApiCallRc]:
     try:
         doc = orjson.loads(body) if body else []
@@ -184,16 +174,6 @@ class LinstorClient:
             verify=verify_arg, timeout=httpx.Timeout(timeout, connect=connect_timeout),
             headers={"Accept": "application/json", "User-Agent": "linstor-scheduler"},
         )
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> LinstorClient:
-        """LS_CONTROLLERS plus golinstor's LS_ROOT_CA / LS_USER_CERTIFICATE / LS_USER_KEY (PEM contents)."""
-        env = os.environ
-        ca = _pem_file(env["LS_ROOT_CA"]) if env.get("LS_ROOT_CA") else None
-        cert = _pem_file(env["LS_USER_CERTIFICATE"]) if env.get("LS_USER_CERTIFICATE") else None
-        key = _pem_file(env["LS_USER_KEY"]) if env.get("LS_USER_KEY") else None
-        return cls(env.get("LS_CONTROLLERS", "linstor://localhost"), ca_file=ca, cert_file=cert, key_file=key,
-                   **kwargs)
 
     def sibling(self) -> LinstorClient:
         """A client with the same controllers and settings, for another event loop (an httpx client
@@ -350,17 +330,6 @@ class LinstorClient:
 
     async def get_resource_definitions(self) -> list[ResourceDefinition]:
         return await self._get_list("/v1/resource-definitions", ResourceDefinition)
-
-    async def get_resource_definition(self, name: str) -> ResourceDefinition | None:
-        """One resource definition (its properties), None when LINSTOR has none of that name."""
-        resp = await self._request("GET", f"/v1/resource-definitions/{quote(name, safe='')}")
-        if resp.status_code == 404:
-            return None
-        self._check(resp)
-        try:
-            return ResourceDefinition.parse(orjson.loads(resp.content))
-        except (orjson.JSONDecodeError, msgspec.ValidationError) as exc:
-            raise LinstorProtocolError(f"GET /v1/resource-definitions/{name}: unexpected body: {exc}") from None
 
     async def modify_resource_definition(self, name: str, *, override_props: dict[str, str] | None = None,
                                          delete_props: list[str] | None = None) -> list[ApiCallRc]:
