@@ -21,12 +21,6 @@ from .waiting import wait_for
 POD = "/api/v1/namespaces/default/pods/db-0"
 
 
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
 def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:
     claim = rig.volume(f"pvc-{name}", [node, *peers], in_use=node)
     rig.pod(name, node, [claim])

@@ -8,17 +8,9 @@ is in fencing/ (or the doubles) and the test guards it; where it was not, the te
 
 from __future__ import annotations
 
-import pytest
-
 from fencing.actions import TAINT_KEY
 
 from .fencing_rig import Rig
-
-
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
 
 
 def taint_keys(rig: Rig, node: str) -> list[str]:

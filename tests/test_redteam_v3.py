@@ -5,16 +5,8 @@ Each scenario failed on main when it was written; those not fixed yet are xfail(
 
 from __future__ import annotations
 
-import pytest
-
 from .fencing_rig import Rig, lease_leader
 from .waiting import wait_for
-
-
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
 
 
 def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:
@@ -60,7 +52,6 @@ def test_a_blip_inside_the_handover_gap_gets_no_grace_from_the_new_leader(rig):
     assert rig.clock.now - blip_at < 30
     assert rig.ks.get("Pod", "db-0") is not None and rig.pod_deletes() == [] and rig.evicted() == [], \
         "a fault 1 s old was treated as 30 s old: the timer was carried over a recovery nobody saw"
-
 
 
 def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
