@@ -464,6 +464,13 @@ __all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", 
            "k", "k8s", "lease_leader"]
 
 
+def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:
+    """A database pod ``name`` on ``node`` whose volume is diskful there and on ``peers``; its claim."""
+    claim = rig.volume(f"pvc-{name}", [node, *peers], in_use=node)
+    rig.pod(name, node, [claim])
+    return claim
+
+
 def taint_keys(rig: Rig, node: str) -> list[str]:
     """The keys of the taints on ``node``, sorted."""
     return sorted(t["key"] for t in (rig.ks.get("Node", node).get("spec") or {}).get("taints") or [])
