@@ -10,6 +10,9 @@ import traceback
 import pytest
 
 from devkit.kube_standin import KubeStandin
+from devkit.linstor_emulator import LinstorEmulator
+
+from .fencing_rig import Rig
 
 
 @pytest.fixture
@@ -21,6 +24,23 @@ def ks():
         ks.api = ks.api_client(srv.url)
         yield ks
 
+
+@pytest.fixture
+def rig():
+    """Fencing over real HTTP on the doubles with a fake clock (tests/fencing_rig.py ``Rig``), one per test."""
+    with Rig() as rig:
+        yield rig
+
+
+@pytest.fixture
+def emu(emu_setup):
+    """The LINSTOR emulator, served over HTTP, with ``url``. What is in it is the module's own
+    ``emu_setup`` fixture: a function given the emulator before it is served."""
+    emu = LinstorEmulator()
+    emu_setup(emu)
+    with emu.serve() as srv:
+        emu.url = srv.url
+        yield emu
 
 
 @pytest.fixture(autouse=True, scope="module")

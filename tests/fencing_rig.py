@@ -2,7 +2,8 @@
 real HTTP, a fake clock, and the controller driven one pass at a time (``step``); and the service as
 deployed (``FencingService``: ``wiring.serve`` on the real clock, probed over HTTP).
 
-Used by tests/test_fencing_matrix.py, tests/test_chaos_fencing.py and bench/fencing_bench.py.
+Used by the fencing tests (tests/test_fencing_*.py, tests/test_chaos_fencing.py; the ``rig`` fixture is in
+tests/conftest.py) and bench/fencing_bench.py.
 """
 
 from __future__ import annotations
@@ -461,6 +462,18 @@ def lease_leader(rig: Rig, identity: str) -> Any:
 
 __all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", "NoKube", "Probe", "Rig", "free_port",
            "k", "k8s", "lease_leader"]
+
+
+def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:
+    """A database pod ``name`` on ``node`` whose volume is diskful there and on ``peers``; its claim."""
+    claim = rig.volume(f"pvc-{name}", [node, *peers], in_use=node)
+    rig.pod(name, node, [claim])
+    return claim
+
+
+def taint_keys(rig: Rig, node: str) -> list[str]:
+    """The keys of the taints on ``node``, sorted."""
+    return sorted(t["key"] for t in (rig.ks.get("Node", node).get("spec") or {}).get("taints") or [])
 
 
 def one_node_crashed(rig: Rig) -> None:

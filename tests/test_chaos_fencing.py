@@ -31,12 +31,6 @@ TICK = 0.3  # a pass (polls of 0.2 s) and a probe: how late a change can be seen
 LINSTOR_BOUND = 2.0  # the LINSTOR cases need no watch to end: a shorter bound, a faster test
 
 
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
 def measured(case: str, seconds: float, bound: float) -> None:
     print(f"\nCHAOS fencing | {case} | {seconds:.2f}s (bound {bound:g}s)")
     assert seconds <= bound, f"{case}: {seconds:.2f}s, more than {bound:g}s"

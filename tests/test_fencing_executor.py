@@ -15,22 +15,10 @@ from fencing.actions import TAINT_KEY
 from fencing.controller import Settings
 from fencing.handover import ANNOTATION
 
-from .fencing_rig import Rig, lease_leader
+from .fencing_rig import Rig, database, lease_leader
 from .waiting import wait_for
 
 POD = "/api/v1/namespaces/default/pods/db-0"
-
-
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
-def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:
-    claim = rig.volume(f"pvc-{name}", [node, *peers], in_use=node)
-    rig.pod(name, node, [claim])
-    return claim
 
 
 def count(rig: Rig, kind: str, outcome: str) -> float:
@@ -389,3 +377,36 @@ def test_linstor_silent_at_the_storage_re_check_costs_one_deadline_per_pass_not_
         held = [a for r in rig.reports for a in r.actions if a[2] == "held"]
         assert {a[1] for a in held} >= {"default/db-0", "default/db-1", "default/db-2"}, held
         rig.emu.reset_faults()
+
+
+# --- a write in doubt is settled even by a leader that stepped down -------------------------------
+def test_a_delete_in_doubt_when_the_lease_is_lost_is_still_accounted_once():
+    """n1 loses power; A's grace-0 delete of db-0 reaches an API server that stalls (an etcd leader
+    election): it carries the delete out, but the answer never reaches A, and A's Lease renewal fails
+    in the same stall, so A steps down. B leads, finds db-0 gone and has nothing to do. Before, the
+    fail-over was counted nowhere: A, a standby, never settled its write (writes_in_doubt stayed 1 on it
+    for good; no actions{pod_delete,done}, no FencedPod Event, no fault-to-deletion sample), and B did
+    not make it. A standby may still read what its own writes did."""
+    from fencing.controller import Settings
+
+    with Rig(settings=Settings()) as rig:
+        database(rig)
+        a = rig.ctrl
+        a.actions.timeout = 1.0
+        rig.run(10)
+        rig.ks.hang(path_prefix=POD, method="DELETE", count=1)
+        rig.power_off("n1")
+        rig.run(35)
+        assert rig.ks.hung_requests() == 1, "the delete was sent and is held by the API server"
+        assert a.metrics.in_doubt.collect()[0].samples[0].value == 1
+        a.leader.is_leader, a.leader.leader_since = False, None  # its renewal failed in the same stall
+        rig.ks.release_hangs()
+        wait_for(lambda: rig.ks.get("Pod", "db-0") is None, 5, "the held delete carried out")
+        b = rig.controller()
+        for _ in range(4):
+            rig.step(ctrl=b)
+            rig.loop.run_until_complete(a.run_once())
+        done = sum(c.metrics.actions.labels("pod_delete", "done")._value.get() for c in (a, b))
+        in_doubt = a.metrics.in_doubt.collect()[0].samples[0].value
+        assert (done, in_doubt) == (1, 0), f"pod_delete done {done} times, {in_doubt} write(s) in doubt on A"
+        assert len(rig.events("FencedPod", "db-0")) == 1

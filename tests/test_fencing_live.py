@@ -93,3 +93,36 @@ def test_promotion_events_wake_the_loop_and_their_absence_changes_nothing():
 
             rig.loop.run_until_complete(scenario())
             assert rig.step().guard is None, "passes work either way"
+
+
+# --- the Kubernetes layer's metrics on fencing's /metrics -----------------------------------------
+def test_fencing_metrics_tell_the_informers_age():
+    """The layer's probes and metrics exist (``KubeCollector``) but nothing exports them: an operator
+    cannot see a stale or stuck informer, a relist storm or dropped Events on /metrics."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from .fencing_rig import Rig
+    from .waiting import free_ports, stop_child
+
+    (port,) = free_ports(1)
+    with Rig() as rig:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "linstor_scheduler.cli", "fencing", "--controllers", rig.emu_url,
+             "--kube-api-url", rig.ks_url, "--no-leader-elect", "--port", str(port), "--no-promotion-events"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        text = ""
+        try:
+            def scraped() -> bool:
+                nonlocal text
+                try:
+                    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                except OSError:
+                    return False
+                return "fencing" in text or "linstor" in text
+
+            wait_for(scraped, timeout=30, what="/metrics answering")
+        finally:
+            stop_child(child)
+        assert 'linstor_scheduler_kube_informer_age_seconds{kind="Node"}' in text

@@ -12,12 +12,6 @@ import pytest
 from .fencing_rig import Rig
 
 
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
 def two_volume_pod(rig: Rig, node: str = "n1") -> dict:
     c2 = rig.volume("pvc-r2", ["n1", "n2"], diskless=["n3"], in_use=node)
     c3 = rig.volume("pvc-r3", ["n1", "n2", "n3"], in_use=node)

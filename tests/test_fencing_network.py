@@ -16,12 +16,6 @@ from .fencing_rig import Rig
 from .probing import scrape
 
 
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
 # --- 1. a rack failure is not a storm; a storm's end starts every grace period afresh ------------
 def test_rack_of_two_of_seven_storage_nodes_lost_evicts():
     """7 storage nodes, 4 hold diskful replicas: losing 2 is 2 of 7 (not 2 of 4): both pods move."""

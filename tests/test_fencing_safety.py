@@ -23,12 +23,6 @@ from fencing.controller import Settings
 from .fencing_rig import Rig
 
 
-@pytest.fixture
-def rig():
-    with Rig() as rig:
-        yield rig
-
-
 def database(rig: Rig, **pod: Any) -> str:
     """db-0 on n1 with an r2 volume (replicas on n1 and n2, a tie-breaker on n3), in use on n1."""
     claim = rig.volume("pvc-db-0", ["n1", "n2"], in_use="n1")

@@ -59,3 +59,40 @@ def test_sigterm_mid_pass_ends_the_service_within_two_seconds():
                 child.kill()
                 child.wait(5)
             rig.emu.reset_faults()
+
+
+# --- within 2 s while the API server hangs every list ---------------------------------------------
+def test_fencing_ends_within_its_two_seconds_while_the_api_server_hangs_every_list():
+    """Fencing promises to end within 2 s of SIGTERM (test_fencing_shutdown). With an API server that
+    accepts the informers' lists and never answers, its closer ``KubeCaches.stop`` waited for each of
+    the five informers in turn (25 s; 5 s after the shared deadline above): a list hung before its
+    headers cannot be interrupted, and the process ends at once after the closers anyway
+    (``runtime.exit_now``), so there is nothing to wait for past a short grace."""
+    import subprocess
+    import sys
+
+    from .fencing_rig import Rig
+
+    with Rig() as rig:
+        rig.ks.hang(path_prefix="/ap")  # /api/v1/... and /apis/...: every Kubernetes request
+        child = subprocess.Popen(
+            [sys.executable, "-m", "linstor_scheduler.cli", "fencing", "--controllers", rig.emu_url,
+             "--kube-api-url", rig.ks_url, "--no-leader-elect", "--port", "0", "--no-promotion-events",
+             "--log-level", "info"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: rig.ks.hung_requests() >= 5 or child.poll() is not None, timeout=30,
+                     what="the five informers' lists hung")
+            assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+            started = time.monotonic()
+            child.terminate()
+            try:
+                code = child.wait(30)
+            finally:
+                took = time.monotonic() - started
+            assert code == 0, child.stderr.read().decode() if child.stderr else ""
+            assert took < 2.0, f"SIGTERM took {took:.2f}s to end fencing"
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(5)
+            rig.ks.release_hangs()

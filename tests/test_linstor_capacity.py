@@ -1,5 +1,6 @@
 """LINSTOR's admission rule for a storage pool (linstor_scheduler/linstor/capacity.py), the sizes it
-reads from the REST shapes, and the pools of the extender's index judged by it."""
+reads from the REST shapes, and the pools of the extender's index judged by it: on the live extender
+too, where a volume LINSTOR lists counts against its pool as LINSTOR counts it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from linstor_scheduler.linstor.models import Resource
 from scheduler_extender.state import index_nodes, reserved_by_pool
 
 from .cluster import lnode
+from .waiting import wait_for
 
 GiB = 1024**2  # KiB
 
@@ -107,3 +109,76 @@ def test_the_pool_records_keep_of_the_props_the_ratios_alone_and_are_read_like_t
     pool = msgspec.json.decode(body, type=list[StoragePoolItem])[0]
     assert msgspec.structs.asdict(pool.props) == {"max_ratio": "2", "max_free_ratio": "3", "max_total_ratio": None}
     assert capacity.ratios(pool.provider_kind, pool.props) == (3.0, 2.0)
+
+
+# --- a volume LINSTOR lists counts against its pool by LINSTOR's rule, on the live extender -------
+def a_70_gib_thin_pool_on_w2(emu, _ks) -> None:
+    """w2's thindata: an empty thin pool of 70 GiB (its data space all free; no volume in it yet), with
+    the props (the over-subscription ratio) the cluster gave it."""
+    props = next(p for p in emu.snapshot()["storage_pools"]
+                 if (p["node_name"], p["storage_pool_name"]) == ("w2", "thindata"))["props"]
+    emu.add_storage_pool("w2", "thindata", "LVM_THIN", free_kib=70 * 1024**2, total_kib=70 * 1024**2, props=props)
+
+
+def explained(http, pod: dict) -> dict[str, str]:
+    """node -> verdict ("pass"/"fail") from /explain, which judges as /filter does and holds nothing."""
+    r = http.post("/explain", json={"Pod": pod, "NodeNames": ["w1", "w2", "w3"]})
+    assert r.status_code == 200, r.text
+    return {row["node"]: row["verdict"] for row in r.json()["nodes"]}
+
+
+def provision(emu, ks, claim: str, node: str, size: str = "60Gi") -> None:
+    """The CSI driver creates the claim's volume on ``node`` (a thin volume: the pool's free data space
+    stays as it was) and binds the claim."""
+    from devkit import kube_objects as k
+
+    emu.add_resource(f"pvc-{claim}", node, size_kib=int(size.removesuffix("Gi")) * 1024**2)
+    ks.add(k.pv(f"pvc-{claim}", claim=("default", claim), storage_class="local", size=size))
+    ks.patch("PersistentVolumeClaim", claim, {"spec": {"volumeName": f"pvc-{claim}"}, "status": {"phase": "Bound"}},
+             namespace="default")
+
+
+def test_a_thin_volume_just_provisioned_still_counts_against_its_pool():
+    """Pool thindata on w2 (LVM_THIN): 70 GiB, empty, its over-subscription ratios 1 (the pools'
+    ``MaxOversubscriptionRatio`` in tests/test_reservations.py ``populated``: no over-commit).
+    kube-scheduler places p0 (a 60 GiB claim) on w2; the CSI driver creates the thin volume there and
+    binds the claim. LINSTOR now lists the volume, and w2's free space is still 70 GiB: a fresh thin LV
+    holds no data. p1 (60 GiB more) must not be promised w2: LINSTOR itself would refuse it there
+    (min(70 x 1, 70 x 1 - 60) = 10 GiB, linstor.capacity). Before, the extender judged pools by the
+    REST free_capacity alone: the hold was released and w2 passed again."""
+    from .test_reservations import cluster, holds, passing, pod, select
+
+    with cluster(poll_interval=0.5, setup=a_70_gib_thin_pool_on_w2) as (emu, ks, http, _):
+        assert "w2" in passing(http, pod(0))
+        select(ks, "data-0", "w2")
+        wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
+        assert "w2" not in passing(http, pod(1)), "60 of w2's 70 GiB are promised"
+        provision(emu, ks, "data-0", "w2")
+        wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
+        assert "w2" not in passing(http, pod(1)), "the volume LINSTOR lists takes 60 of w2's 70 GiB"
+
+
+def test_with_linstors_default_ratio_a_thin_pool_admits_twenty_times_its_space_less_its_volumes():
+    """The same 70 GiB thin pool on w2 without ratio properties: LINSTOR's default for thin pools,
+    MaxOversubscriptionRatio 20 (StorPool.java getOversubscriptionRatio; LinStor.java
+    OVERSUBSCRIPTION_RATIO_DEFAULT), admits min(70 x 20, 70 x 20 - reserved). p1 passes w2 after p0's
+    volume is there, as LINSTOR would place it there; the volume still counts: a claim of 1,390 GiB
+    fits w2 before (1,400 GiB) and no longer after (1,340 GiB). w3's 30 GiB free admit 600 GiB."""
+    from devkit import kube_objects as k
+
+    from .test_reservations import cluster, holds, passing, pod, select
+
+    def setup(emu, ks):
+        a_70_gib_thin_pool_on_w2(emu, ks)
+        ks.add(k.pvc("huge", storage_class="local", size="1390Gi"))
+
+    huge = k.pod("p-huge", claims=["huge"])
+    with cluster(poll_interval=0.5, ratio=None, setup=setup) as (emu, ks, http, _):
+        assert explained(http, huge)["w2"] == "pass", "1,400 GiB on w2 by LINSTOR's rule"
+        assert passing(http, pod(0)) == ["w1", "w2", "w3"], "30 GiB free x 20 is room for 60 GiB"
+        select(ks, "data-0", "w2")
+        wait_for(lambda: holds(http).get("default/data-0") == (("w2",), "selected"), what="the hold on w2")
+        provision(emu, ks, "data-0", "w2")
+        wait_for(lambda: "default/data-0" not in holds(http), what="LINSTOR's poll shows the volume")
+        assert explained(http, huge)["w2"] == "fail", "w2 admits 1,340 GiB now: its volume counts"
+        assert "w2" in passing(http, pod(1)), "LINSTOR would place p1 on w2: 1,340 GiB admitted"

@@ -24,16 +24,16 @@ async def no_sleep(_: float) -> None:
 
 
 @pytest.fixture
-def emu():
-    emu = LinstorEmulator()
-    emu.add_node("w1")
-    emu.add_node("w2", connection_status="OFFLINE")
-    emu.add_storage_pool("w1", "thindata", "LVM_THIN", free_kib=5 * 1024**2)
-    emu.add_resource("pvc-1", "w1")
-    emu.add_resource("pvc-1", "w2", diskful=False, flags=["TIE_BREAKER"])
-    with emu.serve() as srv:
-        emu.url = srv.url
-        yield emu
+def emu_setup():
+    """The served emulator ``emu`` (tests/conftest.py) of this module: w1 up with a thin pool, w2 OFFLINE; pvc-1 on
+    w1 with a tie-breaker on w2."""
+    def setup(emu: LinstorEmulator) -> None:
+        emu.add_node("w1")
+        emu.add_node("w2", connection_status="OFFLINE")
+        emu.add_storage_pool("w1", "thindata", "LVM_THIN", free_kib=5 * 1024**2)
+        emu.add_resource("pvc-1", "w1")
+        emu.add_resource("pvc-1", "w2", diskful=False, flags=["TIE_BREAKER"])
+    return setup
 
 
 def run(coro_fn, *args):

@@ -16,23 +16,24 @@ from .openapi_check import validate, validate_schema
 
 
 @pytest.fixture
-def emu():
-    emu = LinstorEmulator()
-    emu.add_node("w1")
-    emu.add_node("w2", connection_status="OFFLINE")
-    emu.add_node("ctl", type="CONTROLLER", providers=())
-    emu.add_storage_pool("w1", "thindata", "LVM_THIN")
-    emu.add_storage_pool("w2", "data", "LVM")
-    emu.add_resource("pvc-1", "w1", in_use=True)
-    emu.add_resource("pvc-1", "w2", storage_pool="data")
-    emu.set_disk_state("pvc-1", "w2", "Inconsistent", sync_peer="w1", done_percentage=12.5)
-    emu.add_resource("pvc-1", "ctl", diskful=False, flags=["TIE_BREAKER"])
-    emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
-    emu.set_rd_props("pvc-1", {"DrbdOptions/Resource/quorum": "majority"}, resource_group="ha")
-    emu.set_resource_group("ha", {"DrbdOptions/Resource/quorum": "majority"})
-    with emu.serve() as srv:
-        emu.url = srv.url
-        yield emu
+def emu_setup():
+    """The served emulator ``emu`` (tests/conftest.py) of this module: a satellite with a thin pool, an OFFLINE one
+    with a thick pool, a controller-only node; pvc-1 in use on w1, syncing on w2, a tie-breaker on ctl; quorum
+    properties on every level."""
+    def setup(emu: LinstorEmulator) -> None:
+        emu.add_node("w1")
+        emu.add_node("w2", connection_status="OFFLINE")
+        emu.add_node("ctl", type="CONTROLLER", providers=())
+        emu.add_storage_pool("w1", "thindata", "LVM_THIN")
+        emu.add_storage_pool("w2", "data", "LVM")
+        emu.add_resource("pvc-1", "w1", in_use=True)
+        emu.add_resource("pvc-1", "w2", storage_pool="data")
+        emu.set_disk_state("pvc-1", "w2", "Inconsistent", sync_peer="w1", done_percentage=12.5)
+        emu.add_resource("pvc-1", "ctl", diskful=False, flags=["TIE_BREAKER"])
+        emu.set_controller_props({"DrbdOptions/Resource/on-no-quorum": "suspend-io"})
+        emu.set_rd_props("pvc-1", {"DrbdOptions/Resource/quorum": "majority"}, resource_group="ha")
+        emu.set_resource_group("ha", {"DrbdOptions/Resource/quorum": "majority"})
+    return setup
 
 
 @pytest.mark.parametrize(

@@ -361,3 +361,113 @@ def test_a_hold_nobody_confirms_expires():
         assert holds(http) == {"default/data-0": (("w1", "w2"), "filtered")}
         wait_for(lambda: holds(http) == {}, what="the hold expired")
         assert passing(http, pod(1)) == ["w1", "w2"]
+
+
+# --- the ledger's bound, a pod's claims summed, a queued provisioning, a class naming no pool -----
+def test_a_burst_past_the_places_bound_keeps_kube_schedulers_choices_and_drops_filter_holds_first():
+    """5,000 nodes, a burst of 400 WaitForFirstConsumer pods with a 10 GiB claim each, every pod passing
+    every node's filter (a plain pool). kube-scheduler's scheduling cycle makes no API call and runs a
+    pod every few ms; its binding cycles (VolumeBinding's PreBind writes selected-node, then the pod's
+    Binding) go through its client's --kube-api-qps (50 by default): the choices come back through the
+    claim informer at a quarter of the pace, so filter holds pile up. 200 of them (5,000 places each)
+    fill the default bound of 1,000,000 places; the next pod's hold must push some out. Before, the
+    oldest went first whatever they were: every selected hold (one place each: the claims whose node is
+    *known* and whose volume is being provisioned there) older than the oldest filter hold went first,
+    and the next pods saw those pools as free again. A filter hold is the cheapest to lose (the claim
+    lands on one of its 5,000 nodes at most); a selection is the one hold that is certain."""
+    from scheduler_extender.reservations import Ledger
+
+    nodes = [f"w{i}" for i in range(5000)]
+    ledger = Ledger(ttl=600)
+    selected = []
+    for i in range(400):
+        ledger.filtered(f"ns/c{i}", nodes, ["thin"], 10 * GiB, now=i)
+        if i % 4 == 3:  # one binding cycle done for every four pods scheduled
+            chosen = len(selected)
+            ledger.selected(f"ns/c{chosen}", nodes[chosen], "thin", 10 * GiB, now=i)
+            selected.append(chosen)
+    assert len(selected) == 100
+    lost = [i for i in selected if (hold := ledger.get(f"ns/c{i}")) is None or hold.source != "selected"]
+    assert lost == [], f"{len(lost)} claims kube-scheduler placed lost their hold (first: ns/c{lost[0]})"
+
+
+def test_a_pod_with_two_claims_is_not_promised_a_pool_that_holds_only_one():
+    """A database pod asks for data and WAL volumes, 60 GiB each, in a strict (no remote access)
+    WaitForFirstConsumer class on pool thin; w1's pool has 100 GiB free. Both volumes would be
+    created on w1 (VolumeBinding selects one node for every claim of the pod): the filter must not
+    pass w1, and the holds its answer takes (120 GiB on a 100 GiB pool) promise more than the pool
+    has. On main the filter passes w1 and both claims are held there."""
+    from devkit import kube_objects as k
+    from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
+    from scheduler_extender.reservations import Ledger, hold_filtered
+    from scheduler_extender.scoring import Weights, judge_node, prepare
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
+
+    pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
+    nodes = {"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)}
+    classes = {"local": StorageClassInfo.from_object(k.storage_class("local", pool="thin", remote=False))}
+    state = ClusterState.build(generation=1, nodes=nodes, pools=(), resources={},
+                               kube=ExtenderKubeView(storage_classes=classes), linstor_synced_at=0, kube_synced_at=0)
+    sc = state.get_sc("local")
+    claims = [Claim(ClaimRef("db", "data-0", "vol0"), True, None, sc, 60 * GiB),
+              Claim(ClaimRef("db", "wal-0", "vol1"), True, None, sc, 60 * GiB)]
+    verdict = judge_node("w1", prepare(claims, [None, None], state), state, Weights())
+    ledger = Ledger()
+    if verdict.fits:
+        hold_filtered(ledger, claims, state, ["w1"], now=0)
+    assert ledger.held("w1", "thin") <= 100 * GiB, "the pool is promised more than it has"
+    assert not verdict.fits
+
+
+def test_a_selection_whose_provisioning_is_queued_stays_held_past_the_ttl():
+    """A burst of 1,000 WaitForFirstConsumer pods: kube-scheduler chose w2 for data-0 (selected-node on the
+    claim), and the CSI external-provisioner, 100 workers deep behind LINSTOR creating volumes one
+    after another, gets to it 3 minutes later. Until LINSTOR shows the volume, the 60 GiB stay
+    promised on w2's pool; before, the hold expired after 120 s and the next pods saw w2's space as
+    free again."""
+    from devkit import kube_objects as k
+    from linstor_scheduler.claims import SELECTED_NODE
+    from scheduler_extender.reservations import Ledger, reconcile
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
+
+    claim = k.pvc("data-0", storage_class="local", size="60Gi")
+    claim["metadata"]["annotations"] = {SELECTED_NODE: "w2"}
+    pools = {"thin": PoolInfo("thin", "LVM_THIN", 100 * 1024**2)}
+    state = ClusterState.build(
+        generation=1, nodes={n: NodeInfo(n, True, True, "ONLINE", False, pools) for n in ("w1", "w2")}, pools=(),
+        resources={}, kube=ExtenderKubeView(pvcs={"default/data-0": claim}), linstor_synced_at=0, kube_synced_at=0)
+    ledger = Ledger(ttl=120)
+    ledger.selected("default/data-0", "w2", "thin", 60 * GiB, now=0)
+    for now in range(5, 185, 5):  # a published state every 5 s; the volume is not in LINSTOR yet
+        reconcile(ledger, state, now)
+    assert ledger.held("w2", "thin") == 60 * GiB
+
+
+def test_a_class_without_a_pool_holds_where_the_filter_found_room():
+    """w1 has two pools, fast (100 GiB free) and bulk (90 GiB free), and the StorageClass names no
+    storagePool (LINSTOR picks the pool). Three pods with a 60 GiB claim each arrive back to back;
+    room for two. The filter judges each claim against the roomiest pool once other claims' holds
+    are counted, but the hold was taken on the roomiest pool of the poll (pool_for ignored the
+    holds): every hold piled on fast, bulk stayed 'free', and every later pod passed w1 by bulk.
+    The third pod must not pass: 60 + 60 + 60 GiB cannot fit in 100 + 90 GiB of two pools."""
+    from devkit import kube_objects as k
+    from linstor_scheduler.volumes import Claim, ClaimRef, StorageClassInfo
+    from scheduler_extender.reservations import Ledger, hold_filtered, promised_state
+    from scheduler_extender.scoring import Weights, judge_node, prepare
+    from scheduler_extender.state import ClusterState, ExtenderKubeView, NodeInfo, PoolInfo
+
+    pools = {"fast": PoolInfo("fast", "LVM_THIN", 100 * 1024**2), "bulk": PoolInfo("bulk", "LVM_THIN", 90 * 1024**2)}
+    classes = {"any": StorageClassInfo.from_object(k.storage_class("any", pool=None, remote=False))}
+    state = ClusterState.build(generation=1, nodes={"w1": NodeInfo("w1", True, True, "ONLINE", False, pools)},
+                               pools=(), resources={}, kube=ExtenderKubeView(storage_classes=classes),
+                               linstor_synced_at=0, kube_synced_at=0)
+    ledger = Ledger()
+    passed = []
+    for i in range(3):
+        claim = Claim(ClaimRef("db", f"data-{i}", "vol0"), True, None, state.get_sc("any"), 60 * GiB)
+        judging = promised_state(state, ledger.held_excluding([claim.ref.key]))
+        if judge_node("w1", prepare([claim], [None], judging), judging, Weights()).fits:
+            passed.append(i)
+            hold_filtered(ledger, [claim], state, ["w1"], now=i)
+    held = {pool: ledger.held("w1", pool) // GiB for pool in pools}
+    assert passed == [0, 1], f"pods {passed} passed w1; held {held} GiB"

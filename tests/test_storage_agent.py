@@ -33,13 +33,12 @@ class FakeLvm:
 
 
 @pytest.fixture
-def emu():
-    emu = LinstorEmulator()
-    emu.add_node("n1")
-    emu.add_node("n2")
-    with emu.serve() as srv:
-        emu.url = srv.url
-        yield emu
+def emu_setup():
+    """The served emulator ``emu`` (tests/conftest.py) of this module: two satellites, n1 and n2, with no pools."""
+    def setup(emu: LinstorEmulator) -> None:
+        emu.add_node("n1")
+        emu.add_node("n2")
+    return setup
 
 
 def run(coro):

@@ -23,7 +23,7 @@ from storage_sync.plan import MANAGED_PROP, MANAGED_VALUE, UUID_PROP
 from tests import test_storage_lvm_real as real
 from tests.test_storage_lvm_real import ENV, one_pass, sh
 
-lvm, emu = real.lvm, real.emu  # the fixtures: loop-device VGs, the LINSTOR emulator with node n1
+lvm, emu_setup = real.lvm, real.emu_setup  # the fixtures: loop-device VGs; node n1 in the emulator (`emu`, conftest)
 
 
 class Host:

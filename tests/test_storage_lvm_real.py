@@ -148,12 +148,11 @@ def lvm(tmp_path):
 
 
 @pytest.fixture
-def emu():
-    emu = LinstorEmulator()
-    emu.add_node("n1")
-    with emu.serve() as srv:
-        emu.url = srv.url
-        yield emu
+def emu_setup():
+    """The served emulator ``emu`` (tests/conftest.py) of this module: one satellite, n1, with no pools."""
+    def setup(emu: LinstorEmulator) -> None:
+        emu.add_node("n1")
+    return setup
 
 
 def one_pass(emu, source, **kw):
