@@ -70,6 +70,26 @@ def unbound(resp: httpx.Response) -> httpx.Response:
     return resp
 
 
+def _batches_of(path: str, item_type: Any, **sizes: int) -> Callable[[httpx.Response], AsyncIterator[list[Any]]]:
+    """How a streamed list is read: its body cut into whole items as it arrives and decoded in
+    batches of ``item_type`` (``compact.ArraySplitter``; ``sizes`` its batch and window sizes)."""
+    async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
+        splitter = ArraySplitter(item_type, **sizes)
+        try:
+            async for chunk in resp.aiter_bytes():
+                batch = splitter.feed(chunk)
+                if batch:
+                    yield batch
+            yield splitter.close()
+        except msgspec.ValidationError as exc:
+            raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}", status=resp.status_code) from None
+        except msgspec.DecodeError as exc:
+            raise LinstorProtocolError(f"GET {path}: body is not a valid JSON array: {exc}",
+                                       status=resp.status_code) from None
+
+    return batches
+
+
 def where_to_look(last_error: BaseException | None, timeout: float) -> str:
     """The setting to check after "no controller answered": a controller that was reached but did
     not answer in time points at the timeout (a slow controller, or ``--linstor-timeout`` too short
@@ -312,19 +332,8 @@ class LinstorClient:
         """A list as compact records, decoded in batches as it streams in. Decoded whole, the 10,000
         storage pools of 5,000 nodes (4 MB) were one C call of ~8 ms holding the GIL, a stall every
         request of the extender's serving thread waited out (its p99 during polls sat there)."""
-        async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
-            splitter = ArraySplitter(item_type)
-            try:
-                async for chunk in resp.aiter_bytes():
-                    batch = splitter.feed(chunk)
-                    if batch:
-                        yield batch
-                yield splitter.close()
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise LinstorProtocolError(f"GET {path}: unexpected body: {exc}", status=resp.status_code) from None
-
         items: list[Any] = []
-        async for batch in self._stream(path, None, batches):
+        async for batch in self._stream(path, None, _batches_of(path, item_type)):
             items.extend(batch)
         return items
 
@@ -397,20 +406,8 @@ class LinstorClient:
         path = "/v1/view/resources"
         sizes = {k: v for k, v in (("batch_bytes", batch_bytes), ("window", window)) if v is not None}
 
-        async def batches(resp: httpx.Response) -> AsyncIterator[list[Any]]:
-            splitter = ArraySplitter(item_type, **sizes)
-            try:
-                async for chunk in resp.aiter_bytes():
-                    batch = splitter.feed(chunk)
-                    if batch:
-                        yield batch
-                yield splitter.close()
-            except msgspec.ValidationError as exc:
-                raise LinstorProtocolError(f"GET {path}: unexpected item: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise LinstorProtocolError(f"GET {path}: body is not a valid JSON array: {exc}") from None
-
-        async for batch in self._stream(path, self._filters(nodes=nodes, resources=resources), batches):
+        async for batch in self._stream(path, self._filters(nodes=nodes, resources=resources),
+                                        _batches_of(path, item_type, **sizes)):
             yield batch
 
     async def _stream(self, path: str, params: Any,
