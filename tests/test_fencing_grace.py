@@ -32,3 +32,36 @@ def test_a_gap_between_passes_longer_than_the_bound_restarts_the_grace_timers(ri
     assert rig.evicted() == ["db-0"]
     deleted_at = rig.deleted_at("default/db-0")
     assert deleted_at - new_fault >= 30
+
+
+# --- the pass that is due when a grace period ends (FencingController.next_pass_in) -------------
+def test_the_pass_due_at_the_end_of_grace_finds_the_storage_back_and_does_nothing(rig):
+    """n1 loses power just before a pass; the next pass is due the moment its grace period ends,
+    off the poll's rhythm. n1 came back meanwhile: that early pass is an ordinary pass, its own read
+    decides, and nothing is removed."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.step(2)  # seen: its grace of 30 s starts now
+    rig.run(25)
+    rig.step(3)  # 30 - 2 s from due, off the 5 s rhythm
+    due = rig.ctrl.next_pass_in()
+    assert due == 2.0, "seen at +2 s, the grace ends at +32 s: due in 2 s, not a poll of 5 s"
+    rig.recover("n1")
+    rig.step(due)
+    rig.run(40)
+    assert rig.pod_deletes() == [] and rig.evicted() == []
+
+
+def test_a_pass_that_cannot_judge_leaves_no_early_pass_due(rig):
+    """A fault is being timed when LINSTOR stops answering: the pass that cannot read judges
+    nothing, so no pass is due before the poll (a failing LINSTOR is not read in a loop), and
+    nothing is removed on the stale view."""
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(25)
+    rig.linstor_down()
+    rig.step()
+    assert rig.ctrl.next_pass_in() == rig.settings.poll_interval
+    assert rig.pod_deletes() == [] and rig.evicted() == []
