@@ -89,6 +89,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from devkit.base import HttpDouble, Subscriber
+from linstor_scheduler.aio import within
 from linstor_scheduler.kube import objects
 
 # plural -> (kind, apiVersion, namespaced); adding a kind is one line
@@ -468,7 +469,7 @@ class _Gate(Subscriber):
     async def wait(self, timeout: float | None = None) -> str | None:
         """What released it, or ``None`` when ``timeout`` passed first."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return await within(self.queue.get(), timeout)
         except TimeoutError:
             return None
 
@@ -1210,7 +1211,7 @@ class KubeStandin(HttpDouble):
                         # a silent watch keeps no clock; 0.5 s bounds the wait so a stop is seen
                         wake = 0.5 if watcher.silent else min(deadline, next_bookmark, now + 0.5) - now
                         try:
-                            item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.01, wake))
+                            item = await within(watcher.queue.get(), max(0.01, wake))
                         except TimeoutError:
                             continue
                         if item is None or item[0] == "END":

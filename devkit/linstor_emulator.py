@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from devkit.base import HttpDouble, Subscriber
 from linstor_scheduler import drbd_quorum as quorum_rules
+from linstor_scheduler.aio import within
 from linstor_scheduler.drbd_quorum import Memory
 from linstor_scheduler.linstor.capacity import THIN_KINDS
 
@@ -863,7 +864,7 @@ class LinstorEmulator(HttpDouble):
                     yield b": connected\n\n"
                     while not emu._closing:
                         try:
-                            item = await asyncio.wait_for(sub.queue.get(), timeout=0.5)
+                            item = await within(sub.queue.get(), 0.5)
                         except TimeoutError:
                             if await request.is_disconnected():
                                 return

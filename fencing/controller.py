@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from linstor_scheduler.aio import within
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.gcpolicy import LEAVE, GcPolicy
 from linstor_scheduler.health import loop_liveness
@@ -385,7 +386,7 @@ class FencingController:
             try:
                 # A read that takes longer than the bound could only be stale: it is abandoned at the
                 # bound, so a pass never waits for a LINSTOR that accepts and does not answer.
-                self.view = await asyncio.wait_for(read_linstor(self.linstor, started), bound)
+                self.view = await within(read_linstor(self.linstor, started), bound)
                 self.metrics.read_seconds.set(max(0.0, self.clock() - started))
                 self.read_error = None
                 self.metrics.reads.labels("linstor", "ok").inc()
@@ -569,8 +570,8 @@ class FencingController:
         why it is no longer lost, or None while it still is."""
         assert self.view is not None
         try:
-            nodes, states = await asyncio.wait_for(read_node_storage(self.linstor, node, resources, self.view),
-                                                   self.settings.api_timeout)
+            nodes, states = await within(read_node_storage(self.linstor, node, resources, self.view),
+                                         self.settings.api_timeout)
         finally:
             self.beat = self.clock()
         return no_longer_lost(node, states, nodes)

@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from linstor_scheduler.aio import within
+
 from .config import ConfigError
 from .servingtls import MIN_TLS_VERSION, ServingTLS
 
@@ -128,7 +130,7 @@ class ServerThread:
         if not self.server.force_exit or lifespan is None:
             return
         with contextlib.suppress(Exception):
-            loop.run_until_complete(asyncio.wait_for(lifespan.shutdown(), patience))
+            loop.run_until_complete(within(lifespan.shutdown(), patience))
 
     @staticmethod
     def _finish(loop: asyncio.AbstractEventLoop, patience: float = 2.0) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from linstor_scheduler.aio import wait_set
 from linstor_scheduler.clock import now as boottime
 
 Check = Callable[[], tuple[bool, str]]
@@ -61,7 +61,7 @@ def stepping_aside_elector(api: Any, args: argparse.Namespace, worker: Any,
 
 def leader_readiness(leading: bool, holder: str | None, ineligible: str | None, read_at: float | None,
                      error: str | None, now: float, bound: float,
-                     reads: str = "LINSTOR and StorageClass read") -> tuple[bool, str]:
+                     reads: str) -> tuple[bool, str]:
     """``/readyz``: a standby is ready (it may take over); the leader while its last good read is
     younger than ``bound``, else not, with the reason. ``reads``: what a pass reads, in the text."""
     if not leading:
@@ -110,12 +110,11 @@ async def run_as_leader(worker: Any, elector: Any, stop: asyncio.Event, *, inter
         else:
             worker.withdraw()
         wait = next_wait(leading, interval, standby_poll, worker.retry_after)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=wait)
+        await wait_set(stop, wait)
 
 
 def probes(args: argparse.Namespace, worker: Any, elector: Any,
-           reads: str = "LINSTOR and StorageClass read") -> tuple[Check, Check, Callable[[], None]]:
+           reads: str) -> tuple[Check, Check, Callable[[], None]]:
     """``ready`` and ``alive`` for the side port, and the ``beat`` the loop calls: ready as
     ``leader_readiness`` says within ``--max-staleness``; alive while the pass loop turned within
     ``--interval`` plus twenty calls' timeouts and the Lease loop within the Lease plus three."""

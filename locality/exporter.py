@@ -15,11 +15,11 @@ poll, or the computation loop (``liveness``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from linstor_scheduler.aio import wait_set
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.health import loop_liveness
 from linstor_scheduler.measured import age_since
@@ -120,8 +120,7 @@ class LocalityExporter:
                 await asyncio.to_thread(self.run_once)
             except Exception:  # a bad object must not end the exporter: log it and try again next round
                 log.exception("locality computation failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            await wait_set(stop, self.interval)
 
     def ready(self) -> tuple[bool, str]:
         """A standby and the leader alike: ready while their view is younger than the bound (a standby

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from linstor_scheduler.aio import wait_set, within
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.gcpolicy import LEAVE, GcPolicy
 from linstor_scheduler.health import loop_liveness
@@ -275,7 +276,7 @@ class Syncer:
                 read = read_index(self.client, self._indexer, previous_nodes)
             started = boottime()
             try:
-                nodes, indexer, cpu = await asyncio.wait_for(read, self.read_deadline)
+                nodes, indexer, cpu = await within(read, self.read_deadline)
             except TimeoutError:
                 if self.read_deadline is None or boottime() - started < self.read_deadline:
                     raise  # the client's own timeout, not our deadline
@@ -320,8 +321,7 @@ class Syncer:
             backoff = 1.0 if ok else min(backoff * 2, 60.0)
             self._poll_now.clear()
             ended = boottime()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), timeout=wait)
+            await wait_set(self._poll_now, wait)
             if self._poll_now.is_set():
                 # A node event: poll now, unless the last poll ended less than its own duration ago
                 # (a burst of events then keeps the sync to half a core, not a whole one).
@@ -384,9 +384,7 @@ class Syncer:
         await self._rebuild()
         while True:
             self.kube_beat = self.clock()
-            try:
-                await asyncio.wait_for(self._kube_changed.wait(), timeout=self.next_poll_in())
-            except TimeoutError:
+            if not await wait_set(self._kube_changed, self.next_poll_in()):
                 await self._restamp()
                 continue
             await asyncio.sleep(self.kube_debounce)  # coalesce bursts of changes into one rebuild

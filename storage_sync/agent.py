@@ -23,13 +23,13 @@ never returns, a hung ``vgs`` in uninterruptible sleep, is what a restart can cu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from linstor_scheduler.aio import wait_set
 from linstor_scheduler.clock import now as boottime
 from linstor_scheduler.linstor.client import LinstorClient
 from linstor_scheduler.linstor.errors import LinstorError, LinstorUnavailable
@@ -258,8 +258,7 @@ class NodeAgent:
             delay = retry_delay(failures, interval, max_backoff)
             self.next_pass_at = self.clock() + delay
             self.metrics.consecutive_failures.set(failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            await wait_set(stop, delay)
 
 
 # --- the decisions behind the loop and its probes (pure: tests call them with any clock) -----------

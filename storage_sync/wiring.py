@@ -206,7 +206,7 @@ async def serve_sync_classes(args: argparse.Namespace, reconciler: Any, elector:
 
     reconciler.metrics.registry.register(KubeCollector(calls=reconciler.calls, recorder=reconciler.events,
                                                        elector=elector))
-    ready, alive, beat = probes(args, reconciler, elector)
+    ready, alive, beat = probes(args, reconciler, elector, reads="LINSTOR and StorageClass read")
     return await run_service(
         "sync-classes", lambda stop: run_as_leader(reconciler, elector, stop, interval=args.interval, beat=beat),
         health=_health(args, reconciler.metrics.registry, ready, alive), elector=elector, stop_flag=stop_flag)

@@ -17,7 +17,7 @@ import pytest
 
 from devkit import kube_objects as k
 
-from .fencing_rig import FencingService, Rig
+from .fencing_rig import FencingService, Rig, database
 
 KINDS = ("Pod", "PersistentVolumeClaim", "PersistentVolume", "Node", "VolumeAttachment")
 PATHS = {"Pod": "/api/v1/pods?", "PersistentVolumeClaim": "/api/v1/persistentvolumeclaims?",
@@ -34,14 +34,6 @@ LINSTOR_BOUND = 2.0  # the LINSTOR cases need no watch to end: a shorter bound, 
 def measured(case: str, seconds: float, bound: float) -> None:
     print(f"\nCHAOS fencing | {case} | {seconds:.2f}s (bound {bound:g}s)")
     assert seconds <= bound, f"{case}: {seconds:.2f}s, more than {bound:g}s"
-
-
-def database(rig: Rig, name: str = "db-0", node: str = "n1", peers: tuple[str, ...] = ("n2",)) -> str:
-    """A StatefulSet's pod on ``node`` that asks for fencing, its volume replicated to ``peers`` (with
-    one peer, LINSTOR adds a diskless tie-breaker on n1, or n3 when n1 holds a replica)."""
-    claim = rig.volume(f"pvc-{name}", [node, *peers], in_use=node)
-    rig.pod(name, node, [claim])
-    return claim
 
 
 def informer(svc: FencingService, metric: str, kind: str, **labels: str) -> float | None:
@@ -267,7 +259,7 @@ def statefulset(rig: Rig, replicas: int, node: str = "n1") -> list[str]:
     peers = [n for n in rig.nodes if n != node]
     names = [f"db-{i}" for i in range(replicas)]
     for i, name in enumerate(names):
-        database(rig, name, node, peers=(peers[i % len(peers)],))
+        database(rig, node, peers=(peers[i % len(peers)],), name=name)
     return names
 
 
@@ -374,7 +366,7 @@ def test_answers_lost_after_the_write_was_done(rig):
     delete is carried out and its answer never comes. Each is confirmed by a live read: counted done,
     its Event recorded, nothing sent twice."""
     database(rig)
-    database(rig, "db-1", "n3", ("n4", "n5"))
+    database(rig, "n3", ("n4", "n5"), name="db-1")
     with FencingService(rig, grace=GRACE) as svc:
         began = time.monotonic()
         rig.ks.lose_answers("/api/v1/namespaces/default/pods/db-0", method="DELETE", how="drop")

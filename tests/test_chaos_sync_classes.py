@@ -282,13 +282,16 @@ def test_a_blind_leader_steps_aside_for_a_standby_that_sees(doubles, start) -> N
     assert ks.get("Lease", LEASE_NAME, NS)["spec"]["holderIdentity"] == "b"
 
 
+READS = "LINSTOR and StorageClass read"
+
+
 def test_the_leaders_readiness_and_blindness_decisions() -> None:
-    assert leader_readiness(False, "b", None, None, None, 10, 5) == (True, "standby; leader is b")
-    assert leader_readiness(True, "a", None, None, "LINSTOR: down", 10, 5) == (
+    assert leader_readiness(False, "b", None, None, None, 10, 5, READS) == (True, "standby; leader is b")
+    assert leader_readiness(True, "a", None, None, "LINSTOR: down", 10, 5, READS) == (
         False, "leading; no good LINSTOR and StorageClass read yet: LINSTOR: down")
-    assert leader_readiness(True, "a", None, 7, "Kubernetes: HTTP 500", 10, 5) == (
+    assert leader_readiness(True, "a", None, 7, "Kubernetes: HTTP 500", 10, 5, READS) == (
         True, "leading; last good read 3s ago; last pass failed: Kubernetes: HTTP 500")
-    assert leader_readiness(True, "a", None, 4, "x", 10, 5)[0] is False
+    assert leader_readiness(True, "a", None, 4, "x", 10, 5, READS)[0] is False
     now = [100.0]
     seen: list[tuple[float | None, float | None, str | None]] = [(None, None, None)]
     blind = StepAside(lambda: leader_view(*seen[0], now[0], 5), patience=0, hold=5, clock=lambda: now[0])

@@ -180,8 +180,8 @@ def test_one_resource_cut_on_a_node_does_not_keep_a_healthy_volumes_pod_off_it()
     StandAlone until resolved by hand, DRBD User's Guide, "Split brain notification and automatic
     recovery"). Fencing judges storage per (resource, node) (fencing/verdict.py judge_volume), and
     its record names the lost resources of a node not lost whole: n1 is refused to pvc-logs' pods
-    only; db's replica there is UpToDate and connected, and n1 serves db-1 as it did db-0 (found by
-    the red team as a strict xfail: the record was per node and n1 was refused to every pod)."""
+    only; db's replica there is UpToDate and connected, and n1 serves db-1 as it did db-0 (a record
+    kept per node would refuse n1 to every pod)."""
     with Rig() as rig:
         db = rig.volume("pvc-db", ["n1", "n2"], in_use="n1")
         rig.pod("db-0", "n1", [db])

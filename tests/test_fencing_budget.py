@@ -4,7 +4,7 @@ HTTP (LINSTOR emulator + Kubernetes API stand-in), a fake clock (tests/fencing_r
 tests/conftest.py).
 
 Their other cases: tests/test_fencing_matrix.py (the budget stops a loop, the rate limit spreads
-fail-overs), tests/test_fencing_network.py (20 pods on one lost node).
+fail-overs). Also here: 20 pods on one lost node, 10 a minute, one Warning each.
 """
 
 from __future__ import annotations
@@ -75,3 +75,22 @@ def test_a_pass_that_sends_nothing_spends_no_fail_over_tokens(rig):
     rig.run(5)
     held = [d.pod.name for d in rig.reports[-1].decisions if d.reason == "RateLimited"]
     assert len(rig.pod_deletes()) == 10, f"{len(rig.pod_deletes())} deleted, held by the rate limit: {held}"
+
+
+def test_twenty_pods_on_one_lost_node_are_rate_limited_one_warning_each(rig):
+    for i in range(20):
+        rig.pod(f"db-{i}", "n1", [rig.volume(f"pvc-{i}", ["n1", "n2"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(35)
+    assert len(rig.pod_deletes()) == 10, "10 per minute (burst 10)"
+    limited = rig.events("RateLimited")
+    assert len(limited) == 10 and len({e["involvedObject"]["name"] for e in limited}) == 10
+    rig.run(65)
+    assert len(rig.pod_deletes()) == 20
+    assert len(rig.events("RateLimited")) == 10, "one Warning per held pod, not one per pass"
+    order = [w[1] for w in rig.ks.writes if w[0] == "DELETE"]
+    for i in range(20):
+        pod_at = order.index(f"/api/v1/namespaces/default/pods/db-{i}")
+        va_at = order.index(f"/apis/storage.k8s.io/v1/volumeattachments/csi-pvc-{i}-n1-linstor")
+        assert pod_at < va_at, "the VolumeAttachment after its pod"

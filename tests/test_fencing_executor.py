@@ -1,10 +1,10 @@
-"""Issue 20, findings 2, 4, 5 and 6, as real-world events: the pass as read -> judge -> plan ->
-execute, one writer that checks the storage at each write, knows each write's outcome when its
-answer was lost, accounts every write once, makes every hold visible, and hands the grace timers
-over with the Lease.
+"""Fencing's writer, as real-world events: the pass runs read -> judge -> plan -> execute, and its one
+writer re-checks the Lease, the evidence's age and the node's storage at each write, knows each
+write's outcome when its answer was lost, accounts every write once, makes every hold visible, and
+hands the grace timers over with the Lease.
 
 LINSTOR emulator + Kubernetes API stand-in over real HTTP, a fake clock, ``run_once`` every 5 fake
-seconds (tests/fencing_rig.py). Each scenario failed on the code before the executor.
+seconds (tests/fencing_rig.py).
 """
 
 from __future__ import annotations
@@ -410,3 +410,46 @@ def test_a_delete_in_doubt_when_the_lease_is_lost_is_still_accounted_once():
         in_doubt = a.metrics.in_doubt.collect()[0].samples[0].value
         assert (done, in_doubt) == (1, 0), f"pod_delete done {done} times, {in_doubt} write(s) in doubt on A"
         assert len(rig.events("FencedPod", "db-0")) == 1
+
+
+class LapsingLeader:
+    """A Lease holder whose renewals stop at ``until`` (the API server went away)."""
+
+    def __init__(self, rig: Rig, until: float) -> None:
+        self.rig, self.until = rig, until
+        self.leader_since: float | None = rig.clock.now
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rig.clock.now < self.until
+
+
+def slow_live_reads(rig: Rig, seconds: float) -> None:
+    """The API server answers the live read of the pod ``seconds`` late (fake clock)."""
+    get_pod = rig.ctrl.actions.get_pod
+
+    def slow(namespace: str, name: str):
+        rig.clock.now += seconds
+        return get_pod(namespace, name)
+
+    rig.ctrl.actions.get_pod = slow
+
+
+@pytest.mark.parametrize("what", ["lease", "evidence"])
+def test_a_write_is_not_sent_when_the_lease_or_the_evidence_lapsed_meanwhile(what):
+    with Rig() as rig:
+        leader = LapsingLeader(rig, until=float("inf"))
+        if what == "lease":
+            rig.ctrl = rig.controller(leader=leader)
+        rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+        rig.run(5)
+        rig.power_off("n1")
+        rig.run(30)
+        leader.until = rig.clock.now + rig.settings.poll_interval + 2  # held when the next pass starts
+        slow_live_reads(rig, 3 if what == "lease" else 25)  # the lease lapses / the reads get older than 20 s
+        report = rig.step()
+        assert rig.pod_deletes() == [] and rig.writes("PATCH", "/nodes/") == [], "no write, not even the taint"
+        assert any(outcome == "held" for _, _, outcome in report.actions)
+        if what == "evidence":
+            (event,) = rig.events("StaleData", "db-0")
+            assert "evidence is" in event["message"]

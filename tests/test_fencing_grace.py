@@ -1,10 +1,14 @@
 """Fencing's grace period: a fault is timed only while it is observed. A stretch nobody observed
 (a pass that comes late: a clock jump, a frozen process) restarts every grace timer, as being blind
-past --max-staleness does. Real HTTP (LINSTOR emulator + Kubernetes API stand-in), a fake clock
-(tests/fencing_rig.py, the ``rig`` fixture in tests/conftest.py).
+past --max-staleness does (blind to Kubernetes across a recovery and a new fault); a flap between
+two polls, seen through DRBD's promotion stream, restarts it too. Real HTTP (LINSTOR emulator +
+Kubernetes API stand-in), a fake clock (tests/fencing_rig.py, the ``rig`` fixture in
+tests/conftest.py).
 """
 
 from __future__ import annotations
+
+from .fencing_rig import Rig
 
 
 # --- a pass that comes late (clock jump, frozen process) is a blind stretch too -------------------
@@ -65,3 +69,45 @@ def test_a_pass_that_cannot_judge_leaves_no_early_pass_due(rig):
     rig.step()
     assert rig.ctrl.next_pass_in() == rig.settings.poll_interval
     assert rig.pod_deletes() == [] and rig.evicted() == []
+
+
+def test_kubernetes_blind_across_a_recovery_and_a_new_fault_restarts_the_timer(rig):
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(20)  # timing the first fault
+    rig.ks.inject(fail=10_000, status=503, path_prefix="/api/v1/pods", method="GET")  # pod lists fail: blind
+    rig.run(5)
+    rig.recover("n1")
+    rig.run(20)
+    rig.power_off("n1")  # a new fault, while still blind
+    rig.run(10)  # blind for 35 s in all
+    rig.ks.reset_faults()
+    back = rig.clock.now
+    rig.run(25)
+    assert rig.pod_deletes() == [], "the old timer is gone: blind past the bound restarts every timer"
+    rig.run(15)
+    assert rig.evicted() == ["db-0"]
+    deleted_at = rig.deleted_at("default/db-0")
+    assert deleted_at - back >= 30
+
+
+def test_a_flap_between_two_polls_is_seen_through_the_promotion_stream():
+    """20 s down, 2 s up (between polls), 20 s down: no eviction."""
+    with Rig(linstor_events=True) as rig:
+        rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+        rig.follow_promotions()
+        rig.run(10)
+        rig.power_off("n1")
+        rig.wait_promotions()  # n2 (and the tie-breaker) may promote now
+        rig.run(20)
+        rig.clock.now += 1
+        rig.recover("n1")
+        rig.wait_promotions()  # n1's Primary is back: n2 may not
+        rig.clock.now += 2
+        rig.power_off("n1")
+        rig.wait_promotions()
+        rig.run(20)
+        rig.recover("n1")
+        rig.run(60)
+        assert rig.pod_deletes() == [] and rig.attachment_deletes() == []

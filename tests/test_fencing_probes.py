@@ -2,7 +2,8 @@
 older than --max-staleness (a standby reads no LINSTOR), /healthz names a loop that stopped turning
 (the pass loop, the Lease); and the bounds that keep every loop turning (the informers tuned from
 --max-staleness, a LINSTOR read abandoned at it). The same over HTTP on the API server's bad days:
-tests/test_chaos_fencing.py."""
+tests/test_chaos_fencing.py. The metrics tell the same truth: no figure of LINSTOR before a good read
+or on a standby, and the view's age counted from the last good read."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fencing.kubeview import CachedKube
 from linstor_scheduler.kube.lease import AlwaysLeader
 
 from .fencing_rig import HungLinstor, NoKube, Rig
+from .probing import scrape
 
 SETTINGS = Settings(max_staleness=20.0, poll_interval=5.0, api_timeout=10.0)
 
@@ -114,3 +116,39 @@ def test_a_linstor_read_that_does_not_answer_is_abandoned_at_the_bound():
 
     took, error = asyncio.run(main())
     assert 0.5 <= took < 2 and error == "LINSTOR read did not finish within 0.5s (--max-staleness)", (took, error)
+
+
+LOST, STORM = "linstor_scheduler_fencing_lost_storage_nodes", "linstor_scheduler_fencing_storm_active"
+VIEW_AGE, LEADER = "linstor_scheduler_fencing_linstor_view_age_seconds", "linstor_scheduler_fencing_leader"
+
+
+def test_lost_nodes_and_storm_are_absent_until_a_read_and_the_view_ages_while_linstor_fails(rig):
+    """The controller's /metrics over HTTP (its registry on the side-port app): leading but LINSTOR
+    down, nothing of LINSTOR is claimed (0 lost nodes would be a guess); a good read brings the
+    figures; failed reads keep them and the view's age grows; a standby withdraws them."""
+    from linstor_scheduler.health import health_app
+    from linstor_scheduler.httpserver import ServerThread
+
+    rig.pod("a-0", "n1", [rig.volume("pvc-a", ["n1", "n4"], diskless=["n5"], in_use="n1")])
+    with ServerThread(health_app(rig.ctrl.metrics.registry, ready=lambda: (True, ""))) as srv:
+        rig.emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+        rig.step()
+        blind = scrape(srv.url)
+        assert blind[LEADER] == 1
+        assert not {LOST, STORM, VIEW_AGE, "linstor_scheduler_fencing_linstor_read_seconds"} & set(blind), blind
+        rig.emu.reset_faults()
+        rig.step()
+        seen = scrape(srv.url)
+        assert seen[LOST] == 0 and seen[STORM] == 0 and seen[VIEW_AGE] == 0
+        rig.emu.inject(fail=10**9, status=500, path_prefix="/v1/")
+        ages = []
+        for _ in range(3):
+            rig.step()
+            ages.append(scrape(srv.url)[VIEW_AGE])
+        step = rig.settings.poll_interval
+        assert ages == [step, 2 * step, 3 * step], "from the last good read: failed reads never reset it"
+        assert scrape(srv.url)[LOST] == 0  # kept, with its age beside it
+        rig.ctrl.leader.is_leader, rig.ctrl.leader.leader_since = False, None  # as the elector says it
+        rig.step()
+        standby = scrape(srv.url)
+        assert standby[LEADER] == 0 and not {LOST, STORM, VIEW_AGE} & set(standby), standby

@@ -1,4 +1,4 @@
-"""What fencing keeps instead of the objects (issue 21): a Node's and one of our VolumeAttachments'
+"""What fencing keeps instead of the objects: a Node's and one of our VolumeAttachments'
 records (fencing/records.py), a replica's peers as a flat tuple (verdict.Peers), a definition's
 quorum options only (compact.QuorumPropsItem). Each must read exactly as the object did."""
 

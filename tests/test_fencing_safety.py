@@ -1,4 +1,5 @@
-"""Issue 20, finding 7 and "What to build" 6: the field's safety rules, as real-world events.
+"""Fencing's safety rules from the field, as real-world events: nothing removed that nothing would
+recreate, no pod that also writes to storage we cannot fence unless told to, the taint off by default.
 
 piraeus-ha-controller v1 (``pkg/agent/reconcile_failover.go``: ``evictPods``, ``IsSafeVolume``; its
 CHANGELOG 1.1.0, 1.3.0; piraeus-operator #561, #825) never removes a pod nothing would recreate,
@@ -6,8 +7,7 @@ refuses a pod that also writes to storage it cannot fence unless told to, and le
 turned off. Most cases here are ones where the right answer is to do nothing.
 
 LINSTOR emulator + Kubernetes API stand-in over real HTTP, a fake clock, ``run_once`` every 5 fake
-seconds (tests/fencing_rig.py). Unless a test says otherwise each failed on the code before these
-rules (the controls, marked so, pass on both: they show a rule does not refuse too much).
+seconds (tests/fencing_rig.py). The controls, marked so, show a rule does not refuse too much.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@ node lifecycle controller's taint kept), and taken off once the node's own stora
 its peers do: removing it needs both witnesses, as every other decision does. Real HTTP (LINSTOR
 emulator + Kubernetes API stand-in), a fake clock (tests/fencing_rig.py, ``rig`` in tests/conftest.py).
 
-The taint's other cases: tests/test_fencing_network.py ("the taint"), tests/test_fencing_safety.py
-(off by default, bounded), tests/test_fencing_matrix.py.
+Also here: tainted before the pod goes and taken off by a new instance; no taint while the storm
+breaker holds. The taint's other cases: tests/test_fencing_safety.py (off by default, bounded),
+tests/test_fencing_matrix.py.
 """
 
 from __future__ import annotations
 
 from fencing.actions import TAINT_KEY
+from fencing.controller import Settings
 
 from .fencing_rig import taint_keys
 
@@ -65,3 +67,32 @@ def test_the_taint_comes_off_when_only_the_nodes_peers_are_lost(rig):
     rig.run(90)
     assert TAINT_KEY not in taint_keys(rig, "n1"), "n1's storage is back; its peers are what is lost"
     assert rig.evicted() == ["db-0"]
+
+
+def test_the_lost_node_is_tainted_while_fencing_acts_and_untainted_by_a_new_instance(rig):
+    rig.settings.taint = True  # --taint
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n2"], in_use="n1")])
+    rig.run(10)
+    rig.power_off("n1")
+    rig.run(40)
+    assert rig.ks.get("Node", "n1")["spec"]["taints"] == [
+        {"key": "linstor.csi.linbit.com/storage-lost", "effect": "NoSchedule"}]
+    patch_at = next(i for i, w in enumerate(rig.ks.writes) if w[0] == "PATCH" and "/nodes/n1" in w[1])
+    delete_at = next(i for i, w in enumerate(rig.ks.writes) if w[0] == "DELETE" and "/pods/db-0" in w[1])
+    assert patch_at < delete_at, "tainted before the pod goes: the new pod does not come back to n1"
+    rig.ctrl = rig.controller(settings=Settings(taint=False, taint_stable_seconds=60))  # restart, --no-taint
+    rig.recover("n1")
+    rig.run(55)
+    assert rig.ks.get("Node", "n1")["spec"]["taints"], "back for less than 60 s"
+    rig.run(10)
+    assert rig.ks.get("Node", "n1")["spec"]["taints"] == [], "ours, removed by the new instance"
+
+
+def test_no_taint_while_the_storm_breaker_holds(rig):
+    rig.settings.taint = True  # --taint
+    rig.pod("db-0", "n1", [rig.volume("pvc-r2", ["n1", "n4"], diskless=["n5"], in_use="n1")])
+    rig.run(10)
+    for node in ("n1", "n2", "n3"):
+        rig.power_off(node)
+    rig.run(90)
+    assert rig.writes("PATCH", "/nodes/") == []

@@ -1,6 +1,9 @@
 """judge_many's shortcut (nodes without a replica judged once per class) gives exactly what judging
 every node alone gives, on generated clusters: a topology level, label or node state the class key
-forgets would show here as two nodes with one verdict. Pods carry up to three unbound claims, often
+forgets would show here as two nodes with one verdict; so would a pod's node set (a fromSame rule on a
+rack, which is no level of ours; a PV's node affinity) left out of the key, which only clusters whose
+nodes share a zone and region and differ in rack show (``bound_only``: judging a claim by free space
+turns the grouping off, so those pods have bound claims only). Pods carry up to three unbound claims, often
 on one pool: the per-node fast path must sum them per (node, pool) as judge_node does, and a node
 that passes holds them all."""
 
@@ -35,38 +38,46 @@ REPLICA_STATES = ["UpToDate", "UpToDate", "Inconsistent", "Outdated", "Failed", 
 
 
 @st.composite
-def clusters(draw: Any, several_unbound: bool = False) -> tuple[ClusterState, dict[str, Any]]:
+def clusters(draw: Any, several_unbound: bool = False, bound_only: bool = False) -> tuple[ClusterState, dict[str, Any]]:
     """A cluster and a pod; ``several_unbound``: the pod has two or three unbound claims, mostly of
-    classes that name a pool and forbid remote access (their sum must fit the node's pool)."""
-    names = draw(st.lists(st.sampled_from(NAMES), min_size=3, max_size=len(NAMES), unique=True))
+    classes that name a pool and forbid remote access (their sum must fit the node's pool);
+    ``bound_only``: none (an unbound claim judged by free space turns the shortcut off, so only these
+    pods group nodes and test the class key and the pod's node sets)."""
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=5 if bound_only else 4, max_size=len(NAMES), unique=True))
     nodes, pools, kube = [], [], [k.storage_class(n, **kw) for n, kw in CLASSES.items()]
     for name in names:
-        kind = draw(st.sampled_from(["ONLINE", "ONLINE", "ONLINE", "OFFLINE", "EVACUATE", "CONTROLLER", "none"]))
+        kind = draw(st.sampled_from(["ONLINE", "ONLINE", "ONLINE", "OFFLINE", "EVACUATE", "CONTROLLER", "none"]
+                                    + ["ONLINE"] * 8 * bound_only))  # a node problem masks the node sets
         if kind != "none":
             nodes.append(lnode(name, "OFFLINE" if kind == "OFFLINE" else "ONLINE",
                                type="CONTROLLER" if kind == "CONTROLLER" else "SATELLITE",
                                flags=["EVACUATE"] if kind == "EVACUATE" else None))
         for pool in draw(st.lists(st.sampled_from(["thindata", "fastdata"]), unique=True, max_size=2)):
             pools.append(lpool(name, pool, free_gib=draw(st.sampled_from([None, 0, 5, 50, 400]))))
-        if draw(st.integers(0, 5)):  # most nodes are Kubernetes nodes too
-            labels = {RACK: draw(st.sampled_from(["r1", "r2"]))} if draw(st.booleans()) else {}
-            kube.append(k.node(name, zone=draw(st.sampled_from(["a", "b", "a", "b", None])),
-                               region=draw(st.sampled_from(["eu", "us", "eu", "us", None])), labels=labels))
+        if bound_only or draw(st.integers(0, 5)):  # most nodes are Kubernetes nodes too
+            # racks vary within a zone (a rack is no level of ours, so nodes of one class differ in it
+            # and only a fromSame rule's node set tells them apart)
+            labels = {RACK: draw(st.sampled_from(["r1", "r2"]))} if draw(st.integers(0, 3)) else {}
+            # (only a pod with bound claims alone groups nodes: there, most nodes share a zone and region)
+            zones, regions = (["a"] * 4 + ["b"], ["eu"] * 4 + ["us"]) if bound_only else \
+                (["a", "a", "b", None], ["eu", "eu", "us", None])
+            kube.append(k.node(name, zone=draw(st.sampled_from(zones)), region=draw(st.sampled_from(regions)),
+                               labels=labels))
     resources, claims = [], []
-    for r in range(draw(st.integers(1, 3))):
-        holders = draw(st.lists(st.sampled_from(names), unique=True, min_size=1, max_size=3))
+    for r in range(draw(st.integers(1, 2 if bound_only else 3))):
+        holders = draw(st.lists(st.sampled_from(names), unique=True, min_size=1, max_size=2 if bound_only else 3))
         for node in holders:
             state = draw(st.sampled_from(REPLICA_STATES))
             resources.append(lres(f"pvc-{r}", node, diskless=state == "Diskless",
                                   disk_state=None if state == "Diskless" else state,
                                   done=draw(st.sampled_from([None, 30.0])) if state == "Inconsistent" else None))
         affinity = draw(st.one_of(st.none(), st.lists(st.sampled_from(names), unique=True, max_size=3)))
-        kube += k.bound_volume(f"c-{r}", f"pvc-{r}", storage_class=draw(st.sampled_from(["r2", "r2", *CLASSES])),
+        kube += k.bound_volume(f"c-{r}", f"pvc-{r}", storage_class=draw(st.sampled_from(["r2", "racked", *CLASSES])),
                                size=draw(st.sampled_from(["1Gi", "10Gi", "100Gi"])), affinity_nodes=affinity)
         claims.append(f"c-{r}")
     unbound_classes = ["local", "local", "strictpool", "anypool"] if several_unbound else sorted(CLASSES)
     unbound_sizes = ["1Gi", "30Gi"] if several_unbound else ["1Gi", "20Gi", "1000Gi"]  # 30 + 30 GiB > 50 free
-    for u in range(draw(st.integers(2, 3) if several_unbound else st.integers(0, 2))):
+    for u in range(0 if bound_only else draw(st.integers(2, 3) if several_unbound else st.integers(0, 2))):
         # unbound WaitForFirstConsumer claims: judged by free space
         kube.append(k.pvc(f"u-{u}", storage_class=draw(st.sampled_from(unbound_classes)),
                           size=draw(st.sampled_from(unbound_sizes))))
@@ -78,7 +89,8 @@ def clusters(draw: Any, several_unbound: bool = False) -> tuple[ClusterState, di
         picked = [c for c in claims if c.startswith("u-")]
         picked += draw(st.lists(st.sampled_from([c for c in claims if c not in picked]), unique=True, max_size=1))
     else:
-        picked = draw(st.lists(st.sampled_from(claims), unique=True, min_size=1, max_size=3))
+        judged = [c for c in claims if c != "c-missing"] if bound_only else claims  # not judged: no sets
+        picked = draw(st.lists(st.sampled_from(judged), unique=True, min_size=1, max_size=3))
     held: dict[str, dict[str, int]] = {}  # capacity promised to other claims (reservations.py)
     for name in draw(st.lists(st.sampled_from(names), unique=True, max_size=3)):
         held.setdefault(draw(st.sampled_from(["thindata", "fastdata"])), {})[name] = \
@@ -100,7 +112,7 @@ def seen(name: str, verdict: NodeVerdict) -> tuple[Any, ...]:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(clusters(), clusters(several_unbound=True)),
+@given(st.one_of(clusters(), clusters(several_unbound=True), clusters(bound_only=True)),
        st.sampled_from([Weights(), Weights.parse("same_zone=9,same_region=0,remote=0")]))
 def test_judge_many_equals_judging_each_node(cluster, weights):
     state, pod = cluster

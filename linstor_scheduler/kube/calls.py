@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from linstor_scheduler.aio import within
 from linstor_scheduler.clock import now as boottime
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class CallPool:
         with self._lock:
             self.in_flight += 1
         try:
-            result = await asyncio.wait_for(
+            result = await within(
                 loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs)),
                 (timeout or self.timeout) + 1.0)
         except BaseException as exc:
