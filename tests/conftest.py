@@ -43,20 +43,29 @@ def emu(emu_setup):
         yield emu
 
 
+def _loop_thread(thread: threading.Thread) -> bool:
+    """A thread that runs one of our loops: a server (uvicorn's), an informer, the extender's LINSTOR
+    reader. Idle pool threads (Kubernetes calls, Events) are left out: they poll nothing."""
+    return thread.name == "uvicorn-thread" or thread.name.startswith("informer-") or thread.name == "linstor-read"
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _no_server_outlives_its_module(request):
-    """Every HTTP server a module starts (uvicorn's thread: a component, a double) has ended once the
-    module's fixtures are torn down. One that lives on keeps its app's loops running against doubles
-    that are gone, and logs into a captured stream that is closed: a later module's test then reads
-    "--- Logging error ---" in its own stderr (seen as a full run's failure in test_flag_ranges)."""
+    """Every HTTP server a module starts (uvicorn's thread: a component, a double) and every loop
+    thread of a component (an informer, the LINSTOR reader) has ended once the module's fixtures are
+    torn down. One that lives on keeps its app's loops running against doubles that are gone, and
+    logs into a captured stream that is closed: a later module's test then reads "--- Logging error
+    ---" in its own stderr (seen as a full run's failure in test_flag_ranges), and after the last test
+    that logging buries pytest's summary (a CI run's whole tail was an extender, its stop lost to
+    asyncio.wait_for, polling its emulator: tests/test_aio.py)."""
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 15
-    for thread in [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread"]:
+    for thread in [t for t in threading.enumerate() if t not in before and _loop_thread(t)]:
         thread.join(max(0.0, deadline - time.monotonic()))  # waits on the thread's end itself
-    alive = [t for t in threading.enumerate() if t not in before and t.name == "uvicorn-thread" and t.is_alive()]
+    alive = [t for t in threading.enumerate() if t not in before and _loop_thread(t) and t.is_alive()]
     if alive:
         frames = sys._current_frames()
         where = "".join(traceback.format_stack(frames[alive[0].ident])) if alive[0].ident in frames else "?"
-        pytest.fail(f"{len(alive)} server thread(s) started in {request.module.__name__} outlived it; the first "
-                    f"is at:\n{where}", pytrace=False)
+        pytest.fail(f"{len(alive)} loop thread(s) started in {request.module.__name__} outlived it "
+                    f"({', '.join(sorted(t.name for t in alive))}); the first is at:\n{where}", pytrace=False)
