@@ -105,7 +105,6 @@ class StorageClassInfo:
     provisioner: str
     storage_pool: str | None
     remote_access: RemoteAccess
-    placement_count: int | None
     wait_for_first_consumer: bool
 
     @property
@@ -115,17 +114,11 @@ class StorageClassInfo:
     @classmethod
     def from_object(cls, sc: Obj) -> StorageClassInfo:
         params = sc.get("parameters") or {}
-        count = _param(params, "placementCount") or _param(params, "autoPlace")
-        try:
-            placement = int(count) if count is not None else None
-        except (TypeError, ValueError):
-            placement = None
         return cls(
             name=objects.name(sc, ""),
             provisioner=sc.get("provisioner", ""),
             storage_pool=_param(params, "storagePool"),
             remote_access=parse_remote_access(_param(params, "allowRemoteVolumeAccess")),
-            placement_count=placement,
             wait_for_first_consumer=sc.get("volumeBindingMode") == "WaitForFirstConsumer",
         )
 
