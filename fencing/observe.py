@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from linstor_scheduler.aio import all_of
 from linstor_scheduler.claims import ClaimRecord, VolumeRecord, as_claim
 from linstor_scheduler.kube import objects
 from linstor_scheduler.linstor.compact import (
@@ -120,7 +121,7 @@ async def read_linstor(client: LinstorReader, read_at: float) -> LinstorView:
             add_replicas(replicas, batch)
             await asyncio.sleep(0)
 
-    nodes, _, definitions, groups, props, pools = await asyncio.gather(
+    nodes, _, definitions, groups, props, pools = await all_of(
         client.get_nodes_compact(), stream(), client.get_resource_definitions_compact(),
         client.get_resource_groups(), client.get_controller_properties(), client.get_storage_pools_compact())
     return LinstorView(shared_nodes(nodes), with_policies(replicas, definitions, groups, props), props, read_at,
@@ -329,7 +330,7 @@ async def read_node_storage(client: LinstorReader, node: str, resources: Iterabl
         async for batch in client.iter_resource_batches(FencingResourceItem, resources=names):
             add_replicas(replicas, batch)
 
-    listed, _ = await asyncio.gather(client.get_nodes(nodes=sorted(peers)), stream())
+    listed, _ = await all_of(client.get_nodes(nodes=sorted(peers)), stream())
     nodes = {n.name: NodeState(n.name, n.connection_status or "UNKNOWN", None) for n in listed}
     states = {r: ResourceState(r, replicas.get(r, {}), view.resources[r].props if r in view.resources else {})
               for r in names}

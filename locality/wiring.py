@@ -34,12 +34,19 @@ class ExporterService:
 
     async def start(self) -> None:
         self.caches.start()
-        await self.syncer.start()
+        try:
+            await self.syncer.start()
+        except BaseException:  # not started: the informers must not run on
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        await self.syncer.stop()
-        self.caches.stop()
-        await self.client.aclose()
+        """Every step runs, whatever an earlier one raised or a forced exit cancelled."""
+        try:
+            await self.syncer.stop()
+        finally:
+            self.caches.stop()
+            await self.client.aclose()
 
     def alive(self) -> tuple[bool, str]:
         """``/healthz``: every informer loop, the LINSTOR poll and the computation loop still turn."""

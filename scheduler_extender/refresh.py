@@ -110,10 +110,23 @@ class _ReadThread:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def stop(self) -> None:
+        """Ends what still runs on the read loop there (a read abandoned at its deadline), closes the
+        client and the loop: a task left pending would be finalised by the garbage collector in
+        whatever thread runs next (httpserver.ServerThread._finish says what that broke)."""
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.client.aclose(), self.loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    async def _close(self) -> None:
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=2)
+        await self.client.aclose()
 
 
 class Syncer:

@@ -141,15 +141,23 @@ def build_live_app(
         pods.start()
         if leases is not None:
             leases.start()
-        await syncer.start()
+        try:
+            await syncer.start()
+        except BaseException:  # the server will not serve: what started here must not run on
+            await shutdown()
+            raise
 
     async def shutdown() -> None:
-        await syncer.stop()
-        caches.stop()
-        pods.stop(1.0)
-        if leases is not None:
-            leases.stop(1.0)
-        await client.aclose()
+        """Every step runs, whatever an earlier one raised or a forced exit cancelled: a step
+        skipped leaves informer threads polling after the server is gone."""
+        try:
+            await syncer.stop()
+        finally:
+            caches.stop()
+            pods.stop(1.0)
+            if leases is not None:
+                leases.stop(1.0)
+            await client.aclose()
 
     def alive() -> tuple[bool, str]:
         """``/healthz``: the informers' loops and the sync's loops all still turn."""

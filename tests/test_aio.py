@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from linstor_scheduler.aio import wait_set, within
+from linstor_scheduler.aio import all_of, wait_set, within
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("linstor_scheduler", "scheduler_extender", "storage_sync", "fencing", "admission", "locality", "devkit")
@@ -80,4 +80,68 @@ def test_no_product_module_waits_with_asyncio_wait_for():
     uses = [f"{path.relative_to(ROOT)}:{n}" for pkg in PRODUCT for path in sorted((ROOT / pkg).rglob("*.py"))
             for n, line in enumerate(path.read_text().splitlines(), 1)
             if re.search(r"\bwait_for\(", line) and path.name != "aio.py"]
+    assert uses == []
+
+
+def test_all_of_a_failed_read_stops_its_siblings_and_raises_its_own_error():
+    """fencing's pass reads six lists at once: one failing must not leave the resource stream
+    decoding after the pass gave up (``asyncio.gather`` did), nor come out as an ExceptionGroup."""
+
+    class ReadFailed(Exception):
+        pass
+
+    async def scenario() -> tuple[list[str], bool]:
+        streamed: list[str] = []
+        stream_task: list[asyncio.Task[None]] = []
+
+        async def stream() -> None:
+            stream_task.append(asyncio.current_task())  # type: ignore[arg-type]
+            while True:
+                streamed.append("batch")
+                await asyncio.sleep(0)
+
+        async def nodes() -> None:
+            await asyncio.sleep(0)
+            raise ReadFailed("GET /v1/nodes: 500")
+
+        with pytest.raises(ReadFailed):
+            await all_of(stream(), nodes())
+        so_far = len(streamed)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return streamed[so_far:], stream_task[0].cancelled()
+
+    assert asyncio.run(scenario()) == ([], True)
+
+
+def test_all_of_gives_the_results_in_order_and_a_stop_cancels_every_read():
+    async def scenario() -> tuple[list[int], bool]:
+        async def value(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        results = await all_of(value(1), value(2))
+        started = asyncio.Event()
+        children: list[asyncio.Task[None]] = []
+
+        async def forever() -> None:
+            children.append(asyncio.current_task())  # type: ignore[arg-type]
+            started.set()
+            await asyncio.Event().wait()
+
+        outer = asyncio.create_task(all_of(forever(), forever()))
+        await started.wait()
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        return results, all(child.cancelled() for child in children)
+
+    assert asyncio.run(scenario()) == ([1, 2], True)
+
+
+def test_no_product_module_gathers_without_return_exceptions():
+    """``asyncio.gather`` leaves the other awaitables running after one fails: ``all_of`` instead."""
+    uses = [f"{path.relative_to(ROOT)}:{n}" for pkg in PRODUCT for path in sorted((ROOT / pkg).rglob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            if re.search(r"\bgather\(", line) and "return_exceptions=True" not in line and path.name != "aio.py"]
     assert uses == []
