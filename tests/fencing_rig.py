@@ -460,8 +460,24 @@ def lease_leader(rig: Rig, identity: str) -> Any:
                          wall_clock=rig.clock)
 
 
+def skewed_leader_and_standby(rig: Rig, skew: float) -> tuple[Any, Any, Any, Any]:
+    """Leader A, whose node's clock runs ``skew`` seconds behind (it lost NTP), holds the Lease over
+    ``database(rig)``; B stands by on a right clock. (elector A, controller A, elector B, controller B)."""
+    database(rig)
+    rig.clock.now = round(rig.clock.now)
+    elector_a = lease_leader(rig, "fencing-a")
+    elector_a.wall_clock = lambda: rig.clock.now - skew
+    ctrl_a = rig.controller(leader=elector_a)
+    ctrl_a.wall_clock = lambda: rig.clock.now - skew
+    assert elector_a.step()
+    elector_b = lease_leader(rig, "fencing-b")
+    ctrl_b = rig.controller(leader=elector_b)
+    assert not elector_b.step(), "a standby while A renews"
+    return elector_a, ctrl_a, elector_b, ctrl_b
+
+
 __all__ = ["NODES", "FakeClock", "FakeLeader", "FencingService", "HungLinstor", "NoKube", "Probe", "Rig", "free_port",
-           "k", "k8s", "lease_leader"]
+           "k", "k8s", "lease_leader", "skewed_leader_and_standby"]
 
 
 def database(rig: Rig, node: str = "n1", peers: tuple[str, ...] = ("n2",), name: str = "db-0") -> str:

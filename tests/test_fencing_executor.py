@@ -15,7 +15,7 @@ from fencing.actions import TAINT_KEY
 from fencing.controller import Settings
 from fencing.handover import ANNOTATION
 
-from .fencing_rig import Rig, database, lease_leader
+from .fencing_rig import Rig, database, lease_leader, skewed_leader_and_standby
 from .waiting import wait_for
 
 POD = "/api/v1/namespaces/default/pods/db-0"
@@ -258,17 +258,7 @@ def test_a_rolling_update_from_a_node_whose_clock_is_behind_does_not_shorten_the
     says the record is 19 s old, so the gap would be bridged by a whole poll (5 s) where 1 s passed:
     the pod would move 26 s after the fault was first seen. The standby saw the release's renewTime
     19 s behind its own clock and reads the record on the old leader's clock."""
-    database(rig)
-    rig.clock.now = round(rig.clock.now)
-    skew = 18.0
-    a = lease_leader(rig, "fencing-a")
-    a.wall_clock = lambda: rig.clock.now - skew
-    ctrl_a = rig.controller(leader=a)
-    ctrl_a.wall_clock = lambda: rig.clock.now - skew
-    assert a.step()
-    b = lease_leader(rig, "fencing-b")
-    ctrl_b = rig.controller(leader=b)
-    assert not b.step(), "a standby while A renews"
+    a, ctrl_a, b, ctrl_b = skewed_leader_and_standby(rig, skew=18.0)
     rig.power_off("n1")
     first_seen = rig.clock.now + 5
     for _ in range(3):

@@ -10,7 +10,7 @@ the budget across a handover: tests/test_fencing_budget.py.
 
 from __future__ import annotations
 
-from .fencing_rig import database, lease_leader
+from .fencing_rig import database, lease_leader, skewed_leader_and_standby
 
 
 # --- the grace handed over with the Lease ------------------------------------------------------------
@@ -56,17 +56,7 @@ def test_a_predecessor_whose_clock_is_behind_does_not_shorten_the_grace(rig):
     """Leader A's node has lost NTP and its clock runs 18 s behind. A sees n1 lose power, times it for
     one pass, and crashes. B takes the expired Lease and reads the same fault: A's record says it was
     first seen 18 s before it really was, so B deletes db-0 about 20 s into a 30 s grace period."""
-    database(rig)
-    rig.clock.now = round(rig.clock.now)
-    skew = 18.0
-    elector_a = lease_leader(rig, "fencing-a")
-    elector_a.wall_clock = lambda: rig.clock.now - skew
-    ctrl_a = rig.controller(leader=elector_a)
-    ctrl_a.wall_clock = lambda: rig.clock.now - skew
-    assert elector_a.step()
-    elector_b = lease_leader(rig, "fencing-b")
-    ctrl_b = rig.controller(leader=elector_b)
-    assert not elector_b.step()
+    elector_a, ctrl_a, elector_b, ctrl_b = skewed_leader_and_standby(rig, skew=18.0)
     rig.power_off("n1")
     fault_at = rig.clock.now
     rig.clock.now += 5
